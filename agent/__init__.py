@@ -1,0 +1,1 @@
+"""dutyd's daemon layer: configuration, scheduling, storage, CLI and HTTP."""

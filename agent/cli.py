@@ -1,0 +1,87 @@
+"""The `dutyd` command line: run, check-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from agent import logsetup
+from agent.config import DEFAULT_PORT, load_config
+from agent.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def _config_path(arg: str | None) -> Path | None:
+    value = arg or os.environ.get("DUTYD_CONFIG")
+    return Path(value) if value else None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_config(args.file)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.file}: OK ({len(settings.targets)} targets)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import Daemon
+
+    path = _config_path(args.config)
+    if path is None:
+        print("dutyd run: give a config file with -c FILE or DUTYD_CONFIG", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        settings = load_config(path)
+    except ConfigError as exc:
+        print(f"dutyd: refusing to start, the configuration is invalid\n{exc.report()}", file=sys.stderr)
+        return EXIT_CONFIG
+    logsetup.configure(settings.log.format, settings.log.level)
+    asyncio.run(Daemon(settings, path).run())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo.site import run_demo
+
+    logsetup.configure(args.log_format, "INFO")
+    try:
+        return asyncio.run(run_demo(args.port, args.speed, args.duration))
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dutyd", description="Machine-room duty monitoring daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", help="config file (default: $DUTYD_CONFIG)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and list every problem")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="run on a built-in simulated machine room")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port (0: any free)")
+    demo.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--log-format", choices=["text", "json"], default="text")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""dutyd.yaml: the daemon's configuration, validated as a whole with every problem reported.
+
+The file is YAML; environment variables override any setting (`DUTYD_HTTP__PORT=9000`,
+`DUTYD_TARGETS='[...]'`). Unknown keys are errors. `load_config` raises `ConfigError` listing
+each problem as `key.path[3].name: what is wrong (line N)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.configtypes import StrictModel
+from agent.errors import ConfigError
+from collectors import COLLECTORS
+from collectors.base import TargetConfig
+from rules.config import RulesConfig
+from rules.packs import available as available_packs
+
+DEFAULT_PORT = 8646  # outside Prometheus's exporter range (9100-9999), which is fully allocated
+
+# Samples the daemon itself produces for every target, whatever its kind.
+BUILTIN_METRICS = frozenset({"target_up"})
+
+if len(COLLECTORS) > 1:
+    TargetUnion: Any = Annotated[
+        Union[tuple(c.config_model for c in COLLECTORS.values())],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
+elif COLLECTORS:
+    TargetUnion = next(iter(COLLECTORS.values())).config_model
+else:
+    TargetUnion = TargetConfig
+
+
+class HttpConfig(StrictModel):
+    listen: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+
+
+class StorageConfig(StrictModel):
+    # SQLite file (WAL). Relative paths are relative to the working directory.
+    path: Path = Path("dutyd.db")
+
+
+class LogConfig(StrictModel):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class SchedulerConfig(StrictModel):
+    # Polls in flight at once across all targets; a slow target holds one slot until its timeout.
+    max_in_flight: int = Field(default=256, gt=0)
+
+
+class EscalationConfig(StrictModel):
+    """Escalation policies (who is paged, when). Filled in by the escalation layer."""
+
+
+class NotifyConfig(StrictModel):
+    """Notification channels. Filled in by the notification layer."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DUTYD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    targets: list[TargetUnion] = Field(default_factory=list)  # type: ignore[valid-type]
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file; no .env or secrets-dir magic.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        problems = cross_check(self.model_dump(by_alias=True, mode="python"))
+        if problems:
+            raise ValueError("; ".join(msg for _, msg in problems))
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-references, checked on the raw data so that they are reported together with type errors.
+
+Loc = tuple[str | int, ...]
+
+
+def _known_metrics(raw_targets: list[Any]) -> set[str]:
+    known = set(BUILTIN_METRICS)
+    for raw in raw_targets:
+        if not isinstance(raw, Mapping):
+            continue
+        collector = COLLECTORS.get(str(raw.get("kind")))
+        if collector is None:
+            continue
+        try:
+            cfg = collector.config_model.model_validate(raw)
+        except ValidationError:
+            known.update(collector.metric_help)
+            continue
+        known.update(collector.emits(cfg))
+    return known
+
+
+def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    raw_targets = data.get("targets") or []
+    if not isinstance(raw_targets, list):
+        return problems
+    names: dict[str, int] = {}
+    for i, raw in enumerate(raw_targets):
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
+            continue
+        name = raw["name"]
+        if name in names:
+            problems.append(
+                (("targets", i, "name"), f"duplicate target name {name!r} (first at targets[{names[name]}])")
+            )
+        else:
+            names[name] = i
+    for i, raw in enumerate(raw_targets):
+        if not isinstance(raw, Mapping):
+            continue
+        for j, parent in enumerate(raw.get("depends_on") or []):
+            if parent not in names:
+                problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
+    rules = data.get("rules") or {}
+    if not isinstance(rules, Mapping):
+        return problems
+    for j, pack in enumerate(rules.get("packs") or []):
+        if pack not in available_packs():
+            problems.append(
+                (("rules", "packs", j), f"unknown rule pack {pack!r}; available: {', '.join(available_packs())}")
+            )
+    known = _known_metrics(raw_targets)
+    for i, rule in enumerate(rules.get("custom") or []):
+        if not isinstance(rule, Mapping):
+            continue
+        metric = rule.get("metric")
+        if isinstance(metric, str) and metric not in known:
+            hint = difflib.get_close_matches(metric, known, n=1)
+            problems.append(
+                (
+                    ("rules", "custom", i, "metric"),
+                    f"unknown metric {metric!r}: no configured target produces it"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+            )
+        for j, target in enumerate(rule.get("targets") or []):
+            if target not in names:
+                problems.append((("rules", "custom", i, "targets", j), f"unknown target {target!r}"))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Line numbers: walk the YAML node tree once and remember where each key path starts.
+
+
+def yaml_lines(text: str) -> dict[Loc, int]:
+    lines: dict[Loc, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, loc: Loc) -> None:
+        lines[loc] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[(*loc, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*loc, key))
+                lines[(*loc, key)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*loc, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def format_loc(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+_UNION_TAGS = frozenset(COLLECTORS)
+_VALUE_ERROR = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def _clean_loc(loc: tuple[str | int, ...]) -> Loc:
+    """Drop the discriminator tag pydantic inserts after a list index (`targets.3.modbus.x`)."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if i > 0 and isinstance(loc[i - 1], int) and part in _UNION_TAGS and out and out[0] == "targets":
+            continue
+        if isinstance(part, str) and part.startswith(("function-after[", "function-before[")):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: Mapping[str, Any], loc: Loc, data: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model_keys = _allowed_keys(loc[:-1], data)
+        hint = difflib.get_close_matches(str(loc[-1]), model_keys, n=1) if model_keys else []
+        msg = "unknown key"
+        if hint:
+            msg += f" (did you mean {hint[0]!r}?)"
+        return msg
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tag = err.get("ctx", {}).get("tag", "")
+        return f"unknown target kind {tag!r}; known kinds: {', '.join(sorted(COLLECTORS))}"
+    if kind == "union_tag_not_found":
+        return f"'kind' is missing; known kinds: {', '.join(sorted(COLLECTORS))}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        word = {
+            "greater_than": "greater than",
+            "greater_than_equal": "at least",
+            "less_than": "less than",
+            "less_than_equal": "at most",
+        }[kind]
+        bound = next(iter(err.get("ctx", {}).values()), "")
+        return f"must be {word} {bound} (got {err['input']!r})"
+    msg = _VALUE_ERROR.sub("", err["msg"])
+    msg = msg[:1].lower() + msg[1:]
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _lookup(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _allowed_keys(loc: Loc, data: Any) -> list[str]:
+    """Field names of the model at `loc`, for 'did you mean' hints."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is Settings and part == "targets":
+            kind = _lookup(data, (*loc[: loc.index(part) + 2], "kind"))
+            collector = COLLECTORS.get(str(kind))
+            model = collector.config_model if collector else TargetConfig
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        candidates = [ann, *(inner or ())]
+        model = next((c for c in candidates if hasattr(c, "model_fields")), None)
+        if model is None:
+            return []
+    fields = getattr(model, "model_fields", {})
+    return [f.alias or name for name, f in fields.items()]
+
+
+def _problem(loc: Loc, msg: str, lines: Mapping[Loc, int]) -> tuple[int, str]:
+    probe = loc
+    while probe not in lines and probe:
+        probe = probe[:-1]
+    line = lines.get(probe, 0)
+    where = f" (line {line})" if line else ""
+    return line, f"{format_loc(loc)}: {msg}{where}"
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"not valid YAML: {problem}{where}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the top level must be a mapping of sections (targets, rules, ...)"])
+    return data
+
+
+def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
+    lines = yaml_lines(text) if text else {}
+    problems: list[tuple[int, str]] = []
+    settings: Settings | None = None
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _clean_loc(err["loc"])
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc = (*loc, "kind")
+            if err["type"] == "value_error" and loc == ():
+                continue  # cross-reference summary; reported one by one below
+            problems.append(_problem(loc, _message(err, loc, data), lines))
+    for loc, msg in cross_check(data):
+        problems.append(_problem(loc, msg, lines))
+    if problems:
+        unique = sorted(set(problems), key=lambda p: (p[0], p[1]))
+        raise ConfigError(source, [msg for _, msg in unique])
+    assert settings is not None
+    return settings
+
+
+def load_config(path: str | Path) -> Settings:
+    """Read, parse and validate a config file; `ConfigError` names every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
+    return validate(parse_yaml(text, source), source, text)
+
+
+def load_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
+    return validate(data, source)
+

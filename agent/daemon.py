@@ -1,0 +1,296 @@
+"""The daemon: wires collectors, scheduler, store, rules, storage and HTTP, and runs them.
+
+Data flow: scheduler -> PollResult -> SampleStore + RuleEngine -> AlertEvents -> duty log,
+alert table and every registered alert listener (notifiers). Exporters read the store and
+alert table at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from agent.config import Settings, load_config
+from agent.errors import ConfigError
+from agent.http import HttpServer
+from agent.instrumentation import Instrumentation
+from agent.records import AlertEvent, AlertState, Labels
+from agent.scheduler import PollResult, Scheduler
+from agent.storage import Storage, StoredAlert, open_storage
+from agent.store import SampleStore, TargetStatus
+from collectors import COLLECTORS, Collector, CollectorContext
+from exporters.prometheus import StoreExporter
+from rules.alerts import Alert
+from rules.engine import RuleEngine
+from rules.packs import effective_rules
+
+log = logging.getLogger("dutyd")
+alert_log = logging.getLogger("dutyd.alert")
+
+AlertListener = Callable[[AlertEvent], Awaitable[None]]
+
+# Resolved alerts stay visible (API, page) this long before they leave memory.
+RESOLVED_RETENTION = 15 * 60.0
+
+
+def _fields(labels: Labels) -> dict[str, str]:
+    return dict(labels)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = Instrumentation(self.registry)
+        self.store = SampleStore()
+        self.context = CollectorContext()
+        self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight)
+        self.engine = RuleEngine(effective_rules(settings.rules))
+        self.storage: Storage = open_storage(settings.storage.path)
+        self.http = HttpServer(
+            self.registry, self._readiness, settings.http.listen, settings.http.port
+        )
+        self.listeners: list[AlertListener] = []
+        self._events: asyncio.Queue[AlertEvent] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._ready = False
+        self._help: dict[str, str] = {}
+        self.registry.register(
+            StoreExporter(lambda: self.store.samples(only_up=True), self._alerts, self._help)
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.storage.open()
+        restored = [_alert_from_row(r) for r in await self.storage.load_alerts()]
+        self.engine.restore(restored)
+        if restored:
+            log.info("alerts restored", extra={"fields": {"count": len(restored)}})
+        await self.http.start()
+        self._apply_targets(self.settings)
+        self._tasks.append(asyncio.create_task(self._event_loop(), name="alert-events"))
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
+        await self.storage.append_log(time.time(), "daemon.start", "dutyd", "", {"targets": len(self.settings.targets)})
+        self._ready = True
+        log.info(
+            "dutyd started",
+            extra={
+                "fields": {
+                    "targets": len(self.settings.targets),
+                    "rules": len(self.engine.rules),
+                    "metrics": f"{self.http.url}/metrics",
+                }
+            },
+        )
+
+    async def stop(self) -> None:
+        self._ready = False
+        await self.scheduler.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self._drain_events()
+        await self.http.stop()
+        await self.context.close()
+        with contextlib.suppress(Exception):
+            await self.storage.append_log(time.time(), "daemon.stop", "dutyd", "", {})
+        await self.storage.close()
+        log.info("dutyd stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, reload on SIGHUP, stop cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def reload(self) -> bool:
+        """Re-read the config file; an invalid one keeps the running config and says why."""
+        if self.config_path is None:
+            log.warning("reload asked, but dutyd runs without a config file")
+            return False
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("rejected").inc()
+            log.error("config reload rejected; keeping the running config\n%s", exc.report())
+            await self.storage.append_log(
+                time.time(), "config.reload_rejected", "dutyd", str(self.config_path), {"problems": exc.problems}
+            )
+            return False
+        await self._apply(new)
+        self.metrics.config_reloads.labels("applied").inc()
+        await self.storage.append_log(
+            time.time(), "config.reload", "dutyd", str(self.config_path), {"targets": len(new.targets)}
+        )
+        log.info("config reloaded", extra={"fields": {"targets": len(new.targets)}})
+        return True
+
+    async def _apply(self, new: Settings) -> None:
+        old_targets = {t.name: t for t in self.settings.targets}
+        new_targets = {t.name: t for t in new.targets}
+        for name, cfg in old_targets.items():
+            if new_targets.get(name) != cfg:
+                await self.scheduler.remove(name)
+                self.store.remove_target(name)
+        if new.rules != self.settings.rules:
+            alerts = list(self.engine.alerts.values())
+            self.engine = RuleEngine(effective_rules(new.rules))
+            self.engine.restore(alerts)
+        if new.http != self.settings.http or new.storage != self.settings.storage:
+            log.warning("http and storage settings take effect at the next restart")
+        self.settings = new
+        self._apply_targets(new)
+
+    def _apply_targets(self, settings: Settings) -> None:
+        running = self.scheduler.collectors
+        counts: dict[str, int] = {}
+        for cfg in settings.targets:
+            counts[cfg.kind] = counts.get(cfg.kind, 0) + 1
+            if cfg.name in running:
+                continue
+            collector_cls = COLLECTORS[cfg.kind]
+            collector: Collector = collector_cls(cfg, self.context)
+            self._help.update(collector_cls.metric_help)
+            self.store.status.setdefault(cfg.name, TargetStatus(cfg.name, cfg.kind))
+            self.scheduler.start(collector)
+        for kind in COLLECTORS:
+            self.metrics.targets.labels(kind).set(counts.get(kind, 0))
+
+    def _readiness(self) -> tuple[bool, str]:
+        if not self._ready:
+            return False, "starting or stopping"
+        return True, f"ready: {len(self.settings.targets)} targets, {len(self.engine.rules)} rules"
+
+    # -- data path ------------------------------------------------------------------------------
+
+    def _on_poll(self, result: PollResult) -> None:
+        m = self.metrics
+        m.polls.labels(result.kind).inc()
+        m.poll_duration.labels(result.kind).observe(result.duration)
+        m.scheduler_lag.observe(result.lag)
+        m.samples_ingested.inc(len(result.samples))
+        status = self.store.status.setdefault(result.target, TargetStatus(result.target, result.kind))
+        was_up = status.up if status.last_poll_at is not None else None
+        status.last_poll_at = result.started_at
+        status.last_duration = result.duration
+        if result.ok:
+            status.up, status.reason, status.message = True, "", ""
+            status.last_success_at = result.started_at
+            status.consecutive_failures = 0
+            self.store.replace_target(result.target, result.samples)
+            if was_up is False:
+                log.info("target recovered", extra={"fields": {"target": result.target}})
+        else:
+            m.poll_errors.labels(result.kind, result.reason).inc()
+            status.up, status.reason, status.message = False, result.reason, result.message
+            status.consecutive_failures += 1
+            status.error_counts[result.reason] = status.error_counts.get(result.reason, 0) + 1
+            self.store.update_target(result.target, result.samples)
+            # Log once on the way down, not on every failed poll.
+            if was_up is not False:
+                log.warning(
+                    "target down",
+                    extra={"fields": {"target": result.target, "reason": result.reason, "detail": result.message}},
+                )
+        t0 = time.perf_counter()
+        events = self.engine.ingest(result.samples, time.time())
+        m.rule_evaluation.observe(time.perf_counter() - t0)
+        for event in events:
+            self._events.put_nowait(event)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            for event in self.engine.tick(now):
+                self._events.put_nowait(event)
+            self.engine.forget_resolved(now - RESOLVED_RETENTION)
+
+    async def _event_loop(self) -> None:
+        while True:
+            event = await self._events.get()
+            await self._handle_event(event)
+
+    async def _drain_events(self) -> None:
+        while not self._events.empty():
+            await self._handle_event(self._events.get_nowait())
+
+    async def _handle_event(self, event: AlertEvent) -> None:
+        self.metrics.alert_events.labels(str(event.state)).inc()
+        fields = {
+            "alert": event.rule,
+            "state": str(event.state),
+            "severity": event.severity,
+            **_fields(event.labels),
+            "value": event.value,
+        }
+        level = logging.WARNING if event.state is AlertState.FIRING else logging.INFO
+        alert_log.log(level, "%s %s: %s", str(event.state).upper(), event.rule, event.summary, extra={"fields": fields})
+        try:
+            alert = self.engine.alerts.get(event.fingerprint)
+            if event.state in (AlertState.PENDING, AlertState.FIRING) and alert is not None:
+                await self.storage.save_alert(_alert_row(alert))
+            else:
+                await self.storage.delete_alert(event.fingerprint)
+            await self.storage.append_log(
+                event.timestamp,
+                f"alert.{event.state}",
+                "dutyd",
+                event.fingerprint,
+                {"rule": event.rule, "labels": _fields(event.labels), "summary": event.summary,
+                 "value": event.value, "severity": event.severity, "active_since": event.active_since},
+            )
+        except Exception:
+            log.exception("recording alert event failed")
+        for listener in self.listeners:
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("alert listener failed")
+
+    def _alerts(self) -> list[Alert]:
+        return list(self.engine.alerts.values())
+
+
+def _alert_row(alert: Alert) -> StoredAlert:
+    return StoredAlert(
+        alert.fingerprint, alert.rule, dict(alert.labels), alert.severity, str(alert.state),
+        alert.active_since, alert.fired_at, alert.resolved_at, alert.value, alert.summary,
+    )
+
+
+def _alert_from_row(row: StoredAlert) -> Alert:
+    return Alert(
+        rule=row.rule,
+        labels=tuple(sorted(row.labels.items())),
+        severity=row.severity,
+        state=AlertState(row.state),
+        active_since=row.active_since,
+        fired_at=row.fired_at,
+        resolved_at=row.resolved_at,
+        value=row.value,
+        summary=row.summary,
+        fingerprint=row.fingerprint,
+    )

@@ -1,0 +1,101 @@
+"""`dutyd demo`: start the simulated devices, monitor them with the duty rules, tell the story."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import load_from_dict
+from agent.daemon import Daemon
+from agent.demo import DEVICES
+from agent.demo.base import DemoDevice
+
+log = logging.getLogger("dutyd.demo")
+
+# The duty rules' durations are minutes; the demo plays them in seconds so a visitor sees the
+# whole life of an alert. Everything else is the real duty pack.
+DEMO_RULE_OVERRIDES: list[dict[str, Any]] = [
+    {
+        "name": "room_temperature_out_of_range",
+        "metric": "room_temperature_celsius",
+        "condition": {"outside": [18, 26]},
+        "for": "10s",
+        "severity": "critical",
+        "summary": "Room temperature {value} °C on {target} is {threshold} °C for {duration}",
+        "reference": "Card centre machine-room rules: 18-26 °C (demo: 10 s instead of 5 min)",
+    },
+]
+
+
+def demo_config(devices: list[DemoDevice], port: int, db_path: Path) -> dict[str, Any]:
+    targets: list[dict[str, Any]] = []
+    for device in devices:
+        targets.extend(device.targets())
+    return {
+        "targets": targets,
+        "rules": {"packs": ["duty"], "custom": DEMO_RULE_OVERRIDES},
+        "http": {"listen": "127.0.0.1", "port": port},
+        "storage": {"path": str(db_path)},
+    }
+
+
+async def run_demo(port: int, speed: float = 1.0, duration: float | None = None) -> int:
+    devices = [cls(speed=speed) for cls in DEVICES]
+    with tempfile.TemporaryDirectory(prefix="dutyd-demo-") as tmp:
+        started: list[DemoDevice] = []
+        try:
+            for device in devices:
+                await device.start()
+                started.append(device)
+            settings = load_from_dict(demo_config(devices, port, Path(tmp) / "demo.db"), "<demo>")
+            daemon = Daemon(settings)
+            _print_intro(settings, devices)
+            story = asyncio.create_task(_play(devices))
+            if duration is not None:
+                asyncio.get_running_loop().call_later(duration, daemon.request_stop)
+            try:
+                await daemon.run()
+            finally:
+                story.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await story
+        finally:
+            for device in reversed(started):
+                await device.stop()
+    return 0
+
+
+async def _play(devices: list[DemoDevice]) -> None:
+    start = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - start
+        for device in devices:
+            try:
+                device.advance(elapsed * device.speed)
+            except Exception:
+                log.exception("demo device %s failed to advance", type(device).__name__)
+        await asyncio.sleep(0.5)
+
+
+def _print_intro(settings: Any, devices: list[DemoDevice]) -> None:
+    lines = ["", "dutyd demo: a simulated machine room on loopback, watched by the duty rules", ""]
+    lines.append("Watching:")
+    for t in settings.targets:
+        lines.append(f"  - {t.name:<16} {t.kind:<7} {t.address}")
+    story = [line for d in devices for line in d.story()]
+    if story:
+        lines += ["", "What will happen:"] + [f"  - {s}" for s in story]
+    url = f"http://{settings.http.listen}:{settings.http.port}"
+    lines += [
+        "",
+        f"Metrics:  {url}/metrics   (alerts: dutyd_alert_state)",
+        f"Health:   {url}/healthz",
+        "Stop:     Ctrl-C",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

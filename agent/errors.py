@@ -1,0 +1,64 @@
+"""dutyd's error tree. Every library's exceptions are translated at its boundary.
+
+    DutydError
+    ├── ConfigError              refuse to start (or keep the old config on reload)
+    └── CollectError             this target is down for this poll; the reason is shown to people
+        ├── TargetTimeout        no answer within the target's timeout
+        ├── TargetUnreachable    connection refused, no route, host not found
+        ├── BadCredentials       community, user, password, key or host key rejected
+        ├── BadResponse          the peer answered, but with garbage or an error reply
+        └── ReadingUnavailable   the device is reachable but reports this value as unknown/stale
+
+A collector raises one of these (with `raise ... from exc`); the scheduler alone turns it into
+`target_up = 0` with the reason, so no pysnmp, asyncssh or socket exception leaks further.
+"""
+
+from __future__ import annotations
+
+
+class DutydError(Exception):
+    """Base of every error dutyd raises on purpose."""
+
+
+class ConfigError(DutydError):
+    """The configuration is invalid; `problems` lists every one, each with key path and line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.report())
+
+    def report(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class CollectError(DutydError):
+    """A poll failed. `reason` is a short machine label used in metrics (bounded set)."""
+
+    reason = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TargetTimeout(CollectError):
+    reason = "timeout"
+
+
+class TargetUnreachable(CollectError):
+    reason = "unreachable"
+
+
+class BadCredentials(CollectError):
+    reason = "auth"
+
+
+class BadResponse(CollectError):
+    reason = "bad_response"
+
+
+class ReadingUnavailable(CollectError):
+    reason = "unavailable"

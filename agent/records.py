@@ -1,0 +1,75 @@
+"""The plain typed records that flow between layers: samples in, alert events out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Sorted (name, value) pairs: hashable, so a sample's series key can index dicts.
+Labels = tuple[tuple[str, str], ...]
+SeriesKey = tuple[str, Labels]
+
+
+def labels_of(mapping: Mapping[str, str]) -> Labels:
+    return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading, in Prometheus's shape: name (with its unit), labels, value, timestamp.
+
+    The same sample reaches the rules and `/metrics`, so a dashboard shows what a rule saw.
+    Names ending in `_total` are counters; everything else is a gauge.
+    """
+
+    name: str
+    labels: Labels
+    value: float
+    timestamp: float
+
+    @classmethod
+    def of(
+        cls, name: str, value: float, timestamp: float, labels: Mapping[str, str] | None = None
+    ) -> Sample:
+        return cls(name, labels_of(labels or {}), float(value), timestamp)
+
+    @property
+    def series(self) -> SeriesKey:
+        return (self.name, self.labels)
+
+    def label(self, key: str, default: str = "") -> str:
+        for k, v in self.labels:
+            if k == key:
+                return v
+        return default
+
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+class AlertState(StrEnum):
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """A change in one alert's life, as the rules layer announces it to notifiers and the log.
+
+    `fingerprint` identifies the alert (rule name plus label set) across restarts.
+    """
+
+    fingerprint: str
+    rule: str
+    labels: Labels
+    state: AlertState
+    previous: AlertState
+    severity: str
+    summary: str
+    value: float | None
+    active_since: float | None
+    timestamp: float
+    annotations: Labels = ()

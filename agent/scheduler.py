@@ -1,0 +1,139 @@
+"""The scheduler: polls every target at its interval, isolated from every other target.
+
+Each target has its own task. Phases are spread by a stable hash of the target's name, so a
+thousand targets sharing an interval do not fire at once and keep their slot across restarts.
+Every poll runs under the target's timeout; a global semaphore bounds polls in flight; a
+failed poll becomes `target_up = 0` with a reason here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.errors import CollectError, TargetTimeout
+from agent.records import Sample
+from collectors.base import Collector, Readings, TargetConfig
+
+log = logging.getLogger("dutyd.scheduler")
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    target: str
+    kind: str
+    samples: list[Sample]
+    ok: bool
+    reason: str
+    message: str
+    started_at: float
+    duration: float
+    lag: float
+
+
+PollSink = Callable[[PollResult], None]
+
+
+def phase_of(name: str, interval: float) -> float:
+    """A stable offset in [0, interval) derived from the target's name."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 * interval
+
+
+def target_labels(config: TargetConfig) -> dict[str, str]:
+    return {**config.labels, "target": config.name, "kind": config.kind}
+
+
+class Scheduler:
+    def __init__(self, sink: PollSink, max_in_flight: int = 256) -> None:
+        self._sink = sink
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._collectors: dict[str, Collector] = {}
+
+    @property
+    def collectors(self) -> dict[str, Collector]:
+        return dict(self._collectors)
+
+    def start(self, collector: Collector) -> None:
+        name = collector.config.name
+        if name in self._tasks:
+            raise ValueError(f"target {name!r} is already scheduled")
+        self._collectors[name] = collector
+        self._tasks[name] = asyncio.create_task(self._run(collector), name=f"poll:{name}")
+
+    async def remove(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        collector = self._collectors.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if collector is not None:
+            await _close_quietly(collector)
+
+    async def stop(self) -> None:
+        """Cancel every poll, then close all collectors at once (shutdown must take < 5 s)."""
+        tasks, self._tasks = list(self._tasks.values()), {}
+        collectors, self._collectors = list(self._collectors.values()), {}
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(_close_quietly(c) for c in collectors))
+
+    async def poll_once(self, collector: Collector, scheduled_at: float | None = None) -> PollResult:
+        cfg = collector.config
+        started_mono = time.monotonic()
+        lag = max(0.0, started_mono - scheduled_at) if scheduled_at is not None else 0.0
+        readings = Readings(target_labels(cfg), time.time())
+        ok, reason, message = True, "", ""
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                await collector.collect(readings)
+        except TimeoutError:
+            ok, reason = False, TargetTimeout.reason
+            message = f"no answer within {cfg.timeout:g}s"
+        except CollectError as exc:
+            ok, reason, message = False, exc.reason, exc.message
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A collector bug must not take the daemon down; it shows as this target's reason.
+            log.exception("collector %s crashed on %s", cfg.kind, cfg.name)
+            ok, reason, message = False, "internal", f"collector error: {type(exc).__name__}: {exc}"
+        duration = time.monotonic() - started_mono
+        base = Readings(target_labels(cfg), readings.timestamp)
+        base.add("target_up", 1.0 if ok else 0.0)
+        samples = readings.samples + base.samples if ok else base.samples
+        return PollResult(cfg.name, cfg.kind, samples, ok, reason, message, readings.timestamp, duration, lag)
+
+    async def _run(self, collector: Collector) -> None:
+        cfg = collector.config
+        interval = cfg.interval
+        next_at = time.monotonic() + phase_of(cfg.name, interval)
+        while True:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with self._slots:
+                result = await self.poll_once(collector, next_at)
+            try:
+                self._sink(result)
+            except Exception:
+                log.exception("handling the poll result of %s failed", cfg.name)
+            next_at += interval
+            now = time.monotonic()
+            if next_at <= now:
+                # Overran: skip the missed slots instead of polling back to back.
+                missed = int((now - next_at) // interval) + 1
+                next_at += missed * interval
+
+
+async def _close_quietly(collector: Collector) -> None:
+    try:
+        await asyncio.wait_for(collector.close(), timeout=2.0)
+    except Exception:  # noqa: BLE001 - closing is best effort at shutdown
+        log.debug("closing %s failed", collector.config.name, exc_info=True)

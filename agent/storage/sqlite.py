@@ -1,0 +1,173 @@
+"""SQLite storage (standard library sqlite3, WAL mode) on one dedicated thread.
+
+All statements run on a single-thread executor that owns the connection, so the event loop
+never blocks on disk and sqlite3's thread rules hold. Schema changes are appended to
+`MIGRATIONS`; `PRAGMA user_version` records how many have run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.storage import LogEntry, Storage, StoredAlert
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE alerts (
+        fingerprint TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        active_since REAL,
+        fired_at REAL,
+        resolved_at REAL,
+        value REAL,
+        summary TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE duty_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX duty_log_ts ON duty_log (ts);
+    CREATE INDEX duty_log_kind_ts ON duty_log (kind, ts);
+    """,
+]
+
+
+class SqliteStorage(Storage):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                raise RuntimeError("storage is not open")
+            return func(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            if self.path.parent and not self.path.parent.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode is durable against process crashes (SIGKILL); only an OS
+            # crash may lose the last transactions.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                conn.executescript(f"BEGIN; {script}; PRAGMA user_version={i}; COMMIT;")
+            self._conn = conn
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; for the layers that add their own tables via MIGRATIONS."""
+        return await self._run(lambda c: c.execute(sql, params).fetchall())
+
+    async def save_alert(self, alert: StoredAlert) -> None:
+        row = (
+            alert.fingerprint,
+            alert.rule,
+            json.dumps(alert.labels, ensure_ascii=False, sort_keys=True),
+            alert.severity,
+            alert.state,
+            alert.active_since,
+            alert.fired_at,
+            alert.resolved_at,
+            alert.value,
+            alert.summary,
+        )
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?)", row
+            )
+        )
+
+    async def delete_alert(self, fingerprint: str) -> None:
+        await self._run(lambda c: c.execute("DELETE FROM alerts WHERE fingerprint=?", (fingerprint,)))
+
+    async def load_alerts(self) -> list[StoredAlert]:
+        rows = await self._run(lambda c: c.execute("SELECT * FROM alerts").fetchall())
+        return [
+            StoredAlert(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    async def append_log(
+        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+    ) -> int:
+        payload = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+
+        def insert(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)",
+                (timestamp, kind, actor, subject, payload),
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._run(insert)
+
+    async def read_log(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        kinds: Sequence[str] = (),
+        subject: str | None = None,
+        limit: int = 1000,
+    ) -> list[LogEntry]:
+        where, params = ["1=1"], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("ts < ?")
+            params.append(until)
+        if kinds:
+            # A kind ending in '.' is a prefix: "alert." matches alert.firing, alert.resolved.
+            clauses = []
+            for k in kinds:
+                if k.endswith("."):
+                    clauses.append("kind LIKE ?")
+                    params.append(k + "%")
+                else:
+                    clauses.append("kind = ?")
+                    params.append(k)
+            where.append("(" + " OR ".join(clauses) + ")")
+        if subject is not None:
+            where.append("subject = ?")
+            params.append(subject)
+        sql = (
+            "SELECT id, ts, kind, actor, subject, data FROM duty_log WHERE "
+            + " AND ".join(where)
+            + " ORDER BY id LIMIT ?"
+        )
+        params.append(limit)
+        rows = await self._run(lambda c: c.execute(sql, params).fetchall())
+        return [LogEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]

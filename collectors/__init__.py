@@ -1,0 +1,27 @@
+"""Collectors: one module per protocol, registered here in one line each.
+
+`COLLECTORS` maps a target's `kind` (as written in the config file) to its collector class;
+the config loader builds the `targets` schema from it, the scheduler instantiates from it.
+"""
+
+from __future__ import annotations
+
+from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from collectors.modbus import ModbusCollector
+from collectors.nut import NutCollector
+from collectors.probe_http import HttpProbeCollector
+from collectors.probe_icmp import IcmpProbeCollector
+from collectors.probe_tcp import TcpProbeCollector
+
+_CLASSES: list[type[Collector]] = [
+    # one line per collector module, e.g. ModbusCollector,
+    ModbusCollector,
+    NutCollector,
+    HttpProbeCollector,
+    IcmpProbeCollector,
+    TcpProbeCollector,
+]
+
+COLLECTORS: dict[str, type[Collector]] = {c.kind: c for c in _CLASSES}
+
+__all__ = ["COLLECTORS", "Collector", "CollectorContext", "Readings", "TargetConfig"]

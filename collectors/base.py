@@ -1,0 +1,127 @@
+"""The collector interface: a target's config model, a poll, and the readings it yields.
+
+A collector polls one target and adds what it read to a `Readings`. It knows nothing of
+rules, alerts or exposition. When a poll fails it raises a `CollectError` subclass
+(see `agent.errors`); the scheduler alone turns that into `target_up = 0` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import Field, field_validator
+
+from agent.configtypes import LabelMap, PositiveDuration, StrictModel
+from agent.records import Labels, Sample
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
+
+
+class TargetConfig(StrictModel):
+    """Fields every target has. A collector's own model subclasses this and sets `kind`."""
+
+    name: str = Field(min_length=1, max_length=128)
+    kind: str
+    address: str = Field(min_length=1)
+    interval: PositiveDuration = 30.0
+    timeout: PositiveDuration = 5.0
+    labels: LabelMap = Field(default_factory=dict)
+    # Parent targets (a switch, a UPS): while one is down, this target's alerts are suppressed.
+    depends_on: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, v: str) -> str:
+        if not set(v) <= _NAME_CHARS:
+            raise ValueError("may only contain letters, digits and _ - . :")
+        return v
+
+
+class Readings:
+    """What one poll read. Target labels (target, kind, site, room, ...) are stamped here,
+    so a collector only names what it measured and the labels that tell readings apart."""
+
+    __slots__ = ("_base", "samples", "timestamp")
+
+    def __init__(self, base_labels: Mapping[str, str], timestamp: float) -> None:
+        self._base = dict(base_labels)
+        self.timestamp = timestamp
+        self.samples: list[Sample] = []
+
+    def add(self, name: str, value: float, /, **labels: str) -> None:
+        self.add_labelled(name, value, labels)
+
+    def add_labelled(self, name: str, value: float, labels: Mapping[str, str]) -> None:
+        merged: Labels
+        if labels:
+            merged = tuple(sorted({**self._base, **labels}.items()))
+        else:
+            merged = tuple(sorted(self._base.items()))
+        self.samples.append(Sample(name, merged, float(value), self.timestamp))
+
+
+class CollectorContext:
+    """Resources shared by every collector of a daemon: a thread pool for blocking libraries
+    and lazily built shared objects (one SNMP engine, one HTTP session) closed at shutdown."""
+
+    def __init__(self, executor: ThreadPoolExecutor | None = None) -> None:
+        self.executor = executor or ThreadPoolExecutor(max_workers=64, thread_name_prefix="poll")
+        self._shared: dict[str, Any] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def shared(
+        self,
+        key: str,
+        factory: Callable[[], Any],
+        closer: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> Any:
+        if key not in self._shared:
+            obj = factory()
+            self._shared[key] = obj
+            if closer is not None:
+                self._closers.append(lambda: closer(obj))
+        return self._shared[key]
+
+    async def run_blocking(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking call (pyModbusTCP, file I/O) off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, func, *args)
+
+    async def close(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+        self._closers.clear()
+        self._shared.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+C = TypeVar("C", bound=TargetConfig)
+
+
+class Collector(ABC, Generic[C]):
+    """Polls one target. Subclasses set `kind`, `config_model` and, for /metrics HELP
+    lines, `metric_help` for the sample names they emit."""
+
+    kind: ClassVar[str]
+    config_model: ClassVar[type[TargetConfig]]
+    metric_help: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, config: C, context: CollectorContext) -> None:
+        self.config = config
+        self.context = context
+
+    @classmethod
+    def emits(cls, config: TargetConfig) -> set[str]:
+        """Sample names a target with this config produces (rules check names against it).
+        Collectors whose names come from the config (Modbus register maps) override this."""
+        return set(cls.metric_help)
+
+    @abstractmethod
+    async def collect(self, readings: Readings) -> None:
+        """Read the target once. Raise a `CollectError` subclass when the target is down."""
+
+    async def close(self) -> None:  # noqa: B027 - most collectors hold nothing open
+        """Release connections held between polls."""

@@ -1,0 +1,447 @@
+"""HTTP(S) check: status, latency, expected text, TLS certificate expiry and page integrity."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from cryptography import x509
+from pydantic import Field, SecretStr, field_validator, model_validator
+from yarl import URL
+
+from agent.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
+from agent.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
+from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from collectors.probe_tcp import budget, hostport
+
+MIB = 1024 * 1024
+USER_AGENT = "dutyd-probe"
+# Key of the probes' own session in the CollectorContext: it carries the connect-time trace
+# and closes every connection after its request, which a general-purpose session would not want.
+SESSION_KEY = "aiohttp.probe"
+_STATUS_RANGE = re.compile(r"^([1-5])xx$|^(\d{3})-(\d{3})$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_status_ranges(items: list[int | str]) -> tuple[tuple[int, int], ...]:
+    """`[200, "301-302", "2xx"]` -> inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    for item in items:
+        if isinstance(item, int):
+            lo = hi = item
+        else:
+            text = item.strip().lower()
+            if text.isdigit():
+                lo = hi = int(text)
+            else:
+                m = _STATUS_RANGE.match(text)
+                if m is None:
+                    raise ValueError(f"{item!r} is not a status, a range 200-299, or 2xx")
+                if m.group(1):
+                    lo, hi = int(m.group(1)) * 100, int(m.group(1)) * 100 + 99
+                else:
+                    lo, hi = int(m.group(2)), int(m.group(3))
+        if not 100 <= lo <= hi <= 599:
+            raise ValueError(f"{item!r} is not within HTTP statuses 100-599")
+        out.append((lo, hi))
+    return tuple(out)
+
+
+class HttpTarget(TargetConfig):
+    """An HTTP(S) check. `address` is the URL (http:// or https://).
+
+    Connection failures, TLS failures and timeouts mark the target down. A server that answers
+    with an unexpected status, or a page without `expected_text`, is up: `probe_success` is 0.
+    """
+
+    kind: Literal["http"]
+    method: Literal["GET", "HEAD"] = Field(
+        default="GET", description="HEAD reads no body: no text check and no fingerprint."
+    )
+    expected_status: list[int | str] = Field(
+        default_factory=lambda: ["200-399"],
+        description="Statuses that count as success: numbers, ranges `200-299` or `2xx`.",
+    )
+    expected_text: str | None = Field(
+        default=None, min_length=1, description="A substring the page must contain."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    follow_redirects: bool = Field(default=True, description="Follow up to 10 redirects.")
+    verify: bool = Field(default=True, description="Verify the server's TLS certificate.")
+    ca_file: str | None = Field(
+        default=None, description="PEM file of the CA(s) to trust instead of the system store."
+    )
+    username: str | None = Field(default=None, description="Basic auth user.")
+    password: SecretStr | None = Field(default=None, description="Basic auth password.")
+    password_env: SecretEnv | None = Field(
+        default=None, description="Environment variable holding the basic auth password."
+    )
+    password_file: SecretFile | None = Field(
+        default=None, description="File holding the basic auth password."
+    )
+    ignore_patterns: list[str] = Field(
+        default_factory=list,
+        description="Regexes removed from the page before fingerprinting (dates, tokens).",
+    )
+    expected_sha256: str | None = Field(
+        default=None,
+        description="The page's known SHA-256 (of the raw body, or of the text after "
+        "ignore_patterns are removed); without it the first good poll is the baseline.",
+    )
+    max_body_bytes: int = Field(
+        default=MIB, ge=1, le=64 * MIB, description="Read at most this much of the body."
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            url = URL(v)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{v!r} is not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return v
+
+    @field_validator("expected_status")
+    @classmethod
+    def _statuses(cls, v: list[int | str]) -> list[int | str]:
+        if not v:
+            raise ValueError("must list at least one status")
+        parse_status_ranges(v)
+        return v
+
+    @field_validator("ignore_patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"{p!r} is not a valid regex: {exc}") from None
+        return v
+
+    @field_validator("expected_sha256")
+    @classmethod
+    def _sha(cls, v: str | None) -> str | None:
+        if v is not None and not _SHA256.match(v.strip().lower()):
+            raise ValueError("must be 64 hex digits (sha256sum output)")
+        return v.strip().lower() if v else v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            ssl.create_default_context(cafile=v)
+        except FileNotFoundError:
+            raise ValueError(f"CA file {v!r} does not exist") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"CA file {v!r} cannot be loaded: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> HttpTarget:
+        secrets = [self.password, self.password_env, self.password_file]
+        if sum(s is not None for s in secrets) > 1:
+            raise ValueError("give only one of password, password_env, password_file")
+        if any(s is not None for s in secrets) and not self.username:
+            raise ValueError("a password needs a username")
+        if self.method == "HEAD" and (
+            self.expected_text or self.expected_sha256 or self.ignore_patterns
+        ):
+            raise ValueError(
+                "HEAD reads no body: expected_text, expected_sha256 and ignore_patterns need GET"
+            )
+        if self.ca_file and not self.verify:
+            raise ValueError("ca_file is given but verify is false; drop one")
+        return self
+
+
+@dataclass(slots=True)
+class _Page:
+    status: int
+    body: bytes
+    length: int
+    der: bytes | None  # the server certificate, DER, on https
+    charset: str
+
+
+class _Timing:
+    """Per-request context handed to the session's trace hooks."""
+
+    __slots__ = ("connect_seconds", "connect_started")
+
+    def __init__(self) -> None:
+        self.connect_started: float | None = None
+        self.connect_seconds: float | None = None
+
+
+async def _connect_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
+    timing = ctx.trace_request_ctx
+    # After a redirect a second connection is opened; the probed URL's first one is reported.
+    if isinstance(timing, _Timing) and timing.connect_started is None:
+        timing.connect_started = time.perf_counter()
+
+
+async def _connect_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
+    timing = ctx.trace_request_ctx
+    if (
+        isinstance(timing, _Timing)
+        and timing.connect_started is not None
+        and timing.connect_seconds is None
+    ):
+        timing.connect_seconds = time.perf_counter() - timing.connect_started
+
+
+def _new_session() -> aiohttp.ClientSession:
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_start.append(_connect_start)
+    trace.on_connection_create_end.append(_connect_end)
+    # force_close: every probe opens a fresh connection, so connect time and the certificate
+    # are measured each poll (servers drop idle keep-alive long before the next poll anyway).
+    # limit=0: the scheduler's global limit already bounds requests in flight.
+    connector = aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=60)
+    return aiohttp.ClientSession(
+        connector=connector,
+        trace_configs=[trace],
+        # The poll's own budget (asyncio.timeout) bounds the request instead.
+        timeout=aiohttp.ClientTimeout(total=None),
+        # One session serves every target: a cookie from one site must not reach another.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+async def _close_session(session: aiohttp.ClientSession) -> None:
+    await session.close()
+
+
+def _unverified_context() -> ssl.SSLContext:
+    # verify: false still completes the handshake, so the certificate's expiry is read.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _days_left(der: bytes) -> float:
+    cert = x509.load_der_x509_certificate(der)
+    return (cert.not_valid_after_utc - datetime.now(UTC)).total_seconds() / 86400.0
+
+
+def _charset(resp: aiohttp.ClientResponse) -> str:
+    charset = resp.charset or "utf-8"
+    try:
+        "".encode(charset)
+    except LookupError:
+        return "utf-8"
+    return charset
+
+
+class HttpProbeCollector(Collector[HttpTarget]):
+    kind: ClassVar[str] = "http"
+    config_model: ClassVar[type[TargetConfig]] = HttpTarget
+    metric_help: ClassVar[Mapping[str, str]] = {
+        "probe_success": "1 when the status is expected and the expected text is present",
+        "http_status_code": "HTTP status of the last response (after redirects)",
+        "http_duration_seconds": "Time from sending the request to the end of the body read",
+        "http_connect_seconds": "Time to open the connection (DNS, TCP and TLS handshake)",
+        "http_content_length_bytes": "Body bytes read (decompressed, capped at max_body_bytes)",
+        "http_expected_text_found": "1 when the page contains expected_text",
+        "http_tls_cert_expiry_days": "Days until the server certificate's notAfter",
+        "http_content_changed": "1 when the page's fingerprint differs from the accepted one",
+    }
+
+    def __init__(self, config: HttpTarget, context: CollectorContext) -> None:
+        super().__init__(config, context)
+        url = URL(config.address)
+        self._url = url
+        # Messages name the page without credentials or query (tokens live there).
+        self._shown = str(url.with_user(None).with_query(None).with_fragment(None))
+        self._where = hostport(url.host or "", url.port or 0)
+        self._statuses = parse_status_ranges(config.expected_status)
+        self._patterns = [re.compile(p) for p in config.ignore_patterns]
+        password = pick_secret(config.password, config.password_env, config.password_file)
+        self._auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
+        self._baseline: str | None = config.expected_sha256
+        self._changed: bool | None = None
+        self._last_der: bytes | None = None
+        self._last_days_at: tuple[float, float] | None = None  # (days, computed at monotonic)
+        # Fingerprint of the last page read; kept here, never exposed as a label (unbounded).
+        self.fingerprint: str | None = None
+
+    @property
+    def baseline(self) -> str | None:
+        return self._baseline
+
+    def accept_current_content(self) -> str | None:
+        """Take the last page read as the expected content (after a legitimate change)."""
+        if self.fingerprint is not None:
+            self._baseline = self.fingerprint
+            self._changed = False
+        return self._baseline
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self._url.scheme != "https":
+            return True
+        if not self.config.verify:
+            return self.context.shared("ssl.unverified", _unverified_context)
+        if self.config.ca_file:
+            ca = self.config.ca_file
+            return self.context.shared(
+                f"ssl.cafile:{ca}", lambda: ssl.create_default_context(cafile=ca)
+            )
+        return True  # aiohttp's own cached context on the system store
+
+    async def collect(self, readings: Readings) -> None:
+        session: aiohttp.ClientSession = self.context.shared(
+            SESSION_KEY, _new_session, _close_session
+        )
+        seconds = budget(self.config.timeout)
+        timing = _Timing()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(seconds):
+                page = await self._fetch(session, timing)
+        except TimeoutError as exc:
+            raise TargetTimeout(
+                f"{self.config.method} {self._shown}: no complete answer within "
+                f"{format_duration(self.config.timeout)}"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise self._translate(exc) from exc
+        except OSError as exc:
+            raise TargetUnreachable(
+                f"{self.config.method} {self._shown} failed: {exc.strerror or exc}"
+            ) from exc
+        duration = time.perf_counter() - started
+
+        status_ok = any(lo <= page.status <= hi for lo, hi in self._statuses)
+        readings.add("http_status_code", page.status)
+        readings.add("http_duration_seconds", duration)
+        if timing.connect_seconds is not None:
+            readings.add("http_connect_seconds", timing.connect_seconds)
+        readings.add("http_content_length_bytes", page.length)
+        if page.der is not None:
+            readings.add("http_tls_cert_expiry_days", self._cert_days(page.der))
+
+        text_ok = True
+        if self.config.method == "GET":
+            text: str | None = None
+            if self.config.expected_text is not None or self._patterns:
+                text = page.body.decode(page.charset, errors="replace")
+            if self.config.expected_text is not None:
+                text_ok = self.config.expected_text in (text or "")
+                readings.add("http_expected_text_found", 1.0 if text_ok else 0.0)
+            if status_ok:
+                self._compare(self._fingerprint(page.body, text), text_ok)
+            # An error page is not compared (it is not the page), but a change seen before
+            # stays visible while the server errs.
+            if self._changed is not None:
+                readings.add("http_content_changed", 1.0 if self._changed else 0.0)
+        readings.add("probe_success", 1.0 if status_ok and text_ok else 0.0)
+
+    async def _fetch(self, session: aiohttp.ClientSession, timing: _Timing) -> _Page:
+        cfg = self.config
+        async with session.request(
+            cfg.method,
+            self._url,
+            headers=cfg.headers or None,
+            auth=self._auth,
+            allow_redirects=cfg.follow_redirects,
+            ssl=self._ssl(),
+            trace_request_ctx=timing,
+        ) as resp:
+            der = self._peer_cert(resp)
+            if cfg.method == "HEAD":
+                return _Page(resp.status, b"", resp.content_length or 0, der, "utf-8")
+            body = bytearray()
+            cap = cfg.max_body_bytes
+            # Read in pieces up to the cap: a huge (or endless) page cannot exhaust memory.
+            while len(body) < cap:
+                chunk = await resp.content.read(min(cap - len(body), 256 * 1024))
+                if not chunk:
+                    break
+                body += chunk
+            return _Page(resp.status, bytes(body), len(body), der, _charset(resp))
+
+    def _peer_cert(self, resp: aiohttp.ClientResponse) -> bytes | None:
+        conn = resp.connection
+        transport = conn.transport if conn is not None else None
+        if transport is None:
+            return None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        der = ssl_object.getpeercert(binary_form=True)
+        return der or None
+
+    def _cert_days(self, der: bytes) -> float:
+        # The same certificate poll after poll: parse it once, then count down.
+        now = time.monotonic()
+        if der != self._last_der or self._last_days_at is None:
+            self._last_der = der
+            self._last_days_at = (_days_left(der), now)
+        days, at = self._last_days_at
+        return days - (now - at) / 86400.0
+
+    def _fingerprint(self, body: bytes, text: str | None) -> str:
+        if not self._patterns:
+            # Raw bytes, so `curl -s URL | sha256sum` gives the same value for expected_sha256.
+            return hashlib.sha256(body).hexdigest()
+        assert text is not None
+        for pattern in self._patterns:
+            text = pattern.sub("", text)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def _compare(self, fingerprint: str, text_ok: bool) -> None:
+        self.fingerprint = fingerprint
+        if self._baseline is None:
+            # The first good page is the baseline, unless it already lacks the expected text.
+            if not text_ok:
+                return
+            self._baseline = fingerprint
+        self._changed = fingerprint != self._baseline
+
+    def _translate(self, exc: aiohttp.ClientError) -> Exception:
+        what = f"{self.config.method} {self._shown}"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            cert_err: Any = exc.certificate_error
+            detail = getattr(cert_err, "verify_message", None) or str(cert_err)
+            return BadCredentials(
+                f"{what}: TLS certificate of {self._where} not trusted: certificate verify "
+                f"failed: {detail} (set ca_file to its CA, or verify: false)"
+            )
+        if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+            return BadResponse(f"{what}: TLS handshake with {self._where} failed: {exc}")
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return TargetUnreachable(f"{what}: host {self._url.host!r} not found")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            os_error = exc.os_error
+            if isinstance(os_error, ConnectionRefusedError):
+                return TargetUnreachable(f"{what}: connection to {self._where} refused")
+            reason = os_error.strerror or str(os_error)
+            return TargetUnreachable(f"{what}: cannot connect to {self._where}: {reason}")
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return BadResponse(f"{what}: {self._where} closed the connection without an answer")
+        if isinstance(exc, aiohttp.TooManyRedirects):
+            return BadResponse(f"{what}: more than 10 redirects")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return BadResponse(f"{what}: malformed HTTP answer ({exc.message})")
+        if isinstance(exc, aiohttp.ClientPayloadError):
+            return BadResponse(f"{what}: the body was cut off or malformed")
+        return BadResponse(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+__all__ = ["HttpProbeCollector", "HttpTarget", "parse_status_ranges"]

@@ -1,0 +1,1 @@
+"""Exporters: render what the daemon holds for Prometheus and Grafana. They only read."""

@@ -1,0 +1,239 @@
+"""Config validation: every problem reported at once, with key path and line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+
+GOOD_TARGET = """
+targets:
+  - name: room-a-sensor
+    kind: modbus
+    address: 127.0.0.1:5020
+    interval: 10s
+    timeout: 2s
+    labels: {site: hq, room: A}
+    registers:
+      - {name: room_temperature_celsius, address: 0, type: int16, scale: 0.1}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "dutyd.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_good_config_loads(tmp_path):
+    settings = load_config(write(tmp_path, GOOD_TARGET))
+    assert settings.targets[0].name == "room-a-sensor"
+    assert settings.targets[0].interval == 10.0
+    assert settings.http.listen == "127.0.0.1"
+
+
+BAD_CONFIGS = [
+    pytest.param(
+        GOOD_TARGET.replace("interval: 10s", "interval: soon"),
+        "targets[0].interval: 'soon' is not a duration such as 30s, 5m, 2h, 1h30m (line 6)",
+        id="wrong-type",
+    ),
+    pytest.param(
+        GOOD_TARGET.replace("timeout: 2s", "timout: 2s"),
+        "targets[0].timout: unknown key (did you mean 'timeout'?) (line 7)",
+        id="unknown-key",
+    ),
+    pytest.param(
+        GOOD_TARGET.replace("    address: 127.0.0.1:5020\n", ""),
+        "targets[0].address: required key is missing (line 3)",
+        id="missing-address",
+    ),
+    pytest.param(
+        GOOD_TARGET.replace("interval: 10s", "interval: -5"),
+        "targets[0].interval: must be greater than 0 (line 6)",
+        id="negative-interval",
+    ),
+    pytest.param(
+        GOOD_TARGET.replace("timeout: 2s", "timeout: 0"),
+        "targets[0].timeout: must be greater than 0 (line 7)",
+        id="zero-timeout",
+    ),
+    pytest.param(
+        GOOD_TARGET
+        + """
+rules:
+  custom:
+    - name: hot
+      metric: room_temp_celsius
+      condition: {above: 30}
+""",
+        "rules.custom[0].metric: unknown metric 'room_temp_celsius': no configured target "
+        "produces it (did you mean 'room_temperature_celsius'?) (line 15)",
+        id="rule-unknown-metric",
+    ),
+    pytest.param(
+        GOOD_TARGET
+        + """
+rules:
+  custom:
+    - name: hot
+      metric: room_temperature_celsius
+      targets: [room-b-sensor]
+      condition: {above: 30}
+""",
+        "rules.custom[0].targets[0]: unknown target 'room-b-sensor' (line 16)",
+        id="rule-unknown-target",
+    ),
+    pytest.param(
+        GOOD_TARGET
+        + """
+  - name: room-a-sensor
+    kind: modbus
+    address: 127.0.0.1:5021
+    registers:
+      - {name: room_humidity_percent, address: 1, type: uint16}
+""",
+        "targets[1].name: duplicate target name 'room-a-sensor' (first at targets[0]) (line 12)",
+        id="duplicate-target",
+    ),
+    pytest.param(
+        """
+targets:
+  - name: ups-nut
+    kind: nut
+    address: 127.0.0.1
+    username: monitor
+    password_file: /nonexistent/dutyd-secret
+""",
+        "targets[0].password_file: cannot read secret file '/nonexistent/dutyd-secret': "
+        "No such file or directory (line 7)",
+        id="unreadable-secret-file",
+    ),
+    pytest.param(
+        """
+targets:
+  - name: x
+    kind: teleport
+    address: 127.0.0.1
+""",
+        "targets[0].kind: unknown target kind 'teleport'; known kinds:",
+        id="unknown-kind",
+    ),
+    pytest.param(
+        "targets: [\n  - name: x\n",
+        "not valid YAML",
+        id="not-yaml",
+    ),
+    pytest.param(
+        GOOD_TARGET + "\nhttp: {port: 99999}\n",
+        "http.port: must be at most 65535 (got 99999) (line 12)",
+        id="port-range",
+    ),
+    pytest.param(
+        GOOD_TARGET + "\nrules:\n  packs: [dutty]\n",
+        "rules.packs[0]: unknown rule pack 'dutty'; available: duty (line 13)",
+        id="unknown-pack",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_CONFIGS)
+def test_bad_config_is_reported(tmp_path, text, expected):
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+
+
+def test_three_mistakes_are_all_reported(tmp_path):
+    text = (
+        GOOD_TARGET.replace("interval: 10s", "interval: -1").replace("timeout: 2s", "timout: 2s")
+        + """
+rules:
+  custom:
+    - name: hot
+      metric: room_temp_celsius
+      condition: {above: 30}
+"""
+    )
+    found = problems(tmp_path, text)
+    assert len(found) == 3, found
+    assert found[0].startswith("targets[0].interval: must be greater than 0 (line 6)")
+    assert found[1].startswith("targets[0].timout: unknown key")
+    assert found[2].startswith("rules.custom[0].metric: unknown metric")
+
+
+def test_environment_overrides_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUTYD_HTTP__PORT", "9999")
+    monkeypatch.setenv("DUTYD_LOG__FORMAT", "json")
+    settings = load_config(write(tmp_path, GOOD_TARGET + "\nhttp: {port: 8000}\n"))
+    assert settings.http.port == 9999
+    assert settings.log.format == "json"
+
+
+def test_secret_from_env_and_file(tmp_path, monkeypatch):
+    secret = tmp_path / "ups.secret"
+    secret.write_text("s3cret-from-file\n")
+    monkeypatch.setenv("UPS_PW", "s3cret-from-env")
+    settings = load_config(
+        write(
+            tmp_path,
+            f"""
+targets:
+  - {{name: a, kind: nut, address: 127.0.0.1, username: u, password_file: {secret}}}
+  - {{name: b, kind: nut, address: 127.0.0.1, username: u, password_env: UPS_PW}}
+""",
+        )
+    )
+    a, b = settings.targets
+    assert a.password_file.get_secret_value() == "s3cret-from-file"
+    assert b.password_env.get_secret_value() == "s3cret-from-env"
+    # A secret never shows in the model's text form (logs, errors, API dumps).
+    assert "s3cret" not in repr(settings)
+    assert "s3cret" not in str(settings.model_dump())
+
+
+def test_check_config_cli_exit_code_and_report(tmp_path):
+    path = write(tmp_path, GOOD_TARGET.replace("timeout: 2s", "timeout: -2"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "targets[0].timeout: must be greater than 0 (line 7)" in proc.stderr
+    assert str(path) in proc.stderr
+
+    good = write(tmp_path, GOOD_TARGET)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", str(good)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_run_refuses_invalid_config(tmp_path):
+    path = write(tmp_path, GOOD_TARGET.replace("kind: modbus", "kind: modbuss"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "refusing to start" in proc.stderr
+    assert "targets[0].kind: unknown target kind 'modbuss'" in proc.stderr
