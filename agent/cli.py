@@ -40,7 +40,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = load_config(path)
     except ConfigError as exc:
-        print(f"dutyd: refusing to start, the configuration is invalid\n{exc.report()}", file=sys.stderr)
+        print(
+            f"dutyd: refusing to start, the configuration is invalid\n{exc.report()}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
     logsetup.configure(settings.log.format, settings.log.level)
     asyncio.run(Daemon(settings, path).run())
@@ -58,7 +61,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dutyd", description="Machine-room duty monitoring daemon")
+    parser = argparse.ArgumentParser(
+        prog="dutyd", description="Machine-room duty monitoring daemon"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")

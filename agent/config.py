@@ -140,7 +140,10 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
         name = raw["name"]
         if name in names:
             problems.append(
-                (("targets", i, "name"), f"duplicate target name {name!r} (first at targets[{names[name]}])")
+                (
+                    ("targets", i, "name"),
+                    f"duplicate target name {name!r} (first at targets[{names[name]}])",
+                )
             )
         else:
             names[name] = i
@@ -156,7 +159,10 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     for j, pack in enumerate(rules.get("packs") or []):
         if pack not in available_packs():
             problems.append(
-                (("rules", "packs", j), f"unknown rule pack {pack!r}; available: {', '.join(available_packs())}")
+                (
+                    ("rules", "packs", j),
+                    f"unknown rule pack {pack!r}; available: {', '.join(available_packs())}",
+                )
             )
     known = _known_metrics(raw_targets)
     for i, rule in enumerate(rules.get("custom") or []):
@@ -174,7 +180,9 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
             )
         for j, target in enumerate(rule.get("targets") or []):
             if target not in names:
-                problems.append((("rules", "custom", i, "targets", j), f"unknown target {target!r}"))
+                problems.append(
+                    (("rules", "custom", i, "targets", j), f"unknown target {target!r}")
+                )
     return problems
 
 
@@ -224,7 +232,13 @@ def _clean_loc(loc: tuple[str | int, ...]) -> Loc:
     """Drop the discriminator tag pydantic inserts after a list index (`targets.3.modbus.x`)."""
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if i > 0 and isinstance(loc[i - 1], int) and part in _UNION_TAGS and out and out[0] == "targets":
+        if (
+            i > 0
+            and isinstance(loc[i - 1], int)
+            and part in _UNION_TAGS
+            and out
+            and out[0] == "targets"
+        ):
             continue
         if isinstance(part, str) and part.startswith(("function-after[", "function-before[")):
             continue
@@ -317,7 +331,9 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(source, ["the top level must be a mapping of sections (targets, rules, ...)"])
+        raise ConfigError(
+            source, ["the top level must be a mapping of sections (targets, rules, ...)"]
+        )
     return data
 
 
@@ -356,4 +372,3 @@ def load_config(path: str | Path) -> Settings:
 
 def load_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:
     return validate(data, source)
-

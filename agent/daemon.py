@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -51,7 +52,11 @@ class Daemon:
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry)
         self.store = SampleStore()
-        self.context = CollectorContext()
+        # As many threads as polls may be in flight, so a blocking poll never queues for a
+        # thread while its timeout runs.
+        self.context = CollectorContext(
+            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll")
+        )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight)
         self.engine = RuleEngine(effective_rules(settings.rules))
         self.storage: Storage = open_storage(settings.storage.path)
@@ -80,7 +85,9 @@ class Daemon:
         self._apply_targets(self.settings)
         self._tasks.append(asyncio.create_task(self._event_loop(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
-        await self.storage.append_log(time.time(), "daemon.start", "dutyd", "", {"targets": len(self.settings.targets)})
+        await self.storage.append_log(
+            time.time(), "daemon.start", "dutyd", "", {"targets": len(self.settings.targets)}
+        )
         self._ready = True
         log.info(
             "dutyd started",
@@ -136,13 +143,21 @@ class Daemon:
             self.metrics.config_reloads.labels("rejected").inc()
             log.error("config reload rejected; keeping the running config\n%s", exc.report())
             await self.storage.append_log(
-                time.time(), "config.reload_rejected", "dutyd", str(self.config_path), {"problems": exc.problems}
+                time.time(),
+                "config.reload_rejected",
+                "dutyd",
+                str(self.config_path),
+                {"problems": exc.problems},
             )
             return False
         await self._apply(new)
         self.metrics.config_reloads.labels("applied").inc()
         await self.storage.append_log(
-            time.time(), "config.reload", "dutyd", str(self.config_path), {"targets": len(new.targets)}
+            time.time(),
+            "config.reload",
+            "dutyd",
+            str(self.config_path),
+            {"targets": len(new.targets)},
         )
         log.info("config reloaded", extra={"fields": {"targets": len(new.targets)}})
         return True
@@ -172,7 +187,7 @@ class Daemon:
                 continue
             collector_cls = COLLECTORS[cfg.kind]
             collector: Collector = collector_cls(cfg, self.context)
-            self._help.update(collector_cls.metric_help)
+            self._help.update(collector.metric_help)
             self.store.status.setdefault(cfg.name, TargetStatus(cfg.name, cfg.kind))
             self.scheduler.start(collector)
         for kind in COLLECTORS:
@@ -191,7 +206,9 @@ class Daemon:
         m.poll_duration.labels(result.kind).observe(result.duration)
         m.scheduler_lag.observe(result.lag)
         m.samples_ingested.inc(len(result.samples))
-        status = self.store.status.setdefault(result.target, TargetStatus(result.target, result.kind))
+        status = self.store.status.setdefault(
+            result.target, TargetStatus(result.target, result.kind)
+        )
         was_up = status.up if status.last_poll_at is not None else None
         status.last_poll_at = result.started_at
         status.last_duration = result.duration
@@ -212,7 +229,13 @@ class Daemon:
             if was_up is not False:
                 log.warning(
                     "target down",
-                    extra={"fields": {"target": result.target, "reason": result.reason, "detail": result.message}},
+                    extra={
+                        "fields": {
+                            "target": result.target,
+                            "reason": result.reason,
+                            "detail": result.message,
+                        }
+                    },
                 )
         t0 = time.perf_counter()
         events = self.engine.ingest(result.samples, time.time())
@@ -247,7 +270,14 @@ class Daemon:
             "value": event.value,
         }
         level = logging.WARNING if event.state is AlertState.FIRING else logging.INFO
-        alert_log.log(level, "%s %s: %s", str(event.state).upper(), event.rule, event.summary, extra={"fields": fields})
+        alert_log.log(
+            level,
+            "%s %s: %s",
+            str(event.state).upper(),
+            event.rule,
+            event.summary,
+            extra={"fields": fields},
+        )
         try:
             alert = self.engine.alerts.get(event.fingerprint)
             if event.state in (AlertState.PENDING, AlertState.FIRING) and alert is not None:
@@ -259,8 +289,14 @@ class Daemon:
                 f"alert.{event.state}",
                 "dutyd",
                 event.fingerprint,
-                {"rule": event.rule, "labels": _fields(event.labels), "summary": event.summary,
-                 "value": event.value, "severity": event.severity, "active_since": event.active_since},
+                {
+                    "rule": event.rule,
+                    "labels": _fields(event.labels),
+                    "summary": event.summary,
+                    "value": event.value,
+                    "severity": event.severity,
+                    "active_since": event.active_since,
+                },
             )
         except Exception:
             log.exception("recording alert event failed")
@@ -276,8 +312,16 @@ class Daemon:
 
 def _alert_row(alert: Alert) -> StoredAlert:
     return StoredAlert(
-        alert.fingerprint, alert.rule, dict(alert.labels), alert.severity, str(alert.state),
-        alert.active_since, alert.fired_at, alert.resolved_at, alert.value, alert.summary,
+        alert.fingerprint,
+        alert.rule,
+        dict(alert.labels),
+        alert.severity,
+        str(alert.state),
+        alert.active_since,
+        alert.fired_at,
+        alert.resolved_at,
+        alert.value,
+        alert.summary,
     )
 
 

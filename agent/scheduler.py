@@ -84,7 +84,9 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(_close_quietly(c) for c in collectors))
 
-    async def poll_once(self, collector: Collector, scheduled_at: float | None = None) -> PollResult:
+    async def poll_once(
+        self, collector: Collector, scheduled_at: float | None = None
+    ) -> PollResult:
         cfg = collector.config
         started_mono = time.monotonic()
         lag = max(0.0, started_mono - scheduled_at) if scheduled_at is not None else 0.0
@@ -108,7 +110,9 @@ class Scheduler:
         base = Readings(target_labels(cfg), readings.timestamp)
         base.add("target_up", 1.0 if ok else 0.0)
         samples = readings.samples + base.samples if ok else base.samples
-        return PollResult(cfg.name, cfg.kind, samples, ok, reason, message, readings.timestamp, duration, lag)
+        return PollResult(
+            cfg.name, cfg.kind, samples, ok, reason, message, readings.timestamp, duration, lag
+        )
 
     async def _run(self, collector: Collector) -> None:
         cfg = collector.config
@@ -135,5 +139,5 @@ class Scheduler:
 async def _close_quietly(collector: Collector) -> None:
     try:
         await asyncio.wait_for(collector.close(), timeout=2.0)
-    except Exception:  # noqa: BLE001 - closing is best effort at shutdown
+    except Exception:  # closing is best effort at shutdown
         log.debug("closing %s failed", collector.config.name, exc_info=True)

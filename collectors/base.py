@@ -123,5 +123,5 @@ class Collector(ABC, Generic[C]):
     async def collect(self, readings: Readings) -> None:
         """Read the target once. Raise a `CollectError` subclass when the target is down."""
 
-    async def close(self) -> None:  # noqa: B027 - most collectors hold nothing open
+    async def close(self) -> None:
         """Release connections held between polls."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 import ssl
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -173,18 +175,37 @@ class _Page:
     status: int
     body: bytes
     length: int
-    der: bytes | None  # the server certificate, DER, on https
     charset: str
 
 
 class _Timing:
-    """Per-request context handed to the session's trace hooks."""
+    """What one request's connections showed; filled by the trace hooks and the connector."""
 
-    __slots__ = ("connect_seconds", "connect_started")
+    __slots__ = ("connect_seconds", "connect_started", "der")
 
     def __init__(self) -> None:
         self.connect_started: float | None = None
         self.connect_seconds: float | None = None
+        self.der: bytes | None = None  # the server certificate of the last connection (TLS)
+
+
+# The request being made in this task, for the connector (which is shared by every target).
+_CURRENT: ContextVar[_Timing | None] = ContextVar("dutyd_probe_request", default=None)
+
+
+class _ProbeConnector(aiohttp.TCPConnector):
+    """Notes each new connection's server certificate. Read later from the response it would
+    be gone: aiohttp releases (here: closes) the connection as soon as a small body is in."""
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        conn = await super().connect(req, traces, timeout)
+        timing = _CURRENT.get()
+        transport = conn.transport
+        if timing is not None and transport is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            # After a redirect the last connection's certificate is the page's.
+            timing.der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        return conn
 
 
 async def _connect_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: object) -> None:
@@ -211,7 +232,7 @@ def _new_session() -> aiohttp.ClientSession:
     # force_close: every probe opens a fresh connection, so connect time and the certificate
     # are measured each poll (servers drop idle keep-alive long before the next poll anyway).
     # limit=0: the scheduler's global limit already bounds requests in flight.
-    connector = aiohttp.TCPConnector(force_close=True, limit=0, ttl_dns_cache=60)
+    connector = _ProbeConnector(force_close=True, limit=0, ttl_dns_cache=60)
     return aiohttp.ClientSession(
         connector=connector,
         trace_configs=[trace],
@@ -273,7 +294,12 @@ class HttpProbeCollector(Collector[HttpTarget]):
         self._statuses = parse_status_ranges(config.expected_status)
         self._patterns = [re.compile(p) for p in config.ignore_patterns]
         password = pick_secret(config.password, config.password_env, config.password_file)
-        self._auth = aiohttp.BasicAuth(config.username, password or "") if config.username else None
+        # The header is built here (aiohttp's BasicAuth is deprecated); aiohttp drops it on a
+        # redirect to another origin, so the password never follows a redirect off-site.
+        self._headers = dict(config.headers)
+        if config.username:
+            token = base64.b64encode(f"{config.username}:{password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
         self._baseline: str | None = config.expected_sha256
         self._changed: bool | None = None
         self._last_der: bytes | None = None
@@ -311,6 +337,7 @@ class HttpProbeCollector(Collector[HttpTarget]):
         seconds = budget(self.config.timeout)
         timing = _Timing()
         started = time.perf_counter()
+        token = _CURRENT.set(timing)
         try:
             async with asyncio.timeout(seconds):
                 page = await self._fetch(session, timing)
@@ -325,6 +352,8 @@ class HttpProbeCollector(Collector[HttpTarget]):
             raise TargetUnreachable(
                 f"{self.config.method} {self._shown} failed: {exc.strerror or exc}"
             ) from exc
+        finally:
+            _CURRENT.reset(token)
         duration = time.perf_counter() - started
 
         status_ok = any(lo <= page.status <= hi for lo, hi in self._statuses)
@@ -333,8 +362,8 @@ class HttpProbeCollector(Collector[HttpTarget]):
         if timing.connect_seconds is not None:
             readings.add("http_connect_seconds", timing.connect_seconds)
         readings.add("http_content_length_bytes", page.length)
-        if page.der is not None:
-            readings.add("http_tls_cert_expiry_days", self._cert_days(page.der))
+        if timing.der is not None:
+            readings.add("http_tls_cert_expiry_days", self._cert_days(timing.der))
 
         text_ok = True
         if self.config.method == "GET":
@@ -357,15 +386,13 @@ class HttpProbeCollector(Collector[HttpTarget]):
         async with session.request(
             cfg.method,
             self._url,
-            headers=cfg.headers or None,
-            auth=self._auth,
+            headers=self._headers or None,
             allow_redirects=cfg.follow_redirects,
             ssl=self._ssl(),
             trace_request_ctx=timing,
         ) as resp:
-            der = self._peer_cert(resp)
             if cfg.method == "HEAD":
-                return _Page(resp.status, b"", resp.content_length or 0, der, "utf-8")
+                return _Page(resp.status, b"", resp.content_length or 0, "utf-8")
             body = bytearray()
             cap = cfg.max_body_bytes
             # Read in pieces up to the cap: a huge (or endless) page cannot exhaust memory.
@@ -374,18 +401,7 @@ class HttpProbeCollector(Collector[HttpTarget]):
                 if not chunk:
                     break
                 body += chunk
-            return _Page(resp.status, bytes(body), len(body), der, _charset(resp))
-
-    def _peer_cert(self, resp: aiohttp.ClientResponse) -> bytes | None:
-        conn = resp.connection
-        transport = conn.transport if conn is not None else None
-        if transport is None:
-            return None
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return None
-        der = ssl_object.getpeercert(binary_form=True)
-        return der or None
+            return _Page(resp.status, bytes(body), len(body), _charset(resp))
 
     def _cert_days(self, der: bytes) -> float:
         # The same certificate poll after poll: parse it once, then count down.

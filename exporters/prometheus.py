@@ -16,7 +16,8 @@ from prometheus_client.samples import Sample as PromSample
 from agent.records import AlertState, Sample
 
 BUILTIN_HELP = {
-    "target_up": "1 if the target's last poll succeeded, 0 if it failed (see dutyd_poll_errors_total)",
+    "target_up": "1 if the target's last poll succeeded, 0 if it failed "
+    "(the reason is counted in dutyd_poll_errors_total)",
 }
 
 
@@ -71,6 +72,8 @@ class StoreExporter(Collector):
             if alert.state not in (AlertState.PENDING, AlertState.FIRING):
                 continue
             labels = dict(alert.labels)
-            labels.update(alertname=alert.rule, severity=alert.severity, alertstate=str(alert.state))
+            labels.update(
+                alertname=alert.rule, severity=alert.severity, alertstate=str(alert.state)
+            )
             family.samples.append(PromSample("dutyd_alert_state", labels, 1.0, None))
         return family

@@ -29,7 +29,11 @@ class Condition(StrictModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Condition:
-        given = [k for k in ("above", "below", "outside", "inside", "equals") if getattr(self, k) is not None]
+        given = [
+            k
+            for k in ("above", "below", "outside", "inside", "equals")
+            if getattr(self, k) is not None
+        ]
         if len(given) != 1:
             raise ValueError(
                 "give exactly one of above, below, outside, inside, equals"
@@ -38,7 +42,9 @@ class Condition(StrictModel):
         for key in ("outside", "inside"):
             bounds = getattr(self, key)
             if bounds is not None and bounds[0] > bounds[1]:
-                raise ValueError(f"{key}: the low bound {bounds[0]} is above the high bound {bounds[1]}")
+                raise ValueError(
+                    f"{key}: the low bound {bounds[0]} is above the high bound {bounds[1]}"
+                )
         return self
 
     def holds(self, value: float) -> bool:

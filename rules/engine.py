@@ -91,7 +91,9 @@ class RuleEngine:
             sample = self._last_sample.get(fp)
             if rule is None or sample is None:
                 continue
-            event = alert.step(True, None, now, rule.config.for_, rule.summary(sample, alert.active_since, now))
+            event = alert.step(
+                True, None, now, rule.config.for_, rule.summary(sample, alert.active_since, now)
+            )
             if event is not None:
                 events.append(event)
         return events
@@ -108,7 +110,9 @@ class RuleEngine:
             self.alerts[fp] = alert
         self._last_sample[fp] = sample
         since = alert.active_since if alert.active else now
-        event = alert.step(holds, sample.value, now, rule.config.for_, rule.summary(sample, since, now))
+        event = alert.step(
+            holds, sample.value, now, rule.config.for_, rule.summary(sample, since, now)
+        )
         if alert.state is AlertState.INACTIVE:
             del self.alerts[fp]
             self._last_sample.pop(fp, None)

@@ -71,7 +71,9 @@ class DaemonProcess:
                 if check():
                     return
             time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}\n--- dutyd log ---\n{self.peer.log()[-6000:]}")
+        raise AssertionError(
+            f"timed out waiting for {what}\n--- dutyd log ---\n{self.peer.log()[-6000:]}"
+        )
 
     def signal(self, sig: int) -> None:
         self.peer.proc.send_signal(sig)

@@ -207,6 +207,8 @@ class FakeNutServer:
 
     def __init__(self, script: Script) -> None:
         self.script = script
+        # Request lines after whose answer the server hangs up.
+        self.close_after: set[str] = set()
         self.requests: list[str] = []
         self.connections = 0
         self.port = 0
@@ -257,7 +259,7 @@ class FakeNutServer:
                     return
                 writer.write(reply)
                 await writer.drain()
-                if request == "LOGOUT":
+                if request == "LOGOUT" or request in self.close_after:
                     return
         except (ConnectionError, ValueError):
             return

@@ -24,7 +24,9 @@ class RoomSensor:
         self.set(22.0, 50.0)
 
     def set(self, celsius: float, humidity: float) -> None:
-        self.server.data_bank.set_holding_registers(0, [round(celsius * 10) & 0xFFFF, round(humidity * 10)])
+        self.server.data_bank.set_holding_registers(
+            0, [round(celsius * 10) & 0xFFFF, round(humidity * 10)]
+        )
 
     def stop(self) -> None:
         self.server.stop()
@@ -72,8 +74,20 @@ def site_config(sensor_port: int, app_url: str) -> dict:
                 "timeout": "1s",
                 "labels": {"site": "hq", "room": "A"},
                 "registers": [
-                    {"name": "room_temperature_celsius", "address": 0, "type": "int16", "scale": 0.1, "unit": "°C"},
-                    {"name": "room_humidity_percent", "address": 1, "type": "uint16", "scale": 0.1, "unit": "%RH"},
+                    {
+                        "name": "room_temperature_celsius",
+                        "address": 0,
+                        "type": "int16",
+                        "scale": 0.1,
+                        "unit": "°C",
+                    },
+                    {
+                        "name": "room_humidity_percent",
+                        "address": 1,
+                        "type": "uint16",
+                        "scale": 0.1,
+                        "unit": "%RH",
+                    },
                 ],
             },
             {
@@ -101,7 +115,9 @@ def site_config(sensor_port: int, app_url: str) -> dict:
 
 
 def alert_state(daemon: DaemonProcess, state: str) -> float | None:
-    return daemon.metric_value("dutyd_alert_state", alertname="room_temperature_out_of_range", alertstate=state)
+    return daemon.metric_value(
+        "dutyd_alert_state", alertname="room_temperature_out_of_range", alertstate=state
+    )
 
 
 def test_temperature_alert_fires_and_resolves(tmp_path, room_sensor, web_app):
@@ -113,7 +129,9 @@ def test_temperature_alert_fires_and_resolves(tmp_path, room_sensor, web_app):
             "the first temperature reading",
         )
         assert daemon.metric_value("room_humidity_percent", room="A") == 50.0
-        assert daemon.metric_value("target_up", target="portal") == 1.0
+        daemon.wait_until(
+            lambda: daemon.metric_value("target_up", target="portal") == 1.0, 5, "the portal probe"
+        )
         assert daemon.metric_value("http_status_code", target="portal") == 200.0
         body = daemon.metrics()
         assert "# TYPE room_temperature_celsius gauge" in body
@@ -122,14 +140,18 @@ def test_temperature_alert_fires_and_resolves(tmp_path, room_sensor, web_app):
         assert daemon.get("/readyz")[0] == 200
 
         room_sensor.set(27.5, 50.0)
-        daemon.wait_until(lambda: alert_state(daemon, "pending") == 1.0, 10, "the alert to go pending")
+        daemon.wait_until(
+            lambda: alert_state(daemon, "pending") == 1.0, 10, "the alert to go pending"
+        )
         daemon.wait_until(lambda: alert_state(daemon, "firing") == 1.0, 10, "the alert to fire")
         assert "FIRING room_temperature_out_of_range" in daemon.peer.log()
 
         room_sensor.set(22.5, 50.0)
         daemon.wait_until(lambda: alert_state(daemon, "firing") is None, 10, "the alert to resolve")
         daemon.wait_until(
-            lambda: "RESOLVED room_temperature_out_of_range" in daemon.peer.log(), 5, "the resolve log line"
+            lambda: "RESOLVED room_temperature_out_of_range" in daemon.peer.log(),
+            5,
+            "the resolve log line",
         )
 
         code, took = daemon.terminate()
@@ -143,9 +165,15 @@ def test_temperature_alert_fires_and_resolves(tmp_path, room_sensor, web_app):
 def test_down_sensor_is_marked_down_with_reason_and_others_continue(tmp_path, room_sensor, web_app):
     daemon = DaemonProcess(tmp_path, site_config(room_sensor.port, web_app))
     try:
-        daemon.wait_until(lambda: daemon.metric_value("target_up", target="room-a-sensor") == 1.0, 15, "sensor up")
+        daemon.wait_until(
+            lambda: daemon.metric_value("target_up", target="room-a-sensor") == 1.0, 15, "sensor up"
+        )
         room_sensor.stop()
-        daemon.wait_until(lambda: daemon.metric_value("target_up", target="room-a-sensor") == 0.0, 10, "sensor down")
+        daemon.wait_until(
+            lambda: daemon.metric_value("target_up", target="room-a-sensor") == 0.0,
+            10,
+            "sensor down",
+        )
         # The down sensor's stale readings are no longer exported; the portal keeps going.
         assert daemon.metric_value("room_temperature_celsius", target="room-a-sensor") is None
         assert daemon.metric_value("target_up", target="portal") == 1.0
@@ -161,21 +189,30 @@ def test_sighup_reload_keeps_old_config_when_new_one_is_invalid(tmp_path, room_s
     config = site_config(room_sensor.port, web_app)
     daemon = DaemonProcess(tmp_path, config)
     try:
-        daemon.wait_until(lambda: daemon.metric_value("target_up", target="portal") == 1.0, 15, "portal up")
+        daemon.wait_until(
+            lambda: daemon.metric_value("target_up", target="portal") == 1.0, 15, "portal up"
+        )
         good = dict(config)
         daemon.config_path.write_text("targets:\n  - name: broken\n    kind: modbus\n")
         daemon.signal(signal.SIGHUP)
-        daemon.wait_until(lambda: "config reload rejected" in daemon.peer.log(), 10, "the rejection")
+        daemon.wait_until(
+            lambda: "config reload rejected" in daemon.peer.log(), 10, "the rejection"
+        )
         assert "targets[0].address: required key is missing" in daemon.peer.log()
         assert daemon.metric_value("target_up", target="portal") == 1.0
 
+        good["rules"] = {}  # its custom rule reads the sensor that this reload removes
         good["targets"] = [t for t in config["targets"] if t["name"] == "portal"]
         good["targets"].append({**good["targets"][0], "name": "portal-2"})
         daemon.write_config(good)
         daemon.signal(signal.SIGHUP)
-        daemon.wait_until(lambda: daemon.metric_value("target_up", target="portal-2") == 1.0, 10, "the new target")
         daemon.wait_until(
-            lambda: daemon.metric_value("target_up", target="room-a-sensor") is None, 5, "the removed target gone"
+            lambda: daemon.metric_value("target_up", target="portal-2") == 1.0, 10, "the new target"
+        )
+        daemon.wait_until(
+            lambda: daemon.metric_value("target_up", target="room-a-sensor") is None,
+            5,
+            "the removed target gone",
         )
         assert daemon.metric_value("dutyd_config_reloads_total", result="applied") == 1.0
         assert daemon.metric_value("dutyd_config_reloads_total", result="rejected") == 1.0

@@ -64,7 +64,9 @@ def test_one_alert_per_label_set_and_match_narrowing():
 
 
 def test_template_is_data_not_code():
-    rule = TEMP_RULE.model_copy(update={"summary": "{value.__class__} {__import__} {target}", "for_": 0.0})
+    rule = TEMP_RULE.model_copy(
+        update={"summary": "{value.__class__} {__import__} {target}", "for_": 0.0}
+    )
     engine = RuleEngine([rule])
     (event,) = engine.ingest([temp(40, 0.0)], 0.0)
     assert event.summary == "{value.__class__} {__import__} room-a"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from typing import ClassVar, Literal
@@ -51,10 +52,18 @@ async def run_for(targets: list[FakeTarget], seconds: float, max_in_flight: int 
 
 async def test_hung_and_failing_targets_do_not_delay_others():
     interval = 0.2
-    targets = [FakeTarget(name=f"ok-{i}", address="x", interval=interval, timeout=0.5) for i in range(20)]
-    targets.append(FakeTarget(name="hung", address="x", interval=interval, timeout=0.5, behaviour="hang"))
-    targets.append(FakeTarget(name="failing", address="x", interval=interval, timeout=0.5, behaviour="fail"))
-    targets.append(FakeTarget(name="buggy", address="x", interval=interval, timeout=0.5, behaviour="crash"))
+    targets = [
+        FakeTarget(name=f"ok-{i}", address="x", interval=interval, timeout=0.5) for i in range(20)
+    ]
+    targets.append(
+        FakeTarget(name="hung", address="x", interval=interval, timeout=0.5, behaviour="hang")
+    )
+    targets.append(
+        FakeTarget(name="failing", address="x", interval=interval, timeout=0.5, behaviour="fail")
+    )
+    targets.append(
+        FakeTarget(name="buggy", address="x", interval=interval, timeout=0.5, behaviour="crash")
+    )
     # Only 4 polls in flight: the hung target holds one slot at most until its timeout.
     results, stop_took = await run_for(targets, 3.0, max_in_flight=4)
 
@@ -63,7 +72,7 @@ async def test_hung_and_failing_targets_do_not_delay_others():
         # 3 s at 0.2 s: 15 slots, minus the phase offset (< 1 interval)
         assert len(polls) >= 13, (i, len(polls))
         assert all(p.ok for p in polls)
-        gaps = [b.started_at - a.started_at for a, b in zip(polls, polls[1:], strict=False)]
+        gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(polls)]
         assert max(gaps) < interval * 2.5, gaps
         assert [s.name for s in polls[0].samples] == ["fake_reading", "target_up"]
 
@@ -75,14 +84,18 @@ async def test_hung_and_failing_targets_do_not_delay_others():
 
     failing = results["failing"]
     assert len(failing) >= 13
-    assert all(p.reason == "bad_response" and p.message == "device answered garbage" for p in failing)
+    assert all(
+        p.reason == "bad_response" and p.message == "device answered garbage" for p in failing
+    )
     buggy = results["buggy"]
     assert buggy and all(p.reason == "internal" and "RuntimeError" in p.message for p in buggy)
     assert stop_took < 2.0
 
 
 async def test_samples_carry_target_labels():
-    t = FakeTarget(name="s1", address="x", interval=0.1, timeout=1, labels={"site": "hq", "room": "A"})
+    t = FakeTarget(
+        name="s1", address="x", interval=0.1, timeout=1, labels={"site": "hq", "room": "A"}
+    )
     results, _ = await run_for([t], 0.35)
     sample = results["s1"][0].samples[0]
     assert sample.label_map() == {"site": "hq", "room": "A", "target": "s1", "kind": "fake"}
@@ -90,7 +103,7 @@ async def test_samples_carry_target_labels():
 
 def test_phases_spread_over_interval():
     phases = sorted(phase_of(f"target-{i}", 60.0) for i in range(1000))
-    assert 0 <= phases[0] and phases[-1] < 60.0
+    assert phases[0] >= 0 and phases[-1] < 60.0
     # Spread: no one-second window holds more than 3 % of the targets.
     per_second = defaultdict(int)
     for p in phases:

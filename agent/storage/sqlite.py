@@ -105,13 +105,13 @@ class SqliteStorage(Storage):
             alert.summary,
         )
         await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?)", row
-            )
+            lambda c: c.execute("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?)", row)
         )
 
     async def delete_alert(self, fingerprint: str) -> None:
-        await self._run(lambda c: c.execute("DELETE FROM alerts WHERE fingerprint=?", (fingerprint,)))
+        await self._run(
+            lambda c: c.execute("DELETE FROM alerts WHERE fingerprint=?", (fingerprint,))
+        )
 
     async def load_alerts(self) -> list[StoredAlert]:
         rows = await self._run(lambda c: c.execute("SELECT * FROM alerts").fetchall())
@@ -163,8 +163,9 @@ class SqliteStorage(Storage):
         if subject is not None:
             where.append("subject = ?")
             params.append(subject)
+        # Only fixed clause texts are joined here; every value is a bound parameter.
         sql = (
-            "SELECT id, ts, kind, actor, subject, data FROM duty_log WHERE "
+            "SELECT id, ts, kind, actor, subject, data FROM duty_log WHERE "  # noqa: S608
             + " AND ".join(where)
             + " ORDER BY id LIMIT ?"
         )

@@ -1,0 +1,368 @@
+"""What one poll asks an agent for (`Query`), and the lean v1/v2c client that fetches it.
+
+A poll is one `fetch`: a GET of the scalars plus a walk of the table columns, all columns
+side by side in each GETBULK (v2c) or GETNEXT (v1), so a 48-port switch costs two round
+trips. The walk stops a column when the agent leaves it or reports endOfMibView, and is
+refused (BadResponse) when an OID does not increase or a column exceeds `max_rows`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from agent.errors import BadResponse, TargetTimeout
+from collectors.snmp.codec import (
+    END_OF_MIB_VIEW,
+    ERROR_NAMES,
+    GET,
+    GETBULK,
+    GETNEXT,
+    NO_SUCH_NAME,
+    NO_SUCH_OBJECT,
+    TOO_BIG,
+    VERSION_1,
+    AnyValue,
+    Message,
+    Oid,
+    RequestTemplate,
+    decode_subids,
+    encode_oid_content,
+    encode_request,
+    format_oid,
+)
+from collectors.snmp.transport import Address, SnmpTransport, family_of
+
+# A GET asks for at most this many OIDs at once (a UPS or a filtered switch fits in one).
+GET_CHUNK = 40
+# Scalars riding along in a GETBULK as non-repeaters (v2c): saves the switch's GET round trip.
+MAX_NON_REPEATERS = 8
+
+Column = dict[bytes, AnyValue]
+
+
+class Query:
+    """Scalars to GET and table columns to walk, encoded once and reused every poll."""
+
+    __slots__ = (
+        "column_bytes",
+        "columns",
+        "scalar_bytes",
+        "scalar_index",
+        "scalar_parents",
+        "scalars",
+        "templates",
+    )
+
+    def __init__(self, scalars: Sequence[Oid], columns: Sequence[Oid]) -> None:
+        self.scalars = list(scalars)
+        self.columns = list(columns)
+        self.scalar_bytes = [encode_oid_content(o) for o in self.scalars]
+        self.column_bytes = [encode_oid_content(o) for o in self.columns]
+        self.scalar_index = {b: i for i, b in enumerate(self.scalar_bytes)}
+        # A scalar x.0 is the GETNEXT successor of x, so it can ride in a GETBULK.
+        rideable = (
+            0 < len(self.scalars) <= MAX_NON_REPEATERS
+            and all(o[-1] == 0 and len(o) > 2 for o in self.scalars)
+            and len(set(self.scalars)) == len(self.scalars)
+        )
+        self.scalar_parents = (
+            [encode_oid_content(o[:-1]) for o in self.scalars] if rideable else None
+        )
+        self.templates: dict[object, list[RequestTemplate]] = {}
+
+
+class SnmpClient(ABC):
+    """One target's way of fetching a Query (the lean codec for v1/v2c, pysnmp for v3)."""
+
+    @abstractmethod
+    async def fetch(self, query: Query, max_rows: int) -> tuple[list[AnyValue], list[Column]]:
+        """Values of `query.scalars` (same order; an `Exception_` or None where missing) and,
+        per column, {index bytes: value} in walk order."""
+
+    async def close(self) -> None:  # noqa: B027 - the shared socket outlives a target
+        """Release what this target alone holds."""
+
+
+class FastClient(SnmpClient):
+    """SNMP v1/v2c over the shared `SnmpTransport` with dutyd's own codec."""
+
+    def __init__(
+        self,
+        transport: SnmpTransport,
+        host: str,
+        port: int,
+        version: int,
+        community: str,
+        timeout: float,
+        retries: int,
+        max_repetitions: int,
+        resolve: Callable[[], asyncio.Future[Address]] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.version = version
+        self.community = community.encode()
+        self.timeout = timeout
+        self.retries = retries
+        self.max_repetitions = max_repetitions
+        self.where = f"{host}:{port}"
+        self.addr: Address | None = None
+        self._deadline = 0.0
+        self._template_key = (version, self.community)
+
+    async def _address(self) -> Address:
+        if self.addr is None:
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(self.host, self.port, type=2)  # SOCK_DGRAM
+            except OSError as exc:
+                from agent.errors import TargetUnreachable
+
+                raise TargetUnreachable(f"cannot resolve {self.host}: {exc}") from exc
+            self.addr = (str(infos[0][4][0]), int(infos[0][4][1]))
+        return self.addr
+
+    async def _request(self, build: Callable[[int], bytes]) -> Message:
+        addr = self.addr or await self._address()
+        tries = self.retries + 1
+        loop = asyncio.get_running_loop()
+        remaining = self._deadline - loop.time()
+        wait = min(self.timeout, remaining) / tries
+        if wait <= 0.001:
+            raise TargetTimeout(
+                f"{self.where} did not complete the poll within {self.timeout:g}s "
+                "(answers too slow for the table size; raise timeout or max_repetitions)"
+            )
+        msg = await self.transport.request(addr, family_of(addr), build, wait, self.retries)
+        if msg is None:
+            # Resolve again next time: the name may point elsewhere now.
+            if addr[0] != self.host:
+                self.addr = None
+            raise TargetTimeout(
+                f"no answer from {self.where} within {wait * tries:g}s "
+                f"({tries} tries; wrong community or host down)"
+            )
+        return msg
+
+    async def fetch(self, query: Query, max_rows: int) -> tuple[list[AnyValue], list[Column]]:
+        self._deadline = asyncio.get_running_loop().time() + self.timeout
+        if not query.columns:
+            return await self._get(query), []
+        if self.version != VERSION_1 and query.scalar_parents is not None:
+            return await self._walk_bulk(query, max_rows, with_scalars=True)
+        scalars = await self._get(query) if query.scalars else []
+        if self.version == VERSION_1:
+            return scalars, await self._walk_next(query, max_rows)
+        _, columns = await self._walk_bulk(query, max_rows, with_scalars=False)
+        return scalars, columns
+
+    # -- GET --------------------------------------------------------------------------------
+
+    async def _get(self, query: Query) -> list[AnyValue]:
+        templates = query.templates.get(self._template_key)
+        if templates is None:
+            templates = [
+                RequestTemplate(self.version, self.community, GET, query.scalar_bytes[i : i + GET_CHUNK])
+                for i in range(0, len(query.scalar_bytes), GET_CHUNK)
+            ]
+            query.templates[self._template_key] = templates
+        out: list[AnyValue] = []
+        for n, template in enumerate(templates):
+            chunk = query.scalar_bytes[n * GET_CHUNK : (n + 1) * GET_CHUNK]
+            msg = await self._request(template.build)
+            if msg[4] != 0:
+                out.extend(await self._get_slow(chunk, msg))
+                continue
+            vbs = msg[6]
+            if len(vbs) != len(chunk):
+                raise BadResponse(
+                    f"{self.where} answered {len(vbs)} values to a GET of {len(chunk)}"
+                )
+            for want, (oid, value) in zip(chunk, vbs, strict=True):
+                if oid != want:
+                    raise BadResponse(
+                        f"{self.where} answered OID {format_oid(_oid(oid))} to a GET of "
+                        f"{format_oid(_oid(want))}"
+                    )
+                out.append(value)
+        return out
+
+    async def _get_slow(self, oids: list[bytes], first: Message) -> list[AnyValue]:
+        """A GET the agent refused as a whole: v1 noSuchName (drop that OID, ask again) or
+        tooBig (ask in halves)."""
+        values: dict[bytes, AnyValue] = {}
+        todo = [oids]
+        msg: Message | None = first
+        while todo:
+            batch = todo.pop()
+            if msg is None:
+                request_oids = batch
+
+                def build(rid: int, request_oids: list[bytes] = request_oids) -> bytes:
+                    return encode_request(self.version, self.community, GET, rid, request_oids)
+
+                msg = await self._request(build)
+            status, index = msg[4], msg[5]
+            if status == 0:
+                for oid, value in msg[6]:
+                    values[oid] = value
+            elif status == NO_SUCH_NAME and 1 <= index <= len(batch):
+                values[batch[index - 1]] = NO_SUCH_OBJECT
+                rest = batch[: index - 1] + batch[index:]
+                if rest:
+                    todo.append(rest)
+            elif status == TOO_BIG and len(batch) > 1:
+                half = len(batch) // 2
+                todo += [batch[:half], batch[half:]]
+            else:
+                raise BadResponse(self._error_text(msg, batch))
+            msg = None
+        return [values.get(o, NO_SUCH_OBJECT) for o in oids]
+
+    def _error_text(self, msg: Message, oids: Sequence[bytes]) -> str:
+        status, index = msg[4], msg[5]
+        name = ERROR_NAMES.get(status, f"error {status}")
+        where = ""
+        if 1 <= index <= len(oids):
+            where = f" on {format_oid(_oid(oids[index - 1]))}"
+        return f"{self.where} answered {name}{where}"
+
+    # -- walks ------------------------------------------------------------------------------
+
+    async def _walk_bulk(
+        self, query: Query, max_rows: int, with_scalars: bool
+    ) -> tuple[list[AnyValue], list[Column]]:
+        prefixes = query.column_bytes
+        k = len(prefixes)
+        pos = list(prefixes)
+        last: list[Oid] = [()] * k
+        results: list[Column] = [{} for _ in range(k)]
+        active = list(range(k))
+        reps = self.max_repetitions
+        parents = query.scalar_parents if with_scalars else None
+        scalars: list[AnyValue] = []
+        version, community = self.version, self.community
+        while active:
+            lead = parents or []
+            oids = lead + [pos[i] for i in active]
+
+            def build(rid: int, oids: list[bytes] = oids, nr: int = len(lead), r: int = reps) -> bytes:
+                return encode_request(version, community, GETBULK, rid, oids, nr, r)
+
+            msg = await self._request(build)
+            if msg[4] != 0:
+                if msg[4] == TOO_BIG and reps > 1:
+                    reps = max(1, reps // 2)
+                    continue
+                raise BadResponse(self._error_text(msg, oids))
+            vbs = msg[6]
+            if parents:
+                m = len(parents)
+                if len(vbs) < m:
+                    raise BadResponse(f"{self.where} answered a GETBULK without its scalars")
+                want = query.scalar_bytes
+                scalars = [
+                    vbs[i][1] if vbs[i][0] == want[i] else NO_SUCH_OBJECT for i in range(m)
+                ]
+                vbs = vbs[m:]
+                parents = None
+            n = len(active)
+            if not vbs:
+                raise BadResponse(f"{self.where} answered a GETBULK walk with no values")
+            done = [False] * n
+            for j, (oid, value) in enumerate(vbs):
+                s = j % n
+                if done[s]:
+                    continue
+                c = active[s]
+                prefix = prefixes[c]
+                plen = len(prefix)
+                if value is END_OF_MIB_VIEW or len(oid) <= plen or not oid.startswith(prefix):
+                    done[s] = True
+                    continue
+                ib = oid[plen:]
+                idx = decode_subids(ib)
+                if idx <= last[c]:
+                    raise BadResponse(self._not_increasing(query.columns[c], last[c], idx))
+                last[c] = idx
+                pos[c] = oid
+                col = results[c]
+                col[ib] = value
+                if len(col) > max_rows:
+                    raise BadResponse(self._too_long(query.columns[c], max_rows))
+            active = [active[s] for s in range(n) if not done[s]]
+        if with_scalars and not scalars:
+            scalars = [NO_SUCH_OBJECT] * len(query.scalars)
+        return scalars, results
+
+    async def _walk_next(self, query: Query, max_rows: int) -> list[Column]:
+        """SNMP v1 has no GETBULK: one GETNEXT per row, all columns at once."""
+        prefixes = query.column_bytes
+        k = len(prefixes)
+        pos = list(prefixes)
+        last: list[Oid] = [()] * k
+        results: list[Column] = [{} for _ in range(k)]
+        active = list(range(k))
+        version, community = self.version, self.community
+        while active:
+            oids = [pos[i] for i in active]
+
+            def build(rid: int, oids: list[bytes] = oids) -> bytes:
+                return encode_request(version, community, GETNEXT, rid, oids)
+
+            msg = await self._request(build)
+            status, index = msg[4], msg[5]
+            if status == NO_SUCH_NAME and 1 <= index <= len(active):
+                # v1's end of the MIB: that column is finished.
+                del active[index - 1]
+                continue
+            if status != 0:
+                raise BadResponse(self._error_text(msg, oids))
+            vbs = msg[6]
+            if len(vbs) != len(active):
+                raise BadResponse(
+                    f"{self.where} answered {len(vbs)} values to a GETNEXT of {len(active)}"
+                )
+            still = []
+            for c, (oid, value) in zip(active, vbs, strict=True):
+                prefix = prefixes[c]
+                plen = len(prefix)
+                if value is END_OF_MIB_VIEW or len(oid) <= plen or not oid.startswith(prefix):
+                    continue
+                ib = oid[plen:]
+                idx = decode_subids(ib)
+                if idx <= last[c]:
+                    raise BadResponse(self._not_increasing(query.columns[c], last[c], idx))
+                last[c] = idx
+                pos[c] = oid
+                col = results[c]
+                col[ib] = value
+                if len(col) > max_rows:
+                    raise BadResponse(self._too_long(query.columns[c], max_rows))
+                still.append(c)
+            active = still
+        return results
+
+    def _not_increasing(self, column: Oid, before: Oid, after: Oid) -> str:
+        return (
+            f"{self.where} walk of {format_oid(column)} is not advancing: index "
+            f"{format_oid(after)} came after {format_oid(before)} (broken agent)"
+        )
+
+    def _too_long(self, column: Oid, max_rows: int) -> str:
+        return (
+            f"{self.where} table {format_oid(column)} has more than {max_rows} rows "
+            "(raise max_rows if that is real)"
+        )
+
+
+def _oid(content: bytes) -> Oid:
+    from collectors.snmp.codec import decode_oid_content
+
+    try:
+        return decode_oid_content(content)
+    except ValueError:
+        return ()

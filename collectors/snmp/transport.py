@@ -1,0 +1,226 @@
+"""One asyncio UDP endpoint per address family, shared by every v1/v2c SNMP target.
+
+Requests are matched to replies by request-id alone, so a thousand targets need one socket.
+A reply is accepted only from the address the request went to; datagrams that do not parse,
+that carry an unknown request-id or that come from the wrong address are dropped and
+counted, and the request they did not answer times out cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from collectors.snmp.codec import (
+    REQUEST_ID_MAX,
+    REQUEST_ID_MIN,
+    RESPONSE,
+    DecodeError,
+    Message,
+    decode_message,
+)
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+# Large enough for a few hundred bulk replies in flight at once; the kernel caps it at
+# net.core.rmem_max unless we may force it.
+_RCVBUF = 4 * 1024 * 1024
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+@dataclass
+class TransportStats:
+    """Datagrams that answered no request (exposed for tests and debugging)."""
+
+    received: int = 0
+    garbage: int = 0
+    unknown_request_id: int = 0
+    wrong_address: int = 0
+    send_errors: int = 0
+
+
+class _Pending:
+    __slots__ = ("addr", "data", "future", "timer", "tries_left", "wait")
+
+    def __init__(
+        self, future: asyncio.Future[Message | None], addr: Address, data: bytes, wait: float
+    ) -> None:
+        self.future = future
+        self.addr = addr
+        self.data = data
+        self.wait = wait
+        self.tries_left = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: SnmpTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner._received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # An unconnected UDP socket only sees errors of its own sendto (no route, ...);
+        # the request concerned just times out, with this logged for whoever debugs it.
+        self.owner.stats.send_errors += 1
+        log.debug("SNMP socket error: %s", exc)
+
+
+class SnmpTransport:
+    """The shared client endpoint. Get it with `context.shared("snmp.transport", ...)`."""
+
+    def __init__(self) -> None:
+        self.stats = TransportStats()
+        self._pending: dict[int, _Pending] = {}
+        self._endpoints: dict[int, asyncio.DatagramTransport] = {}
+        self._opening: dict[int, asyncio.Lock] = {}
+        self._next_id = random.randint(REQUEST_ID_MIN, REQUEST_ID_MAX)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def _endpoint(self, family: int) -> asyncio.DatagramTransport:
+        ep = self._endpoints.get(family)
+        if ep is not None:
+            return ep
+        lock = self._opening.setdefault(family, asyncio.Lock())
+        async with lock:
+            ep = self._endpoints.get(family)
+            if ep is None:
+                loop = asyncio.get_running_loop()
+                self._loop = loop
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    sock.setblocking(False)
+                    _grow_rcvbuf(sock)
+                    sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))  # noqa: S104 - a client socket must hear replies from any device
+                    ep, _ = await loop.create_datagram_endpoint(
+                        lambda: _Protocol(self), sock=sock
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
+                self._endpoints[family] = ep
+        return ep
+
+    def _allocate_id(self) -> int:
+        rid = self._next_id
+        pending = self._pending
+        while rid in pending:
+            rid = rid + 1 if rid < REQUEST_ID_MAX else REQUEST_ID_MIN
+        self._next_id = rid + 1 if rid < REQUEST_ID_MAX else REQUEST_ID_MIN
+        return rid
+
+    async def request(
+        self,
+        addr: Address,
+        family: int,
+        build: Callable[[int], bytes],
+        wait: float,
+        retries: int,
+    ) -> Message | None:
+        """Send a request and return the reply, or None after `retries + 1` tries of `wait`
+        seconds each. The same datagram (same request-id) is resent, so a late reply to an
+        earlier try still counts."""
+        ep = self._endpoints.get(family) or await self._endpoint(family)
+        loop = self._loop
+        assert loop is not None
+        rid = self._allocate_id()
+        data = build(rid)
+        fut: asyncio.Future[Message | None] = loop.create_future()
+        entry = _Pending(fut, addr, data, wait)
+        entry.tries_left = retries
+        self._pending[rid] = entry
+        entry.timer = loop.call_later(wait, self._expire, rid, entry)
+        ep.sendto(data, addr)
+        try:
+            return await fut
+        finally:
+            if not fut.done() or fut.cancelled():
+                self._drop(rid, entry)
+
+    def _drop(self, rid: int, entry: _Pending) -> None:
+        if self._pending.get(rid) is entry:
+            del self._pending[rid]
+        if entry.timer is not None:
+            entry.timer.cancel()
+
+    def _expire(self, rid: int, entry: _Pending) -> None:
+        if entry.future.done():
+            self._drop(rid, entry)
+            return
+        if entry.tries_left > 0:
+            entry.tries_left -= 1
+            ep = self._endpoints.get(_family_of(entry.addr))
+            if ep is not None and not ep.is_closing():
+                ep.sendto(entry.data, entry.addr)
+            assert self._loop is not None
+            entry.timer = self._loop.call_later(entry.wait, self._expire, rid, entry)
+            return
+        self._pending.pop(rid, None)
+        entry.future.set_result(None)
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        stats = self.stats
+        stats.received += 1
+        try:
+            msg = decode_message(data)
+        except DecodeError as exc:
+            stats.garbage += 1
+            log.debug("dropped a malformed SNMP datagram from %s: %s", addr, exc)
+            return
+        if msg[2] != RESPONSE:
+            stats.garbage += 1
+            return
+        entry = self._pending.get(msg[3])
+        if entry is None:
+            stats.unknown_request_id += 1
+            return
+        want = entry.addr
+        if addr[1] != want[1] or addr[0] != want[0]:
+            stats.wrong_address += 1
+            log.debug("dropped an SNMP reply from %s meant to come from %s", addr, want)
+            return
+        del self._pending[msg[3]]
+        if entry.timer is not None:
+            entry.timer.cancel()
+        if not entry.future.done():
+            entry.future.set_result(msg)
+
+    async def close(self) -> None:
+        for rid, entry in list(self._pending.items()):
+            self._drop(rid, entry)
+            if not entry.future.done():
+                entry.future.cancel()
+        for ep in self._endpoints.values():
+            ep.close()
+        self._endpoints.clear()
+        # Let the loop run the transports' close callbacks so their sockets are released.
+        await asyncio.sleep(0)
+
+
+def _family_of(addr: Address) -> int:
+    return socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+
+
+def _grow_rcvbuf(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < _RCVBUF:
+        # Only with CAP_NET_ADMIN; without it the capped buffer above stays.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF)
+
+
+def family_of(addr: Address) -> int:
+    return _family_of(addr)

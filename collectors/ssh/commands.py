@@ -1,0 +1,132 @@
+"""The exact remote commands the SSH collector runs, as one POSIX sh script per poll.
+
+What runs on the server (documented for the people who audit it; nothing is installed there):
+
+    env LC_ALL=C LANG=C timeout -s KILL <budget> sh -s     <- the SSH exec request, fixed text
+
+and on its standard input a script of sections, each one line `s <id> <argv...>` (untimed) or
+`t <id> <argv...>` (run under `timeout -s KILL <command_timeout>`):
+
+    s loadavg   cat /proc/loadavg
+    s nproc     nproc
+    s meminfo   cat /proc/meminfo
+    s uptime    cat /proc/uptime
+    t df        df -PTk                      POSIX format, with fs type, 1024-byte blocks
+    t df_inodes df -PTki
+    s clock     date +%s                     only with backups: ages use the server's clock
+    t systemd   systemctl is-active -- <unit>...          only with `services`
+    t backup.N  find -H <dir> -maxdepth 1 -name <glob> -type f -printf '%T@ %s\\n'  (GNU find)
+    t command.N <the configured argv>
+
+Every word taken from the config is passed through `shlex.quote`, so a path, glob, unit name or
+argument is one word for the remote shell and never shell syntax. The command line itself holds
+no config text at all (the script arrives on stdin), so it works whatever the login shell is.
+Each section prints `<marker> begin <id>` / `<marker> end <id> <exit status>` lines on stdout
+and on stderr; the marker holds a random nonce per poll, so command output cannot forge one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Untimed sections only read kernel files or print a number: they cannot hang, and skipping the
+# `timeout` process for them halves the processes started per poll.
+LOADAVG = ("cat", "/proc/loadavg")
+NPROC = ("nproc",)
+MEMINFO = ("cat", "/proc/meminfo")
+UPTIME = ("cat", "/proc/uptime")
+CLOCK = ("date", "+%s")
+# -P: one line per filesystem in the POSIX layout; -T: the type column (to leave out pseudo
+# filesystems); -k: 1024-byte blocks whatever POSIXLY_CORRECT or the df flavour says.
+DF = ("df", "-PTk")
+DF_INODES = ("df", "-PTki")
+# The printf format reaches find as the two characters backslash-n, which find expands itself.
+FIND_FORMAT = "%T@ %s\\n"
+
+# Slack for the untimed sections and the shell itself within the whole script's limit.
+SCRIPT_SLACK = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One command of the poll script: `id` names it in the markers, `timed` wraps it in
+    `timeout -s KILL <command_timeout>` on the server."""
+
+    id: str
+    argv: tuple[str, ...]
+    timed: bool
+
+
+def systemd_section(units: Sequence[str]) -> Section:
+    # `--` so that a unit name can never be read as an option of systemctl.
+    return Section("systemd", ("systemctl", "is-active", "--", *units), timed=True)
+
+
+def backup_section(index: int, path: str, pattern: str) -> Section:
+    # -H follows a symlinked backup dir given on the command line (a common layout for an
+    # off-site mount) without following links inside it.
+    argv = ("find", "-H", path, "-maxdepth", "1", "-name", pattern, "-type", "f")
+    return Section(f"backup.{index}", (*argv, "-printf", FIND_FORMAT), timed=True)
+
+
+def command_section(index: int, argv: Sequence[str]) -> Section:
+    return Section(f"command.{index}", tuple(argv), timed=True)
+
+
+def standard_sections(with_clock: bool) -> list[Section]:
+    sections = [
+        Section("loadavg", LOADAVG, timed=False),
+        Section("nproc", NPROC, timed=False),
+        Section("meminfo", MEMINFO, timed=False),
+        Section("uptime", UPTIME, timed=False),
+        Section("df", DF, timed=True),
+        Section("df_inodes", DF_INODES, timed=True),
+    ]
+    if with_clock:
+        sections.append(Section("clock", CLOCK, timed=False))
+    return sections
+
+
+def script_budget(sections: Sequence[Section], command_timeout: float) -> float:
+    """The longest the whole script may run: each timed section is cut off at its limit."""
+    return command_timeout * sum(1 for s in sections if s.timed) + SCRIPT_SLACK
+
+
+def _seconds(value: float) -> str:
+    # GNU and busybox timeout both take a decimal number of seconds.
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def remote_command(budget: float) -> str:
+    """The fixed exec request. `env` rather than `VAR=x cmd` because the login shell may be csh
+    or fish; the C locale keeps headers and numbers in the format the parsers expect."""
+    return f"env LC_ALL=C LANG=C timeout -s KILL {_seconds(budget)} sh -s"
+
+
+def marker_for(nonce: str) -> str:
+    return f"@@dutyd {nonce}"
+
+
+def render_script(sections: Sequence[Section], nonce: str, command_timeout: float) -> str:
+    """The script fed to `sh -s`. Every command reads /dev/null: the script itself arrives on
+    stdin, and a command reading stdin would swallow the rest of it."""
+    lines = [
+        f"M={shlex.quote(marker_for(nonce))}",
+        "s() { n=$1; shift; "
+        "printf '%s begin %s\\n' \"$M\" \"$n\"; printf '%s begin %s\\n' \"$M\" \"$n\" >&2; "
+        '"$@" </dev/null; r=$?; '
+        "printf '\\n%s end %s %s\\n' \"$M\" \"$n\" \"$r\"; "
+        "printf '\\n%s end %s %s\\n' \"$M\" \"$n\" \"$r\" >&2; }",
+        f't() {{ n=$1; shift; s "$n" timeout -s KILL {_seconds(command_timeout)} "$@"; }}',
+    ]
+    for section in sections:
+        words = " ".join(shlex.quote(word) for word in section.argv)
+        lines.append(f"{'t' if section.timed else 's'} {section.id} {words}")
+    return "\n".join(lines) + "\n"
+
+
+def describe(section: Section) -> str:
+    """The command as a person would type it, for error messages."""
+    return shlex.join(section.argv)
