@@ -484,9 +484,9 @@ class NutCollector(Collector[NutTarget]):
             elif line == end:
                 status = values.get("ups.status")
                 if status is not None and set(status.split()) <= {"WAIT"}:
-                    # Set by the driver before its first reading of the UPS: nothing known yet.
+                    # Set while a driver starts up or shuts down: nothing is known of the UPS.
                     return ReadingUnavailable(
-                        f"upsd reports UPS {ups!r} has no status yet (driver still starting: "
+                        f"upsd reports UPS {ups!r} has no status (driver starting or stopping: "
                         f"status {status!r})"
                     )
                 return values

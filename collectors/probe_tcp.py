@@ -50,16 +50,19 @@ def hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, tuple]:
-    """(family, sockaddr) for host; IP literals skip the resolver (a thread hop per poll)."""
+async def resolve_all(
+    host: str, port: int, family: int = socket.AF_UNSPEC
+) -> list[tuple[int, tuple]]:
+    """[(family, sockaddr)] for host, in the resolver's order; IP literals skip the resolver
+    (a thread hop per poll)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         pass
     else:
         if ip.version == 4:
-            return socket.AF_INET, (host, port)
-        return socket.AF_INET6, (host, port, 0, 0)
+            return [(socket.AF_INET, (host, port))]
+        return [(socket.AF_INET6, (host, port, 0, 0))]
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
@@ -67,35 +70,53 @@ async def resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple
         raise TargetUnreachable(f"host {host!r} not found: {exc.strerror}") from exc
     if not infos:
         raise TargetUnreachable(f"host {host!r} has no address")
-    fam, _, _, _, sockaddr = infos[0]
-    return fam, sockaddr
+    return [(fam, sockaddr) for fam, _, _, _, sockaddr in infos]
+
+
+async def resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, tuple]:
+    """The first (family, sockaddr) for host."""
+    return (await resolve_all(host, port, family))[0]
 
 
 async def tcp_connect(host: str, port: int, within: float) -> float:
     """Open and close one TCP connection; its connect time in seconds.
 
-    Raises TargetTimeout / TargetUnreachable with host:port in the message. A plain socket with
-    `sock_connect` instead of `open_connection`: no stream objects are built for a probe that
-    sends nothing.
+    Each address of the host is tried in turn (`localhost` may be ::1 first, the service
+    only on 127.0.0.1), all within `within` seconds. Raises TargetTimeout / TargetUnreachable
+    with host:port in the message. A plain socket with `sock_connect` instead of
+    `open_connection`: no stream objects are built for a probe that sends nothing.
     """
     where = hostport(host, port)
-    family, sockaddr = await resolve(host, port)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setblocking(False)
+    error: Exception | None = None
     try:
-        started = time.perf_counter()
         async with asyncio.timeout(within):
-            await asyncio.get_running_loop().sock_connect(sock, sockaddr)
-        return time.perf_counter() - started
+            for family, sockaddr in await resolve_all(host, port):
+                try:
+                    return await _connect_once(family, sockaddr)
+                except ConnectionRefusedError as exc:
+                    error = TargetUnreachable(
+                        f"TCP connect to {where} refused: nothing listens there"
+                    )
+                    error.__cause__ = exc
+                except OSError as exc:
+                    reason = exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+                    error = TargetUnreachable(f"TCP connect to {where} failed: {reason}")
+                    error.__cause__ = exc
     except TimeoutError as exc:
         raise TargetTimeout(
             f"TCP connect to {where} got no answer within {format_duration(within)}"
         ) from exc
-    except ConnectionRefusedError as exc:
-        raise TargetUnreachable(f"TCP connect to {where} refused: nothing listens there") from exc
-    except OSError as exc:
-        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
-        raise TargetUnreachable(f"TCP connect to {where} failed: {reason}") from exc
+    assert error is not None
+    raise error
+
+
+async def _connect_once(family: int, sockaddr: tuple) -> float:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        started = time.perf_counter()
+        await asyncio.get_running_loop().sock_connect(sock, sockaddr)
+        return time.perf_counter() - started
     finally:
         # RST instead of FIN/TIME_WAIT: a probe every few seconds must not pile up TIME_WAIT
         # sockets on the monitoring host.

@@ -118,7 +118,7 @@ class UpsdPeer:
 
     # -- processes ------------------------------------------------------------------------
 
-    def start_driver(self, ups: str) -> None:
+    def start_driver(self, ups: str, wait: bool = True) -> None:
         old = self.drivers.get(ups)
         if old is not None and old.alive():
             raise RuntimeError(f"driver for {ups} already runs")
@@ -128,6 +128,11 @@ class UpsdPeer:
             env=self.env,
             log_name=f"driver-{ups}.log",
         )
+        if wait:
+            self.wait_driver(ups)
+
+    def wait_driver(self, ups: str) -> None:
+        """Until the driver's socket for upsd exists (about a second after it starts)."""
         socket_path = self.state / f"dummy-ups-{ups}"
         deadline = time.monotonic() + 10
         while not socket_path.exists():
@@ -163,8 +168,11 @@ class UpsdPeer:
             self.upsd = None
 
     def start(self) -> None:
+        # The drivers start side by side: each takes about a second to open its socket.
         for ups in self.upses:
-            self.start_driver(ups)
+            self.start_driver(ups, wait=False)
+        for ups in self.upses:
+            self.wait_driver(ups)
         self.start_upsd()
         for ups in self.upses:
             self.wait_status(ups, self.upses[ups]["ups.status"])

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from agent.demo import DEVICES
 from agent.demo.web_app import WebAppDevice
-from agent.errors import BadCredentials, CollectError, TargetTimeout, TargetUnreachable
+from agent.errors import BadCredentials, BadResponse, CollectError, TargetTimeout, TargetUnreachable
 from agent.scheduler import Scheduler
 from collectors import COLLECTORS
 from collectors.base import CollectorContext, Readings
@@ -224,6 +224,24 @@ async def test_http_refused_port_is_unreachable(context: CollectorContext) -> No
     probe = HttpProbeCollector(http(f"http://127.0.0.1:{port}/"), context)
     with pytest.raises(TargetUnreachable, match=f"connection to 127.0.0.1:{port} refused"):
         await poll(probe)
+
+
+async def test_http_server_closing_without_answer_is_bad_response(
+    context: CollectorContext,
+) -> None:
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()  # the request line arrives, then the "server" hangs up
+        writer.close()
+
+    server = await asyncio.start_server(slam, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        probe = HttpProbeCollector(http(f"http://127.0.0.1:{port}/"), context)
+        with pytest.raises(BadResponse, match=f"127.0.0.1:{port} closed the connection"):
+            await poll(probe)
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_http_body_read_is_capped(context: CollectorContext) -> None:
@@ -499,6 +517,18 @@ async def test_tcp_connect_success_and_refused(context: CollectorContext) -> Non
         await server.wait_closed()
     with pytest.raises(TargetUnreachable, match=f"127.0.0.1:{port} refused"):
         await poll(TcpProbeCollector(tcp(f"127.0.0.1:{port}"), context))
+
+
+async def test_tcp_tries_every_address_of_a_name(context: CollectorContext) -> None:
+    # localhost may resolve to ::1 first; the service listens on 127.0.0.1 only.
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        v = await poll(TcpProbeCollector(tcp(f"localhost:{port}"), context))
+        assert v["probe_success"] == 1
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_tcp_connect_timeout_on_a_full_backlog(context: CollectorContext) -> None:

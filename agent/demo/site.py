@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,8 @@ def demo_config(devices: list[DemoDevice], port: int, db_path: Path) -> dict[str
 
 
 async def run_demo(port: int, speed: float = 1.0, duration: float | None = None) -> int:
+    if port == 0:
+        port = _free_port()
     devices = [cls(speed=speed) for cls in DEVICES]
     with tempfile.TemporaryDirectory(prefix="dutyd-demo-") as tmp:
         started: list[DemoDevice] = []
@@ -80,6 +83,12 @@ async def _play(devices: list[DemoDevice]) -> None:
             except Exception:
                 log.exception("demo device %s failed to advance", type(device).__name__)
         await asyncio.sleep(0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _print_intro(settings: Any, devices: list[DemoDevice]) -> None:

@@ -165,7 +165,9 @@ class FastClient(SnmpClient):
         templates = query.templates.get(self._template_key)
         if templates is None:
             templates = [
-                RequestTemplate(self.version, self.community, GET, query.scalar_bytes[i : i + GET_CHUNK])
+                RequestTemplate(
+                    self.version, self.community, GET, query.scalar_bytes[i : i + GET_CHUNK]
+                )
                 for i in range(0, len(query.scalar_bytes), GET_CHUNK)
             ]
             query.templates[self._template_key] = templates
@@ -249,7 +251,9 @@ class FastClient(SnmpClient):
             lead = parents or []
             oids = lead + [pos[i] for i in active]
 
-            def build(rid: int, oids: list[bytes] = oids, nr: int = len(lead), r: int = reps) -> bytes:
+            def build(
+                rid: int, oids: list[bytes] = oids, nr: int = len(lead), r: int = reps
+            ) -> bytes:
                 return encode_request(version, community, GETBULK, rid, oids, nr, r)
 
             msg = await self._request(build)
@@ -264,9 +268,7 @@ class FastClient(SnmpClient):
                 if len(vbs) < m:
                     raise BadResponse(f"{self.where} answered a GETBULK without its scalars")
                 want = query.scalar_bytes
-                scalars = [
-                    vbs[i][1] if vbs[i][0] == want[i] else NO_SUCH_OBJECT for i in range(m)
-                ]
+                scalars = [vbs[i][1] if vbs[i][0] == want[i] else NO_SUCH_OBJECT for i in range(m)]
                 vbs = vbs[m:]
                 parents = None
             n = len(active)

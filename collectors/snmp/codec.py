@@ -80,7 +80,7 @@ class DecodeError(ValueError):
     """The datagram is not a well-formed SNMP v1/v2c message."""
 
 
-class Exception_:  # noqa: N801 - named after the SNMP "exception" values of RFC 3416
+class Exception_:
     """noSuchObject, noSuchInstance or endOfMibView in a response varbind."""
 
     __slots__ = ("name", "tag")

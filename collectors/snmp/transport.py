@@ -104,9 +104,7 @@ class SnmpTransport:
                     sock.setblocking(False)
                     _grow_rcvbuf(sock)
                     sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))  # noqa: S104 - a client socket must hear replies from any device
-                    ep, _ = await loop.create_datagram_endpoint(
-                        lambda: _Protocol(self), sock=sock
-                    )
+                    ep, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
                 except BaseException:
                     sock.close()
                     raise

@@ -115,10 +115,10 @@ def render_script(sections: Sequence[Section], nonce: str, command_timeout: floa
     lines = [
         f"M={shlex.quote(marker_for(nonce))}",
         "s() { n=$1; shift; "
-        "printf '%s begin %s\\n' \"$M\" \"$n\"; printf '%s begin %s\\n' \"$M\" \"$n\" >&2; "
+        'printf \'%s begin %s\\n\' "$M" "$n"; printf \'%s begin %s\\n\' "$M" "$n" >&2; '
         '"$@" </dev/null; r=$?; '
-        "printf '\\n%s end %s %s\\n' \"$M\" \"$n\" \"$r\"; "
-        "printf '\\n%s end %s %s\\n' \"$M\" \"$n\" \"$r\" >&2; }",
+        'printf \'\\n%s end %s %s\\n\' "$M" "$n" "$r"; '
+        'printf \'\\n%s end %s %s\\n\' "$M" "$n" "$r" >&2; }',
         f't() {{ n=$1; shift; s "$n" timeout -s KILL {_seconds(command_timeout)} "$@"; }}',
     ]
     for section in sections:

@@ -251,8 +251,10 @@ def parse_df(text: str, *, with_type: bool = True, inodes: bool = False) -> list
         m = _BLOCK_SIZE.search(header)
         scale = float(m.group(1)) * (1024 if m.group(2) else 1) if m else 1024.0
     rows: list[DfRow] = []
-    expected = "filesystem type blocks used available capacity% mount" if with_type else (
-        "filesystem blocks used available capacity% mount"
+    expected = (
+        "filesystem type blocks used available capacity% mount"
+        if with_type
+        else ("filesystem blocks used available capacity% mount")
     )
     for number, line in enumerate(body, start=2):
         m = row_re.match(line)
@@ -383,9 +385,7 @@ def parse_command_output(text: str) -> list[tuple[str | None, float]]:
     for line in lines:
         m = _NAMED.match(line)
         if not m:
-            raise ParseError(
-                f"expected a number or 'name value' lines, got {line.strip()[:80]!r}"
-            )
+            raise ParseError(f"expected a number or 'name value' lines, got {line.strip()[:80]!r}")
         if m.group(1) in seen:
             raise ParseError(f"name {m.group(1)!r} printed twice")
         seen.add(m.group(1))
