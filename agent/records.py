@@ -55,11 +55,24 @@ class AlertState(StrEnum):
     RESOLVED = "resolved"
 
 
+class AlertChange(StrEnum):
+    """What an `AlertEvent` announces."""
+
+    STATE = "state"  # a lifecycle move: pending, firing, resolved (see `state`, `previous`)
+    ACKNOWLEDGED = "acknowledged"  # someone took it (`actor`, `note`); escalation stops
+    UNACKNOWLEDGED = "unacknowledged"  # an acknowledgement expired or was withdrawn
+    RED_LINE = "red_line"  # the outage crossed its rule's red line (`red_line` seconds)
+    FLAPPING = "flapping"  # too many state changes: notifications held until it settles
+    SETTLED = "settled"  # no longer flapping
+
+
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
     """A change in one alert's life, as the rules layer announces it to notifiers and the log.
 
-    `fingerprint` identifies the alert (rule name plus label set) across restarts.
+    `fingerprint` identifies the alert (rule name plus label set) across restarts. Events that
+    must be recorded but must not page anyone (parent target down, silence, maintenance window,
+    flapping) have `notify=False` and say why in `muted_reason`.
     """
 
     fingerprint: str
@@ -72,4 +85,10 @@ class AlertEvent:
     value: float | None
     active_since: float | None
     timestamp: float
-    annotations: Labels = ()
+    annotations: Labels = ()  # description, reference (the duty rule), runbook ...
+    change: AlertChange = AlertChange.STATE
+    notify: bool = True
+    muted_reason: str = ""
+    actor: str = ""  # who acknowledged / silenced
+    note: str = ""
+    red_line: float | None = None  # seconds: the red line this alert has (crossed, for RED_LINE)

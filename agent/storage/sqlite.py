@@ -1,8 +1,9 @@
 """SQLite storage (standard library sqlite3, WAL mode) on one dedicated thread.
 
 All statements run on a single-thread executor that owns the connection, so the event loop
-never blocks on disk and sqlite3's thread rules hold. Schema changes are appended to
-`MIGRATIONS`; `PRAGMA user_version` records how many have run.
+never blocks on disk and sqlite3's thread rules hold. Each layer owns its tables: it registers
+its schema scripts under its own name (`register_schema("outbox", [...])`, append-only, one
+script per change) and the `schema_version` table records how many of each have run.
 """
 
 from __future__ import annotations
@@ -19,8 +20,18 @@ from agent.storage import LogEntry, Storage, StoredAlert
 
 T = TypeVar("T")
 
-MIGRATIONS: list[str] = [
-    """
+SCHEMAS: dict[str, list[str]] = {}
+
+
+def register_schema(component: str, scripts: list[str]) -> None:
+    """Declare a layer's tables: scripts run once each, in order, when the store opens."""
+    SCHEMAS[component] = scripts
+
+
+register_schema(
+    "core",
+    [
+        """
     CREATE TABLE alerts (
         fingerprint TEXT PRIMARY KEY,
         rule TEXT NOT NULL,
@@ -44,7 +55,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX duty_log_ts ON duty_log (ts);
     CREATE INDEX duty_log_kind_ts ON duty_log (kind, ts);
     """,
-]
+    ],
+)
 
 
 class SqliteStorage(Storage):
@@ -71,9 +83,28 @@ class SqliteStorage(Storage):
             # crash may lose the last transactions.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for i, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                conn.executescript(f"BEGIN; {script}; PRAGMA user_version={i}; COMMIT;")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            for component, scripts in SCHEMAS.items():
+                row = conn.execute(
+                    "SELECT version FROM schema_version WHERE component=?", (component,)
+                ).fetchone()
+                done = row[0] if row else 0
+                for i, script in enumerate(scripts[done:], start=done + 1):
+                    # One transaction per script, so a failed change leaves the version as it
+                    # was (executescript commits whatever is open first, so BEGIN goes inside).
+                    try:
+                        conn.executescript("BEGIN;\n" + script)
+                        conn.execute(
+                            "INSERT OR REPLACE INTO schema_version VALUES (?, ?)", (component, i)
+                        )
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -88,8 +119,12 @@ class SqliteStorage(Storage):
         self._executor.shutdown(wait=True)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement; for the layers that add their own tables via MIGRATIONS."""
+        """Run one statement; for the layers that add their own tables via `register_schema`."""
         return await self._run(lambda c: c.execute(sql, params).fetchall())
+
+    async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `func(connection)` on the storage thread: several statements in one go."""
+        return await self._run(func)
 
     async def save_alert(self, alert: StoredAlert) -> None:
         row = (
