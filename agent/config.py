@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.configtypes import StrictModel
 from agent.errors import ConfigError
+from agent.notify.config import (
+    ApiConfig,
+    EscalationConfig,
+    NotifyConfig,
+    OncallConfig,
+    check_references,
+)
 from collectors import COLLECTORS
 from collectors.base import TargetConfig
 from rules.config import RulesConfig
@@ -43,6 +51,18 @@ else:
 class HttpConfig(StrictModel):
     listen: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    # Prometheus-style web config (TLS, basic auth with bcrypt hashes); see agent/http.py.
+    web_config_file: Path | None = None
+
+    @field_validator("web_config_file")
+    @classmethod
+    def _web_config_valid(cls, path: Path | None) -> Path | None:
+        # Checked with the rest of the config, so a bad file is refused before any restart.
+        if path is not None:
+            from agent.http import load_web_config  # aiohttp only when a web config is used
+
+            load_web_config(path)
+        return path
 
 
 class StorageConfig(StrictModel):
@@ -60,14 +80,6 @@ class SchedulerConfig(StrictModel):
     max_in_flight: int = Field(default=256, gt=0)
 
 
-class EscalationConfig(StrictModel):
-    """Escalation policies (who is paged, when). Filled in by the escalation layer."""
-
-
-class NotifyConfig(StrictModel):
-    """Notification channels. Filled in by the notification layer."""
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DUTYD_",
@@ -78,8 +90,10 @@ class Settings(BaseSettings):
 
     targets: list[TargetUnion] = Field(default_factory=list)  # type: ignore[valid-type]
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    oncall: OncallConfig = Field(default_factory=OncallConfig)
     escalation: EscalationConfig = Field(default_factory=EscalationConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -99,6 +113,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
+        duty = check_references(self.oncall, self.escalation, self.notify)
+        if duty:
+            # Its own error type: `validate` reports top-level value_errors via cross_check.
+            raise PydanticCustomError("duty_reference", "; ".join(duty))
         problems = cross_check(self.model_dump(by_alias=True, mode="python"))
         if problems:
             raise ValueError("; ".join(msg for _, msg in problems))
@@ -178,10 +196,17 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                     + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                 )
             )
-        for j, target in enumerate(rule.get("targets") or []):
+        for key in ("targets", "depends_on"):
+            for j, target in enumerate(rule.get(key) or []):
+                if target not in names:
+                    problems.append((("rules", "custom", i, key, j), f"unknown target {target!r}"))
+    for i, window in enumerate(rules.get("maintenance") or []):
+        if not isinstance(window, Mapping):
+            continue
+        for j, target in enumerate(window.get("targets") or []):
             if target not in names:
                 problems.append(
-                    (("rules", "custom", i, "targets", j), f"unknown target {target!r}")
+                    (("rules", "maintenance", i, "targets", j), f"unknown target {target!r}")
                 )
     return problems
 

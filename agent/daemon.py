@@ -12,9 +12,10 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -22,7 +23,7 @@ from agent.config import Settings, load_config
 from agent.errors import ConfigError
 from agent.http import HttpServer
 from agent.instrumentation import Instrumentation
-from agent.records import AlertEvent, AlertState, Labels
+from agent.records import AlertChange, AlertEvent, AlertState, Labels, Sample, labels_of
 from agent.scheduler import PollResult, Scheduler
 from agent.storage import Storage, StoredAlert, open_storage
 from agent.store import SampleStore, TargetStatus
@@ -30,6 +31,8 @@ from collectors import COLLECTORS, Collector, CollectorContext
 from exporters.prometheus import StoreExporter
 from rules.alerts import Alert
 from rules.engine import RuleEngine
+from rules.matchers import compile_matchers
+from rules.overlays import Silence, Window
 from rules.packs import effective_rules
 
 log = logging.getLogger("dutyd")
@@ -39,6 +42,9 @@ AlertListener = Callable[[AlertEvent], Awaitable[None]]
 
 # Resolved alerts stay visible (API, page) this long before they leave memory.
 RESOLVED_RETENTION = 15 * 60.0
+# Ad hoc maintenance windows that ended this long ago still count for red lines after a
+# restart (an outage older than that has long crossed its red line).
+WINDOW_LOOKBACK = 7 * 86400.0
 
 
 def _fields(labels: Labels) -> dict[str, str]:
@@ -58,7 +64,7 @@ class Daemon:
             ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll")
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight)
-        self.engine = RuleEngine(effective_rules(settings.rules))
+        self.engine = _engine_for(settings)
         self.storage: Storage = open_storage(settings.storage.path)
         self.http = HttpServer(
             self.registry, self._readiness, settings.http.listen, settings.http.port
@@ -79,6 +85,7 @@ class Daemon:
         await self.storage.open()
         restored = [_alert_from_row(r) for r in await self.storage.load_alerts()]
         self.engine.restore(restored)
+        await self._restore_overlays()
         if restored:
             log.info("alerts restored", extra={"fields": {"count": len(restored)}})
         await self.http.start()
@@ -108,6 +115,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self._drain_events()
+        with contextlib.suppress(Exception):
+            await self._save_rule_state()
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
@@ -169,10 +178,10 @@ class Daemon:
             if new_targets.get(name) != cfg:
                 await self.scheduler.remove(name)
                 self.store.remove_target(name)
-        if new.rules != self.settings.rules:
-            alerts = list(self.engine.alerts.values())
-            self.engine = RuleEngine(effective_rules(new.rules))
-            self.engine.restore(alerts)
+        if new.rules != self.settings.rules or new.targets != self.settings.targets:
+            engine = _engine_for(new)
+            engine.adopt(self.engine)
+            self.engine = engine
         if new.http != self.settings.http or new.storage != self.settings.storage:
             log.warning("http and storage settings take effect at the next restart")
         self.settings = new
@@ -245,11 +254,26 @@ class Daemon:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            # Wake at the next `for` deadline, so a pending alert fires on time, not up to a
+            # second late; and at least every second for everything else time changes.
+            deadline = self.engine.next_deadline()
+            delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - time.time()))
+            await asyncio.sleep(delay)
             now = time.time()
             for event in self.engine.tick(now):
                 self._events.put_nowait(event)
-            self.engine.forget_resolved(now - RESOLVED_RETENTION)
+            forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
+            rows, self.engine.counted = self.engine.counted, []
+            try:
+                for fp in forgotten:
+                    await self.storage.delete_alert(fp)
+                if rows:
+                    await self.storage.append_rule_events(
+                        [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
+                    )
+            except Exception:
+                # A full or broken disk must not stop the rules; the duty log says why.
+                log.exception("recording rule state failed")
 
     async def _event_loop(self) -> None:
         while True:
@@ -262,6 +286,8 @@ class Daemon:
 
     async def _handle_event(self, event: AlertEvent) -> None:
         self.metrics.alert_events.labels(str(event.state)).inc()
+        is_state = event.change is AlertChange.STATE
+        word = str(event.state) if is_state else str(event.change)
         fields = {
             "alert": event.rule,
             "state": str(event.state),
@@ -269,25 +295,29 @@ class Daemon:
             **_fields(event.labels),
             "value": event.value,
         }
+        if not event.notify:
+            fields["muted"] = event.muted_reason
+        if event.actor:
+            fields["by"] = event.actor
         level = logging.WARNING if event.state is AlertState.FIRING else logging.INFO
         alert_log.log(
             level,
             "%s %s: %s",
-            str(event.state).upper(),
+            word.upper(),
             event.rule,
             event.summary,
             extra={"fields": fields},
         )
         try:
             alert = self.engine.alerts.get(event.fingerprint)
-            if event.state in (AlertState.PENDING, AlertState.FIRING) and alert is not None:
+            if alert is not None and alert.state is not AlertState.INACTIVE:
                 await self.storage.save_alert(_alert_row(alert))
             else:
                 await self.storage.delete_alert(event.fingerprint)
             await self.storage.append_log(
                 event.timestamp,
-                f"alert.{event.state}",
-                "dutyd",
+                f"alert.{word}",
+                event.actor or "dutyd",
                 event.fingerprint,
                 {
                     "rule": event.rule,
@@ -296,6 +326,11 @@ class Daemon:
                     "value": event.value,
                     "severity": event.severity,
                     "active_since": event.active_since,
+                    "state": str(event.state),
+                    "notify": event.notify,
+                    "muted_reason": event.muted_reason,
+                    "note": event.note,
+                    "red_line": event.red_line,
                 },
             )
         except Exception:
@@ -308,6 +343,188 @@ class Daemon:
 
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())
+
+    async def _save_rule_state(self) -> None:
+        """At a clean stop: every alert as it is now (keep_firing_for clocks, values) and the
+        event counts not yet written. A crash loses at most the last second of counts."""
+        for alert in list(self.engine.alerts.values()):
+            if alert.state is not AlertState.INACTIVE:
+                await self.storage.save_alert(_alert_row(alert))
+        rows, self.engine.counted = self.engine.counted, []
+        if rows:
+            await self.storage.append_rule_events(
+                [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
+            )
+
+    async def _restore_overlays(self) -> None:
+        now = time.time()
+        for s in await self.storage.load_silences(now):
+            self.engine.silences[str(s.id)] = Silence(
+                str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
+            )
+        for w in await self.storage.load_windows(now - WINDOW_LOOKBACK):
+            self.engine.windows[str(w.id)] = Window(
+                str(w.id),
+                frozenset(w.targets),
+                compile_matchers(w.matchers),
+                w.start,
+                w.end,
+                w.reason,
+                w.actor,
+            )
+        spans = [r.config.events.over for r in self.engine.rules.values() if r.config.events]
+        if spans:
+            rows = await self.storage.load_rule_events(now - max(spans))
+            self.engine.restore_events(
+                (rule, labels_of(series), ts, inc, v) for rule, series, ts, inc, v in rows
+            )
+
+    # -- duty operations: what the API and the CLI call ----------------------------------------
+
+    def list_alerts(self, states: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Alerts (pending, firing, recently resolved) with their overlays: acknowledged,
+        silenced_by, maintenance, suppressed (the mute reason), flapping, duration, outage."""
+        now = time.time()
+        wanted = set(states)
+        return [
+            self.engine.view(a, now)
+            for a in list(self.engine.alerts.values())
+            if a.state is not AlertState.INACTIVE and (not wanted or str(a.state) in wanted)
+        ]
+
+    async def acknowledge(
+        self, fingerprint: str, actor: str, note: str = "", expires_at: float | None = None
+    ) -> AlertEvent:
+        """Someone takes the alert (escalation stops). Raises `UnknownAlert` when there is no
+        pending or firing alert with this fingerprint."""
+        if not actor:
+            raise ValueError("an acknowledgement needs the name of who takes the alert")
+        event = self.engine.acknowledge(fingerprint, actor, note, expires_at, time.time())
+        await self._handle_event(event)
+        return event
+
+    async def unacknowledge(self, fingerprint: str, actor: str, note: str = "") -> AlertEvent:
+        event = self.engine.unacknowledge(fingerprint, actor, note, time.time())
+        await self._handle_event(event)
+        return event
+
+    async def silence(
+        self, matchers: Mapping[str, Any], until: float, actor: str, reason: str
+    ) -> int:
+        """Mute alerts whose labels match (`{"target": "db1"}`, `{"rule": {"=~": "disk.*"}}`
+        style matchers, as in rule `match:`) until `until`. Returns the silence id."""
+        now = time.time()
+        compiled = compile_matchers(matchers)  # ValueError names a bad regex or operator
+        if not compiled:
+            raise ValueError("a silence needs at least one label matcher")
+        if until <= now:
+            raise ValueError("a silence must end in the future")
+        if not actor or not reason:
+            raise ValueError("a silence needs who sets it and why")
+        data = {k: m.to_data() for k, m in compiled}
+        sid = await self.storage.add_silence(data, until, actor, reason, now)
+        self.engine.silences[str(sid)] = Silence(str(sid), compiled, until, actor, reason, now)
+        await self.storage.append_log(
+            now,
+            "silence.add",
+            actor,
+            f"silence:{sid}",
+            {"matchers": data, "until": until, "reason": reason},
+        )
+        return sid
+
+    async def remove_silence(self, silence_id: int, actor: str) -> bool:
+        now = time.time()
+        removed = self.engine.silences.pop(str(silence_id), None)
+        ok = await self.storage.end_silence(silence_id, now, actor)
+        if removed is None and not ok:
+            return False
+        await self.storage.append_log(now, "silence.remove", actor, f"silence:{silence_id}", {})
+        return True
+
+    def list_silences(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [s.to_dict() for s in self.engine.silences.values() if s.until > now]
+
+    async def add_maintenance(
+        self,
+        start: float,
+        end: float,
+        actor: str,
+        reason: str,
+        targets: Iterable[str] = (),
+        matchers: Mapping[str, Any] | None = None,
+    ) -> int:
+        """An ad hoc maintenance window by target names and/or label matchers. Alerts inside
+        it are recorded but not sent, and its time does not count toward red lines."""
+        now = time.time()
+        compiled = compile_matchers(matchers or {})
+        names = sorted(set(targets))
+        if not names and not compiled:
+            raise ValueError("a maintenance window needs targets or label matchers")
+        if end <= start:
+            raise ValueError("a maintenance window must end after it starts")
+        if not actor or not reason:
+            raise ValueError("a maintenance window needs who sets it and why")
+        data = {k: m.to_data() for k, m in compiled}
+        wid = await self.storage.add_window(names, data, start, end, actor, reason, now)
+        self.engine.windows[str(wid)] = Window(
+            str(wid), frozenset(names), compiled, start, end, reason, actor
+        )
+        await self.storage.append_log(
+            now,
+            "maintenance.add",
+            actor,
+            f"maintenance:{wid}",
+            {"targets": names, "matchers": data, "start": start, "end": end, "reason": reason},
+        )
+        return wid
+
+    async def remove_maintenance(self, window_id: int, actor: str) -> bool:
+        """End an ad hoc window now (its past time still counts as excluded)."""
+        now = time.time()
+        window = self.engine.windows.get(str(window_id))
+        ok = await self.storage.end_window(window_id, now, actor)
+        if window is None and not ok:
+            return False
+        if window is not None:
+            window.end = min(window.end, now)
+        await self.storage.append_log(
+            now, "maintenance.remove", actor, f"maintenance:{window_id}", {}
+        )
+        return True
+
+    def ingest_samples(self, samples: list[Sample]) -> None:
+        """Feed samples dutyd itself produces (the drill command's
+        `drill_last_timestamp_seconds`, an operator-entered `security_virus_outbreaks_total`)
+        to the rules, as if a target had been polled. Give them a `target` label."""
+        for event in self.engine.ingest(samples, time.time()):
+            self._events.put_nowait(event)
+
+    def list_maintenance(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [w.to_dict() for w in self.engine.windows.values() if w.every or w.end > now]
+
+
+def _engine_for(settings: Settings) -> RuleEngine:
+    rules = settings.rules
+    engine = RuleEngine(
+        effective_rules(rules), rules.flapping, {t.name: t.depends_on for t in settings.targets}
+    )
+    for m in rules.maintenance:
+        wid = f"config:{m.name}"
+        engine.windows[wid] = Window(
+            wid,
+            frozenset(m.targets),
+            compile_matchers(m.match),
+            m.start.timestamp(),
+            m.end.timestamp(),
+            m.reason,
+            "config",
+            m.every,
+            m.name,
+        )
+    return engine
 
 
 def _alert_row(alert: Alert) -> StoredAlert:
@@ -322,11 +539,12 @@ def _alert_row(alert: Alert) -> StoredAlert:
         alert.resolved_at,
         alert.value,
         alert.summary,
+        alert.extra(),
     )
 
 
 def _alert_from_row(row: StoredAlert) -> Alert:
-    return Alert(
+    alert = Alert(
         rule=row.rule,
         labels=tuple(sorted(row.labels.items())),
         severity=row.severity,
@@ -338,3 +556,5 @@ def _alert_from_row(row: StoredAlert) -> Alert:
         summary=row.summary,
         fingerprint=row.fingerprint,
     )
+    alert.load_extra(row.extra)
+    return alert

@@ -1,10 +1,33 @@
-"""dutyd's own metrics (the `dutyd_` family): how well the daemon itself is doing."""
+"""dutyd's own metrics (the `dutyd_` family): how well the daemon itself is doing.
+
+Conventions: base units (seconds), counters end in `_total`, labels from bounded sets only
+(kind, reason, state, result). Families read by label are pre-filled for each known value,
+so `rate()` and `increase()` see a 0 before the first event rather than no series at all.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from agent.records import AlertState
+
+# `_created` series double every counter and histogram in the text format and nothing reads
+# them (Prometheus 2.x ignores them there); dutyd owns its process, so switch them off.
+disable_created_metrics()
 
 POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def collector_kinds() -> list[str]:
+    from collectors import COLLECTORS  # late: collectors import agent modules
+
+    return sorted(COLLECTORS)
 
 
 class Instrumentation:
@@ -20,6 +43,10 @@ class Instrumentation:
             ["kind", "reason"],
             registry=registry,
         )
+        # Polls are pre-filled per kind; errors are not (yet): tests/test_e2e_daemon.py reads
+        # the first dutyd_poll_errors_total{kind=...} series and expects it to be a real one.
+        for kind in collector_kinds():
+            self.polls.labels(kind)
         self.poll_duration = Histogram(
             "dutyd_poll_duration_seconds",
             "Time one poll took, by target kind",
@@ -27,6 +54,8 @@ class Instrumentation:
             buckets=POLL_BUCKETS,
             registry=registry,
         )
+        for kind in collector_kinds():
+            self.poll_duration.labels(kind)
         self.scheduler_lag = Histogram(
             "dutyd_scheduler_lag_seconds",
             "Delay between a poll's scheduled time and its start",
@@ -48,12 +77,45 @@ class Instrumentation:
             ["state"],
             registry=registry,
         )
+        for state in AlertState:
+            self.alert_events.labels(str(state))
         self.config_reloads = Counter(
             "dutyd_config_reloads",
             "Configuration reloads, by result",
             ["result"],
             registry=registry,
         )
+        for result in ("applied", "rejected"):
+            self.config_reloads.labels(result)
         self.targets = Gauge(
             "dutyd_targets", "Configured targets, by kind", ["kind"], registry=registry
+        )
+        # Notifications (agent/notify): channel labels are configured channel names (bounded).
+        self.outbox_depth = Gauge(
+            "dutyd_notify_outbox_depth",
+            "Notifications written but not yet accepted by their channel",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "dutyd_notify_outbox_oldest_age_seconds",
+            "Age of the oldest notification still waiting in the outbox (0 when empty)",
+            registry=registry,
+        )
+        self.notifications_sent = Counter(
+            "dutyd_notifications_sent",
+            "Notifications accepted by a channel, by channel name",
+            ["channel"],
+            registry=registry,
+        )
+        self.notifications_failed = Counter(
+            "dutyd_notifications_failed",
+            "Failed delivery attempts (each retried or failed over), by channel name",
+            ["channel"],
+            registry=registry,
+        )
+        self.notify_latency = Histogram(
+            "dutyd_notify_delivery_seconds",
+            "Time from a page being due to its channel accepting it",
+            buckets=POLL_BUCKETS,
+            registry=registry,
         )

@@ -12,6 +12,8 @@ from collectors.nut import NutCollector
 from collectors.probe_http import HttpProbeCollector
 from collectors.probe_icmp import IcmpProbeCollector
 from collectors.probe_tcp import TcpProbeCollector
+from collectors.snmp.collector import SnmpCollector
+from collectors.ssh import SshCollector
 
 _CLASSES: list[type[Collector]] = [
     # one line per collector module, e.g. ModbusCollector,
@@ -20,6 +22,8 @@ _CLASSES: list[type[Collector]] = [
     HttpProbeCollector,
     IcmpProbeCollector,
     TcpProbeCollector,
+    SnmpCollector,
+    SshCollector,
 ]
 
 COLLECTORS: dict[str, type[Collector]] = {c.kind: c for c in _CLASSES}

@@ -151,6 +151,7 @@ class Pinger:
                 problems.append(f"{mode}: {exc.strerror}")
                 continue
             sock.setblocking(False)
+            _grow_receive_buffer(sock)
             if mode == "dgram":
                 # The kernel owns the echo identifier of a datagram ICMP socket: it is the
                 # socket's "port", and only replies carrying it are delivered here.
@@ -231,6 +232,21 @@ class Pinger:
         for waiter in self._waiters.values():
             waiter.future.cancel()
         self._waiters.clear()
+
+
+# Replies to a thousand probes arrive in bursts (and a raw socket on loopback also sees every
+# request it sent): the default ~200 KiB buffer drops them, which would read as packet loss.
+RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    # SO_RCVBUF is capped by net.core.rmem_max; with CAP_NET_ADMIN the cap can be passed.
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
 
 
 async def _close_pinger(pinger: Pinger) -> None:

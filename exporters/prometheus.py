@@ -1,33 +1,107 @@
 """The scrape-time view of the sample store and the alerts, in Prometheus exposition format.
 
-A custom collector in client_python's style: nothing is copied into gauges between scrapes;
-at scrape time it walks the latest-value store and the alert table and yields metric families.
+Nothing is copied into gauges between scrapes: at scrape time the exporter walks the
+latest-value store and the alert table. It works two ways:
+
+* as a client_python custom collector (`collect()` yields metric families), so any consumer of
+  the registry (`generate_latest(registry)`, tests) sees everything;
+* on the daemon's /metrics path (`render_latest(registry)`), it writes the text format itself,
+  straight from the store. Building one `Metric` and one `Sample` object per series costs
+  about four times as much as writing the line, and a large site has 100,000 series.
+
+Both paths give the same families: a sample name ending in `_total` is a counter, everything
+else a gauge; HELP comes from the collectors' `metric_help`; a family's series are contiguous.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
+from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample as PromSample
 
-from agent.records import AlertState, Sample
+from agent.records import AlertState, Labels, Sample
+
+log = logging.getLogger("dutyd.exporter")
+
+RESERVED_PREFIX = "dutyd_"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 BUILTIN_HELP = {
     "target_up": "1 if the target's last poll succeeded, 0 if it failed "
     "(the reason is counted in dutyd_poll_errors_total)",
 }
 
+ALERT_STATE = "dutyd_alert_state"
+ALERT_STATE_HELP = (
+    "Active alerts, like Prometheus's ALERTS: 1 per pending or firing alert, labelled with "
+    "alertname, severity, alertstate and the alert's own labels"
+)
+ALERT_SINCE = "dutyd_alert_active_since_timestamp_seconds"
+ALERT_SINCE_HELP = (
+    "Unix time since which a pending or firing alert has been active, like Prometheus's "
+    "ALERTS_FOR_STATE (time() minus this is how long it has lasted)"
+)
+_ACTIVE = (AlertState.PENDING, AlertState.FIRING)
+
 
 class AlertView(Protocol):
     """What the exporter needs of an alert."""
 
     rule: str
-    labels: tuple[tuple[str, str], ...]
+    labels: Labels
     severity: str
     state: AlertState
+    active_since: float | None
+
+
+# Set while `render_latest` runs: store exporters then hand over text instead of families.
+_direct: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "dutyd_direct_render", default=None
+)
+
+
+def render_latest(registry: Collector) -> bytes:
+    """The registry in text format 0.0.4, store exporters rendered directly (fast path)."""
+    direct: list[str] = []
+    token = _direct.set(direct)
+    try:
+        body = generate_latest(registry)  # type: ignore[arg-type]
+    finally:
+        _direct.reset(token)
+    return body + "".join(direct).encode()
+
+
+def family_type(name: str) -> str:
+    return "counter" if name.endswith("_total") else "gauge"
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def escape_value(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+_SPECIAL_FLOATS = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
+def format_value(value: float) -> str:
+    text = repr(value)
+    return _SPECIAL_FLOATS.get(text, text)
+
+
+def format_labels(labels: Iterable[tuple[str, str]]) -> str:
+    return ",".join(f'{k}="{escape_value(v)}"' for k, v in labels)
 
 
 class StoreExporter(Collector):
@@ -39,41 +113,100 @@ class StoreExporter(Collector):
     ) -> None:
         self._samples = samples
         self._alerts = alerts
-        self._help = {**BUILTIN_HELP, **help_for}
+        # Kept by reference: the daemon adds each new collector's HELP texts as targets start.
+        self._help = help_for
+        # Rendered label sets by label tuple. Targets' label tuples repeat from poll to poll,
+        # so most scrapes find every one here; the cache is rebuilt when it outgrows the store.
+        self._label_text: dict[Labels, str] = {}
+        self._warned: set[str] = set()
 
     def describe(self) -> list[Metric]:
         # Dynamic families: tell the registry not to call collect() at registration.
         return []
 
+    def _reserved(self, name: str) -> bool:
+        """`dutyd_` names are dutyd's own families: a sample of that name (a register map
+        naming it so) would give the scrape a second TYPE line and Prometheus would refuse
+        the whole scrape. Drop it, and say so once."""
+        if not name.startswith(RESERVED_PREFIX):
+            return False
+        if name not in self._warned:
+            self._warned.add(name)
+            log.warning(
+                "sample name uses dutyd's own prefix; not exported",
+                extra={"fields": {"metric": name}},
+            )
+        return True
+
+    def help_text(self, name: str) -> str:
+        return BUILTIN_HELP.get(name) or self._help.get(name) or f"{name} as read by dutyd"
+
     def collect(self) -> Iterator[Metric]:
+        direct = _direct.get()
+        if direct is not None:
+            direct.append(self.render())
+            return
         families: dict[str, Metric] = {}
         for s in self._samples():
             family = families.get(s.name)
             if family is None:
-                is_counter = s.name.endswith("_total")
-                base = s.name[:-6] if is_counter else s.name
-                family = Metric(
-                    base,
-                    self._help.get(s.name, f"{s.name} as read by dutyd"),
-                    "counter" if is_counter else "gauge",
-                )
+                kind = family_type(s.name)
+                base = s.name[:-6] if kind == "counter" else s.name
+                family = Metric(base, self.help_text(s.name), kind)
                 families[s.name] = family
             family.samples.append(PromSample(s.name, dict(s.labels), s.value, None))
-        yield from families.values()
-        yield self._alert_family()
+        yield from (f for name, f in families.items() if not self._reserved(name))
+        state, since = self._alert_families()
+        yield state
+        yield since
 
-    def _alert_family(self) -> Metric:
-        family = Metric(
-            "dutyd_alert_state",
-            "Active alerts (like Prometheus's ALERTS): 1 per pending or firing alert",
-            "gauge",
-        )
+    def render(self) -> str:
+        """The store's families and the alert families as exposition text."""
+        cache = self._label_text
+        lines_by_name: dict[str, list[str]] = {}
+        count = 0
+        for s in self._samples():
+            count += 1
+            labels = s.labels
+            text = cache.get(labels)
+            if text is None:
+                text = cache[labels] = "{" + format_labels(labels) + "} "
+            value = s.value
+            # repr() is exact and Prometheus parses it; only inf/nan need Go's spelling.
+            val = repr(value) if math.isfinite(value) else format_value(value)
+            lines = lines_by_name.get(s.name)
+            if lines is None:
+                lines = lines_by_name[s.name] = []
+            lines.append(f"{s.name}{text}{val}\n")
+        if len(cache) > 2 * count + 1024:
+            self._label_text = {}  # series went away (targets removed, ports gone)
+        out: list[str] = []
+        for name, lines in lines_by_name.items():
+            if self._reserved(name):
+                continue
+            out.append(f"# HELP {name} {escape_help(self.help_text(name))}\n")
+            out.append(f"# TYPE {name} {family_type(name)}\n")
+            out.append("".join(lines))
+        for family in self._alert_families():
+            out.append(f"# HELP {family.name} {escape_help(family.documentation)}\n")
+            out.append(f"# TYPE {family.name} gauge\n")
+            for sample in family.samples:
+                labels = format_labels(sorted(sample.labels.items()))
+                out.append(f"{sample.name}{{{labels}}} {format_value(sample.value)}\n")
+        return "".join(out)
+
+    def _alert_families(self) -> tuple[Metric, Metric]:
+        state = Metric(ALERT_STATE, ALERT_STATE_HELP, "gauge")
+        since = Metric(ALERT_SINCE, ALERT_SINCE_HELP, "gauge")
         for alert in self._alerts():
-            if alert.state not in (AlertState.PENDING, AlertState.FIRING):
+            if alert.state not in _ACTIVE:
                 continue
             labels = dict(alert.labels)
-            labels.update(
-                alertname=alert.rule, severity=alert.severity, alertstate=str(alert.state)
-            )
-            family.samples.append(PromSample("dutyd_alert_state", labels, 1.0, None))
-        return family
+            labels.update(alertname=alert.rule, severity=alert.severity)
+            if alert.active_since is not None:
+                since.samples.append(
+                    PromSample(ALERT_SINCE, dict(labels), alert.active_since, None)
+                )
+            labels["alertstate"] = str(alert.state)
+            state.samples.append(PromSample(ALERT_STATE, labels, 1.0, None))
+        return state, since

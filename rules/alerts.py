@@ -3,22 +3,39 @@
 Evaluation receives `now`, so tests step a clock instead of sleeping. An alert is identified by
 its fingerprint (rule name plus label set) and carries the timestamps its state follows from.
 
-    condition true,  state inactive/resolved -> pending (active_since = now), or firing at
-                                                once when `for` is 0
-    condition true,  state pending, now - active_since >= for -> firing (fired_at = now)
-    condition false, state pending           -> inactive (no notification was ever due)
-    condition false, state firing            -> resolved (resolved_at = now)
+    holds,     inactive/resolved -> pending (active_since = now), or firing at once if `for` is 0
+    holds,     pending, now - active_since >= for -> firing (fired_at = now)
+    not holds, pending           -> inactive (no notification was ever due)
+    not holds, firing            -> stays firing while now - last_true < keep_firing_for,
+                                    then resolved (resolved_at = now)
 
-`active_since` survives a restart (see `Alert.from_row`), so a pending alert that had 4 of its
-5 minutes fires one minute after the daemon comes back, not five.
+"holds" is the rule's condition, widened by hysteresis once the alert is active: an alert
+above 85 % with `clear_below: 80` keeps holding at 83 % (the engine decides that, see
+`RuleEngine._holds`). Overlays do not change the state: acknowledged (by, note, expiry),
+silenced, in maintenance, parent down and flapping only decide whether an event notifies.
+
+Restart (the cases of Prometheus's `rules/alerting.go` restore, adapted to duty rules):
+- `active_since`, `fired_at`, the acknowledgement, what was last notified and the flapping
+  history are stored with the alert and come back as they were.
+- A restored alert waits for a fresh sample before it moves (`last_holds` is None until then):
+  the daemon does not fire or resolve on what it saw before it stopped.
+- Pending: once a sample confirms the condition, it fires at active_since + for. A temperature
+  pending for 4 of its 5 minutes fires one minute after the restart, not five. The downtime
+  counts toward `for`: the room was hot all along as far as anyone knows, and the alternative
+  (restart the clock) lets a crash-looping daemon hide an alert forever.
+- Firing: stays firing with its start time, so an outage that began before a restart keeps
+  counting toward its 2 h red line; it is not announced again (no repeated page).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
-from agent.records import AlertEvent, AlertState, Labels
+from agent.records import AlertState, Labels
+
+ACTIVE = (AlertState.PENDING, AlertState.FIRING)
 
 
 def fingerprint(rule: str, labels: Labels) -> str:
@@ -26,6 +43,14 @@ def fingerprint(rule: str, labels: Labels) -> str:
     for k, v in labels:
         h.update(b"\xff" + k.encode() + b"\xfe" + v.encode())
     return h.hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class Ack:
+    by: str
+    note: str
+    at: float
+    expires_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -40,6 +65,19 @@ class Alert:
     value: float | None = None
     summary: str = ""
     fingerprint: str = field(default="")
+    # When the (hysteresis-widened) condition last held, for keep_firing_for.
+    last_true: float | None = None
+    # The last evaluation's result; None until a fresh sample after a restart or while the
+    # target is down (the alert then keeps its state instead of acting on old data).
+    last_holds: bool | None = None
+    ack: Ack | None = None
+    # The state last announced with notify=True (FIRING or RESOLVED), so that every page gets
+    # its resolve and a muted alert is announced when the mute ends.
+    notified: AlertState | None = None
+    flapping: bool = False
+    transitions: list[float] = field(default_factory=list)
+    red_line_sent: bool = False
+    muted_reason: str = ""  # as of the last event (for listings; recomputed on every event)
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -47,7 +85,13 @@ class Alert:
 
     @property
     def active(self) -> bool:
-        return self.state in (AlertState.PENDING, AlertState.FIRING)
+        return self.state in ACTIVE
+
+    def label(self, key: str) -> str:
+        for k, v in self.labels:
+            if k == key:
+                return v
+        return ""
 
     def duration(self, now: float) -> float:
         """How long the condition has held (for a firing alert: since it became active)."""
@@ -56,18 +100,19 @@ class Alert:
         end = self.resolved_at if self.state is AlertState.RESOLVED and self.resolved_at else now
         return max(0.0, end - self.active_since)
 
-    def step(
-        self, holds: bool, value: float | None, now: float, for_seconds: float, summary: str
-    ) -> AlertEvent | None:
-        """Advance on one evaluation; returns the event when the state changed."""
+    def advance(
+        self, holds: bool, now: float, for_seconds: float, keep_firing_for: float = 0.0
+    ) -> AlertState | None:
+        """Advance on one evaluation; returns the previous state when the state changed."""
         previous = self.state
-        if value is not None:
-            self.value = value
+        self.last_holds = holds
         if holds:
+            self.last_true = now
             if self.state in (AlertState.INACTIVE, AlertState.RESOLVED):
                 self.active_since = now
                 self.fired_at = None
                 self.resolved_at = None
+                self.red_line_sent = False
                 self.state = AlertState.PENDING
             since = now if self.active_since is None else self.active_since
             if self.state is AlertState.PENDING and now - since >= for_seconds:
@@ -77,20 +122,59 @@ class Alert:
             self.state = AlertState.INACTIVE
             self.active_since = None
         elif self.state is AlertState.FIRING:
-            self.state = AlertState.RESOLVED
-            self.resolved_at = now
-        self.summary = summary
-        if self.state is previous:
-            return None
-        return AlertEvent(
-            fingerprint=self.fingerprint,
-            rule=self.rule,
-            labels=self.labels,
-            state=self.state,
-            previous=previous,
-            severity=self.severity,
-            summary=summary,
-            value=self.value,
-            active_since=self.active_since,
-            timestamp=now,
-        )
+            last = self.last_true if self.last_true is not None else now
+            if now - last >= keep_firing_for:
+                self.state = AlertState.RESOLVED
+                self.resolved_at = now
+                self.ack = None  # an acknowledgement belongs to one outage
+        return previous if self.state is not previous else None
+
+    def due(self, now: float, for_seconds: float, keep_firing_for: float) -> bool:
+        """Whether time alone (no new sample) moves this alert at `now`."""
+        if self.last_holds is None:
+            return False
+        if self.state is AlertState.PENDING and self.last_holds:
+            return self.active_since is not None and now - self.active_since >= for_seconds
+        if self.state is AlertState.FIRING and not self.last_holds:
+            last = self.last_true if self.last_true is not None else now
+            return now - last >= keep_firing_for
+        return False
+
+    def note_transition(self, now: float, within: float) -> None:
+        self.transitions.append(now)
+        cutoff = now - within
+        while self.transitions and self.transitions[0] < cutoff:
+            self.transitions.pop(0)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def extra(self) -> dict[str, Any]:
+        """The fields beyond the core alert row, stored as JSON."""
+        return {
+            "last_true": self.last_true,
+            "ack": (
+                {
+                    "by": self.ack.by,
+                    "note": self.ack.note,
+                    "at": self.ack.at,
+                    "expires_at": self.ack.expires_at,
+                }
+                if self.ack
+                else None
+            ),
+            "notified": str(self.notified) if self.notified else None,
+            "flapping": self.flapping,
+            "transitions": self.transitions,
+            "red_line_sent": self.red_line_sent,
+        }
+
+    def load_extra(self, data: dict[str, Any]) -> None:
+        self.last_true = data.get("last_true")
+        ack = data.get("ack")
+        self.ack = Ack(ack["by"], ack["note"], ack["at"], ack.get("expires_at")) if ack else None
+        notified = data.get("notified")
+        self.notified = AlertState(notified) if notified else None
+        self.flapping = bool(data.get("flapping"))
+        self.transitions = [float(t) for t in data.get("transitions") or []]
+        self.red_line_sent = bool(data.get("red_line_sent"))
+        self.last_holds = None

@@ -1,7 +1,7 @@
 """A real OpenSSH sshd on a loopback port, with its own config, host key and authorized key.
 
 Started as `/usr/sbin/sshd -D -e -f <conf>` in a temp dir and stopped by PID. Logins are for the
-user running the tests (root in CI, where `PermitRootLogin yes` is needed).
+user running the tests (root in CI, allowed with `PermitRootLogin prohibit-password`: keys only).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class SshdServer:
             "MaxSessions 20",
         ]
         if os.geteuid() == 0:
-            lines.append("PermitRootLogin yes")
+            lines.append("PermitRootLogin prohibit-password")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:

@@ -1,7 +1,7 @@
 """A simulated device of the demo site: a real protocol server on loopback plus a scenario.
 
 The demo site starts each device, asks it for the target entries that point at it, and calls
-`advance(elapsed)` about once a second so the device can act out its part of the story (the
+`advance(elapsed)` (wall seconds) about once a second so the device can act out its part of the story (the
 room warms up, the UPS loses mains, a disk fills).
 """
 
@@ -27,7 +27,8 @@ class DemoDevice(ABC):
 
     @abstractmethod
     def advance(self, elapsed: float) -> None:
-        """Set the device's state for `elapsed` scenario seconds since the demo started."""
+        """Set the device's state for `elapsed` wall seconds since the demo started; the
+        scenario runs at `elapsed * self.speed`."""
 
     def story(self) -> list[str]:
         """One line per scenario event, printed when the demo starts."""

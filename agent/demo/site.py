@@ -12,25 +12,35 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import load_from_dict
+from agent.configtypes import format_duration
 from agent.daemon import Daemon
 from agent.demo import DEVICES
 from agent.demo.base import DemoDevice
+from rules.packs import load_pack
 
 log = logging.getLogger("dutyd.demo")
 
 # The duty rules' durations are minutes; the demo plays them in seconds so a visitor sees the
-# whole life of an alert. Everything else is the real duty pack.
-DEMO_RULE_OVERRIDES: list[dict[str, Any]] = [
-    {
-        "name": "room_temperature_out_of_range",
-        "metric": "room_temperature_celsius",
-        "condition": {"outside": [18, 26]},
-        "for": "10s",
-        "severity": "critical",
-        "summary": "Room temperature {value} °C on {target} is {threshold} °C for {duration}",
-        "reference": "Card centre machine-room rules: 18-26 °C (demo: 10 s instead of 5 min)",
-    },
-]
+# whole life of an alert. Everything else (thresholds, hysteresis, references) is the real duty
+# pack: each entry is the pack rule with only its `for` shortened.
+DEMO_FOR: dict[str, str] = {
+    "room_temperature_out_of_range": "10s",
+    "room_humidity_out_of_range": "10s",
+    "disk_almost_full": "15s",
+    "disk_full": "10s",
+    "application_fault": "10s",
+}
+
+
+def _demo_rule(name: str, for_: str) -> dict[str, Any]:
+    rule = next(r for r in load_pack("duty") if r.name == name)
+    data = rule.model_dump(by_alias=True, exclude_none=True)
+    data["for"] = for_
+    data["reference"] = f"{rule.reference} (demo: {for_} instead of {format_duration(rule.for_)})"
+    return data
+
+
+DEMO_RULE_OVERRIDES: list[dict[str, Any]] = [_demo_rule(n, f) for n, f in DEMO_FOR.items()]
 
 
 def demo_config(devices: list[DemoDevice], port: int, db_path: Path) -> dict[str, Any]:
@@ -79,7 +89,7 @@ async def _play(devices: list[DemoDevice]) -> None:
         elapsed = time.monotonic() - start
         for device in devices:
             try:
-                device.advance(elapsed * device.speed)
+                device.advance(elapsed)
             except Exception:
                 log.exception("demo device %s failed to advance", type(device).__name__)
         await asyncio.sleep(0.5)

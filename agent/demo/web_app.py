@@ -9,7 +9,7 @@ from aiohttp import web
 
 from agent.demo.base import DemoDevice
 
-# The scenario, in scenario seconds (wall seconds × speed; the demo site passes them scaled).
+# The scenario, in scenario seconds (wall seconds × speed).
 ERRORS_FROM = 60.0
 ERRORS_UNTIL = 90.0
 DEFACED_FROM = 100.0
@@ -89,6 +89,7 @@ class WebAppDevice(DemoDevice):
         ]
 
     def advance(self, elapsed: float) -> None:
+        elapsed *= self.speed
         self.failing = ERRORS_FROM <= elapsed < ERRORS_UNTIL
         self.defaced = DEFACED_FROM <= elapsed < DEFACED_UNTIL
 

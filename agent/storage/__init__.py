@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,37 @@ class StoredAlert:
     resolved_at: float | None
     value: float | None
     summary: str
+    # The rules layer's own fields (acknowledgement, last notified state, flapping history,
+    # red line crossed, when the condition last held), as JSON.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSilence:
+    id: int
+    matchers: dict[str, Any]  # label -> value or {op: value}, as in rule `match:`
+    until: float
+    actor: str
+    reason: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    """An ad hoc maintenance window (scheduled ones live in the config)."""
+
+    id: int
+    targets: list[str]
+    matchers: dict[str, Any]
+    start: float
+    end: float
+    actor: str
+    reason: str
+    created: float
+
+
+# A counter increase seen by an `events` rule: (rule, series labels, ts, increment, counter).
+RuleEventRow = tuple[str, dict[str, str], float, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +86,47 @@ class Storage(ABC):
 
     @abstractmethod
     async def load_alerts(self) -> list[StoredAlert]: ...
+
+    # -- silences, maintenance windows, event counts (the rules layer) ---------------------------
+
+    @abstractmethod
+    async def add_silence(
+        self, matchers: dict[str, Any], until: float, actor: str, reason: str, created: float
+    ) -> int: ...
+
+    @abstractmethod
+    async def end_silence(self, id: int, at: float, actor: str) -> bool:
+        """Mark a silence removed; False when there is no such live silence."""
+
+    @abstractmethod
+    async def load_silences(self, now: float) -> list[StoredSilence]:
+        """Silences not removed and not yet over at `now`."""
+
+    @abstractmethod
+    async def add_window(
+        self,
+        targets: list[str],
+        matchers: dict[str, Any],
+        start: float,
+        end: float,
+        actor: str,
+        reason: str,
+        created: float,
+    ) -> int: ...
+
+    @abstractmethod
+    async def end_window(self, id: int, at: float, actor: str) -> bool: ...
+
+    @abstractmethod
+    async def load_windows(self, since: float) -> list[StoredWindow]:
+        """Windows not removed that end after `since` (kept for red-line exclusion)."""
+
+    @abstractmethod
+    async def append_rule_events(self, rows: Sequence[RuleEventRow]) -> None: ...
+
+    @abstractmethod
+    async def load_rule_events(self, since: float) -> list[RuleEventRow]:
+        """Counter increases from `since` on, plus each series' latest row (its last value)."""
 
     @abstractmethod
     async def append_log(

@@ -16,7 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.storage import LogEntry, Storage, StoredAlert
+from agent.storage import (
+    LogEntry,
+    RuleEventRow,
+    Storage,
+    StoredAlert,
+    StoredSilence,
+    StoredWindow,
+)
 
 T = TypeVar("T")
 
@@ -57,6 +64,52 @@ register_schema(
     """,
     ],
 )
+
+# The rules layer: alert overlays and history. Silences and windows are never deleted, only
+# marked removed, so the duty log and reports can say who muted what and when.
+register_schema(
+    "rules",
+    [
+        """
+    ALTER TABLE alerts ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        matchers TEXT NOT NULL,
+        until REAL NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        removed_at REAL,
+        removed_by TEXT
+    );
+    CREATE TABLE maintenance_windows (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        targets TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        removed_at REAL,
+        removed_by TEXT
+    );
+    CREATE TABLE rule_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule TEXT NOT NULL,
+        series TEXT NOT NULL,
+        ts REAL NOT NULL,
+        increment REAL NOT NULL,
+        counter REAL NOT NULL
+    );
+    CREATE INDEX rule_events_series ON rule_events (rule, series, ts);
+    """,
+    ],
+)
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
 class SqliteStorage(Storage):
@@ -138,9 +191,15 @@ class SqliteStorage(Storage):
             alert.resolved_at,
             alert.value,
             alert.summary,
+            _json(alert.extra),
         )
         await self._run(
-            lambda c: c.execute("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO alerts (fingerprint, rule, labels, severity, state, "
+                "active_since, fired_at, resolved_at, value, summary, extra) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
         )
 
     async def delete_alert(self, fingerprint: str) -> None:
@@ -149,11 +208,137 @@ class SqliteStorage(Storage):
         )
 
     async def load_alerts(self) -> list[StoredAlert]:
-        rows = await self._run(lambda c: c.execute("SELECT * FROM alerts").fetchall())
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT fingerprint, rule, labels, severity, state, active_since, fired_at, "
+                "resolved_at, value, summary, extra FROM alerts"
+            ).fetchall()
+        )
         return [
-            StoredAlert(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+            StoredAlert(
+                r[0],
+                r[1],
+                json.loads(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                r[9],
+                json.loads(r[10]),
+            )
             for r in rows
         ]
+
+    async def add_silence(
+        self, matchers: dict[str, Any], until: float, actor: str, reason: str, created: float
+    ) -> int:
+        row = (_json(matchers), until, actor, reason, created)
+
+        def insert(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO silences (matchers, until, actor, reason, created) VALUES (?,?,?,?,?)",
+                row,
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._run(insert)
+
+    async def end_silence(self, id: int, at: float, actor: str) -> bool:
+        def update(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE silences SET removed_at=?, removed_by=? WHERE id=? AND removed_at IS NULL",
+                (at, actor, id),
+            )
+            return cur.rowcount > 0
+
+        return await self._run(update)
+
+    async def load_silences(self, now: float) -> list[StoredSilence]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT id, matchers, until, actor, reason, created FROM silences "
+                "WHERE removed_at IS NULL AND until > ? ORDER BY id",
+                (now,),
+            ).fetchall()
+        )
+        return [StoredSilence(r[0], json.loads(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def add_window(
+        self,
+        targets: list[str],
+        matchers: dict[str, Any],
+        start: float,
+        end: float,
+        actor: str,
+        reason: str,
+        created: float,
+    ) -> int:
+        row = (_json(targets), _json(matchers), start, end, actor, reason, created)
+
+        def insert(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO maintenance_windows "
+                '(targets, matchers, start, "end", actor, reason, created) '
+                "VALUES (?,?,?,?,?,?,?)",
+                row,
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._run(insert)
+
+    async def end_window(self, id: int, at: float, actor: str) -> bool:
+        def update(c: sqlite3.Connection) -> bool:
+            cur = c.execute(
+                "UPDATE maintenance_windows SET removed_at=?, removed_by=? "
+                "WHERE id=? AND removed_at IS NULL",
+                (at, actor, id),
+            )
+            return cur.rowcount > 0
+
+        return await self._run(update)
+
+    async def load_windows(self, since: float) -> list[StoredWindow]:
+        rows = await self._run(
+            lambda c: c.execute(
+                'SELECT id, targets, matchers, start, "end", actor, reason, created '
+                'FROM maintenance_windows WHERE removed_at IS NULL AND "end" > ? ORDER BY id',
+                (since,),
+            ).fetchall()
+        )
+        return [
+            StoredWindow(r[0], json.loads(r[1]), json.loads(r[2]), r[3], r[4], r[5], r[6], r[7])
+            for r in rows
+        ]
+
+    async def append_rule_events(self, rows: Sequence[RuleEventRow]) -> None:
+        data = [(rule, _json(series), ts, inc, counter) for rule, series, ts, inc, counter in rows]
+        if not data:
+            return
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")
+            c.executemany(
+                "INSERT INTO rule_events (rule, series, ts, increment, counter) VALUES (?,?,?,?,?)",
+                data,
+            )
+            c.execute("COMMIT")
+
+        await self._run(insert)
+
+    async def load_rule_events(self, since: float) -> list[RuleEventRow]:
+        def select(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            # Increases inside the window, and each series' latest row for its last value.
+            return c.execute(
+                "SELECT rule, series, ts, increment, counter FROM rule_events "
+                "WHERE (ts >= ? AND increment > 0) OR id IN "
+                "(SELECT MAX(id) FROM rule_events GROUP BY rule, series) ORDER BY id",
+                (since,),
+            ).fetchall()
+
+        rows = await self._run(select)
+        return [(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows]
 
     async def append_log(
         self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]

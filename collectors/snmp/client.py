@@ -9,10 +9,11 @@ refused (BadResponse) when an OID does not increase or a column exceeds `max_row
 from __future__ import annotations
 
 import asyncio
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from agent.errors import BadResponse, TargetTimeout
+from agent.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
 from collectors.snmp.codec import (
     END_OF_MIB_VIEW,
     ERROR_NAMES,
@@ -32,7 +33,7 @@ from collectors.snmp.codec import (
     encode_request,
     format_oid,
 )
-from collectors.snmp.transport import Address, SnmpTransport, family_of
+from collectors.snmp.transport import Address, NoAnswer, SnmpTransport, family_of
 
 # A GET asks for at most this many OIDs at once (a UPS or a filtered switch fits in one).
 GET_CHUNK = 40
@@ -111,16 +112,15 @@ class FastClient(SnmpClient):
         self.where = f"{host}:{port}"
         self.addr: Address | None = None
         self._deadline = 0.0
+        self._answered = 0  # requests of this poll answered so far
         self._template_key = (version, self.community)
 
     async def _address(self) -> Address:
         if self.addr is None:
             loop = asyncio.get_running_loop()
             try:
-                infos = await loop.getaddrinfo(self.host, self.port, type=2)  # SOCK_DGRAM
+                infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
             except OSError as exc:
-                from agent.errors import TargetUnreachable
-
                 raise TargetUnreachable(f"cannot resolve {self.host}: {exc}") from exc
             self.addr = (str(infos[0][4][0]), int(infos[0][4][1]))
         return self.addr
@@ -137,18 +137,48 @@ class FastClient(SnmpClient):
                 "(answers too slow for the table size; raise timeout or max_repetitions)"
             )
         msg = await self.transport.request(addr, family_of(addr), build, wait, self.retries)
-        if msg is None:
+        if isinstance(msg, NoAnswer):
             # Resolve again next time: the name may point elsewhere now.
             if addr[0] != self.host:
                 self.addr = None
-            raise TargetTimeout(
-                f"no answer from {self.where} within {wait * tries:g}s "
-                f"({tries} tries; wrong community or host down)"
-            )
+            if self._answered:
+                # Part of the poll came back: the device is there but too slow for the
+                # table within the budget; say so rather than "host down".
+                raise TargetTimeout(
+                    f"{self.where} stopped answering part-way through the poll: "
+                    f"{self._answered} request(s) answered, then no answer within the "
+                    f"{wait * tries:.2g}s left of the {self.timeout:.3g}s budget (overloaded "
+                    "agent or a table too big for the timeout)"
+                )
+            raise self._no_answer(msg, wait * tries, tries)
+        self._answered += 1
         return msg
+
+    def _no_answer(self, why: NoAnswer, waited: float, tries: int) -> CollectError:
+        if why.garbage:
+            return BadResponse(
+                f"{self.where} sent {why.garbage} datagram(s) that are not SNMP v1/v2c replies "
+                f"and no valid answer within {waited:.3g}s (last: {why.problem})"
+            )
+        if why.stray:
+            return BadResponse(
+                f"{self.where} sent {why.stray} reply(ies) to requests we did not make and no "
+                f"answer to ours within {waited:.3g}s (last: {why.problem}; broken agent?)"
+            )
+        if why.wrong_from is not None:
+            return TargetTimeout(
+                f"no answer from {self.where} within {waited:.3g}s; its reply came from "
+                f"{why.wrong_from[0]}:{why.wrong_from[1]} instead and was ignored (NAT, or an "
+                "agent answering from another address)"
+            )
+        return TargetTimeout(
+            f"no answer from {self.where} within {waited:.3g}s ({tries} tries); wrong "
+            "community or host down"
+        )
 
     async def fetch(self, query: Query, max_rows: int) -> tuple[list[AnyValue], list[Column]]:
         self._deadline = asyncio.get_running_loop().time() + self.timeout
+        self._answered = 0
         if not query.columns:
             return await self._get(query), []
         if self.version != VERSION_1 and query.scalar_parents is not None:
@@ -240,7 +270,7 @@ class FastClient(SnmpClient):
         prefixes = query.column_bytes
         k = len(prefixes)
         pos = list(prefixes)
-        last: list[Oid] = [()] * k
+        last: list[bytes] = [b""] * k
         results: list[Column] = [{} for _ in range(k)]
         active = list(range(k))
         reps = self.max_repetitions
@@ -263,6 +293,7 @@ class FastClient(SnmpClient):
                     continue
                 raise BadResponse(self._error_text(msg, oids))
             vbs = msg[6]
+            with_lead = bool(parents)
             if parents:
                 m = len(parents)
                 if len(vbs) < m:
@@ -273,29 +304,36 @@ class FastClient(SnmpClient):
                 parents = None
             n = len(active)
             if not vbs:
+                if with_lead:
+                    continue  # the scalars filled the agent's reply; the rows come next
                 raise BadResponse(f"{self.where} answered a GETBULK walk with no values")
-            done = [False] * n
-            for j, (oid, value) in enumerate(vbs):
-                s = j % n
-                if done[s]:
-                    continue
+            still = []
+            # Replies are row-major: column s holds vbs[s], vbs[s + n], ...
+            for s in range(n):
                 c = active[s]
                 prefix = prefixes[c]
                 plen = len(prefix)
-                if value is END_OF_MIB_VIEW or len(oid) <= plen or not oid.startswith(prefix):
-                    done[s] = True
-                    continue
-                ib = oid[plen:]
-                idx = decode_subids(ib)
-                if idx <= last[c]:
-                    raise BadResponse(self._not_increasing(query.columns[c], last[c], idx))
-                last[c] = idx
-                pos[c] = oid
                 col = results[c]
-                col[ib] = value
+                prev = last[c]
+                finished = False
+                for oid, value in vbs[s::n]:
+                    if value is END_OF_MIB_VIEW or len(oid) <= plen or not oid.startswith(prefix):
+                        finished = True
+                        break
+                    ib = oid[plen:]
+                    # Bytewise order is OID order but for rare multi-byte arcs: those (and
+                    # broken agents) take the exact check. A repeat is never progress.
+                    if (ib <= prev and not _after(ib, prev)) or ib in col:
+                        raise BadResponse(self._not_increasing(query.columns[c], prev, ib))
+                    col[ib] = value
+                    prev = ib
+                    pos[c] = oid
                 if len(col) > max_rows:
                     raise BadResponse(self._too_long(query.columns[c], max_rows))
-            active = [active[s] for s in range(n) if not done[s]]
+                last[c] = prev
+                if not finished:
+                    still.append(c)
+            active = still
         if with_scalars and not scalars:
             scalars = [NO_SUCH_OBJECT] * len(query.scalars)
         return scalars, results
@@ -348,7 +386,11 @@ class FastClient(SnmpClient):
             active = still
         return results
 
-    def _not_increasing(self, column: Oid, before: Oid, after: Oid) -> str:
+    def _not_increasing(self, column: Oid, before: Oid | bytes, after: Oid | bytes) -> str:
+        if isinstance(before, bytes):
+            before = decode_subids(before) if before else ()
+        if isinstance(after, bytes):
+            after = decode_subids(after)
         return (
             f"{self.where} walk of {format_oid(column)} is not advancing: index "
             f"{format_oid(after)} came after {format_oid(before)} (broken agent)"
@@ -359,6 +401,14 @@ class FastClient(SnmpClient):
             f"{self.where} table {format_oid(column)} has more than {max_rows} rows "
             "(raise max_rows if that is real)"
         )
+
+
+def _after(index: bytes, before: bytes) -> bool:
+    """Whether row index `index` comes after `before` in OID order (raw BER sub-ids)."""
+    try:
+        return decode_subids(index) > (decode_subids(before) if before else ())
+    except ValueError:
+        return False
 
 
 def _oid(content: bytes) -> Oid:

@@ -46,11 +46,27 @@ class TransportStats:
     send_errors: int = 0
 
 
+class NoAnswer:
+    """Why a request got no valid reply: what, if anything, came from the device instead."""
+
+    __slots__ = ("garbage", "problem", "stray", "wrong_from")
+
+    def __init__(self) -> None:
+        self.garbage = 0  # datagrams from the device's address that were not SNMP v1/v2c
+        self.stray = 0  # replies from the device's address with a request-id we did not send
+        self.problem = ""  # what was wrong with the last such datagram
+        self.wrong_from: Any = None  # an address that sent the reply meant to come from it
+
+
 class _Pending:
-    __slots__ = ("addr", "data", "future", "timer", "tries_left", "wait")
+    __slots__ = ("addr", "data", "future", "timer", "tries_left", "wait", "why")
 
     def __init__(
-        self, future: asyncio.Future[Message | None], addr: Address, data: bytes, wait: float
+        self,
+        future: asyncio.Future[Message | NoAnswer],
+        addr: Address,
+        data: bytes,
+        wait: float,
     ) -> None:
         self.future = future
         self.addr = addr
@@ -58,6 +74,7 @@ class _Pending:
         self.wait = wait
         self.tries_left = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.why = NoAnswer()
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -126,16 +143,16 @@ class SnmpTransport:
         build: Callable[[int], bytes],
         wait: float,
         retries: int,
-    ) -> Message | None:
-        """Send a request and return the reply, or None after `retries + 1` tries of `wait`
-        seconds each. The same datagram (same request-id) is resent, so a late reply to an
+    ) -> Message | NoAnswer:
+        """Send a request and return the reply, or a `NoAnswer` after `retries + 1` tries of
+        `wait` seconds each. The same datagram (same request-id) is resent, so a late reply to an
         earlier try still counts."""
         ep = self._endpoints.get(family) or await self._endpoint(family)
         loop = self._loop
         assert loop is not None
         rid = self._allocate_id()
         data = build(rid)
-        fut: asyncio.Future[Message | None] = loop.create_future()
+        fut: asyncio.Future[Message | NoAnswer] = loop.create_future()
         entry = _Pending(fut, addr, data, wait)
         entry.tries_left = retries
         self._pending[rid] = entry
@@ -166,7 +183,7 @@ class SnmpTransport:
             entry.timer = self._loop.call_later(entry.wait, self._expire, rid, entry)
             return
         self._pending.pop(rid, None)
-        entry.future.set_result(None)
+        entry.future.set_result(entry.why)
 
     def _received(self, data: bytes, addr: Any) -> None:
         stats = self.stats
@@ -176,17 +193,21 @@ class SnmpTransport:
         except DecodeError as exc:
             stats.garbage += 1
             log.debug("dropped a malformed SNMP datagram from %s: %s", addr, exc)
+            self._note(addr, str(exc), garbage=True)
             return
         if msg[2] != RESPONSE:
             stats.garbage += 1
+            self._note(addr, f"a PDU of type 0x{msg[2]:02x} instead of a response", garbage=True)
             return
         entry = self._pending.get(msg[3])
         if entry is None:
             stats.unknown_request_id += 1
+            self._note(addr, f"a reply to request-id {msg[3]}, which we did not send")
             return
         want = entry.addr
         if addr[1] != want[1] or addr[0] != want[0]:
             stats.wrong_address += 1
+            entry.why.wrong_from = addr
             log.debug("dropped an SNMP reply from %s meant to come from %s", addr, want)
             return
         del self._pending[msg[3]]
@@ -194,6 +215,18 @@ class SnmpTransport:
             entry.timer.cancel()
         if not entry.future.done():
             entry.future.set_result(msg)
+
+    def _note(self, addr: Any, problem: str, garbage: bool = False) -> None:
+        """Remember on the device's pending request(s) what it sent that answered nothing,
+        so its timeout can say so. Rare (only bad datagrams), so a scan is fine."""
+        for entry in self._pending.values():
+            if entry.addr[1] == addr[1] and entry.addr[0] == addr[0]:
+                why = entry.why
+                if garbage:
+                    why.garbage += 1
+                else:
+                    why.stray += 1
+                why.problem = problem
 
     async def close(self) -> None:
         for rid, entry in list(self._pending.items()):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyasn1.type import univ
 from pysnmp.entity.engine import SnmpEngine
@@ -28,13 +28,20 @@ from agent.errors import BadCredentials, BadResponse, CollectError, TargetTimeou
 from collectors.snmp.client import Column, Query, SnmpClient
 from collectors.snmp.codec import (
     END_OF_MIB_VIEW,
+    GET,
     NO_SUCH_INSTANCE,
     NO_SUCH_OBJECT,
     AnyValue,
     Oid,
+    encode_int,
     encode_oid_content,
     format_oid,
+    tlv,
 )
+
+if TYPE_CHECKING:
+    from collectors.base import CollectorContext
+    from collectors.snmp.collector import SnmpTarget
 
 AUTH_PROTOCOLS: dict[str, Any] = {
     "none": hauth.USM_AUTH_NONE,
@@ -78,8 +85,16 @@ def credential_fingerprint(*parts: str | None) -> str:
     return hashlib.sha256("\0".join(p or "" for p in parts).encode()).hexdigest()
 
 
+class _EndOfView(Exception):
+    """SNMP v1 answered GETNEXT with noSuchName: the column at `index` (1-based) ended."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 class PysnmpClient(SnmpClient):
-    """Fetches a Query through the shared pysnmp engine (v3, or v1/v2c with `engine: pysnmp`)."""
+    """Fetches a Query through the shared pysnmp engine (v3, or v1/v2c with `client: pysnmp`)."""
 
     def __init__(
         self,
@@ -91,8 +106,10 @@ class PysnmpClient(SnmpClient):
         retries: int,
         max_repetitions: int,
         version: str,
+        priv: bool = False,
     ) -> None:
         self.engine = engine
+        self.priv = priv
         self.auth_data = auth_data
         self.host = host
         self.port = port
@@ -101,12 +118,15 @@ class PysnmpClient(SnmpClient):
         self.max_repetitions = max_repetitions
         self.version = version
         self.where = f"{host}:{port}"
+        # authPriv keeps some of the budget to tell a wrong privacy password from a dead host.
+        self.probe_wait = timeout * 0.12 if priv else 0.0
+        self._pysnmp_budget = timeout - self.probe_wait
         self._addr_name: str | None = None
         self._deadline = 0.0
 
     async def _target(self) -> str:
         if self._addr_name is None:
-            per_try = self.timeout / (self.retries + 1)
+            per_try = self._pysnmp_budget / (self.retries + 1)
             cls = Udp6TransportTarget if ":" in self.host else UdpTransportTarget
             try:
                 target = await cls.create(
@@ -143,19 +163,41 @@ class PysnmpClient(SnmpClient):
             generator.send_varbinds(
                 self.engine, addr_name, None, b"", bulk[0], bulk[1], varbinds, done
             )
-        indication, status, index, vbs = await future
+        try:
+            async with asyncio.timeout(max(0.001, self._deadline - loop.time())):
+                indication, status, index, vbs = await future
+        except TimeoutError:
+            # pysnmp's own retries outlived the poll's budget; its late callback is ignored.
+            indication, status, index, vbs = errind.requestTimedOut, 0, 0, ()
         if indication:
+            if isinstance(indication, errind.RequestTimedOut) and self.priv:
+                raise await self._why_silent()
             raise self._translate(indication)
         if status:
             name = rfc1905.errorStatus.getNamedValues().getName(status) or f"error {status}"
             where = ""
             if 1 <= index <= len(varbinds):
                 where = f" on {varbinds[index - 1][0]}"
-            if kind == "next" and status == 2:
-                # v1 end of MIB through pysnmp: report it like v2c does.
-                return [(varbinds[index - 1][0], rfc1905.endOfMibView)]
+            if kind == "next" and status == 2 and 1 <= index <= len(varbinds):
+                # v1's end of the MIB view: that one column is finished.
+                raise _EndOfView(index)
             raise BadResponse(f"{self.where} answered {name}{where}")
         return list(vbs)
+
+    async def _why_silent(self) -> CollectError:
+        """An authPriv request went unanswered. An agent that cannot decrypt a request drops
+        it without a report (net-snmp does), so ask it the one question that needs no keys:
+        if it answers engine discovery, it is up and the privacy password is wrong."""
+        if await answers_v3_discovery(self.host, self.port, self.probe_wait):
+            user = getattr(self.auth_data, "userName", "?")
+            return BadCredentials(
+                f"{self.where} answers SNMPv3 but dropped every encrypted request of v3 user "
+                f"{user!s}: wrong privacy password (or privacy protocol)"
+            )
+        return TargetTimeout(
+            f"no answer from {self.where} within {self.timeout:g}s ({self.retries + 1} tries), "
+            "not even to SNMPv3 engine discovery; host down or not speaking SNMPv3"
+        )
 
     def _translate(self, indication: Any) -> CollectError:
         user = getattr(self.auth_data, "userName", None)
@@ -163,7 +205,7 @@ class PysnmpClient(SnmpClient):
         tries = self.retries + 1
         if isinstance(indication, errind.RequestTimedOut):
             cause = (
-                "host down, wrong privacy password, or wrong engine id"
+                "host down or not speaking SNMPv3"
                 if self.version == "3"
                 else "wrong community or host down"
             )
@@ -198,7 +240,7 @@ class PysnmpClient(SnmpClient):
         return BadResponse(f"{self.where}: {indication}")
 
     async def fetch(self, query: Query, max_rows: int) -> tuple[list[AnyValue], list[Column]]:
-        self._deadline = asyncio.get_running_loop().time() + self.timeout
+        self._deadline = asyncio.get_running_loop().time() + self._pysnmp_budget
         scalars: list[AnyValue] = []
         if query.scalars:
             names = [rfc1902.ObjectName(o) for o in query.scalars]
@@ -237,12 +279,18 @@ class PysnmpClient(SnmpClient):
         while active:
             varbinds = [(rfc1902.ObjectName(pos[i]), _NULL) for i in active]
             if self.version == "1":
-                vbs = await self._send("next", varbinds)
+                try:
+                    vbs = await self._send("next", varbinds)
+                except _EndOfView as end:
+                    del active[end.index - 1]
+                    continue
             else:
                 vbs = await self._send("bulk", varbinds, 0, self.max_repetitions)
             n = len(active)
             if not vbs:
                 raise BadResponse(f"{self.where} answered a walk with no values")
+            if self.version == "1" and len(vbs) != n:
+                raise BadResponse(f"{self.where} answered {len(vbs)} values to a GETNEXT of {n}")
             done = [False] * n
             for j, (name, value) in enumerate(vbs):
                 s = j % n
@@ -274,9 +322,8 @@ class PysnmpClient(SnmpClient):
                         f"{self.where} table {format_oid(col_oid)} has more than {max_rows} "
                         "rows (raise max_rows if that is real)"
                     )
-            if len(vbs) < n:
-                # GETNEXT of v1 with a finished column answers fewer varbinds.
-                done[len(vbs) :] = [True] * (n - len(vbs))
+            # A GETBULK reply cut short (the agent's size limit) leaves the columns it did not
+            # reach active: they are asked again from where they were.
             active = [active[s] for s in range(n) if not done[s]]
         return results
 
@@ -301,3 +348,111 @@ def to_python(value: Any) -> AnyValue:
 def index_key(index: Sequence[int]) -> bytes:
     """The raw-bytes key the lean codec uses for a table index."""
     return encode_oid_content((1, 3, *index))[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a target's client, and telling a wrong privacy password from a dead host
+
+
+def make_client(
+    context: CollectorContext, cfg: SnmpTarget, host: str, port: int, timeout: float
+) -> SnmpClient:
+    """A PysnmpClient on the daemon's one engine for `cfg` (v3, or v1/v2c with client:
+    pysnmp)."""
+    engine = context.shared(ENGINE_KEY, new_engine, close_engine)
+    auth_data: CommunityData | UsmUserData
+    if cfg.version == "3":
+        assert cfg.user is not None
+        auth_pw, priv_pw = cfg.auth_secret(), cfg.priv_secret()
+        auth_proto = cfg.auth_protocol or "none"
+        priv_proto = cfg.priv_protocol or "none"
+        # One engine holds one key set per user name: two targets naming the same user with
+        # different secrets would silently overwrite each other's keys.
+        users: dict[str, str] = context.shared(USERS_KEY, dict)
+        mark = credential_fingerprint(auth_proto, auth_pw, priv_proto, priv_pw)
+        if users.setdefault(cfg.user, mark) != mark:
+            return _Refused(
+                BadCredentials(
+                    f"v3 user {cfg.user!r} is configured with other credentials on another "
+                    "target; dutyd's one SNMP engine keeps one set per user name (use one "
+                    "set, or a different user name per device)"
+                )
+            )
+        auth_data = UsmUserData(
+            cfg.user,
+            authKey=auth_pw,
+            privKey=priv_pw,
+            authProtocol=AUTH_PROTOCOLS[auth_proto],
+            privProtocol=PRIV_PROTOCOLS[priv_proto],
+        )
+    else:
+        community = cfg.community_secret() or ""
+        # The community index names the entry in pysnmp's tables; a digest keeps the
+        # community itself out of them.
+        index = "c" + credential_fingerprint(community)[:16]
+        auth_data = CommunityData(index, community, mpModel=0 if cfg.version == "1" else 1)
+    return PysnmpClient(
+        engine,
+        auth_data,
+        host,
+        port,
+        timeout,
+        cfg.retries,
+        cfg.max_repetitions,
+        cfg.version,
+        priv=cfg.version == "3" and cfg.priv_protocol is not None,
+    )
+
+
+class _Refused(SnmpClient):
+    """A client that cannot be built; every poll reports why."""
+
+    def __init__(self, error: CollectError) -> None:
+        self.error = error
+
+    async def fetch(self, query: Query, max_rows: int) -> tuple[list[AnyValue], list[Column]]:
+        raise type(self.error)(self.error.message)
+
+
+class _Discovery(asyncio.DatagramProtocol):
+    def __init__(self, future: asyncio.Future[bytes]) -> None:
+        self.future = future
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
+
+
+def discovery_request(msg_id: int) -> bytes:
+    """An SNMPv3 engine-discovery GET (RFC 3414 §4): noAuthNoPriv, reportable, no user."""
+    usm = tlv(0x30, tlv(4, b"") + encode_int(0) + encode_int(0) + tlv(4, b"") * 3)
+    header = tlv(0x30, encode_int(msg_id) + encode_int(65507) + tlv(4, b"\x04") + encode_int(3))
+    pdu = tlv(GET, encode_int(msg_id) + encode_int(0) + encode_int(0) + tlv(0x30, b""))
+    scoped = tlv(0x30, tlv(4, b"") + tlv(4, b"") + pdu)
+    return tlv(0x30, encode_int(3) + header + tlv(4, usm) + scoped)
+
+
+def is_v3_reply(data: bytes) -> bool:
+    """Whether a datagram starts like an SNMPv3 message (SEQUENCE, version 3)."""
+    return len(data) > 6 and data[0] == 0x30 and b"\x02\x01\x03" in data[1:6]
+
+
+async def answers_v3_discovery(host: str, port: int, wait: float) -> bool:
+    """Whether the agent answers SNMPv3 engine discovery: then it is up and speaks v3, and a
+    request of ours that went unanswered was most likely dropped for a decryption error."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes] = loop.create_future()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Discovery(future), remote_addr=(host.strip("[]"), port)
+        )
+    except OSError:
+        return False
+    try:
+        transport.sendto(discovery_request(0x01020304))
+        async with asyncio.timeout(wait):
+            return is_v3_reply(await future)
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        transport.close()

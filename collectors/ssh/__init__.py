@@ -70,9 +70,23 @@ DEFAULT_CONNECT_SLOTS = 16
 _TOFU_LOCK_KEY = "ssh.known_hosts_lock"
 
 RECONNECT_BASE = 1.0
+# Kept free at the end of the poll's `timeout` so the collector reports its own, precise reason
+# (which command hung) before the scheduler cancels the poll with a generic one.
+POLL_MARGIN = 1.0
 # Detects a connection that died silently (NAT timeout, pulled cable) between polls.
 KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT_MAX = 3
+# The same ciphers asyncssh offers by default, AES-GCM first: asyncssh computes chacha20-poly1305
+# in Python per packet (several times the CPU of a poll's parsing), while AES-GCM is one
+# OpenSSL call; every OpenSSH since 6.2 offers it.
+ENCRYPTION_ALGS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
 # A user command printing a log file by mistake must not fill dutyd's memory.
 MAX_OUTPUT_CHARS = 4 * 1024 * 1024
 # Exit statuses of a command cut off by `timeout -s KILL` (137 = 128 + SIGKILL; 124 when
@@ -110,11 +124,16 @@ class SshBackup(StrictModel):
     location: Literal["local", "offsite"] = Field(
         "local", alias="copy", description="Label `copy`: `local` or `offsite` copy."
     )
+    max_age: PositiveDuration = Field(
+        26 * 3600.0,
+        description="The newest file older than this (or no file) sets `backup_stale` 1; "
+        "26h suits a daily backup with some slack.",
+    )
     retention_days: float | None = Field(
         None,
         gt=0,
-        description="Days the copies must be kept; emitted as `backup_retention_days` so a "
-        "rule can compare it with `backup_oldest_age_seconds`.",
+        description="Days the copies must cover; emitted as `backup_retention_required_days` "
+        "beside the observed `backup_retention_days` (age of the oldest kept file).",
     )
 
     _name = field_validator("name")(_label_value)
@@ -152,10 +171,18 @@ class SshCommand(StrictModel):
 
 
 class SshTarget(TargetConfig):
-    """A Linux server read over SSH. `timeout` bounds connecting and logging in; each remote
-    command is bounded by `command_timeout` and killed on the server after it."""
+    """A Linux server read over SSH. `timeout` bounds the whole poll (as for every target);
+    within it `connect_timeout` bounds connecting and logging in, and each remote command is
+    killed on the server after `command_timeout`. The remote script as a whole is killed
+    before `timeout` runs out, so one slow command costs its reading, not the poll."""
 
     kind: Literal["ssh"]
+    timeout: PositiveDuration = Field(
+        30.0, description="The whole poll: login (if needed) and every remote command."
+    )
+    connect_timeout: PositiveDuration = Field(
+        10.0, description="TCP connect, key exchange and login, when a new connection is made."
+    )
     port: int = Field(22, ge=1, le=65535)
     username: str = Field(min_length=1, description="Login name on the server.")
     password: SecretStr | None = Field(None, exclude=True)
@@ -182,7 +209,7 @@ class SshTarget(TargetConfig):
         "together with `known_hosts`.",
     )
     command_timeout: PositiveDuration = Field(
-        10.0, description="Each remote command is killed on the server after this long."
+        5.0, description="Each remote command is killed on the server after this long."
     )
     reconnect_max: PositiveDuration = Field(
         120.0, description="Longest wait between reconnect attempts (backoff doubles from 1s)."
@@ -218,6 +245,12 @@ class SshTarget(TargetConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> SshTarget:
+        if self.command_timeout + POLL_MARGIN * 2 > self.timeout:
+            raise ValueError(
+                f"command_timeout ({format_duration(self.command_timeout)}) must leave at least "
+                f"{format_duration(POLL_MARGIN * 2)} within timeout "
+                f"({format_duration(self.timeout)}, the whole poll)"
+            )
         if not self.client_keys and self.password_value() is None:
             raise ValueError("give client_keys or one of password / password_env / password_file")
         pairs = [(b.name, b.location) for b in self.backups]
@@ -399,12 +432,15 @@ class SshCollector(Collector[SshTarget]):
         "node_filesystem_inodes_used_ratio": "Inodes used / (used + free), 0..1 (df -PTki).",
         "node_uptime_seconds": "Seconds since boot (/proc/uptime).",
         "node_rebooted": "1 on the poll where uptime went backwards (the server rebooted).",
-        "systemd_unit_active": "1 if `systemctl is-active` says active, else 0; by unit.",
+        "systemd_unit_active": "1 if `systemctl is-active` says active, else 0; by service.",
         "backup_newest_age_seconds": "Age of the newest backup file, on the server's clock.",
         "backup_newest_size_bytes": "Size of the newest backup file.",
         "backup_count": "Backup files matching the pattern (0: none at all).",
         "backup_oldest_age_seconds": "Age of the oldest kept backup file (retention).",
-        "backup_retention_days": "Configured days the backups must be kept.",
+        "backup_retention_days": "Days of backups kept: age of the oldest kept file, in days.",
+        "backup_retention_required_days": "Configured retention_days the copies must cover.",
+        "backup_max_age_seconds": "Configured age after which the newest backup is stale.",
+        "backup_stale": "1 if no backup file is younger than max_age (none at all counts).",
         "command_value": "Value printed by a user-defined command; by command and name.",
         "ssh_reading_ok": "1 if this reading was taken, 0 if it failed (reason in the log).",
     }
@@ -478,6 +514,7 @@ class SshCollector(Collector[SshTarget]):
 
     async def _open(self) -> asyncssh.SSHClientConnection:
         cfg = self.config
+        connect_timeout = min(cfg.connect_timeout, cfg.timeout - POLL_MARGIN)
         check = await self.context.run_blocking(self._host_key_check)
         keys = await self.context.run_blocking(self._load_keys)
         password = cfg.password_value()
@@ -491,7 +528,7 @@ class SshCollector(Collector[SshTarget]):
             try:
                 # asyncssh's connect_timeout covers TCP, key exchange and login; the outer
                 # bound is a guard in case a step slips through it.
-                async with asyncio.timeout(cfg.timeout + 1.0):
+                async with asyncio.timeout(connect_timeout + 1.0):
                     conn, _ = await asyncssh.create_connection(
                         lambda: _Client(check),
                         cfg.address,
@@ -509,7 +546,8 @@ class SshCollector(Collector[SshTarget]):
                         host_based_auth=False,
                         keepalive_interval=KEEPALIVE_INTERVAL,
                         keepalive_count_max=KEEPALIVE_COUNT_MAX,
-                        connect_timeout=cfg.timeout,
+                        connect_timeout=connect_timeout,
+                        encryption_algs=list(ENCRYPTION_ALGS),
                     )
             except Exception as exc:
                 raise self._connect_error(exc, check, keys) from exc
@@ -535,7 +573,9 @@ class SshCollector(Collector[SshTarget]):
                 f"the configured credentials ({given})"
             )
         if isinstance(exc, TimeoutError):
-            return TargetTimeout(f"no SSH login on {where} within {format_duration(cfg.timeout)}")
+            return TargetTimeout(
+                f"no SSH login on {where} within {format_duration(cfg.connect_timeout)}"
+            )
         if isinstance(exc, ConnectionRefusedError):
             return TargetUnreachable(f"{where} refused the SSH connection (sshd not running?)")
         if isinstance(exc, socket.gaierror):
@@ -621,13 +661,13 @@ class SshCollector(Collector[SshTarget]):
 
     async def collect(self, readings: Readings) -> None:
         cfg = self.config
+        deadline = time.monotonic() + cfg.timeout - POLL_MARGIN
         sections = self._sections()
-        budget = cmd.script_budget(sections, cfg.command_timeout)
         nonce = secrets.token_hex(8)
         script = cmd.render_script(sections, nonce, cfg.command_timeout)
         conn = await self._connection()
         try:
-            stdout, stderr, status = await self._run(conn, script, budget)
+            stdout, stderr, status = await self._run(conn, script, sections, deadline)
         except _Stale as exc:
             # The kept connection is dead though it was not noticed: one fresh attempt now,
             # rather than a failed poll.
@@ -635,7 +675,7 @@ class SshCollector(Collector[SshTarget]):
             self._drop()
             conn = await self._connection()
             try:
-                stdout, stderr, status = await self._run(conn, script, budget)
+                stdout, stderr, status = await self._run(conn, script, sections, deadline)
             except _Stale as again:
                 self._drop()
                 raise TargetUnreachable(f"SSH session on {self._where} failed: {again}") from None
@@ -646,20 +686,33 @@ class SshCollector(Collector[SshTarget]):
                 f"{self._where}: the poll script ran no command (exit status {status}); "
                 f"the server said: {said}"
             )
+        budget = self._budget(sections, deadline)
         poll = _Poll({s.id: s for s in sections}, outputs, budget, cfg.command_timeout)
         self._emit(readings, poll)
 
+    def _budget(self, sections: Sequence[cmd.Section], deadline: float) -> float:
+        """The remote script's own limit: what its commands may take, cut to what is left of
+        the poll (minus a margin for the output to come back)."""
+        left = deadline - time.monotonic() - POLL_MARGIN
+        return max(0.5, min(cmd.script_budget(sections, self.config.command_timeout), left))
+
     async def _run(
-        self, conn: asyncssh.SSHClientConnection, script: str, budget: float
+        self,
+        conn: asyncssh.SSHClientConnection,
+        script: str,
+        sections: Sequence[cmd.Section],
+        deadline: float,
     ) -> tuple[str, str, int | None]:
         cfg = self.config
+        open_within = max(0.5, min(cfg.connect_timeout, deadline - time.monotonic()))
+        budget = self._budget(sections, deadline)
         try:
-            async with asyncio.timeout(cfg.timeout):
+            async with asyncio.timeout(open_within):
                 proc = await conn.create_process(
                     cmd.remote_command(budget), input=script, encoding="utf-8", errors="replace"
                 )
         except TimeoutError:
-            raise _Stale(f"no session opened within {format_duration(cfg.timeout)}") from None
+            raise _Stale(f"no session opened within {format_duration(open_within)}") from None
         except asyncssh.ChannelOpenError as exc:
             raise BadResponse(
                 f"{self._where} refused to open an SSH session: {exc.reason}"
@@ -668,9 +721,9 @@ class SshCollector(Collector[SshTarget]):
             raise _Stale(str(exc) or type(exc).__name__) from None
         finished = False
         try:
-            # The remote `timeout` ends the script at `budget`; this client-side bound (plus
-            # the network allowance) catches a server that hangs anyway.
-            async with asyncio.timeout(budget + cfg.timeout):
+            # The remote `timeout` ends the script at `budget`; this client-side bound (the
+            # margin later) catches a server that hangs anyway.
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
                 stdout, stderr = await asyncio.gather(
                     _read_capped(proc.stdout), _read_capped(proc.stderr)
                 )
@@ -683,8 +736,8 @@ class SshCollector(Collector[SshTarget]):
             finished = True
         except TimeoutError:
             raise TargetTimeout(
-                f"{self._where} did not finish the poll within "
-                f"{format_duration(budget + cfg.timeout)}; the remote commands were killed"
+                f"{self._where} did not finish the poll script within "
+                f"{format_duration(cfg.timeout)} (timeout); the remote commands were killed"
             ) from None
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, ConnectionError) as exc:
             self._drop()
@@ -799,7 +852,7 @@ class SshCollector(Collector[SshTarget]):
                 )
                 for unit, state in states.items():
                     readings.add(
-                        "systemd_unit_active", 1.0 if state == "active" else 0.0, unit=unit
+                        "systemd_unit_active", 1.0 if state == "active" else 0.0, service=unit
                     )
 
             self._reading(readings, "systemd", {}, units)
@@ -838,8 +891,17 @@ class SshCollector(Collector[SshTarget]):
                 readings.add_labelled("backup_newest_size_bytes", stats.newest_size_bytes, labels)
             if stats.oldest_age_seconds is not None:
                 readings.add_labelled("backup_oldest_age_seconds", stats.oldest_age_seconds, labels)
+            if stats.oldest_age_seconds is not None:
+                kept_days = stats.oldest_age_seconds / 86400.0
+                readings.add_labelled("backup_retention_days", kept_days, labels)
             if backup.retention_days is not None:
-                readings.add_labelled("backup_retention_days", backup.retention_days, labels)
+                readings.add_labelled(
+                    "backup_retention_required_days", backup.retention_days, labels
+                )
+            age = stats.newest_age_seconds
+            stale = age is None or age > backup.max_age
+            readings.add_labelled("backup_max_age_seconds", backup.max_age, labels)
+            readings.add_labelled("backup_stale", 1.0 if stale else 0.0, labels)
 
         return take
 
@@ -869,4 +931,4 @@ def _abort(proc: asyncssh.SSHClientProcess[str]) -> None:
         proc.close()
 
 
-__all__ = ["SshBackup", "SshCollector", "SshCommand", "SshTarget"]
+__all__ = ["DEFAULT_CONNECT_SLOTS", "SshBackup", "SshCollector", "SshCommand", "SshTarget"]

@@ -18,6 +18,12 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     t backup.N  find -H <dir> -maxdepth 1 -name <glob> -type f -printf '%T@ %s\\n'  (GNU find)
     t command.N <the configured argv>
 
+Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `sh`), plus
+systemd's `systemctl` when `services` are configured. Busybox `find` has no `-printf`, so on
+Alpine the backup readings are down with find's own message; busybox `timeout` kills only the
+command it started, GNU `timeout` its whole process group. Nothing runs through `sudo`, and
+nothing writes on the server.
+
 Every word taken from the config is passed through `shlex.quote`, so a path, glob, unit name or
 argument is one word for the remote shell and never shell syntax. The command line itself holds
 no config text at all (the script arrives on stdin), so it works whatever the login shell is.

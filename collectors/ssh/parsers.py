@@ -235,10 +235,10 @@ def _count(word: str) -> float | None:
 
 
 def parse_df(text: str, *, with_type: bool = True, inodes: bool = False) -> list[DfRow]:
-    """`df -PTk` / `df -PTki` (or without -T when `with_type` is False). The header line is
-    skipped whatever its language; only the block size is read from it (`1024-blocks`,
-    `1024-Blöcke`, `512-blocks`). Every other line must be a POSIX row, or the whole output is
-    refused: a row misread as another disk would be worse than no reading."""
+    """`df -PTk` / `df -PTki` (or without -T when `with_type` is False), GNU or busybox. The
+    header must be the C-locale one (`Filesystem ...`); the block size is read from it
+    (`1024-blocks`, busybox's `1K-blocks`, `512-blocks`). Every other line must be a POSIX row,
+    or the whole output is refused: a row misread as another disk would be worse than none."""
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise ParseError("df printed nothing")
@@ -246,6 +246,13 @@ def parse_df(text: str, *, with_type: bool = True, inodes: bool = False) -> list
     header, body = lines[0], lines[1:]
     if row_re.match(header):
         raise ParseError(f"df printed no header line; first line was {header!r}")
+    if header.split()[0] != "Filesystem":
+        # The collector runs df under LC_ALL=C. A translated header means that was not
+        # honoured, and translated output may also differ in its rows: refuse it whole.
+        raise ParseError(
+            f"df printed a header in another language or format ({header.strip()[:80]!r}); "
+            "expected the C-locale POSIX header starting 'Filesystem'"
+        )
     scale = 1.0
     if not inodes:
         m = _BLOCK_SIZE.search(header)

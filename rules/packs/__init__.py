@@ -8,7 +8,7 @@ from importlib import resources
 import yaml
 from pydantic import TypeAdapter
 
-from rules.config import RuleConfig, RulesConfig
+from rules.config import RuleConfig, RulesConfig, merge_override
 
 _RULE_LIST = TypeAdapter(list[RuleConfig])
 
@@ -29,11 +29,15 @@ def load_pack(name: str) -> tuple[RuleConfig, ...]:
 
 
 def effective_rules(config: RulesConfig) -> list[RuleConfig]:
-    """Pack rules in pack order, minus `disable`, with custom rules replacing same-named ones."""
+    """Pack rules in pack order with their `overrides`, minus `disable`, with custom rules
+    replacing same-named ones."""
     rules: dict[str, RuleConfig] = {}
     for pack in config.packs:
         for rule in load_pack(pack):
             rules[rule.name] = rule
+    for name, changes in config.overrides.items():
+        if name in rules:
+            rules[name] = merge_override(rules[name], changes)
     for name in config.disable:
         rules.pop(name, None)
     for rule in config.custom:

@@ -1,0 +1,24 @@
+"""What a channel is: `send(message_id, payload)` answering "accepted, or may we retry?"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    retry: bool = True  # False: the receiver refused the message itself (4xx); do not repeat it
+    error: str = ""  # for the duty log: what failed, never a URL or a secret
+
+
+class Channel(Protocol):
+    name: str
+    # "text" channels take {"title", "body"} and can stand in for one another (failover);
+    # "alerts" channels take Alertmanager-shaped alerts.
+    payload_kind: str
+
+    async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,81 @@
+"""The on-call status page: one self-contained page (no CDN) and the JSON it refreshes from.
+
+`/status` serves the page; `/api/v1/status` answers "what is wrong right now, and who has
+it": alerts by severity with duration and acknowledgement, red-line countdowns, the room
+environment, targets down, who is on duty and the duty log tail. Read-only; the page's
+acknowledge and silence buttons call the write API, which requires the token.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from agent import views
+
+if TYPE_CHECKING:
+    from agent.daemon import Daemon
+
+LOG_TAIL = 20
+LOG_WINDOW = 24 * 3600.0
+_STATIC = {
+    "status.html": "text/html",
+    "status.js": "application/javascript",
+    "status.css": "text/css",
+}
+
+
+def _asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath(name).read_bytes()
+
+
+async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]:
+    now = time.time()
+    alerts = []
+    for alert in list(daemon.engine.alerts.values()):
+        rule = daemon.engine.rules.get(alert.rule)
+        red_line = rule.config.red_line if rule is not None else None
+        alerts.append(views.alert_view(alert, now, red_line))
+    statuses = list(daemon.store.status.values())
+    down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
+    entries = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=100_000)
+    return {
+        "generated_at": now,
+        "language": lang or daemon.language,
+        "timezone": daemon.timezone,
+        "alerts": views.sort_alerts(alerts),
+        "environment": views.environment_view(daemon.store),
+        "targets_total": len(statuses),
+        "targets_up": sum(1 for s in statuses if s.up),
+        "targets_down": down,
+        "oncall": daemon.oncall_summary(now),
+        "log": views.log_view(reversed(entries[-LOG_TAIL:])),
+    }
+
+
+def add_routes(app: web.Application, daemon: Daemon) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=_asset("status.html"), content_type="text/html", charset="utf-8")
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC:
+            raise web.HTTPNotFound(text="no such file")
+        return web.Response(body=_asset(name), content_type=_STATIC[name], charset="utf-8")
+
+    async def data(request: web.Request) -> web.Response:
+        lang = request.query.get("lang")
+        if lang is not None and lang not in ("en", "zh"):
+            return web.json_response({"error": "lang must be en or zh"}, status=400)
+        return web.json_response(await status_data(daemon, lang))
+
+    async def root(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/status")
+
+    app.router.add_get("/", root)
+    app.router.add_get("/status", page)
+    app.router.add_get("/status/{name}", asset)
+    app.router.add_get("/api/v1/status", data)

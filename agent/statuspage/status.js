@@ -1,0 +1,209 @@
+// The on-call status page: polls /api/v1/status and renders it. No external scripts: the
+// machine room may have no internet. Text from alerts is set with textContent, never as HTML.
+"use strict";
+
+const I18N = {
+  en: {
+    title: "On duty", redlines: "Red lines", alerts: "Alerts", environment: "Room environment",
+    targets_down: "Targets down", log: "Duty log", loading: "Loading…", none: "None",
+    all_clear: "No active alerts", on_duty: "On duty", next: "Next", ack: "Acknowledge",
+    silence: "Silence 1 h", acked_by: "acknowledged by", firing: "firing", pending: "pending",
+    resolved: "resolved", for: "for", red_line_in: "red line in", red_line_crossed:
+    "red line crossed", updated: "updated", token_prompt: "API token (kept on this phone)",
+    name_prompt: "Your name", note_prompt: "Note (what you are doing)", failed: "Failed",
+    temperature: "Temperature", humidity: "Humidity", target: "Target", reason: "Reason",
+    muted: "muted", flapping: "flapping", all_up: "All targets up", of: "of",
+  },
+  zh: {
+    title: "值班", redlines: "红线", alerts: "告警", environment: "机房环境",
+    targets_down: "离线设备", log: "值班日志", loading: "加载中…", none: "无",
+    all_clear: "当前无告警", on_duty: "值班人员", next: "下一班", ack: "确认",
+    silence: "静默 1 小时", acked_by: "已确认：", firing: "告警中", pending: "待定",
+    resolved: "已恢复", for: "持续", red_line_in: "距红线", red_line_crossed: "已超红线",
+    updated: "更新于", token_prompt: "API 令牌（保存在本机）", name_prompt: "您的姓名",
+    note_prompt: "备注（处理措施）", failed: "失败", temperature: "温度", humidity: "湿度",
+    target: "设备", reason: "原因", muted: "已抑制", flapping: "抖动", all_up: "所有设备在线",
+    of: "/",
+  },
+};
+
+const params = new URLSearchParams(location.search);
+let lang = params.get("lang") || document.documentElement.dataset.lang || "en";
+const t = (key) => (I18N[lang] || I18N.en)[key] || I18N.en[key] || key;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function fmtDuration(seconds) {
+  seconds = Math.max(0, Math.round(seconds));
+  const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  if (d) return `${d} d ${h} h`;
+  if (h) return `${h} h ${m} m`;
+  if (m) return `${m} m`;
+  return `${s} s`;
+}
+
+function fmtTime(ts, tz) {
+  try {
+    return new Date(ts * 1000).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB",
+      { timeZone: tz || undefined, hour12: false });
+  } catch (e) { return new Date(ts * 1000).toISOString(); }
+}
+
+function credentials() {
+  let token = localStorage.getItem("dutyd.token");
+  if (!token) { token = prompt(t("token_prompt")); if (!token) return null; }
+  let actor = localStorage.getItem("dutyd.actor");
+  if (!actor) { actor = prompt(t("name_prompt")); if (!actor) return null; }
+  localStorage.setItem("dutyd.token", token);
+  localStorage.setItem("dutyd.actor", actor);
+  return { token, actor };
+}
+
+async function post(path, body) {
+  const cred = credentials();
+  if (!cred) return;
+  const res = await fetch(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "Authorization": `Bearer ${cred.token}` },
+    body: JSON.stringify({ ...body, actor: cred.actor }),
+  });
+  if (res.status === 401 || res.status === 403) localStorage.removeItem("dutyd.token");
+  if (!res.ok) {
+    let why = res.statusText;
+    try { why = (await res.json()).error || why; } catch (e) { /* not JSON */ }
+    alert(`${t("failed")}: ${why}`);
+  }
+  refresh();
+}
+
+function ack(alert) {
+  const note = prompt(t("note_prompt"), "") ?? null;
+  if (note === null) return;
+  post(`/api/v1/alerts/${encodeURIComponent(alert.fingerprint)}/ack`, { note });
+}
+
+function silence(alert) {
+  post("/api/v1/silences", {
+    matchers: { alertname: alert.rule, target: alert.labels.target || "" },
+    duration: "1h", reason: "silenced from the status page",
+  });
+}
+
+function renderAlerts(alerts, now) {
+  const box = document.getElementById("alerts");
+  box.replaceChildren();
+  if (!alerts.length) { box.append(el("p", { class: "good" }, t("all_clear"))); return; }
+  for (const a of alerts) {
+    const badges = [el("span", { class: `badge ${a.state}` }, t(a.state))];
+    if (a.acknowledged_by) badges.push(el("span", { class: "badge acked" }, `${t("acked_by")} ${a.acknowledged_by}`));
+    if (a.flapping) badges.push(el("span", { class: "badge" }, t("flapping")));
+    if (a.muted_reason) badges.push(el("span", { class: "badge" }, `${t("muted")}: ${a.muted_reason}`));
+    const card = el("div", { class: `alert ${a.severity} ${a.state}`, "data-fingerprint": a.fingerprint },
+      el("div", { class: "head" },
+        el("span", { class: "name" }, a.rule, ...badges),
+        el("span", { class: "muted" }, `${a.severity} · ${t("for")} ${fmtDuration(a.duration_seconds)}`)),
+      el("div", {}, a.summary));
+    if (a.ack_note) card.append(el("div", { class: "muted" }, a.ack_note));
+    if (a.state !== "resolved") {
+      const actions = el("div");
+      if (!a.acknowledged_by) actions.append(el("button", { class: "ack", onclick: () => ack(a) }, t("ack")));
+      actions.append(el("button", { class: "silence", onclick: () => silence(a) }, t("silence")));
+      card.append(actions);
+    }
+    box.append(card);
+  }
+}
+
+function renderRedLines(alerts) {
+  const list = document.getElementById("redlines");
+  list.replaceChildren();
+  const lines = alerts.filter((a) => a.red_line_seconds && a.state === "firing");
+  document.getElementById("redlines-section").hidden = !lines.length;
+  for (const a of lines) {
+    const crossed = a.red_line_in_seconds <= 0;
+    const text = crossed
+      ? `${a.summary_short || a.rule}: ${fmtDuration(a.duration_seconds)}, ${t("red_line_crossed")}`
+      : `${a.summary_short || a.rule}: ${fmtDuration(a.duration_seconds)}, ${t("red_line_in")} ${fmtDuration(a.red_line_in_seconds)}`;
+    list.append(el("li", { class: crossed ? "crossed" : "" }, text));
+  }
+}
+
+function renderEnvironment(rows) {
+  const box = document.getElementById("environment");
+  box.replaceChildren();
+  if (!rows.length) { box.append(el("p", { class: "muted" }, t("none"))); return; }
+  const table = el("table", {}, el("tr", {}, el("th", {}, t("target")),
+    el("th", {}, t("temperature")), el("th", {}, t("humidity"))));
+  for (const r of rows) {
+    const temp = r.temperature_celsius, hum = r.humidity_percent;
+    table.append(el("tr", {},
+      el("td", {}, r.room ? `${r.room} (${r.target})` : r.target),
+      el("td", { class: temp == null ? "" : (temp < 18 || temp > 26 ? "bad" : "good") },
+        temp == null ? "–" : `${temp.toFixed(1)} °C`),
+      el("td", { class: hum == null ? "" : (hum < 40 || hum > 60 ? "bad" : "good") },
+        hum == null ? "–" : `${hum.toFixed(0)} %RH`)));
+  }
+  box.append(table);
+}
+
+function renderTargets(status) {
+  const box = document.getElementById("targets");
+  box.replaceChildren();
+  if (!status.targets_down.length) {
+    box.append(el("p", { class: "good" }, `${t("all_up")} (${status.targets_up} ${t("of")} ${status.targets_total})`));
+    return;
+  }
+  const table = el("table", {}, el("tr", {}, el("th", {}, t("target")), el("th", {}, t("reason"))));
+  for (const d of status.targets_down) {
+    table.append(el("tr", {}, el("td", { class: "bad" }, d.name), el("td", {}, d.message || d.reason)));
+  }
+  box.append(table);
+}
+
+function renderOncall(oncall) {
+  const box = document.getElementById("oncall");
+  box.replaceChildren();
+  if (!oncall) return;
+  box.append(el("div", {}, `${t("on_duty")}: ${oncall.now.join(", ") || t("none")}`));
+  if (oncall.next && oncall.next.length) box.append(el("div", { class: "muted" }, `${t("next")}: ${oncall.next.join(", ")}`));
+}
+
+function renderLog(entries, tz) {
+  const list = document.getElementById("log");
+  list.replaceChildren();
+  for (const e of entries) list.append(el("li", {}, `${fmtTime(e.timestamp, tz)} ${e.text}`));
+}
+
+async function refresh() {
+  try {
+    const res = await fetch(`/api/v1/status?lang=${encodeURIComponent(lang)}`, { cache: "no-store" });
+    const s = await res.json();
+    if (!params.get("lang") && s.language) lang = s.language;
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    renderOncall(s.oncall);
+    renderRedLines(s.alerts);
+    renderAlerts(s.alerts, s.generated_at);
+    renderEnvironment(s.environment);
+    renderTargets(s);
+    renderLog(s.log, s.timezone);
+    document.getElementById("clock").textContent = fmtTime(s.generated_at, s.timezone);
+    document.getElementById("updated").textContent = `${t("updated")} ${fmtTime(s.generated_at, s.timezone)}`;
+    document.body.dataset.loaded = "1";
+  } catch (e) {
+    document.getElementById("updated").textContent = `${t("failed")}: ${e}`;
+  }
+}
+
+refresh();
+setInterval(refresh, 5000);

@@ -1,0 +1,364 @@
+"""The `kind: snmp` collector: switches (IF-MIB), UPS units (UPS-MIB), probes and OID maps.
+
+    - name: core-sw1
+      kind: snmp
+      address: 10.0.0.2            # host or host:port (161)
+      version: 2c                  # 1, 2c or 3
+      community_file: /run/secrets/snmp-community
+      profiles: [switch]
+      port_pattern: "^(Te|Gi1/0/4[78])"   # uplinks only
+      interval: 30s
+      timeout: 3s
+
+    - name: ups-a
+      kind: snmp
+      address: 10.0.0.9
+      version: 3
+      user: dutyd
+      auth_protocol: SHA256
+      auth_password_env: UPS_A_AUTH
+      priv_protocol: AES128
+      priv_password_env: UPS_A_PRIV
+      profiles: [ups]
+
+v1/v2c polls go through dutyd's lean codec on one shared UDP socket; v3 (or `client:
+pysnmp`) through pysnmp's one shared engine. Either way one poll is one GET of the scalars and
+one GETBULK walk of the columns, with numeric OIDs prepared once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from agent.configtypes import SecretEnv, SecretFile, pick_secret
+from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from collectors.snmp.client import FastClient, Query, SnmpClient
+from collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
+from collectors.snmp.profiles import PROFILES, Profile
+from collectors.snmp.profiles.base import PollData
+from collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
+from collectors.snmp.profiles.sensor import SensorProbe
+from collectors.snmp.profiles.switch import SwitchProfile
+from collectors.snmp.profiles.ups import UpsProfile
+from collectors.snmp.transport import SnmpTransport
+
+DEFAULT_PORT = 161
+SYS_UPTIME = parse_oid("1.3.6.1.2.1.1.3.0")
+TICKS_WRAP = 1 << 32
+TRANSPORT_KEY = "snmp.transport"
+UPTIME_HELP = {
+    "device_uptime_seconds": "Seconds since the device's SNMP agent started (sysUpTime).",
+    "device_rebooted": (
+        "1 on the poll that saw sysUpTime go backwards (the device restarted), else 0."
+    ),
+}
+
+AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
+PrivProtocol = Literal["DES", "AES128", "AES192", "AES256", "AES192C", "AES256C"]
+_VERSIONS = {"1": "1", "v1": "1", "2": "2c", "2c": "2c", "v2c": "2c", "3": "3", "v3": "3"}
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` (a bare IPv6 literal too) -> (host, port)."""
+    text = address.strip()
+    port_text = ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{address!r} is not host, host:port or [ipv6]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"{address!r} has no usable host")
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} in {address!r} is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
+class SnmpTarget(TargetConfig):
+    """An SNMP agent (switch, UPS, probe, PDU). Pick `profiles` and/or list `oids`."""
+
+    kind: Literal["snmp"]
+    version: Literal["1", "2c", "3"] = Field(
+        default="2c", description="SNMP version: 1, 2c or 3 (v1, v2c, v3 accepted)."
+    )
+    community: SecretStr | None = Field(default=None, description="v1/v2c community, literally.")
+    community_env: SecretEnv | None = Field(
+        default=None, description="Environment variable holding the community."
+    )
+    community_file: SecretFile | None = Field(
+        default=None, description="File holding the community."
+    )
+    user: str | None = Field(
+        default=None, min_length=1, max_length=32, description="v3 USM user name."
+    )
+    auth_protocol: AuthProtocol | None = Field(
+        default=None, description="v3 authentication: SHA, SHA224, SHA256, SHA384, SHA512, MD5."
+    )
+    auth_password: SecretStr | None = Field(default=None, description="v3 auth password.")
+    auth_password_env: SecretEnv | None = Field(
+        default=None, description="Environment variable holding the v3 auth password."
+    )
+    auth_password_file: SecretFile | None = Field(
+        default=None, description="File holding the v3 auth password."
+    )
+    priv_protocol: PrivProtocol | None = Field(
+        default=None,
+        description="v3 privacy: AES128, AES192, AES256 (net-snmp key extension), AES192C, "
+        "AES256C (Cisco's), DES.",
+    )
+    priv_password: SecretStr | None = Field(default=None, description="v3 privacy password.")
+    priv_password_env: SecretEnv | None = Field(
+        default=None, description="Environment variable holding the v3 privacy password."
+    )
+    priv_password_file: SecretFile | None = Field(
+        default=None, description="File holding the v3 privacy password."
+    )
+    retries: int = Field(
+        default=1, ge=0, le=10, description="Resends of an unanswered request within timeout."
+    )
+    max_repetitions: int = Field(
+        default=25, ge=1, le=200, description="GETBULK max-repetitions: rows per request."
+    )
+    max_rows: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Most rows a walked column may have; more is a broken agent (target down).",
+    )
+    profiles: list[Literal["switch", "ups", "sensor"]] = Field(
+        default_factory=list, description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor."
+    )
+    ports: list[str] = Field(
+        default_factory=list,
+        description="switch: only these ports (ifName or ifDescr), e.g. [Te1/0/1, Te1/0/2].",
+    )
+    port_pattern: str | None = Field(
+        default=None,
+        max_length=200,
+        description="switch: only ports whose ifName or ifDescr matches this regex.",
+    )
+    sensors: list[SensorProbe] = Field(
+        default_factory=list, description="sensor: the probes' OIDs (see profiles/sensor.py)."
+    )
+    oids: list[OidMetric] = Field(
+        default_factory=list, description="User OID map: scalars and table columns to read."
+    )
+    client: Literal["fast", "pysnmp"] = Field(
+        default="fast",
+        description="v1/v2c only: dutyd's lean codec (fast) or pysnmp (a cross-check).",
+    )
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        key = str(v).strip().lower()
+        if key not in _VERSIONS:
+            raise ValueError("must be 1, 2c or 3")
+        return _VERSIONS[key]
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        parse_address(v)
+        return v.strip()
+
+    @field_validator("port_pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SnmpTarget:
+        def given(*names: str) -> list[str]:
+            return [n for n in names if getattr(self, n) is not None]
+
+        community = given("community", "community_env", "community_file")
+        auth = given("auth_password", "auth_password_env", "auth_password_file")
+        priv = given("priv_password", "priv_password_env", "priv_password_file")
+        for group in (community, auth, priv):
+            if len(group) > 1:
+                raise ValueError(f"give only one of {', '.join(group)}")
+        if self.version == "3":
+            if community:
+                raise ValueError("SNMPv3 uses user/auth/priv, not a community")
+            if not self.user:
+                raise ValueError("SNMPv3 needs `user`")
+            if self.client != "fast":
+                raise ValueError("client: applies to v1/v2c only (v3 always uses pysnmp)")
+            if bool(auth) != bool(self.auth_protocol):
+                raise ValueError("give auth_protocol and an auth password together")
+            if bool(priv) != bool(self.priv_protocol):
+                raise ValueError("give priv_protocol and a priv password together")
+            if priv and not auth:
+                raise ValueError("privacy (priv_*) needs authentication (auth_*) too")
+            for secret in (self.auth_secret(), self.priv_secret()):
+                if secret is not None and len(secret) < 8:
+                    raise ValueError("SNMPv3 passwords are at least 8 characters (RFC 3414)")
+        else:
+            if not community:
+                raise ValueError("SNMP v1/v2c needs community, community_env or community_file")
+            v3_keys = given("user", "auth_protocol", "priv_protocol", *auth, *priv)
+            if v3_keys:
+                raise ValueError(f"{', '.join(v3_keys)}: only for version 3")
+        if not self.profiles and not self.oids:
+            raise ValueError("nothing to read: give profiles (switch, ups, sensor) or oids")
+        if (self.ports or self.port_pattern) and "switch" not in self.profiles:
+            raise ValueError("ports / port_pattern apply to the switch profile")
+        if bool(self.sensors) != ("sensor" in self.profiles):
+            raise ValueError("the sensor profile and `sensors:` go together")
+        return self
+
+    def community_secret(self) -> str | None:
+        return pick_secret(self.community, self.community_env, self.community_file)
+
+    def auth_secret(self) -> str | None:
+        return pick_secret(self.auth_password, self.auth_password_env, self.auth_password_file)
+
+    def priv_secret(self) -> str | None:
+        return pick_secret(self.priv_password, self.priv_password_env, self.priv_password_file)
+
+    def compiled_port_pattern(self) -> re.Pattern[str] | None:
+        return re.compile(self.port_pattern) if self.port_pattern else None
+
+    def endpoint(self) -> tuple[str, int]:
+        return parse_address(self.address)
+
+
+def _profiles_of(config: SnmpTarget) -> list[Profile]:
+    profiles = [PROFILES[name](config) for name in dict.fromkeys(config.profiles)]
+    if config.oids:
+        profiles.append(OidMapProfile(config))
+    return profiles
+
+
+class SnmpCollector(Collector[SnmpTarget]):
+    """Polls one SNMP agent: one GET of the profiles' scalars, one walk of their columns."""
+
+    kind: ClassVar[str] = "snmp"
+    config_model: ClassVar[type[TargetConfig]] = SnmpTarget
+    # Every fixed name; an instance's own (with its OID map) is set in __init__.
+    metric_help: ClassVar[Mapping[str, str]] = {
+        **UPTIME_HELP,
+        **SwitchProfile.help_for(None),  # type: ignore[arg-type]
+        **UpsProfile.help_for(None),  # type: ignore[arg-type]
+    }
+
+    def __init__(self, config: SnmpTarget, context: CollectorContext) -> None:
+        super().__init__(config, context)
+        self.metric_help = self.help_for(config)  # type: ignore[misc]
+        self._profiles = _profiles_of(config)
+        self._uptime = any(p.uses_uptime() for p in self._profiles)
+        scalars: list[Oid] = [SYS_UPTIME] if self._uptime else []
+        columns: list[Oid] = []
+        for p in self._profiles:
+            scalars += p.scalars()
+            columns += p.columns()
+        # Prepared once: numeric OIDs, BER-encoded, request templates cached in the Query.
+        self._query = Query(list(dict.fromkeys(scalars)), list(dict.fromkeys(columns)))
+        self._host, self._port = config.endpoint()
+        self._client: SnmpClient | None = None
+        self._last_ok: float | None = None
+        self._last_ticks: tuple[int, float] | None = None
+
+    @classmethod
+    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+        helps: dict[str, str] = {}
+        for p in _profiles_of(config):
+            if p.uses_uptime():
+                helps.update(UPTIME_HELP)
+            helps.update(type(p).help_for(config) if p.name != "oids" else {})
+        helps.update(OidMapProfile.help_of(list(config.oids)))
+        return helps
+
+    @classmethod
+    def emits(cls, config: TargetConfig) -> set[str]:
+        assert isinstance(config, SnmpTarget)
+        return set(cls.help_for(config))
+
+    @property
+    def query(self) -> Query:
+        return self._query
+
+    def client(self) -> SnmpClient:
+        """The client this target polls with (built on first use, kept between polls)."""
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self) -> SnmpClient:
+        cfg = self.config
+        # Give up a little before the scheduler does, so the reason says what failed.
+        budget = cfg.timeout * 0.9
+        if cfg.version != "3" and cfg.client == "fast":
+            transport = self.context.shared(TRANSPORT_KEY, SnmpTransport, _close_transport)
+            return FastClient(
+                transport,
+                self._host,
+                self._port,
+                VERSION_1 if cfg.version == "1" else VERSION_2C,
+                cfg.community_secret() or "",
+                budget,
+                cfg.retries,
+                cfg.max_repetitions,
+            )
+        from collectors.snmp import v3  # pysnmp is loaded only when a target needs it
+
+        return v3.make_client(self.context, cfg, self._host, self._port, budget)
+
+    async def collect(self, readings: Readings) -> None:
+        cfg = self.config
+        client = self.client()
+        scalar_values, column_values = await client.fetch(self._query, cfg.max_rows)
+        now = time.monotonic()
+        query = self._query
+        scalars = dict(zip(query.scalars, scalar_values, strict=True))
+        columns = dict(zip(query.columns, column_values, strict=True))
+        rebooted: bool | None = None
+        if self._uptime:
+            rebooted = self._uptime_samples(scalars.get(SYS_UPTIME), now, readings)
+        elapsed = now - self._last_ok if self._last_ok is not None else None
+        data = PollData(scalars, columns, elapsed, rebooted)
+        for profile in self._profiles:
+            profile.emit(data, readings)
+        self._last_ok = now
+
+    def _uptime_samples(self, ticks: object, now: float, readings: Readings) -> bool | None:
+        if not isinstance(ticks, int):
+            return None
+        rebooted = False
+        prev = self._last_ticks
+        if prev is not None and ticks < prev[0]:
+            # TimeTicks wrap after 497 days: backwards to where the wrap puts it is not a
+            # restart. Anything else is.
+            expected = prev[0] + (now - prev[1]) * 100.0
+            slack = max(6000.0, (now - prev[1]) * 10.0)
+            rebooted = not (expected >= TICKS_WRAP and abs(expected - TICKS_WRAP - ticks) < slack)
+        self._last_ticks = (ticks, now)
+        readings.add("device_uptime_seconds", ticks / 100.0)
+        readings.add("device_rebooted", 1.0 if rebooted else 0.0)
+        return rebooted
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+
+async def _close_transport(transport: SnmpTransport) -> None:
+    await transport.close()

@@ -1,0 +1,16 @@
+"""SNMP profiles: a name a user writes in `profiles:` -> the class that reads it."""
+
+from __future__ import annotations
+
+from collectors.snmp.profiles.base import Profile
+from collectors.snmp.profiles.sensor import SensorProfile
+from collectors.snmp.profiles.switch import SwitchProfile
+from collectors.snmp.profiles.ups import UpsProfile
+
+PROFILES: dict[str, type[Profile]] = {
+    SwitchProfile.name: SwitchProfile,
+    UpsProfile.name: UpsProfile,
+    SensorProfile.name: SensorProfile,
+}
+
+__all__ = ["PROFILES", "Profile"]

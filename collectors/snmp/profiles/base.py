@@ -1,0 +1,164 @@
+"""What a profile is: OIDs to fetch, and a function turning the fetched values into samples.
+
+A profile never talks to the network. The collector merges the OIDs of every profile of a
+target into one `Query` (one GET, one GETBULK walk), hands each profile the `PollData`, and
+each profile adds its samples to the `Readings`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+from collectors.base import Readings
+from collectors.snmp.codec import AnyValue, Exception_, Oid, decode_subids, format_oid
+
+if TYPE_CHECKING:
+    from collectors.snmp.collector import SnmpTarget
+
+Column = dict[bytes, AnyValue]
+
+# Label values are read from the device (ifName, a sensor's name): bounded in length.
+MAX_LABEL_CHARS = 64
+
+
+class PollData:
+    """One poll's values: scalars by OID, table columns by OID ({index bytes: value}),
+    seconds since the previous successful poll (None on the first) and whether the device
+    restarted since then (sysUpTime went backwards; None when not read)."""
+
+    __slots__ = ("columns", "elapsed", "rebooted", "scalars")
+
+    def __init__(
+        self,
+        scalars: Mapping[Oid, AnyValue],
+        columns: Mapping[Oid, Column],
+        elapsed: float | None,
+        rebooted: bool | None,
+    ) -> None:
+        self.scalars = scalars
+        self.columns = columns
+        self.elapsed = elapsed
+        self.rebooted = rebooted
+
+
+class Profile(ABC):
+    """One profile of one target. Instances keep state between polls (counters)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: SnmpTarget) -> None:
+        self.config = config
+
+    def uses_uptime(self) -> bool:
+        """Whether sysUpTime must be read (reboot detection for this profile's counters)."""
+        return False
+
+    @classmethod
+    @abstractmethod
+    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+        """Sample name -> HELP text, for every name this profile emits with `config`."""
+
+    @abstractmethod
+    def scalars(self) -> list[Oid]:
+        """Instance OIDs to GET."""
+
+    @abstractmethod
+    def columns(self) -> list[Oid]:
+        """Table column OIDs to walk."""
+
+    @abstractmethod
+    def emit(self, data: PollData, readings: Readings) -> None:
+        """Add this poll's samples; raise a CollectError if the device lacks the whole MIB."""
+
+
+def number(value: AnyValue) -> float | None:
+    """A numeric reading, or None. Some probes report numbers as strings ("23.5")."""
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, bytes) and 0 < len(value) <= 32:
+        try:
+            f = float(value.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return f if f == f and f not in (float("inf"), float("-inf")) else None
+    return None
+
+
+def missing(value: AnyValue) -> bool:
+    return value is None or isinstance(value, Exception_)
+
+
+def text(value: AnyValue) -> str:
+    """A label value read from the device: printable, bounded; "" when absent."""
+    if isinstance(value, bytes):
+        s = value.decode("utf-8", "replace")
+    elif isinstance(value, int):
+        s = str(value)
+    else:
+        return ""
+    s = "".join(c if c.isprintable() else "?" for c in s.strip())
+    return s[:MAX_LABEL_CHARS]
+
+
+def index_text(index: bytes) -> str:
+    """A row index as dotted numbers ("3", "1.2")."""
+    return format_oid(decode_subids(index))
+
+
+def oid_text(oid: Oid) -> str:
+    return format_oid(oid)
+
+
+class CounterTracker:
+    """Turns raw SNMP counters (which wrap at 2^32 or 2^64) into ever-growing totals.
+
+    A value below the previous one is either a wrap or a reset (device restart, counters
+    cleared). It counts as a wrap when the wrapped increase is plausible (at most twice what
+    the port's speed allows in the elapsed time, or, speed unknown, when the previous value
+    was in the top quarter of the range); a reset otherwise, or whenever the device rebooted.
+    A reset shows as a drop, which rate functions read as a counter reset; a wrap never does.
+    Series not seen in a poll are forgotten (bounded state)."""
+
+    __slots__ = ("_now", "_prev")
+
+    def __init__(self) -> None:
+        self._prev: dict[Hashable, tuple[int, float]] = {}
+        self._now: dict[Hashable, tuple[int, float]] = {}
+
+    def begin(self) -> None:
+        self._now = {}
+
+    def end(self) -> None:
+        self._prev, self._now = self._now, {}
+
+    def update(
+        self,
+        key: Hashable,
+        raw: int,
+        modulus: int,
+        rebooted: bool | None,
+        max_increase: float | None = None,
+    ) -> float:
+        prev = self._prev.get(key)
+        if prev is None or rebooted:
+            total = float(raw)
+        else:
+            prev_raw, prev_total = prev
+            if raw >= prev_raw:
+                total = prev_total + (raw - prev_raw)
+            else:
+                wrapped = raw + modulus - prev_raw
+                if max_increase is not None:
+                    plausible = wrapped <= max_increase
+                else:
+                    plausible = prev_raw >= modulus - modulus // 4
+                total = prev_total + wrapped if plausible else float(raw)
+        self._now[key] = (raw, total)
+        return total
+
+
+def add(readings: Readings, name: str, value: float | None, labels: Mapping[str, str]) -> None:
+    if value is not None:
+        readings.add_labelled(name, value, labels)
