@@ -19,10 +19,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from agent.api import install_api
 from agent.config import Settings, load_config
 from agent.errors import ConfigError
 from agent.http import HttpServer
 from agent.instrumentation import Instrumentation
+from agent.notify.service import NotifyService
 from agent.records import AlertChange, AlertEvent, AlertState, Labels, Sample, labels_of
 from agent.scheduler import PollResult, Scheduler
 from agent.storage import Storage, StoredAlert, open_storage
@@ -67,9 +69,17 @@ class Daemon:
         self.engine = _engine_for(settings)
         self.storage: Storage = open_storage(settings.storage.path)
         self.http = HttpServer(
-            self.registry, self._readiness, settings.http.listen, settings.http.port
+            self.registry,
+            self._readiness,
+            settings.http.listen,
+            settings.http.port,
+            web_config_file=settings.http.web_config_file,
         )
         self.listeners: list[AlertListener] = []
+        # Escalation, notifications and the duty API (agent/notify/, agent/api.py).
+        self.notify = NotifyService.for_daemon(self)
+        self.listeners.append(self.notify)
+        self.drills = install_api(self)
         self._events: asyncio.Queue[AlertEvent] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -90,6 +100,7 @@ class Daemon:
             log.info("alerts restored", extra={"fields": {"count": len(restored)}})
         await self.http.start()
         self._apply_targets(self.settings)
+        await self.notify.start(self.list_alerts(["firing"]))
         self._tasks.append(asyncio.create_task(self._event_loop(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         await self.storage.append_log(
@@ -115,6 +126,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self._drain_events()
+        await self.drills.close()
+        await self.notify.stop()
         with contextlib.suppress(Exception):
             await self._save_rule_state()
         await self.http.stop()
@@ -185,6 +198,7 @@ class Daemon:
         if new.http != self.settings.http or new.storage != self.settings.storage:
             log.warning("http and storage settings take effect at the next restart")
         self.settings = new
+        self.notify.apply(new.oncall, new.escalation)
         self._apply_targets(new)
 
     def _apply_targets(self, settings: Settings) -> None:

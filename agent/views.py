@@ -1,7 +1,7 @@
 """JSON views of the daemon's state, shared by the HTTP API and the on-call status page.
 
-Plain functions from live objects (alerts, target status, samples, duty-log entries) to
-JSON-ready dicts. Secrets never reach them: only alert, target and log data is read.
+Plain functions from live objects (target status, samples, duty-log entries) to JSON-ready
+dicts; an alert's view is the rule engine's (`RuleEngine.view`). Secrets never reach them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 from agent.records import AlertState
 from agent.storage import LogEntry
 from agent.store import SampleStore, TargetStatus
-from rules.alerts import Alert
 
 # The order the page and the API list alerts in: what needs a human first.
 _SEVERITY_ORDER = {"critical": 0, "major": 1, "warning": 2, "minor": 3, "info": 4}
@@ -22,38 +21,13 @@ TEMPERATURE = "room_temperature_celsius"
 HUMIDITY = "room_humidity_percent"
 
 
-def alert_view(alert: Alert, now: float, red_line: float | None = None) -> dict[str, Any]:
-    duration = alert.duration(now)
-    view: dict[str, Any] = {
-        "fingerprint": alert.fingerprint,
-        "rule": alert.rule,
-        "state": str(alert.state),
-        "severity": alert.severity,
-        "summary": alert.summary,
-        "labels": dict(alert.labels),
-        "value": alert.value,
-        "active_since": alert.active_since,
-        "fired_at": alert.fired_at,
-        "resolved_at": alert.resolved_at,
-        "duration_seconds": duration,
-        "acknowledged_by": alert.ack.by if alert.ack else None,
-        "ack_note": alert.ack.note if alert.ack else None,
-        "ack_expires_at": alert.ack.expires_at if alert.ack else None,
-        "muted_reason": alert.muted_reason,
-        "flapping": alert.flapping,
-        "red_line_seconds": red_line,
-        "red_line_in_seconds": (red_line - duration) if red_line else None,
-    }
-    return view
-
-
 def sort_alerts(views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(
         views,
         key=lambda v: (
             _STATE_ORDER.get(AlertState(v["state"]), 3),
             _SEVERITY_ORDER.get(v["severity"], 5),
-            -(v["duration_seconds"] or 0),
+            -(v["duration"] or 0),
         ),
     )
 

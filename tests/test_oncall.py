@@ -57,8 +57,12 @@ def test_day_night_and_overrides() -> None:
                         "by": "E",
                         "reason": "leave",
                     },
-                    {"start": "2026-11-02T12:00", "end": "2026-11-02T14:00", "replace": "A",
-                     "by": "C"},
+                    {
+                        "start": "2026-11-02T12:00",
+                        "end": "2026-11-02T14:00",
+                        "replace": "A",
+                        "by": "C",
+                    },
                 ],
             }
         )

@@ -376,6 +376,7 @@ class LinuxServerDevice(DemoDevice):
         ]
 
     def advance(self, elapsed: float) -> None:
+        elapsed *= self.speed  # scenario seconds
         state = self.server.state
         state.clock = self._epoch + elapsed * CLOCK_FACTOR
         state.uptime = 40 * DAY + elapsed * CLOCK_FACTOR

@@ -63,14 +63,17 @@ class Tracked:
     held: bool = False
     repeats: int = 0
     paged: dict[Recipient, None] = field(default_factory=dict)  # ordered set
+    scale: float = 1.0  # < 1 walks the policy faster (drills on an accelerated clock)
 
     def step_due(self) -> float | None:
         if self.next_step < len(self.policy.steps):
-            return self.fired_at + self.policy.steps[self.next_step].after
+            return self.fired_at + self.policy.steps[self.next_step].after * self.scale
         if self.policy.repeat > 0 and self.paged:
-            last = self.fired_at + self.policy.steps[-1].after
-            return last + self.policy.repeat * (self.repeats + 1)
+            return self._last() + self.policy.repeat * self.scale * (self.repeats + 1)
         return None
+
+    def _last(self) -> float:
+        return self.fired_at + self.policy.steps[-1].after * self.scale
 
 
 class Escalator:
@@ -90,7 +93,7 @@ class Escalator:
         out += [Recipient("channel", c) for c in step.channels]
         return list(dict.fromkeys(out))
 
-    def handle(self, event: AlertEvent, now: float) -> list[Page]:
+    def handle(self, event: AlertEvent, now: float, scale: float = 1.0) -> list[Page]:
         fp = event.fingerprint
         t = self.tracked.get(fp)
         change = event.change
@@ -102,7 +105,7 @@ class Escalator:
                     policy = self.config.policy_for(event.severity, dict(event.labels))
                     if policy is None:
                         return []
-                    t = self.tracked[fp] = Tracked(event, policy, event.timestamp)
+                    t = self.tracked[fp] = Tracked(event, policy, event.timestamp, scale=scale)
                 else:
                     t.event = event
                     t.held = not event.notify
@@ -161,8 +164,8 @@ class Escalator:
                     pages.append(Page(PageKind.FIRING, t.event, tuple(who), t.next_step, at, key))
                 else:
                     # Skip reminders missed while held or acked: one reminder, not a burst.
-                    last = t.fired_at + t.policy.steps[-1].after
-                    t.repeats = max(t.repeats + 1, int((now - last) // t.policy.repeat))
+                    every = t.policy.repeat * t.scale
+                    t.repeats = max(t.repeats + 1, int((now - t._last()) // every))
                     key = f"{fp}|repeat|{t.repeats}|{t.fired_at:.3f}"
                     pages.append(Page(PageKind.REPEAT, t.event, tuple(t.paged), t.repeats, at, key))
                     break

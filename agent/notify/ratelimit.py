@@ -18,3 +18,8 @@ class TokenBucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+    def refund(self) -> None:
+        """A failed attempt gives its token back: the limit protects receivers from floods of
+        messages, and retries are already spaced by the backoff."""
+        self.tokens = min(self.capacity, self.tokens + 1.0)

@@ -100,7 +100,18 @@ class NotifyService:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    @classmethod
+    def for_daemon(cls, daemon: Any) -> NotifyService:
+        s = daemon.settings
+        storage = daemon.storage
+        if not isinstance(storage, SqliteStorage):
+            raise TypeError("notifications need the SQLite storage (outbox, ack links)")
+        base = s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}"
+        return cls(s.oncall, s.escalation, s.notify, storage, daemon.metrics, generator_url=base)
+
+    async def start(self, active: list[dict[str, Any]] | None = None) -> None:
+        """Start delivering (the outbox left by the last run first) and take up the
+        escalation of `active` alerts (views from `Daemon.list_alerts`)."""
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -110,6 +121,8 @@ class NotifyService:
         depth, _, _ = await self.outbox.stats(self.clock())
         if depth:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
+        if active:
+            self.resume(active)
 
     async def stop(self) -> None:
         # Open groups are written to the outbox, so they go out at the next start.
@@ -164,6 +177,17 @@ class NotifyService:
                 self.escalator.handle(
                     dataclasses.replace(event, change=AlertChange.ACKNOWLEDGED), now
                 )
+        self._escalate.set()
+
+    def wake_escalation(self) -> None:
+        self._escalate.set()
+
+    def apply(self, oncall: OncallConfig, escalation: EscalationConfig) -> None:
+        """A config reload: new rota and policies; alerts being escalated keep their state."""
+        self.oncall = oncall
+        self.rota = Rota(oncall)
+        self.escalator.rota = self.rota
+        self.escalator.config = escalation
         self._escalate.set()
 
     def add_pages(self, pages: list[Page], now: float) -> None:
@@ -389,6 +413,8 @@ class NotifyService:
             await self._log(now, "notify.sent", "dutyd", row.id, info)
             return
         self.metrics.notifications_failed.labels(row.channel).inc()
+        if bucket is not None:
+            bucket.refund()
         row.attempts += 1
         row.channel_failures += 1
         row.last_error = result.error

@@ -34,11 +34,7 @@ def _asset(name: str) -> bytes:
 
 async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]:
     now = time.time()
-    alerts = []
-    for alert in list(daemon.engine.alerts.values()):
-        rule = daemon.engine.rules.get(alert.rule)
-        red_line = rule.config.red_line if rule is not None else None
-        alerts.append(views.alert_view(alert, now, red_line))
+    alerts = daemon.list_alerts()
     statuses = list(daemon.store.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
     entries = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=100_000)

@@ -105,18 +105,18 @@ function renderAlerts(alerts, now) {
   if (!alerts.length) { box.append(el("p", { class: "good" }, t("all_clear"))); return; }
   for (const a of alerts) {
     const badges = [el("span", { class: `badge ${a.state}` }, t(a.state))];
-    if (a.acknowledged_by) badges.push(el("span", { class: "badge acked" }, `${t("acked_by")} ${a.acknowledged_by}`));
+    if (a.acknowledged) badges.push(el("span", { class: "badge acked" }, `${t("acked_by")} ${a.acknowledged.by}`));
     if (a.flapping) badges.push(el("span", { class: "badge" }, t("flapping")));
-    if (a.muted_reason) badges.push(el("span", { class: "badge" }, `${t("muted")}: ${a.muted_reason}`));
+    if (a.suppressed) badges.push(el("span", { class: "badge" }, `${t("muted")}: ${a.suppressed}`));
     const card = el("div", { class: `alert ${a.severity} ${a.state}`, "data-fingerprint": a.fingerprint },
       el("div", { class: "head" },
         el("span", { class: "name" }, a.rule, ...badges),
-        el("span", { class: "muted" }, `${a.severity} · ${t("for")} ${fmtDuration(a.duration_seconds)}`)),
+        el("span", { class: "muted" }, `${a.severity} · ${t("for")} ${fmtDuration(a.duration)}`)),
       el("div", {}, a.summary));
-    if (a.ack_note) card.append(el("div", { class: "muted" }, a.ack_note));
+    if (a.acknowledged && a.acknowledged.note) card.append(el("div", { class: "muted" }, a.acknowledged.note));
     if (a.state !== "resolved") {
       const actions = el("div");
-      if (!a.acknowledged_by) actions.append(el("button", { class: "ack", onclick: () => ack(a) }, t("ack")));
+      if (!a.acknowledged) actions.append(el("button", { class: "ack", onclick: () => ack(a) }, t("ack")));
       actions.append(el("button", { class: "silence", onclick: () => silence(a) }, t("silence")));
       card.append(actions);
     }
@@ -127,13 +127,15 @@ function renderAlerts(alerts, now) {
 function renderRedLines(alerts) {
   const list = document.getElementById("redlines");
   list.replaceChildren();
-  const lines = alerts.filter((a) => a.red_line_seconds && a.state === "firing");
+  const lines = alerts.filter((a) => a.red_line && a.state === "firing");
   document.getElementById("redlines-section").hidden = !lines.length;
   for (const a of lines) {
-    const crossed = a.red_line_in_seconds <= 0;
-    const text = crossed
-      ? `${a.summary_short || a.rule}: ${fmtDuration(a.duration_seconds)}, ${t("red_line_crossed")}`
-      : `${a.summary_short || a.rule}: ${fmtDuration(a.duration_seconds)}, ${t("red_line_in")} ${fmtDuration(a.red_line_in_seconds)}`;
+    // Outage time excludes maintenance windows, as the red line does.
+    const outage = a.outage ?? a.duration, left = a.red_line - outage;
+    const crossed = left <= 0;
+    const head = `${a.labels.target || a.rule}: ${a.rule} ${fmtDuration(outage)}`;
+    const text = crossed ? `${head}, ${t("red_line_crossed")}`
+      : `${head}, ${t("red_line_in")} ${fmtDuration(left)}`;
     list.append(el("li", { class: crossed ? "crossed" : "" }, text));
   }
 }
