@@ -310,6 +310,8 @@ async def post_ack_link(request: web.Request) -> web.Response:
         await daemon.acknowledge(claim.fingerprint, claim.actor, note)
     except ApiError as exc:
         return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+    except InvalidToken as exc:  # used before
+        return _page(f"<p>{html.escape(exc.reason)}</p>", 403)
     except LookupError:
         return _page("<p>This alert is no longer active. 告警已不再活动。</p>", 410)
     except ValueError as exc:

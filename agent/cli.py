@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
     demo.set_defaults(func=cmd_demo)
+
+    from agent.notify.cli import add_duty_commands
+
+    add_duty_commands(sub)  # oncall, ack, silence, maintenance, drill, log, report
     return parser
 
 

@@ -253,7 +253,9 @@ def build_report(
             word = "silence" if kind == "silence.add" else "maintenance"
             measures.append((ts, f"{report.when(ts)} {word} {actor}: {data.get('reason', '')}"))
         elif kind == "drill.end":
-            answers = ", ".join(f"{a['actor']} {a['seconds']:.0f}s" for a in data.get("answers", []))
+            answers = ", ".join(
+                f"{a['actor']} {a['seconds']:.0f}s" for a in data.get("answers", [])
+            )
             measures.append((ts, f"{report.when(ts)} drill: {answers or h('none')}"))
     fired = {fp: a for fp, a in alerts.items() if a["first"] is not None}
     for a in fired.values():

@@ -256,9 +256,9 @@ def _unverified_context() -> ssl.SSLContext:
     return ctx
 
 
-def _days_left(der: bytes) -> float:
+def _seconds_left(der: bytes) -> float:
     cert = x509.load_der_x509_certificate(der)
-    return (cert.not_valid_after_utc - datetime.now(UTC)).total_seconds() / 86400.0
+    return (cert.not_valid_after_utc - datetime.now(UTC)).total_seconds()
 
 
 def _charset(resp: aiohttp.ClientResponse) -> str:
@@ -280,7 +280,8 @@ class HttpProbeCollector(Collector[HttpTarget]):
         "http_connect_seconds": "Time to open the connection (DNS, TCP and TLS handshake)",
         "http_content_length_bytes": "Body bytes read (decompressed, capped at max_body_bytes)",
         "http_expected_text_found": "1 when the page contains expected_text",
-        "http_tls_cert_expiry_days": "Days until the server certificate's notAfter",
+        "http_tls_cert_expiry_seconds": "Seconds until the server certificate's notAfter "
+        "(negative once expired)",
         "http_content_changed": "1 when the page's fingerprint differs from the accepted one",
     }
 
@@ -303,7 +304,8 @@ class HttpProbeCollector(Collector[HttpTarget]):
         self._baseline: str | None = config.expected_sha256
         self._changed: bool | None = None
         self._last_der: bytes | None = None
-        self._last_days_at: tuple[float, float] | None = None  # (days, computed at monotonic)
+        # (seconds left, computed at monotonic)
+        self._last_left_at: tuple[float, float] | None = None
         # Fingerprint of the last page read; kept here, never exposed as a label (unbounded).
         self.fingerprint: str | None = None
 
@@ -363,7 +365,7 @@ class HttpProbeCollector(Collector[HttpTarget]):
             readings.add("http_connect_seconds", timing.connect_seconds)
         readings.add("http_content_length_bytes", page.length)
         if timing.der is not None:
-            readings.add("http_tls_cert_expiry_days", self._cert_days(timing.der))
+            readings.add("http_tls_cert_expiry_seconds", self._cert_seconds(timing.der))
 
         text_ok = True
         if self.config.method == "GET":
@@ -403,14 +405,14 @@ class HttpProbeCollector(Collector[HttpTarget]):
                 body += chunk
             return _Page(resp.status, bytes(body), len(body), _charset(resp))
 
-    def _cert_days(self, der: bytes) -> float:
+    def _cert_seconds(self, der: bytes) -> float:
         # The same certificate poll after poll: parse it once, then count down.
         now = time.monotonic()
-        if der != self._last_der or self._last_days_at is None:
+        if der != self._last_der or self._last_left_at is None:
             self._last_der = der
-            self._last_days_at = (_days_left(der), now)
-        days, at = self._last_days_at
-        return days - (now - at) / 86400.0
+            self._last_left_at = (_seconds_left(der), now)
+        left, at = self._last_left_at
+        return left - (now - at)
 
     def _fingerprint(self, body: bytes, text: str | None) -> str:
         if not self._patterns:

@@ -429,10 +429,10 @@ async def test_https_with_ca_file_reads_certificate_expiry(
         )
         v = await poll(probe)
         assert v["probe_success"] == 1
-        assert 9.99 < v["http_tls_cert_expiry_days"] <= 10.0
+        assert 9.99 * 86400 < v["http_tls_cert_expiry_seconds"] <= 10.0 * 86400
         assert v["http_connect_seconds"] > 0  # includes the TLS handshake
         again = await poll(probe)
-        assert again["http_tls_cert_expiry_days"] <= v["http_tls_cert_expiry_days"]
+        assert again["http_tls_cert_expiry_seconds"] <= v["http_tls_cert_expiry_seconds"]
 
 
 async def test_https_untrusted_certificate_is_a_clear_error(
@@ -450,7 +450,7 @@ async def test_https_untrusted_certificate_is_a_clear_error(
         unverified = HttpProbeCollector(http(site.url(scheme="https"), verify=False), context)
         v = await poll(unverified)
         assert v["probe_success"] == 1
-        assert 9.99 < v["http_tls_cert_expiry_days"] <= 10.0
+        assert 9.99 * 86400 < v["http_tls_cert_expiry_seconds"] <= 10.0 * 86400
 
 
 async def test_plain_http_to_a_tls_port_is_a_bad_response(

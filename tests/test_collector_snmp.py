@@ -137,7 +137,7 @@ async def test_switch_port_flap_counters_and_reboot(snmpd: SnmpdPeer, make) -> N
     first = await poll(sw)
     assert first[port("if_oper_up", "Gi0/2")] == 1.0
     assert first[port("if_admin_up", "Gi0/2")] == 1.0
-    assert first[port("if_speed_bits", "Gi0/1")] == 1e9
+    assert first[port("if_speed_bytes", "Gi0/1")] == 1e9 / 8  # 1 Gbit/s
     assert first[port("if_in_octets_total", "Gi0/1")] == 10**12 + 1
     assert first[port("if_out_octets_total", "Gi0/3")] == 2 * 10**12 + 3
     assert first[port("if_in_errors_total", "Gi0/4")] == 4.0
@@ -176,7 +176,7 @@ async def test_v1_counter32_wrap_and_port_filter(snmpd: SnmpdPeer, make) -> None
     first = await poll(sw)
     assert {k[1][1][1] for k in first if k[0] == "if_oper_up"} == {"Gi0/1", "Gi0/3"}
     assert first[port("if_in_octets_total", "Gi0/1")] == C32 - 100
-    assert first[port("if_speed_bits", "Gi0/1")] == 1e9  # v1: ifSpeed
+    assert first[port("if_speed_bytes", "Gi0/1")] == 1e9 / 8  # v1: ifSpeed
     snmpd.change({IF_IN_1: ["counter", 400]})
     wrapped = await poll(sw)
     assert wrapped[port("if_in_octets_total", "Gi0/1")] == C32 + 400

@@ -126,7 +126,7 @@ async def test_readings_from_real_commands_over_one_kept_connection(
     v = await poll(c)
     proc_load = read_text("/proc/loadavg").split()
     assert abs(value(v, "node_load15") - float(proc_load[2])) < 0.5
-    assert value(v, "node_cpu_count") == len(os.sched_getaffinity(0))
+    assert value(v, "node_cpus") == len(os.sched_getaffinity(0))
     assert value(v, "node_memory_total_bytes") > 0
     assert 0 < value(v, "node_memory_available_bytes") <= value(v, "node_memory_total_bytes")
     assert value(v, "node_uptime_seconds") > 0 and value(v, "node_rebooted") == 0
@@ -139,12 +139,12 @@ async def test_readings_from_real_commands_over_one_kept_connection(
     assert abs(v[("node_filesystem_used_ratio", root)] - used) < 0.02
     assert 0 <= v[("node_filesystem_inodes_used_ratio", root)] <= 1
     b = {"backup": "db", "copy": "local"}
-    assert value(v, "backup_count", **b) == 3
+    assert value(v, "backup_files", **b) == 3
     assert abs(value(v, "backup_newest_age_seconds", **b) - 86400) < 120
     assert value(v, "backup_newest_size_bytes", **b) == 102
     assert abs(value(v, "backup_oldest_age_seconds", **b) - 16 * 86400) < 120
-    assert abs(value(v, "backup_retention_days", **b) - 16) < 0.01
-    assert value(v, "backup_retention_required_days", **b) == 15
+    assert abs(value(v, "backup_retention_seconds", **b) - 16 * 86400) < 0.01 * 86400
+    assert value(v, "backup_retention_required_seconds", **b) == 15 * 86400
     assert value(v, "backup_stale", **b) == 0
     assert value(v, "command_value", command="one") == 42.5
     assert value(v, "command_value", command="named", name="queue") == 3
@@ -182,7 +182,7 @@ async def test_backup_made_30_hours_ago_is_stale(
     assert value(v, "backup_stale", **local) == 1
     # No file at all is stale too, with a count of 0.
     offsite = {"backup": "www", "copy": "offsite"}
-    assert value(v, "backup_count", **offsite) == 0 and value(v, "backup_stale", **offsite) == 1
+    assert value(v, "backup_files", **offsite) == 0 and value(v, "backup_stale", **offsite) == 1
     # A missing directory (off-site mount gone) is that reading down, with find's reason.
     assert ok(v, "backup", backup="gone", copy="local") == 0
     assert "No such file or directory" in c.problems[("backup", "gone", "local")]
@@ -209,7 +209,7 @@ async def test_config_text_is_never_shell_syntax(
         commands=[{"name": "echoed", "argv": ["echo", f"1; touch {name}"]}],
     )
     v = await poll(c)
-    assert value(v, "backup_count", backup="weird", copy="local") == 1
+    assert value(v, "backup_files", backup="weird", copy="local") == 1
     # echo printed its one argument as text, which is not a number: reading down, not run.
     assert ok(v, "command", command="echoed") == 0
     assert not canary.exists()
@@ -526,7 +526,7 @@ async def test_demo_server_disk_fills_and_backup_goes_stale(
             v = await poll(collector)
             age = value(v, "backup_newest_age_seconds", backup="db", copy="offsite")
             seen.append((value(v, "node_filesystem_used_ratio", **root), age, t))
-            assert value(v, "backup_retention_days", backup="db", copy="offsite") >= 15
+            assert value(v, "backup_retention_seconds", backup="db", copy="offsite") >= 15 * 86400
         assert seen[0][0] < 0.85 < seen[1][0] < 0.95 < seen[2][0]
         assert seen[1][1] < 26 * 3600 < seen[3][1]
         assert value(v, "backup_stale", backup="db", copy="local") == 1

@@ -267,3 +267,65 @@ async def test_sigkill_with_full_outbox_then_restart(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+
+
+async def test_restart_resumes_escalation_without_repeating_pages(tmp_path: Path) -> None:
+    """After a restart the daemon hands over the alerts still firing: steps already sent are
+    not sent again, and the later steps still come."""
+    receiver = Receiver()
+    await receiver.start()
+    oncall, _, notify = configs({"hook": receiver.url()}, ["hook"], group_wait=0)
+    oncall = OncallConfig.model_validate(
+        {
+            "pairs": [["Zhang Wei"]],
+            "people": [
+                {"name": "Zhang Wei", "contacts": ["hook"]},
+                {"name": "Wang Fang", "contacts": ["hook"]},
+            ],
+            "roles": {"manager": ["Wang Fang"]},
+        }
+    )
+    escalation = EscalationConfig.model_validate(
+        {
+            "policies": [
+                {
+                    "name": "all",
+                    "steps": [
+                        {"after": 0, "oncall": True},
+                        {"after": "1500ms", "roles": ["manager"]},
+                    ],
+                }
+            ]
+        }
+    )
+    event = firing(1)
+    view = {
+        "fingerprint": event.fingerprint,
+        "rule": event.rule,
+        "labels": dict(event.labels),
+        "severity": event.severity,
+        "state": "firing",
+        "summary": event.summary,
+        "value": 0.0,
+        "active_since": event.active_since,
+        "fired_at": event.timestamp,
+        "acknowledged": None,
+        "silenced_by": [],
+        "suppressed": "",
+    }
+    try:
+        service, storage, _ = await make_service(tmp_path / "d.db", oncall, escalation, notify)
+        await service(event)
+        await receiver.wait_for(1, 5)
+        await service.stop()
+        await storage.close()
+        service, storage, _ = await make_service(tmp_path / "d.db", oncall, escalation, notify)
+        service.resume([view])
+        await receiver.wait_for(2, 5)
+        await asyncio.sleep(0.3)
+        assert len(receiver.received) == 2  # step 1 once, then step 2 (the manager)
+        assert "escalation step 2" in receiver.received[1]["body"]["message"]
+        await service.stop()
+        await storage.close()
+    finally:
+        await receiver.stop()

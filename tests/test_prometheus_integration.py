@@ -5,6 +5,7 @@ dashboard is valid PromQL for that Prometheus."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -20,6 +21,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from agent.demo import DEVICES
+from agent.demo.base import DemoDevice
+from agent.demo.site import demo_config
 from agent.instrumentation import Instrumentation
 from collectors import COLLECTORS
 from exporters.prometheus import ALERT_SINCE, ALERT_STATE
@@ -51,6 +55,23 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [binary, *map(str, args)], capture_output=True, text=True, timeout=30, check=False
     )
+
+
+def promtool_metrics_complaints(body: str) -> str:
+    """What `promtool check metrics` says about an exposition ("" when it passes)."""
+    binary = require_binary("/usr/bin/promtool")
+    done = subprocess.run(
+        [binary, "check", "metrics"],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    complaints = (done.stdout + done.stderr).strip()
+    if done.returncode != 0 and not complaints:
+        complaints = f"promtool exited {done.returncode}"
+    return complaints
 
 
 def test_shipped_prometheus_config_and_rules_pass_promtool() -> None:
@@ -207,6 +228,80 @@ def test_promtool_check_metrics_passes_on_dutyd_exposition(stack: Stack) -> None
             None,
         )
         assert family is not None, f"{name} has no TYPE"
+
+
+def test_every_declared_sample_name_passes_promtool_lint() -> None:
+    """Names only some sites produce (TLS expiry, off-site backups, commands) are linted too."""
+    names: dict[str, str] = {}
+    for collector in COLLECTORS.values():
+        names.update(collector.metric_help)
+    assert {"http_tls_cert_expiry_seconds", "backup_retention_seconds", "if_speed_bytes"} <= set(
+        names
+    )
+    lines: list[str] = []
+    for name, text in sorted(names.items()):
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} 1"]
+    assert promtool_metrics_complaints("\n".join(lines) + "\n") == ""
+
+
+async def test_promtool_check_metrics_passes_on_the_demo_site(tmp_path: Path) -> None:
+    """Every collector kind that runs on loopback, polled by a real dutyd: the demo site's
+    devices (nut, modbus, http, snmp, ssh) plus a TCP and an ICMP probe of its SSH server."""
+    require_binary("/usr/bin/promtool")
+    devices: list[DemoDevice] = [cls(speed=4.0) for cls in DEVICES]
+    started: list[DemoDevice] = []
+    daemon: DaemonProcess | None = None
+    try:
+        for device in devices:
+            await device.start()
+            started.append(device)
+        config = demo_config(devices, free_port(), tmp_path / "demo.db")
+        ssh = next(t for t in config["targets"] if t["kind"] == "ssh")
+        config["targets"] += [
+            {
+                "name": "ssh-port",
+                "kind": "tcp",
+                "address": f"127.0.0.1:{ssh['port']}",
+                "interval": "2s",
+            },
+            {
+                "name": "loopback",
+                "kind": "icmp",
+                "address": "127.0.0.1",
+                "fallback_port": ssh["port"],  # where ICMP is not allowed, TCP connect
+                "interval": "2s",
+            },
+        ]
+        kinds = {t["kind"] for t in config["targets"]}
+        assert kinds == set(COLLECTORS), f"kinds the demo leaves out: {set(COLLECTORS) - kinds}"
+        targets = {t["name"] for t in config["targets"]}
+        # The daemon is a subprocess; the devices answer from this event loop, so it must run.
+        daemon = await asyncio.to_thread(DaemonProcess, tmp_path, config)
+        wanted = ("backup_files{", "backup_retention_seconds{", "node_cpus{", "if_speed_bytes{")
+        body = ""
+        up: set[str] = set()
+        t0 = time.monotonic()
+        deadline = t0 + 40
+        while time.monotonic() < deadline:
+            for device in started:
+                device.advance(time.monotonic() - t0)
+            body = await asyncio.to_thread(daemon.metrics)
+            up = {
+                m.group(1)
+                for m in re.finditer(r'^target_up\{[^}]*target="([^"]+)"[^}]*\} 1\.0$', body, re.M)
+            }
+            if up == targets and all(w in body for w in wanted):
+                break
+            await asyncio.sleep(0.5)
+        assert up == targets, f"targets not up: {targets - up}\n{daemon.peer.log()[-4000:]}"
+        assert all(w in body for w in wanted), body
+        assert promtool_metrics_complaints(body) == ""
+    finally:
+        if daemon is not None:
+            await asyncio.to_thread(daemon.stop)
+        for device in reversed(started):
+            await device.stop()
 
 
 def test_prometheus_scrapes_room_temperature_and_alert_state(stack: Stack) -> None:

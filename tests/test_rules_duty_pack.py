@@ -83,6 +83,12 @@ CASES: dict[
         (30, [0.94] * 5),
     ),
     "unexpected_reboot": ("node_rebooted", {"kind": "ssh"}, (60, [0, 1, 0]), (60, [0, 0, 0])),
+    "unexpected_device_reboot": (
+        "device_rebooted",
+        {"kind": "snmp", "role": "network"},
+        (60, [0, 1, 0]),
+        (60, [0, 0, 0]),
+    ),
     "web_content_changed": (
         "http_content_changed",
         {"kind": "http"},
@@ -96,10 +102,10 @@ CASES: dict[
         (H, [2 * H, 25 * H, 26 * H]),
     ),
     "offsite_retention_too_short": (
-        "backup_retention_days",
+        "backup_retention_seconds",
         {"kind": "ssh", "backup": "db", "copy": "offsite"},
-        (H, [7]),
-        (H, [15, 30]),
+        (H, [7 * DAY]),
+        (H, [15 * DAY, 30 * DAY]),
     ),
     "virus_outbreaks_red_line": (
         "security_virus_outbreaks_total",
@@ -173,3 +179,16 @@ def test_red_lines(rule: str, red_line: float):
     (event,) = crossed
     assert event.rule == rule and event.red_line == red_line
     assert event.timestamp == 60 + red_line  # counted from when the outage began
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        # Seconds in the exposition, days on the page.
+        ("offsite_retention_too_short", "keeps 7d of copies (at least 15d)"),
+        ("unexpected_device_reboot", "t1 (snmp) restarted"),
+    ],
+)
+def test_summaries_read_as_people_say_them(rule: str, words: str):
+    (event,) = [e for e in run(rule, *CASES[rule][2]) if e.state is AlertState.FIRING]
+    assert words in event.summary

@@ -173,6 +173,8 @@ class NotifyService:
                 timestamp=fired,
             )
             self.add_pages(self.escalator.handle(event, now), now)
+            if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
+                self.forwarded[event.fingerprint] = event
             if a.get("acknowledged"):
                 self.escalator.handle(
                     dataclasses.replace(event, change=AlertChange.ACKNOWLEDGED), now

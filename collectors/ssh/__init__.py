@@ -132,8 +132,9 @@ class SshBackup(StrictModel):
     retention_days: float | None = Field(
         None,
         gt=0,
-        description="Days the copies must cover; emitted as `backup_retention_required_days` "
-        "beside the observed `backup_retention_days` (age of the oldest kept file).",
+        description="Days the copies must cover; emitted in seconds as "
+        "`backup_retention_required_seconds` beside the observed `backup_retention_seconds` "
+        "(age of the oldest kept file).",
     )
 
     _name = field_validator("name")(_label_value)
@@ -421,7 +422,7 @@ class SshCollector(Collector[SshTarget]):
         "node_load1": "1-minute load average (/proc/loadavg).",
         "node_load5": "5-minute load average (/proc/loadavg).",
         "node_load15": "15-minute load average (/proc/loadavg).",
-        "node_cpu_count": "Processing units available (nproc).",
+        "node_cpus": "Processing units available (nproc).",
         "node_memory_total_bytes": "Total memory (MemTotal, /proc/meminfo).",
         "node_memory_available_bytes": "Memory available without swapping (MemAvailable).",
         "node_swap_total_bytes": "Total swap (SwapTotal).",
@@ -435,10 +436,11 @@ class SshCollector(Collector[SshTarget]):
         "systemd_unit_active": "1 if `systemctl is-active` says active, else 0; by service.",
         "backup_newest_age_seconds": "Age of the newest backup file, on the server's clock.",
         "backup_newest_size_bytes": "Size of the newest backup file.",
-        "backup_count": "Backup files matching the pattern (0: none at all).",
+        "backup_files": "Backup files matching the pattern (0: none at all).",
         "backup_oldest_age_seconds": "Age of the oldest kept backup file (retention).",
-        "backup_retention_days": "Days of backups kept: age of the oldest kept file, in days.",
-        "backup_retention_required_days": "Configured retention_days the copies must cover.",
+        "backup_retention_seconds": "Time span of backups kept: age of the oldest kept file.",
+        "backup_retention_required_seconds": "Configured retention_days the copies must cover, "
+        "in seconds.",
         "backup_max_age_seconds": "Configured age after which the newest backup is stale.",
         "backup_stale": "1 if no backup file is younger than max_age (none at all counts).",
         "command_value": "Value printed by a user-defined command; by command and name.",
@@ -791,7 +793,7 @@ class SshCollector(Collector[SshTarget]):
             readings.add("node_load15", l15)
 
         def cpu() -> None:
-            readings.add("node_cpu_count", poll.parse("nproc", parse_nproc))
+            readings.add("node_cpus", poll.parse("nproc", parse_nproc))
 
         def memory() -> None:
             mem = poll.parse("meminfo", parse_meminfo)
@@ -884,20 +886,17 @@ class SshCollector(Collector[SshTarget]):
             files = poll.parse(f"backup.{index}", parse_find_printf)
             stats = backup_stats(files, now)
             labels = {"backup": backup.name, "copy": backup.location}
-            readings.add_labelled("backup_count", stats.count, labels)
+            readings.add_labelled("backup_files", stats.count, labels)
             if stats.newest_age_seconds is not None:
                 readings.add_labelled("backup_newest_age_seconds", stats.newest_age_seconds, labels)
             if stats.newest_size_bytes is not None:
                 readings.add_labelled("backup_newest_size_bytes", stats.newest_size_bytes, labels)
             if stats.oldest_age_seconds is not None:
                 readings.add_labelled("backup_oldest_age_seconds", stats.oldest_age_seconds, labels)
-            if stats.oldest_age_seconds is not None:
-                kept_days = stats.oldest_age_seconds / 86400.0
-                readings.add_labelled("backup_retention_days", kept_days, labels)
+                readings.add_labelled("backup_retention_seconds", stats.oldest_age_seconds, labels)
             if backup.retention_days is not None:
-                readings.add_labelled(
-                    "backup_retention_required_days", backup.retention_days, labels
-                )
+                required = backup.retention_days * 86400.0
+                readings.add_labelled("backup_retention_required_seconds", required, labels)
             age = stats.newest_age_seconds
             stale = age is None or age > backup.max_age
             readings.add_labelled("backup_max_age_seconds", backup.max_age, labels)

@@ -41,7 +41,7 @@ def _load_plugins() -> None:
 class AppriseChannel:
     payload_kind = "text"
 
-    def __init__(self, name: str, config: ChannelConfig, workers: int = 8) -> None:
+    def __init__(self, name: str, config: ChannelConfig, workers: int = 16) -> None:
         self.name = name
         self._url = config.secret_url()
         self._scheme = self._url.split("://", 1)[0].lower()

@@ -73,7 +73,8 @@ class SwitchProfile(Profile):
             "if_out_octets_total": "Octets sent on the port (ifHCOutOctets; v1 ifOutOctets).",
             "if_in_errors_total": "Inbound packets with errors (IF-MIB ifInErrors).",
             "if_out_errors_total": "Outbound packets with errors (IF-MIB ifOutErrors).",
-            "if_speed_bits": "Port speed in bits per second (ifHighSpeed; v1 ifSpeed).",
+            "if_speed_bytes": "Port speed in bytes per second (ifHighSpeed; v1 ifSpeed), "
+            "as node_exporter's node_network_speed_bytes.",
         }
 
     def scalars(self) -> list[Oid]:
@@ -146,7 +147,8 @@ class SwitchProfile(Profile):
             speed = number(speed_c.get(idx))
             speed_bits = speed * speed_unit if speed is not None else None
             if speed_bits is not None:
-                values.append(("if_speed_bits", speed_bits))
+                # Prometheus base unit: bytes (per second), as node_exporter does.
+                values.append(("if_speed_bytes", speed_bits / 8.0))
             admin, oper = admin_c.get(idx), oper_c.get(idx)
             if isinstance(admin, int):
                 values.append(("if_admin_up", 1.0 if admin == UP else 0.0))

@@ -1,0 +1,129 @@
+"""Notification latency: from an alert's firing event to a webhook receiver getting the page,
+through the whole pipeline (escalation, grouping window, SQLite outbox, apprise json://),
+on loopback. Prints median and p99 for single alerts and for a burst of 1,000.
+
+    python -m bench.bench_notify [--single 50] [--burst 1000]
+
+The single-alert figure is shown with the default grouping window (250 ms, which is most of
+it) and with grouping off. The burst has each alert on its own site (1,000 messages, the
+worst case; alerts of one site would go out as one message) with the rate limit raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from agent.instrumentation import Instrumentation
+from agent.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from agent.notify.service import NotifyService
+from agent.records import AlertEvent, AlertState, labels_of
+from agent.storage.sqlite import SqliteStorage
+from tests.test_notify_delivery import Receiver
+
+HOST = re.compile(r"host(\d+) unreachable")
+
+
+def alert(n: int) -> AlertEvent:
+    now = time.time()
+    return AlertEvent(
+        fingerprint=f"bench{n}",
+        rule="host_down",
+        labels=labels_of({"target": f"host{n}", "site": f"site{n}"}),
+        state=AlertState.FIRING,
+        previous=AlertState.PENDING,
+        severity="critical",
+        summary=f"host{n} unreachable",
+        value=0.0,
+        active_since=now,
+        timestamp=now,
+    )
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def run(db: Path, group_wait: float, single: int, burst: int) -> dict[str, list[float]]:
+    receiver = Receiver()
+    await receiver.start()
+    storage = SqliteStorage(db)
+    await storage.open()
+    service = NotifyService(
+        OncallConfig.model_validate(
+            {"pairs": [["Ops"]], "people": [{"name": "Ops", "contacts": ["hook"]}]}
+        ),
+        EscalationConfig.model_validate(
+            {"policies": [{"name": "all", "steps": [{"after": 0, "oncall": True}]}]}
+        ),
+        NotifyConfig.model_validate(
+            {
+                "channels": {
+                    "hook": {"url": receiver.url(), "rate_limit": {"count": 100000, "per": 1}}
+                },
+                "group_wait": group_wait,
+            }
+        ),
+        storage,
+        Instrumentation(CollectorRegistry()),
+    )
+    await service.start()
+    out: dict[str, list[float]] = {"single": [], "burst": []}
+    try:
+        for n in range(single):
+            receiver.received.clear()
+            receiver.arrived.clear()
+            t0 = time.perf_counter()
+            await service(alert(n))
+            await receiver.wait_for(1, 10)
+            out["single"].append(receiver.arrived[0] - t0)
+        if burst:
+            receiver.received.clear()
+            receiver.arrived.clear()
+            sent: dict[int, float] = {}
+            for n in range(100000, 100000 + burst):
+                sent[n] = time.perf_counter()
+                await service(alert(n))
+            await receiver.wait_for(burst, 120)
+            for r, at in zip(receiver.received, receiver.arrived, strict=True):
+                m = HOST.search(r["body"]["title"])
+                assert m is not None
+                out["burst"].append(at - sent[int(m.group(1))])
+    finally:
+        await service.stop()
+        await storage.close()
+        await receiver.stop()
+    return out
+
+
+def show(name: str, values: list[float]) -> None:
+    if values:
+        print(
+            f"{name:<40} n={len(values):<5} median {statistics.median(values) * 1000:7.1f} ms"
+            f"   p99 {pct(values, 99) * 1000:7.1f} ms   max {max(values) * 1000:7.1f} ms"
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", type=int, default=50)
+    parser.add_argument("--burst", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        default = await run(Path(tmp) / "a.db", 0.25, args.single, 0)
+        off = await run(Path(tmp) / "b.db", 0.0, args.single, args.burst)
+    show("one alert, grouping window 250 ms", default["single"])
+    show("one alert, grouping off", off["single"])
+    show(f"burst of {args.burst} (1,000 messages)", off["burst"])
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

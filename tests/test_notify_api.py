@@ -1,0 +1,229 @@
+"""The duty API on a real in-process daemon: bearer token, 4xx reasons, ack from the signed
+link in a delivered notification (once), silence, maintenance, and a drill that walks the
+escalation, records who answered, and clears the duty pack's "no drill in 31 days" alert."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.cli import main
+from agent.config import load_from_dict
+from agent.daemon import Daemon
+from agent.drill import DRILL_LABELS, DRILL_SAMPLE
+from agent.records import Sample
+from tests.test_notify_delivery import Receiver
+
+TOKEN = "s3cret-token"
+
+
+def settings(tmp: Path, receiver: Receiver) -> Any:
+    return load_from_dict(
+        {
+            "http": {"port": 0},
+            "storage": {"path": str(tmp / "d.db")},
+            "api": {"token": TOKEN},
+            "oncall": {
+                "pairs": [["Zhang Wei", "Li Na"]],
+                "people": [
+                    {"name": "Zhang Wei", "contacts": ["zhang"]},
+                    {"name": "Li Na", "language": "zh", "contacts": ["li"]},
+                    {"name": "Chen Jie", "contacts": ["chen"]},
+                ],
+                "roles": {"director": ["Chen Jie"]},
+            },
+            "escalation": {
+                "policies": [
+                    {
+                        "name": "all",
+                        "steps": [
+                            {"after": 0, "oncall": True},
+                            {"after": "30s", "roles": ["director"]},
+                        ],
+                    }
+                ]
+            },
+            "notify": {
+                "channels": {n: {"url": receiver.url(n)} for n in ("zhang", "li", "chen")},
+                "group_wait": 0,
+                "ack_secret": "link-secret",
+                "ack_base_url": "http://dutyd.example",
+            },
+        }
+    )
+
+
+async def test_api_ack_link_drill(tmp_path: Path) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    daemon = Daemon(settings(tmp_path, receiver))
+    await daemon.start()
+    base = daemon.http.url
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def post(path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+                async with http.post(
+                    base + path, json=body, headers=auth if headers is None else headers
+                ) as r:
+                    return r.status, await r.json()
+
+            # Refusals carry their reason.
+            assert (await post("/api/v1/ack", {"alert": "x"}, {}))[0] == 401
+            bad = {"Authorization": "Bearer wrong"}
+            assert (await post("/api/v1/ack", {"alert": "x"}, bad))[0] == 401
+            async with http.post(base + "/api/v1/ack", data=b"{not json", headers=auth) as r:
+                assert r.status == 400 and "JSON" in (await r.json())["error"]
+            status, out = await post("/api/v1/ack", {"alert": "nothing", "actor": "me"})
+            assert status == 404 and "no pending or firing alert" in out["error"]
+            status, out = await post("/api/v1/silences", {"matchers": {}, "actor": "me"})
+            assert status == 400 and "matchers" in out["error"]
+            status, out = await post(
+                "/api/v1/silences",
+                {"matchers": {"target": "db1"}, "duration": "1h", "actor": "me", "reason": "x"},
+            )
+            assert status == 201 and out["silence"] >= 1
+            status, out = await post(
+                "/api/v1/maintenance",
+                {"targets": ["nope"], "duration": "bad", "actor": "me", "reason": "x"},
+            )
+            assert status == 400 and "duration" in out["error"]
+            status, out = await post(
+                "/api/v1/maintenance",
+                {"matchers": {"site": "hq"}, "duration": "2h", "actor": "me", "reason": "UPS"},
+            )
+            assert status == 201
+
+            # A real alert: no drill for 40 days (the duty pack's rule), paged to the pair.
+            old = time.time() - 40 * 86400
+            daemon.ingest_samples([Sample.of(DRILL_SAMPLE, old, time.time(), DRILL_LABELS)])
+            await receiver.wait_for(2, 10)
+            by_path = {r["path"]: r["body"] for r in receiver.received}
+            assert set(by_path) == {"/zhang", "/li"}
+            assert by_path["/li"]["title"].startswith("告警")
+            link = re.search(r"http://dutyd\.example(/ack/\S+)", by_path["/zhang"]["message"])
+            assert link is not None
+            async with http.get(base + link.group(1)) as r:
+                page = await r.text()
+                assert r.status == 200 and "Acknowledge as Zhang Wei" in page
+            async with http.post(base + link.group(1), data={"note": "on my way"}) as r:
+                assert r.status == 200 and "Acknowledged by Zhang Wei" in await r.text()
+            async with http.post(base + link.group(1), data={}) as r:
+                assert r.status == 403 and "already been used" in await r.text()
+            view = next(v for v in daemon.list_alerts() if v["rule"] == "emergency_drill_overdue")
+            assert view["acknowledged"]["by"] == "Zhang Wei"
+            assert view["acknowledged"]["note"] == "on my way"
+            await receiver.wait_for(4, 5)  # the ack notice to both paged people
+            # Acked: the director's step (30 s) must not come.
+
+            # The drill: speed 30 makes the director's 30 s step come after 1 s.
+            receiver.received.clear()
+            status, run = await post("/api/v1/drills", {"actor": "Wang", "wait": "3s", "speed": 30})
+            assert status == 201
+            await receiver.wait_for(3, 5)
+            paths = sorted(r["path"] for r in receiver.received)
+            assert paths == ["/chen", "/li", "/zhang"]
+            assert all(
+                "DRILL" in r["body"]["title"] or "演练" in r["body"]["title"]
+                for r in receiver.received
+            )
+            status, answer = await post(
+                "/api/v1/ack", {"alert": run["fingerprint"], "actor": "Chen Jie"}
+            )
+            assert status == 200 and answer["seconds"] >= 1.0
+            for _ in range(100):
+                async with http.get(f"{base}/api/v1/drills/{run['id']}") as r:
+                    if (await r.json())["finished"]:
+                        break
+                await asyncio.sleep(0.1)
+            end = await daemon.storage.read_log(kinds=["drill.end"])
+            assert end[-1].data["answers"][0]["actor"] == "Chen Jie"
+            assert sorted(end[-1].data["paged"]) == ["Chen Jie", "Li Na", "Zhang Wei"]
+            # The drill reset the sample the duty pack reads: the overdue alert resolves.
+            for _ in range(50):
+                view = next(
+                    v for v in daemon.list_alerts() if v["rule"] == "emergency_drill_overdue"
+                )
+                if view["state"] == "resolved":
+                    break
+                await asyncio.sleep(0.1)
+            assert view["state"] == "resolved"
+            async with http.get(base + "/api/v1/oncall") as r:
+                assert (await r.json())["on_duty"] == ["Zhang Wei", "Li Na"]
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+
+
+async def test_cli_commands_against_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    daemon = Daemon(settings(tmp_path, receiver))
+    await daemon.start()
+    base = daemon.http.url
+    monkeypatch.setenv("DUTYD_API_TOKEN", TOKEN)
+    monkeypatch.setenv("DUTYD_ACTOR", "Li Na")
+    try:
+
+        def cli(*argv: str) -> int:
+            return main([argv[0], "--url", base, *argv[1:]])
+
+        assert (
+            await asyncio.to_thread(
+                cli, "silence", "--match", "target=db1", "--duration", "1h", "--reason", "reboot"
+            )
+            == 0
+        )
+        assert "silence 1 until" in capsys.readouterr().out
+        assert (
+            await asyncio.to_thread(
+                cli, "maintenance", "--target", "x", "--duration", "2h", "--reason", "UPS swap"
+            )
+            == 0
+        )
+        assert "maintenance window 1" in capsys.readouterr().out
+        daemon.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
+        await receiver.wait_for(2, 10)
+        assert (
+            await asyncio.to_thread(
+                cli, "ack", "emergency_drill_overdue", "--note", "scheduling one"
+            )
+            == 0
+        )
+        assert "as Li Na" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match=r"404.*no pending or firing alert"):
+            await asyncio.to_thread(cli, "ack", "nothing")
+        monkeypatch.setenv("DUTYD_API_TOKEN", "wrong")
+        with pytest.raises(SystemExit, match="401"):
+            await asyncio.to_thread(cli, "ack", "emergency_drill_overdue")
+        monkeypatch.setenv("DUTYD_API_TOKEN", TOKEN)
+
+        # `dutyd drill` waits for answers; Zhang Wei answers from his link meanwhile.
+        receiver.received.clear()
+        drill = asyncio.create_task(
+            asyncio.to_thread(cli, "drill", "--wait", "2s", "--speed", "30")
+        )
+        await receiver.wait_for(2, 5)  # the on-duty pair
+        zhang = next(r for r in receiver.received if r["path"] == "/zhang")
+        link = re.search(r"http://dutyd\.example(/ack/\S+)", zhang["body"]["message"])
+        assert link is not None
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(base + link.group(1), data={"note": "here"}) as r,
+        ):
+            assert r.status == 200 and "Drill answered" in await r.text()
+        assert await drill == 0
+        out = capsys.readouterr().out
+        assert "answered: Zhang Wei after" in out and "1 answer(s)" in out
+    finally:
+        await daemon.stop()
+        await receiver.stop()

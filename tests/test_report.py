@@ -1,0 +1,210 @@
+"""The shift duty diary from a recorded day: equipment, environment min/max, problems and
+measures; Markdown/CSV/XLSX through `dutyd report`, and `dutyd log` filters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from pathlib import Path
+
+import openpyxl
+import pytest
+import yaml
+
+from agent.cli import main
+from agent.records import Sample
+from agent.report import EnvironmentRecorder
+from agent.storage.sqlite import SqliteStorage
+
+SH = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+
+def at(hour: int, minute: int = 0, day: int = 15) -> float:
+    return dt.datetime(2026, 10, day, hour, minute, tzinfo=SH).timestamp()
+
+
+async def record_day(db: Path) -> None:
+    storage = SqliteStorage(db)
+    await storage.open()
+    try:
+        log = storage.append_log
+        ups = {"target": "ups1", "site": "hq", "room": "A"}
+        await log(
+            at(7),
+            "alert.firing",
+            "dutyd",
+            "fp-old",
+            {
+                "summary": "before the shift",
+                "labels": {"target": "sw1"},
+                "state": "firing",
+                "severity": "warning",
+            },
+        )
+        await log(
+            at(9, 5),
+            "alert.firing",
+            "dutyd",
+            "fp-ups",
+            {
+                "rule": "ups_on_battery",
+                "summary": "UPS ups1 on battery",
+                "labels": ups,
+                "severity": "critical",
+                "state": "firing",
+            },
+        )
+        await log(
+            at(9, 7),
+            "alert.acknowledged",
+            "Li Na",
+            "fp-ups",
+            {"labels": ups, "state": "firing", "note": "mains breaker tripped, reset"},
+        )
+        await log(
+            at(9, 30),
+            "alert.resolved",
+            "dutyd",
+            "fp-ups",
+            {"labels": ups, "state": "resolved", "summary": "UPS ups1 on battery"},
+        )
+        await log(
+            at(14),
+            "alert.firing",
+            "dutyd",
+            "fp-disk",
+            {
+                "summary": "/data on db1 is 93% full",
+                "labels": {"target": "db1"},
+                "severity": "warning",
+                "state": "firing",
+            },
+        )
+        await log(
+            at(15),
+            "maintenance.add",
+            "Zhang Wei",
+            "maintenance:1",
+            {"reason": "replace switch fan"},
+        )
+        await log(
+            at(21),
+            "alert.firing",
+            "dutyd",
+            "fp-late",
+            {
+                "summary": "next shift",
+                "labels": {"target": "db1"},
+                "state": "firing",
+                "severity": "warning",
+            },
+        )
+        for hour, temp, hum in ((9, 22.5, 48.0), (12, 27.1, 52.0), (18, 21.0, 45.5)):
+            samples = [
+                Sample.of(
+                    "room_temperature_celsius", temp, at(hour), {"target": "env1", "room": "A"}
+                ),
+                Sample.of("room_humidity_percent", hum, at(hour), {"target": "env1", "room": "A"}),
+                Sample.of("ups_load_percent", 50, at(hour), {"target": "ups1"}),
+            ]
+            assert await EnvironmentRecorder(storage, lambda s=samples: s).record() == 2
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "dutyd.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"path": str(tmp_path / "d.db")},
+                "targets": [
+                    {"name": "ups1", "kind": "nut", "address": "127.0.0.1", "ups": "ups1"},
+                    {"name": "db1", "kind": "tcp", "address": "127.0.0.1", "port": 5432},
+                    {"name": "sw1", "kind": "tcp", "address": "127.0.0.1", "port": 22},
+                ],
+                "oncall": {
+                    "timezone": "Asia/Shanghai",
+                    "handovers": ["08:30", "20:30"],
+                    "start": "2026-11-01",
+                    "pairs": [["Zhang Wei", "Li Na"], ["Liu Yang", "Zhao Min"]],
+                    "people": [{"name": n} for n in ("Zhang Wei", "Li Na", "Liu Yang", "Zhao Min")],
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_shift_report_xlsx_md_csv(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await record_day(tmp_path / "d.db")
+    out = tmp_path / "shift.xlsx"
+    day = "2026-10-15T12:00"
+    assert (
+        main(
+            [
+                "report",
+                "-c",
+                str(config),
+                "--shift",
+                "--at",
+                day,
+                "--format",
+                "xlsx",
+                "--lang",
+                "zh",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    ws = openpyxl.load_workbook(out).active
+    rows = [[c for c in row if c is not None] for row in ws.iter_rows(values_only=True)]
+    flat = [" ".join(str(c) for c in r) for r in rows]
+    assert rows[0] == ["值班日志"]
+    assert rows[1] == ["班次", "2026-10-15 08:30 – 2026-10-15 20:30 CST"]
+    assert rows[2] == ["值班人员", "Zhang Wei, Li Na"]
+    assert ["ups1", "nut", "已恢复", "UPS ups1 on battery"] in rows
+    assert ["db1", "tcp", "故障", "/data on db1 is 93% full"] in rows
+    assert ["sw1", "tcp", "正常"] in rows  # its alert fired before the shift
+    assert ["A/env1", "温度（°C）", 21.0, 27.1] in rows
+    assert ["A/env1", "湿度（%RH）", 45.5, 52.0] in rows
+    ups = next(
+        r for r in rows if "UPS ups1 on battery" in r and "严重" not in r and r[0] == "10-15 09:05"
+    )
+    assert ups[-1] == "10-15 09:07 ack Li Na: mains breaker tripped, reset"
+    assert any("maintenance Zhang Wei: replace switch fan" in f for f in flat)
+    assert not any("next shift" in f or "before the shift" in f for f in flat)
+
+    capsys.readouterr()
+    assert main(["report", "-c", str(config), "--at", day]) == 0
+    md = capsys.readouterr().out
+    assert "# Duty diary" in md and "| ups1 | nut | recovered | UPS ups1 on battery |" in md
+    assert main(["report", "-c", str(config), "--at", day, "--format", "csv"]) == 0
+    assert "Room environment" in capsys.readouterr().out
+    # The previous shift is the night one of Liu Yang and Zhao Min.
+    assert main(["report", "-c", str(config), "--at", day, "--previous"]) == 0
+    assert "Liu Yang, Zhao Min" in capsys.readouterr().out
+
+
+async def test_duty_log_filters(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await record_day(tmp_path / "d.db")
+    capsys.readouterr()
+    assert main(["log", "-c", str(config), "--kind", "alert.", "--subject", "fp-ups"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines] == [
+        "alert.firing",
+        "alert.acknowledged",
+        "alert.resolved",
+    ]
+    assert main(["log", "-c", str(config), "--kind", "maintenance.add", "--json"]) == 0
+    assert '"reason": "replace switch fan"' in capsys.readouterr().out
+    assert main(["log", "--db", str(tmp_path / "d.db"), "--since", "1h"]) == 0
+    assert capsys.readouterr().out == ""  # the recorded day is long past
