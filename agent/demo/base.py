@@ -1,8 +1,8 @@
 """A simulated device of the demo site: a real protocol server on loopback plus a scenario.
 
 The demo site starts each device, asks it for the target entries that point at it, and calls
-`advance(elapsed)` (wall seconds) about once a second so the device can act out its part of the story (the
-room warms up, the UPS loses mains, a disk fills).
+`advance(elapsed)` (wall seconds) about once a second so the device can act out its part of
+the story (the room warms up, the UPS loses mains, a disk fills).
 """
 
 from __future__ import annotations
