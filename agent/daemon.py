@@ -198,7 +198,7 @@ class Daemon:
         if new.http != self.settings.http or new.storage != self.settings.storage:
             log.warning("http and storage settings take effect at the next restart")
         self.settings = new
-        self.notify.apply(new.oncall, new.escalation)
+        self.notify.apply(new.oncall, new.escalation, new.notify)
         self._apply_targets(new)
 
     def _apply_targets(self, settings: Settings) -> None:

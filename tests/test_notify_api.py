@@ -200,6 +200,7 @@ async def test_cli_commands_against_the_daemon(
             == 0
         )
         assert "as Li Na" in capsys.readouterr().out
+        await receiver.wait_for(4, 5)  # the acknowledgement told to the pair
         with pytest.raises(SystemExit, match=r"404.*no pending or firing alert"):
             await asyncio.to_thread(cli, "ack", "nothing")
         monkeypatch.setenv("DUTYD_API_TOKEN", "wrong")

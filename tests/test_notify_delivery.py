@@ -329,3 +329,26 @@ async def test_restart_resumes_escalation_without_repeating_pages(tmp_path: Path
         await storage.close()
     finally:
         await receiver.stop()
+
+
+async def test_reload_moves_queued_pages_to_the_new_channel(tmp_path: Path) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    dead = f"json://127.0.0.1:{free_port()}/old"
+    oncall, escalation, notify = configs({"old": dead}, ["old"], group_wait=0)
+    service, storage, _ = await make_service(tmp_path / "d.db", oncall, escalation, notify)
+    try:
+        await service(firing(1))
+        for _ in range(100):
+            if await storage.read_log(kinds=["notify.retry"]):
+                break
+            await asyncio.sleep(0.02)
+        new_oncall, _, new_notify = configs({"new": receiver.url("new")}, ["new"], group_wait=0)
+        service.apply(new_oncall, escalation, new_notify)
+        await receiver.wait_for(1, 5)
+        assert receiver.received[0]["path"] == "/new"
+        assert "host1 unreachable" in receiver.received[0]["body"]["title"]
+    finally:
+        await service.stop()
+        await storage.close()
+        await receiver.stop()

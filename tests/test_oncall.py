@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from pathlib import Path
 
+import pytest
+import yaml
+
+from agent.cli import main
 from agent.notify.config import OncallConfig
 from agent.notify.oncall import Rota
 
@@ -75,3 +80,38 @@ def test_day_night_and_overrides() -> None:
     assert rota.on_duty(at(2026, 11, 2, 9, 0)) == ("A", "B")
     assert rota.on_duty(at(2026, 11, 2, 13, 0)) == ("C", "B")  # a swap for two hours
     assert rota.on_duty(at(2026, 11, 2, 14, 0)) == ("A", "B")
+
+
+def test_dutyd_oncall_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "dutyd.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "oncall": {
+                    "timezone": "Asia/Shanghai",
+                    "handovers": ["08:30", "20:30"],
+                    "start": "2026-11-01",
+                    "pairs": [["A", "B"], ["C", "D"]],
+                    "people": PEOPLE,
+                    "roles": {"manager": ["E"]},
+                    "overrides": [
+                        {
+                            "start": "2026-11-02T08:30",
+                            "end": "2026-11-02T20:30",
+                            "replace": "B",
+                            "by": "E",
+                            "reason": "leave",
+                        }
+                    ],
+                }
+            }
+        )
+    )
+    assert main(["oncall", "-c", str(config), "--at", "2026-11-02T12:00"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "now   2026-11-02T08:30 - 2026-11-02T20:30  A, E"
+    assert out[1] == "        override: B -> E (leave)"
+    assert out[2] == "next  2026-11-02T20:30 - 2026-11-03T08:30  C, D"
+    assert out[3] == "manager: E"
+    assert main(["oncall", "-c", str(config), "--json"]) == 0
+    assert '"on_duty"' in capsys.readouterr().out

@@ -231,6 +231,11 @@ class ChannelConfig(StrictModel):
         given = [x for x in (self.url, self.url_env, self.url_file) if x is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of url, url_env, url_file")
+        from agent.notify.channels.apprise import understood  # apprise only when configured
+
+        if not understood(self.secret_url()):
+            # Never echo the URL: it holds the channel's token.
+            raise ValueError("apprise does not understand this URL (see apprise's URL list)")
         return self
 
     def secret_url(self) -> str:
@@ -311,6 +316,10 @@ def check_references(
                 problems.append(f"oncall.people: {p.name}: unknown channel {c!r}")
     names = {p.name for p in oncall.people}
     for policy in escalation.policies:
+        if any(step.oncall for step in policy.steps) and not oncall.pairs:
+            problems.append(
+                f"escalation.{policy.name}: pages the on-call pair, but oncall.pairs is empty"
+            )
         parts: list[Step | RedLineStep] = [*policy.steps]
         if policy.red_line is not None:
             parts.append(policy.red_line)

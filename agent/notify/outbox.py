@@ -130,9 +130,20 @@ class Outbox:
             )
         return out[:limit]
 
-    async def delivered(self, row_id: str, now: float, page_ids: list[str] | None = None) -> None:
-        """Remove the row and remember its id and its pages' ids as delivered."""
+    async def delivered(
+        self,
+        row_id: str,
+        now: float,
+        page_ids: list[str] | None = None,
+        log: tuple[str, str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Remove the row, remember its id and its pages' ids as delivered, and write the duty
+        log entry `log` = (kind, actor, data), all in one transaction."""
         ids = [row_id, *(page_ids or [])]
+        entry = None
+        if log is not None:
+            data = json.dumps(log[2], ensure_ascii=False, sort_keys=True, default=str)
+            entry = (now, log[0], log[1], row_id, data)
 
         def done(c: sqlite3.Connection) -> None:
             c.execute("BEGIN IMMEDIATE")
@@ -140,17 +151,24 @@ class Outbox:
             c.executemany(
                 "INSERT OR REPLACE INTO outbox_sent (id, ts) VALUES (?,?)", [(i, now) for i in ids]
             )
+            if entry is not None:
+                c.execute(
+                    "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)",
+                    entry,
+                )
             c.execute("COMMIT")
 
         await self.storage.run(done)
 
     async def already_sent(self, ids: list[str]) -> set[str]:
         def select(c: sqlite3.Connection) -> set[str]:
-            found = set()
-            for i in ids:
-                if c.execute("SELECT 1 FROM outbox_sent WHERE id=?", (i,)).fetchone():
-                    found.add(i)
-            return found
+            marks = ",".join("?" * len(ids))
+            # Only "?" placeholders are joined into the text; the ids are bound parameters.
+            sql = f"SELECT id FROM outbox_sent WHERE id IN ({marks})"  # noqa: S608
+            return {r[0] for r in c.execute(sql, ids).fetchall()}
+
+        if not ids:
+            return set()
 
         return await self.storage.run(select)
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,22 +69,10 @@ class NotifyService:
         self.outbox = Outbox(storage)
         self.grouper = Grouper(notify.group_wait)
         self.channels: dict[str, Channel] = {}
-        for name, cfg in notify.channels.items():
-            self.channels[name] = AppriseChannel(name, cfg)
         self.forwarders: list[str] = []
-        for i, fwd in enumerate(notify.alertmanager):
-            name = f"{ALERTMANAGER}-{i}"
-            self.channels[name] = AlertmanagerChannel(name, fwd)
-            self.forwarders.append(name)
-        key = notify.ack_key()
-        self.links = AckLinks(key, notify.ack_link_ttl) if key else None
-        self.buckets: dict[str, TokenBucket] = {
-            name: TokenBucket(cfg.rate_limit.count, cfg.rate_limit.per, clock())
-            for name, cfg in notify.channels.items()
-        }
-        for name in self.channels:
-            metrics.notifications_sent.labels(name)
-            metrics.notifications_failed.labels(name)
+        self.buckets: dict[str, TokenBucket] = {}
+        self.links: AckLinks | None = None
+        self._set_channels(notify, None)
         # The age is computed at scrape time from the oldest row's creation time.
         self._oldest: float | None = None
         metrics.outbox_oldest_age.set_function(
@@ -96,7 +86,9 @@ class NotifyService:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._flush_handles: dict[GroupKey, asyncio.TimerHandle] = {}
-        self._ready: list[GroupKey] = []
+        self._ready: list[GroupKey] = []  # groups whose window closed, to be written
+        self._flushing = False
+        self._logbuf: list[tuple[float, str, str, str, str]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -116,8 +108,7 @@ class NotifyService:
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
         ]
-        if self.forwarders:
-            self._tasks.append(asyncio.create_task(self._refresh_loop(), name="notify-am"))
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="notify-am"))
         depth, _, _ = await self.outbox.stats(self.clock())
         if depth:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
@@ -128,9 +119,11 @@ class NotifyService:
         # Open groups are written to the outbox, so they go out at the next start.
         for handle in self._flush_handles.values():
             handle.cancel()
-        for key in list(self.grouper.groups):
-            await self._flush(key)
         self._flush_handles.clear()
+        self._ready.extend(k for k in self.grouper.groups if k not in self._ready)
+        if self._ready and not self._flushing:
+            self._flushing = True
+            await self._flush_ready()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -184,16 +177,64 @@ class NotifyService:
     def wake_escalation(self) -> None:
         self._escalate.set()
 
-    def apply(self, oncall: OncallConfig, escalation: EscalationConfig) -> None:
-        """A config reload: new rota and policies; alerts being escalated keep their state."""
+    def apply(
+        self,
+        oncall: OncallConfig,
+        escalation: EscalationConfig,
+        notify: NotifyConfig | None = None,
+    ) -> None:
+        """A config reload: new rota, policies and channels; alerts being escalated keep their
+        state, and queued messages for a removed channel move on to the person's next one."""
         self.oncall = oncall
         self.rota = Rota(oncall)
         self.escalator.rota = self.rota
         self.escalator.config = escalation
+        if notify is not None and notify != self.config:
+            old = self.config
+            self.config = notify
+            self.grouper.window = notify.group_wait
+            self._set_channels(notify, old)
         self._escalate.set()
+        self._wake.set()
+
+    def _set_channels(self, notify: NotifyConfig, old: NotifyConfig | None) -> None:
+        """Build the channels of `notify`, keeping those unchanged since `old`."""
+        previous = self.channels
+        channels: dict[str, Channel] = {}
+        for name, cfg in notify.channels.items():
+            same = old is not None and old.channels.get(name) == cfg and name in previous
+            channels[name] = previous[name] if same else AppriseChannel(name, cfg)
+            if not same:
+                self.buckets[name] = TokenBucket(
+                    cfg.rate_limit.count, cfg.rate_limit.per, self.clock()
+                )
+        forwarders = []
+        for i, fwd in enumerate(notify.alertmanager):
+            name = f"{ALERTMANAGER}-{i}"
+            same = old is not None and i < len(old.alertmanager) and old.alertmanager[i] == fwd
+            channels[name] = previous[name] if same else AlertmanagerChannel(name, fwd)
+            forwarders.append(name)
+        for name, channel in previous.items():
+            if channels.get(name) is not channel:
+                self._spawn(channel.close())
+        self.channels, self.forwarders = channels, forwarders
+        key = notify.ack_key()
+        self.links = AckLinks(key, notify.ack_link_ttl) if key else None
+        for name in channels:
+            self.metrics.notifications_sent.labels(name)
+            self.metrics.notifications_failed.labels(name)
 
     def add_pages(self, pages: list[Page], now: float) -> None:
         for page in pages:
+            if not page.recipients:
+                # A step that resolves to nobody (a role left empty by a reload) must be seen.
+                self._log_soon(
+                    page.at, "notify.no_recipient", page.event.fingerprint, {"kind": page.kind}
+                )
+                log.error(
+                    "an escalation step has nobody to page",
+                    extra={"fields": {"alert": page.event.rule, "kind": str(page.kind)}},
+                )
             self._log_soon(
                 page.at,
                 f"escalation.{page.kind}",
@@ -208,7 +249,10 @@ class NotifyService:
 
     def _flush_soon(self, key: GroupKey) -> None:
         self._flush_handles.pop(key, None)
-        self._spawn(self._flush(key))
+        self._ready.append(key)
+        if not self._flushing:
+            self._flushing = True
+            self._spawn(self._flush_ready())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -216,7 +260,28 @@ class NotifyService:
         task.add_done_callback(self._pending.discard)
 
     def _log_soon(self, ts: float, kind: str, subject: str, data: dict[str, Any]) -> None:
-        self._spawn(self._log(ts, kind, "dutyd", subject, data))
+        """Queue a duty log entry; queued entries are written together (one transaction for a
+        burst of a thousand alerts, not a thousand)."""
+        payload = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+        self._logbuf.append((ts, kind, "dutyd", subject, payload))
+        if len(self._logbuf) == 1:
+            self._spawn(self._write_logs())
+
+    async def _write_logs(self) -> None:
+        await asyncio.sleep(0)  # let the rest of this burst queue up first
+        rows, self._logbuf = self._logbuf, []
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")
+            c.executemany(
+                "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)", rows
+            )
+            c.execute("COMMIT")
+
+        try:
+            await self.storage.run(insert)
+        except Exception:
+            log.exception("duty log write failed")
 
     async def _log(
         self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
@@ -234,17 +299,31 @@ class NotifyService:
         lang = (cfg.language if cfg else None) or self.config.language
         return tz, lang
 
-    async def _flush(self, key: GroupKey) -> None:
-        pages = self.grouper.take(key)
-        if not pages:
-            return
+    async def _flush_ready(self) -> None:
+        """Write every group whose window has closed: one dedup query, one insert."""
+        try:
+            while self._ready:
+                keys, self._ready = self._ready, []
+                groups = [(key, self.grouper.take(key)) for key in keys]
+                ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
+                sent = await self.outbox.already_sent(ids)
+                now = self.clock()
+                rows = []
+                for key, pages in groups:
+                    fresh = [p for p in pages if page_id(p, key[0]) not in sent]
+                    if fresh:
+                        row = self._message(key, fresh, now)
+                        if row is not None:
+                            rows.append(row)
+                if rows:
+                    await self.outbox.put(rows)
+                    self._wake.set()
+        finally:
+            self._flushing = False
+
+    def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxRow | None:
+        """The outbox row of one group: rendered for its recipient (language, time zone)."""
         recipient = key[0]
-        now = self.clock()
-        ids = {page_id(p, recipient): p for p in pages}
-        sent = await self.outbox.already_sent(list(ids))
-        pages = [p for pid, p in ids.items() if pid not in sent]
-        if not pages:
-            return
         tz, lang = self._site(key[2])
         if recipient.kind == "person":
             person = self.oncall.person(recipient.name)
@@ -255,12 +334,12 @@ class NotifyService:
             channel_cfg = self.config.channels.get(recipient.name)
             lang = (channel_cfg.language if channel_cfg else None) or lang
         if not contacts:
-            await self._log(now, "notify.no_contact", "dutyd", str(recipient), {"kind": key[1]})
+            self._log_soon(now, "notify.no_contact", str(recipient), {"kind": key[1]})
             log.error(
                 "nobody to send to: no usable contact",
                 extra={"fields": {"recipient": str(recipient)}},
             )
-            return
+            return None
         mid = message_id(pages, recipient)
         links: dict[str, str] = {}
         if (
@@ -277,11 +356,11 @@ class NotifyService:
         payload = {
             "title": title,
             "body": body,
-            "pages": list(ids),
+            "pages": [page_id(p, recipient) for p in pages],
             "fingerprints": sorted({p.event.fingerprint for p in pages}),
             "due": min(p.at for p in pages),
         }
-        row = OutboxRow(
+        return OutboxRow(
             mid,
             str(recipient),
             key[1],
@@ -291,8 +370,6 @@ class NotifyService:
             created=now,
             next_at=now,
         )
-        await self.outbox.put([row])
-        self._wake.set()
 
     async def _forward(self, event: AlertEvent, now: float) -> None:
         fp = event.fingerprint
@@ -350,9 +427,13 @@ class NotifyService:
     # -- delivery -------------------------------------------------------------------------------
 
     async def _deliver_loop(self) -> None:
+        pruned = 0.0
         while True:
             self._wake.clear()
             now = self.clock()
+            if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
+                pruned = now
+                await self.outbox.prune_sent(now)
             free = MAX_IN_FLIGHT - len(self._inflight)
             if free > 0:
                 for row in await self.outbox.due(now, free, set(self._inflight)):
@@ -374,13 +455,24 @@ class NotifyService:
             self._inflight.discard(row.id)
             self._wake.set()
 
+    def _contacts(self, recipient: str) -> list[str]:
+        if recipient.startswith("#"):
+            return [recipient[1:]] if recipient[1:] in self.channels else []
+        person = self.oncall.person(recipient)
+        return [c for c in (person.contacts if person else []) if c in self.channels]
+
     async def _attempt(self, row: OutboxRow) -> None:
         now = self.clock()
         channel = self.channels.get(row.channel)
-        if channel is None:  # removed by a config reload: move on to the next contact
-            if row.fallbacks:
-                row.channel = row.fallbacks.pop(0)
-                row.next_at = now
+        if channel is None:
+            # Removed by a config reload: the remaining contacts, else the recipient's
+            # contacts as configured now.
+            choices = [c for c in row.fallbacks if c in self.channels] or self._contacts(
+                row.recipient
+            )
+            if choices:
+                row.channel, row.fallbacks = choices[0], choices[1:]
+                row.channel_failures, row.next_at = 0, now
                 await self.outbox.reschedule(row)
             else:
                 await self.outbox.drop(row.id)
@@ -407,12 +499,13 @@ class NotifyService:
             "attempts": row.attempts + 1,
         }
         if result.ok:
-            await self.outbox.delivered(row.id, now, row.payload.get("pages"))
+            await self.outbox.delivered(
+                row.id, now, row.payload.get("pages"), ("notify.sent", "dutyd", info)
+            )
             self.metrics.notifications_sent.labels(row.channel).inc()
             due = row.payload.get("due")
             if isinstance(due, int | float):
                 self.metrics.notify_latency.observe(max(0.0, now - due))
-            await self._log(now, "notify.sent", "dutyd", row.id, info)
             return
         self.metrics.notifications_failed.labels(row.channel).inc()
         if bucket is not None:

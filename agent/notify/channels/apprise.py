@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,9 +25,22 @@ from agent.notify.config import ChannelConfig
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
-# apprise logs through the root logger's handlers; keep its chatter (and any URL it might
-# print on a parse error) out of the duty log unless it is a warning.
-logging.getLogger("apprise").setLevel(logging.WARNING)
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://\S*")
+
+
+class _RedactUrls(logging.Filter):
+    """apprise names the whole URL (tokens included) when it cannot parse or load one; the
+    rule is that secrets never reach a log, so every URL in its messages is cut to the scheme."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _URL.sub(r"\1://<redacted>", record.getMessage())
+        record.args = None
+        return True
+
+
+_apprise_log = logging.getLogger("apprise")
+_apprise_log.setLevel(logging.WARNING)  # its INFO chatter is one line per message sent
+_apprise_log.addFilter(_RedactUrls())
 
 
 @functools.cache
@@ -36,6 +50,12 @@ def _load_plugins() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         apprise.Apprise().add("json://127.0.0.1/")
+
+
+def understood(url: str) -> bool:
+    """True when apprise has a plugin for this URL and can parse it."""
+    _load_plugins()
+    return bool(apprise.Apprise().add(url))
 
 
 class AppriseChannel:
