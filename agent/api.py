@@ -12,6 +12,12 @@ without a configured token they answer 403. Bad input is a 4xx with the reason i
     POST /api/v1/drills         {"actor", "wait": "10m", "speed": 1}
     GET  /api/v1/drills/{id}
     GET  /api/v1/oncall         who is on duty now and next (read-only, no token)
+    GET  /api/v1/alerts[?state=&severity=&target=&rule=]   alerts with their overlays
+    GET  /api/v1/alerts/{fp}    one alert and its duty-log history
+    GET  /api/v1/targets[?up=0] targets with their last poll result
+    GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
+    GET  /api/v1/openapi.json   the OpenAPI description (agent/openapi.py)
+    GET  /status, /api/v1/status  the on-call status page and its data (agent/statuspage/)
     GET  /ack/{token}           the signed link of a notification: a confirmation page
     POST /ack/{token}           acknowledges (a GET never changes state: mail scanners follow
                                 links, and must not acknowledge alerts on the engineer's behalf)
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agent import openapi, statuspage, views
 from agent.configtypes import parse_duration
 from agent.drill import Drills
 from agent.http import USER
@@ -319,6 +326,97 @@ async def post_ack_link(request: web.Request) -> web.Response:
     return _page(f"<p>Acknowledged by {html.escape(claim.actor)}. 已确认。</p>")
 
 
+# -- read endpoints (open on loopback; behind the web config's basic auth when one is set) ------
+
+_STATES = frozenset({"pending", "firing", "resolved"})
+
+
+def _query_list(request: web.Request, key: str, allowed: frozenset[str] | None = None) -> set[str]:
+    values = {v for raw in request.query.getall(key, []) for v in raw.split(",") if v}
+    if allowed is not None and not values <= allowed:
+        bad = ", ".join(sorted(values - allowed))
+        raise ApiError(400, f"unknown {key} {bad!r}: use {', '.join(sorted(allowed))}")
+    return values
+
+
+@_errors
+async def get_alerts(request: web.Request) -> web.Response:
+    """Alerts with their overlays; filters: state, severity, target, rule (comma lists)."""
+    states = _query_list(request, "state", _STATES)
+    severities = _query_list(request, "severity")
+    targets = _query_list(request, "target")
+    rules = _query_list(request, "rule")
+    out = [
+        a
+        for a in _daemon(request).list_alerts(states)
+        if (not severities or a["severity"] in severities)
+        and (not targets or a["labels"].get("target") in targets)
+        and (not rules or a["rule"] in rules)
+    ]
+    return web.json_response({"alerts": views.sort_alerts(out)})
+
+
+@_errors
+async def get_alert(request: web.Request) -> web.Response:
+    """One alert (by fingerprint or unique prefix) with its duty-log history."""
+    daemon = _daemon(request)
+    fp = resolve_alert(daemon, request.match_info["fingerprint"])
+    alert = next((a for a in daemon.list_alerts() if a["fingerprint"] == fp), None)
+    history = await daemon.storage.read_log(subject=fp, limit=1000)
+    return web.json_response({"alert": alert, "history": views.log_view(history)})
+
+
+@_errors
+async def get_targets(request: web.Request) -> web.Response:
+    daemon = _daemon(request)
+    kinds = {t.name: t for t in daemon.settings.targets}
+    out = []
+    for status in daemon.store.status.values():
+        view = views.target_view(status)
+        cfg = kinds.get(status.name)
+        view["labels"] = dict(cfg.labels) if cfg is not None else {}
+        view["address"] = cfg.address if cfg is not None else ""
+        out.append(view)
+    if request.query.get("up") in ("0", "false"):
+        out = [t for t in out if not t["up"]]
+    return web.json_response({"targets": sorted(out, key=lambda t: t["name"])})
+
+
+@_errors
+async def get_silences(request: web.Request) -> web.Response:
+    return web.json_response({"silences": _daemon(request).list_silences()})
+
+
+@_errors
+async def get_maintenance(request: web.Request) -> web.Response:
+    return web.json_response({"maintenance": _daemon(request).list_maintenance()})
+
+
+@_errors
+async def get_log(request: web.Request) -> web.Response:
+    """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        until = float(request.query["until"]) if "until" in request.query else None
+        limit = int(request.query.get("limit", "200"))
+    except ValueError as exc:
+        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
+    if not 0 < limit <= 10_000:
+        raise ApiError(400, "limit must be between 1 and 10000")
+    entries = await _daemon(request).storage.read_log(
+        since=since,
+        until=until,
+        kinds=sorted(_query_list(request, "kind")),
+        subject=request.query.get("subject"),
+        limit=limit,
+    )
+    return web.json_response({"entries": views.log_view(entries)})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
 def install_api(daemon: Daemon) -> Drills:
     """Add the duty routes to the daemon's HTTP app (before it starts)."""
     app = daemon.http.app
@@ -336,6 +434,15 @@ def install_api(daemon: Daemon) -> Drills:
     app.router.add_post("/api/v1/drills", post_drill)
     app.router.add_get("/api/v1/drills/{id}", get_drill)
     app.router.add_get("/api/v1/oncall", get_oncall)
+    app.router.add_get("/api/v1/alerts", get_alerts)
+    app.router.add_get("/api/v1/alerts/{fingerprint}", get_alert)
+    app.router.add_get("/api/v1/targets", get_targets)
+    app.router.add_get("/api/v1/silences", get_silences)
+    app.router.add_get("/api/v1/maintenance", get_maintenance)
+    app.router.add_get("/api/v1/log", get_log)
+    app.router.add_get("/api/v1/openapi.json", get_openapi)
+    statuspage.add_routes(app, daemon)
+    daemon.http.open_prefixes += ("/ack/",)  # the signed token is the credential
     app.router.add_get("/ack/{token}", get_ack_link)
     app.router.add_post("/ack/{token}", post_ack_link)
     return drills

@@ -202,6 +202,9 @@ class HttpServer:
         self.web_config_file = web_config_file
         # Routes served without a password even when basic_auth_users is set.
         self.open_paths: set[str] = {"/healthz"}
+        # Path prefixes served without a password: routes that carry their own proof (the
+        # signed, expiring ack links of notifications, opened on a phone).
+        self.open_prefixes: tuple[str, ...] = ()
         self._auth: BasicAuth | None = None
         self._ssl: ssl.SSLContext | None = None
         self.app = web.Application(middlewares=[self._auth_middleware])
@@ -246,7 +249,11 @@ class HttpServer:
 
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self._auth is None or request.path in self.open_paths:
+        if (
+            self._auth is None
+            or request.path in self.open_paths
+            or request.path.startswith(self.open_prefixes)
+        ):
             return await handler(request)
         user = await self._auth.user(request.headers.get("Authorization", ""))
         if user is None:

@@ -76,7 +76,7 @@ def log_text(entry: LogEntry) -> str:
     data = entry.data
     detail = data.get("summary") or data.get("note") or data.get("reason") or entry.subject
     who = "" if entry.actor in ("", "dutyd") else f" [{entry.actor}]"
-    return f"{entry.kind}{who}: {detail}"
+    return f"{entry.kind}{who}: {detail}" if detail else f"{entry.kind}{who}"
 
 
 def log_view(entries: Iterable[LogEntry]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from agent.configtypes import format_duration
 from agent.daemon import Daemon
 from agent.demo import DEVICES
 from agent.demo.base import DemoDevice
+from agent.notify.demo import DemoPager, demo_duty_sections
 from rules.packs import load_pack
 
 log = logging.getLogger("dutyd.demo")
@@ -59,13 +60,19 @@ async def run_demo(port: int, speed: float = 1.0, duration: float | None = None)
     if port == 0:
         port = _free_port()
     devices = [cls(speed=speed) for cls in DEVICES]
+    pager = DemoPager()
     with tempfile.TemporaryDirectory(prefix="dutyd-demo-") as tmp:
         started: list[DemoDevice] = []
         try:
             for device in devices:
                 await device.start()
                 started.append(device)
-            settings = load_from_dict(demo_config(devices, port, Path(tmp) / "demo.db"), "<demo>")
+            # The engineers' phones: a webhook receiver that prints each page with its ack link,
+            # so the escalation is seen walking its steps (minutes of the policy as seconds).
+            await pager.start()
+            config = demo_config(devices, port, Path(tmp) / "demo.db")
+            config.update(demo_duty_sections(pager.port, port))
+            settings = load_from_dict(config, "<demo>")
             daemon = Daemon(settings)
             _print_intro(settings, devices)
             story = asyncio.create_task(_play(devices))
@@ -78,6 +85,7 @@ async def run_demo(port: int, speed: float = 1.0, duration: float | None = None)
                 with contextlib.suppress(asyncio.CancelledError):
                     await story
         finally:
+            await pager.stop()
             for device in reversed(started):
                 await device.stop()
     return 0
@@ -112,9 +120,17 @@ def _print_intro(settings: Any, devices: list[DemoDevice]) -> None:
     url = f"http://{settings.http.listen}:{settings.http.port}"
     lines += [
         "",
+        f"Status:   {url}/status   (the on-call page; API token {_api_token(settings)})",
         f"Metrics:  {url}/metrics   (alerts: dutyd_alert_state)",
         f"Health:   {url}/healthz",
+        "Escalation: critical alerts page the on-duty pair at once, the manager after 20 s",
+        "            and the director after 40 s until acknowledged (the phones print below).",
         "Stop:     Ctrl-C",
         "",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _api_token(settings: Any) -> str:
+    # The demo's token is made up for this run; printing it lets a visitor acknowledge.
+    return str(settings.api.secret() or "")

@@ -40,15 +40,27 @@ async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]
     entries = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=100_000)
     return {
         "generated_at": now,
-        "language": lang or daemon.language,
-        "timezone": daemon.timezone,
+        "language": lang or daemon.settings.notify.language,
+        "timezone": daemon.settings.notify.timezone,
         "alerts": views.sort_alerts(alerts),
         "environment": views.environment_view(daemon.store),
         "targets_total": len(statuses),
         "targets_up": sum(1 for s in statuses if s.up),
         "targets_down": down,
-        "oncall": daemon.oncall_summary(now),
+        "oncall": _oncall(daemon, now),
         "log": views.log_view(reversed(entries[-LOG_TAIL:])),
+    }
+
+
+def _oncall(daemon: Daemon, now: float) -> dict[str, Any] | None:
+    rota = daemon.notify.rota
+    if not rota.config.pairs:  # no rota configured
+        return None
+    current, nxt = rota.now_and_next(now)
+    return {
+        "now": list(rota.on_duty(now)),
+        "next": list(nxt.people),
+        "shift_ends": current.end.isoformat(),
     }
 
 

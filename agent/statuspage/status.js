@@ -89,7 +89,7 @@ async function post(path, body) {
 function ack(alert) {
   const note = prompt(t("note_prompt"), "") ?? null;
   if (note === null) return;
-  post(`/api/v1/alerts/${encodeURIComponent(alert.fingerprint)}/ack`, { note });
+  post("/api/v1/ack", { alert: alert.fingerprint, note });
 }
 
 function silence(alert) {

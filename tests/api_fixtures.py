@@ -1,0 +1,127 @@
+"""An in-process daemon with one failing application, for the API and status-page tests.
+
+A real aiohttp "portal" answers 500, a real HTTP probe polls it every second, and a custom
+rule turns `probe_success == 0` into a critical alert at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent.config import load_from_dict
+from agent.daemon import Daemon
+
+TOKEN = "api-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Portal:
+    """The application under watch: answers 500 until told otherwise."""
+
+    def __init__(self) -> None:
+        self.status = 500
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(text="portal", status=self.status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def config(tmp: Path, portal_url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "targets": [
+            {
+                "name": "portal",
+                "kind": "http",
+                "address": portal_url,
+                "interval": "1s",
+                "timeout": "1s",
+                "labels": {"site": "hq", "role": "application"},
+            }
+        ],
+        "rules": {
+            "custom": [
+                {
+                    "name": "portal_failing",
+                    "metric": "probe_success",
+                    "targets": ["portal"],
+                    "condition": {"below": 1},
+                    "for": "0s",
+                    "severity": "critical",
+                    "summary": "Portal {target} fails its check",
+                }
+            ]
+        },
+        "http": {"port": 0},
+        "storage": {"path": str(tmp / "dutyd.db")},
+        "api": {"token": TOKEN},
+        "oncall": {
+            "pairs": [["Zhang Wei", "Li Na"], ["Liu Yang", "Zhao Min"]],
+            "people": [{"name": n} for n in ("Zhang Wei", "Li Na", "Liu Yang", "Zhao Min")],
+        },
+        **extra,
+    }
+
+
+class Running:
+    def __init__(self, daemon: Daemon, portal: Portal, session: aiohttp.ClientSession) -> None:
+        self.daemon = daemon
+        self.portal = portal
+        self.http = session
+        self.base = daemon.http.url
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.http.get(self.base + path) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        async with self.http.post(
+            self.base + path, json=body, headers=AUTH if headers is None else headers
+        ) as r:
+            return r.status, await r.json(content_type=None)
+
+    async def firing(self) -> dict[str, Any]:
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            _, body = await self.get("/api/v1/alerts?state=firing")
+            if body["alerts"]:
+                return body["alerts"][0]
+            await asyncio.sleep(0.2)
+        raise AssertionError("the portal alert never fired")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    portal = Portal()
+    await portal.start()
+    daemon = Daemon(load_from_dict(config(tmp_path, portal.url), "<test>"))
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Running(daemon, portal, session)
+    finally:
+        await daemon.stop()
+        await portal.stop()

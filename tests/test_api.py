@@ -1,0 +1,112 @@
+"""The read side of the JSON API and its OpenAPI description, on a real in-process daemon
+polling a real HTTP application; writes are refused without the token and recorded with it."""
+
+from __future__ import annotations
+
+from agent.openapi import document
+from tests.api_fixtures import Running
+
+
+async def test_alerts_filters_history_and_ack_in_the_duty_log(running: Running) -> None:
+    alert = await running.firing()
+    assert alert["rule"] == "portal_failing"
+    assert alert["labels"]["target"] == "portal"
+    assert alert["acknowledged"] is None
+
+    # Filters: state, severity, target, rule; unknown states are a 400 with the reason.
+    assert (await running.get("/api/v1/alerts?severity=warning"))[1]["alerts"] == []
+    assert (
+        len((await running.get("/api/v1/alerts?target=portal&rule=portal_failing"))[1]["alerts"])
+        == 1
+    )
+    status, body = await running.get("/api/v1/alerts?state=burning")
+    assert status == 400 and "burning" in body["error"]
+
+    # A write without the token is refused and changes nothing.
+    status, body = await running.post("/api/v1/ack", {"alert": alert["fingerprint"]}, {})
+    assert status == 401 and "Bearer" in body["error"]
+    status, body = await running.post(
+        "/api/v1/ack", {"alert": alert["fingerprint"], "actor": "Li Na", "note": "on my way"}
+    )
+    assert status == 200, body
+
+    status, one = await running.get(f"/api/v1/alerts/{alert['fingerprint'][:8]}")
+    assert status == 200
+    assert one["alert"]["acknowledged"]["by"] == "Li Na"
+    kinds = [e["kind"] for e in one["history"]]
+    assert "alert.firing" in kinds and "alert.acknowledged" in kinds
+    ack = next(e for e in one["history"] if e["kind"] == "alert.acknowledged")
+    assert ack["actor"] == "Li Na"
+
+    _, log = await running.get("/api/v1/log?kind=alert.&limit=50")
+    assert any(e["kind"] == "alert.acknowledged" for e in log["entries"])
+    status, body = await running.get("/api/v1/log?limit=0")
+    assert status == 400
+    status, body = await running.get("/api/v1/log?since=yesterday")
+    assert status == 400 and "numbers" in body["error"]
+    status, body = await running.get("/api/v1/alerts/ffffffffffff")
+    assert status == 404
+
+
+async def test_targets_silences_maintenance_and_oncall(running: Running) -> None:
+    await running.firing()
+    _, body = await running.get("/api/v1/targets")
+    (portal,) = body["targets"]
+    assert portal["name"] == "portal" and portal["up"] is True
+    assert portal["labels"] == {"site": "hq", "role": "application"}
+    assert (await running.get("/api/v1/targets?up=0"))[1]["targets"] == []
+
+    status, body = await running.post(
+        "/api/v1/silences",
+        {"matchers": {"target": "portal"}, "duration": "1h", "actor": "Zhang Wei", "reason": "fix"},
+    )
+    assert status == 201, body
+    _, silences = await running.get("/api/v1/silences")
+    assert [s["actor"] for s in silences["silences"]] == ["Zhang Wei"]
+    status, body = await running.post(
+        "/api/v1/silences", {"matchers": {"target": "portal"}, "actor": "x", "reason": "y"}
+    )
+    assert status == 400 and "duration" in body["error"]
+
+    _, windows = await running.get("/api/v1/maintenance")
+    assert windows["maintenance"] == []
+    _, oncall = await running.get("/api/v1/oncall")
+    assert len(oncall["on_duty"]) == 2
+
+
+async def test_status_data_and_page_assets(running: Running) -> None:
+    await running.firing()
+    status, data = await running.get("/api/v1/status?lang=zh")
+    assert status == 200
+    assert data["language"] == "zh"
+    assert data["alerts"][0]["rule"] == "portal_failing"
+    assert data["targets_total"] == 1 and data["targets_up"] == 1
+    assert len(data["oncall"]["now"]) == 2
+    assert any(e["kind"] == "alert.firing" for e in data["log"])
+    assert (await running.get("/api/v1/status?lang=fr"))[0] == 400
+    for path, kind in [
+        ("/status", "text/html"),
+        ("/status/status.js", "application/javascript"),
+        ("/status/status.css", "text/css"),
+    ]:
+        async with running.http.get(running.base + path) as r:
+            assert r.status == 200 and r.content_type == kind
+            text = await r.text()
+            assert "http://" not in text.replace("http://127.0.0.1", "")  # no CDN
+    async with running.http.get(running.base + "/status/other.js") as r:
+        assert r.status == 404
+
+
+async def test_openapi_describes_every_api_route(running: Running) -> None:
+    status, served = await running.get("/api/v1/openapi.json")
+    assert status == 200 and served == document()
+    described = {(path, method.upper()) for path, ops in served["paths"].items() for method in ops}
+    routes = {
+        (r.resource.canonical, r.method)
+        for r in running.daemon.http.app.router.routes()
+        if r.resource is not None
+        and r.resource.canonical.startswith("/api/")
+        and r.method != "HEAD"
+    }
+    assert routes - described == set()
+    assert described - routes == set()

@@ -1,0 +1,82 @@
+"""The on-call status page in a real headless Chromium (Debian `chromium`, driven by
+Playwright): it loads with no external resource, shows the firing alert, and its acknowledge
+button acknowledges it through the API. The screenshot is kept in tests/output/ (a CI
+artifact, not committed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from playwright.async_api import Dialog, async_playwright
+
+from tests.api_fixtures import TOKEN, Running
+from tests.peers import require_binary
+
+OUTPUT = Path(__file__).parent / "output"
+# What the project's probe showed is needed in this sandbox: no sandbox as root, and no
+# background traffic towards Google's hosts on a machine with no internet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+async def test_page_shows_the_alert_and_acknowledges_it(running: Running) -> None:
+    chromium = require_binary("chromium")
+    alert = await running.firing()
+    OUTPUT.mkdir(exist_ok=True)
+    external: list[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith(running.base) else external.append(r.url),
+            )
+            # The engineer's phone remembers the token and the name from a first visit.
+            await page.add_init_script(
+                f"localStorage.setItem('dutyd.token', '{TOKEN}');"
+                "localStorage.setItem('dutyd.actor', 'Li Na');"
+            )
+
+            async def answer(dialog: Dialog) -> None:
+                await dialog.accept("on my way to the server room")
+
+            page.on("dialog", lambda d: asyncio.ensure_future(answer(d)))
+            await page.goto(running.base + "/status")
+            card = page.locator(f'.alert[data-fingerprint="{alert["fingerprint"]}"]')
+            await card.wait_for(timeout=10_000)
+            assert "portal_failing" in await card.inner_text()
+            assert "critical" in (await card.get_attribute("class") or "")
+            assert "Zhang Wei" in await page.locator("#oncall").inner_text()
+            await page.screenshot(path=str(OUTPUT / "status-page.png"), full_page=True)
+
+            await card.locator("button.ack").click()
+            deadline = time.monotonic() + 10
+            acked = None
+            while time.monotonic() < deadline and not acked:
+                _, one = await running.get(f"/api/v1/alerts/{alert['fingerprint']}")
+                acked = one["alert"]["acknowledged"]
+                await asyncio.sleep(0.2)
+            assert acked == {**acked, "by": "Li Na", "note": "on my way to the server room"}
+            await page.locator(".badge.acked").wait_for(timeout=10_000)
+            await page.screenshot(path=str(OUTPUT / "status-page-acked.png"), full_page=True)
+
+            # Simplified Chinese by setting (here the query string).
+            await page.goto(running.base + "/status?lang=zh")
+            await page.locator("body[data-loaded='1']").wait_for(timeout=10_000)
+            assert await page.locator("h1").inner_text() == "值班"
+            assert "已确认" in await page.locator(".alert").first.inner_text()
+        finally:
+            await browser.close()
+    assert external == []
+    _, log = await running.get("/api/v1/log?kind=alert.acknowledged")
+    assert [e["actor"] for e in log["entries"]] == ["Li Na"]
