@@ -124,3 +124,15 @@ def _check_label_names(labels: dict[str, str]) -> dict[str, str]:
 
 
 LabelMap = Annotated[dict[str, str], AfterValidator(_check_label_names)]
+
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+
+
+def check_metric_name(name: str) -> str:
+    """A sample name a user chose (a Modbus register, an SNMP OID map entry)."""
+    if not _METRIC_NAME.match(name):
+        raise ValueError(f"{name!r} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
+    if name.startswith("dutyd_"):
+        raise ValueError("the dutyd_ prefix is reserved for dutyd's own metrics")
+    return name

@@ -21,6 +21,30 @@ from agent.records import Labels, Sample
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
 
+def parse_host_port(address: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` (a bare IPv6 literal too) -> (host, port).
+
+    Raises ValueError naming what is wrong, for the config report."""
+    text = address.strip()
+    port_text = ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{address!r} is not host, host:port or [ipv6]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host = text  # a bare IPv6 address has several colons and no port
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"{address!r} has no usable host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"port {port_text!r} in {address!r} is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
 class TargetConfig(StrictModel):
     """Fields every target has. A collector's own model subclasses this and sets `kind`."""
 

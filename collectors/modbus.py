@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import struct
 import threading
 import time
@@ -17,7 +16,7 @@ from pyModbusTCP import constants as mb
 from pyModbusTCP.client import ModbusClient
 from pyModbusTCP.utils import valid_host
 
-from agent.configtypes import LabelMap, StrictModel, format_duration
+from agent.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
 from agent.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
 from collectors.base import Collector, CollectorContext, Readings, TargetConfig
 
@@ -35,7 +34,6 @@ _STRUCT: dict[str, str] = {
     "float32": ">f",
 }
 _BIT_TABLES = frozenset({"coil", "discrete"})
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 # The most one request may ask for (Modbus application protocol, functions 0x01-0x04).
 _MAX_PER_REQUEST: dict[str, int] = {"holding": 125, "input": 125, "coil": 2000, "discrete": 2000}
 _TABLE_NOUN: dict[str, str] = {
@@ -136,11 +134,7 @@ class ModbusRegister(StrictModel):
     @field_validator("name")
     @classmethod
     def _metric_name(cls, v: str) -> str:
-        if not _METRIC_NAME.match(v):
-            raise ValueError(f"{v!r} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
-        if v.startswith("dutyd_"):
-            raise ValueError("the dutyd_ prefix is reserved for dutyd's own metrics")
-        return v
+        return check_metric_name(v)
 
     @field_validator("scale")
     @classmethod

@@ -21,7 +21,7 @@ from agent.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from collectors.base import Collector, CollectorContext, Readings, TargetConfig, parse_host_port
 
 DEFAULT_PORT = 3493
 # upsd's own buffers are 4 KiB (LARGEBUF); a longer line is not NUT talking.
@@ -135,25 +135,7 @@ class NutTarget(TargetConfig):
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]` or `[v6]:port` -> (host, port)."""
-    text = address.strip()
-    port_text = ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{address!r} is not host, host:port or [ipv6]:port")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host = text  # a bare IPv6 address has several colons and no port
-    if not host:
-        raise ValueError(f"{address!r} has no host")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} in {address!r} is not a number from 1 to 65535")
-    return host, int(port_text)
+    return parse_host_port(address, DEFAULT_PORT)
 
 
 def split_line(line: str) -> list[str]:

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from agent.configtypes import SecretEnv, SecretFile, pick_secret
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from collectors.base import Collector, CollectorContext, Readings, TargetConfig, parse_host_port
 from collectors.snmp.client import FastClient, Query, SnmpClient
 from collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
 from collectors.snmp.profiles import PROFILES, Profile
@@ -64,25 +64,7 @@ _VERSIONS = {"1": "1", "v1": "1", "2": "2c", "2c": "2c", "v2c": "2c", "3": "3", 
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]` or `[v6]:port` (a bare IPv6 literal too) -> (host, port)."""
-    text = address.strip()
-    port_text = ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{address!r} is not host, host:port or [ipv6]:port")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host = text
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"{address!r} has no usable host")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} in {address!r} is not a number from 1 to 65535")
-    return host, int(port_text)
+    return parse_host_port(address, DEFAULT_PORT)
 
 
 class SnmpTarget(TargetConfig):

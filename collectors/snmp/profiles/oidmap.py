@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.configtypes import LabelMap, StrictModel
+from agent.configtypes import LabelMap, StrictModel, check_metric_name
 from agent.errors import ReadingUnavailable
 from collectors.base import Readings
 from collectors.snmp.codec import Oid, format_oid, parse_oid
@@ -36,7 +36,6 @@ from collectors.snmp.profiles.base import (
 if TYPE_CHECKING:
     from collectors.snmp.collector import SnmpTarget
 
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"target", "kind"})
 
@@ -82,11 +81,7 @@ class OidMetric(StrictModel):
     @field_validator("name")
     @classmethod
     def _metric_name(cls, v: str) -> str:
-        if not _METRIC_NAME.match(v):
-            raise ValueError(f"{v!r} is not a metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
-        if v.startswith("dutyd_"):
-            raise ValueError("the dutyd_ prefix is reserved for dutyd's own metrics")
-        return v
+        return check_metric_name(v)
 
     @field_validator("oid", "column", "label_column")
     @classmethod
