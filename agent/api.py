@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import time
@@ -117,6 +118,22 @@ def _text(data: dict[str, Any], key: str, required: bool = True, limit: int = 50
     if len(value) > limit:
         raise ApiError(400, f"{key!r} is longer than {limit} characters")
     return value.strip()
+
+
+def authorize_read(request: web.Request, daemon: Daemon) -> None:
+    """Reads (alerts, the duty log, who is on duty) are open on loopback or behind the web
+    config's basic auth; from anywhere else they need the API token like writes, so that
+    `listen: 0.0.0.0` alone never publishes the duty log."""
+    if daemon.http.authenticates or _is_loopback(request.remote):
+        return
+    _authorize(request)
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
 
 
 def _actor(request: web.Request, data: dict[str, Any]) -> str:
@@ -234,6 +251,7 @@ async def post_drill(request: web.Request) -> web.Response:
 
 @_errors
 async def get_drill(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
     run = request.app[DRILLS].runs.get(request.match_info["id"])
     if run is None:
         raise ApiError(404, "no such drill (drills are kept until dutyd restarts)")
@@ -242,6 +260,7 @@ async def get_drill(request: web.Request) -> web.Response:
 
 @_errors
 async def get_oncall(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
     return web.json_response(oncall_view(_daemon(request).notify.rota, time.time()))
 
 
@@ -342,6 +361,7 @@ def _query_list(request: web.Request, key: str, allowed: frozenset[str] | None =
 @_errors
 async def get_alerts(request: web.Request) -> web.Response:
     """Alerts with their overlays; filters: state, severity, target, rule (comma lists)."""
+    authorize_read(request, _daemon(request))
     states = _query_list(request, "state", _STATES)
     severities = _query_list(request, "severity")
     targets = _query_list(request, "target")
@@ -359,6 +379,7 @@ async def get_alerts(request: web.Request) -> web.Response:
 @_errors
 async def get_alert(request: web.Request) -> web.Response:
     """One alert (by fingerprint or unique prefix) with its duty-log history."""
+    authorize_read(request, _daemon(request))
     daemon = _daemon(request)
     fp = resolve_alert(daemon, request.match_info["fingerprint"])
     alert = next((a for a in daemon.list_alerts() if a["fingerprint"] == fp), None)
@@ -368,6 +389,7 @@ async def get_alert(request: web.Request) -> web.Response:
 
 @_errors
 async def get_targets(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
     daemon = _daemon(request)
     kinds = {t.name: t for t in daemon.settings.targets}
     out = []
@@ -384,17 +406,20 @@ async def get_targets(request: web.Request) -> web.Response:
 
 @_errors
 async def get_silences(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
     return web.json_response({"silences": _daemon(request).list_silences()})
 
 
 @_errors
 async def get_maintenance(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
     return web.json_response({"maintenance": _daemon(request).list_maintenance()})
 
 
 @_errors
 async def get_log(request: web.Request) -> web.Response:
     """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
+    authorize_read(request, _daemon(request))
     try:
         since = float(request.query["since"]) if "since" in request.query else None
         until = float(request.query["until"]) if "until" in request.query else None
@@ -411,6 +436,16 @@ async def get_log(request: web.Request) -> web.Response:
         limit=limit,
     )
     return web.json_response({"entries": views.log_view(entries)})
+
+
+@_errors
+async def get_status(request: web.Request) -> web.Response:
+    """The status page's data: alerts, red lines, environment, targets down, on call, log."""
+    authorize_read(request, _daemon(request))
+    lang = request.query.get("lang")
+    if lang is not None and lang not in ("en", "zh"):
+        raise ApiError(400, "lang must be en or zh")
+    return web.json_response(await statuspage.status_data(_daemon(request), lang))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
@@ -441,6 +476,7 @@ def install_api(daemon: Daemon) -> Drills:
     app.router.add_get("/api/v1/maintenance", get_maintenance)
     app.router.add_get("/api/v1/log", get_log)
     app.router.add_get("/api/v1/openapi.json", get_openapi)
+    app.router.add_get("/api/v1/status", get_status)
     statuspage.add_routes(app, daemon)
     daemon.http.open_prefixes += ("/ack/",)  # the signed token is the credential
     app.router.add_get("/ack/{token}", get_ack_link)

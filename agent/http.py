@@ -237,6 +237,11 @@ class HttpServer:
         )
 
     @property
+    def authenticates(self) -> bool:
+        """True when every request (but the open paths) has passed basic auth."""
+        return self._auth is not None
+
+    @property
     def url(self) -> str:
         host = f"[{self.listen}]" if ":" in self.listen else self.listen
         scheme = "https" if self._ssl is not None else "http"

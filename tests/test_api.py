@@ -3,8 +3,10 @@ polling a real HTTP application; writes are refused without the token and record
 
 from __future__ import annotations
 
+import pytest
+
 from agent.openapi import document
-from tests.api_fixtures import Running
+from tests.api_fixtures import TOKEN, Running
 
 
 async def test_alerts_filters_history_and_ack_in_the_duty_log(running: Running) -> None:
@@ -110,3 +112,26 @@ async def test_openapi_describes_every_api_route(running: Running) -> None:
     }
     assert routes - described == set()
     assert described - routes == set()
+
+
+async def test_reads_from_beyond_loopback_need_the_token(running: Running) -> None:
+    """`listen: 0.0.0.0` alone must not publish alerts and the duty log: a request from another
+    address (set on the request, as a reverse proxy or a remote phone would arrive) needs the
+    token unless basic auth already guards everything."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from agent.api import ApiError, authorize_read
+
+    def request(remote: str, headers: dict[str, str] | None = None):
+        return make_mocked_request(
+            "GET", "/api/v1/alerts", headers=headers, app=running.daemon.http.app
+        ).clone(remote=remote)
+
+    for local in ("127.0.0.1", "::1", "127.0.0.53"):
+        authorize_read(request(local), running.daemon)
+    with pytest.raises(ApiError) as refused:
+        authorize_read(request("10.20.0.31"), running.daemon)
+    assert refused.value.status == 401
+    with pytest.raises(ApiError):
+        authorize_read(request("10.20.0.31", {"Authorization": "Bearer wrong"}), running.daemon)
+    authorize_read(request("10.20.0.31", {"Authorization": f"Bearer {TOKEN}"}), running.daemon)

@@ -1,8 +1,8 @@
-"""The on-call status page: one self-contained page (no CDN) and the JSON it refreshes from.
+"""The on-call status page: one self-contained page (no CDN) at `/status`.
 
-`/status` serves the page; `/api/v1/status` answers "what is wrong right now, and who has
-it": alerts by severity with duration and acknowledgement, red-line countdowns, the room
-environment, targets down, who is on duty and the duty log tail. Read-only; the page's
+`status_data` (served by agent/api.py at `/api/v1/status`) answers "what is wrong right now,
+and who has it": alerts by severity with duration and acknowledgement, red-line countdowns,
+the room environment, targets down, who is on duty and the duty log tail. The page's
 acknowledge and silence buttons call the write API, which requires the token.
 """
 
@@ -74,16 +74,9 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
             raise web.HTTPNotFound(text="no such file")
         return web.Response(body=_asset(name), content_type=_STATIC[name], charset="utf-8")
 
-    async def data(request: web.Request) -> web.Response:
-        lang = request.query.get("lang")
-        if lang is not None and lang not in ("en", "zh"):
-            return web.json_response({"error": "lang must be en or zh"}, status=400)
-        return web.json_response(await status_data(daemon, lang))
-
     async def root(request: web.Request) -> web.Response:
         raise web.HTTPFound("/status")
 
     app.router.add_get("/", root)
     app.router.add_get("/status", page)
     app.router.add_get("/status/{name}", asset)
-    app.router.add_get("/api/v1/status", data)

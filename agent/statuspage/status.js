@@ -188,7 +188,17 @@ function renderLog(entries, tz) {
 
 async function refresh() {
   try {
-    const res = await fetch(`/api/v1/status?lang=${encodeURIComponent(lang)}`, { cache: "no-store" });
+    // Away from loopback (and without basic auth) reads need the API token too.
+    const token = localStorage.getItem("dutyd.token");
+    const headers = token ? { "Authorization": `Bearer ${token}` } : {};
+    const res = await fetch(`/api/v1/status?lang=${encodeURIComponent(lang)}`,
+      { cache: "no-store", headers });
+    if (res.status === 401 || res.status === 403) {
+      localStorage.removeItem("dutyd.token");
+      const given = prompt(t("token_prompt"));
+      if (given) { localStorage.setItem("dutyd.token", given); return refresh(); }
+      throw new Error((await res.json()).error);
+    }
     const s = await res.json();
     if (!params.get("lang") && s.language) lang = s.language;
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
