@@ -31,6 +31,7 @@ import html
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -148,16 +149,20 @@ def _seconds(data: dict[str, Any], key: str) -> float | None:
     if key not in data or data[key] is None:
         return None
     try:
-        return parse_duration(data[key])
+        seconds = parse_duration(data[key])
     except ValueError as exc:
         raise ApiError(400, f"{key!r}: {exc}") from None
+    # JSON readers accept NaN and Infinity: a NaN end never compares and fails in storage.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ApiError(400, f"{key!r} must be a finite, non-negative duration such as 30m")
+    return seconds
 
 
 def _timestamp(data: dict[str, Any], key: str) -> float | None:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ApiError(400, f"{key!r} must be Unix seconds")
     return float(value)
 

@@ -16,7 +16,12 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from agent.configtypes import StrictModel
 from agent.errors import ConfigError
@@ -129,6 +134,17 @@ class Settings(BaseSettings):
 Loc = tuple[str | int, ...]
 
 
+def _items(value: Any) -> list[Any]:
+    """A list from the raw data, or nothing: a wrong type there is already a field error."""
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[tuple[int, str]]:
+    # Non-string entries are field errors already; they must not crash the cross-check
+    # (an unhashable dict or list would, as a set/dict lookup).
+    return [(j, v) for j, v in enumerate(_items(value)) if isinstance(v, str)]
+
+
 def _known_metrics(raw_targets: list[Any]) -> set[str]:
     known = set(BUILTIN_METRICS)
     for raw in raw_targets:
@@ -148,9 +164,7 @@ def _known_metrics(raw_targets: list[Any]) -> set[str]:
 
 def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
-    raw_targets = data.get("targets") or []
-    if not isinstance(raw_targets, list):
-        return problems
+    raw_targets = _items(data.get("targets"))
     names: dict[str, int] = {}
     for i, raw in enumerate(raw_targets):
         if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str):
@@ -168,13 +182,13 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     for i, raw in enumerate(raw_targets):
         if not isinstance(raw, Mapping):
             continue
-        for j, parent in enumerate(raw.get("depends_on") or []):
+        for j, parent in _strings(raw.get("depends_on")):
             if parent not in names:
                 problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
     rules = data.get("rules") or {}
     if not isinstance(rules, Mapping):
         return problems
-    for j, pack in enumerate(rules.get("packs") or []):
+    for j, pack in _strings(rules.get("packs")):
         if pack not in available_packs():
             problems.append(
                 (
@@ -183,7 +197,7 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 )
             )
     known = _known_metrics(raw_targets)
-    for i, rule in enumerate(rules.get("custom") or []):
+    for i, rule in enumerate(_items(rules.get("custom"))):
         if not isinstance(rule, Mapping):
             continue
         metric = rule.get("metric")
@@ -197,13 +211,13 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 )
             )
         for key in ("targets", "depends_on"):
-            for j, target in enumerate(rule.get(key) or []):
+            for j, target in _strings(rule.get(key)):
                 if target not in names:
                     problems.append((("rules", "custom", i, key, j), f"unknown target {target!r}"))
-    for i, window in enumerate(rules.get("maintenance") or []):
+    for i, window in enumerate(_items(rules.get("maintenance"))):
         if not isinstance(window, Mapping):
             continue
-        for j, target in enumerate(window.get("targets") or []):
+        for j, target in _strings(window.get("targets")):
             if target not in names:
                 problems.append(
                     (("rules", "maintenance", i, "targets", j), f"unknown target {target!r}")
@@ -271,6 +285,17 @@ def _clean_loc(loc: tuple[str | int, ...]) -> Loc:
     return tuple(out)
 
 
+# Keys whose value may be a secret: an error there never echoes the value (a numeric
+# `password: 1234` or `community: 12345` is a type error that would otherwise print it).
+_SECRET_KEY = re.compile(r"pass|secret|community|token|key|auth|cred|header", re.IGNORECASE)
+
+
+def _shown(err: Mapping[str, Any], loc: Loc) -> str:
+    if any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc):
+        return "<hidden>"
+    return repr(err["input"])
+
+
 def _message(err: Mapping[str, Any], loc: Loc, data: Any) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -295,11 +320,11 @@ def _message(err: Mapping[str, Any], loc: Loc, data: Any) -> str:
             "less_than_equal": "at most",
         }[kind]
         bound = next(iter(err.get("ctx", {}).values()), "")
-        return f"must be {word} {bound} (got {err['input']!r})"
+        return f"must be {word} {bound} (got {_shown(err, loc)})"
     msg = _VALUE_ERROR.sub("", err["msg"])
     msg = msg[:1].lower() + msg[1:]
     if kind.endswith("_type") or kind.endswith("_parsing"):
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {_shown(err, loc)})"
     return msg
 
 
@@ -366,8 +391,21 @@ def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
     lines = yaml_lines(text) if text else {}
     problems: list[tuple[int, str]] = []
     settings: Settings | None = None
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        # `Settings(**data)` would die on a TypeError; YAML allows `1:` or `null:` as a key.
+        raise ConfigError(
+            source, [f"{k!r}: a top-level key must be a section name" for k in bad_keys]
+        )
     try:
         settings = Settings(**data)
+    except SettingsError as exc:
+        # A DUTYD_* variable that is not valid JSON; its value may be a secret, so not shown.
+        field = re.search(r'field "([^"]+)"', str(exc))
+        var = f"DUTYD_{field.group(1).upper()}" if field else "a DUTYD_* variable"
+        raise ConfigError(
+            source, [f"environment variable {var}: not valid JSON for this setting"]
+        ) from None
     except ValidationError as exc:
         for err in exc.errors():
             loc = _clean_loc(err["loc"])

@@ -6,6 +6,7 @@ Every config model in dutyd (the daemon's, each collector's, each notifier's) bu
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -32,14 +33,16 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30s, 5m, 2h")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(float(value))
     if not isinstance(value, str):
         raise ValueError("must be a duration such as 30s, 5m, 2h")
     text = value.strip().replace(" ", "")
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return _finite(number)
     pos, total = 0, 0.0
     for m in _DURATION.finditer(text):
         if m.start() != pos:
@@ -49,6 +52,14 @@ def parse_duration(value: object) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 2h, 1h30m")
     return total
+
+
+def _finite(seconds: float) -> float:
+    # NaN passes every `> 0` check and would make the scheduler poll back to back;
+    # infinity would silently never poll.
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration such as 30s, 5m, 2h")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

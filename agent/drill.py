@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -85,8 +86,9 @@ class Drills:
             raise ValueError("a drill needs the name of who starts it")
         if not 0 < wait <= 86400:
             raise ValueError("wait must be between 0 and 24 hours")
-        if speed < 1:
-            raise ValueError("speed must be at least 1")
+        # `not >=`: a NaN speed (JSON allows it) would make every escalation deadline NaN.
+        if not speed >= 1 or not math.isfinite(speed):
+            raise ValueError("speed must be a finite number of at least 1")
         now = time.time()
         drill_id = secrets.token_hex(4)
         event = AlertEvent(

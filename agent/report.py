@@ -313,17 +313,28 @@ def to_markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
+# Notes, reasons and alert text come from API callers and ack links: a spreadsheet must show
+# them as text, never run them as formulas (=HYPERLINK(...), =cmd|...).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow([report.h("title")])
     for k, v in report.header():
-        w.writerow([k, v])
+        w.writerow([_csv_cell(k), _csv_cell(v)])
     for title, heads, rows in report.sections():
         w.writerow([])
         w.writerow([title])
         w.writerow(heads)
-        w.writerows(rows)
+        w.writerows([[_csv_cell(c) for c in row] for row in rows])
     return buf.getvalue()
 
 
@@ -349,6 +360,9 @@ def to_xlsx(report: Report, path: Path) -> None:
             cell.font = bold
         for row in rows:
             ws.append(row)
+            for cell in ws[ws.max_row]:
+                if cell.data_type == "f":  # openpyxl reads any "=..." string as a formula
+                    cell.data_type = "s"
     for col, width in zip("ABCDE", (18, 44, 12, 16, 50), strict=True):
         ws.column_dimensions[col].width = width
     wb.save(path)

@@ -128,6 +128,11 @@ class NutTarget(TargetConfig):
             raise ValueError("give only one of password, password_env, password_file")
         if given and not self.username:
             raise ValueError("a password needs a username")
+        # A line break would end the protocol line and let the rest run as another command.
+        if self.username and _has_control(self.username):
+            raise ValueError("username must not contain control characters (line breaks)")
+        if given and _has_control(given[0].get_secret_value()):
+            raise ValueError("the password must not contain control characters (line breaks)")
         return self
 
     def endpoint(self) -> tuple[str, int]:
@@ -136,6 +141,19 @@ class NutTarget(TargetConfig):
 
 def parse_address(address: str) -> tuple[str, int]:
     return parse_host_port(address, DEFAULT_PORT)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def quote_arg(value: str) -> str:
+    """One argument for a command line to upsd, quoted when it holds a space, quote or
+    backslash so that it stays one argument (upsd unescapes `\\` and `\"` as `split_line`
+    does); plain words are sent bare, as upsmon sends them."""
+    if value and not any(c.isspace() or c in '"\\' for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def split_line(line: str) -> list[str]:
@@ -396,10 +414,12 @@ class NutCollector(Collector[NutTarget]):
         conn = _Connection(reader, writer)
         self._conn = conn
         if self.config.username:
-            await self._simple(conn, f"USERNAME {self.config.username}\n", "USERNAME")
+            user = quote_arg(self.config.username)
+            await self._simple(conn, f"USERNAME {user}\n", "USERNAME")
             if self._password is not None:
                 # The password is never shown: the message names the command only.
-                await self._simple(conn, f"PASSWORD {self._password}\n", "PASSWORD")
+                password = quote_arg(self._password)
+                await self._simple(conn, f"PASSWORD {password}\n", "PASSWORD")
         return conn
 
     async def _simple(self, conn: _Connection, command: str, shown: str) -> None:

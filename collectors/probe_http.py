@@ -32,6 +32,8 @@ USER_AGENT = "dutyd-probe"
 SESSION_KEY = "aiohttp.probe"
 _STATUS_RANGE = re.compile(r"^([1-5])xx$|^(\d{3})-(\d{3})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# RFC 9110 token characters.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def parse_status_ranges(items: list[int | str]) -> tuple[tuple[int, int], ...]:
@@ -112,6 +114,18 @@ class HttpTarget(TargetConfig):
             raise ValueError(f"{v!r} is not a URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// URL with a host")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        # Checked here so a bad header is a config error, not an internal error on every poll.
+        # The value is never echoed: it may hold a token.
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+                raise ValueError(f"the value of header {name!r} holds a control character")
         return v
 
     @field_validator("expected_status")

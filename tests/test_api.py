@@ -135,3 +135,45 @@ async def test_reads_from_beyond_loopback_need_the_token(running: Running) -> No
     with pytest.raises(ApiError):
         authorize_read(request("10.20.0.31", {"Authorization": "Bearer wrong"}), running.daemon)
     authorize_read(request("10.20.0.31", {"Authorization": f"Bearer {TOKEN}"}), running.daemon)
+
+
+async def test_non_finite_or_negative_times_are_refused_with_a_reason(running: Running) -> None:
+    """JSON parsers accept NaN and Infinity; a silence that never ends (or never compares) or an
+    acknowledgement that expired before it was given must be a 400, never stored."""
+    alert = await running.firing()
+    base = {"matchers": {"target": "portal"}, "actor": "Zhang Wei", "reason": "fix"}
+    for key, value in [
+        ("duration", float("nan")),
+        ("duration", float("inf")),
+        ("duration", -3600),
+        ("until", float("nan")),
+        ("until", float("inf")),
+    ]:
+        status, body = await running.post("/api/v1/silences", {**base, key: value})
+        assert status == 400 and key in body["error"], (key, value, status, body)
+    _, silences = await running.get("/api/v1/silences")
+    assert silences["silences"] == []
+
+    window = {"targets": ["portal"], "actor": "Zhang Wei", "reason": "ups test"}
+    for extra in ({"duration": float("nan")}, {"start": float("inf"), "duration": "1h"}):
+        status, body = await running.post("/api/v1/maintenance", {**window, **extra})
+        assert status == 400, (extra, status, body)
+    _, windows = await running.get("/api/v1/maintenance")
+    assert windows["maintenance"] == []
+
+    ack = {"alert": alert["fingerprint"], "actor": "Li Na"}
+    for value in (float("nan"), -60):
+        status, body = await running.post("/api/v1/ack", {**ack, "expires_in": value})
+        assert status == 400 and "expires_in" in body["error"], (value, status, body)
+    _, one = await running.get(f"/api/v1/alerts/{alert['fingerprint']}")
+    assert one["alert"]["acknowledged"] is None
+
+
+async def test_drill_speed_must_be_a_finite_number(running: Running) -> None:
+    for speed in (float("nan"), float("inf"), 0.5):
+        status, body = await running.post(
+            "/api/v1/drills", {"actor": "Li Na", "wait": "1m", "speed": speed}
+        )
+        assert status == 400 and "speed" in body["error"], (speed, status, body)
+    _, log = await running.get("/api/v1/log?kind=drill.&limit=50")
+    assert log["entries"] == []

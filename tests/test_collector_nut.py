@@ -40,6 +40,7 @@ from collectors.nut import (
     NutCollector,
     NutTarget,
     parse_address,
+    quote_arg,
     split_line,
 )
 from tests.nut_fixtures import OL_VARS, FakeNutServer, UpsdPeer, upsd_like
@@ -570,3 +571,32 @@ async def test_demo_ups_plays_the_power_cut(make) -> None:
         assert "4s" in story and "OB LB" in story  # at speed 10, mains fails at 4 s
     finally:
         await device.stop()
+
+
+def test_line_breaks_in_credentials_are_refused() -> None:
+    # A line break would end USERNAME/PASSWORD early and send the rest as another command.
+    base = {"name": "u", "kind": "nut", "address": "127.0.0.1"}
+    with pytest.raises(ValidationError, match="control characters"):
+        NutTarget.model_validate({**base, "username": "mon\nFSD rack"})
+    with pytest.raises(ValidationError, match="control characters") as info:
+        NutTarget.model_validate({**base, "username": "mon", "password": "pw\nFSD rack"})
+    assert "pw\nFSD" not in str(info.value)
+
+
+@pytest.mark.parametrize("password", ['pa ss"w\\rd', "two words"])
+def test_credentials_are_quoted_as_one_argument(password: str) -> None:
+    quoted = quote_arg(password)
+    assert split_line(f"PASSWORD {quoted}") == ["PASSWORD", password]
+    assert quote_arg("plain") == "plain"
+
+
+@pytest.mark.peer
+async def test_password_with_space_is_accepted_by_real_upsd(tmp_path: Path, make) -> None:
+    peer = UpsdPeer(tmp_path, {"rack": OL_VARS}, users={"monuser": '"s3 cr\\"et"'})
+    try:
+        peer.start()
+        nut = make(f"127.0.0.1:{peer.port}", ups="rack", username="monuser", password='s3 cr"et')
+        first = await poll(nut)
+        assert first[("ups_battery_charge_percent", "")] == 100.0
+    finally:
+        peer.stop()

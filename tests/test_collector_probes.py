@@ -479,6 +479,8 @@ async def test_plain_http_to_a_tls_port_is_a_bad_response(
         ({"username": "u", "password": "x", "password_env": "HOME"}, "only one of"),
         ({"ca_file": "/nonexistent/ca.pem"}, "does not exist"),
         ({"colour": "blue"}, "Extra inputs are not permitted"),
+        ({"headers": {"X Token": "v"}}, "not an HTTP header name"),
+        ({"headers": {"X-Token": "s3cr3t\r\nInjected: 1"}}, "holds a control character"),
     ],
 )
 def test_http_config_refuses(options: dict[str, Any], message: str) -> None:

@@ -237,3 +237,70 @@ def test_run_refuses_invalid_config(tmp_path):
     assert proc.returncode == 2
     assert "refusing to start" in proc.stderr
     assert "targets[0].kind: unknown target kind 'modbuss'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            GOOD_TARGET + "    depends_on: 5\n",
+            "targets[0].depends_on: input should be a valid list",
+            id="depends-on-scalar",
+        ),
+        pytest.param(
+            GOOD_TARGET + "    depends_on: [{x: 1}]\n",
+            "targets[0].depends_on[0]: input should be a valid string",
+            id="depends-on-mapping-item",
+        ),
+        pytest.param(
+            GOOD_TARGET + "\nrules:\n  packs: 5\n",
+            "rules.packs: input should be a valid list",
+            id="packs-scalar",
+        ),
+        pytest.param(
+            GOOD_TARGET + "\nrules:\n  maintenance: [{targets: 3}]\n",
+            "rules.maintenance[0].targets: input should be a valid list",
+            id="maintenance-targets-scalar",
+        ),
+        pytest.param(
+            GOOD_TARGET + "\nrules:\n  custom: [{metric: target_up, targets: [[1]]}]\n",
+            "rules.custom[0].targets[0]: input should be a valid string",
+            id="rule-target-list",
+        ),
+        pytest.param(GOOD_TARGET + "\n1: x\n", "1: a top-level key", id="non-string-key"),
+    ],
+)
+def test_malformed_structure_is_reported_not_crashed(tmp_path, text, expected):
+    # Each of these once escaped as a bare TypeError from the cross-reference check.
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "{name: a, kind: nut, address: 127.0.0.1, username: u, password: 918273645}",
+        "{name: a, kind: snmp, address: 127.0.0.1, community: 918273645}",
+        "{name: a, kind: ssh, address: 127.0.0.1, user: u, password: 918273645}",
+    ],
+)
+def test_mistyped_secret_is_not_echoed_in_the_report(tmp_path, target):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"targets:\n  - {target}\n"))
+    report = str(info.value)
+    assert "targets[0]." in report
+    assert "918273645" not in report, report
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", ".nan", ".inf"])
+def test_non_finite_interval_is_refused(tmp_path, value):
+    # NaN passed `> 0` and made the scheduler poll back to back; inf never polled at all.
+    found = problems(tmp_path, GOOD_TARGET.replace("interval: 10s", f"interval: {value}"))
+    assert any(p.startswith("targets[0].interval:") and "finite" in p for p in found), found
+
+
+def test_environment_variable_that_is_not_json_is_reported(tmp_path, monkeypatch):
+    # pydantic-settings raised its own SettingsError here, which escaped as a traceback.
+    monkeypatch.setenv("DUTYD_TARGETS", '[{"name": "x", "password": "hunter2"')
+    found = problems(tmp_path, GOOD_TARGET)
+    assert found == ["environment variable DUTYD_TARGETS: not valid JSON for this setting"]

@@ -108,3 +108,33 @@ async def test_alert_and_resolve_reach_alertmanager(
     finally:
         await service.stop()
         await storage.close()
+
+
+async def test_throttled_or_timed_out_alertmanager_is_retried_not_dropped() -> None:
+    """429 (rate limited) and 408 are "try again later": treating them as permanent would drop
+    the alert (the forward has no fallback channel). Other 4xx are refusals of this payload."""
+    from aiohttp import web
+
+    from agent.notify.channels.alertmanager import AlertmanagerChannel
+    from agent.notify.config import AlertmanagerForward
+
+    answers = [429, 408, 400, 503]
+
+    async def alerts(request: web.Request) -> web.Response:
+        return web.Response(status=answers.pop(0), text="busy")
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    channel = AlertmanagerChannel("am", AlertmanagerForward(url=f"http://127.0.0.1:{port}"))
+    try:
+        results = [await channel.send("m1", {"alerts": []}) for _ in range(4)]
+    finally:
+        await channel.close()
+        await runner.cleanup()
+    assert [r.ok for r in results] == [False] * 4
+    assert [r.retry for r in results] == [True, True, False, True]
+    assert results[0].error.startswith("HTTP 429")

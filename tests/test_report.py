@@ -208,3 +208,29 @@ async def test_duty_log_filters(
     assert '"reason": "replace switch fan"' in capsys.readouterr().out
     assert main(["log", "--db", str(tmp_path / "d.db"), "--since", "1h"]) == 0
     assert capsys.readouterr().out == ""  # the recorded day is long past
+
+
+def test_exports_keep_injected_text_as_text(tmp_path: Path) -> None:
+    """An ack note or alert text such as `=HYPERLINK(...)` must stay text in the spreadsheet
+    and the CSV a duty engineer opens, never become a live formula."""
+    from agent.report import Report, to_csv, to_xlsx
+
+    evil = '=HYPERLINK("http://198.51.100.7/x","open")'
+    report = Report("en", "Asia/Shanghai", at(8), at(20), ["Li Na"])
+    report.problems.append(["10-15 09:00", "portal down", "critical", "", evil])
+    report.equipment.append(["portal", "http", "fault", "+cmd|' /C calc'!A0"])
+    report.environment.append(["room1", "22.0 °C", -1.5, 23.0])
+
+    out = tmp_path / "shift.xlsx"
+    to_xlsx(report, out)
+    ws = openpyxl.load_workbook(out).active
+    assert ws is not None
+    cells = {c.value: c.data_type for row in ws.iter_rows() for c in row if c.value is not None}
+    assert cells[evil] == "s"
+    assert all(t != "f" for t in cells.values())
+    assert cells[-1.5] == "n"  # numbers stay numbers
+
+    text = to_csv(report)
+    assert "'" + evil.replace('"', '""') in text
+    assert "'+cmd|" in text
+    assert ",-1.5," in text

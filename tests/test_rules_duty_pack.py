@@ -82,6 +82,12 @@ CASES: dict[
         (30, [0.5, 0.97, 0.97, 0.97]),
         (30, [0.94] * 5),
     ),
+    "disk_inodes_almost_full": (
+        "node_filesystem_inodes_used_ratio",
+        {"kind": "ssh", "mount": "/var"},
+        (60, [0.5] + [0.95] * 6),
+        (60, [0.5, 0.89, 0.9, 0.5, 0.9]),
+    ),
     "unexpected_reboot": ("node_rebooted", {"kind": "ssh"}, (60, [0, 1, 0]), (60, [0, 0, 0])),
     "unexpected_device_reboot": (
         "device_rebooted",
@@ -95,11 +101,19 @@ CASES: dict[
         (60, [0, 1]),
         (60, [0, 0, 0]),
     ),
+    # backup_stale: the collector judges each backup against its own max_age.
     "backup_too_old": (
-        "backup_newest_age_seconds",
+        "backup_stale",
         {"kind": "ssh", "backup": "db", "copy": "local"},
-        (H, [2 * H, 30 * H]),
-        (H, [2 * H, 25 * H, 26 * H]),
+        (H, [0, 1]),
+        (H, [0, 0, 0]),
+    ),
+    "backup_empty": (
+        "backup_newest_size_bytes",
+        {"kind": "ssh", "backup": "db", "copy": "local"},
+        (H, [5e9, 0, 0, 0]),
+        # A job that has just created its file: empty for less than an hour.
+        (20 * 60, [5e9, 0, 0, 5e9, 1]),
     ),
     "offsite_retention_too_short": (
         "backup_retention_seconds",
@@ -162,6 +176,7 @@ def test_pack_rule_stays_quiet_on_a_keeping_sequence(rule: str):
     ("rule", "red_line"),
     [
         ("datacentre_network_outage", 2 * H),
+        ("switch_uplink_down", 2 * H),  # a major network fault affecting operations
         ("core_backbone_outage", 4 * H),
         ("application_unreachable", 2 * H),
         ("application_fault", 2 * H),
@@ -192,3 +207,19 @@ def test_red_lines(rule: str, red_line: float):
 def test_summaries_read_as_people_say_them(rule: str, words: str):
     (event,) = [e for e in run(rule, *CASES[rule][2]) if e.state is AlertState.FIRING]
     assert words in event.summary
+
+
+def test_backup_alert_fires_when_no_backup_file_is_left():
+    """An emptied backup directory has no newest-file age at all; the pack must still page."""
+    engine = RuleEngine(load_pack("duty"))
+    labels = {"target": "db1", "kind": "ssh", "backup": "db", "copy": "offsite"}
+    # What the ssh collector emits for a backup with no file: a count of 0 and stale 1,
+    # no backup_newest_age_seconds.
+    samples = [
+        Sample.of("backup_files", 0.0, 1_000.0, labels),
+        Sample.of("backup_stale", 1.0, 1_000.0, labels),
+    ]
+    events = engine.ingest(samples, 1_000.0) + engine.tick(1_001.0)
+    (event,) = [e for e in events if e.state is AlertState.FIRING]
+    assert event.rule == "backup_too_old" and event.severity == "critical"
+    assert "No offsite backup db on db1" in event.summary

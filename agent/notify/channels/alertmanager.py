@@ -52,7 +52,9 @@ class AlertmanagerChannel:
                 if resp.status < 300:
                     return SendResult(True)
                 text = (await resp.text())[:200]
-                return SendResult(False, resp.status >= 500, f"HTTP {resp.status}: {text}")
+                # 408 and 429 say "later", not "never": dropping them would lose the alert.
+                retry = resp.status >= 500 or resp.status in (408, 429)
+                return SendResult(False, retry, f"HTTP {resp.status}: {text}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return SendResult(False, True, f"alertmanager unreachable: {type(exc).__name__}")
 
