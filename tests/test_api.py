@@ -3,6 +3,8 @@ polling a real HTTP application; writes are refused without the token and record
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.openapi import document
@@ -177,3 +179,17 @@ async def test_drill_speed_must_be_a_finite_number(running: Running) -> None:
         assert status == 400 and "speed" in body["error"], (speed, status, body)
     _, log = await running.get("/api/v1/log?kind=drill.&limit=50")
     assert log["entries"] == []
+
+
+async def test_a_firing_alert_no_policy_covers_is_logged_not_silent(running: Running) -> None:
+    # The fixture's daemon has a rota but no escalation policy.
+    alert = await running.firing()
+    deadline = asyncio.get_running_loop().time() + 5
+    entries: list = []
+    while asyncio.get_running_loop().time() < deadline and not entries:
+        _, body = await running.get(
+            f"/api/v1/log?kind=notify.no_policy&subject={alert['fingerprint']}"
+        )
+        entries = body["entries"]
+        await asyncio.sleep(0.1)
+    assert [e["data"]["rule"] for e in entries] == ["portal_failing"]

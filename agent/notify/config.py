@@ -277,8 +277,11 @@ class NotifyConfig(StrictModel):
     retry_initial: PositiveDuration = 1.0
     retry_max: PositiveDuration = 300.0
     failover_after: int = Field(default=3, gt=0, description="failures before the next contact")
-    give_up_after: PositiveDuration = Field(
-        default=86400.0, description="an undeliverable message is dropped (and logged) after"
+    give_up_after: PositiveDuration | None = Field(
+        default=None,
+        description="drop (and log) a message still undelivered after this; none (the "
+        "default): a page is never dropped for a channel that is down, it waits and is "
+        "retried, and /metrics shows the outbox depth and its oldest age",
     )
     send_timeout: PositiveDuration = 10.0
     ack_secret: SecretStr | None = None

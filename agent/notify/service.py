@@ -142,6 +142,16 @@ class NotifyService:
         now = self.clock()
         self.add_pages(self.escalator.handle(event, now), now)
         self._escalate.set()
+        if (
+            event.change is AlertChange.STATE
+            and event.state is AlertState.FIRING
+            and event.notify
+            and self.escalator.config.policy_for(event.severity, dict(event.labels)) is None
+        ):
+            # A firing alert nobody will be paged for must not pass in silence.
+            info = {"rule": event.rule, "severity": event.severity, **dict(event.labels)}
+            log.warning("no escalation policy matches a firing alert", extra={"fields": info})
+            await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info)
         if self.forwarders and event.change is AlertChange.STATE:
             await self._forward(event, now)
 
@@ -514,7 +524,11 @@ class NotifyService:
         row.channel_failures += 1
         row.last_error = result.error
         info["error"] = result.error
-        if now - row.created > self.config.give_up_after or (
+        expired = (
+            self.config.give_up_after is not None
+            and now - row.created > self.config.give_up_after
+        )
+        if expired or (
             not result.retry and not row.fallbacks
         ):
             await self.outbox.drop(row.id)
