@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class PollResult:
 
 
 PollSink = Callable[[PollResult], None]
+
+# Seconds over which targets' first polls are spread after a start or a reload.
+FIRST_POLL_SPREAD = 10.0
 
 
 def phase_of(name: str, interval: float) -> float:
@@ -105,7 +109,13 @@ class Scheduler:
         except Exception as exc:
             # A collector bug must not take the daemon down; it shows as this target's reason.
             log.exception("collector %s crashed on %s", cfg.kind, cfg.name)
-            ok, reason, message = False, "internal", f"collector error: {type(exc).__name__}: {exc}"
+            # The exception's text may quote what a library saw (a URL with credentials), so
+            # only its type goes to /metrics and the API; the traceback is in the log.
+            ok, reason, message = (
+                False,
+                "internal",
+                f"collector error ({type(exc).__name__}); the dutyd log has the details",
+            )
         duration = time.monotonic() - started_mono
         base = Readings(target_labels(cfg), readings.timestamp)
         base.add("target_up", 1.0 if ok else 0.0)
@@ -117,7 +127,13 @@ class Scheduler:
     async def _run(self, collector: Collector) -> None:
         cfg = collector.config
         interval = cfg.interval
-        next_at = time.monotonic() + phase_of(cfg.name, interval)
+        start = time.monotonic()
+        # The first poll comes within FIRST_POLL_SPREAD (a restarted daemon must not wait an
+        # hour for an hourly target's state); later polls sit on the target's phase grid, so
+        # a thousand targets sharing an interval stay spread over all of it.
+        next_at = start + phase_of(cfg.name, min(interval, FIRST_POLL_SPREAD))
+        grid = start + phase_of(cfg.name, interval)
+        first = True
         while True:
             delay = next_at - time.monotonic()
             if delay > 0:
@@ -128,7 +144,12 @@ class Scheduler:
                 self._sink(result)
             except Exception:
                 log.exception("handling the poll result of %s failed", cfg.name)
-            next_at += interval
+            if first:
+                first = False
+                # The next slot of the phase grid after the first poll's.
+                next_at = grid + math.floor((next_at - grid) / interval + 1) * interval
+            else:
+                next_at += interval
             now = time.monotonic()
             if next_at <= now:
                 # Overran: skip the missed slots instead of polling back to back.

@@ -111,3 +111,19 @@ def test_phases_spread_over_interval():
     assert max(per_second.values()) <= 30
     assert len(per_second) == 60
     assert phase_of("same", 60.0) == phase_of("same", 60.0)
+
+
+async def test_long_interval_target_is_polled_soon_after_start(monkeypatch):
+    """An hourly target's first poll comes within the first-poll spread, not up to an hour
+    later; its next one waits for its slot on the hourly phase grid."""
+    import agent.scheduler
+
+    monkeypatch.setattr(agent.scheduler, "FIRST_POLL_SPREAD", 0.5)
+    hourly = [
+        FakeTarget(name=f"hourly-{i}", address="x", interval=3600, timeout=1, behaviour="ok")
+        for i in range(5)
+    ]
+    results, _ = await run_for(hourly, 1.5)
+    assert {name: len(polls) for name, polls in results.items()} == {
+        f"hourly-{i}": 1 for i in range(5)
+    }
