@@ -1,11 +1,12 @@
 """Emergency drills: a clearly marked test alert walks the whole escalation chain; who answers,
 and how fast, goes to the duty log; its completion feeds the duty pack's monthly-drill rule.
 
-The mechanism the rule reads: when a drill ends, the daemon ingests the sample
-`drill_last_timestamp_seconds{target="dutyd",kind="drill"}` = the drill's start time (Unix
-seconds), through `Daemon.ingest_samples`. At startup the latest `drill.end` in the duty log is
-ingested again (or, before any drill, the first duty log entry: the installation counts as the
-start of the first 31 days). The rule `emergency_drill_overdue` uses `value: age` on it.
+The mechanism the rule reads: when a drill that someone answered ends, the daemon ingests the
+sample `drill_last_timestamp_seconds{target="dutyd",kind="drill"}` = the drill's start time
+(Unix seconds) through `Daemon.ingest_samples`; a drill nobody answered does not count. At
+startup the latest answered `drill.end` in the duty log is ingested again (or, before any
+drill, the first duty log entry: the installation starts the first 31 days). The rule
+`emergency_drill_overdue` uses `value: age` on it.
 
 A drill alert never enters the rule engine (it is not a real fault and must not count toward
 outages); it goes straight to the notification service, and its acknowledgements come back
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 import secrets
 import time
@@ -26,6 +28,8 @@ from agent.records import AlertChange, AlertEvent, AlertState, Sample, labels_of
 
 if TYPE_CHECKING:
     from agent.daemon import Daemon
+
+log = logging.getLogger("dutyd.drill")
 
 DRILL_PREFIX = "drill-"
 DRILL_SAMPLE = "drill_last_timestamp_seconds"
@@ -66,8 +70,10 @@ class Drills:
 
     async def restore(self, _app: object = None) -> None:
         """Tell the rules when the last drill was (aiohttp on_startup hook: storage is open)."""
+        # The start time of the last answered drill, as a live drill records it.
         rows = await self.daemon.storage.execute(
-            "SELECT MAX(ts) FROM duty_log WHERE kind='drill.end'"
+            "SELECT MAX(COALESCE(json_extract(data, '$.started'), ts)) FROM duty_log"
+            " WHERE kind='drill.end' AND json_extract(data, '$.answered') = 1"
         )
         last = rows[0][0] if rows else None
         if last is None:
@@ -158,9 +164,20 @@ class Drills:
             "drill.end",
             run.actor,
             run.fingerprint,
-            {"id": run.id, "paged": paged, "answers": run.acks, "answered": bool(run.acks)},
+            {
+                "id": run.id,
+                "started": run.started,
+                "paged": paged,
+                "answers": run.acks,
+                "answered": bool(run.acks),
+            },
         )
-        self._ingest(run.started)
+        # A drill nobody answered found a broken chain: it does not count as the month's drill,
+        # so "no emergency drill in 31 days" stays due until one is answered.
+        if run.acks:
+            self._ingest(run.started)
+        else:
+            log.warning("drill %s ended with no answer", run.id)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -193,3 +193,31 @@ async def test_a_firing_alert_no_policy_covers_is_logged_not_silent(running: Run
         entries = body["entries"]
         await asyncio.sleep(0.1)
     assert [e["data"]["rule"] for e in entries] == ["portal_failing"]
+
+
+async def test_a_drill_nobody_answers_does_not_count_as_the_months_drill(running: Running) -> None:
+    from agent.drill import DRILL_SAMPLE
+
+    ingested: list = []
+    feed = running.daemon.ingest_samples
+
+    def recording(samples: list) -> None:
+        ingested.extend(samples)
+        feed(samples)
+
+    running.daemon.ingest_samples = recording  # type: ignore[method-assign]
+    status, run = await running.post(
+        "/api/v1/drills", {"actor": "Wang Fang", "wait": "1s", "speed": 1}
+    )
+    assert status == 201, run
+    deadline = asyncio.get_running_loop().time() + 10
+    finished = False
+    while asyncio.get_running_loop().time() < deadline and not finished:
+        _, state = await running.get(f"/api/v1/drills/{run['id']}")
+        finished = bool(state["finished"])
+        await asyncio.sleep(0.1)
+    assert finished
+    (end,) = await running.daemon.storage.read_log(kinds=["drill.end"])
+    assert end.data["answered"] is False and end.data["started"] > 0
+    # Nothing told the rules that a drill happened.
+    assert [s for s in ingested if s.name == DRILL_SAMPLE] == []

@@ -525,12 +525,9 @@ class NotifyService:
         row.last_error = result.error
         info["error"] = result.error
         expired = (
-            self.config.give_up_after is not None
-            and now - row.created > self.config.give_up_after
+            self.config.give_up_after is not None and now - row.created > self.config.give_up_after
         )
-        if expired or (
-            not result.retry and not row.fallbacks
-        ):
+        if expired or (not result.retry and not row.fallbacks):
             await self.outbox.drop(row.id)
             await self._log(now, "notify.dropped", "dutyd", row.id, info)
             log.error("notification dropped", extra={"fields": info})
