@@ -333,8 +333,15 @@ async def post_ack_link(request: web.Request) -> web.Response:
         form = await request.post()
         note = str(form.get("note", ""))[:500] or "via ack link"
         daemon = _daemon(request)
-        await daemon.notify.links.consume(daemon.notify.storage, claim, time.time())  # type: ignore[union-attr]
         drill = request.app[DRILLS].find(claim.fingerprint)
+        active = any(
+            a["fingerprint"] == claim.fingerprint and a["state"] in ("pending", "firing")
+            for a in daemon.list_alerts()
+        )
+        if drill is None and not active:
+            # Checked before the link is spent: a link to a resolved alert stays unused.
+            raise LookupError(claim.fingerprint)
+        await daemon.notify.links.consume(daemon.notify.storage, claim, time.time())  # type: ignore[union-attr]
         if drill is not None:
             answer = await request.app[DRILLS].acknowledge(drill, claim.actor, note)
             return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
