@@ -78,7 +78,10 @@ class HttpTarget(TargetConfig):
     expected_text: str | None = Field(
         default=None, min_length=1, description="A substring the page must contain."
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Extra request headers; values are kept as secrets (never shown).",
+    )
     follow_redirects: bool = Field(default=True, description="Follow up to 10 redirects.")
     verify: bool = Field(default=True, description="Verify the server's TLS certificate.")
     ca_file: str | None = Field(
@@ -91,6 +94,15 @@ class HttpTarget(TargetConfig):
     )
     password_file: SecretFile | None = Field(
         default=None, description="File holding the basic auth password."
+    )
+    bearer_token: SecretStr | None = Field(
+        default=None, description="`Authorization: Bearer` token, literally."
+    )
+    bearer_token_env: SecretEnv | None = Field(
+        default=None, description="Environment variable holding the bearer token."
+    )
+    bearer_token_file: SecretFile | None = Field(
+        default=None, description="File holding the bearer token."
     )
     ignore_patterns: list[str] = Field(
         default_factory=list,
@@ -118,10 +130,11 @@ class HttpTarget(TargetConfig):
 
     @field_validator("headers")
     @classmethod
-    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+    def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
         # Checked here so a bad header is a config error, not an internal error on every poll.
         # The value is never echoed: it may hold a token.
-        for name, value in v.items():
+        for name, secret in v.items():
+            value = secret.get_secret_value()
             if not _HEADER_NAME.match(name):
                 raise ValueError(f"{name!r} is not an HTTP header name")
             if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
@@ -173,6 +186,14 @@ class HttpTarget(TargetConfig):
             raise ValueError("give only one of password, password_env, password_file")
         if any(s is not None for s in secrets) and not self.username:
             raise ValueError("a password needs a username")
+        tokens = [self.bearer_token, self.bearer_token_env, self.bearer_token_file]
+        if sum(t is not None for t in tokens) > 1:
+            raise ValueError("give only one of bearer_token, bearer_token_env, bearer_token_file")
+        has_auth_header = any(k.lower() == "authorization" for k in self.headers)
+        if sum([self.username is not None, tokens != [None] * 3, has_auth_header]) > 1:
+            raise ValueError(
+                "give one of username/password, a bearer token or an Authorization header"
+            )
         if self.method == "HEAD" and (
             self.expected_text or self.expected_sha256 or self.ignore_patterns
         ):
@@ -311,7 +332,10 @@ class HttpProbeCollector(Collector[HttpTarget]):
         password = pick_secret(config.password, config.password_env, config.password_file)
         # The header is built here (aiohttp's BasicAuth is deprecated); aiohttp drops it on a
         # redirect to another origin, so the password never follows a redirect off-site.
-        self._headers = dict(config.headers)
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        bearer = pick_secret(config.bearer_token, config.bearer_token_env, config.bearer_token_file)
+        if bearer:
+            self._headers["Authorization"] = f"Bearer {bearer.strip()}"
         if config.username:
             token = base64.b64encode(f"{config.username}:{password or ''}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"

@@ -284,6 +284,40 @@ async def test_http_basic_auth_from_file_and_wrong_password(
         assert "wrong" not in repr(bad)
 
 
+async def _bearer(request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Authorization") != "Bearer duty-token-42":
+        return web.Response(status=401)
+    return web.Response(text=f"roster {request.headers.get('X-Site', '')}")
+
+
+async def test_http_bearer_token_from_env_and_secret_headers(
+    context: CollectorContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORTAL_TOKEN", "duty-token-42\n")
+    app = web.Application()
+    app.router.add_get("/", _bearer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        good = http(url, bearer_token_env="PORTAL_TOKEN", headers={"X-Site": "hq"})
+        v = await poll(HttpProbeCollector(good, context))
+        assert (v["http_status_code"], v["probe_success"]) == (200, 1)
+        bad = http(url, headers={"Authorization": "Bearer wrong-token"})
+        v = await poll(HttpProbeCollector(bad, context))
+        assert v["http_status_code"] == 401
+        # Header values and tokens are secrets: never in the config's repr or dump.
+        shown = repr(good) + repr(bad) + str(bad.model_dump())
+        assert "duty-token-42" not in shown and "wrong-token" not in shown
+        with pytest.raises(ValueError, match="one of username/password, a bearer token"):
+            http(url, username="duty", password="x", bearer_token="y")
+    finally:
+        await runner.cleanup()
+
+
 async def test_http_probes_share_one_session(context: CollectorContext) -> None:
     async with serve() as site:
         a = HttpProbeCollector(http(site.url()), context)
