@@ -45,6 +45,9 @@ def parse_host_port(address: str, default_port: int) -> tuple[str, int]:
     return host, int(port_text)
 
 
+MIN_INTERVAL = 0.1  # seconds
+
+
 class TargetConfig(StrictModel):
     """Fields every target has. A collector's own model subclasses this and sets `kind`."""
 
@@ -56,6 +59,14 @@ class TargetConfig(StrictModel):
     labels: LabelMap = Field(default_factory=dict)
     # Parent targets (a switch, a UPS): while one is down, this target's alerts are suppressed.
     depends_on: list[str] = Field(default_factory=list)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_floor(cls, v: float) -> float:
+        # Below this a target is polled back to back and starves the others of CPU.
+        if v < MIN_INTERVAL:
+            raise ValueError(f"must be at least {MIN_INTERVAL:g}s")
+        return v
 
     @field_validator("name")
     @classmethod

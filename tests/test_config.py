@@ -66,6 +66,11 @@ BAD_CONFIGS = [
         id="negative-interval",
     ),
     pytest.param(
+        GOOD_TARGET.replace("interval: 10s", "interval: 1ms"),
+        "targets[0].interval: must be at least 0.1s (line 6)",
+        id="interval-too-short",
+    ),
+    pytest.param(
         GOOD_TARGET.replace("timeout: 2s", "timeout: 0"),
         "targets[0].timeout: must be greater than 0 (line 7)",
         id="zero-timeout",
