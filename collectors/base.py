@@ -36,12 +36,14 @@ def parse_host_port(address: str, default_port: int) -> tuple[str, int]:
         host, _, port_text = text.partition(":")
     else:
         host = text  # a bare IPv6 address has several colons and no port
-    if not host or any(c.isspace() for c in host):
-        raise ValueError(f"{address!r} has no usable host")
+    if not host:
+        raise ValueError(f"{address!r} has no host")
+    if any(c.isspace() for c in host):
+        raise ValueError(f"{host!r} is not a host name or IP address")
     if not port_text:
         return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"port {port_text!r} in {address!r} is not a number from 1 to 65535")
+        raise ValueError(f"port {port_text!r} must be a number from 1 to 65535")
     return host, int(port_text)
 
 

@@ -18,7 +18,7 @@ from pyModbusTCP.utils import valid_host
 
 from agent.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
 from agent.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from collectors.base import Collector, CollectorContext, Readings, TargetConfig, parse_host_port
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -73,24 +73,9 @@ def decode_registers(
 
 
 def split_endpoint(address: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` or a bare IPv6 literal -> (host, port)."""
-    text = address.strip()
-    port_text = ""
-    if text.startswith("["):
-        host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise ValueError(f"{address!r} is not host, host:port or [ipv6]:port")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host = text  # no colon, or a bare IPv6 literal (several colons)
-    port = DEFAULT_PORT
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"port {port_text!r} must be a number from 1 to 65535")
-        port = int(port_text)
-    if not host or not valid_host(host):
+    """(host, port) of a Modbus device; the host must be one pyModbusTCP accepts."""
+    host, port = parse_host_port(address, DEFAULT_PORT)
+    if not valid_host(host):
         raise ValueError(f"{host!r} is not a host name or IP address")
     return host, port
 

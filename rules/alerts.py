@@ -52,6 +52,9 @@ class Ack:
     at: float
     expires_at: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"by": self.by, "note": self.note, "at": self.at, "expires_at": self.expires_at}
+
 
 @dataclass(slots=True)
 class Alert:
@@ -152,16 +155,7 @@ class Alert:
         """The fields beyond the core alert row, stored as JSON."""
         return {
             "last_true": self.last_true,
-            "ack": (
-                {
-                    "by": self.ack.by,
-                    "note": self.ack.note,
-                    "at": self.ack.at,
-                    "expires_at": self.ack.expires_at,
-                }
-                if self.ack
-                else None
-            ),
+            "ack": self.ack.to_dict() if self.ack else None,
             "notified": str(self.notified) if self.notified else None,
             "flapping": self.flapping,
             "transitions": self.transitions,

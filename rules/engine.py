@@ -645,16 +645,7 @@ class RuleEngine:
             "red_line": cfg.red_line if cfg else None,
             "red_line_crossed": alert.red_line_sent,
             "reference": cfg.reference if cfg else "",
-            "acknowledged": (
-                {
-                    "by": alert.ack.by,
-                    "note": alert.ack.note,
-                    "at": alert.ack.at,
-                    "expires_at": alert.ack.expires_at,
-                }
-                if alert.ack
-                else None
-            ),
+            "acknowledged": alert.ack.to_dict() if alert.ack else None,
             "silenced_by": silenced,
             "maintenance": windows,
             "suppressed": mute,

@@ -1,3 +1,16 @@
 """Fixtures shared by several test files."""
 
+from collections.abc import AsyncIterator
+
+import pytest
+
+from collectors.base import CollectorContext
 from tests.api_fixtures import running  # noqa: F401 - the in-process daemon of the API tests
+
+
+@pytest.fixture
+async def context() -> AsyncIterator[CollectorContext]:
+    """The daemon's shared collector resources (thread pool, shared sessions), closed after."""
+    ctx = CollectorContext()
+    yield ctx
+    await ctx.close()

@@ -88,3 +88,31 @@ class DaemonProcess:
 
     def stop(self) -> None:
         self.peer.stop()
+
+
+def room_sensor_target(port: int, interval: str = "0.5s") -> dict:
+    """The config entry of a room A temperature/humidity sensor on a loopback Modbus port."""
+    return {
+        "name": "room-a-sensor",
+        "kind": "modbus",
+        "address": f"127.0.0.1:{port}",
+        "interval": interval,
+        "timeout": "1s",
+        "labels": {"site": "hq", "room": "A"},
+        "registers": [
+            {
+                "name": "room_temperature_celsius",
+                "address": 0,
+                "type": "int16",
+                "scale": 0.1,
+                "unit": "°C",
+            },
+            {
+                "name": "room_humidity_percent",
+                "address": 1,
+                "type": "uint16",
+                "scale": 0.1,
+                "unit": "%RH",
+            },
+        ],
+    }

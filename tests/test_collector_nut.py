@@ -53,13 +53,6 @@ FLAG_SAMPLES = list(STATUS_FLAGS.values())
 
 
 @pytest.fixture
-async def context() -> AsyncIterator[CollectorContext]:
-    ctx = CollectorContext()
-    yield ctx
-    await ctx.close()
-
-
-@pytest.fixture
 async def make(context: CollectorContext) -> AsyncIterator[Callable[..., NutCollector]]:
     made: list[NutCollector] = []
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import os
 import socket
@@ -22,10 +20,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
 from agent.demo import DEVICES
@@ -51,6 +45,7 @@ from collectors.probe_icmp import (
 )
 from collectors.probe_tcp import TcpProbeCollector, TcpTarget, split_host_port
 from tests.peers import free_port, require_binary
+from tests.tls import self_signed_cert
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,13 +138,6 @@ async def serve(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Site
     finally:
         site.hang.set()
         await runner.cleanup()
-
-
-@pytest.fixture
-async def context() -> AsyncIterator[CollectorContext]:
-    ctx = CollectorContext()
-    yield ctx
-    await ctx.close()
 
 
 def http(address: str, **options: Any) -> HttpTarget:
@@ -413,39 +401,9 @@ async def test_http_first_page_without_expected_text_is_not_the_baseline(
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, valid for 10 days from now."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dutyd test portal")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=10))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
+    return self_signed_cert(
+        tmp_path_factory.mktemp("tls"), 10, "dutyd test portal", ("cert.pem", "key.pem")
     )
-    d = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = d / "cert.pem", d / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def server_tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:

@@ -59,13 +59,6 @@ def snmpd(tmp_path: Path) -> Iterator[SnmpdPeer]:
 
 
 @pytest.fixture
-async def context() -> AsyncIterator[CollectorContext]:
-    ctx = CollectorContext()
-    yield ctx
-    await ctx.close()
-
-
-@pytest.fixture
 async def make(context: CollectorContext) -> AsyncIterator[Callable[..., SnmpCollector]]:
     made: list[SnmpCollector] = []
 

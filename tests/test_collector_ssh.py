@@ -47,13 +47,6 @@ def read_text(path: str) -> str:
 
 
 @pytest.fixture
-async def context() -> AsyncIterator[CollectorContext]:
-    ctx = CollectorContext()
-    yield ctx
-    await ctx.close()
-
-
-@pytest.fixture
 async def make(context: CollectorContext) -> AsyncIterator[Callable[..., SshCollector]]:
     made: list[SshCollector] = []
 

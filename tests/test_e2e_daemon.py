@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from pyModbusTCP.server import ModbusServer
 
-from tests.daemon_fixtures import DaemonProcess
+from tests.daemon_fixtures import DaemonProcess, room_sensor_target
 from tests.peers import free_port
 
 
@@ -66,30 +66,7 @@ def web_app() -> Iterator[str]:
 def site_config(sensor_port: int, app_url: str) -> dict:
     return {
         "targets": [
-            {
-                "name": "room-a-sensor",
-                "kind": "modbus",
-                "address": f"127.0.0.1:{sensor_port}",
-                "interval": "0.5s",
-                "timeout": "1s",
-                "labels": {"site": "hq", "room": "A"},
-                "registers": [
-                    {
-                        "name": "room_temperature_celsius",
-                        "address": 0,
-                        "type": "int16",
-                        "scale": 0.1,
-                        "unit": "°C",
-                    },
-                    {
-                        "name": "room_humidity_percent",
-                        "address": 1,
-                        "type": "uint16",
-                        "scale": 0.1,
-                        "unit": "%RH",
-                    },
-                ],
-            },
+            room_sensor_target(sensor_port),
             {
                 "name": "portal",
                 "kind": "http",

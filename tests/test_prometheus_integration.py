@@ -27,7 +27,7 @@ from agent.demo.site import demo_config
 from agent.instrumentation import Instrumentation
 from collectors import COLLECTORS
 from exporters.prometheus import ALERT_SINCE, ALERT_STATE
-from tests.daemon_fixtures import DaemonProcess
+from tests.daemon_fixtures import DaemonProcess, room_sensor_target
 from tests.peers import PeerProcess, free_port, require_binary
 from tests.test_e2e_daemon import RoomSensor
 
@@ -133,25 +133,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sensor = RoomSensor()
     sensor.set(27.5, 50.0)  # too warm: the alert goes pending, then fires
     config = {
-        "targets": [
-            {
-                "name": "room-a-sensor",
-                "kind": "modbus",
-                "address": f"127.0.0.1:{sensor.port}",
-                "interval": "0.5s",
-                "timeout": "1s",
-                "labels": {"site": "hq", "room": "A"},
-                "registers": [
-                    {
-                        "name": "room_temperature_celsius",
-                        "address": 0,
-                        "type": "int16",
-                        "scale": 0.1,
-                    },
-                    {"name": "room_humidity_percent", "address": 1, "type": "uint16", "scale": 0.1},
-                ],
-            }
-        ],
+        "targets": [room_sensor_target(sensor.port)],
         "rules": {
             "custom": [
                 {

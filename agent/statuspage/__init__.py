@@ -37,7 +37,7 @@ async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]
     alerts = daemon.list_alerts()
     statuses = list(daemon.store.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
-    entries = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=100_000)
+    tail = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
     return {
         "generated_at": now,
         "language": lang or daemon.settings.notify.language,
@@ -48,7 +48,7 @@ async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]
         "targets_up": sum(1 for s in statuses if s.up),
         "targets_down": down,
         "oncall": _oncall(daemon, now),
-        "log": views.log_view(reversed(entries[-LOG_TAIL:])),
+        "log": views.log_view(tail),
     }
 
 

@@ -141,7 +141,10 @@ class Storage(ABC):
         kinds: Sequence[str] = (),
         subject: str | None = None,
         limit: int = 1000,
-    ) -> list[LogEntry]: ...
+        newest_first: bool = False,
+    ) -> list[LogEntry]:
+        """Entries in the order they were written; `newest_first` for a tail (the newest
+        `limit` entries, newest first)."""
 
 
 def open_storage(path: Path) -> Storage:

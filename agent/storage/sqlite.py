@@ -361,6 +361,7 @@ class SqliteStorage(Storage):
         kinds: Sequence[str] = (),
         subject: str | None = None,
         limit: int = 1000,
+        newest_first: bool = False,
     ) -> list[LogEntry]:
         where, params = ["1=1"], []
         if since is not None:
@@ -387,7 +388,7 @@ class SqliteStorage(Storage):
         sql = (
             "SELECT id, ts, kind, actor, subject, data FROM duty_log WHERE "  # noqa: S608
             + " AND ".join(where)
-            + " ORDER BY id LIMIT ?"
+            + (" ORDER BY id DESC LIMIT ?" if newest_first else " ORDER BY id LIMIT ?")
         )
         params.append(limit)
         rows = await self._run(lambda c: c.execute(sql, params).fetchall())
