@@ -159,6 +159,7 @@ class Scheduler:
 
 async def _close_quietly(collector: Collector) -> None:
     try:
-        await asyncio.wait_for(collector.close(), timeout=2.0)
+        async with asyncio.timeout(2.0):
+            await collector.close()
     except Exception:  # closing is best effort at shutdown
         log.debug("closing %s failed", collector.config.name, exc_info=True)

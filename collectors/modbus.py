@@ -309,9 +309,8 @@ class ModbusCollector(Collector[ModbusTarget]):
 
     async def collect(self, readings: Readings) -> None:
         try:
-            results = await asyncio.wait_for(
-                self.context.run_blocking(self._read_all), timeout=self._guard
-            )
+            async with asyncio.timeout(self._guard):
+                results = await self.context.run_blocking(self._read_all)
         except TimeoutError as exc:
             raise TargetTimeout(
                 f"no complete answer from Modbus device {self._where} "

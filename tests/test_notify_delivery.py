@@ -352,3 +352,21 @@ async def test_reload_moves_queued_pages_to_the_new_channel(tmp_path: Path) -> N
         await service.stop()
         await storage.close()
         await receiver.stop()
+
+
+async def test_stop_ends_the_loops_even_when_woken_as_it_cancels(tmp_path: Path) -> None:
+    """On Python 3.11, `asyncio.wait_for` swallows a cancel that lands just as the awaited
+    event is set; the delivery and escalation loops then ran on and `stop()` never returned
+    (a daemon that cannot be stopped, seen in CI after an acknowledgement)."""
+    service, storage, _ = await make_service(tmp_path / "d.db", *configs({}, []))
+    try:
+        await asyncio.sleep(0.05)  # both loops are waiting on their events
+        loops = list(service._tasks)
+        service._wake.set()
+        service._escalate.set()
+        await asyncio.sleep(0)  # the events' waiters complete, the loops not yet resumed
+        async with asyncio.timeout(5):
+            await service.stop()
+        assert loops and all(t.cancelled() for t in loops)
+    finally:
+        await storage.close()

@@ -1,10 +1,11 @@
 """Property tests: for random sample sequences, an alert never fires before its `for` has
 elapsed on a condition that held throughout, and always resolves once the value has been
-past the hysteresis bound for longer than keep_firing_for."""
+past the hysteresis bound for longer than keep_firing_for (an alert that was only pending
+ends inactive; a flapping one stays in the engine until it settles, but not active)."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.records import AlertState, Sample
@@ -67,8 +68,18 @@ def test_never_fires_before_for_on_a_condition_that_held(rule: RuleConfig, seq):
             assert all(v > clear_bound(rule) or v > THRESHOLD for v in during)
 
 
+# Found by CI: 27, 27, 20 repeated flaps the alert; the last 27 leaves it pending.
+FLAPPING_THEN_PENDING = [(1.0, v, False) for v in [27.0, 27.0, 20.0] * 3 + [27.0]]
+
+
 @settings(max_examples=200, deadline=None)
 @given(rule=rules, seq=steps)
+@example(
+    rule=RuleConfig.model_validate(
+        {"name": "hot", "metric": "t", "condition": {"above": THRESHOLD}, "for": 1}
+    ),
+    seq=FLAPPING_THEN_PENDING,
+)
 def test_always_resolves_once_false_past_hysteresis(rule: RuleConfig, seq):
     engine = RuleEngine([rule])
     now = 0.0
@@ -82,4 +93,7 @@ def test_always_resolves_once_false_past_hysteresis(rule: RuleConfig, seq):
         now += 1.0
         engine.ingest([Sample.of("t", low, now, {"target": "x"})], now)
         engine.tick(now)
-    assert all(a.state is AlertState.RESOLVED for a in engine.alerts.values())
+    # Resolved if it had fired; inactive if it was only pending. Never still pending or firing.
+    assert all(
+        a.state in (AlertState.RESOLVED, AlertState.INACTIVE) for a in engine.alerts.values()
+    ), {fp: a.state for fp, a in engine.alerts.items()}

@@ -431,8 +431,11 @@ class NotifyService:
             self.add_pages(self.escalator.due(now), now)
             deadline = self.escalator.next_deadline()
             timeout = 1.0 if deadline is None else min(1.0, max(0.001, deadline - now))
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
+            # lands as the event is set, and this loop would then outlive the daemon's stop().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._escalate.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._escalate.wait()
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -453,8 +456,9 @@ class NotifyService:
             self.metrics.outbox_depth.set(depth)
             self._oldest = oldest
             timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _deliver(self, row: OutboxRow) -> None:
         try:
@@ -495,9 +499,8 @@ class NotifyService:
             await self.outbox.reschedule(row)
             return
         try:
-            result = await asyncio.wait_for(
-                channel.send(row.id, row.payload), self.config.send_timeout
-            )
+            async with asyncio.timeout(self.config.send_timeout):
+                result = await channel.send(row.id, row.payload)
         except TimeoutError:
             result = SendResult(False, True, f"no answer within {self.config.send_timeout:g}s")
         now = self.clock()
