@@ -287,6 +287,7 @@ class ModbusCollector(Collector[ModbusTarget]):
         self._client: _Client | None = None
         # One request at a time on the connection, even if a timed-out poll's thread lingers.
         self._busy = threading.Lock()
+        self._closed = False
         # pyModbusTCP refuses timeouts of an hour or more.
         self._socket_timeout = min(config.timeout, 3599.0)
         # Safety net only: connecting and one request may each take up to the timeout, and a
@@ -341,6 +342,16 @@ class ModbusCollector(Collector[ModbusTarget]):
             )
 
     async def close(self) -> None:
+        self._closed = True
+        # The connection belongs to whoever holds `_busy`: closing it under a poll still in its
+        # thread would pull the socket from under pyModbusTCP; that poll closes it on its way out.
+        if self._busy.acquire(blocking=False):
+            try:
+                self._drop_client()
+            finally:
+                self._busy.release()
+
+    def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             client.close()
@@ -353,6 +364,8 @@ class ModbusCollector(Collector[ModbusTarget]):
                 f"Modbus device {self._where}: the previous poll is still waiting for an answer"
             )
         try:
+            if self._closed:
+                raise TargetUnreachable(f"Modbus device {self._where}: the collector is closed")
             if self._client is None:
                 self._client = _Client(
                     host=self._host,
@@ -381,6 +394,8 @@ class ModbusCollector(Collector[ModbusTarget]):
                 f"cannot reach Modbus device {self._where}: {exc.strerror or exc}"
             ) from exc
         finally:
+            if self._closed:
+                self._drop_client()
             self._busy.release()
 
     def _request(self, client: _Client, block: ReadBlock) -> list[int] | list[bool]:

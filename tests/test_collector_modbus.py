@@ -542,6 +542,30 @@ async def test_hung_target_does_not_block_healthy_one(
     assert finished["hung"] >= 1.4
 
 
+async def test_close_during_a_poll_leaves_the_socket_to_that_poll(
+    tcp_peer, make_collector: Factory
+):
+    """Shutdown while a poll waits in its thread: the socket is not pulled from under it, and
+    the poll closes it on its way out (no socket left open, no poll after close)."""
+    port = await tcp_peer(never_answer)
+    collector = make_collector(f"127.0.0.1:{port}", [{"name": "t", "address": 0}], timeout=1)
+    polling = asyncio.create_task(poll(collector))
+    await asyncio.sleep(0.3)  # connected, waiting for the answer in its thread
+    client = collector._client
+    assert client is not None and client.is_open
+    await collector.close()
+    assert client.is_open  # still the poll's
+    with pytest.raises(TargetTimeout):
+        await polling
+    for _ in range(50):  # the thread outlives the asyncio timeout by up to a socket timeout
+        if not client.is_open:
+            break
+        await asyncio.sleep(0.05)
+    assert not client.is_open and collector._client is None
+    with pytest.raises(TargetUnreachable, match="the collector is closed"):
+        await poll(collector)
+
+
 # ----- the demo device ---------------------------------------------------------------------
 
 
