@@ -138,6 +138,7 @@ async def test_readings_from_real_commands_over_one_kept_connection(
     assert abs(value(v, "backup_oldest_age_seconds", **b) - 16 * 86400) < 120
     assert abs(value(v, "backup_retention_seconds", **b) - 16 * 86400) < 0.01 * 86400
     assert value(v, "backup_retention_required_seconds", **b) == 15 * 86400
+    assert value(v, "backup_retention_shortfall_seconds", **b) == 0  # 16 days kept
     assert value(v, "backup_stale", **b) == 0
     assert value(v, "command_value", command="one") == 42.5
     assert value(v, "command_value", command="named", name="queue") == 3
@@ -176,14 +177,23 @@ async def test_backup_made_30_hours_ago_is_stale(
     # No file at all is stale too, with a count of 0.
     offsite = {"backup": "www", "copy": "offsite"}
     assert value(v, "backup_files", **offsite) == 0 and value(v, "backup_stale", **offsite) == 1
+    # An off-site copy must keep 15 days unless told otherwise: an empty one misses all of it.
+    assert value(v, "backup_retention_required_seconds", **offsite) == 15 * 86400
+    assert value(v, "backup_retention_shortfall_seconds", **offsite) == 15 * 86400
+    # A local copy has no retention requirement unless one is set.
+    assert ("backup_retention_shortfall_seconds", tuple(sorted(local.items()))) not in v
     # A missing directory (off-site mount gone) is that reading down, with find's reason.
     assert ok(v, "backup", backup="gone", copy="local") == 0
     assert "No such file or directory" in c.problems[("backup", "gone", "local")]
     # A fresh backup clears it.
     (backups / "www-2.tar").write_bytes(b"z")
+    (empty / "www-1.tar").write_bytes(b"w")
+    await touch_back(empty / "www-1.tar", "5 days ago")
     v = await poll(c)
     assert value(v, "backup_stale", **local) == 0
     assert value(v, "backup_newest_age_seconds", **local) < 60
+    shortfall = value(v, "backup_retention_shortfall_seconds", **offsite)
+    assert abs(shortfall - 10 * 86400) < 120  # 5 of the 15 days kept
 
 
 async def test_config_text_is_never_shell_syntax(

@@ -115,11 +115,11 @@ CASES: dict[
         # A job that has just created its file: empty for less than an hour.
         (20 * 60, [5e9, 0, 0, 5e9, 1]),
     ),
-    "offsite_retention_too_short": (
-        "backup_retention_seconds",
+    "backup_retention_too_short": (
+        "backup_retention_shortfall_seconds",
         {"kind": "ssh", "backup": "db", "copy": "offsite"},
-        (H, [7 * DAY]),
-        (H, [15 * DAY, 30 * DAY]),
+        (H, [0, 8 * DAY]),
+        (H, [0, 0, 0]),
     ),
     "virus_outbreaks_red_line": (
         "security_virus_outbreaks_total",
@@ -200,7 +200,7 @@ def test_red_lines(rule: str, red_line: float):
     ("rule", "words"),
     [
         # Seconds in the exposition, days on the page.
-        ("offsite_retention_too_short", "keeps 7d of copies (at least 15d)"),
+        ("backup_retention_too_short", "offsite backup db on t1 keeps 8d less of copies"),
         ("unexpected_device_reboot", "t1 (snmp) restarted"),
     ],
 )

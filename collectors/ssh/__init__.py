@@ -112,6 +112,9 @@ def default_trusted_hosts_file() -> str:
     return "~/.local/state/dutyd/ssh_known_hosts"
 
 
+OFFSITE_RETENTION_DAYS = 15.0
+
+
 class SshBackup(StrictModel):
     """A backup directory: the newest file matching `pattern` must be recent, and enough files
     must be kept. Read with `find -H <path> -maxdepth 1 -name <pattern> -type f` (GNU find)."""
@@ -132,12 +135,21 @@ class SshBackup(StrictModel):
     retention_days: float | None = Field(
         None,
         gt=0,
-        description="Days the copies must cover; emitted in seconds as "
-        "`backup_retention_required_seconds` beside the observed `backup_retention_seconds` "
-        "(age of the oldest kept file).",
+        description="Days the copies must cover (default: 15 for an off-site copy, as the duty "
+        "rules ask; none for a local one). Emitted in seconds as "
+        "`backup_retention_required_seconds`, and how far the kept copies fall short of it "
+        "as `backup_retention_shortfall_seconds` (0 when they cover it; all of it when no file "
+        "is left).",
     )
 
     _name = field_validator("name")(_label_value)
+
+    @property
+    def required_retention_days(self) -> float | None:
+        # The duty rules: one copy off-site, keeping at least half a month of copies.
+        if self.retention_days is None and self.location == "offsite":
+            return OFFSITE_RETENTION_DAYS
+        return self.retention_days
 
     @field_validator("path")
     @classmethod
@@ -441,6 +453,8 @@ class SshCollector(Collector[SshTarget]):
         "backup_retention_seconds": "Time span of backups kept: age of the oldest kept file.",
         "backup_retention_required_seconds": "Configured retention_days the copies must cover, "
         "in seconds.",
+        "backup_retention_shortfall_seconds": "How much of the required retention the kept "
+        "copies miss (0: covered; the whole of it when no file is left).",
         "backup_max_age_seconds": "Configured age after which the newest backup is stale.",
         "backup_stale": "1 if no backup file is younger than max_age (none at all counts).",
         "command_value": "Value printed by a user-defined command; by command and name.",
@@ -894,9 +908,13 @@ class SshCollector(Collector[SshTarget]):
             if stats.oldest_age_seconds is not None:
                 readings.add_labelled("backup_oldest_age_seconds", stats.oldest_age_seconds, labels)
                 readings.add_labelled("backup_retention_seconds", stats.oldest_age_seconds, labels)
-            if backup.retention_days is not None:
-                required = backup.retention_days * 86400.0
+            if backup.required_retention_days is not None:
+                required = backup.required_retention_days * 86400.0
+                kept = stats.oldest_age_seconds or 0.0
                 readings.add_labelled("backup_retention_required_seconds", required, labels)
+                readings.add_labelled(
+                    "backup_retention_shortfall_seconds", max(0.0, required - kept), labels
+                )
             age = stats.newest_age_seconds
             stale = age is None or age > backup.max_age
             readings.add_labelled("backup_max_age_seconds", backup.max_age, labels)
