@@ -17,10 +17,10 @@ from collectors.ssh import commands as cmd
 from collectors.ssh.parsers import (
     ParseError,
     backup_stats,
+    parse_backup_files,
     parse_command_output,
     parse_df,
     parse_epoch,
-    parse_find_printf,
     parse_is_active,
     parse_loadavg,
     parse_meminfo,
@@ -241,8 +241,8 @@ def test_systemctl_is_active() -> None:
         parse_is_active("aktiv\nfehlgeschlagen\ninaktiv\n", units)
 
 
-def test_find_printf_and_backup_stats() -> None:
-    files = parse_find_printf("1795400000.1234567890 734003200\n1795300000.0000000000 734000000\n")
+def test_backup_files_and_backup_stats() -> None:
+    files = parse_backup_files("1795400000.1234567890 734003200\n1795300000.0000000000 734000000\n")
     assert files == [(1795400000.123456789, 734003200), (1795300000.0, 734000000)]
     stats = backup_stats(files, now=1795410000.0)
     assert stats.count == 2 and stats.newest_size_bytes == 734003200
@@ -252,7 +252,7 @@ def test_find_printf_and_backup_stats() -> None:
     # A file dated in the future (clock trouble) is age 0, not negative.
     assert backup_stats([(2000.0, 1)], now=1000.0).newest_age_seconds == 0.0
     with pytest.raises(ParseError):
-        parse_find_printf("-rw-r--r-- 1 root root 734003200 Nov 22 02:00 db.sql.gz\n")
+        parse_backup_files("-rw-r--r-- 1 root root 734003200 Nov 22 02:00 db.sql.gz\n")
 
 
 def test_user_command_output() -> None:
@@ -315,8 +315,12 @@ def test_script_quotes_every_config_word() -> None:
         "*.tar'*",
         "-type",
         "f",
-        "-printf",
-        cmd.FIND_FORMAT,
+        "-exec",
+        "stat",
+        "-c",
+        cmd.STAT_FORMAT,
+        "{}",
+        "+",
     ]
     assert shlex.split(last_two[1])[2:] == ["a b", "$X"]
     # The exec request holds no config text at all.

@@ -5,7 +5,7 @@ file holding that key and a client key, so the SSH collector verifies the host k
 it does for a real server. The server understands the one exec request the collector sends
 (`env LC_ALL=C LANG=C timeout -s KILL <n> sh -s`, see `collectors/ssh/commands.py`), reads the
 poll script from stdin and answers each of its commands (`cat /proc/loadavg`, `df -PTk`,
-`find ... -printf`, `systemctl is-active`, ...) from a simulated state, in the output format of
+`find ... -exec stat`, `systemctl is-active`, ...) from a simulated state, in the output format of
 the real tools. Anything else is answered as a shell would: `not found`, exit status 127.
 
 The server's clock runs `CLOCK_FACTOR` times faster than the scenario, so a backup a day old is a
@@ -114,15 +114,20 @@ def _meminfo(state: LinuxState) -> str:
 
 
 def _find(state: LinuxState, argv: list[str]) -> tuple[str, str, int]:
-    # find -H <dir> -maxdepth 1 -name <glob> -type f -printf '%T@ %s\n'
-    if len(argv) != 11 or argv[1] != "-H" or argv[5] != "-name":
+    # find -H <dir> -maxdepth 1 -name <glob> -type f -exec stat -c '%Y %s' {} +
+    if (
+        len(argv) != 15
+        or argv[1] != "-H"
+        or argv[5] != "-name"
+        or argv[10:13] != ["stat", "-c", "%Y %s"]
+    ):
         return "", f"find: unsupported arguments {shlex.join(argv[1:])}\n", 1
     directory, pattern = argv[2], argv[6]
     entries = state.files.get(directory)
     if entries is None:
         return "", f"find: '{directory}': No such file or directory\n", 1
     out = "".join(
-        f"{mtime:.10f} {size}\n"
+        f"{int(mtime)} {size}\n"
         for name, (mtime, size) in sorted(entries.items())
         if fnmatch.fnmatchcase(name, pattern)
     )

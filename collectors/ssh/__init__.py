@@ -47,10 +47,10 @@ from collectors.ssh.parsers import (
     ParseError,
     SectionOutput,
     backup_stats,
+    parse_backup_files,
     parse_command_output,
     parse_df,
     parse_epoch,
-    parse_find_printf,
     parse_is_active,
     parse_loadavg,
     parse_meminfo,
@@ -117,7 +117,8 @@ OFFSITE_RETENTION_DAYS = 15.0
 
 class SshBackup(StrictModel):
     """A backup directory: the newest file matching `pattern` must be recent, and enough files
-    must be kept. Read with `find -H <path> -maxdepth 1 -name <pattern> -type f` (GNU find)."""
+    must be kept. Read with `find -H <path> -maxdepth 1 -name <pattern> -type f -exec stat` (GNU or
+    busybox)."""
 
     name: str = Field(description="Label `backup`: what is backed up, e.g. `db` or `www`.")
     path: str = Field(
@@ -897,7 +898,7 @@ class SshCollector(Collector[SshTarget]):
                 now = poll.parse("clock", parse_epoch)
             except _Down as down:
                 raise _Down(f"no server clock to date backups against: {down.reason}") from None
-            files = poll.parse(f"backup.{index}", parse_find_printf)
+            files = poll.parse(f"backup.{index}", parse_backup_files)
             stats = backup_stats(files, now)
             labels = {"backup": backup.name, "copy": backup.location}
             readings.add_labelled("backup_files", stats.count, labels)

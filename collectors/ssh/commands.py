@@ -15,14 +15,14 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     t df_inodes df -PTki
     s clock     date +%s                     only with backups: ages use the server's clock
     t systemd   systemctl is-active -- <unit>...          only with `services`
-    t backup.N  find -H <dir> -maxdepth 1 -name <glob> -type f -printf '%T@ %s\\n'  (GNU find)
+    t backup.N  find -H <dir> -maxdepth 1 -name <glob> -type f -exec stat -c '%Y %s' {} +
     t command.N <the configured argv>
 
-Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `sh`), plus
-systemd's `systemctl` when `services` are configured. Busybox `find` has no `-printf`, so on
-Alpine the backup readings are down with find's own message; busybox `timeout` kills only the
-command it started, GNU `timeout` its whole process group. Nothing runs through `sudo`, and
-nothing writes on the server.
+Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `find`,
+`stat`, `sh`), plus systemd's `systemctl` when `services` are configured. Backups are listed with
+`stat -c`, not GNU find's `-printf`, so that busybox servers and NAS boxes (often where the
+off-site copy lives) are read too; busybox `timeout` kills only the command it started, GNU
+`timeout` its whole process group. Nothing runs through `sudo`, and nothing writes on the server.
 
 Every word taken from the config is passed through `shlex.quote`, so a path, glob, unit name or
 argument is one word for the remote shell and never shell syntax. The command line itself holds
@@ -48,8 +48,8 @@ CLOCK = ("date", "+%s")
 # filesystems); -k: 1024-byte blocks whatever POSIXLY_CORRECT or the df flavour says.
 DF = ("df", "-PTk")
 DF_INODES = ("df", "-PTki")
-# The printf format reaches find as the two characters backslash-n, which find expands itself.
-FIND_FORMAT = "%T@ %s\\n"
+# Modification time (whole seconds: busybox stat has no sub-second %Y) and size, one file a line.
+STAT_FORMAT = "%Y %s"
 
 # Slack for the untimed sections and the shell itself within the whole script's limit.
 SCRIPT_SLACK = 2.0
@@ -74,7 +74,10 @@ def backup_section(index: int, path: str, pattern: str) -> Section:
     # -H follows a symlinked backup dir given on the command line (a common layout for an
     # off-site mount) without following links inside it.
     argv = ("find", "-H", path, "-maxdepth", "1", "-name", pattern, "-type", "f")
-    return Section(f"backup.{index}", (*argv, "-printf", FIND_FORMAT), timed=True)
+    # `{} +`: one stat for all the files found, none when there are none.
+    return Section(
+        f"backup.{index}", (*argv, "-exec", "stat", "-c", STAT_FORMAT, "{}", "+"), timed=True
+    )
 
 
 def command_section(index: int, argv: Sequence[str]) -> Section:

@@ -335,15 +335,16 @@ def parse_is_active(text: str, units: Sequence[str]) -> dict[str, str]:
 _FIND_LINE = re.compile(r"^(\d+(?:\.\d+)?) (\d+)$")
 
 
-def parse_find_printf(text: str) -> list[tuple[float, int]]:
-    """`find ... -printf '%T@ %s\\n'`: one `mtime size` pair per file."""
+def parse_backup_files(text: str) -> list[tuple[float, int]]:
+    """`find ... -exec stat -c '%Y %s' {} +`: one `mtime size` pair per file (a fractional
+    mtime, as GNU `find -printf '%T@'` prints it, is read too)."""
     files: list[tuple[float, int]] = []
     for line in text.splitlines():
         if not line.strip():
             continue
         m = _FIND_LINE.match(line.strip())
         if not m:
-            raise ParseError(f"find -printf: expected 'mtime size', got {line.strip()[:80]!r}")
+            raise ParseError(f"backup files: expected 'mtime size', got {line.strip()[:80]!r}")
         files.append((float(m.group(1)), int(m.group(2))))
     return files
 
