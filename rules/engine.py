@@ -106,6 +106,26 @@ class CompiledRule:
         mode = {"any": "any", "all": "all", "at_least": f"at least {across.n}"}[across.mode]
         return f"{text} on {mode} of {total} series"
 
+    def _held_note(self, alert: Alert) -> str:
+        """Why an active alert's value may read as inside the limits: hysteresis holds it until
+        the value is well back (else "40 %RH is outside 40..60" would read as a contradiction)."""
+        cfg, c, value = self.config, self.config.condition, alert.value
+        if (
+            alert.state not in (AlertState.PENDING, AlertState.FIRING)
+            or c is None
+            or value is None
+            or c.holds(value)
+        ):
+            return ""
+        low, high = cfg.clear_above, cfg.clear_below
+        if low is not None and high is not None:
+            return f" (held until back within {low:g}..{high:g})"
+        if high is not None:
+            return f" (held until below {high:g})"
+        if low is not None:
+            return f" (held until above {low:g})"
+        return ""
+
     def render(self, template: str, alert: Alert, now: float) -> str:
         values: dict[str, object] = dict(alert.labels)
         total = len(self.groups.get(alert.labels, ())) if self.config.across else 0
@@ -113,7 +133,7 @@ class CompiledRule:
         values.update(
             rule=self.name,
             value=alert.value if alert.value is not None else "n/a",
-            threshold=self.threshold(total),
+            threshold=self.threshold(total) + self._held_note(alert),
             target=alert.label("target") or "(all targets)",
             severity=self.config.severity,
             duration=format_duration(alert.duration(now)),

@@ -70,3 +70,35 @@ def test_template_is_data_not_code():
     engine = RuleEngine([rule])
     (event,) = engine.ingest([temp(40, 0.0)], 0.0)
     assert event.summary == "{value.__class__} {__import__} room-a"
+
+
+def test_summary_says_why_an_alert_held_by_hysteresis_reads_inside_the_limits():
+    """Humidity dips to 39.7 and is back at 40.0 when `for` elapses: still active (it must pass
+    41 to clear), and the page must not read "40 %RH is outside 40..60" with no explanation."""
+    rule = RuleConfig.model_validate(
+        {
+            "name": "room_humidity_out_of_range",
+            "metric": "room_humidity_percent",
+            "condition": {"outside": [40, 60]},
+            "clear_above": 41,
+            "clear_below": 59,
+            "for": "10s",
+            "summary": "Room humidity {value} %RH is {threshold} for {duration}",
+        }
+    )
+    engine = RuleEngine([rule])
+
+    def rh(value: float, ts: float) -> list:
+        sample = Sample.of("room_humidity_percent", value, ts, {"target": "room-a"})
+        return engine.ingest([sample], ts) + engine.tick(ts)
+
+    (pending,) = rh(39.7, 0.0)
+    assert pending.summary == "Room humidity 39.7 %RH is outside 40..60 for 0s"
+    (firing,) = rh(40.0, 10.0)
+    assert firing.state is AlertState.FIRING
+    assert firing.summary == (
+        "Room humidity 40 %RH is outside 40..60 (held until back within 41..59) for 10s"
+    )
+    (resolved,) = rh(41.5, 20.0)
+    assert resolved.state is AlertState.RESOLVED
+    assert "held" not in resolved.summary
