@@ -30,7 +30,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import bcrypt
 import yaml
@@ -226,9 +226,7 @@ class HttpServer:
             self._runner, self.listen, self.port, reuse_address=True, ssl_context=self._ssl
         )
         await site.start()
-        server = site._server
-        if server is not None and server.sockets:  # learn the port when 0 was asked for
-            self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])  # the port picked when 0 was asked for
         log.info(
             "http listening",
             extra={
@@ -289,3 +287,12 @@ class HttpServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self._ready()
         return web.Response(text=f"{why}\n", status=200 if ok else 503)
+
+
+async def serve_on_loopback(app: web.Application, **site_options: Any) -> tuple[web.AppRunner, int]:
+    """Serve `app` on a free 127.0.0.1 port (demo devices and pagers, test peers): the runner,
+    to `cleanup()` when done, and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, **site_options).start()
+    return runner, int(runner.addresses[0][1])

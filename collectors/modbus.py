@@ -343,9 +343,13 @@ class ModbusCollector(Collector[ModbusTarget]):
 
     async def close(self) -> None:
         self._closed = True
+        self._drop_client_if_closed()
+
+    def _drop_client_if_closed(self) -> None:
         # The connection belongs to whoever holds `_busy`: closing it under a poll still in its
-        # thread would pull the socket from under pyModbusTCP; that poll closes it on its way out.
-        if self._busy.acquire(blocking=False):
+        # thread would pull the socket from under pyModbusTCP. close() and a poll's end both
+        # call this after their own step (flag set / lock released), so one of them closes it.
+        if self._closed and self._busy.acquire(blocking=False):
             try:
                 self._drop_client()
             finally:
@@ -394,9 +398,8 @@ class ModbusCollector(Collector[ModbusTarget]):
                 f"cannot reach Modbus device {self._where}: {exc.strerror or exc}"
             ) from exc
         finally:
-            if self._closed:
-                self._drop_client()
             self._busy.release()
+            self._drop_client_if_closed()
 
     def _request(self, client: _Client, block: ReadBlock) -> list[int] | list[bool]:
         read = {

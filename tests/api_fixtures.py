@@ -18,6 +18,7 @@ from aiohttp import web
 
 from agent.config import load_from_dict
 from agent.daemon import Daemon
+from agent.http import serve_on_loopback
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,13 +38,8 @@ class Portal:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/", self._page)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        self._runner, port = await serve_on_loopback(app)
+        self.url = f"http://127.0.0.1:{port}/"
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -10,7 +10,6 @@ import contextlib
 import getpass
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncssh
@@ -156,13 +155,3 @@ class SshdServer:
         if new_host_key:
             self.new_host_key()
         self.start()
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SshdServer]:
-    server = SshdServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill_all()

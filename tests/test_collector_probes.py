@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from agent.demo import DEVICES
 from agent.demo.web_app import WebAppDevice
 from agent.errors import BadCredentials, BadResponse, CollectError, TargetTimeout, TargetUnreachable
+from agent.http import serve_on_loopback
 from agent.scheduler import Scheduler
 from collectors import COLLECTORS
 from collectors.base import CollectorContext, Readings
@@ -128,11 +129,7 @@ async def serve(ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[Site
     app.router.add_get("/old", _redirect)
     app.router.add_get("/endless", _endless)
     app.router.add_get("/private", _private)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-    await tcp.start()
-    site.port = int(runner.addresses[0][1])
+    runner, site.port = await serve_on_loopback(app, ssl_context=ssl_context)
     try:
         yield site
     finally:
@@ -284,11 +281,7 @@ async def test_http_bearer_token_from_env_and_secret_headers(
     monkeypatch.setenv("PORTAL_TOKEN", "duty-token-42\n")
     app = web.Application()
     app.router.add_get("/", _bearer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
-    await tcp.start()
-    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_on_loopback(app)
     try:
         url = f"http://127.0.0.1:{port}/"
         good = http(url, bearer_token_env="PORTAL_TOKEN", headers={"X-Site": "hq"})

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.demo.base import DemoDevice
+from agent.http import serve_on_loopback
 
 # The scenario, in scenario seconds (wall seconds × speed).
 ERRORS_FROM = 60.0
@@ -56,12 +57,7 @@ class WebAppDevice(DemoDevice):
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/", self._page)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self._runner, self.port = await serve_on_loopback(app)
 
     async def _page(self, _request: web.Request) -> web.Response:
         if self.failing:

@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from agent.http import serve_on_loopback
+
 PEOPLE = [
     ("Zhang Wei", "zh"),
     ("Li Na", "zh"),
@@ -100,13 +102,7 @@ class DemoPager:
     async def start(self) -> int:
         app = web.Application()
         app.router.add_post("/{who}", self._page)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = int(server.sockets[0].getsockname()[1])
+        self._runner, self.port = await serve_on_loopback(app)
         return self.port
 
     async def stop(self) -> None:
