@@ -3,10 +3,17 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/dutyd
 COPY pyproject.toml README.md ./
-COPY agent ./agent
+# The repository root is the `dutyd` package: its __init__.py and one folder per layer.
+COPY __init__.py ./
+COPY core ./core
 COPY collectors ./collectors
 COPY rules ./rules
+COPY storage ./storage
 COPY exporters ./exporters
+COPY notify ./notify
+COPY duty ./duty
+COPY web ./web
+COPY agent ./agent
 RUN pip install --no-cache-dir . \
     && useradd --system --home-dir /var/lib/dutyd --create-home dutyd \
     && mkdir -p /etc/dutyd && chown dutyd /var/lib/dutyd

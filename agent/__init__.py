@@ -1,8 +1,4 @@
-"""dutyd's daemon layer: configuration, scheduling, storage, CLI and HTTP."""
+"""The wiring: configuration loader, daemon, scheduler, CLI and the demo site.
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("dutyd")
-except PackageNotFoundError:  # run from a source tree without installing
-    __version__ = "0.0.0"
+Every other layer is imported from here and none imports this package back.
+"""

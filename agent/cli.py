@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from agent import logsetup
-from agent.config import DEFAULT_PORT, load_config
-from agent.errors import ConfigError
+from dutyd.agent import logsetup
+from dutyd.agent.config import DEFAULT_PORT, load_config
+from dutyd.core.errors import ConfigError
 
 EXIT_CONFIG = 2
 
@@ -31,7 +31,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon
+    from dutyd.agent.daemon import Daemon
 
     path = _config_path(args.config)
     if path is None:
@@ -51,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agent.demo.site import run_demo
+    from dutyd.agent.demo.site import run_demo
 
     logsetup.configure(args.log_format, "INFO")
     try:
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
     demo.set_defaults(func=cmd_demo)
 
-    from agent.notify.cli import add_duty_commands
+    from dutyd.agent.dutycli import add_duty_commands
 
     add_duty_commands(sub)  # oncall, ack, silence, maintenance, drill, log, report
     return parser

@@ -23,19 +23,19 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from agent.configtypes import StrictModel
-from agent.errors import ConfigError
-from agent.notify.config import (
+from dutyd.collectors import COLLECTORS
+from dutyd.collectors.base import TargetConfig
+from dutyd.core.configtypes import StrictModel
+from dutyd.core.errors import ConfigError
+from dutyd.notify.config import (
     ApiConfig,
     EscalationConfig,
     NotifyConfig,
     OncallConfig,
     check_references,
 )
-from collectors import COLLECTORS
-from collectors.base import TargetConfig
-from rules.config import RulesConfig
-from rules.packs import available as available_packs
+from dutyd.rules.config import RulesConfig
+from dutyd.rules.packs import available as available_packs
 
 DEFAULT_PORT = 8646  # outside Prometheus's exporter range (9100-9999), which is fully allocated
 
@@ -64,7 +64,7 @@ class HttpConfig(StrictModel):
     def _web_config_valid(cls, path: Path | None) -> Path | None:
         # Checked with the rest of the config, so a bad file is refused before any restart.
         if path is not None:
-            from agent.http import load_web_config  # aiohttp only when a web config is used
+            from dutyd.web.server import load_web_config  # aiohttp only when a web config is used
 
             load_web_config(path)
         return path

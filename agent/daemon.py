@@ -19,23 +19,23 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from agent.api import install_api
-from agent.config import Settings, load_config
-from agent.errors import ConfigError
-from agent.http import HttpServer
-from agent.instrumentation import Instrumentation
-from agent.notify.service import NotifyService
-from agent.records import AlertChange, AlertEvent, AlertState, Labels, Sample, labels_of
-from agent.scheduler import PollResult, Scheduler
-from agent.storage import Storage, StoredAlert, open_storage
-from agent.store import SampleStore, TargetStatus
-from collectors import COLLECTORS, Collector, CollectorContext
-from exporters.prometheus import StoreExporter
-from rules.alerts import Alert
-from rules.engine import RuleEngine
-from rules.matchers import compile_matchers
-from rules.overlays import Silence, Window
-from rules.packs import effective_rules
+from dutyd.agent.config import Settings, load_config
+from dutyd.agent.scheduler import PollResult, Scheduler
+from dutyd.collectors import COLLECTORS, Collector, CollectorContext
+from dutyd.core.errors import ConfigError
+from dutyd.core.latest import SampleStore, TargetStatus
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, Labels, Sample, labels_of
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.exporters.prometheus import StoreExporter
+from dutyd.notify.service import NotifyService
+from dutyd.rules.alerts import Alert
+from dutyd.rules.engine import RuleEngine
+from dutyd.rules.matchers import compile_matchers
+from dutyd.rules.overlays import Silence, Window
+from dutyd.rules.packs import effective_rules
+from dutyd.storage import Storage, StoredAlert, open_storage
+from dutyd.web.api import install_api
+from dutyd.web.server import HttpServer
 
 log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
@@ -58,7 +58,7 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics = Instrumentation(self.registry)
+        self.metrics = Instrumentation(self.registry, COLLECTORS)
         self.store = SampleStore()
         # As many threads as polls may be in flight, so a blocking poll never queues for a
         # thread while its timeout runs.

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.errors import CollectError, TargetTimeout
-from agent.records import Sample
-from collectors.base import Collector, Readings, TargetConfig
+from dutyd.collectors.base import Collector, Readings, TargetConfig
+from dutyd.core.errors import CollectError, TargetTimeout
+from dutyd.core.records import Sample
 
 log = logging.getLogger("dutyd.scheduler")
 

@@ -122,9 +122,9 @@ def stop_sensors(child: subprocess.Popen[str]) -> None:
 
 
 async def poll_all(args: argparse.Namespace, ports: list[int], per_server: int, child_pid: int):
-    from agent.errors import CollectError
-    from collectors.base import CollectorContext, Readings
-    from collectors.modbus import ModbusCollector, ModbusTarget
+    from dutyd.collectors.base import CollectorContext, Readings
+    from dutyd.collectors.modbus import ModbusCollector, ModbusTarget
+    from dutyd.core.errors import CollectError
 
     context = CollectorContext()
     collectors = []

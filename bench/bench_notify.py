@@ -21,11 +21,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from agent.instrumentation import Instrumentation
-from agent.notify.config import EscalationConfig, NotifyConfig, OncallConfig
-from agent.notify.service import NotifyService
-from agent.records import AlertEvent, AlertState, labels_of
-from agent.storage.sqlite import SqliteStorage
+from dutyd.core.records import AlertEvent, AlertState, labels_of
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from dutyd.notify.service import NotifyService
+from dutyd.storage.sqlite import SqliteStorage
 from tests.test_notify_delivery import Receiver
 
 HOST = re.compile(r"host(\d+) unreachable")

@@ -21,11 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.scheduler import Scheduler
-from collectors.base import Collector, CollectorContext
-from collectors.probe_http import HttpProbeCollector, HttpTarget
-from collectors.probe_icmp import IcmpProbeCollector, IcmpTarget
-from collectors.probe_tcp import TcpProbeCollector, TcpTarget
+from dutyd.agent.scheduler import Scheduler
+from dutyd.collectors.base import Collector, CollectorContext
+from dutyd.collectors.probe_http import HttpProbeCollector, HttpTarget
+from dutyd.collectors.probe_icmp import IcmpProbeCollector, IcmpTarget
+from dutyd.collectors.probe_tcp import TcpProbeCollector, TcpTarget
 
 PAGE = "<html><body><h1>Duty portal OK</h1>" + "<p>shift roster line</p>" * 100 + "</body></html>"
 

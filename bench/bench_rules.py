@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.records import Sample
-from rules.engine import RuleEngine
-from rules.packs import load_pack
+from dutyd.core.records import Sample
+from dutyd.rules.engine import RuleEngine
+from dutyd.rules.packs import load_pack
 
 
 def series(n: int) -> list[tuple[str, dict[str, str], float]]:

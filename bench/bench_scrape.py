@@ -20,11 +20,11 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agent.http import HttpServer
-from agent.instrumentation import Instrumentation
-from agent.records import Sample
-from agent.store import SampleStore, TargetStatus
-from exporters.prometheus import StoreExporter
+from dutyd.core.latest import SampleStore, TargetStatus
+from dutyd.core.records import Sample
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.exporters.prometheus import StoreExporter
+from dutyd.web.server import HttpServer
 
 PORTS_PER_SWITCH = 33
 HELP = {

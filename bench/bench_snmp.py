@@ -53,7 +53,7 @@ MODES = {"ups": ("ups", "ups"), "switch": ("switch", "if_mib")}  # mode: (dutyd 
 
 
 def fill(responder: Any, n: int) -> None:
-    from collectors.snmp import codec
+    from dutyd.collectors.snmp import codec
 
     IF = (1, 3, 6, 1, 2, 1, 2, 2, 1)
     IFX = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
@@ -87,7 +87,7 @@ def fill(responder: Any, n: int) -> None:
 
 
 async def serve(count: int) -> None:
-    from agent.demo.snmp_responder import SnmpResponder
+    from dutyd.agent.demo.snmp_responder import SnmpResponder
 
     responders = []
     for n in range(count):
@@ -114,8 +114,8 @@ def rss_mib(pid: int | str = "self") -> float:
 
 
 def collectors_for(ports: list[int], profile: str, count: int) -> tuple[Any, list[Any]]:
-    from collectors.base import CollectorContext
-    from collectors.snmp.collector import SnmpCollector, SnmpTarget
+    from dutyd.collectors.base import CollectorContext
+    from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 
     context = CollectorContext()
     made = []
@@ -138,8 +138,8 @@ def collectors_for(ports: list[int], profile: str, count: int) -> tuple[Any, lis
 async def dutyd_poll(
     ports: list[int], profile: str, duration: float, concurrency: int
 ) -> dict[str, Any]:
-    from agent.errors import CollectError
-    from collectors.base import Readings
+    from dutyd.collectors.base import Readings
+    from dutyd.core.errors import CollectError
 
     context, collectors = collectors_for(ports, profile, len(ports))
     counts = {"polls": 0, "errors": 0, "samples": 0}
@@ -186,7 +186,7 @@ async def dutyd_poll(
 
 
 async def dutyd_rss(ports: list[int], count: int) -> dict[str, Any]:
-    from collectors.base import Readings
+    from dutyd.collectors.base import Readings
 
     before = rss_mib()
     half = count // 2

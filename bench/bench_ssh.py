@@ -32,15 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncssh
 
-from agent.scheduler import Scheduler
-from collectors.base import CollectorContext
-from collectors.ssh import SshCollector, SshTarget
+from dutyd.agent.scheduler import Scheduler
+from dutyd.collectors.base import CollectorContext
+from dutyd.collectors.ssh import SshCollector, SshTarget
 
 
 def serve(count: int, directory: Path) -> None:
     """Child process: `count` simulated servers; prints their ports as JSON, then runs until
     its stdin closes (the parent exiting, however it exits, ends the child too)."""
-    from agent.demo.ssh_server import SimulatedLinux, demo_state
+    from dutyd.agent.demo.ssh_server import SimulatedLinux, demo_state
 
     async def main() -> None:
         client_key = asyncssh.generate_private_key("ssh-ed25519")

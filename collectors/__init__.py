@@ -6,14 +6,14 @@ the config loader builds the `targets` schema from it, the scheduler instantiate
 
 from __future__ import annotations
 
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from collectors.modbus import ModbusCollector
-from collectors.nut import NutCollector
-from collectors.probe_http import HttpProbeCollector
-from collectors.probe_icmp import IcmpProbeCollector
-from collectors.probe_tcp import TcpProbeCollector
-from collectors.snmp.collector import SnmpCollector
-from collectors.ssh import SshCollector
+from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from dutyd.collectors.modbus import ModbusCollector
+from dutyd.collectors.nut import NutCollector
+from dutyd.collectors.probe_http import HttpProbeCollector
+from dutyd.collectors.probe_icmp import IcmpProbeCollector
+from dutyd.collectors.probe_tcp import TcpProbeCollector
+from dutyd.collectors.snmp.collector import SnmpCollector
+from dutyd.collectors.ssh import SshCollector
 
 _CLASSES: list[type[Collector]] = [
     # one line per collector module, e.g. ModbusCollector,

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field, field_validator
 
-from agent.configtypes import LabelMap, PositiveDuration, StrictModel
-from agent.records import Labels, Sample
+from dutyd.core.configtypes import LabelMap, PositiveDuration, StrictModel
+from dutyd.core.records import Labels, Sample
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 

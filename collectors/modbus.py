@@ -16,9 +16,15 @@ from pyModbusTCP import constants as mb
 from pyModbusTCP.client import ModbusClient
 from pyModbusTCP.utils import valid_host
 
-from agent.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
-from agent.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig, parse_host_port
+from dutyd.collectors.base import (
+    Collector,
+    CollectorContext,
+    Readings,
+    TargetConfig,
+    parse_host_port,
+)
+from dutyd.core.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
+from dutyd.core.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
 
 RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
 Table = Literal["holding", "input", "coil", "discrete"]

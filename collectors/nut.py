@@ -12,8 +12,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.configtypes import SecretEnv, SecretFile, pick_secret
-from agent.errors import (
+from dutyd.collectors.base import (
+    Collector,
+    CollectorContext,
+    Readings,
+    TargetConfig,
+    parse_host_port,
+)
+from dutyd.core.configtypes import SecretEnv, SecretFile, pick_secret
+from dutyd.core.errors import (
     BadCredentials,
     BadResponse,
     CollectError,
@@ -21,7 +28,6 @@ from agent.errors import (
     TargetTimeout,
     TargetUnreachable,
 )
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig, parse_host_port
 
 DEFAULT_PORT = 3493
 # upsd's own buffers are 4 KiB (LARGEBUF); a longer line is not NUT talking.

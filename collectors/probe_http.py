@@ -20,10 +20,10 @@ from cryptography import x509
 from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
-from agent.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
-from agent.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from collectors.probe_tcp import budget, hostport
+from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from dutyd.collectors.probe_tcp import budget, hostport
+from dutyd.core.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
+from dutyd.core.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
 
 MIB = 1024 * 1024
 USER_AGENT = "dutyd-probe"

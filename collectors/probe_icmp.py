@@ -23,10 +23,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agent.configtypes import Duration, format_duration
-from agent.errors import CollectError, TargetTimeout, TargetUnreachable
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from collectors.probe_tcp import budget, resolve
+from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from dutyd.collectors.probe_tcp import budget, resolve
+from dutyd.core.configtypes import Duration, format_duration
+from dutyd.core.errors import CollectError, TargetTimeout, TargetUnreachable
 
 ECHO_REPLY = 0
 DEST_UNREACHABLE = 3

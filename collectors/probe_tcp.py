@@ -13,9 +13,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agent.configtypes import format_duration
-from agent.errors import TargetTimeout, TargetUnreachable
-from collectors.base import Collector, Readings, TargetConfig
+from dutyd.collectors.base import Collector, Readings, TargetConfig
+from dutyd.core.configtypes import format_duration
+from dutyd.core.errors import TargetTimeout, TargetUnreachable
 
 # A collector finishes within this share of its timeout, so that its own message (which says
 # what was waiting for what) wins over the scheduler's generic cancellation at the full timeout.

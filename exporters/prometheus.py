@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample as PromSample
 
-from agent.records import AlertState, Labels, Sample
+from dutyd.core.records import AlertState, Labels, Sample
 
 log = logging.getLogger("dutyd.exporter")
 

@@ -33,7 +33,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.records import AlertState, Labels
+from dutyd.core.records import AlertState, Labels
 
 ACTIVE = (AlertState.PENDING, AlertState.FIRING)
 

@@ -34,8 +34,14 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.configtypes import Duration, LabelMap, PositiveDuration, StrictModel, format_duration
-from rules.matchers import Matchers
+from dutyd.core.configtypes import (
+    Duration,
+    LabelMap,
+    PositiveDuration,
+    StrictModel,
+    format_duration,
+)
+from dutyd.rules.matchers import Matchers
 
 RULE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -260,7 +266,7 @@ class RulesConfig(StrictModel):
 
     @model_validator(mode="after")
     def _overrides_apply(self) -> RulesConfig:
-        from rules.packs import available, load_pack
+        from dutyd.rules.packs import available, load_pack
 
         pack_rules: dict[str, RuleConfig] = {}
         for pack in self.packs:

@@ -17,13 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.configtypes import format_duration
-from agent.records import AlertChange, AlertEvent, AlertState, Labels, Sample
-from rules.alerts import Ack, Alert, fingerprint
-from rules.config import FlappingConfig, RuleConfig
-from rules.matchers import compile_matchers, label_of
-from rules.overlays import Dependencies, Silence, Window, excluded_seconds
-from rules.template import render
+from dutyd.core.configtypes import format_duration
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, Labels, Sample
+from dutyd.rules.alerts import Ack, Alert, fingerprint
+from dutyd.rules.config import FlappingConfig, RuleConfig
+from dutyd.rules.matchers import compile_matchers, label_of
+from dutyd.rules.overlays import Dependencies, Silence, Window, excluded_seconds
+from dutyd.rules.template import render
 
 TARGET_UP = "target_up"
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer
 
-from agent.records import Labels
+from dutyd.core.records import Labels
 
 _OPS = {
     "=": "=",

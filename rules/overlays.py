@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.records import Labels
-from rules.matchers import Compiled, compile_matchers, describe, label_of, matches
+from dutyd.core.records import Labels
+from dutyd.rules.matchers import Compiled, compile_matchers, describe, label_of, matches
 
 # A repeating window is walked occurrence by occurrence; this bounds the walk.
 MAX_OCCURRENCES = 100_000

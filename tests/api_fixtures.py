@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agent.config import load_from_dict
-from agent.daemon import Daemon
-from agent.http import serve_on_loopback
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.web.server import serve_on_loopback
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

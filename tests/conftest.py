@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from collectors.base import CollectorContext
+from dutyd.collectors.base import CollectorContext
 from tests.api_fixtures import running  # noqa: F401 - the in-process daemon of the API tests
 
 

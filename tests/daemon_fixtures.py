@@ -24,7 +24,7 @@ class DaemonProcess:
         self.config_path = tmp / "dutyd.yaml"
         self.write_config(config)
         self.peer = PeerProcess(
-            [sys.executable, "-m", "agent.cli", "run", "-c", str(self.config_path)],
+            [sys.executable, "-m", "dutyd.agent.cli", "run", "-c", str(self.config_path)],
             tmp,
             env=env,
             log_name="dutyd.log",

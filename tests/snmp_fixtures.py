@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from collectors.snmp import codec
+from dutyd.collectors.snmp import codec
 from tests.peers import PeerProcess, free_port, require_binary
 
 SNMPD = "/usr/sbin/snmpd"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.notify.acklink import AckLinks, InvalidToken
-from agent.storage.sqlite import SqliteStorage
+from dutyd.notify.acklink import AckLinks, InvalidToken
+from dutyd.storage.sqlite import SqliteStorage
 
 NOW = 1_800_000_000.0
 

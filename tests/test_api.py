@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from agent.openapi import document
+from dutyd.web.openapi import document
 from tests.api_fixtures import TOKEN, Running
 
 
@@ -122,7 +122,7 @@ async def test_reads_from_beyond_loopback_need_the_token(running: Running) -> No
     token unless basic auth already guards everything."""
     from aiohttp.test_utils import make_mocked_request
 
-    from agent.api import ApiError, authorize_read
+    from dutyd.web.api import ApiError, authorize_read
 
     def request(remote: str, headers: dict[str, str] | None = None):
         return make_mocked_request(
@@ -196,7 +196,7 @@ async def test_a_firing_alert_no_policy_covers_is_logged_not_silent(running: Run
 
 
 async def test_a_drill_nobody_answers_does_not_count_as_the_months_drill(running: Running) -> None:
-    from agent.drill import DRILL_SAMPLE
+    from dutyd.duty.drill import DRILL_SAMPLE
 
     ingested: list = []
     feed = running.daemon.ingest_samples

@@ -14,18 +14,18 @@ import pytest
 from pydantic import ValidationError
 from pyModbusTCP.server import DataBank, DataHandler, ModbusServer
 
-from agent.demo import DEVICES
-from agent.demo.room_sensor import RoomSensorDevice, room_climate
-from agent.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
-from collectors import COLLECTORS
-from collectors.base import CollectorContext, Readings
-from collectors.modbus import (
+from dutyd.agent.demo import DEVICES
+from dutyd.agent.demo.room_sensor import RoomSensorDevice, room_climate
+from dutyd.collectors import COLLECTORS
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.modbus import (
     ModbusCollector,
     ModbusRegister,
     ModbusTarget,
     decode_registers,
     plan_reads,
 )
+from dutyd.core.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
 from tests.peers import free_port
 
 # ----- decoding ----------------------------------------------------------------------------

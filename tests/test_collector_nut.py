@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.demo import DEVICES
-from agent.demo.nut_ups import (
+from dutyd.agent.demo import DEVICES
+from dutyd.agent.demo.nut_ups import (
     LOW_BATTERY_AT,
     MAINS_BACK_AT,
     MAINS_LOST_AT,
@@ -22,18 +22,10 @@ from agent.demo.nut_ups import (
     NutUpsDevice,
     quote,
 )
-from agent.errors import (
-    BadCredentials,
-    BadResponse,
-    CollectError,
-    ReadingUnavailable,
-    TargetTimeout,
-    TargetUnreachable,
-)
-from agent.scheduler import Scheduler
-from collectors import COLLECTORS
-from collectors.base import CollectorContext, Readings
-from collectors.nut import (
+from dutyd.agent.scheduler import Scheduler
+from dutyd.collectors import COLLECTORS
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.nut import (
     MAX_LINE_BYTES,
     MAX_LIST_LINES,
     STATUS_FLAGS,
@@ -42,6 +34,14 @@ from collectors.nut import (
     parse_address,
     quote_arg,
     split_line,
+)
+from dutyd.core.errors import (
+    BadCredentials,
+    BadResponse,
+    CollectError,
+    ReadingUnavailable,
+    TargetTimeout,
+    TargetUnreachable,
 )
 from tests.nut_fixtures import OL_VARS, FakeNutServer, UpsdPeer, upsd_like
 from tests.peers import free_port

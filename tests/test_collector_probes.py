@@ -22,20 +22,18 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.demo import DEVICES
-from agent.demo.web_app import WebAppDevice
-from agent.errors import BadCredentials, BadResponse, CollectError, TargetTimeout, TargetUnreachable
-from agent.http import serve_on_loopback
-from agent.scheduler import Scheduler
-from collectors import COLLECTORS
-from collectors.base import CollectorContext, Readings
-from collectors.probe_http import (
+from dutyd.agent.demo import DEVICES
+from dutyd.agent.demo.web_app import WebAppDevice
+from dutyd.agent.scheduler import Scheduler
+from dutyd.collectors import COLLECTORS
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.probe_http import (
     SESSION_KEY,
     HttpProbeCollector,
     HttpTarget,
     parse_status_ranges,
 )
-from collectors.probe_icmp import (
+from dutyd.collectors.probe_icmp import (
     ECHO_REPLY,
     ECHO_REQUEST,
     IcmpProbeCollector,
@@ -44,7 +42,15 @@ from collectors.probe_icmp import (
     decode_icmp,
     encode_echo_request,
 )
-from collectors.probe_tcp import TcpProbeCollector, TcpTarget, split_host_port
+from dutyd.collectors.probe_tcp import TcpProbeCollector, TcpTarget, split_host_port
+from dutyd.core.errors import (
+    BadCredentials,
+    BadResponse,
+    CollectError,
+    TargetTimeout,
+    TargetUnreachable,
+)
+from dutyd.web.server import serve_on_loopback
 from tests.peers import free_port, require_binary
 from tests.tls import self_signed_cert
 
@@ -638,9 +644,9 @@ def test_icmp_config() -> None:
 # on a machine where these tests run as root.
 _NETNS_PROBE = """
 import asyncio, json, os, sys, time
-from agent.errors import CollectError
-from collectors.base import CollectorContext, Readings
-from collectors.probe_icmp import IcmpProbeCollector, IcmpTarget
+from dutyd.core.errors import CollectError
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.probe_icmp import IcmpProbeCollector, IcmpTarget
 if sys.argv[2] == "nobody":
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
 async def main():

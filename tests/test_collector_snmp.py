@@ -14,12 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.errors import BadCredentials, BadResponse, ReadingUnavailable, TargetTimeout
-from collectors import COLLECTORS
-from collectors.base import CollectorContext, Readings
-from collectors.snmp import codec
-from collectors.snmp.collector import SnmpCollector, SnmpTarget
-from collectors.snmp.profiles.base import CounterTracker
+from dutyd.collectors import COLLECTORS
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.snmp import codec
+from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
+from dutyd.collectors.snmp.profiles.base import CounterTracker
+from dutyd.core.errors import BadCredentials, BadResponse, ReadingUnavailable, TargetTimeout
 from tests.snmp_fixtures import (
     COMMUNITY,
     UPS_BASE,
@@ -304,7 +304,7 @@ async def test_fast_path_matches_pysnmp_value_by_value(snmpd: SnmpdPeer, make) -
 
 async def test_v1_end_of_mib_view_both_paths(context: CollectorContext, make) -> None:
     """v1 ends a walk at the end of the MIB with noSuchName; v2c with endOfMibView."""
-    from agent.demo.snmp_responder import SnmpResponder
+    from dutyd.agent.demo.snmp_responder import SnmpResponder
 
     responder = SnmpResponder(COMMUNITY)
     for i in (1, 2, 3):
@@ -408,7 +408,7 @@ async def test_garbage_truncated_and_wrong_request_id(snmpd: SnmpdPeer, agent, m
 
 
 async def test_scheduler_marks_only_the_broken_target_down(snmpd: SnmpdPeer, agent, make) -> None:
-    from agent.scheduler import Scheduler
+    from dutyd.agent.scheduler import Scheduler
 
     def truncated(raw: bytes, msg: codec.Message) -> list[bytes]:
         return [reply(msg, echo_values(msg, codec.encode_int(1)))[:-3]]
@@ -531,7 +531,7 @@ def test_decoder_never_raises_anything_but_decode_error(data: bytes) -> None:
 
 
 def test_config_loads_through_the_daemon_config() -> None:
-    from agent.config import load_from_dict
+    from dutyd.agent.config import load_from_dict
 
     settings = load_from_dict(
         {
@@ -602,9 +602,9 @@ def test_codec_round_trip(varbinds: list[tuple[list[int], int | bytes]]) -> None
 
 
 async def test_demo_switch_and_ups_follow_the_scenario(context: CollectorContext) -> None:
-    from agent.demo import DEVICES
-    from agent.demo.nut_ups import LOW_BATTERY_AT, MAINS_BACK_AT, MAINS_LOST_AT
-    from agent.demo.snmp_devices import FLAP_DOWN_AT, FLAP_PORT, SnmpDevices
+    from dutyd.agent.demo import DEVICES
+    from dutyd.agent.demo.nut_ups import LOW_BATTERY_AT, MAINS_BACK_AT, MAINS_LOST_AT
+    from dutyd.agent.demo.snmp_devices import FLAP_DOWN_AT, FLAP_PORT, SnmpDevices
 
     assert SnmpDevices in DEVICES
     device = SnmpDevices(speed=1.0)

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from agent.demo import DEVICES
-from agent.demo.ssh_server import LinuxServerDevice, LinuxState, SimulatedLinux, demo_state
-from agent.errors import BadCredentials, CollectError, TargetUnreachable
-from agent.scheduler import Scheduler
-from collectors import COLLECTORS
-from collectors.base import CollectorContext, Readings
-from collectors.ssh import DEFAULT_CONNECT_SLOTS, SshCollector, SshTarget
+from dutyd.agent.demo import DEVICES
+from dutyd.agent.demo.ssh_server import LinuxServerDevice, LinuxState, SimulatedLinux, demo_state
+from dutyd.agent.scheduler import Scheduler
+from dutyd.collectors import COLLECTORS
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.ssh import DEFAULT_CONNECT_SLOTS, SshCollector, SshTarget
+from dutyd.core.errors import BadCredentials, CollectError, TargetUnreachable
 from tests.peers import free_port
 from tests.ssh_fixtures import SshdServer, cmdline, descendants
 

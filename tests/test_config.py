@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.errors import ConfigError
+from dutyd.agent.config import load_config
+from dutyd.core.errors import ConfigError
 
 GOOD_TARGET = """
 targets:
@@ -211,7 +211,7 @@ targets:
 def test_check_config_cli_exit_code_and_report(tmp_path):
     path = write(tmp_path, GOOD_TARGET.replace("timeout: 2s", "timeout: -2"))
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "check-config", str(path)],
+        [sys.executable, "-m", "dutyd.agent.cli", "check-config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -222,7 +222,7 @@ def test_check_config_cli_exit_code_and_report(tmp_path):
 
     good = write(tmp_path, GOOD_TARGET)
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "check-config", str(good)],
+        [sys.executable, "-m", "dutyd.agent.cli", "check-config", str(good)],
         capture_output=True,
         text=True,
         check=False,
@@ -233,7 +233,7 @@ def test_check_config_cli_exit_code_and_report(tmp_path):
 def test_run_refuses_invalid_config(tmp_path):
     path = write(tmp_path, GOOD_TARGET.replace("kind: modbus", "kind: modbuss"))
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "-c", str(path)],
+        [sys.executable, "-m", "dutyd.agent.cli", "run", "-c", str(path)],
         capture_output=True,
         text=True,
         check=False,

@@ -17,12 +17,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agent.config import load_from_dict
-from agent.errors import ConfigError
-from agent.http import HttpServer, load_web_config
-from agent.instrumentation import Instrumentation
-from agent.records import Sample
-from exporters.prometheus import StoreExporter
+from dutyd.agent.config import load_from_dict
+from dutyd.core.errors import ConfigError
+from dutyd.core.records import Sample
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.exporters.prometheus import StoreExporter
+from dutyd.web.server import HttpServer, load_web_config
 from tests.peers import PeerProcess, free_port, require_binary
 from tests.tls import self_signed_cert
 

@@ -11,10 +11,10 @@ import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.http import HttpServer, accepts_gzip
-from agent.instrumentation import Instrumentation
-from agent.records import AlertState, Labels, Sample, labels_of
-from exporters.prometheus import StoreExporter, render_latest
+from dutyd.core.records import AlertState, Labels, Sample, labels_of
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.exporters.prometheus import StoreExporter, render_latest
+from dutyd.web.server import HttpServer, accepts_gzip
 
 
 @dataclass

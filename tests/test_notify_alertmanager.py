@@ -13,11 +13,11 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agent.instrumentation import Instrumentation
-from agent.notify.config import EscalationConfig, NotifyConfig, OncallConfig
-from agent.notify.service import NotifyService
-from agent.records import AlertState
-from agent.storage.sqlite import SqliteStorage
+from dutyd.core.records import AlertState
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from dutyd.notify.service import NotifyService
+from dutyd.storage.sqlite import SqliteStorage
 from tests.peers import PeerProcess, free_port, require_binary, wait_for_tcp
 from tests.test_notify_delivery import Receiver, firing
 
@@ -115,8 +115,8 @@ async def test_throttled_or_timed_out_alertmanager_is_retried_not_dropped() -> N
     the alert (the forward has no fallback channel). Other 4xx are refusals of this payload."""
     from aiohttp import web
 
-    from agent.notify.channels.alertmanager import AlertmanagerChannel
-    from agent.notify.config import AlertmanagerForward
+    from dutyd.notify.channels.alertmanager import AlertmanagerChannel
+    from dutyd.notify.config import AlertmanagerForward
 
     answers = [429, 408, 400, 503]
 

@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.cli import main
-from agent.config import load_from_dict
-from agent.daemon import Daemon
-from agent.drill import DRILL_LABELS, DRILL_SAMPLE
-from agent.records import Sample
+from dutyd.agent.cli import main
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.core.records import Sample
+from dutyd.duty.drill import DRILL_LABELS, DRILL_SAMPLE
 from tests.test_notify_delivery import Receiver
 
 TOKEN = "s3cret-token"

@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agent.instrumentation import Instrumentation
-from agent.notify.config import EscalationConfig, NotifyConfig, OncallConfig
-from agent.notify.service import NotifyService
-from agent.records import AlertEvent, AlertState, labels_of
-from agent.storage.sqlite import SqliteStorage
+from dutyd.core.records import AlertEvent, AlertState, labels_of
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from dutyd.notify.service import NotifyService
+from dutyd.storage.sqlite import SqliteStorage
 from tests.peers import free_port
 
 

@@ -7,11 +7,11 @@ import io
 import time
 from pathlib import Path
 
-from agent.config import load_from_dict
-from agent.daemon import Daemon
-from agent.drill import DRILL_LABELS, DRILL_SAMPLE
-from agent.notify.demo import DemoPager, demo_duty_sections
-from agent.records import Sample
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.agent.demo.phones import DemoPager, demo_duty_sections
+from dutyd.core.records import Sample
+from dutyd.duty.drill import DRILL_LABELS, DRILL_SAMPLE
 from tests.peers import free_port
 
 

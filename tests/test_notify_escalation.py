@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from agent.notify.config import EscalationConfig, OncallConfig
-from agent.notify.escalation import Escalator, PageKind, Recipient
-from agent.notify.oncall import Rota
-from agent.records import AlertChange, AlertEvent, AlertState, labels_of
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
+from dutyd.notify.config import EscalationConfig, OncallConfig
+from dutyd.notify.escalation import Escalator, PageKind, Recipient
+from dutyd.notify.oncall import Rota
 
 T0 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC).timestamp()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from agent.notify.outbox import backoff
-from agent.notify.ratelimit import TokenBucket
+from dutyd.notify.outbox import backoff
+from dutyd.notify.ratelimit import TokenBucket
 
 
 def test_bucket_allows_burst_then_spaces_messages() -> None:

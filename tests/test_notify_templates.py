@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from agent.notify.escalation import Page, PageKind
-from agent.notify.templates import render
-from agent.records import AlertChange, AlertEvent, AlertState, labels_of
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
+from dutyd.notify.escalation import Page, PageKind
+from dutyd.notify.templates import render
 
 T = dt.datetime(2026, 11, 23, 1, 0, tzinfo=dt.UTC).timestamp()
 

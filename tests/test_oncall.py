@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.notify.config import OncallConfig
-from agent.notify.oncall import Rota
+from dutyd.agent.cli import main
+from dutyd.notify.config import OncallConfig
+from dutyd.notify.oncall import Rota
 
 SH = zoneinfo.ZoneInfo("Asia/Shanghai")
 PEOPLE = [{"name": n} for n in ("A", "B", "C", "D", "E")]

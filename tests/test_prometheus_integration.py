@@ -21,12 +21,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from agent.demo import DEVICES
-from agent.demo.base import DemoDevice
-from agent.demo.site import demo_config
-from agent.instrumentation import Instrumentation
-from collectors import COLLECTORS
-from exporters.prometheus import ALERT_SINCE, ALERT_STATE
+from dutyd.agent.demo import DEVICES
+from dutyd.agent.demo.base import DemoDevice
+from dutyd.agent.demo.site import demo_config
+from dutyd.collectors import COLLECTORS
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.exporters.prometheus import ALERT_SINCE, ALERT_STATE
 from tests.daemon_fixtures import DaemonProcess, room_sensor_target
 from tests.peers import PeerProcess, free_port, require_binary
 from tests.test_e2e_daemon import RoomSensor

@@ -11,10 +11,10 @@ import openpyxl
 import pytest
 import yaml
 
-from agent.cli import main
-from agent.records import Sample
-from agent.report import EnvironmentRecorder
-from agent.storage.sqlite import SqliteStorage
+from dutyd.agent.cli import main
+from dutyd.core.records import Sample
+from dutyd.duty.report import EnvironmentRecorder
+from dutyd.storage.sqlite import SqliteStorage
 
 SH = zoneinfo.ZoneInfo("Asia/Shanghai")
 
@@ -213,7 +213,7 @@ async def test_duty_log_filters(
 def test_exports_keep_injected_text_as_text(tmp_path: Path) -> None:
     """An ack note or alert text such as `=HYPERLINK(...)` must stay text in the spreadsheet
     and the CSV a duty engineer opens, never become a live formula."""
-    from agent.report import Report, to_csv, to_xlsx
+    from dutyd.duty.report import Report, to_csv, to_xlsx
 
     evil = '=HYPERLINK("http://198.51.100.7/x","open")'
     report = Report("en", "Asia/Shanghai", at(8), at(20), ["Li Na"])

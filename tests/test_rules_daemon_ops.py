@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from agent.config import load_from_dict
-from agent.daemon import Daemon
-from agent.records import AlertChange, AlertEvent, AlertState, Sample
-from agent.scheduler import PollResult
-from rules.engine import UnknownAlert
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.agent.scheduler import PollResult
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, Sample
+from dutyd.rules.engine import UnknownAlert
 
 
 def settings(tmp_path):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.records import AlertChange, AlertEvent, AlertState, Sample
-from rules.engine import RuleEngine
-from rules.packs import load_pack
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, Sample
+from dutyd.rules.engine import RuleEngine
+from dutyd.rules.packs import load_pack
 
 
 def up(target: str, value: float, ts: float, **labels: str) -> Sample:
@@ -65,7 +65,7 @@ def test_child_still_down_after_parent_recovers_is_then_sent():
 
 
 def test_rule_level_depends_on():
-    from rules.config import RuleConfig
+    from dutyd.rules.config import RuleConfig
 
     rule = RuleConfig.model_validate(
         {

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from agent.records import AlertChange, AlertState, Sample
-from rules.engine import RuleEngine
-from rules.packs import load_pack
+from dutyd.core.records import AlertChange, AlertState, Sample
+from dutyd.rules.engine import RuleEngine
+from dutyd.rules.packs import load_pack
 
 DAY = 86400.0
 H = 3600.0

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from agent.config import load_from_dict
-from agent.errors import ConfigError
-from agent.records import AlertState, Sample
-from rules.config import RuleConfig, RulesConfig
-from rules.engine import RuleEngine
-from rules.packs import effective_rules
+from dutyd.agent.config import load_from_dict
+from dutyd.core.errors import ConfigError
+from dutyd.core.records import AlertState, Sample
+from dutyd.rules.config import RuleConfig, RulesConfig
+from dutyd.rules.engine import RuleEngine
+from dutyd.rules.packs import effective_rules
 
 F, R, P = AlertState.FIRING, AlertState.RESOLVED, AlertState.PENDING
 
@@ -283,7 +283,7 @@ def test_unknown_targets_in_depends_on_and_maintenance_are_reported():
 
 
 def test_scheduled_weekly_window_mutes_and_is_excluded_from_red_line():
-    from agent.daemon import _engine_for
+    from dutyd.agent.daemon import _engine_for
 
     settings = load_from_dict(
         {

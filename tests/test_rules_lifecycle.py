@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from agent.records import AlertChange, AlertEvent, AlertState, Sample
-from rules.alerts import Alert
-from rules.config import FlappingConfig, RuleConfig
-from rules.engine import RuleEngine, UnknownAlert
-from rules.matchers import compile_matchers
-from rules.overlays import Silence, Window
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, Sample
+from dutyd.rules.alerts import Alert
+from dutyd.rules.config import FlappingConfig, RuleConfig
+from dutyd.rules.engine import RuleEngine, UnknownAlert
+from dutyd.rules.matchers import compile_matchers
+from dutyd.rules.overlays import Silence, Window
 
 P, F, R, OFF = AlertState.PENDING, AlertState.FIRING, AlertState.RESOLVED, AlertState.INACTIVE
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agent.records import AlertState, Sample
-from rules.config import RuleConfig
-from rules.engine import RuleEngine
+from dutyd.core.records import AlertState, Sample
+from dutyd.rules.config import RuleConfig
+from dutyd.rules.engine import RuleEngine
 
 THRESHOLD = 26.0
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.records import AlertState, Sample
-from rules.config import RuleConfig
-from rules.engine import RuleEngine
+from dutyd.core.records import AlertState, Sample
+from dutyd.rules.config import RuleConfig
+from dutyd.rules.engine import RuleEngine
 
 TEMP_RULE = RuleConfig.model_validate(
     {

@@ -8,9 +8,10 @@ import time
 from collections import defaultdict
 from typing import ClassVar, Literal
 
-from agent.errors import BadResponse
-from agent.scheduler import PollResult, Scheduler, phase_of
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
+import dutyd.agent.scheduler
+from dutyd.agent.scheduler import PollResult, Scheduler, phase_of
+from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from dutyd.core.errors import BadResponse
 
 
 class FakeTarget(TargetConfig):
@@ -116,9 +117,8 @@ def test_phases_spread_over_interval():
 async def test_long_interval_target_is_polled_soon_after_start(monkeypatch):
     """An hourly target's first poll comes within the first-poll spread, not up to an hour
     later; its next one waits for its slot on the hourly phase grid."""
-    import agent.scheduler
 
-    monkeypatch.setattr(agent.scheduler, "FIRST_POLL_SPREAD", 0.5)
+    monkeypatch.setattr(dutyd.agent.scheduler, "FIRST_POLL_SPREAD", 0.5)
     hourly = [
         FakeTarget(name=f"hourly-{i}", address="x", interval=3600, timeout=1, behaviour="ok")
         for i in range(5)

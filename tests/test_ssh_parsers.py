@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.ssh import commands as cmd
-from collectors.ssh.parsers import (
+from dutyd.collectors.ssh import commands as cmd
+from dutyd.collectors.ssh.parsers import (
     ParseError,
     backup_stats,
     parse_backup_files,

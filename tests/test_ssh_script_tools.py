@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.ssh import commands as cmd
-from collectors.ssh.parsers import (
+from dutyd.collectors.ssh import commands as cmd
+from dutyd.collectors.ssh.parsers import (
     SectionOutput,
     backup_stats,
     parse_backup_files,

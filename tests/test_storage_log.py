@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.storage.sqlite import SqliteStorage
+from dutyd.storage.sqlite import SqliteStorage
 
 
 async def test_log_filters_and_newest_first_tail(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent.storage import StoredAlert
-from agent.storage.sqlite import SCHEMAS, SqliteStorage
+from dutyd.storage import StoredAlert
+from dutyd.storage.sqlite import SCHEMAS, SqliteStorage
 
 
 async def test_alert_extra_silences_windows_and_events_survive_reopen(tmp_path):

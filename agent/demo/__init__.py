@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from agent.demo.base import DemoDevice
-from agent.demo.nut_ups import NutUpsDevice
-from agent.demo.room_sensor import RoomSensorDevice
-from agent.demo.snmp_devices import SnmpDevices
-from agent.demo.ssh_server import LinuxServerDevice
-from agent.demo.web_app import WebAppDevice
+from dutyd.agent.demo.base import DemoDevice
+from dutyd.agent.demo.nut_ups import NutUpsDevice
+from dutyd.agent.demo.room_sensor import RoomSensorDevice
+from dutyd.agent.demo.snmp_devices import SnmpDevices
+from dutyd.agent.demo.ssh_server import LinuxServerDevice
+from dutyd.agent.demo.web_app import WebAppDevice
 
 # One line per simulated device class, e.g. RoomSensorDevice,
 DEVICES: list[type[DemoDevice]] = [

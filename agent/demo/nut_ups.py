@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.demo.base import DemoDevice
+from dutyd.agent.demo.base import DemoDevice
 
 UPS_NAME = "rack-ups"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pyModbusTCP.server import DataBank, ModbusServer
 
-from agent.demo.base import DemoDevice
+from dutyd.agent.demo.base import DemoDevice
 
 # The common real-world layout: holding registers, int16 tenths of °C, uint16 tenths of %RH.
 TEMPERATURE_REGISTER = 0

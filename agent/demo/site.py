@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import load_from_dict
-from agent.configtypes import format_duration
-from agent.daemon import Daemon
-from agent.demo import DEVICES
-from agent.demo.base import DemoDevice
-from agent.notify.demo import DemoPager, demo_duty_sections
-from rules.packs import load_pack
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.agent.demo import DEVICES
+from dutyd.agent.demo.base import DemoDevice
+from dutyd.agent.demo.phones import DemoPager, demo_duty_sections
+from dutyd.core.configtypes import format_duration
+from dutyd.rules.packs import load_pack
 
 log = logging.getLogger("dutyd.demo")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agent.demo.base import DemoDevice
-from agent.demo.nut_ups import LOW_BATTERY_AT, MAINS_BACK_AT, MAINS_LOST_AT, power_cut
-from agent.demo.snmp_responder import SnmpResponder
-from collectors.snmp import codec
+from dutyd.agent.demo.base import DemoDevice
+from dutyd.agent.demo.nut_ups import LOW_BATTERY_AT, MAINS_BACK_AT, MAINS_LOST_AT, power_cut
+from dutyd.agent.demo.snmp_responder import SnmpResponder
+from dutyd.collectors.snmp import codec
 
 COMMUNITY = "dutyd-demo"
 PORTS = 24

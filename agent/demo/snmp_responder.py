@@ -11,7 +11,7 @@ import asyncio
 import bisect
 from typing import Any
 
-from collectors.snmp import codec
+from dutyd.collectors.snmp import codec
 
 # Keep replies inside one unfragmented-enough UDP datagram; GETBULK stops adding rows here.
 MAX_REPLY_BYTES = 1400

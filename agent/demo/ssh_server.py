@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncssh
 
-from agent.demo.base import DemoDevice
+from dutyd.agent.demo.base import DemoDevice
 
 # The scenario, in scenario seconds (wall seconds × speed).
 CLOCK_FACTOR = 1800.0  # one scenario second is 30 minutes on the server's clock

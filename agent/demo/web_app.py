@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.demo.base import DemoDevice
-from agent.http import serve_on_loopback
+from dutyd.agent.demo.base import DemoDevice
+from dutyd.web.server import serve_on_loopback
 
 # The scenario, in scenario seconds (wall seconds × speed).
 ERRORS_FROM = 60.0

@@ -13,8 +13,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from agent.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
-from collectors.snmp.codec import (
+from dutyd.collectors.snmp.codec import (
     END_OF_MIB_VIEW,
     ERROR_NAMES,
     GET,
@@ -33,7 +32,8 @@ from collectors.snmp.codec import (
     encode_request,
     format_oid,
 )
-from collectors.snmp.transport import Address, NoAnswer, SnmpTransport, family_of
+from dutyd.collectors.snmp.transport import Address, NoAnswer, SnmpTransport, family_of
+from dutyd.core.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
 
 # A GET asks for at most this many OIDs at once (a UPS or a filtered switch fits in one).
 GET_CHUNK = 40
@@ -412,7 +412,7 @@ def _after(index: bytes, before: bytes) -> bool:
 
 
 def _oid(content: bytes) -> Oid:
-    from collectors.snmp.codec import decode_oid_content
+    from dutyd.collectors.snmp.codec import decode_oid_content
 
     try:
         return decode_oid_content(content)

@@ -35,17 +35,23 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.configtypes import SecretEnv, SecretFile, pick_secret
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig, parse_host_port
-from collectors.snmp.client import FastClient, Query, SnmpClient
-from collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
-from collectors.snmp.profiles import PROFILES, Profile
-from collectors.snmp.profiles.base import PollData
-from collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
-from collectors.snmp.profiles.sensor import SensorProbe
-from collectors.snmp.profiles.switch import SwitchProfile
-from collectors.snmp.profiles.ups import UpsProfile
-from collectors.snmp.transport import SnmpTransport
+from dutyd.collectors.base import (
+    Collector,
+    CollectorContext,
+    Readings,
+    TargetConfig,
+    parse_host_port,
+)
+from dutyd.collectors.snmp.client import FastClient, Query, SnmpClient
+from dutyd.collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
+from dutyd.collectors.snmp.profiles import PROFILES, Profile
+from dutyd.collectors.snmp.profiles.base import PollData
+from dutyd.collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
+from dutyd.collectors.snmp.profiles.sensor import SensorProbe
+from dutyd.collectors.snmp.profiles.switch import SwitchProfile
+from dutyd.collectors.snmp.profiles.ups import UpsProfile
+from dutyd.collectors.snmp.transport import SnmpTransport
+from dutyd.core.configtypes import SecretEnv, SecretFile, pick_secret
 
 DEFAULT_PORT = 161
 SYS_UPTIME = parse_oid("1.3.6.1.2.1.1.3.0")
@@ -299,7 +305,7 @@ class SnmpCollector(Collector[SnmpTarget]):
                 cfg.retries,
                 cfg.max_repetitions,
             )
-        from collectors.snmp import v3  # pysnmp is loaded only when a target needs it
+        from dutyd.collectors.snmp import v3  # pysnmp is loaded only when a target needs it
 
         return v3.make_client(self.context, cfg, self._host, self._port, budget)
 

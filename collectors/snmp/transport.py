@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from collectors.snmp.codec import (
+from dutyd.collectors.snmp.codec import (
     REQUEST_ID_MAX,
     REQUEST_ID_MIN,
     RESPONSE,

@@ -24,9 +24,8 @@ from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
 from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget, UdpTransportTarget
 from pysnmp.proto import errind, rfc1902, rfc1905
 
-from agent.errors import BadCredentials, BadResponse, CollectError, TargetTimeout, TargetUnreachable
-from collectors.snmp.client import Column, Query, SnmpClient
-from collectors.snmp.codec import (
+from dutyd.collectors.snmp.client import Column, Query, SnmpClient
+from dutyd.collectors.snmp.codec import (
     END_OF_MIB_VIEW,
     GET,
     NO_SUCH_INSTANCE,
@@ -38,10 +37,17 @@ from collectors.snmp.codec import (
     format_oid,
     tlv,
 )
+from dutyd.core.errors import (
+    BadCredentials,
+    BadResponse,
+    CollectError,
+    TargetTimeout,
+    TargetUnreachable,
+)
 
 if TYPE_CHECKING:
-    from collectors.base import CollectorContext
-    from collectors.snmp.collector import SnmpTarget
+    from dutyd.collectors.base import CollectorContext
+    from dutyd.collectors.snmp.collector import SnmpTarget
 
 AUTH_PROTOCOLS: dict[str, Any] = {
     "none": hauth.USM_AUTH_NONE,

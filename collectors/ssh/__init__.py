@@ -26,24 +26,9 @@ from typing import Any, ClassVar, Literal
 import asyncssh
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agent.configtypes import (
-    PositiveDuration,
-    SecretEnv,
-    SecretFile,
-    StrictModel,
-    format_duration,
-    pick_secret,
-)
-from agent.errors import (
-    BadCredentials,
-    BadResponse,
-    CollectError,
-    TargetTimeout,
-    TargetUnreachable,
-)
-from collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from collectors.ssh import commands as cmd
-from collectors.ssh.parsers import (
+from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from dutyd.collectors.ssh import commands as cmd
+from dutyd.collectors.ssh.parsers import (
     ParseError,
     SectionOutput,
     backup_stats,
@@ -58,6 +43,21 @@ from collectors.ssh.parsers import (
     parse_uptime,
     real_filesystems,
     split_sections,
+)
+from dutyd.core.configtypes import (
+    PositiveDuration,
+    SecretEnv,
+    SecretFile,
+    StrictModel,
+    format_duration,
+    pick_secret,
+)
+from dutyd.core.errors import (
+    BadCredentials,
+    BadResponse,
+    CollectError,
+    TargetTimeout,
+    TargetUnreachable,
 )
 
 log = logging.getLogger(__name__)

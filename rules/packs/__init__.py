@@ -8,7 +8,7 @@ from importlib import resources
 import yaml
 from pydantic import TypeAdapter
 
-from rules.config import RuleConfig, RulesConfig, merge_override
+from dutyd.rules.config import RuleConfig, RulesConfig, merge_override
 
 _RULE_LIST = TypeAdapter(list[RuleConfig])
 

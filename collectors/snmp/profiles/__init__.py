@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collectors.snmp.profiles.base import Profile
-from collectors.snmp.profiles.sensor import SensorProfile
-from collectors.snmp.profiles.switch import SwitchProfile
-from collectors.snmp.profiles.ups import UpsProfile
+from dutyd.collectors.snmp.profiles.base import Profile
+from dutyd.collectors.snmp.profiles.sensor import SensorProfile
+from dutyd.collectors.snmp.profiles.switch import SwitchProfile
+from dutyd.collectors.snmp.profiles.ups import UpsProfile
 
 PROFILES: dict[str, type[Profile]] = {
     SwitchProfile.name: SwitchProfile,

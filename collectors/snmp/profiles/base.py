@@ -11,11 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
-from collectors.base import Readings
-from collectors.snmp.codec import AnyValue, Exception_, Oid, decode_subids, format_oid
+from dutyd.collectors.base import Readings
+from dutyd.collectors.snmp.codec import AnyValue, Exception_, Oid, decode_subids, format_oid
 
 if TYPE_CHECKING:
-    from collectors.snmp.collector import SnmpTarget
+    from dutyd.collectors.snmp.collector import SnmpTarget
 
 Column = dict[bytes, AnyValue]
 

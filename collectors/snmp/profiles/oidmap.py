@@ -19,11 +19,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.configtypes import LabelMap, StrictModel, check_metric_name
-from agent.errors import ReadingUnavailable
-from collectors.base import Readings
-from collectors.snmp.codec import Oid, format_oid, parse_oid
-from collectors.snmp.profiles.base import (
+from dutyd.collectors.base import Readings
+from dutyd.collectors.snmp.codec import Oid, format_oid, parse_oid
+from dutyd.collectors.snmp.profiles.base import (
     CounterTracker,
     PollData,
     Profile,
@@ -32,9 +30,11 @@ from collectors.snmp.profiles.base import (
     number,
     text,
 )
+from dutyd.core.configtypes import LabelMap, StrictModel, check_metric_name
+from dutyd.core.errors import ReadingUnavailable
 
 if TYPE_CHECKING:
-    from collectors.snmp.collector import SnmpTarget
+    from dutyd.collectors.snmp.collector import SnmpTarget
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"target", "kind"})

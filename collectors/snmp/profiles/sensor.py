@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, model_validator
 
-from agent.configtypes import StrictModel
-from collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
+from dutyd.collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
+from dutyd.core.configtypes import StrictModel
 
 if TYPE_CHECKING:
-    from collectors.snmp.collector import SnmpTarget
+    from dutyd.collectors.snmp.collector import SnmpTarget
 
 TEMPERATURE = "room_temperature_celsius"
 HUMIDITY = "room_humidity_percent"

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from agent.errors import ReadingUnavailable
-from agent.records import Sample
-from collectors.base import Readings
-from collectors.snmp.codec import AnyValue, Oid, parse_oid
-from collectors.snmp.profiles.base import (
+from dutyd.collectors.base import Readings
+from dutyd.collectors.snmp.codec import AnyValue, Oid, parse_oid
+from dutyd.collectors.snmp.profiles.base import (
     CounterTracker,
     PollData,
     Profile,
@@ -22,6 +20,8 @@ from collectors.snmp.profiles.base import (
     number,
     text,
 )
+from dutyd.core.errors import ReadingUnavailable
+from dutyd.core.records import Sample
 
 IF_DESCR = parse_oid("1.3.6.1.2.1.2.2.1.2")
 IF_SPEED = parse_oid("1.3.6.1.2.1.2.2.1.5")
@@ -37,7 +37,7 @@ IF_HC_OUT_OCTETS = parse_oid("1.3.6.1.2.1.31.1.1.1.10")
 IF_HIGH_SPEED = parse_oid("1.3.6.1.2.1.31.1.1.1.15")
 
 if TYPE_CHECKING:
-    from collectors.snmp.collector import SnmpTarget
+    from dutyd.collectors.snmp.collector import SnmpTarget
 
 C32 = 1 << 32
 C64 = 1 << 64

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from agent.errors import ReadingUnavailable
-from collectors.base import Readings
-from collectors.snmp.codec import Oid, parse_oid
-from collectors.snmp.profiles.base import PollData, Profile, missing, number
+from dutyd.collectors.base import Readings
+from dutyd.collectors.snmp.codec import Oid, parse_oid
+from dutyd.collectors.snmp.profiles.base import PollData, Profile, missing, number
+from dutyd.core.errors import ReadingUnavailable
 
 if TYPE_CHECKING:
-    from collectors.snmp.collector import SnmpTarget
+    from dutyd.collectors.snmp.collector import SnmpTarget
 
 BATTERY_STATUS = parse_oid("1.3.6.1.2.1.33.1.2.1.0")
 SECONDS_ON_BATTERY = parse_oid("1.3.6.1.2.1.33.1.2.2.0")

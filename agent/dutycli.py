@@ -1,0 +1,362 @@
+"""Duty subcommands of `dutyd`: oncall, ack, silence, maintenance, drill (through the running
+daemon's HTTP API with the API token), log and report (reading the SQLite file directly,
+read-only, so they work when the daemon is down too).
+
+The daemon's URL and token come from the config file (`-c`, or $DUTYD_CONFIG): `http.listen`,
+`http.port` and `api.token_env`/`api.token_file`; `--url` and $DUTYD_API_TOKEN override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sqlite3
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dutyd.agent.config import DEFAULT_PORT, Settings, load_config
+from dutyd.core.configtypes import parse_duration
+from dutyd.core.errors import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_REFUSED = 1
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    path = args.config or os.environ.get("DUTYD_CONFIG")
+    if not path:
+        return None
+    return load_config(path)
+
+
+def _need_settings(args: argparse.Namespace) -> Settings:
+    settings = _settings(args)
+    if settings is None:
+        raise ConfigError("dutyd", ["give the config file with -c FILE or $DUTYD_CONFIG"])
+    return settings
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    settings = _settings(args)
+    url = args.url
+    if not url:
+        host = settings.http.listen if settings else "127.0.0.1"
+        # A daemon listening on every interface is reached on loopback.
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        port = settings.http.port if settings else DEFAULT_PORT
+        url = f"http://{host}:{port}"
+    token = os.environ.get("DUTYD_API_TOKEN") or (settings.api.secret() if settings else "")
+    data = json.dumps(body).encode() if body is not None else None
+    if not url.startswith(("http://", "https://")):
+        raise SystemExit(f"--url {url!r}: must be an http:// or https:// URL")
+    # The scheme is checked above, so urlopen never reads file: or custom schemes.
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)  # noqa: S310
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return dict(json.loads(resp.read() or b"{}"))
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        raise SystemExit(f"dutyd refused ({exc.code}): {reason}") from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"cannot reach dutyd at {url}: {exc.reason}") from None
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.actor or os.environ.get("DUTYD_ACTOR") or getpass.getuser()
+
+
+def _matchers(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--match {item!r}: use label=value")
+        out[key] = value
+    return out
+
+
+def _when(text: str, tz: str = "UTC") -> float:
+    """An ISO time (site time zone when it has none) or a duration ago ("2h")."""
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    import zoneinfo
+
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(
+            f"{text!r} is neither a duration (2h) nor a time (2026-11-23T08:30)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zoneinfo.ZoneInfo(tz))
+    return moment.timestamp()
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_oncall(args: argparse.Namespace) -> int:
+    from dutyd.notify.oncall import Rota
+    from dutyd.web.api import oncall_view
+
+    settings = _need_settings(args)
+    rota = Rota(settings.oncall)
+    at = _when(args.at, settings.oncall.timezone) if args.at else time.time()
+    view = oncall_view(rota, at)
+    if args.json:
+        print(json.dumps(view, ensure_ascii=False, indent=2))
+        return 0
+    for label, key in (("now ", "now"), ("next", "next")):
+        s = view[key]
+        people = ", ".join(view["on_duty"] if key == "now" else s["people"]) or "(nobody)"
+        print(f"{label}  {s['start'][:16]} - {s['end'][:16]}  {people}")
+        for note in s["overrides"]:
+            print(f"        override: {note}")
+    for role, members in view["roles"].items():
+        print(f"{role}: {', '.join(members)}")
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"alert": args.alert, "actor": _actor(args), "note": args.note}
+    if args.expires:
+        body["expires_in"] = args.expires
+    out = _api(args, "POST", "/api/v1/ack", body)
+    print(f"acknowledged {out.get('fingerprint') or out.get('drill')} as {_actor(args)}")
+    return 0
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    body = {
+        "matchers": _matchers(args.match),
+        "duration": args.duration,
+        "actor": _actor(args),
+        "reason": args.reason,
+    }
+    out = _api(args, "POST", "/api/v1/silences", body)
+    print(
+        f"silence {out['silence']} until {dt.datetime.fromtimestamp(out['until']):%Y-%m-%d %H:%M}"
+    )
+    return 0
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "targets": args.target,
+        "matchers": _matchers(args.match),
+        "duration": args.duration,
+        "actor": _actor(args),
+        "reason": args.reason,
+    }
+    if args.start:
+        body["start"] = _when(args.start)
+    out = _api(args, "POST", "/api/v1/maintenance", body)
+    end = dt.datetime.fromtimestamp(out["end"])
+    print(f"maintenance window {out['maintenance']} until {end:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    body = {"actor": _actor(args), "wait": args.wait, "speed": args.speed}
+    run = _api(args, "POST", "/api/v1/drills", body)
+    print(f"drill {run['id']} started: alert {run['fingerprint']}; waiting {args.wait} for answers")
+    deadline = time.monotonic() + run["wait"] + 30
+    seen = 0
+    while time.monotonic() < deadline:
+        status = _api(args, "GET", f"/api/v1/drills/{run['id']}")
+        for a in status["acks"][seen:]:
+            print(f"  answered: {a['actor']} after {a['seconds']:.0f}s {a.get('note', '')}")
+        seen = len(status["acks"])
+        if status["finished"]:
+            print(f"drill {run['id']} over: {seen} answer(s); recorded in the duty log")
+            return 0 if seen else EXIT_REFUSED
+        time.sleep(1.0)
+    print("the daemon did not finish the drill in time", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _db(args: argparse.Namespace) -> sqlite3.Connection:
+    path = Path(args.db) if args.db else _need_settings(args).storage.path
+    if not path.exists():
+        raise SystemExit(f"no duty database at {path}")
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    where, params = ["1=1"], []
+    if args.since:
+        where.append("ts >= ?")
+        params.append(_when(args.since))
+    if args.kind:
+        clauses = []
+        for k in args.kind:
+            clauses.append("kind LIKE ?")
+            params.append(k + ("%" if k.endswith(".") else ""))
+        where.append("(" + " OR ".join(clauses) + ")")
+    if args.subject:
+        where.append("subject LIKE ?")
+        params.append(args.subject + "%")
+    params.append(args.limit)
+    conn = _db(args)
+    try:
+        # Fixed clause texts only; every value is a bound parameter.
+        rows = conn.execute(
+            "SELECT ts, kind, actor, subject, data FROM duty_log WHERE "  # noqa: S608
+            + " AND ".join(where)
+            + " ORDER BY id DESC LIMIT ?",
+            params,
+        ).fetchall()
+    finally:
+        conn.close()
+    for ts, kind, actor, subject, data in reversed(rows):
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "ts": ts,
+                        "kind": kind,
+                        "actor": actor,
+                        "subject": subject,
+                        "data": json.loads(data),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+            continue
+        when = dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+        info = json.loads(data)
+        brief = info.get("summary") or info.get("reason") or info.get("error") or ""
+        print(f"{when}  {kind:<22} {actor:<12} {subject[:28]:<28} {brief}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dutyd.duty.report import build_report, to_csv, to_markdown, to_xlsx
+    from dutyd.notify.oncall import Rota
+
+    settings = _need_settings(args)
+    rota = Rota(settings.oncall)
+    tz = settings.oncall.timezone
+    at = _when(args.at, tz) if args.at else time.time()
+    shift = rota.shift_at(at)
+    if args.previous:
+        shift = rota.shift(shift.index - 1)
+    targets = [(t.name, t.kind) for t in settings.targets]
+    language = args.lang or settings.notify.language
+    conn = _db(args)
+    try:
+        report = build_report(
+            conn,
+            targets,
+            shift.start.timestamp(),
+            shift.end.timestamp(),
+            list(shift.people),
+            language,
+            tz,
+        )
+    finally:
+        conn.close()
+    if args.format == "xlsx":
+        out = Path(args.output or f"duty-{shift.start:%Y%m%d-%H%M}.xlsx")
+        to_xlsx(report, out)
+        print(f"wrote {out}")
+        return 0
+    text = to_markdown(report) if args.format == "md" else to_csv(report)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, api: bool = True) -> None:
+    p.add_argument("-c", "--config", help="config file (default: $DUTYD_CONFIG)")
+    if api:
+        p.add_argument("--url", help="the daemon's URL (default: from the config)")
+        p.add_argument("--actor", help="who does this (default: $DUTYD_ACTOR or login name)")
+
+
+def add_duty_commands(sub: Any) -> None:
+    """Register the duty subcommands on the `dutyd` parser's subparsers."""
+    p = sub.add_parser("oncall", help="who is on duty now and next")
+    _common(p, api=False)
+    p.add_argument("--at", help="at this time instead of now (2026-11-23T20:00)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_guard(cmd_oncall))
+
+    p = sub.add_parser("ack", help="acknowledge an alert (stops its escalation)")
+    _common(p)
+    p.add_argument("alert", help="fingerprint (or a unique prefix), or rule name")
+    p.add_argument("--note", default="", help="what you are doing about it")
+    p.add_argument("--expires", help="the acknowledgement lapses after this (e.g. 4h)")
+    p.set_defaults(func=_guard(cmd_ack))
+
+    p = sub.add_parser("silence", help="mute matching alerts for a while")
+    _common(p)
+    p.add_argument("--match", action="append", default=[], required=True, help="label=value")
+    p.add_argument("--duration", required=True, help="e.g. 2h")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=_guard(cmd_silence))
+
+    p = sub.add_parser("maintenance", help="open a maintenance window (not paged, no red line)")
+    _common(p)
+    p.add_argument("--target", action="append", default=[], help="target name (repeatable)")
+    p.add_argument("--match", action="append", default=[], help="label=value")
+    p.add_argument("--start", help="start time (default: now)")
+    p.add_argument("--duration", required=True, help="e.g. 3h")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=_guard(cmd_maintenance))
+
+    p = sub.add_parser("drill", help="emergency drill: a marked test alert through escalation")
+    _common(p)
+    p.add_argument("--wait", default="10m", help="how long to wait for answers")
+    p.add_argument("--speed", type=float, default=1.0, help="walk the steps N times faster")
+    p.set_defaults(func=_guard(cmd_drill))
+
+    p = sub.add_parser("log", help="print the duty log")
+    _common(p, api=False)
+    p.add_argument("--db", help="the SQLite file (default: storage.path of the config)")
+    p.add_argument("--since", help="a duration ago (8h) or a time")
+    p.add_argument("--kind", action="append", help="kind, or a prefix ending in '.' (alert.)")
+    p.add_argument("--subject", help="alert fingerprint (prefix), silence:N, ...")
+    p.add_argument("--limit", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_guard(cmd_log))
+
+    p = sub.add_parser("report", help="the shift duty diary (Markdown, CSV or XLSX)")
+    _common(p, api=False)
+    p.add_argument("--db", help="the SQLite file (default: storage.path of the config)")
+    p.add_argument("--shift", action="store_true", help="the shift at --at (default: now)")
+    p.add_argument("--at", help="a time within the shift")
+    p.add_argument("--previous", action="store_true", help="the shift before that one")
+    p.add_argument("--format", choices=["md", "csv", "xlsx"], default="md")
+    p.add_argument("--lang", choices=["en", "zh"])
+    p.add_argument("-o", "--output", help="file to write (xlsx: default duty-<start>.xlsx)")
+    p.set_defaults(func=_guard(cmd_report))
+
+
+def _guard(func: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))
+        except ConfigError as exc:
+            print(exc.report(), file=sys.stderr)
+            return EXIT_CONFIG
+
+    return run

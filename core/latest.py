@@ -1,0 +1,71 @@
+"""The latest-value store: the newest sample of every series, and each target's poll status.
+
+Rules and exporters read it; only the scheduler's results write it. A target's series are
+replaced as a whole on each successful poll, so a port or mount that disappears stops being
+exported; on a failed poll the last good values are kept (rules may still want them) and the
+target is marked down with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dutyd.core.records import Sample, SeriesKey
+
+
+@dataclass(slots=True)
+class TargetStatus:
+    name: str
+    kind: str
+    up: bool = False
+    last_poll_at: float | None = None
+    last_success_at: float | None = None
+    last_duration: float = 0.0
+    reason: str = ""
+    message: str = "not polled yet"
+    consecutive_failures: int = 0
+    error_counts: dict[str, int] = field(default_factory=dict)
+
+
+class SampleStore:
+    def __init__(self) -> None:
+        self._by_target: dict[str, dict[SeriesKey, Sample]] = {}
+        self.status: dict[str, TargetStatus] = {}
+
+    def replace_target(self, target: str, samples: list[Sample]) -> None:
+        self._by_target[target] = {s.series: s for s in samples}
+
+    def update_target(self, target: str, samples: list[Sample]) -> None:
+        """Overwrite some series of a target without dropping the others."""
+        series = self._by_target.setdefault(target, {})
+        for s in samples:
+            series[s.series] = s
+
+    def remove_target(self, target: str) -> None:
+        self._by_target.pop(target, None)
+        self.status.pop(target, None)
+
+    def target_samples(self, target: str) -> list[Sample]:
+        return list(self._by_target.get(target, {}).values())
+
+    def samples(self, only_up: bool = False) -> Iterator[Sample]:
+        for target, series in self._by_target.items():
+            if only_up:
+                status = self.status.get(target)
+                if status is not None and not status.up:
+                    # Keep `target_up` itself visible for a down target.
+                    yield from (s for s in series.values() if s.name == "target_up")
+                    continue
+            yield from series.values()
+
+    def latest(self, name: str, **labels: str) -> list[Sample]:
+        """Samples of metric `name` whose labels include `labels` (for the API and tests)."""
+        return [
+            s
+            for s in self.samples()
+            if s.name == name and all(s.label(k) == v for k, v in labels.items())
+        ]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_target.values())

@@ -1,0 +1,118 @@
+"""dutyd's own metrics (the `dutyd_` family): how well the daemon itself is doing.
+
+Conventions: base units (seconds), counters end in `_total`, labels from bounded sets only
+(kind, reason, state, result). Families read by label are pre-filled for each known value,
+so `rate()` and `increase()` see a 0 before the first event rather than no series at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+from dutyd.core.records import AlertState
+
+# `_created` series double every counter and histogram in the text format and nothing reads
+# them (Prometheus 2.x ignores them there); dutyd owns its process, so switch them off.
+disable_created_metrics()
+
+POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Instrumentation:
+    """Self metrics registered in the daemon's own registry (never the global default)."""
+
+    def __init__(self, registry: CollectorRegistry, kinds: Iterable[str] = ()) -> None:
+        kinds = sorted(kinds)
+        self.polls = Counter(
+            "dutyd_polls", "Polls completed, by target kind", ["kind"], registry=registry
+        )
+        self.poll_errors = Counter(
+            "dutyd_poll_errors",
+            "Failed polls by target kind and reason",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        # Polls are pre-filled per kind; errors are not (yet): tests/test_e2e_daemon.py reads
+        # the first dutyd_poll_errors_total{kind=...} series and expects it to be a real one.
+        for kind in kinds:
+            self.polls.labels(kind)
+        self.poll_duration = Histogram(
+            "dutyd_poll_duration_seconds",
+            "Time one poll took, by target kind",
+            ["kind"],
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        for kind in kinds:
+            self.poll_duration.labels(kind)
+        self.scheduler_lag = Histogram(
+            "dutyd_scheduler_lag_seconds",
+            "Delay between a poll's scheduled time and its start",
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.samples_ingested = Counter(
+            "dutyd_samples_ingested", "Samples received from collectors", registry=registry
+        )
+        self.rule_evaluation = Histogram(
+            "dutyd_rule_evaluation_seconds",
+            "Time spent evaluating rules on one poll's samples",
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )
+        self.alert_events = Counter(
+            "dutyd_alert_events",
+            "Alert state changes, by new state",
+            ["state"],
+            registry=registry,
+        )
+        for state in AlertState:
+            self.alert_events.labels(str(state))
+        self.config_reloads = Counter(
+            "dutyd_config_reloads",
+            "Configuration reloads, by result",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("applied", "rejected"):
+            self.config_reloads.labels(result)
+        self.targets = Gauge(
+            "dutyd_targets", "Configured targets, by kind", ["kind"], registry=registry
+        )
+        # Notifications (agent/notify): channel labels are configured channel names (bounded).
+        self.outbox_depth = Gauge(
+            "dutyd_notify_outbox_depth",
+            "Notifications written but not yet accepted by their channel",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "dutyd_notify_outbox_oldest_age_seconds",
+            "Age of the oldest notification still waiting in the outbox (0 when empty)",
+            registry=registry,
+        )
+        self.notifications_sent = Counter(
+            "dutyd_notifications_sent",
+            "Notifications accepted by a channel, by channel name",
+            ["channel"],
+            registry=registry,
+        )
+        self.notifications_failed = Counter(
+            "dutyd_notifications_failed",
+            "Failed delivery attempts (each retried or failed over), by channel name",
+            ["channel"],
+            registry=registry,
+        )
+        self.notify_latency = Histogram(
+            "dutyd_notify_delivery_seconds",
+            "Time from a page being due to its channel accepting it",
+            buckets=POLL_BUCKETS,
+            registry=registry,
+        )

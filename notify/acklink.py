@@ -1,0 +1,107 @@
+"""Signed acknowledge links: an HMAC-SHA256 token naming the alert and the person, expiring.
+
+Token = base64url(JSON claims) "." base64url(HMAC-SHA256(key, claims)). Verification compares
+in constant time, checks the expiry, and `consume` records the token's nonce in SQLite so a
+link works once (replays after a forward or a browser reload are refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+from dataclasses import dataclass
+
+from dutyd.storage.sqlite import SqliteStorage, register_schema
+
+register_schema(
+    "acklinks",
+    [
+        """
+    CREATE TABLE ack_tokens_used (
+        nonce TEXT PRIMARY KEY,
+        used_at REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    """
+    ],
+)
+
+
+class InvalidToken(ValueError):
+    """The link is malformed, tampered with, expired or already used; `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    fingerprint: str
+    actor: str
+    expires: float
+    nonce: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class AckLinks:
+    def __init__(self, key: bytes, ttl: float) -> None:
+        if not key:
+            raise ValueError("ack links need a secret (notify.ack_secret_env or _file)")
+        self._key = key
+        self.ttl = ttl
+
+    def _sign(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def make(self, fingerprint: str, actor: str, now: float) -> str:
+        claims = {"f": fingerprint, "a": actor, "e": int(now + self.ttl), "n": secrets.token_hex(8)}
+        body = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
+        return f"{_b64(body)}.{_b64(self._sign(body))}"
+
+    def verify(self, token: str, now: float) -> Claim:
+        body_text, sep, sig_text = token.partition(".")
+        if not sep or len(token) > 2048:
+            raise InvalidToken("malformed link")
+        try:
+            body, sig = _unb64(body_text), _unb64(sig_text)
+        except (ValueError, TypeError):
+            raise InvalidToken("malformed link") from None
+        if not hmac.compare_digest(sig, self._sign(body)):
+            raise InvalidToken("the link's signature does not match (altered or from elsewhere)")
+        try:
+            claims = json.loads(body)
+            claim = Claim(str(claims["f"]), str(claims["a"]), float(claims["e"]), str(claims["n"]))
+        except (ValueError, KeyError, TypeError):
+            raise InvalidToken("malformed link") from None
+        if claim.expires < now:
+            raise InvalidToken("the link has expired")
+        return claim
+
+    async def consume(self, storage: SqliteStorage, claim: Claim, now: float) -> None:
+        """Mark the link used; raises InvalidToken when it was used before."""
+
+        def insert(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM ack_tokens_used WHERE expires < ?", (now - 86400,))
+            try:
+                c.execute(
+                    "INSERT INTO ack_tokens_used (nonce, used_at, expires) VALUES (?,?,?)",
+                    (claim.nonce, now, claim.expires),
+                )
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+        if not await storage.run(insert):
+            raise InvalidToken("the link has already been used")

@@ -1,0 +1,99 @@
+"""Channels through apprise: email, SMS gateways, DingTalk, WeCom, Feishu, Telegram, Slack,
+webhooks (json://, form://) ... one apprise URL per channel.
+
+apprise's `notify` blocks (requests); it runs on this channel's own small thread pool, so a
+slow gateway never stalls the event loop or the other channels. For the generic webhook
+schemes the message id also travels as the `X-Dutyd-Message-Id` header and, for json://, as
+a `message_id` field, so receivers can drop duplicates; every text carries it as `ref:`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+import apprise
+
+from dutyd.notify.channels.base import SendResult
+from dutyd.notify.config import ChannelConfig
+
+_HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://\S*")
+
+
+class _RedactUrls(logging.Filter):
+    """apprise names the whole URL (tokens included) when it cannot parse or load one; the
+    rule is that secrets never reach a log, so every URL in its messages is cut to the scheme."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _URL.sub(r"\1://<redacted>", record.getMessage())
+        record.args = None
+        return True
+
+
+_apprise_log = logging.getLogger("apprise")
+_apprise_log.setLevel(logging.WARNING)  # its INFO chatter is one line per message sent
+_apprise_log.addFilter(_RedactUrls())
+
+
+@functools.cache
+def _load_plugins() -> None:
+    """apprise discovers its plugins on first use; some import modules deprecated in newer
+    Pythons (imghdr). Do it once, here, with that warning silenced, not inside a send."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        apprise.Apprise().add("json://127.0.0.1/")
+
+
+def understood(url: str) -> bool:
+    """True when apprise has a plugin for this URL and can parse it."""
+    _load_plugins()
+    return bool(apprise.Apprise().add(url))
+
+
+class AppriseChannel:
+    payload_kind = "text"
+
+    def __init__(self, name: str, config: ChannelConfig, workers: int = 16) -> None:
+        self.name = name
+        self._url = config.secret_url()
+        self._scheme = self._url.split("://", 1)[0].lower()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
+        _load_plugins()
+        probe = apprise.Apprise()
+        if not probe.add(self._url):
+            # Never echo the URL: it holds the channel's token.
+            raise ValueError(f"channel {name}: apprise does not understand this URL")
+
+    def _url_for(self, message_id: str) -> str:
+        if self._scheme not in _HTTP_SCHEMES:
+            return self._url
+        extra = f"%2BX-Dutyd-Message-Id={quote(message_id)}".replace("%2B", "+")
+        if self._scheme in ("json", "jsons"):
+            extra += f"&:message_id={quote(message_id)}"
+        return self._url + ("&" if "?" in self._url else "?") + extra
+
+    def _send(self, message_id: str, title: str, body: str) -> bool:
+        ap = apprise.Apprise()
+        ap.add(self._url_for(message_id))
+        return bool(ap.notify(body=body, title=title))
+
+    async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult:
+        loop = asyncio.get_running_loop()
+        try:
+            ok = await loop.run_in_executor(
+                self._pool, self._send, message_id, payload["title"], payload["body"]
+            )
+        except Exception as exc:  # a plugin bug must not kill delivery of other messages
+            return SendResult(False, True, f"apprise failed: {type(exc).__name__}")
+        return SendResult(True) if ok else SendResult(False, True, "not accepted by the receiver")
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,339 @@
+"""Config models of the duty layer: people and rotations (`oncall:`), escalation policies
+(`escalation:`), channels and delivery (`notify:`), the write API's token (`api:`).
+
+A working setup, as it appears in dutyd.yaml::
+
+    oncall:
+      timezone: Asia/Shanghai
+      handovers: ["08:30", "20:30"]        # day/night shifts; one time = daily 24 h shifts
+      start: 2026-01-05                    # the first shift of `pairs[0]` starts this day
+      pairs: [[Zhang Wei, Li Na], [Liu Yang, Zhao Min]]
+      people:
+        - {name: Zhang Wei, language: zh, contacts: [wecom_zhang, sms_zhang]}
+      roles: {manager: [Wang Fang], director: [Chen Jie]}
+      overrides:
+        - {start: 2026-11-23T08:30, end: 2026-11-24T08:30, replace: Li Na, by: Zhao Min,
+           reason: annual leave}
+    escalation:
+      policies:
+        - name: critical
+          match: {severity: critical}
+          steps:
+            - {after: 0s, oncall: true}
+            - {after: 15m, oncall: true, roles: [manager]}
+            - {after: 30m, roles: [director], channels: [duty_group]}
+          repeat: 10m
+          red_line: {roles: [director, manager]}
+    notify:
+      channels:
+        wecom_zhang: {url_env: WECOM_ZHANG_URL}
+        duty_group: {url_file: /etc/dutyd/dingtalk.url, rate_limit: 20}
+      alertmanager: [{url: "http://127.0.0.1:9093"}]
+
+Channel URLs are apprise URLs and usually hold a token: give them as `url_env`/`url_file`.
+They are never logged, nor shown by the API; a channel is named by its key everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zoneinfo
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
+
+from dutyd.core.configtypes import (
+    Duration,
+    PositiveDuration,
+    SecretEnv,
+    SecretFile,
+    StrictModel,
+    pick_secret,
+)
+
+Language = Literal["en", "zh"]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _timezone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name: Asia/Shanghai)") from None
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+
+
+class Person(StrictModel):
+    """Someone who can be paged."""
+
+    name: str = Field(min_length=1)
+    language: Language | None = Field(default=None, description="en or zh; default notify.language")
+    contacts: list[str] = Field(
+        default_factory=list,
+        description="channel names in failover order: the next one is tried after "
+        "notify.failover_after failures of the current one",
+    )
+
+
+class Override(StrictModel):
+    """From `start` to `end` (site local time), `by` stands in for `replace` (swap, leave)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    replace: str
+    by: str
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _order(self) -> Override:
+        if self.end <= self.start:
+            raise ValueError("an override must end after it starts")
+        return self
+
+
+class OncallConfig(StrictModel):
+    """Who is on duty: pairs rotating over shifts that start at the hand-over times."""
+
+    timezone: TimeZone = "UTC"
+    handovers: list[str] = Field(
+        default_factory=lambda: ["08:30"],
+        description="local hand-over times HH:MM; one = daily 24 h shifts, two = day/night",
+        min_length=1,
+    )
+    start: dt.date = Field(
+        default=dt.date(2026, 1, 1), description="the day the first shift of pairs[0] starts"
+    )
+    pairs: list[list[str]] = Field(
+        default_factory=list, description="the people of each shift (two), in rotation order"
+    )
+    people: list[Person] = Field(default_factory=list)
+    roles: dict[str, list[str]] = Field(
+        default_factory=dict, description="manager, director, ...: people paged by role"
+    )
+    overrides: list[Override] = Field(default_factory=list)
+
+    @field_validator("handovers")
+    @classmethod
+    def _times(cls, values: list[str]) -> list[str]:
+        for v in values:
+            if not _HHMM.match(v):
+                raise ValueError(f"hand-over time {v!r} must be HH:MM (24 h)")
+        if sorted(values) != values or len(set(values)) != len(values):
+            raise ValueError("hand-over times must be distinct and in order")
+        return values
+
+    @model_validator(mode="after")
+    def _references(self) -> OncallConfig:
+        names = {p.name for p in self.people}
+        if len(names) != len(self.people):
+            raise ValueError("people: a name appears twice")
+        problems = []
+        for i, pair in enumerate(self.pairs):
+            problems += [f"pairs[{i}]: unknown person {n!r}" for n in pair if n not in names]
+        for role, members in self.roles.items():
+            problems += [f"roles.{role}: unknown person {n!r}" for n in members if n not in names]
+        for i, o in enumerate(self.overrides):
+            problems += [
+                f"overrides[{i}]: unknown person {n!r}" for n in (o.replace, o.by) if n not in names
+            ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def person(self, name: str) -> Person | None:
+        return next((p for p in self.people if p.name == name), None)
+
+
+class Step(StrictModel):
+    """One escalation step: `after` the alert fired, page these (while unacknowledged)."""
+
+    after: Duration = 0.0
+    oncall: bool = Field(default=False, description="the on-duty pair at the time of the step")
+    roles: list[str] = Field(default_factory=list, description="oncall.roles names")
+    people: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list, description="group channels")
+
+    @model_validator(mode="after")
+    def _someone(self) -> Step:
+        if not (self.oncall or self.roles or self.people or self.channels):
+            raise ValueError("a step must page someone: oncall, roles, people or channels")
+        return self
+
+
+class RedLineStep(StrictModel):
+    """Paged when an alert crosses its red line, acknowledged or not."""
+
+    roles: list[str] = Field(default_factory=lambda: ["director"])
+    people: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+
+
+class Policy(StrictModel):
+    name: str
+    match: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="severity and/or labels (site, room, role ...); a list means any of; "
+        "the first policy that matches is used",
+    )
+    steps: list[Step] = Field(min_length=1)
+    repeat: Duration = Field(
+        default=0.0,
+        description="after the last step, page everyone paged so far again every "
+        "`repeat` until acknowledged (0: no repeat)",
+    )
+    red_line: RedLineStep | None = None
+
+    @field_validator("steps")
+    @classmethod
+    def _ordered(cls, steps: list[Step]) -> list[Step]:
+        if [s.after for s in steps] != sorted(s.after for s in steps):
+            raise ValueError("steps must be in order of `after`")
+        return steps
+
+    def matches(self, severity: str, labels: dict[str, str]) -> bool:
+        for key, want in self.match.items():
+            have = severity if key == "severity" else labels.get(key)
+            if have is None or (have not in want if isinstance(want, list) else have != want):
+                return False
+        return True
+
+
+class EscalationConfig(StrictModel):
+    """Escalation policies: who is paged and when, chosen per alert by severity and labels."""
+
+    policies: list[Policy] = Field(default_factory=list)
+
+    def policy_for(self, severity: str, labels: dict[str, str]) -> Policy | None:
+        return next((p for p in self.policies if p.matches(severity, labels)), None)
+
+
+class RateLimit(StrictModel):
+    count: int = Field(default=30, gt=0)
+    per: PositiveDuration = 60.0
+
+
+class ChannelConfig(StrictModel):
+    """An apprise URL (json://, mailto://, dingtalk://, wecombot://, tgram://, ...)."""
+
+    kind: Literal["apprise"] = "apprise"
+    url: SecretStr | None = None
+    url_env: SecretEnv | None = None
+    url_file: SecretFile | None = None
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    language: Language | None = Field(default=None, description="for group channels")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> ChannelConfig:
+        given = [x for x in (self.url, self.url_env, self.url_file) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, url_env, url_file")
+        from dutyd.notify.channels.apprise import understood  # apprise only when configured
+
+        if not understood(self.secret_url()):
+            # Never echo the URL: it holds the channel's token.
+            raise ValueError("apprise does not understand this URL (see apprise's URL list)")
+        return self
+
+    def secret_url(self) -> str:
+        return pick_secret(self.url, self.url_env, self.url_file) or ""
+
+
+class AlertmanagerForward(StrictModel):
+    """Every alert (firing, resolved) also goes to this Alertmanager's API v2."""
+
+    url: str = Field(description="base URL, e.g. http://127.0.0.1:9093")
+    timeout: PositiveDuration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+
+class SiteConfig(StrictModel):
+    timezone: TimeZone | None = None
+    language: Language | None = None
+
+
+class NotifyConfig(StrictModel):
+    """Channels, delivery (outbox, retries, grouping, rate limits), templates, ack links."""
+
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    alertmanager: list[AlertmanagerForward] = Field(default_factory=list)
+    language: Language = "en"
+    timezone: TimeZone = Field(default="UTC", description="for times in messages")
+    sites: dict[str, SiteConfig] = Field(
+        default_factory=dict, description="per `site` label: time zone and language"
+    )
+    group_wait: Duration = Field(
+        default=0.25, description="alerts of one site starting within this go out as one"
+    )
+    retry_initial: PositiveDuration = 1.0
+    retry_max: PositiveDuration = 300.0
+    failover_after: int = Field(default=3, gt=0, description="failures before the next contact")
+    give_up_after: PositiveDuration | None = Field(
+        default=None,
+        description="drop (and log) a message still undelivered after this; none (the "
+        "default): a page is never dropped for a channel that is down, it waits and is "
+        "retried, and /metrics shows the outbox depth and its oldest age",
+    )
+    send_timeout: PositiveDuration = 10.0
+    ack_secret: SecretStr | None = None
+    ack_secret_env: SecretEnv | None = None
+    ack_secret_file: SecretFile | None = None
+    ack_base_url: str = Field(
+        default="", description="external URL of dutyd for ack links (empty: no links)"
+    )
+    ack_link_ttl: PositiveDuration = 86400.0
+
+    def ack_key(self) -> bytes:
+        secret = pick_secret(self.ack_secret, self.ack_secret_env, self.ack_secret_file)
+        return secret.encode() if secret else b""
+
+
+class ApiConfig(StrictModel):
+    """The write API (ack, silence, maintenance, drill): a bearer token, given by env or file."""
+
+    token: SecretStr | None = None
+    token_env: SecretEnv | None = None
+    token_file: SecretFile | None = None
+
+    def secret(self) -> str:
+        return pick_secret(self.token, self.token_env, self.token_file) or ""
+
+
+def check_references(
+    oncall: OncallConfig, escalation: EscalationConfig, notify: NotifyConfig
+) -> list[str]:
+    """Cross-section names: contacts name channels, steps name roles, people and channels."""
+    problems = []
+    for p in oncall.people:
+        for c in p.contacts:
+            if c not in notify.channels:
+                problems.append(f"oncall.people: {p.name}: unknown channel {c!r}")
+    names = {p.name for p in oncall.people}
+    for policy in escalation.policies:
+        if any(step.oncall for step in policy.steps) and not oncall.pairs:
+            problems.append(
+                f"escalation.{policy.name}: pages the on-call pair, but oncall.pairs is empty"
+            )
+        parts: list[Step | RedLineStep] = [*policy.steps]
+        if policy.red_line is not None:
+            parts.append(policy.red_line)
+        for part in parts:
+            for r in part.roles:
+                if r not in oncall.roles:
+                    problems.append(f"escalation.{policy.name}: unknown role {r!r}")
+            for n in part.people:
+                if n not in names:
+                    problems.append(f"escalation.{policy.name}: unknown person {n!r}")
+            for c in part.channels:
+                if c not in notify.channels:
+                    problems.append(f"escalation.{policy.name}: unknown channel {c!r}")
+    return sorted(set(problems))

@@ -1,0 +1,184 @@
+"""Escalation as a pure function of alert events and a clock: which pages are due, to whom.
+
+No I/O and no sleeping: `handle(event, now)` and `due(now)` return `Page`s, and the service
+asks `next_deadline()` when to call `due` again, so tests step a fake clock.
+
+The policy, read in one place:
+- a firing alert (that may notify) walks its policy's steps, each `after` its firing time,
+  and only while unacknowledged (an acknowledgement that expires resumes the walk);
+- after the last step, everyone paged so far is paged again every `repeat` until acked;
+- crossing the red line pages the policy's red-line step even when acknowledged;
+- an acknowledgement and the resolve are told to everyone who was paged;
+- a flapping or muted (silence, maintenance) alert holds its escalation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from dutyd.core.records import AlertChange, AlertEvent, AlertState
+from dutyd.notify.config import EscalationConfig, Policy, RedLineStep, Step
+from dutyd.notify.oncall import Rota
+
+
+class PageKind(StrEnum):
+    FIRING = "firing"  # a step of the policy
+    REPEAT = "repeat"  # reminder after the last step
+    RED_LINE = "red_line"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Recipient:
+    kind: str  # "person" or "channel"
+    name: str
+
+    def __str__(self) -> str:
+        return self.name if self.kind == "person" else f"#{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    kind: PageKind
+    event: AlertEvent
+    recipients: tuple[Recipient, ...]
+    step: int  # step number (from 1), repeat count, 0 for notices
+    at: float  # when it became due
+    key: str  # stable: the same page after a restart has the same key
+
+    @property
+    def site(self) -> str:
+        return dict(self.event.labels).get("site", "")
+
+
+@dataclass(slots=True)
+class Tracked:
+    event: AlertEvent  # the latest event of the alert (labels, summary, value)
+    policy: Policy
+    fired_at: float
+    next_step: int = 0
+    acked: bool = False
+    held: bool = False
+    repeats: int = 0
+    paged: dict[Recipient, None] = field(default_factory=dict)  # ordered set
+    scale: float = 1.0  # < 1 walks the policy faster (drills on an accelerated clock)
+
+    def step_due(self) -> float | None:
+        if self.next_step < len(self.policy.steps):
+            return self.fired_at + self.policy.steps[self.next_step].after * self.scale
+        if self.policy.repeat > 0 and self.paged:
+            return self._last() + self.policy.repeat * self.scale * (self.repeats + 1)
+        return None
+
+    def _last(self) -> float:
+        return self.fired_at + self.policy.steps[-1].after * self.scale
+
+
+class Escalator:
+    def __init__(self, config: EscalationConfig, rota: Rota) -> None:
+        self.config = config
+        self.rota = rota
+        self.tracked: dict[str, Tracked] = {}
+
+    def _recipients(self, step: Step | RedLineStep, now: float) -> list[Recipient]:
+        names: list[str] = []
+        if isinstance(step, Step) and step.oncall:
+            names += self.rota.on_duty(now)
+        for role in step.roles:
+            names += self.rota.role(role)
+        names += step.people
+        out = [Recipient("person", n) for n in names]
+        out += [Recipient("channel", c) for c in step.channels]
+        return list(dict.fromkeys(out))
+
+    def handle(self, event: AlertEvent, now: float, scale: float = 1.0) -> list[Page]:
+        fp = event.fingerprint
+        t = self.tracked.get(fp)
+        change = event.change
+        if change is AlertChange.STATE:
+            if event.state is AlertState.FIRING:
+                if t is None:
+                    if not event.notify:
+                        return []
+                    policy = self.config.policy_for(event.severity, dict(event.labels))
+                    if policy is None:
+                        return []
+                    t = self.tracked[fp] = Tracked(event, policy, event.timestamp, scale=scale)
+                else:
+                    t.event = event
+                    t.held = not event.notify
+                return self.due(now)
+            if event.state is AlertState.RESOLVED and t is not None:
+                del self.tracked[fp]
+                return self._notice(t, PageKind.RESOLVED, event, now)
+            return []
+        if t is None:
+            return []
+        if change is AlertChange.ACKNOWLEDGED:
+            t.acked = True
+            return self._notice(t, PageKind.ACKNOWLEDGED, event, now)
+        if change is AlertChange.UNACKNOWLEDGED:
+            t.acked = False
+            return self.due(now)
+        if change is AlertChange.FLAPPING:
+            t.held = True
+        elif change is AlertChange.SETTLED:
+            t.held = not event.notify
+            return self.due(now)
+        elif change is AlertChange.RED_LINE:
+            step = t.policy.red_line
+            if step is None:
+                return []
+            who = self._recipients(step, now)
+            for r in who:
+                t.paged[r] = None
+            key = f"{fp}|red_line|{event.red_line or 0:.0f}|{t.fired_at:.3f}"
+            return [Page(PageKind.RED_LINE, event, tuple(who), 0, now, key)]
+        return []
+
+    def _notice(self, t: Tracked, kind: PageKind, event: AlertEvent, now: float) -> list[Page]:
+        if not t.paged:
+            return []
+        key = f"{event.fingerprint}|{kind}|{event.timestamp:.3f}|{t.fired_at:.3f}"
+        return [Page(kind, event, tuple(t.paged), 0, now, key)]
+
+    def due(self, now: float) -> list[Page]:
+        pages: list[Page] = []
+        for fp, t in self.tracked.items():
+            if t.acked or t.held:
+                continue
+            # Bounded: every pass moves next_step or repeats forward past `now` eventually.
+            for _ in range(len(t.policy.steps) + 1):
+                at = t.step_due()
+                if at is None or at > now:
+                    break
+                if t.next_step < len(t.policy.steps):
+                    step = t.policy.steps[t.next_step]
+                    t.next_step += 1
+                    who = self._recipients(step, now)
+                    for r in who:
+                        t.paged[r] = None
+                    key = f"{fp}|step|{t.next_step}|{t.fired_at:.3f}"
+                    pages.append(Page(PageKind.FIRING, t.event, tuple(who), t.next_step, at, key))
+                else:
+                    # Skip reminders missed while held or acked: one reminder, not a burst.
+                    every = t.policy.repeat * t.scale
+                    t.repeats = max(t.repeats + 1, int((now - t._last()) // every))
+                    key = f"{fp}|repeat|{t.repeats}|{t.fired_at:.3f}"
+                    pages.append(Page(PageKind.REPEAT, t.event, tuple(t.paged), t.repeats, at, key))
+                    break
+        return pages
+
+    def next_deadline(self) -> float | None:
+        times = [
+            at
+            for t in self.tracked.values()
+            if not t.acked and not t.held and (at := t.step_due()) is not None
+        ]
+        return min(times, default=None)
+
+    def paged(self, fingerprint: str) -> tuple[Recipient, ...]:
+        t = self.tracked.get(fingerprint)
+        return tuple(t.paged) if t else ()

@@ -1,0 +1,557 @@
+"""NotifyService: alert events in, pages out, never lost. The daemon starts it, stops it and
+registers it as an alert listener.
+
+The pipeline, stage by stage:
+
+    AlertEvent -> Escalator (who, when) -> Grouper (one message per site burst)
+      -> templates (language, time zone, ack link) -> Outbox row (SQLite, before any send)
+      -> rate limit -> channel.send -> delete on accept | retry with backoff+jitter,
+         fail over to the person's next contact after N failures -> duty log
+
+Alertmanager forwarders get every firing and resolved alert (not escalations) through the
+same outbox, and the firing ones are refreshed while they last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.notify.acklink import AckLinks
+from dutyd.notify.channels import AlertmanagerChannel, AppriseChannel, Channel, SendResult
+from dutyd.notify.channels.alertmanager import am_alert
+from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from dutyd.notify.escalation import Escalator, Page, PageKind, Recipient
+from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
+from dutyd.notify.oncall import Rota
+from dutyd.notify.outbox import Outbox, OutboxRow, backoff
+from dutyd.notify.ratelimit import TokenBucket
+from dutyd.notify.templates import render
+from dutyd.storage.sqlite import SqliteStorage
+
+log = logging.getLogger("dutyd.notify")
+
+MAX_IN_FLIGHT = 64
+AM_REFRESH = 60.0  # resend firing alerts to Alertmanager this often
+AM_ENDS_IN = 4 * AM_REFRESH  # endsAt ahead of now, as Prometheus does (4 x resend delay)
+ALERTMANAGER = "alertmanager"
+
+
+class NotifyService:
+    def __init__(
+        self,
+        oncall: OncallConfig,
+        escalation: EscalationConfig,
+        notify: NotifyConfig,
+        storage: SqliteStorage,
+        metrics: Instrumentation,
+        clock: Callable[[], float] = time.time,
+        generator_url: str = "",
+    ) -> None:
+        self.oncall = oncall
+        self.config = notify
+        self.storage = storage
+        self.metrics = metrics
+        self.clock = clock
+        self.generator_url = generator_url
+        self.rota = Rota(oncall)
+        self.escalator = Escalator(escalation, self.rota)
+        self.outbox = Outbox(storage)
+        self.grouper = Grouper(notify.group_wait)
+        self.channels: dict[str, Channel] = {}
+        self.forwarders: list[str] = []
+        self.buckets: dict[str, TokenBucket] = {}
+        self.links: AckLinks | None = None
+        self._set_channels(notify, None)
+        # The age is computed at scrape time from the oldest row's creation time.
+        self._oldest: float | None = None
+        metrics.outbox_oldest_age.set_function(
+            lambda: max(0.0, self.clock() - self._oldest) if self._oldest else 0.0
+        )
+        self.forwarded: dict[str, AlertEvent] = {}  # firing alerts Alertmanager knows of
+        self._rng = random.Random()
+        self._wake = asyncio.Event()
+        self._escalate = asyncio.Event()
+        self._inflight: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[None]] = set()
+        self._flush_handles: dict[GroupKey, asyncio.TimerHandle] = {}
+        self._ready: list[GroupKey] = []  # groups whose window closed, to be written
+        self._flushing = False
+        self._logbuf: list[tuple[float, str, str, str, str]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def for_daemon(cls, daemon: Any) -> NotifyService:
+        s = daemon.settings
+        storage = daemon.storage
+        if not isinstance(storage, SqliteStorage):
+            raise TypeError("notifications need the SQLite storage (outbox, ack links)")
+        base = s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}"
+        return cls(s.oncall, s.escalation, s.notify, storage, daemon.metrics, generator_url=base)
+
+    async def start(self, active: list[dict[str, Any]] | None = None) -> None:
+        """Start delivering (the outbox left by the last run first) and take up the
+        escalation of `active` alerts (views from `Daemon.list_alerts`)."""
+        self._tasks = [
+            asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
+            asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
+        ]
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="notify-am"))
+        depth, _, _ = await self.outbox.stats(self.clock())
+        if depth:
+            log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
+        if active:
+            self.resume(active)
+
+    async def stop(self) -> None:
+        # Open groups are written to the outbox, so they go out at the next start.
+        for handle in self._flush_handles.values():
+            handle.cancel()
+        self._flush_handles.clear()
+        self._ready.extend(k for k in self.grouper.groups if k not in self._ready)
+        if self._ready and not self._flushing:
+            self._flushing = True
+            await self._flush_ready()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+        for task in self._pending:
+            task.cancel()
+        for channel in self.channels.values():
+            await channel.close()
+
+    # -- input ----------------------------------------------------------------------------------
+
+    async def __call__(self, event: AlertEvent) -> None:
+        """The daemon's alert listener."""
+        now = self.clock()
+        self.add_pages(self.escalator.handle(event, now), now)
+        self._escalate.set()
+        if (
+            event.change is AlertChange.STATE
+            and event.state is AlertState.FIRING
+            and event.notify
+            and self.escalator.config.policy_for(event.severity, dict(event.labels)) is None
+        ):
+            # A firing alert nobody will be paged for must not pass in silence.
+            info = {"rule": event.rule, "severity": event.severity, **dict(event.labels)}
+            log.warning("no escalation policy matches a firing alert", extra={"fields": info})
+            await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info)
+        if self.forwarders and event.change is AlertChange.STATE:
+            await self._forward(event, now)
+
+    def resume(self, alerts: list[dict[str, Any]]) -> None:
+        """After a restart, take up the escalation of alerts still firing (the rules layer
+        restores them silently). Steps already sent are recognised by their page ids."""
+        now = self.clock()
+        for a in alerts:
+            if a.get("state") != "firing" or a.get("suppressed") or a.get("silenced_by"):
+                continue
+            fired = a.get("fired_at") or a.get("active_since") or now
+            event = AlertEvent(
+                fingerprint=a["fingerprint"],
+                rule=a["rule"],
+                labels=labels_of(a.get("labels", {})),
+                state=AlertState.FIRING,
+                previous=AlertState.PENDING,
+                severity=a.get("severity", ""),
+                summary=a.get("summary", ""),
+                value=a.get("value"),
+                active_since=a.get("active_since"),
+                timestamp=fired,
+            )
+            self.add_pages(self.escalator.handle(event, now), now)
+            if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
+                self.forwarded[event.fingerprint] = event
+            if a.get("acknowledged"):
+                self.escalator.handle(
+                    dataclasses.replace(event, change=AlertChange.ACKNOWLEDGED), now
+                )
+        self._escalate.set()
+
+    def wake_escalation(self) -> None:
+        self._escalate.set()
+
+    def apply(
+        self,
+        oncall: OncallConfig,
+        escalation: EscalationConfig,
+        notify: NotifyConfig | None = None,
+    ) -> None:
+        """A config reload: new rota, policies and channels; alerts being escalated keep their
+        state, and queued messages for a removed channel move on to the person's next one."""
+        self.oncall = oncall
+        self.rota = Rota(oncall)
+        self.escalator.rota = self.rota
+        self.escalator.config = escalation
+        if notify is not None and notify != self.config:
+            old = self.config
+            self.config = notify
+            self.grouper.window = notify.group_wait
+            self._set_channels(notify, old)
+        self._escalate.set()
+        self._wake.set()
+
+    def _set_channels(self, notify: NotifyConfig, old: NotifyConfig | None) -> None:
+        """Build the channels of `notify`, keeping those unchanged since `old`."""
+        previous = self.channels
+        channels: dict[str, Channel] = {}
+        for name, cfg in notify.channels.items():
+            same = old is not None and old.channels.get(name) == cfg and name in previous
+            channels[name] = previous[name] if same else AppriseChannel(name, cfg)
+            if not same:
+                self.buckets[name] = TokenBucket(
+                    cfg.rate_limit.count, cfg.rate_limit.per, self.clock()
+                )
+        forwarders = []
+        for i, fwd in enumerate(notify.alertmanager):
+            name = f"{ALERTMANAGER}-{i}"
+            same = old is not None and i < len(old.alertmanager) and old.alertmanager[i] == fwd
+            channels[name] = previous[name] if same else AlertmanagerChannel(name, fwd)
+            forwarders.append(name)
+        for name, channel in previous.items():
+            if channels.get(name) is not channel:
+                self._spawn(channel.close())
+        self.channels, self.forwarders = channels, forwarders
+        key = notify.ack_key()
+        self.links = AckLinks(key, notify.ack_link_ttl) if key else None
+        for name in channels:
+            self.metrics.notifications_sent.labels(name)
+            self.metrics.notifications_failed.labels(name)
+
+    def add_pages(self, pages: list[Page], now: float) -> None:
+        for page in pages:
+            if not page.recipients:
+                # A step that resolves to nobody (a role left empty by a reload) must be seen.
+                self._log_soon(
+                    page.at, "notify.no_recipient", page.event.fingerprint, {"kind": page.kind}
+                )
+                log.error(
+                    "an escalation step has nobody to page",
+                    extra={"fields": {"alert": page.event.rule, "kind": str(page.kind)}},
+                )
+            self._log_soon(
+                page.at,
+                f"escalation.{page.kind}",
+                page.event.fingerprint,
+                {"step": page.step, "recipients": [str(r) for r in page.recipients]},
+            )
+            self.grouper.add(page, self._open_group)
+
+    def _open_group(self, key: GroupKey) -> None:
+        loop = asyncio.get_running_loop()
+        self._flush_handles[key] = loop.call_later(self.config.group_wait, self._flush_soon, key)
+
+    def _flush_soon(self, key: GroupKey) -> None:
+        self._flush_handles.pop(key, None)
+        self._ready.append(key)
+        if not self._flushing:
+            self._flushing = True
+            self._spawn(self._flush_ready())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _log_soon(self, ts: float, kind: str, subject: str, data: dict[str, Any]) -> None:
+        """Queue a duty log entry; queued entries are written together (one transaction for a
+        burst of a thousand alerts, not a thousand)."""
+        payload = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+        self._logbuf.append((ts, kind, "dutyd", subject, payload))
+        if len(self._logbuf) == 1:
+            self._spawn(self._write_logs())
+
+    async def _write_logs(self) -> None:
+        await asyncio.sleep(0)  # let the rest of this burst queue up first
+        rows, self._logbuf = self._logbuf, []
+
+        def insert(c: sqlite3.Connection) -> None:
+            c.execute("BEGIN")
+            c.executemany(
+                "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)", rows
+            )
+            c.execute("COMMIT")
+
+        try:
+            await self.storage.run(insert)
+        except Exception:
+            log.exception("duty log write failed")
+
+    async def _log(
+        self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+    ) -> None:
+        try:
+            await self.storage.append_log(ts, kind, actor, subject, data)
+        except Exception:
+            log.exception("duty log write failed")
+
+    # -- rendering into the outbox --------------------------------------------------------------
+
+    def _site(self, site: str) -> tuple[str, str]:
+        cfg = self.config.sites.get(site)
+        tz = (cfg.timezone if cfg else None) or self.config.timezone
+        lang = (cfg.language if cfg else None) or self.config.language
+        return tz, lang
+
+    async def _flush_ready(self) -> None:
+        """Write every group whose window has closed: one dedup query, one insert."""
+        try:
+            while self._ready:
+                keys, self._ready = self._ready, []
+                groups = [(key, self.grouper.take(key)) for key in keys]
+                ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
+                sent = await self.outbox.already_sent(ids)
+                now = self.clock()
+                rows = []
+                for key, pages in groups:
+                    fresh = [p for p in pages if page_id(p, key[0]) not in sent]
+                    if fresh:
+                        row = self._message(key, fresh, now)
+                        if row is not None:
+                            rows.append(row)
+                if rows:
+                    await self.outbox.put(rows)
+                    self._wake.set()
+        finally:
+            self._flushing = False
+
+    def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxRow | None:
+        """The outbox row of one group: rendered for its recipient (language, time zone)."""
+        recipient = key[0]
+        tz, lang = self._site(key[2])
+        if recipient.kind == "person":
+            person = self.oncall.person(recipient.name)
+            contacts = [c for c in (person.contacts if person else []) if c in self.channels]
+            lang = (person.language if person else None) or lang
+        else:
+            contacts = [recipient.name] if recipient.name in self.channels else []
+            channel_cfg = self.config.channels.get(recipient.name)
+            lang = (channel_cfg.language if channel_cfg else None) or lang
+        if not contacts:
+            self._log_soon(now, "notify.no_contact", str(recipient), {"kind": key[1]})
+            log.error(
+                "nobody to send to: no usable contact",
+                extra={"fields": {"recipient": str(recipient)}},
+            )
+            return None
+        mid = message_id(pages, recipient)
+        links: dict[str, str] = {}
+        if (
+            self.links is not None
+            and self.config.ack_base_url
+            and recipient.kind == "person"
+            and pages[0].kind in (PageKind.FIRING, PageKind.REPEAT, PageKind.RED_LINE)
+        ):
+            base = self.config.ack_base_url.rstrip("/")
+            for p in pages:
+                token = self.links.make(p.event.fingerprint, recipient.name, now)
+                links[p.event.fingerprint] = f"{base}/ack/{token}"
+        title, body = render(pages, lang, tz, now, mid, links)
+        payload = {
+            "title": title,
+            "body": body,
+            "pages": [page_id(p, recipient) for p in pages],
+            "fingerprints": sorted({p.event.fingerprint for p in pages}),
+            "due": min(p.at for p in pages),
+        }
+        return OutboxRow(
+            mid,
+            str(recipient),
+            key[1],
+            contacts[0],
+            payload,
+            contacts[1:],
+            created=now,
+            next_at=now,
+        )
+
+    async def _forward(self, event: AlertEvent, now: float) -> None:
+        fp = event.fingerprint
+        if event.state is AlertState.FIRING and event.notify:
+            self.forwarded[fp] = event
+        elif event.state is AlertState.RESOLVED and fp in self.forwarded:
+            del self.forwarded[fp]
+        else:
+            return
+        alert = am_alert(event, now, self.generator_url, AM_ENDS_IN)
+        rows = [
+            OutboxRow(
+                message_id([_am_page(event)], Recipient("channel", name)),
+                ALERTMANAGER,
+                str(event.state),
+                name,
+                {"alerts": [alert], "fingerprints": [fp], "due": now},
+                created=now,
+                next_at=now,
+            )
+            for name in self.forwarders
+        ]
+        await self.outbox.put(rows)
+        self._wake.set()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(AM_REFRESH)
+            now = self.clock()
+            alerts = [
+                am_alert(e, now, self.generator_url, AM_ENDS_IN) for e in self.forwarded.values()
+            ]
+            if not alerts:
+                continue
+            for name in self.forwarders:
+                result = await self.channels[name].send("refresh", {"alerts": alerts})
+                if not result.ok:
+                    log.warning(
+                        "alertmanager refresh failed",
+                        extra={"fields": {"channel": name, "error": result.error}},
+                    )
+
+    # -- escalation clock -----------------------------------------------------------------------
+
+    async def _escalation_loop(self) -> None:
+        while True:
+            self._escalate.clear()
+            now = self.clock()
+            self.add_pages(self.escalator.due(now), now)
+            deadline = self.escalator.next_deadline()
+            timeout = 1.0 if deadline is None else min(1.0, max(0.001, deadline - now))
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
+            # lands as the event is set, and this loop would then outlive the daemon's stop().
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._escalate.wait()
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    async def _deliver_loop(self) -> None:
+        pruned = 0.0
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
+                pruned = now
+                await self.outbox.prune_sent(now)
+            free = MAX_IN_FLIGHT - len(self._inflight)
+            if free > 0:
+                for row in await self.outbox.due(now, free, set(self._inflight)):
+                    self._inflight.add(row.id)
+                    self._spawn(self._deliver(row))
+            depth, oldest, nxt = await self.outbox.stats(now)
+            self.metrics.outbox_depth.set(depth)
+            self._oldest = oldest
+            timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        try:
+            await self._attempt(row)
+        except Exception:
+            log.exception("notification delivery failed unexpectedly")
+        finally:
+            self._inflight.discard(row.id)
+            self._wake.set()
+
+    def _contacts(self, recipient: str) -> list[str]:
+        if recipient.startswith("#"):
+            return [recipient[1:]] if recipient[1:] in self.channels else []
+        person = self.oncall.person(recipient)
+        return [c for c in (person.contacts if person else []) if c in self.channels]
+
+    async def _attempt(self, row: OutboxRow) -> None:
+        now = self.clock()
+        channel = self.channels.get(row.channel)
+        if channel is None:
+            # Removed by a config reload: the remaining contacts, else the recipient's
+            # contacts as configured now.
+            choices = [c for c in row.fallbacks if c in self.channels] or self._contacts(
+                row.recipient
+            )
+            if choices:
+                row.channel, row.fallbacks = choices[0], choices[1:]
+                row.channel_failures, row.next_at = 0, now
+                await self.outbox.reschedule(row)
+            else:
+                await self.outbox.drop(row.id)
+                await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
+            return
+        bucket = self.buckets.get(row.channel)
+        wait = bucket.take(now) if bucket is not None else 0.0
+        if wait > 0:
+            row.next_at = now + wait
+            await self.outbox.reschedule(row)
+            return
+        try:
+            async with asyncio.timeout(self.config.send_timeout):
+                result = await channel.send(row.id, row.payload)
+        except TimeoutError:
+            result = SendResult(False, True, f"no answer within {self.config.send_timeout:g}s")
+        now = self.clock()
+        info = {
+            "channel": row.channel,
+            "recipient": row.recipient,
+            "kind": row.kind,
+            "fingerprints": row.payload.get("fingerprints", []),
+            "attempts": row.attempts + 1,
+        }
+        if result.ok:
+            await self.outbox.delivered(
+                row.id, now, row.payload.get("pages"), ("notify.sent", "dutyd", info)
+            )
+            self.metrics.notifications_sent.labels(row.channel).inc()
+            due = row.payload.get("due")
+            if isinstance(due, int | float):
+                self.metrics.notify_latency.observe(max(0.0, now - due))
+            return
+        self.metrics.notifications_failed.labels(row.channel).inc()
+        if bucket is not None:
+            bucket.refund()
+        row.attempts += 1
+        row.channel_failures += 1
+        row.last_error = result.error
+        info["error"] = result.error
+        expired = (
+            self.config.give_up_after is not None and now - row.created > self.config.give_up_after
+        )
+        if expired or (not result.retry and not row.fallbacks):
+            await self.outbox.drop(row.id)
+            await self._log(now, "notify.dropped", "dutyd", row.id, info)
+            log.error("notification dropped", extra={"fields": info})
+            return
+        if row.fallbacks and (
+            row.channel_failures >= self.config.failover_after or not result.retry
+        ):
+            # Cycle through the person's contacts: the failed one goes to the back.
+            failed = row.channel
+            row.channel = row.fallbacks.pop(0)
+            row.fallbacks.append(failed)
+            row.channel_failures = 0
+            await self._log(now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel})
+        row.next_at = now + backoff(
+            row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
+        )
+        await self.outbox.reschedule(row)
+        await self._log(now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at})
+        log.warning("notification failed, will retry", extra={"fields": info})
+
+
+def _am_page(event: AlertEvent) -> Page:
+    key = f"{event.fingerprint}|am|{event.state}|{event.timestamp:.3f}"
+    return Page(PageKind.FIRING, event, (), 0, event.timestamp, key)

@@ -1,0 +1,496 @@
+"""The daemon's JSON API (aiohttp routes on `daemon.http.app`): duty operations.
+
+Write endpoints need `Authorization: Bearer <api token>` (`api.token_env` / `api.token_file`);
+without a configured token they answer 403. Bad input is a 4xx with the reason in JSON
+(`{"error": "..."}`), never a 500.
+
+    POST /api/v1/ack            {"alert": FP | FP prefix | rule, "actor", "note", "expires_in"}
+    POST /api/v1/silences       {"matchers": {...}, "duration": "2h" | "until": ts, "actor",
+                                 "reason"}
+    POST /api/v1/maintenance    {"targets": [...], "matchers": {...}, "start", "end" | "duration",
+                                 "actor", "reason"}
+    POST /api/v1/drills         {"actor", "wait": "10m", "speed": 1}
+    GET  /api/v1/drills/{id}
+    GET  /api/v1/oncall         who is on duty now and next (read-only, no token)
+    GET  /api/v1/alerts[?state=&severity=&target=&rule=]   alerts with their overlays
+    GET  /api/v1/alerts/{fp}    one alert and its duty-log history
+    GET  /api/v1/targets[?up=0] targets with their last poll result
+    GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
+    GET  /api/v1/openapi.json   the OpenAPI description (agent/openapi.py)
+    GET  /status, /api/v1/status  the on-call status page and its data (agent/statuspage/)
+    GET  /ack/{token}           the signed link of a notification: a confirmation page
+    POST /ack/{token}           acknowledges (a GET never changes state: mail scanners follow
+                                links, and must not acknowledge alerts on the engineer's behalf)
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import html
+import ipaddress
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dutyd.core.configtypes import parse_duration
+from dutyd.duty.drill import Drills
+from dutyd.duty.report import EnvironmentRecorder
+from dutyd.notify.acklink import InvalidToken
+from dutyd.notify.templates import local_time
+from dutyd.web import openapi, statuspage, views
+from dutyd.web.server import USER
+
+if TYPE_CHECKING:
+    from dutyd.agent.daemon import Daemon
+
+log = logging.getLogger("dutyd.api")
+
+DAEMON = web.AppKey("daemon", object)
+DRILLS = web.AppKey("drills", Drills)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _errors(handler: Handler) -> Handler:
+    """Turn refusals into 4xx with a reason; anything unexpected is logged and a 503."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        except LookupError as exc:  # rules.engine.UnknownAlert and friends
+            return web.json_response({"error": str(exc).strip("'\"")}, status=404)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("API request failed")
+            return web.json_response({"error": "internal error, see the dutyd log"}, status=503)
+
+    return wrapped
+
+
+def _daemon(request: web.Request) -> Daemon:
+    return request.app[DAEMON]  # type: ignore[return-value]
+
+
+def _authorize(request: web.Request) -> None:
+    token = _daemon(request).settings.api.secret()
+    if not token:
+        raise ApiError(403, "the write API is off: set api.token_env or api.token_file")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required")
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def _text(data: dict[str, Any], key: str, required: bool = True, limit: int = 500) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise ApiError(400, f"{key!r} must be a string")
+    if required and not value.strip():
+        raise ApiError(400, f"{key!r} is required")
+    if len(value) > limit:
+        raise ApiError(400, f"{key!r} is longer than {limit} characters")
+    return value.strip()
+
+
+def authorize_read(request: web.Request, daemon: Daemon) -> None:
+    """Reads (alerts, the duty log, who is on duty) are open on loopback or behind the web
+    config's basic auth; from anywhere else they need the API token like writes, so that
+    `listen: 0.0.0.0` alone never publishes the duty log."""
+    if daemon.http.authenticates or _is_loopback(request.remote):
+        return
+    _authorize(request)
+
+
+def _is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+def _actor(request: web.Request, data: dict[str, Any]) -> str:
+    given = _text(data, "actor", required=False, limit=100)
+    actor = given or request.get(USER, "")
+    if not actor:
+        raise ApiError(400, "'actor' (who does this) is required")
+    return actor
+
+
+def _seconds(data: dict[str, Any], key: str) -> float | None:
+    if key not in data or data[key] is None:
+        return None
+    try:
+        seconds = parse_duration(data[key])
+    except ValueError as exc:
+        raise ApiError(400, f"{key!r}: {exc}") from None
+    # JSON readers accept NaN and Infinity: a NaN end never compares and fails in storage.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ApiError(400, f"{key!r} must be a finite, non-negative duration such as 30m")
+    return seconds
+
+
+def _timestamp(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(400, f"{key!r} must be Unix seconds")
+    return float(value)
+
+
+def resolve_alert(daemon: Daemon, ref: str) -> str:
+    """A fingerprint from a fingerprint, a unique prefix of one, or a rule with one alert."""
+    views = [v for v in daemon.list_alerts() if v["state"] in ("pending", "firing")]
+    if any(v["fingerprint"] == ref for v in views):
+        return ref
+    found = [v for v in views if len(ref) >= 4 and v["fingerprint"].startswith(ref)]
+    found = found or [v for v in views if v["rule"] == ref]
+    if not found:
+        raise ApiError(404, f"no pending or firing alert matches {ref!r}")
+    if len(found) > 1:
+        names = ", ".join(f"{v['fingerprint'][:12]} ({v['rule']})" for v in found[:10])
+        raise ApiError(409, f"{ref!r} matches {len(found)} alerts; use a fingerprint: {names}")
+    return str(found[0]["fingerprint"])
+
+
+@_errors
+async def post_ack(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    daemon = _daemon(request)
+    ref = _text(data, "alert", limit=200)
+    actor = _actor(request, data)
+    note = _text(data, "note", required=False)
+    expires_in = _seconds(data, "expires_in")
+    drill = request.app[DRILLS].find(ref)
+    if drill is not None:
+        answer = await request.app[DRILLS].acknowledge(drill, actor, note)
+        return web.json_response({"drill": drill.id, **answer})
+    fp = resolve_alert(daemon, ref)
+    expires = time.time() + expires_in if expires_in else None
+    event = await daemon.acknowledge(fp, actor, note, expires)
+    return web.json_response({"fingerprint": fp, "rule": event.rule, "acknowledged_by": actor})
+
+
+@_errors
+async def post_silence(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    matchers = data.get("matchers")
+    if not isinstance(matchers, dict) or not matchers:
+        raise ApiError(400, "'matchers' must be a non-empty object of label matchers")
+    until = _timestamp(data, "until")
+    duration = _seconds(data, "duration")
+    if (until is None) == (duration is None):
+        raise ApiError(400, "give either 'duration' or 'until'")
+    end = until if until is not None else time.time() + (duration or 0)
+    sid = await _daemon(request).silence(
+        matchers, end, _actor(request, data), _text(data, "reason")
+    )
+    return web.json_response({"silence": sid, "until": end}, status=201)
+
+
+@_errors
+async def post_maintenance(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    targets = data.get("targets") or []
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ApiError(400, "'targets' must be a list of target names")
+    matchers = data.get("matchers") or {}
+    if not isinstance(matchers, dict):
+        raise ApiError(400, "'matchers' must be an object of label matchers")
+    start = _timestamp(data, "start") or time.time()
+    end = _timestamp(data, "end")
+    duration = _seconds(data, "duration")
+    if (end is None) == (duration is None):
+        raise ApiError(400, "give either 'duration' or 'end'")
+    end = end if end is not None else start + (duration or 0)
+    wid = await _daemon(request).add_maintenance(
+        start, end, _actor(request, data), _text(data, "reason"), targets, matchers
+    )
+    return web.json_response({"maintenance": wid, "start": start, "end": end}, status=201)
+
+
+@_errors
+async def post_drill(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    wait = _seconds(data, "wait") or 600.0
+    speed = data.get("speed", 1)
+    if isinstance(speed, bool) or not isinstance(speed, int | float):
+        raise ApiError(400, "'speed' must be a number")
+    severity = _text(data, "severity", required=False, limit=20) or "critical"
+    run = await request.app[DRILLS].start(_actor(request, data), wait, float(speed), severity)
+    return web.json_response(run.status(), status=201)
+
+
+@_errors
+async def get_drill(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
+    run = request.app[DRILLS].runs.get(request.match_info["id"])
+    if run is None:
+        raise ApiError(404, "no such drill (drills are kept until dutyd restarts)")
+    return web.json_response(run.status())
+
+
+@_errors
+async def get_oncall(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
+    return web.json_response(oncall_view(_daemon(request).notify.rota, time.time()))
+
+
+def oncall_view(rota: Any, now: float) -> dict[str, Any]:
+    current, nxt = rota.now_and_next(now)
+
+    def shift(s: Any) -> dict[str, Any]:
+        return {
+            "start": s.start.isoformat(),
+            "end": s.end.isoformat(),
+            "people": list(s.people),
+            "scheduled": list(s.scheduled),
+            "overrides": list(s.notes),
+        }
+
+    return {
+        "now": shift(current),
+        "on_duty": list(rota.on_duty(now)),
+        "next": shift(nxt),
+        "roles": {k: list(v) for k, v in rota.config.roles.items()},
+    }
+
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>dutyd</title></head>
+<body style="font-family:sans-serif;max-width:32em;margin:2em auto">{body}</body></html>"""
+
+
+def _page(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=_PAGE.format(body=body), status=status, content_type="text/html")
+
+
+def _claim(request: web.Request) -> Any:
+    links = _daemon(request).notify.links
+    if links is None:
+        raise ApiError(404, "ack links are not configured")
+    try:
+        return links.verify(request.match_info["token"], time.time())
+    except InvalidToken as exc:
+        raise ApiError(403, exc.reason) from None
+
+
+async def get_ack_link(request: web.Request) -> web.Response:
+    try:
+        claim = _claim(request)
+    except ApiError as exc:
+        return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+    daemon = _daemon(request)
+    view = next((v for v in daemon.list_alerts() if v["fingerprint"] == claim.fingerprint), None)
+    drill = request.app[DRILLS].find(claim.fingerprint)
+    summary = view["summary"] if view else (drill.event.summary if drill else claim.fingerprint)
+    since = (view or {}).get("active_since") or (drill.started if drill else None)
+    when = local_time(since, daemon.settings.notify.timezone) if since else ""
+    return _page(
+        f"<h2>{html.escape(summary)}</h2><p>{html.escape(when)}</p>"
+        f'<form method="post"><p><input name="note" placeholder="note / 备注" '
+        f'style="width:100%"></p><button type="submit" style="font-size:1.4em">'
+        f"Acknowledge as {html.escape(claim.actor)} / 确认</button></form>"
+    )
+
+
+async def post_ack_link(request: web.Request) -> web.Response:
+    try:
+        claim = _claim(request)
+        form = await request.post()
+        note = str(form.get("note", ""))[:500] or "via ack link"
+        daemon = _daemon(request)
+        drill = request.app[DRILLS].find(claim.fingerprint)
+        active = any(
+            a["fingerprint"] == claim.fingerprint and a["state"] in ("pending", "firing")
+            for a in daemon.list_alerts()
+        )
+        if drill is None and not active:
+            # Checked before the link is spent: a link to a resolved alert stays unused.
+            raise LookupError(claim.fingerprint)
+        await daemon.notify.links.consume(daemon.notify.storage, claim, time.time())  # type: ignore[union-attr]
+        if drill is not None:
+            answer = await request.app[DRILLS].acknowledge(drill, claim.actor, note)
+            return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
+        await daemon.acknowledge(claim.fingerprint, claim.actor, note)
+    except ApiError as exc:
+        return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+    except InvalidToken as exc:  # used before
+        return _page(f"<p>{html.escape(exc.reason)}</p>", 403)
+    except LookupError:
+        return _page("<p>This alert is no longer active. 告警已不再活动。</p>", 410)
+    except ValueError as exc:
+        return _page(f"<p>{html.escape(str(exc))}</p>", 400)
+    return _page(f"<p>Acknowledged by {html.escape(claim.actor)}. 已确认。</p>")
+
+
+# -- read endpoints (open on loopback; behind the web config's basic auth when one is set) ------
+
+_STATES = frozenset({"pending", "firing", "resolved"})
+
+
+def _query_list(request: web.Request, key: str, allowed: frozenset[str] | None = None) -> set[str]:
+    values = {v for raw in request.query.getall(key, []) for v in raw.split(",") if v}
+    if allowed is not None and not values <= allowed:
+        bad = ", ".join(sorted(values - allowed))
+        raise ApiError(400, f"unknown {key} {bad!r}: use {', '.join(sorted(allowed))}")
+    return values
+
+
+@_errors
+async def get_alerts(request: web.Request) -> web.Response:
+    """Alerts with their overlays; filters: state, severity, target, rule (comma lists)."""
+    authorize_read(request, _daemon(request))
+    states = _query_list(request, "state", _STATES)
+    severities = _query_list(request, "severity")
+    targets = _query_list(request, "target")
+    rules = _query_list(request, "rule")
+    out = [
+        a
+        for a in _daemon(request).list_alerts(states)
+        if (not severities or a["severity"] in severities)
+        and (not targets or a["labels"].get("target") in targets)
+        and (not rules or a["rule"] in rules)
+    ]
+    return web.json_response({"alerts": views.sort_alerts(out)})
+
+
+@_errors
+async def get_alert(request: web.Request) -> web.Response:
+    """One alert (by fingerprint or unique prefix) with its duty-log history."""
+    authorize_read(request, _daemon(request))
+    daemon = _daemon(request)
+    fp = resolve_alert(daemon, request.match_info["fingerprint"])
+    alert = next((a for a in daemon.list_alerts() if a["fingerprint"] == fp), None)
+    history = await daemon.storage.read_log(subject=fp, limit=1000)
+    return web.json_response({"alert": alert, "history": views.log_view(history)})
+
+
+@_errors
+async def get_targets(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
+    daemon = _daemon(request)
+    kinds = {t.name: t for t in daemon.settings.targets}
+    out = []
+    for status in daemon.store.status.values():
+        view = views.target_view(status)
+        cfg = kinds.get(status.name)
+        view["labels"] = dict(cfg.labels) if cfg is not None else {}
+        view["address"] = cfg.address if cfg is not None else ""
+        out.append(view)
+    if request.query.get("up") in ("0", "false"):
+        out = [t for t in out if not t["up"]]
+    return web.json_response({"targets": sorted(out, key=lambda t: t["name"])})
+
+
+@_errors
+async def get_silences(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
+    return web.json_response({"silences": _daemon(request).list_silences()})
+
+
+@_errors
+async def get_maintenance(request: web.Request) -> web.Response:
+    authorize_read(request, _daemon(request))
+    return web.json_response({"maintenance": _daemon(request).list_maintenance()})
+
+
+@_errors
+async def get_log(request: web.Request) -> web.Response:
+    """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
+    authorize_read(request, _daemon(request))
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        until = float(request.query["until"]) if "until" in request.query else None
+        limit = int(request.query.get("limit", "200"))
+    except ValueError as exc:
+        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
+    if not 0 < limit <= 10_000:
+        raise ApiError(400, "limit must be between 1 and 10000")
+    entries = await _daemon(request).storage.read_log(
+        since=since,
+        until=until,
+        kinds=sorted(_query_list(request, "kind")),
+        subject=request.query.get("subject"),
+        limit=limit,
+    )
+    return web.json_response({"entries": views.log_view(entries)})
+
+
+@_errors
+async def get_status(request: web.Request) -> web.Response:
+    """The status page's data: alerts, red lines, environment, targets down, on call, log."""
+    authorize_read(request, _daemon(request))
+    lang = request.query.get("lang")
+    if lang is not None and lang not in ("en", "zh"):
+        raise ApiError(400, "lang must be en or zh")
+    return web.json_response(await statuspage.status_data(_daemon(request), lang))
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+def install_api(daemon: Daemon) -> Drills:
+    """Add the duty routes to the daemon's HTTP app (before it starts)."""
+    app = daemon.http.app
+    drills = Drills(daemon)
+    app[DAEMON] = daemon
+    app[DRILLS] = drills
+    app.on_startup.append(drills.restore)
+    storage = daemon.notify.storage
+    recorder = EnvironmentRecorder(storage, lambda: daemon.store.samples(only_up=True))
+    app.on_startup.append(recorder.start)
+    app.on_cleanup.append(recorder.stop)
+    app.router.add_post("/api/v1/ack", post_ack)
+    app.router.add_post("/api/v1/silences", post_silence)
+    app.router.add_post("/api/v1/maintenance", post_maintenance)
+    app.router.add_post("/api/v1/drills", post_drill)
+    app.router.add_get("/api/v1/drills/{id}", get_drill)
+    app.router.add_get("/api/v1/oncall", get_oncall)
+    app.router.add_get("/api/v1/alerts", get_alerts)
+    app.router.add_get("/api/v1/alerts/{fingerprint}", get_alert)
+    app.router.add_get("/api/v1/targets", get_targets)
+    app.router.add_get("/api/v1/silences", get_silences)
+    app.router.add_get("/api/v1/maintenance", get_maintenance)
+    app.router.add_get("/api/v1/log", get_log)
+    app.router.add_get("/api/v1/openapi.json", get_openapi)
+    app.router.add_get("/api/v1/status", get_status)
+    statuspage.add_routes(app, daemon)
+    daemon.http.open_prefixes += ("/ack/",)  # the signed token is the credential
+    app.router.add_get("/ack/{token}", get_ack_link)
+    app.router.add_post("/ack/{token}", post_ack_link)
+    return drills

@@ -1,0 +1,183 @@
+"""The OpenAPI 3.1 description of dutyd's HTTP API, served at /api/v1/openapi.json.
+
+Written as data beside the handlers' contracts (agent/api.py, agent/statuspage/) so that a
+client generator or schemathesis can read it; `tests/test_api.py` checks that every route the
+daemon serves under /api/ is described here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dutyd import __version__ as VERSION
+
+_ERROR = {
+    "description": "refused, with the reason",
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "properties": {"error": {"type": "string"}}}
+        }
+    },
+}
+_OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+_WRITE = {"security": [{"bearer": []}]}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": properties, "required": required}
+            }
+        },
+    }
+
+
+_STR = {"type": "string"}
+_DURATION = {"type": "string", "description": "a duration: 90s, 15m, 2h, 1d"}
+_MATCHERS = {
+    "type": "object",
+    "description": "label matchers as in a rule's match: {target: db1} or {rule: {'=~': 'disk.*'}}",
+}
+
+
+def document() -> dict[str, Any]:
+    read = {"responses": {"200": _OK, "400": _ERROR}}
+    write = {"responses": {"200": _OK, "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dutyd API",
+            "version": VERSION,
+            "description": "Alerts, acknowledgements, silences, maintenance windows, targets, "
+            "on-call and the duty log. Writes need 'Authorization: Bearer <api token>'.",
+        },
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/api/v1/status": {
+                "get": {
+                    "summary": "What is wrong now and who has it (the status page's data)",
+                    "parameters": [_query("lang", "en or zh", {"enum": ["en", "zh"]})],
+                    **read,
+                }
+            },
+            "/api/v1/alerts": {
+                "get": {
+                    "summary": "Alerts with overlays (acknowledged, silenced, suppressed)",
+                    "parameters": [
+                        _query("state", "comma list of pending, firing, resolved"),
+                        _query("severity", "comma list"),
+                        _query("target", "comma list of target names"),
+                        _query("rule", "comma list of rule names"),
+                    ],
+                    **read,
+                }
+            },
+            "/api/v1/alerts/{fingerprint}": {
+                "get": {
+                    "summary": "One alert and its duty-log history",
+                    "parameters": [
+                        {"name": "fingerprint", "in": "path", "required": True, "schema": _STR}
+                    ],
+                    "responses": {"200": _OK, "404": _ERROR},
+                }
+            },
+            "/api/v1/ack": {
+                "post": {
+                    "summary": "Acknowledge an alert (escalation stops) or answer a drill",
+                    "requestBody": _body(
+                        {"alert": _STR, "actor": _STR, "note": _STR, "expires_in": _DURATION},
+                        ["alert"],
+                    ),
+                    **_WRITE,
+                    **write,
+                }
+            },
+            "/api/v1/silences": {
+                "get": {"summary": "Active silences", **read},
+                "post": {
+                    "summary": "Silence matching alerts for a duration or until a time",
+                    "requestBody": _body(
+                        {
+                            "matchers": _MATCHERS,
+                            "duration": _DURATION,
+                            "until": {"type": "number"},
+                            "actor": _STR,
+                            "reason": _STR,
+                        },
+                        ["matchers", "reason"],
+                    ),
+                    **_WRITE,
+                    **write,
+                },
+            },
+            "/api/v1/maintenance": {
+                "get": {"summary": "Maintenance windows, scheduled and ad hoc", **read},
+                "post": {
+                    "summary": "Open a maintenance window for targets or label matchers",
+                    "requestBody": _body(
+                        {
+                            "targets": {"type": "array", "items": _STR},
+                            "matchers": _MATCHERS,
+                            "start": {"type": "number"},
+                            "end": {"type": "number"},
+                            "duration": _DURATION,
+                            "actor": _STR,
+                            "reason": _STR,
+                        },
+                        ["reason"],
+                    ),
+                    **_WRITE,
+                    **write,
+                },
+            },
+            "/api/v1/drills": {
+                "post": {
+                    "summary": "Start an emergency drill through the escalation chain",
+                    "requestBody": _body({"actor": _STR, "wait": _DURATION}, []),
+                    **_WRITE,
+                    **write,
+                }
+            },
+            "/api/v1/drills/{id}": {
+                "get": {
+                    "summary": "A drill and who answered",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
+                    "responses": {"200": _OK, "404": _ERROR},
+                }
+            },
+            "/api/v1/targets": {
+                "get": {
+                    "summary": "Targets with their last poll result",
+                    "parameters": [_query("up", "0 for targets down only")],
+                    **read,
+                }
+            },
+            "/api/v1/oncall": {"get": {"summary": "Who is on duty now and next", **read}},
+            "/api/v1/log": {
+                "get": {
+                    "summary": "The duty log",
+                    "parameters": [
+                        _query("since", "unix seconds", {"type": "number"}),
+                        _query("until", "unix seconds", {"type": "number"}),
+                        _query("kind", "comma list; a trailing '.' is a prefix (alert.)"),
+                        _query("subject", "alert fingerprint, target, channel ..."),
+                        _query("limit", "1..10000", {"type": "integer"}),
+                    ],
+                    **read,
+                }
+            },
+            "/api/v1/openapi.json": {"get": {"summary": "This document", **read}},
+        },
+    }

@@ -1,0 +1,298 @@
+"""The daemon's HTTP server (aiohttp): /metrics, /healthz, /readyz.
+
+Later layers (the JSON API, the on-call page) add their routes through `HttpServer.app`
+before it starts. It binds 127.0.0.1 unless configured otherwise.
+
+Optional TLS and basic auth come from a web config file in the format of Prometheus's
+exporters (`--web.config.file`, exporter-toolkit), so one file serves both::
+
+    tls_server_config:
+      cert_file: dutyd.crt          # relative paths are relative to this file
+      key_file: dutyd.key
+      # client_auth_type: RequireAndVerifyClientCert   with client_ca_file: ca.crt
+      # min_version: TLS12 (default) or TLS13
+    basic_auth_users:
+      prometheus: $2y$10$...        # bcrypt hash: `htpasswd -nBC 10 prometheus`
+
+With `basic_auth_users` every route asks for a password except those in
+`HttpServer.open_paths` (`/healthz`, so a supervisor can see that the process lives).
+The user who logged in is in `request[USER]` for the routes that record an actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import gzip
+import hashlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import bcrypt
+import yaml
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import Field, ValidationError, field_validator
+
+from dutyd.core.configtypes import StrictModel
+from dutyd.exporters.prometheus import CONTENT_TYPE, render_latest
+
+log = logging.getLogger("dutyd.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The basic-auth user of a request (absent when basic auth is off or the path is open).
+USER = web.RequestKey("user", str)
+
+# Checked when the user is unknown, so that a wrong name costs as long as a wrong password.
+_DUMMY_HASH = b"$2b$10$uCQgaEJNhXwV4tgdM2iI1.nFJDzFxLqC006oDHe4B5eVkTojGN1Ue"
+# Successful logins remembered (bcrypt costs ~50 ms; Prometheus scrapes every few seconds).
+_AUTH_CACHE_SIZE = 256
+
+
+_GZIP_INLINE = 64 * 1024
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when the Accept-Encoding header allows gzip (and not with q=0)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.strip().lower()
+        if q.startswith("q="):
+            try:
+                return float(q[2:]) > 0
+            except ValueError:
+                return False
+        return True
+    return False
+
+
+class TlsServerConfig(StrictModel):
+    """`tls_server_config` of a Prometheus web config file."""
+
+    cert_file: Path = Field(description="PEM certificate (chain) the server presents")
+    key_file: Path = Field(description="PEM private key of cert_file")
+    client_auth_type: Literal["NoClientCert", "RequireAndVerifyClientCert"] = "NoClientCert"
+    client_ca_file: Path | None = Field(
+        default=None, description="CA bundle client certificates must chain to"
+    )
+    min_version: Literal["TLS12", "TLS13"] = "TLS12"
+
+
+class WebConfig(StrictModel):
+    """A Prometheus-style web config file: TLS and basic auth for the HTTP endpoint."""
+
+    tls_server_config: TlsServerConfig | None = None
+    basic_auth_users: dict[str, str] = Field(
+        default_factory=dict, description="user name -> bcrypt hash ($2a$, $2b$ or $2y$)"
+    )
+
+    @field_validator("basic_auth_users")
+    @classmethod
+    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
+        for user, hashed in users.items():
+            if ":" in user or not user:
+                raise ValueError(f"user name {user!r} must be non-empty and contain no ':'")
+            if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
+                # Never echo the value: it may be a password pasted by mistake.
+                raise ValueError(f"the password of {user!r} is not a bcrypt hash")
+        return users
+
+
+def load_web_config(path: str | Path) -> tuple[WebConfig, Path]:
+    """Parse and validate a web config file; relative paths in it are resolved against its
+    directory. Raises ValueError naming the problem."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read web config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"web config {path} is not valid YAML: {exc}") from None
+    try:
+        config = WebConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(f"web config {path}: {problems}") from None
+    base = path.parent
+    tls = config.tls_server_config
+    if tls is not None:
+        if tls.client_auth_type == "RequireAndVerifyClientCert" and tls.client_ca_file is None:
+            raise ValueError(f"web config {path}: RequireAndVerifyClientCert needs client_ca_file")
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            file = getattr(tls, name)
+            if file is not None and not (base / file).is_file():
+                raise ValueError(f"web config {path}: {name} {base / file} is not a readable file")
+    return config, base
+
+
+def server_ssl_context(tls: TlsServerConfig, base: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if tls.min_version == "TLS13" else ssl.TLSVersion.TLSv1_2
+    )
+    try:
+        ctx.load_cert_chain(base / tls.cert_file, base / tls.key_file)
+        if tls.client_auth_type == "RequireAndVerifyClientCert" and tls.client_ca_file:
+            ctx.load_verify_locations(base / tls.client_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS certificate or key of the web config refused: {exc}") from None
+    return ctx
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` against bcrypt hashes, off the event loop."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = {u: h.encode() for u, h in users.items()}
+        self._ok: dict[tuple[str, bytes], None] = {}
+
+    async def user(self, header: str) -> str | None:
+        """The user name when the header carries valid credentials, else None."""
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            return None
+        try:
+            name, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if not sep:
+            return None
+        # The cache key holds a digest of the password, never the password itself.
+        key = (name, hashlib.sha256(password.encode()).digest())
+        if key in self._ok:
+            return name
+        hashed = self._users.get(name)
+        secret = password.encode()
+        if len(secret) > 72:  # bcrypt's limit; a longer one cannot match any hash
+            return None
+        try:
+            ok = await asyncio.to_thread(bcrypt.checkpw, secret, hashed or _DUMMY_HASH)
+        except ValueError:  # a malformed hash in the web config matches nothing
+            return None
+        if not ok or hashed is None:
+            return None
+        if len(self._ok) >= _AUTH_CACHE_SIZE:
+            self._ok.clear()
+        self._ok[key] = None
+        return name
+
+
+class HttpServer:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], tuple[bool, str]],
+        listen: str = "127.0.0.1",
+        port: int = 0,
+        web_config_file: Path | None = None,
+    ) -> None:
+        self.registry = registry
+        self._ready = ready
+        self.listen = listen
+        self.port = port
+        self.web_config_file = web_config_file
+        # Routes served without a password even when basic_auth_users is set.
+        self.open_paths: set[str] = {"/healthz"}
+        # Path prefixes served without a password: routes that carry their own proof (the
+        # signed, expiring ack links of notifications, opened on a phone).
+        self.open_prefixes: tuple[str, ...] = ()
+        self._auth: BasicAuth | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self.app = web.Application(middlewares=[self._auth_middleware])
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if self.web_config_file is not None:
+            config, base = load_web_config(self.web_config_file)
+            if config.basic_auth_users:
+                self._auth = BasicAuth(config.basic_auth_users)
+            if config.tls_server_config is not None:
+                self._ssl = server_ssl_context(config.tls_server_config, base)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.listen, self.port, reuse_address=True, ssl_context=self._ssl
+        )
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])  # the port picked when 0 was asked for
+        log.info(
+            "http listening",
+            extra={
+                "fields": {"url": self.url, "basic_auth": "on" if self._auth else "off"},
+            },
+        )
+
+    @property
+    def authenticates(self) -> bool:
+        """True when every request (but the open paths) has passed basic auth."""
+        return self._auth is not None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.listen}]" if ":" in self.listen else self.listen
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            self._auth is None
+            or request.path in self.open_paths
+            or request.path.startswith(self.open_prefixes)
+        ):
+            return await handler(request)
+        user = await self._auth.user(request.headers.get("Authorization", ""))
+        if user is None:
+            return web.Response(
+                status=401,
+                text="401 Unauthorized: this endpoint needs a user name and password\n",
+                headers={"WWW-Authenticate": 'Basic realm="dutyd", charset="UTF-8"'},
+            )
+        request[USER] = user
+        return await handler(request)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = render_latest(self.registry)
+        headers = {"Content-Type": CONTENT_TYPE}
+        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            # Prometheus asks for gzip. Level 1 makes 100,000 series ~28x smaller for a fifth
+            # of the render time; large bodies are compressed off the event loop.
+            if len(body) > _GZIP_INLINE:
+                body = await asyncio.to_thread(gzip.compress, body, 1)
+            else:
+                body = gzip.compress(body, 1)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok, why = self._ready()
+        return web.Response(text=f"{why}\n", status=200 if ok else 503)
+
+
+async def serve_on_loopback(app: web.Application, **site_options: Any) -> tuple[web.AppRunner, int]:
+    """Serve `app` on a free 127.0.0.1 port (demo devices and pagers, test peers): the runner,
+    to `cleanup()` when done, and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, **site_options).start()
+    return runner, int(runner.addresses[0][1])

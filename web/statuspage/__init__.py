@@ -1,0 +1,82 @@
+"""The on-call status page: one self-contained page (no CDN) at `/status`.
+
+`status_data` (served by agent/api.py at `/api/v1/status`) answers "what is wrong right now,
+and who has it": alerts by severity with duration and acknowledgement, red-line countdowns,
+the room environment, targets down, who is on duty and the duty log tail. The page's
+acknowledge and silence buttons call the write API, which requires the token.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from dutyd.web import views
+
+if TYPE_CHECKING:
+    from dutyd.agent.daemon import Daemon
+
+LOG_TAIL = 20
+LOG_WINDOW = 24 * 3600.0
+_STATIC = {
+    "status.html": "text/html",
+    "status.js": "application/javascript",
+    "status.css": "text/css",
+}
+
+
+def _asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath(name).read_bytes()
+
+
+async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]:
+    now = time.time()
+    alerts = daemon.list_alerts()
+    statuses = list(daemon.store.status.values())
+    down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
+    tail = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
+    return {
+        "generated_at": now,
+        "language": lang or daemon.settings.notify.language,
+        "timezone": daemon.settings.notify.timezone,
+        "alerts": views.sort_alerts(alerts),
+        "environment": views.environment_view(daemon.store),
+        "targets_total": len(statuses),
+        "targets_up": sum(1 for s in statuses if s.up),
+        "targets_down": down,
+        "oncall": _oncall(daemon, now),
+        "log": views.log_view(tail),
+    }
+
+
+def _oncall(daemon: Daemon, now: float) -> dict[str, Any] | None:
+    rota = daemon.notify.rota
+    if not rota.config.pairs:  # no rota configured
+        return None
+    current, nxt = rota.now_and_next(now)
+    return {
+        "now": list(rota.on_duty(now)),
+        "next": list(nxt.people),
+        "shift_ends": current.end.isoformat(),
+    }
+
+
+def add_routes(app: web.Application, daemon: Daemon) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=_asset("status.html"), content_type="text/html", charset="utf-8")
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in _STATIC:
+            raise web.HTTPNotFound(text="no such file")
+        return web.Response(body=_asset(name), content_type=_STATIC[name], charset="utf-8")
+
+    async def root(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/status")
+
+    app.router.add_get("/", root)
+    app.router.add_get("/status", page)
+    app.router.add_get("/status/{name}", asset)
