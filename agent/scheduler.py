@@ -3,7 +3,9 @@
 Each target has its own task. Phases are spread by a stable hash of the target's name, so a
 thousand targets sharing an interval do not fire at once and keep their slot across restarts.
 Every poll runs under the target's timeout; a global semaphore bounds polls in flight; a
-failed poll becomes `target_up = 0` with a reason here, and nowhere else.
+failed poll becomes `target_up = 0` with a reason here, and nowhere else. `poll_now` polls a
+target out of turn (a trap arrived, a child failed and its parents must be checked) without
+moving it off its grid. Time comes from the injected `Clock`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import asyncio
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from dutyd.collectors.base import Collector, Readings, TargetConfig
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.errors import CollectError, TargetTimeout
 from dutyd.core.records import Sample
 
@@ -53,11 +55,16 @@ def target_labels(config: TargetConfig) -> dict[str, str]:
 
 
 class Scheduler:
-    def __init__(self, sink: PollSink, max_in_flight: int = 256) -> None:
+    def __init__(
+        self, sink: PollSink, max_in_flight: int = 256, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._sink = sink
+        self._clock = clock
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._collectors: dict[str, Collector] = {}
+        # One poll of a target at a time: collectors keep a connection between polls.
+        self._busy: dict[str, asyncio.Lock] = {}
 
     @property
     def collectors(self) -> dict[str, Collector]:
@@ -68,11 +75,32 @@ class Scheduler:
         if name in self._tasks:
             raise ValueError(f"target {name!r} is already scheduled")
         self._collectors[name] = collector
+        self._busy[name] = asyncio.Lock()
         self._tasks[name] = asyncio.create_task(self._run(collector), name=f"poll:{name}")
+
+    async def poll_now(self, name: str) -> PollResult | None:
+        """Poll `name` at once, out of turn, and hand the result to the sink as usual.
+
+        Returns None for a target that is not scheduled. The target's grid does not move.
+        """
+        collector = self._collectors.get(name)
+        if collector is None:
+            return None
+        return await self._poll_and_sink(collector, None)
+
+    async def _poll_and_sink(self, collector: Collector, scheduled_at: float | None) -> PollResult:
+        async with self._busy[collector.config.name], self._slots:
+            result = await self.poll_once(collector, scheduled_at)
+            try:
+                self._sink(result)
+            except Exception:
+                log.exception("handling the poll result of %s failed", collector.config.name)
+        return result
 
     async def remove(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         collector = self._collectors.pop(name, None)
+        self._busy.pop(name, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -83,6 +111,7 @@ class Scheduler:
         """Cancel every poll, then close all collectors at once (shutdown must take < 5 s)."""
         tasks, self._tasks = list(self._tasks.values()), {}
         collectors, self._collectors = list(self._collectors.values()), {}
+        self._busy = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -92,12 +121,12 @@ class Scheduler:
         self, collector: Collector, scheduled_at: float | None = None
     ) -> PollResult:
         cfg = collector.config
-        started_mono = time.monotonic()
+        started_mono = self._clock.monotonic()
         lag = max(0.0, started_mono - scheduled_at) if scheduled_at is not None else 0.0
-        readings = Readings(target_labels(cfg), time.time())
+        readings = Readings(target_labels(cfg), self._clock.time())
         ok, reason, message = True, "", ""
         try:
-            async with asyncio.timeout(cfg.timeout):
+            async with self._clock.timeout(cfg.timeout):
                 await collector.collect(readings)
         except TimeoutError:
             ok, reason = False, TargetTimeout.reason
@@ -116,7 +145,7 @@ class Scheduler:
                 "internal",
                 f"collector error ({type(exc).__name__}); the dutyd log has the details",
             )
-        duration = time.monotonic() - started_mono
+        duration = self._clock.monotonic() - started_mono
         base = Readings(target_labels(cfg), readings.timestamp)
         base.add("target_up", 1.0 if ok else 0.0)
         samples = readings.samples + base.samples if ok else base.samples
@@ -127,7 +156,7 @@ class Scheduler:
     async def _run(self, collector: Collector) -> None:
         cfg = collector.config
         interval = cfg.interval
-        start = time.monotonic()
+        start = self._clock.monotonic()
         # The first poll comes within FIRST_POLL_SPREAD (a restarted daemon must not wait an
         # hour for an hourly target's state); later polls sit on the target's phase grid, so
         # a thousand targets sharing an interval stay spread over all of it.
@@ -135,22 +164,17 @@ class Scheduler:
         grid = start + phase_of(cfg.name, interval)
         first = True
         while True:
-            delay = next_at - time.monotonic()
+            delay = next_at - self._clock.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
-            async with self._slots:
-                result = await self.poll_once(collector, next_at)
-            try:
-                self._sink(result)
-            except Exception:
-                log.exception("handling the poll result of %s failed", cfg.name)
+                await self._clock.sleep(delay)
+            await self._poll_and_sink(collector, next_at)
             if first:
                 first = False
                 # The next slot of the phase grid after the first poll's.
                 next_at = grid + math.floor((next_at - grid) / interval + 1) * interval
             else:
                 next_at += interval
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if next_at <= now:
                 # Overran: skip the missed slots instead of polling back to back.
                 missed = int((now - next_at) // interval) + 1

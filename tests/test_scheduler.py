@@ -1,22 +1,26 @@
-"""Scheduler isolation: a hung target and a failing target never slow the others down."""
+"""Scheduler isolation and timing, on a fake clock: a hung target and a failing target never
+slow the others down; polls sit on each target's phase grid; no test sleeps in real time."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import defaultdict
 from typing import ClassVar, Literal
 
-import dutyd.agent.scheduler
-from dutyd.agent.scheduler import PollResult, Scheduler, phase_of
+import pytest
+
+from dutyd.agent.scheduler import FIRST_POLL_SPREAD, PollResult, Scheduler, phase_of
 from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
+from dutyd.core.clock import FakeClock
 from dutyd.core.errors import BadResponse
 
 
 class FakeTarget(TargetConfig):
     kind: Literal["fake"] = "fake"
-    behaviour: Literal["ok", "hang", "fail", "crash"] = "ok"
+    behaviour: Literal["ok", "hang", "fail", "crash", "slow"] = "ok"
 
 
 class BehaviourCollector(Collector[FakeTarget]):
@@ -26,8 +30,14 @@ class BehaviourCollector(Collector[FakeTarget]):
     config_model = FakeTarget
     metric_help: ClassVar[dict[str, str]] = {"fake_reading": "a reading"}
 
+    clock: ClassVar[FakeClock | None] = None
+
     async def collect(self, readings: Readings) -> None:
         match self.config.behaviour:
+            case "slow":
+                # Takes 2.5 intervals of the test's fake clock, then answers.
+                assert self.clock is not None
+                await self.clock.sleep(self.config.interval * 2.5)
             case "hang":
                 await asyncio.Event().wait()
             case "fail":
@@ -37,18 +47,28 @@ class BehaviourCollector(Collector[FakeTarget]):
         readings.add("fake_reading", 1.0)
 
 
-async def run_for(targets: list[FakeTarget], seconds: float, max_in_flight: int = 256):
+async def run_for(
+    targets: list[FakeTarget], seconds: float, max_in_flight: int = 256, step: float = 0.0
+):
+    """Run the targets for `seconds` of fake time; returns polls by target and how long (real
+    seconds) stopping took."""
+    clock = FakeClock()
+    BehaviourCollector.clock = clock
     results: dict[str, list[PollResult]] = defaultdict(list)
-    scheduler = Scheduler(lambda r: results[r.target].append(r), max_in_flight)
+    scheduler = Scheduler(lambda r: results[r.target].append(r), max_in_flight, clock=clock)
     context = CollectorContext()
     for t in targets:
         scheduler.start(BehaviourCollector(t, context))
-    await asyncio.sleep(seconds)
+    await clock.advance(seconds)
     t0 = time.monotonic()
     await scheduler.stop()
     stop_took = time.monotonic() - t0
     await context.close()
     return results, stop_took
+
+
+def times(polls: list[PollResult]) -> list[float]:
+    return [p.started_at - FakeClock().time() for p in polls]
 
 
 async def test_hung_and_failing_targets_do_not_delay_others():
@@ -70,11 +90,12 @@ async def test_hung_and_failing_targets_do_not_delay_others():
 
     for i in range(20):
         polls = results[f"ok-{i}"]
-        # 3 s at 0.2 s: 15 slots, minus the phase offset (< 1 interval)
-        assert len(polls) >= 13, (i, len(polls))
+        # 3 s at 0.2 s: 15 slots after the phase offset (< 1 interval), none missed
+        assert len(polls) in (15, 16), (i, len(polls))
         assert all(p.ok for p in polls)
         gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(polls)]
-        assert max(gaps) < interval * 2.5, gaps
+        assert gaps == pytest.approx([interval] * len(gaps)), gaps
+        assert all(p.lag == pytest.approx(0.0) for p in polls)
         assert [s.name for s in polls[0].samples] == ["fake_reading", "target_up"]
 
     hung = results["hung"]
@@ -84,7 +105,7 @@ async def test_hung_and_failing_targets_do_not_delay_others():
     assert [(s.name, s.value) for s in hung[0].samples] == [("target_up", 0.0)]
 
     failing = results["failing"]
-    assert len(failing) >= 13
+    assert len(failing) in (15, 16)
     assert all(
         p.reason == "bad_response" and p.message == "device answered garbage" for p in failing
     )
@@ -114,16 +135,53 @@ def test_phases_spread_over_interval():
     assert phase_of("same", 60.0) == phase_of("same", 60.0)
 
 
-async def test_long_interval_target_is_polled_soon_after_start(monkeypatch):
+async def test_long_interval_target_is_polled_soon_after_start():
     """An hourly target's first poll comes within the first-poll spread, not up to an hour
-    later; its next one waits for its slot on the hourly phase grid."""
-
-    monkeypatch.setattr(dutyd.agent.scheduler, "FIRST_POLL_SPREAD", 0.5)
+    later; the next ones sit on its slot of the hourly phase grid."""
     hourly = [
         FakeTarget(name=f"hourly-{i}", address="x", interval=3600, timeout=1, behaviour="ok")
         for i in range(5)
     ]
-    results, _ = await run_for(hourly, 1.5)
-    assert {name: len(polls) for name, polls in results.items()} == {
-        f"hourly-{i}": 1 for i in range(5)
-    }
+    results, _ = await run_for(hourly, 3 * 3600 + 1)
+    for t in hourly:
+        at = times(results[t.name])
+        assert at[0] == pytest.approx(phase_of(t.name, FIRST_POLL_SPREAD))
+        grid = phase_of(t.name, 3600)
+        expected_second = grid if grid > at[0] else grid + 3600
+        assert at[1] == pytest.approx(expected_second), (t.name, at)
+        assert [b - a for a, b in itertools.pairwise(at[1:])] == pytest.approx(
+            [3600] * (len(at) - 2)
+        )
+
+
+async def test_an_overrunning_poll_skips_missed_slots_instead_of_polling_back_to_back():
+    slow = FakeTarget(name="slow", address="x", interval=10, timeout=60, behaviour="slow")
+    results, _ = await run_for([slow], 100)
+    at = times(results["slow"])
+    # Each poll takes 25 s: the next starts on the first grid slot after it ended.
+    assert [b - a for a, b in itertools.pairwise(at)] == pytest.approx([30] * (len(at) - 1))
+    assert all(p.duration == pytest.approx(25) for p in results["slow"])
+
+
+async def test_poll_now_polls_out_of_turn_and_keeps_the_grid():
+    clock = FakeClock()
+    BehaviourCollector.clock = clock
+    results: list[PollResult] = []
+    scheduler = Scheduler(results.append, clock=clock)
+    context = CollectorContext()
+    target = FakeTarget(name="ups", address="x", interval=600, timeout=1)
+    scheduler.start(BehaviourCollector(target, context))
+    try:
+        await clock.advance(FIRST_POLL_SPREAD)
+        assert len(results) == 1
+        await clock.advance(5)
+        out_of_turn = await scheduler.poll_now("ups")
+        assert out_of_turn is not None and out_of_turn.ok and results[-1] is out_of_turn
+        assert await scheduler.poll_now("no-such-target") is None
+        await clock.advance(1200)
+        first, grid = phase_of("ups", FIRST_POLL_SPREAD), phase_of("ups", 600)
+        slot = grid + math.floor((first - grid) / 600 + 1) * 600
+        assert times(results) == pytest.approx([first, FIRST_POLL_SPREAD + 5, slot, slot + 600])
+    finally:
+        await scheduler.stop()
+        await context.close()

@@ -1,0 +1,149 @@
+"""The clock: wall time for records, monotonic time and sleeps for schedules.
+
+The scheduler and the daemon take a `Clock` instead of reading `time` and `asyncio.sleep`
+directly, so schedules can be tested on a `FakeClock` that jumps an hour in a millisecond,
+and a test never sleeps in real time to see a poll grid or an escalation step come round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
+
+class Clock(Protocol):
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch: what records and people see."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds that never go back: what schedules and durations are measured in."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
+        """An async context manager that cancels its block after `seconds` of this clock."""
+        ...
+
+
+class SystemClock:
+    """The real clock: `time.time`, `time.monotonic`, `asyncio.sleep`, `asyncio.timeout`."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def timeout(self, seconds: float | None) -> asyncio.Timeout:
+        return asyncio.timeout(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+class _FakeTimeout:
+    """`asyncio.timeout` on a FakeClock: expires when the fake time passes the deadline."""
+
+    def __init__(self, clock: FakeClock, seconds: float | None) -> None:
+        self._clock = clock
+        self._seconds = seconds
+
+    @asynccontextmanager
+    async def _block(self) -> AsyncIterator[asyncio.Timeout]:
+        async with asyncio.timeout(None) as real:
+            cancel: Callable[[], None] | None = None
+            if self._seconds is not None:
+                loop = asyncio.get_running_loop()
+                cancel = self._clock.call_later(
+                    self._seconds, lambda: real.reschedule(loop.time())
+                )
+            try:
+                yield real
+            finally:
+                if cancel is not None:
+                    cancel()
+
+    async def __aenter__(self) -> asyncio.Timeout:
+        self._cm = self._block()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        return await self._cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+
+class FakeClock:
+    """A clock that moves only when told to: `await clock.advance(3600)`.
+
+    Sleepers wake in deadline order; between wake-ups the event loop runs until it has
+    nothing ready, so what a woken task does (a poll, a page) happens at the fake time it
+    was due.
+    """
+
+    def __init__(self, wall_start: float = 1_750_000_000.0) -> None:
+        self._now = 0.0
+        self._wall_start = wall_start
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._cancelled: set[int] = set()
+
+    def time(self) -> float:
+        return self._wall_start + self._now
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run `callback` once the fake time has advanced by `seconds`; returns a canceller."""
+        seq = next(self._seq)
+        heapq.heappush(self._timers, (self._now + max(0.0, seconds), seq, callback))
+        return lambda: self._cancelled.add(seq)
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        woken = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        cancel = self.call_later(seconds, wake)
+        try:
+            await woken
+        finally:
+            cancel()
+
+    def timeout(self, seconds: float | None) -> _FakeTimeout:
+        return _FakeTimeout(self, seconds)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, waking every sleeper due on the way, in order."""
+        until = self._now + seconds
+        await settle()
+        while self._timers and self._timers[0][0] <= until:
+            when, seq, callback = heapq.heappop(self._timers)
+            if seq in self._cancelled:
+                self._cancelled.discard(seq)
+                continue
+            self._now = max(self._now, when)
+            callback()
+            await settle()
+        self._now = until
+        await settle()
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let every task that is ready run (a few loop iterations; no real time passes)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
