@@ -1,8 +1,9 @@
-"""The daemon: wires collectors, scheduler, store, rules, storage and HTTP, and runs them.
+"""The daemon: builds the layers, connects them, and runs them. It holds no duty logic.
 
-Data flow: scheduler -> PollResult -> SampleStore + RuleEngine -> AlertEvents -> duty log,
-alert table and every registered alert listener (notifiers). Exporters read the store and
-alert table at scrape time.
+Data flow: scheduler -> PollResult -> latest-value store + rule engine -> AlertEvents ->
+alert journal (console, alert table, duty log) -> listeners (the notification service).
+Exporters read the store and the alerts at scrape time; the HTTP face gets a `WebContext`
+(duty operations, drills, reads), never the daemon.
 """
 
 from __future__ import annotations
@@ -12,51 +13,48 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from dutyd.agent.config import Settings, load_config
 from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.errors import ConfigError
 from dutyd.core.latest import SampleStore, TargetStatus
-from dutyd.core.records import AlertChange, AlertEvent, AlertState, Labels, Sample, labels_of
+from dutyd.duty import rulestate
+from dutyd.duty.drill import Drills
+from dutyd.duty.journal import AlertJournal
+from dutyd.duty.operations import DutyOperations
+from dutyd.duty.report import EnvironmentRecorder
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import StoreExporter
 from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
-from dutyd.rules.overlays import Silence, Window
+from dutyd.rules.overlays import Window
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, StoredAlert, open_storage
+from dutyd.storage import Storage, open_storage
 from dutyd.web.api import install_api
+from dutyd.web.context import WebContext
 from dutyd.web.server import HttpServer
 
 log = logging.getLogger("dutyd")
-alert_log = logging.getLogger("dutyd.alert")
-
-AlertListener = Callable[[AlertEvent], Awaitable[None]]
 
 # Resolved alerts stay visible (API, page) this long before they leave memory.
 RESOLVED_RETENTION = 15 * 60.0
-# Ad hoc maintenance windows that ended this long ago still count for red lines after a
-# restart (an outage older than that has long crossed its red line).
-WINDOW_LOOKBACK = 7 * 86400.0
-
-
-def _fields(labels: Labels) -> dict[str, str]:
-    return dict(labels)
 
 
 class Daemon:
-    def __init__(self, settings: Settings, config_path: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, config_path: Path | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry, COLLECTORS)
         self.store = SampleStore()
@@ -65,7 +63,7 @@ class Daemon:
         self.context = CollectorContext(
             ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll")
         )
-        self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight)
+        self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
         self.storage: Storage = open_storage(settings.storage.path)
         self.http = HttpServer(
@@ -75,12 +73,33 @@ class Daemon:
             settings.http.port,
             web_config_file=settings.http.web_config_file,
         )
-        self.listeners: list[AlertListener] = []
-        # Escalation, notifications and the duty API (agent/notify/, agent/api.py).
-        self.notify = NotifyService.for_daemon(self)
-        self.listeners.append(self.notify)
-        self.drills = install_api(self)
-        self._events: asyncio.Queue[AlertEvent] = asyncio.Queue()
+        self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
+        self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
+        s = settings
+        self.notify = NotifyService(
+            s.oncall,
+            s.escalation,
+            s.notify,
+            self.storage,
+            self.metrics,
+            generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
+        )
+        self.journal.listeners.append(self.notify)
+        self.drills = Drills(self.operations, self.notify, self.storage, clock)
+        self.recorder = EnvironmentRecorder(self.storage, lambda: self.store.samples(only_up=True))
+        self.web = WebContext(
+            operations=self.operations,
+            drills=self.drills,
+            notify=self.notify,
+            storage=self.storage,
+            latest=self.store,
+            server=self.http,
+            api_token=lambda: self.settings.api.secret(),
+            targets=lambda: self.settings.targets,
+            language=lambda: self.settings.notify.language,
+            timezone=lambda: self.settings.notify.timezone,
+        )
+        install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._ready = False
@@ -93,18 +112,22 @@ class Daemon:
 
     async def start(self) -> None:
         await self.storage.open()
-        restored = [_alert_from_row(r) for r in await self.storage.load_alerts()]
-        self.engine.restore(restored)
-        await self._restore_overlays()
+        restored = await rulestate.restore(self.engine, self.storage, self.clock.time())
         if restored:
-            log.info("alerts restored", extra={"fields": {"count": len(restored)}})
+            log.info("alerts restored", extra={"fields": {"count": restored}})
+        await self.drills.restore()
+        await self.recorder.start()
         await self.http.start()
         self._apply_targets(self.settings)
-        await self.notify.start(self.list_alerts(["firing"]))
-        self._tasks.append(asyncio.create_task(self._event_loop(), name="alert-events"))
+        await self.notify.start(self.operations.list_alerts(["firing"]))
+        self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         await self.storage.append_log(
-            time.time(), "daemon.start", "dutyd", "", {"targets": len(self.settings.targets)}
+            self.clock.time(),
+            "daemon.start",
+            "dutyd",
+            "",
+            {"targets": len(self.settings.targets)},
         )
         self._ready = True
         log.info(
@@ -125,15 +148,16 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self._drain_events()
+        await self.journal.drain()
         await self.drills.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
-            await self._save_rule_state()
+            await rulestate.save_all(self.engine, self.storage)
+        await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
-            await self.storage.append_log(time.time(), "daemon.stop", "dutyd", "", {})
+            await self.storage.append_log(self.clock.time(), "daemon.stop", "dutyd", "", {})
         await self.storage.close()
         log.info("dutyd stopped")
 
@@ -165,7 +189,7 @@ class Daemon:
             self.metrics.config_reloads.labels("rejected").inc()
             log.error("config reload rejected; keeping the running config\n%s", exc.report())
             await self.storage.append_log(
-                time.time(),
+                self.clock.time(),
                 "config.reload_rejected",
                 "dutyd",
                 str(self.config_path),
@@ -175,7 +199,7 @@ class Daemon:
         await self._apply(new)
         self.metrics.config_reloads.labels("applied").inc()
         await self.storage.append_log(
-            time.time(),
+            self.clock.time(),
             "config.reload",
             "dutyd",
             str(self.config_path),
@@ -261,263 +285,32 @@ class Daemon:
                     },
                 )
         t0 = time.perf_counter()
-        events = self.engine.ingest(result.samples, time.time())
+        events = self.engine.ingest(result.samples, self.clock.time())
         m.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
-            self._events.put_nowait(event)
+            self.journal.put(event)
 
     async def _tick_loop(self) -> None:
         while True:
             # Wake at the next `for` deadline, so a pending alert fires on time, not up to a
             # second late; and at least every second for everything else time changes.
             deadline = self.engine.next_deadline()
-            delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - time.time()))
-            await asyncio.sleep(delay)
-            now = time.time()
+            delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
+            await self.clock.sleep(delay)
+            now = self.clock.time()
             for event in self.engine.tick(now):
-                self._events.put_nowait(event)
+                self.journal.put(event)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
-            rows, self.engine.counted = self.engine.counted, []
             try:
                 for fp in forgotten:
                     await self.storage.delete_alert(fp)
-                if rows:
-                    await self.storage.append_rule_events(
-                        [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
-                    )
+                await rulestate.save_counts(self.engine, self.storage)
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.
                 log.exception("recording rule state failed")
 
-    async def _event_loop(self) -> None:
-        while True:
-            event = await self._events.get()
-            await self._handle_event(event)
-
-    async def _drain_events(self) -> None:
-        while not self._events.empty():
-            await self._handle_event(self._events.get_nowait())
-
-    async def _handle_event(self, event: AlertEvent) -> None:
-        self.metrics.alert_events.labels(str(event.state)).inc()
-        is_state = event.change is AlertChange.STATE
-        word = str(event.state) if is_state else str(event.change)
-        fields = {
-            "alert": event.rule,
-            "state": str(event.state),
-            "severity": event.severity,
-            **_fields(event.labels),
-            "value": event.value,
-        }
-        if not event.notify:
-            fields["muted"] = event.muted_reason
-        if event.actor:
-            fields["by"] = event.actor
-        level = logging.WARNING if event.state is AlertState.FIRING else logging.INFO
-        alert_log.log(
-            level,
-            "%s %s: %s",
-            word.upper(),
-            event.rule,
-            event.summary,
-            extra={"fields": fields},
-        )
-        try:
-            alert = self.engine.alerts.get(event.fingerprint)
-            if alert is not None and alert.state is not AlertState.INACTIVE:
-                await self.storage.save_alert(_alert_row(alert))
-            else:
-                await self.storage.delete_alert(event.fingerprint)
-            await self.storage.append_log(
-                event.timestamp,
-                f"alert.{word}",
-                event.actor or "dutyd",
-                event.fingerprint,
-                {
-                    "rule": event.rule,
-                    "labels": _fields(event.labels),
-                    "summary": event.summary,
-                    "value": event.value,
-                    "severity": event.severity,
-                    "active_since": event.active_since,
-                    "state": str(event.state),
-                    "notify": event.notify,
-                    "muted_reason": event.muted_reason,
-                    "note": event.note,
-                    "red_line": event.red_line,
-                },
-            )
-        except Exception:
-            log.exception("recording alert event failed")
-        for listener in self.listeners:
-            try:
-                await listener(event)
-            except Exception:
-                log.exception("alert listener failed")
-
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())
-
-    async def _save_rule_state(self) -> None:
-        """At a clean stop: every alert as it is now (keep_firing_for clocks, values) and the
-        event counts not yet written. A crash loses at most the last second of counts."""
-        for alert in list(self.engine.alerts.values()):
-            if alert.state is not AlertState.INACTIVE:
-                await self.storage.save_alert(_alert_row(alert))
-        rows, self.engine.counted = self.engine.counted, []
-        if rows:
-            await self.storage.append_rule_events(
-                [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
-            )
-
-    async def _restore_overlays(self) -> None:
-        now = time.time()
-        for s in await self.storage.load_silences(now):
-            self.engine.silences[str(s.id)] = Silence(
-                str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
-            )
-        for w in await self.storage.load_windows(now - WINDOW_LOOKBACK):
-            self.engine.windows[str(w.id)] = Window(
-                str(w.id),
-                frozenset(w.targets),
-                compile_matchers(w.matchers),
-                w.start,
-                w.end,
-                w.reason,
-                w.actor,
-            )
-        spans = [r.config.events.over for r in self.engine.rules.values() if r.config.events]
-        if spans:
-            rows = await self.storage.load_rule_events(now - max(spans))
-            self.engine.restore_events(
-                (rule, labels_of(series), ts, inc, v) for rule, series, ts, inc, v in rows
-            )
-
-    # -- duty operations: what the API and the CLI call ----------------------------------------
-
-    def list_alerts(self, states: Iterable[str] = ()) -> list[dict[str, Any]]:
-        """Alerts (pending, firing, recently resolved) with their overlays: acknowledged,
-        silenced_by, maintenance, suppressed (the mute reason), flapping, duration, outage."""
-        now = time.time()
-        wanted = set(states)
-        return [
-            self.engine.view(a, now)
-            for a in list(self.engine.alerts.values())
-            if a.state is not AlertState.INACTIVE and (not wanted or str(a.state) in wanted)
-        ]
-
-    async def acknowledge(
-        self, fingerprint: str, actor: str, note: str = "", expires_at: float | None = None
-    ) -> AlertEvent:
-        """Someone takes the alert (escalation stops). Raises `UnknownAlert` when there is no
-        pending or firing alert with this fingerprint."""
-        if not actor:
-            raise ValueError("an acknowledgement needs the name of who takes the alert")
-        event = self.engine.acknowledge(fingerprint, actor, note, expires_at, time.time())
-        await self._handle_event(event)
-        return event
-
-    async def unacknowledge(self, fingerprint: str, actor: str, note: str = "") -> AlertEvent:
-        event = self.engine.unacknowledge(fingerprint, actor, note, time.time())
-        await self._handle_event(event)
-        return event
-
-    async def silence(
-        self, matchers: Mapping[str, Any], until: float, actor: str, reason: str
-    ) -> int:
-        """Mute alerts whose labels match (`{"target": "db1"}`, `{"rule": {"=~": "disk.*"}}`
-        style matchers, as in rule `match:`) until `until`. Returns the silence id."""
-        now = time.time()
-        compiled = compile_matchers(matchers)  # ValueError names a bad regex or operator
-        if not compiled:
-            raise ValueError("a silence needs at least one label matcher")
-        if until <= now:
-            raise ValueError("a silence must end in the future")
-        if not actor or not reason:
-            raise ValueError("a silence needs who sets it and why")
-        data = {k: m.to_data() for k, m in compiled}
-        sid = await self.storage.add_silence(data, until, actor, reason, now)
-        self.engine.silences[str(sid)] = Silence(str(sid), compiled, until, actor, reason, now)
-        await self.storage.append_log(
-            now,
-            "silence.add",
-            actor,
-            f"silence:{sid}",
-            {"matchers": data, "until": until, "reason": reason},
-        )
-        return sid
-
-    async def remove_silence(self, silence_id: int, actor: str) -> bool:
-        now = time.time()
-        removed = self.engine.silences.pop(str(silence_id), None)
-        ok = await self.storage.end_silence(silence_id, now, actor)
-        if removed is None and not ok:
-            return False
-        await self.storage.append_log(now, "silence.remove", actor, f"silence:{silence_id}", {})
-        return True
-
-    def list_silences(self) -> list[dict[str, Any]]:
-        now = time.time()
-        return [s.to_dict() for s in self.engine.silences.values() if s.until > now]
-
-    async def add_maintenance(
-        self,
-        start: float,
-        end: float,
-        actor: str,
-        reason: str,
-        targets: Iterable[str] = (),
-        matchers: Mapping[str, Any] | None = None,
-    ) -> int:
-        """An ad hoc maintenance window by target names and/or label matchers. Alerts inside
-        it are recorded but not sent, and its time does not count toward red lines."""
-        now = time.time()
-        compiled = compile_matchers(matchers or {})
-        names = sorted(set(targets))
-        if not names and not compiled:
-            raise ValueError("a maintenance window needs targets or label matchers")
-        if end <= start:
-            raise ValueError("a maintenance window must end after it starts")
-        if not actor or not reason:
-            raise ValueError("a maintenance window needs who sets it and why")
-        data = {k: m.to_data() for k, m in compiled}
-        wid = await self.storage.add_window(names, data, start, end, actor, reason, now)
-        self.engine.windows[str(wid)] = Window(
-            str(wid), frozenset(names), compiled, start, end, reason, actor
-        )
-        await self.storage.append_log(
-            now,
-            "maintenance.add",
-            actor,
-            f"maintenance:{wid}",
-            {"targets": names, "matchers": data, "start": start, "end": end, "reason": reason},
-        )
-        return wid
-
-    async def remove_maintenance(self, window_id: int, actor: str) -> bool:
-        """End an ad hoc window now (its past time still counts as excluded)."""
-        now = time.time()
-        window = self.engine.windows.get(str(window_id))
-        ok = await self.storage.end_window(window_id, now, actor)
-        if window is None and not ok:
-            return False
-        if window is not None:
-            window.end = min(window.end, now)
-        await self.storage.append_log(
-            now, "maintenance.remove", actor, f"maintenance:{window_id}", {}
-        )
-        return True
-
-    def ingest_samples(self, samples: list[Sample]) -> None:
-        """Feed samples dutyd itself produces (the drill command's
-        `drill_last_timestamp_seconds`, an operator-entered `security_virus_outbreaks_total`)
-        to the rules, as if a target had been polled. Give them a `target` label."""
-        for event in self.engine.ingest(samples, time.time()):
-            self._events.put_nowait(event)
-
-    def list_maintenance(self) -> list[dict[str, Any]]:
-        now = time.time()
-        return [w.to_dict() for w in self.engine.windows.values() if w.every or w.end > now]
 
 
 def _engine_for(settings: Settings) -> RuleEngine:
@@ -539,36 +332,3 @@ def _engine_for(settings: Settings) -> RuleEngine:
             m.name,
         )
     return engine
-
-
-def _alert_row(alert: Alert) -> StoredAlert:
-    return StoredAlert(
-        alert.fingerprint,
-        alert.rule,
-        dict(alert.labels),
-        alert.severity,
-        str(alert.state),
-        alert.active_since,
-        alert.fired_at,
-        alert.resolved_at,
-        alert.value,
-        alert.summary,
-        alert.extra(),
-    )
-
-
-def _alert_from_row(row: StoredAlert) -> Alert:
-    alert = Alert(
-        rule=row.rule,
-        labels=tuple(sorted(row.labels.items())),
-        severity=row.severity,
-        state=AlertState(row.state),
-        active_since=row.active_since,
-        fired_at=row.fired_at,
-        resolved_at=row.resolved_at,
-        value=row.value,
-        summary=row.summary,
-        fingerprint=row.fingerprint,
-    )
-    alert.load_extra(row.extra)
-    return alert

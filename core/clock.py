@@ -64,9 +64,7 @@ class _FakeTimeout:
             cancel: Callable[[], None] | None = None
             if self._seconds is not None:
                 loop = asyncio.get_running_loop()
-                cancel = self._clock.call_later(
-                    self._seconds, lambda: real.reschedule(loop.time())
-                )
+                cancel = self._clock.call_later(self._seconds, lambda: real.reschedule(loop.time()))
             try:
                 yield real
             finally:

@@ -3,7 +3,7 @@ and how fast, goes to the duty log; its completion feeds the duty pack's monthly
 
 The mechanism the rule reads: when a drill that someone answered ends, the daemon ingests the
 sample `drill_last_timestamp_seconds{target="dutyd",kind="drill"}` = the drill's start time
-(Unix seconds) through `Daemon.ingest_samples`; a drill nobody answered does not count. At
+(Unix seconds) through `DutyOperations.ingest_samples`; a drill nobody answered does not count. At
 startup the latest answered `drill.end` in the duty log is ingested again (or, before any
 drill, the first duty log entry: the installation starts the first 31 days). The rule
 `emergency_drill_overdue` uses `value: age` on it.
@@ -20,14 +20,14 @@ import dataclasses
 import logging
 import math
 import secrets
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, Sample, labels_of
-
-if TYPE_CHECKING:
-    from dutyd.agent.daemon import Daemon
+from dutyd.duty.operations import DutyOperations
+from dutyd.notify.service import NotifyService
+from dutyd.storage import Storage
 
 log = logging.getLogger("dutyd.drill")
 
@@ -63,27 +63,38 @@ class DrillRun:
 
 
 class Drills:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(
+        self,
+        operations: DutyOperations,
+        notify: NotifyService,
+        storage: Storage,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._operations = operations
+        self._notify = notify
+        self._storage = storage
+        self._clock = clock
         self.runs: dict[str, DrillRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def restore(self, _app: object = None) -> None:
         """Tell the rules when the last drill was (aiohttp on_startup hook: storage is open)."""
         # The start time of the last answered drill, as a live drill records it.
-        rows = await self.daemon.storage.execute(
+        rows = await self._storage.execute(
             "SELECT MAX(COALESCE(json_extract(data, '$.started'), ts)) FROM duty_log"
             " WHERE kind='drill.end' AND json_extract(data, '$.answered') = 1"
         )
         last = rows[0][0] if rows else None
         if last is None:
-            first = await self.daemon.storage.execute("SELECT MIN(ts) FROM duty_log")
+            first = await self._storage.execute("SELECT MIN(ts) FROM duty_log")
             last = first[0][0] if first else None
         if last is not None:
             self._ingest(float(last))
 
     def _ingest(self, when: float) -> None:
-        self.daemon.ingest_samples([Sample.of(DRILL_SAMPLE, when, time.time(), DRILL_LABELS)])
+        self._operations.ingest_samples(
+            [Sample.of(DRILL_SAMPLE, when, self._clock.time(), DRILL_LABELS)]
+        )
 
     async def start(
         self, actor: str, wait: float, speed: float = 1.0, severity: str = "critical"
@@ -95,7 +106,7 @@ class Drills:
         # `not >=`: a NaN speed (JSON allows it) would make every escalation deadline NaN.
         if not speed >= 1 or not math.isfinite(speed):
             raise ValueError("speed must be a finite number of at least 1")
-        now = time.time()
+        now = self._clock.time()
         drill_id = secrets.token_hex(4)
         event = AlertEvent(
             fingerprint=DRILL_PREFIX + drill_id,
@@ -111,10 +122,10 @@ class Drills:
         )
         run = DrillRun(drill_id, now, actor, wait, event)
         self.runs[drill_id] = run
-        service = self.daemon.notify
+        service = self._notify
         service.add_pages(service.escalator.handle(event, now, scale=1.0 / speed), now)
         service.wake_escalation()
-        await self.daemon.storage.append_log(
+        await self._storage.append_log(
             now, "drill.start", actor, event.fingerprint, {"id": drill_id, "wait": wait}
         )
         task = asyncio.create_task(self._finish_later(run))
@@ -130,7 +141,7 @@ class Drills:
     async def acknowledge(self, run: DrillRun, actor: str, note: str = "") -> dict[str, Any]:
         if run.finished is not None:
             raise ValueError(f"drill {run.id} is over")
-        now = time.time()
+        now = self._clock.time()
         if any(a["actor"] == actor for a in run.acks):
             raise ValueError(f"{actor} has already answered drill {run.id}")
         answer = {"actor": actor, "seconds": round(now - run.started, 3), "note": note}
@@ -139,27 +150,27 @@ class Drills:
             ack = dataclasses.replace(
                 run.event, change=AlertChange.ACKNOWLEDGED, actor=actor, note=note, timestamp=now
             )
-            service = self.daemon.notify
+            service = self._notify
             service.add_pages(service.escalator.handle(ack, now), now)
-        await self.daemon.storage.append_log(now, "drill.ack", actor, run.fingerprint, answer)
+        await self._storage.append_log(now, "drill.ack", actor, run.fingerprint, answer)
         return answer
 
     async def _finish_later(self, run: DrillRun) -> None:
-        await asyncio.sleep(run.wait)
+        await self._clock.sleep(run.wait)
         await self.finish(run)
 
     async def finish(self, run: DrillRun) -> None:
         if run.finished is not None:
             return
-        now = time.time()
+        now = self._clock.time()
         run.finished = now
         resolved = dataclasses.replace(
             run.event, state=AlertState.RESOLVED, previous=AlertState.FIRING, timestamp=now
         )
-        service = self.daemon.notify
+        service = self._notify
         paged = [str(r) for r in service.escalator.paged(run.fingerprint)]
         service.add_pages(service.escalator.handle(resolved, now), now)
-        await self.daemon.storage.append_log(
+        await self._storage.append_log(
             now,
             "drill.end",
             run.actor,

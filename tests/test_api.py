@@ -130,13 +130,13 @@ async def test_reads_from_beyond_loopback_need_the_token(running: Running) -> No
         ).clone(remote=remote)
 
     for local in ("127.0.0.1", "::1", "127.0.0.53"):
-        authorize_read(request(local), running.daemon)
+        authorize_read(request(local), running.daemon.web)
     with pytest.raises(ApiError) as refused:
-        authorize_read(request("10.20.0.31"), running.daemon)
+        authorize_read(request("10.20.0.31"), running.daemon.web)
     assert refused.value.status == 401
     with pytest.raises(ApiError):
-        authorize_read(request("10.20.0.31", {"Authorization": "Bearer wrong"}), running.daemon)
-    authorize_read(request("10.20.0.31", {"Authorization": f"Bearer {TOKEN}"}), running.daemon)
+        authorize_read(request("10.20.0.31", {"Authorization": "Bearer wrong"}), running.daemon.web)
+    authorize_read(request("10.20.0.31", {"Authorization": f"Bearer {TOKEN}"}), running.daemon.web)
 
 
 async def test_non_finite_or_negative_times_are_refused_with_a_reason(running: Running) -> None:
@@ -199,13 +199,13 @@ async def test_a_drill_nobody_answers_does_not_count_as_the_months_drill(running
     from dutyd.duty.drill import DRILL_SAMPLE
 
     ingested: list = []
-    feed = running.daemon.ingest_samples
+    feed = running.daemon.operations.ingest_samples
 
     def recording(samples: list) -> None:
         ingested.extend(samples)
         feed(samples)
 
-    running.daemon.ingest_samples = recording  # type: ignore[method-assign]
+    running.daemon.operations.ingest_samples = recording  # type: ignore[method-assign]
     status, run = await running.post(
         "/api/v1/drills", {"actor": "Wang Fang", "wait": "1s", "speed": 1}
     )

@@ -103,7 +103,9 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
 
             # A real alert: no drill for 40 days (the duty pack's rule), paged to the pair.
             old = time.time() - 40 * 86400
-            daemon.ingest_samples([Sample.of(DRILL_SAMPLE, old, time.time(), DRILL_LABELS)])
+            daemon.operations.ingest_samples(
+                [Sample.of(DRILL_SAMPLE, old, time.time(), DRILL_LABELS)]
+            )
             await receiver.wait_for(2, 10)
             by_path = {r["path"]: r["body"] for r in receiver.received}
             assert set(by_path) == {"/zhang", "/li"}
@@ -117,7 +119,9 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
                 assert r.status == 200 and "Acknowledged by Zhang Wei" in await r.text()
             async with http.post(base + link.group(1), data={}) as r:
                 assert r.status == 403 and "already been used" in await r.text()
-            view = next(v for v in daemon.list_alerts() if v["rule"] == "emergency_drill_overdue")
+            view = next(
+                v for v in daemon.operations.list_alerts() if v["rule"] == "emergency_drill_overdue"
+            )
             assert view["acknowledged"]["by"] == "Zhang Wei"
             assert view["acknowledged"]["note"] == "on my way"
             await receiver.wait_for(4, 5)  # the ack notice to both paged people
@@ -149,7 +153,9 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
             # The drill reset the sample the duty pack reads: the overdue alert resolves.
             for _ in range(50):
                 view = next(
-                    v for v in daemon.list_alerts() if v["rule"] == "emergency_drill_overdue"
+                    v
+                    for v in daemon.operations.list_alerts()
+                    if v["rule"] == "emergency_drill_overdue"
                 )
                 if view["state"] == "resolved":
                     break
@@ -191,7 +197,7 @@ async def test_cli_commands_against_the_daemon(
             == 0
         )
         assert "maintenance window 1" in capsys.readouterr().out
-        daemon.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
+        daemon.operations.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
         await receiver.wait_for(2, 10)
         assert (
             await asyncio.to_thread(

@@ -27,7 +27,7 @@ async def test_demo_escalation_walks_to_the_manager(tmp_path: Path) -> None:
     daemon = Daemon(load_from_dict(config))
     await daemon.start()
     try:
-        daemon.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
+        daemon.operations.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
         for _ in range(60):
             if len(pager.pages) >= 3:
                 break

@@ -34,7 +34,7 @@ def poll(daemon: Daemon, target: str, up: bool) -> None:
 
 async def settle(daemon: Daemon) -> None:
     for _ in range(100):
-        if daemon._events.empty():
+        if daemon.journal.pending() == 0:
             break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
@@ -47,42 +47,44 @@ async def test_ack_silence_maintenance_and_restart(tmp_path):
     async def listener(event: AlertEvent) -> None:
         seen.append(event)
 
-    daemon.listeners.append(listener)
+    daemon.journal.listeners.append(listener)
     await daemon.start()
     try:
         poll(daemon, "srv1", False)
         await settle(daemon)
-        (alert,) = daemon.list_alerts()
+        (alert,) = daemon.operations.list_alerts()
         assert alert["state"] == "firing" and alert["rule"] == "device_down"
         fp = alert["fingerprint"]
 
         with pytest.raises(UnknownAlert):
-            await daemon.acknowledge("0000", "li.wei")
+            await daemon.operations.acknowledge("0000", "li.wei")
         expires = time.time() + 3600
-        ack = await daemon.acknowledge(fp, "li.wei", "rebooting it", expires)
+        ack = await daemon.operations.acknowledge(fp, "li.wei", "rebooting it", expires)
         assert ack.change is AlertChange.ACKNOWLEDGED
-        assert daemon.list_alerts()[0]["acknowledged"]["by"] == "li.wei"
+        assert daemon.operations.list_alerts()[0]["acknowledged"]["by"] == "li.wei"
 
-        sid = await daemon.silence({"target": "srv2"}, time.time() + 600, "wang", "disk swap")
+        sid = await daemon.operations.silence(
+            {"target": "srv2"}, time.time() + 600, "wang", "disk swap"
+        )
         with pytest.raises(ValueError, match="regex"):
-            await daemon.silence({"target": {"=~": "("}}, time.time() + 600, "wang", "x")
+            await daemon.operations.silence({"target": {"=~": "("}}, time.time() + 600, "wang", "x")
         poll(daemon, "srv2", False)
-        wid = await daemon.add_maintenance(
+        wid = await daemon.operations.add_maintenance(
             time.time() - 1, time.time() + 600, "zhao", "rack move", targets=["srv3"]
         )
         poll(daemon, "srv3", False)
         await settle(daemon)
-        by_target = {a["labels"]["target"]: a for a in daemon.list_alerts()}
+        by_target = {a["labels"]["target"]: a for a in daemon.operations.list_alerts()}
         assert by_target["srv2"]["silenced_by"] == [str(sid)]
         assert by_target["srv2"]["suppressed"] == "silenced by wang: disk swap"
         assert by_target["srv3"]["maintenance"] == [str(wid)]
         sent = {dict(e.labels)["target"] for e in seen if e.state is AlertState.FIRING and e.notify}
         assert sent == {"srv1"}
-        assert [s["id"] for s in daemon.list_silences()] == [str(sid)]
-        assert [w["id"] for w in daemon.list_maintenance()] == [str(wid)]
+        assert [s["id"] for s in daemon.operations.list_silences()] == [str(sid)]
+        assert [w["id"] for w in daemon.operations.list_maintenance()] == [str(wid)]
 
-        assert await daemon.remove_silence(sid, "wang")
-        assert not await daemon.remove_silence(9999, "wang")
+        assert await daemon.operations.remove_silence(sid, "wang")
+        assert not await daemon.operations.remove_silence(9999, "wang")
         log = await daemon.storage.read_log(
             kinds=["alert.acknowledged", "silence.", "maintenance."]
         )
@@ -98,13 +100,13 @@ async def test_ack_silence_maintenance_and_restart(tmp_path):
     again = Daemon(settings(tmp_path))
     await again.start()
     try:
-        by_target = {a["labels"]["target"]: a for a in again.list_alerts()}
+        by_target = {a["labels"]["target"]: a for a in again.operations.list_alerts()}
         assert by_target["srv1"]["acknowledged"]["note"] == "rebooting it"
         assert by_target["srv1"]["active_since"] == alert["active_since"]
         assert by_target["srv3"]["maintenance"] == [str(wid)]
-        assert again.list_silences() == []  # it was removed
-        assert await again.remove_maintenance(wid, "zhao")
-        assert again.list_maintenance() == []
+        assert again.operations.list_silences() == []  # it was removed
+        assert await again.operations.remove_maintenance(wid, "zhao")
+        assert again.operations.list_maintenance() == []
     finally:
         await again.stop()
 
@@ -119,18 +121,18 @@ async def test_event_counts_survive_a_restart(tmp_path):
     await daemon.start()
     try:
         for n in (0, 1, 2, 3):  # a baseline, then three outbreaks: not yet more than 3
-            daemon.ingest_samples(outbreaks(n))
+            daemon.operations.ingest_samples(outbreaks(n))
         await settle(daemon)
-        assert daemon.list_alerts() == []
+        assert daemon.operations.list_alerts() == []
     finally:
         await daemon.stop()
 
     again = Daemon(settings(tmp_path))
     await again.start()
     try:
-        again.ingest_samples(outbreaks(4))  # the fourth within the year
+        again.operations.ingest_samples(outbreaks(4))  # the fourth within the year
         await settle(again)
-        (alert,) = again.list_alerts()
+        (alert,) = again.operations.list_alerts()
         assert (alert["rule"], alert["state"], alert["value"]) == (
             "virus_outbreaks_red_line",
             "firing",

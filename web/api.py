@@ -1,4 +1,4 @@
-"""The daemon's JSON API (aiohttp routes on `daemon.http.app`): duty operations.
+"""The daemon's JSON API (aiohttp routes on the HTTP server's app): duty operations.
 
 Write endpoints need `Authorization: Bearer <api token>` (`api.token_env` / `api.token_file`);
 without a configured token they answer 403. Bad input is a 4xx with the reason in JSON
@@ -34,25 +34,20 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from dutyd.core.configtypes import parse_duration
-from dutyd.duty.drill import Drills
-from dutyd.duty.report import EnvironmentRecorder
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.web import openapi, statuspage, views
+from dutyd.web.context import WebContext
 from dutyd.web.server import USER
-
-if TYPE_CHECKING:
-    from dutyd.agent.daemon import Daemon
 
 log = logging.getLogger("dutyd.api")
 
-DAEMON = web.AppKey("daemon", object)
-DRILLS = web.AppKey("drills", Drills)
+CONTEXT = web.AppKey("context", WebContext)
 
 
 class ApiError(Exception):
@@ -87,12 +82,12 @@ def _errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _daemon(request: web.Request) -> Daemon:
-    return request.app[DAEMON]  # type: ignore[return-value]
+def _ctx(request: web.Request) -> WebContext:
+    return request.app[CONTEXT]
 
 
 def _authorize(request: web.Request) -> None:
-    token = _daemon(request).settings.api.secret()
+    token = _ctx(request).api_token()
     if not token:
         raise ApiError(403, "the write API is off: set api.token_env or api.token_file")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -121,11 +116,11 @@ def _text(data: dict[str, Any], key: str, required: bool = True, limit: int = 50
     return value.strip()
 
 
-def authorize_read(request: web.Request, daemon: Daemon) -> None:
+def authorize_read(request: web.Request, ctx: WebContext) -> None:
     """Reads (alerts, the duty log, who is on duty) are open on loopback or behind the web
     config's basic auth; from anywhere else they need the API token like writes, so that
     `listen: 0.0.0.0` alone never publishes the duty log."""
-    if daemon.http.authenticates or _is_loopback(request.remote):
+    if ctx.server.authenticates or _is_loopback(request.remote):
         return
     _authorize(request)
 
@@ -167,9 +162,9 @@ def _timestamp(data: dict[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def resolve_alert(daemon: Daemon, ref: str) -> str:
+def resolve_alert(ctx: WebContext, ref: str) -> str:
     """A fingerprint from a fingerprint, a unique prefix of one, or a rule with one alert."""
-    views = [v for v in daemon.list_alerts() if v["state"] in ("pending", "firing")]
+    views = [v for v in ctx.operations.list_alerts() if v["state"] in ("pending", "firing")]
     if any(v["fingerprint"] == ref for v in views):
         return ref
     found = [v for v in views if len(ref) >= 4 and v["fingerprint"].startswith(ref)]
@@ -186,18 +181,18 @@ def resolve_alert(daemon: Daemon, ref: str) -> str:
 async def post_ack(request: web.Request) -> web.Response:
     _authorize(request)
     data = await _body(request)
-    daemon = _daemon(request)
+    ctx = _ctx(request)
     ref = _text(data, "alert", limit=200)
     actor = _actor(request, data)
     note = _text(data, "note", required=False)
     expires_in = _seconds(data, "expires_in")
-    drill = request.app[DRILLS].find(ref)
+    drill = _ctx(request).drills.find(ref)
     if drill is not None:
-        answer = await request.app[DRILLS].acknowledge(drill, actor, note)
+        answer = await _ctx(request).drills.acknowledge(drill, actor, note)
         return web.json_response({"drill": drill.id, **answer})
-    fp = resolve_alert(daemon, ref)
+    fp = resolve_alert(ctx, ref)
     expires = time.time() + expires_in if expires_in else None
-    event = await daemon.acknowledge(fp, actor, note, expires)
+    event = await ctx.operations.acknowledge(fp, actor, note, expires)
     return web.json_response({"fingerprint": fp, "rule": event.rule, "acknowledged_by": actor})
 
 
@@ -213,7 +208,7 @@ async def post_silence(request: web.Request) -> web.Response:
     if (until is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'until'")
     end = until if until is not None else time.time() + (duration or 0)
-    sid = await _daemon(request).silence(
+    sid = await _ctx(request).operations.silence(
         matchers, end, _actor(request, data), _text(data, "reason")
     )
     return web.json_response({"silence": sid, "until": end}, status=201)
@@ -235,7 +230,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
     if (end is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'end'")
     end = end if end is not None else start + (duration or 0)
-    wid = await _daemon(request).add_maintenance(
+    wid = await _ctx(request).operations.add_maintenance(
         start, end, _actor(request, data), _text(data, "reason"), targets, matchers
     )
     return web.json_response({"maintenance": wid, "start": start, "end": end}, status=201)
@@ -250,14 +245,14 @@ async def post_drill(request: web.Request) -> web.Response:
     if isinstance(speed, bool) or not isinstance(speed, int | float):
         raise ApiError(400, "'speed' must be a number")
     severity = _text(data, "severity", required=False, limit=20) or "critical"
-    run = await request.app[DRILLS].start(_actor(request, data), wait, float(speed), severity)
+    run = await _ctx(request).drills.start(_actor(request, data), wait, float(speed), severity)
     return web.json_response(run.status(), status=201)
 
 
 @_errors
 async def get_drill(request: web.Request) -> web.Response:
-    authorize_read(request, _daemon(request))
-    run = request.app[DRILLS].runs.get(request.match_info["id"])
+    authorize_read(request, _ctx(request))
+    run = _ctx(request).drills.runs.get(request.match_info["id"])
     if run is None:
         raise ApiError(404, "no such drill (drills are kept until dutyd restarts)")
     return web.json_response(run.status())
@@ -265,8 +260,8 @@ async def get_drill(request: web.Request) -> web.Response:
 
 @_errors
 async def get_oncall(request: web.Request) -> web.Response:
-    authorize_read(request, _daemon(request))
-    return web.json_response(oncall_view(_daemon(request).notify.rota, time.time()))
+    authorize_read(request, _ctx(request))
+    return web.json_response(oncall_view(_ctx(request).notify.rota, time.time()))
 
 
 def oncall_view(rota: Any, now: float) -> dict[str, Any]:
@@ -299,7 +294,7 @@ def _page(body: str, status: int = 200) -> web.Response:
 
 
 def _claim(request: web.Request) -> Any:
-    links = _daemon(request).notify.links
+    links = _ctx(request).notify.links
     if links is None:
         raise ApiError(404, "ack links are not configured")
     try:
@@ -313,12 +308,14 @@ async def get_ack_link(request: web.Request) -> web.Response:
         claim = _claim(request)
     except ApiError as exc:
         return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
-    daemon = _daemon(request)
-    view = next((v for v in daemon.list_alerts() if v["fingerprint"] == claim.fingerprint), None)
-    drill = request.app[DRILLS].find(claim.fingerprint)
+    ctx = _ctx(request)
+    view = next(
+        (v for v in ctx.operations.list_alerts() if v["fingerprint"] == claim.fingerprint), None
+    )
+    drill = _ctx(request).drills.find(claim.fingerprint)
     summary = view["summary"] if view else (drill.event.summary if drill else claim.fingerprint)
     since = (view or {}).get("active_since") or (drill.started if drill else None)
-    when = local_time(since, daemon.settings.notify.timezone) if since else ""
+    when = local_time(since, ctx.timezone()) if since else ""
     return _page(
         f"<h2>{html.escape(summary)}</h2><p>{html.escape(when)}</p>"
         f'<form method="post"><p><input name="note" placeholder="note / 备注" '
@@ -332,20 +329,20 @@ async def post_ack_link(request: web.Request) -> web.Response:
         claim = _claim(request)
         form = await request.post()
         note = str(form.get("note", ""))[:500] or "via ack link"
-        daemon = _daemon(request)
-        drill = request.app[DRILLS].find(claim.fingerprint)
+        ctx = _ctx(request)
+        drill = _ctx(request).drills.find(claim.fingerprint)
         active = any(
             a["fingerprint"] == claim.fingerprint and a["state"] in ("pending", "firing")
-            for a in daemon.list_alerts()
+            for a in ctx.operations.list_alerts()
         )
         if drill is None and not active:
             # Checked before the link is spent: a link to a resolved alert stays unused.
             raise LookupError(claim.fingerprint)
-        await daemon.notify.links.consume(daemon.notify.storage, claim, time.time())  # type: ignore[union-attr]
+        await ctx.notify.links.consume(ctx.storage, claim, time.time())  # type: ignore[union-attr]
         if drill is not None:
-            answer = await request.app[DRILLS].acknowledge(drill, claim.actor, note)
+            answer = await _ctx(request).drills.acknowledge(drill, claim.actor, note)
             return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
-        await daemon.acknowledge(claim.fingerprint, claim.actor, note)
+        await ctx.operations.acknowledge(claim.fingerprint, claim.actor, note)
     except ApiError as exc:
         return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
     except InvalidToken as exc:  # used before
@@ -373,14 +370,14 @@ def _query_list(request: web.Request, key: str, allowed: frozenset[str] | None =
 @_errors
 async def get_alerts(request: web.Request) -> web.Response:
     """Alerts with their overlays; filters: state, severity, target, rule (comma lists)."""
-    authorize_read(request, _daemon(request))
+    authorize_read(request, _ctx(request))
     states = _query_list(request, "state", _STATES)
     severities = _query_list(request, "severity")
     targets = _query_list(request, "target")
     rules = _query_list(request, "rule")
     out = [
         a
-        for a in _daemon(request).list_alerts(states)
+        for a in _ctx(request).operations.list_alerts(states)
         if (not severities or a["severity"] in severities)
         and (not targets or a["labels"].get("target") in targets)
         and (not rules or a["rule"] in rules)
@@ -391,21 +388,21 @@ async def get_alerts(request: web.Request) -> web.Response:
 @_errors
 async def get_alert(request: web.Request) -> web.Response:
     """One alert (by fingerprint or unique prefix) with its duty-log history."""
-    authorize_read(request, _daemon(request))
-    daemon = _daemon(request)
-    fp = resolve_alert(daemon, request.match_info["fingerprint"])
-    alert = next((a for a in daemon.list_alerts() if a["fingerprint"] == fp), None)
-    history = await daemon.storage.read_log(subject=fp, limit=1000)
+    authorize_read(request, _ctx(request))
+    ctx = _ctx(request)
+    fp = resolve_alert(ctx, request.match_info["fingerprint"])
+    alert = next((a for a in ctx.operations.list_alerts() if a["fingerprint"] == fp), None)
+    history = await ctx.storage.read_log(subject=fp, limit=1000)
     return web.json_response({"alert": alert, "history": views.log_view(history)})
 
 
 @_errors
 async def get_targets(request: web.Request) -> web.Response:
-    authorize_read(request, _daemon(request))
-    daemon = _daemon(request)
-    kinds = {t.name: t for t in daemon.settings.targets}
+    authorize_read(request, _ctx(request))
+    ctx = _ctx(request)
+    kinds = {t.name: t for t in ctx.targets()}
     out = []
-    for status in daemon.store.status.values():
+    for status in ctx.latest.status.values():
         view = views.target_view(status)
         cfg = kinds.get(status.name)
         view["labels"] = dict(cfg.labels) if cfg is not None else {}
@@ -418,20 +415,20 @@ async def get_targets(request: web.Request) -> web.Response:
 
 @_errors
 async def get_silences(request: web.Request) -> web.Response:
-    authorize_read(request, _daemon(request))
-    return web.json_response({"silences": _daemon(request).list_silences()})
+    authorize_read(request, _ctx(request))
+    return web.json_response({"silences": _ctx(request).operations.list_silences()})
 
 
 @_errors
 async def get_maintenance(request: web.Request) -> web.Response:
-    authorize_read(request, _daemon(request))
-    return web.json_response({"maintenance": _daemon(request).list_maintenance()})
+    authorize_read(request, _ctx(request))
+    return web.json_response({"maintenance": _ctx(request).operations.list_maintenance()})
 
 
 @_errors
 async def get_log(request: web.Request) -> web.Response:
     """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
-    authorize_read(request, _daemon(request))
+    authorize_read(request, _ctx(request))
     try:
         since = float(request.query["since"]) if "since" in request.query else None
         until = float(request.query["until"]) if "until" in request.query else None
@@ -440,7 +437,7 @@ async def get_log(request: web.Request) -> web.Response:
         raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
     if not 0 < limit <= 10_000:
         raise ApiError(400, "limit must be between 1 and 10000")
-    entries = await _daemon(request).storage.read_log(
+    entries = await _ctx(request).storage.read_log(
         since=since,
         until=until,
         kinds=sorted(_query_list(request, "kind")),
@@ -453,28 +450,21 @@ async def get_log(request: web.Request) -> web.Response:
 @_errors
 async def get_status(request: web.Request) -> web.Response:
     """The status page's data: alerts, red lines, environment, targets down, on call, log."""
-    authorize_read(request, _daemon(request))
+    authorize_read(request, _ctx(request))
     lang = request.query.get("lang")
     if lang is not None and lang not in ("en", "zh"):
         raise ApiError(400, "lang must be en or zh")
-    return web.json_response(await statuspage.status_data(_daemon(request), lang))
+    return web.json_response(await statuspage.status_data(_ctx(request), lang))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
 
 
-def install_api(daemon: Daemon) -> Drills:
-    """Add the duty routes to the daemon's HTTP app (before it starts)."""
-    app = daemon.http.app
-    drills = Drills(daemon)
-    app[DAEMON] = daemon
-    app[DRILLS] = drills
-    app.on_startup.append(drills.restore)
-    storage = daemon.notify.storage
-    recorder = EnvironmentRecorder(storage, lambda: daemon.store.samples(only_up=True))
-    app.on_startup.append(recorder.start)
-    app.on_cleanup.append(recorder.stop)
+def install_api(ctx: WebContext) -> None:
+    """Add the duty routes to the HTTP server's app (before it starts)."""
+    app = ctx.server.app
+    app[CONTEXT] = ctx
     app.router.add_post("/api/v1/ack", post_ack)
     app.router.add_post("/api/v1/silences", post_silence)
     app.router.add_post("/api/v1/maintenance", post_maintenance)
@@ -489,8 +479,7 @@ def install_api(daemon: Daemon) -> Drills:
     app.router.add_get("/api/v1/log", get_log)
     app.router.add_get("/api/v1/openapi.json", get_openapi)
     app.router.add_get("/api/v1/status", get_status)
-    statuspage.add_routes(app, daemon)
-    daemon.http.open_prefixes += ("/ack/",)  # the signed token is the credential
+    statuspage.add_routes(app)
+    ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential
     app.router.add_get("/ack/{token}", get_ack_link)
     app.router.add_post("/ack/{token}", post_ack_link)
-    return drills

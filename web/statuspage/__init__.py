@@ -1,6 +1,6 @@
 """The on-call status page: one self-contained page (no CDN) at `/status`.
 
-`status_data` (served by agent/api.py at `/api/v1/status`) answers "what is wrong right now,
+`status_data` (served by web/api.py at `/api/v1/status`) answers "what is wrong right now,
 and who has it": alerts by severity with duration and acknowledgement, red-line countdowns,
 the room environment, targets down, who is on duty and the duty log tail. The page's
 acknowledge and silence buttons call the write API, which requires the token.
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from dutyd.web import views
-
-if TYPE_CHECKING:
-    from dutyd.agent.daemon import Daemon
+from dutyd.web.context import WebContext
 
 LOG_TAIL = 20
 LOG_WINDOW = 24 * 3600.0
@@ -32,28 +30,28 @@ def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath(name).read_bytes()
 
 
-async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]:
+async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any]:
     now = time.time()
-    alerts = daemon.list_alerts()
-    statuses = list(daemon.store.status.values())
+    alerts = ctx.operations.list_alerts()
+    statuses = list(ctx.latest.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
-    tail = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
+    tail = await ctx.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
     return {
         "generated_at": now,
-        "language": lang or daemon.settings.notify.language,
-        "timezone": daemon.settings.notify.timezone,
+        "language": lang or ctx.language(),
+        "timezone": ctx.timezone(),
         "alerts": views.sort_alerts(alerts),
-        "environment": views.environment_view(daemon.store),
+        "environment": views.environment_view(ctx.latest),
         "targets_total": len(statuses),
         "targets_up": sum(1 for s in statuses if s.up),
         "targets_down": down,
-        "oncall": _oncall(daemon, now),
+        "oncall": _oncall(ctx, now),
         "log": views.log_view(tail),
     }
 
 
-def _oncall(daemon: Daemon, now: float) -> dict[str, Any] | None:
-    rota = daemon.notify.rota
+def _oncall(ctx: WebContext, now: float) -> dict[str, Any] | None:
+    rota = ctx.notify.rota
     if not rota.config.pairs:  # no rota configured
         return None
     current, nxt = rota.now_and_next(now)
@@ -64,7 +62,7 @@ def _oncall(daemon: Daemon, now: float) -> dict[str, Any] | None:
     }
 
 
-def add_routes(app: web.Application, daemon: Daemon) -> None:
+def add_routes(app: web.Application) -> None:
     async def page(request: web.Request) -> web.Response:
         return web.Response(body=_asset("status.html"), content_type="text/html", charset="utf-8")
 

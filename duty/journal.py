@@ -1,0 +1,109 @@
+"""The alert journal: every alert event, in order, is written down and handed on.
+
+Written down: one console/log line, the alert's row (so a restart resumes it with its start
+time and red-line clock) and a duty-log entry. Handed on: to every listener (the notification
+service), after it is recorded, so a page never goes out for an event the duty log lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from dutyd.core.records import AlertChange, AlertEvent, AlertState
+from dutyd.duty.rulestate import alert_row
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.rules.engine import RuleEngine
+from dutyd.storage import Storage
+
+log = logging.getLogger("dutyd")
+alert_log = logging.getLogger("dutyd.alert")
+
+AlertListener = Callable[[AlertEvent], Awaitable[None]]
+
+
+class AlertJournal:
+    def __init__(
+        self,
+        engine: Callable[[], RuleEngine],
+        storage: Storage,
+        metrics: Instrumentation,
+    ) -> None:
+        self._engine = engine
+        self._storage = storage
+        self._metrics = metrics
+        self.listeners: list[AlertListener] = []
+        self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue()
+
+    def put(self, event: AlertEvent) -> None:
+        """Queue an event from synchronous code (a poll result, a rule tick)."""
+        self._queue.put_nowait(event)
+
+    def pending(self) -> int:
+        """Events queued and not yet recorded."""
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        while True:
+            await self.record(await self._queue.get())
+
+    async def drain(self) -> None:
+        while not self._queue.empty():
+            await self.record(self._queue.get_nowait())
+
+    async def record(self, event: AlertEvent) -> None:
+        """Log, persist and hand on one event (acks call this directly, to answer after it)."""
+        self._metrics.alert_events.labels(str(event.state)).inc()
+        word = str(event.state) if event.change is AlertChange.STATE else str(event.change)
+        self._log_line(event, word)
+        try:
+            alert = self._engine().alerts.get(event.fingerprint)
+            if alert is not None and alert.state is not AlertState.INACTIVE:
+                await self._storage.save_alert(alert_row(alert))
+            else:
+                await self._storage.delete_alert(event.fingerprint)
+            await self._storage.append_log(
+                event.timestamp,
+                f"alert.{word}",
+                event.actor or "dutyd",
+                event.fingerprint,
+                {
+                    "rule": event.rule,
+                    "labels": dict(event.labels),
+                    "summary": event.summary,
+                    "value": event.value,
+                    "severity": event.severity,
+                    "active_since": event.active_since,
+                    "state": str(event.state),
+                    "notify": event.notify,
+                    "muted_reason": event.muted_reason,
+                    "note": event.note,
+                    "red_line": event.red_line,
+                },
+            )
+        except Exception:
+            log.exception("recording alert event failed")
+        for listener in self.listeners:
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("alert listener failed")
+
+    @staticmethod
+    def _log_line(event: AlertEvent, word: str) -> None:
+        fields = {
+            "alert": event.rule,
+            "state": str(event.state),
+            "severity": event.severity,
+            **dict(event.labels),
+            "value": event.value,
+        }
+        if not event.notify:
+            fields["muted"] = event.muted_reason
+        if event.actor:
+            fields["by"] = event.actor
+        level = logging.WARNING if event.state is AlertState.FIRING else logging.INFO
+        alert_log.log(
+            level, "%s %s: %s", word.upper(), event.rule, event.summary, extra={"fields": fields}
+        )

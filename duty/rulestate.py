@@ -1,0 +1,96 @@
+"""The rule engine's durable state: alerts, silences, maintenance windows and event counts.
+
+Saved as it changes and restored at start, so a restart keeps every alert's start time and
+red-line clock, every silence and window, and the counts of `events:` rules.
+"""
+
+from __future__ import annotations
+
+from dutyd.core.records import AlertState, labels_of
+from dutyd.rules.alerts import Alert
+from dutyd.rules.engine import RuleEngine
+from dutyd.rules.matchers import compile_matchers
+from dutyd.rules.overlays import Silence, Window
+from dutyd.storage import Storage, StoredAlert
+
+# Ad hoc maintenance windows that ended this long ago still count for red lines after a
+# restart (an outage older than that has long crossed its red line).
+WINDOW_LOOKBACK = 7 * 86400.0
+
+
+async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
+    """Load alerts, overlays and event counts into a fresh engine; returns the alert count."""
+    restored = [alert_from_row(r) for r in await storage.load_alerts()]
+    engine.restore(restored)
+    for s in await storage.load_silences(now):
+        engine.silences[str(s.id)] = Silence(
+            str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
+        )
+    for w in await storage.load_windows(now - WINDOW_LOOKBACK):
+        engine.windows[str(w.id)] = Window(
+            str(w.id),
+            frozenset(w.targets),
+            compile_matchers(w.matchers),
+            w.start,
+            w.end,
+            w.reason,
+            w.actor,
+        )
+    spans = [r.config.events.over for r in engine.rules.values() if r.config.events]
+    if spans:
+        rows = await storage.load_rule_events(now - max(spans))
+        engine.restore_events(
+            (rule, labels_of(series), ts, inc, v) for rule, series, ts, inc, v in rows
+        )
+    return len(restored)
+
+
+async def save_counts(engine: RuleEngine, storage: Storage) -> None:
+    """Write the `events:` counts taken since the last call."""
+    rows, engine.counted = engine.counted, []
+    if rows:
+        await storage.append_rule_events(
+            [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
+        )
+
+
+async def save_all(engine: RuleEngine, storage: Storage) -> None:
+    """At a clean stop: every alert as it is now (keep_firing_for clocks, values) and the
+    event counts not yet written. A crash loses at most the last second of counts."""
+    for alert in list(engine.alerts.values()):
+        if alert.state is not AlertState.INACTIVE:
+            await storage.save_alert(alert_row(alert))
+    await save_counts(engine, storage)
+
+
+def alert_row(alert: Alert) -> StoredAlert:
+    return StoredAlert(
+        alert.fingerprint,
+        alert.rule,
+        dict(alert.labels),
+        alert.severity,
+        str(alert.state),
+        alert.active_since,
+        alert.fired_at,
+        alert.resolved_at,
+        alert.value,
+        alert.summary,
+        alert.extra(),
+    )
+
+
+def alert_from_row(row: StoredAlert) -> Alert:
+    alert = Alert(
+        rule=row.rule,
+        labels=tuple(sorted(row.labels.items())),
+        severity=row.severity,
+        state=AlertState(row.state),
+        active_since=row.active_since,
+        fired_at=row.fired_at,
+        resolved_at=row.resolved_at,
+        value=row.value,
+        summary=row.summary,
+        fingerprint=row.fingerprint,
+    )
+    alert.load_extra(row.extra)
+    return alert

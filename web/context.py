@@ -1,0 +1,29 @@
+"""What the HTTP face reads and calls, handed to it by the daemon: never the daemon itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dutyd.collectors.base import TargetConfig
+from dutyd.core.latest import SampleStore
+from dutyd.duty.drill import Drills
+from dutyd.duty.operations import DutyOperations
+from dutyd.notify.service import NotifyService
+from dutyd.storage import Storage
+from dutyd.web.server import HttpServer
+
+
+@dataclass(frozen=True, slots=True)
+class WebContext:
+    operations: DutyOperations
+    drills: Drills
+    notify: NotifyService
+    storage: Storage
+    latest: SampleStore
+    server: HttpServer
+    # Read at each request: a reload changes them.
+    api_token: Callable[[], str | None]
+    targets: Callable[[], Sequence[TargetConfig]]
+    language: Callable[[], str]
+    timezone: Callable[[], str]
