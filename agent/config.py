@@ -56,7 +56,7 @@ else:
 class HttpConfig(StrictModel):
     listen: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    # Prometheus-style web config (TLS, basic auth with bcrypt hashes); see agent/http.py.
+    # Prometheus-style web config (TLS, basic auth with bcrypt hashes); see web/server.py.
     web_config_file: Path | None = None
 
     @field_validator("web_config_file")

@@ -23,7 +23,7 @@ from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.errors import ConfigError
-from dutyd.core.latest import SampleStore, TargetStatus
+from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
@@ -57,7 +57,7 @@ class Daemon:
         self.clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry, COLLECTORS)
-        self.store = SampleStore()
+        self.latest = LatestSamples()
         # As many threads as polls may be in flight, so a blocking poll never queues for a
         # thread while its timeout runs.
         self.context = CollectorContext(
@@ -86,13 +86,13 @@ class Daemon:
         )
         self.journal.listeners.append(self.notify)
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
-        self.recorder = EnvironmentRecorder(self.storage, lambda: self.store.samples(only_up=True))
+        self.recorder = EnvironmentRecorder(self.storage, lambda: self.latest.samples(only_up=True))
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
             notify=self.notify,
             storage=self.storage,
-            latest=self.store,
+            latest=self.latest,
             server=self.http,
             api_token=lambda: self.settings.api.secret(),
             targets=lambda: self.settings.targets,
@@ -105,7 +105,7 @@ class Daemon:
         self._ready = False
         self._help: dict[str, str] = {}
         self.registry.register(
-            StoreExporter(lambda: self.store.samples(only_up=True), self._alerts, self._help)
+            StoreExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Daemon:
         for name, cfg in old_targets.items():
             if new_targets.get(name) != cfg:
                 await self.scheduler.remove(name)
-                self.store.remove_target(name)
+                self.latest.remove_target(name)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
             engine.adopt(self.engine)
@@ -235,7 +235,7 @@ class Daemon:
             collector_cls = COLLECTORS[cfg.kind]
             collector: Collector = collector_cls(cfg, self.context)
             self._help.update(collector.metric_help)
-            self.store.status.setdefault(cfg.name, TargetStatus(cfg.name, cfg.kind))
+            self.latest.status.setdefault(cfg.name, TargetStatus(cfg.name, cfg.kind))
             self.scheduler.start(collector)
         for kind in COLLECTORS:
             self.metrics.targets.labels(kind).set(counts.get(kind, 0))
@@ -253,7 +253,7 @@ class Daemon:
         m.poll_duration.labels(result.kind).observe(result.duration)
         m.scheduler_lag.observe(result.lag)
         m.samples_ingested.inc(len(result.samples))
-        status = self.store.status.setdefault(
+        status = self.latest.status.setdefault(
             result.target, TargetStatus(result.target, result.kind)
         )
         was_up = status.up if status.last_poll_at is not None else None
@@ -263,7 +263,7 @@ class Daemon:
             status.up, status.reason, status.message = True, "", ""
             status.last_success_at = result.started_at
             status.consecutive_failures = 0
-            self.store.replace_target(result.target, result.samples)
+            self.latest.replace_target(result.target, result.samples)
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:
@@ -271,7 +271,7 @@ class Daemon:
             status.up, status.reason, status.message = False, result.reason, result.message
             status.consecutive_failures += 1
             status.error_counts[result.reason] = status.error_counts.get(result.reason, 0) + 1
-            self.store.update_target(result.target, result.samples)
+            self.latest.update_target(result.target, result.samples)
             # Log once on the way down, not on every failed poll.
             if was_up is not False:
                 log.warning(

@@ -1,6 +1,6 @@
 """Scrape time of /metrics with 100,000 series in the store (issue 7: under one second).
 
-Fills a SampleStore the way a large site would (1,000 switches x 33 ports x 3 interface
+Fills a LatestSamples the way a large site would (1,000 switches x 33 ports x 3 interface
 samples + target_up), starts the daemon's real HttpServer on loopback and times GET /metrics
 end to end (render, send, read the body), plain and gzipped as Prometheus asks. For
 comparison it also times client_python's `generate_latest` on the same registry (the generic
@@ -20,7 +20,7 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 
-from dutyd.core.latest import SampleStore, TargetStatus
+from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import Sample
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import StoreExporter
@@ -34,7 +34,7 @@ HELP = {
 }
 
 
-def fill(store: SampleStore, series: int) -> int:
+def fill(store: LatestSamples, series: int) -> int:
     now = time.time()
     per_target = PORTS_PER_SWITCH * 3 + 1
     targets = max(1, series // per_target)
@@ -71,7 +71,7 @@ async def scrape_times(url: str, scrapes: int, encoding: str) -> tuple[list[floa
 
 
 async def main(series: int, scrapes: int) -> None:
-    store = SampleStore()
+    store = LatestSamples()
     count = fill(store, series)
     registry = CollectorRegistry(auto_describe=False)
     Instrumentation(registry)

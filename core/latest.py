@@ -1,4 +1,4 @@
-"""The latest-value store: the newest sample of every series, and each target's poll status.
+"""The latest values: the newest sample of every series, and each target's poll status.
 
 Rules and exporters read it; only the scheduler's results write it. A target's series are
 replaced as a whole on each successful poll, so a port or mount that disappears stops being
@@ -28,7 +28,7 @@ class TargetStatus:
     error_counts: dict[str, int] = field(default_factory=dict)
 
 
-class SampleStore:
+class LatestSamples:
     def __init__(self) -> None:
         self._by_target: dict[str, dict[SeriesKey, Sample]] = {}
         self.status: dict[str, TargetStatus] = {}

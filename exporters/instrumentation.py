@@ -87,7 +87,7 @@ class Instrumentation:
         self.targets = Gauge(
             "dutyd_targets", "Configured targets, by kind", ["kind"], registry=registry
         )
-        # Notifications (agent/notify): channel labels are configured channel names (bounded).
+        # Notifications (notify/): channel labels are configured channel names (bounded).
         self.outbox_depth = Gauge(
             "dutyd_notify_outbox_depth",
             "Notifications written but not yet accepted by their channel",

@@ -16,8 +16,8 @@ without a configured token they answer 403. Bad input is a 4xx with the reason i
     GET  /api/v1/alerts/{fp}    one alert and its duty-log history
     GET  /api/v1/targets[?up=0] targets with their last poll result
     GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
-    GET  /api/v1/openapi.json   the OpenAPI description (agent/openapi.py)
-    GET  /status, /api/v1/status  the on-call status page and its data (agent/statuspage/)
+    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py)
+    GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
     GET  /ack/{token}           the signed link of a notification: a confirmation page
     POST /ack/{token}           acknowledges (a GET never changes state: mail scanners follow
                                 links, and must not acknowledge alerts on the engineer's behalf)

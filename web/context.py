@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dutyd.collectors.base import TargetConfig
-from dutyd.core.latest import SampleStore
+from dutyd.core.latest import LatestSamples
 from dutyd.duty.drill import Drills
 from dutyd.duty.operations import DutyOperations
 from dutyd.notify.service import NotifyService
@@ -20,7 +20,7 @@ class WebContext:
     drills: Drills
     notify: NotifyService
     storage: Storage
-    latest: SampleStore
+    latest: LatestSamples
     server: HttpServer
     # Read at each request: a reload changes them.
     api_token: Callable[[], str | None]

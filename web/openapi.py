@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of dutyd's HTTP API, served at /api/v1/openapi.json.
 
-Written as data beside the handlers' contracts (agent/api.py, agent/statuspage/) so that a
+Written as data beside the handlers' contracts (web/api.py, web/statuspage/) so that a
 client generator or schemathesis can read it; `tests/test_api.py` checks that every route the
 daemon serves under /api/ is described here.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from dutyd.core.latest import SampleStore, TargetStatus
+from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import AlertState
 from dutyd.storage import LogEntry
 
@@ -47,7 +47,7 @@ def target_view(status: TargetStatus) -> dict[str, Any]:
     }
 
 
-def environment_view(store: SampleStore) -> list[dict[str, Any]]:
+def environment_view(store: LatestSamples) -> list[dict[str, Any]]:
     """Temperature and humidity now, one row per sensor (target and sensor label)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for sample in store.samples(only_up=True):

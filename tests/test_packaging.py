@@ -1,0 +1,86 @@
+"""One import namespace: installing dutyd adds `dutyd` (and its dist-info) and nothing else."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Folders beside the layers that are not part of the installed package.
+NOT_INSTALLED = {"tests", "bench", "scripts", "integrations", ".venv", ".git", ".ci"}
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [line for line in out.stdout.splitlines() if (ROOT / line).is_file()]
+
+
+def package_folders() -> set[str]:
+    found = set()
+    for path in tracked_files():
+        parts = Path(path).parts
+        if parts[-1] != "__init__.py" or parts[0] in NOT_INSTALLED:
+            continue
+        found.add(".".join(("dutyd", *parts[:-1])))
+    return found
+
+
+def test_pyproject_lists_every_package_folder():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    assert listed == package_folders()
+
+
+def test_a_clean_install_adds_only_dutyd(tmp_path: Path):
+    # Build from a copy of the tracked files: pip builds in the source tree and leaves build/.
+    source = tmp_path / "source"
+    for path in tracked_files():
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / path, source / path)
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+        check=True,
+        timeout=600,
+    )
+    (wheel,) = wheels.glob("dutyd-*.whl")
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=False)
+    (site,) = env.glob("lib/python*/site-packages")
+    before = {p.name for p in site.iterdir()}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), wheel],
+        check=True,
+        timeout=600,
+    )
+    # `bin` holds the `dutyd` console script, which --target puts beside the packages.
+    added = {p.name for p in site.iterdir()} - before - {"bin"}
+    assert {n for n in added if not n.endswith(".dist-info")} == {"dutyd"}, added
+    assert {n for n in added if n.endswith(".dist-info")} == {
+        wheel.name.split("-py")[0] + ".dist-info"
+    }
+    layers = {p.name for p in (site / "dutyd").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert layers >= {"agent", "core", "collectors", "rules", "storage", "notify", "duty", "web"}
+    assert (site / "dutyd" / "rules" / "packs" / "duty.yaml").is_file()
+    assert (site / "dutyd" / "web" / "statuspage" / "status.html").is_file()
+    # The installed package imports from the venv, not from this checkout (the records need
+    # nothing beyond the standard library, so no dependency has to be installed for this).
+    out = subprocess.run(
+        [str(env / "bin" / "python"), "-c", "import dutyd.core.records as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(str(site)), out.stdout
