@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from dutyd.agent import logsetup
-from dutyd.agent.config import DEFAULT_PORT, load_config
+from dutyd.agent.config import load_config
 from dutyd.core.errors import ConfigError
+from dutyd.web.config import DEFAULT_PORT
 
 EXIT_CONFIG = 2
 

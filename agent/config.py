@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
@@ -28,7 +28,6 @@ from dutyd.collectors.base import TargetConfig
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
 from dutyd.notify.config import (
-    ApiConfig,
     EscalationConfig,
     NotifyConfig,
     OncallConfig,
@@ -36,8 +35,7 @@ from dutyd.notify.config import (
 )
 from dutyd.rules.config import RulesConfig
 from dutyd.rules.packs import available as available_packs
-
-DEFAULT_PORT = 8646  # outside Prometheus's exporter range (9100-9999), which is fully allocated
+from dutyd.web.config import ApiConfig, HttpConfig
 
 # Samples the daemon itself produces for every target, whatever its kind.
 BUILTIN_METRICS = frozenset({"target_up"})
@@ -51,23 +49,6 @@ elif COLLECTORS:
     TargetUnion = next(iter(COLLECTORS.values())).config_model
 else:
     TargetUnion = TargetConfig
-
-
-class HttpConfig(StrictModel):
-    listen: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    # Prometheus-style web config (TLS, basic auth with bcrypt hashes); see web/server.py.
-    web_config_file: Path | None = None
-
-    @field_validator("web_config_file")
-    @classmethod
-    def _web_config_valid(cls, path: Path | None) -> Path | None:
-        # Checked with the rest of the config, so a bad file is refused before any restart.
-        if path is not None:
-            from dutyd.web.server import load_web_config  # aiohttp only when a web config is used
-
-            load_web_config(path)
-        return path
 
 
 class StorageConfig(StrictModel):

@@ -15,6 +15,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -72,6 +73,7 @@ class Daemon:
             settings.http.listen,
             settings.http.port,
             web_config_file=settings.http.web_config_file,
+            allowed_hosts=[*settings.http.allowed_hosts, *_ack_host(settings)],
         )
         self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
@@ -95,6 +97,8 @@ class Daemon:
             latest=self.latest,
             server=self.http,
             api_token=lambda: self.settings.api.secret(),
+            read_token=lambda: self.settings.api.read_secret(),
+            open_loopback_reads=lambda: self.settings.api.open_loopback_reads,
             targets=lambda: self.settings.targets,
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
@@ -311,6 +315,12 @@ class Daemon:
 
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())
+
+
+def _ack_host(settings: Settings) -> list[str]:
+    """The host of the public ack-link URL: a reverse proxy forwards requests with it."""
+    host = urlsplit(settings.notify.ack_base_url).hostname
+    return [host] if host else []
 
 
 def _engine_for(settings: Settings) -> RuleEngine:

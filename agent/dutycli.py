@@ -21,9 +21,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dutyd.agent.config import DEFAULT_PORT, Settings, load_config
+from dutyd.agent.config import Settings, load_config
 from dutyd.core.configtypes import parse_duration
 from dutyd.core.errors import ConfigError
+from dutyd.web.config import DEFAULT_PORT
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -60,7 +61,7 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)  # noqa: S310
     req.add_header("Content-Type", "application/json")
     if token:
-        req.add_header("Authorization", f"Bearer {token}")
+        req.add_header("X-Dutyd-Token", token)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
             return dict(json.loads(resp.read() or b"{}"))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,8 @@ from dutyd.storage import Storage
 log = logging.getLogger("dutyd.drill")
 
 DRILL_PREFIX = "drill-"
+# A drill played faster than this would page every step within the same second.
+MAX_SPEED = 1000.0
 DRILL_SAMPLE = "drill_last_timestamp_seconds"
 DRILL_LABELS = {"target": "dutyd", "kind": "drill"}
 
@@ -104,8 +105,8 @@ class Drills:
         if not 0 < wait <= 86400:
             raise ValueError("wait must be between 0 and 24 hours")
         # `not >=`: a NaN speed (JSON allows it) would make every escalation deadline NaN.
-        if not speed >= 1 or not math.isfinite(speed):
-            raise ValueError("speed must be a finite number of at least 1")
+        if not 1 <= speed <= MAX_SPEED:
+            raise ValueError(f"speed must be a number from 1 to {MAX_SPEED:g}")
         now = self._clock.time()
         drill_id = secrets.token_hex(4)
         event = AlertEvent(

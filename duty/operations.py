@@ -19,6 +19,11 @@ from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import Silence, Window
 from dutyd.storage import Storage
 
+# How far ahead an overlay or an acknowledgement may reach: a silence "until 1e300" would
+# hide a room for ever, and such a number breaks every date shown.
+MAX_OVERLAY_SECONDS = 366 * 86400.0
+MAX_ACK_SECONDS = 31 * 86400.0
+
 
 class DutyOperations:
     def __init__(
@@ -53,7 +58,10 @@ class DutyOperations:
         pending or firing alert with this fingerprint."""
         if not actor:
             raise ValueError("an acknowledgement needs the name of who takes the alert")
-        event = self._engine().acknowledge(fingerprint, actor, note, expires_at, self._clock.time())
+        now = self._clock.time()
+        if expires_at is not None and not now < expires_at <= now + MAX_ACK_SECONDS:
+            raise ValueError("an acknowledgement expires in the future, within 31 days")
+        event = self._engine().acknowledge(fingerprint, actor, note, expires_at, now)
         await self._journal.record(event)
         return event
 
@@ -73,6 +81,8 @@ class DutyOperations:
             raise ValueError("a silence needs at least one label matcher")
         if until <= now:
             raise ValueError("a silence must end in the future")
+        if until > now + MAX_OVERLAY_SECONDS:
+            raise ValueError("a silence may last at most 366 days")
         if not actor or not reason:
             raise ValueError("a silence needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
@@ -118,6 +128,8 @@ class DutyOperations:
             raise ValueError("a maintenance window needs targets or label matchers")
         if end <= start:
             raise ValueError("a maintenance window must end after it starts")
+        if end > now + MAX_OVERLAY_SECONDS or end - start > MAX_OVERLAY_SECONDS:
+            raise ValueError("a maintenance window must end within 366 days")
         if not actor or not reason:
             raise ValueError("a maintenance window needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}

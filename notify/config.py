@@ -297,17 +297,6 @@ class NotifyConfig(StrictModel):
         return secret.encode() if secret else b""
 
 
-class ApiConfig(StrictModel):
-    """The write API (ack, silence, maintenance, drill): a bearer token, given by env or file."""
-
-    token: SecretStr | None = None
-    token_env: SecretEnv | None = None
-    token_file: SecretFile | None = None
-
-    def secret(self) -> str:
-        return pick_secret(self.token, self.token_env, self.token_file) or ""
-
-
 def check_references(
     oncall: OncallConfig, escalation: EscalationConfig, notify: NotifyConfig
 ) -> list[str]:

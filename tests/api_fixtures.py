@@ -22,6 +22,9 @@ from dutyd.web.server import serve_on_loopback
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# The read-only credential a wall screen holds: reads, never writes.
+READ_TOKEN = "api-test-read-token"
+READ = {"X-Dutyd-Token": READ_TOKEN}
 
 
 class Portal:
@@ -73,7 +76,7 @@ def config(tmp: Path, portal_url: str, **extra: Any) -> dict[str, Any]:
         },
         "http": {"port": 0},
         "storage": {"path": str(tmp / "dutyd.db")},
-        "api": {"token": TOKEN},
+        "api": {"token": TOKEN, "read_token": READ_TOKEN},
         "oncall": {
             "pairs": [["Zhang Wei", "Li Na"], ["Liu Yang", "Zhao Min"]],
             "people": [{"name": n} for n in ("Zhang Wei", "Li Na", "Liu Yang", "Zhao Min")],
@@ -89,8 +92,10 @@ class Running:
         self.http = session
         self.base = daemon.http.url
 
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with self.http.get(self.base + path) as r:
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        async with self.http.get(
+            self.base + path, headers=READ if headers is None else headers
+        ) as r:
             return r.status, await r.json(content_type=None)
 
     async def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:

@@ -4,11 +4,12 @@ polling a real HTTP application; writes are refused without the token and record
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from dutyd.web.openapi import document
-from tests.api_fixtures import TOKEN, Running
+from tests.api_fixtures import READ, READ_TOKEN, TOKEN, Running
 
 
 async def test_alerts_filters_history_and_ack_in_the_duty_log(running: Running) -> None:
@@ -28,7 +29,12 @@ async def test_alerts_filters_history_and_ack_in_the_duty_log(running: Running) 
 
     # A write without the token is refused and changes nothing.
     status, body = await running.post("/api/v1/ack", {"alert": alert["fingerprint"]}, {})
-    assert status == 401 and "Bearer" in body["error"]
+    assert status == 401 and "X-Dutyd-Token" in body["error"]
+    # The read-only token reads, and never writes.
+    status, body = await running.post(
+        "/api/v1/ack", {"alert": alert["fingerprint"], "actor": "Li Na"}, READ
+    )
+    assert status == 401
     status, body = await running.post(
         "/api/v1/ack", {"alert": alert["fingerprint"], "actor": "Li Na", "note": "on my way"}
     )
@@ -116,10 +122,10 @@ async def test_openapi_describes_every_api_route(running: Running) -> None:
     assert described - routes == set()
 
 
-async def test_reads_from_beyond_loopback_need_the_token(running: Running) -> None:
-    """`listen: 0.0.0.0` alone must not publish alerts and the duty log: a request from another
-    address (set on the request, as a reverse proxy or a remote phone would arrive) needs the
-    token unless basic auth already guards everything."""
+async def test_reads_need_a_credential_even_from_loopback(running: Running) -> None:
+    """Every local user and every client of a reverse proxy on this host comes from loopback,
+    and so does a DNS-rebinding page: reads need the read token, the API token or a login,
+    unless `api.open_loopback_reads` says otherwise."""
     from aiohttp.test_utils import make_mocked_request
 
     from dutyd.web.api import ApiError, authorize_read
@@ -129,14 +135,34 @@ async def test_reads_from_beyond_loopback_need_the_token(running: Running) -> No
             "GET", "/api/v1/alerts", headers=headers, app=running.daemon.http.app
         ).clone(remote=remote)
 
-    for local in ("127.0.0.1", "::1", "127.0.0.53"):
-        authorize_read(request(local), running.daemon.web)
-    with pytest.raises(ApiError) as refused:
-        authorize_read(request("10.20.0.31"), running.daemon.web)
-    assert refused.value.status == 401
+    web = running.daemon.web
+    for remote in ("127.0.0.1", "::1", "10.20.0.31"):
+        with pytest.raises(ApiError) as refused:
+            authorize_read(request(remote), web)
+        assert refused.value.status == 401
+        with pytest.raises(ApiError):
+            authorize_read(request(remote, {"X-Dutyd-Token": "wrong"}), web)
+        authorize_read(request(remote, {"X-Dutyd-Token": READ_TOKEN}), web)
+        authorize_read(request(remote, {"X-Dutyd-Token": TOKEN}), web)
+        authorize_read(request(remote, {"Authorization": f"Bearer {TOKEN}"}), web)
+
+    # Over HTTP: no credential, 401 with the header to use; the read token, 200.
+    status, body = await running.get("/api/v1/log", headers={})
+    assert status == 401 and "X-Dutyd-Token" in body["error"]
+    status, _ = await running.get("/api/v1/log", headers=READ)
+    assert status == 200
+
+    # The explicit opt-in opens loopback reads, and only those.
+    open_reads = dataclasses.replace(web, open_loopback_reads=lambda: True)
+    authorize_read(request("127.0.0.1"), open_reads)
     with pytest.raises(ApiError):
-        authorize_read(request("10.20.0.31", {"Authorization": "Bearer wrong"}), running.daemon.web)
-    authorize_read(request("10.20.0.31", {"Authorization": f"Bearer {TOKEN}"}), running.daemon.web)
+        authorize_read(request("10.20.0.31"), open_reads)
+
+    # With no token configured at all, the refusal says how to configure a credential.
+    no_tokens = dataclasses.replace(web, api_token=lambda: "", read_token=lambda: "")
+    with pytest.raises(ApiError) as refused:
+        authorize_read(request("127.0.0.1"), no_tokens)
+    assert refused.value.status == 403 and "api.read_token_env" in refused.value.message
 
 
 async def test_non_finite_or_negative_times_are_refused_with_a_reason(running: Running) -> None:

@@ -143,7 +143,7 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
             )
             assert status == 200 and answer["seconds"] >= 1.0
             for _ in range(100):
-                async with http.get(f"{base}/api/v1/drills/{run['id']}") as r:
+                async with http.get(f"{base}/api/v1/drills/{run['id']}", headers=auth) as r:
                     if (await r.json())["finished"]:
                         break
                 await asyncio.sleep(0.1)
@@ -161,7 +161,7 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
                     break
                 await asyncio.sleep(0.1)
             assert view["state"] == "resolved"
-            async with http.get(base + "/api/v1/oncall") as r:
+            async with http.get(base + "/api/v1/oncall", headers=auth) as r:
                 assert (await r.json())["on_duty"] == ["Zhang Wei", "Li Na"]
     finally:
         await daemon.stop()

@@ -48,6 +48,9 @@ from dutyd.web.server import USER
 log = logging.getLogger("dutyd.api")
 
 CONTEXT = web.AppKey("context", WebContext)
+# The API token's own header: with basic auth on, `Authorization` carries the password.
+TOKEN_HEADER = "X-Dutyd-Token"  # noqa: S105 - a header name, not a secret
+DEFAULT_DRILL_WAIT = 600.0
 
 
 class ApiError(Exception):
@@ -86,13 +89,30 @@ def _ctx(request: web.Request) -> WebContext:
     return request.app[CONTEXT]
 
 
+def _presented_token(request: web.Request) -> str:
+    """The token a client sent: `X-Dutyd-Token`, or a bearer token when basic auth is off
+    (with basic auth, `Authorization` carries the password, so the token needs its own
+    header)."""
+    given = request.headers.get(TOKEN_HEADER, "")
+    if given:
+        return given
+    scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+    return bearer if scheme.lower() == "bearer" else ""
+
+
+def _matches(given: str, token: str | None) -> bool:
+    if not token or not given:
+        return False
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
 def _authorize(request: web.Request) -> None:
+    """Writes need the API token."""
     token = _ctx(request).api_token()
     if not token:
         raise ApiError(403, "the write API is off: set api.token_env or api.token_file")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "a valid 'Authorization: Bearer <token>' header is required")
+    if not _matches(_presented_token(request), token):
+        raise ApiError(401, f"a valid '{TOKEN_HEADER}: <token>' header is required")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -100,6 +120,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         data = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "the body must be a JSON object") from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     return data
@@ -117,12 +139,24 @@ def _text(data: dict[str, Any], key: str, required: bool = True, limit: int = 50
 
 
 def authorize_read(request: web.Request, ctx: WebContext) -> None:
-    """Reads (alerts, the duty log, who is on duty) are open on loopback or behind the web
-    config's basic auth; from anywhere else they need the API token like writes, so that
-    `listen: 0.0.0.0` alone never publishes the duty log."""
-    if ctx.server.authenticates or _is_loopback(request.remote):
+    """Reads (alerts, the duty log, who is on duty) need a credential: a basic-auth login,
+    the API token or the read-only token. Local processes read without one only where
+    `api.open_loopback_reads` says so: every local user and every client of a reverse proxy
+    on this host comes from loopback."""
+    if ctx.server.authenticates:
         return
-    _authorize(request)
+    if ctx.open_loopback_reads() and _is_loopback(request.remote):
+        return
+    given = _presented_token(request)
+    if _matches(given, ctx.api_token()) or _matches(given, ctx.read_token()):
+        return
+    if not ctx.api_token() and not ctx.read_token():
+        raise ApiError(
+            403,
+            "reads need a credential: set api.read_token_env (or api.token_env), basic auth "
+            "in http.web_config_file, or api.open_loopback_reads for local reads",
+        )
+    raise ApiError(401, f"a valid '{TOKEN_HEADER}: <token>' header is required to read")
 
 
 def _is_loopback(remote: str | None) -> bool:
@@ -133,8 +167,10 @@ def _is_loopback(remote: str | None) -> bool:
 
 
 def _actor(request: web.Request, data: dict[str, Any]) -> str:
+    """Who does it: the basic-auth login when there is one (it cannot be claimed in the
+    body), else the body's `actor`."""
     given = _text(data, "actor", required=False, limit=100)
-    actor = given or request.get(USER, "")
+    actor = request.get(USER, "") or given
     if not actor:
         raise ApiError(400, "'actor' (who does this) is required")
     return actor
@@ -240,12 +276,14 @@ async def post_maintenance(request: web.Request) -> web.Response:
 async def post_drill(request: web.Request) -> web.Response:
     _authorize(request)
     data = await _body(request)
-    wait = _seconds(data, "wait") or 600.0
+    wait = _seconds(data, "wait")
     speed = data.get("speed", 1)
     if isinstance(speed, bool) or not isinstance(speed, int | float):
         raise ApiError(400, "'speed' must be a number")
     severity = _text(data, "severity", required=False, limit=20) or "critical"
-    run = await _ctx(request).drills.start(_actor(request, data), wait, float(speed), severity)
+    run = await _ctx(request).drills.start(
+        _actor(request, data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
+    )
     return web.json_response(run.status(), status=201)
 
 
@@ -285,8 +323,9 @@ def oncall_view(rota: Any, now: float) -> dict[str, Any]:
 
 
 _PAGE = """<!doctype html><html><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>dutyd</title></head>
-<body style="font-family:sans-serif;max-width:32em;margin:2em auto">{body}</body></html>"""
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>dutyd</title>
+<link rel="stylesheet" href="/status/ack.css"></head>
+<body class="ack">{body}</body></html>"""
 
 
 def _page(body: str, status: int = 200) -> web.Response:
@@ -319,7 +358,7 @@ async def get_ack_link(request: web.Request) -> web.Response:
     return _page(
         f"<h2>{html.escape(summary)}</h2><p>{html.escape(when)}</p>"
         f'<form method="post"><p><input name="note" placeholder="note / 备注" '
-        f'style="width:100%"></p><button type="submit" style="font-size:1.4em">'
+        f'class="note"></p><button type="submit">'
         f"Acknowledge as {html.escape(claim.actor)} / 确认</button></form>"
     )
 
@@ -481,5 +520,6 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/status", get_status)
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential
+    ctx.server.open_paths.add("/status/ack.css")  # its style, for a phone without the password
     app.router.add_get("/ack/{token}", get_ack_link)
     app.router.add_post("/ack/{token}", post_ack_link)

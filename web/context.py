@@ -24,6 +24,8 @@ class WebContext:
     server: HttpServer
     # Read at each request: a reload changes them.
     api_token: Callable[[], str | None]
+    read_token: Callable[[], str | None]
+    open_loopback_reads: Callable[[], bool]
     targets: Callable[[], Sequence[TargetConfig]]
     language: Callable[[], str]
     timezone: Callable[[], str]

@@ -17,6 +17,11 @@ exporters (`--web.config.file`, exporter-toolkit), so one file serves both::
 With `basic_auth_users` every route asks for a password except those in
 `HttpServer.open_paths` (`/healthz`, so a supervisor can see that the process lives).
 The user who logged in is in `request[USER]` for the routes that record an actor.
+
+Every response carries security headers (a strict Content-Security-Policy, `nosniff`, no
+referrer; `no-store` on /api/ and /ack/). A request whose Host header names neither a loopback
+address nor one of `allowed_hosts` is refused with 421 when the server listens on loopback or
+`allowed_hosts` is set: a web page cannot reach a loopback dutyd through DNS rebinding.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import base64
 import binascii
 import gzip
 import hashlib
+import ipaddress
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,6 +200,7 @@ class HttpServer:
         listen: str = "127.0.0.1",
         port: int = 0,
         web_config_file: Path | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.registry = registry
         self._ready = ready
@@ -207,7 +214,11 @@ class HttpServer:
         self.open_prefixes: tuple[str, ...] = ()
         self._auth: BasicAuth | None = None
         self._ssl: ssl.SSLContext | None = None
-        self.app = web.Application(middlewares=[self._auth_middleware])
+        self._allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts}
+        self._check_host = bool(self._allowed_hosts) or _is_loopback_address(listen)
+        self.app = web.Application(
+            middlewares=[self._security_headers, self._host_middleware, self._auth_middleware]
+        )
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -250,6 +261,33 @@ class HttpServer:
             await self._runner.cleanup()
             self._runner = None
 
+    def host_allowed(self, host_header: str) -> bool:
+        if not self._check_host:
+            return True
+        name = _host_name(host_header)
+        return name in self._allowed_hosts or name == "localhost" or _is_loopback_address(name)
+
+    @web.middleware
+    async def _host_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.host_allowed(request.headers.get("Host", "")):
+            return web.Response(
+                status=421,
+                text="421 Misdirected Request: this Host is not one dutyd answers to "
+                "(http.allowed_hosts)\n",
+            )
+        return await handler(request)
+
+    @web.middleware
+    async def _security_headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+            _add_security_headers(request.path, response.headers)
+            raise
+        _add_security_headers(request.path, response.headers)
+        return response
+
     @web.middleware
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if (
@@ -287,6 +325,39 @@ class HttpServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self._ready()
         return web.Response(text=f"{why}\n", status=200 if ok else 503)
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+# Answers that carry duty data or a one-time ack form: never kept by a browser or a proxy.
+_NO_STORE_PREFIXES = ("/api/", "/ack/")
+
+
+def _add_security_headers(path: str, headers: MutableMapping[str, str]) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if path.startswith(_NO_STORE_PREFIXES):
+        headers["Cache-Control"] = "no-store"
+
+
+def _host_name(host_header: str) -> str:
+    """The name in a Host header, lower-cased, without port or IPv6 brackets."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host
+
+
+def _is_loopback_address(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 async def serve_on_loopback(app: web.Application, **site_options: Any) -> tuple[web.AppRunner, int]:

@@ -78,7 +78,8 @@ def demo_duty_sections(pager_port: int, dutyd_port: int) -> dict[str, Any]:
             "ack_secret": secrets.token_hex(16),
             "ack_base_url": f"http://127.0.0.1:{dutyd_port}",
         },
-        "api": {"token": secrets.token_hex(16)},
+        # A demo on loopback: the page reads without a token (writes still need it).
+        "api": {"token": secrets.token_hex(16), "open_loopback_reads": True},
     }
 
 

@@ -23,6 +23,7 @@ _STATIC = {
     "status.html": "text/html",
     "status.js": "application/javascript",
     "status.css": "text/css",
+    "ack.css": "text/css",
 }
 
 

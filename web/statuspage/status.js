@@ -74,7 +74,7 @@ async function post(path, body) {
   if (!cred) return;
   const res = await fetch(path, {
     method: "POST",
-    headers: { "Content-Type": "application/json", "Authorization": `Bearer ${cred.token}` },
+    headers: { "Content-Type": "application/json", "X-Dutyd-Token": cred.token },
     body: JSON.stringify({ ...body, actor: cred.actor }),
   });
   if (res.status === 401 || res.status === 403) localStorage.removeItem("dutyd.token");
@@ -190,7 +190,7 @@ async function refresh() {
   try {
     // Away from loopback (and without basic auth) reads need the API token too.
     const token = localStorage.getItem("dutyd.token");
-    const headers = token ? { "Authorization": `Bearer ${token}` } : {};
+    const headers = token ? { "X-Dutyd-Token": token } : {};
     const res = await fetch(`/api/v1/status?lang=${encodeURIComponent(lang)}`,
       { cache: "no-store", headers });
     if (res.status === 401 || res.status === 403) {
