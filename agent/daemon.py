@@ -93,7 +93,7 @@ class Daemon:
 
     async def start(self) -> None:
         await self.storage.open()
-        restored = [_alert_from_row(r) for r in await self.storage.load_alerts()]
+        restored = [_alert_from_row(r) for r in await self.storage.alerts.load_all()]
         self.engine.restore(restored)
         await self._restore_overlays()
         if restored:
@@ -103,7 +103,7 @@ class Daemon:
         await self.notify.start(self.list_alerts(["firing"]))
         self._tasks.append(asyncio.create_task(self._event_loop(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
-        await self.storage.append_log(
+        await self.storage.log.append(
             time.time(), "daemon.start", "dutyd", "", {"targets": len(self.settings.targets)}
         )
         self._ready = True
@@ -133,7 +133,7 @@ class Daemon:
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
-            await self.storage.append_log(time.time(), "daemon.stop", "dutyd", "", {})
+            await self.storage.log.append(time.time(), "daemon.stop", "dutyd", "", {})
         await self.storage.close()
         log.info("dutyd stopped")
 
@@ -164,7 +164,7 @@ class Daemon:
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
             log.error("config reload rejected; keeping the running config\n%s", exc.report())
-            await self.storage.append_log(
+            await self.storage.log.append(
                 time.time(),
                 "config.reload_rejected",
                 "dutyd",
@@ -174,7 +174,7 @@ class Daemon:
             return False
         await self._apply(new)
         self.metrics.config_reloads.labels("applied").inc()
-        await self.storage.append_log(
+        await self.storage.log.append(
             time.time(),
             "config.reload",
             "dutyd",
@@ -280,9 +280,9 @@ class Daemon:
             rows, self.engine.counted = self.engine.counted, []
             try:
                 for fp in forgotten:
-                    await self.storage.delete_alert(fp)
+                    await self.storage.alerts.delete(fp)
                 if rows:
-                    await self.storage.append_rule_events(
+                    await self.storage.rule_events.append(
                         [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
                     )
             except Exception:
@@ -325,10 +325,10 @@ class Daemon:
         try:
             alert = self.engine.alerts.get(event.fingerprint)
             if alert is not None and alert.state is not AlertState.INACTIVE:
-                await self.storage.save_alert(_alert_row(alert))
+                await self.storage.alerts.save(_alert_row(alert))
             else:
-                await self.storage.delete_alert(event.fingerprint)
-            await self.storage.append_log(
+                await self.storage.alerts.delete(event.fingerprint)
+            await self.storage.log.append(
                 event.timestamp,
                 f"alert.{word}",
                 event.actor or "dutyd",
@@ -363,20 +363,20 @@ class Daemon:
         event counts not yet written. A crash loses at most the last second of counts."""
         for alert in list(self.engine.alerts.values()):
             if alert.state is not AlertState.INACTIVE:
-                await self.storage.save_alert(_alert_row(alert))
+                await self.storage.alerts.save(_alert_row(alert))
         rows, self.engine.counted = self.engine.counted, []
         if rows:
-            await self.storage.append_rule_events(
+            await self.storage.rule_events.append(
                 [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
             )
 
     async def _restore_overlays(self) -> None:
         now = time.time()
-        for s in await self.storage.load_silences(now):
+        for s in await self.storage.overlays.live_silences(now):
             self.engine.silences[str(s.id)] = Silence(
                 str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
             )
-        for w in await self.storage.load_windows(now - WINDOW_LOOKBACK):
+        for w in await self.storage.overlays.windows_ending_after(now - WINDOW_LOOKBACK):
             self.engine.windows[str(w.id)] = Window(
                 str(w.id),
                 frozenset(w.targets),
@@ -388,7 +388,7 @@ class Daemon:
             )
         spans = [r.config.events.over for r in self.engine.rules.values() if r.config.events]
         if spans:
-            rows = await self.storage.load_rule_events(now - max(spans))
+            rows = await self.storage.rule_events.load(now - max(spans))
             self.engine.restore_events(
                 (rule, labels_of(series), ts, inc, v) for rule, series, ts, inc, v in rows
             )
@@ -436,9 +436,9 @@ class Daemon:
         if not actor or not reason:
             raise ValueError("a silence needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
-        sid = await self.storage.add_silence(data, until, actor, reason, now)
+        sid = await self.storage.overlays.add_silence(data, until, actor, reason, now)
         self.engine.silences[str(sid)] = Silence(str(sid), compiled, until, actor, reason, now)
-        await self.storage.append_log(
+        await self.storage.log.append(
             now,
             "silence.add",
             actor,
@@ -450,10 +450,10 @@ class Daemon:
     async def remove_silence(self, silence_id: int, actor: str) -> bool:
         now = time.time()
         removed = self.engine.silences.pop(str(silence_id), None)
-        ok = await self.storage.end_silence(silence_id, now, actor)
+        ok = await self.storage.overlays.end_silence(silence_id, now, actor)
         if removed is None and not ok:
             return False
-        await self.storage.append_log(now, "silence.remove", actor, f"silence:{silence_id}", {})
+        await self.storage.log.append(now, "silence.remove", actor, f"silence:{silence_id}", {})
         return True
 
     def list_silences(self) -> list[dict[str, Any]]:
@@ -481,11 +481,11 @@ class Daemon:
         if not actor or not reason:
             raise ValueError("a maintenance window needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
-        wid = await self.storage.add_window(names, data, start, end, actor, reason, now)
+        wid = await self.storage.overlays.add_window(names, data, start, end, actor, reason, now)
         self.engine.windows[str(wid)] = Window(
             str(wid), frozenset(names), compiled, start, end, reason, actor
         )
-        await self.storage.append_log(
+        await self.storage.log.append(
             now,
             "maintenance.add",
             actor,
@@ -498,12 +498,12 @@ class Daemon:
         """End an ad hoc window now (its past time still counts as excluded)."""
         now = time.time()
         window = self.engine.windows.get(str(window_id))
-        ok = await self.storage.end_window(window_id, now, actor)
+        ok = await self.storage.overlays.end_window(window_id, now, actor)
         if window is None and not ok:
             return False
         if window is not None:
             window.end = min(window.end, now)
-        await self.storage.append_log(
+        await self.storage.log.append(
             now, "maintenance.remove", actor, f"maintenance:{window_id}", {}
         )
         return True

@@ -83,7 +83,7 @@ async def test_ack_silence_maintenance_and_restart(tmp_path):
 
         assert await daemon.remove_silence(sid, "wang")
         assert not await daemon.remove_silence(9999, "wang")
-        log = await daemon.storage.read_log(
+        log = await daemon.storage.log.read(
             kinds=["alert.acknowledged", "silence.", "maintenance."]
         )
         assert [(e.kind, e.actor) for e in log] == [

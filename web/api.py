@@ -341,7 +341,7 @@ async def post_ack_link(request: web.Request) -> web.Response:
         if drill is None and not active:
             # Checked before the link is spent: a link to a resolved alert stays unused.
             raise LookupError(claim.fingerprint)
-        await daemon.notify.links.consume(daemon.notify.storage, claim, time.time())  # type: ignore[union-attr]
+        await daemon.notify.links.consume(daemon.storage.ack_links, claim, time.time())  # type: ignore[union-attr]
         if drill is not None:
             answer = await request.app[DRILLS].acknowledge(drill, claim.actor, note)
             return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
@@ -395,7 +395,7 @@ async def get_alert(request: web.Request) -> web.Response:
     daemon = _daemon(request)
     fp = resolve_alert(daemon, request.match_info["fingerprint"])
     alert = next((a for a in daemon.list_alerts() if a["fingerprint"] == fp), None)
-    history = await daemon.storage.read_log(subject=fp, limit=1000)
+    history = await daemon.storage.log.read(subject=fp, limit=1000)
     return web.json_response({"alert": alert, "history": views.log_view(history)})
 
 
@@ -440,7 +440,7 @@ async def get_log(request: web.Request) -> web.Response:
         raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
     if not 0 < limit <= 10_000:
         raise ApiError(400, "limit must be between 1 and 10000")
-    entries = await _daemon(request).storage.read_log(
+    entries = await _daemon(request).storage.log.read(
         since=since,
         until=until,
         kinds=sorted(_query_list(request, "kind")),
@@ -471,8 +471,9 @@ def install_api(daemon: Daemon) -> Drills:
     app[DAEMON] = daemon
     app[DRILLS] = drills
     app.on_startup.append(drills.restore)
-    storage = daemon.notify.storage
-    recorder = EnvironmentRecorder(storage, lambda: daemon.store.samples(only_up=True))
+    recorder = EnvironmentRecorder(
+        daemon.storage.environment, lambda: daemon.store.samples(only_up=True)
+    )
     app.on_startup.append(recorder.start)
     app.on_cleanup.append(recorder.stop)
     app.router.add_post("/api/v1/ack", post_ack)

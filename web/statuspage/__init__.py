@@ -37,7 +37,7 @@ async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]
     alerts = daemon.list_alerts()
     statuses = list(daemon.store.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
-    tail = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
+    tail = await daemon.storage.log.read(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
     return {
         "generated_at": now,
         "language": lang or daemon.settings.notify.language,
