@@ -194,9 +194,7 @@ def test_shift_report_xlsx_md_csv(
     assert "Liu Yang, Zhao Min" in capsys.readouterr().out
 
 
-def test_duty_log_filters(
-    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_duty_log_filters(tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The CLI runs its own event loop, so the recording runs before it, not around it.
     asyncio.run(record_day(tmp_path / "d.db"))
     capsys.readouterr()
