@@ -26,7 +26,7 @@ from typing import Any
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.acklink import AckLinks
-from dutyd.notify.channels import AlertmanagerChannel, AppriseChannel, Channel, SendResult
+from dutyd.notify.channels import Channel, SendResult, build_channel
 from dutyd.notify.channels.alertmanager import am_alert
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
 from dutyd.notify.escalation import Escalator, Page, PageKind, Recipient
@@ -209,7 +209,7 @@ class NotifyService:
         channels: dict[str, Channel] = {}
         for name, cfg in notify.channels.items():
             same = old is not None and old.channels.get(name) == cfg and name in previous
-            channels[name] = previous[name] if same else AppriseChannel(name, cfg)
+            channels[name] = previous[name] if same else build_channel(name, cfg)
             if not same:
                 self.buckets[name] = TokenBucket(
                     cfg.rate_limit.count, cfg.rate_limit.per, self.clock()
@@ -218,7 +218,7 @@ class NotifyService:
         for i, fwd in enumerate(notify.alertmanager):
             name = f"{ALERTMANAGER}-{i}"
             same = old is not None and i < len(old.alertmanager) and old.alertmanager[i] == fwd
-            channels[name] = previous[name] if same else AlertmanagerChannel(name, fwd)
+            channels[name] = previous[name] if same else build_channel(name, fwd)
             forwarders.append(name)
         for name, channel in previous.items():
             if channels.get(name) is not channel:
