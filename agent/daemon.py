@@ -88,7 +88,9 @@ class Daemon:
         )
         self.journal.listeners.append(self.notify)
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
-        self.recorder = EnvironmentRecorder(self.storage, lambda: self.latest.samples(only_up=True))
+        self.recorder = EnvironmentRecorder(
+            self.storage.environment, lambda: self.latest.samples(only_up=True)
+        )
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -126,7 +128,7 @@ class Daemon:
         await self.notify.start(self.operations.list_alerts(["firing"]))
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
-        await self.storage.append_log(
+        await self.storage.log.append(
             self.clock.time(),
             "daemon.start",
             "dutyd",
@@ -161,7 +163,7 @@ class Daemon:
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
-            await self.storage.append_log(self.clock.time(), "daemon.stop", "dutyd", "", {})
+            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", {})
         await self.storage.close()
         log.info("dutyd stopped")
 
@@ -192,7 +194,7 @@ class Daemon:
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
             log.error("config reload rejected; keeping the running config\n%s", exc.report())
-            await self.storage.append_log(
+            await self.storage.log.append(
                 self.clock.time(),
                 "config.reload_rejected",
                 "dutyd",
@@ -202,7 +204,7 @@ class Daemon:
             return False
         await self._apply(new)
         self.metrics.config_reloads.labels("applied").inc()
-        await self.storage.append_log(
+        await self.storage.log.append(
             self.clock.time(),
             "config.reload",
             "dutyd",
@@ -307,7 +309,7 @@ class Daemon:
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
             try:
                 for fp in forgotten:
-                    await self.storage.delete_alert(fp)
+                    await self.storage.alerts.delete(fp)
                 await rulestate.save_counts(self.engine, self.storage)
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.

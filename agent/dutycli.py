@@ -1,6 +1,6 @@
 """Duty subcommands of `dutyd`: oncall, ack, silence, maintenance, drill (through the running
-daemon's HTTP API with the API token), log and report (reading the SQLite file directly,
-read-only, so they work when the daemon is down too).
+daemon's HTTP API with the API token), log and report (reading the store directly through
+its repositories, opened read-only, so they work when the daemon is down too).
 
 The daemon's URL and token come from the config file (`-c`, or $DUTYD_CONFIG): `http.listen`,
 `http.port` and `api.token_env`/`api.token_file`; `--url` and $DUTYD_API_TOKEN override them.
@@ -9,25 +9,29 @@ The daemon's URL and token come from the config file (`-c`, or $DUTYD_CONFIG): `
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import getpass
 import json
 import os
-import sqlite3
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dutyd.agent.config import Settings, load_config
 from dutyd.core.configtypes import parse_duration
 from dutyd.core.errors import ConfigError
+from dutyd.storage import LogEntry, Storage, StorageError, open_storage
 from dutyd.web.config import DEFAULT_PORT
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
+
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace) -> Settings | None:
@@ -191,58 +195,55 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
-def _db(args: argparse.Namespace) -> sqlite3.Connection:
+def _read_store(args: argparse.Namespace, read: Callable[[Storage], Awaitable[T]]) -> T:
+    """Open the store read-only, run `read` on it, close it."""
     path = Path(args.db) if args.db else _need_settings(args).storage.path
-    if not path.exists():
-        raise SystemExit(f"no duty database at {path}")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    async def run() -> T:
+        storage = open_storage(path, read_only=True)
+        await storage.open()
+        try:
+            return await read(storage)
+        finally:
+            await storage.close()
+
+    try:
+        return asyncio.run(run())
+    except StorageError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    where, params = ["1=1"], []
-    if args.since:
-        where.append("ts >= ?")
-        params.append(_when(args.since))
-    if args.kind:
-        clauses = []
-        for k in args.kind:
-            clauses.append("kind LIKE ?")
-            params.append(k + ("%" if k.endswith(".") else ""))
-        where.append("(" + " OR ".join(clauses) + ")")
-    if args.subject:
-        where.append("subject LIKE ?")
-        params.append(args.subject + "%")
-    params.append(args.limit)
-    conn = _db(args)
-    try:
-        # Fixed clause texts only; every value is a bound parameter.
-        rows = conn.execute(
-            "SELECT ts, kind, actor, subject, data FROM duty_log WHERE "  # noqa: S608
-            + " AND ".join(where)
-            + " ORDER BY id DESC LIMIT ?",
-            params,
-        ).fetchall()
-    finally:
-        conn.close()
-    for ts, kind, actor, subject, data in reversed(rows):
+    since = _when(args.since) if args.since else None
+
+    async def read(storage: Storage) -> list[LogEntry]:
+        return await storage.log.read(
+            since=since,
+            kinds=args.kind or (),
+            subject_prefix=args.subject,
+            limit=args.limit,
+            newest_first=True,
+        )
+
+    for e in reversed(_read_store(args, read)):
         if args.json:
             print(
                 json.dumps(
                     {
-                        "ts": ts,
-                        "kind": kind,
-                        "actor": actor,
-                        "subject": subject,
-                        "data": json.loads(data),
+                        "ts": e.timestamp,
+                        "kind": e.kind,
+                        "actor": e.actor,
+                        "subject": e.subject,
+                        "data": e.data,
                     },
                     ensure_ascii=False,
                 )
             )
             continue
-        when = dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-        info = json.loads(data)
+        when = dt.datetime.fromtimestamp(e.timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        info = e.data
         brief = info.get("summary") or info.get("reason") or info.get("error") or ""
-        print(f"{when}  {kind:<22} {actor:<12} {subject[:28]:<28} {brief}")
+        print(f"{when}  {e.kind:<22} {e.actor:<12} {e.subject[:28]:<28} {brief}")
     return 0
 
 
@@ -259,19 +260,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         shift = rota.shift(shift.index - 1)
     targets = [(t.name, t.kind) for t in settings.targets]
     language = args.lang or settings.notify.language
-    conn = _db(args)
-    try:
-        report = build_report(
-            conn,
+    report = _read_store(
+        args,
+        lambda storage: build_report(
+            storage,
             targets,
             shift.start.timestamp(),
             shift.end.timestamp(),
             list(shift.people),
             language,
             tz,
-        )
-    finally:
-        conn.close()
+        ),
+    )
     if args.format == "xlsx":
         out = Path(args.output or f"duty-{shift.start:%Y%m%d-%H%M}.xlsx")
         to_xlsx(report, out)

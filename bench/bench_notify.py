@@ -25,7 +25,7 @@ from dutyd.core.records import AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
 from dutyd.notify.service import NotifyService
-from dutyd.storage.sqlite import SqliteStorage
+from dutyd.storage import open_storage
 from tests.test_notify_delivery import Receiver
 
 HOST = re.compile(r"host(\d+) unreachable")
@@ -55,7 +55,7 @@ def pct(values: list[float], p: float) -> float:
 async def run(db: Path, group_wait: float, single: int, burst: int) -> dict[str, list[float]]:
     receiver = Receiver()
     await receiver.start()
-    storage = SqliteStorage(db)
+    storage = open_storage(db)
     await storage.open()
     service = NotifyService(
         OncallConfig.model_validate(

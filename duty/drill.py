@@ -81,14 +81,9 @@ class Drills:
     async def restore(self, _app: object = None) -> None:
         """Tell the rules when the last drill was (aiohttp on_startup hook: storage is open)."""
         # The start time of the last answered drill, as a live drill records it.
-        rows = await self._storage.execute(
-            "SELECT MAX(COALESCE(json_extract(data, '$.started'), ts)) FROM duty_log"
-            " WHERE kind='drill.end' AND json_extract(data, '$.answered') = 1"
-        )
-        last = rows[0][0] if rows else None
+        last = await self._storage.drills.last_answered_start()
         if last is None:
-            first = await self._storage.execute("SELECT MIN(ts) FROM duty_log")
-            last = first[0][0] if first else None
+            last = await self._storage.log.first_timestamp()
         if last is not None:
             self._ingest(float(last))
 
@@ -126,7 +121,7 @@ class Drills:
         service = self._notify
         service.add_pages(service.escalator.handle(event, now, scale=1.0 / speed), now)
         service.wake_escalation()
-        await self._storage.append_log(
+        await self._storage.log.append(
             now, "drill.start", actor, event.fingerprint, {"id": drill_id, "wait": wait}
         )
         task = asyncio.create_task(self._finish_later(run))
@@ -153,7 +148,7 @@ class Drills:
             )
             service = self._notify
             service.add_pages(service.escalator.handle(ack, now), now)
-        await self._storage.append_log(now, "drill.ack", actor, run.fingerprint, answer)
+        await self._storage.log.append(now, "drill.ack", actor, run.fingerprint, answer)
         return answer
 
     async def _finish_later(self, run: DrillRun) -> None:
@@ -171,7 +166,7 @@ class Drills:
         service = self._notify
         paged = [str(r) for r in service.escalator.paged(run.fingerprint)]
         service.add_pages(service.escalator.handle(resolved, now), now)
-        await self._storage.append_log(
+        await self._storage.log.append(
             now,
             "drill.end",
             run.actor,

@@ -60,10 +60,10 @@ class AlertJournal:
         try:
             alert = self._engine().alerts.get(event.fingerprint)
             if alert is not None and alert.state is not AlertState.INACTIVE:
-                await self._storage.save_alert(alert_row(alert))
+                await self._storage.alerts.save(alert_row(alert))
             else:
-                await self._storage.delete_alert(event.fingerprint)
-            await self._storage.append_log(
+                await self._storage.alerts.delete(event.fingerprint)
+            await self._storage.log.append(
                 event.timestamp,
                 f"alert.{word}",
                 event.actor or "dutyd",

@@ -86,9 +86,9 @@ class DutyOperations:
         if not actor or not reason:
             raise ValueError("a silence needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
-        sid = await self._storage.add_silence(data, until, actor, reason, now)
+        sid = await self._storage.overlays.add_silence(data, until, actor, reason, now)
         self._engine().silences[str(sid)] = Silence(str(sid), compiled, until, actor, reason, now)
-        await self._storage.append_log(
+        await self._storage.log.append(
             now,
             "silence.add",
             actor,
@@ -100,10 +100,10 @@ class DutyOperations:
     async def remove_silence(self, silence_id: int, actor: str) -> bool:
         now = self._clock.time()
         removed = self._engine().silences.pop(str(silence_id), None)
-        ok = await self._storage.end_silence(silence_id, now, actor)
+        ok = await self._storage.overlays.end_silence(silence_id, now, actor)
         if removed is None and not ok:
             return False
-        await self._storage.append_log(now, "silence.remove", actor, f"silence:{silence_id}", {})
+        await self._storage.log.append(now, "silence.remove", actor, f"silence:{silence_id}", {})
         return True
 
     def list_silences(self) -> list[dict[str, Any]]:
@@ -133,11 +133,11 @@ class DutyOperations:
         if not actor or not reason:
             raise ValueError("a maintenance window needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
-        wid = await self._storage.add_window(names, data, start, end, actor, reason, now)
+        wid = await self._storage.overlays.add_window(names, data, start, end, actor, reason, now)
         self._engine().windows[str(wid)] = Window(
             str(wid), frozenset(names), compiled, start, end, reason, actor
         )
-        await self._storage.append_log(
+        await self._storage.log.append(
             now,
             "maintenance.add",
             actor,
@@ -150,12 +150,12 @@ class DutyOperations:
         """End an ad hoc window now (its past time still counts as excluded)."""
         now = self._clock.time()
         window = self._engine().windows.get(str(window_id))
-        ok = await self._storage.end_window(window_id, now, actor)
+        ok = await self._storage.overlays.end_window(window_id, now, actor)
         if window is None and not ok:
             return False
         if window is not None:
             window.end = min(window.end, now)
-        await self._storage.append_log(
+        await self._storage.log.append(
             now, "maintenance.remove", actor, f"maintenance:{window_id}", {}
         )
         return True

@@ -4,7 +4,7 @@ problems found and the measures taken, from the duty log and the recorded enviro
 The duty rules ask for such a diary for every shift; `dutyd report --shift` writes it as
 Markdown (a chat hand-over), CSV or XLSX (openpyxl), with headings in English or Chinese and
 times in the site's time zone. While the daemon runs, `EnvironmentRecorder` keeps the hourly
-min/max of the room sensors (`ENV_METRICS`) in SQLite, since samples themselves are not stored.
+min/max of the room sensors (`ENV_METRICS`) in storage, since samples themselves are not stored.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import contextlib
 import csv
 import datetime as dt
 import io
-import json
-import sqlite3
 import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,27 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from dutyd.core.records import Sample
-from dutyd.storage.sqlite import SqliteStorage, register_schema
+from dutyd.storage import EnvironmentReading, EnvironmentRepository, Storage
 
 ENV_METRICS = ("room_temperature_celsius", "room_humidity_percent")
 RECORD_EVERY = 60.0
-
-register_schema(
-    "report",
-    [
-        """
-    CREATE TABLE environment_hourly (
-        hour REAL NOT NULL,
-        name TEXT NOT NULL,
-        series TEXT NOT NULL,
-        min REAL NOT NULL,
-        max REAL NOT NULL,
-        last REAL NOT NULL,
-        PRIMARY KEY (hour, name, series)
-    );
-    """
-    ],
-)
 
 
 class EnvironmentRecorder:
@@ -51,41 +32,24 @@ class EnvironmentRecorder:
 
     def __init__(
         self,
-        storage: SqliteStorage,
+        environment: EnvironmentRepository,
         samples: Callable[[], Iterable[Sample]],
         every: float = RECORD_EVERY,
     ) -> None:
-        self.storage = storage
+        self.environment = environment
         self.samples = samples
         self.every = every
         self._task: asyncio.Task[None] | None = None
 
     async def record(self) -> int:
-        rows = [
-            (
-                s.timestamp - s.timestamp % 3600,
-                s.name,
-                json.dumps(dict(s.labels), sort_keys=True, ensure_ascii=False),
-                s.value,
-            )
+        readings = [
+            EnvironmentReading(s.timestamp, s.name, dict(s.labels), s.value)
             for s in self.samples()
             if s.name in ENV_METRICS
         ]
-        if not rows:
-            return 0
-
-        def upsert(c: sqlite3.Connection) -> None:
-            c.execute("BEGIN")
-            c.executemany(
-                "INSERT INTO environment_hourly (hour, name, series, min, max, last) "
-                "VALUES (?1, ?2, ?3, ?4, ?4, ?4) ON CONFLICT (hour, name, series) DO UPDATE SET "
-                "min = MIN(min, excluded.min), max = MAX(max, excluded.max), last = excluded.last",
-                rows,
-            )
-            c.execute("COMMIT")
-
-        await self.storage.run(upsert)
-        return len(rows)
+        if readings:
+            await self.environment.record(readings)
+        return len(readings)
 
     async def _loop(self) -> None:
         while True:
@@ -207,15 +171,12 @@ class Report:
         return [(self.h("shift"), f"{start} – {end}"), (self.h("on_duty"), ", ".join(self.people))]
 
 
-def _log(conn: sqlite3.Connection, start: float, end: float) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "SELECT ts, kind, actor, subject, data FROM duty_log WHERE ts >= ? AND ts < ? ORDER BY id",
-        (start, end),
-    ).fetchall()
+# The duty log kinds the diary is made of.
+REPORT_KINDS = ("alert.", "silence.add", "maintenance.add", "drill.end")
 
 
-def build_report(
-    conn: sqlite3.Connection,
+async def build_report(
+    storage: Storage,
     targets: list[tuple[str, str]],
     start: float,
     end: float,
@@ -229,8 +190,14 @@ def build_report(
     # Alerts touched during the shift, in order of first appearance.
     alerts: dict[str, dict[str, Any]] = {}
     measures: list[tuple[float, str]] = []
-    for ts, kind, actor, subject, raw in _log(conn, start, end):
-        data = json.loads(raw)
+    for entry in await storage.log.read(since=start, until=end, kinds=REPORT_KINDS, limit=None):
+        ts, kind, actor, subject, data = (
+            entry.timestamp,
+            entry.kind,
+            entry.actor,
+            entry.subject,
+            entry.data,
+        )
         if kind.startswith("alert."):
             if data.get("labels", {}).get("kind") == "drill":
                 continue
@@ -283,14 +250,8 @@ def build_report(
         status = h("fault") if active else h("recovered")
         detail = "; ".join(a.get("summary", "") for a in mine)
         report.equipment.append([name, kind, status, detail])
-    hour0 = start - start % 3600
-    rows = conn.execute(
-        "SELECT name, series, MIN(min), MAX(max) FROM environment_hourly "
-        "WHERE hour >= ? AND hour < ? GROUP BY name, series ORDER BY series, name",
-        (hour0, end),
-    ).fetchall()
-    for name, series, lo, hi in rows:
-        labels = json.loads(series)
+    for span in await storage.environment.ranges(start, end):
+        name, labels, lo, hi = span.name, span.labels, span.min, span.max
         where = "/".join(labels[k] for k in ("room", "target", "sensor") if labels.get(k))
         reading = h("temperature") if "temperature" in name else h("humidity")
         report.environment.append([where, reading, round(lo, 1), round(hi, 1)])

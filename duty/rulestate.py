@@ -20,13 +20,13 @@ WINDOW_LOOKBACK = 7 * 86400.0
 
 async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
     """Load alerts, overlays and event counts into a fresh engine; returns the alert count."""
-    restored = [alert_from_row(r) for r in await storage.load_alerts()]
+    restored = [alert_from_row(r) for r in await storage.alerts.load_all()]
     engine.restore(restored)
-    for s in await storage.load_silences(now):
+    for s in await storage.overlays.live_silences(now):
         engine.silences[str(s.id)] = Silence(
             str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
         )
-    for w in await storage.load_windows(now - WINDOW_LOOKBACK):
+    for w in await storage.overlays.windows_ending_after(now - WINDOW_LOOKBACK):
         engine.windows[str(w.id)] = Window(
             str(w.id),
             frozenset(w.targets),
@@ -38,7 +38,7 @@ async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
         )
     spans = [r.config.events.over for r in engine.rules.values() if r.config.events]
     if spans:
-        rows = await storage.load_rule_events(now - max(spans))
+        rows = await storage.rule_events.load(now - max(spans))
         engine.restore_events(
             (rule, labels_of(series), ts, inc, v) for rule, series, ts, inc, v in rows
         )
@@ -49,7 +49,7 @@ async def save_counts(engine: RuleEngine, storage: Storage) -> None:
     """Write the `events:` counts taken since the last call."""
     rows, engine.counted = engine.counted, []
     if rows:
-        await storage.append_rule_events(
+        await storage.rule_events.append(
             [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
         )
 
@@ -59,7 +59,7 @@ async def save_all(engine: RuleEngine, storage: Storage) -> None:
     event counts not yet written. A crash loses at most the last second of counts."""
     for alert in list(engine.alerts.values()):
         if alert.state is not AlertState.INACTIVE:
-            await storage.save_alert(alert_row(alert))
+            await storage.alerts.save(alert_row(alert))
     await save_counts(engine, storage)
 
 

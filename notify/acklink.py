@@ -1,7 +1,7 @@
 """Signed acknowledge links: an HMAC-SHA256 token naming the alert and the person, expiring.
 
 Token = base64url(JSON claims) "." base64url(HMAC-SHA256(key, claims)). Verification compares
-in constant time, checks the expiry, and `consume` records the token's nonce in SQLite so a
+in constant time, checks the expiry, and `consume` records the token's nonce in storage so a
 link works once (replays after a forward or a browser reload are refused).
 """
 
@@ -12,23 +12,9 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
-from dutyd.storage.sqlite import SqliteStorage, register_schema
-
-register_schema(
-    "acklinks",
-    [
-        """
-    CREATE TABLE ack_tokens_used (
-        nonce TEXT PRIMARY KEY,
-        used_at REAL NOT NULL,
-        expires REAL NOT NULL
-    );
-    """
-    ],
-)
+from dutyd.storage import AckLinkRepository
 
 
 class InvalidToken(ValueError):
@@ -89,19 +75,7 @@ class AckLinks:
             raise InvalidToken("the link has expired")
         return claim
 
-    async def consume(self, storage: SqliteStorage, claim: Claim, now: float) -> None:
+    async def consume(self, used: AckLinkRepository, claim: Claim, now: float) -> None:
         """Mark the link used; raises InvalidToken when it was used before."""
-
-        def insert(c: sqlite3.Connection) -> bool:
-            c.execute("DELETE FROM ack_tokens_used WHERE expires < ?", (now - 86400,))
-            try:
-                c.execute(
-                    "INSERT INTO ack_tokens_used (nonce, used_at, expires) VALUES (?,?,?)",
-                    (claim.nonce, now, claim.expires),
-                )
-            except sqlite3.IntegrityError:
-                return False
-            return True
-
-        if not await storage.run(insert):
+        if not await used.use(claim.nonce, now, claim.expires):
             raise InvalidToken("the link has already been used")

@@ -39,12 +39,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from dutyd.core.configtypes import (
     Duration,
+    Language,
     PositiveDuration,
     SecretEnv,
     SecretFile,
@@ -52,7 +53,9 @@ from dutyd.core.configtypes import (
     pick_secret,
 )
 
-Language = Literal["en", "zh"]
+# Each channel kind's config model lives beside its code; the registry says which are channels.
+from dutyd.notify.channels import AlertmanagerForward, ChannelConfig
+
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -209,51 +212,6 @@ class EscalationConfig(StrictModel):
 
     def policy_for(self, severity: str, labels: dict[str, str]) -> Policy | None:
         return next((p for p in self.policies if p.matches(severity, labels)), None)
-
-
-class RateLimit(StrictModel):
-    count: int = Field(default=30, gt=0)
-    per: PositiveDuration = 60.0
-
-
-class ChannelConfig(StrictModel):
-    """An apprise URL (json://, mailto://, dingtalk://, wecombot://, tgram://, ...)."""
-
-    kind: Literal["apprise"] = "apprise"
-    url: SecretStr | None = None
-    url_env: SecretEnv | None = None
-    url_file: SecretFile | None = None
-    rate_limit: RateLimit = Field(default_factory=RateLimit)
-    language: Language | None = Field(default=None, description="for group channels")
-
-    @model_validator(mode="after")
-    def _one_url(self) -> ChannelConfig:
-        given = [x for x in (self.url, self.url_env, self.url_file) if x is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of url, url_env, url_file")
-        from dutyd.notify.channels.apprise import understood  # apprise only when configured
-
-        if not understood(self.secret_url()):
-            # Never echo the URL: it holds the channel's token.
-            raise ValueError("apprise does not understand this URL (see apprise's URL list)")
-        return self
-
-    def secret_url(self) -> str:
-        return pick_secret(self.url, self.url_env, self.url_file) or ""
-
-
-class AlertmanagerForward(StrictModel):
-    """Every alert (firing, resolved) also goes to this Alertmanager's API v2."""
-
-    url: str = Field(description="base URL, e.g. http://127.0.0.1:9093")
-    timeout: PositiveDuration = 5.0
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return url.rstrip("/")
 
 
 class SiteConfig(StrictModel):

@@ -4,7 +4,7 @@ registers it as an alert listener.
 The pipeline, stage by stage:
 
     AlertEvent -> Escalator (who, when) -> Grouper (one message per site burst)
-      -> templates (language, time zone, ack link) -> Outbox row (SQLite, before any send)
+      -> templates (language, time zone, ack link) -> outbox (storage, before any send)
       -> rate limit -> channel.send -> delete on accept | retry with backoff+jitter,
          fail over to the person's next contact after N failures -> duty log
 
@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,16 +26,16 @@ from typing import Any
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.acklink import AckLinks
-from dutyd.notify.channels import AlertmanagerChannel, AppriseChannel, Channel, SendResult
+from dutyd.notify.channels import Channel, SendResult, build_channel
 from dutyd.notify.channels.alertmanager import am_alert
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
 from dutyd.notify.escalation import Escalator, Page, PageKind, Recipient
 from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
 from dutyd.notify.oncall import Rota
-from dutyd.notify.outbox import Outbox, OutboxRow, backoff
+from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
 from dutyd.notify.templates import render
-from dutyd.storage.sqlite import SqliteStorage
+from dutyd.storage import NewLogEntry, OutboxMessage, Storage
 
 log = logging.getLogger("dutyd.notify")
 
@@ -53,7 +51,7 @@ class NotifyService:
         oncall: OncallConfig,
         escalation: EscalationConfig,
         notify: NotifyConfig,
-        storage: SqliteStorage,
+        storage: Storage,
         metrics: Instrumentation,
         clock: Callable[[], float] = time.time,
         generator_url: str = "",
@@ -66,7 +64,7 @@ class NotifyService:
         self.generator_url = generator_url
         self.rota = Rota(oncall)
         self.escalator = Escalator(escalation, self.rota)
-        self.outbox = Outbox(storage)
+        self.outbox = storage.outbox
         self.grouper = Grouper(notify.group_wait)
         self.channels: dict[str, Channel] = {}
         self.forwarders: list[str] = []
@@ -88,28 +86,19 @@ class NotifyService:
         self._flush_handles: dict[GroupKey, asyncio.TimerHandle] = {}
         self._ready: list[GroupKey] = []  # groups whose window closed, to be written
         self._flushing = False
-        self._logbuf: list[tuple[float, str, str, str, str]] = []
+        self._logbuf: list[NewLogEntry] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    @classmethod
-    def for_daemon(cls, daemon: Any) -> NotifyService:
-        s = daemon.settings
-        storage = daemon.storage
-        if not isinstance(storage, SqliteStorage):
-            raise TypeError("notifications need the SQLite storage (outbox, ack links)")
-        base = s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}"
-        return cls(s.oncall, s.escalation, s.notify, storage, daemon.metrics, generator_url=base)
-
     async def start(self, active: list[dict[str, Any]] | None = None) -> None:
         """Start delivering (the outbox left by the last run first) and take up the
-        escalation of `active` alerts (views from `Daemon.list_alerts`)."""
+        escalation of `active` alerts (views from `DutyOperations.list_alerts`)."""
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
         ]
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="notify-am"))
-        depth, _, _ = await self.outbox.stats(self.clock())
+        depth = (await self.outbox.stats(self.clock())).depth
         if depth:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
         if active:
@@ -213,7 +202,7 @@ class NotifyService:
         channels: dict[str, Channel] = {}
         for name, cfg in notify.channels.items():
             same = old is not None and old.channels.get(name) == cfg and name in previous
-            channels[name] = previous[name] if same else AppriseChannel(name, cfg)
+            channels[name] = previous[name] if same else build_channel(name, cfg)
             if not same:
                 self.buckets[name] = TokenBucket(
                     cfg.rate_limit.count, cfg.rate_limit.per, self.clock()
@@ -222,7 +211,7 @@ class NotifyService:
         for i, fwd in enumerate(notify.alertmanager):
             name = f"{ALERTMANAGER}-{i}"
             same = old is not None and i < len(old.alertmanager) and old.alertmanager[i] == fwd
-            channels[name] = previous[name] if same else AlertmanagerChannel(name, fwd)
+            channels[name] = previous[name] if same else build_channel(name, fwd)
             forwarders.append(name)
         for name, channel in previous.items():
             if channels.get(name) is not channel:
@@ -272,24 +261,15 @@ class NotifyService:
     def _log_soon(self, ts: float, kind: str, subject: str, data: dict[str, Any]) -> None:
         """Queue a duty log entry; queued entries are written together (one transaction for a
         burst of a thousand alerts, not a thousand)."""
-        payload = json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
-        self._logbuf.append((ts, kind, "dutyd", subject, payload))
+        self._logbuf.append(NewLogEntry(ts, kind, "dutyd", subject, data))
         if len(self._logbuf) == 1:
             self._spawn(self._write_logs())
 
     async def _write_logs(self) -> None:
         await asyncio.sleep(0)  # let the rest of this burst queue up first
-        rows, self._logbuf = self._logbuf, []
-
-        def insert(c: sqlite3.Connection) -> None:
-            c.execute("BEGIN")
-            c.executemany(
-                "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)", rows
-            )
-            c.execute("COMMIT")
-
+        entries, self._logbuf = self._logbuf, []
         try:
-            await self.storage.run(insert)
+            await self.storage.log.append_many(entries)
         except Exception:
             log.exception("duty log write failed")
 
@@ -297,7 +277,7 @@ class NotifyService:
         self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
     ) -> None:
         try:
-            await self.storage.append_log(ts, kind, actor, subject, data)
+            await self.storage.log.append(ts, kind, actor, subject, data)
         except Exception:
             log.exception("duty log write failed")
 
@@ -316,7 +296,7 @@ class NotifyService:
                 keys, self._ready = self._ready, []
                 groups = [(key, self.grouper.take(key)) for key in keys]
                 ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
-                sent = await self.outbox.already_sent(ids)
+                sent = await self.outbox.sent_among(ids)
                 now = self.clock()
                 rows = []
                 for key, pages in groups:
@@ -326,12 +306,12 @@ class NotifyService:
                         if row is not None:
                             rows.append(row)
                 if rows:
-                    await self.outbox.put(rows)
+                    await self.outbox.enqueue(rows)
                     self._wake.set()
         finally:
             self._flushing = False
 
-    def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxRow | None:
+    def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxMessage | None:
         """The outbox row of one group: rendered for its recipient (language, time zone)."""
         recipient = key[0]
         tz, lang = self._site(key[2])
@@ -370,7 +350,7 @@ class NotifyService:
             "fingerprints": sorted({p.event.fingerprint for p in pages}),
             "due": min(p.at for p in pages),
         }
-        return OutboxRow(
+        return OutboxMessage(
             mid,
             str(recipient),
             key[1],
@@ -391,7 +371,7 @@ class NotifyService:
             return
         alert = am_alert(event, now, self.generator_url, AM_ENDS_IN)
         rows = [
-            OutboxRow(
+            OutboxMessage(
                 message_id([_am_page(event)], Recipient("channel", name)),
                 ALERTMANAGER,
                 str(event.state),
@@ -402,7 +382,7 @@ class NotifyService:
             )
             for name in self.forwarders
         ]
-        await self.outbox.put(rows)
+        await self.outbox.enqueue(rows)
         self._wake.set()
 
     async def _refresh_loop(self) -> None:
@@ -446,21 +426,22 @@ class NotifyService:
             now = self.clock()
             if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
                 pruned = now
-                await self.outbox.prune_sent(now)
+                await self.outbox.forget_sent(now - SENT_RETENTION)
             free = MAX_IN_FLIGHT - len(self._inflight)
             if free > 0:
                 for row in await self.outbox.due(now, free, set(self._inflight)):
                     self._inflight.add(row.id)
                     self._spawn(self._deliver(row))
-            depth, oldest, nxt = await self.outbox.stats(now)
-            self.metrics.outbox_depth.set(depth)
-            self._oldest = oldest
+            stats = await self.outbox.stats(now)
+            self.metrics.outbox_depth.set(stats.depth)
+            self._oldest = stats.oldest_created
+            nxt = stats.next_retry_at
             timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
 
-    async def _deliver(self, row: OutboxRow) -> None:
+    async def _deliver(self, row: OutboxMessage) -> None:
         try:
             await self._attempt(row)
         except Exception:
@@ -475,7 +456,7 @@ class NotifyService:
         person = self.oncall.person(recipient)
         return [c for c in (person.contacts if person else []) if c in self.channels]
 
-    async def _attempt(self, row: OutboxRow) -> None:
+    async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock()
         channel = self.channels.get(row.channel)
         if channel is None:
@@ -512,8 +493,11 @@ class NotifyService:
             "attempts": row.attempts + 1,
         }
         if result.ok:
-            await self.outbox.delivered(
-                row.id, now, row.payload.get("pages"), ("notify.sent", "dutyd", info)
+            await self.outbox.mark_delivered(
+                row.id,
+                now,
+                row.payload.get("pages") or (),
+                NewLogEntry(now, "notify.sent", "dutyd", row.id, info),
             )
             self.metrics.notifications_sent.labels(row.channel).inc()
             due = row.payload.get("due")

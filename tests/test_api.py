@@ -243,7 +243,7 @@ async def test_a_drill_nobody_answers_does_not_count_as_the_months_drill(running
         finished = bool(state["finished"])
         await asyncio.sleep(0.1)
     assert finished
-    (end,) = await running.daemon.storage.read_log(kinds=["drill.end"])
+    (end,) = await running.daemon.storage.log.read(kinds=["drill.end"])
     assert end.data["answered"] is False and end.data["started"] > 0
     # Nothing told the rules that a drill happened.
     assert [s for s in ingested if s.name == DRILL_SAMPLE] == []

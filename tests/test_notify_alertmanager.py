@@ -104,7 +104,7 @@ async def test_alert_and_resolve_reach_alertmanager(
         assert resolved["status"] == "resolved"
         assert resolved["alerts"][0]["labels"]["target"] == "host7"
         assert resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
-        assert (await service.outbox.stats(time.time()))[0] == 0
+        assert (await service.outbox.stats(time.time())).depth == 0
     finally:
         await service.stop()
         await storage.close()

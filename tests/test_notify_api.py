@@ -147,7 +147,7 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
                     if (await r.json())["finished"]:
                         break
                 await asyncio.sleep(0.1)
-            end = await daemon.storage.read_log(kinds=["drill.end"])
+            end = await daemon.storage.log.read(kinds=["drill.end"])
             assert end[-1].data["answers"][0]["actor"] == "Chen Jie"
             assert sorted(end[-1].data["paged"]) == ["Chen Jie", "Li Na", "Zhang Wei"]
             # The drill reset the sample the duty pack reads: the overdue alert resolves.

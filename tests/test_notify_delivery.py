@@ -145,9 +145,9 @@ async def test_json_delivery_grouped_by_site(tmp_path: Path) -> None:
             assert f"编号: {r['body']['message_id']}" in r["body"]["message"]
         sent = registry.get_sample_value("dutyd_notifications_sent_total", {"channel": "hook"})
         assert sent == 2
-        log = await storage.read_log(kinds=["notify.sent"])
+        log = await storage.log.read(kinds=["notify.sent"])
         assert len(log) == 2
-        assert (await service.outbox.stats(time.time()))[0] == 0
+        assert (await service.outbox.stats(time.time())).depth == 0
     finally:
         await service.stop()
         await storage.close()
@@ -175,8 +175,8 @@ async def test_receiver_down_then_up_every_message_once(tmp_path: Path) -> None:
         ids = receiver.ids()
         assert len(set(ids)) == 20  # every message arrived; dedup by id leaves each once
         assert len(ids) == len(set(ids))
-        assert (await service.outbox.stats(time.time()))[0] == 0
-        retries = await storage.read_log(kinds=["notify.retry"])
+        assert (await service.outbox.stats(time.time())).depth == 0
+        retries = await storage.log.read(kinds=["notify.retry"])
         assert retries and "error" in retries[0].data
     finally:
         await service.stop()
@@ -196,7 +196,7 @@ async def test_failover_to_the_next_contact(tmp_path: Path) -> None:
         await service(firing(1))
         await receiver.wait_for(1, 10)
         assert receiver.received[0]["path"] == "/backup"
-        failover = await storage.read_log(kinds=["notify.failover"])
+        failover = await storage.log.read(kinds=["notify.failover"])
         assert failover[0].data["channel"] == "sms" and failover[0].data["to"] == "hook"
     finally:
         await service.stop()
@@ -216,7 +216,7 @@ def _worker(db: str, url: str, count: int) -> None:
         for n in range(count):
             await service(firing(n, f"site{n}", now))
         for _ in range(1000):
-            if (await service.outbox.stats(time.time()))[0] >= count:
+            if (await service.outbox.stats(time.time())).depth >= count:
                 break
             await asyncio.sleep(0.02)
         print("queued", flush=True)
@@ -340,7 +340,7 @@ async def test_reload_moves_queued_pages_to_the_new_channel(tmp_path: Path) -> N
     try:
         await service(firing(1))
         for _ in range(100):
-            if await storage.read_log(kinds=["notify.retry"]):
+            if await storage.log.read(kinds=["notify.retry"]):
                 break
             await asyncio.sleep(0.02)
         new_oncall, _, new_notify = configs({"new": receiver.url("new")}, ["new"], group_wait=0)

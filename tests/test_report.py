@@ -3,6 +3,7 @@ measures; Markdown/CSV/XLSX through `dutyd report`, and `dutyd log` filters."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import zoneinfo
 from pathlib import Path
@@ -27,7 +28,7 @@ async def record_day(db: Path) -> None:
     storage = SqliteStorage(db)
     await storage.open()
     try:
-        log = storage.append_log
+        log = storage.log.append
         ups = {"target": "ups1", "site": "hq", "room": "A"}
         await log(
             at(7),
@@ -107,7 +108,7 @@ async def record_day(db: Path) -> None:
                 Sample.of("room_humidity_percent", hum, at(hour), {"target": "env1", "room": "A"}),
                 Sample.of("ups_load_percent", 50, at(hour), {"target": "ups1"}),
             ]
-            assert await EnvironmentRecorder(storage, lambda s=samples: s).record() == 2
+            assert await EnvironmentRecorder(storage.environment, lambda s=samples: s).record() == 2
     finally:
         await storage.close()
 
@@ -138,10 +139,11 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-async def test_shift_report_xlsx_md_csv(
+def test_shift_report_xlsx_md_csv(
     tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await record_day(tmp_path / "d.db")
+    # The CLI runs its own event loop, so the recording runs before it, not around it.
+    asyncio.run(record_day(tmp_path / "d.db"))
     out = tmp_path / "shift.xlsx"
     day = "2026-10-15T12:00"
     assert (
@@ -192,10 +194,9 @@ async def test_shift_report_xlsx_md_csv(
     assert "Liu Yang, Zhao Min" in capsys.readouterr().out
 
 
-async def test_duty_log_filters(
-    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    await record_day(tmp_path / "d.db")
+def test_duty_log_filters(tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The CLI runs its own event loop, so the recording runs before it, not around it.
+    asyncio.run(record_day(tmp_path / "d.db"))
     capsys.readouterr()
     assert main(["log", "-c", str(config), "--kind", "alert.", "--subject", "fp-ups"]) == 0
     lines = capsys.readouterr().out.splitlines()

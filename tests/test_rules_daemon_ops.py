@@ -85,7 +85,7 @@ async def test_ack_silence_maintenance_and_restart(tmp_path):
 
         assert await daemon.operations.remove_silence(sid, "wang")
         assert not await daemon.operations.remove_silence(9999, "wang")
-        log = await daemon.storage.read_log(
+        log = await daemon.storage.log.read(
             kinds=["alert.acknowledged", "silence.", "maintenance."]
         )
         assert [(e.kind, e.actor) for e in log] == [

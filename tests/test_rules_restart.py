@@ -4,8 +4,8 @@ runs out counted from the original start, and does not page the firing one again
 
 from __future__ import annotations
 
+import asyncio
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pyModbusTCP.server import ModbusServer
 
+from dutyd.storage import LogEntry, StoredAlert, open_storage
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
 
@@ -57,25 +58,22 @@ def config(port: int) -> dict:
     }
 
 
-def alerts(db: Path) -> dict[str, tuple[str, float, float | None]]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT rule, state, active_since, fired_at FROM alerts").fetchall()
-    finally:
-        conn.close()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+async def _read(db: Path) -> tuple[list[StoredAlert], list[LogEntry]]:
+    # Read-only, as `dutyd log` reads it while the daemon runs.
+    async with open_storage(db, read_only=True) as storage:
+        return await storage.alerts.load_all(), await storage.log.read(
+            kinds=["alert.firing"], limit=None
+        )
+
+
+def alerts(db: Path) -> dict[str, tuple[str, float | None, float | None]]:
+    stored, _ = asyncio.run(_read(db))
+    return {a.rule: (a.state, a.active_since, a.fired_at) for a in stored}
 
 
 def firing_pages(db: Path, rule: str) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT data FROM duty_log WHERE kind='alert.firing' AND data LIKE ?",
-            (f'%"rule": "{rule}"%',),
-        ).fetchall()
-    finally:
-        conn.close()
-    return sum(1 for (data,) in rows if '"notify": true' in data)
+    _, entries = asyncio.run(_read(db))
+    return sum(1 for e in entries if e.data.get("rule") == rule and e.data.get("notify") is True)
 
 
 def test_sigkill_restart_keeps_alerts_and_start_times(tmp_path, sensor):

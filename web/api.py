@@ -377,7 +377,7 @@ async def post_ack_link(request: web.Request) -> web.Response:
         if drill is None and not active:
             # Checked before the link is spent: a link to a resolved alert stays unused.
             raise LookupError(claim.fingerprint)
-        await ctx.notify.links.consume(ctx.storage, claim, time.time())  # type: ignore[union-attr]
+        await ctx.notify.links.consume(ctx.storage.ack_links, claim, time.time())  # type: ignore[union-attr]
         if drill is not None:
             answer = await _ctx(request).drills.acknowledge(drill, claim.actor, note)
             return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
@@ -431,7 +431,7 @@ async def get_alert(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     fp = resolve_alert(ctx, request.match_info["fingerprint"])
     alert = next((a for a in ctx.operations.list_alerts() if a["fingerprint"] == fp), None)
-    history = await ctx.storage.read_log(subject=fp, limit=1000)
+    history = await ctx.storage.log.read(subject=fp, limit=1000)
     return web.json_response({"alert": alert, "history": views.log_view(history)})
 
 
@@ -476,7 +476,7 @@ async def get_log(request: web.Request) -> web.Response:
         raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
     if not 0 < limit <= 10_000:
         raise ApiError(400, "limit must be between 1 and 10000")
-    entries = await _ctx(request).storage.read_log(
+    entries = await _ctx(request).storage.log.read(
         since=since,
         until=until,
         kinds=sorted(_query_list(request, "kind")),

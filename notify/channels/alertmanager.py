@@ -7,13 +7,14 @@ resolve time. 5xx and connection failures are retried, a 4xx means the alert its
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+from pydantic import Field, field_validator
 
+from dutyd.core.configtypes import PositiveDuration, StrictModel
 from dutyd.core.records import AlertEvent, AlertState
 from dutyd.notify.channels.base import SendResult
-from dutyd.notify.config import AlertmanagerForward
 
 
 def iso(ts: float) -> str:
@@ -33,6 +34,21 @@ def am_alert(event: AlertEvent, now: float, generator_url: str, ends_in: float) 
         "endsAt": iso(event.timestamp if resolved else now + ends_in),
         "generatorURL": generator_url,
     }
+
+
+class AlertmanagerForward(StrictModel):
+    """Every alert (firing, resolved) also goes to this Alertmanager's API v2."""
+
+    kind: Literal["alertmanager"] = "alertmanager"
+    url: str = Field(description="base URL, e.g. http://127.0.0.1:9093")
+    timeout: PositiveDuration = 5.0
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
 
 
 class AlertmanagerChannel:

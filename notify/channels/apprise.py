@@ -15,13 +15,13 @@ import logging
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
-import apprise
+from pydantic import Field, SecretStr, model_validator
 
-from dutyd.notify.channels.base import SendResult
-from dutyd.notify.config import ChannelConfig
+from dutyd.core.configtypes import Language, SecretEnv, SecretFile, StrictModel, pick_secret
+from dutyd.notify.channels.base import RateLimit, SendResult
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
@@ -43,31 +43,63 @@ _apprise_log.setLevel(logging.WARNING)  # its INFO chatter is one line per messa
 _apprise_log.addFilter(_RedactUrls())
 
 
+class AppriseConfig(StrictModel):
+    """An apprise URL (json://, mailto://, dingtalk://, wecombot://, tgram://, ...)."""
+
+    kind: Literal["apprise"] = "apprise"
+    url: SecretStr | None = None
+    url_env: SecretEnv | None = None
+    url_file: SecretFile | None = None
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    language: Language | None = Field(default=None, description="for group channels")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> AppriseConfig:
+        given = [x for x in (self.url, self.url_env, self.url_file) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, url_env, url_file")
+        if not understood(self.secret_url()):
+            # Never echo the URL: it holds the channel's token.
+            raise ValueError("apprise does not understand this URL (see apprise's URL list)")
+        return self
+
+    def secret_url(self) -> str:
+        return pick_secret(self.url, self.url_env, self.url_file) or ""
+
+
+@functools.cache
+def _apprise() -> Any:
+    """The apprise library, imported when a channel is first configured (it takes a while)."""
+    import apprise
+
+    return apprise
+
+
 @functools.cache
 def _load_plugins() -> None:
     """apprise discovers its plugins on first use; some import modules deprecated in newer
     Pythons (imghdr). Do it once, here, with that warning silenced, not inside a send."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        apprise.Apprise().add("json://127.0.0.1/")
+        _apprise().Apprise().add("json://127.0.0.1/")
 
 
 def understood(url: str) -> bool:
     """True when apprise has a plugin for this URL and can parse it."""
     _load_plugins()
-    return bool(apprise.Apprise().add(url))
+    return bool(_apprise().Apprise().add(url))
 
 
 class AppriseChannel:
     payload_kind = "text"
 
-    def __init__(self, name: str, config: ChannelConfig, workers: int = 16) -> None:
+    def __init__(self, name: str, config: AppriseConfig, workers: int = 16) -> None:
         self.name = name
         self._url = config.secret_url()
         self._scheme = self._url.split("://", 1)[0].lower()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
         _load_plugins()
-        probe = apprise.Apprise()
+        probe = _apprise().Apprise()
         if not probe.add(self._url):
             # Never echo the URL: it holds the channel's token.
             raise ValueError(f"channel {name}: apprise does not understand this URL")
@@ -81,7 +113,7 @@ class AppriseChannel:
         return self._url + ("&" if "?" in self._url else "?") + extra
 
     def _send(self, message_id: str, title: str, body: str) -> bool:
-        ap = apprise.Apprise()
+        ap = _apprise().Apprise()
         ap.add(self._url_for(message_id))
         return bool(ap.notify(body=body, title=title))
 

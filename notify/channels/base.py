@@ -1,9 +1,19 @@
-"""What a channel is: `send(message_id, payload)` answering "accepted, or may we retry?"."""
+"""What a channel is: `send(message_id, payload)` answering "accepted, or may we retry?",
+and what every channel's config shares (a rate limit)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pydantic import Field
+
+from dutyd.core.configtypes import PositiveDuration, StrictModel
+
+
+class RateLimit(StrictModel):
+    count: int = Field(default=30, gt=0)
+    per: PositiveDuration = 60.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
     alerts = ctx.operations.list_alerts()
     statuses = list(ctx.latest.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
-    tail = await ctx.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
+    tail = await ctx.storage.log.read(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
     return {
         "generated_at": now,
         "language": lang or ctx.language(),

@@ -1,0 +1,123 @@
+"""The records the repositories take and return: plain values, no database types.
+
+They belong to the storage layer because only storage and its callers (rules wiring,
+notifications, duty) exchange them; the kernel's records (samples, alert events) stay in core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    fingerprint: str
+    rule: str
+    labels: dict[str, str]
+    severity: str
+    state: str
+    active_since: float | None
+    fired_at: float | None
+    resolved_at: float | None
+    value: float | None
+    summary: str
+    # The rules layer's own fields (acknowledgement, last notified state, flapping history,
+    # red line crossed, when the condition last held), as JSON.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSilence:
+    id: int
+    matchers: dict[str, Any]  # label -> value or {op: value}, as in rule `match:`
+    until: float
+    actor: str
+    reason: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    """An ad hoc maintenance window (scheduled ones live in the config)."""
+
+    id: int
+    targets: list[str]
+    matchers: dict[str, Any]
+    start: float
+    end: float
+    actor: str
+    reason: str
+    created: float
+
+
+# A counter increase seen by an `events` rule: (rule, series labels, ts, increment, counter).
+RuleEventRow = tuple[str, dict[str, str], float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class NewLogEntry:
+    """A duty log line to be written (the store assigns the id)."""
+
+    timestamp: float
+    kind: str
+    actor: str
+    subject: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the append-only duty log."""
+
+    id: int
+    timestamp: float
+    kind: str  # alert.firing, alert.resolved, config.reload, notify.sent, ack, drill, ...
+    actor: str  # "dutyd" or the person who acted
+    subject: str  # alert fingerprint, target name, channel ...
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class OutboxMessage:
+    """A notification waiting to be delivered. Mutable: delivery moves it between channels
+    and reschedules it, then saves it back with `OutboxRepository.reschedule`."""
+
+    id: str  # stable message id: receivers drop duplicates by it
+    recipient: str  # person name, "#channel", or "alertmanager"
+    kind: str  # page kind: firing, resolved, ... (for the log)
+    channel: str
+    payload: dict[str, Any]
+    fallbacks: list[str] = field(default_factory=list)
+    attempts: int = 0
+    channel_failures: int = 0
+    created: float = 0.0
+    next_at: float = 0.0
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int  # messages queued
+    oldest_created: float | None  # creation time of the oldest queued message
+    next_retry_at: float | None  # the earliest `next_at` still in the future
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentReading:
+    """One room sensor reading (temperature, humidity) to fold into its hour."""
+
+    timestamp: float
+    name: str  # metric name
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentRange:
+    """The lowest and highest reading of one sensor series over a span of hours."""
+
+    name: str
+    labels: dict[str, str]
+    min: float
+    max: float

@@ -1,0 +1,202 @@
+"""One interface per thing stored. Every method is a coroutine and a unit of work: a method
+that writes several rows does so in one transaction, and no method takes or returns SQL,
+connections or cursors, so a server database (PostgreSQL with an async driver) can implement
+each of them. `tests/test_storage_contract.py` is the behaviour every implementation must show.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from dutyd.storage.records import (
+    EnvironmentRange,
+    EnvironmentReading,
+    LogEntry,
+    NewLogEntry,
+    OutboxMessage,
+    OutboxStats,
+    RuleEventRow,
+    StoredAlert,
+    StoredSilence,
+    StoredWindow,
+)
+
+
+class AlertRepository(ABC):
+    """The rules layer's alerts that are not inactive, restored at start."""
+
+    @abstractmethod
+    async def save(self, alert: StoredAlert) -> None:
+        """Insert or replace the alert with this fingerprint."""
+
+    @abstractmethod
+    async def delete(self, fingerprint: str) -> None:
+        """Forget the alert; nothing happens when there is none."""
+
+    @abstractmethod
+    async def load_all(self) -> list[StoredAlert]: ...
+
+
+class OverlayRepository(ABC):
+    """Silences and ad hoc maintenance windows. Never deleted, only marked ended, so the duty
+    log and reports can say who muted what and when."""
+
+    @abstractmethod
+    async def add_silence(
+        self, matchers: dict[str, Any], until: float, actor: str, reason: str, created: float
+    ) -> int:
+        """The new silence's id (ids increase)."""
+
+    @abstractmethod
+    async def end_silence(self, id: int, at: float, actor: str) -> bool:
+        """Mark a silence removed; False when there is no such live silence."""
+
+    @abstractmethod
+    async def live_silences(self, now: float) -> list[StoredSilence]:
+        """Silences not removed and not yet over at `now`, by id."""
+
+    @abstractmethod
+    async def add_window(
+        self,
+        targets: list[str],
+        matchers: dict[str, Any],
+        start: float,
+        end: float,
+        actor: str,
+        reason: str,
+        created: float,
+    ) -> int: ...
+
+    @abstractmethod
+    async def end_window(self, id: int, at: float, actor: str) -> bool:
+        """Mark a window removed; False when there is no such window not yet removed."""
+
+    @abstractmethod
+    async def windows_ending_after(self, since: float) -> list[StoredWindow]:
+        """Windows not removed that end after `since` (kept for red-line exclusion), by id."""
+
+
+class RuleEventRepository(ABC):
+    """Counter increases seen by `events` rules."""
+
+    @abstractmethod
+    async def append(self, rows: Sequence[RuleEventRow]) -> None: ...
+
+    @abstractmethod
+    async def load(self, since: float) -> list[RuleEventRow]:
+        """Increases from `since` on, plus each series' latest row (its last counter value),
+        in the order they were appended."""
+
+
+class DutyLogRepository(ABC):
+    """The append-only duty log."""
+
+    @abstractmethod
+    async def append(
+        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+    ) -> int:
+        """The new entry's id (ids increase in writing order)."""
+
+    @abstractmethod
+    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
+        """Write a burst of entries in one transaction, in order."""
+
+    @abstractmethod
+    async def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        kinds: Sequence[str] = (),
+        subject: str | None = None,
+        limit: int | None = 1000,
+        newest_first: bool = False,
+        subject_prefix: str | None = None,
+    ) -> list[LogEntry]:
+        """Entries with since <= timestamp < until, in the order they were written;
+        `newest_first` for a tail (the newest `limit` entries, newest first); `limit` None for
+        all. A kind ending in "." is a prefix ("alert." matches alert.firing, alert.resolved);
+        `subject_prefix` matches subjects starting with it."""
+
+    @abstractmethod
+    async def first_timestamp(self) -> float | None:
+        """When the log began (the installation's first entry); None when empty."""
+
+
+class DrillRepository(ABC):
+    """What the drills left behind (their runs are recorded as duty log entries)."""
+
+    @abstractmethod
+    async def last_answered_start(self) -> float | None:
+        """The start time of the latest drill that someone answered (a `drill.end` entry with
+        `answered` true; its `started`, else the entry's time); None before any."""
+
+
+class OutboxRepository(ABC):
+    """Notifications written before they are sent and removed once accepted, plus the ids
+    delivered lately, so a message regenerated after a restart is not sent twice."""
+
+    @abstractmethod
+    async def enqueue(self, messages: Sequence[OutboxMessage]) -> list[str]:
+        """Queue the messages in one transaction; the ids actually added. A message whose id
+        is queued already or was delivered (and not yet forgotten) is skipped."""
+
+    @abstractmethod
+    async def due(
+        self, now: float, limit: int, exclude: Collection[str] = ()
+    ) -> list[OutboxMessage]:
+        """Up to `limit` queued messages with next_at <= now, not in `exclude` (those being
+        sent), by next_at then creation."""
+
+    @abstractmethod
+    async def mark_delivered(
+        self,
+        message_id: str,
+        at: float,
+        also_sent: Sequence[str] = (),
+        log: NewLogEntry | None = None,
+    ) -> None:
+        """In one transaction: remove the message, remember its id and `also_sent` (its pages'
+        ids) as delivered at `at`, and append `log` to the duty log."""
+
+    @abstractmethod
+    async def sent_among(self, ids: Collection[str]) -> set[str]:
+        """Which of `ids` were delivered (and not yet forgotten)."""
+
+    @abstractmethod
+    async def drop(self, message_id: str) -> None:
+        """Remove a queued message without marking it delivered."""
+
+    @abstractmethod
+    async def reschedule(self, message: OutboxMessage) -> None:
+        """Save a queued message's channel, fallbacks, counters, next_at and last error."""
+
+    @abstractmethod
+    async def stats(self, now: float) -> OutboxStats: ...
+
+    @abstractmethod
+    async def forget_sent(self, before: float) -> None:
+        """Forget delivered ids marked before `before`."""
+
+
+class AckLinkRepository(ABC):
+    """The nonces of acknowledge links already used: a link works once."""
+
+    @abstractmethod
+    async def use(self, nonce: str, at: float, expires: float) -> bool:
+        """Record the nonce as used; False when it was used before. Nonces of links that
+        expired more than a day before `at` are forgotten (they no longer verify anyway)."""
+
+
+class EnvironmentRepository(ABC):
+    """The hourly lowest, highest and last reading of each room sensor series."""
+
+    @abstractmethod
+    async def record(self, readings: Sequence[EnvironmentReading]) -> None:
+        """Fold the readings into their hours' rows, in one transaction."""
+
+    @abstractmethod
+    async def ranges(self, start: float, end: float) -> list[EnvironmentRange]:
+        """Per series, the min and max over the hours that overlap [start, end), ordered by
+        the series' labels (canonical JSON) then name."""

@@ -1,0 +1,40 @@
+"""The SQLite store (standard library sqlite3, WAL mode): one connection on one thread
+(`database`), the schema as one migration list (`migrations`), one module per repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dutyd.storage import Storage
+from dutyd.storage.sqlite.ack_links import SqliteAckLinks
+from dutyd.storage.sqlite.alerts import SqliteAlerts
+from dutyd.storage.sqlite.database import SqliteDatabase
+from dutyd.storage.sqlite.environment import SqliteEnvironment
+from dutyd.storage.sqlite.log import SqliteDrills, SqliteDutyLog
+from dutyd.storage.sqlite.outbox import SqliteOutbox
+from dutyd.storage.sqlite.overlays import SqliteOverlays
+from dutyd.storage.sqlite.rule_events import SqliteRuleEvents
+
+
+class SqliteStorage(Storage):
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._db = SqliteDatabase(self.path, read_only)
+        self.alerts = SqliteAlerts(self._db)
+        self.overlays = SqliteOverlays(self._db)
+        self.rule_events = SqliteRuleEvents(self._db)
+        self.log = SqliteDutyLog(self._db)
+        self.drills = SqliteDrills(self._db)
+        self.outbox = SqliteOutbox(self._db)
+        self.ack_links = SqliteAckLinks(self._db)
+        self.environment = SqliteEnvironment(self._db)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+__all__ = ["SqliteStorage"]

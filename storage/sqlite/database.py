@@ -1,0 +1,207 @@
+"""One SQLite connection on its own thread: opening (file modes, pragmas, migrations), running
+work there, and transactions.
+
+All statements run on a single-thread executor that owns the connection, so the event loop
+never blocks on disk and sqlite3's thread rules hold. The file holds rendered notifications
+and the duty log: it is created 0600 in a 0700 directory, and deleted content is overwritten
+(`secure_delete`), so it cannot be read back from free pages by another local user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from dutyd.storage import StorageError
+from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
+
+T = TypeVar("T")
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def to_json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection is in autocommit
+    mode, so statements outside this run on their own)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create the missing directories 0700; existing ones are the operator's and kept as is."""
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, DIR_MODE)
+            os.chmod(d, DIR_MODE)  # the umask may have taken bits away; never adds any
+
+
+def _make_private_file(path: Path) -> None:
+    """The database and its side files 0600. SQLite creates -wal and -shm with the mode of the
+    database file, so an empty database file created 0600 here keeps them private too."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE)
+        os.close(fd)
+    for p in (path, *(Path(f"{path}{s}") for s in SIDE_FILES)):
+        if p.exists():
+            os.chmod(p, FILE_MODE)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StorageError(
+            f"the database has schema version {version}, written by a newer dutyd "
+            f"(this one knows {len(MIGRATIONS)})"
+        )
+    if version == 0 and _legacy_versions(conn) is not None:
+        version = _adopt_legacy(conn)
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits whatever is open first, so BEGIN goes inside the script; the
+        # version bump is part of the same transaction.
+        try:
+            conn.executescript(f"BEGIN;\n{script};\nPRAGMA user_version = {number};")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def _legacy_versions(conn: sqlite3.Connection) -> dict[str, int] | None:
+    table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+    ).fetchone()
+    if table is None:
+        return None
+    rows = conn.execute("SELECT component, version FROM schema_version").fetchall()
+    return {str(c): int(v) for c, v in rows}
+
+
+def _adopt_legacy(conn: sqlite3.Connection) -> int:
+    """Run the legacy migrations a layer had not run yet, then switch to the single version."""
+    done = _legacy_versions(conn) or {}
+    scripts = [
+        script
+        for script, (layer, number) in zip(MIGRATIONS, LEGACY, strict=False)
+        if done.get(layer, 0) < number
+    ]
+    try:
+        conn.executescript(
+            "BEGIN;\n"
+            + ";\n".join(scripts)
+            + f";\nDROP TABLE schema_version;\nPRAGMA user_version = {len(LEGACY)};"
+        )
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return len(LEGACY)
+
+
+def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
+    """A read-only open cannot migrate: the schema must be the one this dutyd reads."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == len(MIGRATIONS):
+        return
+    if version == 0:
+        legacy = _legacy_versions(conn)
+        if legacy is not None and all(legacy.get(k, 0) >= n for k, n in LEGACY):
+            return  # written before the single version; every table this dutyd reads is there
+    if version > len(MIGRATIONS):
+        raise StorageError(f"{path} was written by a newer dutyd (schema {version})")
+    raise StorageError(
+        f"{path} has an older schema ({version}; this dutyd reads {len(MIGRATIONS)}): "
+        "start the daemon once to upgrade it"
+    )
+
+
+class SqliteDatabase:
+    """The connection and its thread; repositories run their work through `run`."""
+
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                raise RuntimeError("storage is not open")
+            return func(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        connect = self._connect_read_only if self.read_only else self._connect
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        _make_private_dirs(self.path.parent)
+        _make_private_file(self.path)
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode is durable against process crashes (SIGKILL); only an OS
+            # crash may lose the last transactions.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA secure_delete=ON")
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise StorageError(f"no duty database at {self.path}")
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            _check_readable(conn, self.path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageError(f"cannot read {self.path}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)

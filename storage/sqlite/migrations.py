@@ -1,0 +1,125 @@
+"""The SQLite schema as one versioned list of migrations, applied in order at open.
+
+`PRAGMA user_version` holds how many have run; each runs in its own transaction together with
+the version bump, so a failed change leaves the database as it was. Append new migrations at
+the end; never edit one that has shipped.
+
+Databases written before this list existed recorded a version per layer in a `schema_version`
+table (each layer registered its own scripts); `LEGACY` names the (layer, version) each of the
+first migrations was, so such a database is recognised and brought onto the list.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: alerts and the duty log.
+    """
+    CREATE TABLE alerts (
+        fingerprint TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        active_since REAL,
+        fired_at REAL,
+        resolved_at REAL,
+        value REAL,
+        summary TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE duty_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX duty_log_ts ON duty_log (ts);
+    CREATE INDEX duty_log_kind_ts ON duty_log (kind, ts);
+    """,
+    # 2: the rules layer's alert fields, silences, maintenance windows and event counts.
+    """
+    ALTER TABLE alerts ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        matchers TEXT NOT NULL,
+        until REAL NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        removed_at REAL,
+        removed_by TEXT
+    );
+    CREATE TABLE maintenance_windows (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        targets TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created REAL NOT NULL,
+        removed_at REAL,
+        removed_by TEXT
+    );
+    CREATE TABLE rule_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rule TEXT NOT NULL,
+        series TEXT NOT NULL,
+        ts REAL NOT NULL,
+        increment REAL NOT NULL,
+        counter REAL NOT NULL
+    );
+    CREATE INDEX rule_events_series ON rule_events (rule, series, ts);
+    """,
+    # 3: the notification outbox and the ids delivered lately.
+    """
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        recipient TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        fallbacks TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        channel_failures INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        next_at REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_next ON outbox (next_at);
+    CREATE TABLE outbox_sent (
+        id TEXT PRIMARY KEY,
+        ts REAL NOT NULL
+    );
+    """,
+    # 4: ack links already used.
+    """
+    CREATE TABLE ack_tokens_used (
+        nonce TEXT PRIMARY KEY,
+        used_at REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    """,
+    # 5: the room environment's hourly min/max.
+    """
+    CREATE TABLE environment_hourly (
+        hour REAL NOT NULL,
+        name TEXT NOT NULL,
+        series TEXT NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        last REAL NOT NULL,
+        PRIMARY KEY (hour, name, series)
+    );
+    """,
+]
+
+# (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].
+LEGACY: list[tuple[str, int]] = [
+    ("core", 1),
+    ("rules", 1),
+    ("outbox", 1),
+    ("acklinks", 1),
+    ("report", 1),
+]

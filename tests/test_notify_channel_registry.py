@@ -1,0 +1,48 @@
+"""The channel registry is the one place channel kinds are known: every kind's config model
+names its kind, the service's `build_channel` builds each from its config, and the config's
+`notify.channels` accepts the page channel kinds' models."""
+
+from __future__ import annotations
+
+import pytest
+
+from dutyd.notify.channels import (
+    CHANNEL_KINDS,
+    AlertmanagerChannel,
+    AlertmanagerForward,
+    AppriseChannel,
+    AppriseConfig,
+    build_channel,
+)
+from dutyd.notify.config import NotifyConfig
+
+
+def test_every_kind_config_names_its_kind() -> None:
+    for name, kind in CHANNEL_KINDS.items():
+        assert kind.config.model_fields["kind"].default == name
+
+
+async def test_build_channel_builds_each_registered_kind() -> None:
+    apprise = build_channel("mail", AppriseConfig(url="json://127.0.0.1:9/hook"))
+    forward = build_channel("alertmanager-0", AlertmanagerForward(url="http://127.0.0.1:9"))
+    try:
+        assert isinstance(apprise, AppriseChannel) and apprise.name == "mail"
+        assert isinstance(forward, AlertmanagerChannel) and forward.name == "alertmanager-0"
+    finally:
+        await apprise.close()
+        await forward.close()
+    with pytest.raises(ValueError, match="no channel kind"):
+        build_channel("odd", object())
+
+
+def test_notify_channels_take_page_channel_configs() -> None:
+    cfg = NotifyConfig.model_validate(
+        {
+            "channels": {"hook": {"url": "json://127.0.0.1:9/hook"}},
+            "alertmanager": [{"url": "http://127.0.0.1:9093/"}],
+        }
+    )
+    assert isinstance(cfg.channels["hook"], AppriseConfig)
+    assert cfg.alertmanager[0].url == "http://127.0.0.1:9093"
+    with pytest.raises(ValueError, match="kind"):
+        NotifyConfig.model_validate({"channels": {"x": {"kind": "carrier-pigeon", "url": "x"}}})

@@ -1,0 +1,386 @@
+"""The repository contract: what every storage implementation must do, tested through the
+`Storage` interface only. Each test runs once per implementation in `IMPLEMENTATIONS`; a new
+implementation (PostgreSQL, issue 11) is one more entry there and must pass all of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dutyd.storage import (
+    EnvironmentRange,
+    EnvironmentReading,
+    LogEntry,
+    NewLogEntry,
+    OutboxMessage,
+    OutboxStats,
+    Storage,
+    StoredAlert,
+)
+from dutyd.storage.sqlite import SqliteStorage
+
+# name -> a factory of an unopened store at a place that outlives close() (for reopening).
+IMPLEMENTATIONS: dict[str, Callable[[Path], Storage]] = {
+    "sqlite": lambda tmp: SqliteStorage(tmp / "contract.db"),
+}
+
+
+@dataclass
+class Store:
+    make: Callable[[], Storage]
+    s: Storage
+
+    async def reopen(self) -> Storage:
+        """A restart: close, then a new store object on the same place."""
+        await self.s.close()
+        self.s = self.make()
+        await self.s.open()
+        return self.s
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    factory = IMPLEMENTATIONS[request.param]
+    st = Store(lambda: factory(tmp_path), factory(tmp_path))
+    await st.s.open()
+    try:
+        yield st
+    finally:
+        await st.s.close()
+
+
+def alert(fp: str, state: str = "firing", **extra: object) -> StoredAlert:
+    return StoredAlert(
+        fp, "hot", {"target": "ups1", "room": "机房A"}, "critical", state, 1.0, 2.0, None, 30.5,
+        "UPS ups1 on battery", dict(extra),
+    )  # fmt: skip
+
+
+def message(id: str, next_at: float = 100.0, created: float = 100.0, **kw: object) -> OutboxMessage:
+    fields: dict[str, object] = {
+        "recipient": "Li Na",
+        "kind": "firing",
+        "channel": "mail",
+        "payload": {"title": "告警", "body": "b", "pages": [f"{id}-p1"]},
+        "fallbacks": ["sms"],
+        "created": created,
+        "next_at": next_at,
+    }
+    fields.update(kw)
+    return OutboxMessage(id, **fields)  # type: ignore[arg-type]
+
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+
+async def test_alerts_round_trip_replace_delete_and_reopen(store: Store) -> None:
+    s = store.s
+    assert await s.alerts.load_all() == []
+    a = alert("fp1", ack={"by": "li", "at": 5.0}, flapping=[1.0, 2.0])
+    await s.alerts.save(a)
+    await s.alerts.save(alert("fp2", "pending"))
+    assert sorted(await s.alerts.load_all(), key=lambda x: x.fingerprint) == [
+        a,
+        alert("fp2", "pending"),
+    ]
+    resolved = alert("fp1", "resolved")
+    await s.alerts.save(resolved)  # same fingerprint: replaced, not added
+    await s.alerts.delete("fp2")
+    await s.alerts.delete("never-there")  # no error
+    assert await s.alerts.load_all() == [resolved]
+    s = await store.reopen()
+    assert await s.alerts.load_all() == [resolved]
+
+
+# -- silences and maintenance windows -------------------------------------------------------------
+
+
+async def test_silences_live_until_over_or_ended(store: Store) -> None:
+    s = store.s
+    first = await s.overlays.add_silence({"target": {"=~": "db.*"}}, 100.0, "li", "patch", 1.0)
+    short = await s.overlays.add_silence({"target": "x"}, 50.0, "wang", "short", 2.0)
+    assert short > first
+    live = await s.overlays.live_silences(now=10.0)
+    assert [(x.id, x.matchers, x.until, x.actor, x.reason, x.created) for x in live] == [
+        (first, {"target": {"=~": "db.*"}}, 100.0, "li", "patch", 1.0),
+        (short, {"target": "x"}, 50.0, "wang", "short", 2.0),
+    ]
+    assert [x.id for x in await s.overlays.live_silences(now=50.0)] == [first]  # over at 50
+    assert await s.overlays.end_silence(first, 60.0, "li")
+    assert not await s.overlays.end_silence(first, 61.0, "li")  # already ended
+    assert not await s.overlays.end_silence(9999, 61.0, "li")  # no such silence
+    assert await s.overlays.live_silences(now=10.0) == [
+        x for x in live if x.id == short
+    ]  # ended ones stay ended even before their end
+    s = await store.reopen()
+    assert [x.id for x in await s.overlays.live_silences(now=10.0)] == [short]
+    assert await s.overlays.add_silence({}, 10.0, "li", "after restart", 3.0) > short
+
+
+async def test_windows_ending_after_and_ended(store: Store) -> None:
+    s = store.s
+    w1 = await s.overlays.add_window(["core-sw1"], {}, 10.0, 20.0, "wang", "IOS upgrade", 1.0)
+    w2 = await s.overlays.add_window([], {"room": "A"}, 30.0, 40.0, "li", "aircon", 2.0)
+    gone = await s.overlays.add_window(["core-sw2"], {}, 10.0, 20.0, "wang", "cancelled", 3.0)
+    assert await s.overlays.end_window(gone, 4.0, "wang")
+    assert not await s.overlays.end_window(gone, 5.0, "wang")
+    assert not await s.overlays.end_window(9999, 5.0, "wang")
+    windows = await s.overlays.windows_ending_after(0.0)
+    assert [(w.id, w.targets, w.matchers, w.start, w.end, w.actor, w.reason) for w in windows] == [
+        (w1, ["core-sw1"], {}, 10.0, 20.0, "wang", "IOS upgrade"),
+        (w2, [], {"room": "A"}, 30.0, 40.0, "li", "aircon"),
+    ]
+    assert [w.id for w in await s.overlays.windows_ending_after(20.0)] == [w2]  # ends at 20
+    s = await store.reopen()
+    assert [w.id for w in await s.overlays.windows_ending_after(0.0)] == [w1, w2]
+
+
+# -- rule events ----------------------------------------------------------------------------------
+
+
+async def test_rule_events_increases_since_plus_each_series_last_value(store: Store) -> None:
+    s = store.s
+    await s.rule_events.append([])  # nothing to write is fine
+    av, fw = {"target": "av"}, {"target": "fw"}
+    await s.rule_events.append(
+        [("virus", av, 1.0, 0.0, 7.0), ("virus", av, 5.0, 2.0, 9.0), ("virus", fw, 2.0, 1.0, 3.0)]
+    )
+    await s.rule_events.append([("virus", fw, 6.0, 0.0, 3.0), ("login", av, 7.0, 4.0, 4.0)])
+    # From 4.0: av's increase at 5 (also its last row), fw's last row (no increase), login's.
+    assert await s.rule_events.load(since=4.0) == [
+        ("virus", av, 5.0, 2.0, 9.0),
+        ("virus", fw, 6.0, 0.0, 3.0),
+        ("login", av, 7.0, 4.0, 4.0),
+    ]
+    everything = await s.rule_events.load(since=0.0)
+    assert ("virus", av, 1.0, 0.0, 7.0) not in everything  # a baseline without increase
+    assert ("virus", fw, 2.0, 1.0, 3.0) in everything
+    s = await store.reopen()
+    assert await s.rule_events.load(since=0.0) == everything
+
+
+# -- duty log -------------------------------------------------------------------------------------
+
+
+async def test_log_ids_order_filters_and_tail(store: Store) -> None:
+    s = store.s
+    assert await s.log.read() == []
+    assert await s.log.first_timestamp() is None
+    ids = []
+    for i in range(30):
+        kind = "alert.firing" if i % 2 else "notify.sent"
+        ids.append(await s.log.append(1000.0 + i, kind, "dutyd", f"s{i}", {"i": i}))
+    assert ids == sorted(ids) and len(set(ids)) == 30
+    assert [e.data["i"] for e in await s.log.read(limit=3)] == [0, 1, 2]
+    assert [e.data["i"] for e in await s.log.read(limit=3, newest_first=True)] == [29, 28, 27]
+    assert len(await s.log.read(limit=None)) == 30
+    # since inclusive, until exclusive; a kind ending in "." is a prefix
+    window = await s.log.read(since=1011.0, until=1019.0, kinds=["alert."])
+    assert [e.data["i"] for e in window] == [11, 13, 15, 17]
+    assert await s.log.read(kinds=["alert"]) == []  # not a prefix without the dot
+    assert len(await s.log.read(kinds=["alert.firing", "notify.sent"], limit=None)) == 30
+    tail = await s.log.read(kinds=["alert.firing"], limit=2, newest_first=True)
+    assert [e.subject for e in tail] == ["s29", "s27"]
+    assert [e.data["i"] for e in await s.log.read(subject="s1")] == [1]
+    assert [e.subject for e in await s.log.read(subject_prefix="s2")] == [
+        "s2",
+        *[f"s2{i}" for i in range(10)],
+    ]
+    assert await s.log.first_timestamp() == 1000.0
+
+
+async def test_log_prefixes_are_literal(store: Store) -> None:
+    """Prefixes match their text only: no wildcards, no case folding."""
+    s = store.s
+    await s.log.append(1.0, "notify.no_policy", "dutyd", "fp_1", {})
+    await s.log.append(2.0, "notify.noXpolicy", "dutyd", "fpX1", {})
+    await s.log.append(3.0, "Notify.no_policy", "dutyd", "FP_1", {})
+    assert [e.kind for e in await s.log.read(kinds=["notify.no_"])] == []  # "_" is no wildcard
+    assert [e.kind for e in await s.log.read(kinds=["notify."])] == [
+        "notify.no_policy",
+        "notify.noXpolicy",
+    ]
+    assert [e.subject for e in await s.log.read(subject_prefix="fp_")] == ["fp_1"]
+    assert [e.subject for e in await s.log.read(subject_prefix="%")] == []
+
+
+async def test_log_append_many_keeps_order_and_data_survives_reopen(store: Store) -> None:
+    s = store.s
+    await s.log.append_many([])
+    data = {"summary": "机房 A 温度 31 °C", "nested": {"list": [1, 2.5, None, True]}}
+    await s.log.append(5.0, "config.reload", "Zhang Wei", "", {})
+    await s.log.append_many(
+        [NewLogEntry(3.0, "escalation.firing", "dutyd", f"fp{i}", {"step": i}) for i in range(5)]
+        + [NewLogEntry(4.0, "alert.firing", "dutyd", "fpx", data)]
+    )
+    entries = await s.log.read()
+    # Writing order, not timestamp order.
+    assert [e.subject for e in entries] == ["", "fp0", "fp1", "fp2", "fp3", "fp4", "fpx"]
+    assert entries[-1].data == data and entries[0].actor == "Zhang Wei"
+    s = await store.reopen()
+    assert await s.log.read() == entries
+    new_id = await s.log.append(6.0, "daemon.start", "dutyd", "", {})
+    assert new_id > entries[-1].id
+    assert await s.log.first_timestamp() == 3.0
+    assert isinstance(entries[0], LogEntry)
+
+
+# -- drills ---------------------------------------------------------------------------------------
+
+
+async def test_last_answered_drill(store: Store) -> None:
+    s = store.s
+    assert await s.drills.last_answered_start() is None
+    await s.log.append(100.0, "drill.end", "li", "drill-a", {"started": 90.0, "answered": True})
+    await s.log.append(300.0, "drill.end", "li", "drill-b", {"started": 290.0, "answered": False})
+    await s.log.append(200.0, "drill.start", "li", "drill-c", {"started": 500.0})
+    assert await s.drills.last_answered_start() == 90.0  # unanswered and other kinds ignored
+    await s.log.append(400.0, "drill.end", "wang", "drill-d", {"answered": True})  # no start
+    assert await s.drills.last_answered_start() == 400.0
+    s = await store.reopen()
+    assert await s.drills.last_answered_start() == 400.0
+
+
+# -- outbox ---------------------------------------------------------------------------------------
+
+
+async def test_outbox_enqueue_is_idempotent_by_message_id(store: Store) -> None:
+    s = store.s
+    m = message("m1")
+    assert await s.outbox.enqueue([m, message("m2")]) == ["m1", "m2"]
+    # The same message id again, alone or in a batch (even twice in one), adds nothing.
+    assert await s.outbox.enqueue([message("m1", channel="other")]) == []
+    assert await s.outbox.enqueue([message("m3"), message("m3"), message("m2")]) == ["m3"]
+    due = await s.outbox.due(now=1000.0, limit=10)
+    assert [x.id for x in due] == ["m1", "m2", "m3"]
+    assert due[0] == m  # every field round trips, the first version kept
+    assert await s.outbox.enqueue([]) == []
+
+
+async def test_outbox_due_order_limit_exclude(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue(
+        [
+            message("late", next_at=300.0, created=1.0),
+            message("b", next_at=100.0, created=20.0),
+            message("a", next_at=100.0, created=10.0),
+            message("first", next_at=50.0, created=30.0),
+        ]
+    )
+    assert [x.id for x in await s.outbox.due(now=100.0, limit=10)] == ["first", "a", "b"]
+    assert [x.id for x in await s.outbox.due(now=100.0, limit=2)] == ["first", "a"]
+    # Being sent: left out, and the limit still fills from the rest.
+    assert [x.id for x in await s.outbox.due(now=100.0, limit=2, exclude={"first"})] == ["a", "b"]
+    assert await s.outbox.due(now=10.0, limit=10) == []
+    assert await s.outbox.stats(now=100.0) == OutboxStats(4, 1.0, 300.0)
+    assert await s.outbox.stats(now=300.0) == OutboxStats(4, 1.0, None)
+
+
+async def test_outbox_mark_delivered_claims_ids_and_logs_in_one_go(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2")])
+    entry = NewLogEntry(150.0, "notify.sent", "dutyd", "m1", {"channel": "mail", "attempts": 1})
+    await s.outbox.mark_delivered("m1", 150.0, ["m1-p1", "m1-p2"], entry)
+    assert [x.id for x in await s.outbox.due(now=1000.0, limit=10)] == ["m2"]
+    assert await s.outbox.sent_among(["m1", "m1-p1", "m1-p2", "m2", "zzz"]) == {
+        "m1",
+        "m1-p1",
+        "m1-p2",
+    }
+    assert await s.outbox.sent_among([]) == set()
+    (logged,) = await s.log.read(kinds=["notify.sent"])
+    assert (logged.timestamp, logged.subject, logged.data) == (150.0, "m1", entry.data)
+    # A delivered id is not queued again (a page regenerated after a restart).
+    assert await s.outbox.enqueue([message("m1"), message("m1-p1")]) == []
+    await s.outbox.mark_delivered("m2", 160.0)  # without pages or log entry
+    assert await s.outbox.stats(now=1000.0) == OutboxStats(0, None, None)
+    assert len(await s.log.read()) == 1
+    # Forgetting delivered ids older than a horizon lets them be queued again.
+    await s.outbox.forget_sent(before=155.0)
+    assert await s.outbox.sent_among(["m1", "m1-p1", "m2"]) == {"m2"}
+    assert await s.outbox.enqueue([message("m1")]) == ["m1"]
+
+
+async def test_outbox_many_ids_at_once(store: Store) -> None:
+    s = store.s
+    ids = [f"page-{i}" for i in range(2500)]
+    await s.outbox.enqueue([message("m")])
+    await s.outbox.mark_delivered("m", 1.0, ids)
+    assert await s.outbox.sent_among([*ids, "nope"]) == set(ids)
+
+
+async def test_outbox_reschedule_drop_and_reopen(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2"), message("m3")])
+    (m1,) = [x for x in await s.outbox.due(now=100.0, limit=10) if x.id == "m1"]
+    m1.channel, m1.fallbacks = "sms", ["mail"]
+    m1.attempts, m1.channel_failures = 3, 0
+    m1.next_at, m1.last_error = 400.0, "HTTP 503: " + "x" * 2000
+    await s.outbox.reschedule(m1)
+    await s.outbox.drop("m2")
+    await s.outbox.drop("never-there")
+    assert [x.id for x in await s.outbox.due(now=100.0, limit=10)] == ["m3"]
+    assert await s.outbox.sent_among(["m2"]) == set()  # dropped is not delivered
+    s = await store.reopen()
+    (back,) = [x for x in await s.outbox.due(now=400.0, limit=10) if x.id == "m1"]
+    assert (back.channel, back.fallbacks, back.attempts, back.next_at) == (
+        "sms",
+        ["mail"],
+        3,
+        400.0,
+    )
+    assert back.last_error.startswith("HTTP 503: ") and 10 < len(back.last_error) <= 500
+    assert back.payload == message("m1").payload
+    await s.outbox.mark_delivered("m3", 500.0)
+    s = await store.reopen()
+    assert await s.outbox.sent_among(["m3"]) == {"m3"}
+    assert await s.outbox.stats(now=0.0) == OutboxStats(1, 100.0, 400.0)
+
+
+# -- ack links ------------------------------------------------------------------------------------
+
+
+async def test_ack_link_nonce_is_single_use_across_restarts(store: Store) -> None:
+    s = store.s
+    assert await s.ack_links.use("n1", at=1000.0, expires=5000.0)
+    assert not await s.ack_links.use("n1", at=1001.0, expires=5000.0)
+    assert await s.ack_links.use("n2", at=1001.0, expires=5000.0)
+    s = await store.reopen()
+    assert not await s.ack_links.use("n1", at=1002.0, expires=5000.0)
+    # Long after the link expired the nonce is forgotten (the link no longer verifies).
+    assert await s.ack_links.use("n1", at=5000.0 + 86400 + 1, expires=9e9)
+
+
+# -- room environment -----------------------------------------------------------------------------
+
+H = 3600.0
+T, RH = "room_temperature_celsius", "room_humidity_percent"
+
+
+async def test_environment_folds_hours_and_ranges(store: Store) -> None:
+    s = store.s
+    env1 = {"room": "A", "target": "env1"}
+    env2 = {"room": "B", "target": "env2"}
+    await s.environment.record([])
+    await s.environment.record(
+        [
+            EnvironmentReading(10 * H + 60, T, env1, 22.5),
+            EnvironmentReading(10 * H + 60, RH, env1, 48.0),
+            EnvironmentReading(10 * H + 120, T, env2, 19.0),
+        ]
+    )
+    await s.environment.record([EnvironmentReading(10 * H + 1800, T, env1, 27.1)])  # same hour
+    await s.environment.record([EnvironmentReading(12 * H + 5, T, env1, 21.0)])
+    await s.environment.record([EnvironmentReading(15 * H, T, env1, 35.0)])
+    # [10:30, 15:00): the hour of 10:30 counts, 15:00 does not; ordered by series then name.
+    assert await s.environment.ranges(10 * H + 1800, 15 * H) == [
+        EnvironmentRange(RH, env1, 48.0, 48.0),
+        EnvironmentRange(T, env1, 21.0, 27.1),
+        EnvironmentRange(T, env2, 19.0, 19.0),
+    ]
+    assert await s.environment.ranges(11 * H, 12 * H) == []
+    s = await store.reopen()
+    assert await s.environment.ranges(12 * H, 16 * H) == [EnvironmentRange(T, env1, 21.0, 35.0)]

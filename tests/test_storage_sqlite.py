@@ -1,0 +1,137 @@
+"""What is particular to the SQLite store: private files (issue 12, Medium 3), secure_delete,
+and the read-only open the `dutyd log` and `report` commands use."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dutyd.storage import NewLogEntry, OutboxMessage, StorageError, open_storage
+from dutyd.storage.sqlite import SqliteStorage
+from dutyd.storage.sqlite.migrations import MIGRATIONS
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
+def content(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """The usual umask 022, under which files come out world-readable unless made private."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+async def test_database_wal_and_shm_are_private_in_a_private_directory(
+    tmp_path: Path, open_umask: None
+) -> None:
+    path = tmp_path / "new" / "deeper" / "dutyd.db"
+    storage = SqliteStorage(path)
+    await storage.open()
+    try:
+        await storage.log.append(1.0, "daemon.start", "dutyd", "", {})
+        wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+        assert exists(wal) and exists(shm)  # WAL mode, while open
+        assert (mode(path), mode(wal), mode(shm)) == (0o600, 0o600, 0o600)
+        assert mode(path.parent) == 0o700
+        assert mode(path.parent.parent) == 0o700  # every directory it had to create
+    finally:
+        await storage.close()
+
+
+async def test_existing_directory_is_left_alone_but_existing_files_made_private(
+    tmp_path: Path, open_umask: None
+) -> None:
+    shared = tmp_path / "var-lib"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    path = shared / "dutyd.db"
+    conn = sqlite3.connect(path)  # a database from an older dutyd, world-readable
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    os.chmod(path, 0o644)
+    assert mode(path) == 0o644
+    storage = SqliteStorage(path)
+    await storage.open()
+    try:
+        await storage.log.append(1.0, "daemon.start", "dutyd", "", {})
+        assert mode(path) == 0o600
+        assert mode(Path(f"{path}-wal")) == 0o600
+        assert mode(Path(f"{path}-shm")) == 0o600
+        assert mode(shared) == 0o755  # the operator's directory, not ours to change
+    finally:
+        await storage.close()
+
+
+async def test_secure_delete_overwrites_delivered_messages(tmp_path: Path) -> None:
+    """A delivered message's body (ack-link tokens) must not stay readable in free pages."""
+    path = tmp_path / "d.db"
+    secret = "ACK-TOKEN-" + "q" * 40
+    storage = SqliteStorage(path)
+    await storage.open()
+    try:
+        msg = OutboxMessage("m1", "Li Na", "firing", "mail", {"body": secret}, created=1.0)
+        await storage.outbox.enqueue([msg])
+        await storage.outbox.mark_delivered("m1", 2.0, (), NewLogEntry(2.0, "x", "d", "m1", {}))
+    finally:
+        await storage.close()  # the last close checkpoints the WAL into the file
+    assert secret.encode() not in content(path)
+    assert secret.encode() not in content(Path(f"{path}-wal"))
+
+
+async def test_secure_delete_is_on_for_the_store_connection(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "d.db")
+    await storage.open()
+    try:
+        assert await storage._db.run(lambda c: c.execute("PRAGMA secure_delete").fetchone()[0])
+    finally:
+        await storage.close()
+
+
+async def test_read_only_store_reads_and_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    async with open_storage(path) as storage:
+        await storage.log.append(1.0, "alert.firing", "dutyd", "fp", {"summary": "hot"})
+    async with open_storage(path, read_only=True) as storage:
+        (entry,) = await storage.log.read()
+        assert entry.data == {"summary": "hot"}
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await storage.log.append(2.0, "x", "y", "z", {})
+    with pytest.raises(StorageError, match="no duty database"):
+        await open_storage(tmp_path / "missing.db", read_only=True).open()
+    assert not (tmp_path / "missing.db").exists()
+
+
+async def test_read_only_refuses_a_schema_it_cannot_read(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    conn.close()
+    with pytest.raises(StorageError, match="start the daemon once"):
+        await open_storage(old, read_only=True).open()
+    newer = tmp_path / "newer.db"
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StorageError, match="newer dutyd"):
+        await open_storage(newer, read_only=True).open()
+    with pytest.raises(StorageError, match="newer dutyd"):
+        await open_storage(newer).open()
