@@ -31,7 +31,7 @@ from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
-from dutyd.rules.overlays import Silence, Window
+from dutyd.rules.overlays import MaintenanceWindow, Silence
 from dutyd.rules.packs import effective_rules
 from dutyd.storage import Storage, StoredAlert, open_storage
 from dutyd.web.api import install_api
@@ -277,7 +277,7 @@ class Daemon:
             for event in self.engine.tick(now):
                 self._events.put_nowait(event)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
-            rows, self.engine.counted = self.engine.counted, []
+            rows = self.engine.take_counted()
             try:
                 for fp in forgotten:
                     await self.storage.delete_alert(fp)
@@ -364,7 +364,7 @@ class Daemon:
         for alert in list(self.engine.alerts.values()):
             if alert.state is not AlertState.INACTIVE:
                 await self.storage.save_alert(_alert_row(alert))
-        rows, self.engine.counted = self.engine.counted, []
+        rows = self.engine.take_counted()
         if rows:
             await self.storage.append_rule_events(
                 [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
@@ -373,18 +373,22 @@ class Daemon:
     async def _restore_overlays(self) -> None:
         now = time.time()
         for s in await self.storage.load_silences(now):
-            self.engine.silences[str(s.id)] = Silence(
-                str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
+            self.engine.add_silence(
+                Silence(
+                    str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
+                )
             )
         for w in await self.storage.load_windows(now - WINDOW_LOOKBACK):
-            self.engine.windows[str(w.id)] = Window(
-                str(w.id),
-                frozenset(w.targets),
-                compile_matchers(w.matchers),
-                w.start,
-                w.end,
-                w.reason,
-                w.actor,
+            self.engine.add_window(
+                MaintenanceWindow(
+                    str(w.id),
+                    frozenset(w.targets),
+                    compile_matchers(w.matchers),
+                    w.start,
+                    w.end,
+                    w.reason,
+                    w.actor,
+                )
             )
         spans = [r.config.events.over for r in self.engine.rules.values() if r.config.events]
         if spans:
@@ -437,7 +441,7 @@ class Daemon:
             raise ValueError("a silence needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
         sid = await self.storage.add_silence(data, until, actor, reason, now)
-        self.engine.silences[str(sid)] = Silence(str(sid), compiled, until, actor, reason, now)
+        self.engine.add_silence(Silence(str(sid), compiled, until, actor, reason, now))
         await self.storage.append_log(
             now,
             "silence.add",
@@ -449,7 +453,7 @@ class Daemon:
 
     async def remove_silence(self, silence_id: int, actor: str) -> bool:
         now = time.time()
-        removed = self.engine.silences.pop(str(silence_id), None)
+        removed = self.engine.end_silence(str(silence_id))
         ok = await self.storage.end_silence(silence_id, now, actor)
         if removed is None and not ok:
             return False
@@ -482,8 +486,8 @@ class Daemon:
             raise ValueError("a maintenance window needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
         wid = await self.storage.add_window(names, data, start, end, actor, reason, now)
-        self.engine.windows[str(wid)] = Window(
-            str(wid), frozenset(names), compiled, start, end, reason, actor
+        self.engine.add_window(
+            MaintenanceWindow(str(wid), frozenset(names), compiled, start, end, reason, actor)
         )
         await self.storage.append_log(
             now,
@@ -497,12 +501,10 @@ class Daemon:
     async def remove_maintenance(self, window_id: int, actor: str) -> bool:
         """End an ad hoc window now (its past time still counts as excluded)."""
         now = time.time()
-        window = self.engine.windows.get(str(window_id))
+        window = self.engine.end_window(str(window_id), now)
         ok = await self.storage.end_window(window_id, now, actor)
         if window is None and not ok:
             return False
-        if window is not None:
-            window.end = min(window.end, now)
         await self.storage.append_log(
             now, "maintenance.remove", actor, f"maintenance:{window_id}", {}
         )
@@ -527,16 +529,18 @@ def _engine_for(settings: Settings) -> RuleEngine:
     )
     for m in rules.maintenance:
         wid = f"config:{m.name}"
-        engine.windows[wid] = Window(
-            wid,
-            frozenset(m.targets),
-            compile_matchers(m.match),
-            m.start.timestamp(),
-            m.end.timestamp(),
-            m.reason,
-            "config",
-            m.every,
-            m.name,
+        engine.add_window(
+            MaintenanceWindow(
+                wid,
+                frozenset(m.targets),
+                compile_matchers(m.match),
+                m.start.timestamp(),
+                m.end.timestamp(),
+                m.reason,
+                "config",
+                m.every,
+                m.name,
+            )
         )
     return engine
 

@@ -110,7 +110,7 @@ class Condition(StrictModel):
         return f"absent for {format_duration(self.absent or 0)}"
 
 
-class Window(StrictModel):
+class Aggregation(StrictModel):
     """Aggregate the series' (derived) values over the last `over` before testing them."""
 
     function: Literal["min", "max", "avg", "last"]
@@ -146,7 +146,7 @@ class RuleConfig(StrictModel):
     targets: list[str] = Field(default_factory=list)
     value: ValueKind = "raw"
     scale: float = 1.0
-    window: Window | None = None
+    window: Aggregation | None = None
     across: Across | None = None
     condition: Condition | None = None
     events: Events | None = None
