@@ -337,6 +337,7 @@ class Daemon:
                     "rule": event.rule,
                     "labels": _fields(event.labels),
                     "summary": event.summary,
+                    "summaries": {lang: event.summary_in(lang) for lang, _ in event.summaries},
                     "value": event.value,
                     "severity": event.severity,
                     "active_since": event.active_since,

@@ -241,7 +241,8 @@ def build_report(
             a["state"] = data.get("state", a["state"])
             if kind == "alert.firing" and a["first"] is None:
                 a["first"] = ts
-                a["summary"] = data.get("summary", a.get("summary", ""))
+                texts = data.get("summaries") or {}
+                a["summary"] = texts.get(report.language) or data.get("summary", "")
             elif kind == "alert.resolved":
                 a["resolved"] = ts
             elif kind in ("alert.acknowledged", "alert.red_line"):

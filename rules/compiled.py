@@ -82,6 +82,23 @@ class CompiledRule:
         """How many series the group of an `across` alert has (0 for other rules)."""
         return len(self.groups.get(alert.labels, ())) if self.config.across else 0
 
+    def worse(self, peak: float | None, value: float) -> float:
+        """The worse of an outage's peak so far and a new value: the lowest for `below`, the
+        furthest from the range for `outside`, else the highest."""
+        if peak is None:
+            return value
+        c = self.config.condition
+        if c is not None and c.below is not None:
+            return min(peak, value)
+        if c is not None and c.outside is not None:
+            low, high = c.outside
+
+            def past(v: float) -> float:
+                return max(low - v, v - high)
+
+            return value if past(value) > past(peak) else peak
+        return max(peak, value)
+
     def series_state(self, series: Labels) -> SeriesState:
         st = self.series.get(series)
         if st is None:

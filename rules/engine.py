@@ -25,7 +25,7 @@ from dutyd.rules.eventcounts import CountedRow, EventCounts
 from dutyd.rules.matchers import label_of
 from dutyd.rules.mutes import MutePolicy
 from dutyd.rules.overlays import MaintenanceWindow, Silence
-from dutyd.rules.summaries import render_text
+from dutyd.rules.summaries import render_text, summaries, summary_template
 from dutyd.rules.views import alert_view
 
 TARGET_UP = "target_up"
@@ -185,6 +185,8 @@ class RuleEngine:
             alert.value = value
         cfg = rule.config
         previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for)
+        if value is not None and alert.active:
+            alert.peak = rule.worse(alert.peak, value)
         if previous is not None:
             self._transition(rule, alert, previous, now, out)
 
@@ -369,7 +371,6 @@ class RuleEngine:
         else:
             notify = not mute
         alert.muted_reason = mute
-        alert.summary = render_text(rule, rule.config.summary, alert, now)
         out.append(
             self._event(rule, alert, now, AlertChange.STATE, notify, mute, previous=previous)
         )
@@ -391,7 +392,6 @@ class RuleEngine:
             if not mute:
                 alert.notified = AlertState.FIRING
                 alert.muted_reason = ""
-                alert.summary = render_text(rule, rule.config.summary, alert, now)
                 out.append(self._event(rule, alert, now, AlertChange.STATE, True, ""))
         elif (
             alert.state in (AlertState.RESOLVED, AlertState.INACTIVE)
@@ -426,7 +426,10 @@ class RuleEngine:
         if cfg.description:
             annotations.append(("description", render_text(rule, cfg.description, alert, now)))
         if cfg.reference:
-            annotations.append(("reference", cfg.reference))
+            annotations.append(("reference", cfg.reference.en))
+        # English in full for the log and the Alertmanager; per language with the duration
+        # left open for the pages (see `AlertEvent.summary_in`).
+        alert.summary = render_text(rule, summary_template(rule, alert), alert, now)
         return AlertEvent(
             fingerprint=alert.fingerprint,
             rule=alert.rule,
@@ -434,7 +437,7 @@ class RuleEngine:
             state=alert.state,
             previous=alert.state if previous is None else previous,
             severity=alert.severity,
-            summary=alert.summary or render_text(rule, cfg.summary, alert, now),
+            summary=alert.summary,
             value=alert.value,
             active_since=alert.active_since,
             timestamp=now,
@@ -445,6 +448,7 @@ class RuleEngine:
             actor=actor,
             note=note,
             red_line=cfg.red_line,
+            summaries=summaries(rule, alert, now, keep_duration=alert.active),
         )
 
     def acknowledge(

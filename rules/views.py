@@ -6,7 +6,9 @@ from typing import Any
 
 from dutyd.rules.alerts import Alert
 from dutyd.rules.compiled import CompiledRule
+from dutyd.rules.config import LANGUAGES
 from dutyd.rules.mutes import MutePolicy
+from dutyd.rules.summaries import summaries
 
 
 def alert_view(
@@ -14,6 +16,8 @@ def alert_view(
 ) -> dict[str, Any]:
     cfg = rule.config if rule is not None else None
     mute = mutes.reason(alert, cfg.depends_on, now) if cfg is not None else ""
+    # Rendered now, so the text's duration is the card's (not the one of the last change).
+    texts = dict(summaries(rule, alert, now)) if rule is not None else {}
     return {
         "fingerprint": alert.fingerprint,
         "rule": alert.rule,
@@ -21,7 +25,8 @@ def alert_view(
         "severity": alert.severity,
         "state": str(alert.state),
         "value": alert.value,
-        "summary": alert.summary,
+        "summary": texts.get("en", alert.summary),
+        "summaries": texts or {lang: alert.summary for lang in LANGUAGES},
         "active_since": alert.active_since,
         "fired_at": alert.fired_at,
         "resolved_at": alert.resolved_at,
@@ -29,7 +34,8 @@ def alert_view(
         "outage": mutes.outage(alert, now) if alert.active else None,
         "red_line": cfg.red_line if cfg else None,
         "red_line_crossed": alert.red_line_sent,
-        "reference": cfg.reference if cfg else "",
+        "reference": cfg.reference.en if cfg else "",
+        "references": {lang: cfg.reference.get(lang) if cfg else "" for lang in LANGUAGES},
         "acknowledged": alert.ack.to_dict() if alert.ack else None,
         "silenced_by": mutes.silenced_by(alert, now),
         "maintenance": mutes.maintenance_of(alert, now),

@@ -8,12 +8,14 @@ acknowledge and silence buttons call the write API, which requires the token.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from dutyd.storage import LogEntry
 from dutyd.web import views
 
 if TYPE_CHECKING:
@@ -32,15 +34,28 @@ def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath(name).read_bytes()
 
 
+def in_language(alert: dict[str, Any], lang: str) -> dict[str, Any]:
+    """An alert view with its summary and reference in the page's language."""
+    summaries = alert.get("summaries") or {}
+    references = alert.get("references") or {}
+    return {
+        **alert,
+        "summary": summaries.get(lang) or alert.get("summary", ""),
+        "reference": references.get(lang) or alert.get("reference", ""),
+    }
+
+
 async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]:
     now = time.time()
-    alerts = daemon.list_alerts()
+    language = lang or daemon.settings.notify.language
+    alerts = [in_language(a, language) for a in daemon.list_alerts()]
     statuses = list(daemon.store.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
     tail = await daemon.storage.read_log(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
+    tail = [_entry_in_language(e, language) for e in tail]
     return {
         "generated_at": now,
-        "language": lang or daemon.settings.notify.language,
+        "language": language,
         "timezone": daemon.settings.notify.timezone,
         "alerts": views.sort_alerts(alerts),
         "environment": views.environment_view(daemon.store),
@@ -50,6 +65,15 @@ async def status_data(daemon: Daemon, lang: str | None = None) -> dict[str, Any]
         "oncall": _oncall(daemon, now),
         "log": views.log_view(tail),
     }
+
+
+def _entry_in_language(entry: LogEntry, lang: str) -> LogEntry:
+    """A duty-log entry whose alert summary reads in the page's language (entries written
+    before summaries had languages keep the one they have)."""
+    text = (entry.data.get("summaries") or {}).get(lang)
+    if not text:
+        return entry
+    return dataclasses.replace(entry, data={**entry.data, "summary": text})
 
 
 def _oncall(daemon: Daemon, now: float) -> dict[str, Any] | None:
