@@ -228,3 +228,18 @@ def test_down_target_freezes_its_alerts():
     assert engine.tick(400) == []
     (e,) = engine.ingest([temp(30, 420)], 420)
     assert e.state is F and e.active_since == 0.0
+
+
+def test_reload_keeps_ad_hoc_windows_and_takes_the_new_scheduled_ones():
+    old = RuleEngine([rule()])
+    old.add_window(MaintenanceWindow("config:old", frozenset({"a"}), (), 0.0, 10.0, "old plan"))
+    old.add_window(MaintenanceWindow("7", frozenset({"b"}), (), 0.0, 10.0, "ad hoc"))
+    new = RuleEngine([rule()])
+    new.add_window(MaintenanceWindow("config:new", frozenset({"a"}), (), 0.0, 10.0, "new plan"))
+    new.adopt(old)
+    assert set(new.windows) == {"config:new", "7"}
+    ended = new.end_window("7", 5.0)
+    assert ended is not None and new.windows["7"].end == 5.0
+    assert new.end_window("nope", 5.0) is None
+    with pytest.raises(TypeError):
+        new.windows["x"] = ended  # type: ignore[index]  # read-only: change it through methods
