@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,7 +30,7 @@ from dutyd.notify.config import (
     EscalationConfig,
     NotifyConfig,
     OncallConfig,
-    check_references,
+    duty_references,
 )
 from dutyd.rules.config import RulesConfig
 from dutyd.rules.packs import available as available_packs
@@ -99,10 +98,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
-        duty = check_references(self.oncall, self.escalation, self.notify)
-        if duty:
-            # Its own error type: `validate` reports top-level value_errors via cross_check.
-            raise PydanticCustomError("duty_reference", "; ".join(duty))
         problems = cross_check(self.model_dump(by_alias=True, mode="python"))
         if problems:
             raise ValueError("; ".join(msg for _, msg in problems))
@@ -144,7 +139,7 @@ def _known_metrics(raw_targets: list[Any]) -> set[str]:
 
 
 def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    problems: list[tuple[Loc, str]] = []
+    problems: list[tuple[Loc, str]] = duty_references(data)
     raw_targets = _items(data.get("targets"))
     names: dict[str, int] = {}
     for i, raw in enumerate(raw_targets):
@@ -371,6 +366,7 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
 def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
     lines = yaml_lines(text) if text else {}
     problems: list[tuple[int, str]] = []
+    summary: list[tuple[int, str]] = []
     settings: Settings | None = None
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
@@ -393,10 +389,13 @@ def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc = (*loc, "kind")
             if err["type"] == "value_error" and loc == ():
-                continue  # cross-reference summary; reported one by one below
+                # The cross-reference summary, reported one by one below from the raw data;
+                # kept in case only the validated data shows it (a default value).
+                summary.append(_problem(loc, _message(err, loc, data), lines))
+                continue
             problems.append(_problem(loc, _message(err, loc, data), lines))
-    for loc, msg in cross_check(data):
-        problems.append(_problem(loc, msg, lines))
+    cross = [_problem(loc, msg, lines) for loc, msg in cross_check(data)]
+    problems += cross or summary
     if problems:
         unique = sorted(set(problems), key=lambda p: (p[0], p[1]))
         raise ConfigError(source, [msg for _, msg in unique])

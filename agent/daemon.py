@@ -36,7 +36,7 @@ from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
-from dutyd.rules.overlays import Window
+from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
 from dutyd.storage import Storage, open_storage
 from dutyd.web.api import install_api
@@ -88,9 +88,7 @@ class Daemon:
         )
         self.journal.listeners.append(self.notify)
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
-        self.recorder = EnvironmentRecorder(
-            self.storage.environment, lambda: self.latest.samples(only_up=True)
-        )
+        self.recorder = EnvironmentRecorder(self.storage.environment)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -191,6 +189,7 @@ class Daemon:
             return False
         try:
             new = load_config(self.config_path)
+            _refuse_dropping_every_target(self.settings, new, str(self.config_path))
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
             log.error("config reload rejected; keeping the running config\n%s", exc.report())
@@ -217,6 +216,12 @@ class Daemon:
     async def _apply(self, new: Settings) -> None:
         old_targets = {t.name: t for t in self.settings.targets}
         new_targets = {t.name: t for t in new.targets}
+        removed = old_targets.keys() - new_targets.keys()
+        if removed:
+            # Their alerts end with a notice to those paged, before the new engine adopts.
+            for event in self.engine.retire_targets(removed, self.clock.time()):
+                self.journal.put(event)
+            log.info("targets removed", extra={"fields": {"targets": ",".join(sorted(removed))}})
         for name, cfg in old_targets.items():
             if new_targets.get(name) != cfg:
                 await self.scheduler.remove(name)
@@ -249,6 +254,8 @@ class Daemon:
     def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting or stopping"
+        if not self.settings.targets:
+            return False, "no targets configured: nothing is watched"
         return True, f"ready: {len(self.settings.targets)} targets, {len(self.engine.rules)} rules"
 
     # -- data path ------------------------------------------------------------------------------
@@ -270,6 +277,7 @@ class Daemon:
             status.last_success_at = result.started_at
             status.consecutive_failures = 0
             self.latest.replace_target(result.target, result.samples)
+            self.recorder.observe(result.samples)
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:
@@ -319,6 +327,19 @@ class Daemon:
         return list(self.engine.alerts.values())
 
 
+def _refuse_dropping_every_target(old: Settings, new: Settings, source: str) -> None:
+    """An emptied or truncated file (`: > dutyd.yaml`) must not silently stop all watching:
+    a reload to zero targets needs an explicit `targets: []`."""
+    if old.targets and not new.targets and "targets" not in new.model_fields_set:
+        raise ConfigError(
+            source,
+            [
+                f"targets: the new file has no targets, and {len(old.targets)} are watched now; "
+                "write `targets: []` to stop watching everything"
+            ],
+        )
+
+
 def _ack_host(settings: Settings) -> list[str]:
     """The host of the public ack-link URL: a reverse proxy forwards requests with it."""
     host = urlsplit(settings.notify.ack_base_url).hostname
@@ -332,15 +353,17 @@ def _engine_for(settings: Settings) -> RuleEngine:
     )
     for m in rules.maintenance:
         wid = f"config:{m.name}"
-        engine.windows[wid] = Window(
-            wid,
-            frozenset(m.targets),
-            compile_matchers(m.match),
-            m.start.timestamp(),
-            m.end.timestamp(),
-            m.reason,
-            "config",
-            m.every,
-            m.name,
+        engine.add_window(
+            MaintenanceWindow(
+                wid,
+                frozenset(m.targets),
+                compile_matchers(m.match),
+                m.start.timestamp(),
+                m.end.timestamp(),
+                m.reason,
+                "config",
+                m.every,
+                m.name,
+            )
         )
     return engine

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from dutyd.core.configtypes import format_duration
+
 # Sorted (name, value) pairs: hashable, so a sample's series key can index dicts.
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
@@ -92,3 +94,20 @@ class AlertEvent:
     actor: str = ""  # who acknowledged / silenced
     note: str = ""
     red_line: float | None = None  # seconds: the red line this alert has (crossed, for RED_LINE)
+    # The summary per language, (language, text). The text of an active alert keeps its
+    # `{duration}` placeholder, filled when the text is shown or sent (`summary_in`), so a page
+    # repeated an hour later does not say "for 5m".
+    summaries: tuple[tuple[str, str], ...] = ()
+
+    def summary_in(self, language: str, now: float | None = None) -> str:
+        """The summary in `language` (English, then `summary`, when it has none), its
+        duration as of `now` (default: the event's time)."""
+        texts = dict(self.summaries)
+        text = texts.get(language) or texts.get("en")
+        if text is None:
+            return self.summary
+        if "{duration}" not in text:
+            return text
+        when = self.timestamp if now is None else now
+        since = self.active_since if self.active_since is not None else when
+        return text.replace("{duration}", format_duration(max(0.0, when - since)))

@@ -112,6 +112,10 @@ class Drills:
             previous=AlertState.PENDING,
             severity=severity,
             summary=f"Emergency drill started by {actor}: please acknowledge",
+            summaries=(
+                ("en", f"Emergency drill started by {actor}: please acknowledge"),
+                ("zh", f"应急演练（{actor} 发起）：请确认"),
+            ),
             value=None,
             active_since=now,
             timestamp=now,

@@ -72,6 +72,7 @@ class AlertJournal:
                     "rule": event.rule,
                     "labels": dict(event.labels),
                     "summary": event.summary,
+                    "summaries": {lang: event.summary_in(lang) for lang, _ in event.summaries},
                     "value": event.value,
                     "severity": event.severity,
                     "active_since": event.active_since,

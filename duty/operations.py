@@ -16,7 +16,7 @@ from dutyd.core.records import AlertEvent, AlertState, Sample
 from dutyd.duty.journal import AlertJournal
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
-from dutyd.rules.overlays import Silence, Window
+from dutyd.rules.overlays import MaintenanceWindow, Silence
 from dutyd.storage import Storage
 
 # How far ahead an overlay or an acknowledgement may reach: a silence "until 1e300" would
@@ -87,7 +87,7 @@ class DutyOperations:
             raise ValueError("a silence needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
         sid = await self._storage.overlays.add_silence(data, until, actor, reason, now)
-        self._engine().silences[str(sid)] = Silence(str(sid), compiled, until, actor, reason, now)
+        self._engine().add_silence(Silence(str(sid), compiled, until, actor, reason, now))
         await self._storage.log.append(
             now,
             "silence.add",
@@ -99,7 +99,7 @@ class DutyOperations:
 
     async def remove_silence(self, silence_id: int, actor: str) -> bool:
         now = self._clock.time()
-        removed = self._engine().silences.pop(str(silence_id), None)
+        removed = self._engine().end_silence(str(silence_id))
         ok = await self._storage.overlays.end_silence(silence_id, now, actor)
         if removed is None and not ok:
             return False
@@ -134,8 +134,8 @@ class DutyOperations:
             raise ValueError("a maintenance window needs who sets it and why")
         data = {k: m.to_data() for k, m in compiled}
         wid = await self._storage.overlays.add_window(names, data, start, end, actor, reason, now)
-        self._engine().windows[str(wid)] = Window(
-            str(wid), frozenset(names), compiled, start, end, reason, actor
+        self._engine().add_window(
+            MaintenanceWindow(str(wid), frozenset(names), compiled, start, end, reason, actor)
         )
         await self._storage.log.append(
             now,
@@ -149,12 +149,10 @@ class DutyOperations:
     async def remove_maintenance(self, window_id: int, actor: str) -> bool:
         """End an ad hoc window now (its past time still counts as excluded)."""
         now = self._clock.time()
-        window = self._engine().windows.get(str(window_id))
+        window = self._engine().end_window(str(window_id), now)
         ok = await self._storage.overlays.end_window(window_id, now, actor)
         if window is None and not ok:
             return False
-        if window is not None:
-            window.end = min(window.end, now)
         await self._storage.log.append(
             now, "maintenance.remove", actor, f"maintenance:{window_id}", {}
         )

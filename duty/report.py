@@ -14,57 +14,90 @@ import contextlib
 import csv
 import datetime as dt
 import io
+import logging
 import zoneinfo
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dutyd.core.records import Sample
+from dutyd.core.records import Labels, Sample
 from dutyd.storage import EnvironmentReading, EnvironmentRepository, Storage
 
 ENV_METRICS = ("room_temperature_celsius", "room_humidity_percent")
 RECORD_EVERY = 60.0
 
+log = logging.getLogger("dutyd.report")
+
 
 class EnvironmentRecorder:
-    """Every minute, fold the latest room readings into their hour's min/max row."""
+    """Fold every room reading into its hour's min/max, in memory, and write them each minute.
 
-    def __init__(
-        self,
-        environment: EnvironmentRepository,
-        samples: Callable[[], Iterable[Sample]],
-        every: float = RECORD_EVERY,
-    ) -> None:
+    Every sample counts, not one a minute: a 40-second excursion to 27.5 °C that paged
+    someone must show in the diary's maximum (an extreme the diary misses is a diary nobody
+    trusts). Writes are once a minute, whatever the poll rate.
+    """
+
+    def __init__(self, environment: EnvironmentRepository, every: float = RECORD_EVERY) -> None:
         self.environment = environment
-        self.samples = samples
         self.every = every
+        # (hour, metric, labels) -> (lowest, its time, highest, its time)
+        self._pending: dict[tuple[int, str, Labels], tuple[float, float, float, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def record(self) -> int:
-        readings = [
-            EnvironmentReading(s.timestamp, s.name, dict(s.labels), s.value)
-            for s in self.samples()
-            if s.name in ENV_METRICS
-        ]
+    def observe(self, samples: Iterable[Sample]) -> None:
+        """Called with every poll's samples; cheap: only room readings are looked at."""
+        for s in samples:
+            if s.name not in ENV_METRICS or s.value != s.value:  # NaN is no reading
+                continue
+            key = (int(s.timestamp // 3600), s.name, s.labels)
+            seen = self._pending.get(key)
+            if seen is None:
+                self._pending[key] = (s.value, s.timestamp, s.value, s.timestamp)
+                continue
+            low, low_at, high, high_at = seen
+            if s.value < low:
+                low, low_at = s.value, s.timestamp
+            if s.value > high:
+                high, high_at = s.value, s.timestamp
+            self._pending[key] = (low, low_at, high, high_at)
+
+    async def flush(self) -> int:
+        """Write the folded extremes; returns how many readings were written."""
+        pending, self._pending = self._pending, {}
+        readings: list[EnvironmentReading] = []
+        for (_, name, labels), (low, low_at, high, high_at) in pending.items():
+            readings.append(EnvironmentReading(low_at, name, dict(labels), low))
+            if high_at != low_at or high != low:
+                readings.append(EnvironmentReading(high_at, name, dict(labels), high))
         if readings:
-            await self.environment.record(readings)
+            try:
+                await self.environment.record(readings)
+            except Exception:
+                # A full disk loses no extreme: they are folded in again at the next flush.
+                for r in readings:
+                    self.observe([Sample.of(r.name, r.value, r.timestamp, r.labels)])
+                raise
         return len(readings)
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.every)
-            with contextlib.suppress(Exception):
-                await self.record()
+            try:
+                await self.flush()
+            except Exception:
+                log.warning("recording the room environment failed; kept for the next minute")
 
-    async def start(self, _app: object = None) -> None:
+    async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="environment-recorder")
 
-    async def stop(self, _app: object = None) -> None:
+    async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        with contextlib.suppress(Exception):
+            await self.flush()
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -208,7 +241,8 @@ async def build_report(
             a["state"] = data.get("state", a["state"])
             if kind == "alert.firing" and a["first"] is None:
                 a["first"] = ts
-                a["summary"] = data.get("summary", a.get("summary", ""))
+                texts = data.get("summaries") or {}
+                a["summary"] = texts.get(report.language) or data.get("summary", "")
             elif kind == "alert.resolved":
                 a["resolved"] = ts
             elif kind in ("alert.acknowledged", "alert.red_line"):

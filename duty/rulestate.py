@@ -10,7 +10,7 @@ from dutyd.core.records import AlertState, labels_of
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
-from dutyd.rules.overlays import Silence, Window
+from dutyd.rules.overlays import MaintenanceWindow, Silence
 from dutyd.storage import Storage, StoredAlert
 
 # Ad hoc maintenance windows that ended this long ago still count for red lines after a
@@ -23,18 +23,20 @@ async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
     restored = [alert_from_row(r) for r in await storage.alerts.load_all()]
     engine.restore(restored)
     for s in await storage.overlays.live_silences(now):
-        engine.silences[str(s.id)] = Silence(
-            str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created
+        engine.add_silence(
+            Silence(str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created)
         )
     for w in await storage.overlays.windows_ending_after(now - WINDOW_LOOKBACK):
-        engine.windows[str(w.id)] = Window(
-            str(w.id),
-            frozenset(w.targets),
-            compile_matchers(w.matchers),
-            w.start,
-            w.end,
-            w.reason,
-            w.actor,
+        engine.add_window(
+            MaintenanceWindow(
+                str(w.id),
+                frozenset(w.targets),
+                compile_matchers(w.matchers),
+                w.start,
+                w.end,
+                w.reason,
+                w.actor,
+            )
         )
     spans = [r.config.events.over for r in engine.rules.values() if r.config.events]
     if spans:
@@ -47,7 +49,7 @@ async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
 
 async def save_counts(engine: RuleEngine, storage: Storage) -> None:
     """Write the `events:` counts taken since the last call."""
-    rows, engine.counted = engine.counted, []
+    rows = engine.take_counted()
     if rows:
         await storage.rule_events.append(
             [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]

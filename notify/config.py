@@ -39,7 +39,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zoneinfo
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
@@ -130,21 +131,11 @@ class OncallConfig(StrictModel):
         return values
 
     @model_validator(mode="after")
-    def _references(self) -> OncallConfig:
-        names = {p.name for p in self.people}
-        if len(names) != len(self.people):
+    def _unique_people(self) -> OncallConfig:
+        # Names of people in pairs, roles and overrides are checked with the other
+        # cross-references (`duty_references`), each at its own key path.
+        if len({p.name for p in self.people}) != len(self.people):
             raise ValueError("people: a name appears twice")
-        problems = []
-        for i, pair in enumerate(self.pairs):
-            problems += [f"pairs[{i}]: unknown person {n!r}" for n in pair if n not in names]
-        for role, members in self.roles.items():
-            problems += [f"roles.{role}: unknown person {n!r}" for n in members if n not in names]
-        for i, o in enumerate(self.overrides):
-            problems += [
-                f"overrides[{i}]: unknown person {n!r}" for n in (o.replace, o.by) if n not in names
-            ]
-        if problems:
-            raise ValueError("; ".join(problems))
         return self
 
     def person(self, name: str) -> Person | None:
@@ -255,32 +246,76 @@ class NotifyConfig(StrictModel):
         return secret.encode() if secret else b""
 
 
-def check_references(
-    oncall: OncallConfig, escalation: EscalationConfig, notify: NotifyConfig
-) -> list[str]:
-    """Cross-section names: contacts name channels, steps name roles, people and channels."""
-    problems = []
-    for p in oncall.people:
-        for c in p.contacts:
-            if c not in notify.channels:
-                problems.append(f"oncall.people: {p.name}: unknown channel {c!r}")
-    names = {p.name for p in oncall.people}
-    for policy in escalation.policies:
-        if any(step.oncall for step in policy.steps) and not oncall.pairs:
-            problems.append(
-                f"escalation.{policy.name}: pages the on-call pair, but oncall.pairs is empty"
-            )
-        parts: list[Step | RedLineStep] = [*policy.steps]
-        if policy.red_line is not None:
-            parts.append(policy.red_line)
-        for part in parts:
-            for r in part.roles:
-                if r not in oncall.roles:
-                    problems.append(f"escalation.{policy.name}: unknown role {r!r}")
-            for n in part.people:
-                if n not in names:
-                    problems.append(f"escalation.{policy.name}: unknown person {n!r}")
-            for c in part.channels:
-                if c not in notify.channels:
-                    problems.append(f"escalation.{policy.name}: unknown channel {c!r}")
-    return sorted(set(problems))
+Loc = tuple[str | int, ...]
+
+
+def duty_references(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """Cross-section names, checked on the raw config so that they are reported in the same
+    pass as type errors, each at its own key path: contacts name channels, pairs, roles and
+    overrides name people, steps name roles, people and channels."""
+    oncall = _mapping(data.get("oncall"))
+    escalation = _mapping(data.get("escalation"))
+    channels = set(_mapping(_mapping(data.get("notify")).get("channels")))
+    people = _items(oncall.get("people"))
+    names = {p["name"] for p in people if isinstance(p, Mapping) and isinstance(p.get("name"), str)}
+    roles = _mapping(oncall.get("roles"))
+    problems: list[tuple[Loc, str]] = []
+    for i, person in enumerate(people):
+        if isinstance(person, Mapping):
+            for j, contact in _strings(person.get("contacts")):
+                if contact not in channels:
+                    problems.append(
+                        (("oncall", "people", i, "contacts", j), f"unknown channel {contact!r}")
+                    )
+    for i, pair in enumerate(_items(oncall.get("pairs"))):
+        for j, name in _strings(pair):
+            if name not in names:
+                problems.append((("oncall", "pairs", i, j), f"unknown person {name!r}"))
+    for role, members in roles.items():
+        for j, name in _strings(members):
+            if name not in names:
+                problems.append((("oncall", "roles", role, j), f"unknown person {name!r}"))
+    for i, override in enumerate(_items(oncall.get("overrides"))):
+        if isinstance(override, Mapping):
+            for key in ("replace", "by"):
+                name = override.get(key)
+                if isinstance(name, str) and name not in names:
+                    problems.append((("oncall", "overrides", i, key), f"unknown person {name!r}"))
+    for i, policy in enumerate(_items(escalation.get("policies"))):
+        if not isinstance(policy, Mapping):
+            continue
+        parts: list[tuple[Loc, Any]] = [
+            (("escalation", "policies", i, "steps", k), step)
+            for k, step in enumerate(_items(policy.get("steps")))
+        ]
+        if isinstance(policy.get("red_line"), Mapping):
+            parts.append((("escalation", "policies", i, "red_line"), policy["red_line"]))
+        for loc, part in parts:
+            if not isinstance(part, Mapping):
+                continue
+            if part.get("oncall") is True and not _items(oncall.get("pairs")):
+                problems.append(
+                    ((*loc, "oncall"), "pages the on-call pair, but oncall.pairs is empty")
+                )
+            for j, role in _strings(part.get("roles")):
+                if role not in roles:
+                    problems.append(((*loc, "roles", j), f"unknown role {role!r}"))
+            for j, name in _strings(part.get("people")):
+                if name not in names:
+                    problems.append(((*loc, "people", j), f"unknown person {name!r}"))
+            for j, channel in _strings(part.get("channels")):
+                if channel not in channels:
+                    problems.append(((*loc, "channels", j), f"unknown channel {channel!r}"))
+    return problems
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[tuple[int, str]]:
+    return [(j, v) for j, v in enumerate(_items(value)) if isinstance(v, str)]

@@ -1,7 +1,9 @@
 """Message texts in English and Simplified Chinese; times in the site's time zone.
 
 A message covers one group of pages (alerts of one site that started together) for one
-recipient, in the recipient's language. Texts are plain UTF-8 (every apprise target shows it).
+recipient, in the recipient's language: the frame from `TEXT`, the alert summaries from the
+event's own per-language texts (`AlertEvent.summary_in`, its duration as of sending).
+Texts are plain UTF-8 (every apprise target shows it).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def render(
     prefix = (text["drill"] + " ") if drill else ""
     site = first.site
     if len(pages) == 1:
-        title = f"{prefix}{text[kind]}: {first.event.summary}"
+        title = f"{prefix}{text[kind]}: {first.event.summary_in(language, now)}"
     else:
         title = f"{prefix}{text[kind]}: {text['alerts'].format(n=len(pages))}"
         if site:
@@ -88,7 +90,7 @@ def render(
         sev = SEVERITY.get(language, SEVERITY["en"]).get(ev.severity, ev.severity)
         labels = dict(ev.labels)
         where = " ".join(f"{k}={labels[k]}" for k in ("site", "room", "target") if k in labels)
-        line = f"[{sev}] {ev.summary} ({where})"
+        line = f"[{sev}] {ev.summary_in(language, now)} ({where})"
         since = ev.active_since or ev.timestamp
         line += f"\n  {text['since']} {local_time(since, tz)}, {text['for']} "
         line += format_duration(max(0.0, now - since))

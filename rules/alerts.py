@@ -37,6 +37,23 @@ from dutyd.core.records import AlertState, Labels
 
 ACTIVE = (AlertState.PENDING, AlertState.FIRING)
 
+# Every move the state machine makes (from, to). INACTIVE -> RESOLVED is the held-back resolve
+# of a page that went out (`Alert.resolve_announced`); nothing else skips a state.
+TRANSITIONS: frozenset[tuple[AlertState, AlertState]] = frozenset(
+    {
+        (AlertState.INACTIVE, AlertState.PENDING),
+        (AlertState.RESOLVED, AlertState.PENDING),
+        (AlertState.PENDING, AlertState.FIRING),
+        (AlertState.PENDING, AlertState.INACTIVE),
+        (AlertState.FIRING, AlertState.RESOLVED),
+        (AlertState.INACTIVE, AlertState.RESOLVED),
+    }
+)
+
+
+class InvalidTransition(RuntimeError):
+    """A state change the state machine does not make (a bug, never bad input)."""
+
 
 def fingerprint(rule: str, labels: Labels) -> str:
     h = hashlib.sha256(rule.encode())
@@ -81,6 +98,8 @@ class Alert:
     transitions: list[float] = field(default_factory=list)
     red_line_sent: bool = False
     muted_reason: str = ""  # as of the last event (for listings; recomputed on every event)
+    # The worst value of this outage (furthest past the threshold), for the resolve notice.
+    peak: float | None = None
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -112,25 +131,62 @@ class Alert:
         if holds:
             self.last_true = now
             if self.state in (AlertState.INACTIVE, AlertState.RESOLVED):
-                self.active_since = now
-                self.fired_at = None
-                self.resolved_at = None
-                self.red_line_sent = False
-                self.state = AlertState.PENDING
+                self._move(AlertState.PENDING, now)
             since = now if self.active_since is None else self.active_since
             if self.state is AlertState.PENDING and now - since >= for_seconds:
-                self.state = AlertState.FIRING
-                self.fired_at = now
+                self._move(AlertState.FIRING, now)
         elif self.state is AlertState.PENDING:
-            self.state = AlertState.INACTIVE
-            self.active_since = None
+            self._move(AlertState.INACTIVE, now)
         elif self.state is AlertState.FIRING:
             last = self.last_true if self.last_true is not None else now
             if now - last >= keep_firing_for:
-                self.state = AlertState.RESOLVED
-                self.resolved_at = now
-                self.ack = None  # an acknowledgement belongs to one outage
+                self._move(AlertState.RESOLVED, now)
         return previous if self.state is not previous else None
+
+    def resolve_announced(self, now: float) -> AlertState:
+        """A page went out for this alert and its resolve was held back (by a mute or
+        flapping); the alert is over now, so it reads as resolved (an inactive one too: it went
+        pending again and cleared meanwhile). Returns the state it was in."""
+        previous = self.state
+        if previous is AlertState.INACTIVE:
+            self._move(AlertState.RESOLVED, now)
+        elif previous is not AlertState.RESOLVED:
+            raise InvalidTransition(f"{previous} -> resolved is not an announced resolve")
+        self.resolved_at = self.resolved_at or now
+        return previous
+
+    def retire(self, now: float) -> AlertState | None:
+        """Its target is no longer watched (removed from the configuration): a firing alert
+        resolves, a pending one ends unseen. Returns the state it was in, or None when it
+        was not active."""
+        previous = self.state
+        if previous is AlertState.FIRING:
+            self._move(AlertState.RESOLVED, now)
+        elif previous is AlertState.PENDING:
+            self._move(AlertState.INACTIVE, now)
+        else:
+            return None
+        return previous
+
+    def _move(self, to: AlertState, now: float) -> None:
+        """The one place `state` changes: checks the move against TRANSITIONS and keeps the
+        timestamps the state follows from."""
+        if (self.state, to) not in TRANSITIONS:
+            raise InvalidTransition(f"{self.state} -> {to}")
+        self.state = to
+        if to is AlertState.PENDING:
+            self.active_since = now
+            self.fired_at = None
+            self.resolved_at = None
+            self.red_line_sent = False
+            self.peak = None
+        elif to is AlertState.FIRING:
+            self.fired_at = now
+        elif to is AlertState.INACTIVE:
+            self.active_since = None
+        elif to is AlertState.RESOLVED:
+            self.resolved_at = now
+            self.ack = None  # an acknowledgement belongs to one outage
 
     def due(self, now: float, for_seconds: float, keep_firing_for: float) -> bool:
         """Whether time alone (no new sample) moves this alert at `now`."""
@@ -160,6 +216,7 @@ class Alert:
             "flapping": self.flapping,
             "transitions": self.transitions,
             "red_line_sent": self.red_line_sent,
+            "peak": self.peak,
         }
 
     def load_extra(self, data: dict[str, Any]) -> None:
@@ -171,4 +228,6 @@ class Alert:
         self.flapping = bool(data.get("flapping"))
         self.transitions = [float(t) for t in data.get("transitions") or []]
         self.red_line_sent = bool(data.get("red_line_sent"))
+        peak = data.get("peak")
+        self.peak = float(peak) if peak is not None else None
         self.last_holds = None

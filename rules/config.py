@@ -18,7 +18,12 @@ A rule is data, validated when the config loads; nothing in it is evaluated as c
       red_line: 2h          # the outage time (minus maintenance) after which a RED_LINE event goes
       depends_on: [core-sw1]
       severity: warning
-      summary: "{target}: {mount} is {value} full ({threshold}) for {duration}"
+      summary:                                  # one string, or one per language
+        en: "{target}: {mount} is {value_percent} % full ({threshold}) for {duration}"
+        zh: "{target} 的 {mount} 已用 {value_percent} %（{threshold}），已持续 {duration}"
+      resolved:                                 # the resolve notice: what recovered
+        en: "{mount} on {target} {recovered} after {duration}, peak {peak_percent} %"
+        zh: "{target} 的 {mount} 已{recovered}，历时 {duration}，峰值 {peak_percent} %"
       reference: "Securities branch: keep enough free storage on hosts"
 
     - name: virus_outbreaks
@@ -48,6 +53,34 @@ METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 Severity = Literal["info", "warning", "critical"]
 ValueKind = Literal["raw", "rate", "counter_rate", "age"]
+
+# The languages texts (summaries, references, pages, the status page) come in.
+LANGUAGES = ("en", "zh")
+
+
+class Localized(StrictModel):
+    """A text in English and Simplified Chinese: `{en: ..., zh: ...}`, or one string for both.
+    A mapping with one of the two uses it for the other as well."""
+
+    en: str
+    zh: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_or_both(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"en": data, "zh": data}
+        if isinstance(data, dict) and data and set(data) <= set(LANGUAGES):
+            given = next(v for k in LANGUAGES if (v := data.get(k)) is not None)
+            return {lang: data.get(lang, given) for lang in LANGUAGES}
+        return data
+
+    def get(self, language: str) -> str:
+        return self.zh if language == "zh" else self.en
+
+    def __bool__(self) -> bool:
+        return bool(self.en or self.zh)
+
 
 _COMPARISONS = ("above", "below", "outside", "inside", "equals", "changed", "absent")
 
@@ -110,7 +143,7 @@ class Condition(StrictModel):
         return f"absent for {format_duration(self.absent or 0)}"
 
 
-class Window(StrictModel):
+class Aggregation(StrictModel):
     """Aggregate the series' (derived) values over the last `over` before testing them."""
 
     function: Literal["min", "max", "avg", "last"]
@@ -146,7 +179,7 @@ class RuleConfig(StrictModel):
     targets: list[str] = Field(default_factory=list)
     value: ValueKind = "raw"
     scale: float = 1.0
-    window: Window | None = None
+    window: Aggregation | None = None
     across: Across | None = None
     condition: Condition | None = None
     events: Events | None = None
@@ -157,11 +190,16 @@ class RuleConfig(StrictModel):
     red_line: PositiveDuration | None = None
     depends_on: list[str] = Field(default_factory=list)
     severity: Severity = "warning"
-    summary: str = "{rule} on {target}: {value} is {threshold}"
-    description: str = ""
+    summary: Localized = Localized(
+        en="{rule} on {target}: {value} is {threshold}",
+        zh="{rule}（{target}）：{value} {threshold}",
+    )
+    # The resolve notice; without one it says the rule's alert on the target recovered.
+    resolved: Localized | None = None
+    description: Localized = Localized(en="", zh="")
     labels: LabelMap = Field(default_factory=dict)
     # The duty rule this enforces, quoted in notifications and reports.
-    reference: str = ""
+    reference: Localized = Localized(en="", zh="")
 
     @field_validator("name")
     @classmethod

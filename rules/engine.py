@@ -12,140 +12,35 @@ Time is always passed in (`now`), so tests step a fake clock.
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+import dataclasses
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-from dutyd.core.configtypes import format_duration
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, Labels, Sample
 from dutyd.rules.alerts import Ack, Alert, fingerprint
+from dutyd.rules.compiled import CompiledRule, SeriesState
 from dutyd.rules.config import FlappingConfig, RuleConfig
-from dutyd.rules.matchers import compile_matchers, label_of
-from dutyd.rules.overlays import Dependencies, Silence, Window, excluded_seconds
-from dutyd.rules.template import render
+from dutyd.rules.eventcounts import CountedRow, EventCounts
+from dutyd.rules.matchers import label_of
+from dutyd.rules.mutes import MutePolicy
+from dutyd.rules.overlays import MaintenanceWindow, Silence
+from dutyd.rules.summaries import (
+    render_text,
+    retired_summaries,
+    summaries,
+    summary_template,
+)
+from dutyd.rules.views import alert_view
 
 TARGET_UP = "target_up"
+
+__all__ = ["TARGET_UP", "CompiledRule", "RuleEngine", "SeriesState", "UnknownAlert"]
 
 
 class UnknownAlert(LookupError):
     """No active alert has this fingerprint."""
-
-
-@dataclass(slots=True)
-class SeriesState:
-    """What a stateful rule remembers of one series between samples."""
-
-    last_raw: float | None = None
-    last_ts: float | None = None
-    seen: float = 0.0  # arrival time of the last sample (for `absent`)
-    value: float | None = None  # the last derived value
-    window: deque[tuple[float, float]] = field(default_factory=deque)
-    events: deque[tuple[float, float]] = field(default_factory=deque)
-    holds: bool = False
-
-
-class CompiledRule:
-    """A rule with its selector prepared for the hot path, and its per-series state."""
-
-    def __init__(self, config: RuleConfig) -> None:
-        self.config = config
-        self.name = config.name
-        self.matchers = compile_matchers(config.match)
-        self.targets = frozenset(config.targets)
-        self.extra_labels = tuple(sorted(config.labels.items()))
-        c = config.condition
-        self.changed = bool(c is not None and c.changed)
-        self.absent = c.absent if c is not None else None
-        self.simple = (
-            config.value == "raw"
-            and config.scale == 1.0
-            and config.window is None
-            and config.across is None
-            and config.events is None
-            and not self.changed
-            and self.absent is None
-        )
-        # Rules whose truth changes with time alone are re-evaluated on every tick.
-        self.timed = config.value == "age" or config.events is not None or self.absent is not None
-        self.series: dict[Labels, SeriesState] = {}
-        # across: group labels -> member series -> holds
-        self.groups: dict[Labels, dict[Labels, bool]] = defaultdict(dict)
-        self.alerts: dict[Labels, Alert] = {}  # by alert labels
-        self._label_cache: dict[Labels, Labels] = {}
-
-    def selects(self, sample: Sample) -> bool:
-        labels = sample.labels
-        if self.targets and label_of(labels, "target") not in self.targets:
-            return False
-        # A plain loop: this is the hot path, and all() with a generator costs more.
-        for key, m in self.matchers:  # noqa: SIM110
-            if not m.matches(label_of(labels, key)):
-                return False
-        return True
-
-    def alert_labels(self, series: Labels) -> Labels:
-        """The alert's label set: the series' (or group's) labels plus the rule's own."""
-        if not self.extra_labels:
-            return series
-        cached = self._label_cache.get(series)
-        if cached is None:
-            cached = tuple(sorted({**dict(series), **dict(self.extra_labels)}.items()))
-            self._label_cache[series] = cached
-        return cached
-
-    def group_of(self, series: Labels) -> Labels:
-        assert self.config.across is not None
-        return tuple(sorted((k, label_of(series, k)) for k in self.config.across.by))
-
-    def threshold(self, total: int = 0) -> str:
-        across = self.config.across
-        text = self.config.threshold()
-        if across is None:
-            return text
-        mode = {"any": "any", "all": "all", "at_least": f"at least {across.n}"}[across.mode]
-        return f"{text} on {mode} of {total} series"
-
-    def _held_note(self, alert: Alert) -> str:
-        """Why an active alert's value may read as inside the limits: hysteresis holds it until
-        the value is well back (else "40 %RH is outside 40..60" would read as a contradiction)."""
-        cfg, c, value = self.config, self.config.condition, alert.value
-        if (
-            alert.state not in (AlertState.PENDING, AlertState.FIRING)
-            or c is None
-            or value is None
-            or c.holds(value)
-        ):
-            return ""
-        low, high = cfg.clear_above, cfg.clear_below
-        if low is not None and high is not None:
-            return f" (held until back within {low:g}..{high:g})"
-        if high is not None:
-            return f" (held until below {high:g})"
-        if low is not None:
-            return f" (held until above {low:g})"
-        return ""
-
-    def render(self, template: str, alert: Alert, now: float) -> str:
-        values: dict[str, object] = dict(alert.labels)
-        total = len(self.groups.get(alert.labels, ())) if self.config.across else 0
-        red_line = self.config.red_line
-        values.update(
-            rule=self.name,
-            value=alert.value if alert.value is not None else "n/a",
-            threshold=self.threshold(total) + self._held_note(alert),
-            target=alert.label("target") or "(all targets)",
-            severity=self.config.severity,
-            duration=format_duration(alert.duration(now)),
-            red_line=format_duration(red_line) if red_line else "",
-            reference=self.config.reference,
-            total=total,
-            # The value read as people say it: 26h3m for seconds, 87 for a 0..1 ratio.
-            value_duration=format_duration(alert.value) if alert.value is not None else "n/a",
-            value_percent=f"{alert.value * 100:.0f}" if alert.value is not None else "n/a",
-        )
-        values["for"] = format_duration(self.config.for_)
-        return render(template, values)
 
 
 class RuleEngine:
@@ -161,21 +56,55 @@ class RuleEngine:
             self._by_metric[rule.config.metric].append(rule)
         self._timed = [r for r in self.rules.values() if r.timed]
         self.flapping = flapping or FlappingConfig()
-        self.alerts: dict[str, Alert] = {}
-        self.deps = Dependencies()
-        self.set_parents(parents or {})
-        self.silences: dict[str, Silence] = {}
-        self.windows: dict[str, Window] = {}
-        # Counter increases of `events` rules not yet persisted: (rule, series, ts, inc, value).
-        self.counted: list[tuple[str, Labels, float, float, float]] = []
+        self._alerts: dict[str, Alert] = {}
+        self.mutes = MutePolicy(parents)
+        self.counts = EventCounts()
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
 
     @property
     def metrics(self) -> set[str]:
         return set(self._by_metric)
 
+    @property
+    def alerts(self) -> Mapping[str, Alert]:
+        """The alerts by fingerprint (read-only: they change through the engine's methods)."""
+        return MappingProxyType(self._alerts)
+
+    @property
+    def silences(self) -> Mapping[str, Silence]:
+        return self.mutes.silences
+
+    @property
+    def windows(self) -> Mapping[str, MaintenanceWindow]:
+        return self.mutes.windows
+
+    @property
+    def counted(self) -> list[CountedRow]:
+        """Counter increases of `events` rules not yet persisted (see `take_counted`)."""
+        return self.counts.unsaved
+
     def set_parents(self, parents: Mapping[str, Iterable[str]]) -> None:
-        self.deps.parents = {t: tuple(p) for t, p in parents.items() if p}
+        self.mutes.set_parents(parents)
+
+    # -- overlays: the duty operations change them through these -------------------------------
+
+    def add_silence(self, silence: Silence) -> None:
+        self.mutes.add_silence(silence)
+
+    def end_silence(self, silence_id: str) -> Silence | None:
+        """Remove a silence; returns it, or None when there is none of this id."""
+        return self.mutes.end_silence(silence_id)
+
+    def add_window(self, window: MaintenanceWindow) -> None:
+        self.mutes.add_window(window)
+
+    def end_window(self, window_id: str, now: float) -> MaintenanceWindow | None:
+        """Close a maintenance window now (its past time still counts as excluded)."""
+        return self.mutes.end_window(window_id, now)
+
+    def take_counted(self) -> list[CountedRow]:
+        """The counter increases not yet persisted, handed over to be written."""
+        return self.counts.take_unsaved()
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -205,13 +134,13 @@ class RuleEngine:
     def _note_target(self, sample: Sample) -> None:
         target = label_of(sample.labels, "target")
         up = sample.value == 1.0
-        self.deps.up[target] = up
+        self.mutes.note_target(target, up)
         if up:
             return
         # The target's other readings stopped: its alerts keep their state instead of firing
         # or resolving on what was read before it went down (absent rules are about exactly
         # that silence, so they go on).
-        for alert in self.alerts.values():
+        for alert in self._alerts.values():
             rule = self.rules.get(alert.rule)
             if (
                 rule is not None
@@ -257,11 +186,13 @@ class RuleEngine:
                 return
             alert = Alert(rule.name, labels, rule.config.severity)
             rule.alerts[labels] = alert
-            self.alerts[alert.fingerprint] = alert
+            self._alerts[alert.fingerprint] = alert
         if value is not None:
             alert.value = value
         cfg = rule.config
         previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for)
+        if value is not None and alert.active:
+            alert.peak = rule.worse(alert.peak, value)
         if previous is not None:
             self._transition(rule, alert, previous, now, out)
 
@@ -269,48 +200,21 @@ class RuleEngine:
         self, rule: CompiledRule, sample: Sample, now: float, out: list[AlertEvent]
     ) -> None:
         cfg = rule.config
-        st = rule.series.get(sample.labels)
-        if st is None:
-            st = rule.series[sample.labels] = SeriesState()
+        st = rule.series_state(sample.labels)
         raw = sample.value
         prev_raw, prev_ts = st.last_raw, st.last_ts
         st.last_raw, st.last_ts, st.seen = raw, sample.timestamp, now
         if cfg.events is not None:
-            self._count_event(rule, sample.labels, st, prev_raw, raw, now)
+            self.counts.note(rule, sample.labels, st, prev_raw, raw, now)
             self._eval_events(rule, sample.labels, st, now, out)
             return
         if rule.absent is not None:
             labels = rule.alert_labels(sample.labels)  # a sample came: not absent
             self._step(rule, labels, rule.alerts.get(labels), False, 0.0, now, out)
             return
-        value: float | None
-        if cfg.value == "raw":
-            value = raw
-        elif cfg.value == "age":
-            value = now - raw
-        elif prev_raw is None or prev_ts is None or sample.timestamp <= prev_ts:
-            value = None  # a rate needs two samples
-        else:
-            delta = raw - prev_raw
-            if cfg.value == "counter_rate" and delta < 0:
-                delta = raw  # the counter reset (device reboot): it counted up from 0
-            value = delta / (sample.timestamp - prev_ts)
+        value = rule.derive(st, raw, prev_raw, prev_ts, sample.timestamp, now)
         if value is None:
             return
-        value *= cfg.scale
-        if cfg.window is not None:
-            st.window.append((now, value))
-            cutoff = now - cfg.window.over
-            while st.window and st.window[0][0] < cutoff:
-                st.window.popleft()
-            vals = [v for _, v in st.window]
-            fn = cfg.window.function
-            if fn == "min":
-                value = min(vals)
-            elif fn == "max":
-                value = max(vals)
-            elif fn == "avg":
-                value = sum(vals) / len(vals)
         previous_value, st.value = st.value, value
         if rule.changed:
             holds = previous_value is not None and value != previous_value
@@ -344,53 +248,19 @@ class RuleEngine:
         labels = rule.alert_labels(group)
         self._step(rule, labels, rule.alerts.get(labels), holds, float(count), now, out)
 
-    def _count_event(
-        self,
-        rule: CompiledRule,
-        series: Labels,
-        st: SeriesState,
-        prev: float | None,
-        raw: float,
-        now: float,
-    ) -> None:
-        if prev is None:
-            # First sight of the counter: its value so far is a baseline, not new events
-            # (stored, so the next start compares with it).
-            self.counted.append((rule.name, series, now, 0.0, raw))
-            return
-        if raw == prev:
-            return
-        inc = raw - prev if raw > prev else raw  # below the last value: the counter reset
-        if inc > 0:
-            st.events.append((now, inc))
-        self.counted.append((rule.name, series, now, max(inc, 0.0), raw))
-
     def _eval_events(
         self, rule: CompiledRule, series: Labels, st: SeriesState, now: float, out: list
     ) -> None:
-        ev = rule.config.events
-        assert ev is not None
-        cutoff = now - ev.over
-        while st.events and st.events[0][0] < cutoff:
-            st.events.popleft()
-        count = sum(inc for _, inc in st.events)
+        count = self.counts.count(rule, st, now)
         labels = rule.alert_labels(series)
         alert = rule.alerts.get(labels)
-        self._step(rule, labels, alert, count > ev.more_than, count, now, out)
+        assert rule.config.events is not None
+        self._step(rule, labels, alert, count > rule.config.events.more_than, count, now, out)
 
-    def restore_events(self, rows: Iterable[tuple[str, Labels, float, float, float]]) -> None:
+    def restore_events(self, rows: Iterable[CountedRow]) -> None:
         """Take back stored counter increases (rule, series, ts, increment, counter value),
         oldest first, so a 365-day count survives restarts."""
-        for name, series, ts, inc, raw in rows:
-            rule = self.rules.get(name)
-            if rule is None or rule.config.events is None:
-                continue
-            st = rule.series.get(series)
-            if st is None:
-                st = rule.series[series] = SeriesState()
-            if inc > 0:
-                st.events.append((ts, inc))
-            st.last_raw = raw
+        self.counts.restore(self.rules, rows)
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -400,7 +270,7 @@ class RuleEngine:
         events: list[AlertEvent] = []
         for rule in self._timed:
             self._tick_rule(rule, now, events)
-        for alert in list(self.alerts.values()):
+        for alert in list(self._alerts.values()):
             rule = self.rules.get(alert.rule)
             if rule is None:
                 continue
@@ -460,7 +330,7 @@ class RuleEngine:
         """When the earliest pending alert's `for` runs out: the daemon wakes up then, so the
         firing event does not wait for the next whole-second tick."""
         best: float | None = None
-        for alert in self.alerts.values():
+        for alert in self._alerts.values():
             if alert.state is AlertState.PENDING and alert.last_holds and alert.active_since:
                 rule = self.rules.get(alert.rule)
                 if rule is not None:
@@ -470,29 +340,12 @@ class RuleEngine:
 
     def outage(self, alert: Alert, now: float) -> float:
         """How long the alert has been active, minus time inside maintenance windows."""
-        if alert.active_since is None:
-            return 0.0
-        span = max(0.0, now - alert.active_since)
-        if not self.windows:
-            return span
-        return span - excluded_seconds(self.windows.values(), alert.labels, alert.active_since, now)
+        return self.mutes.outage(alert, now)
 
-    # -- events and overlays --------------------------------------------------------------------
+    # -- events ---------------------------------------------------------------------------------
 
     def _mute(self, rule: CompiledRule, alert: Alert, now: float) -> str:
-        """Why this alert's events must not page anyone now ("" when they may)."""
-        for window in self.windows.values():
-            if window.covers(alert.labels) and window.open_at(now):
-                return f"maintenance: {window.reason}"
-        parent = self.deps.down_ancestor(alert.label("target"), rule.config.depends_on)
-        if parent:
-            return f"parent {parent} is down"
-        for silence in self.silences.values():
-            if silence.applies(alert.labels, now):
-                return f"silenced by {silence.actor}: {silence.reason}"
-        if alert.flapping:
-            return "flapping"
-        return ""
+        return self.mutes.reason(alert, rule.config.depends_on, now)
 
     def _transition(
         self,
@@ -524,7 +377,6 @@ class RuleEngine:
         else:
             notify = not mute
         alert.muted_reason = mute
-        alert.summary = rule.render(rule.config.summary, alert, now)
         out.append(
             self._event(rule, alert, now, AlertChange.STATE, notify, mute, previous=previous)
         )
@@ -546,16 +398,13 @@ class RuleEngine:
             if not mute:
                 alert.notified = AlertState.FIRING
                 alert.muted_reason = ""
-                alert.summary = rule.render(rule.config.summary, alert, now)
                 out.append(self._event(rule, alert, now, AlertChange.STATE, True, ""))
         elif (
             alert.state in (AlertState.RESOLVED, AlertState.INACTIVE)
             and alert.notified is AlertState.FIRING
             and not alert.flapping
         ):
-            was_inactive = alert.state is AlertState.INACTIVE
-            alert.state = AlertState.RESOLVED
-            alert.resolved_at = alert.resolved_at or now
+            was_inactive = alert.resolve_announced(now) is AlertState.INACTIVE
             alert.notified = AlertState.RESOLVED
             alert.muted_reason = ""
             out.append(self._event(rule, alert, now, AlertChange.STATE, True, ""))
@@ -564,7 +413,7 @@ class RuleEngine:
 
     def _drop(self, rule: CompiledRule, alert: Alert) -> None:
         rule.alerts.pop(alert.labels, None)
-        self.alerts.pop(alert.fingerprint, None)
+        self._alerts.pop(alert.fingerprint, None)
 
     def _event(
         self,
@@ -581,9 +430,12 @@ class RuleEngine:
         cfg = rule.config
         annotations: list[tuple[str, str]] = []
         if cfg.description:
-            annotations.append(("description", rule.render(cfg.description, alert, now)))
+            annotations.append(("description", render_text(rule, cfg.description, alert, now)))
         if cfg.reference:
-            annotations.append(("reference", cfg.reference))
+            annotations.append(("reference", cfg.reference.en))
+        # English in full for the log and the Alertmanager; per language with the duration
+        # left open for the pages (see `AlertEvent.summary_in`).
+        alert.summary = render_text(rule, summary_template(rule, alert), alert, now)
         return AlertEvent(
             fingerprint=alert.fingerprint,
             rule=alert.rule,
@@ -591,7 +443,7 @@ class RuleEngine:
             state=alert.state,
             previous=alert.state if previous is None else previous,
             severity=alert.severity,
-            summary=alert.summary or rule.render(cfg.summary, alert, now),
+            summary=alert.summary,
             value=alert.value,
             active_since=alert.active_since,
             timestamp=now,
@@ -602,6 +454,7 @@ class RuleEngine:
             actor=actor,
             note=note,
             red_line=cfg.red_line,
+            summaries=summaries(rule, alert, now, keep_duration=alert.active),
         )
 
     def acknowledge(
@@ -619,17 +472,45 @@ class RuleEngine:
         return self._event(rule, alert, now, AlertChange.UNACKNOWLEDGED, True, "", actor, note)
 
     def _active(self, fp: str) -> tuple[Alert, CompiledRule]:
-        alert = self.alerts.get(fp)
+        alert = self._alerts.get(fp)
         rule = self.rules.get(alert.rule) if alert is not None else None
         if alert is None or rule is None or not alert.active:
             raise UnknownAlert(f"no pending or firing alert {fp}")
         return alert, rule
 
+    def retire_targets(self, targets: Collection[str], now: float) -> list[AlertEvent]:
+        """End the alerts of targets removed from the configuration: a firing alert resolves
+        with a notice saying why (those paged must not be left with an alert nobody will ever
+        clear), a pending one is dropped."""
+        events: list[AlertEvent] = []
+        for rule in self.rules.values():
+            for alert in list(rule.alerts.values()):
+                target = alert.label("target")
+                if target not in targets:
+                    continue
+                previous = alert.retire(now)
+                if previous is AlertState.FIRING:
+                    event = self._event(
+                        rule, alert, now, AlertChange.STATE, True, "", previous=previous
+                    )
+                    texts = retired_summaries(target, alert.rule)
+                    events.append(
+                        dataclasses.replace(
+                            event,
+                            summary=texts["en"],
+                            summaries=tuple(texts.items()),
+                            note="removed from the configuration",
+                        )
+                    )
+                elif previous is AlertState.PENDING:
+                    self._drop(rule, alert)
+        return events
+
     def forget_resolved(self, older_than: float) -> list[str]:
         """Drop resolved alerts last changed before `older_than` (they stay in the duty log);
         a flapping alert stays until it settles. Returns the dropped fingerprints."""
         dropped = []
-        for fp, alert in list(self.alerts.items()):
+        for fp, alert in list(self._alerts.items()):
             if (
                 alert.state is AlertState.RESOLVED
                 and not alert.flapping
@@ -638,39 +519,13 @@ class RuleEngine:
                 rule = self.rules.get(alert.rule)
                 if rule is not None:
                     rule.alerts.pop(alert.labels, None)
-                del self.alerts[fp]
+                del self._alerts[fp]
                 dropped.append(fp)
         return dropped
 
     def view(self, alert: Alert, now: float) -> dict[str, Any]:
         """An alert with its overlays, for the API and the CLI."""
-        rule = self.rules.get(alert.rule)
-        mute = self._mute(rule, alert, now) if rule is not None else ""
-        silenced = [s.id for s in self.silences.values() if s.applies(alert.labels, now)]
-        windows = [w.id for w in self.windows.values() if w.covers(alert.labels) and w.open_at(now)]
-        cfg = rule.config if rule is not None else None
-        return {
-            "fingerprint": alert.fingerprint,
-            "rule": alert.rule,
-            "labels": dict(alert.labels),
-            "severity": alert.severity,
-            "state": str(alert.state),
-            "value": alert.value,
-            "summary": alert.summary,
-            "active_since": alert.active_since,
-            "fired_at": alert.fired_at,
-            "resolved_at": alert.resolved_at,
-            "duration": alert.duration(now),
-            "outage": self.outage(alert, now) if alert.active else None,
-            "red_line": cfg.red_line if cfg else None,
-            "red_line_crossed": alert.red_line_sent,
-            "reference": cfg.reference if cfg else "",
-            "acknowledged": alert.ack.to_dict() if alert.ack else None,
-            "silenced_by": silenced,
-            "maintenance": windows,
-            "suppressed": mute,
-            "flapping": alert.flapping,
-        }
+        return alert_view(alert, self.rules.get(alert.rule), self.mutes, now)
 
     # -- restore --------------------------------------------------------------------------------
 
@@ -681,22 +536,20 @@ class RuleEngine:
             rule = self.rules.get(alert.rule)
             if rule is None:
                 continue
-            self.alerts[alert.fingerprint] = alert
+            self._alerts[alert.fingerprint] = alert
             rule.alerts[alert.labels] = alert
 
     def adopt(self, old: RuleEngine) -> None:
         """After a config reload: keep the alerts, overlays, target states and, for rules
         whose definition did not change, the per-series history (rates, windows, events)."""
-        self.deps.up = old.deps.up
-        self.silences = old.silences
-        self.windows = {k: w for k, w in old.windows.items() if not k.startswith("config:")}
-        self.counted = old.counted
+        self.mutes.adopt(old.mutes)
+        self.counts.adopt(old.counts)
         for name, rule in self.rules.items():
             before = old.rules.get(name)
             if before is not None and before.config == rule.config:
                 rule.series = before.series
                 rule.groups = before.groups
-        self.restore(old.alerts.values())
+        self.restore(old._alerts.values())
 
 
 def alert_fingerprint(rule: str, labels: Mapping[str, str]) -> str:

@@ -47,7 +47,7 @@ class Silence:
 
 
 @dataclass(slots=True)
-class Window:
+class MaintenanceWindow:
     id: str  # a number for ad hoc windows, "config:<name>" for scheduled ones
     targets: frozenset[str]
     matchers: Compiled
@@ -96,8 +96,8 @@ class Window:
         }
 
 
-def window_from_data(id: str, data: Mapping[str, Any]) -> Window:
-    return Window(
+def maintenance_window_from_data(id: str, data: Mapping[str, Any]) -> MaintenanceWindow:
+    return MaintenanceWindow(
         id=id,
         targets=frozenset(data.get("targets") or ()),
         matchers=compile_matchers(data.get("matchers") or {}),
@@ -110,7 +110,9 @@ def window_from_data(id: str, data: Mapping[str, Any]) -> Window:
     )
 
 
-def excluded_seconds(windows: Iterable[Window], labels: Labels, a: float, b: float) -> float:
+def excluded_seconds(
+    windows: Iterable[MaintenanceWindow], labels: Labels, a: float, b: float
+) -> float:
     """Seconds of [a, b) inside any window covering `labels` (overlapping windows once)."""
     spans = sorted(
         (max(s, a), min(e, b)) for w in windows if w.covers(labels) for s, e in w.occurrences(a, b)

@@ -178,6 +178,51 @@ rules:
     assert found[2].startswith("rules.custom[0].metric: unknown metric")
 
 
+def test_cross_references_are_reported_with_the_schema_errors(tmp_path):
+    """An unknown channel, role or person is reported in the same pass as a type error, each
+    at its own key path and line, never as one '(top level)' line after the others are fixed."""
+    text = (
+        GOOD_TARGET.replace("interval: 10s", "interval: fast")
+        + """
+oncall:
+  pairs: [[Zhang Wei, Nobody]]
+  people:
+    - name: Zhang Wei
+      contacts: [phone, pager]
+  roles: {manager: [Zhang Wei, Ghost]}
+  overrides:
+    - {start: 2026-01-01T08:00:00, end: 2026-01-02T08:00:00, replace: Zhang Wei, by: Stranger}
+notify:
+  channels:
+    phone: {url: "json://127.0.0.1:9/"}
+escalation:
+  policies:
+    - name: default
+      steps:
+        - roles: [manager, boss]
+          people: [Li Na]
+          channels: [chat]
+      red_line: {roles: [director]}
+"""
+    )
+    found = problems(tmp_path, text)
+    assert not any("(top level)" in p for p in found), found
+    expected = [
+        "targets[0].interval: 'fast' is not a duration",
+        "oncall.pairs[0][1]: unknown person 'Nobody' (line ",
+        "oncall.people[0].contacts[1]: unknown channel 'pager' (line ",
+        "oncall.roles.manager[1]: unknown person 'Ghost' (line ",
+        "oncall.overrides[0].by: unknown person 'Stranger' (line ",
+        "escalation.policies[0].steps[0].roles[1]: unknown role 'boss' (line ",
+        "escalation.policies[0].steps[0].people[0]: unknown person 'Li Na' (line ",
+        "escalation.policies[0].steps[0].channels[0]: unknown channel 'chat' (line ",
+        "escalation.policies[0].red_line.roles[0]: unknown role 'director' (line ",
+    ]
+    for want in expected:
+        assert any(p.startswith(want) for p in found), (want, found)
+    assert len(found) == len(expected), found
+
+
 def test_environment_overrides_file(tmp_path, monkeypatch):
     monkeypatch.setenv("DUTYD_HTTP__PORT", "9999")
     monkeypatch.setenv("DUTYD_LOG__FORMAT", "json")

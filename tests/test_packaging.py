@@ -73,10 +73,10 @@ def test_a_clean_install_adds_only_dutyd(tmp_path: Path):
     assert layers >= {"agent", "core", "collectors", "rules", "storage", "notify", "duty", "web"}
     assert (site / "dutyd" / "rules" / "packs" / "duty.yaml").is_file()
     assert (site / "dutyd" / "web" / "statuspage" / "status.html").is_file()
-    # The installed package imports from the venv, not from this checkout (the records need
+    # The installed package imports from the venv, not from this checkout (the clock needs
     # nothing beyond the standard library, so no dependency has to be installed for this).
     out = subprocess.run(
-        [str(env / "bin" / "python"), "-c", "import dutyd.core.records as m; print(m.__file__)"],
+        [str(env / "bin" / "python"), "-c", "import dutyd.core.clock as m; print(m.__file__)"],
         capture_output=True,
         text=True,
         check=False,

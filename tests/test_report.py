@@ -108,7 +108,9 @@ async def record_day(db: Path) -> None:
                 Sample.of("room_humidity_percent", hum, at(hour), {"target": "env1", "room": "A"}),
                 Sample.of("ups_load_percent", 50, at(hour), {"target": "ups1"}),
             ]
-            assert await EnvironmentRecorder(storage.environment, lambda s=samples: s).record() == 2
+            recorder = EnvironmentRecorder(storage.environment)
+            recorder.observe(samples)
+            assert await recorder.flush() == 2
     finally:
         await storage.close()
 
@@ -235,3 +237,32 @@ def test_exports_keep_injected_text_as_text(tmp_path: Path) -> None:
     assert "'" + evil.replace('"', '""') in text
     assert "'+cmd|" in text
     assert ",-1.5," in text
+
+
+async def test_the_diary_keeps_every_extreme_not_one_reading_a_minute(tmp_path: Path) -> None:
+    """The room reached 27.5 °C and 35 %RH for a few seconds between two minute marks: both
+    paged, so both must be the diary's extremes (the old recorder kept one reading a minute)."""
+    storage = SqliteStorage(tmp_path / "d.db")
+    await storage.open()
+    try:
+        recorder = EnvironmentRecorder(storage.environment)
+        labels = {"target": "env1", "room": "A"}
+        base = at(10)
+        readings = [(0, 22.0, 48.0), (20, 27.5, 35.0), (25, 24.0, 41.0), (59, 22.0, 48.0)]
+        for second, temp, hum in readings:
+            recorder.observe(
+                [
+                    Sample.of("room_temperature_celsius", temp, base + second, labels),
+                    Sample.of("room_humidity_percent", hum, base + second, labels),
+                    Sample.of("ups_load_percent", 99.0, base + second, {"target": "ups1"}),
+                ]
+            )
+        assert await recorder.flush() == 4  # min and max of two series
+        assert await recorder.flush() == 0  # nothing twice
+        ranges = {r.name: (r.min, r.max) for r in await storage.environment.ranges(at(0), at(23))}
+        assert ranges == {
+            "room_temperature_celsius": (22.0, 27.5),
+            "room_humidity_percent": (35.0, 48.0),
+        }
+    finally:
+        await storage.close()

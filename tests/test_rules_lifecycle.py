@@ -11,7 +11,7 @@ from dutyd.rules.alerts import Alert
 from dutyd.rules.config import FlappingConfig, RuleConfig
 from dutyd.rules.engine import RuleEngine, UnknownAlert
 from dutyd.rules.matchers import compile_matchers
-from dutyd.rules.overlays import Silence, Window
+from dutyd.rules.overlays import MaintenanceWindow, Silence
 
 P, F, R, OFF = AlertState.PENDING, AlertState.FIRING, AlertState.RESOLVED, AlertState.INACTIVE
 
@@ -127,7 +127,7 @@ def test_restart_firing_keeps_start_and_is_not_paged_again():
 
 def test_red_line_crossing_excludes_maintenance():
     engine = RuleEngine([rule(**{"for": "1m", "red_line": "2h"})])
-    engine.windows["1"] = Window("1", frozenset({"room-a"}), (), 1800.0, 3600.0, "UPS swap")
+    engine.add_window(MaintenanceWindow("1", frozenset({"room-a"}), (), 1800.0, 3600.0, "UPS swap"))
     engine.ingest([temp(30, 0)], 0)
     engine.ingest([temp(30, 60)], 60)
     changes = []
@@ -191,8 +191,10 @@ def test_acknowledge_with_expiry_and_resolve_clears_it():
 
 def test_silence_mutes_then_firing_is_sent_when_it_ends():
     engine = RuleEngine([rule(**{"for": 0})])
-    engine.silences["1"] = Silence(
-        "1", compile_matchers({"target": {"=~": "room-.*"}}), 300.0, "li", "sensor swap", 0.0
+    engine.add_silence(
+        Silence(
+            "1", compile_matchers({"target": {"=~": "room-.*"}}), 300.0, "li", "sensor swap", 0.0
+        )
     )
     (e,) = engine.ingest([temp(30, 0)], 0)
     assert not e.notify and e.muted_reason == "silenced by li: sensor swap"
@@ -203,7 +205,7 @@ def test_silence_mutes_then_firing_is_sent_when_it_ends():
 
 def test_resolve_of_a_muted_firing_is_not_sent():
     engine = RuleEngine([rule(**{"for": 0})])
-    engine.windows["1"] = Window("1", frozenset({"room-a"}), (), 0.0, 1000.0, "works")
+    engine.add_window(MaintenanceWindow("1", frozenset({"room-a"}), (), 0.0, 1000.0, "works"))
     (e,) = engine.ingest([temp(30, 0)], 0)
     assert not e.notify and e.muted_reason == "maintenance: works"
     (r,) = engine.ingest([temp(20, 60)], 60)
@@ -226,3 +228,18 @@ def test_down_target_freezes_its_alerts():
     assert engine.tick(400) == []
     (e,) = engine.ingest([temp(30, 420)], 420)
     assert e.state is F and e.active_since == 0.0
+
+
+def test_reload_keeps_ad_hoc_windows_and_takes_the_new_scheduled_ones():
+    old = RuleEngine([rule()])
+    old.add_window(MaintenanceWindow("config:old", frozenset({"a"}), (), 0.0, 10.0, "old plan"))
+    old.add_window(MaintenanceWindow("7", frozenset({"b"}), (), 0.0, 10.0, "ad hoc"))
+    new = RuleEngine([rule()])
+    new.add_window(MaintenanceWindow("config:new", frozenset({"a"}), (), 0.0, 10.0, "new plan"))
+    new.adopt(old)
+    assert set(new.windows) == {"config:new", "7"}
+    ended = new.end_window("7", 5.0)
+    assert ended is not None and new.windows["7"].end == 5.0
+    assert new.end_window("nope", 5.0) is None
+    with pytest.raises(TypeError):
+        new.windows["x"] = ended  # type: ignore[index]  # read-only: change it through methods

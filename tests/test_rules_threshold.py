@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dutyd.core.records import AlertState, Sample
-from dutyd.rules.config import RuleConfig
+from dutyd.rules.config import Localized, RuleConfig
 from dutyd.rules.engine import RuleEngine
 
 TEMP_RULE = RuleConfig.model_validate(
@@ -65,7 +65,10 @@ def test_one_alert_per_label_set_and_match_narrowing():
 
 def test_template_is_data_not_code():
     rule = TEMP_RULE.model_copy(
-        update={"summary": "{value.__class__} {__import__} {target}", "for_": 0.0}
+        update={
+            "summary": Localized.model_validate("{value.__class__} {__import__} {target}"),
+            "for_": 0.0,
+        }
     )
     engine = RuleEngine([rule])
     (event,) = engine.ingest([temp(40, 0.0)], 0.0)
@@ -96,9 +99,8 @@ def test_summary_says_why_an_alert_held_by_hysteresis_reads_inside_the_limits():
     assert pending.summary == "Room humidity 39.7 %RH is outside 40..60 for 0s"
     (firing,) = rh(40.0, 10.0)
     assert firing.state is AlertState.FIRING
-    assert firing.summary == (
-        "Room humidity 40 %RH is outside 40..60 (held until back within 41..59) for 10s"
-    )
+    # 40 is not outside 40..60: the summary says what the alert waits for instead.
+    assert firing.summary == ("Room humidity 40 %RH is still held until back within 41..59 for 10s")
     (resolved,) = rh(41.5, 20.0)
     assert resolved.state is AlertState.RESOLVED
     assert "held" not in resolved.summary

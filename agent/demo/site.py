@@ -37,7 +37,11 @@ def _demo_rule(name: str, for_: str) -> dict[str, Any]:
     rule = next(r for r in load_pack("duty") if r.name == name)
     data = rule.model_dump(by_alias=True, exclude_none=True)
     data["for"] = for_
-    data["reference"] = f"{rule.reference} (demo: {for_} instead of {format_duration(rule.for_)})"
+    was = format_duration(rule.for_)
+    data["reference"] = {
+        "en": f"{rule.reference.en} (demo: {for_} instead of {was})",
+        "zh": f"{rule.reference.zh}（演示：{for_}，实际为 {was}）",
+    }
     return data
 
 

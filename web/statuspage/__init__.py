@@ -8,12 +8,14 @@ acknowledge and silence buttons call the write API, which requires the token.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from dutyd.storage import LogEntry
 from dutyd.web import views
 from dutyd.web.context import WebContext
 
@@ -31,15 +33,28 @@ def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath(name).read_bytes()
 
 
+def in_language(alert: dict[str, Any], lang: str) -> dict[str, Any]:
+    """An alert view with its summary and reference in the page's language."""
+    summaries = alert.get("summaries") or {}
+    references = alert.get("references") or {}
+    return {
+        **alert,
+        "summary": summaries.get(lang) or alert.get("summary", ""),
+        "reference": references.get(lang) or alert.get("reference", ""),
+    }
+
+
 async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any]:
     now = time.time()
-    alerts = ctx.operations.list_alerts()
+    language = lang or ctx.language()
+    alerts = [in_language(a, language) for a in ctx.operations.list_alerts()]
     statuses = list(ctx.latest.status.values())
     down = [views.target_view(s) for s in statuses if not s.up and s.last_poll_at is not None]
     tail = await ctx.storage.log.read(since=now - LOG_WINDOW, limit=LOG_TAIL, newest_first=True)
+    tail = [_entry_in_language(e, language) for e in tail]
     return {
         "generated_at": now,
-        "language": lang or ctx.language(),
+        "language": language,
         "timezone": ctx.timezone(),
         "alerts": views.sort_alerts(alerts),
         "environment": views.environment_view(ctx.latest),
@@ -49,6 +64,15 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
         "oncall": _oncall(ctx, now),
         "log": views.log_view(tail),
     }
+
+
+def _entry_in_language(entry: LogEntry, lang: str) -> LogEntry:
+    """A duty-log entry whose alert summary reads in the page's language (entries written
+    before summaries had languages keep the one they have)."""
+    text = (entry.data.get("summaries") or {}).get(lang)
+    if not text:
+        return entry
+    return dataclasses.replace(entry, data={**entry.data, "summary": text})
 
 
 def _oncall(ctx: WebContext, now: float) -> dict[str, Any] | None:

@@ -1,0 +1,182 @@
+"""The texts of an alert, in each language: its rule's summary (or, once resolved, its resolve
+notice) and description filled with the alert's labels, value, threshold and duration.
+
+The words a rule's template does not carry (the threshold, "still held until back within",
+"back within", "(all targets)") are rendered here per language, so a Chinese page reads
+"超出 18..26", never "outside 18..26".
+"""
+
+from __future__ import annotations
+
+from dutyd.core.configtypes import format_duration
+from dutyd.core.records import AlertState
+from dutyd.rules.alerts import Alert
+from dutyd.rules.compiled import CompiledRule
+from dutyd.rules.config import LANGUAGES, Condition, Localized
+from dutyd.rules.template import render
+
+DEFAULT_RESOLVED = Localized(
+    en="{rule} on {target} {recovered} after {duration}",
+    zh="{rule}（{target}）已{recovered}，历时 {duration}",
+)
+
+_ALL_TARGETS = {"en": "(all targets)", "zh": "（全部设备）"}
+
+
+def _n(x: float) -> str:
+    return f"{x:g}"
+
+
+def describe(c: Condition, language: str) -> str:
+    """The condition as people read it: `outside 18..26` / `超出 18..26`. Every form ends in
+    its figure, so a template can put the unit after it."""
+    if language != "zh":
+        return c.describe()
+    if c.above is not None:
+        return f"高于 {_n(c.above)}"
+    if c.below is not None:
+        return f"低于 {_n(c.below)}"
+    if c.outside is not None:
+        return f"超出 {_n(c.outside[0])}..{_n(c.outside[1])}"
+    if c.inside is not None:
+        return f"处于 {_n(c.inside[0])}..{_n(c.inside[1])}"
+    if c.equals is not None:
+        return f"等于 {_n(c.equals)}"
+    if c.changed:
+        return "发生变化"
+    return f"已 {format_duration(c.absent or 0)} 无数据"
+
+
+def threshold(rule: CompiledRule, language: str = "en", total: int = 0) -> str:
+    cfg = rule.config
+    if cfg.events is not None:
+        over, n = format_duration(cfg.events.over), cfg.events.more_than
+        text = f"{over} 内超过 {n} 次" if language == "zh" else cfg.threshold()
+    else:
+        assert cfg.condition is not None
+        text = describe(cfg.condition, language)
+    across = cfg.across
+    if across is None:
+        return text
+    if language == "zh":
+        mode = {"any": "任一", "all": "全部", "at_least": f"至少 {across.n} 个"}[across.mode]
+        return f"{total} 个序列中{mode}{text}"
+    mode = {"any": "any", "all": "all", "at_least": f"at least {across.n}"}[across.mode]
+    return f"{text} on {mode} of {total} series"
+
+
+def held(rule: CompiledRule, alert: Alert, language: str) -> str:
+    """For an active alert whose value reads as inside the limits, what hysteresis waits for
+    ("" when the value is past the threshold): 40.1 %RH is not outside 40..60, it is still
+    held until back within 41..59."""
+    cfg, c, value = rule.config, rule.config.condition, alert.value
+    if (
+        alert.state not in (AlertState.PENDING, AlertState.FIRING)
+        or c is None
+        or value is None
+        or c.holds(value)
+    ):
+        return ""
+    low, high = cfg.clear_above, cfg.clear_below
+    zh = language == "zh"
+    if low is not None and high is not None:
+        span = f"{_n(low)}..{_n(high)}"
+        return f"尚未回到 {span}" if zh else f"still held until back within {span}"
+    if high is not None:
+        return f"尚未回落至低于 {_n(high)}" if zh else f"still held until below {_n(high)}"
+    if low is not None:
+        return f"尚未回升至高于 {_n(low)}" if zh else f"still held until above {_n(low)}"
+    return ""
+
+
+def recovered(rule: CompiledRule, language: str) -> str:
+    """What a resolve says came back: `back within 18..26` / `恢复到 18..26`."""
+    cfg, c = rule.config, rule.config.condition
+    zh = language == "zh"
+    if cfg.events is not None:
+        n = cfg.events.more_than
+        return f"回落到不超过 {n} 次" if zh else f"back to at most {n}"
+    assert c is not None
+    if c.above is not None:
+        return f"回落至不高于 {_n(c.above)}" if zh else f"back to {_n(c.above)} or below"
+    if c.below is not None:
+        return f"回升至不低于 {_n(c.below)}" if zh else f"back to {_n(c.below)} or above"
+    if c.outside is not None:
+        span = f"{_n(c.outside[0])}..{_n(c.outside[1])}"
+        return f"恢复到 {span}" if zh else f"back within {span}"
+    if c.inside is not None:
+        span = f"{_n(c.inside[0])}..{_n(c.inside[1])}"
+        return f"离开 {span}" if zh else f"back outside {span}"
+    if c.equals is not None:
+        return f"不再等于 {_n(c.equals)}" if zh else f"no longer {_n(c.equals)}"
+    if c.changed:
+        return "恢复稳定" if zh else "steady again"
+    return "恢复上报" if zh else "reporting again"
+
+
+def _values(
+    rule: CompiledRule, alert: Alert, now: float, language: str, keep_duration: bool
+) -> dict[str, object]:
+    values: dict[str, object] = dict(alert.labels)
+    total = rule.group_size(alert)
+    cfg = rule.config
+    value, peak = alert.value, alert.peak
+    values.update(
+        rule=rule.name,
+        value=value if value is not None else "n/a",
+        threshold=held(rule, alert, language) or threshold(rule, language, total),
+        recovered=recovered(rule, language),
+        target=alert.label("target") or _ALL_TARGETS.get(language, _ALL_TARGETS["en"]),
+        severity=cfg.severity,
+        red_line=format_duration(cfg.red_line) if cfg.red_line else "",
+        reference=cfg.reference.get(language),
+        total=total,
+        # The value read as people say it: 26h3m for seconds, 87 for a 0..1 ratio.
+        value_duration=format_duration(value) if value is not None else "n/a",
+        value_percent=f"{value * 100:.0f}" if value is not None else "n/a",
+        peak=peak if peak is not None else (value if value is not None else "n/a"),
+        peak_percent=f"{peak * 100:.0f}" if peak is not None else "n/a",
+        peak_duration=format_duration(peak) if peak is not None else "n/a",
+    )
+    if not keep_duration:
+        values["duration"] = format_duration(alert.duration(now))
+    values["for"] = format_duration(cfg.for_)
+    return values
+
+
+def render_text(
+    rule: CompiledRule,
+    template: Localized,
+    alert: Alert,
+    now: float,
+    language: str = "en",
+    keep_duration: bool = False,
+) -> str:
+    """`template` in `language`, filled for `alert` at `now`. With `keep_duration` the
+    `{duration}` placeholder stays, to be filled when the text is shown or sent."""
+    return render(template.get(language), _values(rule, alert, now, language, keep_duration))
+
+
+def summary_template(rule: CompiledRule, alert: Alert) -> Localized:
+    """The firing summary, or for a resolved alert its resolve notice."""
+    if alert.state is AlertState.RESOLVED:
+        return rule.config.resolved or DEFAULT_RESOLVED
+    return rule.config.summary
+
+
+def summaries(
+    rule: CompiledRule, alert: Alert, now: float, keep_duration: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """The summary in every language, (language, text); see `render_text` for keep_duration."""
+    template = summary_template(rule, alert)
+    return tuple(
+        (lang, render_text(rule, template, alert, now, lang, keep_duration)) for lang in LANGUAGES
+    )
+
+
+def retired_summaries(target: str, rule: str) -> dict[str, str]:
+    """What a firing alert says when its target leaves the configuration."""
+    return {
+        "en": f"No longer watched: {target} was removed from the configuration ({rule} ends)",
+        "zh": f"不再监控：{target} 已从配置中移除（{rule} 告警结束）",
+    }
