@@ -25,6 +25,7 @@ from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.errors import ConfigError
 from dutyd.core.latest import LatestSamples, TargetStatus
+from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
@@ -105,6 +106,10 @@ class Daemon:
         )
         install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        # Poll results of a child held back while its parents are polled out of turn.
+        self._held: dict[str, list[PollResult]] = {}
+        self._targets = {t.name: t for t in settings.targets}
         self._stopping = asyncio.Event()
         self._ready = False
         self._help: dict[str, str] = {}
@@ -148,9 +153,9 @@ class Daemon:
     async def stop(self) -> None:
         self._ready = False
         await self.scheduler.stop()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks.clear()
         await self.journal.drain()
         await self.drills.close()
@@ -233,6 +238,7 @@ class Daemon:
         if new.http != self.settings.http or new.storage != self.settings.storage:
             log.warning("http and storage settings take effect at the next restart")
         self.settings = new
+        self._targets = {t.name: t for t in new.targets}
         self.notify.apply(new.oncall, new.escalation, new.notify)
         self._apply_targets(new)
 
@@ -298,11 +304,50 @@ class Daemon:
                         }
                     },
                 )
+        if result.target in self._held:
+            self._held[result.target].append(result)  # behind a parent check: keep the order
+        elif not result.ok and was_up is not False and self._parents_of(result.target):
+            self._hold_for_parents(result)
+        else:
+            self._evaluate(result.samples)
+
+    def _evaluate(self, samples: list[Sample]) -> None:
         t0 = time.perf_counter()
-        events = self.engine.ingest(result.samples, self.clock.time())
-        m.rule_evaluation.observe(time.perf_counter() - t0)
+        events = self.engine.ingest(samples, self.clock.time())
+        self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)
+
+    # -- reachability: a child's failure waits for its parents' answer --------------------------
+
+    def _parents_of(self, target: str) -> list[str]:
+        cfg = self._targets.get(target)
+        return [p for p in cfg.depends_on if p in self._targets] if cfg else []
+
+    def _hold_for_parents(self, result: PollResult) -> None:
+        """A target with parents just failed: poll its parents at once and keep its result
+        from the rules until they answered (bounded by their timeouts), as Icinga's
+        reachability check does. Whatever the poll phases, the rules then know whether the
+        parent is down, so one outage gives one page (the parent's), not one per child."""
+        self._held[result.target] = [result]
+        task = asyncio.create_task(self._check_parents(result.target), name="parent-check")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _check_parents(self, target: str) -> None:
+        parents = self._parents_of(target)
+        bound = 2 * max(self._targets[p].timeout for p in parents) + 1.0
+        try:
+            async with self.clock.timeout(bound):
+                await asyncio.gather(*(self.scheduler.poll_now(p) for p in parents))
+        except TimeoutError:
+            log.warning(
+                "parents did not answer in time",
+                extra={"fields": {"target": target, "parents": ",".join(parents)}},
+            )
+        finally:
+            for held in self._held.pop(target, []):
+                self._evaluate(held.samples)
 
     async def _tick_loop(self) -> None:
         while True:

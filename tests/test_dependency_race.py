@@ -1,0 +1,128 @@
+"""Reachability: a switch and the application behind it stop answering at the same moment.
+With the poll phases set against us (the child notices first, the parent's next poll is
+seconds away), the child must not page before its parent is known down: one outage, one page.
+Real daemon in-process, real HTTP devices and a real receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.web.server import serve_on_loopback
+from tests.test_notify_delivery import Receiver
+
+
+class Device:
+    """An HTTP device that answers 200 until it hangs (stops answering, as a dead switch)."""
+
+    def __init__(self) -> None:
+        self.hang = False
+        self.polled_at: list[float] = []
+        self.polled = asyncio.Event()
+        self._released = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _page(self, request: web.Request) -> web.Response:
+        self.polled_at.append(time.monotonic())
+        self.polled.set()
+        if self.hang:
+            await self._released.wait()  # no answer until the test ends
+        return web.Response(text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        self._runner, port = await serve_on_loopback(app)
+        self.url = f"http://127.0.0.1:{port}/"
+
+    async def stop(self) -> None:
+        self._released.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -> dict:
+    return {
+        "targets": [
+            # The parent: polled every 5 s, as switches are, with a 1 s timeout.
+            {
+                "name": "core-switch",
+                "kind": "http",
+                "address": switch.url,
+                "interval": "5s",
+                "timeout": "1s",
+            },
+            # The child: polled every 0.5 s, and it fires after 1 s down.
+            {
+                "name": "portal",
+                "kind": "http",
+                "address": app.url,
+                "interval": "0.5s",
+                "timeout": "0.3s",
+                "depends_on": ["core-switch"],
+            },
+        ],
+        "rules": {
+            "packs": [],
+            "custom": [
+                {
+                    "name": "target_down",
+                    "metric": "target_up",
+                    "condition": {"below": 1},
+                    "for": "1s",
+                    "severity": "critical",
+                    "summary": "{target} is down",
+                },
+            ],
+        },
+        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
+        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
+        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+        "http": {"port": 0},
+        "storage": {"path": str(tmp / "dutyd.db")},
+    }
+
+
+async def test_one_outage_one_page_whatever_the_poll_phases(tmp_path: Path) -> None:
+    switch, app, receiver = Device(), Device(), Receiver()
+    for peer in (switch, app, receiver):
+        await peer.start()
+    daemon = Daemon(load_from_dict(settings(tmp_path, switch, app, receiver), "<test>"))
+    await daemon.start()
+    try:
+        # Both healthy; wait for a switch poll, so its next one is a whole interval away.
+        for _ in range(150):
+            if switch.polled_at and app.polled_at:
+                break
+            await asyncio.sleep(0.1)
+        switch.polled.clear()
+        await asyncio.wait_for(switch.polled.wait(), 10)
+        await asyncio.sleep(0.1)  # that poll answered
+        switch.hang = app.hang = True
+        broke = time.monotonic()
+
+        # The child notices within 0.5 s and would fire at ~1.5 s; the switch's scheduled
+        # poll is ~5 s away. Its out-of-turn poll must come right after the child's failure.
+        await asyncio.sleep(4.0)
+        early = [t - broke for t in switch.polled_at if t > broke]
+        assert early and early[0] < 1.5, early
+        await receiver.wait_for(1, 6)
+        await asyncio.sleep(1.0)
+        bodies = [json.dumps(r["body"]) for r in receiver.received]
+        assert len(bodies) == 1, bodies
+        assert "core-switch" in bodies[0] and "portal is down" not in bodies[0]
+        portal = next(
+            a for a in daemon.operations.list_alerts() if a["labels"]["target"] == "portal"
+        )
+        assert portal["state"] == "firing" and "core-switch is down" in portal["suppressed"]
+    finally:
+        await daemon.stop()
+        for peer in (switch, app, receiver):
+            await peer.stop()
