@@ -16,6 +16,13 @@ class ParseError(ValueError):
     """The output was not in the format the parser knows."""
 
 
+def excerpt(text: str, limit: int = 200) -> str:
+    """`text` on one line, whitespace collapsed, cut to `limit` characters: how device output
+    appears in an error message."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 # --- the section protocol -------------------------------------------------------------------
 
 

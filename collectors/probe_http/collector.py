@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from dutyd.collectors.probe_tcp import budget, hostport
+from dutyd.collectors.netutil import budget, hostport
 from dutyd.core.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
 from dutyd.core.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
 
