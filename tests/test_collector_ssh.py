@@ -566,6 +566,38 @@ def test_config_refuses(options: dict[str, Any], message: str) -> None:
         SshTarget.model_validate({**base, **options})
 
 
+@pytest.mark.parametrize(
+    ("options", "command_timeout"),
+    [
+        ({"timeout": "5s"}, 3.0),  # refused before: "command_timeout (5s) must leave ..."
+        ({"timeout": 4}, 2.0),
+        ({"timeout": "8s"}, 5.0),
+        ({}, 5.0),  # the kind's 30 s timeout
+        ({"timeout": "5s", "command_timeout": "1s"}, 1.0),
+    ],
+)
+def test_command_timeout_default_follows_timeout(
+    options: dict[str, Any], command_timeout: float
+) -> None:
+    base = {"name": "s", "kind": "ssh", "address": "h", "username": "u", "password": "p"}
+    assert SshTarget.model_validate({**base, **options}).command_timeout == command_timeout
+
+
+def test_only_timeout_set_loads_through_the_config_loader() -> None:
+    from dutyd.agent.config import load_from_dict
+
+    target = {"name": "s", "kind": "ssh", "address": "h", "username": "u", "password": "p"}
+    settings = load_from_dict({"targets": [{**target, "timeout": "5s"}]}, "<test>")
+    assert settings.targets[0].command_timeout == 3.0
+
+
+def test_too_short_timeout_names_timeout_not_an_unset_key() -> None:
+    base = {"name": "s", "kind": "ssh", "address": "h", "username": "u", "password": "p"}
+    with pytest.raises(ValidationError, match=r"timeout \(2s\) must be more than 2s") as caught:
+        SshTarget.model_validate({**base, "timeout": "2s"})
+    assert "command_timeout" not in str(caught.value)
+
+
 def test_registered() -> None:
     assert COLLECTORS["ssh"] is SshCollector
     assert "node_filesystem_used_ratio" in SshCollector.emits(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -16,12 +17,16 @@ from dutyd.core.configtypes import (
     SecretFile,
     StrictModel,
     format_duration,
+    parse_duration,
     pick_secret,
 )
 
 # Kept free at the end of the poll's `timeout` so the collector reports its own, precise reason
 # (which command hung) before the scheduler cancels the poll with a generic one.
 POLL_MARGIN = 1.0
+# Each remote command's limit when the config gives none, cut to what `timeout` leaves.
+DEFAULT_COMMAND_TIMEOUT = 5.0
+SSH_POLL_TIMEOUT = 30.0
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:\\-]{1,256}$")
@@ -122,7 +127,7 @@ class SshTarget(TargetConfig):
 
     kind: Literal["ssh"]
     timeout: PositiveDuration = Field(
-        30.0, description="The whole poll: login (if needed) and every remote command."
+        SSH_POLL_TIMEOUT, description="The whole poll: login (if needed) and every remote command."
     )
     connect_timeout: PositiveDuration = Field(
         10.0, description="TCP connect, key exchange and login, when a new connection is made."
@@ -153,7 +158,9 @@ class SshTarget(TargetConfig):
         "together with `known_hosts`.",
     )
     command_timeout: PositiveDuration = Field(
-        5.0, description="Each remote command is killed on the server after this long."
+        DEFAULT_COMMAND_TIMEOUT,
+        description="Each remote command is killed on the server after this long (default: "
+        "5s, or less when `timeout` leaves less: timeout minus 2s).",
     )
     reconnect_max: PositiveDuration = Field(
         120.0, description="Longest wait between reconnect attempts (backoff doubles from 1s)."
@@ -187,8 +194,30 @@ class SshTarget(TargetConfig):
             raise ValueError("lists a unit twice")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_command_timeout(cls, data: Any) -> Any:
+        # A user who sets only `timeout: 5s` must not be refused over a default they never saw:
+        # the default command limit shrinks to what the poll leaves.
+        if not isinstance(data, Mapping) or "command_timeout" in data:
+            return data
+        try:
+            timeout = parse_duration(data.get("timeout", SSH_POLL_TIMEOUT))
+        except ValueError:
+            return data  # reported as a `timeout` field error
+        room = timeout - POLL_MARGIN * 2
+        if room > 0:
+            return {**data, "command_timeout": min(DEFAULT_COMMAND_TIMEOUT, room)}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> SshTarget:
+        if self.timeout <= POLL_MARGIN * 2:
+            raise ValueError(
+                f"timeout ({format_duration(self.timeout)}) must be more than "
+                f"{format_duration(POLL_MARGIN * 2)}: the poll keeps that much for connecting "
+                "and reporting beside its commands"
+            )
         if self.command_timeout + POLL_MARGIN * 2 > self.timeout:
             raise ValueError(
                 f"command_timeout ({format_duration(self.command_timeout)}) must leave at least "
