@@ -450,6 +450,54 @@ async def test_unparseable_output_is_that_reading_down_and_reboot_is_seen(
     assert ok(v, "df") == 1 and value(v, "node_rebooted") == 0 and ("df",) not in c.problems
 
 
+async def max_loop_lag(during: Any) -> float:
+    """Run the awaitable `during` while a concurrent task ticks every 10 ms (as /healthz would
+    be answered); the longest the loop left that task waiting beyond its tick, in seconds."""
+    lag = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal lag
+        loop = asyncio.get_running_loop()
+        while not done.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            lag = max(lag, loop.time() - before - 0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await during
+    finally:
+        done.set()
+        await task
+    return lag
+
+
+async def test_hostile_df_line_does_not_stall_the_event_loop(
+    sim: tuple[SimulatedLinux, dict[str, Any]], make: Callable[..., SshCollector]
+) -> None:
+    """Issue 12: an asyncssh server answering df with a 12 KB header of spaces made /healthz
+    take 4.65 s (the row regex retried at every space, on the event loop)."""
+    server, options = sim
+    c = make(server, **options)
+    await poll(c)
+    hostile = "Filesystem" + " " * 12_000 + "x\n"
+    server.state.outputs["df -PTk"] = (hostile, "", 0)
+    server.state.outputs["df -PTki"] = (hostile, "", 0)
+    result: dict[str, Values] = {}
+
+    async def one_poll() -> None:
+        result["v"] = await poll(c)
+
+    lag = await max_loop_lag(one_poll())
+    # Generous for a loaded machine; the old parser held the loop for seconds.
+    assert lag < 0.5, f"the event loop stalled {lag:.2f}s during the poll"
+    v = result["v"]
+    assert ok(v, "df") == 0 and ok(v, "df_inodes") == 0 and ok(v, "loadavg") == 1
+    reason = c.problems[("df",)]
+    assert "12011 characters" in reason and len(reason) < 300
+
+
 async def test_connections_opened_at_once_are_bounded(
     sim: tuple[SimulatedLinux, dict[str, Any]], context: CollectorContext
 ) -> None:
