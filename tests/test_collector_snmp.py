@@ -409,6 +409,26 @@ async def test_garbage_truncated_and_wrong_request_id(snmpd: SnmpdPeer, agent, m
         assert bad.requests == 2  # the request and its one retry
 
 
+async def test_late_replies_are_a_slow_agent_not_a_broken_one(agent, make) -> None:
+    """Issue 14: an agent answering each request only after it timed out (its reply arrives
+    during the next poll) was reported as sending "replies to requests we did not make"."""
+    held: list[bytes] = []
+
+    def slow(raw: bytes, msg: codec.Message) -> list[bytes]:
+        late, held[:] = list(held), [reply(msg, echo_values(msg, codec.encode_int(3)))]
+        return late
+
+    bad = await agent(slow)
+    dev = make(bad.address, profiles=["ups"], timeout=0.5, retries=0)
+    with pytest.raises(TargetTimeout, match="no answer"):
+        await poll(dev)
+    with pytest.raises(TargetTimeout) as caught:
+        await poll(dev)
+    message = str(caught.value)
+    assert "late reply(ies) to requests that had timed out: slow agent" in message
+    assert "did not make" not in message and "broken agent" not in message
+
+
 async def test_scheduler_marks_only_the_broken_target_down(snmpd: SnmpdPeer, agent, make) -> None:
     from dutyd.agent.scheduler import Scheduler
 
