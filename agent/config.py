@@ -298,9 +298,17 @@ def _message(err: Mapping[str, Any], loc: Loc, data: Any) -> str:
         bound = next(iter(err.get("ctx", {}).values()), "")
         return f"must be {word} {bound} (got {_shown(err, loc)})"
     msg = _VALUE_ERROR.sub("", err["msg"])
-    msg = msg[:1].lower() + msg[1:]
+    msg = _lower_first(msg)
     if kind.endswith("_type") or kind.endswith("_parsing"):
         msg += f" (got {_shown(err, loc)})"
+    return msg
+
+
+def _lower_first(msg: str) -> str:
+    """pydantic's "Input should be ..." reads as "input should be ..." after the key path, but
+    an acronym or a name keeps its case ("SNMPv3 uses ...", "TCP port ...")."""
+    if msg[:1].isupper() and not msg[1:2].isupper():
+        return msg[:1].lower() + msg[1:]
     return msg
 
 

@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace, targets: list[dict[str, Any]]) -> dict[s
         failures.clear()
         cpu, wall = await measure(args.rounds)
         for c in collectors:
-            c._drop()  # as if every connection had died: the next poll reconnects
+            c.session.drop()  # as if every connection had died: the next poll reconnects
         re_cpu, re_wall = await measure(1)
         connects = sum(c.connects for c in collectors)
     finally:

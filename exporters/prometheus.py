@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import generate_latest
+from prometheus_client import registry as prometheus_registry
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample as PromSample
 
 from dutyd.core.records import AlertState, Labels, Sample
@@ -67,7 +67,7 @@ _direct: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
 )
 
 
-def render_latest(registry: Collector) -> bytes:
+def render_latest(registry: prometheus_registry.Collector) -> bytes:
     """The registry in text format 0.0.4, store exporters rendered directly (fast path)."""
     direct: list[str] = []
     token = _direct.set(direct)
@@ -104,7 +104,9 @@ def format_labels(labels: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{escape_value(v)}"' for k, v in labels)
 
 
-class StoreExporter(Collector):
+# prometheus_client's scrape-time collector interface, not dutyd's `collectors.base.Collector`
+# (which polls devices).
+class StoreExporter(prometheus_registry.Collector):
     def __init__(
         self,
         samples: Callable[[], Iterable[Sample]],

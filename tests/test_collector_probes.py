@@ -757,3 +757,77 @@ async def test_demo_portal_fails_then_is_defaced(context: CollectorContext) -> N
         assert any("defaced" in line for line in device.story())
     finally:
         await device.stop()
+
+
+# ----- hostile pages (issue 12) -----------------------------------------------------------------
+
+
+async def test_http_hostile_charset_is_read_as_utf8_without_stalling_the_loop(
+    context: CollectorContext,
+) -> None:
+    """A page naming `charset=punycode` (a Python codec whose decoder is worse than quadratic:
+    8.2 s for 256 KB) must be read as UTF-8, and the event loop must keep running."""
+    # Punycode inserts each decoded character into a list: quadratic in the part after the
+    # last '-'.
+    body = "Duty portal OK -" + "a" * 256 * 1024
+
+    async def hostile(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=body.encode(), headers={"Content-Type": "text/html; charset=punycode"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/", hostile)
+    runner, port = await serve_on_loopback(app)
+    try:
+        probe = HttpProbeCollector(
+            http(f"http://127.0.0.1:{port}/", expected_text="Duty portal OK"), context
+        )
+        lag = 0.0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal lag
+            loop = asyncio.get_running_loop()
+            while not done.is_set():
+                before = loop.time()
+                await asyncio.sleep(0.01)
+                lag = max(lag, loop.time() - before - 0.01)
+
+        task = asyncio.create_task(ticker())
+        try:
+            v = await poll(probe)
+        finally:
+            done.set()
+            await task
+        assert lag < 0.5, f"the event loop stalled {lag:.2f}s"
+        assert v["http_expected_text_found"] == 1 and v["probe_success"] == 1
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("declared", "codec"),
+    [
+        ("punycode", "utf-8"),
+        ("idna", "utf-8"),
+        ("rot13", "utf-8"),
+        ("base64", "utf-8"),
+        ("zlib", "utf-8"),
+        ("uu", "utf-8"),
+        ("no-such-charset", "utf-8"),
+        ("UTF-8", "utf-8"),
+        ("latin1", "iso8859-1"),
+        ("windows-1252", "cp1252"),
+        ("GBK", "gbk"),
+        ("gb18030", "gb18030"),
+        ("Big5", "big5"),
+        ("Shift_JIS", "shift_jis"),
+        ("euc-kr", "euc_kr"),
+        ("koi8-r", "koi8-r"),
+    ],
+)
+def test_http_only_real_text_charsets_are_used(declared: str, codec: str) -> None:
+    from dutyd.collectors.probe_http.collector import text_charset
+
+    assert text_charset(declared) == codec

@@ -212,8 +212,10 @@ async def test_ups_goes_on_battery(snmpd: SnmpdPeer, make) -> None:
             "priv_protocol": "AES256",
             "priv_password": V3_PRIV_256,
         },
+        # net-snmp's and snmp_exporter's spellings: `-a SHA-256 -x AES` (AES = AES-128).
+        {**V3_OPTIONS, "auth_protocol": "sha-256", "priv_protocol": "AES"},
     ],
-    ids=["sha256-aes128", "sha512-aes256"],
+    ids=["sha256-aes128", "sha512-aes256", "net-snmp-spellings"],
 )
 async def test_v3_auth_priv(snmpd: SnmpdPeer, make, options: dict[str, str]) -> None:
     dev = make(snmpd.address, profiles=["switch", "ups"], **options)
@@ -407,6 +409,26 @@ async def test_garbage_truncated_and_wrong_request_id(snmpd: SnmpdPeer, agent, m
         assert bad.requests == 2  # the request and its one retry
 
 
+async def test_late_replies_are_a_slow_agent_not_a_broken_one(agent, make) -> None:
+    """Issue 14: an agent answering each request only after it timed out (its reply arrives
+    during the next poll) was reported as sending "replies to requests we did not make"."""
+    held: list[bytes] = []
+
+    def slow(raw: bytes, msg: codec.Message) -> list[bytes]:
+        late, held[:] = list(held), [reply(msg, echo_values(msg, codec.encode_int(3)))]
+        return late
+
+    bad = await agent(slow)
+    dev = make(bad.address, profiles=["ups"], timeout=0.5, retries=0)
+    with pytest.raises(TargetTimeout, match="no answer"):
+        await poll(dev)
+    with pytest.raises(TargetTimeout) as caught:
+        await poll(dev)
+    message = str(caught.value)
+    assert "late reply(ies) to requests that had timed out: slow agent" in message
+    assert "did not make" not in message and "broken agent" not in message
+
+
 async def test_scheduler_marks_only_the_broken_target_down(snmpd: SnmpdPeer, agent, make) -> None:
     from dutyd.agent.scheduler import Scheduler
 
@@ -522,6 +544,54 @@ def test_config_validation() -> None:
     ok = SnmpTarget.model_validate({**base, "community_env": "PATH", "version": 2})
     assert ok.version == "2c" and ok.endpoint() == ("10.0.0.1", 161)
     assert "PATH" not in repr(ok)
+
+
+@pytest.mark.parametrize(
+    ("auth", "priv", "want"),
+    [
+        ("SHA", "AES", ("SHA", "AES128")),
+        ("SHA1", "aes", ("SHA", "AES128")),
+        ("HMAC-SHA", "AES-128", ("SHA", "AES128")),
+        ("SHA-256", "AES128", ("SHA256", "AES128")),
+        ("sha256", "aes_192", ("SHA256", "AES192")),
+        ("SHA512", "AES-256", ("SHA512", "AES256")),
+        ("usmHMAC192SHA256AuthProtocol", "AES256C", ("SHA256", "AES256C")),
+        ("md5", "DES", ("MD5", "DES")),
+        ("MD5", "des-cbc", ("MD5", "DES")),
+        ("SHA-224", "AES-192-C", ("SHA224", "AES192C")),
+    ],
+)
+def test_v3_protocol_spellings_are_accepted(auth: str, priv: str, want: tuple[str, str]) -> None:
+    base = {"name": "x", "kind": "snmp", "address": "10.0.0.1", "profiles": ["ups"]}
+    cfg = SnmpTarget.model_validate(
+        {**base, **V3_OPTIONS, "auth_protocol": auth, "priv_protocol": priv}
+    )
+    assert (cfg.auth_protocol, cfg.priv_protocol) == want
+
+
+def test_v3_unknown_protocol_names_the_accepted_ones() -> None:
+    base = {"name": "x", "kind": "snmp", "address": "10.0.0.1", "profiles": ["ups"]}
+    with pytest.raises(
+        ValidationError, match=r"not an SNMPv3 privacy protocol; use one of .*AES128"
+    ):
+        SnmpTarget.model_validate({**base, **V3_OPTIONS, "priv_protocol": "3DES"})
+    with pytest.raises(ValidationError, match="not an SNMPv3 authentication protocol"):
+        SnmpTarget.model_validate({**base, **V3_OPTIONS, "auth_protocol": "SHA3"})
+
+
+def test_config_report_keeps_the_case_of_acronyms() -> None:
+    """The config report lower-cases pydantic's "Input should be" after the key path; it used
+    to do so to every message, giving "sNMPv3 uses user/auth/priv, not a community"."""
+    from dutyd.agent.config import load_from_dict
+    from dutyd.core.errors import ConfigError
+
+    target = {"name": "x", "kind": "snmp", "address": "10.0.0.1", "profiles": ["ups"]}
+    with pytest.raises(ConfigError) as caught:
+        load_from_dict({"targets": [{**target, **V3_OPTIONS, "community": "c"}]}, "<test>")
+    assert "SNMPv3 uses user/auth/priv, not a community" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_from_dict({"targets": [{**target, "community": "c", "retries": "many"}]}, "<test>")
+    assert "retries: input should be a valid integer" in str(caught.value)
 
 
 @given(st.binary(max_size=200))

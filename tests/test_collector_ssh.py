@@ -450,6 +450,54 @@ async def test_unparseable_output_is_that_reading_down_and_reboot_is_seen(
     assert ok(v, "df") == 1 and value(v, "node_rebooted") == 0 and ("df",) not in c.problems
 
 
+async def max_loop_lag(during: Any) -> float:
+    """Run the awaitable `during` while a concurrent task ticks every 10 ms (as /healthz would
+    be answered); the longest the loop left that task waiting beyond its tick, in seconds."""
+    lag = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal lag
+        loop = asyncio.get_running_loop()
+        while not done.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            lag = max(lag, loop.time() - before - 0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await during
+    finally:
+        done.set()
+        await task
+    return lag
+
+
+async def test_hostile_df_line_does_not_stall_the_event_loop(
+    sim: tuple[SimulatedLinux, dict[str, Any]], make: Callable[..., SshCollector]
+) -> None:
+    """Issue 12: an asyncssh server answering df with a 12 KB header of spaces made /healthz
+    take 4.65 s (the row regex retried at every space, on the event loop)."""
+    server, options = sim
+    c = make(server, **options)
+    await poll(c)
+    hostile = "Filesystem" + " " * 12_000 + "x\n"
+    server.state.outputs["df -PTk"] = (hostile, "", 0)
+    server.state.outputs["df -PTki"] = (hostile, "", 0)
+    result: dict[str, Values] = {}
+
+    async def one_poll() -> None:
+        result["v"] = await poll(c)
+
+    lag = await max_loop_lag(one_poll())
+    # Generous for a loaded machine; the old parser held the loop for seconds.
+    assert lag < 0.5, f"the event loop stalled {lag:.2f}s during the poll"
+    v = result["v"]
+    assert ok(v, "df") == 0 and ok(v, "df_inodes") == 0 and ok(v, "loadavg") == 1
+    reason = c.problems[("df",)]
+    assert "12011 characters" in reason and len(reason) < 300
+
+
 async def test_connections_opened_at_once_are_bounded(
     sim: tuple[SimulatedLinux, dict[str, Any]], context: CollectorContext
 ) -> None:
@@ -564,6 +612,38 @@ def test_config_refuses(options: dict[str, Any], message: str) -> None:
     base = {"name": "s", "kind": "ssh", "address": "10.0.0.5", "username": "mon"}
     with pytest.raises(ValidationError, match=message):
         SshTarget.model_validate({**base, **options})
+
+
+@pytest.mark.parametrize(
+    ("options", "command_timeout"),
+    [
+        ({"timeout": "5s"}, 3.0),  # refused before: "command_timeout (5s) must leave ..."
+        ({"timeout": 4}, 2.0),
+        ({"timeout": "8s"}, 5.0),
+        ({}, 5.0),  # the kind's 30 s timeout
+        ({"timeout": "5s", "command_timeout": "1s"}, 1.0),
+    ],
+)
+def test_command_timeout_default_follows_timeout(
+    options: dict[str, Any], command_timeout: float
+) -> None:
+    base = {"name": "s", "kind": "ssh", "address": "h", "username": "u", "password": "p"}
+    assert SshTarget.model_validate({**base, **options}).command_timeout == command_timeout
+
+
+def test_only_timeout_set_loads_through_the_config_loader() -> None:
+    from dutyd.agent.config import load_from_dict
+
+    target = {"name": "s", "kind": "ssh", "address": "h", "username": "u", "password": "p"}
+    settings = load_from_dict({"targets": [{**target, "timeout": "5s"}]}, "<test>")
+    assert settings.targets[0].command_timeout == 3.0
+
+
+def test_too_short_timeout_names_timeout_not_an_unset_key() -> None:
+    base = {"name": "s", "kind": "ssh", "address": "h", "username": "u", "password": "p"}
+    with pytest.raises(ValidationError, match=r"timeout \(2s\) must be more than 2s") as caught:
+        SshTarget.model_validate({**base, "timeout": "2s"})
+    assert "command_timeout" not in str(caught.value)
 
 
 def test_registered() -> None:

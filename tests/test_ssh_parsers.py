@@ -7,6 +7,7 @@ rather than misread.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 
 import pytest
@@ -325,3 +326,85 @@ def test_script_quotes_every_config_word() -> None:
     assert shlex.split(last_two[1])[2:] == ["a b", "$X"]
     # The exec request holds no config text at all.
     assert cmd.remote_command(12.5) == "env LC_ALL=C LANG=C timeout -s KILL 12.5 sh -s"
+
+
+# ----- hostile output (issue 12): linear time, short messages ---------------------------------
+
+
+def cpu_seconds(func, *args, **kwargs) -> float:
+    """CPU time of one call (process time: a loaded machine's other work does not count)."""
+    import time
+
+    started = time.process_time()
+    with contextlib.suppress(ParseError):
+        func(*args, **kwargs)
+    return time.process_time() - started
+
+
+@pytest.mark.parametrize("spaces", [4_000, 8_000, 16_000])
+def test_df_header_of_spaces_parses_in_linear_time(spaces: int) -> None:
+    # The issue's case: the old row regex retried at every space, 0.33 s at 4,000 spaces,
+    # 8 s at 16,000. The header must now be refused at once, with a short message.
+    header = "Filesystem" + " " * spaces + "x"
+    assert cpu_seconds(parse_df, header + "\n") < 0.05
+    with pytest.raises(ParseError) as caught:
+        parse_df(header + "\n")
+    assert len(str(caught.value)) < 300
+
+
+def test_df_row_and_header_of_spaces_within_the_line_cap_parse_fast() -> None:
+    # Below the line cap the token reader still has to decide; the old regex took about
+    # 1.3 s on 8,000 spaces.
+    from dutyd.collectors.ssh.parsers import MAX_DF_LINE_CHARS
+
+    n = MAX_DF_LINE_CHARS - 20
+    for text in (
+        "Filesystem" + " " * n + "x\n",
+        DEBIAN_DF.splitlines()[0] + "\n" + "/dev/x" + " " * n + "y\n",
+        "Filesystem Type 1024-blocks Used Available Capacity Mounted on\n" + "a " * (n // 2) + "\n",
+        "Filesystem Type 1024-blocks Used Available Capacity Mounted on\n" + "1 " * (n // 2),
+    ):
+        assert cpu_seconds(parse_df, text) < 0.05
+
+
+def test_header_only_error_does_not_carry_the_device_line() -> None:
+    # "printed only a header" used to put the whole line (up to 4 MiB) in the log.
+    header = "Filesystem " + "A" * 8000
+    with pytest.raises(ParseError, match="printed only a header") as caught:
+        parse_df(header + "\n")
+    assert len(str(caught.value)) < 300
+    with pytest.raises(ParseError) as caught:
+        parse_df("Filesystem Type 1024-blocks Used Available Capacity Mounted on\n" + "B" * 5000)
+    assert len(str(caught.value)) < 300
+
+
+def test_device_names_and_mounts_with_spaces_still_read() -> None:
+    text = (
+        "Filesystem Type 1024-blocks Used Available Capacity Mounted on\n"
+        "my fuse fs fuse.sshfs 100 40 60 40% /mnt/with space/x\n"
+        "/dev/sdb1 ext4 - - - - /srv\n"
+    )
+    rows = parse_df(text)
+    assert [(r.device, r.fstype, r.mount) for r in rows] == [
+        ("my fuse fs", "fuse.sshfs", "/mnt/with space/x"),
+        ("/dev/sdb1", "ext4", "/srv"),
+    ]
+    assert rows[0].total == 100 * 1024 and rows[1].total is None
+
+
+@pytest.mark.parametrize(
+    ("parser", "text"),
+    [
+        (parse_nproc, "9" * 5000),
+        (parse_loadavg, "x" * 100_000),
+        (parse_epoch, "1" * 100_000),
+        (parse_backup_files, "1" * 5000 + " " + "2" * 5000),
+        (parse_command_output, "name " + "1" * 5000 + "\nx y"),
+        (lambda t: parse_is_active(t, ["a"]), "z" * 100_000),
+    ],
+)
+def test_device_values_are_cut_short_and_huge_numbers_are_parse_errors(parser, text) -> None:
+    # int() of more than 4300 digits raises a plain ValueError, which is not the parser's error.
+    with pytest.raises(ParseError) as caught:
+        parser(text)
+    assert len(str(caught.value)) < 300

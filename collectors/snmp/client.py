@@ -165,6 +165,11 @@ class FastClient(SnmpClient):
                 f"{self.where} sent {why.stray} reply(ies) to requests we did not make and no "
                 f"answer to ours within {waited:.3g}s (last: {why.problem}; broken agent?)"
             )
+        if why.late:
+            return TargetTimeout(
+                f"no answer from {self.where} within {waited:.3g}s; it sent {why.late} late "
+                "reply(ies) to requests that had timed out: slow agent (raise timeout?)"
+            )
         if why.wrong_from is not None:
             return TargetTimeout(
                 f"no answer from {self.where} within {waited:.3g}s; its reply came from "

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,11 @@ _RCVBUF = 4 * 1024 * 1024
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
+# Request-ids remembered after they timed out; a slow agent's late replies come within a few
+# polls, and a wrap-around of the id space (2**31) is far away.
+MAX_EXPIRED_IDS = 4096
+
+
 @dataclass
 class TransportStats:
     """Datagrams that answered no request (exposed for tests and debugging)."""
@@ -42,6 +48,7 @@ class TransportStats:
     received: int = 0
     garbage: int = 0
     unknown_request_id: int = 0
+    late_replies: int = 0
     wrong_address: int = 0
     send_errors: int = 0
 
@@ -49,11 +56,12 @@ class TransportStats:
 class NoAnswer:
     """Why a request got no valid reply: what, if anything, came from the device instead."""
 
-    __slots__ = ("garbage", "problem", "stray", "wrong_from")
+    __slots__ = ("garbage", "late", "problem", "stray", "wrong_from")
 
     def __init__(self) -> None:
         self.garbage = 0  # datagrams from the device's address that were not SNMP v1/v2c
         self.stray = 0  # replies from the device's address with a request-id we did not send
+        self.late = 0  # replies to our own earlier requests that had already timed out
         self.problem = ""  # what was wrong with the last such datagram
         self.wrong_from: Any = None  # an address that sent the reply meant to come from it
 
@@ -97,6 +105,9 @@ class SnmpTransport:
     def __init__(self) -> None:
         self.stats = TransportStats()
         self._pending: dict[int, _Pending] = {}
+        # Request-ids that timed out (or whose poll gave up) recently, and where they went: a
+        # reply to one is a slow agent answering late, not a reply to a request never made.
+        self._expired: OrderedDict[int, Address] = OrderedDict()
         self._endpoints: dict[int, asyncio.DatagramTransport] = {}
         self._opening: dict[int, asyncio.Lock] = {}
         self._next_id = random.randint(REQUEST_ID_MIN, REQUEST_ID_MAX)
@@ -134,7 +145,13 @@ class SnmpTransport:
         while rid in pending:
             rid = rid + 1 if rid < REQUEST_ID_MAX else REQUEST_ID_MIN
         self._next_id = rid + 1 if rid < REQUEST_ID_MAX else REQUEST_ID_MIN
+        self._expired.pop(rid, None)
         return rid
+
+    def _remember_expired(self, rid: int, addr: Address) -> None:
+        self._expired[rid] = addr
+        while len(self._expired) > MAX_EXPIRED_IDS:
+            self._expired.popitem(last=False)
 
     async def request(
         self,
@@ -167,6 +184,7 @@ class SnmpTransport:
     def _drop(self, rid: int, entry: _Pending) -> None:
         if self._pending.get(rid) is entry:
             del self._pending[rid]
+            self._remember_expired(rid, entry.addr)
         if entry.timer is not None:
             entry.timer.cancel()
 
@@ -183,6 +201,7 @@ class SnmpTransport:
             entry.timer = self._loop.call_later(entry.wait, self._expire, rid, entry)
             return
         self._pending.pop(rid, None)
+        self._remember_expired(rid, entry.addr)
         entry.future.set_result(entry.why)
 
     def _received(self, data: bytes, addr: Any) -> None:
@@ -201,6 +220,11 @@ class SnmpTransport:
             return
         entry = self._pending.get(msg[3])
         if entry is None:
+            sent_to = self._expired.get(msg[3])
+            if sent_to is not None and sent_to[0] == addr[0] and sent_to[1] == addr[1]:
+                stats.late_replies += 1
+                self._note(addr, f"a reply to request-id {msg[3]}, which had timed out", late=True)
+                return
             stats.unknown_request_id += 1
             self._note(addr, f"a reply to request-id {msg[3]}, which we did not send")
             return
@@ -216,7 +240,7 @@ class SnmpTransport:
         if not entry.future.done():
             entry.future.set_result(msg)
 
-    def _note(self, addr: Any, problem: str, garbage: bool = False) -> None:
+    def _note(self, addr: Any, problem: str, garbage: bool = False, late: bool = False) -> None:
         """Remember on the device's pending request(s) what it sent that answered nothing,
         so its timeout can say so. Rare (only bad datagrams), so a scan is fine."""
         for entry in self._pending.values():
@@ -224,6 +248,8 @@ class SnmpTransport:
                 why = entry.why
                 if garbage:
                     why.garbage += 1
+                elif late:
+                    why.late += 1
                 else:
                     why.stray += 1
                 why.problem = problem

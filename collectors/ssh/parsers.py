@@ -16,6 +16,20 @@ class ParseError(ValueError):
     """The output was not in the format the parser knows."""
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """Device text quoted for an error message, cut to about `limit` characters."""
+    if len(text) > limit:
+        return repr(text[:limit]) + f"... ({len(text)} characters)"
+    return repr(text)
+
+
+def excerpt(text: str, limit: int = 200) -> str:
+    """`text` on one line, whitespace collapsed, cut to `limit` characters: how device output
+    appears in an error message."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 # --- the section protocol -------------------------------------------------------------------
 
 
@@ -79,9 +93,9 @@ def _float(word: str, what: str) -> float:
     try:
         value = float(word)
     except ValueError:
-        raise ParseError(f"{what}: {word!r} is not a number") from None
+        raise ParseError(f"{what}: {shown(word)} is not a number") from None
     if not math.isfinite(value):
-        raise ParseError(f"{what}: {word!r} is not a finite number")
+        raise ParseError(f"{what}: {shown(word)} is not a finite number")
     return value
 
 
@@ -96,7 +110,7 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
     """`/proc/loadavg`: `0.52 0.58 0.59 1/389 12345` -> the 1, 5 and 15 minute averages."""
     words = _first_line(text, "/proc/loadavg").split()
     if len(words) < 3:
-        raise ParseError(f"/proc/loadavg: expected three load averages, got {text.strip()!r}")
+        raise ParseError(f"/proc/loadavg: expected three load averages, got {shown(text.strip())}")
     one, five, fifteen = (_float(w, "/proc/loadavg") for w in words[:3])
     return one, five, fifteen
 
@@ -104,8 +118,9 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
 def parse_nproc(text: str) -> int:
     """`nproc`: the number of processing units available."""
     line = _first_line(text, "nproc")
-    if not line.isdigit() or int(line) < 1:
-        raise ParseError(f"nproc: expected a positive whole number, got {line!r}")
+    # Digits bounded before int(): Python refuses to convert more than 4300 of them.
+    if not line.isdigit() or not line.isascii() or len(line) > 9 or int(line) < 1:
+        raise ParseError(f"nproc: expected a positive whole number, got {shown(line)}")
     return int(line)
 
 
@@ -118,8 +133,8 @@ def parse_uptime(text: str) -> float:
 def parse_epoch(text: str) -> float:
     """`date +%s`: seconds since 1970 on the server's clock."""
     line = _first_line(text, "date +%s")
-    if not re.fullmatch(r"\d+(\.\d+)?", line):
-        raise ParseError(f"date +%s: expected seconds since 1970, got {line!r}")
+    if len(line) > 40 or not re.fullmatch(r"\d+(\.\d+)?", line):
+        raise ParseError(f"date +%s: expected seconds since 1970, got {shown(line)}")
     return float(line)
 
 
@@ -143,7 +158,7 @@ def parse_meminfo(text: str) -> MemInfo:
         if m:
             values[m.group(1)] = float(m.group(2)) * 1024
     if "MemTotal" not in values:
-        raise ParseError(f"/proc/meminfo has no MemTotal line (got {text[:80]!r})")
+        raise ParseError(f"/proc/meminfo has no MemTotal line (got {shown(text)})")
     if "MemAvailable" in values:
         available = values["MemAvailable"]
     elif "MemFree" in values:
@@ -222,16 +237,63 @@ class DfRow:
         return self.used / (self.used + self.available)
 
 
-_NUM = r"(\d+|-)"
-_ROW_TYPED = re.compile(
-    rf"^(?P<dev>.+?)\s+(?P<type>\S+)\s+{_NUM}\s+{_NUM}\s+{_NUM}\s+(?:\d+%|-)\s+(?P<mount>/.*)$"
-)
-_ROW_PLAIN = re.compile(rf"^(?P<dev>.+?)\s+{_NUM}\s+{_NUM}\s+{_NUM}\s+(?:\d+%|-)\s+(?P<mount>/.*)$")
-_BLOCK_SIZE = re.compile(r"(\d+)([kK])?-")
+# A df row is at most a device name and a mount path (PATH_MAX 4096 each on Linux) and six short
+# columns; a longer line is not df talking.
+MAX_DF_LINE_CHARS = 8192
+_TOKEN = re.compile(r"\S+")
+_BLOCK_SIZE = re.compile(r"(\d{1,9})([kK])?-")
+
+
+def _is_count(word: str) -> bool:
+    return word == "-" or (word.isdigit() and word.isascii() and len(word) <= 30)
+
+
+def _is_capacity(word: str) -> bool:
+    return word == "-" or (word.endswith("%") and _is_count(word[:-1]) and word != "-%")
 
 
 def _count(word: str) -> float | None:
     return None if word == "-" else float(word)
+
+
+@dataclass(frozen=True, slots=True)
+class _DfFields:
+    device: str
+    fstype: str | None
+    counts: tuple[str, str, str]
+    mount: str
+
+
+def _df_fields(line: str, with_type: bool) -> _DfFields | None:
+    """Split one row into its columns, or None if it is not a POSIX df row.
+
+    Device names and mount points may hold spaces, so the row is read by whitespace-separated
+    words: the first place where [type] blocks used available capacity% are followed by a word
+    starting with '/' ends the device name (the shortest device, as `df` prints it) and starts
+    the mount, which runs to the end of the line. Each word is looked at a bounded number of
+    times: linear in the line, whatever a device (or whoever mounts a FUSE filesystem) prints.
+    """
+    words = [(m.start(), m.group()) for m in _TOKEN.finditer(line)]
+    skip = 1 if with_type else 0
+    # words[i] is the first word after the device; the device is words[:i] (at least one).
+    for i in range(1, len(words) - skip - 4):
+        w = [word for _, word in words[i : i + skip + 5]]
+        if not (
+            _is_count(w[skip])
+            and _is_count(w[skip + 1])
+            and _is_count(w[skip + 2])
+            and _is_capacity(w[skip + 3])
+            and w[skip + 4].startswith("/")
+        ):
+            continue
+        device = line[: words[i - 1][0] + len(words[i - 1][1])].strip()
+        return _DfFields(
+            device=device,
+            fstype=w[0] if with_type else None,
+            counts=(w[skip], w[skip + 1], w[skip + 2]),
+            mount=line[words[i + skip + 4][0] :],
+        )
+    return None
 
 
 def parse_df(text: str, *, with_type: bool = True, inodes: bool = False) -> list[DfRow]:
@@ -242,21 +304,29 @@ def parse_df(text: str, *, with_type: bool = True, inodes: bool = False) -> list
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise ParseError("df printed nothing")
-    row_re = _ROW_TYPED if with_type else _ROW_PLAIN
+    for number, line in enumerate(lines, start=1):
+        if len(line) > MAX_DF_LINE_CHARS:
+            raise ParseError(
+                f"df line {number} is {len(line)} characters long, more than a df row can be "
+                f"({MAX_DF_LINE_CHARS}): {shown(line)}"
+            )
     header, body = lines[0], lines[1:]
-    if row_re.match(header):
-        raise ParseError(f"df printed no header line; first line was {header!r}")
+    if _df_fields(header, with_type) is not None:
+        raise ParseError(f"df printed no header line; first line was {shown(header)}")
     if header.split()[0] != "Filesystem":
         # The collector runs df under LC_ALL=C. A translated header means that was not
         # honoured, and translated output may also differ in its rows: refuse it whole.
         raise ParseError(
-            f"df printed a header in another language or format ({header.strip()[:80]!r}); "
+            f"df printed a header in another language or format ({shown(header)}); "
             "expected the C-locale POSIX header starting 'Filesystem'"
         )
     scale = 1.0
     if not inodes:
-        m = _BLOCK_SIZE.search(header)
-        scale = float(m.group(1)) * (1024 if m.group(2) else 1) if m else 1024.0
+        scale = 1024.0
+        for word in header.split():
+            if m := _BLOCK_SIZE.match(word):
+                scale = float(m.group(1)) * (1024 if m.group(2) else 1)
+                break
     rows: list[DfRow] = []
     expected = (
         "filesystem type blocks used available capacity% mount"
@@ -264,25 +334,24 @@ def parse_df(text: str, *, with_type: bool = True, inodes: bool = False) -> list
         else ("filesystem blocks used available capacity% mount")
     )
     for number, line in enumerate(body, start=2):
-        m = row_re.match(line)
-        if not m:
+        fields = _df_fields(line, with_type)
+        if fields is None:
             raise ParseError(
-                f"df line {number} is not in the POSIX format ({expected}): {line.strip()!r}"
+                f"df line {number} is not in the POSIX format ({expected}): {shown(line)}"
             )
-        offset = 3 if with_type else 2
-        total, used, avail = (_count(m.group(offset + k)) for k in range(3))
+        total, used, avail = (_count(c) for c in fields.counts)
         rows.append(
             DfRow(
-                device=m.group("dev").strip(),
-                fstype=m.group("type") if with_type else None,
-                mount=m.group("mount"),
+                device=fields.device,
+                fstype=fields.fstype,
+                mount=fields.mount,
                 total=None if total is None else total * scale,
                 used=None if used is None else used * scale,
                 available=None if avail is None else avail * scale,
             )
         )
     if not rows:
-        raise ParseError(f"df printed only a header: {header.strip()!r}")
+        raise ParseError(f"df printed only a header: {shown(header)}")
     return rows
 
 
@@ -328,11 +397,11 @@ def parse_is_active(text: str, units: Sequence[str]) -> dict[str, str]:
         )
     for unit, state in zip(units, states, strict=True):
         if state not in UNIT_STATES:
-            raise ParseError(f"systemctl is-active: unexpected state {state!r} for {unit}")
+            raise ParseError(f"systemctl is-active: unexpected state {shown(state)} for {unit}")
     return dict(zip(units, states, strict=True))
 
 
-_FIND_LINE = re.compile(r"^(\d+(?:\.\d+)?) (\d+)$")
+_FIND_LINE = re.compile(r"^(\d{1,20}(?:\.\d{1,20})?) (\d{1,30})$")
 
 
 def parse_backup_files(text: str) -> list[tuple[float, int]]:
@@ -344,7 +413,7 @@ def parse_backup_files(text: str) -> list[tuple[float, int]]:
             continue
         m = _FIND_LINE.match(line.strip())
         if not m:
-            raise ParseError(f"backup files: expected 'mtime size', got {line.strip()[:80]!r}")
+            raise ParseError(f"backup files: expected 'mtime size', got {shown(line.strip())}")
         files.append((float(m.group(1)), int(m.group(2))))
     return files
 
@@ -393,7 +462,7 @@ def parse_command_output(text: str) -> list[tuple[str | None, float]]:
     for line in lines:
         m = _NAMED.match(line)
         if not m:
-            raise ParseError(f"expected a number or 'name value' lines, got {line.strip()[:80]!r}")
+            raise ParseError(f"expected a number or 'name value' lines, got {shown(line.strip())}")
         if m.group(1) in seen:
             raise ParseError(f"name {m.group(1)!r} printed twice")
         seen.add(m.group(1))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import socket
 import struct
 import time
@@ -14,16 +13,9 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from dutyd.collectors.base import Collector, Readings, TargetConfig
+from dutyd.collectors.netutil import budget, hostport, resolve_all
 from dutyd.core.configtypes import format_duration
 from dutyd.core.errors import TargetTimeout, TargetUnreachable
-
-# A collector finishes within this share of its timeout, so that its own message (which says
-# what was waiting for what) wins over the scheduler's generic cancellation at the full timeout.
-BUDGET_SHARE = 0.9
-
-
-def budget(timeout: float) -> float:
-    return timeout * BUDGET_SHARE
 
 
 def split_host_port(address: str) -> tuple[str, int | None]:
@@ -44,38 +36,6 @@ def _port(text: str, address: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise ValueError(f"{address!r}: port must be a number from 1 to 65535")
     return int(text)
-
-
-def hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def resolve_all(
-    host: str, port: int, family: int = socket.AF_UNSPEC
-) -> list[tuple[int, tuple]]:
-    """[(family, sockaddr)] for host, in the resolver's order; IP literals skip the resolver
-    (a thread hop per poll)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        if ip.version == 4:
-            return [(socket.AF_INET, (host, port))]
-        return [(socket.AF_INET6, (host, port, 0, 0))]
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise TargetUnreachable(f"host {host!r} not found: {exc.strerror}") from exc
-    if not infos:
-        raise TargetUnreachable(f"host {host!r} has no address")
-    return [(fam, sockaddr) for fam, _, _, _, sockaddr in infos]
-
-
-async def resolve(host: str, port: int, family: int = socket.AF_UNSPEC) -> tuple[int, tuple]:
-    """The first (family, sockaddr) for host."""
-    return (await resolve_all(host, port, family))[0]
 
 
 async def tcp_connect(host: str, port: int, within: float) -> float:

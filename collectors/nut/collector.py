@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import re
 import socket
@@ -19,6 +18,15 @@ from dutyd.collectors.base import (
     TargetConfig,
     parse_host_port,
 )
+from dutyd.collectors.nut.protocol import (
+    MAX_LIST_LINES,
+    ConnectionClosed,
+    NutConnection,
+    has_control,
+    quote_arg,
+    shorten,
+    split_line,
+)
 from dutyd.core.configtypes import SecretEnv, SecretFile, pick_secret
 from dutyd.core.errors import (
     BadCredentials,
@@ -30,13 +38,6 @@ from dutyd.core.errors import (
 )
 
 DEFAULT_PORT = 3493
-# upsd's own buffers are 4 KiB (LARGEBUF); a longer line is not NUT talking.
-MAX_LINE_BYTES = 4096
-# A large UPS (a three-phase unit through snmp-ups) lists about 400 variables; ten times that
-# is a server that does not stop.
-MAX_LIST_LINES = 4000
-READ_CHUNK = 65536
-
 # ups.status flag -> sample name. The names are shared with the SNMP `ups` profile, so one rule
 # ("ups_on_battery == 1") covers a UPS whichever way it is watched.
 STATUS_FLAGS: dict[str, str] = {
@@ -73,8 +74,8 @@ _AUTH_ERRORS = frozenset(
         "ALREADY-SET-PASSWORD",
     }
 )
+
 _UPS_NAME = re.compile(r"^[^\s\"\\@]{1,64}$")
-_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
 
 class NutTarget(TargetConfig):
@@ -135,9 +136,9 @@ class NutTarget(TargetConfig):
         if given and not self.username:
             raise ValueError("a password needs a username")
         # A line break would end the protocol line and let the rest run as another command.
-        if self.username and _has_control(self.username):
+        if self.username and has_control(self.username):
             raise ValueError("username must not contain control characters (line breaks)")
-        if given and _has_control(given[0].get_secret_value()):
+        if given and has_control(given[0].get_secret_value()):
             raise ValueError("the password must not contain control characters (line breaks)")
         return self
 
@@ -147,122 +148,6 @@ class NutTarget(TargetConfig):
 
 def parse_address(address: str) -> tuple[str, int]:
     return parse_host_port(address, DEFAULT_PORT)
-
-
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
-
-
-def quote_arg(value: str) -> str:
-    """One argument for a command line to upsd, quoted when it holds a space, quote or
-    backslash so that it stays one argument (upsd unescapes `\\` and `\"` as `split_line`
-    does); plain words are sent bare, as upsmon sends them."""
-    if value and not any(c.isspace() or c in '"\\' for c in value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def split_line(line: str) -> list[str]:
-    """One protocol line -> its words, with a final quoted argument unquoted and unescaped.
-
-    upsd quotes only the last argument (`VAR rack ups.mfr "APC \\"x\\""`), escaping `"` and
-    `\\` inside it. Raises ValueError on a broken quote."""
-    head, sep, tail = line.partition(' "')
-    words = head.split(" ")
-    if not sep:
-        if '"' in line:
-            raise ValueError("stray quote")
-        return words
-    if len(tail) == 0 or tail[-1] != '"':
-        raise ValueError("unterminated quoted value")
-    value = tail[:-1]
-    if "\\" in value:
-        # The closing quote must not itself be escaped: an odd run of backslashes before it.
-        run = len(value) - len(value.rstrip("\\"))
-        if run % 2:
-            raise ValueError("unterminated quoted value")
-        value = _ESCAPE.sub(r"\1", value)
-    elif '"' in value:
-        raise ValueError("unescaped quote inside a value")
-    words.append(value)
-    return words
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-class _Closed(Exception):
-    """The server closed the connection (EOF or reset)."""
-
-
-class _Connection:
-    """One TCP connection to upsd with a bounded line reader."""
-
-    __slots__ = ("_buf", "_pos", "reader", "received", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self._buf = b""
-        self._pos = 0
-        # Whether any byte came back: a kept connection that fails before answering anything
-        # was most likely dropped while idle (upsd restarted) and is worth one reconnect.
-        self.received = False
-
-    def partial(self) -> bytes:
-        return self._buf[self._pos :]
-
-    async def send(self, data: bytes) -> None:
-        try:
-            self.writer.write(data)
-            await self.writer.drain()
-        except (ConnectionError, BrokenPipeError) as exc:
-            raise _Closed from exc
-
-    async def line(self, server: str) -> str:
-        while True:
-            end = self._buf.find(b"\n", self._pos)
-            if end >= 0:
-                if end - self._pos > MAX_LINE_BYTES:
-                    raise BadResponse(
-                        f"NUT server {server} sent a line longer than {MAX_LINE_BYTES} bytes; "
-                        "is this port really upsd?"
-                    )
-                raw = self._buf[self._pos : end]
-                self._pos = end + 1
-                return raw.decode("utf-8", "replace").rstrip("\r")
-            if len(self._buf) - self._pos > MAX_LINE_BYTES:
-                raise BadResponse(
-                    f"NUT server {server} sent more than {MAX_LINE_BYTES} bytes without "
-                    "a line end; is this port really upsd?"
-                )
-            try:
-                chunk = await self.reader.read(READ_CHUNK)
-            except ConnectionError as exc:
-                raise _Closed from exc
-            if not chunk:
-                raise _Closed
-            self.received = True
-            self._buf = self._buf[self._pos :] + chunk if self._pos < len(self._buf) else chunk
-            self._pos = 0
-
-    async def close(self, logout_timeout: float = 0.0) -> None:
-        """Say LOGOUT (waiting at most `logout_timeout`) and close; 0 drops at once."""
-        if logout_timeout > 0 and not self.writer.is_closing():
-            # LOGOUT is a courtesy so upsd logs a clean goodbye; never wait long for it.
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(logout_timeout):
-                    self.writer.write(b"LOGOUT\n")
-                    await self.writer.drain()
-                    await self.reader.read(256)
-            self.writer.close()
-        else:
-            # Out of step or hung peer: abort, so no unsent bytes keep the socket open.
-            self.writer.transport.abort()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
 
 
 class NutCollector(Collector[NutTarget]):
@@ -299,7 +184,7 @@ class NutCollector(Collector[NutTarget]):
             f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         )
         self._password = pick_secret(config.password, config.password_env, config.password_file)
-        self._conn: _Connection | None = None
+        self._conn: NutConnection | None = None
         self._lock = asyncio.Lock()
         # What the poll is doing, so that a timeout says where it stuck.
         self._doing = ""
@@ -345,13 +230,13 @@ class NutCollector(Collector[NutTarget]):
             reused.received = False
         try:
             return await self._poll(readings)
-        except _Closed as exc:
+        except ConnectionClosed as exc:
             await self._drop()
             if reused is not None and not reused.received:
                 # The kept connection died while idle (upsd restarted): one fresh try.
                 try:
                     return await self._poll(readings)
-                except _Closed as exc2:
+                except ConnectionClosed as exc2:
                     await self._drop()
                     raise self._closed_error() from exc2
             raise self._closed_error() from exc
@@ -396,7 +281,7 @@ class NutCollector(Collector[NutTarget]):
                 self._emit(readings, result, {"ups": name})
         return None
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> NutConnection:
         self._doing = "the connection to be accepted"
         try:
             reader, writer = await asyncio.open_connection(self._host, self._port)
@@ -417,7 +302,7 @@ class NutCollector(Collector[NutTarget]):
             raise TargetUnreachable(
                 f"NUT server {self._server} is unreachable: {exc.strerror or exc}"
             ) from exc
-        conn = _Connection(reader, writer)
+        conn = NutConnection(reader, writer)
         self._conn = conn
         if self.config.username:
             user = quote_arg(self.config.username)
@@ -428,7 +313,7 @@ class NutCollector(Collector[NutTarget]):
                 await self._simple(conn, f"PASSWORD {password}\n", "PASSWORD")
         return conn
 
-    async def _simple(self, conn: _Connection, command: str, shown: str) -> None:
+    async def _simple(self, conn: NutConnection, command: str, shown: str) -> None:
         self._doing = f"the answer to '{shown}'"
         await conn.send(command.encode())
         line = await conn.line(self._server)
@@ -444,7 +329,7 @@ class NutCollector(Collector[NutTarget]):
             raise BadResponse(f"NUT server {self._server} answered {shown} with 'ERR {code}'")
         raise self._garbage(shown, line)
 
-    async def _read_ups_list(self, conn: _Connection) -> list[str]:
+    async def _read_ups_list(self, conn: NutConnection) -> list[str]:
         first = await conn.line(self._server)
         if first != "BEGIN LIST UPS":
             raise self._error_reply(first, "LIST UPS", None)
@@ -462,7 +347,7 @@ class NutCollector(Collector[NutTarget]):
             names.append(words[1])
         raise self._endless("LIST UPS")
 
-    async def _read_var_list(self, conn: _Connection, ups: str) -> dict[str, str] | CollectError:
+    async def _read_var_list(self, conn: NutConnection, ups: str) -> dict[str, str] | CollectError:
         """The variables of one UPS, or the error upsd answered (the stream stays in step)."""
         command = f"LIST VAR {ups}"
         first = await conn.line(self._server)
@@ -552,7 +437,7 @@ class NutCollector(Collector[NutTarget]):
     def _garbage(self, command: str, line: str) -> BadResponse:
         return BadResponse(
             f"NUT server {self._server} answered '{command}' with something that is not the "
-            f"NUT protocol: {_shorten(line)!r}"
+            f"NUT protocol: {shorten(line)!r}"
         )
 
     def _endless(self, command: str) -> BadResponse:
@@ -573,7 +458,7 @@ class NutCollector(Collector[NutTarget]):
         if partial:
             text = partial.decode("utf-8", "replace")
             return TargetTimeout(
-                f"NUT server {self._server} sent half a line ({_shorten(text, 40)!r}) and then "
+                f"NUT server {self._server} sent half a line ({shorten(text, 40)!r}) and then "
                 f"nothing for the rest of {budget:.3g}s while we waited for {self._doing}"
             )
         return TargetTimeout(

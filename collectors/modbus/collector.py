@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -23,22 +22,19 @@ from dutyd.collectors.base import (
     TargetConfig,
     parse_host_port,
 )
+from dutyd.collectors.modbus.registers import (
+    WORDS,
+    Order,
+    RegisterType,
+    decode_registers,
+    tidy,
+)
 from dutyd.core.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
 from dutyd.core.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
 
-RegisterType = Literal["int16", "uint16", "int32", "uint32", "float32"]
 Table = Literal["holding", "input", "coil", "discrete"]
-Order = Literal["big", "little"]
 
 DEFAULT_PORT = 502
-_WORDS: dict[str, int] = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2}
-_STRUCT: dict[str, str] = {
-    "int16": ">h",
-    "uint16": ">H",
-    "int32": ">i",
-    "uint32": ">I",
-    "float32": ">f",
-}
 _BIT_TABLES = frozenset({"coil", "discrete"})
 # The most one request may ask for (Modbus application protocol, functions 0x01-0x04).
 _MAX_PER_REQUEST: dict[str, int] = {"holding": 125, "input": 125, "coil": 2000, "discrete": 2000}
@@ -50,32 +46,6 @@ _TABLE_NOUN: dict[str, str] = {
 }
 # Labels the daemon stamps on every sample; a register may not redefine them.
 _RESERVED_LABELS = frozenset({"target", "kind"})
-
-
-def decode_registers(
-    words: Sequence[int],
-    type: RegisterType,  # named as the config key
-    word_order: Order = "big",
-    byte_order: Order = "big",
-) -> float:
-    """The number that raw 16-bit register values encode.
-
-    `byte_order` is the order of the two bytes inside each register (Modbus itself is big
-    endian); `word_order` says whether the first register of a 32-bit value holds its most
-    significant word (big, "ABCD") or its least significant one (little, "CDAB").
-    A float32 may decode to NaN or infinity; the caller decides what that means.
-    """
-    if type not in _WORDS:
-        raise ValueError(f"unknown register type {type!r}")
-    if len(words) != _WORDS[type]:
-        raise ValueError(f"{type} needs {_WORDS[type]} register(s), got {len(words)}")
-    raw = bytearray()
-    for word in words if word_order == "big" else reversed(words):
-        if not 0 <= word <= 0xFFFF:
-            raise ValueError(f"register value {word} is not a 16-bit word")
-        high, low = word >> 8, word & 0xFF
-        raw += bytes((high, low)) if byte_order == "big" else bytes((low, high))
-    return float(struct.unpack(_STRUCT[type], raw)[0])
 
 
 def split_endpoint(address: str) -> tuple[str, int]:
@@ -150,7 +120,7 @@ class ModbusRegister(StrictModel):
     @property
     def count(self) -> int:
         """Registers (or bits) this value occupies."""
-        return 1 if self.table in _BIT_TABLES else _WORDS[self.type]
+        return 1 if self.table in _BIT_TABLES else WORDS[self.type]
 
     def help(self) -> str:
         unit = f" ({self.unit})" if self.unit else ""
@@ -264,12 +234,6 @@ class _Client(ModbusClient):  # type: ignore[misc]  # pyModbusTCP ships no type 
             self.last_rx = frame
 
 
-def _tidy(value: float, type_: str) -> float:
-    """Drop the binary noise of raw*scale (22.400000000000002 -> 22.4), which would otherwise
-    show in alert texts; 12 digits keep every int32 exact, 7 match a float32's precision."""
-    return float(f"{value:.{7 if type_ == 'float32' else 12}g}")
-
-
 class ModbusCollector(Collector[ModbusTarget]):
     """Reads a register map from one Modbus TCP device over a connection kept between polls."""
 
@@ -338,7 +302,7 @@ class ModbusCollector(Collector[ModbusTarget]):
                     )
                     continue
             readings.add_labelled(
-                reg.name, _tidy(raw * reg.scale + reg.offset, reg.type), reg.labels
+                reg.name, tidy(raw * reg.scale + reg.offset, reg.type), reg.labels
             )
         if not_numbers:
             # A sensor fault or a wrong word/byte order; never export it as a number.

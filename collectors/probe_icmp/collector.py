@@ -24,7 +24,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from dutyd.collectors.probe_tcp import budget, resolve
+from dutyd.collectors.netutil import budget, resolve
 from dutyd.core.configtypes import Duration, format_duration
 from dutyd.core.errors import CollectError, TargetTimeout, TargetUnreachable
 

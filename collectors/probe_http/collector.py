@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import hashlib
 import re
 import ssl
@@ -21,7 +22,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
-from dutyd.collectors.probe_tcp import budget, hostport
+from dutyd.collectors.netutil import budget, hostport
 from dutyd.core.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
 from dutyd.core.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
 
@@ -296,13 +297,60 @@ def _seconds_left(der: bytes) -> float:
     return (cert.not_valid_after_utc - datetime.now(UTC)).total_seconds()
 
 
-def _charset(resp: aiohttp.ClientResponse) -> str:
-    charset = resp.charset or "utf-8"
-    try:
-        "".encode(charset)
-    except LookupError:
+# Text charsets a web page may really be in. Anything else a server names (punycode, idna,
+# rot13, base64, zlib, uu, ... are Python codecs too, some with super-linear decoders) is read
+# as UTF-8: the charset comes from the server, or from any page a redirect leads to.
+TEXT_CHARSETS = frozenset(
+    codecs.lookup(name).name
+    for name in (
+        "utf-8",
+        "utf-8-sig",
+        "utf-16",
+        "utf-16-le",
+        "utf-16-be",
+        "utf-32",
+        "utf-32-le",
+        "utf-32-be",
+        "ascii",
+        *(f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
+        *(f"cp{n}" for n in range(1250, 1259)),
+        "cp437",
+        "cp850",
+        "cp866",
+        "cp874",
+        "koi8-r",
+        "koi8-u",
+        "mac-roman",
+        "gbk",
+        "gb2312",
+        "gb18030",
+        "big5",
+        "big5hkscs",
+        "shift_jis",
+        "cp932",
+        "euc-jp",
+        "iso2022-jp",
+        "euc-kr",
+        "cp949",
+        "tis-620",
+    )
+)
+
+
+def text_charset(name: str | None) -> str:
+    """The codec to decode a page with: the server's charset if it is a real text charset
+    (aliases such as latin1, windows-1252, sjis included), else UTF-8."""
+    if not name:
         return "utf-8"
-    return charset
+    try:
+        codec = codecs.lookup(name.strip()).name
+    except (LookupError, ValueError):
+        return "utf-8"
+    return codec if codec in TEXT_CHARSETS else "utf-8"
+
+
+def _charset(resp: aiohttp.ClientResponse) -> str:
+    return text_charset(resp.charset)
 
 
 class HttpProbeCollector(Collector[HttpTarget]):
@@ -407,14 +455,13 @@ class HttpProbeCollector(Collector[HttpTarget]):
 
         text_ok = True
         if self.config.method == "GET":
-            text: str | None = None
-            if self.config.expected_text is not None or self._patterns:
-                text = page.body.decode(page.charset, errors="replace")
+            # Up to max_body_bytes (64 MiB at most) of decoding, searching, regexes and hashing:
+            # off the event loop.
+            text_ok, fingerprint = await self.context.run_blocking(self._examine, page)
             if self.config.expected_text is not None:
-                text_ok = self.config.expected_text in (text or "")
                 readings.add("http_expected_text_found", 1.0 if text_ok else 0.0)
             if status_ok:
-                self._compare(self._fingerprint(page.body, text), text_ok)
+                self._compare(fingerprint, text_ok)
             # An error page is not compared (it is not the page), but a change seen before
             # stays visible while the server errs.
             if self._changed is not None:
@@ -451,6 +498,14 @@ class HttpProbeCollector(Collector[HttpTarget]):
             self._last_left_at = (_seconds_left(der), now)
         left, at = self._last_left_at
         return left - (now - at)
+
+    def _examine(self, page: _Page) -> tuple[bool, str]:
+        """(expected text found, fingerprint) of a page. Blocking: run in the thread pool."""
+        text: str | None = None
+        if self.config.expected_text is not None or self._patterns:
+            text = page.body.decode(page.charset, errors="replace")
+        text_ok = self.config.expected_text is None or self.config.expected_text in (text or "")
+        return text_ok, self._fingerprint(page.body, text)
 
     def _fingerprint(self, body: bytes, text: str | None) -> str:
         if not self._patterns:
