@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from dutyd.agent.config import Settings, load_config
 from dutyd.agent.scheduler import PollResult, Scheduler
+from dutyd.agent.traps import retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.core.errors import ConfigError
 from dutyd.core.latest import SampleStore, TargetStatus
@@ -85,6 +86,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._ready = False
         self._help: dict[str, str] = {}
+        self.traps: Any = None  # the SNMP trap listener (agent/traps.py) when configured
         self.registry.register(
             StoreExporter(lambda: self.store.samples(only_up=True), self._alerts, self._help)
         )
@@ -100,6 +102,7 @@ class Daemon:
             log.info("alerts restored", extra={"fields": {"count": len(restored)}})
         await self.http.start()
         self._apply_targets(self.settings)
+        self.traps = await start_traps(self)
         await self.notify.start(self.list_alerts(["firing"]))
         self._tasks.append(asyncio.create_task(self._event_loop(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
@@ -121,6 +124,7 @@ class Daemon:
     async def stop(self) -> None:
         self._ready = False
         await self.scheduler.stop()
+        await stop_traps(self.traps)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -197,9 +201,12 @@ class Daemon:
             self.engine = engine
         if new.http != self.settings.http or new.storage != self.settings.storage:
             log.warning("http and storage settings take effect at the next restart")
+        if new.traps != self.settings.traps:
+            log.warning("traps settings take effect at the next restart")
         self.settings = new
         self.notify.apply(new.oncall, new.escalation, new.notify)
         self._apply_targets(new)
+        await retarget_traps(self.traps, new)
 
     def _apply_targets(self, settings: Settings) -> None:
         running = self.scheduler.collectors

@@ -40,6 +40,9 @@ PollSink = Callable[[PollResult], None]
 
 # Seconds over which targets' first polls are spread after a start or a reload.
 FIRST_POLL_SPREAD = 10.0
+# `poll_now` (an SNMP trap) polls a target at most this often out of schedule: a trap storm
+# must not turn into polls back to back.
+POLL_NOW_MIN_GAP = 1.0
 
 
 def phase_of(name: str, interval: float) -> float:
@@ -58,6 +61,7 @@ class Scheduler:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._collectors: dict[str, Collector] = {}
+        self._wake: dict[str, asyncio.Event] = {}
 
     @property
     def collectors(self) -> dict[str, Collector]:
@@ -68,11 +72,24 @@ class Scheduler:
         if name in self._tasks:
             raise ValueError(f"target {name!r} is already scheduled")
         self._collectors[name] = collector
+        self._wake[name] = asyncio.Event()
         self._tasks[name] = asyncio.create_task(self._run(collector), name=f"poll:{name}")
+
+    def poll_now(self, name: str) -> bool:
+        """Poll target `name` as soon as possible, out of its schedule (its regular slots
+        stay). Requests made while one is pending are one poll; a request during a poll gets
+        one more after it, at least POLL_NOW_MIN_GAP after the last start. False when no
+        such target is scheduled."""
+        wake = self._wake.get(name)
+        if wake is None:
+            return False
+        wake.set()
+        return True
 
     async def remove(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         collector = self._collectors.pop(name, None)
+        self._wake.pop(name, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -83,6 +100,7 @@ class Scheduler:
         """Cancel every poll, then close all collectors at once (shutdown must take < 5 s)."""
         tasks, self._tasks = list(self._tasks.values()), {}
         collectors, self._collectors = list(self._collectors.values()), {}
+        self._wake = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -134,16 +152,28 @@ class Scheduler:
         next_at = start + phase_of(cfg.name, min(interval, FIRST_POLL_SPREAD))
         grid = start + phase_of(cfg.name, interval)
         first = True
+        wake = self._wake[cfg.name]
+        last_start = -math.inf
         while True:
             delay = next_at - time.monotonic()
+            early = False
             if delay > 0:
-                await asyncio.sleep(delay)
+                early = await _woken(wake, delay)
+                if early:
+                    # Out of schedule (poll_now), but not back to back with the last poll.
+                    gap = last_start + POLL_NOW_MIN_GAP - time.monotonic()
+                    if gap > 0:
+                        await asyncio.sleep(gap)
+            wake.clear()
+            last_start = time.monotonic()
             async with self._slots:
-                result = await self.poll_once(collector, next_at)
+                result = await self.poll_once(collector, None if early else next_at)
             try:
                 self._sink(result)
             except Exception:
                 log.exception("handling the poll result of %s failed", cfg.name)
+            if early:
+                continue
             if first:
                 first = False
                 # The next slot of the phase grid after the first poll's.
@@ -155,6 +185,18 @@ class Scheduler:
                 # Overran: skip the missed slots instead of polling back to back.
                 missed = int((now - next_at) // interval) + 1
                 next_at += missed * interval
+
+
+async def _woken(wake: asyncio.Event, delay: float) -> bool:
+    """Sleep `delay` seconds or until `wake` is set; True when woken."""
+    if wake.is_set():
+        return True
+    try:
+        async with asyncio.timeout(delay):
+            await wake.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _close_quietly(collector: Collector) -> None:
