@@ -155,8 +155,22 @@ class TrapMapper:
                 return found
         return self.by_host.get(host_key(source), [])
 
+    def trap_id(self, notification: Notification) -> Oid:
+        """The trap OID, with a v1 trap of an SMIv2 notification in its SNMPv2 form: RFC
+        3584 turns enterprise E, specific S into E.0.S, but UPS-MIB's upsTrapOnBattery
+        (upsTraps.1) sent as v1 is E = upsTraps, S = 1, so E.0.S is also tried as E.S."""
+        oid = notification.trap_oid
+        if oid in KNOWN_TRAPS or oid in self.maps:
+            return oid
+        if notification.version == "1" and len(oid) > 2 and oid[-2] == 0:
+            short = (*oid[:-2], oid[-1])
+            if short in KNOWN_TRAPS or short in self.maps:
+                return short
+        return oid
+
     def known(self, notification: Notification) -> bool:
-        return notification.trap_oid in KNOWN_TRAPS or notification.trap_oid in self.maps
+        oid = self.trap_id(notification)
+        return oid in KNOWN_TRAPS or oid in self.maps
 
     def samples(
         self,
@@ -167,7 +181,7 @@ class TrapMapper:
     ) -> list[Sample]:
         """The samples `notification` stands for on `target` (maybe none)."""
         readings = Readings(target.labels, timestamp)
-        trap = notification.trap_oid
+        trap = self.trap_id(notification)
         emits = target.emits
         varbinds = notification.varbinds
 
@@ -178,7 +192,7 @@ class TrapMapper:
         if trap in (COLD_START, WARM_START):
             add("device_rebooted", 1.0)
         elif trap in (LINK_DOWN, LINK_UP) and target.switch is not None:
-            self._link(target, notification, collectors, add)
+            self._link(target, notification, trap == LINK_UP, collectors, add)
         elif trap == UPS_TRAP_ON_BATTERY:
             add("ups_on_battery", 1.0)
             add("ups_on_line", 0.0)
@@ -204,6 +218,7 @@ class TrapMapper:
     def _link(
         target: TrapTarget,
         notification: Notification,
+        up: bool,
         collectors: CollectorLookup,
         add: Callable[[str, float, Mapping[str, str] | None], None],
     ) -> None:
@@ -241,7 +256,6 @@ class TrapMapper:
             # Not watched on this target, or a port no poll has named yet: the immediate
             # poll reads it under its real name.
             return
-        up = notification.trap_oid == LINK_UP
         add("if_oper_up", float(oper == 1) if isinstance(oper, int) else float(up), labels)
         if isinstance(admin, int):
             add("if_admin_up", float(admin == 1), labels)
