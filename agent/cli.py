@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dutyd.agent import logsetup
 from dutyd.agent.config import load_config
-from dutyd.core.errors import ConfigError
+from dutyd.core.errors import ConfigError, StartupError
 from dutyd.web.config import DEFAULT_PORT
 
 EXIT_CONFIG = 2
@@ -47,7 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFIG
     logsetup.configure(settings.log.format, settings.log.level)
-    asyncio.run(Daemon(settings, path).run())
+    try:
+        asyncio.run(Daemon(settings, path).run())
+    except StartupError as exc:
+        print(f"dutyd: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -56,9 +60,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logsetup.configure(args.log_format, "INFO")
     try:
-        return asyncio.run(run_demo(args.port, args.speed, args.duration))
+        return asyncio.run(run_demo(args.port, args.speed, args.duration, args.lang))
     except KeyboardInterrupt:
         return 0
+    except StartupError as exc:
+        print(f"dutyd demo: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=1.0, help="scenario speed factor")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--log-format", choices=["text", "json"], default="text")
+    demo.add_argument(
+        "--lang",
+        choices=["en", "zh"],
+        default=None,
+        help="page everyone in this language (default: the demo team's own languages)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     from dutyd.agent.dutycli import add_duty_commands

@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from dutyd.collectors import COLLECTORS
 from dutyd.collectors.base import TargetConfig
+from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
 from dutyd.notify.config import (
@@ -83,6 +84,8 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    # The SNMP trap/inform listener (collectors/snmp/trap_config.py); off when absent.
+    traps: TrapsConfig | None = None
 
     @classmethod
     def settings_customise_sources(

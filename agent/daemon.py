@@ -21,9 +21,11 @@ from prometheus_client import CollectorRegistry
 
 from dutyd.agent.config import Settings, load_config
 from dutyd.agent.scheduler import PollResult, Scheduler
+from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
+from dutyd.collectors.snmp.trap_listener import TrapListener
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
-from dutyd.core.errors import ConfigError
+from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
@@ -39,7 +41,7 @@ from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, open_storage
+from dutyd.storage import Storage, StorageError, open_storage
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.server import HttpServer
@@ -113,6 +115,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._ready = False
         self._help: dict[str, str] = {}
+        self.traps: TrapListener | None = None  # the SNMP trap listener when configured
         self.registry.register(
             StoreExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
         )
@@ -120,14 +123,32 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.storage.open()
+        """Start everything; a resource that is not to be had (the HTTP port, the database)
+        raises `StartupError` naming it, after closing what was already opened."""
+        try:
+            await self.storage.open()
+        except (OSError, StorageError) as exc:
+            raise StartupError(
+                f"cannot open the database {self.settings.storage.path}: {_why(exc)} "
+                "(set storage.path to a directory dutyd may write)"
+            ) from None
+        try:
+            await self.http.start()
+        except OSError as exc:
+            await self.storage.close()
+            raise StartupError(
+                f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
+                f"{_why(exc)} (another program has it? set http.port)"
+            ) from None
         restored = await rulestate.restore(self.engine, self.storage, self.clock.time())
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
         await self.drills.restore()
         await self.recorder.start()
-        await self.http.start()
         self._apply_targets(self.settings)
+        self.traps = await start_traps(
+            self.settings, DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics)
+        )
         await self.notify.start(self.operations.list_alerts(["firing"]))
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
@@ -153,6 +174,7 @@ class Daemon:
     async def stop(self) -> None:
         self._ready = False
         await self.scheduler.stop()
+        await stop_traps(self.traps)
         for task in [*self._tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
@@ -237,10 +259,13 @@ class Daemon:
             self.engine = engine
         if new.http != self.settings.http or new.storage != self.settings.storage:
             log.warning("http and storage settings take effect at the next restart")
+        if new.traps != self.settings.traps:
+            log.warning("traps settings take effect at the next restart")
         self.settings = new
         self._targets = {t.name: t for t in new.targets}
         self.notify.apply(new.oncall, new.escalation, new.notify)
         self._apply_targets(new)
+        await retarget_traps(self.traps, new)
 
     def _apply_targets(self, settings: Settings) -> None:
         running = self.scheduler.collectors
@@ -370,6 +395,10 @@ class Daemon:
 
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 def _refuse_dropping_every_target(old: Settings, new: Settings, source: str) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zoneinfo
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +78,23 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         raise SystemExit(f"dutyd refused ({exc.code}): {reason}") from None
     except urllib.error.URLError as exc:
         raise SystemExit(f"cannot reach dutyd at {url}: {exc.reason}") from None
+
+
+def _site_zone(args: argparse.Namespace) -> zoneinfo.ZoneInfo:
+    """The site's time zone (notify.timezone, else the rota's), in which people read times;
+    UTC without a config file."""
+    settings = _settings(args)
+    if settings is None:
+        return zoneinfo.ZoneInfo("UTC")
+    name = settings.notify.timezone
+    if name == "UTC" and settings.oncall.timezone != "UTC":
+        name = settings.oncall.timezone
+    return zoneinfo.ZoneInfo(name)
+
+
+def _local(ts: float, zone: zoneinfo.ZoneInfo) -> str:
+    """To the second, with the zone: a 20 s window's end must not read as a whole minute."""
+    return dt.datetime.fromtimestamp(ts, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _actor(args: argparse.Namespace) -> str:
@@ -154,9 +172,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
         "reason": args.reason,
     }
     out = _api(args, "POST", "/api/v1/silences", body)
-    print(
-        f"silence {out['silence']} until {dt.datetime.fromtimestamp(out['until']):%Y-%m-%d %H:%M}"
-    )
+    print(f"silence {out['silence']} until {_local(out['until'], _site_zone(args))}")
     return 0
 
 
@@ -171,8 +187,11 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     if args.start:
         body["start"] = _when(args.start)
     out = _api(args, "POST", "/api/v1/maintenance", body)
-    end = dt.datetime.fromtimestamp(out["end"])
-    print(f"maintenance window {out['maintenance']} until {end:%Y-%m-%d %H:%M}")
+    zone = _site_zone(args)
+    print(
+        f"maintenance window {out['maintenance']} from {_local(out['start'], zone)} "
+        f"until {_local(out['end'], zone)}"
+    )
     return 0
 
 
@@ -225,6 +244,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             newest_first=True,
         )
 
+    zone = _site_zone(args) if not args.db or args.config else zoneinfo.ZoneInfo("UTC")
     for e in reversed(_read_store(args, read)):
         if args.json:
             print(
@@ -240,9 +260,12 @@ def cmd_log(args: argparse.Namespace) -> int:
                 )
             )
             continue
-        when = dt.datetime.fromtimestamp(e.timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        when = _local(e.timestamp, zone)
         info = e.data
         brief = info.get("summary") or info.get("reason") or info.get("error") or ""
+        if e.kind.startswith("notify.") and info.get("recipient"):
+            # A delivery names who was reached and how, not only the message id.
+            brief = f"to {info['recipient']} via {info.get('channel', '?')} {brief}".rstrip()
         print(f"{when}  {e.kind:<22} {e.actor:<12} {e.subject[:28]:<28} {brief}")
     return 0
 

@@ -3,9 +3,10 @@
 Each target has its own task. Phases are spread by a stable hash of the target's name, so a
 thousand targets sharing an interval do not fire at once and keep their slot across restarts.
 Every poll runs under the target's timeout; a global semaphore bounds polls in flight; a
-failed poll becomes `target_up = 0` with a reason here, and nowhere else. `poll_now` polls a
-target out of turn (a trap arrived, a child failed and its parents must be checked) without
-moving it off its grid. Time comes from the injected `Clock`.
+failed poll becomes `target_up = 0` with a reason here, and nowhere else. Out of turn, without
+moving a target off its grid: `poll_now` polls it at once and returns the result (a child
+failed and its parents must be checked); `request_poll` asks for a poll soon, coalescing a
+storm of requests (a trap arrived). Time comes from the injected `Clock`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ PollSink = Callable[[PollResult], None]
 
 # Seconds over which targets' first polls are spread after a start or a reload.
 FIRST_POLL_SPREAD = 10.0
+# A requested poll comes at least this long after the target's last one (a trap storm must
+# not turn into back-to-back polls of a struggling device).
+POLL_NOW_MIN_GAP = 1.0
 
 
 def phase_of(name: str, interval: float) -> float:
@@ -65,6 +69,7 @@ class Scheduler:
         self._collectors: dict[str, Collector] = {}
         # One poll of a target at a time: collectors keep a connection between polls.
         self._busy: dict[str, asyncio.Lock] = {}
+        self._wake: dict[str, asyncio.Event] = {}
 
     @property
     def collectors(self) -> dict[str, Collector]:
@@ -76,7 +81,19 @@ class Scheduler:
             raise ValueError(f"target {name!r} is already scheduled")
         self._collectors[name] = collector
         self._busy[name] = asyncio.Lock()
+        self._wake[name] = asyncio.Event()
         self._tasks[name] = asyncio.create_task(self._run(collector), name=f"poll:{name}")
+
+    def request_poll(self, name: str) -> bool:
+        """Poll target `name` as soon as possible, out of its schedule (its regular slots
+        stay). Requests made while one is pending are one poll; a request during a poll gets
+        one more after it, at least POLL_NOW_MIN_GAP after the last start. False when no
+        such target is scheduled."""
+        wake = self._wake.get(name)
+        if wake is None:
+            return False
+        wake.set()
+        return True
 
     async def poll_now(self, name: str) -> PollResult | None:
         """Poll `name` at once, out of turn, and hand the result to the sink as usual.
@@ -101,6 +118,7 @@ class Scheduler:
         task = self._tasks.pop(name, None)
         collector = self._collectors.pop(name, None)
         self._busy.pop(name, None)
+        self._wake.pop(name, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -112,6 +130,7 @@ class Scheduler:
         tasks, self._tasks = list(self._tasks.values()), {}
         collectors, self._collectors = list(self._collectors.values()), {}
         self._busy = {}
+        self._wake = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -163,11 +182,23 @@ class Scheduler:
         next_at = start + phase_of(cfg.name, min(interval, FIRST_POLL_SPREAD))
         grid = start + phase_of(cfg.name, interval)
         first = True
+        wake = self._wake[cfg.name]
+        last_start = -math.inf
         while True:
             delay = next_at - self._clock.monotonic()
+            early = False
             if delay > 0:
-                await self._clock.sleep(delay)
-            await self._poll_and_sink(collector, next_at)
+                early = await self._woken(wake, delay)
+                if early:
+                    # Out of schedule (request_poll), but not back to back with the last poll.
+                    gap = last_start + POLL_NOW_MIN_GAP - self._clock.monotonic()
+                    if gap > 0:
+                        await self._clock.sleep(gap)
+            wake.clear()
+            last_start = self._clock.monotonic()
+            await self._poll_and_sink(collector, None if early else next_at)
+            if early:
+                continue
             if first:
                 first = False
                 # The next slot of the phase grid after the first poll's.
@@ -179,6 +210,17 @@ class Scheduler:
                 # Overran: skip the missed slots instead of polling back to back.
                 missed = int((now - next_at) // interval) + 1
                 next_at += missed * interval
+
+    async def _woken(self, wake: asyncio.Event, delay: float) -> bool:
+        """Sleep `delay` seconds or until `wake` is set; True when woken."""
+        if wake.is_set():
+            return True
+        try:
+            async with self._clock.timeout(delay):
+                await wake.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 async def _close_quietly(collector: Collector) -> None:

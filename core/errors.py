@@ -2,6 +2,7 @@
 
     DutydError
     ├── ConfigError              refuse to start (or keep the old config on reload)
+    ├── StartupError             a resource the daemon needs is not to be had (port, database)
     └── CollectError             this target is down for this poll; the reason is shown to people
         ├── TargetTimeout        no answer within the target's timeout
         ├── TargetUnreachable    connection refused, no route, host not found
@@ -32,6 +33,11 @@ class ConfigError(DutydError):
         lines = [f"{self.source}: {len(self.problems)} problem(s)"]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+class StartupError(DutydError):
+    """The daemon cannot start: an address in use, a database it cannot create. The message
+    says which resource and what to change; `dutyd run` prints it and exits 2."""
 
 
 class CollectError(DutydError):

@@ -23,6 +23,22 @@ from dutyd.core.records import AlertState
 # them (Prometheus 2.x ignores them there); dutyd owns its process, so switch them off.
 disable_created_metrics()
 
+# dutyd_traps_received_total's pre-filled series: the results each kind of notification can
+# have (collectors/snmp/trap_listener.py KINDS and RESULTS; kept here, as exporters import no
+# collector).
+_NOTIFICATION_RESULTS = ("mapped", "unknown_trap", "unknown_source", "bad_community")
+TRAP_SERIES: tuple[tuple[str, str], ...] = (
+    *((k, r) for k in ("v1_trap", "v2c_trap", "v2c_inform") for r in _NOTIFICATION_RESULTS),
+    *(
+        (k, r)
+        for k in ("v3_trap", "v3_inform")
+        for r in ("mapped", "unknown_trap", "unknown_source")
+    ),
+    *(("v3", r) for r in ("bad_user", "unknown_engine_id", "discovery", "malformed")),
+    ("unknown", "malformed"),
+    ("unknown", "rate_limited"),
+)
+
 POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -110,6 +126,17 @@ class Instrumentation:
             ["channel"],
             registry=registry,
         )
+        # SNMP traps and informs (collectors/snmp/trap_listener.py); label values are bounded
+        # there (TRAP_KINDS x TRAP_RESULTS), pre-filled here for rate().
+        self.traps_received = Counter(
+            "dutyd_traps_received",
+            "SNMP notifications received, by kind (v1_trap, v2c_inform, ...) and result "
+            "(mapped, unknown_trap, bad_community, malformed, rate_limited, ...)",
+            ["kind", "result"],
+            registry=registry,
+        )
+        for kind, result in TRAP_SERIES:
+            self.traps_received.labels(kind, result)
         self.notify_latency = Histogram(
             "dutyd_notify_delivery_seconds",
             "Time from a page being due to its channel accepting it",

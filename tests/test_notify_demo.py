@@ -43,3 +43,28 @@ async def test_demo_escalation_walks_to_the_manager(tmp_path: Path) -> None:
     finally:
         await daemon.stop()
         await pager.stop()
+
+
+async def test_demo_in_chinese_pages_entirely_in_chinese(tmp_path: Path) -> None:
+    """`dutyd demo --lang zh`: every phone gets the page in Chinese, summary included."""
+    out = io.StringIO()
+    pager = DemoPager(out)
+    await pager.start()
+    port = free_port()
+    config = {"http": {"port": port}, "storage": {"path": str(tmp_path / "d.db")}}
+    config.update(demo_duty_sections(pager.port, port, "zh"))
+    daemon = Daemon(load_from_dict(config))
+    await daemon.start()
+    try:
+        daemon.operations.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
+        for _ in range(60):
+            if len(pager.pages) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(pager.pages) >= 2
+        text = out.getvalue()
+        assert "No emergency drill" not in text and "ALERT" not in text, text
+        assert "演练" in text and "告警" in text, text
+    finally:
+        await daemon.stop()
+        await pager.stop()

@@ -56,6 +56,13 @@ async def record_day(db: Path) -> None:
             },
         )
         await log(
+            at(9, 6),
+            "notify.sent",
+            "dutyd",
+            "msg-0001",
+            {"channel": "sms", "recipient": "Zhang Wei", "kind": "page", "attempts": 1},
+        )
+        await log(
             at(9, 7),
             "alert.acknowledged",
             "Li Na",
@@ -202,11 +209,17 @@ def test_duty_log_filters(tmp_path: Path, config: Path, capsys: pytest.CaptureFi
     capsys.readouterr()
     assert main(["log", "-c", str(config), "--kind", "alert.", "--subject", "fp-ups"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[2] for line in lines] == [
+    # Times in the site's zone (the rota runs on Asia/Shanghai), to the second, zone named.
+    assert all(line.split()[2] == "CST" for line in lines), lines
+    assert [line.split()[3] for line in lines] == [
         "alert.firing",
         "alert.acknowledged",
         "alert.resolved",
     ]
+    # A delivery says to whom and through which channel, not only the message id.
+    assert main(["log", "-c", str(config), "--kind", "notify.sent"]) == 0
+    (sent,) = capsys.readouterr().out.splitlines()
+    assert "to Zhang Wei via sms" in sent and "09:06:00 CST" in sent
     assert main(["log", "-c", str(config), "--kind", "maintenance.add", "--json"]) == 0
     assert '"reason": "replace switch fan"' in capsys.readouterr().out
     assert main(["log", "--db", str(tmp_path / "d.db"), "--since", "1h"]) == 0

@@ -31,9 +31,12 @@ PEOPLE = [
 ]
 
 
-def demo_duty_sections(pager_port: int, dutyd_port: int) -> dict[str, Any]:
+def demo_duty_sections(
+    pager_port: int, dutyd_port: int, language: str | None = None
+) -> dict[str, Any]:
     """oncall, escalation, notify and api sections; each person's phone is a path on the
-    pager. The delays are the real policy's minutes played as seconds."""
+    pager. The delays are the real policy's minutes played as seconds. `language` ("en" or
+    "zh") gives every person and the status page that language; None keeps the mixed team."""
     hook = f"json://127.0.0.1:{pager_port}"
     return {
         "oncall": {
@@ -41,7 +44,7 @@ def demo_duty_sections(pager_port: int, dutyd_port: int) -> dict[str, Any]:
             "handovers": ["08:30", "20:30"],
             "pairs": [["Zhang Wei", "Li Na"], ["Liu Yang", "Zhao Min"]],
             "people": [
-                {"name": name, "language": lang, "contacts": [f"phone_{i}"]}
+                {"name": name, "language": language or lang, "contacts": [f"phone_{i}"]}
                 for i, (name, lang) in enumerate(PEOPLE)
             ],
             "roles": {"manager": ["Wang Fang"], "director": ["Chen Jie"]},
@@ -71,6 +74,7 @@ def demo_duty_sections(pager_port: int, dutyd_port: int) -> dict[str, Any]:
         },
         "notify": {
             "timezone": "Asia/Shanghai",
+            "language": language or "en",
             "channels": {
                 f"phone_{i}": {"url": f"{hook}/{name.replace(' ', '_')}"}
                 for i, (name, _) in enumerate(PEOPLE)

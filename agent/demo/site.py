@@ -60,7 +60,9 @@ def demo_config(devices: list[DemoDevice], port: int, db_path: Path) -> dict[str
     }
 
 
-async def run_demo(port: int, speed: float = 1.0, duration: float | None = None) -> int:
+async def run_demo(
+    port: int, speed: float = 1.0, duration: float | None = None, language: str | None = None
+) -> int:
     if port == 0:
         port = _free_port()
     devices = [cls(speed=speed) for cls in DEVICES]
@@ -75,7 +77,7 @@ async def run_demo(port: int, speed: float = 1.0, duration: float | None = None)
             # so the escalation is seen walking its steps (minutes of the policy as seconds).
             await pager.start()
             config = demo_config(devices, port, Path(tmp) / "demo.db")
-            config.update(demo_duty_sections(pager.port, port))
+            config.update(demo_duty_sections(pager.port, port, language))
             settings = load_from_dict(config, "<demo>")
             daemon = Daemon(settings)
             _print_intro(settings, devices)

@@ -5,5 +5,6 @@
 - `v3`: pysnmp 7's engine (one per daemon) for SNMPv3 with USM, and the reference the lean
   path is tested against;
 - `profiles/`: what to read and how to name it (`switch`, `ups`, `sensor`, user OID maps);
-- `collector`: the target model and the collector that ties them together.
+- `collector`: the target model and the collector that ties them together;
+- `trap_*`: the SNMP trap and inform listener (see README.md, "SNMP traps and informs").
 """

@@ -347,6 +347,10 @@ def _int(data: bytes, p: int, end: int) -> tuple[int, int]:
     return int.from_bytes(data[s:e], "big", signed=True), e
 
 
+# For the other decoders of the package (trap_decode): the same bounded TLV readers.
+read_header = _header
+read_int = _int
+
 _UNSIGNED = frozenset((T_COUNTER32, T_GAUGE32, T_TIMETICKS, T_COUNTER64))
 _OCTETS = frozenset((T_OCTETS, T_IPADDR, T_OPAQUE))
 
@@ -381,6 +385,13 @@ def _decode(data: bytes) -> Message:
     p, vend = _header(data, p, 0x30, end)
     if vend != end:
         raise DecodeError("trailing octets after the varbind list")
+    varbinds = decode_varbinds(data, p, vend)
+    return (version, community, pdu_tag, request_id, field1, field2, varbinds)
+
+
+def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
+    """The varbinds between offsets `p` and `vend` (the content of a varbind list).
+    Raises DecodeError, or IndexError on a datagram that ends early (callers translate)."""
     varbinds: list[VarBind] = []
     append = varbinds.append
     from_bytes = int.from_bytes
@@ -439,7 +450,7 @@ def _decode(data: bytes) -> Message:
             raise DecodeError(f"unknown value type 0x{tag:02x}")
         append((oid, value))
         p = bend
-    return (version, community, pdu_tag, request_id, field1, field2, varbinds)
+    return varbinds
 
 
 def peek_request_id(data: bytes) -> int | None:

@@ -417,6 +417,14 @@ class SnmpCollector(Collector[SnmpTarget]):
         readings.add("device_rebooted", 1.0 if rebooted else 0.0)
         return rebooted
 
+    def port_labels(self, if_index: int) -> dict[str, str] | bool | None:
+        """The switch profile's labels of port `if_index` as last polled (see
+        `SwitchProfile.port_labels`); False without a switch profile or before a poll."""
+        for profile in self._profiles:
+            if isinstance(profile, SwitchProfile):
+                return profile.port_labels(if_index)
+        return False
+
     async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from dutyd.collectors.base import Readings
-from dutyd.collectors.snmp.codec import AnyValue, Oid, parse_oid
+from dutyd.collectors.snmp.codec import AnyValue, Oid, encode_oid_content, parse_oid
 from dutyd.collectors.snmp.profiles.base import (
     CounterTracker,
     PollData,
@@ -43,6 +43,11 @@ C32 = 1 << 32
 C64 = 1 << 64
 # ifAdminStatus / ifOperStatus up(1)
 UP = 1
+
+
+def index_key(if_index: int) -> bytes:
+    """The raw index bytes a walked column keys the row of `if_index` by."""
+    return encode_oid_content((1, 3, if_index))[1:]
 
 
 class SwitchProfile(Profile):
@@ -102,6 +107,20 @@ class SwitchProfile(Profile):
         if not self._watched(port, descr):
             return None
         return {"port": port, "descr": descr or port}
+
+    def port_labels(self, if_index: int) -> dict[str, str] | bool | None:
+        """The labels the last poll gave port `if_index` (for a linkDown/linkUp trap): its
+        labels, None when the port is not watched, False when no poll has seen it yet."""
+        row = self._rows.get(index_key(if_index))
+        if row is None:
+            return False
+        return row[2]
+
+    def labels_for_names(
+        self, if_index: int, name: AnyValue, descr: AnyValue
+    ) -> dict[str, str] | None:
+        """A port's labels from its ifName/ifDescr as a trap carried them (None: not watched)."""
+        return self._labels(index_key(if_index), name, descr)
 
     def emit(self, data: PollData, readings: Readings) -> None:
         cols = data.columns

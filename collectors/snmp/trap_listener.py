@@ -1,0 +1,321 @@
+"""The SNMP trap and inform listener: one asyncio UDP socket, v1/v2c/v3 notifications.
+
+The listener knows nothing of rules or the daemon. It hands what it learns to a `TrapSink`:
+samples for a target (`deliver`), a request to poll that target at once (`request_poll`), and a
+count per notification (`count(kind, result)`, dutyd_traps_received_total). Every trap from a
+known target asks for a poll, so the next sample confirms or clears what the trap said.
+
+Bad input (garbage, truncated datagrams, a wrong community, an unknown v3 user or engine,
+more than `max_per_source` a second) is dropped and counted, with at most one log line per
+source per minute; nothing else happens. Communities and users are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from dutyd.collectors.snmp.collector import SnmpTarget
+from dutyd.collectors.snmp.trap_config import TrapsConfig
+from dutyd.collectors.snmp.trap_decode import (
+    TrapDecodeError,
+    decode_community_notification,
+    message_version,
+    peek_v3_header,
+)
+from dutyd.collectors.snmp.trap_map import TrapMapper
+from dutyd.core.records import Sample
+
+log = logging.getLogger("dutyd.traps")
+
+# Label values of dutyd_traps_received_total (bounded sets; pre-filled by the exporter).
+KINDS = ("v1_trap", "v2c_trap", "v2c_inform", "v3_trap", "v3_inform", "v3", "unknown")
+RESULTS = (
+    "mapped",  # a known trap from a known target: samples delivered, poll requested
+    "unknown_trap",  # a known target, a trap no mapping knows: poll requested, OIDs logged
+    "unknown_source",  # from an address that is no target
+    "bad_community",
+    "bad_user",  # v3: unknown user, wrong digest, undecryptable, outside the time window
+    "unknown_engine_id",  # v3: an engine the user is not allowed from
+    "malformed",  # not an SNMP notification (garbage, truncated, a request or a response)
+    "rate_limited",  # over max_per_source
+    "discovery",  # v3 engine-ID discovery before an inform (answered)
+)
+LOG_EVERY = 60.0  # seconds between two log lines about one source
+# Bounds on per-source state, so a flood from many (spoofed) addresses cannot grow memory.
+MAX_SOURCES = 4096
+MAX_LOG_LINES_PER_MINUTE = 60
+BURST_SECONDS = 5.0
+
+
+class TrapSink(Protocol):
+    """What the listener needs from the daemon."""
+
+    def deliver(self, target: str, samples: list[Sample]) -> None:
+        """Samples a trap stands for, on `target` (the way a poll's samples go)."""
+
+    def request_poll(self, target: str) -> None:
+        """Poll `target` now, out of its schedule."""
+
+    def collector(self, target: str) -> object | None:
+        """The running collector of `target` (to label a port as its poll did)."""
+
+    def count(self, kind: str, result: str) -> None:
+        """One notification of this kind (KINDS) ended with this result (RESULTS)."""
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, listener: TrapListener) -> None:
+        self.listener = listener
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.listener.handle(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors on a sent inform response: nothing to do.
+        log.debug("trap socket error: %s", exc)
+
+
+class TrapListener:
+    def __init__(
+        self,
+        config: TrapsConfig,
+        targets: Iterable[tuple[SnmpTarget, Mapping[str, str]]],
+        sink: TrapSink,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self._targets = list(targets)
+        self.mapper = TrapMapper(self._targets, config.maps)
+        self.communities = config.community_set()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._v3: Any = None  # trap_v3.V3Receiver when v3 users are configured
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._logged: dict[str, float] = {}
+        self._log_window = (0.0, 0)
+        self.address: tuple[str, int] = (config.listen, config.port)
+        self._users = self._v3_users()
+        if config.accept_target_credentials:
+            for t, _ in self._targets:
+                if t.version != "3":
+                    self.communities.add((t.community_secret() or "").encode())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the socket (raises OSError naming the address if it cannot), resolve target
+        host names, and set up the v3 engine when v3 users are configured."""
+        loop = asyncio.get_running_loop()
+        host = self.config.listen.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(host, self.config.port), family=family
+            )
+        except OSError as exc:
+            hint = " (ports below 1024 need privileges; see README, SNMP traps)"
+            raise OSError(
+                exc.errno,
+                f"cannot listen for SNMP traps on {host}:{self.config.port}: {exc.strerror}"
+                + (hint if self.config.port < 1024 else ""),
+            ) from None
+        self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("sockname")
+        self.address = (str(sock[0]), int(sock[1]))
+        if self._users:
+            from dutyd.collectors.snmp.trap_v3 import V3Receiver  # pysnmp only when needed
+
+            self._v3 = V3Receiver(self._users, self._send)
+        await self._resolve(self.mapper)
+        log.info(
+            "listening for SNMP traps",
+            extra={
+                "fields": {
+                    "address": f"{self.address[0]}:{self.address[1]}",
+                    "v3_users": len(self._users),
+                }
+            },
+        )
+
+    async def stop(self) -> None:
+        if self._v3 is not None:
+            self._v3.close()
+            self._v3 = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            await asyncio.sleep(0)
+
+    async def retarget(self, targets: Iterable[tuple[SnmpTarget, Mapping[str, str]]]) -> None:
+        """New targets after a config reload (communities and users stay as started)."""
+        mapper = TrapMapper(list(targets), self.config.maps)
+        await self._resolve(mapper)
+        self.mapper = mapper
+
+    async def _resolve(self, mapper: TrapMapper) -> None:
+        loop = asyncio.get_running_loop()
+        for host in mapper.hosts():
+            try:
+                ipaddress.ip_address(host)
+                continue
+            except ValueError:
+                pass
+            try:
+                async with asyncio.timeout(5.0):
+                    infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+            except (OSError, TimeoutError) as exc:
+                log.warning("cannot resolve %s for trap matching: %s", host, exc)
+                continue
+            for info in infos:
+                mapper.alias(host, str(info[4][0]))
+
+    def _v3_users(self) -> list[Any]:
+        from dutyd.collectors.snmp.trap_v3 import V3User
+
+        users: dict[str, V3User] = {}
+        for u in self.config.users:
+            users[u.user] = V3User(
+                u.user,
+                u.auth_protocol,
+                u.auth_secret(),
+                u.priv_protocol,
+                u.priv_secret(),
+                tuple(u.engine_id_bytes()),
+            )
+        if self.config.accept_target_credentials:
+            for t, _ in self._targets:
+                if t.version != "3" or t.user is None:
+                    continue
+                user = V3User(
+                    t.user, t.auth_protocol, t.auth_secret(), t.priv_protocol, t.priv_secret()
+                )
+                known = users.setdefault(t.user, user)
+                if known != user and not any(u.user == t.user for u in self.config.users):
+                    log.warning(
+                        "v3 user %s has other credentials on target %s; traps use the first",
+                        t.user,
+                        t.name,
+                    )
+        return list(users.values())
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, addr)
+
+    # -- one datagram ---------------------------------------------------------------------------
+
+    def handle(self, data: bytes, addr: Any) -> None:
+        source = str(addr[0])
+        now = time.monotonic()
+        if not self._admit(source, now):
+            self._drop("unknown", "rate_limited", source, now, "more notifications than allowed")
+            return
+        try:
+            version = message_version(data)
+            if version == 3:
+                self._handle_v3(data, addr, source, now)
+                return
+            message = decode_community_notification(data)
+        except TrapDecodeError as exc:
+            self._drop("unknown", "malformed", source, now, str(exc))
+            return
+        notification = message.notification
+        kind = notification.kind
+        if message.community not in self.communities:
+            self._drop(kind, "bad_community", source, now, "wrong community")
+            return
+        if message.response is not None:
+            self._send(message.response, (source, int(addr[1])))
+        self._deliver(kind, notification, source, now)
+
+    def _handle_v3(self, data: bytes, addr: Any, source: str, now: float) -> None:
+        header = peek_v3_header(data)
+        if self._v3 is None:
+            self._drop("v3", "bad_user", source, now, "SNMPv3 but no v3 users configured")
+            return
+        outcome = self._v3.handle(data, (source, int(addr[1])), header)
+        if outcome.notification is None:
+            if outcome.result == "discovery":
+                self.sink.count(outcome.kind, outcome.result)
+                return
+            why = {
+                "bad_user": "v3 user unknown or its keys do not match",
+                "unknown_engine_id": "v3 engine ID not allowed for this user",
+            }.get(outcome.result, "bad v3 message")
+            self._drop(outcome.kind, outcome.result, source, now, why)
+            return
+        self._deliver(outcome.kind, outcome.notification, source, now)
+
+    def _deliver(self, kind: str, notification: Any, source: str, now: float) -> None:
+        mapper = self.mapper
+        targets = mapper.targets_for(source, notification)
+        if not targets:
+            self._drop(
+                kind,
+                "unknown_source",
+                source,
+                now,
+                f"no snmp target at this address; trap {notification.describe()}",
+            )
+            return
+        known = mapper.known(notification)
+        timestamp = time.time()
+        for target in targets:
+            try:
+                samples = mapper.samples(target, notification, timestamp, self.sink.collector)
+            except Exception:
+                # A mapping bug must not stop the listener; the poll still goes out.
+                log.exception("mapping a trap for %s failed", target.name)
+                samples = []
+            if samples:
+                self.sink.deliver(target.name, samples)
+            self.sink.request_poll(target.name)
+        if known:
+            self.sink.count(kind, "mapped")
+        else:
+            self._drop(kind, "unknown_trap", source, now, f"unknown trap {notification.describe()}")
+
+    # -- floods and logging ---------------------------------------------------------------------
+
+    def _admit(self, source: str, now: float) -> bool:
+        """A token bucket per source: `max_per_source` a second, bursts of BURST_SECONDS."""
+        rate = self.config.max_per_source
+        burst = rate * BURST_SECONDS
+        tokens, last = self._buckets.get(source, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[source] = (tokens, now)
+            return False
+        if len(self._buckets) >= MAX_SOURCES and source not in self._buckets:
+            self._buckets.clear()
+        self._buckets[source] = (tokens - 1.0, now)
+        return True
+
+    def _drop(self, kind: str, result: str, source: str, now: float, why: str) -> None:
+        self.sink.count(kind, result)
+        last = self._logged.get(source)
+        if last is not None and now - last < LOG_EVERY:
+            return
+        start, lines = self._log_window
+        if now - start >= 60.0:
+            start, lines = now, 0
+        if lines >= MAX_LOG_LINES_PER_MINUTE:
+            return
+        self._log_window = (start, lines + 1)
+        if len(self._logged) >= MAX_SOURCES:
+            self._logged = {s: t for s, t in self._logged.items() if now - t < LOG_EVERY}
+            if len(self._logged) >= MAX_SOURCES:
+                self._logged.clear()
+        self._logged[source] = now
+        log.warning(
+            "SNMP notification from %s: %s (%s; further ones from there are counted in "
+            "dutyd_traps_received_total, logged at most once a minute)",
+            source,
+            result.replace("_", " "),
+            why,
+        )

@@ -1,0 +1,174 @@
+"""SNMPv3 traps and informs through pysnmp 7's notification receiver (RFC 3413 / 3414).
+
+The listener owns the UDP socket; pysnmp never opens one. A v3 datagram is handed to a
+pysnmp engine through `_Bridge`, a pysnmp transport whose sends (inform responses, engine-ID
+discovery reports) go out through the listener's socket. pysnmp processes a message
+synchronously, so whether it authenticated, decrypted and became a notification is known
+when `handle` returns.
+
+USM keys are localized per authoritative engine: informs are ours (the receiver's engine),
+traps the sender's. A configured user is registered for our engine at start, and for a
+sender's engine the first time one of its traps names that user (at most `MAX_ENGINES`
+engines, or only the user's `engine_ids` when given): any device that knows the user's
+passwords may send, as with snmptrapd's `-e` free form, without listing engine IDs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.entity import config as pconfig
+from pysnmp.entity.engine import SnmpEngine
+from pysnmp.entity.rfc3413 import ntfrcv
+from pysnmp.proto import rfc1902
+
+from dutyd.collectors.snmp.codec import AnyValue, Oid
+from dutyd.collectors.snmp.trap_decode import (
+    Notification,
+    TrapDecodeError,
+    V3Header,
+    notification_from_varbinds,
+)
+from dutyd.collectors.snmp.v3 import AUTH_PROTOCOLS, PRIV_PROTOCOLS, to_python
+
+log = logging.getLogger("dutyd.traps")
+
+# Sender engines learned per daemon; more are refused (a flood of made-up engine IDs naming
+# a real user must not grow the USM table or cost a key localization each).
+MAX_ENGINES = 256
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class V3User:
+    """A v3 user's credentials (from `traps.users` or a v3 target)."""
+
+    user: str
+    auth_protocol: str | None
+    auth_password: str | None
+    priv_protocol: str | None
+    priv_password: str | None
+    engine_ids: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class V3Outcome:
+    kind: str  # v3_trap, v3_inform, or v3 when nothing was decrypted
+    result: str  # "" for a notification, else the reason it was dropped
+    notification: Notification | None = None
+
+
+class _Bridge(udp.UdpAsyncioTransport):
+    """A pysnmp transport without a socket of its own: sends go through `send`."""
+
+    def __init__(self, send: Callable[[bytes, Address], None]) -> None:
+        super().__init__()
+        self._send = send
+        self.sent = 0
+
+    def open_server_mode(self, iface: Any = None, sock: Any = None) -> _Bridge:
+        return self
+
+    def send_message(self, outgoingMessage: Any, transportAddress: Any) -> None:
+        self.sent += 1
+        self._send(bytes(outgoingMessage), (str(transportAddress[0]), int(transportAddress[1])))
+
+    def close_transport(self) -> None:
+        self._callback_function = None
+
+
+class V3Receiver:
+    """Authenticates and decrypts v3 notifications with the configured users."""
+
+    def __init__(self, users: list[V3User], send: Callable[[bytes, Address], None]) -> None:
+        self.engine = SnmpEngine()
+        self.users = {u.user.encode(): u for u in users}
+        self._registered: set[tuple[bytes, bytes]] = set()
+        self._engines: set[bytes] = set()
+        self._bridge = _Bridge(send)
+        pconfig.add_transport(self.engine, udp.DOMAIN_NAME, self._bridge)
+        for user in users:
+            self._add_user(user, None)
+        self._got: list[tuple[Oid, AnyValue]] | None = None
+        self._receiver = ntfrcv.NotificationReceiver(self.engine, self._on_notification)
+        (engine_id,) = self.engine.get_mib_builder().import_symbols(
+            "__SNMP-FRAMEWORK-MIB", "snmpEngineID"
+        )
+        self.engine_id = bytes(engine_id.syntax)
+
+    def _add_user(self, user: V3User, engine_id: bytes | None) -> None:
+        kwargs: dict[str, Any] = {}
+        if user.auth_protocol:
+            kwargs["authProtocol"] = AUTH_PROTOCOLS[user.auth_protocol]
+            kwargs["authKey"] = user.auth_password
+        if user.priv_protocol:
+            kwargs["privProtocol"] = PRIV_PROTOCOLS[user.priv_protocol]
+            kwargs["privKey"] = user.priv_password
+        if engine_id is not None:
+            kwargs["securityEngineId"] = rfc1902.OctetString(engine_id)
+        pconfig.add_v3_user(self.engine, user.user, **kwargs)
+
+    def _on_notification(
+        self,
+        engine: Any,
+        state_reference: Any,
+        context_engine_id: Any,
+        context_name: Any,
+        varbinds: Any,
+        cb_ctx: Any,
+    ) -> None:
+        self._got = [(tuple(name), to_python(value)) for name, value in varbinds]
+
+    def handle(self, data: bytes, addr: Address, header: V3Header) -> V3Outcome:
+        """One v3 datagram whose header parsed; pysnmp answers informs and discovery."""
+        if header.is_discovery:
+            # Engine-ID discovery before an inform: pysnmp answers with a Report.
+            self._process(data, addr)
+            return V3Outcome("v3", "discovery")
+        user = self.users.get(header.user)
+        if user is None:
+            return V3Outcome("v3", "bad_user")
+        engine_id = header.engine_id
+        if engine_id != self.engine_id and (engine_id, header.user) not in self._registered:
+            allowed = user.engine_ids
+            if (allowed and engine_id not in allowed) or not 5 <= len(engine_id) <= 32:
+                return V3Outcome("v3", "unknown_engine_id")
+            if engine_id not in self._engines and len(self._engines) >= MAX_ENGINES:
+                return V3Outcome("v3", "unknown_engine_id")
+            self._engines.add(engine_id)
+            self._registered.add((engine_id, header.user))
+            self._add_user(user, engine_id)
+        sent_before = self._bridge.sent
+        got = self._process(data, addr)
+        if got is None:
+            # Wrong digest, undecryptable, outside the time window, unknown context: pysnmp
+            # dropped it (and may have sent a Report, as RFC 3414 asks).
+            return V3Outcome("v3", "bad_user")
+        answered = self._bridge.sent > sent_before
+        try:
+            notification = notification_from_varbinds("3", answered, got)
+        except TrapDecodeError:
+            return V3Outcome("v3", "malformed")
+        return V3Outcome(notification.kind, "", notification)
+
+    def _process(self, data: bytes, addr: Address) -> list[tuple[Oid, AnyValue]] | None:
+        self._got = None
+        callback = self._bridge._callback_function
+        if callback is None:
+            return None
+        try:
+            callback(self._bridge, udp.UdpTransportAddress(addr), data)
+        except Exception:
+            # pysnmp raises on what it cannot parse; that is bad input, not a fault of ours.
+            log.debug("pysnmp refused a v3 datagram from %s", addr[0], exc_info=True)
+            return None
+        return self._got
+
+    def close(self) -> None:
+        self._receiver.close(self.engine)
+        self.engine.close_dispatcher()

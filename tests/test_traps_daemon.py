@@ -1,0 +1,300 @@
+"""SNMP traps end to end: the real `dutyd run` with a trap listener, real net-snmp snmpd agents
+(a UPS and a switch, polled once an hour), net-snmp's snmptrap / snmpinform as the devices'
+notification senders, and a real HTTP receiver for the pages.
+
+A UPS going on battery pages at once (not at the next hourly poll), a link down on an uplink
+port fires the duty pack's switch_uplink_down, an inform is acknowledged, a wrong community
+is dropped and counted, and 10,000 garbage datagrams change nothing but a counter.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_fixtures import DaemonProcess
+from tests.peers import free_port, require_binary
+from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values, ups_values
+
+TRAP_COMMUNITY = "trap-secret"
+UPLINK_INDEX = 4
+IF_INDEX = "1.3.6.1.2.1.2.2.1.1"
+IF_ADMIN = "1.3.6.1.2.1.2.2.1.7"
+IF_OPER = "1.3.6.1.2.1.2.2.1.8"
+LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
+UPS_TRAP_ON_BATTERY = "1.3.6.1.2.1.33.2.1"
+MINUTES_REMAINING = "1.3.6.1.2.1.33.1.2.3.0"
+
+
+def ups_agent(on_battery: bool) -> dict[str, list[Any]]:
+    """A UPS's UPS-MIB values and its sysUpTime (which the snmpd fixture waits for)."""
+    return {"1.3.6.1.2.1.1.3.0": ["timeticks", 360000], **ups_values(on_battery)}
+
+
+class PageReceiver:
+    """A webhook receiver (apprise json://) on loopback: records every page."""
+
+    def __init__(self) -> None:
+        self.pages: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with owner.lock:
+                    owner.pages.append({"at": time.monotonic(), "body": json.loads(body)})
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def texts(self) -> list[str]:
+        with self.lock:
+            return [json.dumps(p["body"], ensure_ascii=False) for p in self.pages]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[PageReceiver]:
+    r = PageReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def ups(tmp_path: Path) -> Iterator[SnmpdPeer]:
+    d = tmp_path / "ups"
+    d.mkdir()
+    peer = SnmpdPeer(d, ups_agent(on_battery=False))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def switch(tmp_path: Path) -> Iterator[SnmpdPeer]:
+    d = tmp_path / "switch"
+    d.mkdir()
+    peer = SnmpdPeer(d, switch_values(ports=4))
+    yield peer
+    peer.stop()
+
+
+def site(ups: SnmpdPeer, switch: SnmpdPeer, trap_port: int, hook_port: int) -> dict[str, Any]:
+    common = {"kind": "snmp", "community": COMMUNITY, "interval": "1h", "timeout": "3s"}
+    return {
+        "targets": [
+            {
+                "name": "ups-a",
+                "address": ups.address,
+                "profiles": ["ups"],
+                "labels": {"site": "hq", "role": "ups"},
+                **common,
+            },
+            {
+                "name": "sw1-uplinks",
+                "address": switch.address,
+                "profiles": ["switch"],
+                "port_pattern": f"^Gi0/{UPLINK_INDEX}$",
+                "labels": {"site": "hq", "role": "uplink"},
+                **common,
+            },
+        ],
+        "traps": {"listen": "127.0.0.1", "port": trap_port, "communities": [TRAP_COMMUNITY]},
+        # The pack's own rules; only their `for` is shortened so the test does not wait 30s.
+        "rules": {
+            "overrides": {"ups_on_battery": {"for": "1s"}, "switch_uplink_down": {"for": "1s"}}
+        },
+        "oncall": {
+            "pairs": [["Zhang Wei"]],
+            "people": [{"name": "Zhang Wei", "language": "en", "contacts": ["pager"]}],
+        },
+        "escalation": {"policies": [{"name": "all", "steps": [{"after": 0, "oncall": True}]}]},
+        "notify": {
+            "channels": {"pager": {"url": f"json://127.0.0.1:{hook_port}/hook"}},
+            "group_wait": 0.05,
+        },
+        "log": {"level": "INFO"},
+        "api": {"read_token": READ_TOKEN},
+    }
+
+
+READ_TOKEN = "traps-test-read-token"
+
+
+def net_snmp(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = require_binary(tool)
+    return subprocess.run(
+        [binary, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"MIBS": "", "MIBDIRS": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def polls(daemon: DaemonProcess) -> float:
+    return daemon.metric_value("dutyd_polls_total", kind="snmp") or 0.0
+
+
+def traps(daemon: DaemonProcess, kind: str, result: str) -> float:
+    return daemon.metric_value("dutyd_traps_received_total", kind=kind, result=result) or 0.0
+
+
+def test_traps_page_at_once_and_bad_input_changes_nothing(
+    tmp_path: Path, ups: SnmpdPeer, switch: SnmpdPeer, receiver: PageReceiver
+) -> None:
+    trap_port = free_port("udp")
+    daemon = DaemonProcess(tmp_path, site(ups, switch, trap_port, receiver.port))
+    to = f"127.0.0.1:{trap_port}"
+    try:
+        # The first polls (within 10s of the start); the next are an hour away.
+        daemon.wait_until(
+            lambda: (
+                daemon.metric_value("ups_on_battery", target="ups-a") == 0.0
+                and daemon.metric_value("if_oper_up", target="sw1-uplinks", port="Gi0/4") == 1.0
+            ),
+            30,
+            "the first polls",
+        )
+        assert traps(daemon, "v2c_trap", "mapped") == 0.0  # pre-filled
+        first_polls = polls(daemon)
+        assert first_polls == 2.0
+
+        # -- the UPS goes on battery and says so with a v2c trap -------------------------------
+        ups.set_values(ups_agent(on_battery=True))
+        sent = time.monotonic()
+        out = net_snmp(
+            "snmptrap", "-v2c", "-c", TRAP_COMMUNITY, to, "", UPS_TRAP_ON_BATTERY,
+            MINUTES_REMAINING, "i", "4",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: any("battery" in t and "ups-a" in t for t in receiver.texts()),
+            30,
+            "the on-battery page",
+        )
+        paged_after = receiver.pages[0]["at"] - sent
+        assert paged_after < 30.0  # the next scheduled poll is an hour away
+        assert traps(daemon, "v2c_trap", "mapped") == 1.0
+        # The trap's own sample (runtime from the varbind) is in, with the poller's name.
+        assert daemon.metric_value("ups_on_battery", target="ups-a") == 1.0
+        # Only the polls the trap asked for (one per target at that address), no hourly one.
+        daemon.wait_until(lambda: polls(daemon) == first_polls + 2, 10, "the trap's polls")
+
+        # -- the uplink goes down: a v2c linkDown (IF-MIB) -------------------------------------
+        switch.change({f"{IF_OPER}.{UPLINK_INDEX}": ["integer", 2]})
+        out = net_snmp(
+            "snmptrap", "-v2c", "-c", TRAP_COMMUNITY, to, "", LINK_DOWN,
+            f"{IF_INDEX}.{UPLINK_INDEX}", "i", str(UPLINK_INDEX),
+            f"{IF_ADMIN}.{UPLINK_INDEX}", "i", "1",
+            f"{IF_OPER}.{UPLINK_INDEX}", "i", "2",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: any("Uplink Gi0/4" in t and "sw1-uplinks" in t for t in receiver.texts()),
+            30,
+            "the switch_uplink_down page",
+        )
+        assert daemon.metric_value("if_oper_up", target="sw1-uplinks", port="Gi0/4") == 0.0
+
+        # -- an inform is acknowledged (snmpinform waits for our response) ---------------------
+        out = net_snmp(
+            "snmpinform", "-v2c", "-c", TRAP_COMMUNITY, "-t", "5", "-r", "1", to, "",
+            UPS_TRAP_ON_BATTERY,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert traps(daemon, "v2c_inform", "mapped") == 1.0
+
+        # -- bad input: a wrong community, then 10,000 garbage datagrams -----------------------
+        daemon.wait_until(lambda: polls(daemon) >= first_polls + 6, 15, "the trap polls")
+        time.sleep(1.5)  # the last trap-asked polls settle
+        before_alerts = alerts(daemon)
+        before_polls = polls(daemon)
+        before_ingested = daemon.metric_value("dutyd_samples_ingested_total")
+        pages_before = len(receiver.pages)
+
+        out = net_snmp("snmptrap", "-v2c", "-c", "not-the-community", to, "", UPS_TRAP_ON_BATTERY)
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: traps(daemon, "v2c_trap", "bad_community") == 1.0, 10, "the wrong community"
+        )
+
+        garbage = _garbage(10_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for start in range(0, len(garbage), 50):
+                for g in garbage[start : start + 50]:
+                    s.sendto(g, ("127.0.0.1", trap_port))
+                # Paced so the loopback socket buffer never overflows: each batch counted.
+                daemon.wait_until(
+                    lambda n=start + 50: _dropped(daemon) >= min(n, len(garbage)),
+                    20,
+                    "the garbage counted",
+                )
+        assert _dropped(daemon) == 10_000
+        time.sleep(1.0)
+        assert polls(daemon) == before_polls
+        assert daemon.metric_value("dutyd_samples_ingested_total") == before_ingested
+        assert alerts(daemon) == before_alerts
+        assert len(receiver.pages) == pages_before
+        assert daemon.metric_value("target_up", target="ups-a") == 1.0
+        # One log line for that source within the minute, however much it sent.
+        assert daemon.peer.log().count("SNMP notification from 127.0.0.1") == 1
+        assert "not-the-community" not in daemon.peer.log()
+        code, _ = daemon.terminate()
+        assert code == 0, daemon.peer.log()[-3000:]
+    finally:
+        daemon.stop()
+
+
+def alerts(daemon: DaemonProcess) -> list[tuple[str, str, float, bool]]:
+    """Each alert's identity and state (not its ever-growing duration)."""
+    body = json.loads(daemon.get("/api/v1/alerts", {"X-Dutyd-Token": READ_TOKEN})[1])
+    return sorted(
+        (a["fingerprint"], a["state"], a["value"], a["acknowledged"] is not None)
+        for a in body["alerts"]
+    )
+
+
+def _dropped(daemon: DaemonProcess) -> float:
+    return traps(daemon, "unknown", "malformed") + traps(daemon, "unknown", "rate_limited")
+
+
+def _garbage(n: int) -> list[bytes]:
+    """Random bytes, truncated real notifications, and SNMP requests (not notifications)."""
+    import random
+
+    rng = random.Random(16)
+    real = bytes.fromhex(
+        "302902010104067075626c6963a71c020401020304020100020100300e300c06082b060102010103004300"
+    )
+    out = []
+    for i in range(n):
+        if i % 3 == 0:
+            out.append(rng.randbytes(rng.randint(0, 300)))
+        elif i % 3 == 1:
+            out.append(real[: rng.randint(0, len(real) - 1)])
+        else:
+            out.append(bytes([0x30, 0x82, 0xFF, 0xFF]) + rng.randbytes(20))
+    return out

@@ -1,0 +1,245 @@
+"""The trap listener against net-snmp's snmptrap and snmpinform: v1, v2c and v3 (authPriv)
+traps and informs, communities and users checked, engine IDs restricted, unknown traps and
+sources counted, and the scheduler's poll_now that every trap asks for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from dutyd.agent.scheduler import POLL_NOW_MIN_GAP, Scheduler
+from dutyd.collectors.base import Collector, Readings, TargetConfig
+from dutyd.collectors.snmp.collector import SnmpTarget
+from dutyd.collectors.snmp.trap_config import TrapsConfig
+from dutyd.collectors.snmp.trap_listener import TrapListener
+from dutyd.core.records import Sample
+from tests.peers import require_binary
+
+USER = ["-u", "traps", "-l", "authPriv", "-a", "SHA-256", "-A", "auth-secret-1", "-x", "AES"]
+USER += ["-X", "priv-secret-1"]
+SENDER_ENGINE = "0x8000000001020304"
+ON_BATTERY = "1.3.6.1.2.1.33.2.1"
+
+
+class RecordingSink:
+    """The daemon side of the listener's interface, recording what it is handed."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[str, Sample]] = []
+        self.polls: list[str] = []
+        self.counts: dict[tuple[str, str], int] = {}
+        self.changed = asyncio.Event()
+
+    def deliver(self, target: str, samples: list[Sample]) -> None:
+        self.samples += [(target, s) for s in samples]
+
+    def request_poll(self, target: str) -> None:
+        self.polls.append(target)
+
+    def collector(self, target: str) -> object | None:
+        return None
+
+    def count(self, kind: str, result: str) -> None:
+        self.counts[(kind, result)] = self.counts.get((kind, result), 0) + 1
+        self.changed.set()
+
+    def values(self, name: str) -> list[tuple[str, float]]:
+        return [(t, s.value) for t, s in self.samples if s.name == name]
+
+
+def ups_target(name: str, address: str) -> SnmpTarget:
+    return SnmpTarget.model_validate(
+        {"name": name, "kind": "snmp", "address": address, "community": "poll-community",
+         "profiles": ["ups"]}
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
+    cfg = TrapsConfig.model_validate(
+        {
+            "port": 0,
+            "communities": ["trap-community"],
+            "users": [
+                {
+                    "user": "traps",
+                    "auth_protocol": "SHA256",
+                    "auth_password": "auth-secret-1",
+                    "priv_protocol": "AES128",
+                    "priv_password": "priv-secret-1",
+                },
+                {
+                    "user": "pinned",
+                    "auth_protocol": "SHA",
+                    "auth_password": "auth-secret-2",
+                    "engine_ids": ["8000000001aabbcc"],
+                },
+            ],
+            "maps": [
+                {"trap": "1.3.6.1.4.1.99999.0.7", "metric": "pdu_breaker_tripped", "value": 1}
+            ],
+        }
+    )
+    targets = [ups_target("ups-a", "127.0.0.1:1161"), ups_target("ups-b", "127.0.0.2")]
+    sink = RecordingSink()
+    listener = TrapListener(cfg, [(t, {"target": t.name, "kind": "snmp"}) for t in targets], sink)
+    await listener.start()
+    yield listener, sink
+    await listener.stop()
+
+
+async def send(tool: str, *args: str) -> tuple[int, str]:
+    binary = require_binary(tool)
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"MIBS": "", "MIBDIRS": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def counted(sink: RecordingSink, key: tuple[str, str], n: int = 1) -> None:
+    async with asyncio.timeout(10):
+        while sink.counts.get(key, 0) < n:
+            sink.changed.clear()
+            await sink.changed.wait()
+
+
+def to(listener: TrapListener) -> str:
+    return f"127.0.0.1:{listener.address[1]}"
+
+
+async def test_v1_v2c_traps_and_inform(listening: tuple[TrapListener, RecordingSink]) -> None:
+    listener, sink = listening
+    rc, err = await send(
+        "snmptrap", "-v2c", "-c", "trap-community", to(listener), "", ON_BATTERY,
+        "1.3.6.1.2.1.33.1.2.3.0", "i", "4",
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v2c_trap", "mapped"))
+    assert ("ups-a", 1.0) in sink.values("ups_on_battery")
+    assert sink.values("ups_battery_runtime_seconds") == [("ups-a", 240.0)]
+    assert sink.polls == ["ups-a"]
+
+    # v1: matched by its agent-addr (127.0.0.2 = ups-b), not the source address; UPS-MIB's
+    # upsTrapAlarmEntryAdded with upsAlarmLowBattery as v1 enterprise upsTraps, specific 3.
+    rc, err = await send(
+        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.2.1.33.2",
+        "127.0.0.2", "6", "3", "", "1.3.6.1.2.1.33.1.6.2.1.2.1", "o", "1.3.6.1.2.1.33.1.6.3.3",
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v1_trap", "mapped"))
+    assert sink.values("ups_battery_low") == [("ups-b", 1.0)]
+    assert sink.polls[-1] == "ups-b"
+
+    rc, err = await send(
+        "snmpinform", "-v2c", "-c", "trap-community", "-t", "3", "-r", "0", to(listener), "",
+        ON_BATTERY,
+    )  # fmt: skip
+    assert rc == 0, err  # snmpinform exits 0 only when the inform was acknowledged
+    assert sink.counts[("v2c_inform", "mapped")] == 1
+
+
+async def test_v3_traps_and_informs(listening: tuple[TrapListener, RecordingSink]) -> None:
+    listener, sink = listening
+    rc, err = await send(
+        "snmptrap", "-v3", *USER, "-e", SENDER_ENGINE, to(listener), "", ON_BATTERY
+    )
+    assert rc == 0, err
+    await counted(sink, ("v3_trap", "mapped"))
+    rc, err = await send(
+        "snmpinform", "-v3", *USER, "-t", "3", "-r", "0", to(listener), "", ON_BATTERY
+    )
+    assert rc == 0, err
+    assert sink.counts[("v3_inform", "mapped")] == 1
+    assert sink.values("ups_on_battery") == [("ups-a", 1.0), ("ups-a", 1.0)]
+
+    # A wrong privacy password: not decrypted, not delivered, counted.
+    bad = [*USER[:-1], "wrong-priv-secret"]
+    rc, _ = await send("snmptrap", "-v3", *bad, "-e", SENDER_ENGINE, to(listener), "", ON_BATTERY)
+    await counted(sink, ("v3", "bad_user"))
+    rc, _ = await send(
+        "snmptrap", "-v3", "-u", "nobody", "-l", "noAuthNoPriv", "-e", SENDER_ENGINE,
+        to(listener), "", ON_BATTERY,
+    )  # fmt: skip
+    await counted(sink, ("v3", "bad_user"), 2)
+    # A user pinned to one engine ID, trapping from another.
+    rc, _ = await send(
+        "snmptrap", "-v3", "-u", "pinned", "-l", "authNoPriv", "-a", "SHA", "-A",
+        "auth-secret-2", "-e", SENDER_ENGINE, to(listener), "", ON_BATTERY,
+    )  # fmt: skip
+    await counted(sink, ("v3", "unknown_engine_id"))
+    assert len(sink.values("ups_on_battery")) == 2
+
+
+async def test_wrong_community_unknown_trap_user_map(
+    listening: tuple[TrapListener, RecordingSink],
+) -> None:
+    listener, sink = listening
+    rc, _ = await send("snmptrap", "-v2c", "-c", "guess", to(listener), "", ON_BATTERY)
+    assert rc == 0
+    await counted(sink, ("v2c_trap", "bad_community"))
+    # The polling community of a target is accepted too (accept_target_credentials).
+    await send("snmptrap", "-v2c", "-c", "poll-community", to(listener), "", "1.3.6.1.4.1.1.0.9")
+    await counted(sink, ("v2c_trap", "unknown_trap"))
+    await send(
+        "snmptrap", "-v2c", "-c", "trap-community", to(listener), "", "1.3.6.1.4.1.99999.0.7"
+    )
+    await counted(sink, ("v2c_trap", "mapped"))
+    assert sink.values("pdu_breaker_tripped") == [("ups-a", 1.0)]
+    assert sink.polls == ["ups-a", "ups-a"]  # the unknown trap still asks for a poll
+    assert sink.values("ups_on_battery") == []
+
+
+async def test_unknown_source_is_counted(listening: tuple[TrapListener, RecordingSink]) -> None:
+    listener, sink = listening
+    await send(
+        "snmptrap", "-v2c", "-c", "trap-community", "--clientaddr=127.0.0.9", to(listener), "",
+        ON_BATTERY,
+    )  # fmt: skip
+    await counted(sink, ("v2c_trap", "unknown_source"))
+    assert sink.samples == [] and sink.polls == []
+
+
+class _Counting(Collector[TargetConfig]):
+    kind = "count"
+    config_model = TargetConfig
+
+    def __init__(self, config: TargetConfig) -> None:
+        super().__init__(config, None)  # type: ignore[arg-type]
+        self.starts: list[float] = []
+        self.polled = asyncio.Event()
+
+    async def collect(self, readings: Readings) -> None:
+        self.starts.append(time.monotonic())
+        self.polled.set()
+
+
+async def test_poll_now_polls_out_of_schedule_and_coalesces() -> None:
+    results: list[Any] = []
+    scheduler = Scheduler(results.append)
+    collector = _Counting(
+        TargetConfig(name="t1", kind="count", address="x", interval=3600.0, timeout=1.0)
+    )
+    scheduler.start(collector)
+    try:
+        async with asyncio.timeout(20):
+            await collector.polled.wait()  # the first poll (within FIRST_POLL_SPREAD)
+            collector.polled.clear()
+            for _ in range(50):  # a trap storm is at most one poll per POLL_NOW_MIN_GAP
+                assert scheduler.request_poll("t1")
+            await collector.polled.wait()
+            await asyncio.sleep(POLL_NOW_MIN_GAP * 1.5)
+        assert len(collector.starts) == 2
+        assert collector.starts[1] - collector.starts[0] >= POLL_NOW_MIN_GAP * 0.99
+        assert not scheduler.request_poll("nope")
+    finally:
+        await scheduler.stop()
