@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -32,6 +33,7 @@ from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
+from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import StoreExporter
@@ -92,6 +94,7 @@ class Daemon:
         self.journal.listeners.append(self.notify)
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment)
+        self.reboots = RebootMemory(self.storage.boot_times)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -144,6 +147,7 @@ class Daemon:
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
         await self.drills.restore()
+        await self.reboots.load()
         await self.recorder.start()
         self._apply_targets(self.settings)
         self.traps = await start_traps(
@@ -184,6 +188,8 @@ class Daemon:
         await self.notify.stop()
         with contextlib.suppress(Exception):
             await rulestate.save_all(self.engine, self.storage)
+        with contextlib.suppress(Exception):
+            await self.reboots.flush()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -292,6 +298,8 @@ class Daemon:
     # -- data path ------------------------------------------------------------------------------
 
     def _on_poll(self, result: PollResult) -> None:
+        if result.ok:
+            result = dataclasses.replace(result, samples=self.reboots.check(result.samples))
         m = self.metrics
         m.polls.labels(result.kind).inc()
         m.poll_duration.labels(result.kind).observe(result.duration)
@@ -389,6 +397,7 @@ class Daemon:
                 for fp in forgotten:
                     await self.storage.alerts.delete(fp)
                 await rulestate.save_counts(self.engine, self.storage)
+                await self.reboots.flush()
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.
                 log.exception("recording rule state failed")

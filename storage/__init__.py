@@ -1,11 +1,11 @@
 """Durable state behind repositories; SQLite (WAL) is the embedded default.
 
-Everything the daemon must not lose lives here: alerts, silences and maintenance windows,
-event counts, the duty log, the notification outbox, used ack links, drills and the room
-environment. `Storage` bundles one repository per thing (`storage.alerts`, `storage.log`,
-`storage.outbox`, ...), opened and closed together. A server database replaces SQLite by
-implementing the repositories of `dutyd.storage.repositories`, passing the contract suite in
-`tests/test_storage_contract.py`, and registering its URL scheme in `open_storage`.
+Everything the daemon must not lose lives here: alerts, silences and maintenance windows, event
+counts, the duty log, the notification outbox, used ack links, drills, the room environment and
+targets' boot times. `Storage` bundles one repository per thing (`storage.alerts`,
+`storage.log`, `storage.outbox`, ...), opened and closed together. A server database replaces
+SQLite by implementing the repositories of `dutyd.storage.repositories`, passing the contract
+suite in `tests/test_storage_contract.py`, and registering its URL scheme in `open_storage`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dutyd.storage.records import (
 from dutyd.storage.repositories import (
     AckLinkRepository,
     AlertRepository,
+    BootTimeRepository,
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
@@ -54,6 +55,7 @@ class Storage(ABC):
     outbox: OutboxRepository
     ack_links: AckLinkRepository
     environment: EnvironmentRepository
+    boot_times: BootTimeRepository
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -85,6 +87,7 @@ def open_storage(location: Path | str, read_only: bool = False) -> Storage:
 __all__ = [
     "AckLinkRepository",
     "AlertRepository",
+    "BootTimeRepository",
     "DrillRepository",
     "DutyLogRepository",
     "EnvironmentRange",

@@ -7,7 +7,7 @@ each of them. `tests/test_storage_contract.py` is the behaviour every implementa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from dutyd.storage.records import (
@@ -200,3 +200,16 @@ class EnvironmentRepository(ABC):
     async def ranges(self, start: float, end: float) -> list[EnvironmentRange]:
         """Per series, the min and max over the hours that overlap [start, end), ordered by
         the series' labels (canonical JSON) then name."""
+
+
+class BootTimeRepository(ABC):
+    """Each target's last known boot time (poll time minus reported uptime), by the uptime
+    metric it came from: compared at the first poll after a restart of dutyd."""
+
+    @abstractmethod
+    async def load_all(self) -> dict[tuple[str, str], float]:
+        """(target, uptime metric) -> boot time, Unix seconds."""
+
+    @abstractmethod
+    async def save(self, boot_times: Mapping[tuple[str, str], float]) -> None:
+        """Insert or replace these boot times in one transaction."""

@@ -384,3 +384,18 @@ async def test_environment_folds_hours_and_ranges(store: Store) -> None:
     assert await s.environment.ranges(11 * H, 12 * H) == []
     s = await store.reopen()
     assert await s.environment.ranges(12 * H, 16 * H) == [EnvironmentRange(T, env1, 21.0, 35.0)]
+
+
+async def test_boot_times_replace_and_survive_reopen(store: Store) -> None:
+    s = store.s
+    assert await s.boot_times.load_all() == {}
+    await s.boot_times.save({("db1", "node_uptime_seconds"): 1000.0})
+    await s.boot_times.save(
+        {("db1", "node_uptime_seconds"): 5000.5, ("sw1", "device_uptime_seconds"): 42.0}
+    )
+    await s.boot_times.save({})
+    s = await store.reopen()
+    assert await s.boot_times.load_all() == {
+        ("db1", "node_uptime_seconds"): 5000.5,
+        ("sw1", "device_uptime_seconds"): 42.0,
+    }

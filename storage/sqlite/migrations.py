@@ -113,6 +113,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (hour, name, series)
     );
     """,
+    # 6: each target's last known boot time, to see a reboot that happened while dutyd was down.
+    """
+    CREATE TABLE boot_times (
+        target TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        boot_time REAL NOT NULL,
+        PRIMARY KEY (target, metric)
+    );
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].
