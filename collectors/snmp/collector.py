@@ -51,6 +51,7 @@ from dutyd.collectors.snmp.profiles.sensor import SensorProbe
 from dutyd.collectors.snmp.profiles.switch import SwitchProfile
 from dutyd.collectors.snmp.profiles.ups import UpsProfile
 from dutyd.collectors.snmp.transport import SnmpTransport
+from dutyd.collectors.snmp.usm import USM_SECRETS, check_usm, given
 from dutyd.core.configtypes import SecretEnv, SecretFile, pick_secret
 
 DEFAULT_PORT = 161
@@ -248,15 +249,9 @@ class SnmpTarget(TargetConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> SnmpTarget:
-        def given(*names: str) -> list[str]:
-            return [n for n in names if getattr(self, n) is not None]
-
-        community = given("community", "community_env", "community_file")
-        auth = given("auth_password", "auth_password_env", "auth_password_file")
-        priv = given("priv_password", "priv_password_env", "priv_password_file")
-        for group in (community, auth, priv):
-            if len(group) > 1:
-                raise ValueError(f"give only one of {', '.join(group)}")
+        community = given(self, "community", "community_env", "community_file")
+        if len(community) > 1:
+            raise ValueError(f"give only one of {', '.join(community)}")
         if self.version == "3":
             if community:
                 raise ValueError("SNMPv3 uses user/auth/priv, not a community")
@@ -264,19 +259,11 @@ class SnmpTarget(TargetConfig):
                 raise ValueError("SNMPv3 needs `user`")
             if self.client != "fast":
                 raise ValueError("client: applies to v1/v2c only (v3 always uses pysnmp)")
-            if bool(auth) != bool(self.auth_protocol):
-                raise ValueError("give auth_protocol and an auth password together")
-            if bool(priv) != bool(self.priv_protocol):
-                raise ValueError("give priv_protocol and a priv password together")
-            if priv and not auth:
-                raise ValueError("privacy (priv_*) needs authentication (auth_*) too")
-            for secret in (self.auth_secret(), self.priv_secret()):
-                if secret is not None and len(secret) < 8:
-                    raise ValueError("SNMPv3 passwords are at least 8 characters (RFC 3414)")
+            check_usm(self)
         else:
             if not community:
                 raise ValueError("SNMP v1/v2c needs community, community_env or community_file")
-            v3_keys = given("user", "auth_protocol", "priv_protocol", *auth, *priv)
+            v3_keys = given(self, "user", "auth_protocol", "priv_protocol", *USM_SECRETS)
             if v3_keys:
                 raise ValueError(f"{', '.join(v3_keys)}: only for version 3")
         if not self.profiles and not self.oids:

@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dutyd.collectors.snmp.codec import format_oid, parse_oid
+from dutyd.collectors.snmp.usm import check_usm
 from dutyd.core.configtypes import (
     LabelMap,
     SecretEnv,
@@ -76,28 +77,7 @@ class TrapUser(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrapUser:
-        auth = [
-            n
-            for n in ("auth_password", "auth_password_env", "auth_password_file")
-            if getattr(self, n) is not None
-        ]
-        priv = [
-            n
-            for n in ("priv_password", "priv_password_env", "priv_password_file")
-            if getattr(self, n) is not None
-        ]
-        for group in (auth, priv):
-            if len(group) > 1:
-                raise ValueError(f"give only one of {', '.join(group)}")
-        if bool(auth) != bool(self.auth_protocol):
-            raise ValueError("give auth_protocol and an auth password together")
-        if bool(priv) != bool(self.priv_protocol):
-            raise ValueError("give priv_protocol and a priv password together")
-        if priv and not auth:
-            raise ValueError("privacy (priv_*) needs authentication (auth_*) too")
-        for secret in (self.auth_secret(), self.priv_secret()):
-            if secret is not None and len(secret) < 8:
-                raise ValueError("SNMPv3 passwords are at least 8 characters (RFC 3414)")
+        check_usm(self)
         return self
 
     def auth_secret(self) -> str | None:

@@ -10,7 +10,9 @@ whatever the bytes (the fuzz test in tests/test_traps_decode.py holds it to that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dutyd.collectors.snmp.codec import (
     RESPONSE,
@@ -30,6 +32,8 @@ from dutyd.collectors.snmp.codec import (
     read_header,
     read_int,
 )
+
+T = TypeVar("T")
 
 TRAP_V1 = 0xA4
 INFORM = 0xA6
@@ -111,10 +115,15 @@ def message_version(data: bytes) -> int:
 
 def decode_community_notification(data: bytes) -> CommunityMessage:
     """A v1 Trap-PDU or a v2c SNMPv2-Trap / InformRequest. Raises TrapDecodeError."""
+    return _decoded(_decode, data)
+
+
+def _decoded(decode: Callable[[bytes], T], data: bytes) -> T:
+    """Run a decoder on a datagram; every way it can fail becomes a TrapDecodeError."""
     if len(data) > MAX_DATAGRAM:
         raise TrapDecodeError("datagram larger than UDP allows")
     try:
-        return _decode(data)
+        return decode(data)
     except TrapDecodeError:
         raise
     except DecodeError as exc:
@@ -226,16 +235,7 @@ def notification_from_varbinds(
 
 def peek_v3_header(data: bytes) -> V3Header:
     """The header and USM security parameters of a v3 message. Raises TrapDecodeError."""
-    if len(data) > MAX_DATAGRAM:
-        raise TrapDecodeError("datagram larger than UDP allows")
-    try:
-        return _v3_header(data)
-    except TrapDecodeError:
-        raise
-    except DecodeError as exc:
-        raise TrapDecodeError(str(exc)) from None
-    except IndexError:
-        raise TrapDecodeError("datagram ends early (truncated)") from None
+    return _decoded(_v3_header, data)
 
 
 def _v3_header(data: bytes) -> V3Header:
