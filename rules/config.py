@@ -85,6 +85,29 @@ class Localized(StrictModel):
 _COMPARISONS = ("above", "below", "outside", "inside", "equals", "changed", "absent")
 
 
+# How each kind of condition reads, per language (pages, the status page, the diary).
+CONDITION_WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "above": "above {0}",
+        "below": "below {0}",
+        "outside": "outside {0}..{1}",
+        "inside": "inside {0}..{1}",
+        "equals": "equal to {0}",
+        "changed": "changed",
+        "absent": "absent for {0}",
+    },
+    "zh": {
+        "above": "高于 {0}",
+        "below": "低于 {0}",
+        "outside": "超出 {0}..{1}",
+        "inside": "处于 {0}..{1}",
+        "equals": "等于 {0}",
+        "changed": "发生变化",
+        "absent": "已 {0} 无数据",
+    },
+}
+
+
 class Condition(StrictModel):
     """Exactly one test of the (derived) value; `absent` tests that the series went stale."""
 
@@ -126,21 +149,21 @@ class Condition(StrictModel):
             return value == self.equals
         return False  # changed / absent are decided from the series' history, not one value
 
-    def describe(self) -> str:
-        """The threshold as people read it: `outside 18..26`."""
-        if self.above is not None:
-            return f"above {self.above:g}"
-        if self.below is not None:
-            return f"below {self.below:g}"
-        if self.outside is not None:
-            return f"outside {self.outside[0]:g}..{self.outside[1]:g}"
-        if self.inside is not None:
-            return f"inside {self.inside[0]:g}..{self.inside[1]:g}"
-        if self.equals is not None:
-            return f"equal to {self.equals:g}"
+    def describe(self, language: str = "en") -> str:
+        """The threshold as people read it: `outside 18..26` / `超出 18..26`. Every form but
+        `changed` ends in its figure, so a template can put the unit after it."""
+        words = CONDITION_WORDS.get(language, CONDITION_WORDS["en"])
+        for form in ("above", "below", "equals"):
+            value = getattr(self, form)
+            if value is not None:
+                return words[form].format(f"{value:g}")
+        for form in ("outside", "inside"):
+            span = getattr(self, form)
+            if span is not None:
+                return words[form].format(f"{span[0]:g}", f"{span[1]:g}")
         if self.changed:
-            return "changed"
-        return f"absent for {format_duration(self.absent or 0)}"
+            return words["changed"]
+        return words["absent"].format(format_duration(self.absent or 0))
 
 
 class Aggregation(StrictModel):

@@ -28,23 +28,8 @@ def _n(x: float) -> str:
 
 
 def describe(c: Condition, language: str) -> str:
-    """The condition as people read it: `outside 18..26` / `超出 18..26`. Every form ends in
-    its figure, so a template can put the unit after it."""
-    if language != "zh":
-        return c.describe()
-    if c.above is not None:
-        return f"高于 {_n(c.above)}"
-    if c.below is not None:
-        return f"低于 {_n(c.below)}"
-    if c.outside is not None:
-        return f"超出 {_n(c.outside[0])}..{_n(c.outside[1])}"
-    if c.inside is not None:
-        return f"处于 {_n(c.inside[0])}..{_n(c.inside[1])}"
-    if c.equals is not None:
-        return f"等于 {_n(c.equals)}"
-    if c.changed:
-        return "发生变化"
-    return f"已 {format_duration(c.absent or 0)} 无数据"
+    """The condition as people read it in `language` (see `CONDITION_WORDS`)."""
+    return c.describe(language)
 
 
 def threshold(rule: CompiledRule, language: str = "en", total: int = 0) -> str:
