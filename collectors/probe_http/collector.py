@@ -9,7 +9,7 @@ import hashlib
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -349,6 +349,26 @@ def text_charset(name: str | None) -> str:
     return codec if codec in TEXT_CHARSETS else "utf-8"
 
 
+def examine_body(
+    body: bytes, charset: str, expected_text: str | None, patterns: Sequence[re.Pattern[str]]
+) -> tuple[bool, str]:
+    """(expected text found, fingerprint) of a body read with `charset` (a `text_charset`).
+
+    Without ignore patterns the fingerprint is the SHA-256 of the raw bytes, so
+    `curl -s URL | sha256sum` gives the same value for expected_sha256; with them, of the text
+    (UTF-8) after every pattern is removed. Blocking (up to max_body_bytes of work)."""
+    text: str | None = None
+    if expected_text is not None or patterns:
+        text = body.decode(charset, errors="replace")
+    text_ok = expected_text is None or expected_text in (text or "")
+    if not patterns:
+        return text_ok, hashlib.sha256(body).hexdigest()
+    assert text is not None
+    for pattern in patterns:
+        text = pattern.sub("", text)
+    return text_ok, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _charset(resp: aiohttp.ClientResponse) -> str:
     return text_charset(resp.charset)
 
@@ -501,20 +521,7 @@ class HttpProbeCollector(Collector[HttpTarget]):
 
     def _examine(self, page: _Page) -> tuple[bool, str]:
         """(expected text found, fingerprint) of a page. Blocking: run in the thread pool."""
-        text: str | None = None
-        if self.config.expected_text is not None or self._patterns:
-            text = page.body.decode(page.charset, errors="replace")
-        text_ok = self.config.expected_text is None or self.config.expected_text in (text or "")
-        return text_ok, self._fingerprint(page.body, text)
-
-    def _fingerprint(self, body: bytes, text: str | None) -> str:
-        if not self._patterns:
-            # Raw bytes, so `curl -s URL | sha256sum` gives the same value for expected_sha256.
-            return hashlib.sha256(body).hexdigest()
-        assert text is not None
-        for pattern in self._patterns:
-            text = pattern.sub("", text)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return examine_body(page.body, page.charset, self.config.expected_text, self._patterns)
 
     def _compare(self, fingerprint: str, text_ok: bool) -> None:
         self.fingerprint = fingerprint
@@ -555,4 +562,10 @@ class HttpProbeCollector(Collector[HttpTarget]):
         return BadResponse(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
-__all__ = ["HttpProbeCollector", "HttpTarget", "parse_status_ranges"]
+__all__ = [
+    "HttpProbeCollector",
+    "HttpTarget",
+    "examine_body",
+    "parse_status_ranges",
+    "text_charset",
+]
