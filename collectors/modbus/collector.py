@@ -31,6 +31,7 @@ from dutyd.collectors.modbus.registers import (
 )
 from dutyd.core.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
 from dutyd.core.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
+from dutyd.core.redact import redact_address
 
 Table = Literal["holding", "input", "coil", "discrete"]
 
@@ -245,7 +246,7 @@ class ModbusCollector(Collector[ModbusTarget]):
         # Names come from the config, so HELP texts are per instance (see help_for).
         self.metric_help = self.help_for(config)
         self._host, self._port = split_endpoint(config.address)
-        self._where = f"{config.address} unit {config.unit_id}"
+        self._where = f"{redact_address(config.address)} unit {config.unit_id}"
         self._blocks = plan_reads(config.registers)
         # Where each register's value sits: (block index, offset in the block), in config order.
         self._slots: list[tuple[ModbusRegister, int, int]] = []

@@ -25,6 +25,7 @@ from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetC
 from dutyd.collectors.netutil import budget, hostport
 from dutyd.core.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
 from dutyd.core.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
+from dutyd.core.redact import redact_address
 
 MIB = 1024 * 1024
 USER_AGENT = "dutyd-probe"
@@ -124,7 +125,12 @@ class HttpTarget(TargetConfig):
         try:
             url = URL(v)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{v!r} is not a URL: {exc}") from None
+            # The URL may hold a password or token: shown redacted, and yarl's reason only
+            # when it does not quote the URL.
+            reason = str(exc)
+            if "@" in reason or "//" in reason or "?" in reason or len(reason) > 80:
+                reason = type(exc).__name__
+            raise ValueError(f"{redact_address(v)!r} is not a URL: {reason}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// URL with a host")
         return v
@@ -393,7 +399,7 @@ class HttpProbeCollector(Collector[HttpTarget]):
         url = URL(config.address)
         self._url = url
         # Messages name the page without credentials or query (tokens live there).
-        self._shown = str(url.with_user(None).with_query(None).with_fragment(None))
+        self._shown = redact_address(config.address)
         self._where = hostport(url.host or "", url.port or 0)
         self._statuses = parse_status_ranges(config.expected_status)
         self._patterns = [re.compile(p) for p in config.ignore_patterns]
