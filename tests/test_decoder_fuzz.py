@@ -71,14 +71,24 @@ def cap_bound(size: int) -> float:
     return LINEAR_BOUND if size <= LINEAR_SIZE else 2 * LINEAR_BOUND * size / LINEAR_SIZE
 
 
-def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """(result or the exception raised, CPU seconds)."""
-    started = time.process_time()
-    try:
-        result: Any = fn(*args, **kwargs)
-    except Exception as exc:
-        result = exc
-    return result, time.process_time() - started
+def timed(size: int, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(result or the exception raised, CPU seconds) of `fn(*args)` on an input of `size`.
+
+    Over the bound, the call is timed twice more and the least time kept: a garbage collection
+    of Hypothesis' heap, or another thread of this process, can add 100 ms to one call, while
+    a super-linear decoder is slow every time."""
+    best = math.inf
+    result: Any = None
+    for _ in range(3):
+        started = time.process_time()
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            result = exc
+        best = min(best, time.process_time() - started)
+        if best < cap_bound(size):
+            break
+    return result, best
 
 
 def byte_runs(size: int, fragments: list[bytes]) -> st.SearchStrategy[bytes]:
@@ -187,19 +197,19 @@ def _snmp_message() -> st.SearchStrategy[bytes]:
 
 
 def _check_snmp(data: bytes) -> None:
-    result, seconds = timed(codec.decode_message, data)
+    result, seconds = timed(len(data), codec.decode_message, data)
     assert_within(seconds, len(data), "decode_message")
     if isinstance(result, Exception):
         assert isinstance(result, codec.DecodeError), repr(result)
         return
     for name, value in result[6]:
         # What the client does next with a name (table indexes) and a value (a float).
-        index, seconds = timed(codec.decode_subids, name)
+        index, seconds = timed(len(name), codec.decode_subids, name)
         assert_within(seconds, len(name), "decode_subids")
         assert not isinstance(index, Exception), repr(index)
         if isinstance(value, int):
             assert math.isfinite(float(value))
-    rid, seconds = timed(codec.peek_request_id, data)
+    rid, seconds = timed(len(data), codec.peek_request_id, data)
     assert rid is None or isinstance(rid, int)
     assert_within(seconds, len(data), "peek_request_id")
 
@@ -244,7 +254,7 @@ NUT_FRAGMENTS = [
 @example('VAR rack x "' + '\\"' * 2000 + '"')
 @example(' "' * (MAX_LINE_BYTES // 2))
 def test_nut_any_line_splits_in_bounded_time(line: str) -> None:
-    result, seconds = timed(split_line, line)
+    result, seconds = timed(len(line), split_line, line)
     assert_within(seconds, len(line), "split_line")
     # ValueError is split_line's documented refusal; the collector turns it into BadResponse.
     assert not isinstance(result, Exception) or type(result) is ValueError, repr(result)
@@ -269,7 +279,12 @@ async def _nut_answer(data: bytes, readings: Readings) -> None:
 
 def _check_nut(data: bytes) -> None:
     readings = Readings({}, 0.0)
-    result, seconds = timed(asyncio.run, _nut_answer(data, readings))
+
+    def read() -> None:
+        readings.samples.clear()
+        asyncio.run(_nut_answer(data, readings))
+
+    result, seconds = timed(len(data), read)
     assert_within(seconds, len(data), "LIST VAR answer")
     assert result is None or isinstance(result, CollectError | ConnectionClosed), repr(result)
     assert all(math.isfinite(s.value) for s in readings.samples)
@@ -342,7 +357,14 @@ def test_modbus_any_registers_decode_to_a_finite_number_or_not_a_number(
     )
     words = words[: reg.count]
     result, seconds = timed(
-        scaled_value, words, reg.type, reg.word_order, reg.byte_order, reg.scale, reg.offset
+        len(words),
+        scaled_value,
+        words,
+        reg.type,
+        reg.word_order,
+        reg.byte_order,
+        reg.scale,
+        reg.offset,
     )
     assert_within(seconds, len(words), "scaled_value")
     if isinstance(result, Exception):
@@ -422,7 +444,7 @@ def test_ssh_parser_on_any_text(name: str) -> None:
     @example("1700000000 4096\n" * (LINEAR_SIZE // 16))
     @example("\x00" * LINEAR_SIZE)
     def check(text: str) -> None:
-        result, seconds = timed(parse, text)
+        result, seconds = timed(len(text), parse, text)
         assert_within(seconds, len(text), name)
         if isinstance(result, Exception):
             assert isinstance(result, ParseError), repr(result)
@@ -470,7 +492,7 @@ def _check_poll(stdout: str, stderr: str) -> None:
         take_readings(readings, out, SSH_CONFIG, 100.0)
         return readings
 
-    result, seconds = timed(poll)
+    result, seconds = timed(len(stdout) + len(stderr), poll)
     assert_within(seconds, len(stdout) + len(stderr), "split_sections + take_readings")
     # Each reading fails on its own (ssh_reading_ok 0); nothing escapes the poll.
     assert isinstance(result, Readings), repr(result)
@@ -553,9 +575,9 @@ HTTP_FRAGMENTS = [b" ", b"9", b"\x00", b"\xff", b"\xc3", b"\x1b$B", b"+", b"-", 
 
 
 def _check_body(body: bytes, charset: str, expected: str | None) -> None:
-    codec_name, seconds = timed(text_charset, charset)
+    codec_name, seconds = timed(len(body), text_charset, charset)
     assert isinstance(codec_name, str), repr(codec_name)
-    result, more = timed(examine_body, body, codec_name, expected, IGNORE)
+    result, more = timed(len(body), examine_body, body, codec_name, expected, IGNORE)
     assert_within(seconds + more, len(body), f"body as {charset!r}")
     assert isinstance(result, tuple), repr(result)
 
