@@ -27,6 +27,7 @@ from dutyd.collectors.base import TargetConfig
 from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
+from dutyd.core.redact import redact_address
 from dutyd.notify.config import (
     EscalationConfig,
     NotifyConfig,
@@ -272,6 +273,9 @@ _SECRET_KEY = re.compile(r"pass|secret|community|token|key|auth|cred|header", re
 def _shown(err: Mapping[str, Any], loc: Loc) -> str:
     if any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc):
         return "<hidden>"
+    if loc and loc[-1] == "address" and isinstance(err["input"], str):
+        # A URL may hold a password or a token.
+        return repr(redact_address(err["input"]))
     return repr(err["input"])
 
 

@@ -831,3 +831,50 @@ def test_http_only_real_text_charsets_are_used(declared: str, codec: str) -> Non
     from dutyd.collectors.probe_http.collector import text_charset
 
     assert text_charset(declared) == codec
+
+
+async def test_http_configured_headers_do_not_follow_a_redirect_to_another_origin(
+    context: CollectorContext,
+) -> None:
+    # Two real loopback servers on different ports: "/away" on the first redirects to the
+    # second (another origin), "/here" to the first's own "/page" (same origin).
+    seen: dict[str, list[dict[str, str]]] = {"first": [], "second": []}
+
+    def recorder(name: str) -> Any:
+        async def page(request: web.Request) -> web.StreamResponse:
+            seen[name].append(dict(request.headers))
+            return web.Response(text="page")
+
+        return page
+
+    second = web.Application()
+    second.router.add_get("/page", recorder("second"))
+    second_runner, second_port = await serve_on_loopback(second)
+    first = web.Application()
+    first.router.add_get("/page", recorder("first"))
+
+    async def away(_request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(f"http://127.0.0.1:{second_port}/page")
+
+    async def here(_request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/page")
+
+    first.router.add_get("/away", away)
+    first.router.add_get("/here", here)
+    first_runner, first_port = await serve_on_loopback(first)
+    try:
+        secret = {"headers": {"X-Api-Key": "k3y-s3cret"}, "bearer_token": "t0ken"}
+        off = HttpProbeCollector(http(f"http://127.0.0.1:{first_port}/away", **secret), context)
+        assert (await poll(off))["http_status_code"] == 200
+        assert len(seen["second"]) == 1
+        assert "X-Api-Key" not in seen["second"][0]
+        assert "Authorization" not in seen["second"][0]
+
+        on = HttpProbeCollector(http(f"http://127.0.0.1:{first_port}/here", **secret), context)
+        assert (await poll(on))["http_status_code"] == 200
+        assert len(seen["first"]) == 1
+        assert seen["first"][0]["X-Api-Key"] == "k3y-s3cret"
+        assert seen["first"][0]["Authorization"] == "Bearer t0ken"
+    finally:
+        await first_runner.cleanup()
+        await second_runner.cleanup()

@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from dutyd.core.configtypes import parse_duration
+from dutyd.core.redact import redact_address
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.web import openapi, statuspage, views
@@ -445,7 +446,7 @@ async def get_targets(request: web.Request) -> web.Response:
         view = views.target_view(status)
         cfg = kinds.get(status.name)
         view["labels"] = dict(cfg.labels) if cfg is not None else {}
-        view["address"] = cfg.address if cfg is not None else ""
+        view["address"] = redact_address(cfg.address) if cfg is not None else ""
         out.append(view)
     if request.query.get("up") in ("0", "false"):
         out = [t for t in out if not t["up"]]

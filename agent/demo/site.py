@@ -17,6 +17,7 @@ from dutyd.agent.demo import DEVICES
 from dutyd.agent.demo.base import DemoDevice
 from dutyd.agent.demo.phones import DemoPager, demo_duty_sections
 from dutyd.core.configtypes import format_duration
+from dutyd.core.redact import redact_address
 from dutyd.rules.packs import load_pack
 
 log = logging.getLogger("dutyd.demo")
@@ -119,7 +120,7 @@ def _print_intro(settings: Any, devices: list[DemoDevice]) -> None:
     lines = ["", "dutyd demo: a simulated machine room on loopback, watched by the duty rules", ""]
     lines.append("Watching:")
     for t in settings.targets:
-        lines.append(f"  - {t.name:<16} {t.kind:<7} {t.address}")
+        lines.append(f"  - {t.name:<16} {t.kind:<7} {redact_address(t.address)}")
     story = [line for d in devices for line in d.story()]
     if story:
         lines += ["", "What will happen:"] + [f"  - {s}" for s in story]

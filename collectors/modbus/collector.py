@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -24,13 +23,15 @@ from dutyd.collectors.base import (
 )
 from dutyd.collectors.modbus.registers import (
     WORDS,
+    NotANumber,
     Order,
     RegisterType,
-    decode_registers,
+    scaled_value,
     tidy,
 )
 from dutyd.core.configtypes import LabelMap, StrictModel, check_metric_name, format_duration
 from dutyd.core.errors import BadResponse, CollectError, TargetTimeout, TargetUnreachable
+from dutyd.core.redact import redact_address
 
 Table = Literal["holding", "input", "coil", "discrete"]
 
@@ -245,7 +246,7 @@ class ModbusCollector(Collector[ModbusTarget]):
         # Names come from the config, so HELP texts are per instance (see help_for).
         self.metric_help = self.help_for(config)
         self._host, self._port = split_endpoint(config.address)
-        self._where = f"{config.address} unit {config.unit_id}"
+        self._where = f"{redact_address(config.address)} unit {config.unit_id}"
         self._blocks = plan_reads(config.registers)
         # Where each register's value sits: (block index, offset in the block), in config order.
         self._slots: list[tuple[ModbusRegister, int, int]] = []
@@ -291,19 +292,21 @@ class ModbusCollector(Collector[ModbusTarget]):
         for reg, block_index, pos in self._slots:
             values = results[block_index]
             if reg.table in _BIT_TABLES:
-                raw = 1.0 if values[pos] else 0.0
+                value = tidy((1.0 if values[pos] else 0.0) * reg.scale + reg.offset, reg.type)
             else:
-                raw = decode_registers(
-                    values[pos : pos + reg.count], reg.type, reg.word_order, reg.byte_order
-                )
-                if not math.isfinite(raw):
-                    not_numbers.append(
-                        f"{reg.name} ({_TABLE_NOUN[reg.table]} {reg.address}) reads {raw}"
+                try:
+                    value = scaled_value(
+                        values[pos : pos + reg.count],
+                        reg.type,
+                        reg.word_order,
+                        reg.byte_order,
+                        reg.scale,
+                        reg.offset,
                     )
+                except NotANumber as exc:
+                    not_numbers.append(f"{reg.name} ({_TABLE_NOUN[reg.table]} {reg.address}) {exc}")
                     continue
-            readings.add_labelled(
-                reg.name, tidy(raw * reg.scale + reg.offset, reg.type), reg.labels
-            )
+            readings.add_labelled(reg.name, value, reg.labels)
         if not_numbers:
             # A sensor fault or a wrong word/byte order; never export it as a number.
             raise BadResponse(

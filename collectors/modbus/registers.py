@@ -3,6 +3,7 @@ type and word/byte order vendors use. Pure functions, no I/O."""
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from typing import Literal
@@ -50,3 +51,27 @@ def tidy(value: float, type_: str) -> float:
     """Drop the binary noise of raw*scale (22.400000000000002 -> 22.4), which would otherwise
     show in alert texts; 12 digits keep every int32 exact, 7 match a float32's precision."""
     return float(f"{value:.{7 if type_ == 'float32' else 12}g}")
+
+
+class NotANumber(ValueError):
+    """The registers hold NaN or infinity, or scaling took the value out of a float's range."""
+
+
+def scaled_value(
+    words: Sequence[int],
+    type: RegisterType,  # named as the config key
+    word_order: Order,
+    byte_order: Order,
+    scale: float,
+    offset: float,
+) -> float:
+    """The exported value of one register value: raw * scale + offset, tidied. Raises
+    NotANumber (with the raw value in its message) rather than return a non-finite number:
+    a float32 sensor fault, or a huge raw value times a large scale, is no reading."""
+    raw = decode_registers(words, type, word_order, byte_order)
+    if not math.isfinite(raw):
+        raise NotANumber(f"reads {raw}")
+    value = raw * scale + offset
+    if not math.isfinite(value):
+        raise NotANumber(f"reads {raw:g}, which times scale {scale:g} is out of range")
+    return tidy(value, type)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import re
 import socket
 from collections.abc import Mapping
@@ -403,7 +404,9 @@ class NutCollector(Collector[NutTarget]):
                 except ValueError:
                     # One odd value (some drivers print "unknown") must not hide the rest.
                     continue
-                if number == number:  # NaN: not a reading
+                # NaN and infinities ("inf", or a digit string too long for a float) are no
+                # reading either.
+                if math.isfinite(number):
                     readings.add_labelled(name, number, labels)
                 break
 

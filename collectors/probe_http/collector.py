@@ -9,7 +9,7 @@ import hashlib
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetC
 from dutyd.collectors.netutil import budget, hostport
 from dutyd.core.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
 from dutyd.core.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
+from dutyd.core.redact import redact_address
 
 MIB = 1024 * 1024
 USER_AGENT = "dutyd-probe"
@@ -83,7 +84,11 @@ class HttpTarget(TargetConfig):
         default_factory=dict,
         description="Extra request headers; values are kept as secrets (never shown).",
     )
-    follow_redirects: bool = Field(default=True, description="Follow up to 10 redirects.")
+    follow_redirects: bool = Field(
+        default=True,
+        description="Follow up to 10 redirects; headers, basic auth and tokens go only to the "
+        "probed URL's origin (scheme, host, port).",
+    )
     verify: bool = Field(default=True, description="Verify the server's TLS certificate.")
     ca_file: str | None = Field(
         default=None, description="PEM file of the CA(s) to trust instead of the system store."
@@ -124,7 +129,12 @@ class HttpTarget(TargetConfig):
         try:
             url = URL(v)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{v!r} is not a URL: {exc}") from None
+            # The URL may hold a password or token: shown redacted, and yarl's reason only
+            # when it does not quote the URL.
+            reason = str(exc)
+            if "@" in reason or "//" in reason or "?" in reason or len(reason) > 80:
+                reason = type(exc).__name__
+            raise ValueError(f"{redact_address(v)!r} is not a URL: {reason}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http:// or https:// URL with a host")
         return v
@@ -349,6 +359,36 @@ def text_charset(name: str | None) -> str:
     return codec if codec in TEXT_CHARSETS else "utf-8"
 
 
+def examine_body(
+    body: bytes, charset: str, expected_text: str | None, patterns: Sequence[re.Pattern[str]]
+) -> tuple[bool, str]:
+    """(expected text found, fingerprint) of a body read with `charset` (a `text_charset`).
+
+    Without ignore patterns the fingerprint is the SHA-256 of the raw bytes, so
+    `curl -s URL | sha256sum` gives the same value for expected_sha256; with them, of the text
+    (UTF-8) after every pattern is removed. Blocking (up to max_body_bytes of work)."""
+    text: str | None = None
+    if expected_text is not None or patterns:
+        text = body.decode(charset, errors="replace")
+    text_ok = expected_text is None or expected_text in (text or "")
+    if not patterns:
+        return text_ok, hashlib.sha256(body).hexdigest()
+    assert text is not None
+    for pattern in patterns:
+        text = pattern.sub("", text)
+    return text_ok, hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# As aiohttp's own redirect following: these statuses with a Location header.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port (the default one when not written)."""
+    return url.scheme, url.host, url.port
+
+
 def _charset(resp: aiohttp.ClientResponse) -> str:
     return text_charset(resp.charset)
 
@@ -373,13 +413,14 @@ class HttpProbeCollector(Collector[HttpTarget]):
         url = URL(config.address)
         self._url = url
         # Messages name the page without credentials or query (tokens live there).
-        self._shown = str(url.with_user(None).with_query(None).with_fragment(None))
+        self._shown = redact_address(config.address)
         self._where = hostport(url.host or "", url.port or 0)
         self._statuses = parse_status_ranges(config.expected_status)
         self._patterns = [re.compile(p) for p in config.ignore_patterns]
         password = pick_secret(config.password, config.password_env, config.password_file)
-        # The header is built here (aiohttp's BasicAuth is deprecated); aiohttp drops it on a
-        # redirect to another origin, so the password never follows a redirect off-site.
+        # The header is built here (aiohttp's BasicAuth is deprecated). Like every configured
+        # header it is sent only to the probed URL's origin (see _fetch): the password never
+        # follows a redirect off-site.
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         bearer = pick_secret(config.bearer_token, config.bearer_token_env, config.bearer_token_file)
         if bearer:
@@ -406,8 +447,8 @@ class HttpProbeCollector(Collector[HttpTarget]):
             self._changed = False
         return self._baseline
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        if self._url.scheme != "https":
+    def _ssl(self, url: URL) -> ssl.SSLContext | bool:
+        if url.scheme != "https":
             return True
         if not self.config.verify:
             return self.context.shared("ssl.unverified", _unverified_context)
@@ -469,26 +510,53 @@ class HttpProbeCollector(Collector[HttpTarget]):
         readings.add("probe_success", 1.0 if status_ok and text_ok else 0.0)
 
     async def _fetch(self, session: aiohttp.ClientSession, timing: _Timing) -> _Page:
+        """The page, following redirects here rather than in aiohttp: aiohttp drops only
+        Authorization and cookies on a redirect to another origin, and the configured
+        `headers` (API keys) must not follow a redirect off-site either."""
         cfg = self.config
-        async with session.request(
-            cfg.method,
-            self._url,
-            headers=self._headers or None,
-            allow_redirects=cfg.follow_redirects,
-            ssl=self._ssl(),
-            trace_request_ctx=timing,
-        ) as resp:
-            if cfg.method == "HEAD":
-                return _Page(resp.status, b"", resp.content_length or 0, "utf-8")
-            body = bytearray()
-            cap = cfg.max_body_bytes
-            # Read in pieces up to the cap: a huge (or endless) page cannot exhaust memory.
-            while len(body) < cap:
-                chunk = await resp.content.read(min(cap - len(body), 256 * 1024))
-                if not chunk:
-                    break
-                body += chunk
-            return _Page(resp.status, bytes(body), len(body), _charset(resp))
+        url = self._url
+        for _ in range(MAX_REDIRECTS + 1):
+            # Secrets go only to the probed URL's own origin (scheme, host and port).
+            same_origin = _origin(url) == _origin(self._url)
+            async with session.request(
+                cfg.method,
+                url,
+                headers=(self._headers or None) if same_origin else None,
+                allow_redirects=False,
+                ssl=self._ssl(url),
+                trace_request_ctx=timing,
+            ) as resp:
+                location = resp.headers.get(aiohttp.hdrs.LOCATION)
+                if not (cfg.follow_redirects and resp.status in _REDIRECTS and location):
+                    return await self._read(resp)
+                url = self._redirect_target(resp.url, location)
+        raise BadResponse(f"{cfg.method} {self._shown}: more than {MAX_REDIRECTS} redirects")
+
+    def _redirect_target(self, base: URL, location: str) -> URL:
+        try:
+            target = base.join(URL(location))
+        except ValueError:
+            target = None
+        if target is None or target.scheme not in ("http", "https") or not target.host:
+            raise BadResponse(
+                f"{self.config.method} {self._shown}: redirected to "
+                f"{redact_address(location[:200])!r}, which is not an http(s) URL"
+            )
+        return target
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> _Page:
+        cfg = self.config
+        if cfg.method == "HEAD":
+            return _Page(resp.status, b"", resp.content_length or 0, "utf-8")
+        body = bytearray()
+        cap = cfg.max_body_bytes
+        # Read in pieces up to the cap: a huge (or endless) page cannot exhaust memory.
+        while len(body) < cap:
+            chunk = await resp.content.read(min(cap - len(body), 256 * 1024))
+            if not chunk:
+                break
+            body += chunk
+        return _Page(resp.status, bytes(body), len(body), _charset(resp))
 
     def _cert_seconds(self, der: bytes) -> float:
         # The same certificate poll after poll: parse it once, then count down.
@@ -501,20 +569,7 @@ class HttpProbeCollector(Collector[HttpTarget]):
 
     def _examine(self, page: _Page) -> tuple[bool, str]:
         """(expected text found, fingerprint) of a page. Blocking: run in the thread pool."""
-        text: str | None = None
-        if self.config.expected_text is not None or self._patterns:
-            text = page.body.decode(page.charset, errors="replace")
-        text_ok = self.config.expected_text is None or self.config.expected_text in (text or "")
-        return text_ok, self._fingerprint(page.body, text)
-
-    def _fingerprint(self, body: bytes, text: str | None) -> str:
-        if not self._patterns:
-            # Raw bytes, so `curl -s URL | sha256sum` gives the same value for expected_sha256.
-            return hashlib.sha256(body).hexdigest()
-        assert text is not None
-        for pattern in self._patterns:
-            text = pattern.sub("", text)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return examine_body(page.body, page.charset, self.config.expected_text, self._patterns)
 
     def _compare(self, fingerprint: str, text_ok: bool) -> None:
         self.fingerprint = fingerprint
@@ -546,8 +601,6 @@ class HttpProbeCollector(Collector[HttpTarget]):
             return TargetUnreachable(f"{what}: cannot connect to {self._where}: {reason}")
         if isinstance(exc, aiohttp.ServerDisconnectedError):
             return BadResponse(f"{what}: {self._where} closed the connection without an answer")
-        if isinstance(exc, aiohttp.TooManyRedirects):
-            return BadResponse(f"{what}: more than 10 redirects")
         if isinstance(exc, aiohttp.ClientResponseError):
             return BadResponse(f"{what}: malformed HTTP answer ({exc.message})")
         if isinstance(exc, aiohttp.ClientPayloadError):
@@ -555,4 +608,10 @@ class HttpProbeCollector(Collector[HttpTarget]):
         return BadResponse(f"{what} failed: {type(exc).__name__}: {exc}")
 
 
-__all__ = ["HttpProbeCollector", "HttpTarget", "parse_status_ranges"]
+__all__ = [
+    "HttpProbeCollector",
+    "HttpTarget",
+    "examine_body",
+    "parse_status_ranges",
+    "text_charset",
+]

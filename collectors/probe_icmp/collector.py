@@ -27,6 +27,7 @@ from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetC
 from dutyd.collectors.netutil import budget, resolve
 from dutyd.core.configtypes import Duration, format_duration
 from dutyd.core.errors import CollectError, TargetTimeout, TargetUnreachable
+from dutyd.core.redact import redact_address
 
 ECHO_REPLY = 0
 DEST_UNREACHABLE = 3
@@ -347,7 +348,9 @@ class IcmpProbeCollector(Collector[IcmpTarget]):
             use_icmp = pinger.available
             if not use_icmp and (cfg.method == "icmp" or cfg.fallback_port is None):
                 hint = "" if cfg.method == "icmp" else "; set fallback_port to probe by TCP"
-                raise CollectError(f"cannot ping {cfg.address}: {pinger.why_not}{hint}")
+                raise CollectError(
+                    f"cannot ping {redact_address(cfg.address)}: {pinger.why_not}{hint}"
+                )
         if use_icmp:
             self.mode = pinger.mode
             method, what = "icmp", "ICMP echo"
@@ -379,9 +382,9 @@ class IcmpProbeCollector(Collector[IcmpTarget]):
         if not rtts:
             errors = [r for r in results if isinstance(r, str) and r != "timeout"]
             if errors:
-                raise TargetUnreachable(f"{what} to {cfg.address}: {errors[0]}")
+                raise TargetUnreachable(f"{what} to {redact_address(cfg.address)}: {errors[0]}")
             raise TargetTimeout(
-                f"no answer to {cfg.count} {what} from {cfg.address} within "
+                f"no answer to {cfg.count} {what} from {redact_address(cfg.address)} within "
                 f"{format_duration(cfg.timeout)}"
             )
         readings.add("probe_success", 1.0, method=method)

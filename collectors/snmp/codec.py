@@ -14,6 +14,7 @@ request reuses the bytes the agent sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 Oid = tuple[int, ...]
@@ -149,11 +150,19 @@ def encode_oid_content(oid: Sequence[int]) -> bytes:
     return _subid(oid[0] * 40 + oid[1]) + b"".join(_subid(n) for n in oid[2:])
 
 
+# A sub-identifier is at most 32 bits (RFC 2578), 5 octets of 7 bits: a longer run of
+# continuation octets is not an OID, and decoding it would build a huge int one shift at a time
+# (quadratic in the datagram: 0.4 s for one 64 KB sub-identifier).
+_LONG_SUBID = re.compile(rb"[\x80-\xff]{5}")
+
+
 def decode_subids(data: bytes) -> Oid:
     """Sub-identifiers of raw OID content bytes, without the first-two-arcs rule: used for
     a table index (the bytes after a column prefix)."""
     if len(data) == 1 and data[0] < 0x80:
         return (data[0],)
+    if _LONG_SUBID.search(data):
+        raise DecodeError("OID sub-identifier longer than 32 bits")
     out: list[int] = []
     n = 0
     for b in data:
@@ -351,6 +360,11 @@ def _int(data: bytes, p: int, end: int) -> tuple[int, int]:
 read_header = _header
 read_int = _int
 
+# Content octets of a numeric value: Counter64 takes 9 (a leading zero when the top bit is set).
+# A longer one is no SNMP type, and as a Python int it would not even convert to a float.
+MAX_NUMBER_OCTETS = 9
+
+
 _UNSIGNED = frozenset((T_COUNTER32, T_GAUGE32, T_TIMETICKS, T_COUNTER64))
 _OCTETS = frozenset((T_OCTETS, T_IPADDR, T_OPAQUE))
 
@@ -420,6 +434,9 @@ def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
             oid = data[s:r]
         if r >= bend or not oid:
             raise DecodeError("varbind without a value")
+        # Names are kept as raw bytes and decoded later (table indexes): checked here, once.
+        if oid[-1] & 0x80 or _LONG_SUBID.search(oid):
+            raise DecodeError("varbind name is not a well-formed OID")
         tag = data[r]
         n = data[r + 1]
         if n < 0x80:
@@ -431,12 +448,12 @@ def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
             raise DecodeError("varbind length mismatch")
         value: AnyValue
         if tag == T_INTEGER:
-            if e == s:
-                raise DecodeError("empty INTEGER")
+            if e == s or e - s > MAX_NUMBER_OCTETS:
+                raise DecodeError(f"INTEGER of {e - s} octets")
             value = from_bytes(data[s:e], "big", signed=True)
         elif tag in unsigned:
-            if e == s:
-                raise DecodeError("empty unsigned value")
+            if e == s or e - s > MAX_NUMBER_OCTETS:
+                raise DecodeError(f"unsigned value of {e - s} octets")
             value = from_bytes(data[s:e], "big")
         elif tag in _OCTETS:
             value = data[s:e]
