@@ -109,27 +109,33 @@ class _FleetNutServer(NutServer):
         super().__init__(upses)
         self.owner = owner
 
-    def answer(self, request: str) -> tuple[str, bool]:
-        if self.owner.mode == "garbage":
-            return GARBAGE.decode("latin-1") + "\n", False
-        return super().answer(request)
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        mode = self.owner.mode
-        if mode == "silent":
-            # A hung upsd: the connection is accepted, nothing is ever answered. Listed with the
-            # clients so that stop() closes it.
-            self._clients.add(writer)
-            try:
-                with contextlib.suppress(ConnectionError):
-                    await reader.read()
-            finally:
-                self._clients.discard(writer)
-                writer.close()
+        # The demo server's loop, with the device's mode applied to every request: clients
+        # keep their connection between polls, so a fault must reach open connections too.
+        self._clients.add(writer)
+        try:
+            for _ in range(10_000_000):  # bounded: one request per round
+                line = await reader.readline()
+                if not line or not line.endswith(b"\n") or len(line) > 1024:
+                    return
+                mode = self.owner.mode
+                if mode == "silent":
+                    continue  # a hung upsd: the request is read, nothing is answered
+                if mode == "slow":
+                    await asyncio.sleep(self.owner.delay)
+                if mode == "garbage":
+                    reply, hang_up = GARBAGE.decode("latin-1") + "\n", False
+                else:
+                    reply, hang_up = self.answer(line.decode("utf-8", "replace").strip())
+                writer.write(reply.encode("latin-1" if mode == "garbage" else "utf-8"))
+                await writer.drain()
+                if hang_up:
+                    return
+        except (ConnectionError, ValueError):
             return
-        if mode == "slow":
-            await asyncio.sleep(self.owner.delay)
-        await super()._serve(reader, writer)
+        finally:
+            self._clients.discard(writer)
+            writer.close()
 
 
 class NutDevice(FleetDevice):

@@ -6,7 +6,8 @@ always gives the same names, addresses and ports, so the configs written for dut
 Prometheus stack and the running fleet agree without talking to each other.
 
 Every device has its own loopback address (the whole 127.0.0.0/8 is loopback on Linux) and the
-port of its kind, as in a real room where every box listens on the standard port:
+port of its kind, as in a real room where every box listens on the standard port (with
+`subnet: n`, the second octet is raised by 10n so that rooms run side by side):
 
     switch     sw-0001    127.1.x.y:16100/udp  SNMP v2c, 48 ports (IF-MIB, ifXTable)
     snmp_ups   ups-0001   127.2.x.y:16100/udp  SNMP v2c, UPS-MIB
@@ -122,6 +123,8 @@ class FleetSpec:
     shards: int = 2  # processes serving the room
     control_port: int = 18600  # shard k's control endpoint: 127.0.0.1:control_port + k
     epoch: float | None = None  # Unix time that fault times count from
+    # Rooms with different subnets run side by side: kind k's hosts are 127.(k + 10*subnet).x.y
+    subnet: int = 0
     faults: list[Fault] = field(default_factory=list)
 
     @classmethod
@@ -134,6 +137,7 @@ class FleetSpec:
             "shards",
             "control_port",
             "epoch",
+            "subnet",
             "faults",
         }
         if unknown:
@@ -146,10 +150,13 @@ class FleetSpec:
             spec.shards = int(raw.get("shards", spec.shards))
             spec.control_port = int(raw.get("control_port", spec.control_port))
             spec.epoch = None if raw.get("epoch") is None else float(raw["epoch"])
+            spec.subnet = int(raw.get("subnet", spec.subnet))
         except (TypeError, ValueError) as exc:
             raise SpecError(f"a number was expected: {exc}") from None
         if not 1 <= spec.devices <= 250 * 250:
             raise SpecError("devices: between 1 and 62500")
+        if not 0 <= spec.subnet <= 24:
+            raise SpecError("subnet: 0..24")
         if spec.shards < 1 or spec.interval < 1 or spec.timeout <= 0:
             raise SpecError("shards >= 1, interval >= 1 and timeout > 0 are required")
         if "mix" in raw:
@@ -185,6 +192,7 @@ class FleetSpec:
             "shards": self.shards,
             "control_port": self.control_port,
             "epoch": self.epoch,
+            "subnet": self.subnet,
             "faults": [f.__dict__ for f in self.faults],
         }
 
@@ -202,7 +210,7 @@ class FleetSpec:
         devices: list[Device] = []
         for kind, n in self.counts().items():
             for i in range(n):
-                host = f"127.{OCTET[kind]}.{i // 250}.{i % 250 + 1}"
+                host = f"127.{OCTET[kind] + 10 * self.subnet}.{i // 250}.{i % 250 + 1}"
                 name = f"{PREFIX[kind]}-{i + 1:04d}"
                 devices.append(Device(name, kind, host, PORT[kind], len(devices)))
         return devices
