@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import linecache
 import os
 import signal
 import subprocess
@@ -107,7 +108,13 @@ async def daemon_child(directory: Path, mode: str, wait: float, top: int) -> dic
             peak_mib=peak / 2**20,
             series=series,
             lines=[
-                (short(s.traceback[0].filename), s.traceback[0].lineno, s.size, s.count)
+                (
+                    short(s.traceback[0].filename),
+                    s.traceback[0].lineno,
+                    s.size,
+                    s.count,
+                    linecache.getline(s.traceback[0].filename, s.traceback[0].lineno).strip(),
+                )
                 for s in by_line[:top]
             ],
             files=[(short(s.traceback[0].filename), s.size, s.count) for s in by_file[:top]],
@@ -145,16 +152,16 @@ def report(plain: dict[str, Any], traced: dict[str, Any]) -> None:
         print(f"{name:<28} {count:>10} {size / 2**20:>8.1f}")
     ts = traced["series"] or series
     print(
-        f"\ntracemalloc: {traced['traced_mib']:.1f} MiB traced since the daemon was built "
-        f"(peak {traced['peak_mib']:.1f}) = {traced['traced_mib'] * 2**20 / ts:.0f} B per series,"
+        f"\ntracemalloc: {traced['traced_mib']:.1f} MiB alive, allocated since the daemon was built"
+        f" (peak {traced['peak_mib']:.1f}) = {traced['traced_mib'] * 2**20 / ts:.0f} B per series,"
         f" {traced['traced_mib'] * 1024 / targets:.1f} KiB per target"
     )
     print(f"\n{'top allocation sites (line)':<62} {'MiB':>7} {'B/series':>9} {'B/target':>9}")
-    for filename, lineno, size, count in traced["lines"]:
+    for filename, lineno, size, count, code in traced["lines"]:
         where = f"{filename}:{lineno}"
         print(
             f"{where[-62:]:<62} {size / 2**20:>7.2f} {size / ts:>9.1f} {size / targets:>9.0f}"
-            f"  ({count} blocks)"
+            f"  ({count} blocks)\n      {code[:110]}"
         )
     print(f"\n{'by file':<62} {'MiB':>7} {'B/series':>9}")
     for filename, size, _count in traced["files"]:
@@ -185,7 +192,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="dutyd-memory-") as tmp:
         directory = Path(tmp)
-        spec = FleetSpec(devices=args.devices, interval=args.interval, shards=args.shards)
+        # subnet 1: beside a bench_fleet.py room
+        spec = FleetSpec(devices=args.devices, interval=args.interval, shards=args.shards, subnet=1)
         spec.control_port = free_port()
         write_all(spec, directory, dutyd_port=free_port(), receiver="http://127.0.0.1:9")
         fleet = [
