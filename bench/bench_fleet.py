@@ -276,7 +276,7 @@ async def run_size(args: argparse.Namespace, size: int, directory: Path) -> dict
     ):  # consecutive control ports
         spec.control_port = free_port()
     dutyd_port = free_port()
-    stack_ports = {s: {k: free_port() for k in BINARIES} for s in STACK_SETTINGS}
+    stack_ports = {s: {k: free_port() for k in BINARIES} for s in args.stacks}
     base = f"http://127.0.0.1:{receiver.port}"
     write_all(spec, directory, dutyd_port=dutyd_port, receiver=base, stack_ports=stack_ports)
     counts = spec.counts()
@@ -433,6 +433,7 @@ async def run_size(args: argparse.Namespace, size: int, directory: Path) -> dict
             }
         result = {
             "devices": size,
+            "stacks": list(stack_ports),
             "counts": counts,
             "interval": args.interval,
             "window": wall,
@@ -473,7 +474,7 @@ def print_size(r: dict[str, Any]) -> None:
     for name, v in r["procs"].items():
         print(f"{name:<34} {v['cpu']:>10.2f} {v['rss']:>9.1f} {v['hwm']:>9.1f}")
     d = r["procs"]["dutyd"]
-    for stack in STACK_SETTINGS:
+    for stack in r["stacks"]:
         t = stack_total(r, stack)
         print(f"{stack + ' stack total':<34} {t['cpu']:>10.2f} {t['rss']:>9.1f} {t['hwm']:>9.1f}")
         print(
@@ -504,7 +505,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
             f"{r['devices']:>7} {'dutyd':<14} {d['cpu']:>7.2f} {d['rss']:>7.1f} "
             f"{lat['p50']:>6.1f} {lat['p99']:>6.1f}"
         )
-        for stack in STACK_SETTINGS:
+        for stack in r["stacks"]:
             t = stack_total(r, stack)
             lat = r["latency"][stack]
             print(
@@ -534,9 +535,14 @@ def main() -> None:
         "--settle", type=float, default=200.0, help="max wait for pages after the last fault"
     )
     p.add_argument("--shards", type=int, default=2, help="processes serving the fleet")
+    p.add_argument("--stacks", default="typical,tuned", help="Prometheus stacks to run")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    unknown = set(args.stacks) - set(STACK_SETTINGS)
+    if unknown:
+        p.error(f"--stacks: unknown {sorted(unknown)}; known: {', '.join(STACK_SETTINGS)}")
     results = asyncio.run(main_async(args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

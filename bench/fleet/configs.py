@@ -370,7 +370,7 @@ def write_all(
         "tuned": {"prometheus": 19190, "snmp": 19216, "blackbox": 19215, "alertmanager": 19193},
     }
     for stack in STACK_SETTINGS:
-        ports = (stack_ports or default_ports)[stack]
+        ports = (stack_ports or {}).get(stack, default_ports[stack])
         p = prom / f"prometheus-{stack}.yml"
         p.write_text(yaml.safe_dump(prometheus_config(spec, directory, stack, ports)))
         a = prom / f"alertmanager-{stack}.yml"
