@@ -8,10 +8,11 @@ process of its own (the room's config, `Daemon` from dutyd.agent.daemon), twice:
   1. plain: RSS before the daemon starts and after --wait seconds (every target polled at least
      once), three /metrics scrapes (time, series, bytes), and the live objects by type
      (gc.get_objects: count and shallow bytes), so the figures are the daemon's as it runs;
-  2. tracemalloc (25 frames): the allocations alive after --wait seconds that were made since
-     the daemon was built, grouped by source line and by file, with bytes per /metrics series
-     and per target. tracemalloc slows the daemon and adds its own overhead, so its RSS is
-     not quoted.
+  2. tracemalloc (--frames, default 1: grouping by line needs no more, and more frames slow
+     the daemon until polls time out): the allocations alive after --wait seconds (and every
+     target up) that were made since the daemon was built, grouped by source line and by
+     file, with bytes per /metrics series and per target. tracemalloc slows the daemon and
+     adds its own overhead, so its RSS is not quoted.
 
 Nothing is optimised here: the figures say where the memory is.
 """
@@ -77,7 +78,9 @@ def short(filename: str) -> str:
     return filename
 
 
-async def daemon_child(directory: Path, mode: str, wait: float, top: int) -> dict[str, Any]:
+async def daemon_child(
+    directory: Path, mode: str, wait: float, top: int, frames: int
+) -> dict[str, Any]:
     from dutyd.agent.config import load_config
     from dutyd.agent.daemon import Daemon
 
@@ -87,11 +90,19 @@ async def daemon_child(directory: Path, mode: str, wait: float, top: int) -> dic
     gc.collect()
     rss0 = rss_mib()
     if mode == "tracemalloc":
-        tracemalloc.start(25)
+        tracemalloc.start(frames)
     daemon = Daemon(settings)
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(wait)
-    out: dict[str, Any] = {"mode": mode, "targets": targets}
+    # tracemalloc slows every allocation: wait (bounded) until every target has answered, so
+    # both modes hold the same series.
+    deadline = time.monotonic() + 3 * settings.targets[0].interval
+    while time.monotonic() < deadline:
+        if sum(1 for s in daemon.store.status.values() if s.up) >= targets:
+            break
+        await asyncio.sleep(2)
+    up = sum(1 for s in daemon.store.status.values() if s.up)
+    out: dict[str, Any] = {"mode": mode, "targets": targets, "up": up}
     if mode == "tracemalloc":
         gc.collect()
         snap = tracemalloc.take_snapshot()
@@ -137,6 +148,7 @@ async def daemon_child(directory: Path, mode: str, wait: float, top: int) -> dic
 def report(plain: dict[str, Any], traced: dict[str, Any]) -> None:
     targets, series = plain["targets"], plain["series"]
     print(f"\n== dutyd, {targets} targets, {series} series on /metrics ==")
+    print(f"targets up when measured: plain {plain['up']}, tracemalloc {traced['up']}")
     grown = plain["rss_mib"] - plain["rss_before_mib"]
     print(
         f"RSS {plain['rss_mib']:.1f} MiB ({plain['rss_before_mib']:.1f} MiB before the daemon "
@@ -175,6 +187,7 @@ def main() -> None:
     p.add_argument("--wait", type=float, default=80.0, help="seconds the daemon runs first")
     p.add_argument("--shards", type=int, default=2)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per allocation")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--role", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="plain", help=argparse.SUPPRESS)
@@ -184,7 +197,7 @@ def main() -> None:
         import logging
 
         logging.basicConfig(level=logging.WARNING)
-        result = asyncio.run(daemon_child(args.dir, args.mode, args.wait, args.top))
+        result = asyncio.run(daemon_child(args.dir, args.mode, args.wait, args.top, args.frames))
         print(json.dumps(result), flush=True)
         return
 
@@ -214,7 +227,7 @@ def main() -> None:
                     raise SystemExit("a fleet shard did not start")
             print(f"fleet: {spec.counts()}; daemon runs {args.wait:g}s per mode", flush=True)
             child_argv = [sys.executable, __file__, "--role", "daemon", "--wait", str(args.wait)]
-            child_argv += ["--top", str(args.top)]
+            child_argv += ["--top", str(args.top), "--frames", str(args.frames)]
             for mode in ("plain", "tracemalloc"):
                 child = subprocess.run(
                     [*child_argv, "--mode", mode, "--dir", tmp],
