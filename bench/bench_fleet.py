@@ -68,6 +68,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def raise_fd_limit() -> None:
+    """In each started process: the soft open-files limit up to the hard one, as a service
+    unit's LimitNOFILE would (5,000 devices keep more than 1,024 connections open)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK
@@ -113,6 +123,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
+                preexec_fn=raise_fd_limit,
                 **kw,
             )
         proc = Proc(name, popen, log)
