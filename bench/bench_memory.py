@@ -96,12 +96,15 @@ async def daemon_child(
     await asyncio.sleep(wait)
     # tracemalloc slows every allocation: wait (bounded) until every target has answered, so
     # both modes hold the same series.
+    # The latest-value store is `Daemon.store` on this branch, `Daemon.latest` on main since
+    # the daemon split; both keep `status` per target.
+    latest = getattr(daemon, "latest", None) or daemon.store
     deadline = time.monotonic() + 3 * settings.targets[0].interval
     while time.monotonic() < deadline:
-        if sum(1 for s in daemon.store.status.values() if s.up) >= targets:
+        if sum(1 for s in latest.status.values() if s.up) >= targets:
             break
         await asyncio.sleep(2)
-    up = sum(1 for s in daemon.store.status.values() if s.up)
+    up = sum(1 for s in latest.status.values() if s.up)
     out: dict[str, Any] = {"mode": mode, "targets": targets, "up": up}
     if mode == "tracemalloc":
         gc.collect()
