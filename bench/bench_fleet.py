@@ -367,10 +367,11 @@ async def run_size(args: argparse.Namespace, size: int, directory: Path) -> dict
                     env,
                 ),
             }
-        await wait_http(f"http://127.0.0.1:{dutyd_port}/healthz")
+        # Loading and validating thousands of targets takes a while on a busy machine.
+        await wait_http(f"http://127.0.0.1:{dutyd_port}/healthz", 300)
         for ports in stack_ports.values():
-            await wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready")
-            await wait_http(f"http://127.0.0.1:{ports['alertmanager']}/-/ready")
+            await wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready", 120)
+            await wait_http(f"http://127.0.0.1:{ports['alertmanager']}/-/ready", 120)
 
         warmup = args.interval + 20
         print(f"warm-up {warmup:g}s ...", flush=True)
