@@ -98,7 +98,7 @@ async def daemon_child(
     # both modes hold the same series.
     # The latest-value store is `Daemon.store` on this branch, `Daemon.latest` on main since
     # the daemon split; both keep `status` per target.
-    latest = getattr(daemon, "latest", None) or daemon.store
+    latest = daemon.latest
     deadline = time.monotonic() + 3 * settings.targets[0].interval
     while time.monotonic() < deadline:
         if sum(1 for s in latest.status.values() if s.up) >= targets:
