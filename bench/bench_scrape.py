@@ -20,8 +20,8 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
 
+from dutyd.collectors.base import Readings
 from dutyd.core.latest import LatestSamples, TargetStatus
-from dutyd.core.records import Sample
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import StoreExporter
 from dutyd.web.server import HttpServer
@@ -41,13 +41,15 @@ def fill(store: LatestSamples, series: int) -> int:
     for t in range(targets):
         name = f"sw-{t:05d}"
         base = {"target": name, "kind": "snmp", "site": "hq", "room": f"R{t % 8}", "role": "switch"}
-        samples = [Sample.of("target_up", 1.0, now, base)]
+        # Built as a collector builds them (Readings: interned label sets).
+        readings = Readings(base, now)
+        readings.add("target_up", 1.0)
         for p in range(PORTS_PER_SWITCH):
-            labels = {**base, "port": f"Gi1/0/{p + 1}"}
-            samples.append(Sample.of("if_oper_up", float(p % 5 != 0), now, labels))
-            samples.append(Sample.of("if_in_octets_total", 1e9 * t + 12345.0 * p, now, labels))
-            samples.append(Sample.of("if_out_octets_total", 2e9 * t + 54321.0 * p, now, labels))
-        store.replace_target(name, samples)
+            port = f"Gi1/0/{p + 1}"
+            readings.add("if_oper_up", float(p % 5 != 0), port=port)
+            readings.add("if_in_octets_total", 1e9 * t + 12345.0 * p, port=port)
+            readings.add("if_out_octets_total", 2e9 * t + 54321.0 * p, port=port)
+        store.replace_target(name, readings.samples)
         store.status[name] = TargetStatus(name, "snmp", up=True)
     return len(store)
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import Field, field_validator
 
 from dutyd.core.configtypes import LabelMap, PositiveDuration, StrictModel
-from dutyd.core.records import Labels, Sample
+from dutyd.core.records import INTERN_LIMIT, Labels, Sample, intern_labels
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
@@ -80,12 +80,17 @@ class TargetConfig(StrictModel):
 
 class Readings:
     """What one poll read. Target labels (target, kind, site, room, ...) are stamped here,
-    so a collector only names what it measured and the labels that tell readings apart."""
+    so a collector only names what it measured and the labels that tell readings apart.
 
-    __slots__ = ("_base", "samples", "timestamp")
+    Label sets are interned (`intern_labels`): a series carries the same tuple from poll to
+    poll, and a label set seen before is found without sorting by (target labels, the
+    reading's own labels as given)."""
+
+    __slots__ = ("_base", "_base_labels", "samples", "timestamp")
 
     def __init__(self, base_labels: Mapping[str, str], timestamp: float) -> None:
         self._base = dict(base_labels)
+        self._base_labels = intern_labels(tuple(sorted(self._base.items())))
         self.timestamp = timestamp
         self.samples: list[Sample] = []
 
@@ -95,10 +100,25 @@ class Readings:
     def add_labelled(self, name: str, value: float, labels: Mapping[str, str]) -> None:
         merged: Labels
         if labels:
-            merged = tuple(sorted({**self._base, **labels}.items()))
+            # The base tuple is interned, so its id names it for as long as it is in use.
+            key = (id(self._base_labels), tuple(labels.items()))
+            found = _MERGED.get(key)
+            if found is None:
+                if len(_MERGED) >= INTERN_LIMIT:
+                    _MERGED.clear()
+                found = intern_labels(tuple(sorted({**self._base, **labels}.items())))
+                _MERGED[key] = (self._base_labels, found)
+                merged = found
+            else:
+                merged = found[1]
         else:
-            merged = tuple(sorted(self._base.items()))
+            merged = self._base_labels
         self.samples.append(Sample(name, merged, float(value), self.timestamp))
+
+
+# (id of the interned target labels, a reading's own labels as given) -> (those target labels,
+# kept alive so the id stays theirs; the interned merged set).
+_MERGED: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[Labels, Labels]] = {}
 
 
 class CollectorContext:

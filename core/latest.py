@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from dutyd.core.records import Sample, SeriesKey
+from dutyd.core.records import Sample
 
 
 @dataclass(slots=True)
@@ -29,25 +29,35 @@ class TargetStatus:
 
 
 class LatestSamples:
+    """Per target, the samples of its last poll, as a list: a poll replaces them whole, so no
+    per-series key is built or kept (at 100,000 series a dict keyed by (name, labels) costs
+    more than the samples themselves)."""
+
     def __init__(self) -> None:
-        self._by_target: dict[str, dict[SeriesKey, Sample]] = {}
+        self._by_target: dict[str, list[Sample]] = {}
         self.status: dict[str, TargetStatus] = {}
 
     def replace_target(self, target: str, samples: list[Sample]) -> None:
-        self._by_target[target] = {s.series: s for s in samples}
+        if len({s.series for s in samples}) != len(samples):
+            # A series read twice in one poll is exported once (the last reading wins):
+            # Prometheus refuses a scrape with a duplicate series.
+            samples = list({s.series: s for s in samples}.values())
+        self._by_target[target] = samples
 
     def update_target(self, target: str, samples: list[Sample]) -> None:
-        """Overwrite some series of a target without dropping the others."""
-        series = self._by_target.setdefault(target, {})
+        """Overwrite some series of a target without dropping the others (a failed poll's
+        `target_up`, a trap's readings): rare, so the merge may build keys."""
+        merged = {s.series: s for s in self._by_target.get(target, ())}
         for s in samples:
-            series[s.series] = s
+            merged[s.series] = s
+        self._by_target[target] = list(merged.values())
 
     def remove_target(self, target: str) -> None:
         self._by_target.pop(target, None)
         self.status.pop(target, None)
 
     def target_samples(self, target: str) -> list[Sample]:
-        return list(self._by_target.get(target, {}).values())
+        return list(self._by_target.get(target, ()))
 
     def samples(self, only_up: bool = False) -> Iterator[Sample]:
         for target, series in self._by_target.items():
@@ -55,9 +65,9 @@ class LatestSamples:
                 status = self.status.get(target)
                 if status is not None and not status.up:
                     # Keep `target_up` itself visible for a down target.
-                    yield from (s for s in series.values() if s.name == "target_up")
+                    yield from (s for s in series if s.name == "target_up")
                     continue
-            yield from series.values()
+            yield from series
 
     def latest(self, name: str, **labels: str) -> list[Sample]:
         """Samples of metric `name` whose labels include `labels` (for the API and tests)."""

@@ -17,6 +17,30 @@ def labels_of(mapping: Mapping[str, str]) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in mapping.items()))
 
 
+# Label sets and their (name, value) pairs, one object each however often they are read: a
+# series keeps one tuple from poll to poll, and a target's pairs (target, kind, site, room)
+# are shared by all its series. At 100,000 series that is most of the store's memory.
+_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
+_LABEL_SETS: dict[Labels, Labels] = {}
+# Past this many distinct label sets the tables start over (label churn must not grow the
+# daemon for ever; a fresh table only costs the sharing until the sets are seen again).
+INTERN_LIMIT = 2_000_000
+
+
+def intern_labels(labels: Labels) -> Labels:
+    """The one shared tuple equal to `labels` (made of shared pairs)."""
+    found = _LABEL_SETS.get(labels)
+    if found is not None:
+        return found
+    if len(_LABEL_SETS) >= INTERN_LIMIT:
+        _LABEL_SETS.clear()
+        _PAIRS.clear()
+    pairs = _PAIRS
+    shared = tuple(pairs.setdefault(p, p) for p in labels)
+    _LABEL_SETS[shared] = shared
+    return shared
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One reading, in Prometheus's shape: name (with its unit), labels, value, timestamp.

@@ -117,9 +117,11 @@ class StoreExporter(prometheus_registry.Collector):
         self._alerts = alerts
         # Kept by reference: the daemon adds each new collector's HELP texts as targets start.
         self._help = help_for
-        # Rendered label sets by label tuple. Targets' label tuples repeat from poll to poll,
-        # so most scrapes find every one here; the cache is rebuilt when it outgrows the store.
-        self._label_text: dict[Labels, str] = {}
+        # Rendered label sets, by the id of the (interned, see `intern_labels`) label tuple,
+        # kept beside it so the id stays its own. Label tuples repeat from poll to poll, so
+        # most scrapes find every one here without hashing a tuple; the cache is rebuilt when
+        # it outgrows the store. A tuple that is not interned just renders again.
+        self._label_text: dict[int, tuple[Labels, str]] = {}
         self._warned: set[str] = set()
 
     def describe(self) -> list[Metric]:
@@ -170,9 +172,12 @@ class StoreExporter(prometheus_registry.Collector):
         for s in self._samples():
             count += 1
             labels = s.labels
-            text = cache.get(labels)
-            if text is None:
-                text = cache[labels] = "{" + format_labels(labels) + "} "
+            entry = cache.get(id(labels))
+            if entry is not None and entry[0] is labels:
+                text = entry[1]
+            else:
+                text = "{" + format_labels(labels) + "} "
+                cache[id(labels)] = (labels, text)
             value = s.value
             # repr() is exact and Prometheus parses it; only inf/nan need Go's spelling.
             val = repr(value) if math.isfinite(value) else format_value(value)
