@@ -296,7 +296,11 @@ class NotifyService:
                 keys, self._ready = self._ready, []
                 groups = [(key, self.grouper.take(key)) for key in keys]
                 ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
-                sent = await self.outbox.sent_among(ids)
+                # Queued first, then delivered: a message delivered between the two questions
+                # is found by the second. A page still waiting in the outbox (after a restart:
+                # the steps taken up again by `resume`) must not go out a second time.
+                sent = await self.outbox.queued_among(ids) if ids else set()
+                sent |= await self.outbox.sent_among(ids)
                 now = self.clock()
                 rows = []
                 for key, pages in groups:
