@@ -5,7 +5,8 @@ The pipeline, stage by stage:
 
     AlertEvent -> Escalator (who, when) -> Grouper (one message per site burst)
       -> templates (language, time zone, ack link) -> outbox (storage, before any send)
-      -> rate limit -> channel.send -> delete on accept | retry with backoff+jitter,
+      -> delivery order (per person and alert) -> rate limit -> channel.send
+      -> delete on accept | retry with backoff+jitter,
          fail over to the person's next contact after N failures -> duty log
 
 Alertmanager forwarders get every firing and resolved alert (not escalations) through the
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
 from dutyd.notify.oncall import Rota
 from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
+from dutyd.notify.sequencing import DeliveryOrder
 from dutyd.notify.templates import render
 from dutyd.storage import NewLogEntry, OutboxMessage, Storage
 
@@ -87,12 +90,16 @@ class NotifyService:
         self._ready: list[GroupKey] = []  # groups whose window closed, to be written
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
+        self.order = DeliveryOrder()
+        self._last_created = 0.0
+        self._order_stale = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, active: list[dict[str, Any]] | None = None) -> None:
         """Start delivering (the outbox left by the last run first) and take up the
         escalation of `active` alerts (views from `DutyOperations.list_alerts`)."""
+        await self._load_order()
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -103,6 +110,23 @@ class NotifyService:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
         if active:
             self.resume(active)
+
+    async def _load_order(self) -> None:
+        self.order.load(await self.outbox.due(math.inf, 1 << 30))
+        self._last_created = max(self._last_created, self.clock())
+
+    def _stamp(self, now: float) -> float:
+        """The creation time of a new outbox row: strictly increasing, so the queue order
+        (by creation time) is the order the rows were written, after a restart too."""
+        self._last_created = max(now, self._last_created + 1e-6)
+        return self._last_created
+
+    async def _enqueue(self, rows: list[OutboxMessage]) -> None:
+        added = set(await self.outbox.enqueue(rows))
+        for row in rows:
+            if row.id in added:
+                self.order.add(row)
+        self._wake.set()
 
     async def stop(self) -> None:
         # Open groups are written to the outbox, so they go out at the next start.
@@ -310,8 +334,7 @@ class NotifyService:
                         if row is not None:
                             rows.append(row)
                 if rows:
-                    await self.outbox.enqueue(rows)
-                    self._wake.set()
+                    await self._enqueue(rows)
         finally:
             self._flushing = False
 
@@ -354,6 +377,7 @@ class NotifyService:
             "fingerprints": sorted({p.event.fingerprint for p in pages}),
             "due": min(p.at for p in pages),
         }
+        created = self._stamp(now)
         return OutboxMessage(
             mid,
             str(recipient),
@@ -361,8 +385,8 @@ class NotifyService:
             contacts[0],
             payload,
             contacts[1:],
-            created=now,
-            next_at=now,
+            created=created,
+            next_at=created,
         )
 
     async def _forward(self, event: AlertEvent, now: float) -> None:
@@ -381,13 +405,12 @@ class NotifyService:
                 str(event.state),
                 name,
                 {"alerts": [alert], "fingerprints": [fp], "due": now},
-                created=now,
-                next_at=now,
+                created=(created := self._stamp(now)),
+                next_at=created,
             )
             for name in self.forwarders
         ]
-        await self.outbox.enqueue(rows)
-        self._wake.set()
+        await self._enqueue(rows)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -433,10 +456,21 @@ class NotifyService:
                 await self.outbox.forget_sent(now - SENT_RETENTION)
             free = MAX_IN_FLIGHT - len(self._inflight)
             if free > 0:
-                for row in await self.outbox.due(now, free, set(self._inflight)):
+                # A message waiting for an earlier one about the same alert to the same
+                # person is not attempted (`DeliveryOrder`).
+                busy = self._inflight | self.order.waiting
+                for row in await self.outbox.due(now, free, busy):
                     self._inflight.add(row.id)
                     self._spawn(self._deliver(row))
             stats = await self.outbox.stats(now)
+            if stats.depth != len(self.order):
+                # Twice in a row, not a write landing between the two reads: the queue
+                # changed behind this service's back (another process); read it again.
+                if self._order_stale:
+                    await self._load_order()
+                self._order_stale = not self._order_stale
+            else:
+                self._order_stale = False
             self.metrics.outbox_depth.set(stats.depth)
             self._oldest = stats.oldest_created
             nxt = stats.next_retry_at
@@ -475,6 +509,7 @@ class NotifyService:
                 await self.outbox.reschedule(row)
             else:
                 await self.outbox.drop(row.id)
+                self.order.remove(row.id)
                 await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
             return
         bucket = self.buckets.get(row.channel)
@@ -503,6 +538,7 @@ class NotifyService:
                 row.payload.get("pages") or (),
                 NewLogEntry(now, "notify.sent", "dutyd", row.id, info),
             )
+            self.order.remove(row.id)
             self.metrics.notifications_sent.labels(row.channel).inc()
             due = row.payload.get("due")
             if isinstance(due, int | float):
@@ -520,6 +556,7 @@ class NotifyService:
         )
         if expired or (not result.retry and not row.fallbacks):
             await self.outbox.drop(row.id)
+            self.order.remove(row.id)
             await self._log(now, "notify.dropped", "dutyd", row.id, info)
             log.error("notification dropped", extra={"fields": info})
             return
