@@ -43,6 +43,14 @@ from dutyd.storage import NewLogEntry, OutboxMessage, Storage
 log = logging.getLogger("dutyd.notify")
 
 MAX_IN_FLIGHT = 64
+# Pages that ask for an acknowledgement carry an ack link.
+ACKABLE = (
+    PageKind.FIRING,
+    PageKind.REPEAT,
+    PageKind.RED_LINE,
+    PageKind.ACK_EXPIRED,
+    PageKind.SETTLED,
+)
 AM_REFRESH = 60.0  # resend firing alerts to Alertmanager this often
 AM_ENDS_IN = 4 * AM_REFRESH  # endsAt ahead of now, as Prometheus does (4 x resend delay)
 ALERTMANAGER = "alertmanager"
@@ -363,7 +371,7 @@ class NotifyService:
             self.links is not None
             and self.config.ack_base_url
             and recipient.kind == "person"
-            and pages[0].kind in (PageKind.FIRING, PageKind.REPEAT, PageKind.RED_LINE)
+            and pages[0].kind in ACKABLE
         ):
             base = self.config.ack_base_url.rstrip("/")
             for p in pages:
