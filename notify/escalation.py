@@ -123,7 +123,10 @@ class Escalator:
                 else:
                     t.event = event
                     t.held = not event.notify
-                return self.due(now)
+                # This alert's steps only: the other alerts' come from `due` on the
+                # escalation clock (asking all of them for each event of a burst of a
+                # thousand is a million checks).
+                return self._due_alert(fp, t, now)
             if event.state is AlertState.RESOLVED and t is not None:
                 if not event.notify and event.muted_reason == "flapping":
                     # The resolve that made it flapping: held, sent once it settles.

@@ -16,6 +16,7 @@ same outbox, and the firing ones are refreshed while they last.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -43,6 +44,8 @@ from dutyd.storage import NewLogEntry, OutboxMessage, Storage
 log = logging.getLogger("dutyd.notify")
 
 MAX_IN_FLIGHT = 64
+READ_AHEAD = 2 * MAX_IN_FLIGHT
+STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
 # Pages that ask for an acknowledgement carry an ack link.
 ACKABLE = (
     PageKind.FIRING,
@@ -455,7 +458,11 @@ class NotifyService:
     # -- delivery -------------------------------------------------------------------------------
 
     async def _deliver_loop(self) -> None:
-        pruned = 0.0
+        pruned = stats_at = 0.0
+        # Due rows read ahead: a delivery that ends starts the next without a query (in a
+        # burst, two queries per message were most of the loop's work).
+        ready: collections.deque[OutboxMessage] = collections.deque()
+        timeout = 1.0
         while True:
             self._wake.clear()
             now = self.clock()
@@ -463,29 +470,39 @@ class NotifyService:
                 pruned = now
                 await self.outbox.forget_sent(now - SENT_RETENTION)
             free = MAX_IN_FLIGHT - len(self._inflight)
-            if free > 0:
+            if free > 0 and not ready:
                 # A message waiting for an earlier one about the same alert to the same
-                # person is not attempted (`DeliveryOrder`).
+                # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
+                # waiting (only rows queued later wait, for earlier ones).
                 busy = self._inflight | self.order.waiting
-                for row in await self.outbox.due(now, free, busy):
-                    self._inflight.add(row.id)
-                    self._spawn(self._deliver(row))
-            stats = await self.outbox.stats(now)
-            if stats.depth != len(self.order):
-                # Twice in a row, not a write landing between the two reads: the queue
-                # changed behind this service's back (another process); read it again.
-                if self._order_stale:
-                    await self._load_order()
-                self._order_stale = not self._order_stale
-            else:
-                self._order_stale = False
-            self.metrics.outbox_depth.set(stats.depth)
-            self._oldest = stats.oldest_created
-            nxt = stats.next_retry_at
-            timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
+                ready.extend(await self.outbox.due(now, READ_AHEAD, busy))
+            while free > 0 and ready:
+                row = ready.popleft()
+                self._inflight.add(row.id)
+                self._spawn(self._deliver(row))
+                free -= 1
+            if not ready or now - stats_at >= STATS_EVERY:
+                stats_at = now
+                timeout = await self._check_queue(now)
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+
+    async def _check_queue(self, now: float) -> float:
+        """Outbox metrics and the order's check; how long the loop may sleep."""
+        stats = await self.outbox.stats(now)
+        if stats.depth != len(self.order):
+            # Twice in a row, not a write landing between the two reads: the queue changed
+            # behind this service's back (another process); read it again.
+            if self._order_stale:
+                await self._load_order()
+            self._order_stale = not self._order_stale
+        else:
+            self._order_stale = False
+        self.metrics.outbox_depth.set(stats.depth)
+        self._oldest = stats.oldest_created
+        nxt = stats.next_retry_at
+        return 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
 
     async def _deliver(self, row: OutboxMessage) -> None:
         try:

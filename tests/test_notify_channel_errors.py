@@ -107,3 +107,48 @@ async def test_the_duty_log_and_daemon_log_say_unreachable(
     finally:
         await service.stop()
         await storage.close()
+
+
+async def test_other_apprise_schemes_say_why_too() -> None:
+    """form:// still goes through apprise (requests on a thread): its reason comes from what
+    apprise logged during that send."""
+    ch = channel(f"form://127.0.0.1:{free_port()}/hook")
+    try:
+        result = await ch.send("m1", PAYLOAD)
+    finally:
+        await ch.close()
+    assert result.error == "receiver unreachable: connection refused"
+
+
+async def test_the_json_webhook_posts_what_apprise_posts() -> None:
+    """json:// is posted by the channel itself (json_webhook): the same document, headers,
+    auth, `+header` and `:field` options as apprise's own json:// send."""
+    from dutyd.notify.channels.apprise import _apprise
+
+    receiver = Receiver()
+    await receiver.start()
+    url = f"json://ops:pw@127.0.0.1:{receiver.port}/hook?+X-Site=hq&:type=&:extra=1"
+    ch = channel(url)
+    try:
+        assert (await ch.send("m1", PAYLOAD)).ok
+        ap = _apprise().Apprise()
+        ap.add(ch._url_for("m1"))
+        assert await asyncio.to_thread(ap.notify, body=PAYLOAD["body"], title=PAYLOAD["title"])
+    finally:
+        await ch.close()
+        await receiver.stop()
+    ours, theirs = receiver.received
+    assert ours["body"] == theirs["body"]
+    assert ours["body"]["message_id"] == "m1" and "type" not in ours["body"]
+    assert ours["path"] == theirs["path"] == "/hook"
+    for header in ("X-Dutyd-Message-Id", "X-Site", "Authorization", "User-Agent", "Content-Type"):
+        assert ours["headers"][header] == theirs["headers"][header], header
+
+
+async def test_an_unknown_host_is_a_dns_failure() -> None:
+    ch = channel("json://no-such-host.invalid/hook")  # .invalid never resolves (RFC 6761)
+    try:
+        result = await ch.send("m1", PAYLOAD)
+    finally:
+        await ch.close()
+    assert result.error == "receiver unreachable: DNS lookup failed"

@@ -2,9 +2,11 @@
 webhooks (json://, form://) ... one apprise URL per channel.
 
 apprise's `notify` blocks (requests); it runs on this channel's own small thread pool, so a
-slow gateway never stalls the event loop or the other channels. For the generic webhook
-schemes the message id also travels as the `X-Dutyd-Message-Id` header and, for json://, as
-a `message_id` field, so receivers can drop duplicates; every text carries it as `ref:`.
+slow gateway never stalls the event loop or the other channels. The JSON webhook (json://,
+jsons://) is parsed by apprise and posted on the event loop (`json_webhook`): a burst of
+pages is not bound by apprise's per-message cost. For the generic webhook schemes the message
+id also travels as the `X-Dutyd-Message-Id` header and, for json://, as a `message_id` field,
+so receivers can drop duplicates; every text carries it as `ref:`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from dutyd.core.configtypes import Language, SecretEnv, SecretFile, StrictModel, pick_secret
 from dutyd.notify.channels.base import RateLimit, SendResult
+from dutyd.notify.channels.json_webhook import JsonWebhook
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
@@ -150,11 +153,17 @@ class AppriseChannel:
         # process-wide pool (cpu count + 4 threads shared by every channel, which capped a
         # burst's parallelism, and where what apprise logs cannot be told apart per send).
         # The service bounds each send (`send_timeout`), the plugins their requests.
-        self._asset = _apprise().AppriseAsset(service_timeout=0)
+        try:
+            self._asset = _apprise().AppriseAsset(service_timeout=0)
+        except TypeError:  # apprise 1.x: no service deadline to turn off
+            self._asset = _apprise().AppriseAsset()
         probe = _apprise().Apprise()
         if not probe.add(self._url):
             # Never echo the URL: it holds the channel's token.
             raise ValueError(f"channel {name}: apprise does not understand this URL")
+        self._webhook: JsonWebhook | None = None
+        if self._scheme in ("json", "jsons"):
+            self._webhook = JsonWebhook(_apprise().Apprise.instantiate(self._url))
 
     def _url_for(self, message_id: str) -> str:
         if self._scheme not in _HTTP_SCHEMES:
@@ -177,6 +186,8 @@ class AppriseChannel:
         return None if ok else failure_reason(lines)
 
     async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult:
+        if self._webhook is not None:
+            return await self._webhook.send(message_id, payload["title"], payload["body"])
         loop = asyncio.get_running_loop()
         try:
             error = await loop.run_in_executor(
@@ -188,3 +199,5 @@ class AppriseChannel:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._webhook is not None:
+            await self._webhook.close()
