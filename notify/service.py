@@ -334,7 +334,9 @@ class NotifyService:
                 # Queued first, then delivered: a message delivered between the two questions
                 # is found by the second. A page still waiting in the outbox (after a restart:
                 # the steps taken up again by `resume`) must not go out a second time.
-                sent = await self.outbox.queued_among(ids) if ids else set()
+                # (An empty queue, as read at start and kept since, needs no question.)
+                queued = len(self.order) > 0 and bool(ids)
+                sent = await self.outbox.queued_among(ids) if queued else set()
                 sent |= await self.outbox.sent_among(ids)
                 now = self.clock()
                 rows = []
