@@ -177,3 +177,86 @@ def test_every_message_kind_has_a_title_in_every_language() -> None:
     for language, text in TEXT.items():
         missing = [str(k) for k in PageKind if str(k) not in text]
         assert not missing, (language, missing)
+
+
+# -- the same through the real daemon: the engine's own events, the API's ack ----------------
+
+
+def _daemon_config(portal: Any, receiver: Receiver, **rules: Any) -> dict[str, Any]:
+    from tests.test_notify_chaos import daemon_config
+
+    cfg = daemon_config(portal, receiver, 1, retry_initial="0.2s")
+    cfg["rules"].update(rules)
+    cfg["api"] = {"token": "chaos-test-token"}
+    cfg["oncall"]["pairs"] = [cfg["oncall"]["pairs"][0][:1]]  # one person on duty: /p0
+    return cfg
+
+
+def _post(daemon: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(daemon.url + path, data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    req.add_header("X-Dutyd-Token", "chaos-test-token")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return dict(json.loads(resp.read()))
+
+
+async def test_daemon_tells_an_expired_ack(tmp_path: Path) -> None:
+    from tests.daemon_fixtures import DaemonProcess
+    from tests.test_notify_chaos import Portal
+
+    portal = Portal()
+    receiver = Receiver()
+    await receiver.start()
+    portal.set(500)
+    daemon = await asyncio.to_thread(DaemonProcess, tmp_path, _daemon_config(portal, receiver))
+    try:
+        await receiver.wait_for(1, 30)
+        await asyncio.to_thread(
+            _post,
+            daemon,
+            "/api/v1/ack",
+            {"alert": "app_failing", "actor": "Li Na", "note": "on it", "expires_in": "2s"},
+        )
+        await receiver.wait_for(3, 20)
+        await asyncio.sleep(0.5)
+        assert titles(receiver, "/p0") == [
+            "ALERT: app0 is failing",
+            "ACKNOWLEDGED: app0 is failing",
+            "ACKNOWLEDGEMENT EXPIRED: app0 is failing",
+        ]
+    finally:
+        await asyncio.to_thread(daemon.stop)
+        await receiver.stop()
+        portal.stop()
+
+
+async def test_daemon_holds_a_flapping_resolve_until_it_settles(tmp_path: Path) -> None:
+    from tests.daemon_fixtures import DaemonProcess
+    from tests.test_notify_chaos import Portal
+
+    portal = Portal()
+    receiver = Receiver()
+    await receiver.start()
+    cfg = _daemon_config(portal, receiver, flapping={"changes": 2, "within": "60s", "settle": "3s"})
+    portal.set(500)
+    daemon = await asyncio.to_thread(DaemonProcess, tmp_path, cfg)
+    try:
+        await receiver.wait_for(1, 30)
+        portal.set(200)  # the resolve is the second change: flapping
+        await receiver.wait_for(2, 20)
+        resolved_at = time.monotonic()
+        await receiver.wait_for(3, 20)  # the held resolve, once it has settled
+        assert time.monotonic() - resolved_at > 1.5  # held, not sent at once
+        await asyncio.sleep(0.5)
+        assert titles(receiver, "/p0") == [
+            "ALERT: app0 is failing",
+            "FLAPPING, NOTIFICATIONS HELD: app0 is failing",
+            "RESOLVED: app0 is failing",
+        ]
+    finally:
+        await asyncio.to_thread(daemon.stop)
+        await receiver.stop()
+        portal.stop()
