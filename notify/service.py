@@ -486,8 +486,10 @@ class NotifyService:
             if not ready or now - stats_at >= STATS_EVERY:
                 stats_at = now
                 timeout = await self._check_queue(now)
+            # Rows read ahead wait for a free slot: a delivery that ends wakes the loop.
+            wait = 1.0 if ready else timeout
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
 
     async def _check_queue(self, now: float) -> float:

@@ -79,7 +79,7 @@ class JsonWebhook:
                 json=self.document(message_id, title, body),
                 params=self._params,
                 headers={**self._headers, "X-Dutyd-Message-Id": message_id},
-                ssl=None if self._ssl else False,
+                ssl=self._ssl,
                 allow_redirects=self._redirects,
             ) as resp:
                 await resp.read()
