@@ -5,15 +5,21 @@ asks `next_deadline()` when to call `due` again, so tests step a fake clock.
 
 The policy, read in one place:
 - a firing alert (that may notify) walks its policy's steps, each `after` its firing time,
-  and only while unacknowledged (an acknowledgement that expires resumes the walk);
+  and only while unacknowledged (an acknowledgement that expires resumes the walk, and those
+  paged are told it expired);
 - after the last step, everyone paged so far is paged again every `repeat` until acked;
 - crossing the red line pages the policy's red-line step even when acknowledged;
 - an acknowledgement and the resolve are told to everyone who was paged;
-- a flapping or muted (silence, maintenance) alert holds its escalation.
+- a flapping or muted (silence, maintenance) alert holds its escalation; those paged are told
+  when it starts flapping and when it settles, and a resolve muted by flapping is held until
+  it settles (it is then sent, once);
+- what comes due together for one alert (catching up after an expired ack, a restart) is one
+  page per person: a notice, else the latest step, else the reminder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -28,6 +34,14 @@ class PageKind(StrEnum):
     RED_LINE = "red_line"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    ACK_EXPIRED = "ack_expired"  # paging resumes
+    FLAPPING = "flapping"  # its notifications are held
+    SETTLED = "settled"  # no longer flapping, still firing: notifications resume
+
+
+# The note of the UNACKNOWLEDGED event the rules engine emits when an acknowledgement's time
+# runs out (as opposed to one withdrawn by a person, who knows).
+ACK_EXPIRED_NOTE = "acknowledgement expired"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -109,8 +123,15 @@ class Escalator:
                 else:
                     t.event = event
                     t.held = not event.notify
-                return self.due(now)
+                # This alert's steps only: the other alerts' come from `due` on the
+                # escalation clock (asking all of them for each event of a burst of a
+                # thousand is a million checks).
+                return self._due_alert(fp, t, now)
             if event.state is AlertState.RESOLVED and t is not None:
+                if not event.notify and event.muted_reason == "flapping":
+                    # The resolve that made it flapping: held, sent once it settles.
+                    t.event, t.held = event, True
+                    return []
                 del self.tracked[fp]
                 return self._notice(t, PageKind.RESOLVED, event, now)
             return []
@@ -121,13 +142,20 @@ class Escalator:
             return self._notice(t, PageKind.ACKNOWLEDGED, event, now)
         if change is AlertChange.UNACKNOWLEDGED:
             t.acked = False
-            return self.due(now)
+            told: list[Page] = []
+            if event.note == ACK_EXPIRED_NOTE and not t.held:
+                told = self._notice(t, PageKind.ACK_EXPIRED, event, now)
+            return merge([*told, *self._due_alert(fp, t, now)])
         if change is AlertChange.FLAPPING:
             t.held = True
-        elif change is AlertChange.SETTLED:
+            return self._notice(t, PageKind.FLAPPING, event, now)
+        if change is AlertChange.SETTLED:
             t.held = not event.notify
-            return self.due(now)
-        elif change is AlertChange.RED_LINE:
+            if event.state is not AlertState.FIRING:
+                return []  # settled resolved: the held resolve that follows says so
+            told = self._notice(t, PageKind.SETTLED, event, now)
+            return merge([*told, *self._due_alert(fp, t, now)])
+        if change is AlertChange.RED_LINE:
             step = t.policy.red_line
             if step is None:
                 return []
@@ -147,8 +175,13 @@ class Escalator:
     def due(self, now: float) -> list[Page]:
         pages: list[Page] = []
         for fp, t in self.tracked.items():
-            if t.acked or t.held:
-                continue
+            pages += self._due_alert(fp, t, now)
+        return pages
+
+    def _due_alert(self, fp: str, t: Tracked, now: float) -> list[Page]:
+        """The steps and reminder of one alert due by `now`, one page per person."""
+        pages: list[Page] = []
+        if not (t.acked or t.held):
             # Bounded: every pass moves next_step or repeats forward past `now` eventually.
             for _ in range(len(t.policy.steps) + 1):
                 at = t.step_due()
@@ -169,7 +202,7 @@ class Escalator:
                     key = f"{fp}|repeat|{t.repeats}|{t.fired_at:.3f}"
                     pages.append(Page(PageKind.REPEAT, t.event, tuple(t.paged), t.repeats, at, key))
                     break
-        return pages
+        return merge(pages)
 
     def next_deadline(self) -> float | None:
         times = [
@@ -182,3 +215,28 @@ class Escalator:
     def paged(self, fingerprint: str) -> tuple[Recipient, ...]:
         t = self.tracked.get(fingerprint)
         return tuple(t.paged) if t else ()
+
+
+_NOTICES = (PageKind.ACK_EXPIRED, PageKind.SETTLED)
+
+
+def merge(pages: list[Page]) -> list[Page]:
+    """Pages of one alert come due together (catch-up): each person gets one of them, the
+    notice that says why paging resumes, else the latest step, else the reminder; not "step 2"
+    and "STILL UNACKNOWLEDGED" in the same second."""
+    if len(pages) < 2:
+        return pages
+
+    def rank(p: Page) -> tuple[int, int]:
+        if p.kind in _NOTICES:
+            return (0, 0)
+        return (1, -p.step) if p.kind is PageKind.FIRING else (2, 0)
+
+    told: set[Recipient] = set()
+    kept: dict[int, Page] = {}
+    for i, p in sorted(enumerate(pages), key=lambda ip: rank(ip[1])):
+        who = tuple(r for r in p.recipients if r not in told)
+        told.update(who)
+        if who or not p.recipients:  # a step with nobody to page is still reported
+            kept[i] = dataclasses.replace(p, recipients=who) if who != p.recipients else p
+    return [kept[i] for i in sorted(kept)]

@@ -5,7 +5,8 @@ A message names its id (stable: a hash of what it says and to whom, so a receive
 duplicates), the channel to try now and the fallbacks after it, and when to try next. After a
 crash (even SIGKILL between write and send) the messages are still there and go out at restart:
 at least once. Delivered ids are remembered for `SENT_RETENTION`, so a page regenerated after a
-restart is not sent twice; failed sends back off with `backoff`.
+restart is not sent twice (nor one still queued: `queued_among`); failed sends back off with
+`backoff`.
 """
 
 from __future__ import annotations

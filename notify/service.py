@@ -5,7 +5,8 @@ The pipeline, stage by stage:
 
     AlertEvent -> Escalator (who, when) -> Grouper (one message per site burst)
       -> templates (language, time zone, ack link) -> outbox (storage, before any send)
-      -> rate limit -> channel.send -> delete on accept | retry with backoff+jitter,
+      -> delivery order (per person and alert) -> rate limit -> channel.send
+      -> delete on accept | retry with backoff+jitter,
          fail over to the person's next contact after N failures -> duty log
 
 Alertmanager forwarders get every firing and resolved alert (not escalations) through the
@@ -15,9 +16,11 @@ same outbox, and the firing ones are refreshed while they last.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -34,12 +37,23 @@ from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
 from dutyd.notify.oncall import Rota
 from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
+from dutyd.notify.sequencing import DeliveryOrder
 from dutyd.notify.templates import render
 from dutyd.storage import NewLogEntry, OutboxMessage, Storage
 
 log = logging.getLogger("dutyd.notify")
 
 MAX_IN_FLIGHT = 64
+READ_AHEAD = 2 * MAX_IN_FLIGHT
+STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
+# Pages that ask for an acknowledgement carry an ack link.
+ACKABLE = (
+    PageKind.FIRING,
+    PageKind.REPEAT,
+    PageKind.RED_LINE,
+    PageKind.ACK_EXPIRED,
+    PageKind.SETTLED,
+)
 AM_REFRESH = 60.0  # resend firing alerts to Alertmanager this often
 AM_ENDS_IN = 4 * AM_REFRESH  # endsAt ahead of now, as Prometheus does (4 x resend delay)
 ALERTMANAGER = "alertmanager"
@@ -87,12 +101,16 @@ class NotifyService:
         self._ready: list[GroupKey] = []  # groups whose window closed, to be written
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
+        self.order = DeliveryOrder()
+        self._last_created = 0.0
+        self._order_stale = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self, active: list[dict[str, Any]] | None = None) -> None:
         """Start delivering (the outbox left by the last run first) and take up the
         escalation of `active` alerts (views from `DutyOperations.list_alerts`)."""
+        await self._load_order()
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -103,6 +121,23 @@ class NotifyService:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
         if active:
             self.resume(active)
+
+    async def _load_order(self) -> None:
+        self.order.load(await self.outbox.due(math.inf, 1 << 30))
+        self._last_created = max(self._last_created, self.clock())
+
+    def _stamp(self, now: float) -> float:
+        """The creation time of a new outbox row: strictly increasing, so the queue order
+        (by creation time) is the order the rows were written, after a restart too."""
+        self._last_created = max(now, self._last_created + 1e-6)
+        return self._last_created
+
+    async def _enqueue(self, rows: list[OutboxMessage]) -> None:
+        added = set(await self.outbox.enqueue(rows))
+        for row in rows:
+            if row.id in added:
+                self.order.add(row)
+        self._wake.set()
 
     async def stop(self) -> None:
         # Open groups are written to the outbox, so they go out at the next start.
@@ -296,7 +331,13 @@ class NotifyService:
                 keys, self._ready = self._ready, []
                 groups = [(key, self.grouper.take(key)) for key in keys]
                 ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
-                sent = await self.outbox.sent_among(ids)
+                # Queued first, then delivered: a message delivered between the two questions
+                # is found by the second. A page still waiting in the outbox (after a restart:
+                # the steps taken up again by `resume`) must not go out a second time.
+                # (An empty queue, as read at start and kept since, needs no question.)
+                queued = len(self.order) > 0 and bool(ids)
+                sent = await self.outbox.queued_among(ids) if queued else set()
+                sent |= await self.outbox.sent_among(ids)
                 now = self.clock()
                 rows = []
                 for key, pages in groups:
@@ -306,8 +347,7 @@ class NotifyService:
                         if row is not None:
                             rows.append(row)
                 if rows:
-                    await self.outbox.enqueue(rows)
-                    self._wake.set()
+                    await self._enqueue(rows)
         finally:
             self._flushing = False
 
@@ -336,7 +376,7 @@ class NotifyService:
             self.links is not None
             and self.config.ack_base_url
             and recipient.kind == "person"
-            and pages[0].kind in (PageKind.FIRING, PageKind.REPEAT, PageKind.RED_LINE)
+            and pages[0].kind in ACKABLE
         ):
             base = self.config.ack_base_url.rstrip("/")
             for p in pages:
@@ -350,6 +390,7 @@ class NotifyService:
             "fingerprints": sorted({p.event.fingerprint for p in pages}),
             "due": min(p.at for p in pages),
         }
+        created = self._stamp(now)
         return OutboxMessage(
             mid,
             str(recipient),
@@ -357,8 +398,8 @@ class NotifyService:
             contacts[0],
             payload,
             contacts[1:],
-            created=now,
-            next_at=now,
+            created=created,
+            next_at=created,
         )
 
     async def _forward(self, event: AlertEvent, now: float) -> None:
@@ -377,13 +418,12 @@ class NotifyService:
                 str(event.state),
                 name,
                 {"alerts": [alert], "fingerprints": [fp], "due": now},
-                created=now,
-                next_at=now,
+                created=(created := self._stamp(now)),
+                next_at=created,
             )
             for name in self.forwarders
         ]
-        await self.outbox.enqueue(rows)
-        self._wake.set()
+        await self._enqueue(rows)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -420,7 +460,11 @@ class NotifyService:
     # -- delivery -------------------------------------------------------------------------------
 
     async def _deliver_loop(self) -> None:
-        pruned = 0.0
+        pruned = stats_at = 0.0
+        # Due rows read ahead: a delivery that ends starts the next without a query (in a
+        # burst, two queries per message were most of the loop's work).
+        ready: collections.deque[OutboxMessage] = collections.deque()
+        timeout = 1.0
         while True:
             self._wake.clear()
             now = self.clock()
@@ -428,18 +472,41 @@ class NotifyService:
                 pruned = now
                 await self.outbox.forget_sent(now - SENT_RETENTION)
             free = MAX_IN_FLIGHT - len(self._inflight)
-            if free > 0:
-                for row in await self.outbox.due(now, free, set(self._inflight)):
-                    self._inflight.add(row.id)
-                    self._spawn(self._deliver(row))
-            stats = await self.outbox.stats(now)
-            self.metrics.outbox_depth.set(stats.depth)
-            self._oldest = stats.oldest_created
-            nxt = stats.next_retry_at
-            timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
+            if free > 0 and not ready:
+                # A message waiting for an earlier one about the same alert to the same
+                # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
+                # waiting (only rows queued later wait, for earlier ones).
+                busy = self._inflight | self.order.waiting
+                ready.extend(await self.outbox.due(now, READ_AHEAD, busy))
+            while free > 0 and ready:
+                row = ready.popleft()
+                self._inflight.add(row.id)
+                self._spawn(self._deliver(row))
+                free -= 1
+            if not ready or now - stats_at >= STATS_EVERY:
+                stats_at = now
+                timeout = await self._check_queue(now)
+            # Rows read ahead wait for a free slot: a delivery that ends wakes the loop.
+            wait = 1.0 if ready else timeout
             with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    async def _check_queue(self, now: float) -> float:
+        """Outbox metrics and the order's check; how long the loop may sleep."""
+        stats = await self.outbox.stats(now)
+        if stats.depth != len(self.order):
+            # Twice in a row, not a write landing between the two reads: the queue changed
+            # behind this service's back (another process); read it again.
+            if self._order_stale:
+                await self._load_order()
+            self._order_stale = not self._order_stale
+        else:
+            self._order_stale = False
+        self.metrics.outbox_depth.set(stats.depth)
+        self._oldest = stats.oldest_created
+        nxt = stats.next_retry_at
+        return 1.0 if nxt is None else min(1.0, max(0.001, nxt - now))
 
     async def _deliver(self, row: OutboxMessage) -> None:
         try:
@@ -471,6 +538,7 @@ class NotifyService:
                 await self.outbox.reschedule(row)
             else:
                 await self.outbox.drop(row.id)
+                self.order.remove(row.id)
                 await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
             return
         bucket = self.buckets.get(row.channel)
@@ -499,6 +567,7 @@ class NotifyService:
                 row.payload.get("pages") or (),
                 NewLogEntry(now, "notify.sent", "dutyd", row.id, info),
             )
+            self.order.remove(row.id)
             self.metrics.notifications_sent.labels(row.channel).inc()
             due = row.payload.get("due")
             if isinstance(due, int | float):
@@ -516,6 +585,7 @@ class NotifyService:
         )
         if expired or (not result.retry and not row.fallbacks):
             await self.outbox.drop(row.id)
+            self.order.remove(row.id)
             await self._log(now, "notify.dropped", "dutyd", row.id, info)
             log.error("notification dropped", extra={"fields": info})
             return

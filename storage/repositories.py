@@ -164,6 +164,20 @@ class OutboxRepository(ABC):
     async def sent_among(self, ids: Collection[str]) -> set[str]:
         """Which of `ids` were delivered (and not yet forgotten)."""
 
+    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
+        """Which of `page_ids` are among the pages (`payload["pages"]`) of queued messages.
+        With `sent_among` (asked after this, so a message delivered in between is found by
+        one of the two), it keeps a page regenerated after a restart from going out twice.
+        Backends may answer it with one query; this default reads the whole queue."""
+        wanted = set(page_ids)
+        if not wanted:
+            return set()
+        found: set[str] = set()
+        for message in await self.due(float("inf"), 1 << 30):
+            pages = message.payload.get("pages") or ()
+            found.update(p for p in pages if p in wanted)
+        return found
+
     @abstractmethod
     async def drop(self, message_id: str) -> None:
         """Remove a queued message without marking it delivered."""

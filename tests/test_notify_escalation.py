@@ -142,8 +142,35 @@ def test_policy_by_severity_and_mute() -> None:
 def test_flapping_holds_then_settles() -> None:
     esc = Escalator(POLICIES, Rota(ONCALL))
     esc.handle(event(), T0)
-    esc.handle(event(change=AlertChange.FLAPPING, ts=T0 + 10), T0 + 10)
+    flapping = esc.handle(event(change=AlertChange.FLAPPING, ts=T0 + 10), T0 + 10)
+    # Those paged are told its notifications are held (issue 13, defect 4).
+    assert names(flapping) == [("flapping", ["Zhang Wei", "Li Na"])]
     assert esc.due(T0 + 1000) == []
     settled = esc.handle(event(change=AlertChange.SETTLED, ts=T0 + 1000), T0 + 1000)
-    assert names(settled) == [("firing", ["Wang Fang"])]
+    # ... and when it settles; the step held meanwhile reaches the manager.
+    assert names(settled) == [("settled", ["Zhang Wei", "Li Na"]), ("firing", ["Wang Fang"])]
     assert Recipient("person", "Wang Fang") in esc.paged("fp1")
+
+
+def test_catch_up_is_one_page_per_person() -> None:
+    """An ack that expires (or a restart) after several steps came due: each person gets one
+    page, the notice or the latest step, not "step 2" and "STILL UNACKNOWLEDGED" together."""
+    esc = Escalator(POLICIES, Rota(ONCALL))
+    esc.handle(event(), T0)
+    esc.handle(event(change=AlertChange.ACKNOWLEDGED, ts=T0 + 60), T0 + 60)
+    at = T0 + 45 * 60  # steps 2 (15m) and 3 (30m) and the first reminder (40m) are due
+    expired = esc.handle(
+        event(change=AlertChange.UNACKNOWLEDGED, ts=at, note="acknowledgement expired"), at
+    )
+    assert names(expired) == [
+        ("ack_expired", ["Zhang Wei", "Li Na"]),
+        ("firing", ["Wang Fang"]),
+        ("firing", ["Chen Jie"]),
+    ]  # the reminder due at 40m, to all of them, merged away
+    assert [p.step for p in expired] == [0, 2, 3]
+    # A withdrawn ack (not expired) resumes paging without the notice.
+    esc.handle(event(change=AlertChange.ACKNOWLEDGED, ts=at + 1), at + 1)
+    withdrawn = esc.handle(
+        event(change=AlertChange.UNACKNOWLEDGED, ts=at + 2, note="wrong alert"), at + 2
+    )
+    assert all(p.kind is not PageKind.ACK_EXPIRED for p in withdrawn)

@@ -312,6 +312,26 @@ async def test_outbox_many_ids_at_once(store: Store) -> None:
     assert await s.outbox.sent_among([*ids, "nope"]) == set(ids)
 
 
+async def test_outbox_queued_among_finds_the_pages_of_queued_messages(store: Store) -> None:
+    s = store.s
+    m1, m2 = message("m1"), message("m2")
+    m1.payload = {**m1.payload, "pages": ["p1", "p2"]}
+    m2.payload = {**m2.payload, "pages": ["p3"]}
+    await s.outbox.enqueue([m1, m2, message("m3")])
+    assert await s.outbox.queued_among(["p1", "p3", "p9", "m1"]) == {"p1", "p3"}
+    assert await s.outbox.queued_among([]) == set()
+    await s.outbox.mark_delivered("m1", 10.0, ["p1", "p2"])
+    await s.outbox.drop("m2")
+    assert await s.outbox.queued_among(["p1", "p2", "p3"]) == set()  # sent or dropped
+    many = message("many")
+    many.payload = {**many.payload, "pages": [f"page-{i}" for i in range(1200)]}
+    await s.outbox.enqueue([many])
+    s = await store.reopen()
+    assert await s.outbox.queued_among([f"page-{i}" for i in range(0, 1300, 2)]) == {
+        f"page-{i}" for i in range(0, 1200, 2)
+    }
+
+
 async def test_outbox_reschedule_drop_and_reopen(store: Store) -> None:
     s = store.s
     await s.outbox.enqueue([message("m1"), message("m2"), message("m3")])

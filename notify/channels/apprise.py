@@ -2,9 +2,11 @@
 webhooks (json://, form://) ... one apprise URL per channel.
 
 apprise's `notify` blocks (requests); it runs on this channel's own small thread pool, so a
-slow gateway never stalls the event loop or the other channels. For the generic webhook
-schemes the message id also travels as the `X-Dutyd-Message-Id` header and, for json://, as
-a `message_id` field, so receivers can drop duplicates; every text carries it as `ref:`.
+slow gateway never stalls the event loop or the other channels. The JSON webhook (json://,
+jsons://) is parsed by apprise and posted on the event loop (`json_webhook`): a burst of
+pages is not bound by apprise's per-message cost. For the generic webhook schemes the message
+id also travels as the `X-Dutyd-Message-Id` header and, for json://, as a `message_id` field,
+so receivers can drop duplicates; every text carries it as `ref:`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import functools
 import logging
 import re
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -22,25 +25,72 @@ from pydantic import Field, SecretStr, model_validator
 
 from dutyd.core.configtypes import Language, SecretEnv, SecretFile, StrictModel, pick_secret
 from dutyd.notify.channels.base import RateLimit, SendResult
+from dutyd.notify.channels.json_webhook import JsonWebhook
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://\S*")
 
 
-class _RedactUrls(logging.Filter):
-    """apprise names the whole URL (tokens included) when it cannot parse or load one; the
-    rule is that secrets never reach a log, so every URL in its messages is cut to the scheme."""
+_sending = threading.local()  # .lines: what apprise said during this thread's send
+
+
+class _AppriseLog(logging.Filter):
+    """apprise says why a send failed only in its log (the exception at DEBUG). While a send
+    runs on a thread, what apprise says on that thread is kept (in memory, to classify the
+    failure; never logged as is). Below WARNING nothing goes further (its INFO chatter is one
+    line per message sent). And apprise names the whole URL (tokens included) when it cannot
+    parse or load one; secrets never reach a log, so every URL in its messages is cut to the
+    scheme."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        lines = getattr(_sending, "lines", None)
+        if record.levelno < logging.WARNING:
+            if lines is not None and "xception" in str(record.msg):
+                lines.append(record.getMessage())
+            return False
+        if lines is not None:
+            lines.append(record.getMessage())
         record.msg = _URL.sub(r"\1://<redacted>", record.getMessage())
         record.args = None
         return True
 
 
 _apprise_log = logging.getLogger("apprise")
-_apprise_log.setLevel(logging.WARNING)  # its INFO chatter is one line per message sent
-_apprise_log.addFilter(_RedactUrls())
+_apprise_log.setLevel(logging.DEBUG)  # for the exceptions; the filter stops the rest
+_apprise_log.addFilter(_AppriseLog())
+
+_HTTP_ERROR = re.compile(r"error=(\d{3})")
+# What the exception text of a failed connection says, most specific first.
+_CAUSES = (
+    (re.compile(r"Connection refused|Errno 111", re.I), "connection refused"),
+    (
+        re.compile(
+            r"Name or service not known|NameResolution|getaddrinfo|name resolution|"
+            r"nodename nor servname|No address associated",
+            re.I,
+        ),
+        "DNS lookup failed",
+    ),
+    (re.compile(r"SSL|TLS|certificate", re.I), "TLS handshake failed"),
+    (re.compile(r"timed out|timeout", re.I), "timeout"),
+    (re.compile(r"Connection reset|aborted|RemoteDisconnected|closed", re.I), "connection lost"),
+)
+
+
+def failure_reason(lines: list[str]) -> str:
+    """Why a send failed, from what apprise logged during it: the receiver unreachable (and
+    why: connection refused, timeout, DNS, TLS) or its answer. Never the URL or a secret."""
+    text = "\n".join(lines)
+    for pattern, cause in _CAUSES:
+        if pattern.search(text):
+            return f"receiver unreachable: {cause}"
+    status = _HTTP_ERROR.search(text)
+    if status:
+        return f"not accepted by the receiver: HTTP {status.group(1)}"
+    if re.search(r"connection error|socket", text, re.I):
+        return "receiver unreachable"
+    return "not accepted by the receiver"
 
 
 class AppriseConfig(StrictModel):
@@ -99,10 +149,21 @@ class AppriseChannel:
         self._scheme = self._url.split("://", 1)[0].lower()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
         _load_plugins()
+        # No apprise deadline: the send then runs on this channel's thread, not on apprise's
+        # process-wide pool (cpu count + 4 threads shared by every channel, which capped a
+        # burst's parallelism, and where what apprise logs cannot be told apart per send).
+        # The service bounds each send (`send_timeout`), the plugins their requests.
+        try:
+            self._asset = _apprise().AppriseAsset(service_timeout=0)
+        except TypeError:  # apprise 1.x: no service deadline to turn off
+            self._asset = _apprise().AppriseAsset()
         probe = _apprise().Apprise()
         if not probe.add(self._url):
             # Never echo the URL: it holds the channel's token.
             raise ValueError(f"channel {name}: apprise does not understand this URL")
+        self._webhook: JsonWebhook | None = None
+        if self._scheme in ("json", "jsons"):
+            self._webhook = JsonWebhook(_apprise().Apprise.instantiate(self._url))
 
     def _url_for(self, message_id: str) -> str:
         if self._scheme not in _HTTP_SCHEMES:
@@ -112,20 +173,31 @@ class AppriseChannel:
             extra += f"&:message_id={quote(message_id)}"
         return self._url + ("&" if "?" in self._url else "?") + extra
 
-    def _send(self, message_id: str, title: str, body: str) -> bool:
-        ap = _apprise().Apprise()
+    def _send(self, message_id: str, title: str, body: str) -> str | None:
+        """None when the receiver accepted the message, else why not."""
+        ap = _apprise().Apprise(asset=self._asset)
         ap.add(self._url_for(message_id))
-        return bool(ap.notify(body=body, title=title))
+        lines: list[str] = []
+        _sending.lines = lines
+        try:
+            ok = bool(ap.notify(body=body, title=title))
+        finally:
+            _sending.lines = None
+        return None if ok else failure_reason(lines)
 
     async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult:
+        if self._webhook is not None:
+            return await self._webhook.send(message_id, payload["title"], payload["body"])
         loop = asyncio.get_running_loop()
         try:
-            ok = await loop.run_in_executor(
+            error = await loop.run_in_executor(
                 self._pool, self._send, message_id, payload["title"], payload["body"]
             )
         except Exception as exc:  # a plugin bug must not kill delivery of other messages
             return SendResult(False, True, f"apprise failed: {type(exc).__name__}")
-        return SendResult(True) if ok else SendResult(False, True, "not accepted by the receiver")
+        return SendResult(True) if error is None else SendResult(False, True, error)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._webhook is not None:
+            await self._webhook.close()

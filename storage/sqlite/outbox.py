@@ -114,6 +114,24 @@ class SqliteOutbox(OutboxRepository):
 
         return await self.db.run(select)
 
+    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
+        wanted = list(dict.fromkeys(page_ids))
+        if not wanted:
+            return set()
+
+        def select(c: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(wanted), 500):  # below SQLite's bound-parameter limit
+                chunk = wanted[i : i + 500]
+                sql = (
+                    "SELECT DISTINCT p.value FROM outbox, json_each(outbox.payload, '$.pages') p "  # noqa: S608
+                    f"WHERE p.value IN ({','.join('?' * len(chunk))})"
+                )
+                found.update(r[0] for r in c.execute(sql, chunk).fetchall())
+            return found
+
+        return await self.db.run(select)
+
     async def drop(self, message_id: str) -> None:
         await self.db.run(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (message_id,)))
 
