@@ -378,10 +378,10 @@ class NotifyService:
             and recipient.kind == "person"
             and pages[0].kind in ACKABLE
         ):
-            base = self.config.ack_base_url.rstrip("/")
-            for p in pages:
-                token = self.links.make(p.event.fingerprint, recipient.name, now)
-                links[p.event.fingerprint] = f"{base}/ack/{token}"
+            # A placeholder, not the link: a signed link is a credential (one POST
+            # acknowledges in this person's name), so it is made when the message is sent
+            # (`_with_links`) and never stored in the outbox or its WAL.
+            links = {p.event.fingerprint: ack_placeholder(p.event.fingerprint) for p in pages}
         title, body = render(pages, lang, tz, now, mid, links)
         payload = {
             "title": title,
@@ -390,6 +390,8 @@ class NotifyService:
             "fingerprints": sorted({p.event.fingerprint for p in pages}),
             "due": min(p.at for p in pages),
         }
+        if links:
+            payload["ack_actor"] = recipient.name
         created = self._stamp(now)
         return OutboxMessage(
             mid,
@@ -523,6 +525,20 @@ class NotifyService:
         person = self.oncall.person(recipient)
         return [c for c in (person.contacts if person else []) if c in self.channels]
 
+    def _with_links(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
+        """The payload as sent: each ack-link placeholder replaced by a freshly signed link
+        (its expiry counts from the send, not from when the message was queued)."""
+        actor = payload.get("ack_actor")
+        body = payload.get("body")
+        if not actor or not isinstance(body, str) or self.links is None:
+            return payload
+        base = self.config.ack_base_url.rstrip("/")
+        for fp in payload.get("fingerprints", ()):
+            mark = ack_placeholder(fp)
+            if mark in body:
+                body = body.replace(mark, f"{base}/ack/{self.links.make(fp, actor, now)}")
+        return {**payload, "body": body}
+
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock()
         channel = self.channels.get(row.channel)
@@ -549,7 +565,7 @@ class NotifyService:
             return
         try:
             async with asyncio.timeout(self.config.send_timeout):
-                result = await channel.send(row.id, row.payload)
+                result = await channel.send(row.id, self._with_links(row.payload, now))
         except TimeoutError:
             result = SendResult(False, True, f"no answer within {self.config.send_timeout:g}s")
         now = self.clock()
@@ -604,6 +620,11 @@ class NotifyService:
         await self.outbox.reschedule(row)
         await self._log(now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at})
         log.warning("notification failed, will retry", extra={"fields": info})
+
+
+def ack_placeholder(fingerprint: str) -> str:
+    """Stands in the queued body where the signed ack link of `fingerprint` will go."""
+    return f"<<ack-link:{fingerprint}>>"
 
 
 def _am_page(event: AlertEvent) -> Page:

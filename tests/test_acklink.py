@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,50 @@ async def test_replayed_link_is_refused(tmp_path: Path) -> None:
 def test_links_need_a_secret() -> None:
     with pytest.raises(ValueError, match="secret"):
         AckLinks(b"", 3600)
+
+
+async def test_signed_links_are_made_at_sending_and_never_stored(tmp_path) -> None:
+    """A signed ack link is a credential: one POST acknowledges in that person's name. Queued
+    messages hold a placeholder; the link is signed as the message is sent, so neither the
+    outbox, the WAL nor the database file holds one, before or after delivery."""
+    import asyncio
+    import re
+
+    from tests.test_notify_delivery import Receiver, configs, firing, make_service
+
+    receiver = Receiver()
+    await receiver.start()
+    db = tmp_path / "d.db"
+    cfg = configs(
+        {"phone": receiver.url("zhang")},
+        ["phone"],
+        ack_secret="s" * 32,
+        ack_base_url="https://duty.example",
+    )
+    receiver.status = 500  # the first attempts fail: the message waits in the outbox
+    service, storage, _ = await make_service(db, *cfg)
+    try:
+        await service(firing(1))
+        await receiver.wait_for(1, 5)
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("d.db"))
+        assert b"/ack/" not in raw and b"<<ack-link:fp1>>" in raw
+        receiver.status = 200
+        receiver.received.clear()
+        await receiver.wait_for(1, 10)
+        for _ in range(50):  # delivered: the row leaves the outbox
+            if (await storage.outbox.stats(time.time())).depth == 0:
+                break
+            await asyncio.sleep(0.05)
+        message = receiver.received[-1]["body"]["message"]
+        link = re.search(r"https://duty\.example/ack/(\S+)", message)
+        assert link, message
+        assert "<<ack-link" not in message
+        claim = service.links.verify(link.group(1), time.time())
+        assert (claim.fingerprint, claim.actor) == ("fp1", "Zhang Wei")
+    finally:
+        await service.stop()
+        await storage.close()
+        await receiver.stop()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("d.db"))
+    assert b"/ack/" not in raw, "a signed link reached the database"
+    assert link.group(1).encode() not in raw
