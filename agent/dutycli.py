@@ -28,6 +28,7 @@ from dutyd.core.configtypes import parse_duration
 from dutyd.core.errors import ConfigError
 from dutyd.storage import LogEntry, Storage, StorageError, open_storage
 from dutyd.web.config import DEFAULT_PORT
+from dutyd.web.views import log_detail
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -261,11 +262,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             )
             continue
         when = _local(e.timestamp, zone)
-        info = e.data
-        brief = info.get("summary") or info.get("reason") or info.get("error") or ""
-        if e.kind.startswith("notify.") and info.get("recipient"):
-            # A delivery names who was reached and how, not only the message id.
-            brief = f"to {info['recipient']} via {info.get('channel', '?')} {brief}".rstrip()
+        brief = log_detail(e)
         print(f"{when}  {e.kind:<22} {e.actor:<12} {e.subject[:28]:<28} {brief}")
     return 0
 

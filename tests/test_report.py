@@ -279,3 +279,13 @@ async def test_the_diary_keeps_every_extreme_not_one_reading_a_minute(tmp_path: 
         }
     finally:
         await storage.close()
+
+
+def test_the_status_page_log_says_who_was_reached() -> None:
+    from dutyd.storage import LogEntry
+    from dutyd.web.views import log_text
+
+    sent = LogEntry(
+        1, 0.0, "notify.sent", "dutyd", "msg-1", {"recipient": "Li Na", "channel": "sms"}
+    )
+    assert log_text(sent) == "notify.sent: to Li Na via sms"

@@ -71,10 +71,20 @@ def environment_view(store: LatestSamples) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
+def log_detail(entry: LogEntry) -> str:
+    """What a duty-log entry is about, for people: the alert's summary, the note or reason;
+    for a delivery, who was reached through which channel (not only the message id)."""
+    data = entry.data
+    detail = data.get("summary") or data.get("note") or data.get("reason") or data.get("error")
+    if entry.kind.startswith("notify.") and data.get("recipient"):
+        reached = f"to {data['recipient']} via {data.get('channel', '?')}"
+        return f"{reached} {detail}" if detail else reached
+    return str(detail or "")
+
+
 def log_text(entry: LogEntry) -> str:
     """One line of the duty log for people: what happened, to what, by whom."""
-    data = entry.data
-    detail = data.get("summary") or data.get("note") or data.get("reason") or entry.subject
+    detail = log_detail(entry) or entry.subject
     who = "" if entry.actor in ("", "dutyd") else f" [{entry.actor}]"
     return f"{entry.kind}{who}: {detail}" if detail else f"{entry.kind}{who}"
 
