@@ -5,9 +5,12 @@ latest-value store and the alert table. It works two ways:
 
 * as a client_python custom collector (`collect()` yields metric families), so any consumer of
   the registry (`generate_latest(registry)`, tests) sees everything;
-* on the daemon's /metrics path (`render_latest(registry)`), it writes the text format itself,
-  straight from the store. Building one `Metric` and one `Sample` object per series costs
-  about four times as much as writing the line, and a large site has 100,000 series.
+* on the daemon's /metrics path (`iter_latest(registry)`), it writes the text format itself,
+  straight from the store, one family at a time. Building one `Metric` and one `Sample`
+  object per series costs about four times as much as writing the line, and a large site has
+  100,000 series; writing family by family keeps one family's text in memory at a time (the
+  whole exposition is ~20 MB at 160,000 series, and a process keeps memory it once held) and
+  lets the HTTP server hand the event loop back between families.
 
 Both paths give the same families: a sample name ending in `_total` is a counter, everything
 else a gauge; HELP comes from the collectors' `metric_help`; a family's series are contiguous.
@@ -61,21 +64,31 @@ class AlertView(Protocol):
     active_since: float | None
 
 
-# Set while `render_latest` runs: store exporters then hand over text instead of families.
-_direct: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+# Set while `iter_latest` runs: store exporters then hand themselves over instead of
+# yielding families, to be rendered directly afterwards.
+_direct: contextvars.ContextVar[list[StoreExporter] | None] = contextvars.ContextVar(
     "dutyd_direct_render", default=None
 )
 
 
-def render_latest(registry: prometheus_registry.Collector) -> bytes:
-    """The registry in text format 0.0.4, store exporters rendered directly (fast path)."""
-    direct: list[str] = []
+def iter_latest(registry: prometheus_registry.Collector) -> Iterator[bytes]:
+    """The registry in text format 0.0.4, in chunks: first every ordinary collector (through
+    client_python), then each store exporter's families, one family per chunk."""
+    direct: list[StoreExporter] = []
     token = _direct.set(direct)
     try:
-        body = generate_latest(registry)  # type: ignore[arg-type]
+        head = generate_latest(registry)  # type: ignore[arg-type]
     finally:
         _direct.reset(token)
-    return body + "".join(direct).encode()
+    yield head
+    for exporter in direct:
+        for text in exporter.render_families():
+            yield text.encode()
+
+
+def render_latest(registry: prometheus_registry.Collector) -> bytes:
+    """The whole exposition as one body (tests, tools); the server streams `iter_latest`."""
+    return b"".join(iter_latest(registry))
 
 
 def family_type(name: str) -> str:
@@ -148,7 +161,7 @@ class StoreExporter(prometheus_registry.Collector):
     def collect(self) -> Iterator[Metric]:
         direct = _direct.get()
         if direct is not None:
-            direct.append(self.render())
+            direct.append(self)
             return
         families: dict[str, Metric] = {}
         for s in self._samples():
@@ -166,41 +179,50 @@ class StoreExporter(prometheus_registry.Collector):
 
     def render(self) -> str:
         """The store's families and the alert families as exposition text."""
+        return "".join(self.render_families())
+
+    def render_families(self) -> Iterator[str]:
+        """The exposition text of one family at a time: the store's, then the alerts'."""
         cache = self._label_text
-        lines_by_name: dict[str, list[str]] = {}
+        # References only, grouped by name: a family's series must be contiguous.
+        by_name: dict[str, list[Sample]] = {}
         count = 0
         for s in self._samples():
             count += 1
-            labels = s.labels
-            entry = cache.get(id(labels))
-            if entry is not None and entry[0] is labels:
-                text = entry[1]
-            else:
-                text = "{" + format_labels(labels) + "} "
-                cache[id(labels)] = (labels, text)
-            value = s.value
-            # repr() is exact and Prometheus parses it; only inf/nan need Go's spelling.
-            val = repr(value) if math.isfinite(value) else format_value(value)
-            lines = lines_by_name.get(s.name)
-            if lines is None:
-                lines = lines_by_name[s.name] = []
-            lines.append(f"{s.name}{text}{val}\n")
+            family = by_name.get(s.name)
+            if family is None:
+                family = by_name[s.name] = []
+            family.append(s)
+        for name, samples in by_name.items():
+            if self._reserved(name):
+                continue
+            lines = [
+                f"# HELP {name} {escape_help(self.help_text(name))}\n"
+                f"# TYPE {name} {family_type(name)}\n"
+            ]
+            for s in samples:
+                labels = s.labels
+                entry = cache.get(id(labels))
+                if entry is not None and entry[0] is labels:
+                    text = entry[1]
+                else:
+                    text = "{" + format_labels(labels) + "} "
+                    cache[id(labels)] = (labels, text)
+                value = s.value
+                # repr() is exact and Prometheus parses it; only inf/nan need Go's spelling.
+                val = repr(value) if math.isfinite(value) else format_value(value)
+                lines.append(f"{name}{text}{val}\n")
+            yield "".join(lines)
         if len(cache) > 2 * count + 1024:
             self._label_text = {}  # series went away (targets removed, ports gone)
         out: list[str] = []
-        for name, lines in lines_by_name.items():
-            if self._reserved(name):
-                continue
-            out.append(f"# HELP {name} {escape_help(self.help_text(name))}\n")
-            out.append(f"# TYPE {name} {family_type(name)}\n")
-            out.append("".join(lines))
         for family in self._alert_families():
             out.append(f"# HELP {family.name} {escape_help(family.documentation)}\n")
             out.append(f"# TYPE {family.name} gauge\n")
             for sample in family.samples:
                 labels = format_labels(sorted(sample.labels.items()))
                 out.append(f"{sample.name}{{{labels}}} {format_value(sample.value)}\n")
-        return "".join(out)
+        yield "".join(out)
 
     def _alert_families(self) -> tuple[Metric, Metric]:
         state = Metric(ALERT_STATE, ALERT_STATE_HELP, "gauge")
