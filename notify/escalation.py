@@ -78,6 +78,9 @@ class Tracked:
     repeats: int = 0
     paged: dict[Recipient, None] = field(default_factory=dict)  # ordered set
     scale: float = 1.0  # < 1 walks the policy faster (drills on an accelerated clock)
+    # The latest firing event: what the alert is about, as its notices name it (the event
+    # that makes it flap is a resolve, whose text says what recovered).
+    firing: AlertEvent | None = None
 
     def step_due(self) -> float | None:
         if self.next_step < len(self.policy.steps):
@@ -123,6 +126,7 @@ class Escalator:
                 else:
                     t.event = event
                     t.held = not event.notify
+                t.firing = event
                 # This alert's steps only: the other alerts' come from `due` on the
                 # escalation clock (asking all of them for each event of a burst of a
                 # thousand is a million checks).
@@ -148,12 +152,12 @@ class Escalator:
             return merge([*told, *self._due_alert(fp, t, now)])
         if change is AlertChange.FLAPPING:
             t.held = True
-            return self._notice(t, PageKind.FLAPPING, event, now)
+            return self._notice(t, PageKind.FLAPPING, _as_firing(event, t), now)
         if change is AlertChange.SETTLED:
             t.held = not event.notify
             if event.state is not AlertState.FIRING:
                 return []  # settled resolved: the held resolve that follows says so
-            told = self._notice(t, PageKind.SETTLED, event, now)
+            told = self._notice(t, PageKind.SETTLED, _as_firing(event, t), now)
             return merge([*told, *self._due_alert(fp, t, now)])
         if change is AlertChange.RED_LINE:
             step = t.policy.red_line
@@ -240,3 +244,11 @@ def merge(pages: list[Page]) -> list[Page]:
         if who or not p.recipients:  # a step with nobody to page is still reported
             kept[i] = dataclasses.replace(p, recipients=who) if who != p.recipients else p
     return [kept[i] for i in sorted(kept)]
+
+
+def _as_firing(event: AlertEvent, t: Tracked) -> AlertEvent:
+    """`event` told with the texts of the alert's firing (a flapping notice names the fault,
+    not the recovery that set the flapping off)."""
+    if t.firing is None:
+        return event
+    return dataclasses.replace(event, summary=t.firing.summary, summaries=t.firing.summaries)

@@ -254,7 +254,7 @@ async def test_daemon_holds_a_flapping_resolve_until_it_settles(tmp_path: Path) 
         assert titles(receiver, "/p0") == [
             "ALERT: app0 is failing",
             "FLAPPING, NOTIFICATIONS HELD: app0 is failing",
-            "RESOLVED: app0 is failing",
+            "RESOLVED: app0 works again",
         ]
     finally:
         await asyncio.to_thread(daemon.stop)
