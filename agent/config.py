@@ -35,6 +35,7 @@ from dutyd.notify.config import (
 )
 from dutyd.rules.config import RulesConfig
 from dutyd.rules.packs import available as available_packs
+from dutyd.storage.config import StorageConfig
 from dutyd.web.config import ApiConfig, HttpConfig
 
 # Samples the daemon itself produces for every target, whatever its kind.
@@ -49,11 +50,6 @@ elif COLLECTORS:
     TargetUnion = next(iter(COLLECTORS.values())).config_model
 else:
     TargetUnion = TargetConfig
-
-
-class StorageConfig(StrictModel):
-    # SQLite file (WAL). Relative paths are relative to the working directory.
-    path: Path = Path("dutyd.db")
 
 
 class LogConfig(StrictModel):

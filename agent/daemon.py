@@ -38,7 +38,7 @@ from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import Window
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, open_storage
+from dutyd.storage import Storage, open_configured
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.server import HttpServer
@@ -66,7 +66,7 @@ class Daemon:
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
-        self.storage: Storage = open_storage(settings.storage.path)
+        self.storage: Storage = open_configured(settings.storage)
         self.http = HttpServer(
             self.registry,
             self._readiness,

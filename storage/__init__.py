@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from dutyd.core.errors import DutydError
+from dutyd.storage.config import StorageConfig
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
@@ -74,12 +75,32 @@ class Storage(ABC):
         await self.close()
 
 
-def open_storage(location: Path | str, read_only: bool = False) -> Storage:
-    """The storage for a configured location (a file path means SQLite), not yet opened.
-    `read_only` for tools that only read (the `dutyd log` and `report` commands)."""
+def open_storage(
+    location: Path | str,
+    read_only: bool = False,
+    password: str | None = None,
+    pool_size: int = 5,
+    retry_for: float = 120.0,
+) -> Storage:
+    """The storage for a configured location, not yet opened: a postgresql:// URL means
+    PostgreSQL (with `password`, never part of the URL), a file path SQLite. `read_only` for
+    tools that only read (the `dutyd log` and `report` commands)."""
+    from dutyd.storage.config import is_postgres_url
+
+    if is_postgres_url(location):
+        from dutyd.storage.postgres import PostgresStorage
+
+        return PostgresStorage(str(location), password, read_only, pool_size, retry_for)
     from dutyd.storage.sqlite import SqliteStorage
 
     return SqliteStorage(location, read_only=read_only)
+
+
+def open_configured(config: StorageConfig, read_only: bool = False) -> Storage:
+    """The storage a `storage:` config section names, not yet opened."""
+    return open_storage(
+        config.location, read_only, config.password(), config.pool_size, config.retry_for
+    )
 
 
 __all__ = [
@@ -99,9 +120,11 @@ __all__ = [
     "RuleEventRepository",
     "RuleEventRow",
     "Storage",
+    "StorageConfig",
     "StorageError",
     "StoredAlert",
     "StoredSilence",
     "StoredWindow",
+    "open_configured",
     "open_storage",
 ]

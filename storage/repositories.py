@@ -135,7 +135,15 @@ class DrillRepository(ABC):
 
 class OutboxRepository(ABC):
     """Notifications written before they are sent and removed once accepted, plus the ids
-    delivered lately, so a message regenerated after a restart is not sent twice."""
+    delivered lately, so a message regenerated after a restart is not sent twice.
+
+    Several nodes may share one outbox (an HA pair). A node claims a message before sending
+    it: the claim names the node and its fencing epoch and lasts until a deadline. While a
+    claim lasts nobody else gets the message (`due` leaves it out, `claim` refuses it); when
+    it runs out (the claimer died mid-send) another node takes it over. The outbox keeps the
+    highest epoch it has seen (the fence): a claim with a lower epoch, from a node that lost
+    the lease and does not know it yet (hung, then continued), is refused.
+    """
 
     @abstractmethod
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> list[str]:
@@ -147,7 +155,19 @@ class OutboxRepository(ABC):
         self, now: float, limit: int, exclude: Collection[str] = ()
     ) -> list[OutboxMessage]:
         """Up to `limit` queued messages with next_at <= now, not in `exclude` (those being
-        sent), by next_at then creation."""
+        sent) and not under a claim that lasts past `now`, by next_at then creation."""
+
+    @abstractmethod
+    async def claim(self, message_id: str, node: str, epoch: int, now: float, until: float) -> bool:
+        """Claim a queued message for sending until `until`. True when it is now this node's:
+        it was unclaimed, its claim ran out by `now`, or it is this node's at this epoch
+        already. False when it is gone (delivered, dropped), claimed by someone else, or
+        `epoch` is below the fence (a newer active exists); otherwise the fence rises to
+        `epoch`."""
+
+    @abstractmethod
+    async def raise_fence(self, epoch: int) -> None:
+        """Refuse claims below `epoch` from now on (a new active took the lease)."""
 
     @abstractmethod
     async def mark_delivered(
@@ -170,7 +190,8 @@ class OutboxRepository(ABC):
 
     @abstractmethod
     async def reschedule(self, message: OutboxMessage) -> None:
-        """Save a queued message's channel, fallbacks, counters, next_at and last error."""
+        """Save a queued message's channel, fallbacks, counters, next_at and last error, and
+        release its claim."""
 
     @abstractmethod
     async def stats(self, now: float) -> OutboxStats: ...

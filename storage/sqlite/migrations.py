@@ -113,6 +113,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (hour, name, series)
     );
     """,
+    # 6: outbox claims for a shared outbox, and the fence (highest claim epoch seen).
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claim_epoch INTEGER;
+    ALTER TABLE outbox ADD COLUMN claim_until REAL;
+    CREATE TABLE outbox_fence (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    );
+    INSERT INTO outbox_fence (id, epoch) VALUES (1, 0);
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].
