@@ -19,7 +19,9 @@ from dutyd.storage.config import StorageConfig
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    LeaseState,
     LogEntry,
+    Member,
     NewLogEntry,
     OutboxMessage,
     OutboxStats,
@@ -27,10 +29,12 @@ from dutyd.storage.records import (
     StoredAlert,
     StoredSilence,
     StoredWindow,
+    TargetStatusRow,
 )
 from dutyd.storage.repositories import (
     AckLinkRepository,
     AlertRepository,
+    ClusterRepository,
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
@@ -55,6 +59,7 @@ class Storage(ABC):
     outbox: OutboxRepository
     ack_links: AckLinkRepository
     environment: EnvironmentRepository
+    cluster: ClusterRepository
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -106,12 +111,15 @@ def open_configured(config: StorageConfig, read_only: bool = False) -> Storage:
 __all__ = [
     "AckLinkRepository",
     "AlertRepository",
+    "ClusterRepository",
     "DrillRepository",
     "DutyLogRepository",
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "LeaseState",
     "LogEntry",
+    "Member",
     "NewLogEntry",
     "OutboxMessage",
     "OutboxRepository",
@@ -125,6 +133,7 @@ __all__ = [
     "StoredAlert",
     "StoredSilence",
     "StoredWindow",
+    "TargetStatusRow",
     "open_configured",
     "open_storage",
 ]

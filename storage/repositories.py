@@ -13,7 +13,9 @@ from typing import Any
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    LeaseState,
     LogEntry,
+    Member,
     NewLogEntry,
     OutboxMessage,
     OutboxStats,
@@ -21,6 +23,7 @@ from dutyd.storage.records import (
     StoredAlert,
     StoredSilence,
     StoredWindow,
+    TargetStatusRow,
 )
 
 
@@ -166,6 +169,11 @@ class OutboxRepository(ABC):
         `epoch`."""
 
     @abstractmethod
+    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
+        """Which of `page_ids` are pages of a queued message (not yet delivered): a node that
+        takes over regenerates pages and must not queue them again in another grouping."""
+
+    @abstractmethod
     async def raise_fence(self, epoch: int) -> None:
         """Refuse claims below `epoch` from now on (a new active took the lease)."""
 
@@ -221,3 +229,45 @@ class EnvironmentRepository(ABC):
     async def ranges(self, start: float, end: float) -> list[EnvironmentRange]:
         """Per series, the min and max over the hours that overlap [start, end), ordered by
         the series' labels (canonical JSON) then name."""
+
+
+class ClusterRepository(ABC):
+    """What the nodes sharing one store know of each other: heartbeat rows, named leases with
+    a fencing epoch, and the status of the targets each polls. Times are the store's own
+    clock (`now` in the answers), so the nodes' clocks may disagree without harm. Calls fail
+    at once when the store is unreachable (a node must know now that it cannot renew)."""
+
+    @abstractmethod
+    async def heartbeat(self, node: str, address: str, shard: str | None, started: float) -> float:
+        """Insert or refresh the node's row (last_seen = now); the store's now."""
+
+    @abstractmethod
+    async def members(self) -> tuple[list[Member], float]:
+        """Every node's row, by name, and the store's now."""
+
+    @abstractmethod
+    async def leave(self, node: str) -> None:
+        """Remove the node's row (a clean stop)."""
+
+    @abstractmethod
+    async def acquire_lease(self, name: str, node: str, ttl: float) -> LeaseState:
+        """Take or renew the lease for `ttl` seconds, in one transaction. The holder renews
+        (same epoch) while it lasts; once it ran out anyone takes it (the epoch rises, and the
+        outbox fence with it, so the former holder's claims are refused). Otherwise the lease
+        is left as it is. Returns the lease as it is after the attempt."""
+
+    @abstractmethod
+    async def release_lease(self, name: str, node: str) -> None:
+        """End the lease now if `node` holds it (a clean stop: the peer takes over at once)."""
+
+    @abstractmethod
+    async def lease(self, name: str) -> LeaseState | None:
+        """The lease as it is, None when never taken."""
+
+    @abstractmethod
+    async def publish_targets(self, rows: Sequence[TargetStatusRow]) -> None:
+        """Insert or replace the targets' status rows."""
+
+    @abstractmethod
+    async def target_statuses(self) -> list[TargetStatusRow]:
+        """Every target's latest status row, by target."""

@@ -4,6 +4,8 @@ PostgreSQL (a real server, tests/postgres_fixtures.py) pass all of them."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from dutyd.storage import (
     OutboxStats,
     Storage,
     StoredAlert,
+    TargetStatusRow,
 )
 from dutyd.storage.postgres import PostgresStorage
 from dutyd.storage.sqlite import SqliteStorage
@@ -466,3 +469,88 @@ async def test_outbox_delivered_id_is_never_sent_again_across_nodes(store: Store
     assert await s.outbox.enqueue([message("m1")]) == []
     assert not await s.outbox.claim("m1", "node-b", 2, now=200.0, until=230.0)
     assert await s.outbox.sent_among(["m1", "m1-p1"]) == {"m1", "m1-p1"}
+
+
+async def test_outbox_queued_among_names_pages_of_queued_messages(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2", payload={"title": "x"})])
+    assert await s.outbox.queued_among(["m1-p1", "m2-p1", "zz"]) == {"m1-p1"}
+    await s.outbox.mark_delivered("m1", 1.0, ["m1-p1"])
+    assert await s.outbox.queued_among(["m1-p1"]) == set()
+    assert await s.outbox.queued_among([]) == set()
+
+
+# -- cluster: members, the lease and its epoch, targets' status -----------------------------------
+
+
+async def test_cluster_members_heartbeat_and_leave(store: Store) -> None:
+    s = store.s
+    assert await s.cluster.members() == ([], pytest.approx(time.time(), abs=60))
+    t1 = await s.cluster.heartbeat("node-b", "http://127.0.0.1:2", None, 10.0)
+    await s.cluster.heartbeat("node-a", "http://127.0.0.1:1", "branch", 11.0)
+    await asyncio.sleep(0.01)
+    t2 = await s.cluster.heartbeat("node-b", "http://127.0.0.1:3", None, 10.0)
+    assert t2 > t1
+    members, now = await s.cluster.members()
+    assert [(m.node, m.address, m.shard, m.started) for m in members] == [
+        ("node-a", "http://127.0.0.1:1", "branch", 11.0),
+        ("node-b", "http://127.0.0.1:3", None, 10.0),
+    ]
+    assert members[1].last_seen == t2 and now >= t2
+    await s.cluster.leave("node-a")
+    s = await store.reopen()
+    assert [m.node for m in (await s.cluster.members())[0]] == ["node-b"]
+
+
+async def test_cluster_lease_renewed_by_holder_taken_over_when_it_runs_out(store: Store) -> None:
+    s = store.s
+    assert await s.cluster.lease("notifier") is None
+    a = await s.cluster.acquire_lease("notifier", "node-a", ttl=0.6)
+    assert a.held_by("node-a") and a.epoch == 1
+    b = await s.cluster.acquire_lease("notifier", "node-b", ttl=0.6)
+    assert not b.held_by("node-b") and b.holder == "node-a" and b.epoch == 1
+    renewed = await s.cluster.acquire_lease("notifier", "node-a", ttl=0.6)
+    assert renewed.held_by("node-a") and renewed.epoch == 1 and renewed.expires > a.expires
+    await asyncio.sleep(0.8)  # node-a hangs past its lease
+    b = await s.cluster.acquire_lease("notifier", "node-b", ttl=5)
+    assert b.held_by("node-b") and b.epoch == 2
+    # node-a continues: it does not get the lease back, and its claims are fenced.
+    a = await s.cluster.acquire_lease("notifier", "node-a", ttl=5)
+    assert not a.held_by("node-a") and a.holder == "node-b"
+    await s.outbox.enqueue([message("m1")])
+    assert not await s.outbox.claim("m1", "node-a", 1, now=100.0, until=130.0)
+    assert await s.outbox.claim("m1", "node-b", 2, now=100.0, until=130.0)
+    # A clean stop hands over at once, with a new epoch.
+    await s.cluster.release_lease("notifier", "node-a")  # not the holder: no effect
+    assert (await s.cluster.lease("notifier")).held_by("node-b")  # type: ignore[union-attr]
+    await s.cluster.release_lease("notifier", "node-b")
+    a = await s.cluster.acquire_lease("notifier", "node-a", ttl=5)
+    assert a.held_by("node-a") and a.epoch == 3
+    s = await store.reopen()
+    lease = await s.cluster.lease("notifier")
+    assert lease is not None and lease.held_by("node-a") and lease.epoch == 3
+
+
+async def test_cluster_lease_one_winner_when_nodes_race(store: Store) -> None:
+    s = store.s
+    results = await asyncio.gather(
+        *(s.cluster.acquire_lease("notifier", f"node-{i}", ttl=30) for i in range(5))
+    )
+    winners = {r.holder for r in results if r.held_by(r.holder) and r.holder}
+    assert len(winners) == 1 and all(r.epoch == 1 for r in results)
+
+
+async def test_cluster_target_status_published_and_read(store: Store) -> None:
+    s = store.s
+    await s.cluster.publish_targets([])
+    await s.cluster.publish_targets(
+        [
+            TargetStatusRow("ups1", "node-a", False, "timeout", 5.0, 6.0),
+            TargetStatusRow("sw1", "node-b", True, "", 4.0, 6.0),
+        ]
+    )
+    await s.cluster.publish_targets([TargetStatusRow("ups1", "node-b", True, "", 9.0, 10.0)])
+    assert await s.cluster.target_statuses() == [
+        TargetStatusRow("sw1", "node-b", True, "", 4.0, 6.0),
+        TargetStatusRow("ups1", "node-b", True, "", 9.0, 10.0),
+    ]

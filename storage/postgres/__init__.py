@@ -7,6 +7,7 @@ from __future__ import annotations
 from dutyd.storage import Storage
 from dutyd.storage.postgres.ack_links import PostgresAckLinks
 from dutyd.storage.postgres.alerts import PostgresAlerts
+from dutyd.storage.postgres.cluster import PostgresCluster
 from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.postgres.environment import PostgresEnvironment
 from dutyd.storage.postgres.log import PostgresDrills, PostgresDutyLog
@@ -34,6 +35,7 @@ class PostgresStorage(Storage):
         self.drills = PostgresDrills(self._db)
         self.outbox = PostgresOutbox(self._db)
         self.ack_links = PostgresAckLinks(self._db)
+        self.cluster = PostgresCluster(self._db)
         self.environment = PostgresEnvironment(self._db)
 
     async def open(self) -> None:

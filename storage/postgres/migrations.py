@@ -115,4 +115,32 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO outbox_fence (id, epoch) VALUES (1, 0);
     """,
+    # 3: the cluster: members' heartbeats, leases with a fencing epoch, targets' status; the
+    # server's clock as the one time every node agrees on.
+    """
+    CREATE FUNCTION dutyd_now() RETURNS DOUBLE PRECISION
+        LANGUAGE sql VOLATILE AS 'SELECT extract(epoch FROM clock_timestamp())::double precision';
+    CREATE TABLE cluster_members (
+        node TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        shard TEXT,
+        started DOUBLE PRECISION NOT NULL,
+        last_seen DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE cluster_leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        acquired DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE target_status (
+        target TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        up BOOLEAN NOT NULL,
+        reason TEXT NOT NULL,
+        last_poll DOUBLE PRECISION,
+        updated DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]

@@ -110,6 +110,22 @@ class PostgresOutbox(OutboxRepository):
 
         return await self.db.run(claim)
 
+    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
+        wanted = list(set(page_ids))
+        if not wanted:
+            return set()
+
+        async def select(c: asyncpg.Connection) -> set[str]:
+            rows = await c.fetch(
+                "SELECT DISTINCT p FROM outbox, "
+                "jsonb_array_elements_text(COALESCE(payload::jsonb->'pages', '[]'::jsonb)) AS p "
+                "WHERE p = ANY($1)",
+                wanted,
+            )
+            return {r[0] for r in rows}
+
+        return await self.db.run(select)
+
     async def raise_fence(self, epoch: int) -> None:
         async def update(c: asyncpg.Connection) -> None:
             await c.execute("UPDATE outbox_fence SET epoch=GREATEST(epoch, $1) WHERE id=1", epoch)

@@ -124,6 +124,31 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO outbox_fence (id, epoch) VALUES (1, 0);
     """,
+    # 7: the cluster: members' heartbeats, leases with a fencing epoch, targets' status.
+    """
+    CREATE TABLE cluster_members (
+        node TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        shard TEXT,
+        started REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE cluster_leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        acquired REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE TABLE target_status (
+        target TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        up INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        last_poll REAL,
+        updated REAL NOT NULL
+    );
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

@@ -97,6 +97,17 @@ class SqliteOutbox(OutboxRepository):
 
         return await self.db.run(claim)
 
+    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
+        wanted = set(page_ids)
+        if not wanted:
+            return set()
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT DISTINCT p.value FROM outbox, json_each(outbox.payload, '$.pages') AS p"
+            ).fetchall()
+        )
+        return {r[0] for r in rows} & wanted
+
     async def raise_fence(self, epoch: int) -> None:
         await self.db.run(
             lambda c: c.execute("UPDATE outbox_fence SET epoch=MAX(epoch, ?) WHERE id=1", (epoch,))
