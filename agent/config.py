@@ -23,6 +23,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from dutyd.cluster.config import ClusterConfig
 from dutyd.collectors import COLLECTORS
 from dutyd.collectors.base import TargetConfig
 from dutyd.core.configtypes import StrictModel
@@ -80,6 +81,7 @@ class Settings(BaseSettings):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @classmethod
     def settings_customise_sources(

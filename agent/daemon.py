@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 
 from dutyd.agent.config import Settings, load_config
+from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
@@ -67,6 +68,7 @@ class Daemon:
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
         self.storage: Storage = open_configured(settings.storage)
+        self.ha = HighAvailability(lambda: self.settings, self.storage, self.metrics, clock)
         self.http = HttpServer(
             self.registry,
             self._readiness,
@@ -87,6 +89,15 @@ class Daemon:
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
+        self.ha.connect(
+            lambda: self.engine,
+            self.journal,
+            self.operations,
+            self.notify,
+            self.scheduler,
+            self.latest,
+            lambda: self._apply_targets(self.settings),
+        )
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(
             self.storage.environment, lambda: self.latest.samples(only_up=True)
@@ -104,6 +115,7 @@ class Daemon:
             targets=lambda: self.settings.targets,
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
+            cluster=self.ha.status,
         )
         install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,8 +136,11 @@ class Daemon:
         await self.drills.restore()
         await self.recorder.start()
         await self.http.start()
+        await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
-        await self.notify.start(self.operations.list_alerts(["firing"]))
+        # In a cluster the escalation is taken up at takeover (`ha`), not here.
+        firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
+        await self.notify.start(firing)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         await self.storage.log.append(
@@ -149,6 +164,8 @@ class Daemon:
 
     async def stop(self) -> None:
         self._ready = False
+        writer = self.ha.escalating()  # a standby's alerts are the store's, not its own
+        await self.ha.stop()
         await self.scheduler.stop()
         for task in self._tasks:
             task.cancel()
@@ -158,7 +175,8 @@ class Daemon:
         await self.drills.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
-            await rulestate.save_all(self.engine, self.storage)
+            if writer:
+                await rulestate.save_all(self.engine, self.storage)
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -236,7 +254,7 @@ class Daemon:
         counts: dict[str, int] = {}
         for cfg in settings.targets:
             counts[cfg.kind] = counts.get(cfg.kind, 0) + 1
-            if cfg.name in running:
+            if cfg.name in running or not self.ha.owns(cfg.name):
                 continue
             collector_cls = COLLECTORS[cfg.kind]
             collector: Collector = collector_cls(cfg, self.context)
@@ -249,7 +267,10 @@ class Daemon:
     def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting or stopping"
-        return True, f"ready: {len(self.settings.targets)} targets, {len(self.engine.rules)} rules"
+        return True, (
+            f"ready: {len(self.settings.targets)} targets, {len(self.engine.rules)} rules"
+            + self.ha.readiness()
+        )
 
     # -- data path ------------------------------------------------------------------------------
 
@@ -307,6 +328,8 @@ class Daemon:
             for event in self.engine.tick(now):
                 self.journal.put(event)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
+            if not self.ha.escalating():
+                continue  # a standby: the active node writes the rule state
             try:
                 for fp in forgotten:
                     await self.storage.alerts.delete(fp)

@@ -684,6 +684,21 @@ class RuleEngine:
             self.alerts[alert.fingerprint] = alert
             rule.alerts[alert.labels] = alert
 
+    def replace_alerts(self, alerts: Iterable[Alert]) -> None:
+        """Put these alerts in place of every alert held now (a standby taking over the
+        active node's alerts from the shared store)."""
+        self.alerts.clear()
+        for rule in self.rules.values():
+            rule.alerts.clear()
+        self.restore(alerts)
+
+    def drop_alert(self, fingerprint: str) -> None:
+        """Forget an alert without an event (its target moved to another node's shard)."""
+        alert = self.alerts.pop(fingerprint, None)
+        rule = self.rules.get(alert.rule) if alert is not None else None
+        if alert is not None and rule is not None:
+            rule.alerts.pop(alert.labels, None)
+
     def adopt(self, old: RuleEngine) -> None:
         """After a config reload: keep the alerts, overlays, target states and, for rules
         whose definition did not change, the per-series history (rates, windows, events)."""
