@@ -141,6 +141,8 @@ class NotifyService:
 
     async def __call__(self, event: AlertEvent) -> None:
         """The daemon's alert listener."""
+        if not self.escalating():
+            return  # a standby: the active node escalates (and took this alert over)
         now = self.clock()
         self.add_pages(self.escalator.handle(event, now), now)
         self._escalate.set()
