@@ -17,6 +17,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -437,6 +439,25 @@ def test_three_agents_share_300_targets_and_take_over_a_dead_ones(tmp_path, site
     took = wait(moved, 60, "c's targets polled by a and b", a, b)
     assert time.monotonic() - killed <= 60
     assert took <= 60
+    # `dutyd cluster status` reads the same from the store.
+    out = subprocess.run(
+        [sys.executable, "-m", "dutyd.agent.cli", "cluster", "status", "-c", str(a.config_path),
+         "--json"],
+        capture_output=True, text=True, env={**os.environ, PGPASS_ENV: PASSWORD}, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["active_node"] in ("a", "b") and status["lease_age"] is not None
+    assert {m["node"]: m["live"] for m in status["members"]} == {"a": True, "b": True, "c": False}
+    assert status["shard_map"]["a"] + status["shard_map"]["b"] == 300
+    assert PASSWORD not in out.stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "dutyd.agent.cli", "cluster", "status", "-c", str(a.config_path)],
+        capture_output=True, text=True, env={**os.environ, PGPASS_ENV: PASSWORD}, timeout=60,
+        check=False,
+    ).stdout  # fmt: skip
+    assert f"active node: {status['active_node']}" in text
     # No alert appeared on the way (every target stayed up), nothing was paged.
     assert site["receiver"].pages == []
     assert duty_log_kinds(pg, site["db"], "alert.firing") == []
