@@ -5,6 +5,7 @@ open, and riding out a database restart."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -97,3 +98,15 @@ async def test_calls_wait_for_a_restarted_database() -> None:
             async with asyncio.timeout(30):
                 await pending
             assert [e.kind for e in await s.log.read()] == ["before", "during"]
+
+
+def test_the_ha_example_config_is_valid(tmp_path, monkeypatch) -> None:
+    """integrations/ha/dutyd.yaml (docker-compose.yml's config): each node's name from env."""
+    (tmp_path / "pw").write_text("secret\n")
+    monkeypatch.setenv("DUTYD_STORAGE__PASSWORD_FILE", str(tmp_path / "pw"))
+    monkeypatch.setenv("DUTYD_CLUSTER__NODE", "duty-b")
+    root = Path(__file__).resolve().parent.parent
+    settings = load_config(root / "integrations" / "ha" / "dutyd.yaml")
+    assert settings.cluster.enabled and settings.cluster.node == "duty-b"
+    assert settings.storage.password() == "secret"
+    assert "dutyd-b" in (root / "docker-compose.yml").read_text()
