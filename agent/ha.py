@@ -69,6 +69,8 @@ class HighAvailability:
         self.shared: SharedDutyState | None = None
         self.peers: PeerWatch | None = None
         self._engine: Callable[[], RuleEngine] | None = None
+        self._notify: NotifyService | None = None
+        self._operations: DutyOperations | None = None
         self._apply_targets: Callable[[], None] | None = None
         self._scheduler: Scheduler | None = None
         self._latest: LatestSamples | None = None
@@ -126,6 +128,8 @@ class HighAvailability:
         apply_targets: Callable[[], None],
     ) -> None:
         self._engine = engine
+        self._notify = notify
+        self._operations = operations
         self._scheduler = scheduler
         self._latest = latest
         self._apply_targets = apply_targets
@@ -205,10 +209,20 @@ class HighAvailability:
             if a.fingerprint not in engine.alerts and self.node.owns(a.label("target"))
         ]
         engine.restore(mine)
+        gone = []
         for fp, alert in list(engine.alerts.items()):
             target = alert.label("target")
             if target and target in self._scheduler_targets() and not self.node.owns(target):
                 engine.drop_alert(fp)
+                gone.append(fp)
+        if self._notify is not None and self._operations is not None:
+            self._notify.hand_over(gone)
+            # Escalation of the alerts taken over goes on here; steps already sent or queued
+            # by the former owner are recognised by their page ids.
+            taken = {a.fingerprint for a in mine}
+            self._notify.resume(
+                [v for v in self._operations.list_alerts(["firing"]) if v["fingerprint"] in taken]
+            )
 
     def _scheduler_targets(self) -> set[str]:
         return {t.name for t in self.settings().targets}

@@ -203,6 +203,13 @@ class NotifyService:
         in a group window are dropped, the active regenerates them with the same ids."""
         self._forget()
 
+    def hand_over(self, fingerprints: list[str]) -> None:
+        """These alerts moved to another node (their targets went to its shard): stop
+        escalating them here."""
+        for fp in fingerprints:
+            self.escalator.tracked.pop(fp, None)
+            self.forwarded.pop(fp, None)
+
     def _forget(self) -> None:
         for handle in self._flush_handles.values():
             handle.cancel()
