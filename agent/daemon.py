@@ -243,8 +243,9 @@ class Daemon:
             engine = _engine_for(new)
             engine.adopt(self.engine)
             self.engine = engine
-        if new.http != self.settings.http or new.storage != self.settings.storage:
-            log.warning("http and storage settings take effect at the next restart")
+        old = self.settings
+        if (new.http, new.storage, new.cluster) != (old.http, old.storage, old.cluster):
+            log.warning("http, storage and cluster settings take effect at the next restart")
         self.settings = new
         self.notify.apply(new.oncall, new.escalation, new.notify)
         self._apply_targets(new)
