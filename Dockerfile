@@ -11,6 +11,7 @@ COPY rules ./rules
 COPY storage ./storage
 COPY exporters ./exporters
 COPY notify ./notify
+COPY cluster ./cluster
 COPY duty ./duty
 COPY web ./web
 COPY agent ./agent

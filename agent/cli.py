@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dutyd.agent.dutycli import add_duty_commands
 
     add_duty_commands(sub)  # oncall, ack, silence, maintenance, drill, log, report
+    from dutyd.agent.clustercli import add_cluster_commands
+
+    add_cluster_commands(sub)  # cluster status
     return parser
 
 

@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from dutyd.cluster.config import ClusterConfig
 from dutyd.collectors import COLLECTORS
 from dutyd.collectors.base import TargetConfig
 from dutyd.collectors.snmp.trap_config import TrapsConfig
@@ -36,6 +37,7 @@ from dutyd.notify.config import (
 )
 from dutyd.rules.config import RulesConfig
 from dutyd.rules.packs import available as available_packs
+from dutyd.storage.config import StorageConfig
 from dutyd.web.config import ApiConfig, HttpConfig
 
 # libyaml's safe loader when PyYAML has it (its wheels do): the pure-Python one takes ~40 MiB
@@ -54,11 +56,6 @@ elif COLLECTORS:
     TargetUnion = next(iter(COLLECTORS.values())).config_model
 else:
     TargetUnion = TargetConfig
-
-
-class StorageConfig(StrictModel):
-    # SQLite file (WAL). Relative paths are relative to the working directory.
-    path: Path = Path("dutyd.db")
 
 
 class LogConfig(StrictModel):
@@ -91,6 +88,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     # The SNMP trap/inform listener (collectors/snmp/trap_config.py); off when absent.
     traps: TrapsConfig | None = None
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 
 from dutyd.agent.config import Settings, load_config
+from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
@@ -43,7 +44,7 @@ from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, StorageError, open_storage
+from dutyd.storage import Storage, StorageError, open_configured
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.server import HttpServer
@@ -71,7 +72,8 @@ class Daemon:
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
-        self.storage: Storage = open_storage(settings.storage.path)
+        self.storage: Storage = open_configured(settings.storage)
+        self.ha = HighAvailability(lambda: self.settings, self.storage, self.metrics, clock)
         self.http = HttpServer(
             self.registry,
             self._readiness,
@@ -92,6 +94,15 @@ class Daemon:
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
+        self.ha.connect(
+            lambda: self.engine,
+            self.journal,
+            self.operations,
+            self.notify,
+            self.scheduler,
+            self.latest,
+            lambda: self._apply_targets(self.settings),
+        )
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment)
         self.reboots = RebootMemory(self.storage.boot_times)
@@ -108,6 +119,7 @@ class Daemon:
             targets=lambda: self.settings.targets,
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
+            cluster=self.ha.status,
         )
         install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,11 +161,14 @@ class Daemon:
         await self.drills.restore()
         await self.reboots.load()
         await self.recorder.start()
+        await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         self.traps = await start_traps(
             self.settings, DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics)
         )
-        await self.notify.start(self.operations.list_alerts(["firing"]))
+        # In a cluster the escalation is taken up at takeover (`ha`), not here.
+        firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
+        await self.notify.start(firing)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         await self.storage.log.append(
@@ -177,6 +192,8 @@ class Daemon:
 
     async def stop(self) -> None:
         self._ready = False
+        writer = self.ha.escalating()  # a standby's alerts are the store's, not its own
+        await self.ha.stop()
         await self.scheduler.stop()
         await stop_traps(self.traps)
         for task in [*self._tasks, *self._background]:
@@ -187,7 +204,8 @@ class Daemon:
         await self.drills.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
-            await rulestate.save_all(self.engine, self.storage)
+            if writer:
+                await rulestate.save_all(self.engine, self.storage)
         with contextlib.suppress(Exception):
             await self.reboots.flush()
         await self.recorder.stop()
@@ -263,10 +281,14 @@ class Daemon:
             engine = _engine_for(new)
             engine.adopt(self.engine)
             self.engine = engine
-        if new.http != self.settings.http or new.storage != self.settings.storage:
-            log.warning("http and storage settings take effect at the next restart")
-        if new.traps != self.settings.traps:
-            log.warning("traps settings take effect at the next restart")
+        old = self.settings
+        if (new.http, new.storage, new.cluster, new.traps) != (
+            old.http,
+            old.storage,
+            old.cluster,
+            old.traps,
+        ):
+            log.warning("http, storage, cluster and traps settings take effect at the next restart")
         self.settings = new
         self._targets = {t.name: t for t in new.targets}
         self.notify.apply(new.oncall, new.escalation, new.notify)
@@ -278,7 +300,7 @@ class Daemon:
         counts: dict[str, int] = {}
         for cfg in settings.targets:
             counts[cfg.kind] = counts.get(cfg.kind, 0) + 1
-            if cfg.name in running:
+            if cfg.name in running or not self.ha.owns(cfg.name):
                 continue
             collector_cls = COLLECTORS[cfg.kind]
             collector: Collector = collector_cls(cfg, self.context)
@@ -293,7 +315,10 @@ class Daemon:
             return False, "starting or stopping"
         if not self.settings.targets:
             return False, "no targets configured: nothing is watched"
-        return True, f"ready: {len(self.settings.targets)} targets, {len(self.engine.rules)} rules"
+        return True, (
+            f"ready: {len(self.settings.targets)} targets, {len(self.engine.rules)} rules"
+            + self.ha.readiness()
+        )
 
     # -- data path ------------------------------------------------------------------------------
 
@@ -393,6 +418,8 @@ class Daemon:
             for event in self.engine.tick(now):
                 self.journal.put(event)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
+            if not self.ha.escalating():
+                continue  # a standby: the active node writes the rule state
             try:
                 for fp in forgotten:
                     await self.storage.alerts.delete(fp)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from dutyd.agent.config import Settings, load_config
 from dutyd.core.configtypes import parse_duration
 from dutyd.core.errors import ConfigError
-from dutyd.storage import LogEntry, Storage, StorageError, open_storage
+from dutyd.storage import LogEntry, Storage, StorageError, open_configured, open_storage
 from dutyd.web.config import DEFAULT_PORT
 from dutyd.web.views import log_detail
 
@@ -217,10 +217,13 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def _read_store(args: argparse.Namespace, read: Callable[[Storage], Awaitable[T]]) -> T:
     """Open the store read-only, run `read` on it, close it."""
-    path = Path(args.db) if args.db else _need_settings(args).storage.path
 
     async def run() -> T:
-        storage = open_storage(path, read_only=True)
+        storage = (
+            open_storage(Path(args.db), read_only=True)
+            if args.db
+            else open_configured(_need_settings(args).storage, read_only=True)
+        )
         await storage.open()
         try:
             return await read(storage)

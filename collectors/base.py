@@ -61,6 +61,8 @@ class TargetConfig(StrictModel):
     labels: LabelMap = Field(default_factory=dict)
     # Parent targets (a switch, a UPS): while one is down, this target's alerts are suppressed.
     depends_on: list[str] = Field(default_factory=list)
+    # Pinned to a shard of the cluster (the agent in that room polls it); see cluster.shard.
+    shard: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("interval")
     @classmethod

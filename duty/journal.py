@@ -3,6 +3,11 @@
 Written down: one console/log line, the alert's row (so a restart resumes it with its start
 time and red-line clock) and a duty-log entry. Handed on: to every listener (the notification
 service), after it is recorded, so a page never goes out for an event the duty log lacks.
+
+In a cluster, `recording(event)` says whether this node records an event: the rule events of
+the active node (or of the node that polls the target, when sharded) and every event a person
+caused on this node (an ack through its API). Others are only logged to the console: the
+duty log holds each event once, whichever node saw it.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ class AlertJournal:
         engine: Callable[[], RuleEngine],
         storage: Storage,
         metrics: Instrumentation,
+        recording: Callable[[AlertEvent], bool] = lambda event: True,
+        node: str = "",
     ) -> None:
         self._engine = engine
         self._storage = storage
         self._metrics = metrics
+        self.recording = recording
+        self.node = node
         self.listeners: list[AlertListener] = []
         self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue()
 
@@ -57,6 +66,8 @@ class AlertJournal:
         self._metrics.alert_events.labels(str(event.state)).inc()
         word = str(event.state) if event.change is AlertChange.STATE else str(event.change)
         self._log_line(event, word)
+        if not self.recording(event):
+            return
         try:
             alert = self._engine().alerts.get(event.fingerprint)
             if alert is not None and alert.state is not AlertState.INACTIVE:
@@ -81,8 +92,36 @@ class AlertJournal:
                     "muted_reason": event.muted_reason,
                     "note": event.note,
                     "red_line": event.red_line,
+                    **self._origin(event),
                 },
             )
+        except Exception:
+            log.exception("recording alert event failed")
+        for listener in self.listeners:
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("alert listener failed")
+
+    def _origin(self, event: AlertEvent) -> dict[str, object]:
+        """For what a person did: the node it was done on and the ack itself, so the other
+        nodes of a cluster apply it (see `apply_remote`)."""
+        if not self.node or not event.actor:
+            return {}
+        out: dict[str, object] = {"node": self.node}
+        alert = self._engine().alerts.get(event.fingerprint)
+        if event.change is AlertChange.ACKNOWLEDGED and alert is not None and alert.ack:
+            out["ack"] = alert.ack.to_dict()
+        return out
+
+    async def apply_remote(self, event: AlertEvent) -> None:
+        """An event another node recorded (an ack made there), applied here: the alert row
+        and the listeners, not the duty log (it is there once already)."""
+        self._log_line(event, str(event.change))
+        try:
+            alert = self._engine().alerts.get(event.fingerprint)
+            if alert is not None and alert.state is not AlertState.INACTIVE:
+                await self._storage.alerts.save(alert_row(alert))
         except Exception:
             log.exception("recording alert event failed")
         for listener in self.listeners:

@@ -22,22 +22,7 @@ async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
     """Load alerts, overlays and event counts into a fresh engine; returns the alert count."""
     restored = [alert_from_row(r) for r in await storage.alerts.load_all()]
     engine.restore(restored)
-    for s in await storage.overlays.live_silences(now):
-        engine.add_silence(
-            Silence(str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created)
-        )
-    for w in await storage.overlays.windows_ending_after(now - WINDOW_LOOKBACK):
-        engine.add_window(
-            MaintenanceWindow(
-                str(w.id),
-                frozenset(w.targets),
-                compile_matchers(w.matchers),
-                w.start,
-                w.end,
-                w.reason,
-                w.actor,
-            )
-        )
+    await load_overlays(engine, storage, now)
     spans = [r.config.events.over for r in engine.rules.values() if r.config.events]
     if spans:
         rows = await storage.rule_events.load(now - max(spans))
@@ -45,6 +30,28 @@ async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
             (rule, labels_of(series), ts, inc, v) for rule, series, ts, inc, v in rows
         )
     return len(restored)
+
+
+async def load_overlays(engine: RuleEngine, storage: Storage, now: float) -> None:
+    """The stored silences and ad hoc windows in place of the engine's (the config's
+    scheduled windows stay): at start, and in a cluster to see what the other nodes set."""
+    silences = [
+        Silence(str(s.id), compile_matchers(s.matchers), s.until, s.actor, s.reason, s.created)
+        for s in await storage.overlays.live_silences(now)
+    ]
+    windows = [
+        MaintenanceWindow(
+            str(w.id),
+            frozenset(w.targets),
+            compile_matchers(w.matchers),
+            w.start,
+            w.end,
+            w.reason,
+            w.actor,
+        )
+        for w in await storage.overlays.windows_ending_after(now - WINDOW_LOOKBACK)
+    ]
+    engine.replace_stored_overlays(silences, windows)
 
 
 async def save_counts(engine: RuleEngine, storage: Storage) -> None:

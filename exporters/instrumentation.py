@@ -143,3 +143,41 @@ class Instrumentation:
             buckets=POLL_BUCKETS,
             registry=registry,
         )
+        # The cluster and the dead man's switch (set as functions by the daemon).
+        self.ha_active = Gauge(
+            "dutyd_ha_active",
+            "1 when this node is the active notifier (always 1 for a node alone), else 0",
+            registry=registry,
+        )
+        self.ha_epoch = Gauge(
+            "dutyd_ha_epoch",
+            "The fencing epoch of the notifier lease as last seen",
+            registry=registry,
+        )
+        self.ha_takeovers = Counter(
+            "dutyd_ha_takeovers", "Times this node became the active notifier", registry=registry
+        )
+        self.cluster_members = Gauge(
+            "dutyd_cluster_members_live", "Live members of the cluster", registry=registry
+        )
+        self.targets_owned = Gauge(
+            "dutyd_targets_owned", "Targets this node polls (its shard)", registry=registry
+        )
+        self.loop_lag = Gauge(
+            "dutyd_event_loop_lag_seconds",
+            "How late a 0.5 s timer on the event loop fired, last measurement",
+            registry=registry,
+        )
+        self.loop_stalls = Counter(
+            "dutyd_event_loop_stalls",
+            "Times the event loop was stalled longer than cluster.deadman.stall_after",
+            registry=registry,
+        )
+        self.deadman_pings = Counter(
+            "dutyd_deadman_pings",
+            "Dead man's switch heartbeats, by result",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("ok", "failed"):
+            self.deadman_pings.labels(result)

@@ -11,6 +11,12 @@ The pipeline, stage by stage:
 
 Alertmanager forwarders get every firing and resolved alert (not escalations) through the
 same outbox, and the firing ones are refreshed while they last.
+
+In a cluster the outbox is shared: `sender()` gives this node's (name, fencing epoch) while
+it is the active notifier, and each message is claimed with them before it is sent, so two
+nodes never send the same message and a node that lost the lease sends nothing. A standby
+escalates nothing (`escalating()`); `take_over` takes up the alerts where the former active
+left them (page ids are stable, so pages it sent or queued are not queued again).
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ ACKABLE = (
     PageKind.ACK_EXPIRED,
     PageKind.SETTLED,
 )
+# A claim lasts the send timeout plus this: long enough that a live sender always finishes
+# under its claim, short enough that a dead sender's messages are taken over soon.
+CLAIM_MARGIN = 10.0
 AM_REFRESH = 60.0  # resend firing alerts to Alertmanager this often
 AM_ENDS_IN = 4 * AM_REFRESH  # endsAt ahead of now, as Prometheus does (4 x resend delay)
 ALERTMANAGER = "alertmanager"
@@ -69,7 +78,11 @@ class NotifyService:
         metrics: Instrumentation,
         clock: Callable[[], float] = time.time,
         generator_url: str = "",
+        sender: Callable[[], tuple[str, int] | None] | None = None,
+        escalating: Callable[[], bool] = lambda: True,
     ) -> None:
+        self.sender = sender  # None: the outbox is this node's alone, no claims
+        self.escalating = escalating
         self.oncall = oncall
         self.config = notify
         self.storage = storage
@@ -163,6 +176,8 @@ class NotifyService:
 
     async def __call__(self, event: AlertEvent) -> None:
         """The daemon's alert listener."""
+        if not self.escalating():
+            return  # a standby: the active node escalates (and took this alert over)
         now = self.clock()
         self.add_pages(self.escalator.handle(event, now), now)
         self._escalate.set()
@@ -210,6 +225,34 @@ class NotifyService:
 
     def wake_escalation(self) -> None:
         self._escalate.set()
+
+    def take_over(self, alerts: list[dict[str, Any]]) -> None:
+        """This node became the active notifier: forget any escalation left from an earlier
+        turn and take up `alerts` (loaded from the shared store) as after a restart."""
+        self._forget()
+        self.resume(alerts)
+        self._wake.set()
+
+    def stand_by(self) -> None:
+        """This node is a standby now: escalate nothing (the active node does); pages still
+        in a group window are dropped, the active regenerates them with the same ids."""
+        self._forget()
+
+    def hand_over(self, fingerprints: list[str]) -> None:
+        """These alerts moved to another node (their targets went to its shard): stop
+        escalating them here."""
+        for fp in fingerprints:
+            self.escalator.tracked.pop(fp, None)
+            self.forwarded.pop(fp, None)
+
+    def _forget(self) -> None:
+        for handle in self._flush_handles.values():
+            handle.cancel()
+        self._flush_handles.clear()
+        self.grouper.groups.clear()
+        self._ready.clear()
+        self.escalator.tracked.clear()
+        self.forwarded.clear()
 
     def apply(
         self,
@@ -335,7 +378,8 @@ class NotifyService:
                 # is found by the second. A page still waiting in the outbox (after a restart:
                 # the steps taken up again by `resume`) must not go out a second time.
                 # (An empty queue, as read at start and kept since, needs no question.)
-                queued = len(self.order) > 0 and bool(ids)
+                # In a cluster the node active before us may have queued them: always ask there.
+                queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
                 sent = await self.outbox.queued_among(ids) if queued else set()
                 sent |= await self.outbox.sent_among(ids)
                 now = self.clock()
@@ -450,7 +494,8 @@ class NotifyService:
         while True:
             self._escalate.clear()
             now = self.clock()
-            self.add_pages(self.escalator.due(now), now)
+            if self.escalating():
+                self.add_pages(self.escalator.due(now), now)
             deadline = self.escalator.next_deadline()
             timeout = 1.0 if deadline is None else min(1.0, max(0.001, deadline - now))
             # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
@@ -474,6 +519,8 @@ class NotifyService:
                 pruned = now
                 await self.outbox.forget_sent(now - SENT_RETENTION)
             free = MAX_IN_FLIGHT - len(self._inflight)
+            if self.sender is not None and self.sender() is None:
+                free = 0  # a standby: the active node sends
             if free > 0 and not ready:
                 # A message waiting for an earlier one about the same alert to the same
                 # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
@@ -519,6 +566,20 @@ class NotifyService:
             self._inflight.discard(row.id)
             self._wake.set()
 
+    async def _claim(self, row: OutboxMessage, now: float) -> bool:
+        """Claim the message for this node and epoch; False: not ours to send (another node
+        has it, or this node is no longer the active one)."""
+        assert self.sender is not None
+        who = self.sender()
+        if who is None:
+            return False
+        until = now + self.config.send_timeout + CLAIM_MARGIN
+        if not await self.outbox.claim(row.id, who[0], who[1], now, until):
+            return False
+        # The claim call may have waited (the store, a stalled loop): send only while it is
+        # still ours by a wide margin and we are still the active node.
+        return self.sender() == who and self.clock() < until - CLAIM_MARGIN / 2
+
     def _contacts(self, recipient: str) -> list[str]:
         if recipient.startswith("#"):
             return [recipient[1:]] if recipient[1:] in self.channels else []
@@ -562,6 +623,8 @@ class NotifyService:
         if wait > 0:
             row.next_at = now + wait
             await self.outbox.reschedule(row)
+            return
+        if self.sender is not None and not await self._claim(row, now):
             return
         try:
             async with asyncio.timeout(self.config.send_timeout):

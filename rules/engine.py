@@ -102,6 +102,13 @@ class RuleEngine:
         """Close a maintenance window now (its past time still counts as excluded)."""
         return self.mutes.end_window(window_id, now)
 
+    def replace_stored_overlays(
+        self, silences: Iterable[Silence], windows: Iterable[MaintenanceWindow]
+    ) -> None:
+        """The silences and ad hoc windows as stored, in place of the engine's own (the
+        config's scheduled windows stay): at start, and in a cluster, what other nodes set."""
+        self.mutes.replace_stored(silences, windows)
+
     def take_counted(self) -> list[CountedRow]:
         """The counter increases not yet persisted, handed over to be written."""
         return self.counts.take_unsaved()
@@ -538,6 +545,21 @@ class RuleEngine:
                 continue
             self._alerts[alert.fingerprint] = alert
             rule.alerts[alert.labels] = alert
+
+    def replace_alerts(self, alerts: Iterable[Alert]) -> None:
+        """Put these alerts in place of every alert held now (a standby taking over the
+        active node's alerts from the shared store)."""
+        self.alerts.clear()
+        for rule in self.rules.values():
+            rule.alerts.clear()
+        self.restore(alerts)
+
+    def drop_alert(self, fingerprint: str) -> None:
+        """Forget an alert without an event (its target moved to another node's shard)."""
+        alert = self.alerts.pop(fingerprint, None)
+        rule = self.rules.get(alert.rule) if alert is not None else None
+        if alert is not None and rule is not None:
+            rule.alerts.pop(alert.labels, None)
 
     def adopt(self, old: RuleEngine) -> None:
         """After a config reload: keep the alerts, overlays, target states and, for rules

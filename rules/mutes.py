@@ -42,6 +42,15 @@ class MutePolicy:
     def note_target(self, target: str, up: bool) -> None:
         self.deps.up[target] = up
 
+    def replace_stored(
+        self, silences: Iterable[Silence], windows: Iterable[MaintenanceWindow]
+    ) -> None:
+        self._silences = {s.id: s for s in silences}
+        self._windows = {
+            **{k: w for k, w in self._windows.items() if k.startswith(CONFIG_WINDOW_PREFIX)},
+            **{w.id: w for w in windows},
+        }
+
     def add_silence(self, silence: Silence) -> None:
         self._silences[silence.id] = silence
 

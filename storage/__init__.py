@@ -15,10 +15,13 @@ from pathlib import Path
 from types import TracebackType
 
 from dutyd.core.errors import DutydError
+from dutyd.storage.config import StorageConfig
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    LeaseState,
     LogEntry,
+    Member,
     NewLogEntry,
     OutboxMessage,
     OutboxStats,
@@ -26,11 +29,13 @@ from dutyd.storage.records import (
     StoredAlert,
     StoredSilence,
     StoredWindow,
+    TargetStatusRow,
 )
 from dutyd.storage.repositories import (
     AckLinkRepository,
     AlertRepository,
     BootTimeRepository,
+    ClusterRepository,
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
@@ -56,6 +61,7 @@ class Storage(ABC):
     ack_links: AckLinkRepository
     environment: EnvironmentRepository
     boot_times: BootTimeRepository
+    cluster: ClusterRepository
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -76,24 +82,47 @@ class Storage(ABC):
         await self.close()
 
 
-def open_storage(location: Path | str, read_only: bool = False) -> Storage:
-    """The storage for a configured location (a file path means SQLite), not yet opened.
-    `read_only` for tools that only read (the `dutyd log` and `report` commands)."""
+def open_storage(
+    location: Path | str,
+    read_only: bool = False,
+    password: str | None = None,
+    pool_size: int = 5,
+    retry_for: float = 120.0,
+) -> Storage:
+    """The storage for a configured location, not yet opened: a postgresql:// URL means
+    PostgreSQL (with `password`, never part of the URL), a file path SQLite. `read_only` for
+    tools that only read (the `dutyd log` and `report` commands)."""
+    from dutyd.storage.config import is_postgres_url
+
+    if is_postgres_url(location):
+        from dutyd.storage.postgres import PostgresStorage
+
+        return PostgresStorage(str(location), password, read_only, pool_size, retry_for)
     from dutyd.storage.sqlite import SqliteStorage
 
     return SqliteStorage(location, read_only=read_only)
+
+
+def open_configured(config: StorageConfig, read_only: bool = False) -> Storage:
+    """The storage a `storage:` config section names, not yet opened."""
+    return open_storage(
+        config.location, read_only, config.password(), config.pool_size, config.retry_for
+    )
 
 
 __all__ = [
     "AckLinkRepository",
     "AlertRepository",
     "BootTimeRepository",
+    "ClusterRepository",
     "DrillRepository",
     "DutyLogRepository",
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "LeaseState",
     "LogEntry",
+    "Member",
     "NewLogEntry",
     "OutboxMessage",
     "OutboxRepository",
@@ -102,9 +131,12 @@ __all__ = [
     "RuleEventRepository",
     "RuleEventRow",
     "Storage",
+    "StorageConfig",
     "StorageError",
     "StoredAlert",
     "StoredSilence",
     "StoredWindow",
+    "TargetStatusRow",
+    "open_configured",
     "open_storage",
 ]

@@ -121,3 +121,41 @@ class EnvironmentRange:
     labels: dict[str, str]
     min: float
     max: float
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One node of a cluster as its heartbeat row says (times are the store's clock)."""
+
+    node: str
+    address: str  # where its HTTP face answers (for `dutyd cluster status` and the peer watch)
+    shard: str | None  # the shard it is pinned to, None for the common pool
+    started: float
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """A named lease after an attempt to take or renew it (times are the store's clock)."""
+
+    name: str
+    holder: str  # "" when nobody ever held it
+    epoch: int  # rises each time the lease changes hands (or is retaken after running out)
+    acquired: float
+    expires: float
+    now: float  # the store's time when this was read
+
+    def held_by(self, node: str) -> bool:
+        return self.holder == node and self.expires > self.now
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatusRow:
+    """A target's status as the node that polls it published it."""
+
+    target: str
+    node: str
+    up: bool
+    reason: str
+    last_poll: float | None
+    updated: float

@@ -13,7 +13,9 @@ from typing import Any
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    LeaseState,
     LogEntry,
+    Member,
     NewLogEntry,
     OutboxMessage,
     OutboxStats,
@@ -21,6 +23,7 @@ from dutyd.storage.records import (
     StoredAlert,
     StoredSilence,
     StoredWindow,
+    TargetStatusRow,
 )
 
 
@@ -135,7 +138,15 @@ class DrillRepository(ABC):
 
 class OutboxRepository(ABC):
     """Notifications written before they are sent and removed once accepted, plus the ids
-    delivered lately, so a message regenerated after a restart is not sent twice."""
+    delivered lately, so a message regenerated after a restart is not sent twice.
+
+    Several nodes may share one outbox (an HA pair). A node claims a message before sending
+    it: the claim names the node and its fencing epoch and lasts until a deadline. While a
+    claim lasts nobody else gets the message (`due` leaves it out, `claim` refuses it); when
+    it runs out (the claimer died mid-send) another node takes it over. The outbox keeps the
+    highest epoch it has seen (the fence): a claim with a lower epoch, from a node that lost
+    the lease and does not know it yet (hung, then continued), is refused.
+    """
 
     @abstractmethod
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> list[str]:
@@ -147,7 +158,26 @@ class OutboxRepository(ABC):
         self, now: float, limit: int, exclude: Collection[str] = ()
     ) -> list[OutboxMessage]:
         """Up to `limit` queued messages with next_at <= now, not in `exclude` (those being
-        sent), by next_at then creation."""
+        sent) and not under a claim that lasts past `now`, by next_at then creation."""
+
+    @abstractmethod
+    async def claim(self, message_id: str, node: str, epoch: int, now: float, until: float) -> bool:
+        """Claim a queued message for sending until `until`. True when it is now this node's:
+        it was unclaimed, its claim ran out by `now`, or it is this node's at this epoch
+        already. False when it is gone (delivered, dropped), claimed by someone else, or
+        `epoch` is below the fence (a newer active exists); otherwise the fence rises to
+        `epoch`."""
+
+    @abstractmethod
+    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
+        """Which of `page_ids` are pages (`payload["pages"]`) of a queued message, not yet
+        delivered. With `sent_among` (asked after this, so a message delivered in between is
+        found by one of the two) it keeps a page regenerated after a restart, or by a node that
+        takes over, from being queued again in another grouping."""
+
+    @abstractmethod
+    async def raise_fence(self, epoch: int) -> None:
+        """Refuse claims below `epoch` from now on (a new active took the lease)."""
 
     @abstractmethod
     async def mark_delivered(
@@ -164,27 +194,14 @@ class OutboxRepository(ABC):
     async def sent_among(self, ids: Collection[str]) -> set[str]:
         """Which of `ids` were delivered (and not yet forgotten)."""
 
-    async def queued_among(self, page_ids: Collection[str]) -> set[str]:
-        """Which of `page_ids` are among the pages (`payload["pages"]`) of queued messages.
-        With `sent_among` (asked after this, so a message delivered in between is found by
-        one of the two), it keeps a page regenerated after a restart from going out twice.
-        Backends may answer it with one query; this default reads the whole queue."""
-        wanted = set(page_ids)
-        if not wanted:
-            return set()
-        found: set[str] = set()
-        for message in await self.due(float("inf"), 1 << 30):
-            pages = message.payload.get("pages") or ()
-            found.update(p for p in pages if p in wanted)
-        return found
-
     @abstractmethod
     async def drop(self, message_id: str) -> None:
         """Remove a queued message without marking it delivered."""
 
     @abstractmethod
     async def reschedule(self, message: OutboxMessage) -> None:
-        """Save a queued message's channel, fallbacks, counters, next_at and last error."""
+        """Save a queued message's channel, fallbacks, counters, next_at and last error, and
+        release its claim."""
 
     @abstractmethod
     async def stats(self, now: float) -> OutboxStats: ...
@@ -227,3 +244,45 @@ class BootTimeRepository(ABC):
     @abstractmethod
     async def save(self, boot_times: Mapping[tuple[str, str], float]) -> None:
         """Insert or replace these boot times in one transaction."""
+
+
+class ClusterRepository(ABC):
+    """What the nodes sharing one store know of each other: heartbeat rows, named leases with
+    a fencing epoch, and the status of the targets each polls. Times are the store's own
+    clock (`now` in the answers), so the nodes' clocks may disagree without harm. Calls fail
+    at once when the store is unreachable (a node must know now that it cannot renew)."""
+
+    @abstractmethod
+    async def heartbeat(self, node: str, address: str, shard: str | None, started: float) -> float:
+        """Insert or refresh the node's row (last_seen = now); the store's now."""
+
+    @abstractmethod
+    async def members(self) -> tuple[list[Member], float]:
+        """Every node's row, by name, and the store's now."""
+
+    @abstractmethod
+    async def leave(self, node: str) -> None:
+        """Remove the node's row (a clean stop)."""
+
+    @abstractmethod
+    async def acquire_lease(self, name: str, node: str, ttl: float) -> LeaseState:
+        """Take or renew the lease for `ttl` seconds, in one transaction. The holder renews
+        (same epoch) while it lasts; once it ran out anyone takes it (the epoch rises, and the
+        outbox fence with it, so the former holder's claims are refused). Otherwise the lease
+        is left as it is. Returns the lease as it is after the attempt."""
+
+    @abstractmethod
+    async def release_lease(self, name: str, node: str) -> None:
+        """End the lease now if `node` holds it (a clean stop: the peer takes over at once)."""
+
+    @abstractmethod
+    async def lease(self, name: str) -> LeaseState | None:
+        """The lease as it is, None when never taken."""
+
+    @abstractmethod
+    async def publish_targets(self, rows: Sequence[TargetStatusRow]) -> None:
+        """Insert or replace the targets' status rows."""
+
+    @abstractmethod
+    async def target_statuses(self) -> list[TargetStatusRow]:
+        """Every target's latest status row, by target."""

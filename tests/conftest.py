@@ -6,6 +6,7 @@ import pytest
 
 from dutyd.collectors.base import CollectorContext
 from tests.api_fixtures import running  # noqa: F401 - the in-process daemon of the API tests
+from tests.postgres_fixtures import postgres  # noqa: F401 - a real PostgreSQL for the session
 
 
 @pytest.fixture

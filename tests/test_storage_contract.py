@@ -1,9 +1,11 @@
 """The repository contract: what every storage implementation must do, tested through the
-`Storage` interface only. Each test runs once per implementation in `IMPLEMENTATIONS`; a new
-implementation (PostgreSQL, issue 11) is one more entry there and must pass all of them."""
+`Storage` interface only. Each test runs once per implementation in `IMPLEMENTATIONS`; SQLite and
+PostgreSQL (a real server, tests/postgres_fixtures.py) pass all of them."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +21,29 @@ from dutyd.storage import (
     OutboxStats,
     Storage,
     StoredAlert,
+    TargetStatusRow,
 )
+from dutyd.storage.postgres import PostgresStorage
 from dutyd.storage.sqlite import SqliteStorage
+from tests.postgres_fixtures import PASSWORD, PostgresServer
 
-# name -> a factory of an unopened store at a place that outlives close() (for reopening).
-IMPLEMENTATIONS: dict[str, Callable[[Path], Storage]] = {
-    "sqlite": lambda tmp: SqliteStorage(tmp / "contract.db"),
+
+def _sqlite(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Storage]:
+    return lambda: SqliteStorage(tmp / "contract.db")
+
+
+def _postgres(request: pytest.FixtureRequest, tmp: Path) -> Callable[[], Storage]:
+    """A database of its own per test on the session's server (tests/postgres_fixtures.py)."""
+    server: PostgresServer = request.getfixturevalue("postgres")
+    url = server.create_database("t_" + "".join(c if c.isalnum() else "_" for c in tmp.name))
+    return lambda: PostgresStorage(url, PASSWORD)
+
+
+# name -> given the test, a factory of unopened stores on one place that outlives close()
+# (for reopening).
+IMPLEMENTATIONS: dict[str, Callable[[pytest.FixtureRequest, Path], Callable[[], Storage]]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
@@ -43,8 +62,8 @@ class Store:
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    factory = IMPLEMENTATIONS[request.param]
-    st = Store(lambda: factory(tmp_path), factory(tmp_path))
+    factory = IMPLEMENTATIONS[request.param](request, tmp_path)
+    st = Store(factory, factory())
     await st.s.open()
     try:
         yield st
@@ -419,3 +438,154 @@ async def test_boot_times_replace_and_survive_reopen(store: Store) -> None:
         ("db1", "node_uptime_seconds"): 5000.5,
         ("sw1", "device_uptime_seconds"): 42.0,
     }
+
+
+# -- shared outbox: claims and the fence ----------------------------------------------------------
+
+
+async def test_outbox_claim_is_exclusive_until_it_runs_out(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2")])
+    assert await s.outbox.claim("m1", "node-a", 1, now=100.0, until=130.0)
+    # Same claimer again: still its own (a retry of the claim call).
+    assert await s.outbox.claim("m1", "node-a", 1, now=101.0, until=131.0)
+    # Someone else, same or newer epoch, while the claim lasts: refused, and due leaves it out.
+    assert not await s.outbox.claim("m1", "node-b", 1, now=110.0, until=140.0)
+    assert [x.id for x in await s.outbox.due(now=110.0, limit=10)] == ["m2"]
+    # node-a died mid-send: once its claim has run out, it is due again and taken over.
+    assert [x.id for x in await s.outbox.due(now=131.0, limit=10)] == ["m1", "m2"]
+    assert await s.outbox.claim("m1", "node-b", 1, now=131.0, until=160.0)
+    assert not await s.outbox.claim("m1", "node-a", 1, now=132.0, until=160.0)
+    # A message that is gone cannot be claimed.
+    assert not await s.outbox.claim("nope", "node-a", 1, now=132.0, until=160.0)
+    await s.outbox.mark_delivered("m1", 140.0)
+    assert not await s.outbox.claim("m1", "node-b", 1, now=141.0, until=170.0)
+
+
+async def test_outbox_claim_with_a_stale_epoch_is_refused(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2"), message("m3")])
+    assert await s.outbox.claim("m1", "node-a", 3, now=100.0, until=130.0)
+    # node-b took the lease (epoch 4); node-a, hung, continues and tries to claim with 3.
+    assert await s.outbox.claim("m2", "node-b", 4, now=101.0, until=131.0)
+    assert not await s.outbox.claim("m3", "node-a", 3, now=102.0, until=132.0)
+    # raise_fence: the new active fences the old one before its first claim.
+    await s.outbox.raise_fence(7)
+    await s.outbox.raise_fence(5)  # never lowers
+    assert not await s.outbox.claim("m3", "node-b", 4, now=103.0, until=133.0)
+    assert await s.outbox.claim("m3", "node-c", 7, now=103.0, until=133.0)
+    s = await store.reopen()  # the fence is durable
+    await s.outbox.enqueue([message("m4")])
+    assert not await s.outbox.claim("m4", "node-b", 6, now=104.0, until=134.0)
+    assert await s.outbox.claim("m4", "node-c", 7, now=104.0, until=134.0)
+
+
+async def test_outbox_reschedule_releases_the_claim(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1")])
+    (m1,) = await s.outbox.due(now=100.0, limit=10)
+    assert await s.outbox.claim("m1", "node-a", 1, now=100.0, until=200.0)
+    m1.attempts, m1.next_at = 1, 105.0
+    await s.outbox.reschedule(m1)  # a failed send: retried later, by whoever is active then
+    assert [x.id for x in await s.outbox.due(now=105.0, limit=10)] == ["m1"]
+    assert await s.outbox.claim("m1", "node-b", 1, now=105.0, until=200.0)
+
+
+async def test_outbox_delivered_id_is_never_sent_again_across_nodes(store: Store) -> None:
+    """Two nodes race for the same message (both saw it due): one claim wins, the winner
+    marks it delivered, and the same message id regenerated by the other node is not queued
+    again."""
+    s = store.s
+    await s.outbox.enqueue([message("m1")])
+    a = await s.outbox.claim("m1", "node-a", 2, now=100.0, until=130.0)
+    b = await s.outbox.claim("m1", "node-b", 2, now=100.0, until=130.0)
+    assert (a, b) == (True, False)
+    await s.outbox.mark_delivered("m1", 101.0, ["m1-p1"])
+    assert await s.outbox.enqueue([message("m1")]) == []
+    assert not await s.outbox.claim("m1", "node-b", 2, now=200.0, until=230.0)
+    assert await s.outbox.sent_among(["m1", "m1-p1"]) == {"m1", "m1-p1"}
+
+
+async def test_outbox_queued_among_names_pages_of_queued_messages(store: Store) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2", payload={"title": "x"})])
+    assert await s.outbox.queued_among(["m1-p1", "m2-p1", "zz"]) == {"m1-p1"}
+    await s.outbox.mark_delivered("m1", 1.0, ["m1-p1"])
+    assert await s.outbox.queued_among(["m1-p1"]) == set()
+    assert await s.outbox.queued_among([]) == set()
+
+
+# -- cluster: members, the lease and its epoch, targets' status -----------------------------------
+
+
+async def test_cluster_members_heartbeat_and_leave(store: Store) -> None:
+    s = store.s
+    assert await s.cluster.members() == ([], pytest.approx(time.time(), abs=60))
+    t1 = await s.cluster.heartbeat("node-b", "http://127.0.0.1:2", None, 10.0)
+    await s.cluster.heartbeat("node-a", "http://127.0.0.1:1", "branch", 11.0)
+    await asyncio.sleep(0.01)
+    t2 = await s.cluster.heartbeat("node-b", "http://127.0.0.1:3", None, 10.0)
+    assert t2 > t1
+    members, now = await s.cluster.members()
+    assert [(m.node, m.address, m.shard, m.started) for m in members] == [
+        ("node-a", "http://127.0.0.1:1", "branch", 11.0),
+        ("node-b", "http://127.0.0.1:3", None, 10.0),
+    ]
+    assert members[1].last_seen == t2 and now >= t2
+    await s.cluster.leave("node-a")
+    s = await store.reopen()
+    assert [m.node for m in (await s.cluster.members())[0]] == ["node-b"]
+
+
+async def test_cluster_lease_renewed_by_holder_taken_over_when_it_runs_out(store: Store) -> None:
+    s = store.s
+    assert await s.cluster.lease("notifier") is None
+    a = await s.cluster.acquire_lease("notifier", "node-a", ttl=0.6)
+    assert a.held_by("node-a") and a.epoch == 1
+    b = await s.cluster.acquire_lease("notifier", "node-b", ttl=0.6)
+    assert not b.held_by("node-b") and b.holder == "node-a" and b.epoch == 1
+    renewed = await s.cluster.acquire_lease("notifier", "node-a", ttl=0.6)
+    assert renewed.held_by("node-a") and renewed.epoch == 1 and renewed.expires > a.expires
+    await asyncio.sleep(0.8)  # node-a hangs past its lease
+    b = await s.cluster.acquire_lease("notifier", "node-b", ttl=5)
+    assert b.held_by("node-b") and b.epoch == 2
+    # node-a continues: it does not get the lease back, and its claims are fenced.
+    a = await s.cluster.acquire_lease("notifier", "node-a", ttl=5)
+    assert not a.held_by("node-a") and a.holder == "node-b"
+    await s.outbox.enqueue([message("m1")])
+    assert not await s.outbox.claim("m1", "node-a", 1, now=100.0, until=130.0)
+    assert await s.outbox.claim("m1", "node-b", 2, now=100.0, until=130.0)
+    # A clean stop hands over at once, with a new epoch.
+    await s.cluster.release_lease("notifier", "node-a")  # not the holder: no effect
+    assert (await s.cluster.lease("notifier")).held_by("node-b")  # type: ignore[union-attr]
+    await s.cluster.release_lease("notifier", "node-b")
+    a = await s.cluster.acquire_lease("notifier", "node-a", ttl=5)
+    assert a.held_by("node-a") and a.epoch == 3
+    s = await store.reopen()
+    lease = await s.cluster.lease("notifier")
+    assert lease is not None and lease.held_by("node-a") and lease.epoch == 3
+
+
+async def test_cluster_lease_one_winner_when_nodes_race(store: Store) -> None:
+    s = store.s
+    results = await asyncio.gather(
+        *(s.cluster.acquire_lease("notifier", f"node-{i}", ttl=30) for i in range(5))
+    )
+    winners = {r.holder for r in results if r.held_by(r.holder) and r.holder}
+    assert len(winners) == 1 and all(r.epoch == 1 for r in results)
+
+
+async def test_cluster_target_status_published_and_read(store: Store) -> None:
+    s = store.s
+    await s.cluster.publish_targets([])
+    await s.cluster.publish_targets(
+        [
+            TargetStatusRow("ups1", "node-a", False, "timeout", 5.0, 6.0),
+            TargetStatusRow("sw1", "node-b", True, "", 4.0, 6.0),
+        ]
+    )
+    await s.cluster.publish_targets([TargetStatusRow("ups1", "node-b", True, "", 9.0, 10.0)])
+    assert await s.cluster.target_statuses() == [
+        TargetStatusRow("sw1", "node-b", True, "", 4.0, 6.0),
+        TargetStatusRow("ups1", "node-b", True, "", 9.0, 10.0),
+    ]

@@ -18,6 +18,7 @@ without a configured token they answer 403. Bad input is a 4xx with the reason i
     GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
     GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py)
     GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
+    GET  /api/v1/cluster          this node's place in the cluster (active, members, shards)
     GET  /ack/{token}           the signed link of a notification: a confirmation page
     POST /ack/{token}           acknowledges (a GET never changes state: mail scanners follow
                                 links, and must not acknowledge alerts on the engineer's behalf)
@@ -488,6 +489,14 @@ async def get_log(request: web.Request) -> web.Response:
 
 
 @_errors
+async def get_cluster(request: web.Request) -> web.Response:
+    """This node's place in the cluster: active or standby, the active node, the members,
+    the shard map, the lease's age (`dutyd cluster status` reads it)."""
+    authorize_read(request, _ctx(request))
+    return web.json_response(_ctx(request).cluster())
+
+
+@_errors
 async def get_status(request: web.Request) -> web.Response:
     """The status page's data: alerts, red lines, environment, targets down, on call, log."""
     authorize_read(request, _ctx(request))
@@ -519,6 +528,7 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/log", get_log)
     app.router.add_get("/api/v1/openapi.json", get_openapi)
     app.router.add_get("/api/v1/status", get_status)
+    app.router.add_get("/api/v1/cluster", get_cluster)
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential
     ctx.server.open_paths.add("/status/ack.css")  # its style, for a phone without the password

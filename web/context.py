@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from dutyd.collectors.base import TargetConfig
 from dutyd.core.latest import LatestSamples
@@ -29,3 +30,5 @@ class WebContext:
     targets: Callable[[], Sequence[TargetConfig]]
     language: Callable[[], str]
     timezone: Callable[[], str]
+    # This node's place in the cluster (active or standby, the active node, members).
+    cluster: Callable[[], dict[str, Any]] = field(default=lambda: {"enabled": False})

@@ -72,6 +72,13 @@ def document() -> dict[str, Any]:
                     **read,
                 }
             },
+            "/api/v1/cluster": {
+                "get": {
+                    "summary": "This node's place in the cluster: active or standby, the active "
+                    "node, members, shard map, lease age",
+                    **read,
+                }
+            },
             "/api/v1/alerts": {
                 "get": {
                     "summary": "Alerts with overlays (acknowledged, silenced, suppressed)",

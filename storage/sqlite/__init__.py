@@ -9,6 +9,7 @@ from dutyd.storage import Storage
 from dutyd.storage.sqlite.ack_links import SqliteAckLinks
 from dutyd.storage.sqlite.alerts import SqliteAlerts
 from dutyd.storage.sqlite.boot_times import SqliteBootTimes
+from dutyd.storage.sqlite.cluster import SqliteCluster
 from dutyd.storage.sqlite.database import SqliteDatabase
 from dutyd.storage.sqlite.environment import SqliteEnvironment
 from dutyd.storage.sqlite.log import SqliteDrills, SqliteDutyLog
@@ -29,6 +30,7 @@ class SqliteStorage(Storage):
         self.drills = SqliteDrills(self._db)
         self.outbox = SqliteOutbox(self._db)
         self.ack_links = SqliteAckLinks(self._db)
+        self.cluster = SqliteCluster(self._db)
         self.environment = SqliteEnvironment(self._db)
         self.boot_times = SqliteBootTimes(self._db)
 

@@ -113,7 +113,43 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (hour, name, series)
     );
     """,
-    # 6: each target's last known boot time, to see a reboot that happened while dutyd was down.
+    # 6: outbox claims for a shared outbox, and the fence (highest claim epoch seen).
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claim_epoch INTEGER;
+    ALTER TABLE outbox ADD COLUMN claim_until REAL;
+    CREATE TABLE outbox_fence (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch INTEGER NOT NULL
+    );
+    INSERT INTO outbox_fence (id, epoch) VALUES (1, 0);
+    """,
+    # 7: the cluster: members' heartbeats, leases with a fencing epoch, targets' status.
+    """
+    CREATE TABLE cluster_members (
+        node TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        shard TEXT,
+        started REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE TABLE cluster_leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        acquired REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    CREATE TABLE target_status (
+        target TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        up INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        last_poll REAL,
+        updated REAL NOT NULL
+    );
+    """,
+    # 8: each target's last known boot time, to see a reboot that happened while dutyd was down.
     """
     CREATE TABLE boot_times (
         target TEXT NOT NULL,

@@ -65,8 +65,9 @@ class SqliteOutbox(OutboxRepository):
             return c.execute(
                 "SELECT id, recipient, kind, channel, payload, fallbacks, attempts, "
                 "channel_failures, created, next_at, last_error FROM outbox "
-                "WHERE next_at <= ? ORDER BY next_at, created, id LIMIT ?",
-                (now, limit + len(skip)),
+                "WHERE next_at <= ? AND (claim_until IS NULL OR claim_until <= ?) "
+                "ORDER BY next_at, created, id LIMIT ?",
+                (now, now, limit + len(skip)),
             ).fetchall()
 
         out = []
@@ -77,6 +78,29 @@ class SqliteOutbox(OutboxRepository):
                 OutboxMessage(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), *r[6:])
             )
         return out[:limit]
+
+    async def claim(self, message_id: str, node: str, epoch: int, now: float, until: float) -> bool:
+        def claim(c: sqlite3.Connection) -> bool:
+            with transaction(c):
+                # The fence first: a stale epoch claims nothing.
+                if not c.execute(
+                    "UPDATE outbox_fence SET epoch=? WHERE id=1 AND epoch<=?", (epoch, epoch)
+                ).rowcount:
+                    return False
+                cur = c.execute(
+                    "UPDATE outbox SET claimed_by=?, claim_epoch=?, claim_until=? WHERE id=? "
+                    "AND (claimed_by IS NULL OR claim_until <= ? "
+                    "OR (claimed_by=? AND claim_epoch=?))",
+                    (node, epoch, until, message_id, now, node, epoch),
+                )
+                return cur.rowcount > 0
+
+        return await self.db.run(claim)
+
+    async def raise_fence(self, epoch: int) -> None:
+        await self.db.run(
+            lambda c: c.execute("UPDATE outbox_fence SET epoch=MAX(epoch, ?) WHERE id=1", (epoch,))
+        )
 
     async def mark_delivered(
         self,
@@ -148,7 +172,8 @@ class SqliteOutbox(OutboxRepository):
         await self.db.run(
             lambda c: c.execute(
                 "UPDATE outbox SET channel=?, fallbacks=?, attempts=?, channel_failures=?, "
-                "next_at=?, last_error=? WHERE id=?",
+                "next_at=?, last_error=?, claimed_by=NULL, claim_epoch=NULL, claim_until=NULL "
+                "WHERE id=?",
                 row,
             )
         )

@@ -62,6 +62,7 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
         "targets_up": sum(1 for s in statuses if s.up),
         "targets_down": down,
         "oncall": _oncall(ctx, now),
+        "cluster": ctx.cluster(),
         "log": views.log_view(tail),
     }
 

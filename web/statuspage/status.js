@@ -180,6 +180,15 @@ function renderOncall(oncall) {
   if (oncall.next && oncall.next.length) box.append(el("div", { class: "muted" }, `${t("next")}: ${oncall.next.join(", ")}`));
 }
 
+function renderCluster(cluster) {
+  const box = document.getElementById("cluster");
+  box.replaceChildren();
+  if (!cluster || !cluster.enabled) return;
+  const role = cluster.active ? "active" : "standby";
+  box.append(el("div", { class: cluster.active_node ? "muted" : "bad" },
+    `node ${cluster.node} (${role}) · active: ${cluster.active_node || "none"}`));
+}
+
 function renderLog(entries, tz) {
   const list = document.getElementById("log");
   list.replaceChildren();
@@ -204,6 +213,7 @@ async function refresh() {
     document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
     for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
     renderOncall(s.oncall);
+    renderCluster(s.cluster);
     renderRedLines(s.alerts);
     renderAlerts(s.alerts, s.generated_at);
     renderEnvironment(s.environment);

@@ -1,0 +1,259 @@
+"""The daemon's cluster wiring, kept out of daemon.py: the node (lease, members, shards), the
+shared duty state, the dead man's switch, the peer watch and the event-loop lag monitor,
+connected to the daemon's parts through plain callables.
+
+Roles. Alone (no `cluster.enabled`): always active, every target, no claims. In a pair: every
+node polls every target (warm standby), the lease holder records rule events, escalates and
+sends; a standby only shows the store's state and records what a person does through it.
+Sharded (`cluster.shards`): each node polls its share of the targets and records their
+alerts; the lease holder alone sends (the outbox is shared) and records the alerts that belong
+to no target. Targets' status goes through the store, so dependencies work across shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dutyd.agent.config import Settings
+from dutyd.agent.scheduler import Scheduler
+from dutyd.cluster import ClusterNode, build_node
+from dutyd.cluster.deadman import DeadMansSwitch, PeerWatch
+from dutyd.cluster.looplag import LoopLag
+from dutyd.core.clock import Clock
+from dutyd.core.latest import LatestSamples, TargetStatus
+from dutyd.core.records import AlertEvent
+from dutyd.duty import rulestate
+from dutyd.duty.journal import AlertJournal
+from dutyd.duty.operations import DutyOperations
+from dutyd.duty.shared import SharedDutyState
+from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.notify.service import NotifyService
+from dutyd.rules.engine import RuleEngine
+from dutyd.storage import Storage, TargetStatusRow
+
+log = logging.getLogger("dutyd.cluster")
+
+
+class HighAvailability:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        storage: Storage,
+        metrics: Instrumentation,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.metrics = metrics
+        self.clock = clock
+        cfg = settings().cluster
+        self.config = cfg
+        self.node = build_node(
+            cfg,
+            storage.cluster,
+            targets=lambda: {t.name: t.shard for t in self.settings().targets},
+            on_active=self._on_active,
+            on_standby=self._on_standby,
+            on_shards=self._on_shards,
+        )
+        self.enabled = isinstance(self.node, ClusterNode)
+        self.lag = LoopLag(cfg.deadman.stall_after, on_stall=lambda lag: metrics.loop_stalls.inc())
+        self.deadman = DeadMansSwitch(
+            cfg.deadman,
+            cfg.node,
+            on_result=lambda ok: metrics.deadman_pings.labels("ok" if ok else "failed").inc(),
+        )
+        self.shared: SharedDutyState | None = None
+        self.peers: PeerWatch | None = None
+        self._engine: Callable[[], RuleEngine] | None = None
+        self._notify: NotifyService | None = None
+        self._operations: DutyOperations | None = None
+        self._apply_targets: Callable[[], None] | None = None
+        self._scheduler: Scheduler | None = None
+        self._latest: LatestSamples | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        metrics.ha_active.set_function(lambda: 1.0 if self.node.is_active() else 0.0)
+        metrics.loop_lag.set_function(lambda: self.lag.lag)
+        if isinstance(self.node, ClusterNode):
+            node = self.node
+            metrics.ha_epoch.set_function(lambda: float(node.lease.epoch if node.lease else 0))
+            metrics.cluster_members.set_function(lambda: float(len(node.live_members())))
+
+    # -- what the daemon hands to the layers ----------------------------------------------------
+
+    def recording(self, event: AlertEvent) -> bool:
+        """Whether this node writes the event down (see the module docstring)."""
+        if event.actor:
+            return True
+        if self.node.sharded:
+            target = dict(event.labels).get("target")
+            configured = {t.name for t in self.settings().targets}
+            if target in configured:
+                return self.node.owns(target)
+        return self.node.is_active()
+
+    def escalating(self) -> bool:
+        return self.node.sharded or self.node.is_active()
+
+    @property
+    def sender(self) -> Callable[[], tuple[str, int] | None] | None:
+        return self.node.sender if self.enabled else None
+
+    def owns(self, target: str) -> bool:
+        return self.node.owns(target)
+
+    def readiness(self) -> str:
+        if not self.enabled:
+            return ""
+        status = self.node.status()
+        role = "active" if status["active"] else "standby"
+        return f"; node {self.node.name} {role}, active node: {status['active_node'] or 'none'}"
+
+    def status(self) -> dict[str, Any]:
+        return self.node.status()
+
+    # -- wiring and lifecycle -------------------------------------------------------------------
+
+    def connect(
+        self,
+        engine: Callable[[], RuleEngine],
+        journal: AlertJournal,
+        operations: DutyOperations,
+        notify: NotifyService,
+        scheduler: Scheduler,
+        latest: LatestSamples,
+        apply_targets: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._notify = notify
+        self._operations = operations
+        self._scheduler = scheduler
+        self._latest = latest
+        self._apply_targets = apply_targets
+        journal.recording = self.recording
+        journal.node = self.node.name if self.enabled else ""
+        notify.sender = self.sender
+        notify.escalating = self.escalating
+        if isinstance(self.node, ClusterNode):
+            self.shared = SharedDutyState(
+                engine,
+                self.storage,
+                journal,
+                operations,
+                notify,
+                self.node.name,
+                self.node.is_active,
+                self.clock,
+                self.config.sync_every,
+            )
+            if self.config.deadman.peer_gone_after is not None:
+                self.peers = PeerWatch(self.node, self.config.deadman.peer_gone_after, journal.put)
+
+    async def start(self) -> None:
+        """After the store is open and the alerts restored, before the targets start."""
+        self.lag.start()
+        self.deadman.start()
+        await self.node.start()
+        if self.shared is not None:
+            await self.shared.start()
+        if self.peers is not None:
+            self.peers.start()
+        if self.node.sharded:
+            self._tasks.append(asyncio.create_task(self._share_targets(), name="target-status"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.peers is not None:
+            await self.peers.stop()
+        if self.shared is not None:
+            await self.shared.stop()
+        await self.node.stop()
+        await self.deadman.stop()
+        await self.lag.stop()
+
+    # -- role and shard changes -----------------------------------------------------------------
+
+    async def _on_active(self) -> None:
+        self.metrics.ha_takeovers.inc()
+        if self.shared is not None and not self.node.sharded:
+            await self.shared.take_over()
+
+    async def _on_standby(self) -> None:
+        if self.shared is not None and not self.node.sharded:
+            await self.shared.stand_by()
+
+    async def _on_shards(self) -> None:
+        """Poll exactly the targets of this node's shard; alerts of targets gained are taken
+        from the store (start times, red-line clocks), those of targets lost are dropped."""
+        if self._scheduler is None or self._latest is None or self._apply_targets is None:
+            return
+        for name in list(self._scheduler.collectors):
+            if not self.node.owns(name):
+                await self._scheduler.remove(name)
+                self._latest.remove_target(name)
+        self._apply_targets()
+        self.metrics.targets_owned.set(len(self._scheduler.collectors))
+        if self._engine is None:
+            return
+        engine = self._engine()
+        stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
+        mine = [
+            a
+            for a in stored
+            if a.fingerprint not in engine.alerts and self.node.owns(a.label("target"))
+        ]
+        engine.restore(mine)
+        gone = []
+        for fp, alert in list(engine.alerts.items()):
+            target = alert.label("target")
+            if target and target in self._scheduler_targets() and not self.node.owns(target):
+                engine.drop_alert(fp)
+                gone.append(fp)
+        if self._notify is not None and self._operations is not None:
+            self._notify.hand_over(gone)
+            # Escalation of the alerts taken over goes on here; steps already sent or queued
+            # by the former owner are recognised by their page ids.
+            taken = {a.fingerprint for a in mine}
+            self._notify.resume(
+                [v for v in self._operations.list_alerts(["firing"]) if v["fingerprint"] in taken]
+            )
+
+    def _scheduler_targets(self) -> set[str]:
+        return {t.name for t in self.settings().targets}
+
+    async def _share_targets(self) -> None:
+        """Publish the status of the targets this node polls; take the others' status (the
+        status page, and `depends_on` across shards)."""
+        while True:
+            await asyncio.sleep(self.config.sync_every)
+            try:
+                await self._exchange_status()
+            except Exception as exc:
+                log.warning(
+                    "sharing targets' status failed",
+                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}},
+                )
+
+    async def _exchange_status(self) -> None:
+        assert self._latest is not None
+        now = self.clock.time()
+        mine = [
+            TargetStatusRow(s.name, self.node.name, s.up, s.reason, s.last_poll_at, now)
+            for s in list(self._latest.status.values())
+            if self.node.owns(s.name) and s.last_poll_at is not None
+        ]
+        await self.storage.cluster.publish_targets(mine)
+        engine = self._engine() if self._engine else None
+        for row in await self.storage.cluster.target_statuses():
+            if self.node.owns(row.target) or row.target not in self._scheduler_targets():
+                continue
+            status = self._latest.status.setdefault(row.target, TargetStatus(row.target, ""))
+            status.up, status.reason, status.last_poll_at = row.up, row.reason, row.last_poll
+            if engine is not None:
+                engine.deps.up[row.target] = row.up

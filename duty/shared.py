@@ -1,0 +1,144 @@
+"""The duty state the nodes of a cluster share through the store, kept in step.
+
+The active node owns the alerts (it records their events), a standby polls and evaluates but
+records nothing of its own. What a person does on either node goes to the store (acks into
+the duty log with the node's name, silences and maintenance windows into their tables), and
+every node reads what the others wrote every `sync_every` seconds:
+
+- both nodes take the stored silences and ad hoc maintenance windows;
+- the active node applies acks and un-acks made on another node (escalation stops there);
+- a standby shows the stored alerts (its API and status page match the active node's).
+
+When a standby takes over, the stored alerts replace its own (start times, red-line clocks,
+acks and escalation progress as the former active left them) before it sends anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from dutyd.core.clock import Clock
+from dutyd.duty import rulestate
+from dutyd.duty.journal import AlertJournal
+from dutyd.duty.operations import DutyOperations
+from dutyd.notify.service import NotifyService
+from dutyd.rules.engine import RuleEngine, UnknownAlert
+from dutyd.storage import LogEntry, Storage
+
+log = logging.getLogger("dutyd.duty")
+
+ACK_KINDS = ("alert.acknowledged", "alert.unacknowledged")
+
+
+class SharedDutyState:
+    def __init__(
+        self,
+        engine: Callable[[], RuleEngine],
+        storage: Storage,
+        journal: AlertJournal,
+        operations: DutyOperations,
+        notify: NotifyService,
+        node: str,
+        is_active: Callable[[], bool],
+        clock: Clock,
+        every: float = 2.0,
+    ) -> None:
+        self._engine = engine
+        self.storage = storage
+        self.journal = journal
+        self.operations = operations
+        self.notify = notify
+        self.node = node
+        self.is_active = is_active
+        self.clock = clock
+        self.every = every
+        self._last_log_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._last_log_id = await self._newest_log_id()
+        self._task = asyncio.create_task(self._run(), name="duty-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def take_over(self) -> None:
+        """This node becomes the active notifier: the store's alerts and overlays in place of
+        its own, then escalation taken up where the former active left it."""
+        now = self.clock.time()
+        stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
+        self._engine().replace_alerts(stored)
+        await rulestate.load_overlays(self._engine(), self.storage, now)
+        self._last_log_id = await self._newest_log_id()  # acks before now are in the rows
+        self.notify.take_over(self.operations.list_alerts(["firing"]))
+        log.info("took over the alerts", extra={"fields": {"alerts": len(stored)}})
+
+    async def stand_by(self) -> None:
+        self.notify.stand_by()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self.sync()
+            except Exception as exc:
+                log.warning(
+                    "reading the shared duty state failed",
+                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}},
+                )
+
+    async def sync(self) -> None:
+        now = self.clock.time()
+        engine = self._engine()
+        await rulestate.load_overlays(engine, self.storage, now)
+        if self.is_active():
+            await self._apply_remote_acks()
+        else:
+            stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
+            engine.replace_alerts(stored)
+            self._last_log_id = await self._newest_log_id()
+
+    async def _newest_log_id(self) -> int:
+        newest = await self.storage.log.read(limit=1, newest_first=True)
+        return newest[0].id if newest else 0
+
+    async def _apply_remote_acks(self) -> None:
+        entries = await self.storage.log.read(kinds=ACK_KINDS, limit=200, newest_first=True)
+        fresh = sorted((e for e in entries if e.id > self._last_log_id), key=lambda e: e.id)
+        for entry in fresh:
+            self._last_log_id = entry.id
+            if entry.data.get("node") in (None, self.node):
+                continue
+            await self._apply(entry)
+
+    async def _apply(self, entry: LogEntry) -> None:
+        engine = self._engine()
+        alert = engine.alerts.get(entry.subject)
+        if alert is None or not alert.active:
+            return
+        try:
+            if entry.kind == "alert.acknowledged":
+                ack = entry.data.get("ack") or {}
+                if alert.ack is not None:
+                    return
+                event = engine.acknowledge(
+                    entry.subject,
+                    entry.actor,
+                    str(ack.get("note", entry.data.get("note", ""))),
+                    ack.get("expires_at"),
+                    float(ack.get("at", entry.timestamp)),
+                )
+            else:
+                if alert.ack is None:
+                    return
+                event = engine.unacknowledge(
+                    entry.subject, entry.actor, str(entry.data.get("note", "")), entry.timestamp
+                )
+        except (UnknownAlert, ValueError):
+            return
+        await self.journal.apply_remote(event)

@@ -1,0 +1,66 @@
+"""The `storage:` section: a SQLite file (the embedded default) or a PostgreSQL URL.
+
+The PostgreSQL password never sits in the URL (it would end up in process lists, logs and
+config dumps): it comes from `password_env` or `password_file`, and a URL holding one is
+refused with the password redacted from the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from dutyd.core.configtypes import PositiveDuration, SecretEnv, SecretFile, StrictModel, pick_secret
+from dutyd.core.redact import redact_address
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(location: object) -> bool:
+    return isinstance(location, str) and location.split("://", 1)[0] in POSTGRES_SCHEMES
+
+
+class StorageConfig(StrictModel):
+    # SQLite file (WAL). Relative paths are relative to the working directory.
+    path: Path = Path("dutyd.db")
+    # PostgreSQL instead of SQLite: postgresql://user@host:port/database (no password here).
+    url: str | None = None
+    password_env: SecretEnv | None = None
+    password_file: SecretFile | None = None
+    # Connections per node (every repository call borrows one for its unit of work).
+    pool_size: int = Field(default=5, ge=1, le=100)
+    # How long a call waits for the database to come back before it fails (an outage or a
+    # failover of PostgreSQL itself); the calls of a node then resume where they were.
+    retry_for: PositiveDuration = 120.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({redact_address(url)}): {exc}") from None
+        if parts.scheme not in POSTGRES_SCHEMES:
+            raise ValueError("must be a postgresql://user@host:port/database URL")
+        if parts.password is not None:
+            raise ValueError(
+                f"must not hold the password ({redact_address(url)}): "
+                "give it with password_env or password_file"
+            )
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("needs a host and a database: postgresql://user@host:port/database")
+        del port
+        return url
+
+    @property
+    def location(self) -> Path | str:
+        """What `open_storage` takes: the URL for PostgreSQL, else the SQLite path."""
+        return self.url if self.url is not None else self.path
+
+    def password(self) -> str | None:
+        return pick_secret(self.password_env, self.password_file)

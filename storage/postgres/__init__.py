@@ -1,0 +1,50 @@
+"""The PostgreSQL store (asyncpg): a connection pool that rides out outages (`database`), the
+schema as one migration list applied under an advisory lock (`migrations`), one module per
+repository. Several dutyd nodes share it: an HA pair, or agents splitting the targets."""
+
+from __future__ import annotations
+
+from dutyd.storage import Storage
+from dutyd.storage.postgres.ack_links import PostgresAckLinks
+from dutyd.storage.postgres.alerts import PostgresAlerts
+from dutyd.storage.postgres.boot_times import PostgresBootTimes
+from dutyd.storage.postgres.cluster import PostgresCluster
+from dutyd.storage.postgres.database import PostgresDatabase
+from dutyd.storage.postgres.environment import PostgresEnvironment
+from dutyd.storage.postgres.log import PostgresDrills, PostgresDutyLog
+from dutyd.storage.postgres.outbox import PostgresOutbox
+from dutyd.storage.postgres.overlays import PostgresOverlays
+from dutyd.storage.postgres.rule_events import PostgresRuleEvents
+
+
+class PostgresStorage(Storage):
+    def __init__(
+        self,
+        url: str,
+        password: str | None = None,
+        read_only: bool = False,
+        pool_size: int = 5,
+        retry_for: float = 120.0,
+    ) -> None:
+        self.url = url
+        self.read_only = read_only
+        self._db = PostgresDatabase(url, password, read_only, pool_size, retry_for)
+        self.alerts = PostgresAlerts(self._db)
+        self.overlays = PostgresOverlays(self._db)
+        self.rule_events = PostgresRuleEvents(self._db)
+        self.log = PostgresDutyLog(self._db)
+        self.drills = PostgresDrills(self._db)
+        self.outbox = PostgresOutbox(self._db)
+        self.ack_links = PostgresAckLinks(self._db)
+        self.cluster = PostgresCluster(self._db)
+        self.environment = PostgresEnvironment(self._db)
+        self.boot_times = PostgresBootTimes(self._db)
+
+    async def open(self) -> None:
+        await self._db.open()
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+__all__ = ["PostgresStorage"]

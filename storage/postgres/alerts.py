@@ -1,0 +1,67 @@
+"""Alerts in PostgreSQL: one row per fingerprint, replaced on save."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.records import StoredAlert
+from dutyd.storage.repositories import AlertRepository
+
+
+class PostgresAlerts(AlertRepository):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def save(self, alert: StoredAlert) -> None:
+        row = (
+            alert.fingerprint,
+            alert.rule,
+            to_json(alert.labels),
+            alert.severity,
+            alert.state,
+            alert.active_since,
+            alert.fired_at,
+            alert.resolved_at,
+            alert.value,
+            alert.summary,
+            to_json(alert.extra),
+        )
+
+        async def upsert(c: asyncpg.Connection) -> None:
+            await c.execute(
+                "INSERT INTO alerts (fingerprint, rule, labels, severity, state, active_since, "
+                "fired_at, resolved_at, value, summary, extra) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (fingerprint) DO UPDATE "
+                "SET rule=excluded.rule, labels=excluded.labels, severity=excluded.severity, "
+                "state=excluded.state, active_since=excluded.active_since, "
+                "fired_at=excluded.fired_at, resolved_at=excluded.resolved_at, "
+                "value=excluded.value, summary=excluded.summary, extra=excluded.extra",
+                *row,
+            )
+
+        await self.db.run(upsert)
+
+    async def delete(self, fingerprint: str) -> None:
+        async def delete(c: asyncpg.Connection) -> None:
+            await c.execute("DELETE FROM alerts WHERE fingerprint=$1", fingerprint)
+
+        await self.db.run(delete)
+
+    async def load_all(self) -> list[StoredAlert]:
+        async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await c.fetch(
+                "SELECT fingerprint, rule, labels, severity, state, active_since, fired_at, "
+                "resolved_at, value, summary, extra FROM alerts "
+                'ORDER BY fingerprint COLLATE "C"'
+            )
+
+        return [
+            StoredAlert(
+                r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                json.loads(r[10]),
+            )
+            for r in await self.db.run(select)
+        ]  # fmt: skip

@@ -1,0 +1,138 @@
+"""The cluster tables in PostgreSQL: heartbeats, leases with a fencing epoch, targets'
+status. Times are the database server's clock, so the nodes' clocks may disagree. Every call
+fails at once when the database is unreachable (no retry): a node must know now that it could
+not renew its lease."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from dutyd.storage.postgres.database import PostgresDatabase
+from dutyd.storage.records import LeaseState, Member, TargetStatusRow
+from dutyd.storage.repositories import ClusterRepository
+
+# dutyd_now(): the database server's clock in seconds since the epoch (migration 3).
+LEASE = "SELECT holder, epoch, acquired, expires, dutyd_now() FROM cluster_leases WHERE name=$1"
+LEASE_FOR_UPDATE = LEASE + " FOR UPDATE"
+
+
+async def _lease(c: asyncpg.Connection, name: str, lock: bool = False) -> LeaseState | None:
+    row = await c.fetchrow(
+        LEASE_FOR_UPDATE if lock else LEASE,
+        name,
+    )
+    return None if row is None else LeaseState(name, row[0], row[1], row[2], row[3], row[4])
+
+
+class PostgresCluster(ClusterRepository):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def heartbeat(self, node: str, address: str, shard: str | None, started: float) -> float:
+        async def upsert(c: asyncpg.Connection) -> float:
+            return float(
+                await c.fetchval(
+                    "INSERT INTO cluster_members (node, address, shard, started, last_seen) "
+                    "VALUES ($1,$2,$3,$4,dutyd_now()) ON CONFLICT (node) DO UPDATE SET "
+                    "address=excluded.address, shard=excluded.shard, started=excluded.started, "
+                    "last_seen=excluded.last_seen RETURNING last_seen",
+                    node, address, shard, started,
+                )
+            )  # fmt: skip
+
+        return await self.db.run(upsert, retry=False)
+
+    async def members(self) -> tuple[list[Member], float]:
+        async def select(c: asyncpg.Connection) -> tuple[list[Member], float]:
+            async with c.transaction():
+                rows = await c.fetch(
+                    "SELECT node, address, shard, started, last_seen FROM cluster_members "
+                    'ORDER BY node COLLATE "C"'
+                )
+                now = await c.fetchval("SELECT dutyd_now()")
+            return [Member(*r) for r in rows], float(now)
+
+        return await self.db.run(select, retry=False)
+
+    async def leave(self, node: str) -> None:
+        async def delete(c: asyncpg.Connection) -> None:
+            await c.execute("DELETE FROM cluster_members WHERE node=$1", node)
+
+        await self.db.run(delete, retry=False)
+
+    async def acquire_lease(self, name: str, node: str, ttl: float) -> LeaseState:
+        async def acquire(c: asyncpg.Connection) -> LeaseState:
+            async with c.transaction():
+                await c.execute(
+                    "INSERT INTO cluster_leases (name, holder, epoch, acquired, expires) "
+                    "VALUES ($1, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING",
+                    name,
+                )
+                # The row lock serialises nodes trying at the same moment.
+                cur = await _lease(c, name, lock=True)
+                assert cur is not None
+                if cur.holder == node and cur.expires > cur.now:
+                    await c.execute(
+                        "UPDATE cluster_leases SET expires=$1 WHERE name=$2", cur.now + ttl, name
+                    )
+                elif cur.expires <= cur.now:
+                    await c.execute(
+                        "UPDATE cluster_leases SET holder=$1, epoch=epoch+1, acquired=$2, "
+                        "expires=$3 WHERE name=$4",
+                        node, cur.now, cur.now + ttl, name,
+                    )  # fmt: skip
+                    await c.execute(
+                        "UPDATE outbox_fence SET epoch=GREATEST(epoch, $1) WHERE id=1",
+                        cur.epoch + 1,
+                    )
+                after = await _lease(c, name)
+                assert after is not None
+                return LeaseState(
+                    name, after.holder, after.epoch, after.acquired, after.expires, cur.now
+                )
+
+        return await self.db.run(acquire, retry=False)
+
+    async def release_lease(self, name: str, node: str) -> None:
+        async def release(c: asyncpg.Connection) -> None:
+            await c.execute(
+                "UPDATE cluster_leases SET expires=dutyd_now() "
+                "WHERE name=$1 AND holder=$2 AND expires>dutyd_now()",
+                name, node,
+            )  # fmt: skip
+
+        await self.db.run(release, retry=False)
+
+    async def lease(self, name: str) -> LeaseState | None:
+        async def select(c: asyncpg.Connection) -> LeaseState | None:
+            return await _lease(c, name)
+
+        return await self.db.run(select, retry=False)
+
+    async def publish_targets(self, rows: Sequence[TargetStatusRow]) -> None:
+        data = [(r.target, r.node, r.up, r.reason, r.last_poll, r.updated) for r in rows]
+        if not data:
+            return
+
+        async def upsert(c: asyncpg.Connection) -> None:
+            async with c.transaction():
+                await c.executemany(
+                    "INSERT INTO target_status (target, node, up, reason, last_poll, updated) "
+                    "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (target) DO UPDATE SET "
+                    "node=excluded.node, up=excluded.up, reason=excluded.reason, "
+                    "last_poll=excluded.last_poll, updated=excluded.updated",
+                    data,
+                )
+
+        await self.db.run(upsert, retry=False)
+
+    async def target_statuses(self) -> list[TargetStatusRow]:
+        async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await c.fetch(
+                "SELECT target, node, up, reason, last_poll, updated FROM target_status "
+                'ORDER BY target COLLATE "C"'
+            )
+
+        return [TargetStatusRow(*r) for r in await self.db.run(select, retry=False)]

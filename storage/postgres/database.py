@@ -1,0 +1,182 @@
+"""The PostgreSQL connection pool (asyncpg): opening (password, migrations under an advisory
+lock), running a unit of work with a connection, riding out an outage, and error messages
+that never show the password."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from dutyd.core.redact import redact_address
+from dutyd.storage import StorageError
+from dutyd.storage.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
+
+T = TypeVar("T")
+
+log = logging.getLogger("dutyd.storage")
+
+# The database is gone or restarting (not: the statement is wrong). A unit of work that fails
+# this way did not commit, or committed and lost its answer; it is run again on a new
+# connection until `retry_for` is over.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.InternalClientError,
+)
+
+Work = Callable[[asyncpg.Connection], Awaitable[T]]
+
+
+def to_json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+
+
+class PostgresDatabase:
+    """The pool; repositories run their work through `run`."""
+
+    def __init__(
+        self,
+        url: str,
+        password: str | None = None,
+        read_only: bool = False,
+        pool_size: int = 5,
+        retry_for: float = 120.0,
+    ) -> None:
+        self.url = url
+        self.read_only = read_only
+        self.pool_size = pool_size
+        self.retry_for = retry_for
+        self._password = password
+        self._pool: asyncpg.Pool | None = None
+        self._down_since: float | None = None
+
+    def _message(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                dsn=self.url,
+                password=self._password,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=10,
+                command_timeout=30,
+                server_settings={"application_name": "dutyd"},
+            )
+        except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StorageError(
+                f"cannot connect to {redact_address(self.url)}: {self._message(exc)}"
+            ) from None
+        try:
+            async with self._pool.acquire() as conn:
+                if self.read_only:
+                    await self._check_readable(conn)
+                else:
+                    await self._migrate(conn)
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
+
+    async def _applied(self, conn: asyncpg.Connection) -> int:
+        exists = await conn.fetchval("SELECT to_regclass('dutyd_schema') IS NOT NULL")
+        if not exists:
+            return 0
+        return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM dutyd_schema"))
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        # Session-level advisory lock: a second node starting now waits here, then finds the
+        # migrations applied. Released explicitly (and by PostgreSQL if this node dies).
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS dutyd_schema ("
+                "version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            version = await self._applied(conn)
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"the database has schema version {version}, written by a newer dutyd "
+                    f"(this one knows {len(MIGRATIONS)})"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                async with conn.transaction():
+                    await conn.execute(script)
+                    await conn.execute(
+                        "INSERT INTO dutyd_schema (version, applied_at) VALUES ($1, $2)",
+                        number,
+                        time.time(),
+                    )
+                log.info("database schema migrated", extra={"fields": {"version": number}})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+    async def _check_readable(self, conn: asyncpg.Connection) -> None:
+        version = await self._applied(conn)
+        if version == len(MIGRATIONS):
+            return
+        where = redact_address(self.url)
+        if version > len(MIGRATIONS):
+            raise StorageError(f"{where} was written by a newer dutyd (schema {version})")
+        raise StorageError(
+            f"{where} has an older schema ({version}; this dutyd reads {len(MIGRATIONS)}): "
+            "start the daemon once to upgrade it"
+        )
+
+    async def run(self, work: Work[T], retry: bool = True) -> T:
+        """Run `work` with a pooled connection. While the database is unreachable, the work is
+        tried again every second or so for `retry_for` seconds (`retry` False: fail at once,
+        for callers that must know now, such as the cluster lease)."""
+        if self._pool is None:
+            raise RuntimeError("storage is not open")
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.2
+        while True:
+            try:
+                async with self._pool.acquire(timeout=10) as conn:
+                    result = await work(conn)
+                if self._down_since is not None:
+                    log.warning(
+                        "database reachable again",
+                        extra={
+                            "fields": {"after_s": round(time.monotonic() - self._down_since, 1)}
+                        },
+                    )
+                    self._down_since = None
+                return result
+            except CONNECTION_LOST as exc:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.error(
+                        "database unreachable, retrying",
+                        extra={
+                            "fields": {"url": redact_address(self.url), "error": self._message(exc)}
+                        },
+                    )
+                if not retry or time.monotonic() + delay > deadline:
+                    raise StorageError(
+                        f"database {redact_address(self.url)} unreachable: {self._message(exc)}"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except (TimeoutError, *CONNECTION_LOST):
+                pool.terminate()

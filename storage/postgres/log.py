@@ -1,0 +1,116 @@
+"""The duty log in PostgreSQL, and the drills read back from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.records import LogEntry, NewLogEntry
+from dutyd.storage.repositories import DrillRepository, DutyLogRepository
+
+INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES ($1,$2,$3,$4,$5)"
+
+
+def log_row(entry: NewLogEntry) -> tuple[float, str, str, str, str]:
+    return (entry.timestamp, entry.kind, entry.actor, entry.subject, to_json(entry.data))
+
+
+class PostgresDutyLog(DutyLogRepository):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def append(
+        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+    ) -> int:
+        row = log_row(NewLogEntry(timestamp, kind, actor, subject, data))
+
+        async def insert(c: asyncpg.Connection) -> int:
+            return int(await c.fetchval(INSERT + " RETURNING id", *row))
+
+        return await self.db.run(insert)
+
+    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
+        rows = [log_row(e) for e in entries]
+        if not rows:
+            return
+
+        async def insert(c: asyncpg.Connection) -> None:
+            async with c.transaction():
+                await c.executemany(INSERT, rows)
+
+        await self.db.run(insert)
+
+    async def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        kinds: Sequence[str] = (),
+        subject: str | None = None,
+        limit: int | None = 1000,
+        newest_first: bool = False,
+        subject_prefix: str | None = None,
+    ) -> list[LogEntry]:
+        where: list[str] = ["TRUE"]
+        params: list[Any] = []
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if since is not None:
+            where.append(f"ts >= {param(since)}")
+        if until is not None:
+            where.append(f"ts < {param(until)}")
+        if kinds:
+            # starts_with is literal: no wildcards, no collation.
+            clauses = [
+                f"starts_with(kind, {param(k)})" if k.endswith(".") else f"kind = {param(k)}"
+                for k in kinds
+            ]
+            where.append("(" + " OR ".join(clauses) + ")")
+        if subject is not None:
+            where.append(f"subject = {param(subject)}")
+        if subject_prefix is not None:
+            where.append(f"starts_with(subject, {param(subject_prefix)})")
+        # Only fixed clause texts and $n placeholders are joined; every value is bound.
+        sql = (
+            "SELECT id, ts, kind, actor, subject, data FROM duty_log WHERE "  # noqa: S608
+            + " AND ".join(where)
+            + (" ORDER BY id DESC" if newest_first else " ORDER BY id")
+        )
+        if limit is not None:
+            sql += f" LIMIT {param(limit)}"
+
+        async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await c.fetch(sql, *params)
+
+        return [
+            LogEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+            for r in await self.db.run(select)
+        ]
+
+    async def first_timestamp(self) -> float | None:
+        async def select(c: asyncpg.Connection) -> float | None:
+            return await c.fetchval("SELECT MIN(ts) FROM duty_log")
+
+        value = await self.db.run(select)
+        return None if value is None else float(value)
+
+
+class PostgresDrills(DrillRepository):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def last_answered_start(self) -> float | None:
+        async def select(c: asyncpg.Connection) -> float | None:
+            return await c.fetchval(
+                "SELECT MAX(COALESCE((data::jsonb->>'started')::double precision, ts)) "
+                "FROM duty_log WHERE kind='drill.end' AND (data::jsonb->'answered') = 'true'"
+            )
+
+        value = await self.db.run(select)
+        return None if value is None else float(value)

@@ -1,0 +1,155 @@
+"""The PostgreSQL schema as one versioned list of migrations, applied in order at open.
+
+Table `dutyd_schema` holds one row per migration that has run; each runs in its own
+transaction with its row. Nodes that start at the same time serialise on an advisory lock
+(`MIGRATION_LOCK`) held for the whole check-and-apply, so a migration never runs twice.
+Append new migrations at the end; never edit one that has shipped.
+
+Times are seconds since the epoch (DOUBLE PRECISION) as in SQLite, so the repositories return
+the same values; JSON is stored as canonical text, so ordering by it matches SQLite's.
+"""
+
+from __future__ import annotations
+
+# pg_advisory_lock key: "dutyd" in ASCII, then 1 for migrations.
+MIGRATION_LOCK = 0x6475747964_01
+
+MIGRATIONS: list[str] = [
+    # 1: what the SQLite schema holds after its 5 migrations.
+    """
+    CREATE TABLE alerts (
+        fingerprint TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        active_since DOUBLE PRECISION,
+        fired_at DOUBLE PRECISION,
+        resolved_at DOUBLE PRECISION,
+        value DOUBLE PRECISION,
+        summary TEXT NOT NULL DEFAULT '',
+        extra TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE duty_log (
+        id BIGSERIAL PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL,
+        kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX duty_log_ts ON duty_log (ts);
+    CREATE INDEX duty_log_kind_ts ON duty_log (kind, ts);
+    CREATE TABLE silences (
+        id BIGSERIAL PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        until DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        removed_at DOUBLE PRECISION,
+        removed_by TEXT
+    );
+    CREATE TABLE maintenance_windows (
+        id BIGSERIAL PRIMARY KEY,
+        targets TEXT NOT NULL,
+        matchers TEXT NOT NULL,
+        start DOUBLE PRECISION NOT NULL,
+        "end" DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        removed_at DOUBLE PRECISION,
+        removed_by TEXT
+    );
+    CREATE TABLE rule_events (
+        id BIGSERIAL PRIMARY KEY,
+        rule TEXT NOT NULL,
+        series TEXT NOT NULL,
+        ts DOUBLE PRECISION NOT NULL,
+        increment DOUBLE PRECISION NOT NULL,
+        counter DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX rule_events_series ON rule_events (rule, series, ts);
+    CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        recipient TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        fallbacks TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        channel_failures INTEGER NOT NULL DEFAULT 0,
+        created DOUBLE PRECISION NOT NULL,
+        next_at DOUBLE PRECISION NOT NULL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_next ON outbox (next_at);
+    CREATE TABLE outbox_sent (
+        id TEXT PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE ack_tokens_used (
+        nonce TEXT PRIMARY KEY,
+        used_at DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE environment_hourly (
+        hour DOUBLE PRECISION NOT NULL,
+        name TEXT NOT NULL,
+        series TEXT NOT NULL,
+        min DOUBLE PRECISION NOT NULL,
+        max DOUBLE PRECISION NOT NULL,
+        last DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hour, name, series)
+    );
+    """,
+    # 2: outbox claims for a shared outbox, and the fence (highest claim epoch seen).
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claim_epoch BIGINT;
+    ALTER TABLE outbox ADD COLUMN claim_until DOUBLE PRECISION;
+    CREATE TABLE outbox_fence (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        epoch BIGINT NOT NULL
+    );
+    INSERT INTO outbox_fence (id, epoch) VALUES (1, 0);
+    """,
+    # 3: the cluster: members' heartbeats, leases with a fencing epoch, targets' status; the
+    # server's clock as the one time every node agrees on.
+    """
+    CREATE FUNCTION dutyd_now() RETURNS DOUBLE PRECISION
+        LANGUAGE sql VOLATILE AS 'SELECT extract(epoch FROM clock_timestamp())::double precision';
+    CREATE TABLE cluster_members (
+        node TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        shard TEXT,
+        started DOUBLE PRECISION NOT NULL,
+        last_seen DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE cluster_leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch BIGINT NOT NULL,
+        acquired DOUBLE PRECISION NOT NULL,
+        expires DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE target_status (
+        target TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        up BOOLEAN NOT NULL,
+        reason TEXT NOT NULL,
+        last_poll DOUBLE PRECISION,
+        updated DOUBLE PRECISION NOT NULL
+    );
+    """,
+    # 4: each target's last known boot time, to see a reboot that happened while dutyd was down.
+    """
+    CREATE TABLE boot_times (
+        target TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        boot_time DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (target, metric)
+    );
+    """,
+]

@@ -1,0 +1,44 @@
+"""Counter increases of `events` rules in PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.records import RuleEventRow
+from dutyd.storage.repositories import RuleEventRepository
+
+
+class PostgresRuleEvents(RuleEventRepository):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    async def append(self, rows: Sequence[RuleEventRow]) -> None:
+        data = [(rule, to_json(labels), ts, inc, value) for rule, labels, ts, inc, value in rows]
+        if not data:
+            return
+
+        async def insert(c: asyncpg.Connection) -> None:
+            async with c.transaction():
+                await c.executemany(
+                    "INSERT INTO rule_events (rule, series, ts, increment, counter) "
+                    "VALUES ($1,$2,$3,$4,$5)",
+                    data,
+                )
+
+        await self.db.run(insert)
+
+    async def load(self, since: float) -> list[RuleEventRow]:
+        async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:
+            # Increases inside the window, and each series' latest row for its last value.
+            return await c.fetch(
+                "SELECT rule, series, ts, increment, counter FROM rule_events "
+                "WHERE (ts >= $1 AND increment > 0) OR id IN "
+                "(SELECT MAX(id) FROM rule_events GROUP BY rule, series) ORDER BY id",
+                since,
+            )
+
+        return [(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in await self.db.run(select)]

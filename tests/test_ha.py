@@ -1,0 +1,504 @@
+"""An HA pair and shards on a real PostgreSQL, with real dutyd processes and a real HTTP
+receiver counting pages by message id.
+
+Pages come from real alerts: TCP targets point at a port the test listens on, and closing it
+takes them down (`svc_down` fires at once). Every target has its own `site`, so each alert is
+its own message. The receiver answers slowly and one request at a time, and counts a message
+only once its answer goes out: a request whose sender dies while it waits is not delivered
+(the sender never learned it was), exactly as a real gateway that acknowledges on completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+
+from tests.daemon_fixtures import DaemonProcess
+from tests.peers import free_port
+from tests.postgres_fixtures import PASSWORD, PostgresServer, postgres_server
+
+pytestmark = pytest.mark.peer
+
+TOKEN = "ha-api-token-0123456789"
+PGPASS_ENV = "PGPASS_DUTYD"
+TAKEOVER = 6.0  # the configured bound in these tests (lease 4 s, a try every 1 s)
+# A loaded 2-core machine may start a round late; the bound is checked with this slack.
+SCHEDULING_SLACK = 3.0
+
+
+class Receiver:
+    """A webhook receiver on its own thread and loop: POST /hook records a page (slowly, one
+    at a time, after the wait), GET /ping records a dead man's switch heartbeat."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.port = free_port()
+        self.delay = delay
+        self.pages: list[dict[str, Any]] = []
+        self.pings: list[float] = []
+        self.arrived: list[tuple[float, str, int]] = []
+        self.requests = 0
+        self.on_request: Callable[[int], None] | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests += 1
+        if self.on_request is not None:
+            self.on_request(self.requests)
+        async with self._lock:
+            await asyncio.sleep(self.delay)  # cancelled when the sender hangs up
+        self.pages.append(body)
+        self.arrived.append((time.monotonic(), body.get("message_id", ""), self.requests))
+        return web.Response(text="ok")
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        self.pings.append(time.monotonic())
+        return web.Response(text="ok")
+
+    async def _start(self) -> None:
+        self._lock = asyncio.Lock()
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        app.router.add_get("/ping", self._ping)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def ids(self) -> list[str]:
+        return [p.get("message_id", "") for p in self.pages]
+
+    def wait_for(self, count: int, within: float, what: str = "pages") -> None:
+        deadline = time.monotonic() + within
+        while len(self.pages) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(self.pages) >= count, f"got {len(self.pages)} of {count} {what}"
+
+
+class Port:
+    """The port the targets check: listening (targets up) or closed (targets down)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sock: socket.socket | None = None
+
+    def open(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(512)
+        sock.settimeout(0.2)
+        self.sock = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def _accept(self, sock: socket.socket) -> None:
+        """Accept and hang up, so the backlog never fills (a full one looks like a down port)."""
+        while self.sock is sock:
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            sock.close()
+
+
+def targets(port: int, names: list[str], interval: str = "1s") -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "kind": "tcp",
+            "address": f"127.0.0.1:{port}",
+            "interval": interval,
+            "timeout": "1s",
+            "labels": {"site": name},
+        }
+        for name in names
+    ]
+
+
+def node_config(
+    node: str,
+    db_url: str,
+    receiver: Receiver,
+    target_list: list[dict[str, Any]],
+    **cluster: Any,
+) -> dict[str, Any]:
+    return {
+        "targets": target_list,
+        "rules": {
+            "packs": [],
+            "custom": [
+                {
+                    "name": "svc_down",
+                    "metric": "target_up",
+                    "condition": {"equals": 0},
+                    "for": "0s",
+                    "severity": "critical",
+                    "summary": "{target} is down",
+                }
+            ],
+        },
+        "oncall": {
+            "pairs": [["Zhang Wei"]],
+            "people": [{"name": "Zhang Wei", "contacts": ["hook"]}],
+        },
+        "escalation": {"policies": [{"name": "all", "steps": [{"after": 0, "oncall": True}]}]},
+        "notify": {
+            "channels": {"hook": {"url": f"json://127.0.0.1:{receiver.port}/hook"}},
+            "group_wait": "0.1s",
+            "send_timeout": "10s",
+            "retry_initial": "0.2s",
+            "retry_max": "1s",
+        },
+        "api": {"token": TOKEN, "open_loopback_reads": True},
+        "storage": {"url": db_url, "password_env": PGPASS_ENV},
+        "cluster": {
+            "enabled": True,
+            "node": node,
+            "takeover": f"{TAKEOVER:g}s",
+            "member_timeout": "6s",
+            "sync_every": "1s",
+            **cluster,
+        },
+    }
+
+
+def start_node(tmp: Path, name: str, config: dict[str, Any]) -> DaemonProcess:
+    home = tmp / name
+    home.mkdir()
+    return DaemonProcess(home, config, env={PGPASS_ENV: PASSWORD})
+
+
+def active(daemon: DaemonProcess) -> bool:
+    return daemon.metric_value("dutyd_ha_active") == 1.0
+
+
+def wait(check: Callable[[], bool], timeout: float, what: str, *logs: DaemonProcess) -> float:
+    """Seconds it took until `check` held; fails with the nodes' logs after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with contextlib.suppress(OSError, AssertionError):
+            if check():
+                return time.monotonic() - start
+        time.sleep(0.1)
+    text = "\n".join(f"--- {d.tmp.name} ---\n{d.peer.log()[-4000:]}" for d in logs)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{text}")
+
+
+def get_json(daemon: DaemonProcess, path: str) -> Any:
+    status, body = daemon.get(path)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def post_json(daemon: DaemonProcess, path: str, data: dict[str, Any]) -> Any:
+    req = urllib.request.Request(
+        daemon.url + path,
+        data=json.dumps(data).encode(),
+        headers={"Content-Type": "application/json", "X-Dutyd-Token": TOKEN},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def query(server: PostgresServer, db: str, sql: str) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(server.url_for(db), password=PASSWORD)
+        try:
+            return await conn.fetch(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def duty_log_kinds(server: PostgresServer, db: str, kind: str, rule: str = "") -> list[str]:
+    """Subjects of the duty log entries of a kind (of one rule's alerts, when given)."""
+    sql = f"SELECT subject FROM duty_log WHERE kind='{kind}'"
+    if rule:
+        sql += f" AND data::jsonb->>'rule' = '{rule}'"
+    return [r[0] for r in query(server, db, sql)]
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    """A server of its own: one test stops it."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def site(pg: PostgresServer, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    db = "ha_" + request.node.name.replace("test_", "")[:40]
+    url = pg.create_database(db)
+    port = Port()
+    port.open()
+    nodes: list[DaemonProcess] = []
+    receiver = Receiver(delay=0.1)
+    receiver.start()
+    yield {"url": url, "db": db, "port": port, "nodes": nodes, "receiver": receiver}
+    for d in nodes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(d.peer.pid, signal.SIGCONT)
+        d.peer.stop()
+    receiver.stop()
+    port.close()
+
+
+def pair(tmp: Path, site: dict[str, Any], names: list[str], **cluster: Any) -> list[DaemonProcess]:
+    """Start a then b; a becomes active first."""
+    nodes = site["nodes"]
+    t = targets(site["port"].port, names)
+    a = start_node(tmp, "a", node_config("a", site["url"], site["receiver"], t, **cluster))
+    nodes.append(a)
+    wait(lambda: active(a), 30, "node a active", a)
+    b = start_node(tmp, "b", node_config("b", site["url"], site["receiver"], t, **cluster))
+    nodes.append(b)
+    wait(lambda: "standby" in b.get("/readyz")[1], 30, "node b standby", b)
+    return [a, b]
+
+
+def test_sigkill_active_during_a_burst_every_page_exactly_once(tmp_path, site, pg) -> None:
+    names = [f"svc{i:02d}" for i in range(50)]
+    a, b = pair(tmp_path, site, names, deadman={"peer_gone_after": "8s"})
+    receiver: Receiver = site["receiver"]
+    killed: list[float] = []
+
+    def kill() -> None:
+        os.killpg(a.peer.pid, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    def kill_a_mid_send(n: int) -> None:
+        # While the 10th request waits in the receiver (pages in flight, unanswered). Not at
+        # the instant it arrives: that is when a's sender thread has just had the 9th answer
+        # and a has not yet written it down - the one window no outbox can close (the
+        # channel accepted, the store does not know yet), a few milliseconds wide, which the
+        # receiver's dedup by message id covers.
+        if n == 10:
+            asyncio.get_running_loop().call_later(0.05, kill)
+
+    receiver.on_request = kill_a_mid_send
+    site["port"].close()  # 50 targets down: 50 alerts, 50 messages
+    wait(lambda: bool(killed), 30, "the burst to start", a, b)
+    took = wait(lambda: active(b), 30, "b to take over", b)
+    assert took <= TAKEOVER + SCHEDULING_SLACK, f"takeover took {took:.1f}s"
+    # 50 pages, and b pages that its peer a is gone (through its own escalation).
+    receiver.wait_for(51, within=90)
+    time.sleep(3)  # anything sent twice would arrive now
+    counts = collections.Counter(receiver.ids())
+    twice = [(t - killed[0], mid, n) for t, mid, n in receiver.arrived if counts[mid] > 1]
+    assert len(counts) == 51 and max(counts.values()) == 1, twice
+    peer_pages = [p for p in receiver.pages if "dutyd peer a silent" in p.get("message", "")]
+    assert len(peer_pages) == 1, [p.get("title") for p in receiver.pages]
+    # The duty log has each firing once and each message sent once.
+    firing = duty_log_kinds(pg, site["db"], "alert.firing", rule="svc_down")
+    assert len(firing) == 50 and len(set(firing)) == 50
+    sent = duty_log_kinds(pg, site["db"], "notify.sent")
+    assert sorted(sent) == sorted(counts)
+    status = get_json(b, "/api/v1/cluster")
+    assert status["active"] and status["active_node"] == "b" and status["epoch"] == 2
+
+
+def test_sigstop_active_standby_takes_over_and_the_continued_node_is_fenced(
+    tmp_path, site, pg
+) -> None:
+    names = ["svc-a", "svc-b", "svc-c"]
+    receiver: Receiver = site["receiver"]
+    port: Port = site["port"]
+    a, b = pair(tmp_path, site, names)
+    # Three alerts fire and a pages them.
+    port.close()
+    receiver.wait_for(3, within=30)
+    alerts_a = {x["fingerprint"]: x for x in get_json(a, "/api/v1/alerts")["alerts"]}
+    assert len(alerts_a) == 3
+    fp = next(iter(alerts_a))
+    # An ack made on the standby holds on the active node (and is logged once).
+    post_json(b, "/api/v1/ack", {"alert": fp, "actor": "Li Na", "note": "on it"})
+    wait(
+        lambda: get_json(a, f"/api/v1/alerts/{fp}")["alert"]["acknowledged"] is not None,
+        15,
+        "the ack made on b to reach a",
+        a,
+        b,
+    )
+    # A silence made on the active node holds on the standby.
+    post_json(
+        a,
+        "/api/v1/silences",
+        {"matchers": {"target": "svc-c"}, "duration": "1h", "actor": "Li Na", "reason": "work"},
+    )
+    wait(lambda: len(get_json(b, "/api/v1/silences")["silences"]) == 1, 15, "silence on b", b)
+    sent_before = a.metric_value("dutyd_notifications_sent_total", channel="hook")
+    os.killpg(a.peer.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    took = wait(lambda: active(b), 30, "b to take over from the stopped a", b)
+    assert took <= TAKEOVER + SCHEDULING_SLACK, f"takeover took {took:.1f}s"
+    # Start times and red-line clocks come along; the ack too.
+    alerts_b = {x["fingerprint"]: x for x in get_json(b, "/api/v1/alerts")["alerts"]}
+    for key, alert in alerts_a.items():
+        assert alerts_b[key]["fired_at"] == alert["fired_at"]
+        assert alerts_b[key]["active_since"] == alert["active_since"]
+    assert alerts_b[fp]["acknowledged"]["by"] == "Li Na"
+    # a continues after the lease ran out: it becomes a standby and sends nothing.
+    time.sleep(max(0.0, TAKEOVER - (time.monotonic() - stopped)))
+    os.killpg(a.peer.pid, signal.SIGCONT)
+    wait(lambda: "standby" in a.get("/readyz")[1], 15, "a to stand by", a)
+    # New pages after the takeover go out through b only, once each.
+    port.open()
+    wait(lambda: len(receiver.pages) >= 5, 30, "the resolved notices", a, b)
+    time.sleep(3)
+    assert a.metric_value("dutyd_notifications_sent_total", channel="hook") == sent_before
+    counts = collections.Counter(receiver.ids())
+    assert max(counts.values()) == 1, counts.most_common(3)
+    firing = duty_log_kinds(pg, site["db"], "alert.firing")
+    assert sorted(firing) == sorted(alerts_a), "the duty log has each firing once"
+    assert "now a standby" in a.peer.log()
+
+
+def test_postgres_stopped_20s_both_keep_polling_and_pages_resume(tmp_path, site, pg) -> None:
+    receiver: Receiver = site["receiver"]
+    a, b = pair(tmp_path, site, ["svc-x"])
+    polls = [d.metric_value("dutyd_polls_total", kind="tcp") or 0 for d in (a, b)]
+    pg.stop()
+    try:
+        site["port"].close()  # the target goes down while the database is away
+        time.sleep(20)
+        after = [d.metric_value("dutyd_polls_total", kind="tcp") or 0 for d in (a, b)]
+        assert all(n >= p + 10 for n, p in zip(after, polls, strict=True)), (polls, after)
+        assert receiver.pages == []  # nothing can be claimed without the database
+    finally:
+        pg.start()
+    receiver.wait_for(1, within=60)
+    time.sleep(3)
+    counts = collections.Counter(receiver.ids())
+    assert len(counts) == 1 and max(counts.values()) == 1, counts
+    assert any(active(d) for d in (a, b))
+
+
+def test_three_agents_share_300_targets_and_take_over_a_dead_ones(tmp_path, site, pg) -> None:
+    names = [f"t{i:03d}" for i in range(294)]
+    t = targets(site["port"].port, names, interval="2s")
+    # Six targets down from the start: six alerts, each paged once, wherever they move.
+    down = [f"down{i}" for i in range(6)]
+    t += targets(free_port(), down, interval="2s")
+    nodes = site["nodes"]
+    for name in ("a", "b", "c"):
+        cfg = node_config(name, site["url"], site["receiver"], t, shards=True)
+        nodes.append(start_node(tmp_path, name, cfg))
+    a, b, c = nodes
+
+    def owners() -> dict[str, str]:
+        rows = query(pg, site["db"], "SELECT target, node FROM target_status")
+        return {r[0]: r[1] for r in rows}
+
+    def split_three() -> bool:
+        owned = collections.Counter(owners().values())
+        return len(owners()) == 300 and len(owned) == 3 and min(owned.values()) >= 50
+
+    wait(split_three, 60, "300 targets split over three agents", a, b, c)
+    receiver: Receiver = site["receiver"]
+    receiver.wait_for(6, within=60)
+    mine = {target for target, node in owners().items() if node == "c"}
+    c.peer.kill()
+    killed = time.monotonic()
+
+    def moved() -> bool:
+        rows = query(
+            pg,
+            site["db"],
+            "SELECT target, node, last_poll FROM target_status WHERE last_poll > "
+            "extract(epoch from now()) - 5",
+        )
+        fresh = {r[0]: r[1] for r in rows}
+        return all(fresh.get(target) in ("a", "b") for target in mine)
+
+    took = wait(moved, 60, "c's targets polled by a and b", a, b)
+    assert time.monotonic() - killed <= 60
+    assert took <= 60
+    # `dutyd cluster status` reads the same from the store.
+    out = subprocess.run(
+        [sys.executable, "-m", "dutyd.agent.cli", "cluster", "status", "-c", str(a.config_path),
+         "--json"],
+        capture_output=True, text=True, env={**os.environ, PGPASS_ENV: PASSWORD}, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["active_node"] in ("a", "b") and status["lease_age"] is not None
+    assert {m["node"]: m["live"] for m in status["members"]} == {"a": True, "b": True, "c": False}
+    assert status["shard_map"]["a"] + status["shard_map"]["b"] == 300
+    assert PASSWORD not in out.stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "dutyd.agent.cli", "cluster", "status", "-c", str(a.config_path)],
+        capture_output=True, text=True, env={**os.environ, PGPASS_ENV: PASSWORD}, timeout=60,
+        check=False,
+    ).stdout  # fmt: skip
+    assert f"active node: {status['active_node']}" in text
+    # No alert duplicated (each of the six fired once, wherever it moved), no page lost or
+    # sent twice; the targets that stayed up raised nothing.
+    time.sleep(3)
+    firing = duty_log_kinds(pg, site["db"], "alert.firing")
+    assert len(firing) == 6 and len(set(firing)) == 6, firing
+    counts = collections.Counter(receiver.ids())
+    assert len(counts) == 6 and max(counts.values()) == 1, counts
+
+
+def test_heartbeat_stops_within_one_interval_when_the_daemon_is_stopped(tmp_path, site) -> None:
+    receiver: Receiver = site["receiver"]
+    cfg = node_config(
+        "a",
+        site["url"],
+        receiver,
+        [],
+        deadman={"url": f"http://127.0.0.1:{receiver.port}/ping", "every": "1s"},
+    )
+    a = start_node(tmp_path, "a", cfg)
+    site["nodes"].append(a)
+    wait(lambda: len(receiver.pings) >= 3, 30, "heartbeats", a)
+    os.killpg(a.peer.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    time.sleep(4)
+    late = [t for t in receiver.pings if t > stopped + 1.0]
+    assert late == [], f"{len(late)} heartbeat(s) after the stop"
+    os.killpg(a.peer.pid, signal.SIGCONT)
+    count = len(receiver.pings)
+    wait(lambda: len(receiver.pings) >= count + 2, 15, "heartbeats again", a)
+    assert (a.metric_value("dutyd_deadman_pings_total", result="ok") or 0) >= 3
+    assert a.metric_value("dutyd_event_loop_lag_seconds") is not None
+    assert (a.metric_value("dutyd_event_loop_stalls_total") or 0) >= 1  # the stop was a stall
