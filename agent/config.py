@@ -8,13 +8,14 @@ each problem as `key.path[3].name: what is wrong (line N)`.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,13 +103,6 @@ class Settings(BaseSettings):
         # The environment wins over the file; no .env or secrets-dir magic.
         return (env_settings, init_settings)
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> Settings:
-        problems = cross_check(self.model_dump(by_alias=True, mode="python"))
-        if problems:
-            raise ValueError("; ".join(msg for _, msg in problems))
-        return self
-
 
 # ---------------------------------------------------------------------------------------------
 # Cross-references, checked on the raw data so that they are reported together with type errors.
@@ -127,8 +121,14 @@ def _strings(value: Any) -> list[tuple[int, str]]:
     return [(j, v) for j, v in enumerate(_items(value)) if isinstance(v, str)]
 
 
-def _known_metrics(raw_targets: list[Any]) -> set[str]:
+def _known_metrics(raw_targets: list[Any], validated: Iterable[Any] | None = None) -> set[str]:
+    """Sample names the configured targets produce; from the validated targets when there
+    are (validating a thousand targets a second time is most of a big file's load time)."""
     known = set(BUILTIN_METRICS)
+    if validated is not None:
+        for cfg in validated:
+            known.update(COLLECTORS[cfg.kind].emits(cfg))
+        return known
     for raw in raw_targets:
         if not isinstance(raw, Mapping):
             continue
@@ -144,7 +144,11 @@ def _known_metrics(raw_targets: list[Any]) -> set[str]:
     return known
 
 
-def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+def cross_check(
+    data: Mapping[str, Any], validated_targets: Iterable[Any] | None = None
+) -> list[tuple[Loc, str]]:
+    """Every cross-reference problem with its key path, from the data as written (so it is
+    reported with the type errors); `validated_targets` when the whole file validated."""
     problems: list[tuple[Loc, str]] = duty_references(data)
     raw_targets = _items(data.get("targets"))
     names: dict[str, int] = {}
@@ -178,7 +182,7 @@ def cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                     f"unknown rule pack {pack!r}; available: {', '.join(available_packs())}",
                 )
             )
-    known = _known_metrics(raw_targets)
+    known = _known_metrics(raw_targets, validated_targets)
     for i, rule in enumerate(_items(rules.get("custom"))):
         if not isinstance(rule, Mapping):
             continue
@@ -381,9 +385,7 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
 
 
 def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
-    lines = yaml_lines(text) if text else {}
-    problems: list[tuple[int, str]] = []
-    summary: list[tuple[int, str]] = []
+    found: list[tuple[Loc, str]] = []
     settings: Settings | None = None
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
@@ -405,19 +407,25 @@ def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
             loc = _clean_loc(err["loc"])
             if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
                 loc = (*loc, "kind")
-            if err["type"] == "value_error" and loc == ():
-                # The cross-reference summary, reported one by one below from the raw data;
-                # kept in case only the validated data shows it (a default value).
-                summary.append(_problem(loc, _message(err, loc, data), lines))
-                continue
-            problems.append(_problem(loc, _message(err, loc, data), lines))
-    cross = [_problem(loc, msg, lines) for loc, msg in cross_check(data)]
-    problems += cross or summary
-    if problems:
-        unique = sorted(set(problems), key=lambda p: (p[0], p[1]))
-        raise ConfigError(source, [msg for _, msg in unique])
+            found.append((loc, _message(err, loc, data)))
+    targets = settings.targets if settings is not None else None
+    found += cross_check(data, targets)
+    lines_known = bool(found)
+    if not found and settings is not None and _overridden_from_environment():
+        # A DUTYD_* variable may name what the file does not have: check what will run.
+        found += cross_check(settings.model_dump(by_alias=True, mode="python"), targets)
+    if found:
+        # Line numbers only when there is something to report: composing the YAML a second
+        # time costs a large file's load time and memory.
+        lines = yaml_lines(text) if text and lines_known else {}
+        problems = {_problem(loc, msg, lines) for loc, msg in found}
+        raise ConfigError(source, [msg for _, msg in sorted(problems)])
     assert settings is not None
     return settings
+
+
+def _overridden_from_environment() -> bool:
+    return any(name.upper().startswith("DUTYD_") for name in os.environ)
 
 
 def load_config(path: str | Path) -> Settings:
