@@ -549,14 +549,14 @@ class RuleEngine:
     def replace_alerts(self, alerts: Iterable[Alert]) -> None:
         """Put these alerts in place of every alert held now (a standby taking over the
         active node's alerts from the shared store)."""
-        self.alerts.clear()
+        self._alerts.clear()
         for rule in self.rules.values():
             rule.alerts.clear()
         self.restore(alerts)
 
     def drop_alert(self, fingerprint: str) -> None:
         """Forget an alert without an event (its target moved to another node's shard)."""
-        alert = self.alerts.pop(fingerprint, None)
+        alert = self._alerts.pop(fingerprint, None)
         rule = self.rules.get(alert.rule) if alert is not None else None
         if alert is not None and rule is not None:
             rule.alerts.pop(alert.labels, None)

@@ -364,6 +364,8 @@ def test_sigstop_active_standby_takes_over_and_the_continued_node_is_fenced(
         {"matchers": {"target": "svc-c"}, "duration": "1h", "actor": "Li Na", "reason": "work"},
     )
     wait(lambda: len(get_json(b, "/api/v1/silences")["silences"]) == 1, 15, "silence on b", b)
+    # a tells those paged of the acknowledgement; that message is a's last before the stop.
+    wait(lambda: len(receiver.pages) >= 4, 15, "the acknowledgement told", a, b)
     sent_before = a.metric_value("dutyd_notifications_sent_total", channel="hook")
     os.killpg(a.peer.pid, signal.SIGSTOP)
     stopped = time.monotonic()
