@@ -15,8 +15,8 @@ every page arrived once by id, nothing recorded was lost, and /readyz is ready.
 3. The receiver is down for two minutes while alerts fire and resolve: afterwards every page
    arrives exactly once, each alert's page before its resolve for each person.
 4. The database's disk is full, for real (see `FullDisk`: the OS refuses its writes): dutyd
-   keeps polling and evaluating, logs the storage failure, loses nothing already recorded, and once space is back the pages
-   of the alerts that fired meanwhile go out.
+   keeps polling and evaluating, logs the storage failure, loses nothing already recorded,
+   and once space is back the pages of the alerts that fired meanwhile go out.
 5. SIGKILL mid-burst (pages queued, the receiver slow), restart on the same database: every
    page arrives (by id), no alert event twice in the duty log, alerts keep their start times.
 6. A reload with a syntax error is refused and the old config keeps running; then a valid one
