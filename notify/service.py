@@ -51,6 +51,8 @@ log = logging.getLogger("dutyd.notify")
 
 MAX_IN_FLIGHT = 64
 READ_AHEAD = 2 * MAX_IN_FLIGHT
+# Seconds between attempts to write notifications to an outbox that refused them.
+OUTBOX_RETRY = 2.0
 STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
 # Pages that ask for an acknowledgement carry an ack link.
 ACKABLE = (
@@ -112,6 +114,8 @@ class NotifyService:
         self._pending: set[asyncio.Task[None]] = set()
         self._flush_handles: dict[GroupKey, asyncio.TimerHandle] = {}
         self._ready: list[GroupKey] = []  # groups whose window closed, to be written
+        # Groups taken whose outbox write failed (disk full), written again first.
+        self._unwritten: list[tuple[GroupKey, list[Page]]] = []
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
         self.order = DeliveryOrder()
@@ -370,30 +374,46 @@ class NotifyService:
     async def _flush_ready(self) -> None:
         """Write every group whose window has closed: one dedup query, one insert."""
         try:
-            while self._ready:
+            while self._ready or self._unwritten:
                 keys, self._ready = self._ready, []
-                groups = [(key, self.grouper.take(key)) for key in keys]
-                ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
-                # Queued first, then delivered: a message delivered between the two questions
-                # is found by the second. A page still waiting in the outbox (after a restart:
-                # the steps taken up again by `resume`) must not go out a second time.
-                # (An empty queue, as read at start and kept since, needs no question.)
-                # In a cluster the node active before us may have queued them: always ask there.
-                queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
-                sent = await self.outbox.queued_among(ids) if queued else set()
-                sent |= await self.outbox.sent_among(ids)
-                now = self.clock()
-                rows = []
-                for key, pages in groups:
-                    fresh = [p for p in pages if page_id(p, key[0]) not in sent]
-                    if fresh:
-                        row = self._message(key, fresh, now)
-                        if row is not None:
-                            rows.append(row)
-                if rows:
-                    await self._enqueue(rows)
+                groups = self._unwritten + [(key, self.grouper.take(key)) for key in keys]
+                self._unwritten = []
+                try:
+                    await self._write_groups(groups)
+                except Exception:
+                    # A full or failing disk: keep the pages, in order, and write them when
+                    # it takes them again; groups closing meanwhile queue behind them, so a
+                    # resolve is never written before its page.
+                    self._unwritten = groups
+                    log.exception(
+                        "writing notifications to the outbox failed; retrying",
+                        extra={"fields": {"messages": len(groups), "retry_in": OUTBOX_RETRY}},
+                    )
+                    await asyncio.sleep(OUTBOX_RETRY)
         finally:
             self._flushing = False
+
+    async def _write_groups(self, groups: list[tuple[GroupKey, list[Page]]]) -> None:
+        """One dedup query, one insert (one transaction: all of them or none)."""
+        ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
+        # Queued first, then delivered: a message delivered between the two questions
+        # is found by the second. A page still waiting in the outbox (after a restart:
+        # the steps taken up again by `resume`) must not go out a second time.
+        # (An empty queue, as read at start and kept since, needs no question.)
+        # In a cluster the node active before us may have queued them: always ask there.
+        queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
+        sent = await self.outbox.queued_among(ids) if queued else set()
+        sent |= await self.outbox.sent_among(ids)
+        now = self.clock()
+        rows = []
+        for key, pages in groups:
+            fresh = [p for p in pages if page_id(p, key[0]) not in sent]
+            if fresh:
+                row = self._message(key, fresh, now)
+                if row is not None:
+                    rows.append(row)
+        if rows:
+            await self._enqueue(rows)
 
     def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxMessage | None:
         """The outbox row of one group: rendered for its recipient (language, time zone)."""

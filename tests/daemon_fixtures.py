@@ -17,17 +17,35 @@ from tests.peers import PeerProcess, free_port, wait_for_tcp
 
 
 class DaemonProcess:
-    def __init__(self, tmp: Path, config: dict, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+        piped: bool = False,
+    ) -> None:
+        """`wrapper`: a command the daemon runs under (e.g. nsenter into a mount namespace);
+        it must exec the daemon, so the PID stopped is the daemon's. `piped`: see PeerProcess."""
         self.tmp = tmp
         self.port = config.setdefault("http", {}).setdefault("port", free_port())
         config.setdefault("storage", {"path": str(tmp / "dutyd.db")})
         self.config_path = tmp / "dutyd.yaml"
         self.write_config(config)
         self.peer = PeerProcess(
-            [sys.executable, "-m", "dutyd.agent.cli", "run", "-c", str(self.config_path)],
+            [
+                *(wrapper or []),
+                sys.executable,
+                "-m",
+                "dutyd.agent.cli",
+                "run",
+                "-c",
+                str(self.config_path),
+            ],
             tmp,
             env=env,
             log_name="dutyd.log",
+            piped=piped,
         )
         try:
             wait_for_tcp(self.port, timeout=20)

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,10 @@ class PeerProcess:
         cwd: Path,
         env: dict[str, str] | None = None,
         log_name: str = "peer.log",
+        piped: bool = False,
     ) -> None:
+        """`piped`: the peer writes its output into a pipe that this process copies to the
+        log file, so limits on the peer's own file writes (RLIMIT_FSIZE) do not reach its log."""
         self.argv = list(argv)
         self.cwd = cwd
         self.log_path = cwd / log_name
@@ -66,10 +70,20 @@ class PeerProcess:
             self.argv,
             cwd=cwd,
             env={**os.environ, **(env or {})},
-            stdout=self._log,
+            stdout=subprocess.PIPE if piped else self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._copier: threading.Thread | None = None
+        if piped:
+            self._copier = threading.Thread(target=self._copy_output, daemon=True)
+            self._copier.start()
+
+    def _copy_output(self) -> None:
+        assert self.proc.stdout is not None
+        for line in iter(self.proc.stdout.readline, b""):  # ends at EOF: the peer exited
+            self._log.write(line)
+            self._log.flush()
 
     @property
     def pid(self) -> int:
@@ -93,6 +107,8 @@ class PeerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout)
+        if self._copier is not None:
+            self._copier.join(timeout)
         self._log.close()
 
     def kill(self) -> None:
