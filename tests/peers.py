@@ -107,11 +107,17 @@ class PeerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout)
-        if self._copier is not None:
-            self._copier.join(timeout)
-        self._log.close()
+        self._close_output(timeout)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(5)
+        self._close_output(5.0)
+
+    def _close_output(self, timeout: float) -> None:
+        if self._copier is not None:
+            self._copier.join(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
