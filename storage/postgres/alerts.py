@@ -6,9 +6,10 @@ import json
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.records import StoredAlert
 from dutyd.storage.repositories import AlertRepository
+from dutyd.storage.rows import alert_row
 
 
 class PostgresAlerts(AlertRepository):
@@ -16,19 +17,7 @@ class PostgresAlerts(AlertRepository):
         self.db = db
 
     async def save(self, alert: StoredAlert) -> None:
-        row = (
-            alert.fingerprint,
-            alert.rule,
-            to_json(alert.labels),
-            alert.severity,
-            alert.state,
-            alert.active_since,
-            alert.fired_at,
-            alert.resolved_at,
-            alert.value,
-            alert.summary,
-            to_json(alert.extra),
-        )
+        row = alert_row(alert)
 
         async def upsert(c: asyncpg.Connection) -> None:
             await c.execute(

@@ -5,7 +5,6 @@ that never show the password."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,10 +33,6 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
-
-
-def to_json(data: object) -> str:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
 
 
 class PostgresDatabase:

@@ -8,9 +8,10 @@ from typing import Any
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
+from dutyd.storage.rows import to_json
 
 INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES ($1,$2,$3,$4,$5)"
 

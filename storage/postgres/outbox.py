@@ -13,8 +13,7 @@ from dutyd.storage.postgres.log import INSERT as INSERT_LOG
 from dutyd.storage.postgres.log import log_row
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
-
-LAST_ERROR_MAX = 500
+from dutyd.storage.rows import LAST_ERROR_MAX, message_row
 
 COLUMNS = (
     "id, recipient, kind, channel, payload, fallbacks, attempts, channel_failures, created, "
@@ -27,22 +26,7 @@ class PostgresOutbox(OutboxRepository):
         self.db = db
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> list[str]:
-        rows = [
-            (
-                m.id,
-                m.recipient,
-                m.kind,
-                m.channel,
-                json.dumps(m.fallbacks),
-                json.dumps(m.payload, ensure_ascii=False),
-                m.attempts,
-                m.channel_failures,
-                m.created,
-                m.next_at,
-                m.last_error[:LAST_ERROR_MAX],
-            )
-            for m in messages
-        ]
+        rows = [message_row(m) for m in messages]
         if not rows:
             return []
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.records import StoredSilence, StoredWindow
 from dutyd.storage.repositories import OverlayRepository
+from dutyd.storage.rows import to_json
 
 
 class PostgresOverlays(OverlayRepository):

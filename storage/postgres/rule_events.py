@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, to_json
+from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.records import RuleEventRow
 from dutyd.storage.repositories import RuleEventRepository
+from dutyd.storage.rows import to_json
 
 
 class PostgresRuleEvents(RuleEventRepository):

@@ -7,7 +7,8 @@ import sqlite3
 
 from dutyd.storage.records import StoredAlert
 from dutyd.storage.repositories import AlertRepository
-from dutyd.storage.sqlite.database import SqliteDatabase, to_json
+from dutyd.storage.rows import alert_row
+from dutyd.storage.sqlite.database import SqliteDatabase
 
 
 class SqliteAlerts(AlertRepository):
@@ -15,19 +16,7 @@ class SqliteAlerts(AlertRepository):
         self.db = db
 
     async def save(self, alert: StoredAlert) -> None:
-        row = (
-            alert.fingerprint,
-            alert.rule,
-            to_json(alert.labels),
-            alert.severity,
-            alert.state,
-            alert.active_since,
-            alert.fired_at,
-            alert.resolved_at,
-            alert.value,
-            alert.summary,
-            to_json(alert.extra),
-        )
+        row = alert_row(alert)
 
         def upsert(c: sqlite3.Connection) -> None:
             c.execute(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -27,10 +26,6 @@ T = TypeVar("T")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-def to_json(data: object) -> str:
-    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from dutyd.storage.records import EnvironmentRange, EnvironmentReading
 from dutyd.storage.repositories import EnvironmentRepository
-from dutyd.storage.sqlite.database import SqliteDatabase, to_json, transaction
+from dutyd.storage.rows import to_json
+from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 
 HOUR = 3600.0
 

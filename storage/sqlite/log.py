@@ -9,7 +9,8 @@ from typing import Any
 
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
-from dutyd.storage.sqlite.database import SqliteDatabase, to_json, transaction
+from dutyd.storage.rows import to_json
+from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 
 # Above every character: `x >= p AND x < p || _TOP` is "x starts with p", and uses the index.
 _TOP = "\U0010ffff"

@@ -9,11 +9,10 @@ from typing import Any
 
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
+from dutyd.storage.rows import LAST_ERROR_MAX, message_row
 from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 from dutyd.storage.sqlite.log import INSERT as INSERT_LOG
 from dutyd.storage.sqlite.log import log_row
-
-LAST_ERROR_MAX = 500
 
 
 class SqliteOutbox(OutboxRepository):
@@ -21,22 +20,7 @@ class SqliteOutbox(OutboxRepository):
         self.db = db
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> list[str]:
-        rows = [
-            (
-                m.id,
-                m.recipient,
-                m.kind,
-                m.channel,
-                json.dumps(m.fallbacks),
-                json.dumps(m.payload, ensure_ascii=False),
-                m.attempts,
-                m.channel_failures,
-                m.created,
-                m.next_at,
-                m.last_error[:LAST_ERROR_MAX],
-            )
-            for m in messages
-        ]
+        rows = [message_row(m) for m in messages]
 
         def insert(c: sqlite3.Connection) -> list[str]:
             added = []

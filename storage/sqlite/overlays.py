@@ -8,7 +8,8 @@ from typing import Any
 
 from dutyd.storage.records import StoredSilence, StoredWindow
 from dutyd.storage.repositories import OverlayRepository
-from dutyd.storage.sqlite.database import SqliteDatabase, to_json
+from dutyd.storage.rows import to_json
+from dutyd.storage.sqlite.database import SqliteDatabase
 
 
 class SqliteOverlays(OverlayRepository):

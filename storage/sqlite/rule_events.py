@@ -9,7 +9,8 @@ from typing import Any
 
 from dutyd.storage.records import RuleEventRow
 from dutyd.storage.repositories import RuleEventRepository
-from dutyd.storage.sqlite.database import SqliteDatabase, to_json, transaction
+from dutyd.storage.rows import to_json
+from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 
 
 class SqliteRuleEvents(RuleEventRepository):

@@ -1,0 +1,51 @@
+"""Records as table rows, the same for every store: the column order and JSON encoding that
+the SQLite and PostgreSQL repositories both write (their SQL differs, their rows do not)."""
+
+from __future__ import annotations
+
+import json
+
+from dutyd.storage.records import OutboxMessage, StoredAlert
+
+# A delivery error kept with a queued message is cut to this many characters.
+LAST_ERROR_MAX = 500
+
+
+def to_json(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def alert_row(alert: StoredAlert) -> tuple[object, ...]:
+    """fingerprint, rule, labels, severity, state, active_since, fired_at, resolved_at, value,
+    summary, extra."""
+    return (
+        alert.fingerprint,
+        alert.rule,
+        to_json(alert.labels),
+        alert.severity,
+        alert.state,
+        alert.active_since,
+        alert.fired_at,
+        alert.resolved_at,
+        alert.value,
+        alert.summary,
+        to_json(alert.extra),
+    )
+
+
+def message_row(m: OutboxMessage) -> tuple[object, ...]:
+    """id, recipient, kind, channel, fallbacks, payload, attempts, channel_failures, created,
+    next_at, last_error."""
+    return (
+        m.id,
+        m.recipient,
+        m.kind,
+        m.channel,
+        json.dumps(m.fallbacks),
+        json.dumps(m.payload, ensure_ascii=False),
+        m.attempts,
+        m.channel_failures,
+        m.created,
+        m.next_at,
+        m.last_error[:LAST_ERROR_MAX],
+    )
