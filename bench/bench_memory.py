@@ -96,8 +96,6 @@ async def daemon_child(
     await asyncio.sleep(wait)
     # tracemalloc slows every allocation: wait (bounded) until every target has answered, so
     # both modes hold the same series.
-    # The latest-value store is `Daemon.store` on this branch, `Daemon.latest` on main since
-    # the daemon split; both keep `status` per target.
     latest = daemon.latest
     deadline = time.monotonic() + 3 * settings.targets[0].interval
     while time.monotonic() < deadline:
