@@ -2,7 +2,7 @@
 
 A collector polls one target and adds what it read to a `Readings`. It knows nothing of
 rules, alerts or exposition. When a poll fails it raises a `CollectError` subclass
-(see `agent.errors`); the scheduler alone turns that into `target_up = 0` with the reason.
+(see `dutyd.core.errors`); the scheduler alone turns that into `target_up = 0` with the reason.
 """
 
 from __future__ import annotations
