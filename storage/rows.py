@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from dutyd.storage.records import OutboxMessage, StoredAlert
+from dutyd.storage.records import NewLogEntry, OutboxMessage, StoredAlert
 
 # A delivery error kept with a queued message is cut to this many characters.
 LAST_ERROR_MAX = 500
@@ -49,3 +49,8 @@ def message_row(m: OutboxMessage) -> tuple[object, ...]:
         m.next_at,
         m.last_error[:LAST_ERROR_MAX],
     )
+
+
+def log_row(entry: NewLogEntry) -> tuple[float, str, str, str, str]:
+    """ts, kind, actor, subject, data."""
+    return (entry.timestamp, entry.kind, entry.actor, entry.subject, to_json(entry.data))

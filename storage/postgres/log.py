@@ -11,13 +11,9 @@ import asyncpg
 from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
-from dutyd.storage.rows import to_json
+from dutyd.storage.rows import log_row
 
 INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES ($1,$2,$3,$4,$5)"
-
-
-def log_row(entry: NewLogEntry) -> tuple[float, str, str, str, str]:
-    return (entry.timestamp, entry.kind, entry.actor, entry.subject, to_json(entry.data))
 
 
 class PostgresDutyLog(DutyLogRepository):

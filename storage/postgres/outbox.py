@@ -10,10 +10,9 @@ import asyncpg
 
 from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.postgres.log import INSERT as INSERT_LOG
-from dutyd.storage.postgres.log import log_row
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
-from dutyd.storage.rows import LAST_ERROR_MAX, message_row
+from dutyd.storage.rows import LAST_ERROR_MAX, log_row, message_row
 
 COLUMNS = (
     "id, recipient, kind, channel, payload, fallbacks, attempts, channel_failures, created, "

@@ -9,17 +9,13 @@ from typing import Any
 
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
-from dutyd.storage.rows import to_json
+from dutyd.storage.rows import log_row
 from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 
 # Above every character: `x >= p AND x < p || _TOP` is "x starts with p", and uses the index.
 _TOP = "\U0010ffff"
 
 INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)"
-
-
-def log_row(entry: NewLogEntry) -> tuple[float, str, str, str, str]:
-    return (entry.timestamp, entry.kind, entry.actor, entry.subject, to_json(entry.data))
 
 
 class SqliteDutyLog(DutyLogRepository):

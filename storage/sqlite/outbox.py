@@ -9,10 +9,9 @@ from typing import Any
 
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
-from dutyd.storage.rows import LAST_ERROR_MAX, message_row
+from dutyd.storage.rows import LAST_ERROR_MAX, log_row, message_row
 from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 from dutyd.storage.sqlite.log import INSERT as INSERT_LOG
-from dutyd.storage.sqlite.log import log_row
 
 
 class SqliteOutbox(OutboxRepository):
