@@ -435,7 +435,9 @@ def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
         if r >= bend or not oid:
             raise DecodeError("varbind without a value")
         # Names are kept as raw bytes and decoded later (table indexes): checked here, once.
-        if oid[-1] & 0x80 or _LONG_SUBID.search(oid):
+        # Most names have no multi-byte arc at all (isascii: no octet >= 0x80), and skip the
+        # search: it was a twentieth of a 48-port walk's CPU.
+        if not oid.isascii() and (oid[-1] & 0x80 or _LONG_SUBID.search(oid)):
             raise DecodeError("varbind name is not a well-formed OID")
         tag = data[r]
         n = data[r + 1]
