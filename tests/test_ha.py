@@ -45,7 +45,11 @@ SCHEDULING_SLACK = 3.0
 
 class Receiver:
     """A webhook receiver on its own thread and loop: POST /hook records a page (slowly, one
-    at a time, after the wait), GET /ping records a dead man's switch heartbeat."""
+    at a time, after the wait), GET /ping records a dead man's switch heartbeat.
+
+    `on_served(n)` is called when the n-th request starts being served (holds the lock);
+    `hold[n]` keeps that request waiting longer, so a test can act while it is surely
+    unanswered."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.port = free_port()
@@ -54,7 +58,9 @@ class Receiver:
         self.pings: list[float] = []
         self.arrived: list[tuple[float, str, int]] = []
         self.requests = 0
-        self.on_request: Callable[[int], None] | None = None
+        self.served = 0
+        self.on_served: Callable[[int], None] | None = None
+        self.hold: dict[int, float] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -62,10 +68,13 @@ class Receiver:
     async def _hook(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests += 1
-        if self.on_request is not None:
-            self.on_request(self.requests)
         async with self._lock:
-            await asyncio.sleep(self.delay)  # cancelled when the sender hangs up
+            self.served += 1
+            served = self.served
+            if self.on_served is not None:
+                self.on_served(served)
+            # Cancelled when the sender hangs up.
+            await asyncio.sleep(self.delay + self.hold.get(served, 0.0))
         self.pages.append(body)
         self.arrived.append((time.monotonic(), body.get("message_id", ""), self.requests))
         return web.Response(text="ok")
@@ -305,15 +314,17 @@ def test_sigkill_active_during_a_burst_every_page_exactly_once(tmp_path, site, p
         killed.append(time.monotonic())
 
     def kill_a_mid_send(n: int) -> None:
-        # While the 10th request waits in the receiver (pages in flight, unanswered). Not at
-        # the instant it arrives: that is when a's sender thread has just had the 9th answer
-        # and a has not yet written it down - the one window no outbox can close (the
-        # channel accepted, the store does not know yet), a few milliseconds wide, which the
-        # receiver's dedup by message id covers.
+        # While the 10th request is being served and surely unanswered (held 3 s, so the
+        # kernel has long closed a's sockets when its wait would end). Not at the instant
+        # it is served: that is when a has just had the 9th answer and may not yet have
+        # written it down - the one window no outbox can close (the channel accepted, the
+        # store does not know yet), a few milliseconds wide, which the receiver's dedup by
+        # message id covers.
         if n == 10:
-            asyncio.get_running_loop().call_later(0.05, kill)
+            asyncio.get_running_loop().call_later(0.5, kill)
 
-    receiver.on_request = kill_a_mid_send
+    receiver.hold[10] = 3.0
+    receiver.on_served = kill_a_mid_send
     site["port"].close()  # 50 targets down: 50 alerts, 50 messages
     wait(lambda: bool(killed), 30, "the burst to start", a, b)
     took = wait(lambda: active(b), 30, "b to take over", b)
