@@ -96,6 +96,16 @@ class Readings:
         self.timestamp = timestamp
         self.samples: list[Sample] = []
 
+    @property
+    def base_labels(self) -> Labels:
+        """The target's labels (interned: the same tuple for every poll of the target)."""
+        return self._base_labels
+
+    def merged_labels(self, labels: Mapping[str, str]) -> Labels:
+        """The interned label set of a reading with its own `labels`, for a collector that
+        keeps it between polls itself (with `base_labels`, to know it is still current)."""
+        return intern_labels(tuple(sorted({**self._base, **labels}.items())))
+
     def add(self, name: str, value: float, /, **labels: str) -> None:
         self.add_labelled(name, value, labels)
 
@@ -108,7 +118,7 @@ class Readings:
             if found is None:
                 if len(_MERGED) >= INTERN_LIMIT:
                     _MERGED.clear()
-                found = intern_labels(tuple(sorted({**self._base, **labels}.items())))
+                found = self.merged_labels(labels)
                 _MERGED[key] = (self._base_labels, found)
                 merged = found
             else:

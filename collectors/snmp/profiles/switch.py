@@ -8,7 +8,7 @@ real reset, which sysUpTime going backwards (`device_rebooted`) confirms.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import AnyValue, Oid, encode_oid_content, parse_oid
@@ -21,7 +21,7 @@ from dutyd.collectors.snmp.profiles.base import (
     text,
 )
 from dutyd.core.errors import ReadingUnavailable
-from dutyd.core.records import Sample
+from dutyd.core.records import Labels, Sample
 
 IF_DESCR = parse_oid("1.3.6.1.2.1.2.2.1.2")
 IF_SPEED = parse_oid("1.3.6.1.2.1.2.2.1.5")
@@ -41,8 +41,23 @@ if TYPE_CHECKING:
 
 C32 = 1 << 32
 C64 = 1 << 64
+# The unwrapped counters of a port, in `CounterTracker` column order.
+_COUNTERS = (
+    "if_in_octets_total",
+    "if_out_octets_total",
+    "if_in_errors_total",
+    "if_out_errors_total",
+)
 # ifAdminStatus / ifOperStatus up(1)
 UP = 1
+
+
+class _Row(NamedTuple):
+    name: AnyValue
+    descr: AnyValue
+    labels: dict[str, str] | None  # None: the port is not watched
+    base: Labels  # the target's label set `merged` was built with
+    merged: Labels
 
 
 def index_key(if_index: int) -> bytes:
@@ -61,10 +76,10 @@ class SwitchProfile(Profile):
         self.hc = cfg.version != "1"
         self._ports = set(cfg.ports)
         self._pattern = cfg.compiled_port_pattern()
-        self._counters = CounterTracker()
-        # Per row index: (ifName, ifDescr, labels or None if not watched), reused while the
-        # names stay the same.
-        self._rows: dict[bytes, tuple[AnyValue, AnyValue, dict[str, str] | None]] = {}
+        self._counters = CounterTracker(columns=len(_COUNTERS))
+        # Per row index: ifName, ifDescr, the port's labels (None if not watched) and its whole
+        # label set with the target's, reused while the names and target labels stay the same.
+        self._rows: dict[bytes, _Row] = {}
 
     def uses_uptime(self) -> bool:
         return True
@@ -114,7 +129,7 @@ class SwitchProfile(Profile):
         row = self._rows.get(index_key(if_index))
         if row is None:
             return False
-        return row[2]
+        return row.labels
 
     def labels_for_names(
         self, if_index: int, name: AnyValue, descr: AnyValue
@@ -145,23 +160,35 @@ class SwitchProfile(Profile):
         counters.begin()
         samples = readings.samples
         ts = readings.timestamp
+        base = readings.base_labels
         cache = self._rows
-        fresh: dict[bytes, tuple[AnyValue, AnyValue, dict[str, str] | None]] = {}
+        fresh: dict[bytes, _Row] = {}
         seen: set[str] = set()
         for idx in rows:
             name_raw, descr_raw = name_c.get(idx), descr_c.get(idx)
             row = cache.get(idx)
-            if row is None or row[0] != name_raw or row[1] != descr_raw:
-                row = (name_raw, descr_raw, self._labels(idx, name_raw, descr_raw))
+            if (
+                row is None
+                or row.name != name_raw
+                or row.descr != descr_raw
+                or row.base is not base
+            ):
+                labels = self._labels(idx, name_raw, descr_raw)
+                merged = readings.merged_labels(labels) if labels is not None else ()
+                row = _Row(name_raw, descr_raw, labels, base, merged)
             fresh[idx] = row
-            labels = row[2]
+            labels = row.labels
             if labels is None:
                 continue
+            # Every sample of a port shares one label set, kept with the row: merging a
+            # port's labels with the target's (a sort) was most of a big switch's poll CPU.
+            merged = row.merged
             port = labels["port"]
             if port in seen:
                 # Two interfaces with one name: keep both series apart by their index.
-                labels = {**labels, "port": f"{port}#{index_text(idx)}"}
-            seen.add(labels["port"])
+                port = f"{port}#{index_text(idx)}"
+                merged = readings.merged_labels({**labels, "port": port})
+            seen.add(port)
             values: list[tuple[str, float]] = []
             speed = number(speed_c.get(idx))
             speed_bits = speed * speed_unit if speed is not None else None
@@ -175,22 +202,18 @@ class SwitchProfile(Profile):
                 values.append(("if_oper_up", 1.0 if oper == UP else 0.0))
             # Twice what the port can carry in the elapsed time, and 1 MB for clock jitter.
             max_octets = speed_bits / 8.0 * elapsed * 2.0 + 1e6 if speed_bits and elapsed else None
-            for name, column, mod, limit in (
-                ("if_in_octets_total", in_c, modulus, max_octets),
-                ("if_out_octets_total", out_c, modulus, max_octets),
-                ("if_in_errors_total", in_err_c, C32, None),
-                ("if_out_errors_total", out_err_c, C32, None),
+            for at, (name, column, mod, limit) in enumerate(
+                (
+                    (_COUNTERS[0], in_c, modulus, max_octets),
+                    (_COUNTERS[1], out_c, modulus, max_octets),
+                    (_COUNTERS[2], in_err_c, C32, None),
+                    (_COUNTERS[3], out_err_c, C32, None),
+                )
             ):
                 raw = column.get(idx)
                 if isinstance(raw, int):
-                    values.append((name, update((name, idx), raw, mod, rebooted, limit)))
-            if not values:
-                continue
-            # The first sample of a port merges its labels with the target's (a sort); the
-            # others share that tuple: those sorts were most of a big switch's poll CPU.
-            readings.add_labelled(values[0][0], values[0][1], labels)
-            merged = samples[-1].labels
-            for name, value in values[1:]:
+                    values.append((name, update(idx, raw, mod, rebooted, limit, at)))
+            for name, value in values:
                 samples.append(Sample(name, merged, value, ts))
         self._rows = fresh
         counters.end()
