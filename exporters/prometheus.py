@@ -8,9 +8,9 @@ latest-value store and the alert table. It works two ways:
 * on the daemon's /metrics path (`iter_latest(registry)`), it writes the text format itself,
   straight from the store, one family at a time. Building one `Metric` and one `Sample`
   object per series costs about four times as much as writing the line, and a large site has
-  100,000 series; writing family by family keeps one family's text in memory at a time (the
-  whole exposition is ~20 MB at 160,000 series, and a process keeps memory it once held) and
-  lets the HTTP server hand the event loop back between families.
+  100,000 series; writing a chunk of a family at a time keeps about 250 KB of text in memory
+  at a time (the whole exposition is ~20 MB at 160,000 series, and a process keeps memory it
+  once held) and lets the HTTP server hand the event loop back between chunks.
 
 Both paths give the same families: a sample name ending in `_total` is a counter, everything
 else a gauge; HELP comes from the collectors' `metric_help`; a family's series are contiguous.
@@ -52,6 +52,8 @@ ALERT_SINCE_HELP = (
     "ALERTS_FOR_STATE (time() minus this is how long it has lasted)"
 )
 _ACTIVE = (AlertState.PENDING, AlertState.FIRING)
+# Lines per chunk of /metrics text (about 250 KB): a family is handed over in pieces.
+CHUNK_LINES = 2000
 
 
 class AlertView(Protocol):
@@ -73,7 +75,7 @@ _direct: contextvars.ContextVar[list[StoreExporter] | None] = contextvars.Contex
 
 def iter_latest(registry: prometheus_registry.Collector) -> Iterator[bytes]:
     """The registry in text format 0.0.4, in chunks: first every ordinary collector (through
-    client_python), then each store exporter's families, one family per chunk."""
+    client_python), then each store exporter's families, a family or a part of one per chunk."""
     direct: list[StoreExporter] = []
     token = _direct.set(direct)
     try:
@@ -182,7 +184,8 @@ class StoreExporter(prometheus_registry.Collector):
         return "".join(self.render_families())
 
     def render_families(self) -> Iterator[str]:
-        """The exposition text of one family at a time: the store's, then the alerts'."""
+        """The exposition text, a family (or a part of a big one) at a time: the store's,
+        then the alerts'."""
         cache = self._label_text
         # References only, grouped by name: a family's series must be contiguous.
         by_name: dict[str, list[Sample]] = {}
@@ -196,11 +199,15 @@ class StoreExporter(prometheus_registry.Collector):
         for name, samples in by_name.items():
             if self._reserved(name):
                 continue
+            # Handed over every CHUNK_LINES lines: a list of a whole family's lines (a big
+            # switch room has 20,000 per family) would leave small-object memory behind that
+            # the process keeps; a chunk's lines reuse the last chunk's.
             lines = [
                 f"# HELP {name} {escape_help(self.help_text(name))}\n"
                 f"# TYPE {name} {family_type(name)}\n"
             ]
-            for s in samples:
+            append = lines.append
+            for n, s in enumerate(samples, 1):
                 labels = s.labels
                 entry = cache.get(id(labels))
                 if entry is not None and entry[0] is labels:
@@ -211,7 +218,10 @@ class StoreExporter(prometheus_registry.Collector):
                 value = s.value
                 # repr() is exact and Prometheus parses it; only inf/nan need Go's spelling.
                 val = repr(value) if math.isfinite(value) else format_value(value)
-                lines.append(f"{name}{text}{val}\n")
+                append(f"{name}{text}{val}\n")
+                if not n % CHUNK_LINES:
+                    yield "".join(lines)
+                    lines.clear()
             yield "".join(lines)
         if len(cache) > 2 * count + 1024:
             self._label_text = {}  # series went away (targets removed, ports gone)

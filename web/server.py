@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field, ValidationError, field_validator
 
 from dutyd.core.configtypes import StrictModel
+from dutyd.core.memory import release_free_memory
 from dutyd.exporters.prometheus import CONTENT_TYPE, iter_latest
 
 log = logging.getLogger("dutyd.http")
@@ -321,6 +322,7 @@ class HttpServer:
         if packer is not None:
             await response.write(packer.flush())
         await response.write_eof()
+        release_free_memory()  # the chunks' heap pages, kept by glibc otherwise
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
