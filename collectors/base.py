@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import Field, field_validator
 
 from dutyd.core.configtypes import LabelMap, PositiveDuration, StrictModel
-from dutyd.core.records import INTERN_LIMIT, Labels, Sample, intern_labels
+from dutyd.core.records import INTERN_LIMIT, Labels, Sample, intern_labels, new_sample
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
@@ -99,23 +99,29 @@ class Readings:
     def add(self, name: str, value: float, /, **labels: str) -> None:
         self.add_labelled(name, value, labels)
 
+    @property
+    def base_labels(self) -> Labels:
+        """The interned target labels (the label set of a reading without labels of its own)."""
+        return self._base_labels
+
+    def labels_with(self, labels: Mapping[str, str]) -> Labels:
+        """The interned label set of a reading with its own `labels`, target labels merged."""
+        if not labels:
+            return self._base_labels
+        # The base tuple is interned, so its id names it for as long as it is in use.
+        key = (id(self._base_labels), tuple(labels.items()))
+        found = _MERGED.get(key)
+        if found is not None:
+            return found[1]
+        if len(_MERGED) >= INTERN_LIMIT:
+            _MERGED.clear()
+        merged = intern_labels(tuple(sorted({**self._base, **labels}.items())))
+        _MERGED[key] = (self._base_labels, merged)
+        return merged
+
     def add_labelled(self, name: str, value: float, labels: Mapping[str, str]) -> None:
-        merged: Labels
-        if labels:
-            # The base tuple is interned, so its id names it for as long as it is in use.
-            key = (id(self._base_labels), tuple(labels.items()))
-            found = _MERGED.get(key)
-            if found is None:
-                if len(_MERGED) >= INTERN_LIMIT:
-                    _MERGED.clear()
-                found = intern_labels(tuple(sorted({**self._base, **labels}.items())))
-                _MERGED[key] = (self._base_labels, found)
-                merged = found
-            else:
-                merged = found[1]
-        else:
-            merged = self._base_labels
-        self.samples.append(Sample(name, merged, float(value), self.timestamp))
+        merged = self.labels_with(labels) if labels else self._base_labels
+        self.samples.append(new_sample(name, merged, float(value), self.timestamp))
 
 
 # (id of the interned target labels, a reading's own labels as given) -> (those target labels,

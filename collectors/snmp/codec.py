@@ -108,6 +108,9 @@ VarBind = tuple[bytes, AnyValue]
 # (version, community, pdu tag, request-id, error-status / non-repeaters,
 #  error-index / max-repetitions, varbinds)
 Message = tuple[int, bytes, int, int, int, int, list[VarBind]]
+# What the client reads of a response: (pdu tag, request-id, error-status, error-index,
+#  varbind names, varbind values).
+Reply = tuple[int, int, int, int, list[bytes], list[AnyValue]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,45 +375,96 @@ _OCTETS = frozenset((T_OCTETS, T_IPADDR, T_OPAQUE))
 def decode_message(data: bytes) -> Message:
     """Parse one SNMP v1/v2c message (any PDU but a v1 trap). Raises DecodeError."""
     try:
-        return _decode(data)
+        version, community, pdu_tag, request_id, field1, field2, p, vend = _decode_head(data)
+        varbinds = decode_varbinds(data, p, vend)
     except IndexError:
         raise DecodeError("datagram ends early (truncated)") from None
+    return (version, community, pdu_tag, request_id, field1, field2, varbinds)
 
 
-def _decode(data: bytes) -> Message:
+def decode_reply(data: bytes) -> Reply:
+    """`decode_message` for the client's hot path: the same checks, the varbinds as two
+    parallel lists (names, values) and no version or community. Raises DecodeError."""
+    try:
+        _, _, pdu_tag, request_id, field1, field2, p, vend = _decode_head(data)
+        names, values = decode_varbind_lists(data, p, vend)
+    except IndexError:
+        raise DecodeError("datagram ends early (truncated)") from None
+    return (pdu_tag, request_id, field1, field2, names, values)
+
+
+_PDU_TAGS = frozenset((GET, GETNEXT, RESPONSE, SET, GETBULK, 0xA6, 0xA7, 0xA8))
+
+
+def _short_int(data: bytes, p: int, end: int) -> tuple[int, int]:
+    """An INTEGER at `p` in short form (what every agent sends for the header fields), else
+    the general reader."""
+    n = data[p + 1]
+    if data[p] == T_INTEGER and 0 < n <= 8:
+        e = p + 2 + n
+        if e <= end:
+            return int.from_bytes(data[p + 2 : e], "big", signed=True), e
+    return _int(data, p, end)
+
+
+def _decode_head(data: bytes) -> tuple[int, bytes, int, int, int, int, int, int]:
+    """Everything up to the varbinds: (version, community, pdu tag, request-id, field 1,
+    field 2, varbinds start, varbinds end). Raises DecodeError or IndexError."""
     total = len(data)
     p, end = _header(data, 0, 0x30, total)
     if end != total:
         raise DecodeError("trailing octets after the message")
-    version, p = _int(data, p, end)
-    if version not in (VERSION_1, VERSION_2C):
+    version, p = _short_int(data, p, end)
+    if version != VERSION_2C and version != VERSION_1:
         raise DecodeError(f"not SNMP v1/v2c (version field {version})")
     s, p = _header(data, p, T_OCTETS, end)
     community = data[s:p]
     pdu_tag = data[p]
-    if pdu_tag not in (GET, GETNEXT, RESPONSE, SET, GETBULK, 0xA6, 0xA7, 0xA8):
+    if pdu_tag not in _PDU_TAGS:
         raise DecodeError(f"unknown PDU type 0x{pdu_tag:02x}")
     p, pend = _header(data, p, pdu_tag, end)
     if pend != end:
         raise DecodeError("trailing octets after the PDU")
-    request_id, p = _int(data, p, end)
-    field1, p = _int(data, p, end)
-    field2, p = _int(data, p, end)
+    request_id, p = _short_int(data, p, end)
+    field1, p = _short_int(data, p, end)
+    field2, p = _short_int(data, p, end)
     p, vend = _header(data, p, 0x30, end)
     if vend != end:
         raise DecodeError("trailing octets after the varbind list")
-    varbinds = decode_varbinds(data, p, vend)
-    return (version, community, pdu_tag, request_id, field1, field2, varbinds)
+    return version, community, pdu_tag, request_id, field1, field2, p, vend
 
 
 def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
-    """The varbinds between offsets `p` and `vend` (the content of a varbind list).
+    """The varbinds between offsets `p` and `vend` (the content of a varbind list) as
+    (name, value) pairs. Raises DecodeError, or IndexError on a datagram that ends early
+    (callers translate)."""
+    names, values = decode_varbind_lists(data, p, vend)
+    return list(zip(names, values, strict=True))
+
+
+# Value tags by how their content decodes.
+_KIND_SIGNED, _KIND_UNSIGNED, _KIND_OCTETS, _KIND_NULL, _KIND_OID = range(5)
+_KINDS: dict[int, int | Exception_] = {
+    T_INTEGER: _KIND_SIGNED,
+    **dict.fromkeys(_UNSIGNED, _KIND_UNSIGNED),
+    **dict.fromkeys(_OCTETS, _KIND_OCTETS),
+    T_NULL: _KIND_NULL,
+    T_OID: _KIND_OID,
+    **_EXCEPTIONS,
+}
+
+
+def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], list[AnyValue]]:
+    """The varbinds between offsets `p` and `vend` as two parallel lists, names (raw OID
+    content bytes) and values: one pass, no object per varbind but its name and value.
     Raises DecodeError, or IndexError on a datagram that ends early (callers translate)."""
-    varbinds: list[VarBind] = []
-    append = varbinds.append
+    names: list[bytes] = []
+    values: list[AnyValue] = []
+    add_name = names.append
+    add_value = values.append
     from_bytes = int.from_bytes
-    exceptions = _EXCEPTIONS
-    unsigned = _UNSIGNED
+    kinds = _KINDS
+    long_subid = _LONG_SUBID.search
     while p < vend:
         # The common case is inlined: short-form lengths everywhere.
         if data[p] != 0x30:
@@ -418,58 +472,61 @@ def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
         n = data[p + 1]
         if n < 0x80:
             q = p + 2
-            bend = q + n
-            if bend > vend:
+            p += 2 + n
+            if p > vend:
                 raise DecodeError("varbind runs past the end (truncated?)")
         else:
-            q, bend = _header(data, p, 0x30, vend)
+            q, p = _header(data, p, 0x30, vend)
+        # From here on `p` is the end of this varbind (and the start of the next).
         if data[q] != T_OID:
             raise DecodeError("varbind name is not an OID")
         n = data[q + 1]
         if n < 0x80:
             r = q + 2 + n
-            oid = data[q + 2 : r]
+            name = data[q + 2 : r]
         else:
-            s, r = _header(data, q, T_OID, bend)
-            oid = data[s:r]
-        if r >= bend or not oid:
+            s, r = _header(data, q, T_OID, p)
+            name = data[s:r]
+        if r >= p or not name:
             raise DecodeError("varbind without a value")
         # Names are kept as raw bytes and decoded later (table indexes): checked here, once.
         # Most names have no multi-byte arc at all (isascii: no octet >= 0x80), and skip the
         # search: it was a twentieth of a 48-port walk's CPU.
-        if not oid.isascii() and (oid[-1] & 0x80 or _LONG_SUBID.search(oid)):
+        if not name.isascii() and (name[-1] & 0x80 or long_subid(name)):
             raise DecodeError("varbind name is not a well-formed OID")
         tag = data[r]
         n = data[r + 1]
         if n < 0x80:
             s = r + 2
-            e = s + n
+            if s + n != p:
+                raise DecodeError("varbind length mismatch")
         else:
-            s, e = _header(data, r, tag, bend)
-        if e != bend:
-            raise DecodeError("varbind length mismatch")
-        value: AnyValue
-        if tag == T_INTEGER:
-            if e == s or e - s > MAX_NUMBER_OCTETS:
-                raise DecodeError(f"INTEGER of {e - s} octets")
-            value = from_bytes(data[s:e], "big", signed=True)
-        elif tag in unsigned:
-            if e == s or e - s > MAX_NUMBER_OCTETS:
-                raise DecodeError(f"unsigned value of {e - s} octets")
-            value = from_bytes(data[s:e], "big")
-        elif tag in _OCTETS:
-            value = data[s:e]
-        elif tag in exceptions:
-            value = exceptions[tag]
-        elif tag == T_OID:
-            value = decode_oid_content(data[s:e])
-        elif tag == T_NULL:
-            value = None
-        else:
+            s, e = _header(data, r, tag, p)
+            if e != p:
+                raise DecodeError("varbind length mismatch")
+            n = e - s
+        kind = kinds.get(tag)
+        if kind is _KIND_SIGNED:
+            if n == 0 or n > MAX_NUMBER_OCTETS:
+                raise DecodeError(f"INTEGER of {n} octets")
+            value: AnyValue = from_bytes(data[s:p], "big", signed=True)
+        elif kind is _KIND_UNSIGNED:
+            if n == 0 or n > MAX_NUMBER_OCTETS:
+                raise DecodeError(f"unsigned value of {n} octets")
+            value = from_bytes(data[s:p], "big")
+        elif kind is _KIND_OCTETS:
+            value = data[s:p]
+        elif kind is None:
             raise DecodeError(f"unknown value type 0x{tag:02x}")
-        append((oid, value))
-        p = bend
-    return varbinds
+        elif kind is _KIND_NULL:
+            value = None
+        elif kind is _KIND_OID:
+            value = decode_oid_content(data[s:p])
+        else:
+            value = kind  # noSuchObject, noSuchInstance, endOfMibView
+        add_name(name)
+        add_value(value)
+    return names, values
 
 
 def peek_request_id(data: bytes) -> int | None:

@@ -23,8 +23,8 @@ from dutyd.collectors.snmp.codec import (
     REQUEST_ID_MIN,
     RESPONSE,
     DecodeError,
-    Message,
-    decode_message,
+    Reply,
+    decode_reply,
 )
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class _Pending:
 
     def __init__(
         self,
-        future: asyncio.Future[Message | NoAnswer],
+        future: asyncio.Future[Reply | NoAnswer],
         addr: Address,
         data: bytes,
         wait: float,
@@ -160,7 +160,7 @@ class SnmpTransport:
         build: Callable[[int], bytes],
         wait: float,
         retries: int,
-    ) -> Message | NoAnswer:
+    ) -> Reply | NoAnswer:
         """Send a request and return the reply, or a `NoAnswer` after `retries + 1` tries of
         `wait` seconds each. The same datagram (same request-id) is resent, so a late reply to an
         earlier try still counts."""
@@ -169,7 +169,7 @@ class SnmpTransport:
         assert loop is not None
         rid = self._allocate_id()
         data = build(rid)
-        fut: asyncio.Future[Message | NoAnswer] = loop.create_future()
+        fut: asyncio.Future[Reply | NoAnswer] = loop.create_future()
         entry = _Pending(fut, addr, data, wait)
         entry.tries_left = retries
         self._pending[rid] = entry
@@ -208,25 +208,26 @@ class SnmpTransport:
         stats = self.stats
         stats.received += 1
         try:
-            msg = decode_message(data)
+            msg = decode_reply(data)
         except DecodeError as exc:
             stats.garbage += 1
             log.debug("dropped a malformed SNMP datagram from %s: %s", addr, exc)
             self._note(addr, str(exc), garbage=True)
             return
-        if msg[2] != RESPONSE:
+        if msg[0] != RESPONSE:
             stats.garbage += 1
-            self._note(addr, f"a PDU of type 0x{msg[2]:02x} instead of a response", garbage=True)
+            self._note(addr, f"a PDU of type 0x{msg[0]:02x} instead of a response", garbage=True)
             return
-        entry = self._pending.get(msg[3])
+        rid = msg[1]
+        entry = self._pending.get(rid)
         if entry is None:
-            sent_to = self._expired.get(msg[3])
+            sent_to = self._expired.get(rid)
             if sent_to is not None and sent_to[0] == addr[0] and sent_to[1] == addr[1]:
                 stats.late_replies += 1
-                self._note(addr, f"a reply to request-id {msg[3]}, which had timed out", late=True)
+                self._note(addr, f"a reply to request-id {rid}, which had timed out", late=True)
                 return
             stats.unknown_request_id += 1
-            self._note(addr, f"a reply to request-id {msg[3]}, which we did not send")
+            self._note(addr, f"a reply to request-id {rid}, which we did not send")
             return
         want = entry.addr
         if addr[1] != want[1] or addr[0] != want[0]:
@@ -234,7 +235,7 @@ class SnmpTransport:
             entry.why.wrong_from = addr
             log.debug("dropped an SNMP reply from %s meant to come from %s", addr, want)
             return
-        del self._pending[msg[3]]
+        del self._pending[rid]
         if entry.timer is not None:
             entry.timer.cancel()
         if not entry.future.done():

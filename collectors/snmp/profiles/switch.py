@@ -21,7 +21,7 @@ from dutyd.collectors.snmp.profiles.base import (
     text,
 )
 from dutyd.core.errors import ReadingUnavailable
-from dutyd.core.records import Sample
+from dutyd.core.records import Labels, new_sample
 
 IF_DESCR = parse_oid("1.3.6.1.2.1.2.2.1.2")
 IF_SPEED = parse_oid("1.3.6.1.2.1.2.2.1.5")
@@ -45,6 +45,32 @@ C64 = 1 << 64
 UP = 1
 
 
+class _Port:
+    """One row of the interface table as the last polls saw it: its names, its labels (None
+    when the port is not watched), its counters' keys and its label set merged with the
+    target's (kept while the target labels stay the same)."""
+
+    __slots__ = ("descr_raw", "keys", "labels", "merged", "merged_with", "name_raw")
+
+    def __init__(
+        self, idx: bytes, name_raw: AnyValue, descr_raw: AnyValue, labels: dict[str, str] | None
+    ) -> None:
+        self.name_raw = name_raw
+        self.descr_raw = descr_raw
+        self.labels = labels
+        self.keys = tuple((name, idx) for name in COUNTERS)
+        self.merged: Labels = ()
+        self.merged_with: Labels | None = None
+
+
+COUNTERS = (
+    "if_in_octets_total",
+    "if_out_octets_total",
+    "if_in_errors_total",
+    "if_out_errors_total",
+)
+
+
 def index_key(if_index: int) -> bytes:
     """The raw index bytes a walked column keys the row of `if_index` by."""
     return encode_oid_content((1, 3, if_index))[1:]
@@ -62,9 +88,9 @@ class SwitchProfile(Profile):
         self._ports = set(cfg.ports)
         self._pattern = cfg.compiled_port_pattern()
         self._counters = CounterTracker()
-        # Per row index: (ifName, ifDescr, labels or None if not watched), reused while the
-        # names stay the same.
-        self._rows: dict[bytes, tuple[AnyValue, AnyValue, dict[str, str] | None]] = {}
+        # Per row index: its names, labels and counter keys, reused while the names stay the
+        # same.
+        self._rows: dict[bytes, _Port] = {}
 
     def uses_uptime(self) -> bool:
         return True
@@ -114,7 +140,7 @@ class SwitchProfile(Profile):
         row = self._rows.get(index_key(if_index))
         if row is None:
             return False
-        return row[2]
+        return row.labels
 
     def labels_for_names(
         self, if_index: int, name: AnyValue, descr: AnyValue
@@ -144,53 +170,64 @@ class SwitchProfile(Profile):
         update = counters.update
         counters.begin()
         samples = readings.samples
+        add = samples.append
         ts = readings.timestamp
+        base = readings.base_labels
         cache = self._rows
-        fresh: dict[bytes, tuple[AnyValue, AnyValue, dict[str, str] | None]] = {}
+        fresh: dict[bytes, _Port] = {}
         seen: set[str] = set()
+        in_key, out_key, in_err_key, out_err_key = COUNTERS
+        name_get, descr_get = name_c.get, descr_c.get
         for idx in rows:
-            name_raw, descr_raw = name_c.get(idx), descr_c.get(idx)
+            name_raw, descr_raw = name_get(idx), descr_get(idx)
             row = cache.get(idx)
-            if row is None or row[0] != name_raw or row[1] != descr_raw:
-                row = (name_raw, descr_raw, self._labels(idx, name_raw, descr_raw))
+            if row is None or row.name_raw != name_raw or row.descr_raw != descr_raw:
+                row = _Port(idx, name_raw, descr_raw, self._labels(idx, name_raw, descr_raw))
             fresh[idx] = row
-            labels = row[2]
+            labels = row.labels
             if labels is None:
                 continue
             port = labels["port"]
             if port in seen:
                 # Two interfaces with one name: keep both series apart by their index.
-                labels = {**labels, "port": f"{port}#{index_text(idx)}"}
-            seen.add(labels["port"])
-            values: list[tuple[str, float]] = []
-            speed = number(speed_c.get(idx))
-            speed_bits = speed * speed_unit if speed is not None else None
+                port = f"{port}#{index_text(idx)}"
+                merged = readings.labels_with({**labels, "port": port})
+            elif row.merged_with is base:
+                merged = row.merged
+            else:
+                merged = row.merged = readings.labels_with(labels)
+                row.merged_with = base
+            seen.add(port)
+            speed = speed_c.get(idx)
+            speed_bits = (
+                speed * speed_unit
+                if speed.__class__ is int
+                else (None if (f := number(speed)) is None else f * speed_unit)
+            )
             if speed_bits is not None:
                 # Prometheus base unit: bytes (per second), as node_exporter does.
-                values.append(("if_speed_bytes", speed_bits / 8.0))
+                add(new_sample("if_speed_bytes", merged, speed_bits / 8.0, ts))
             admin, oper = admin_c.get(idx), oper_c.get(idx)
             if isinstance(admin, int):
-                values.append(("if_admin_up", 1.0 if admin == UP else 0.0))
+                add(new_sample("if_admin_up", merged, 1.0 if admin == UP else 0.0, ts))
             if isinstance(oper, int):
-                values.append(("if_oper_up", 1.0 if oper == UP else 0.0))
+                add(new_sample("if_oper_up", merged, 1.0 if oper == UP else 0.0, ts))
             # Twice what the port can carry in the elapsed time, and 1 MB for clock jitter.
             max_octets = speed_bits / 8.0 * elapsed * 2.0 + 1e6 if speed_bits and elapsed else None
-            for name, column, mod, limit in (
-                ("if_in_octets_total", in_c, modulus, max_octets),
-                ("if_out_octets_total", out_c, modulus, max_octets),
-                ("if_in_errors_total", in_err_c, C32, None),
-                ("if_out_errors_total", out_err_c, C32, None),
-            ):
-                raw = column.get(idx)
-                if isinstance(raw, int):
-                    values.append((name, update((name, idx), raw, mod, rebooted, limit)))
-            if not values:
-                continue
-            # The first sample of a port merges its labels with the target's (a sort); the
-            # others share that tuple: those sorts were most of a big switch's poll CPU.
-            readings.add_labelled(values[0][0], values[0][1], labels)
-            merged = samples[-1].labels
-            for name, value in values[1:]:
-                samples.append(Sample(name, merged, value, ts))
+            keys = row.keys
+            raw = in_c.get(idx)
+            if isinstance(raw, int):
+                total = update(keys[0], raw, modulus, rebooted, max_octets)
+                add(new_sample(in_key, merged, total, ts))
+            raw = out_c.get(idx)
+            if isinstance(raw, int):
+                total = update(keys[1], raw, modulus, rebooted, max_octets)
+                add(new_sample(out_key, merged, total, ts))
+            raw = in_err_c.get(idx)
+            if isinstance(raw, int):
+                add(new_sample(in_err_key, merged, update(keys[2], raw, C32, rebooted), ts))
+            raw = out_err_c.get(idx)
+            if isinstance(raw, int):
+                add(new_sample(out_err_key, merged, update(keys[3], raw, C32, rebooted), ts))
         self._rows = fresh
         counters.end()
