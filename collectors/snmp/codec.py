@@ -14,6 +14,7 @@ request reuses the bytes the agent sent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -193,10 +194,15 @@ def decode_oid_content(data: bytes) -> Oid:
 
 
 def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
+    if n < 0x100:
+        return _LENGTHS[n]
+    if n < 0x10000:
+        return bytes((0x82, n >> 8, n & 0xFF))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes((0x80 | len(body),)) + body
+
+
+_LENGTHS = [bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(0x100)]
 
 
 def tlv(tag: int, content: bytes) -> bytes:
@@ -205,6 +211,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 def encode_int(value: int, tag: int = T_INTEGER) -> bytes:
     """A signed INTEGER, minimal two's complement."""
+    if 0 <= value < 0x80:
+        return bytes((tag, 1, value))
     length = (value + (value < 0)).bit_length() // 8 + 1
     return tlv(tag, value.to_bytes(length, "big", signed=True))
 
@@ -292,6 +300,11 @@ class RequestTemplate:
         return self.prefix + request_id.to_bytes(4, "big") + self.suffix
 
 
+# The octets before a name in a request's varbind (SEQUENCE and OID headers), by the name's
+# length: all short-form up to 123 octets of name.
+_VARBIND_HEADS = [bytes((0x30, n + 4, T_OID, n)) for n in range(124)]
+
+
 def encode_request(
     version: int,
     community: bytes,
@@ -302,20 +315,35 @@ def encode_request(
     max_repetitions: int = 0,
 ) -> bytes:
     """A GET/GETNEXT/GETBULK request for raw OID contents (each with a NULL value)."""
-    parts = []
+    heads = _VARBIND_HEADS
+    parts: list[bytes] = []
     for o in oids:
         n = len(o)
-        oid_tlv = (b"\x06" + bytes((n,)) if n < 0x80 else b"\x06" + _len(n)) + o
-        parts.append(b"\x30" + _len(len(oid_tlv) + 2) + oid_tlv + NULL)
-    return encode_message(
-        version,
-        community,
-        pdu_tag,
-        request_id,
-        non_repeaters,
-        max_repetitions,
-        b"".join(parts),
+        if n < len(heads):
+            parts += (heads[n], o, NULL)
+        else:
+            parts.append(encode_varbind(o))
+    varbinds = b"".join(parts)
+    pdu = b"".join(
+        (
+            b"\x02\x04" + request_id.to_bytes(4, "big")
+            if REQUEST_ID_MIN <= request_id <= REQUEST_ID_MAX
+            else encode_int(request_id),
+            encode_int(non_repeaters),
+            encode_int(max_repetitions),
+            b"\x30",
+            _len(len(varbinds)),
+            varbinds,
+        )
     )
+    body = b"".join((_message_head(version, community), bytes((pdu_tag,)), _len(len(pdu)), pdu))
+    return b"\x30" + _len(len(body)) + body
+
+
+@functools.lru_cache(maxsize=256)
+def _message_head(version: int, community: bytes) -> bytes:
+    """Version and community, as every request of a target starts."""
+    return encode_int(version) + tlv(T_OCTETS, community)
 
 
 def encode_response(
@@ -442,18 +470,6 @@ def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
     return list(zip(names, values, strict=True))
 
 
-# Value tags by how their content decodes.
-_KIND_SIGNED, _KIND_UNSIGNED, _KIND_OCTETS, _KIND_NULL, _KIND_OID = range(5)
-_KINDS: dict[int, int | Exception_] = {
-    T_INTEGER: _KIND_SIGNED,
-    **dict.fromkeys(_UNSIGNED, _KIND_UNSIGNED),
-    **dict.fromkeys(_OCTETS, _KIND_OCTETS),
-    T_NULL: _KIND_NULL,
-    T_OID: _KIND_OID,
-    **_EXCEPTIONS,
-}
-
-
 def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], list[AnyValue]]:
     """The varbinds between offsets `p` and `vend` as two parallel lists, names (raw OID
     content bytes) and values: one pass, no object per varbind but its name and value.
@@ -463,7 +479,7 @@ def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], l
     add_name = names.append
     add_value = values.append
     from_bytes = int.from_bytes
-    kinds = _KINDS
+    unsigned, octets, exceptions = _UNSIGNED, _OCTETS, _EXCEPTIONS
     long_subid = _LONG_SUBID.search
     while p < vend:
         # The common case is inlined: short-form lengths everywhere.
@@ -472,7 +488,7 @@ def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], l
         n = data[p + 1]
         if n < 0x80:
             q = p + 2
-            p += 2 + n
+            p = q + n
             if p > vend:
                 raise DecodeError("varbind runs past the end (truncated?)")
         else:
@@ -482,8 +498,9 @@ def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], l
             raise DecodeError("varbind name is not an OID")
         n = data[q + 1]
         if n < 0x80:
-            r = q + 2 + n
-            name = data[q + 2 : r]
+            q += 2
+            r = q + n
+            name = data[q:r]
         else:
             s, r = _header(data, q, T_OID, p)
             name = data[s:r]
@@ -505,25 +522,34 @@ def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], l
             if e != p:
                 raise DecodeError("varbind length mismatch")
             n = e - s
-        kind = kinds.get(tag)
-        if kind is _KIND_SIGNED:
-            if n == 0 or n > MAX_NUMBER_OCTETS:
+        # Most values are one-octet INTEGERs (states) or counters.
+        value: AnyValue
+        if tag == T_INTEGER:
+            if n == 1:
+                value = data[s]
+                if value > 0x7F:
+                    value -= 0x100
+            elif 0 < n <= MAX_NUMBER_OCTETS:
+                value = from_bytes(data[s:p], "big", signed=True)
+            else:
                 raise DecodeError(f"INTEGER of {n} octets")
-            value: AnyValue = from_bytes(data[s:p], "big", signed=True)
-        elif kind is _KIND_UNSIGNED:
-            if n == 0 or n > MAX_NUMBER_OCTETS:
+        elif tag in unsigned:
+            if n == 1:
+                value = data[s]
+            elif 0 < n <= MAX_NUMBER_OCTETS:
+                value = from_bytes(data[s:p], "big")
+            else:
                 raise DecodeError(f"unsigned value of {n} octets")
-            value = from_bytes(data[s:p], "big")
-        elif kind is _KIND_OCTETS:
+        elif tag in octets:
             value = data[s:p]
-        elif kind is None:
-            raise DecodeError(f"unknown value type 0x{tag:02x}")
-        elif kind is _KIND_NULL:
+        elif tag in exceptions:
+            value = exceptions[tag]
+        elif tag == T_NULL:
             value = None
-        elif kind is _KIND_OID:
+        elif tag == T_OID:
             value = decode_oid_content(data[s:p])
         else:
-            value = kind  # noSuchObject, noSuchInstance, endOfMibView
+            raise DecodeError(f"unknown value type 0x{tag:02x}")
         add_name(name)
         add_value(value)
     return names, values
