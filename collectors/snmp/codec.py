@@ -368,11 +368,20 @@ def _header(data: bytes, p: int, tag: int, end: int) -> tuple[int, int]:
     if data[p] != tag:
         raise DecodeError(f"expected tag 0x{tag:02x} at offset {p}, got 0x{data[p]:02x}")
     n = data[p + 1]
-    p += 2
-    if n & 0x80:
+    # Short form, and the one- and two-octet long forms of every SNMP datagram, inline.
+    if n < 0x80:
+        p += 2
+    elif n == 0x82:
+        n = data[p + 2] << 8 | data[p + 3]
+        p += 4
+    elif n == 0x81:
+        n = data[p + 2]
+        p += 3
+    else:
         k = n & 0x7F
         if k == 0 or k > 4:
             raise DecodeError("unsupported length form")
+        p += 2
         n = int.from_bytes(data[p : p + k], "big")
         p += k
     if p + n > end:
@@ -384,7 +393,10 @@ def _int(data: bytes, p: int, end: int) -> tuple[int, int]:
     s, e = _header(data, p, T_INTEGER, end)
     if e == s or e - s > 8:
         raise DecodeError("bad INTEGER length")
-    return int.from_bytes(data[s:e], "big", signed=True), e
+    value = int.from_bytes(data[s:e])  # big-endian; unsigned, then the sign (a faster call)
+    if data[s] > 0x7F:
+        value -= 1 << (8 * (e - s))
+    return value, e
 
 
 # For the other decoders of the package (trap_decode): the same bounded TLV readers.
@@ -424,14 +436,11 @@ def decode_reply(data: bytes) -> Reply:
 _PDU_TAGS = frozenset((GET, GETNEXT, RESPONSE, SET, GETBULK, 0xA6, 0xA7, 0xA8))
 
 
-def _short_int(data: bytes, p: int, end: int) -> tuple[int, int]:
-    """An INTEGER at `p` in short form (what every agent sends for the header fields), else
-    the general reader."""
-    n = data[p + 1]
-    if data[p] == T_INTEGER and 0 < n <= 8:
-        e = p + 2 + n
-        if e <= end:
-            return int.from_bytes(data[p + 2 : e], "big", signed=True), e
+def _small_int(data: bytes, p: int, end: int) -> tuple[int, int]:
+    """An INTEGER at `p`; one content octet (error-status, error-index, version) inline."""
+    if data[p] == T_INTEGER and data[p + 1] == 1 and p + 3 <= end:
+        value = data[p + 2]
+        return (value - 0x100 if value > 0x7F else value), p + 3
     return _int(data, p, end)
 
 
@@ -442,10 +451,15 @@ def _decode_head(data: bytes) -> tuple[int, bytes, int, int, int, int, int, int]
     p, end = _header(data, 0, 0x30, total)
     if end != total:
         raise DecodeError("trailing octets after the message")
-    version, p = _short_int(data, p, end)
+    version, p = _small_int(data, p, end)
     if version != VERSION_2C and version != VERSION_1:
         raise DecodeError(f"not SNMP v1/v2c (version field {version})")
-    s, p = _header(data, p, T_OCTETS, end)
+    n = data[p + 1]
+    if data[p] == T_OCTETS and n < 0x80 and p + 2 + n <= end:
+        s = p + 2
+        p = s + n
+    else:
+        s, p = _header(data, p, T_OCTETS, end)
     community = data[s:p]
     pdu_tag = data[p]
     if pdu_tag not in _PDU_TAGS:
@@ -453,9 +467,9 @@ def _decode_head(data: bytes) -> tuple[int, bytes, int, int, int, int, int, int]
     p, pend = _header(data, p, pdu_tag, end)
     if pend != end:
         raise DecodeError("trailing octets after the PDU")
-    request_id, p = _short_int(data, p, end)
-    field1, p = _short_int(data, p, end)
-    field2, p = _short_int(data, p, end)
+    request_id, p = _int(data, p, end)
+    field1, p = _small_int(data, p, end)
+    field2, p = _small_int(data, p, end)
     p, vend = _header(data, p, 0x30, end)
     if vend != end:
         raise DecodeError("trailing octets after the varbind list")
