@@ -96,31 +96,35 @@ class Readings:
         self.timestamp = timestamp
         self.samples: list[Sample] = []
 
+    @property
+    def base_labels(self) -> Labels:
+        """The target's labels (interned: the same tuple for every poll of the target)."""
+        return self._base_labels
+
+    def merged_labels(self, labels: Mapping[str, str]) -> Labels:
+        """The interned label set of a reading with its own `labels`, for a collector that
+        keeps it between polls itself (with `base_labels`, to know it is still current)."""
+        return intern_labels(tuple(sorted({**self._base, **labels}.items())))
+
     def add(self, name: str, value: float, /, **labels: str) -> None:
         self.add_labelled(name, value, labels)
 
-    @property
-    def base_labels(self) -> Labels:
-        """The interned target labels (the label set of a reading without labels of its own)."""
-        return self._base_labels
-
-    def labels_with(self, labels: Mapping[str, str]) -> Labels:
-        """The interned label set of a reading with its own `labels`, target labels merged."""
-        if not labels:
-            return self._base_labels
-        # The base tuple is interned, so its id names it for as long as it is in use.
-        key = (id(self._base_labels), tuple(labels.items()))
-        found = _MERGED.get(key)
-        if found is not None:
-            return found[1]
-        if len(_MERGED) >= INTERN_LIMIT:
-            _MERGED.clear()
-        merged = intern_labels(tuple(sorted({**self._base, **labels}.items())))
-        _MERGED[key] = (self._base_labels, merged)
-        return merged
-
     def add_labelled(self, name: str, value: float, labels: Mapping[str, str]) -> None:
-        merged = self.labels_with(labels) if labels else self._base_labels
+        merged: Labels
+        if labels:
+            # The base tuple is interned, so its id names it for as long as it is in use.
+            key = (id(self._base_labels), tuple(labels.items()))
+            found = _MERGED.get(key)
+            if found is None:
+                if len(_MERGED) >= INTERN_LIMIT:
+                    _MERGED.clear()
+                found = self.merged_labels(labels)
+                _MERGED[key] = (self._base_labels, found)
+                merged = found
+            else:
+                merged = found[1]
+        else:
+            merged = self._base_labels
         self.samples.append(new_sample(name, merged, float(value), self.timestamp))
 
 

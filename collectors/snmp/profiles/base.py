@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import AnyValue, Exception_, Oid, decode_subids, format_oid
@@ -119,13 +119,19 @@ class CounterTracker:
     the port's speed allows in the elapsed time, or, speed unknown, when the previous value
     was in the top quarter of the range); a reset otherwise, or whenever the device rebooted.
     A reset shows as a drop, which rate functions read as a counter reset; a wrap never does.
-    Series not seen in a poll are forgotten (bounded state)."""
+    Series not seen in a poll are forgotten (bounded state).
 
-    __slots__ = ("_now", "_prev")
+    State is kept per row (a port) as one flat list [raw, total, raw, total, ...] with a pair
+    per counter `column`: a big switch has four counters per port, and a tuple key and a pair
+    per counter cost about three times as much (about 15 MB at 1,000 devices)."""
 
-    def __init__(self) -> None:
-        self._prev: dict[Hashable, tuple[int, float]] = {}
-        self._now: dict[Hashable, tuple[int, float]] = {}
+    __slots__ = ("_now", "_prev", "_width")
+
+    def __init__(self, columns: int = 1) -> None:
+        self._width = 2 * columns
+        # Per key: [raw (int), total (float), ...], None where a column was not read.
+        self._prev: dict[Hashable, list[Any]] = {}
+        self._now: dict[Hashable, list[Any]] = {}
 
     def begin(self) -> None:
         self._now = {}
@@ -140,12 +146,15 @@ class CounterTracker:
         modulus: int,
         rebooted: bool | None,
         max_increase: float | None = None,
+        column: int = 0,
     ) -> float:
+        at = 2 * column
         prev = self._prev.get(key)
-        if prev is None or rebooted:
+        prev_raw = prev[at] if prev is not None else None
+        if prev_raw is None or rebooted:
             total = float(raw)
         else:
-            prev_raw, prev_total = prev
+            prev_total = prev[at + 1]  # type: ignore[index]
             if raw >= prev_raw:
                 total = prev_total + (raw - prev_raw)
             else:
@@ -155,7 +164,11 @@ class CounterTracker:
                 else:
                     plausible = prev_raw >= modulus - modulus // 4
                 total = prev_total + wrapped if plausible else float(raw)
-        self._now[key] = (raw, total)
+        now = self._now.get(key)
+        if now is None:
+            now = self._now[key] = [None] * self._width
+        now[at] = raw
+        now[at + 1] = total
         return total
 
 

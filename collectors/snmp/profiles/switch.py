@@ -8,7 +8,7 @@ real reset, which sysUpTime going backwards (`device_rebooted`) confirms.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import AnyValue, Oid, encode_oid_content, parse_oid
@@ -41,34 +41,23 @@ if TYPE_CHECKING:
 
 C32 = 1 << 32
 C64 = 1 << 64
-# ifAdminStatus / ifOperStatus up(1)
-UP = 1
-
-
-class _Port:
-    """One row of the interface table as the last polls saw it: its names, its labels (None
-    when the port is not watched), its counters' keys and its label set merged with the
-    target's (kept while the target labels stay the same)."""
-
-    __slots__ = ("descr_raw", "keys", "labels", "merged", "merged_with", "name_raw")
-
-    def __init__(
-        self, idx: bytes, name_raw: AnyValue, descr_raw: AnyValue, labels: dict[str, str] | None
-    ) -> None:
-        self.name_raw = name_raw
-        self.descr_raw = descr_raw
-        self.labels = labels
-        self.keys = tuple((name, idx) for name in COUNTERS)
-        self.merged: Labels = ()
-        self.merged_with: Labels | None = None
-
-
-COUNTERS = (
+# The unwrapped counters of a port, in `CounterTracker` column order.
+_COUNTERS = (
     "if_in_octets_total",
     "if_out_octets_total",
     "if_in_errors_total",
     "if_out_errors_total",
 )
+# ifAdminStatus / ifOperStatus up(1)
+UP = 1
+
+
+class _Row(NamedTuple):
+    name: AnyValue
+    descr: AnyValue
+    labels: dict[str, str] | None  # None: the port is not watched
+    base: Labels  # the target's label set `merged` was built with
+    merged: Labels
 
 
 def index_key(if_index: int) -> bytes:
@@ -87,10 +76,10 @@ class SwitchProfile(Profile):
         self.hc = cfg.version != "1"
         self._ports = set(cfg.ports)
         self._pattern = cfg.compiled_port_pattern()
-        self._counters = CounterTracker()
-        # Per row index: its names, labels and counter keys, reused while the names stay the
-        # same.
-        self._rows: dict[bytes, _Port] = {}
+        self._counters = CounterTracker(columns=len(_COUNTERS))
+        # Per row index: ifName, ifDescr, the port's labels (None if not watched) and its whole
+        # label set with the target's, reused while the names and target labels stay the same.
+        self._rows: dict[bytes, _Row] = {}
 
     def uses_uptime(self) -> bool:
         return True
@@ -169,41 +158,47 @@ class SwitchProfile(Profile):
         counters = self._counters
         update = counters.update
         counters.begin()
-        samples = readings.samples
-        add = samples.append
+        add = readings.samples.append
         ts = readings.timestamp
         base = readings.base_labels
         cache = self._rows
-        fresh: dict[bytes, _Port] = {}
+        fresh: dict[bytes, _Row] = {}
         seen: set[str] = set()
-        in_key, out_key, in_err_key, out_err_key = COUNTERS
+        in_name, out_name, in_err_name, out_err_name = _COUNTERS
         name_get, descr_get = name_c.get, descr_c.get
         for idx in rows:
             name_raw, descr_raw = name_get(idx), descr_get(idx)
             row = cache.get(idx)
-            if row is None or row.name_raw != name_raw or row.descr_raw != descr_raw:
-                row = _Port(idx, name_raw, descr_raw, self._labels(idx, name_raw, descr_raw))
+            if (
+                row is None
+                or row.name != name_raw
+                or row.descr != descr_raw
+                or row.base is not base
+            ):
+                labels = self._labels(idx, name_raw, descr_raw)
+                merged = readings.merged_labels(labels) if labels is not None else ()
+                row = _Row(name_raw, descr_raw, labels, base, merged)
             fresh[idx] = row
             labels = row.labels
             if labels is None:
                 continue
+            # Every sample of a port shares one label set, kept with the row: merging a
+            # port's labels with the target's (a sort) was most of a big switch's poll CPU.
+            merged = row.merged
             port = labels["port"]
             if port in seen:
                 # Two interfaces with one name: keep both series apart by their index.
                 port = f"{port}#{index_text(idx)}"
-                merged = readings.labels_with({**labels, "port": port})
-            elif row.merged_with is base:
-                merged = row.merged
-            else:
-                merged = row.merged = readings.labels_with(labels)
-                row.merged_with = base
+                merged = readings.merged_labels({**labels, "port": port})
             seen.add(port)
+            # Samples straight into the readings (no list of pairs first), a port's in the
+            # order speed, admin, oper, then the counters.
             speed = speed_c.get(idx)
-            speed_bits = (
-                speed * speed_unit
-                if speed.__class__ is int
-                else (None if (f := number(speed)) is None else f * speed_unit)
-            )
+            if speed.__class__ is int:
+                speed_bits: float | None = speed * speed_unit
+            else:
+                number_speed = number(speed)
+                speed_bits = number_speed * speed_unit if number_speed is not None else None
             if speed_bits is not None:
                 # Prometheus base unit: bytes (per second), as node_exporter does.
                 add(new_sample("if_speed_bytes", merged, speed_bits / 8.0, ts))
@@ -214,20 +209,21 @@ class SwitchProfile(Profile):
                 add(new_sample("if_oper_up", merged, 1.0 if oper == UP else 0.0, ts))
             # Twice what the port can carry in the elapsed time, and 1 MB for clock jitter.
             max_octets = speed_bits / 8.0 * elapsed * 2.0 + 1e6 if speed_bits and elapsed else None
-            keys = row.keys
             raw = in_c.get(idx)
             if isinstance(raw, int):
-                total = update(keys[0], raw, modulus, rebooted, max_octets)
-                add(new_sample(in_key, merged, total, ts))
+                total = update(idx, raw, modulus, rebooted, max_octets, 0)
+                add(new_sample(in_name, merged, total, ts))
             raw = out_c.get(idx)
             if isinstance(raw, int):
-                total = update(keys[1], raw, modulus, rebooted, max_octets)
-                add(new_sample(out_key, merged, total, ts))
+                total = update(idx, raw, modulus, rebooted, max_octets, 1)
+                add(new_sample(out_name, merged, total, ts))
             raw = in_err_c.get(idx)
             if isinstance(raw, int):
-                add(new_sample(in_err_key, merged, update(keys[2], raw, C32, rebooted), ts))
+                total = update(idx, raw, C32, rebooted, None, 2)
+                add(new_sample(in_err_name, merged, total, ts))
             raw = out_err_c.get(idx)
             if isinstance(raw, int):
-                add(new_sample(out_err_key, merged, update(keys[3], raw, C32, rebooted), ts))
+                total = update(idx, raw, C32, rebooted, None, 3)
+                add(new_sample(out_err_name, merged, total, ts))
         self._rows = fresh
         counters.end()
