@@ -348,9 +348,10 @@ class FastClient(SnmpClient):
                         if len(col) != before + rows:
                             # Only a repeat within this reply can collide (the rest sort
                             # after every row so far): name it.
-                            at = next(i for i in range(1, rows) if keys[i] == keys[i - 1])
+                            at = next((i for i in range(1, rows) if keys[i] == keys[i - 1]), 0)
+                            before_key = keys[at - 1] if at else last[c]
                             raise BadResponse(
-                                self._not_increasing(query.columns[c], keys[at - 1], keys[at])
+                                self._not_increasing(query.columns[c], before_key, keys[at])
                             )
                         if len(col) > max_rows:
                             raise BadResponse(self._too_long(query.columns[c], max_rows))
