@@ -497,8 +497,7 @@ def scripted_rows(batches: list[list[int]]) -> Any:
             after = codec.encode_oid_content((1, 3, 6, 1, 4, 1, 99999, 6, 1))
             return [reply(msg, [(after, codec.encode_int(0))])]
         vbs = [
-            (codec.encode_oid_content((*ROWS_COLUMN, i)), codec.encode_int(i))
-            for i in batches[k]
+            (codec.encode_oid_content((*ROWS_COLUMN, i)), codec.encode_int(i)) for i in batches[k]
         ]
         return [reply(msg, vbs)]
 
