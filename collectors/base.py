@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import Field, field_validator
 
 from dutyd.core.configtypes import LabelMap, PositiveDuration, StrictModel
-from dutyd.core.records import INTERN_LIMIT, Labels, Sample, intern_labels
+from dutyd.core.records import INTERN_LIMIT, Labels, Sample, intern_labels, new_sample
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
 
@@ -125,7 +125,7 @@ class Readings:
                 merged = found[1]
         else:
             merged = self._base_labels
-        self.samples.append(Sample(name, merged, float(value), self.timestamp))
+        self.samples.append(new_sample(name, merged, float(value), self.timestamp))
 
 
 # (id of the interned target labels, a reading's own labels as given) -> (those target labels,

@@ -74,6 +74,25 @@ class Sample:
         return dict(self.labels)
 
 
+_new_object = object.__new__
+_set_name = Sample.__dict__["name"].__set__
+_set_labels = Sample.__dict__["labels"].__set__
+_set_value = Sample.__dict__["value"].__set__
+_set_timestamp = Sample.__dict__["timestamp"].__set__
+
+
+def new_sample(name: str, labels: Labels, value: float, timestamp: float) -> Sample:
+    """`Sample(name, labels, value, timestamp)` for collectors' hot loops: the frozen
+    dataclass's __init__ sets each field through object.__setattr__, which made building
+    a 48-port switch's 336 samples a quarter of its poll; this sets the slots directly."""
+    sample = _new_object(Sample)
+    _set_name(sample, name)
+    _set_labels(sample, labels)
+    _set_value(sample, value)
+    _set_timestamp(sample, timestamp)
+    return sample
+
+
 class AlertState(StrEnum):
     INACTIVE = "inactive"
     PENDING = "pending"

@@ -482,6 +482,58 @@ async def test_endless_table_is_cut_at_max_rows(agent, make) -> None:
     assert bad.requests <= 8
 
 
+ROWS_COLUMN = (1, 3, 6, 1, 4, 1, 99999, 5, 1)
+
+
+def scripted_rows(batches: list[list[int]]) -> Any:
+    """An agent walking ROWS_COLUMN: the k-th request gets the rows of batches[k] (one-arc
+    indexes, in the order given), then one name past the column."""
+    served: list[int] = []
+
+    def behaviour(raw: bytes, msg: codec.Message) -> list[bytes]:
+        k = len(served)
+        served.append(k)
+        if k >= len(batches):
+            after = codec.encode_oid_content((1, 3, 6, 1, 4, 1, 99999, 6, 1))
+            return [reply(msg, [(after, codec.encode_int(0))])]
+        vbs = [
+            (codec.encode_oid_content((*ROWS_COLUMN, i)), codec.encode_int(i)) for i in batches[k]
+        ]
+        return [reply(msg, vbs)]
+
+    return behaviour
+
+
+async def test_walk_refuses_a_row_repeated_within_one_reply(agent, make) -> None:
+    column = {"name": "x_rows", "column": "1.3.6.1.4.1.99999.5.1"}
+    bad = await agent(scripted_rows([[1, 2, 2, 3]]))
+    dev = make(bad.address, oids=[column])
+    with pytest.raises(BadResponse, match=r"not advancing: index 2 came after 2"):
+        await poll(dev)
+
+
+async def test_walk_refuses_rows_going_back_across_replies(agent, make) -> None:
+    column = {"name": "x_rows", "column": "1.3.6.1.4.1.99999.5.1"}
+    bad = await agent(scripted_rows([[1, 2, 3], [2, 4]]))
+    dev = make(bad.address, oids=[column])
+    with pytest.raises(BadResponse, match=r"not advancing: index 2 came after 3"):
+        await poll(dev)
+
+
+async def test_walk_takes_multi_byte_indexes_out_of_byte_order(agent, make) -> None:
+    # 16384 encodes as 81 80 00, which sorts before 256 (82 00) byte by byte: OID order wins.
+    column = {"name": "x_rows", "column": "1.3.6.1.4.1.99999.5.1"}
+    ok = await agent(scripted_rows([[1, 256, 16384], [16385]]))
+    dev = make(ok.address, oids=[column])
+    got = await poll(dev)
+    assert sorted(v for (name, _), v in got.items() if name == "x_rows") == [
+        1.0,
+        256.0,
+        16384.0,
+        16385.0,
+    ]
+
+
 async def test_exceptions_in_replies(agent, make) -> None:
     no_such = codec.encode_value(codec.T_NO_SUCH_INSTANCE, None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from dutyd.collectors.snmp.codec import (
@@ -24,8 +25,8 @@ from dutyd.collectors.snmp.codec import (
     TOO_BIG,
     VERSION_1,
     AnyValue,
-    Message,
     Oid,
+    Reply,
     RequestTemplate,
     decode_subids,
     encode_oid_content,
@@ -48,6 +49,7 @@ class Query:
 
     __slots__ = (
         "column_bytes",
+        "column_ends",
         "columns",
         "scalar_bytes",
         "scalar_index",
@@ -61,6 +63,9 @@ class Query:
         self.columns = list(columns)
         self.scalar_bytes = [encode_oid_content(o) for o in self.scalars]
         self.column_bytes = [encode_oid_content(o) for o in self.columns]
+        # The least name above each column's subtree: a column's names are exactly those
+        # from its prefix up to this, in byte order (a name's last octet is below 0x80).
+        self.column_ends = [b[:-1] + bytes((b[-1] + 1,)) for b in self.column_bytes]
         self.scalar_index = {b: i for i, b in enumerate(self.scalar_bytes)}
         # A scalar x.0 is the GETNEXT successor of x, so it can ride in a GETBULK.
         rideable = (
@@ -125,7 +130,7 @@ class FastClient(SnmpClient):
             self.addr = (str(infos[0][4][0]), int(infos[0][4][1]))
         return self.addr
 
-    async def _request(self, build: Callable[[int], bytes]) -> Message:
+    async def _request(self, build: Callable[[int], bytes]) -> Reply:
         addr = self.addr or await self._address()
         tries = self.retries + 1
         loop = asyncio.get_running_loop()
@@ -210,29 +215,30 @@ class FastClient(SnmpClient):
         for n, template in enumerate(templates):
             chunk = query.scalar_bytes[n * GET_CHUNK : (n + 1) * GET_CHUNK]
             msg = await self._request(template.build)
-            if msg[4] != 0:
+            if msg[2] != 0:
                 out.extend(await self._get_slow(chunk, msg))
                 continue
-            vbs = msg[6]
-            if len(vbs) != len(chunk):
-                raise BadResponse(
-                    f"{self.where} answered {len(vbs)} values to a GET of {len(chunk)}"
-                )
-            for want, (oid, value) in zip(chunk, vbs, strict=True):
-                if oid != want:
+            names = msg[4]
+            if names != chunk:
+                if len(names) != len(chunk):
                     raise BadResponse(
-                        f"{self.where} answered OID {format_oid(_oid(oid))} to a GET of "
-                        f"{format_oid(_oid(want))}"
+                        f"{self.where} answered {len(names)} values to a GET of {len(chunk)}"
                     )
-                out.append(value)
+                for want, oid in zip(chunk, names, strict=True):
+                    if oid != want:
+                        raise BadResponse(
+                            f"{self.where} answered OID {format_oid(_oid(oid))} to a GET of "
+                            f"{format_oid(_oid(want))}"
+                        )
+            out += msg[5]
         return out
 
-    async def _get_slow(self, oids: list[bytes], first: Message) -> list[AnyValue]:
+    async def _get_slow(self, oids: list[bytes], first: Reply) -> list[AnyValue]:
         """A GET the agent refused as a whole: v1 noSuchName (drop that OID, ask again) or
         tooBig (ask in halves)."""
         values: dict[bytes, AnyValue] = {}
         todo = [oids]
-        msg: Message | None = first
+        msg: Reply | None = first
         while todo:
             batch = todo.pop()
             if msg is None:
@@ -242,10 +248,9 @@ class FastClient(SnmpClient):
                     return encode_request(self.version, self.community, GET, rid, request_oids)
 
                 msg = await self._request(build)
-            status, index = msg[4], msg[5]
+            status, index = msg[2], msg[3]
             if status == 0:
-                for oid, value in msg[6]:
-                    values[oid] = value
+                values.update(zip(msg[4], msg[5], strict=True))
             elif status == NO_SUCH_NAME and 1 <= index <= len(batch):
                 values[batch[index - 1]] = NO_SUCH_OBJECT
                 rest = batch[: index - 1] + batch[index:]
@@ -259,8 +264,8 @@ class FastClient(SnmpClient):
             msg = None
         return [values.get(o, NO_SUCH_OBJECT) for o in oids]
 
-    def _error_text(self, msg: Message, oids: Sequence[bytes]) -> str:
-        status, index = msg[4], msg[5]
+    def _error_text(self, msg: Reply, oids: Sequence[bytes]) -> str:
+        status, index = msg[2], msg[3]
         name = ERROR_NAMES.get(status, f"error {status}")
         where = ""
         if 1 <= index <= len(oids):
@@ -273,10 +278,13 @@ class FastClient(SnmpClient):
         self, query: Query, max_rows: int, with_scalars: bool
     ) -> tuple[list[AnyValue], list[Column]]:
         prefixes = query.column_bytes
+        ends = query.column_ends
         k = len(prefixes)
         pos = list(prefixes)
         last: list[bytes] = [b""] * k
         results: list[Column] = [{} for _ in range(k)]
+        # Columns whose rows came out of byte order (multi-byte arcs): checked row by row.
+        unordered = [False] * k
         active = list(range(k))
         reps = self.max_repetitions
         parents = query.scalar_parents if with_scalars else None
@@ -292,43 +300,82 @@ class FastClient(SnmpClient):
                 return encode_request(version, community, GETBULK, rid, oids, nr, r)
 
             msg = await self._request(build)
-            if msg[4] != 0:
-                if msg[4] == TOO_BIG and reps > 1:
+            if msg[2] != 0:
+                if msg[2] == TOO_BIG and reps > 1:
                     reps = max(1, reps // 2)
                     continue
                 raise BadResponse(self._error_text(msg, oids))
-            vbs = msg[6]
+            names, values = msg[4], msg[5]
             with_lead = bool(parents)
             if parents:
                 m = len(parents)
-                if len(vbs) < m:
+                if len(names) < m:
                     raise BadResponse(f"{self.where} answered a GETBULK without its scalars")
                 want = query.scalar_bytes
-                scalars = [vbs[i][1] if vbs[i][0] == want[i] else NO_SUCH_OBJECT for i in range(m)]
-                vbs = vbs[m:]
+                scalars = [values[i] if names[i] == want[i] else NO_SUCH_OBJECT for i in range(m)]
+                del names[:m], values[:m]
                 parents = None
             n = len(active)
-            if not vbs:
+            if not names:
                 if with_lead:
                     continue  # the scalars filled the agent's reply; the rows come next
                 raise BadResponse(f"{self.where} answered a GETBULK walk with no values")
             still = []
-            # Replies are row-major: column s holds vbs[s], vbs[s + n], ...
+            # Replies are row-major: column s holds names[s], names[s + n], ...
             for s in range(n):
                 c = active[s]
+                col = results[c]
+                if n > 1:
+                    cn, cv = names[s::n], values[s::n]
+                else:
+                    cn, cv = names, values
+                if not cn:
+                    still.append(c)  # a short reply: this column's next row comes next time
+                    continue
+                # The common case in a few C calls: names in byte order, the first after
+                # where the column stands. Those below the column's end are then exactly its
+                # rows (the names with its prefix form an interval in byte order).
+                if not unordered[c] and cn[0] > pos[c] and cn == sorted(cn):
+                    rows = bisect_left(cn, ends[c])
+                    if END_OF_MIB_VIEW in cv:
+                        rows = min(rows, cv.index(END_OF_MIB_VIEW))
+                    if rows:
+                        plen = len(prefixes[c])
+                        taken = cn[:rows] if rows < len(cn) else cn
+                        keys = [name[plen:] for name in taken]
+                        before = len(col)
+                        col.update(zip(keys, cv, strict=False))  # cv may run past the column
+                        if len(col) != before + rows:
+                            # Only a repeat within this reply can collide (the rest sort
+                            # after every row so far): name it.
+                            at = next((i for i in range(1, rows) if keys[i] == keys[i - 1]), 0)
+                            before_key = keys[at - 1] if at else last[c]
+                            raise BadResponse(
+                                self._not_increasing(query.columns[c], before_key, keys[at])
+                            )
+                        if len(col) > max_rows:
+                            raise BadResponse(self._too_long(query.columns[c], max_rows))
+                        pos[c] = taken[-1]
+                        last[c] = keys[-1]
+                    if rows == len(cn):
+                        still.append(c)
+                    continue
                 prefix = prefixes[c]
                 plen = len(prefix)
-                col = results[c]
                 prev = last[c]
                 finished = False
-                for oid, value in vbs[s::n]:
+                for oid, value in zip(cn, cv, strict=True):
                     if value is END_OF_MIB_VIEW or len(oid) <= plen or not oid.startswith(prefix):
                         finished = True
                         break
                     ib = oid[plen:]
                     # Bytewise order is OID order but for rare multi-byte arcs: those (and
                     # broken agents) take the exact check. A repeat is never progress.
-                    if (ib <= prev and not _after(ib, prev)) or ib in col:
+                    if ib <= prev:
+                        if not _after(ib, prev) or ib in col:
+                            raise BadResponse(self._not_increasing(query.columns[c], prev, ib))
+                        unordered[c] = True
+                    elif ib in col:
                         raise BadResponse(self._not_increasing(query.columns[c], prev, ib))
                     col[ib] = value
                     prev = ib
@@ -359,20 +406,20 @@ class FastClient(SnmpClient):
                 return encode_request(version, community, GETNEXT, rid, oids)
 
             msg = await self._request(build)
-            status, index = msg[4], msg[5]
+            status, index = msg[2], msg[3]
             if status == NO_SUCH_NAME and 1 <= index <= len(active):
                 # v1's end of the MIB: that column is finished.
                 del active[index - 1]
                 continue
             if status != 0:
                 raise BadResponse(self._error_text(msg, oids))
-            vbs = msg[6]
-            if len(vbs) != len(active):
+            names, values = msg[4], msg[5]
+            if len(names) != len(active):
                 raise BadResponse(
-                    f"{self.where} answered {len(vbs)} values to a GETNEXT of {len(active)}"
+                    f"{self.where} answered {len(names)} values to a GETNEXT of {len(active)}"
                 )
             still = []
-            for c, (oid, value) in zip(active, vbs, strict=True):
+            for c, oid, value in zip(active, names, values, strict=True):
                 prefix = prefixes[c]
                 plen = len(prefix)
                 if value is END_OF_MIB_VIEW or len(oid) <= plen or not oid.startswith(prefix):

@@ -14,6 +14,7 @@ request reuses the bytes the agent sent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -108,6 +109,9 @@ VarBind = tuple[bytes, AnyValue]
 # (version, community, pdu tag, request-id, error-status / non-repeaters,
 #  error-index / max-repetitions, varbinds)
 Message = tuple[int, bytes, int, int, int, int, list[VarBind]]
+# What the client reads of a response: (pdu tag, request-id, error-status, error-index,
+#  varbind names, varbind values).
+Reply = tuple[int, int, int, int, list[bytes], list[AnyValue]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,10 +194,15 @@ def decode_oid_content(data: bytes) -> Oid:
 
 
 def _len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
+    if n < 0x100:
+        return _LENGTHS[n]
+    if n < 0x10000:
+        return bytes((0x82, n >> 8, n & 0xFF))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes((0x80 | len(body),)) + body
+
+
+_LENGTHS = [bytes((n,)) if n < 0x80 else bytes((0x81, n)) for n in range(0x100)]
 
 
 def tlv(tag: int, content: bytes) -> bytes:
@@ -202,6 +211,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 def encode_int(value: int, tag: int = T_INTEGER) -> bytes:
     """A signed INTEGER, minimal two's complement."""
+    if 0 <= value < 0x80:
+        return bytes((tag, 1, value))
     length = (value + (value < 0)).bit_length() // 8 + 1
     return tlv(tag, value.to_bytes(length, "big", signed=True))
 
@@ -289,6 +300,11 @@ class RequestTemplate:
         return self.prefix + request_id.to_bytes(4, "big") + self.suffix
 
 
+# The octets before a name in a request's varbind (SEQUENCE and OID headers), by the name's
+# length: all short-form up to 123 octets of name.
+_VARBIND_HEADS = [bytes((0x30, n + 4, T_OID, n)) for n in range(124)]
+
+
 def encode_request(
     version: int,
     community: bytes,
@@ -299,20 +315,35 @@ def encode_request(
     max_repetitions: int = 0,
 ) -> bytes:
     """A GET/GETNEXT/GETBULK request for raw OID contents (each with a NULL value)."""
-    parts = []
+    heads = _VARBIND_HEADS
+    parts: list[bytes] = []
     for o in oids:
         n = len(o)
-        oid_tlv = (b"\x06" + bytes((n,)) if n < 0x80 else b"\x06" + _len(n)) + o
-        parts.append(b"\x30" + _len(len(oid_tlv) + 2) + oid_tlv + NULL)
-    return encode_message(
-        version,
-        community,
-        pdu_tag,
-        request_id,
-        non_repeaters,
-        max_repetitions,
-        b"".join(parts),
+        if n < len(heads):
+            parts += (heads[n], o, NULL)
+        else:
+            parts.append(encode_varbind(o))
+    varbinds = b"".join(parts)
+    pdu = b"".join(
+        (
+            b"\x02\x04" + request_id.to_bytes(4, "big")
+            if REQUEST_ID_MIN <= request_id <= REQUEST_ID_MAX
+            else encode_int(request_id),
+            encode_int(non_repeaters),
+            encode_int(max_repetitions),
+            b"\x30",
+            _len(len(varbinds)),
+            varbinds,
+        )
     )
+    body = b"".join((_message_head(version, community), bytes((pdu_tag,)), _len(len(pdu)), pdu))
+    return b"\x30" + _len(len(body)) + body
+
+
+@functools.lru_cache(maxsize=256)
+def _message_head(version: int, community: bytes) -> bytes:
+    """Version and community, as every request of a target starts."""
+    return encode_int(version) + tlv(T_OCTETS, community)
 
 
 def encode_response(
@@ -337,11 +368,20 @@ def _header(data: bytes, p: int, tag: int, end: int) -> tuple[int, int]:
     if data[p] != tag:
         raise DecodeError(f"expected tag 0x{tag:02x} at offset {p}, got 0x{data[p]:02x}")
     n = data[p + 1]
-    p += 2
-    if n & 0x80:
+    # Short form, and the one- and two-octet long forms of every SNMP datagram, inline.
+    if n < 0x80:
+        p += 2
+    elif n == 0x82:
+        n = data[p + 2] << 8 | data[p + 3]
+        p += 4
+    elif n == 0x81:
+        n = data[p + 2]
+        p += 3
+    else:
         k = n & 0x7F
         if k == 0 or k > 4:
             raise DecodeError("unsupported length form")
+        p += 2
         n = int.from_bytes(data[p : p + k], "big")
         p += k
     if p + n > end:
@@ -353,7 +393,10 @@ def _int(data: bytes, p: int, end: int) -> tuple[int, int]:
     s, e = _header(data, p, T_INTEGER, end)
     if e == s or e - s > 8:
         raise DecodeError("bad INTEGER length")
-    return int.from_bytes(data[s:e], "big", signed=True), e
+    value = int.from_bytes(data[s:e])  # big-endian; unsigned, then the sign (a faster call)
+    if data[s] > 0x7F:
+        value -= 1 << (8 * (e - s))
+    return value, e
 
 
 # For the other decoders of the package (trap_decode): the same bounded TLV readers.
@@ -372,45 +415,86 @@ _OCTETS = frozenset((T_OCTETS, T_IPADDR, T_OPAQUE))
 def decode_message(data: bytes) -> Message:
     """Parse one SNMP v1/v2c message (any PDU but a v1 trap). Raises DecodeError."""
     try:
-        return _decode(data)
+        version, community, pdu_tag, request_id, field1, field2, p, vend = _decode_head(data)
+        varbinds = decode_varbinds(data, p, vend)
     except IndexError:
         raise DecodeError("datagram ends early (truncated)") from None
+    return (version, community, pdu_tag, request_id, field1, field2, varbinds)
 
 
-def _decode(data: bytes) -> Message:
+def decode_reply(data: bytes) -> Reply:
+    """`decode_message` for the client's hot path: the same checks, the varbinds as two
+    parallel lists (names, values) and no version or community. Raises DecodeError."""
+    try:
+        _, _, pdu_tag, request_id, field1, field2, p, vend = _decode_head(data)
+        names, values = decode_varbind_lists(data, p, vend)
+    except IndexError:
+        raise DecodeError("datagram ends early (truncated)") from None
+    return (pdu_tag, request_id, field1, field2, names, values)
+
+
+_PDU_TAGS = frozenset((GET, GETNEXT, RESPONSE, SET, GETBULK, 0xA6, 0xA7, 0xA8))
+
+
+def _small_int(data: bytes, p: int, end: int) -> tuple[int, int]:
+    """An INTEGER at `p`; one content octet (error-status, error-index, version) inline."""
+    if data[p] == T_INTEGER and data[p + 1] == 1 and p + 3 <= end:
+        value = data[p + 2]
+        return (value - 0x100 if value > 0x7F else value), p + 3
+    return _int(data, p, end)
+
+
+def _decode_head(data: bytes) -> tuple[int, bytes, int, int, int, int, int, int]:
+    """Everything up to the varbinds: (version, community, pdu tag, request-id, field 1,
+    field 2, varbinds start, varbinds end). Raises DecodeError or IndexError."""
     total = len(data)
     p, end = _header(data, 0, 0x30, total)
     if end != total:
         raise DecodeError("trailing octets after the message")
-    version, p = _int(data, p, end)
-    if version not in (VERSION_1, VERSION_2C):
+    version, p = _small_int(data, p, end)
+    if version != VERSION_2C and version != VERSION_1:
         raise DecodeError(f"not SNMP v1/v2c (version field {version})")
-    s, p = _header(data, p, T_OCTETS, end)
+    n = data[p + 1]
+    if data[p] == T_OCTETS and n < 0x80 and p + 2 + n <= end:
+        s = p + 2
+        p = s + n
+    else:
+        s, p = _header(data, p, T_OCTETS, end)
     community = data[s:p]
     pdu_tag = data[p]
-    if pdu_tag not in (GET, GETNEXT, RESPONSE, SET, GETBULK, 0xA6, 0xA7, 0xA8):
+    if pdu_tag not in _PDU_TAGS:
         raise DecodeError(f"unknown PDU type 0x{pdu_tag:02x}")
     p, pend = _header(data, p, pdu_tag, end)
     if pend != end:
         raise DecodeError("trailing octets after the PDU")
     request_id, p = _int(data, p, end)
-    field1, p = _int(data, p, end)
-    field2, p = _int(data, p, end)
+    field1, p = _small_int(data, p, end)
+    field2, p = _small_int(data, p, end)
     p, vend = _header(data, p, 0x30, end)
     if vend != end:
         raise DecodeError("trailing octets after the varbind list")
-    varbinds = decode_varbinds(data, p, vend)
-    return (version, community, pdu_tag, request_id, field1, field2, varbinds)
+    return version, community, pdu_tag, request_id, field1, field2, p, vend
 
 
 def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
-    """The varbinds between offsets `p` and `vend` (the content of a varbind list).
+    """The varbinds between offsets `p` and `vend` (the content of a varbind list) as
+    (name, value) pairs. Raises DecodeError, or IndexError on a datagram that ends early
+    (callers translate)."""
+    names, values = decode_varbind_lists(data, p, vend)
+    return list(zip(names, values, strict=True))
+
+
+def decode_varbind_lists(data: bytes, p: int, vend: int) -> tuple[list[bytes], list[AnyValue]]:
+    """The varbinds between offsets `p` and `vend` as two parallel lists, names (raw OID
+    content bytes) and values: one pass, no object per varbind but its name and value.
     Raises DecodeError, or IndexError on a datagram that ends early (callers translate)."""
-    varbinds: list[VarBind] = []
-    append = varbinds.append
+    names: list[bytes] = []
+    values: list[AnyValue] = []
+    add_name = names.append
+    add_value = values.append
     from_bytes = int.from_bytes
-    exceptions = _EXCEPTIONS
-    unsigned = _UNSIGNED
+    unsigned, octets, exceptions = _UNSIGNED, _OCTETS, _EXCEPTIONS
+    long_subid = _LONG_SUBID.search
     while p < vend:
         # The common case is inlined: short-form lengths everywhere.
         if data[p] != 0x30:
@@ -418,58 +502,71 @@ def decode_varbinds(data: bytes, p: int, vend: int) -> list[VarBind]:
         n = data[p + 1]
         if n < 0x80:
             q = p + 2
-            bend = q + n
-            if bend > vend:
+            p = q + n
+            if p > vend:
                 raise DecodeError("varbind runs past the end (truncated?)")
         else:
-            q, bend = _header(data, p, 0x30, vend)
+            q, p = _header(data, p, 0x30, vend)
+        # From here on `p` is the end of this varbind (and the start of the next).
         if data[q] != T_OID:
             raise DecodeError("varbind name is not an OID")
         n = data[q + 1]
         if n < 0x80:
-            r = q + 2 + n
-            oid = data[q + 2 : r]
+            q += 2
+            r = q + n
+            name = data[q:r]
         else:
-            s, r = _header(data, q, T_OID, bend)
-            oid = data[s:r]
-        if r >= bend or not oid:
+            s, r = _header(data, q, T_OID, p)
+            name = data[s:r]
+        if r >= p or not name:
             raise DecodeError("varbind without a value")
         # Names are kept as raw bytes and decoded later (table indexes): checked here, once.
         # Most names have no multi-byte arc at all (isascii: no octet >= 0x80), and skip the
         # search: it was a twentieth of a 48-port walk's CPU.
-        if not oid.isascii() and (oid[-1] & 0x80 or _LONG_SUBID.search(oid)):
+        if not name.isascii() and (name[-1] & 0x80 or long_subid(name)):
             raise DecodeError("varbind name is not a well-formed OID")
         tag = data[r]
         n = data[r + 1]
         if n < 0x80:
             s = r + 2
-            e = s + n
+            if s + n != p:
+                raise DecodeError("varbind length mismatch")
         else:
-            s, e = _header(data, r, tag, bend)
-        if e != bend:
-            raise DecodeError("varbind length mismatch")
+            s, e = _header(data, r, tag, p)
+            if e != p:
+                raise DecodeError("varbind length mismatch")
+            n = e - s
+        # Most values are one-octet INTEGERs (states) or counters.
         value: AnyValue
         if tag == T_INTEGER:
-            if e == s or e - s > MAX_NUMBER_OCTETS:
-                raise DecodeError(f"INTEGER of {e - s} octets")
-            value = from_bytes(data[s:e], "big", signed=True)
+            if n == 1:
+                value = data[s]
+                if value > 0x7F:
+                    value -= 0x100
+            elif 0 < n <= MAX_NUMBER_OCTETS:
+                value = from_bytes(data[s:p], "big", signed=True)
+            else:
+                raise DecodeError(f"INTEGER of {n} octets")
         elif tag in unsigned:
-            if e == s or e - s > MAX_NUMBER_OCTETS:
-                raise DecodeError(f"unsigned value of {e - s} octets")
-            value = from_bytes(data[s:e], "big")
-        elif tag in _OCTETS:
-            value = data[s:e]
+            if n == 1:
+                value = data[s]
+            elif 0 < n <= MAX_NUMBER_OCTETS:
+                value = from_bytes(data[s:p], "big")
+            else:
+                raise DecodeError(f"unsigned value of {n} octets")
+        elif tag in octets:
+            value = data[s:p]
         elif tag in exceptions:
             value = exceptions[tag]
-        elif tag == T_OID:
-            value = decode_oid_content(data[s:e])
         elif tag == T_NULL:
             value = None
+        elif tag == T_OID:
+            value = decode_oid_content(data[s:p])
         else:
             raise DecodeError(f"unknown value type 0x{tag:02x}")
-        append((oid, value))
-        p = bend
-    return varbinds
+        add_name(name)
+        add_value(value)
+    return names, values
 
 
 def peek_request_id(data: bytes) -> int | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import random
 import socket
@@ -23,8 +25,8 @@ from dutyd.collectors.snmp.codec import (
     REQUEST_ID_MIN,
     RESPONSE,
     DecodeError,
-    Message,
-    decode_message,
+    Reply,
+    decode_reply,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # Request-ids remembered after they timed out; a slow agent's late replies come within a few
 # polls, and a wrap-around of the id space (2**31) is far away.
 MAX_EXPIRED_IDS = 4096
+_DUE_SLACK = 0.001  # seconds
 
 
 @dataclass
@@ -67,11 +70,11 @@ class NoAnswer:
 
 
 class _Pending:
-    __slots__ = ("addr", "data", "future", "timer", "tries_left", "wait", "why")
+    __slots__ = ("addr", "data", "deadline", "future", "tries_left", "wait", "why")
 
     def __init__(
         self,
-        future: asyncio.Future[Message | NoAnswer],
+        future: asyncio.Future[Reply | NoAnswer],
         addr: Address,
         data: bytes,
         wait: float,
@@ -81,8 +84,14 @@ class _Pending:
         self.data = data
         self.wait = wait
         self.tries_left = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.why = NoAnswer()
+        self.deadline = 0  # sequence number of this try's entry in the deadline heap
+        self.why: NoAnswer | None = None  # made when the device sends something unusable
+
+    def noted(self) -> NoAnswer:
+        why = self.why
+        if why is None:
+            why = self.why = NoAnswer()
+        return why
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -112,6 +121,14 @@ class SnmpTransport:
         self._opening: dict[int, asyncio.Lock] = {}
         self._next_id = random.randint(REQUEST_ID_MIN, REQUEST_ID_MAX)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Every try's deadline, (when, sequence, request-id), in one heap under one loop timer
+        # set for the earliest: a timer per request (made, then cancelled when the reply came,
+        # nearly always) was a sixth of a request's CPU. The deadlines of answered requests
+        # leave the heap lazily, when they reach its top.
+        self._deadlines: list[tuple[float, int, int]] = []
+        self._sequence = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -160,7 +177,7 @@ class SnmpTransport:
         build: Callable[[int], bytes],
         wait: float,
         retries: int,
-    ) -> Message | NoAnswer:
+    ) -> Reply | NoAnswer:
         """Send a request and return the reply, or a `NoAnswer` after `retries + 1` tries of
         `wait` seconds each. The same datagram (same request-id) is resent, so a late reply to an
         earlier try still counts."""
@@ -169,11 +186,11 @@ class SnmpTransport:
         assert loop is not None
         rid = self._allocate_id()
         data = build(rid)
-        fut: asyncio.Future[Message | NoAnswer] = loop.create_future()
+        fut: asyncio.Future[Reply | NoAnswer] = loop.create_future()
         entry = _Pending(fut, addr, data, wait)
         entry.tries_left = retries
         self._pending[rid] = entry
-        entry.timer = loop.call_later(wait, self._expire, rid, entry)
+        self._deadline(loop.time() + wait, rid, entry)
         ep.sendto(data, addr)
         try:
             return await fut
@@ -181,12 +198,54 @@ class SnmpTransport:
             if not fut.done() or fut.cancelled():
                 self._drop(rid, entry)
 
+    def _live(self, seq: int, rid: int) -> _Pending | None:
+        """The request a deadline is for, if it still waits for that try's answer."""
+        entry = self._pending.get(rid)
+        return entry if entry is not None and entry.deadline == seq else None
+
+    def _deadline(self, when: float, rid: int, entry: _Pending) -> None:
+        heap = self._deadlines
+        # Most requests are answered in the order they went out: drop those from the top
+        # now, so the heap holds about what is in flight.
+        while heap and self._live(heap[0][1], heap[0][2]) is None:
+            heapq.heappop(heap)
+        entry.deadline = seq = next(self._sequence)
+        heapq.heappush(heap, (when, seq, rid))
+        if self._timer is None or when < self._timer_at:
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer = self._loop.call_at(when, self._on_deadline)
+        self._timer_at = when
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        # asyncio runs a timer up to its clock resolution early; what is due within a
+        # millisecond is due now (rather than arming the timer again for it).
+        now = self._loop.time() + _DUE_SLACK
+        heap = self._deadlines
+        while heap:
+            when, seq, rid = heap[0]
+            entry = self._live(seq, rid)
+            if entry is None:
+                heapq.heappop(heap)
+            elif when <= now:
+                heapq.heappop(heap)
+                self._expire(rid, entry)
+            else:
+                break
+        # A resend above may have armed the timer for its own, later deadline.
+        if heap and (self._timer is None or heap[0][0] < self._timer_at):
+            self._arm(heap[0][0])
+
     def _drop(self, rid: int, entry: _Pending) -> None:
         if self._pending.get(rid) is entry:
             del self._pending[rid]
             self._remember_expired(rid, entry.addr)
-        if entry.timer is not None:
-            entry.timer.cancel()
 
     def _expire(self, rid: int, entry: _Pending) -> None:
         if entry.future.done():
@@ -198,45 +257,44 @@ class SnmpTransport:
             if ep is not None and not ep.is_closing():
                 ep.sendto(entry.data, entry.addr)
             assert self._loop is not None
-            entry.timer = self._loop.call_later(entry.wait, self._expire, rid, entry)
+            self._deadline(self._loop.time() + entry.wait, rid, entry)
             return
         self._pending.pop(rid, None)
         self._remember_expired(rid, entry.addr)
-        entry.future.set_result(entry.why)
+        entry.future.set_result(entry.why or NoAnswer())
 
     def _received(self, data: bytes, addr: Any) -> None:
         stats = self.stats
         stats.received += 1
         try:
-            msg = decode_message(data)
+            msg = decode_reply(data)
         except DecodeError as exc:
             stats.garbage += 1
             log.debug("dropped a malformed SNMP datagram from %s: %s", addr, exc)
             self._note(addr, str(exc), garbage=True)
             return
-        if msg[2] != RESPONSE:
+        if msg[0] != RESPONSE:
             stats.garbage += 1
-            self._note(addr, f"a PDU of type 0x{msg[2]:02x} instead of a response", garbage=True)
+            self._note(addr, f"a PDU of type 0x{msg[0]:02x} instead of a response", garbage=True)
             return
-        entry = self._pending.get(msg[3])
+        rid = msg[1]
+        entry = self._pending.get(rid)
         if entry is None:
-            sent_to = self._expired.get(msg[3])
+            sent_to = self._expired.get(rid)
             if sent_to is not None and sent_to[0] == addr[0] and sent_to[1] == addr[1]:
                 stats.late_replies += 1
-                self._note(addr, f"a reply to request-id {msg[3]}, which had timed out", late=True)
+                self._note(addr, f"a reply to request-id {rid}, which had timed out", late=True)
                 return
             stats.unknown_request_id += 1
-            self._note(addr, f"a reply to request-id {msg[3]}, which we did not send")
+            self._note(addr, f"a reply to request-id {rid}, which we did not send")
             return
         want = entry.addr
         if addr[1] != want[1] or addr[0] != want[0]:
             stats.wrong_address += 1
-            entry.why.wrong_from = addr
+            entry.noted().wrong_from = addr
             log.debug("dropped an SNMP reply from %s meant to come from %s", addr, want)
             return
-        del self._pending[msg[3]]
-        if entry.timer is not None:
-            entry.timer.cancel()
+        del self._pending[rid]
         if not entry.future.done():
             entry.future.set_result(msg)
 
@@ -245,7 +303,7 @@ class SnmpTransport:
         so its timeout can say so. Rare (only bad datagrams), so a scan is fine."""
         for entry in self._pending.values():
             if entry.addr[1] == addr[1] and entry.addr[0] == addr[0]:
-                why = entry.why
+                why = entry.noted()
                 if garbage:
                     why.garbage += 1
                 elif late:
@@ -259,6 +317,10 @@ class SnmpTransport:
             self._drop(rid, entry)
             if not entry.future.done():
                 entry.future.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
         for ep in self._endpoints.values():
             ep.close()
         self._endpoints.clear()

@@ -21,7 +21,7 @@ from dutyd.collectors.snmp.profiles.base import (
     text,
 )
 from dutyd.core.errors import ReadingUnavailable
-from dutyd.core.records import Labels, Sample
+from dutyd.core.records import Labels, new_sample
 
 IF_DESCR = parse_oid("1.3.6.1.2.1.2.2.1.2")
 IF_SPEED = parse_oid("1.3.6.1.2.1.2.2.1.5")
@@ -158,14 +158,16 @@ class SwitchProfile(Profile):
         counters = self._counters
         update = counters.update
         counters.begin()
-        samples = readings.samples
+        add = readings.samples.append
         ts = readings.timestamp
         base = readings.base_labels
         cache = self._rows
         fresh: dict[bytes, _Row] = {}
         seen: set[str] = set()
+        in_name, out_name, in_err_name, out_err_name = _COUNTERS
+        name_get, descr_get = name_c.get, descr_c.get
         for idx in rows:
-            name_raw, descr_raw = name_c.get(idx), descr_c.get(idx)
+            name_raw, descr_raw = name_get(idx), descr_get(idx)
             row = cache.get(idx)
             if (
                 row is None
@@ -189,31 +191,39 @@ class SwitchProfile(Profile):
                 port = f"{port}#{index_text(idx)}"
                 merged = readings.merged_labels({**labels, "port": port})
             seen.add(port)
-            values: list[tuple[str, float]] = []
-            speed = number(speed_c.get(idx))
-            speed_bits = speed * speed_unit if speed is not None else None
+            # Samples straight into the readings (no list of pairs first), a port's in the
+            # order speed, admin, oper, then the counters.
+            speed = speed_c.get(idx)
+            if speed.__class__ is int:
+                speed_bits: float | None = speed * speed_unit
+            else:
+                number_speed = number(speed)
+                speed_bits = number_speed * speed_unit if number_speed is not None else None
             if speed_bits is not None:
                 # Prometheus base unit: bytes (per second), as node_exporter does.
-                values.append(("if_speed_bytes", speed_bits / 8.0))
+                add(new_sample("if_speed_bytes", merged, speed_bits / 8.0, ts))
             admin, oper = admin_c.get(idx), oper_c.get(idx)
             if isinstance(admin, int):
-                values.append(("if_admin_up", 1.0 if admin == UP else 0.0))
+                add(new_sample("if_admin_up", merged, 1.0 if admin == UP else 0.0, ts))
             if isinstance(oper, int):
-                values.append(("if_oper_up", 1.0 if oper == UP else 0.0))
+                add(new_sample("if_oper_up", merged, 1.0 if oper == UP else 0.0, ts))
             # Twice what the port can carry in the elapsed time, and 1 MB for clock jitter.
             max_octets = speed_bits / 8.0 * elapsed * 2.0 + 1e6 if speed_bits and elapsed else None
-            for at, (name, column, mod, limit) in enumerate(
-                (
-                    (_COUNTERS[0], in_c, modulus, max_octets),
-                    (_COUNTERS[1], out_c, modulus, max_octets),
-                    (_COUNTERS[2], in_err_c, C32, None),
-                    (_COUNTERS[3], out_err_c, C32, None),
-                )
-            ):
-                raw = column.get(idx)
-                if isinstance(raw, int):
-                    values.append((name, update(idx, raw, mod, rebooted, limit, at)))
-            for name, value in values:
-                samples.append(Sample(name, merged, value, ts))
+            raw = in_c.get(idx)
+            if isinstance(raw, int):
+                total = update(idx, raw, modulus, rebooted, max_octets, 0)
+                add(new_sample(in_name, merged, total, ts))
+            raw = out_c.get(idx)
+            if isinstance(raw, int):
+                total = update(idx, raw, modulus, rebooted, max_octets, 1)
+                add(new_sample(out_name, merged, total, ts))
+            raw = in_err_c.get(idx)
+            if isinstance(raw, int):
+                total = update(idx, raw, C32, rebooted, None, 2)
+                add(new_sample(in_err_name, merged, total, ts))
+            raw = out_err_c.get(idx)
+            if isinstance(raw, int):
+                total = update(idx, raw, C32, rebooted, None, 3)
+                add(new_sample(out_err_name, merged, total, ts))
         self._rows = fresh
         counters.end()

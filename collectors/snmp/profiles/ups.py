@@ -13,6 +13,7 @@ from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import Oid, parse_oid
 from dutyd.collectors.snmp.profiles.base import PollData, Profile, missing, number
 from dutyd.core.errors import ReadingUnavailable
+from dutyd.core.records import new_sample
 
 if TYPE_CHECKING:
     from dutyd.collectors.snmp.collector import SnmpTarget
@@ -97,25 +98,30 @@ class UpsProfile(Profile):
 
     def emit(self, data: PollData, readings: Readings) -> None:
         values = data.scalars
-        if all(missing(values.get(o)) for o in OIDS):
+        # No labels of its own: every sample carries the target's label set.
+        labels, ts = readings.base_labels, readings.timestamp
+        samples = readings.samples
+        add = samples.append
+        before = len(samples)
+        source = values.get(OUTPUT_SOURCE)
+        if isinstance(source, int):
+            add(new_sample("ups_output_source", labels, float(source), ts))
+            add(new_sample("ups_on_battery", labels, float(source == SOURCE_BATTERY), ts))
+            add(new_sample("ups_on_bypass", labels, float(source == SOURCE_BYPASS), ts))
+            add(new_sample("ups_on_line", labels, float(source in SOURCES_ON_LINE), ts))
+        status = values.get(BATTERY_STATUS)
+        if isinstance(status, int):
+            add(new_sample("ups_battery_status", labels, float(status), ts))
+            add(new_sample("ups_battery_low", labels, float(status in BATTERY_LOW_STATES), ts))
+        for name, oid, factor in NUMERIC:
+            raw = values.get(oid)
+            value = float(raw) if raw.__class__ is int else number(raw)
+            if value is None or (value < 0 and oid != BATTERY_TEMPERATURE):
+                # None of these can be negative; some agents send -1 for "unknown".
+                continue
+            add(new_sample(name, labels, value * factor, ts))
+        if len(samples) == before and all(missing(values.get(o)) for o in OIDS):
             raise ReadingUnavailable(
                 "the device does not serve UPS-MIB (RFC 1628, 1.3.6.1.2.1.33): every UPS "
                 "value is noSuchObject; is this a UPS, or does it need its own MIB?"
             )
-        no_labels: dict[str, str] = {}
-        source = values.get(OUTPUT_SOURCE)
-        if isinstance(source, int):
-            readings.add_labelled("ups_output_source", source, no_labels)
-            readings.add_labelled("ups_on_battery", float(source == SOURCE_BATTERY), no_labels)
-            readings.add_labelled("ups_on_bypass", float(source == SOURCE_BYPASS), no_labels)
-            readings.add_labelled("ups_on_line", float(source in SOURCES_ON_LINE), no_labels)
-        status = values.get(BATTERY_STATUS)
-        if isinstance(status, int):
-            readings.add_labelled("ups_battery_status", status, no_labels)
-            readings.add_labelled("ups_battery_low", float(status in BATTERY_LOW_STATES), no_labels)
-        for name, oid, factor in NUMERIC:
-            value = number(values.get(oid))
-            if value is None or (value < 0 and oid != BATTERY_TEMPERATURE):
-                # None of these can be negative; some agents send -1 for "unknown".
-                continue
-            readings.add_labelled(name, value * factor, no_labels)
