@@ -46,3 +46,27 @@ def test_notify_channels_take_page_channel_configs() -> None:
     assert cfg.alertmanager[0].url == "http://127.0.0.1:9093"
     with pytest.raises(ValueError, match="kind"):
         NotifyConfig.model_validate({"channels": {"x": {"kind": "carrier-pigeon", "url": "x"}}})
+
+
+def test_a_json_webhook_channel_does_not_load_every_apprise_plugin() -> None:
+    # apprise's plugin table (~190 plugins, ~11 MiB for the daemon's life) is loaded only for
+    # schemes other than the JSON webhook; a fresh interpreter shows what a daemon would hold.
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from dutyd.notify.channels.apprise import AppriseChannel, AppriseConfig
+AppriseChannel("pager", AppriseConfig(url="json://127.0.0.1:9/hook"))
+AppriseChannel("pager_tls", AppriseConfig(url="jsons://user:pw@127.0.0.1:9/hook"))
+loaded = sorted(m for m in sys.modules if m.startswith("apprise.plugins."))
+print(",".join(loaded))
+AppriseChannel("mail", AppriseConfig(url="mailto://user:pw@example.org"))
+print(sum(1 for m in sys.modules if m.startswith("apprise.plugins.")))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.split("\n")
+    assert "apprise.plugins.custom_json" in out[0].split(",")
+    assert "apprise.plugins.email" not in out[0] and len(out[0].split(",")) < 10, out[0]
+    assert int(out[1]) > 50  # another scheme still gets every plugin apprise has

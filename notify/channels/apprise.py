@@ -134,8 +134,40 @@ def _load_plugins() -> None:
         _apprise().Apprise().add("json://127.0.0.1/")
 
 
+_JSON_SCHEMES = ("json", "jsons")
+
+
+@functools.cache
+def _json_plugin() -> Any:
+    """apprise's JSON webhook plugin on its own: apprise's plugin table loads all of its ~190
+    plugins (about 11 MiB kept for the daemon's life), which a site paging only through
+    webhooks never uses. The plugin's own `parse_url` and constructor are what
+    `Apprise.instantiate` calls."""
+    from apprise.plugins.custom_json import NotifyJSON
+
+    return NotifyJSON
+
+
+def _json_service(url: str) -> Any | None:
+    """The apprise JSON webhook service of a json:// or jsons:// URL, None if not valid."""
+    plugin = _json_plugin()
+    results = plugin.parse_url(url)
+    if not results:
+        return None
+    try:
+        return plugin(**results)
+    except Exception:  # as Apprise.instantiate does: a bad URL is "not understood"
+        return None
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
 def understood(url: str) -> bool:
     """True when apprise has a plugin for this URL and can parse it."""
+    if _scheme(url) in _JSON_SCHEMES:
+        return _json_service(url) is not None
     _load_plugins()
     return bool(_apprise().Apprise().add(url))
 
@@ -146,30 +178,40 @@ class AppriseChannel:
     def __init__(self, name: str, config: AppriseConfig, workers: int = 16) -> None:
         self.name = name
         self._url = config.secret_url()
-        self._scheme = self._url.split("://", 1)[0].lower()
+        self._scheme = _scheme(self._url)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
+        self._webhook: JsonWebhook | None = None
+        self._asset: Any = None
+        if self._scheme in _JSON_SCHEMES:
+            # Posted on the event loop (`json_webhook`); apprise only parses the URL.
+            service = _json_service(self._url)
+            if service is None:
+                # Never echo the URL: it holds the channel's token.
+                raise ValueError(f"channel {name}: apprise does not understand this URL")
+            self._webhook = JsonWebhook(service)
+        else:
+            self._asset = self._apprise_asset(name)
+
+    def _apprise_asset(self, name: str) -> Any:
+        """apprise's settings for this channel's sends, once apprise knows the URL."""
         _load_plugins()
+        if not _apprise().Apprise().add(self._url):
+            # Never echo the URL: it holds the channel's token.
+            raise ValueError(f"channel {name}: apprise does not understand this URL")
         # No apprise deadline: the send then runs on this channel's thread, not on apprise's
         # process-wide pool (cpu count + 4 threads shared by every channel, which capped a
         # burst's parallelism, and where what apprise logs cannot be told apart per send).
         # The service bounds each send (`send_timeout`), the plugins their requests.
         try:
-            self._asset = _apprise().AppriseAsset(service_timeout=0)
+            return _apprise().AppriseAsset(service_timeout=0)
         except TypeError:  # apprise 1.x: no service deadline to turn off
-            self._asset = _apprise().AppriseAsset()
-        probe = _apprise().Apprise()
-        if not probe.add(self._url):
-            # Never echo the URL: it holds the channel's token.
-            raise ValueError(f"channel {name}: apprise does not understand this URL")
-        self._webhook: JsonWebhook | None = None
-        if self._scheme in ("json", "jsons"):
-            self._webhook = JsonWebhook(_apprise().Apprise.instantiate(self._url))
+            return _apprise().AppriseAsset()
 
     def _url_for(self, message_id: str) -> str:
         if self._scheme not in _HTTP_SCHEMES:
             return self._url
         extra = f"%2BX-Dutyd-Message-Id={quote(message_id)}".replace("%2B", "+")
-        if self._scheme in ("json", "jsons"):
+        if self._scheme in _JSON_SCHEMES:
             extra += f"&:message_id={quote(message_id)}"
         return self._url + ("&" if "?" in self._url else "?") + extra
 
