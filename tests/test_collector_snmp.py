@@ -42,6 +42,8 @@ from tests.snmp_fixtures import (
 C64 = 1 << 64
 C32 = 1 << 32
 IF_OPER_2 = "1.3.6.1.2.1.2.2.1.8.2"
+IF_NAME_1 = "1.3.6.1.2.1.31.1.1.1.1.1"
+IF_NAME_2 = "1.3.6.1.2.1.31.1.1.1.1.2"
 IF_HC_IN_1 = "1.3.6.1.2.1.31.1.1.1.6.1"
 IF_IN_1 = "1.3.6.1.2.1.2.2.1.10.1"
 SYS_UPTIME = "1.3.6.1.2.1.1.3.0"
@@ -161,6 +163,60 @@ async def test_switch_port_flap_counters_and_reboot(snmpd: SnmpdPeer, make) -> N
     assert rebooted[port("if_in_octets_total", "Gi0/1")] == 10.0
     snmpd.change({SYS_UPTIME: ["timeticks", 1500]})
     assert (await poll(sw))[plain("device_rebooted")] == 0.0
+
+
+async def test_port_names_are_read_again_when_due_on_a_new_port_and_after_a_restart(
+    snmpd: SnmpdPeer, make
+) -> None:
+    sw = make(snmpd.address, profiles=["switch"])
+    assert port("if_oper_up", "Gi0/2") in await poll(sw)
+
+    # Polls in between reuse the names: a rename shows at the next refresh, not before
+    # (the state and counters of every port are read every poll).
+    snmpd.change({IF_NAME_2: ["string", "Uplink"], IF_OPER_2: ["integer", 2]})
+    between = await poll(sw)
+    assert between[port("if_oper_up", "Gi0/2")] == 0.0
+    assert not any(dict(labels).get("port") == "Uplink" for _, labels in between)
+
+    # A port that appears is named at once, in the same poll.
+    snmpd.change({k: v for k, v in switch_values(indexes=[5]).items() if not k.endswith(".1.3.0")})
+    added = await poll(sw)
+    assert added[port("if_oper_up", "Gi0/5")] == 1.0
+    assert added[port("if_in_octets_total", "Gi0/5")] == 10**12 + 5
+
+    # A restart may renumber the ports (no ifIndex persistence): index 1 is now Gi0/3 and
+    # index 3 is Gi0/1. The restart's poll labels each index by its new name.
+    snmpd.change(
+        {
+            SYS_UPTIME: ["timeticks", 500],
+            IF_NAME_1: ["string", "Gi0/3"],
+            "1.3.6.1.2.1.2.2.1.2.1": ["string", "GigabitEthernet0/3"],
+            "1.3.6.1.2.1.31.1.1.1.1.3": ["string", "Gi0/1"],
+            "1.3.6.1.2.1.2.2.1.2.3": ["string", "GigabitEthernet0/1"],
+            IF_HC_IN_1: ["counter64", 77],
+        }
+    )
+    restarted = await poll(sw)
+    assert restarted[plain("device_rebooted")] == 1.0
+    assert restarted[port("if_in_octets_total", "Gi0/3")] == 77.0
+    assert restarted[port("if_in_octets_total", "Gi0/1")] == 10**12 + 3
+    assert restarted[("if_oper_up", (("descr", "GigabitEthernet0/2"), ("port", "Uplink")))] == 0.0
+
+    # With label_refresh 0s the names are read every poll, as snmp_exporter does.
+    every = make(snmpd.address, profiles=["switch"], label_refresh="0s")
+    await poll(every)
+    snmpd.change({IF_NAME_2: ["string", "Core-link"]})
+    renamed = await poll(every)
+    assert renamed[("if_oper_up", (("descr", "GigabitEthernet0/2"), ("port", "Core-link")))] == 0.0
+
+
+async def test_port_names_are_read_again_after_label_refresh(snmpd: SnmpdPeer, make) -> None:
+    sw = make(snmpd.address, profiles=["switch"], label_refresh="0.2s")
+    await poll(sw)
+    snmpd.change({IF_NAME_2: ["string", "Uplink"]})
+    await asyncio.sleep(0.3)
+    renamed = await poll(sw)
+    assert renamed[("if_oper_up", (("descr", "GigabitEthernet0/2"), ("port", "Uplink")))] == 1.0
 
 
 async def test_v1_counter32_wrap_and_port_filter(snmpd: SnmpdPeer, make) -> None:

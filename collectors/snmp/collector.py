@@ -52,7 +52,7 @@ from dutyd.collectors.snmp.profiles.switch import SwitchProfile
 from dutyd.collectors.snmp.profiles.ups import UpsProfile
 from dutyd.collectors.snmp.transport import SnmpTransport
 from dutyd.collectors.snmp.usm import USM_SECRETS, check_usm, given
-from dutyd.core.configtypes import SecretEnv, SecretFile, pick_secret
+from dutyd.core.configtypes import Duration, SecretEnv, SecretFile, pick_secret
 
 DEFAULT_PORT = 161
 SYS_UPTIME = parse_oid("1.3.6.1.2.1.1.3.0")
@@ -208,6 +208,11 @@ class SnmpTarget(TargetConfig):
     oids: list[OidMetric] = Field(
         default_factory=list, description="User OID map: scalars and table columns to read."
     )
+    label_refresh: Duration = Field(
+        default=900.0,
+        description="How often row names (switch: ifName, ifDescr) are read again; they are "
+        "also read at once when a row appears or the device restarts. 0s: every poll.",
+    )
     client: Literal["fast", "pysnmp"] = Field(
         default="fast",
         description="v1/v2c only: dutyd's lean codec (fast) or pysnmp (a cross-check).",
@@ -316,11 +321,19 @@ class SnmpCollector(Collector[SnmpTarget]):
         self._uptime = any(p.uses_uptime() for p in self._profiles)
         scalars: list[Oid] = [SYS_UPTIME] if self._uptime else []
         columns: list[Oid] = []
+        label_columns: list[Oid] = []
         for p in self._profiles:
             scalars += p.scalars()
             columns += p.columns()
+            label_columns += p.label_columns()
+        scalars = list(dict.fromkeys(scalars))
+        columns = list(dict.fromkeys(columns))
+        label_columns = [c for c in dict.fromkeys(label_columns) if c not in columns]
         # Prepared once: numeric OIDs, BER-encoded, request templates cached in the Query.
-        self._query = Query(list(dict.fromkeys(scalars)), list(dict.fromkeys(columns)))
+        # The whole query reads the rows' names too; the lean one, used in between, does not.
+        self._query = Query(scalars, columns + label_columns)
+        self._lean_query = Query(scalars, columns) if label_columns else None
+        self._labels_read_at: float | None = None  # monotonic time of the last whole walk
         self._host, self._port = config.endpoint()
         self._client: SnmpClient | None = None
         self._last_ok: float | None = None
@@ -374,9 +387,9 @@ class SnmpCollector(Collector[SnmpTarget]):
     async def collect(self, readings: Readings) -> None:
         cfg = self.config
         client = self.client()
-        scalar_values, column_values = await client.fetch(self._query, cfg.max_rows)
+        query = self._query_due(time.monotonic())
+        scalar_values, column_values = await client.fetch(query, cfg.max_rows)
         now = time.monotonic()
-        query = self._query
         scalars = dict(zip(query.scalars, scalar_values, strict=True))
         columns = dict(zip(query.columns, column_values, strict=True))
         rebooted: bool | None = None
@@ -384,9 +397,29 @@ class SnmpCollector(Collector[SnmpTarget]):
             rebooted = self._uptime_samples(scalars.get(SYS_UPTIME), now, readings)
         elapsed = now - self._last_ok if self._last_ok is not None else None
         data = PollData(scalars, columns, elapsed, rebooted)
+        if query is not self._query and (
+            rebooted or not all(p.labels_known(data) for p in self._profiles)
+        ):
+            # A new row, or a restart (which may renumber the rows): walk again with the
+            # names rather than label a row wrongly or leave it out. Forget when the names
+            # were read first, so that a walk cut short here is whole next time.
+            self._labels_read_at = None
+            query = self._query
+            _, column_values = await client.fetch(query, cfg.max_rows)
+            data.columns = dict(zip(query.columns, column_values, strict=True))
+        if query is self._query:
+            self._labels_read_at = now
         for profile in self._profiles:
             profile.emit(data, readings)
         self._last_ok = now
+
+    def _query_due(self, now: float) -> Query:
+        """The whole query when the rows' names are due (or there are none to leave out),
+        else the lean one."""
+        lean, read_at = self._lean_query, self._labels_read_at
+        if lean is None or read_at is None or now - read_at >= self.config.label_refresh:
+            return self._query
+        return lean
 
     def _uptime_samples(self, ticks: object, now: float, readings: Readings) -> bool | None:
         if not isinstance(ticks, int):

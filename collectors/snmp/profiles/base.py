@@ -68,6 +68,17 @@ class Profile(ABC):
     def columns(self) -> list[Oid]:
         """Table column OIDs to walk."""
 
+    def label_columns(self) -> list[Oid]:
+        """Columns that only name rows (ifName, ifDescr). The collector walks them on the
+        first poll, every `label_refresh`, and at once when `labels_known` says a poll
+        without them cannot be labelled; other polls leave them out of `PollData.columns`."""
+        return []
+
+    def labels_known(self, data: PollData) -> bool:
+        """Whether this poll, walked without `label_columns`, can be labelled from the names
+        of an earlier one (False when a row is new to this profile)."""
+        return True
+
     @abstractmethod
     def emit(self, data: PollData, readings: Readings) -> None:
         """Add this poll's samples; raise a CollectError if the device lacks the whole MIB."""

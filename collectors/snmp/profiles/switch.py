@@ -3,7 +3,9 @@
 Columns are walked side by side in one GETBULK walk, numeric OIDs only. SNMP v2c/v3 read the
 64-bit ifHC*Octets and ifHighSpeed; v1 has no Counter64, so it reads the 32-bit ifIn/OutOctets
 and ifSpeed. Counters are unwrapped (see `CounterTracker`) so `_total` samples only drop on a
-real reset, which sysUpTime going backwards (`device_rebooted`) confirms.
+real reset, which sysUpTime going backwards (`device_rebooted`) confirms. Port names
+(ifName, ifDescr) are walked every `label_refresh`, when a port appears and after a restart;
+polls in between reuse them.
 """
 
 from __future__ import annotations
@@ -105,7 +107,18 @@ class SwitchProfile(Profile):
             traffic = [IF_HC_IN_OCTETS, IF_HC_OUT_OCTETS, IF_HIGH_SPEED]
         else:
             traffic = [IF_IN_OCTETS, IF_OUT_OCTETS, IF_SPEED]
-        return [IF_DESCR, IF_NAME, IF_ADMIN, IF_OPER, IF_IN_ERRORS, IF_OUT_ERRORS, *traffic]
+        return [IF_ADMIN, IF_OPER, IF_IN_ERRORS, IF_OUT_ERRORS, *traffic]
+
+    def label_columns(self) -> list[Oid]:
+        # A port's names are set by its hardware and hardly ever change, but they are more
+        # than a fifth of a walk's varbinds and most of its bytes: they are read as often
+        # as `label_refresh` asks, and at once when a port appears or the device restarts
+        # (an agent without ifIndex persistence may renumber its ports then).
+        return [IF_DESCR, IF_NAME]
+
+    def labels_known(self, data: PollData) -> bool:
+        rows = data.columns[IF_OPER]
+        return bool(rows) and rows.keys() <= self._rows.keys()
 
     def _watched(self, name: str, descr: str) -> bool:
         if not self._ports and self._pattern is None:
@@ -139,7 +152,9 @@ class SwitchProfile(Profile):
 
     def emit(self, data: PollData, readings: Readings) -> None:
         cols = data.columns
-        descr_c, name_c = cols[IF_DESCR], cols[IF_NAME]
+        # Absent when this poll did not walk the names: each row keeps its earlier ones.
+        descr_c, name_c = cols.get(IF_DESCR), cols.get(IF_NAME)
+        with_names = descr_c is not None and name_c is not None
         admin_c, oper_c = cols[IF_ADMIN], cols[IF_OPER]
         in_err_c, out_err_c = cols[IF_IN_ERRORS], cols[IF_OUT_ERRORS]
         if self.hc:
@@ -149,7 +164,7 @@ class SwitchProfile(Profile):
         else:
             in_c, out_c, speed_c = cols[IF_IN_OCTETS], cols[IF_OUT_OCTETS], cols[IF_SPEED]
             modulus, speed_unit = C32, 1.0
-        rows = oper_c or descr_c
+        rows = oper_c or descr_c or {}
         if not rows:
             raise ReadingUnavailable(
                 "the device lists no interfaces (IF-MIB ifTable is empty or not served)"
@@ -165,10 +180,16 @@ class SwitchProfile(Profile):
         fresh: dict[bytes, _Row] = {}
         seen: set[str] = set()
         in_name, out_name, in_err_name, out_err_name = _COUNTERS
-        name_get, descr_get = name_c.get, descr_c.get
         for idx in rows:
-            name_raw, descr_raw = name_get(idx), descr_get(idx)
             row = cache.get(idx)
+            if with_names:
+                name_raw, descr_raw = name_c.get(idx), descr_c.get(idx)  # type: ignore[union-attr]
+            elif row is not None:
+                name_raw, descr_raw = row.name, row.descr
+            else:
+                # Not reached through the collector (`labels_known` sends such a poll back
+                # for its names); a row with no name is never given a made-up one.
+                continue
             if (
                 row is None
                 or row.name != name_raw
