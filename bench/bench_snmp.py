@@ -1,6 +1,6 @@
 """Benchmark: dutyd's SNMP collector vs prometheus-snmp-exporter over one simulated fleet.
 
-    python bench/bench_snmp.py [--agents 300] [--duration 8] [--fleet-procs 2]
+    python bench/bench_snmp.py [--agents 300] [--duration 8] [--fleet-procs 2] [--label-refresh 15m]
 
 The fleet is --agents SNMP v2c agents on loopback (dutyd's codec-based responder, real SNMP
 over UDP, one UDP port each) in --fleet-procs child processes; every agent serves a 48-port
@@ -8,7 +8,9 @@ switch (IF-MIB ifTable/ifXTable, sysUpTime) and a UPS (UPS-MIB), and caps replie
 bytes as switches do. Then, side by side in one run and over the same agents:
 
   * dutyd: a child process running one SnmpCollector per agent (profile `ups`: a 9-OID GET;
-    profile `switch`: sysUpTime + a 9-column walk of 48 ports), one shared context, with
+    profile `switch`: sysUpTime + a walk of 48 ports, 7 columns, with ifName and ifDescr
+    walked on the first poll only, as `label_refresh` (15 min) does; --label-refresh 0s walks
+    them every poll, 9 columns), one shared context, with
     --concurrency polls in flight (each target polled again when its turn comes round), for
     --duration seconds. CPU is that
     process's own (time.process_time), the fleet is not counted.
@@ -115,7 +117,9 @@ def rss_mib(pid: int | str = "self") -> float:
     return 0.0
 
 
-def collectors_for(ports: list[int], profile: str, count: int) -> tuple[Any, list[Any]]:
+def collectors_for(
+    ports: list[int], profile: str, count: int, label_refresh: str = "15m"
+) -> tuple[Any, list[Any]]:
     from dutyd.collectors.base import CollectorContext
     from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 
@@ -131,6 +135,7 @@ def collectors_for(ports: list[int], profile: str, count: int) -> tuple[Any, lis
                 "profiles": [profile],
                 "timeout": "3s",
                 "max_repetitions": 25,
+                "label_refresh": label_refresh,
             }
         )
         made.append(SnmpCollector(cfg, context))
@@ -138,12 +143,12 @@ def collectors_for(ports: list[int], profile: str, count: int) -> tuple[Any, lis
 
 
 async def dutyd_poll(
-    ports: list[int], profile: str, duration: float, concurrency: int
+    ports: list[int], profile: str, duration: float, concurrency: int, label_refresh: str
 ) -> dict[str, Any]:
     from dutyd.collectors.base import Readings
     from dutyd.core.errors import CollectError
 
-    context, collectors = collectors_for(ports, profile, len(ports))
+    context, collectors = collectors_for(ports, profile, len(ports), label_refresh)
     counts = {"polls": 0, "errors": 0, "samples": 0}
     errors: list[str] = []
 
@@ -331,6 +336,12 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     p.add_argument("--concurrency", type=int, default=64, help="polls/scrapes in flight")
     p.add_argument("--rss-targets", type=int, default=1000)
+    p.add_argument(
+        "--label-refresh",
+        default="15m",
+        help="dutyd's label_refresh for the switches (0s: names walked every poll, as the "
+        "exporter's if_mib module does)",
+    )
     p.add_argument("--role", default="", help=argparse.SUPPRESS)
     p.add_argument("--ports", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="ups", help=argparse.SUPPRESS)
@@ -344,7 +355,13 @@ def main() -> None:
         ports = json.loads(Path(args.ports).read_text())
         if args.role == "poll":
             result = asyncio.run(
-                dutyd_poll(ports, MODES[args.mode][0], args.duration, args.concurrency)
+                dutyd_poll(
+                    ports,
+                    MODES[args.mode][0],
+                    args.duration,
+                    args.concurrency,
+                    args.label_refresh,
+                )
             )
         else:
             result = asyncio.run(dutyd_rss(ports, args.count))
@@ -386,6 +403,8 @@ def main() -> None:
                     str(args.duration),
                     "--concurrency",
                     str(args.concurrency),
+                    "--label-refresh",
+                    args.label_refresh,
                 ],
                 timeout=args.duration * 4 + 60,
             )
