@@ -3,6 +3,7 @@ and /metrics of the real HttpServer."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import math
 from dataclasses import dataclass
@@ -201,3 +202,32 @@ async def test_metrics_are_gzipped_when_asked_and_plain_otherwise() -> None:
         await server.stop()
     assert gzip.decompress(zipped).split(b"\n")[:20] == plain.split(b"\n")[:20]
     assert b"room_temperature_celsius{" in gzip.decompress(zipped)
+
+
+async def test_a_big_exposition_gzipped_in_chunks_is_whole_and_in_order() -> None:
+    """Many chunks, compressed on the gzip thread while the next is rendered, by two scrapes
+    at once: each unzips to exactly the plain text."""
+    ports = [
+        Sample.of("if_in_octets_total", float(i), 0.0, {"target": f"sw{i // 48}", "port": str(i)})
+        for i in range(12_000)
+    ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreExporter(lambda: ports, list, {}))
+    server = HttpServer(registry, lambda: (True, "ready"))
+    await server.start()
+
+    async def scrape(session: aiohttp.ClientSession, encoding: str) -> bytes:
+        headers = {"Accept-Encoding": encoding}
+        async with session.get(server.url + "/metrics", headers=headers) as resp:
+            assert resp.status == 200
+            body = await resp.read()
+        return gzip.decompress(body) if encoding == "gzip" else body
+
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            plain = await scrape(session, "identity")
+            first, second = await asyncio.gather(scrape(session, "gzip"), scrape(session, "gzip"))
+    finally:
+        await server.stop()
+    assert first == plain and second == plain
+    assert plain.count(b"\nif_in_octets_total{") == 12_000
