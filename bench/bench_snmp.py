@@ -425,7 +425,11 @@ def main() -> None:
                 plain["cpu"] = proc_cpu(exporter.pid) - cpu0
             rows.append((mode, d, e, plain))
 
-        label = {"ups": "UPS GET (9 OIDs)", "switch": "48-port walk (9 cols)"}
+        from dutyd.core.configtypes import parse_duration
+
+        # dutyd walks the name columns only when label_refresh is due (exporter: every scrape).
+        cols = "9 cols" if parse_duration(args.label_refresh) == 0 else "7+2 cols"
+        label = {"ups": "UPS GET (9 OIDs)", "switch": f"48-port walk ({cols})"}
         print()
         print(f"{'poll':<22} {'who':<9} {'polls/s':>9} {'CPU ms/poll':>12} {'errors':>7}")
         for mode, d, e, plain in rows:
