@@ -9,7 +9,7 @@ bench.fleet`, `dutyd run`, 2 cores): 22 full collections in five minutes, up to 
 over three minutes after warm-up 2.5 % of polls started more than 25 ms late and 0.9 % more
 than 0.25 s (/metrics, escalation and HTTP waited as long).
 
-So, as the `gc` documentation suggests for long-running servers:
+So `dutyd run` changes two things (the `gc` module's documented knobs):
 * what start-up built (imported modules, the validated config) is moved out of the
   collector's sight with `gc.freeze()`: it lives as long as the process;
 * the youngest generation is collected every 50,000 net allocations instead of 700, and the

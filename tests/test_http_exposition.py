@@ -205,8 +205,8 @@ async def test_metrics_are_gzipped_when_asked_and_plain_otherwise() -> None:
 
 
 async def test_a_big_exposition_gzipped_in_chunks_is_whole_and_in_order() -> None:
-    """Many chunks, compressed on the gzip thread while the next is rendered, by two scrapes
-    at once: each unzips to exactly the plain text."""
+    """Six chunks of 2,000 lines, each fed to one gzip stream, for two scrapes at once: each
+    unzips to exactly the plain text."""
     ports = [
         Sample.of("if_in_octets_total", float(i), 0.0, {"target": f"sw{i // 48}", "port": str(i)})
         for i in range(12_000)
