@@ -23,6 +23,7 @@ USER = ["-u", "traps", "-l", "authPriv", "-a", "SHA-256", "-A", "auth-secret-1",
 USER += ["-X", "priv-secret-1"]
 SENDER_ENGINE = "0x8000000001020304"
 ON_BATTERY = "1.3.6.1.2.1.33.2.1"
+COLD_START = "1.3.6.1.6.3.1.1.5.1"
 
 
 class RecordingSink:
@@ -58,6 +59,14 @@ def ups_target(name: str, address: str) -> SnmpTarget:
     )  # fmt: skip
 
 
+def gauge_target(name: str, address: str) -> SnmpTarget:
+    """A device watched through an OID map of gauges alone: its poll reads no sysUpTime."""
+    return SnmpTarget.model_validate(
+        {"name": name, "kind": "snmp", "address": address, "community": "poll-community",
+         "oids": [{"name": "pdu_load_amperes", "oid": "1.3.6.1.4.1.99999.3.1.0"}]}
+    )  # fmt: skip
+
+
 @pytest.fixture
 async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
     cfg = TrapsConfig.model_validate(
@@ -84,7 +93,11 @@ async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
             ],
         }
     )
-    targets = [ups_target("ups-a", "127.0.0.1:1161"), ups_target("ups-b", "127.0.0.2")]
+    targets = [
+        ups_target("ups-a", "127.0.0.1:1161"),
+        ups_target("ups-b", "127.0.0.2"),
+        gauge_target("pdu-c", "127.0.0.3"),
+    ]
     sink = RecordingSink()
     listener = TrapListener(cfg, [(t, {"target": t.name, "kind": "snmp"}) for t in targets], sink)
     await listener.start()
@@ -197,6 +210,31 @@ async def test_wrong_community_unknown_trap_user_map(
     assert sink.values("pdu_breaker_tripped") == [("ups-a", 1.0)]
     assert sink.polls == ["ups-a", "ups-a"]  # the unknown trap still asks for a poll
     assert sink.values("ups_on_battery") == []
+
+
+async def test_restart_traps_become_device_rebooted_or_count_unmapped(
+    listening: tuple[TrapListener, RecordingSink],
+) -> None:
+    listener, sink = listening
+    # A UPS restarted: its poll reads sysUpTime, so the trap is its `device_rebooted`, which
+    # the duty pack's unexpected_device_reboot fires on.
+    rc, err = await send("snmptrap", "-v2c", "-c", "trap-community", to(listener), "", COLD_START)
+    assert rc == 0, err
+    await counted(sink, ("v2c_trap", "mapped"))
+    assert sink.values("device_rebooted") == [("ups-a", 1.0)]
+    assert sink.polls == ["ups-a"]
+
+    # The same from a device whose poll emits no device_rebooted (gauges only): understood,
+    # no sample, a poll; counted as what it is, not as mapped.
+    rc, err = await send(
+        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.4.1.99999",
+        "127.0.0.3", "1", "0", "",
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v1_trap", "unmapped"))
+    assert sink.counts.get(("v1_trap", "mapped"), 0) == 0
+    assert [t for t, _ in sink.samples] == ["ups-a"]
+    assert sink.polls == ["ups-a", "pdu-c"]
 
 
 async def test_unknown_source_is_counted(listening: tuple[TrapListener, RecordingSink]) -> None:

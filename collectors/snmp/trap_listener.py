@@ -37,6 +37,9 @@ log = logging.getLogger("dutyd.traps")
 KINDS = ("v1_trap", "v2c_trap", "v2c_inform", "v3_trap", "v3_inform", "v3", "unknown")
 RESULTS = (
     "mapped",  # a known trap from a known target: samples delivered, poll requested
+    # A known trap that is no sample on any of its targets (a port no target watches, a
+    # restart from a target whose poll does not read sysUpTime): poll requested only.
+    "unmapped",
     "unknown_trap",  # a known target, a trap no mapping knows: poll requested, OIDs logged
     "unknown_source",  # from an address that is no target
     "bad_community",
@@ -265,6 +268,7 @@ class TrapListener:
             return
         known = mapper.known(notification)
         timestamp = time.time()
+        delivered = False
         for target in targets:
             try:
                 samples = mapper.samples(target, notification, timestamp, self.sink.collector)
@@ -274,11 +278,23 @@ class TrapListener:
                 samples = []
             if samples:
                 self.sink.deliver(target.name, samples)
+                delivered = True
             self.sink.request_poll(target.name)
-        if known:
+        if not known:
+            self._drop(kind, "unknown_trap", source, now, f"unknown trap {notification.describe()}")
+        elif delivered:
             self.sink.count(kind, "mapped")
         else:
-            self._drop(kind, "unknown_trap", source, now, f"unknown trap {notification.describe()}")
+            # Understood, but none of its targets' polls emits what it stands for: counting it
+            # as mapped would hide that it changed nothing. Routine for a port no target
+            # watches, so not worth a warning.
+            self.sink.count(kind, "unmapped")
+            log.debug(
+                "trap %s from %s is no sample on %s",
+                notification.describe(),
+                source,
+                ", ".join(t.name for t in targets),
+            )
 
     # -- floods and logging ---------------------------------------------------------------------
 
