@@ -13,6 +13,7 @@ import pytest
 
 from dutyd.agent.scheduler import POLL_NOW_MIN_GAP, Scheduler
 from dutyd.collectors.base import Collector, Readings, TargetConfig
+from dutyd.collectors.snmp import trap_v3
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.collectors.snmp.trap_listener import TrapListener
@@ -87,6 +88,7 @@ async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
                     "auth_password": "auth-secret-2",
                     "engine_ids": ["8000000001aabbcc"],
                 },
+                {"user": "open"},  # noAuthNoPriv
             ],
             "maps": [
                 {"trap": "1.3.6.1.4.1.99999.0.7", "metric": "pdu_breaker_tripped", "value": 1}
@@ -191,6 +193,94 @@ async def test_v3_traps_and_informs(listening: tuple[TrapListener, RecordingSink
     )  # fmt: skip
     await counted(sink, ("v3", "unknown_engine_id"))
     assert len(sink.values("ups_on_battery")) == 2
+
+
+async def test_forged_engine_ids_do_not_lock_out_v3_traps(
+    listening: tuple[TrapListener, RecordingSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener, sink = listening
+    monkeypatch.setattr(trap_v3, "MAX_ENGINES", 2)  # 256 in production; the same bound
+    # Twice as many made-up engine IDs as may be learned, naming the real user with wrong
+    # keys: each is refused as bad_user and learns nothing.
+    forged = [*USER]
+    forged[forged.index("auth-secret-1")] = "guessed-auth-1"
+    for i in range(4):
+        rc, err = await send(
+            "snmptrap", "-v3", *forged, "-e", f"0x80000000019900000{i}", to(listener), "",
+            ON_BATTERY,
+        )  # fmt: skip
+        assert rc == 0, err
+        await counted(sink, ("v3", "bad_user"), i + 1)
+    # Nor does a message that skips authentication while naming a user that has a password.
+    rc, err = await send(
+        "snmptrap", "-v3", "-u", "traps", "-l", "noAuthNoPriv", "-e", "0x8000000001990000ff",
+        to(listener), "", ON_BATTERY,
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v3", "bad_user"), 5)
+    # A user without a password proves nothing about its engine: it learns none either.
+    for i in range(3):
+        rc, err = await send(
+            "snmptrap", "-v3", "-u", "open", "-l", "noAuthNoPriv",
+            "-e", f"0x80000000019800000{i}", to(listener), "", ON_BATTERY,
+        )  # fmt: skip
+        assert rc == 0, err
+    await counted(sink, ("v3_trap", "mapped"), 3)
+    assert sink.counts.get(("v3", "unknown_engine_id"), 0) == 0
+    assert sink.values("ups_on_battery") == [("ups-a", 1.0)] * 3
+
+    # Real devices, each with its engine, are still let in: as many as MAX_ENGINES.
+    for i in range(2):
+        rc, err = await send(
+            "snmptrap", "-v3", *USER, "-e", f"0x80000000010000000{i}", to(listener), "",
+            ON_BATTERY,
+        )  # fmt: skip
+        assert rc == 0, err
+        await counted(sink, ("v3_trap", "mapped"), 4 + i)
+    assert sink.counts.get(("v3", "unknown_engine_id"), 0) == 0
+    # And the bound still holds for engines that authenticate.
+    rc, err = await send(
+        "snmptrap", "-v3", *USER, "-e", "0x800000000100000009", to(listener), "", ON_BATTERY
+    )
+    assert rc == 0, err
+    await counted(sink, ("v3", "unknown_engine_id"))
+    assert len(sink.values("ups_on_battery")) == 5
+
+
+async def test_v3_digest_of_every_auth_protocol() -> None:
+    """The digest checked before an engine is learned is the one net-snmp computes, for each
+    auth protocol (SHA-256 with AES is the fixture's), with and without privacy."""
+    cases = [
+        ("MD5", "MD5", None, None),
+        ("SHA", "SHA", "DES", "DES"),
+        ("SHA224", "SHA-224", "AES128", "AES"),
+        ("SHA384", "SHA-384", "AES192", "AES-192"),
+        ("SHA512", "SHA-512", "AES256", "AES-256"),
+    ]
+    users: list[dict[str, str]] = []
+    for i, (auth, _, priv, _) in enumerate(cases):
+        user = {"user": f"u{i}", "auth_protocol": auth, "auth_password": f"auth-pass-{i}"}
+        if priv:
+            user |= {"priv_protocol": priv, "priv_password": f"priv-pass-{i}"}
+        users.append(user)
+    cfg = TrapsConfig.model_validate({"port": 0, "users": users})
+    target = ups_target("ups-a", "127.0.0.1")
+    sink = RecordingSink()
+    listener = TrapListener(cfg, [(target, {"target": "ups-a", "kind": "snmp"})], sink)
+    await listener.start()
+    try:
+        for i, (_, auth, _, priv) in enumerate(cases):
+            level = ["-l", "authPriv", "-x", priv, "-X", f"priv-pass-{i}"] if priv else []
+            rc, err = await send(
+                "snmptrap", "-v3", "-u", f"u{i}", "-a", auth, "-A", f"auth-pass-{i}",
+                *(level or ["-l", "authNoPriv"]), "-e", f"0x80000000010{i}0203", to(listener),
+                "", ON_BATTERY,
+            )  # fmt: skip
+            assert rc == 0, err
+            await counted(sink, ("v3_trap", "mapped"), i + 1)
+        assert sink.counts.get(("v3", "bad_user"), 0) == 0
+    finally:
+        await listener.stop()
 
 
 async def test_wrong_community_unknown_trap_user_map(
