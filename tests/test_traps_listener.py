@@ -337,6 +337,38 @@ async def test_unknown_source_is_counted(listening: tuple[TrapListener, Recordin
     assert sink.samples == [] and sink.polls == []
 
 
+async def test_inform_from_unknown_source_is_not_acknowledged(
+    listening: tuple[TrapListener, RecordingSink],
+) -> None:
+    """An inform is answered only when it is accepted (credentials and a target): from an
+    address that is no target it is dropped, and its sender must see that it failed."""
+    listener, sink = listening
+    rc, _ = await send(
+        "snmpinform", "-v2c", "-c", "trap-community", "-t", "1", "-r", "0",
+        "--clientaddr=127.0.0.9", to(listener), "", ON_BATTERY,
+    )  # fmt: skip
+    assert rc != 0  # snmpinform exits 0 only when the inform was acknowledged
+    assert sink.counts == {("v2c_inform", "unknown_source"): 1}
+    rc, _ = await send(
+        "snmpinform", "-v3", *USER, "-t", "1", "-r", "0", "--clientaddr=127.0.0.9",
+        to(listener), "", ON_BATTERY,
+    )  # fmt: skip
+    assert rc != 0
+    assert sink.counts[("v3_inform", "unknown_source")] == 1
+    assert sink.samples == [] and sink.polls == []
+    # The same informs from a target's address are acknowledged.
+    rc, err = await send(
+        "snmpinform", "-v2c", "-c", "trap-community", "-t", "3", "-r", "0", to(listener), "",
+        ON_BATTERY,
+    )  # fmt: skip
+    assert rc == 0, err
+    rc, err = await send(
+        "snmpinform", "-v3", *USER, "-t", "3", "-r", "0", to(listener), "", ON_BATTERY
+    )
+    assert rc == 0, err
+    assert sink.counts[("v2c_inform", "mapped")] == sink.counts[("v3_inform", "mapped")] == 1
+
+
 class _Counting(Collector[TargetConfig]):
     kind = "count"
     config_model = TargetConfig

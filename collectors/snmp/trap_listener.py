@@ -3,7 +3,10 @@
 The listener knows nothing of rules or the daemon. It hands what it learns to a `TrapSink`:
 samples for a target (`deliver`), a request to poll that target at once (`request_poll`), and a
 count per notification (`count(kind, result)`, dutyd_traps_received_total). Every trap from a
-known target asks for a poll, so the next sample confirms or clears what the trap said.
+known target asks for a poll, so the next sample confirms or clears what the trap said. An
+inform is acknowledged only when it is accepted (its community or user checked out and a
+target matched): one that is dropped stays unanswered, so its sender sees the failure and can
+retry or raise it, instead of believing dutyd has it.
 
 Bad input (garbage, truncated datagrams, a wrong community, an unknown v3 user or engine,
 more than `max_per_source` a second) is dropped and counted, with at most one log line per
@@ -232,9 +235,10 @@ class TrapListener:
         if message.community not in self.communities:
             self._drop(kind, "bad_community", source, now, "wrong community")
             return
+        responses = []
         if message.response is not None:
-            self._send(message.response, (source, int(addr[1])))
-        self._deliver(kind, notification, source, now)
+            responses.append((message.response, (source, int(addr[1]))))
+        self._deliver(kind, notification, source, now, responses)
 
     def _handle_v3(self, data: bytes, addr: Any, source: str, now: float) -> None:
         header = peek_v3_header(data)
@@ -252,9 +256,19 @@ class TrapListener:
             }.get(outcome.result, "bad v3 message")
             self._drop(outcome.kind, outcome.result, source, now, why)
             return
-        self._deliver(outcome.kind, outcome.notification, source, now)
+        self._deliver(outcome.kind, outcome.notification, source, now, outcome.responses)
 
-    def _deliver(self, kind: str, notification: Any, source: str, now: float) -> None:
+    def _deliver(
+        self,
+        kind: str,
+        notification: Any,
+        source: str,
+        now: float,
+        responses: Iterable[tuple[bytes, tuple[str, int]]] = (),
+    ) -> None:
+        """Samples, a poll and a count for an authenticated notification; `responses` (an
+        inform's acknowledgement) go out only when a target matches, so an inform that is
+        dropped stays unanswered and its sender sees the failure."""
         mapper = self.mapper
         targets = mapper.targets_for(source, notification)
         if not targets:
@@ -266,6 +280,8 @@ class TrapListener:
                 f"no snmp target at this address; trap {notification.describe()}",
             )
             return
+        for message, to in responses:
+            self._send(message, to)
         known = mapper.known(notification)
         timestamp = time.time()
         delivered = False

@@ -86,6 +86,8 @@ class V3Outcome:
     kind: str  # v3_trap, v3_inform, or v3 when nothing was decrypted
     result: str  # "" for a notification, else the reason it was dropped
     notification: Notification | None = None
+    # An inform's Response, to send only when the notification is accepted.
+    responses: tuple[tuple[bytes, Address], ...] = ()
 
 
 class _Bridge(udp.UdpAsyncioTransport):
@@ -93,15 +95,21 @@ class _Bridge(udp.UdpAsyncioTransport):
 
     def __init__(self, send: Callable[[bytes, Address], None]) -> None:
         super().__init__()
-        self._send = send
-        self.sent = 0
+        self.send = send
+        # While a notification is processed, what pysnmp sends (an inform's Response) is held
+        # here: the listener sends it only once it accepts the notification (a target
+        # matches), so the sender of a dropped inform sees no acknowledgement.
+        self.held: list[tuple[bytes, Address]] | None = None
 
     def open_server_mode(self, iface: Any = None, sock: Any = None) -> _Bridge:
         return self
 
     def send_message(self, outgoingMessage: Any, transportAddress: Any) -> None:
-        self.sent += 1
-        self._send(bytes(outgoingMessage), (str(transportAddress[0]), int(transportAddress[1])))
+        message = (bytes(outgoingMessage), (str(transportAddress[0]), int(transportAddress[1])))
+        if self.held is not None:
+            self.held.append(message)
+        else:
+            self.send(*message)
 
     def close_transport(self) -> None:
         self._callback_function = None
@@ -210,18 +218,23 @@ class V3Receiver:
                 self._engines.add(engine_id)
                 self._registered.add((engine_id, header.user))
                 self._add_user(user, engine_id)
-        sent_before = self._bridge.sent
-        got = self._process(data, addr)
+        self._bridge.held = []
+        try:
+            got = self._process(data, addr)
+        finally:
+            held, self._bridge.held = self._bridge.held, None
         if got is None:
             # Wrong digest, undecryptable, outside the time window, unknown context: pysnmp
-            # dropped it (and may have sent a Report, as RFC 3414 asks).
+            # dropped it; a Report it made about that goes out, as RFC 3414 asks.
+            for message, to in held:
+                self._bridge.send(message, to)
             return V3Outcome("v3", "bad_user")
-        answered = self._bridge.sent > sent_before
         try:
-            notification = notification_from_varbinds("3", answered, got)
+            # pysnmp answers an inform (and only an inform) while processing it.
+            notification = notification_from_varbinds("3", bool(held), got)
         except TrapDecodeError:
             return V3Outcome("v3", "malformed")
-        return V3Outcome(notification.kind, "", notification)
+        return V3Outcome(notification.kind, "", notification, tuple(held))
 
     def _process(self, data: bytes, addr: Address) -> list[tuple[Oid, AnyValue]] | None:
         self._got = None
