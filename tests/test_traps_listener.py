@@ -5,6 +5,7 @@ sources counted, and the scheduler's poll_now that every trap asks for."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,8 @@ from dutyd.collectors.base import Collector, Readings, TargetConfig
 from dutyd.collectors.snmp import trap_v3
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.collectors.snmp.trap_config import TrapsConfig
-from dutyd.collectors.snmp.trap_listener import TrapListener
+from dutyd.collectors.snmp.trap_listener import BURST_SECONDS, TrapListener
+from dutyd.core.clock import FakeClock
 from dutyd.core.records import Sample
 from tests.peers import require_binary
 
@@ -25,6 +27,22 @@ USER += ["-X", "priv-secret-1"]
 SENDER_ENGINE = "0x8000000001020304"
 ON_BATTERY = "1.3.6.1.2.1.33.2.1"
 COLD_START = "1.3.6.1.6.3.1.1.5.1"
+LINK_UP = "1.3.6.1.6.3.1.1.5.4"
+IF_INDEX = "1.3.6.1.2.1.2.2.1.1"
+IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
+IF_ADMIN = "1.3.6.1.2.1.2.2.1.7"
+IF_OPER = "1.3.6.1.2.1.2.2.1.8"
+IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"
+
+
+def port_varbinds(index: int, oper: int) -> list[str]:
+    """IF-MIB linkDown/linkUp varbinds (ifIndex, ifAdminStatus, ifOperStatus) plus the port's
+    names, which label it when no poll has yet (the sink here has no collector)."""
+    return [
+        f"{IF_INDEX}.{index}", "i", str(index), f"{IF_ADMIN}.{index}", "i", "1",
+        f"{IF_OPER}.{index}", "i", str(oper), f"{IF_NAME}.{index}", "s", f"Gi0/{index}",
+        f"{IF_DESCR}.{index}", "s", f"GigabitEthernet0/{index}",
+    ]  # fmt: skip
 
 
 class RecordingSink:
@@ -68,6 +86,14 @@ def gauge_target(name: str, address: str) -> SnmpTarget:
     )  # fmt: skip
 
 
+def uplink_target(name: str, address: str) -> SnmpTarget:
+    """A switch's uplink port, watched alone (as the duty pack's switch_uplink_down expects)."""
+    return SnmpTarget.model_validate(
+        {"name": name, "kind": "snmp", "address": address, "community": "poll-community",
+         "profiles": ["switch"], "port_pattern": "^Gi0/4$"}
+    )  # fmt: skip
+
+
 @pytest.fixture
 async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
     cfg = TrapsConfig.model_validate(
@@ -99,6 +125,7 @@ async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
         ups_target("ups-a", "127.0.0.1:1161"),
         ups_target("ups-b", "127.0.0.2"),
         gauge_target("pdu-c", "127.0.0.3"),
+        uplink_target("sw1-uplinks", "127.0.0.4"),
     ]
     sink = RecordingSink()
     listener = TrapListener(cfg, [(t, {"target": t.name, "kind": "snmp"}) for t in targets], sink)
@@ -325,6 +352,107 @@ async def test_restart_traps_become_device_rebooted_or_count_unmapped(
     assert sink.counts.get(("v1_trap", "mapped"), 0) == 0
     assert [t for t, _ in sink.samples] == ["ups-a"]
     assert sink.polls == ["ups-a", "pdu-c"]
+
+
+async def test_v1_link_down_then_link_up_clears_the_port(
+    listening: tuple[TrapListener, RecordingSink],
+) -> None:
+    listener, sink = listening
+    # v1 generic-trap 2 (linkDown), matched by its agent-addr.
+    rc, err = await send(
+        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.4.1.9.1",
+        "127.0.0.4", "2", "0", "", *port_varbinds(4, oper=2),
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v1_trap", "mapped"))
+    uplink = {"port": "Gi0/4", "descr": "GigabitEthernet0/4"}
+    down = [s for t, s in sink.samples if t == "sw1-uplinks" and s.name == "if_oper_up"]
+    assert [(s.value, {k: s.label(k) for k in uplink}) for s in down] == [(0.0, uplink)]
+
+    # v2c linkUp from the switch itself: the same series back to 1, which clears
+    # switch_uplink_down (its poll then confirms it).
+    rc, err = await send(
+        "snmptrap", "-v2c", "-c", "trap-community", "--clientaddr=127.0.0.4", to(listener),
+        "", LINK_UP, *port_varbinds(4, oper=1),
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v2c_trap", "mapped"))
+    oper = [s for t, s in sink.samples if t == "sw1-uplinks" and s.name == "if_oper_up"]
+    assert [s.value for s in oper] == [0.0, 1.0]
+    assert oper[0].series == oper[1].series
+    assert sink.values("if_admin_up") == [("sw1-uplinks", 1.0), ("sw1-uplinks", 1.0)]
+
+    # A port this target does not watch: understood, no sample, still a poll.
+    rc, err = await send(
+        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.4.1.9.1",
+        "127.0.0.4", "2", "0", "", *port_varbinds(2, oper=2),
+    )  # fmt: skip
+    assert rc == 0, err
+    await counted(sink, ("v1_trap", "unmapped"))
+    assert len(sink.values("if_oper_up")) == 2
+    assert sink.polls == ["sw1-uplinks"] * 3
+
+
+async def test_flood_from_one_source_is_rate_limited_exactly() -> None:
+    """A source may send max_per_source a second, with a burst of BURST_SECONDS' worth: with
+    the clock held still, exactly the burst passes and every datagram after it is dropped;
+    a second later max_per_source more pass. Other sources are not affected."""
+    clock = FakeClock()
+    cfg = TrapsConfig.model_validate(
+        {"port": 0, "communities": ["trap-community"], "max_per_source": 40}
+    )
+    targets = [ups_target("ups-a", "127.0.0.1"), ups_target("ups-b", "127.0.0.2")]
+    sink = RecordingSink()
+    labelled = [(t, {"target": t.name, "kind": "snmp"}) for t in targets]
+    listener = TrapListener(cfg, labelled, sink, clock)
+    await listener.start()
+    try:
+        trap = await captured_trap()
+        burst = int(cfg.max_per_source * BURST_SECONDS)
+        assert burst == 200
+        await flood(listener, sink, trap, "127.0.0.1", burst + 50)
+        assert sink.counts == {("v2c_trap", "mapped"): burst, ("unknown", "rate_limited"): 50}
+        await flood(listener, sink, trap, "127.0.0.2", 1)  # another source has its own bucket
+        assert sink.counts[("v2c_trap", "mapped")] == burst + 1
+
+        await clock.advance(1.0)  # max_per_source tokens back, no more
+        await flood(listener, sink, trap, "127.0.0.1", 41)
+        assert sink.counts == {("v2c_trap", "mapped"): burst + 41, ("unknown", "rate_limited"): 51}
+        assert [t for t, _ in sink.values("ups_on_battery")].count("ups-a") == burst + 40
+    finally:
+        await listener.stop()
+
+
+async def captured_trap() -> bytes:
+    """The bytes of one v2c upsTrapOnBattery as net-snmp's snmptrap sends them."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as capture:
+        capture.bind(("127.0.0.1", 0))
+        capture.setblocking(False)
+        port = capture.getsockname()[1]
+        rc, err = await send(
+            "snmptrap", "-v2c", "-c", "trap-community", f"127.0.0.1:{port}", "", ON_BATTERY
+        )
+        assert rc == 0, err
+        async with asyncio.timeout(5):
+            return await loop.sock_recv(capture, 65535)
+
+
+async def flood(
+    listener: TrapListener, sink: RecordingSink, datagram: bytes, source: str, n: int
+) -> None:
+    """Send `datagram` n times from `source`, in batches the socket buffer holds, and wait
+    until the listener has counted each one."""
+    before = sum(sink.counts.values())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
+        for start in range(0, n, 50):
+            for _ in range(min(50, n - start)):
+                s.sendto(datagram, ("127.0.0.1", listener.address[1]))
+            async with asyncio.timeout(10):
+                while sum(sink.counts.values()) < before + min(n, start + 50):
+                    sink.changed.clear()
+                    await sink.changed.wait()
 
 
 async def test_unknown_source_is_counted(listening: tuple[TrapListener, RecordingSink]) -> None:

@@ -19,7 +19,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -32,6 +31,7 @@ from dutyd.collectors.snmp.trap_decode import (
     peek_v3_header,
 )
 from dutyd.collectors.snmp.trap_map import TrapMapper
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import Sample
 
 log = logging.getLogger("dutyd.traps")
@@ -93,9 +93,13 @@ class TrapListener:
         config: TrapsConfig,
         targets: Iterable[tuple[SnmpTarget, Mapping[str, str]]],
         sink: TrapSink,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self.sink = sink
+        # Wall time stamps a trap's samples; monotonic time drives the flood and log limits
+        # (a FakeClock makes those exact in tests).
+        self._clock = clock
         self._targets = list(targets)
         self.mapper = TrapMapper(self._targets, config.maps)
         self.communities = config.community_set()
@@ -217,7 +221,7 @@ class TrapListener:
 
     def handle(self, data: bytes, addr: Any) -> None:
         source = str(addr[0])
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if not self._admit(source, now):
             self._drop("unknown", "rate_limited", source, now, "more notifications than allowed")
             return
@@ -283,7 +287,7 @@ class TrapListener:
         for message, to in responses:
             self._send(message, to)
         known = mapper.known(notification)
-        timestamp = time.time()
+        timestamp = self._clock.time()
         delivered = False
         for target in targets:
             try:
