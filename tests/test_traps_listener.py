@@ -1,6 +1,6 @@
 """The trap listener against net-snmp's snmptrap and snmpinform: v1, v2c and v3 (authPriv)
 traps and informs, communities and users checked, engine IDs restricted, unknown traps and
-sources counted, and the scheduler's poll_now that every trap asks for."""
+sources counted, and the scheduler's request_poll that every trap asks for."""
 
 from __future__ import annotations
 
@@ -511,7 +511,7 @@ class _Counting(Collector[TargetConfig]):
         self.polled.set()
 
 
-async def test_poll_now_polls_out_of_schedule_and_coalesces() -> None:
+async def test_request_poll_polls_out_of_schedule_and_coalesces() -> None:
     results: list[Any] = []
     scheduler = Scheduler(results.append)
     collector = _Counting(
