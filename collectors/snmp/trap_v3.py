@@ -170,7 +170,7 @@ class V3Receiver:
         assert user.auth_protocol is not None
         hash_name, length = AUTH_DIGESTS[user.auth_protocol]
         digest = header.auth_params
-        if len(digest) != length or data[header.auth_at : header.auth_at + length] != digest:
+        if len(digest) != length:
             return False
         master = self._keys[user.user.encode()].auth.asOctets()
         local = hashlib.new(hash_name, master + header.engine_id + master).digest()
@@ -222,7 +222,7 @@ class V3Receiver:
         try:
             got = self._process(data, addr)
         finally:
-            held, self._bridge.held = self._bridge.held, None
+            held, self._bridge.held = self._bridge.held or [], None
         if got is None:
             # Wrong digest, undecryptable, outside the time window, unknown context: pysnmp
             # dropped it; a Report it made about that goes out, as RFC 3414 asks.
