@@ -164,7 +164,9 @@ class Daemon:
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         self.traps = await start_traps(
-            self.settings, DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics)
+            self.settings,
+            DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics),
+            self.clock,
         )
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
