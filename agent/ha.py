@@ -256,4 +256,4 @@ class HighAvailability:
             status = self._latest.status.setdefault(row.target, TargetStatus(row.target, ""))
             status.up, status.reason, status.last_poll_at = row.up, row.reason, row.last_poll
             if engine is not None:
-                engine.deps.up[row.target] = row.up
+                engine.note_target_up(row.target, row.up)

@@ -264,6 +264,11 @@ class RuleEngine:
         assert rule.config.events is not None
         self._step(rule, labels, alert, count > rule.config.events.more_than, count, now, out)
 
+    def note_target_up(self, target: str, up: bool) -> None:
+        """Whether a target another node polls is up (its status shared through the store), for
+        the `depends_on` of this node's alerts."""
+        self.mutes.note_target(target, up)
+
     def restore_events(self, rows: Iterable[CountedRow]) -> None:
         """Take back stored counter increases (rule, series, ts, increment, counter value),
         oldest first, so a 365-day count survives restarts."""
