@@ -1,11 +1,17 @@
-"""Dependencies across shards: real dutyd agents on a real PostgreSQL, each pinned to its
-room's shard, so the split of the targets is known in advance, and a real HTTP receiver
-counting pages by message id (tests/test_ha.py's helpers). A child's parent polled by another
-agent mutes the child's alert through the targets' status shared through the database."""
+"""Group (`across`) rules and dependencies across shards: real dutyd agents on a real
+PostgreSQL, each pinned to its room's shard, so the split of the targets is known in advance,
+and a real HTTP receiver counting pages by message id (tests/test_ha.py's helpers).
+
+A group's member targets are polled by different agents; the lease holder records the group's
+alert and judges it on the holds every agent publishes through the database each round. A
+child's parent polled by another agent mutes the child's alert through the targets' status
+shared the same way."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import json
 import os
 import signal
 import time
@@ -21,6 +27,8 @@ from tests.test_ha import (
     Port,
     Receiver,
     active,
+    duty_log_kinds,
+    get_json,
     node_config,
     query,
     start_node,
@@ -96,6 +104,87 @@ def owners(pg: PostgresServer, db: str) -> dict[str, str]:
 
 def pages(receiver: Receiver, word: str) -> list[dict[str, Any]]:
     return [p for p in receiver.pages if word in f"{p.get('title', '')} {p.get('message', '')}"]
+
+
+GROUP_RULE = {
+    "name": "ups_down_in_hall",
+    "metric": "target_up",
+    "condition": {"equals": 0},
+    "across": {"mode": "at_least", "n": 2, "by": ["hall"]},
+    "for": "0s",
+    "severity": "critical",
+    "summary": "{value} of {total} UPS down in hall {hall}",
+}
+
+
+def test_group_rule_over_three_agents_fires_once_and_resolves_once(
+    tmp_path: Path, site: dict[str, Any], postgres: PostgresServer
+) -> None:
+    ports, receiver, db = site["ports"], site["receiver"], site["db"]
+    hall = {"labels": {"hall": "east"}}
+    # Two UPSes per room; ups-a1 (agent a) and ups-b1 (agent b) are the ones that fail. The
+    # lease holder c polls only a healthy one: it sees both failures through the database.
+    targets = [
+        target("ups-a1", ports["a"], "room-a", **hall),
+        target("ups-a2", ports["up"], "room-a", **hall),
+        target("ups-b1", ports["b"], "room-b", **hall),
+        target("ups-b2", ports["up"], "room-b", **hall),
+        target("ups-c1", ports["up"], "room-c", **hall),
+    ]
+    c, a, b = agents(tmp_path, site, ["c", "a", "b"], targets, [GROUP_RULE])
+    split = {"ups-a1": "a", "ups-a2": "a", "ups-b1": "b", "ups-b2": "b", "ups-c1": "c"}
+
+    def published() -> dict[str, tuple[str, bool]]:
+        rows = query(postgres, db, "SELECT series_key, node, holds FROM group_members")
+        return {json.loads(r[0])["target"]: (r[1], r[2]) for r in rows}
+
+    wait(lambda: owners(postgres, db) == split, 60, "the targets split by room", c, a, b)
+    # Each agent publishes the holds of its own targets' series, and only those.
+    wait(
+        lambda: published() == {t: (n, False) for t, n in split.items()},
+        30,
+        "every member's hold published by its agent",
+        c,
+        a,
+        b,
+    )
+    assert active(c) and not active(a) and not active(b)
+
+    # One UPS down (on a): one of five, below the two the rule asks for.
+    ports["a"].close()
+    wait(lambda: published()["ups-a1"] == ("a", True), 30, "ups-a1's hold published", a)
+    time.sleep(QUIET)
+    assert receiver.pages == []
+    assert duty_log_kinds(postgres, db, "alert.firing") == []
+
+    # A second one down on another agent (b): the lease holder c fires the group, once.
+    ports["b"].close()
+    receiver.wait_for(1, within=30, what="the group's page")
+    time.sleep(QUIET)
+    assert len(receiver.pages) == 1, receiver.pages
+    assert "2 of 5 UPS down in hall east" in receiver.pages[0]["message"], receiver.pages
+    firing = duty_log_kinds(postgres, db, "alert.firing", rule="ups_down_in_hall")
+    assert len(firing) == 1, firing
+    alerts = get_json(c, "/api/v1/alerts")["alerts"]
+    assert [(x["rule"], x["value"], x["state"]) for x in alerts] == [
+        ("ups_down_in_hall", 2.0, "firing")
+    ]
+    # The alert row is the lease holder's: one, for the group.
+    stored = query(postgres, db, "SELECT labels, state, value FROM alerts")
+    assert [tuple(r) for r in stored] == [('{"hall": "east"}', "firing", 2.0)]
+
+    # Both back: the group resolves, once, and says so once.
+    ports["a"].open()
+    ports["b"].open()
+    receiver.wait_for(2, within=30, what="the resolved notice")
+    time.sleep(QUIET)
+    assert len(receiver.pages) == 2, receiver.pages
+    counts = collections.Counter(receiver.ids())
+    assert len(counts) == 2 and max(counts.values()) == 1, counts
+    assert duty_log_kinds(postgres, db, "alert.firing") == firing
+    resolved = duty_log_kinds(postgres, db, "alert.resolved", rule="ups_down_in_hall")
+    assert resolved == firing
+    assert published() == {t: (n, False) for t, n in split.items()}
 
 
 def test_a_parent_on_another_agent_mutes_its_child(
