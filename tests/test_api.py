@@ -155,8 +155,13 @@ async def test_reads_need_a_credential_even_from_loopback(running: Running) -> N
     # The explicit opt-in opens loopback reads, and only those.
     open_reads = dataclasses.replace(web, open_loopback_reads=lambda: True)
     authorize_read(request("127.0.0.1"), open_reads)
+    authorize_read(request("127.0.0.1", {"Host": "localhost:8646"}), open_reads)
     with pytest.raises(ApiError):
         authorize_read(request("10.20.0.31"), open_reads)
+    # ... and not to a DNS-rebinding page, which comes from loopback with its own Host.
+    with pytest.raises(ApiError) as refused:
+        authorize_read(request("127.0.0.1", {"Host": "attacker.example"}), open_reads)
+    assert refused.value.status == 401
 
     # With no token configured at all, the refusal says how to configure a credential.
     no_tokens = dataclasses.replace(web, api_token=lambda: "", read_token=lambda: "")

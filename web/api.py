@@ -147,7 +147,15 @@ def authorize_read(request: web.Request, ctx: WebContext) -> None:
     on this host comes from loopback."""
     if ctx.server.authenticates:
         return
-    if ctx.open_loopback_reads() and _is_loopback(request.remote):
+    # A DNS-rebinding page comes from loopback too, with its own name as Host. The server
+    # refuses that Host with 421; checked here again so that the open reads never depend on
+    # the middleware's order. (Without a Host it is no browser: the middleware decides.)
+    host = request.headers.get("Host")
+    if (
+        ctx.open_loopback_reads()
+        and _is_loopback(request.remote)
+        and (host is None or ctx.server.host_allowed(host))
+    ):
         return
     given = _presented_token(request)
     if _matches(given, ctx.api_token()) or _matches(given, ctx.read_token()):
