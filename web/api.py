@@ -45,7 +45,7 @@ from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.web import openapi, statuspage, views
 from dutyd.web.context import WebContext
-from dutyd.web.server import USER
+from dutyd.web.server import authenticated_user
 
 log = logging.getLogger("dutyd.api")
 
@@ -176,11 +176,11 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def _actor(request: web.Request, data: dict[str, Any]) -> str:
+def _actor(data: dict[str, Any]) -> str:
     """Who does it: the basic-auth login when there is one (it cannot be claimed in the
     body), else the body's `actor`."""
     given = _text(data, "actor", required=False, limit=100)
-    actor = request.get(USER, "") or given
+    actor = authenticated_user() or given
     if not actor:
         raise ApiError(400, "'actor' (who does this) is required")
     return actor
@@ -229,7 +229,7 @@ async def post_ack(request: web.Request) -> web.Response:
     data = await _body(request)
     ctx = _ctx(request)
     ref = _text(data, "alert", limit=200)
-    actor = _actor(request, data)
+    actor = _actor(data)
     note = _text(data, "note", required=False)
     expires_in = _seconds(data, "expires_in")
     drill = _ctx(request).drills.find(ref)
@@ -254,9 +254,7 @@ async def post_silence(request: web.Request) -> web.Response:
     if (until is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'until'")
     end = until if until is not None else time.time() + (duration or 0)
-    sid = await _ctx(request).operations.silence(
-        matchers, end, _actor(request, data), _text(data, "reason")
-    )
+    sid = await _ctx(request).operations.silence(matchers, end, _actor(data), _text(data, "reason"))
     return web.json_response({"silence": sid, "until": end}, status=201)
 
 
@@ -277,7 +275,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
         raise ApiError(400, "give either 'duration' or 'end'")
     end = end if end is not None else start + (duration or 0)
     wid = await _ctx(request).operations.add_maintenance(
-        start, end, _actor(request, data), _text(data, "reason"), targets, matchers
+        start, end, _actor(data), _text(data, "reason"), targets, matchers
     )
     return web.json_response({"maintenance": wid, "start": start, "end": end}, status=201)
 
@@ -292,7 +290,7 @@ async def post_drill(request: web.Request) -> web.Response:
         raise ApiError(400, "'speed' must be a number")
     severity = _text(data, "severity", required=False, limit=20) or "critical"
     run = await _ctx(request).drills.start(
-        _actor(request, data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
+        _actor(data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
     )
     return web.json_response(run.status(), status=201)
 

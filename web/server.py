@@ -16,7 +16,7 @@ exporters (`--web.config.file`, exporter-toolkit), so one file serves both::
 
 With `basic_auth_users` every route asks for a password except those in
 `HttpServer.open_paths` (`/healthz`, so a supervisor can see that the process lives).
-The user who logged in is in `request[USER]` for the routes that record an actor.
+The user who logged in is `authenticated_user()` for the routes that record an actor.
 
 Every response carries security headers (a strict Content-Security-Policy, `nosniff`, no
 referrer; `no-store` on /api/ and /ack/).
@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import hashlib
 import ipaddress
 import logging
@@ -58,8 +59,18 @@ from dutyd.exporters.prometheus import CONTENT_TYPE, iter_latest
 log = logging.getLogger("dutyd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# The basic-auth user of a request (absent when basic auth is off or the path is open).
-USER = web.RequestKey("user", str)
+# The basic-auth user of the request being handled ("" when basic auth is off or the path is
+# open). A context variable, not request storage: typed request keys came only in aiohttp 3.14
+# (below the floor, 3.10.11) and a plain string key warns there (NotAppKeyWarning). The auth
+# middleware awaits the handler in its own context and resets the value after it, so a handler
+# sees its own request's user and never another's.
+_USER: contextvars.ContextVar[str] = contextvars.ContextVar("dutyd_http_user", default="")
+
+
+def authenticated_user() -> str:
+    """The basic-auth login of the request being handled, "" when there is none."""
+    return _USER.get()
+
 
 # Checked when the user is unknown, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = b"$2b$10$uCQgaEJNhXwV4tgdM2iI1.nFJDzFxLqC006oDHe4B5eVkTojGN1Ue"
@@ -323,8 +334,11 @@ class HttpServer:
                 text="401 Unauthorized: this endpoint needs a user name and password\n",
                 headers={"WWW-Authenticate": 'Basic realm="dutyd", charset="UTF-8"'},
             )
-        request[USER] = user
-        return await handler(request)
+        token = _USER.set(user)
+        try:
+            return await handler(request)
+        finally:
+            _USER.reset(token)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         """Streamed family by family, gzipped when asked (Prometheus asks): the exposition is
