@@ -134,6 +134,9 @@ async def test_times_out_of_range_are_refused_with_a_reason(running: Running) ->
             "366 days",
         ),
         ("/api/v1/ack", {"alert": alert["fingerprint"], "expires_in": 1e300}, "31 days"),
+        # Zero used to mean "never expires", the opposite of what was asked.
+        ("/api/v1/ack", {"alert": alert["fingerprint"], "expires_in": "0s"}, "expires_in"),
+        ("/api/v1/ack", {"alert": alert["fingerprint"], "expires_in": 0}, "expires_in"),
         ("/api/v1/drills", {"wait": "0s"}, "wait"),
         ("/api/v1/drills", {"speed": 1e308}, "speed"),
     ]
@@ -145,6 +148,8 @@ async def test_times_out_of_range_are_refused_with_a_reason(running: Running) ->
     assert running.daemon.operations.list_silences() == []
     assert running.daemon.operations.list_maintenance() == []
     assert running.daemon.drills.runs == {}
+    _, one = await running.get(f"/api/v1/alerts/{alert['fingerprint']}")
+    assert one["alert"]["acknowledged"] is None
 
 
 async def test_with_basic_auth_the_token_travels_in_its_own_header(tmp_path) -> None:

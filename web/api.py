@@ -232,12 +232,19 @@ async def post_ack(request: web.Request) -> web.Response:
     actor = _actor(data)
     note = _text(data, "note", required=False)
     expires_in = _seconds(data, "expires_in")
+    if expires_in is not None and expires_in <= 0:
+        # A zero expiry used to fall through as "no expiry": the ack never lapsed.
+        raise ApiError(
+            400,
+            "'expires_in' must be longer than 0 s; leave it out for an acknowledgement that "
+            "does not expire",
+        )
     drill = _ctx(request).drills.find(ref)
     if drill is not None:
         answer = await _ctx(request).drills.acknowledge(drill, actor, note)
         return web.json_response({"drill": drill.id, **answer})
     fp = resolve_alert(ctx, ref)
-    expires = time.time() + expires_in if expires_in else None
+    expires = time.time() + expires_in if expires_in is not None else None
     event = await ctx.operations.acknowledge(fp, actor, note, expires)
     return web.json_response({"fingerprint": fp, "rule": event.rule, "acknowledged_by": actor})
 
