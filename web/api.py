@@ -1,7 +1,10 @@
 """The daemon's JSON API (aiohttp routes on the HTTP server's app): duty operations.
 
-Write endpoints need `Authorization: Bearer <api token>` (`api.token_env` / `api.token_file`);
-without a configured token they answer 403. Bad input is a 4xx with the reason in JSON
+Tokens travel in `X-Dutyd-Token: <token>` (or `Authorization: Bearer <token>` while basic auth
+is off: with it, `Authorization` carries the login). Writes need the API token (`api.token_env`
+/ `api.token_file`); without a configured one they answer 403. Reads need the API token, the
+read-only token or a basic-auth login (401 without); local processes read without one only
+with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
 (`{"error": "..."}`), never a 500.
 
     POST /api/v1/ack            {"alert": FP | FP prefix | rule, "actor", "note", "expires_in"}
@@ -11,12 +14,12 @@ without a configured token they answer 403. Bad input is a 4xx with the reason i
                                  "actor", "reason"}
     POST /api/v1/drills         {"actor", "wait": "10m", "speed": 1}
     GET  /api/v1/drills/{id}
-    GET  /api/v1/oncall         who is on duty now and next (read-only, no token)
+    GET  /api/v1/oncall         who is on duty now and next
     GET  /api/v1/alerts[?state=&severity=&target=&rule=]   alerts with their overlays
     GET  /api/v1/alerts/{fp}    one alert and its duty-log history
     GET  /api/v1/targets[?up=0] targets with their last poll result
     GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
-    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py)
+    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py; no token needed)
     GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
     GET  /api/v1/cluster          this node's place in the cluster (active, members, shards)
     GET  /ack/{token}           the signed link of a notification: a confirmation page
@@ -408,7 +411,7 @@ async def post_ack_link(request: web.Request) -> web.Response:
     return _page(f"<p>Acknowledged by {html.escape(claim.actor)}. 已确认。</p>")
 
 
-# -- read endpoints (open on loopback; behind the web config's basic auth when one is set) ------
+# -- read endpoints (a read credential or login: authorize_read) -------------------------------
 
 _STATES = frozenset({"pending", "firing", "resolved"})
 
