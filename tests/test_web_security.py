@@ -95,6 +95,22 @@ async def test_allowed_hosts_name_a_reverse_proxy(tmp_path) -> None:
     assert not aliased.host_allowed("attacker.example")
 
 
+async def test_the_names_dutyd_gives_out_are_served(tmp_path) -> None:
+    """The ack links' host and the cluster address (a compose service name, which is not the
+    container's hostname) come back as Host: they must not get 421 on a public listener."""
+    settings = config(
+        tmp_path,
+        "http://127.0.0.1:9/",
+        http={"listen": "0.0.0.0", "port": 0},
+        notify={"ack_secret": "s", "ack_base_url": "https://duty.example.org/dutyd"},
+        cluster={"address": "http://dutyd-a:8646"},
+    )
+    server = Daemon(load_from_dict(settings, "<test>")).http
+    assert server.host_allowed("duty.example.org")
+    assert server.host_allowed("dutyd-a:8646")
+    assert not server.host_allowed("dutyd-b:8646")
+
+
 async def test_security_headers(running: Running) -> None:
     async with running.http.get(running.base + "/status") as r:
         assert r.status == 200
