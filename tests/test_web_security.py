@@ -95,6 +95,24 @@ async def test_allowed_hosts_name_a_reverse_proxy(tmp_path) -> None:
     assert not aliased.host_allowed("attacker.example")
 
 
+async def test_a_slow_resolver_does_not_hold_up_start_up(monkeypatch, caplog) -> None:
+    """The FQDN may need DNS; a broken resolver must not keep the daemon from starting."""
+    from dutyd.web import server as server_module
+
+    monkeypatch.setattr(server_module, "_FQDN_TIMEOUT", 0.05)
+    monkeypatch.setattr(server_module.socket, "getfqdn", lambda: time.sleep(0.5) or "late")
+    server = HttpServer(None, lambda: (True, ""), listen="0.0.0.0")  # type: ignore[arg-type]
+    started = time.monotonic()
+    await server.start()
+    try:
+        assert time.monotonic() - started < 0.4
+        assert "no FQDN" in caplog.text
+        assert server.host_allowed(socket.gethostname())
+        assert not server.host_allowed("late")
+    finally:
+        await server.stop()
+
+
 async def test_the_names_dutyd_gives_out_are_served(tmp_path) -> None:
     """The ack links' host and the cluster address (a compose service name, which is not the
     container's hostname) come back as Host: they must not get 421 on a public listener."""

@@ -74,6 +74,8 @@ def authenticated_user() -> str:
 
 # Checked when the user is unknown, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = b"$2b$10$uCQgaEJNhXwV4tgdM2iI1.nFJDzFxLqC006oDHe4B5eVkTojGN1Ue"
+# How long start-up waits for this host's FQDN (the Host check accepts it on a public listener).
+_FQDN_TIMEOUT = 2.0
 # Successful logins remembered (bcrypt costs ~50 ms; Prometheus scrapes every few seconds).
 _AUTH_CACHE_SIZE = 256
 
@@ -248,9 +250,16 @@ class HttpServer:
 
     async def start(self) -> None:
         if self._public:
-            # getfqdn() may ask DNS: off the event loop, once.
-            fqdn = await asyncio.to_thread(socket.getfqdn)
-            self._own_names.add(_host_name(fqdn))
+            # getfqdn() may ask DNS: off the event loop, once, and never holding up start-up
+            # for long (a broken resolver can take 5 s per try).
+            try:
+                async with asyncio.timeout(_FQDN_TIMEOUT):
+                    self._own_names.add(_host_name(await asyncio.to_thread(socket.getfqdn)))
+            except TimeoutError:
+                log.warning(
+                    "no FQDN for this host in time: requests naming it need http.allowed_hosts",
+                    extra={"fields": {"timeout_s": _FQDN_TIMEOUT}},
+                )
         if self.web_config_file is not None:
             config, base = load_web_config(self.web_config_file)
             if config.basic_auth_users:
