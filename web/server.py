@@ -299,8 +299,8 @@ class HttpServer:
     def host_allowed(self, host_header: str | None) -> bool:
         """Whether a request with this Host header may be served (else 421)."""
         if host_header is None:
-            # HTTP/1.0 without Host: not a browser, so not a rebinding page. Only a public
-            # listener served it before the check applied to every listen address.
+            # HTTP/1.0 without Host: not a browser, so not a rebinding page. Served on a
+            # public listener as before; refused on loopback, as before.
             return self._public
         name = _host_name(host_header)
         if name in self._allowed_hosts or _is_loopback_address(name):
