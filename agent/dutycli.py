@@ -76,14 +76,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     if token:
         # Its own header: with basic auth on, `Authorization` carries the login.
         req.add_header("X-Dutyd-Token", token)
-    login = _basic_auth(args)
+    login = _login(args, url)
     if login is not None:
-        if url.startswith("http://") and not _is_loopback_url(url):
-            print(
-                f"warning: the basic-auth password travels unencrypted to {url}; "
-                "use https:// (tls_server_config in the daemon's web config)",
-                file=sys.stderr,
-            )
         req.add_header("Authorization", login)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
@@ -111,6 +105,21 @@ def _is_loopback_url(url: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _login(args: argparse.Namespace, url: str) -> str | None:
+    """The basic-auth header, worked out (and the password asked for) once per command:
+    `dutyd drill` calls the API every second while it waits."""
+    if not hasattr(args, "basic_login"):
+        args.basic_login = _basic_auth(args)
+        if args.basic_login and url.startswith("http://") and not _is_loopback_url(url):
+            print(
+                f"warning: the basic-auth password travels unencrypted to {url}; "
+                "use https:// (tls_server_config in the daemon's web config)",
+                file=sys.stderr,
+            )
+    login: str | None = args.basic_login
+    return login
 
 
 def _basic_auth(args: argparse.Namespace) -> str | None:
