@@ -91,6 +91,7 @@ class Daemon:
             s.notify,
             self.storage,
             self.metrics,
+            clock=clock,
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
@@ -104,7 +105,7 @@ class Daemon:
             lambda: self._apply_targets(self.settings),
         )
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
-        self.recorder = EnvironmentRecorder(self.storage.environment)
+        self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
         self.web = WebContext(
             operations=self.operations,

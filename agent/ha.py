@@ -231,7 +231,7 @@ class HighAvailability:
         """Publish the status of the targets this node polls; take the others' status (the
         status page, and `depends_on` across shards)."""
         while True:
-            await asyncio.sleep(self.config.sync_every)
+            await self.clock.sleep(self.config.sync_every)
             try:
                 await self._exchange_status()
             except Exception as exc:
