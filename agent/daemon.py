@@ -121,6 +121,7 @@ class Daemon:
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
             cluster=self.ha.status,
+            clock=clock,
         )
         install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []

@@ -1,5 +1,6 @@
-"""The daemon's clock reaches the notification service: on a FakeClock a 10-minute escalation
-step goes out when the fake clock passes it, not 10 real minutes later.
+"""The daemon's clock reaches the notification service and the web face: on a FakeClock a
+10-minute escalation step goes out when the fake clock passes it, not 10 real minutes later,
+and the API's and status page's "now" is the injected clock's.
 
 The clock's wall time starts in June 2025 (FakeClock's default), so a time taken from the
 system clock instead would show at once.
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
@@ -108,6 +111,72 @@ async def test_escalation_steps_come_by_the_daemons_clock(tmp_path: Path) -> Non
         assert STEP <= sent[1].timestamp - fired_at < STEP + 5
         # ... and the test waited seconds, not ten minutes.
         assert time.monotonic() - started < 60
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+
+
+async def test_web_api_times_come_from_the_injected_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    receiver = Receiver()
+    await receiver.start()
+    cfg = config(tmp_path, receiver)
+    cfg["notify"]["ack_link_ttl"] = "15m"  # the fake clock walks it second by second
+    daemon = Daemon(load_from_dict(cfg), clock=clock)
+    await daemon.start()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        assert daemon.web.clock is clock
+        async with aiohttp.ClientSession(daemon.http.url) as http:
+            async with http.post(
+                "/api/v1/silences",
+                json={
+                    "matchers": {"target": "db1"},
+                    "duration": "1h",
+                    "actor": "me",
+                    "reason": "x",
+                },
+                headers=auth,
+            ) as r:
+                assert r.status == 201
+                assert (await r.json())["until"] == clock.time() + 3600
+            async with http.post(
+                "/api/v1/maintenance",
+                json={"targets": ["db1"], "duration": "2h", "actor": "me", "reason": "UPS"},
+                headers=auth,
+            ) as r:
+                assert r.status == 201
+                window = await r.json()
+                assert (window["start"], window["end"]) == (clock.time(), clock.time() + 7200)
+            async with http.get("/api/v1/status", headers=auth) as r:
+                assert (await r.json())["generated_at"] == clock.time()
+
+            # An ack link signed now expires by the fake clock: once its 15 minutes have passed
+            # on that clock it is refused, although no real time passed.
+            assert daemon.notify.links is not None
+            fired_at = clock.time()
+            daemon.operations.ingest_samples(
+                [Sample.of(DRILL_SAMPLE, fired_at - 40 * 86400, fired_at, DRILL_LABELS)]
+            )
+            await until(clock, lambda: bool(daemon.operations.list_alerts(["firing"])))
+            fp = daemon.operations.list_alerts(["firing"])[0]["fingerprint"]
+            token = daemon.notify.links.make(fp, "Zhang Wei", clock.time())
+            async with http.get(f"/ack/{token}") as r:
+                assert r.status == 200
+            await clock.advance(daemon.notify.links.ttl + 1)
+            async with http.get(f"/ack/{token}") as r:
+                assert r.status == 403
+
+            # An acknowledgement's expiry counts from the same clock as the engine's (from the
+            # system clock it would be a year away from the engine's now, and refused).
+            async with http.post(
+                "/api/v1/ack",
+                json={"alert": fp, "actor": "Zhang Wei", "expires_in": "1h"},
+                headers=auth,
+            ) as r:
+                assert r.status == 200, await r.text()
+            view = daemon.operations.list_alerts(["firing"])[0]
+            assert view["acknowledged"]["expires_at"] == clock.time() + 3600
     finally:
         await daemon.stop()
         await receiver.stop()
