@@ -332,26 +332,20 @@ class Daemon:
         m.poll_duration.labels(result.kind).observe(result.duration)
         m.scheduler_lag.observe(result.lag)
         m.samples_ingested.inc(len(result.samples))
-        status = self.latest.status.setdefault(
-            result.target, TargetStatus(result.target, result.kind)
+        was_up = self.latest.record_poll(
+            result.target,
+            result.kind,
+            result.samples,
+            result.started_at,
+            result.duration,
+            None if result.ok else (result.reason, result.message),
         )
-        was_up = status.up if status.last_poll_at is not None else None
-        status.last_poll_at = result.started_at
-        status.last_duration = result.duration
         if result.ok:
-            status.up, status.reason, status.message = True, "", ""
-            status.last_success_at = result.started_at
-            status.consecutive_failures = 0
-            self.latest.replace_target(result.target, result.samples)
             self.recorder.observe(result.samples)
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:
             m.poll_errors.labels(result.kind, result.reason).inc()
-            status.up, status.reason, status.message = False, result.reason, result.message
-            status.consecutive_failures += 1
-            status.error_counts[result.reason] = status.error_counts.get(result.reason, 0) + 1
-            self.latest.update_target(result.target, result.samples)
             # Log once on the way down, not on every failed poll.
             if was_up is not False:
                 log.warning(
