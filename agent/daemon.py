@@ -1,9 +1,9 @@
 """The daemon: builds the layers, connects them, and runs them. It holds no duty logic.
 
-Data flow: scheduler -> PollResult -> latest-value store + rule engine -> AlertEvents ->
+Data flow: scheduler -> PollResult -> latest values + rule engine -> AlertEvents ->
 alert journal (console, alert table, duty log) -> listeners (the notification service).
-Exporters read the store and the alerts at scrape time; the HTTP face gets a `WebContext`
-(duty operations, drills, reads), never the daemon.
+Exporters read the latest values and the alerts at scrape time; the HTTP face gets a
+`WebContext` (duty operations, drills, reads), never the daemon.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.exporters.prometheus import StoreExporter
+from dutyd.exporters.prometheus import LatestExporter
 from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
@@ -134,7 +134,7 @@ class Daemon:
         self._help: dict[str, str] = {}
         self.traps: TrapListener | None = None  # the SNMP trap listener when configured
         self.registry.register(
-            StoreExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
+            LatestExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
