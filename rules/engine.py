@@ -86,6 +86,11 @@ class RuleEngine:
     def set_parents(self, parents: Mapping[str, Iterable[str]]) -> None:
         self.mutes.set_parents(parents)
 
+    def note_target(self, target: str, up: bool) -> None:
+        """A target's up or down as another node polled it (shards), or as a reachability
+        check from here saw it: for `depends_on` only, no rule sees it as a sample."""
+        self.mutes.note_target(target, up)
+
     # -- overlays: the duty operations change them through these -------------------------------
 
     def add_silence(self, silence: Silence) -> None:
