@@ -515,3 +515,86 @@ def test_heartbeat_stops_within_one_interval_when_the_daemon_is_stopped(tmp_path
     assert (a.metric_value("dutyd_deadman_pings_total", result="ok") or 0) >= 3
     assert a.metric_value("dutyd_event_loop_lag_seconds") is not None
     assert (a.metric_value("dutyd_event_loop_stalls_total") or 0) >= 1  # the stop was a stall
+
+
+def test_depends_on_across_shards_one_outage_one_page(tmp_path, site, pg) -> None:
+    """The parent (a core switch in room A) and the child (a portal in room B) are pinned to
+    different agents, and both stop answering at once. The child's agent must know its parent
+    is down before the child's alert fires: one page (the parent's), none for the child. The
+    poll phases are set against it: the child is polled every second and fires at once, the
+    parent only every 5 s. When the parent comes back and the child is still down, the
+    child's alert is no longer muted and pages."""
+    receiver: Receiver = site["receiver"]
+    parent_port: Port = site["port"]
+    child_port = Port()
+    child_port.open()
+    try:
+        switch = {
+            **targets(parent_port.port, ["core-switch"], interval="5s")[0],
+            "shard": "room-a",
+        }
+        portal = {
+            **targets(child_port.port, ["portal"])[0],
+            "shard": "room-b",
+            "depends_on": ["core-switch"],
+        }
+        nodes = site["nodes"]
+        for name, room in (("a", "room-a"), ("b", "room-b")):
+            cfg = node_config(
+                name, site["url"], receiver, [switch, portal], shards=True, shard=room
+            )
+            nodes.append(start_node(tmp_path, name, cfg))
+        a, b = nodes
+
+        def polled_by_their_agents() -> bool:
+            rows = query(pg, site["db"], "SELECT target, node, up FROM target_status")
+            got = {r[0]: (r[1], r[2]) for r in rows}
+            return got == {"core-switch": ("a", True), "portal": ("b", True)}
+
+        wait(polled_by_their_agents, 30, "each target polled by its room's agent", a, b)
+        # Each agent sees the other's target up (the status shared through the store).
+        for node, other in ((a, "portal"), (b, "core-switch")):
+            wait(
+                lambda node=node, other=other: any(
+                    t["name"] == other and t["up"]
+                    for t in get_json(node, "/api/v1/targets")["targets"]
+                ),
+                15,
+                f"{other} up on {node.tmp.name}",
+                a,
+                b,
+            )
+        parent_port.close()
+        child_port.close()
+        receiver.wait_for(1, within=20, what="the parent's page")
+
+        def portal_alert() -> dict[str, Any]:
+            alerts = get_json(b, "/api/v1/alerts?target=portal")["alerts"]
+            assert len(alerts) == 1, alerts
+            return alerts[0]
+
+        wait(lambda: portal_alert()["state"] == "firing", 15, "portal's alert on b", a, b)
+        assert "parent core-switch is down" in portal_alert()["suppressed"], portal_alert()
+        # Anything the child's alert sent would have arrived by now (pages take ~0.1 s).
+        time.sleep(3)
+        bodies = [json.dumps(p) for p in receiver.pages]
+        assert len(bodies) == 1, bodies
+        assert "core-switch is down" in bodies[0] and "portal" not in bodies[0], bodies
+        firing = query(
+            pg,
+            site["db"],
+            "SELECT subject, data::jsonb->>'muted_reason' FROM duty_log WHERE kind='alert.firing'",
+        )
+        assert sorted(r[1] or "" for r in firing) == ["", "parent core-switch is down"], firing
+        # The parent back, the child still down: the child's alert is not muted any more.
+        parent_port.open()
+        wait(
+            lambda: any("portal is down" in json.dumps(p) for p in receiver.pages),
+            30,
+            "the child's page once its parent is up",
+            a,
+            b,
+        )
+        assert portal_alert()["suppressed"] in ("", None), portal_alert()
+    finally:
+        child_port.close()
