@@ -598,3 +598,55 @@ def test_depends_on_across_shards_one_outage_one_page(tmp_path, site, pg) -> Non
         assert portal_alert()["suppressed"] in ("", None), portal_alert()
     finally:
         child_port.close()
+
+
+def test_maintenance_set_on_the_standby_mutes_the_alert_on_the_active_node(
+    tmp_path, site, pg
+) -> None:
+    """A maintenance window posted on the standby's API reaches the active node within
+    `sync_every` (1 s here): its API lists it, and when the target goes down there its alert
+    is muted by the window and pages nobody, while a target outside the window pages."""
+    receiver: Receiver = site["receiver"]
+    a, b = pair(tmp_path, site, ["svc-work", "svc-other"])
+    assert active(a) and not active(b)
+    posted = time.monotonic()
+    made = post_json(
+        b,
+        "/api/v1/maintenance",
+        {"targets": ["svc-work"], "duration": "1h", "actor": "Li Na", "reason": "UPS swap"},
+    )
+    wid = str(made["maintenance"])
+
+    def listed_on_a() -> bool:
+        return any(w["id"] == wid for w in get_json(a, "/api/v1/maintenance")["maintenance"])
+
+    wait(listed_on_a, 15, "the window made on b to reach a", a, b)
+    took = time.monotonic() - posted
+    assert took <= 1.0 + SCHEDULING_SLACK, f"the window reached a after {took:.1f}s"
+    window = next(w for w in get_json(a, "/api/v1/maintenance")["maintenance"] if w["id"] == wid)
+    assert window["targets"] == ["svc-work"] and window["actor"] == "Li Na"
+    site["port"].close()  # both targets down
+    receiver.wait_for(1, within=20, what="the page of the target outside the window")
+
+    def alerts_on_a() -> dict[str, dict[str, Any]]:
+        return {x["labels"]["target"]: x for x in get_json(a, "/api/v1/alerts")["alerts"]}
+
+    wait(lambda: len(alerts_on_a()) == 2, 15, "both alerts on a", a, b)
+    muted = alerts_on_a()["svc-work"]
+    assert muted["state"] == "firing" and muted["maintenance"] == [wid], muted
+    assert muted["suppressed"] == "maintenance: UPS swap", muted
+    assert alerts_on_a()["svc-other"]["suppressed"] in ("", None)
+    time.sleep(3)  # a page for the muted alert would have arrived by now
+    bodies = [json.dumps(p) for p in receiver.pages]
+    assert len(bodies) == 1 and "svc-other" in bodies[0] and "svc-work" not in bodies[0], bodies
+    # a recorded the firing as muted by the window.
+    firing = {
+        r[0]: r[1]
+        for r in query(
+            pg,
+            site["db"],
+            "SELECT data::jsonb->'labels'->>'target', data::jsonb->>'muted_reason' "
+            "FROM duty_log WHERE kind='alert.firing'",
+        )
+    }
+    assert firing == {"svc-work": "maintenance: UPS swap", "svc-other": ""}, firing
