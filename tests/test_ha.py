@@ -29,10 +29,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
+from playwright.sync_api import sync_playwright
 
 from tests.daemon_fixtures import DaemonProcess
-from tests.peers import free_port
+from tests.peers import free_port, require_binary
 from tests.postgres_fixtures import PASSWORD, PostgresServer, postgres_server
+from tests.test_status_page_browser import CHROMIUM_ARGS, OUTPUT
 
 pytestmark = pytest.mark.peer
 
@@ -388,10 +390,14 @@ def test_sigstop_active_standby_takes_over_and_the_continued_node_is_fenced(
         assert alerts_b[key]["fired_at"] == alert["fired_at"]
         assert alerts_b[key]["active_since"] == alert["active_since"]
     assert alerts_b[fp]["acknowledged"]["by"] == "Li Na"
+    assert "node b active, active node: b" in b.get("/readyz")[1]
     # a continues after the lease ran out: it becomes a standby and sends nothing.
     time.sleep(max(0.0, TAKEOVER - (time.monotonic() - stopped)))
     os.killpg(a.peer.pid, signal.SIGCONT)
     wait(lambda: "standby" in a.get("/readyz")[1], 15, "a to stand by", a)
+    # ... and says who is active now: b.
+    wait(lambda: "active node: b" in a.get("/readyz")[1], 15, "a to name b active", a)
+    assert get_json(a, "/api/v1/cluster")["active_node"] == "b"
     # New pages after the takeover go out through b only, once each.
     port.open()
     wait(lambda: len(receiver.pages) >= 5, 30, "the resolved notices", a, b)
@@ -650,3 +656,44 @@ def test_maintenance_set_on_the_standby_mutes_the_alert_on_the_active_node(
         )
     }
     assert firing == {"svc-work": "maintenance: UPS swap", "svc-other": ""}, firing
+
+
+def test_readyz_api_and_status_page_say_which_node_is_active(tmp_path, site) -> None:
+    """Each node's /readyz, /api/v1/cluster, /api/v1/status (what the status page renders)
+    and the status page itself in a real headless Chromium name the active node, before
+    and after the active node stops cleanly (it hands the lease back on its way out)."""
+    chromium = require_binary("chromium")
+    a, b = pair(tmp_path, site, ["svc-p"])
+    assert "node a active, active node: a" in a.get("/readyz")[1]
+    assert "node b standby, active node: a" in b.get("/readyz")[1]
+    view = get_json(b, "/api/v1/cluster")
+    assert (view["node"], view["active"], view["active_node"]) == ("b", False, "a")
+    assert get_json(b, "/api/v1/status")["cluster"]["active_node"] == "a"
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(b.url + "/status")  # loopback reads need no token here
+            cluster = page.locator("#cluster")
+            cluster.wait_for(timeout=15_000)
+            page.locator("body[data-loaded='1']").wait_for(timeout=15_000)
+            assert cluster.inner_text() == "node b (standby) · active: a"
+            code, _ = a.terminate(timeout=20)
+            assert code == 0
+            took = wait(lambda: active(b), 30, "b to take over from the stopped a", b)
+            assert took <= TAKEOVER + SCHEDULING_SLACK, f"takeover took {took:.1f}s"
+            assert "node b active, active node: b" in b.get("/readyz")[1]
+            view = get_json(b, "/api/v1/cluster")
+            assert (view["active"], view["active_node"]) == (True, "b")
+            assert get_json(b, "/api/v1/status")["cluster"]["active_node"] == "b"
+            # The page refreshes every 5 s on its own.
+            wait(
+                lambda: cluster.inner_text() == "node b (active) · active: b",
+                20,
+                "the status page to show b active",
+                b,
+            )
+            page.screenshot(path=str(OUTPUT / "status-page-cluster.png"), full_page=True)
+        finally:
+            browser.close()
