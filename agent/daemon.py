@@ -422,7 +422,7 @@ class Daemon:
         status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
         status.up, status.reason, status.message = result.ok, result.reason, result.message
         status.last_poll_at = result.started_at
-        self.engine.note_target(name, result.ok)
+        self.engine.note_target_up(name, result.ok)
         log.info(
             "parent of another shard checked from here",
             extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},

@@ -260,4 +260,4 @@ class HighAvailability:
                 continue
             status.up, status.reason, status.last_poll_at = row.up, row.reason, row.last_poll
             if engine is not None:
-                engine.note_target(row.target, row.up)
+                engine.note_target_up(row.target, row.up)

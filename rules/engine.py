@@ -86,11 +86,6 @@ class RuleEngine:
     def set_parents(self, parents: Mapping[str, Iterable[str]]) -> None:
         self.mutes.set_parents(parents)
 
-    def note_target(self, target: str, up: bool) -> None:
-        """A target's up or down as another node polled it (shards), or as a reachability
-        check from here saw it: for `depends_on` only, no rule sees it as a sample."""
-        self.mutes.note_target(target, up)
-
     # -- overlays: the duty operations change them through these -------------------------------
 
     def add_silence(self, silence: Silence) -> None:
@@ -268,6 +263,11 @@ class RuleEngine:
         alert = rule.alerts.get(labels)
         assert rule.config.events is not None
         self._step(rule, labels, alert, count > rule.config.events.more_than, count, now, out)
+
+    def note_target_up(self, target: str, up: bool) -> None:
+        """Whether a target another node polls is up (its status shared through the store), for
+        the `depends_on` of this node's alerts."""
+        self.mutes.note_target(target, up)
 
     def restore_events(self, rows: Iterable[CountedRow]) -> None:
         """Take back stored counter increases (rule, series, ts, increment, counter value),
