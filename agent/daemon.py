@@ -395,7 +395,7 @@ class Daemon:
         bound = 2 * max(self._targets[p].timeout for p in parents) + 1.0
         try:
             async with self.clock.timeout(bound):
-                await asyncio.gather(*(self.scheduler.poll_now(p) for p in parents))
+                await asyncio.gather(*(self._check_parent(p) for p in parents))
         except TimeoutError:
             log.warning(
                 "parents did not answer in time",
@@ -404,6 +404,27 @@ class Daemon:
         finally:
             for held in self._held.pop(target, []):
                 self._evaluate(held.samples)
+
+    async def _check_parent(self, name: str) -> None:
+        """Poll a parent out of turn. A parent another agent polls (shards) is polled once
+        from here with a collector of its own: the store has its status only as of that
+        agent's last poll and the next exchange, seconds late, and the child's alert must
+        know now. Its answer marks the parent up or down for the dependencies here (newer
+        than what the store says, see `ha`); its rules and alerts stay with its owner."""
+        if await self.scheduler.poll_now(name) is not None:
+            return
+        cfg = self._targets.get(name)
+        if cfg is None or self.ha.owns(name):
+            return  # not configured, or ours and just not scheduled yet
+        result = await self.scheduler.poll_apart(COLLECTORS[cfg.kind](cfg, self.context))
+        status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
+        status.up, status.reason, status.message = result.ok, result.reason, result.message
+        status.last_poll_at = result.started_at
+        self.engine.note_target_up(name, result.ok)
+        log.info(
+            "parent of another shard checked from here",
+            extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},
+        )
 
     async def _tick_loop(self) -> None:
         while True:

@@ -274,6 +274,10 @@ class HighAvailability:
             if self.node.owns(row.target) or row.target not in self._scheduler_targets():
                 continue
             status = self._latest.status.setdefault(row.target, TargetStatus(row.target, ""))
+            if row.last_poll is None or (status.last_poll_at or 0.0) > row.last_poll:
+                # This node knows newer (a parent's reachability checked from here when a
+                # child failed): an older "up" from the store must not unmute the child.
+                continue
             status.up, status.reason, status.last_poll_at = row.up, row.reason, row.last_poll
             if engine is not None:
                 engine.note_target_up(row.target, row.up)
