@@ -320,7 +320,13 @@ class NotifyService:
                 page.at,
                 f"escalation.{page.kind}",
                 page.event.fingerprint,
-                {"step": page.step, "recipients": [str(r) for r in page.recipients]},
+                {
+                    "step": page.step,
+                    "recipients": [str(r) for r in page.recipients],
+                    # The duty log line says for which alert (the subject is a fingerprint).
+                    "rule": page.event.rule,
+                    "target": dict(page.event.labels).get("target", ""),
+                },
             )
             self.grouper.add(page, self._open_group)
 

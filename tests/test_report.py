@@ -367,3 +367,43 @@ async def test_a_chinese_diary_has_no_english_words_but_names_and_ids(tmp_path: 
     kinds_and_units = {"nut", "ssh", "modbus", "UPS", "var", "RH", "C", "CST"}
     words = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", text))
     assert words - names_and_ids - kinds_and_units == set(), text
+
+
+def test_the_status_page_log_reads_in_the_pages_language() -> None:
+    """A Chinese status page reads `已通知 Chen Jie（phone_5）`, not `notify.sent: to Chen Jie
+    via phone_5`, and an escalation step names whom it paged for which alert, not the
+    alert's fingerprint."""
+    from dutyd.storage import LogEntry
+    from dutyd.web.views import log_text
+
+    sent = LogEntry(
+        1, 0.0, "notify.sent", "dutyd", "msg-1", {"recipient": "Chen Jie", "channel": "phone_5"}
+    )
+    assert log_text(sent, "zh") == "已通知 Chen Jie（phone_5）"
+    step = LogEntry(
+        2,
+        0.0,
+        "escalation.firing",
+        "dutyd",
+        "c53d85e831b210ef",
+        {"step": 2, "recipients": ["Wang Fang"], "rule": "disk_full", "target": "db1"},
+    )
+    assert log_text(step) == "escalation.firing: step 2 to Wang Fang (disk_full on db1)"
+    assert log_text(step, "zh") == "第 2 级告警通知：Wang Fang（db1，disk_full）"
+    acked = LogEntry(
+        3, 0.0, "alert.acknowledged", "Li Na", "fp", {"summary": "on my way", "note": "x"}
+    )
+    assert log_text(acked) == "alert.acknowledged [Li Na]: on my way"
+    assert log_text(acked, "zh") == "已确认（Li Na）：on my way"
+    started = LogEntry(4, 0.0, "daemon.start", "dutyd", "", {"targets": 3})
+    assert log_text(started, "zh") == "dutyd 已启动"
+
+
+def test_a_muted_alert_says_why_in_the_pages_language() -> None:
+    from dutyd.web.statuspage import muted_in
+
+    assert muted_in("maintenance: replace fan", "zh") == "维护窗口：replace fan"
+    assert muted_in("parent core-sw1 is down", "zh") == "上级设备 core-sw1 离线"
+    assert muted_in("silenced by Li Na: disk swap", "zh") == "Li Na 设置静默：disk swap"
+    assert muted_in("flapping", "zh") == "状态频繁变化"
+    assert muted_in("parent core-sw1 is down", "en") == "parent core-sw1 is down"
