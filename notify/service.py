@@ -371,6 +371,12 @@ class NotifyService:
 
     # -- rendering into the outbox --------------------------------------------------------------
 
+    def language_of(self, person: str, site: str = "") -> str:
+        """The language `person`'s pages are written in: their own, else the site's (as
+        `_message` picks it), so what their ack link opens reads like the page they got."""
+        found = self.oncall.person(person)
+        return (found.language if found else None) or self._site(site)[1]
+
     def _site(self, site: str) -> tuple[str, str]:
         cfg = self.config.sites.get(site)
         tz = (cfg.timezone if cfg else None) or self.config.timezone
