@@ -81,7 +81,7 @@ class Daemon:
             settings.http.listen,
             settings.http.port,
             web_config_file=settings.http.web_config_file,
-            allowed_hosts=[*settings.http.allowed_hosts, *_ack_host(settings)],
+            allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
         )
         self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
@@ -168,6 +168,7 @@ class Daemon:
             self.traps = await start_traps(
                 self.settings,
                 DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics),
+                self.clock,
             )
         except OSError as exc:
             await self._close_started()
@@ -473,10 +474,12 @@ def _refuse_dropping_every_target(old: Settings, new: Settings, source: str) -> 
         )
 
 
-def _ack_host(settings: Settings) -> list[str]:
-    """The host of the public ack-link URL: a reverse proxy forwards requests with it."""
-    host = urlsplit(settings.notify.ack_base_url).hostname
-    return [host] if host else []
+def _advertised_hosts(settings: Settings) -> list[str]:
+    """The hosts of the URLs this node gives out, which requests then carry as Host: the
+    public ack-link URL (a reverse proxy forwards with it) and the cluster address (a
+    container's service name, say, which is not its hostname)."""
+    urls = (settings.notify.ack_base_url, settings.cluster.address)
+    return [host for url in urls if (host := urlsplit(url).hostname)]
 
 
 def _engine_for(settings: Settings) -> RuleEngine:

@@ -19,6 +19,8 @@ from dutyd.storage.config import StorageConfig
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    GroupHold,
+    GroupMemberRow,
     LeaseState,
     LogEntry,
     Member,
@@ -120,6 +122,8 @@ __all__ = [
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "GroupHold",
+    "GroupMemberRow",
     "LeaseState",
     "LogEntry",
     "Member",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 
 from dutyd.agent.cli import main
@@ -23,10 +24,10 @@ from tests.test_notify_delivery import Receiver
 TOKEN = "s3cret-token"
 
 
-def settings(tmp: Path, receiver: Receiver) -> Any:
+def settings(tmp: Path, receiver: Receiver, **http: Any) -> Any:
     return load_from_dict(
         {
-            "http": {"port": 0},
+            "http": {"port": 0, **http},
             "storage": {"path": str(tmp / "d.db")},
             "api": {"token": TOKEN},
             "oncall": {
@@ -244,6 +245,74 @@ async def test_cli_commands_against_the_daemon(
         assert await drill == 0
         out = capsys.readouterr().out
         assert "answered: Zhang Wei after" in out and "1 answer(s)" in out
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+
+
+async def test_cli_logs_in_with_basic_auth_beside_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With basic_auth_users every API call needs a login as well as the token: the CLI sends
+    both (the password from the environment or a file, never from the command line), and the
+    login is the recorded actor."""
+    web_config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"pa55 word", bcrypt.gensalt(4)).decode()
+    web_config.write_text(f"basic_auth_users:\n  li.na: '{hashed}'\n")
+    receiver = Receiver()
+    await receiver.start()
+    daemon = Daemon(settings(tmp_path, receiver, web_config_file=str(web_config)))
+    await daemon.start()
+    base = daemon.http.url
+    monkeypatch.setenv("DUTYD_API_TOKEN", TOKEN)
+    monkeypatch.setenv("DUTYD_ACTOR", "someone.else")
+    monkeypatch.delenv("DUTYD_API_USER", raising=False)
+    monkeypatch.delenv("DUTYD_API_PASSWORD", raising=False)
+
+    def cli(*argv: str) -> int:
+        return main([argv[0], "--url", base, *argv[1:]])
+
+    silence = ("silence", "--match", "target=db1", "--duration", "1h", "--reason", "reboot")
+    try:
+        # Without a login: refused, and told how to give one.
+        with pytest.raises(SystemExit, match=r"401.*--user"):
+            await asyncio.to_thread(cli, *silence)
+
+        monkeypatch.setenv("DUTYD_API_USER", "li.na")
+        monkeypatch.setenv("DUTYD_API_PASSWORD", "pa55 word")
+        assert await asyncio.to_thread(cli, *silence) == 0
+        assert "silence 1 until" in capsys.readouterr().out
+        assert daemon.operations.list_silences()[0]["actor"] == "li.na"
+
+        # The password from a file, the user from --user.
+        monkeypatch.delenv("DUTYD_API_USER")
+        monkeypatch.delenv("DUTYD_API_PASSWORD")
+        secret = tmp_path / "dutyd.password"
+        secret.write_text("pa55 word\n")
+        login = ("--user", "li.na", "--password-file", str(secret))
+        assert (
+            await asyncio.to_thread(
+                cli, "maintenance", "--target", "x", "--duration", "2h", "--reason", "UPS", *login
+            )
+            == 0
+        )
+        assert "maintenance window 1" in capsys.readouterr().out
+        daemon.operations.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
+        await receiver.wait_for(2, 10)
+        assert await asyncio.to_thread(cli, "ack", "emergency_drill_overdue", *login) == 0
+        assert "as li.na" in capsys.readouterr().out  # the login, whatever $DUTYD_ACTOR says
+        view = next(
+            v for v in daemon.operations.list_alerts() if v["rule"] == "emergency_drill_overdue"
+        )
+        assert view["acknowledged"]["by"] == "li.na"
+
+        # A wrong password is a 401; a password on the command line is refused unread.
+        secret.write_text("wrong\n")
+        with pytest.raises(SystemExit, match="401"):
+            await asyncio.to_thread(cli, *silence, *login)
+        with pytest.raises(SystemExit, match="never on the command line") as refused:
+            await asyncio.to_thread(cli, *silence, "--user", "li.na", "--password", "hunter2")
+        assert "hunter2" not in str(refused.value)
     finally:
         await daemon.stop()
         await receiver.stop()

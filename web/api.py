@@ -1,7 +1,10 @@
 """The daemon's JSON API (aiohttp routes on the HTTP server's app): duty operations.
 
-Write endpoints need `Authorization: Bearer <api token>` (`api.token_env` / `api.token_file`);
-without a configured token they answer 403. Bad input is a 4xx with the reason in JSON
+Tokens travel in `X-Dutyd-Token: <token>` (or `Authorization: Bearer <token>` while basic auth
+is off: with it, `Authorization` carries the login). Writes need the API token (`api.token_env`
+/ `api.token_file`); without a configured one they answer 403. Reads need the API token, the
+read-only token or a basic-auth login (401 without); local processes read without one only
+with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
 (`{"error": "..."}`), never a 500.
 
     POST /api/v1/ack            {"alert": FP | FP prefix | rule, "actor", "note", "expires_in"}
@@ -11,12 +14,12 @@ without a configured token they answer 403. Bad input is a 4xx with the reason i
                                  "actor", "reason"}
     POST /api/v1/drills         {"actor", "wait": "10m", "speed": 1}
     GET  /api/v1/drills/{id}
-    GET  /api/v1/oncall         who is on duty now and next (read-only, no token)
+    GET  /api/v1/oncall         who is on duty now and next
     GET  /api/v1/alerts[?state=&severity=&target=&rule=]   alerts with their overlays
     GET  /api/v1/alerts/{fp}    one alert and its duty-log history
     GET  /api/v1/targets[?up=0] targets with their last poll result
     GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
-    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py)
+    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py; no token needed)
     GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
     GET  /api/v1/cluster          this node's place in the cluster (active, members, shards)
     GET  /ack/{token}           the signed link of a notification: a confirmation page
@@ -45,7 +48,7 @@ from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.web import openapi, statuspage, views
 from dutyd.web.context import WebContext
-from dutyd.web.server import USER
+from dutyd.web.server import authenticated_user
 
 log = logging.getLogger("dutyd.api")
 
@@ -147,7 +150,15 @@ def authorize_read(request: web.Request, ctx: WebContext) -> None:
     on this host comes from loopback."""
     if ctx.server.authenticates:
         return
-    if ctx.open_loopback_reads() and _is_loopback(request.remote):
+    # A DNS-rebinding page comes from loopback too, with its own name as Host. The server
+    # refuses that Host with 421; checked here again so that the open reads never depend on
+    # the middleware's order. (Without a Host it is no browser: the middleware decides.)
+    host = request.headers.get("Host")
+    if (
+        ctx.open_loopback_reads()
+        and _is_loopback(request.remote)
+        and (host is None or ctx.server.host_allowed(host))
+    ):
         return
     given = _presented_token(request)
     if _matches(given, ctx.api_token()) or _matches(given, ctx.read_token()):
@@ -168,11 +179,11 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def _actor(request: web.Request, data: dict[str, Any]) -> str:
+def _actor(data: dict[str, Any]) -> str:
     """Who does it: the basic-auth login when there is one (it cannot be claimed in the
     body), else the body's `actor`."""
     given = _text(data, "actor", required=False, limit=100)
-    actor = request.get(USER, "") or given
+    actor = authenticated_user() or given
     if not actor:
         raise ApiError(400, "'actor' (who does this) is required")
     return actor
@@ -221,15 +232,22 @@ async def post_ack(request: web.Request) -> web.Response:
     data = await _body(request)
     ctx = _ctx(request)
     ref = _text(data, "alert", limit=200)
-    actor = _actor(request, data)
+    actor = _actor(data)
     note = _text(data, "note", required=False)
     expires_in = _seconds(data, "expires_in")
+    if expires_in is not None and expires_in <= 0:
+        # A zero expiry used to fall through as "no expiry": the ack never lapsed.
+        raise ApiError(
+            400,
+            "'expires_in' must be longer than 0 s; leave it out for an acknowledgement that "
+            "does not expire",
+        )
     drill = _ctx(request).drills.find(ref)
     if drill is not None:
         answer = await _ctx(request).drills.acknowledge(drill, actor, note)
         return web.json_response({"drill": drill.id, **answer})
     fp = resolve_alert(ctx, ref)
-    expires = time.time() + expires_in if expires_in else None
+    expires = time.time() + expires_in if expires_in is not None else None
     event = await ctx.operations.acknowledge(fp, actor, note, expires)
     return web.json_response({"fingerprint": fp, "rule": event.rule, "acknowledged_by": actor})
 
@@ -246,9 +264,7 @@ async def post_silence(request: web.Request) -> web.Response:
     if (until is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'until'")
     end = until if until is not None else time.time() + (duration or 0)
-    sid = await _ctx(request).operations.silence(
-        matchers, end, _actor(request, data), _text(data, "reason")
-    )
+    sid = await _ctx(request).operations.silence(matchers, end, _actor(data), _text(data, "reason"))
     return web.json_response({"silence": sid, "until": end}, status=201)
 
 
@@ -269,7 +285,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
         raise ApiError(400, "give either 'duration' or 'end'")
     end = end if end is not None else start + (duration or 0)
     wid = await _ctx(request).operations.add_maintenance(
-        start, end, _actor(request, data), _text(data, "reason"), targets, matchers
+        start, end, _actor(data), _text(data, "reason"), targets, matchers
     )
     return web.json_response({"maintenance": wid, "start": start, "end": end}, status=201)
 
@@ -284,7 +300,7 @@ async def post_drill(request: web.Request) -> web.Response:
         raise ApiError(400, "'speed' must be a number")
     severity = _text(data, "severity", required=False, limit=20) or "critical"
     run = await _ctx(request).drills.start(
-        _actor(request, data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
+        _actor(data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
     )
     return web.json_response(run.status(), status=201)
 
@@ -465,7 +481,7 @@ async def post_ack_link(request: web.Request) -> web.Response:
     return _page(f"<p>{html.escape(words['acked'].format(actor=claim.actor))}</p>", lang=lang)
 
 
-# -- read endpoints (open on loopback; behind the web config's basic auth when one is set) ------
+# -- read endpoints (a read credential or login: authorize_read) -------------------------------
 
 _STATES = frozenset({"pending", "firing", "resolved"})
 

@@ -16,6 +16,7 @@ const I18N = {
     critical: "critical", warning: "warning", info: "info", outage: "outage",
     node: "node", active: "active", standby: "standby", active_node: "active",
     silence_reason: "silenced from the status page",
+    write_token_prompt: "API token that may write: acknowledge, silence (kept on this device)",
   },
   zh: {
     title: "值班", redlines: "红线", alerts: "告警", environment: "机房环境",
@@ -29,6 +30,7 @@ const I18N = {
     of: "/", critical: "严重", warning: "警告", info: "提示", outage: "中断",
     node: "节点", active: "主用", standby: "备用", active_node: "主用节点",
     silence_reason: "从值班页面静默",
+    write_token_prompt: "可确认和静默的 API 令牌（保存在本机）",
   },
 };
 
@@ -72,25 +74,42 @@ function fmtTime(ts, tz) {
   } catch (e) { return new Date(ts * 1000).toISOString(); }
 }
 
-function credentials() {
-  let token = localStorage.getItem("dutyd.token");
-  if (!token) { token = prompt(t("token_prompt")); if (!token) return null; }
+// Two tokens, kept apart: "dutyd.token" is the one this device reads with (on a wall screen
+// the read-only token), "dutyd.write_token" one that may write. An engineer's phone has one
+// API token for both, so a write tries the read token when there is no write token.
+function writeCredentials() {
+  let token = localStorage.getItem("dutyd.write_token") || localStorage.getItem("dutyd.token");
+  if (!token) {
+    token = prompt(t("write_token_prompt"));
+    if (!token) return null;
+    localStorage.setItem("dutyd.write_token", token);
+  }
   let actor = localStorage.getItem("dutyd.actor");
   if (!actor) { actor = prompt(t("name_prompt")); if (!actor) return null; }
-  localStorage.setItem("dutyd.token", token);
   localStorage.setItem("dutyd.actor", actor);
   return { token, actor };
 }
 
-async function post(path, body) {
-  const cred = credentials();
+async function post(path, body, retried = false) {
+  const cred = writeCredentials();
   if (!cred) return;
   const res = await fetch(path, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-Dutyd-Token": cred.token },
     body: JSON.stringify({ ...body, actor: cred.actor }),
   });
-  if (res.status === 401 || res.status === 403) localStorage.removeItem("dutyd.token");
+  if (res.status === 401) {
+    // The token may not write. Only a write token is forgotten: the read token still reads,
+    // and a wall screen must not lose it to one stray tap. Ask once for a token that writes.
+    localStorage.removeItem("dutyd.write_token");
+    if (!retried) {
+      const given = prompt(t("write_token_prompt"));
+      if (given) {
+        localStorage.setItem("dutyd.write_token", given);
+        return post(path, body, true);
+      }
+    }
+  }
   if (!res.ok) {
     let why = res.statusText;
     try { why = (await res.json()).error || why; } catch (e) { /* not JSON */ }
@@ -210,8 +229,9 @@ function renderLog(entries, tz) {
 
 async function refresh() {
   try {
-    // Away from loopback (and without basic auth) reads need the API token too.
-    const token = localStorage.getItem("dutyd.token");
+    // Reads need a token (the read-only one, or one that also writes) unless basic auth
+    // or api.open_loopback_reads lets them through.
+    const token = localStorage.getItem("dutyd.token") || localStorage.getItem("dutyd.write_token");
     const headers = token ? { "X-Dutyd-Token": token } : {};
     const res = await fetch(`/api/v1/status?lang=${encodeURIComponent(lang)}`,
       { cache: "no-store", headers });
