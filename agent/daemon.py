@@ -1,9 +1,9 @@
 """The daemon: builds the layers, connects them, and runs them. It holds no duty logic.
 
-Data flow: scheduler -> PollResult -> latest-value store + rule engine -> AlertEvents ->
+Data flow: scheduler -> PollResult -> latest values + rule engine -> AlertEvents ->
 alert journal (console, alert table, duty log) -> listeners (the notification service).
-Exporters read the store and the alerts at scrape time; the HTTP face gets a `WebContext`
-(duty operations, drills, reads), never the daemon.
+Exporters read the latest values and the alerts at scrape time; the HTTP face gets a
+`WebContext` (duty operations, drills, reads), never the daemon.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.exporters.prometheus import StoreExporter
+from dutyd.exporters.prometheus import LatestExporter
 from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
@@ -92,6 +92,7 @@ class Daemon:
             s.notify,
             self.storage,
             self.metrics,
+            clock=clock,
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
@@ -105,7 +106,7 @@ class Daemon:
             lambda: self._apply_targets(self.settings),
         )
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
-        self.recorder = EnvironmentRecorder(self.storage.environment)
+        self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
         self.web = WebContext(
             operations=self.operations,
@@ -121,6 +122,7 @@ class Daemon:
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
             cluster=self.ha.status,
+            clock=clock,
         )
         install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,7 +135,7 @@ class Daemon:
         self._help: dict[str, str] = {}
         self.traps: TrapListener | None = None  # the SNMP trap listener when configured
         self.registry.register(
-            StoreExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
+            LatestExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -354,26 +356,20 @@ class Daemon:
         m.poll_duration.labels(result.kind).observe(result.duration)
         m.scheduler_lag.observe(result.lag)
         m.samples_ingested.inc(len(result.samples))
-        status = self.latest.status.setdefault(
-            result.target, TargetStatus(result.target, result.kind)
+        was_up = self.latest.record_poll(
+            result.target,
+            result.kind,
+            result.samples,
+            result.started_at,
+            result.duration,
+            None if result.ok else (result.reason, result.message),
         )
-        was_up = status.up if status.last_poll_at is not None else None
-        status.last_poll_at = result.started_at
-        status.last_duration = result.duration
         if result.ok:
-            status.up, status.reason, status.message = True, "", ""
-            status.last_success_at = result.started_at
-            status.consecutive_failures = 0
-            self.latest.replace_target(result.target, result.samples)
             self.recorder.observe(result.samples)
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:
             m.poll_errors.labels(result.kind, result.reason).inc()
-            status.up, status.reason, status.message = False, result.reason, result.message
-            status.consecutive_failures += 1
-            status.error_counts[result.reason] = status.error_counts.get(result.reason, 0) + 1
-            self.latest.update_target(result.target, result.samples)
             # Log once on the way down, not on every failed poll.
             if was_up is not False:
                 log.warning(

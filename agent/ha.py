@@ -247,7 +247,7 @@ class HighAvailability:
         `across` groups; take the others' (the status page, `depends_on` and group rules
         across shards). One failing does not hold the other back."""
         while True:
-            await asyncio.sleep(self.config.sync_every)
+            await self.clock.sleep(self.config.sync_every)
             for what, exchange in (
                 ("targets' status", self._exchange_status),
                 ("group members", self._exchange_groups),

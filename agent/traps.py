@@ -1,7 +1,7 @@
 """Wiring the SNMP trap listener (collectors/snmp/trap_listener.py) into the daemon.
 
 `DaemonTrapSink` is the listener's view of the daemon: a trap's samples go where a poll's
-go (the latest-value store, without dropping the target's other series, and the rule
+go (the latest values, without dropping the target's other series, and the rule
 engine), "poll this target now" goes to the scheduler, and counts to
 dutyd_traps_received_total. The daemon calls `start_traps` / `stop_traps` /
 `retarget_traps`; the sink gets the scheduler, the latest values, the rules' entry point and

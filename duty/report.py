@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.configtypes import format_duration
 from dutyd.core.records import Labels, Sample
 from dutyd.notify.templates import SEVERITY
@@ -40,9 +41,15 @@ class EnvironmentRecorder:
     trusts). Writes are once a minute, whatever the poll rate.
     """
 
-    def __init__(self, environment: EnvironmentRepository, every: float = RECORD_EVERY) -> None:
+    def __init__(
+        self,
+        environment: EnvironmentRepository,
+        every: float = RECORD_EVERY,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.environment = environment
         self.every = every
+        self.clock = clock  # paces the writes; the readings carry their samples' times
         # (hour, metric, labels) -> (lowest, its time, highest, its time)
         self._pending: dict[tuple[int, str, Labels], tuple[float, float, float, float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -84,7 +91,7 @@ class EnvironmentRecorder:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.every)
+            await self.clock.sleep(self.every)
             try:
                 await self.flush()
             except Exception:

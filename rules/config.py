@@ -37,7 +37,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dutyd.core.configtypes import (
     Duration,
@@ -332,32 +332,14 @@ class RulesConfig(StrictModel):
     flapping: FlappingConfig = Field(default_factory=FlappingConfig)
 
     @model_validator(mode="after")
-    def _overrides_apply(self) -> RulesConfig:
-        from dutyd.rules.packs import available, load_pack
-
-        pack_rules: dict[str, RuleConfig] = {}
-        for pack in self.packs:
-            if pack in available():
-                pack_rules.update({r.name: r for r in load_pack(pack)})
-        problems = []
-        for name, changes in self.overrides.items():
-            base = pack_rules.get(name)
-            if base is None:
-                problems.append(f"overrides.{name}: no rule of that name in the packs")
-                continue
-            try:
-                merge_override(base, changes)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    loc = ".".join([f"overrides.{name}", *(str(p) for p in err["loc"])])
-                    msg = err["msg"].removeprefix("Value error, ")
-                    problems.append(f"{loc}: {msg}")
+    def _unique_windows(self) -> RulesConfig:
+        # Whether each override names a pack rule and still makes a valid rule needs the packs,
+        # which import this module: `rules.packs.check_overrides` checks that, called by the
+        # config loader (agent/config.py), so the two modules do not import each other.
         names = [m.name for m in self.maintenance]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            problems.append(f"maintenance: duplicate window names {', '.join(dupes)}")
-        if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(f"maintenance: duplicate window names {', '.join(dupes)}")
         return self
 
 

@@ -36,7 +36,6 @@ import ipaddress
 import json
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -247,7 +246,7 @@ async def post_ack(request: web.Request) -> web.Response:
         answer = await _ctx(request).drills.acknowledge(drill, actor, note)
         return web.json_response({"drill": drill.id, **answer})
     fp = resolve_alert(ctx, ref)
-    expires = time.time() + expires_in if expires_in is not None else None
+    expires = ctx.clock.time() + expires_in if expires_in is not None else None
     event = await ctx.operations.acknowledge(fp, actor, note, expires)
     return web.json_response({"fingerprint": fp, "rule": event.rule, "acknowledged_by": actor})
 
@@ -263,7 +262,7 @@ async def post_silence(request: web.Request) -> web.Response:
     duration = _seconds(data, "duration")
     if (until is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'until'")
-    end = until if until is not None else time.time() + (duration or 0)
+    end = until if until is not None else _ctx(request).clock.time() + (duration or 0)
     sid = await _ctx(request).operations.silence(matchers, end, _actor(data), _text(data, "reason"))
     return web.json_response({"silence": sid, "until": end}, status=201)
 
@@ -278,7 +277,7 @@ async def post_maintenance(request: web.Request) -> web.Response:
     matchers = data.get("matchers") or {}
     if not isinstance(matchers, dict):
         raise ApiError(400, "'matchers' must be an object of label matchers")
-    start = _timestamp(data, "start") or time.time()
+    start = _timestamp(data, "start") or _ctx(request).clock.time()
     end = _timestamp(data, "end")
     duration = _seconds(data, "duration")
     if (end is None) == (duration is None):
@@ -317,7 +316,8 @@ async def get_drill(request: web.Request) -> web.Response:
 @_errors
 async def get_oncall(request: web.Request) -> web.Response:
     authorize_read(request, _ctx(request))
-    return web.json_response(oncall_view(_ctx(request).notify.rota, time.time()))
+    ctx = _ctx(request)
+    return web.json_response(oncall_view(ctx.notify.rota, ctx.clock.time()))
 
 
 def oncall_view(rota: Any, now: float) -> dict[str, Any]:
@@ -415,11 +415,12 @@ def _linked_alert(ctx: WebContext, claim: Any) -> tuple[dict[str, Any] | None, s
 
 
 def _claim(request: web.Request) -> Any:
-    links = _ctx(request).notify.links
+    ctx = _ctx(request)
+    links = ctx.notify.links
     if links is None:
         raise ApiError(404, "ack links are not configured")
     try:
-        return links.verify(request.match_info["token"], time.time())
+        return links.verify(request.match_info["token"], ctx.clock.time())
     except InvalidToken as exc:
         raise ApiError(403, exc.reason) from None
 
@@ -464,7 +465,7 @@ async def post_ack_link(request: web.Request) -> web.Response:
         if drill is None and not active:
             # Checked before the link is spent: a link to a resolved alert stays unused.
             raise LookupError(claim.fingerprint)
-        await ctx.notify.links.consume(ctx.storage.ack_links, claim, time.time())  # type: ignore[union-attr]
+        await ctx.notify.links.consume(ctx.storage.ack_links, claim, ctx.clock.time())  # type: ignore[union-attr]
         if drill is not None:
             answer = await _ctx(request).drills.acknowledge(drill, claim.actor, note)
             took = format_duration(round(answer["seconds"]), lang)

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from dutyd.storage import StorageError
+from dutyd.storage.base import StorageError
 from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
 
 T = TypeVar("T")

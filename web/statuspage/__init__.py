@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from importlib import resources
 from typing import Any
 
@@ -67,7 +66,7 @@ def in_language(alert: dict[str, Any], lang: str) -> dict[str, Any]:
 
 
 async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any]:
-    now = time.time()
+    now = ctx.clock.time()
     language = lang or ctx.language()
     alerts = [in_language(a, language) for a in ctx.operations.list_alerts()]
     statuses = list(ctx.latest.status.values())
