@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import signal
 import time
@@ -165,11 +166,21 @@ class Daemon:
         await self.recorder.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
-        self.traps = await start_traps(
-            self.settings,
-            DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics),
-            self.clock,
-        )
+        try:
+            self.traps = await start_traps(
+                self.settings,
+                DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics),
+                self.clock,
+            )
+        except OSError as exc:
+            await self._close_started()
+            traps = self.settings.traps
+            where = f"{traps.listen}:{traps.port}" if traps is not None else "?"
+            why = _why(exc)  # the listener's own message names the address (and privileges)
+            if where not in why:
+                why = f"cannot listen for SNMP traps on {where}: {why}"
+            taken = "another program has it? " if exc.errno == errno.EADDRINUSE else ""
+            raise StartupError(f"{why} ({taken}set traps.port)") from None
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
         await self.notify.start(firing)
@@ -193,6 +204,17 @@ class Daemon:
                 }
             },
         )
+
+    async def _close_started(self) -> None:
+        """Undo a start that failed after the HTTP port: what `start` had opened by then, in
+        `stop`'s order, so the process exits with its message and no task or socket left."""
+        await self.ha.stop()
+        await self.scheduler.stop()
+        await self.drills.close()
+        await self.recorder.stop()
+        await self.http.stop()
+        await self.context.close()
+        await self.storage.close()
 
     async def stop(self) -> None:
         self._ready = False

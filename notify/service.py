@@ -323,7 +323,13 @@ class NotifyService:
                 page.at,
                 f"escalation.{page.kind}",
                 page.event.fingerprint,
-                {"step": page.step, "recipients": [str(r) for r in page.recipients]},
+                {
+                    "step": page.step,
+                    "recipients": [str(r) for r in page.recipients],
+                    # The duty log line says for which alert (the subject is a fingerprint).
+                    "rule": page.event.rule,
+                    "target": dict(page.event.labels).get("target", ""),
+                },
             )
             self.grouper.add(page, self._open_group)
 
@@ -368,6 +374,12 @@ class NotifyService:
             log.exception("duty log write failed")
 
     # -- rendering into the outbox --------------------------------------------------------------
+
+    def language_of(self, person: str, site: str = "") -> str:
+        """The language `person`'s pages are written in: their own, else the site's (as
+        `_message` picks it), so what their ack link opens reads like the page they got."""
+        found = self.oncall.person(person)
+        return (found.language if found else None) or self._site(site)[1]
 
     def _site(self, site: str) -> tuple[str, str]:
         cfg = self.config.sites.get(site)

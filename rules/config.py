@@ -19,11 +19,11 @@ A rule is data, validated when the config loads; nothing in it is evaluated as c
       depends_on: [core-sw1]
       severity: warning
       summary:                                  # one string, or one per language
-        en: "{target}: {mount} is {value_percent} % full ({threshold}) for {duration}"
-        zh: "{target} 的 {mount} 已用 {value_percent} %（{threshold}），已持续 {duration}"
+        en: "{target}: {mount} is {value_percent} % full ({threshold_percent} %) for {duration}"
+        zh: "{target} 的 {mount} 已用 {value_percent} %（{threshold_percent} %），已持续 {duration}"
       resolved:                                 # the resolve notice: what recovered
-        en: "{mount} on {target} {recovered} after {duration}, peak {peak_percent} %"
-        zh: "{target} 的 {mount} 已{recovered}，历时 {duration}，峰值 {peak_percent} %"
+        en: "{mount} on {target} {recovered_percent} % after {duration}, peak {peak_percent} %"
+        zh: "{target} 的 {mount} 已{recovered_percent} %，历时 {duration}，峰值 {peak_percent} %"
       reference: "Securities branch: keep enough free storage on hosts"
 
     - name: virus_outbreaks
@@ -149,21 +149,27 @@ class Condition(StrictModel):
             return value == self.equals
         return False  # changed / absent are decided from the series' history, not one value
 
-    def describe(self, language: str = "en") -> str:
+    def describe(self, language: str = "en", scale: float = 1.0) -> str:
         """The threshold as people read it: `outside 18..26` / `超出 18..26`. Every form but
-        `changed` ends in its figure, so a template can put the unit after it."""
+        `changed` ends in its figure, so a template can put the unit after it. `scale`
+        multiplies the figures: 100 reads a 0..1 ratio's `above 0.85` as `above 85`."""
         words = CONDITION_WORDS.get(language, CONDITION_WORDS["en"])
+
+        def n(x: float) -> str:
+            # round(): 0.85 * 100 is 85.00000000000001; no threshold needs 9 decimals.
+            return f"{round(x * scale, 9):g}"
+
         for form in ("above", "below", "equals"):
             value = getattr(self, form)
             if value is not None:
-                return words[form].format(f"{value:g}")
+                return words[form].format(n(value))
         for form in ("outside", "inside"):
             span = getattr(self, form)
             if span is not None:
-                return words[form].format(f"{span[0]:g}", f"{span[1]:g}")
+                return words[form].format(n(span[0]), n(span[1]))
         if self.changed:
             return words["changed"]
-        return words["absent"].format(format_duration(self.absent or 0))
+        return words["absent"].format(format_duration(self.absent or 0, language))
 
 
 class Aggregation(StrictModel):

@@ -116,6 +116,19 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
             async with http.get(base + link.group(1)) as r:
                 page = await r.text()
                 assert r.status == 200 and "Acknowledge as Zhang Wei" in page
+            # Li Na reads Chinese: her link opens in Chinese, summary included, as her page.
+            li_link = re.search(r"http://dutyd\.example(/ack/\S+)", by_path["/li"]["message"])
+            assert li_link is not None
+            async with http.get(base + li_link.group(1)) as r:
+                page = await r.text()
+            assert r.status == 200 and '<html lang="zh-CN">' in page, page
+            assert "应急演练逾期" in page and "确认（Li Na）" in page, page
+            assert "No emergency drill" not in page and "Acknowledge" not in page, page
+            async with http.get(base + li_link.group(1) + "?lang=en") as r:
+                assert "No emergency drill" in await r.text()
+            # A link that names nobody: the browser's language.
+            async with http.get(base + "/ack/x.y", headers={"Accept-Language": "zh-CN"}) as r:
+                assert r.status == 403 and "链接格式错误" in await r.text()
             async with http.post(base + link.group(1), data={"note": "on my way"}) as r:
                 assert r.status == 200 and "Acknowledged by Zhang Wei" in await r.text()
             async with http.post(base + link.group(1), data={}) as r:

@@ -42,6 +42,18 @@ def test_pyproject_lists_every_package_folder():
     assert listed == package_folders()
 
 
+def test_license_is_an_spdx_expression():
+    """setuptools >= 77 deprecates the `license = {text = ...}` table and License ::
+    classifiers, and printed the warning on every `pip install`: the SPDX string only."""
+    from packaging.licenses import canonicalize_license_expression
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    license_ = project["license"]
+    assert isinstance(license_, str), license_
+    assert canonicalize_license_expression(license_) == license_
+    assert not any(c.startswith("License ::") for c in project.get("classifiers", []))
+
+
 # aiohttp names that came after 3.9 with the release that added them (aiohttp's CHANGES):
 # code that uses one needs a floor at least that high. RequestKey made `import dutyd.web`
 # fail on aiohttp 3.10 to 3.13 while pyproject promised >= 3.10.11.
@@ -86,11 +98,22 @@ def test_a_clean_install_adds_only_dutyd(tmp_path: Path):
         (source / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, source / path)
     wheels = tmp_path / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
-        check=True,
+    # -v: pip shows the build backend's output, where setuptools prints its deprecations.
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
         timeout=600,
+        check=False,
     )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    output = build.stdout + build.stderr
+    for warning in (
+        "SetuptoolsDeprecationWarning",
+        "License classifiers are deprecated",
+        "as a TOML table is deprecated",
+    ):
+        assert warning not in output, output[output.find(warning) - 500 :][:2000]
     (wheel,) = wheels.glob("dutyd-*.whl")
     env = tmp_path / "venv"
     venv.create(env, with_pip=False)

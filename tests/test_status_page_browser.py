@@ -6,6 +6,7 @@ artifact, not committed)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -75,6 +76,15 @@ async def test_page_shows_the_alert_and_acknowledges_it(running: Running) -> Non
             await page.locator("body[data-loaded='1']").wait_for(timeout=10_000)
             assert await page.locator("h1").inner_text() == "值班"
             assert "已确认" in await page.locator(".alert").first.inner_text()
+            # The frame speaks Chinese too: the severity, the duration and the duty log's
+            # lines (what happened, not `alert.acknowledged [Li Na]: ...`).
+            head = await page.locator(".alert .head .muted").first.inner_text()
+            assert head.startswith("严重 · 持续 ") and "critical" not in head, head
+            assert re.search(r"持续 \d+(秒|分钟)", head), head
+            log = await page.locator("#log").inner_text()
+            assert "已确认（Li Na）：Portal portal fails its check" in log, log
+            assert "alert." not in log and "notify." not in log, log
+            await page.screenshot(path=str(OUTPUT / "status-page-zh.png"), full_page=True)
         finally:
             await browser.close()
     assert external == []

@@ -41,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dutyd.core.configtypes import parse_duration
+from dutyd.core.configtypes import format_duration, parse_duration
 from dutyd.core.redact import redact_address
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
@@ -346,8 +346,72 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <body class="ack">{body}</body></html>"""
 
 
-def _page(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=_PAGE.format(body=body), status=status, content_type="text/html")
+def _page(body: str, status: int = 200, lang: str = "en") -> web.Response:
+    text = _PAGE.format(body=body).replace("<html>", f'<html lang="{_HTML_LANG[lang]}">', 1)
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+_HTML_LANG = {"en": "en", "zh": "zh-CN"}
+# The ack page's words. The page opens in the language of the person the link was made for
+# (their pages' language), like the page that carried the link.
+ACK_TEXT = {
+    "en": {
+        "note": "note (what you are doing)",
+        "button": "Acknowledge as {actor}",
+        "acked": "Acknowledged by {actor}.",
+        "drill": "Drill answered in {seconds}.",
+        "gone": "This alert is no longer active.",
+    },
+    "zh": {
+        "note": "备注（处理措施）",
+        "button": "确认（{actor}）",
+        "acked": "已确认（{actor}）。",
+        "drill": "演练已确认，用时 {seconds}。",
+        "gone": "该告警已不再活动。",
+    },
+}
+# InvalidToken's reasons, for a link that cannot be trusted to say whose it is.
+_LINK_ERRORS_ZH = {
+    "malformed link": "链接格式错误",
+    "the link's signature does not match (altered or from elsewhere)": (
+        "链接签名不符（被修改或来自别处）"
+    ),
+    "the link has expired": "链接已过期",
+    "the link has already been used": "链接已被使用",
+    "ack links are not configured": "未配置确认链接",
+}
+
+
+def _ack_language(request: web.Request, actor: str | None = None, site: str = "") -> str:
+    """`?lang=` when given; else the language of the person the link was made for; for a
+    link that names nobody (invalid), the browser's Accept-Language, then the site's."""
+    ctx = _ctx(request)
+    asked = request.query.get("lang")
+    if asked is not None and asked in ACK_TEXT:
+        return asked
+    if actor is not None:
+        return ctx.notify.language_of(actor, site)
+    for part in request.headers.get("Accept-Language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    lang = ctx.language()
+    return lang if lang in ACK_TEXT else "en"
+
+
+def _error_page(message: str, status: int, lang: str) -> web.Response:
+    text = _LINK_ERRORS_ZH.get(message, message) if lang == "zh" else message
+    return _page(f"<p>{html.escape(text)}</p>", status, lang)
+
+
+def _linked_alert(ctx: WebContext, claim: Any) -> tuple[dict[str, Any] | None, str]:
+    """The alert view an ack link names (None once it has left memory) and its site."""
+    view = next(
+        (v for v in ctx.operations.list_alerts() if v["fingerprint"] == claim.fingerprint), None
+    )
+    return view, str(((view or {}).get("labels") or {}).get("site", ""))
 
 
 def _claim(request: web.Request) -> Any:
@@ -365,51 +429,57 @@ async def get_ack_link(request: web.Request) -> web.Response:
     try:
         claim = _claim(request)
     except ApiError as exc:
-        return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+        return _error_page(exc.message, exc.status, _ack_language(request))
     ctx = _ctx(request)
-    view = next(
-        (v for v in ctx.operations.list_alerts() if v["fingerprint"] == claim.fingerprint), None
-    )
+    view, site = _linked_alert(ctx, claim)
     drill = _ctx(request).drills.find(claim.fingerprint)
-    summary = view["summary"] if view else (drill.event.summary if drill else claim.fingerprint)
+    lang = _ack_language(request, claim.actor, site)
+    words = ACK_TEXT[lang]
+    if view:
+        summary = (view.get("summaries") or {}).get(lang) or view["summary"]
+    else:
+        summary = drill.event.summary_in(lang) if drill else claim.fingerprint
     since = (view or {}).get("active_since") or (drill.started if drill else None)
     when = local_time(since, ctx.timezone()) if since else ""
     return _page(
         f"<h2>{html.escape(summary)}</h2><p>{html.escape(when)}</p>"
-        f'<form method="post"><p><input name="note" placeholder="note / 备注" '
+        f'<form method="post"><p><input name="note" placeholder="{html.escape(words["note"])}" '
         f'class="note"></p><button type="submit">'
-        f"Acknowledge as {html.escape(claim.actor)} / 确认</button></form>"
+        f"{html.escape(words['button'].format(actor=claim.actor))}</button></form>",
+        lang=lang,
     )
 
 
 async def post_ack_link(request: web.Request) -> web.Response:
+    lang = _ack_language(request)
     try:
         claim = _claim(request)
+        ctx = _ctx(request)
+        view, site = _linked_alert(ctx, claim)
+        lang = _ack_language(request, claim.actor, site)
+        words = ACK_TEXT[lang]
         form = await request.post()
         note = str(form.get("note", ""))[:500] or "via ack link"
-        ctx = _ctx(request)
         drill = _ctx(request).drills.find(claim.fingerprint)
-        active = any(
-            a["fingerprint"] == claim.fingerprint and a["state"] in ("pending", "firing")
-            for a in ctx.operations.list_alerts()
-        )
+        active = view is not None and view["state"] in ("pending", "firing")
         if drill is None and not active:
             # Checked before the link is spent: a link to a resolved alert stays unused.
             raise LookupError(claim.fingerprint)
         await ctx.notify.links.consume(ctx.storage.ack_links, claim, ctx.clock.time())  # type: ignore[union-attr]
         if drill is not None:
             answer = await _ctx(request).drills.acknowledge(drill, claim.actor, note)
-            return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
+            took = format_duration(round(answer["seconds"]), lang)
+            return _page(f"<p>{html.escape(words['drill'].format(seconds=took))}</p>", lang=lang)
         await ctx.operations.acknowledge(claim.fingerprint, claim.actor, note)
     except ApiError as exc:
-        return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+        return _error_page(exc.message, exc.status, lang)
     except InvalidToken as exc:  # used before
-        return _page(f"<p>{html.escape(exc.reason)}</p>", 403)
+        return _error_page(exc.reason, 403, lang)
     except LookupError:
-        return _page("<p>This alert is no longer active. 告警已不再活动。</p>", 410)
+        return _page(f"<p>{html.escape(ACK_TEXT[lang]['gone'])}</p>", 410, lang)
     except ValueError as exc:
-        return _page(f"<p>{html.escape(str(exc))}</p>", 400)
-    return _page(f"<p>Acknowledged by {html.escape(claim.actor)}. 已确认。</p>")
+        return _page(f"<p>{html.escape(str(exc))}</p>", 400, lang)
+    return _page(f"<p>{html.escape(words['acked'].format(actor=claim.actor))}</p>", lang=lang)
 
 
 # -- read endpoints (a read credential or login: authorize_read) -------------------------------

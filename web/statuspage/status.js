@@ -13,6 +13,9 @@ const I18N = {
     name_prompt: "Your name", note_prompt: "Note (what you are doing)", failed: "Failed",
     temperature: "Temperature", humidity: "Humidity", target: "Target", reason: "Reason",
     muted: "muted", flapping: "flapping", all_up: "All targets up", of: "of",
+    critical: "critical", warning: "warning", info: "info", outage: "outage",
+    node: "node", active: "active", standby: "standby", active_node: "active",
+    silence_reason: "silenced from the status page",
     write_token_prompt: "API token that may write: acknowledge, silence (kept on this device)",
   },
   zh: {
@@ -24,7 +27,10 @@ const I18N = {
     updated: "更新于", token_prompt: "API 令牌（保存在本机）", name_prompt: "您的姓名",
     note_prompt: "备注（处理措施）", failed: "失败", temperature: "温度", humidity: "湿度",
     target: "设备", reason: "原因", muted: "已抑制", flapping: "抖动", all_up: "所有设备在线",
-    of: "/", write_token_prompt: "可确认和静默的 API 令牌（保存在本机）",
+    of: "/", critical: "严重", warning: "警告", info: "提示", outage: "中断",
+    node: "节点", active: "主用", standby: "备用", active_node: "主用节点",
+    silence_reason: "从值班页面静默",
+    write_token_prompt: "可确认和静默的 API 令牌（保存在本机）",
   },
 };
 
@@ -43,10 +49,18 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Two units at most, as a glance needs; in Chinese the units a duty engineer reads (as the
+// pages' durations: core/configtypes.format_duration).
 function fmtDuration(seconds) {
   seconds = Math.max(0, Math.round(seconds));
   const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
   const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  if (lang === "zh") {
+    if (d) return h ? `${d}天${h}小时` : `${d}天`;
+    if (h) return m ? `${h}小时${m}分钟` : `${h}小时`;
+    if (m) return `${m}分钟`;
+    return `${s}秒`;
+  }
   if (d) return `${d} d ${h} h`;
   if (h) return `${h} h ${m} m`;
   if (m) return `${m} m`;
@@ -113,7 +127,7 @@ function ack(alert) {
 function silence(alert) {
   post("/api/v1/silences", {
     matchers: { alertname: alert.rule, target: alert.labels.target || "" },
-    duration: "1h", reason: "silenced from the status page",
+    duration: "1h", reason: t("silence_reason"),
   });
 }
 
@@ -129,7 +143,7 @@ function renderAlerts(alerts, now) {
     const card = el("div", { class: `alert ${a.severity} ${a.state}`, "data-fingerprint": a.fingerprint },
       el("div", { class: "head" },
         el("span", { class: "name" }, a.rule, ...badges),
-        el("span", { class: "muted" }, `${a.severity} · ${t("for")} ${fmtDuration(a.duration)}`)),
+        el("span", { class: "muted" }, `${t(a.severity)} · ${t("for")} ${fmtDuration(a.duration)}`)),
       el("div", {}, a.summary));
     if (a.acknowledged && a.acknowledged.note) card.append(el("div", { class: "muted" }, a.acknowledged.note));
     if (a.state !== "resolved") {
@@ -151,7 +165,7 @@ function renderRedLines(alerts) {
     // Outage time excludes maintenance windows, as the red line does.
     const outage = a.outage ?? a.duration, left = a.red_line - outage;
     const crossed = left <= 0;
-    const head = `${a.labels.target || a.rule}: ${a.rule} ${fmtDuration(outage)}`;
+    const head = `${a.labels.target || a.rule}: ${a.rule}, ${t("outage")} ${fmtDuration(outage)}`;
     const text = crossed ? `${head}, ${t("red_line_crossed")}`
       : `${head}, ${t("red_line_in")} ${fmtDuration(left)}`;
     list.append(el("li", { class: crossed ? "crossed" : "" }, text));
@@ -202,9 +216,9 @@ function renderCluster(cluster) {
   const box = document.getElementById("cluster");
   box.replaceChildren();
   if (!cluster || !cluster.enabled) return;
-  const role = cluster.active ? "active" : "standby";
+  const role = t(cluster.active ? "active" : "standby");
   box.append(el("div", { class: cluster.active_node ? "muted" : "bad" },
-    `node ${cluster.node} (${role}) · active: ${cluster.active_node || "none"}`));
+    `${t("node")} ${cluster.node} (${role}) · ${t("active_node")}: ${cluster.active_node || t("none")}`));
 }
 
 function renderLog(entries, tz) {
