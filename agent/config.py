@@ -38,6 +38,7 @@ from dutyd.notify.config import (
 )
 from dutyd.rules.config import RulesConfig
 from dutyd.rules.packs import available as available_packs
+from dutyd.rules.packs import check_overrides
 from dutyd.storage.config import StorageConfig
 from dutyd.web.config import ApiConfig, HttpConfig
 
@@ -144,11 +145,30 @@ def _known_metrics(raw_targets: list[Any], validated: Iterable[Any] | None = Non
     return known
 
 
+def _override_problems(
+    rules: Mapping[str, Any], validated: RulesConfig | None
+) -> list[tuple[Loc, str]]:
+    """`rules.overrides` checked against the packs they change (`rules.packs.check_overrides`)."""
+    if validated is None:
+        # Elsewhere the file has problems: the overrides are still checked against their packs,
+        # so that they are reported together; only the two keys they depend on are validated.
+        try:
+            validated = RulesConfig.model_validate(
+                {key: rules[key] for key in ("packs", "overrides") if key in rules}
+            )
+        except ValidationError:
+            return []  # Settings' validation reports what is wrong with those two keys.
+    return [(("rules", *loc), msg) for loc, msg in check_overrides(validated)]
+
+
 def cross_check(
-    data: Mapping[str, Any], validated_targets: Iterable[Any] | None = None
+    data: Mapping[str, Any],
+    validated_targets: Iterable[Any] | None = None,
+    validated_rules: RulesConfig | None = None,
 ) -> list[tuple[Loc, str]]:
     """Every cross-reference problem with its key path, from the data as written (so it is
-    reported with the type errors); `validated_targets` when the whole file validated."""
+    reported with the type errors); `validated_targets` and `validated_rules` when the whole
+    file validated."""
     problems: list[tuple[Loc, str]] = duty_references(data)
     raw_targets = _items(data.get("targets"))
     names: dict[str, int] = {}
@@ -182,6 +202,7 @@ def cross_check(
                     f"unknown rule pack {pack!r}; available: {', '.join(available_packs())}",
                 )
             )
+    problems += _override_problems(rules, validated_rules)
     known = _known_metrics(raw_targets, validated_targets)
     for i, rule in enumerate(_items(rules.get("custom"))):
         if not isinstance(rule, Mapping):
@@ -409,11 +430,13 @@ def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
                 loc = (*loc, "kind")
             found.append((loc, _message(err, loc, data)))
     targets = settings.targets if settings is not None else None
-    found += cross_check(data, targets)
+    validated_rules = settings.rules if settings is not None else None
+    found += cross_check(data, targets, validated_rules)
     lines_known = bool(found)
     if not found and settings is not None and _overridden_from_environment():
         # A DUTYD_* variable may name what the file does not have: check what will run.
-        found += cross_check(settings.model_dump(by_alias=True, mode="python"), targets)
+        dumped = settings.model_dump(by_alias=True, mode="python")
+        found += cross_check(dumped, targets, validated_rules)
     if found:
         # Line numbers only when there is something to report: composing the YAML a second
         # time costs a large file's load time and memory.

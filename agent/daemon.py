@@ -1,9 +1,9 @@
 """The daemon: builds the layers, connects them, and runs them. It holds no duty logic.
 
-Data flow: scheduler -> PollResult -> latest-value store + rule engine -> AlertEvents ->
+Data flow: scheduler -> PollResult -> latest values + rule engine -> AlertEvents ->
 alert journal (console, alert table, duty log) -> listeners (the notification service).
-Exporters read the store and the alerts at scrape time; the HTTP face gets a `WebContext`
-(duty operations, drills, reads), never the daemon.
+Exporters read the latest values and the alerts at scrape time; the HTTP face gets a
+`WebContext` (duty operations, drills, reads), never the daemon.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import signal
 import time
@@ -37,7 +38,7 @@ from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.exporters.prometheus import StoreExporter
+from dutyd.exporters.prometheus import LatestExporter
 from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
@@ -80,7 +81,7 @@ class Daemon:
             settings.http.listen,
             settings.http.port,
             web_config_file=settings.http.web_config_file,
-            allowed_hosts=[*settings.http.allowed_hosts, *_ack_host(settings)],
+            allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
         )
         self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
@@ -91,6 +92,7 @@ class Daemon:
             s.notify,
             self.storage,
             self.metrics,
+            clock=clock,
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
@@ -104,7 +106,7 @@ class Daemon:
             lambda: self._apply_targets(self.settings),
         )
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
-        self.recorder = EnvironmentRecorder(self.storage.environment)
+        self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
         self.web = WebContext(
             operations=self.operations,
@@ -120,6 +122,7 @@ class Daemon:
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
             cluster=self.ha.status,
+            clock=clock,
         )
         install_api(self.web)
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,7 +135,7 @@ class Daemon:
         self._help: dict[str, str] = {}
         self.traps: TrapListener | None = None  # the SNMP trap listener when configured
         self.registry.register(
-            StoreExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
+            LatestExporter(lambda: self.latest.samples(only_up=True), self._alerts, self._help)
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -163,9 +166,21 @@ class Daemon:
         await self.recorder.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
-        self.traps = await start_traps(
-            self.settings, DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics)
-        )
+        try:
+            self.traps = await start_traps(
+                self.settings,
+                DaemonTrapSink(self.scheduler, self.latest, self._evaluate, self.metrics),
+                self.clock,
+            )
+        except OSError as exc:
+            await self._close_started()
+            traps = self.settings.traps
+            where = f"{traps.listen}:{traps.port}" if traps is not None else "?"
+            why = _why(exc)  # the listener's own message names the address (and privileges)
+            if where not in why:
+                why = f"cannot listen for SNMP traps on {where}: {why}"
+            taken = "another program has it? " if exc.errno == errno.EADDRINUSE else ""
+            raise StartupError(f"{why} ({taken}set traps.port)") from None
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
         await self.notify.start(firing)
@@ -189,6 +204,17 @@ class Daemon:
                 }
             },
         )
+
+    async def _close_started(self) -> None:
+        """Undo a start that failed after the HTTP port: what `start` had opened by then, in
+        `stop`'s order, so the process exits with its message and no task or socket left."""
+        await self.ha.stop()
+        await self.scheduler.stop()
+        await self.drills.close()
+        await self.recorder.stop()
+        await self.http.stop()
+        await self.context.close()
+        await self.storage.close()
 
     async def stop(self) -> None:
         self._ready = False
@@ -330,26 +356,20 @@ class Daemon:
         m.poll_duration.labels(result.kind).observe(result.duration)
         m.scheduler_lag.observe(result.lag)
         m.samples_ingested.inc(len(result.samples))
-        status = self.latest.status.setdefault(
-            result.target, TargetStatus(result.target, result.kind)
+        was_up = self.latest.record_poll(
+            result.target,
+            result.kind,
+            result.samples,
+            result.started_at,
+            result.duration,
+            None if result.ok else (result.reason, result.message),
         )
-        was_up = status.up if status.last_poll_at is not None else None
-        status.last_poll_at = result.started_at
-        status.last_duration = result.duration
         if result.ok:
-            status.up, status.reason, status.message = True, "", ""
-            status.last_success_at = result.started_at
-            status.consecutive_failures = 0
-            self.latest.replace_target(result.target, result.samples)
             self.recorder.observe(result.samples)
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:
             m.poll_errors.labels(result.kind, result.reason).inc()
-            status.up, status.reason, status.message = False, result.reason, result.message
-            status.consecutive_failures += 1
-            status.error_counts[result.reason] = status.error_counts.get(result.reason, 0) + 1
-            self.latest.update_target(result.target, result.samples)
             # Log once on the way down, not on every failed poll.
             if was_up is not False:
                 log.warning(
@@ -397,7 +417,7 @@ class Daemon:
         bound = 2 * max(self._targets[p].timeout for p in parents) + 1.0
         try:
             async with self.clock.timeout(bound):
-                await asyncio.gather(*(self.scheduler.poll_now(p) for p in parents))
+                await asyncio.gather(*(self._check_parent(p) for p in parents))
         except TimeoutError:
             log.warning(
                 "parents did not answer in time",
@@ -406,6 +426,27 @@ class Daemon:
         finally:
             for held in self._held.pop(target, []):
                 self._evaluate(held.samples)
+
+    async def _check_parent(self, name: str) -> None:
+        """Poll a parent out of turn. A parent another agent polls (shards) is polled once
+        from here with a collector of its own: the store has its status only as of that
+        agent's last poll and the next exchange, seconds late, and the child's alert must
+        know now. Its answer marks the parent up or down for the dependencies here (newer
+        than what the store says, see `ha`); its rules and alerts stay with its owner."""
+        if await self.scheduler.poll_now(name) is not None:
+            return
+        cfg = self._targets.get(name)
+        if cfg is None or self.ha.owns(name):
+            return  # not configured, or ours and just not scheduled yet
+        result = await self.scheduler.poll_apart(COLLECTORS[cfg.kind](cfg, self.context))
+        status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
+        status.up, status.reason, status.message = result.ok, result.reason, result.message
+        status.last_poll_at = result.started_at
+        self.engine.note_target_up(name, result.ok)
+        log.info(
+            "parent of another shard checked from here",
+            extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},
+        )
 
     async def _tick_loop(self) -> None:
         while True:
@@ -450,10 +491,12 @@ def _refuse_dropping_every_target(old: Settings, new: Settings, source: str) -> 
         )
 
 
-def _ack_host(settings: Settings) -> list[str]:
-    """The host of the public ack-link URL: a reverse proxy forwards requests with it."""
-    host = urlsplit(settings.notify.ack_base_url).hostname
-    return [host] if host else []
+def _advertised_hosts(settings: Settings) -> list[str]:
+    """The hosts of the URLs this node gives out, which requests then carry as Host: the
+    public ack-link URL (a reverse proxy forwards with it) and the cluster address (a
+    container's service name, say, which is not its hostname)."""
+    urls = (settings.notify.ack_base_url, settings.cluster.address)
+    return [host for url in urls if (host := urlsplit(url).hostname)]
 
 
 def _engine_for(settings: Settings) -> RuleEngine:

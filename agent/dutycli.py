@@ -4,19 +4,26 @@ its repositories, opened read-only, so they work when the daemon is down too).
 
 The daemon's URL and token come from the config file (`-c`, or $DUTYD_CONFIG): `http.listen`,
 `http.port` and `api.token_env`/`api.token_file`; `--url` and $DUTYD_API_TOKEN override them.
+When the daemon asks for a login (`basic_auth_users` in its web config), `--user` (or
+$DUTYD_API_USER) with the password in $DUTYD_API_PASSWORD or `--password-file` is sent as HTTP
+Basic beside the token. A password is never taken from the command line: `ps` and the shell
+history would show it to every local user.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import datetime as dt
 import getpass
+import ipaddress
 import json
 import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zoneinfo
 from collections.abc import Awaitable, Callable
@@ -67,7 +74,11 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method)  # noqa: S310
     req.add_header("Content-Type", "application/json")
     if token:
+        # Its own header: with basic auth on, `Authorization` carries the login.
         req.add_header("X-Dutyd-Token", token)
+    login = _login(args, url)
+    if login is not None:
+        req.add_header("Authorization", login)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
             return dict(json.loads(resp.read() or b"{}"))
@@ -76,9 +87,78 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
             reason = json.loads(exc.read()).get("error", exc.reason)
         except ValueError:
             reason = exc.reason
+        if exc.code == 401 and "basic" in (exc.headers.get("WWW-Authenticate") or "").lower():
+            reason = (
+                "dutyd asks for a user name and password (basic auth): give --user or "
+                "$DUTYD_API_USER, and the password in $DUTYD_API_PASSWORD or --password-file"
+                if login is None
+                else "the user name or password was not accepted"
+            )
         raise SystemExit(f"dutyd refused ({exc.code}): {reason}") from None
     except urllib.error.URLError as exc:
         raise SystemExit(f"cannot reach dutyd at {url}: {exc.reason}") from None
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _login(args: argparse.Namespace, url: str) -> str | None:
+    """The basic-auth header, worked out (and the password asked for) once per command:
+    `dutyd drill` calls the API every second while it waits."""
+    if not hasattr(args, "basic_login"):
+        args.basic_login = _basic_auth(args)
+        if args.basic_login and url.startswith("http://") and not _is_loopback_url(url):
+            print(
+                f"warning: the basic-auth password travels unencrypted to {url}; "
+                "use https:// (tls_server_config in the daemon's web config)",
+                file=sys.stderr,
+            )
+    login: str | None = args.basic_login
+    return login
+
+
+def _basic_auth(args: argparse.Namespace) -> str | None:
+    """The `Authorization: Basic` value for --user / $DUTYD_API_USER, None without a user."""
+    if getattr(args, "password", None) is not None:
+        # The value is not repeated: it is a password, now in the shell history.
+        raise SystemExit(
+            "--password: a password is read from $DUTYD_API_PASSWORD or --password-file, never "
+            "on the command line (every local user sees it in ps)"
+        )
+    user = getattr(args, "user", None) or os.environ.get("DUTYD_API_USER", "")
+    if not user:
+        return None
+    if ":" in user:
+        raise SystemExit(f"--user {user!r}: a basic-auth user name cannot contain ':'")
+    password = _password(args, user)
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _password(args: argparse.Namespace, user: str) -> str:
+    path = getattr(args, "password_file", None)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SystemExit(f"--password-file {path}: cannot read it ({reason})") from None
+        password = text.removesuffix("\n").removesuffix("\r")  # what `echo` or an editor added
+        if not password:
+            raise SystemExit(f"--password-file {path} is empty")
+        return password
+    password = os.environ.get("DUTYD_API_PASSWORD", "")
+    if password:
+        return password
+    if sys.stdin.isatty():
+        return getpass.getpass(f"dutyd password for {user}: ")
+    raise SystemExit(
+        f"--user {user}: give the password in $DUTYD_API_PASSWORD or with --password-file"
+    )
 
 
 def _site_zone(args: argparse.Namespace) -> zoneinfo.ZoneInfo:
@@ -161,7 +241,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
     if args.expires:
         body["expires_in"] = args.expires
     out = _api(args, "POST", "/api/v1/ack", body)
-    print(f"acknowledged {out.get('fingerprint') or out.get('drill')} as {_actor(args)}")
+    # With basic auth the daemon records the login, whatever --actor said.
+    who = out.get("acknowledged_by") or out.get("actor") or _actor(args)
+    print(f"acknowledged {out.get('fingerprint') or out.get('drill')} as {who}")
     return 0
 
 
@@ -314,6 +396,15 @@ def _common(p: argparse.ArgumentParser, api: bool = True) -> None:
     if api:
         p.add_argument("--url", help="the daemon's URL (default: from the config)")
         p.add_argument("--actor", help="who does this (default: $DUTYD_ACTOR or login name)")
+        p.add_argument(
+            "--user",
+            help="basic-auth user when the daemon asks for a login (default: $DUTYD_API_USER); "
+            "the password comes from $DUTYD_API_PASSWORD or --password-file",
+        )
+        p.add_argument("--password-file", help="a file holding the basic-auth password")
+        # Caught to refuse it: without it argparse would take `--password X` as an
+        # abbreviation of --password-file and put the password in an error message.
+        p.add_argument("--password", help=argparse.SUPPRESS)
 
 
 def add_duty_commands(sub: Any) -> None:

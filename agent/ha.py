@@ -7,7 +7,16 @@ node polls every target (warm standby), the lease holder records rule events, es
 sends; a standby only shows the store's state and records what a person does through it.
 Sharded (`cluster.shards`): each node polls its share of the targets and records their
 alerts; the lease holder alone sends (the outbox is shared) and records the alerts that belong
-to no target. Targets' status goes through the store, so dependencies work across shards.
+to no target. Every `sync_every` each node publishes through the store the status of the
+targets it owns and, for each `across` rule whose groups may span targets, whether each member
+series of those targets holds; it reads back the others'. Targets' status feeds `depends_on`
+(dependencies work across shards); the holds are merged into the engine's groups, so a group
+alert (recorded by the lease holder) is judged on every series of its group, whichever node
+polls them. Every node merges, not only the lease holder: a node that takes the lease over
+already judges the groups on the whole fleet, as its predecessor did. A published hold counts
+for twice `member_timeout`: long enough for a dead agent's targets to move and be published
+by their new owner, so the group does not resolve and fire again in between.
+Alone or unsharded none of this runs; sharded without such a rule, the holds are not exchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from dutyd.cluster.deadman import DeadMansSwitch, PeerWatch
 from dutyd.cluster.looplag import LoopLag
 from dutyd.core.clock import Clock
 from dutyd.core.latest import LatestSamples, TargetStatus
-from dutyd.core.records import AlertEvent
+from dutyd.core.records import AlertEvent, Labels
 from dutyd.duty import rulestate
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
@@ -32,9 +41,12 @@ from dutyd.duty.shared import SharedDutyState
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.service import NotifyService
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import Storage, TargetStatusRow
+from dutyd.storage import GroupHold, Storage, TargetStatusRow
 
 log = logging.getLogger("dutyd.cluster")
+
+# A published hold of a group member counts for this many `member_timeout`s (see above).
+GROUP_HOLD_TTL = 2.0
 
 
 class HighAvailability:
@@ -70,6 +82,7 @@ class HighAvailability:
         self.peers: PeerWatch | None = None
         self._engine: Callable[[], RuleEngine] | None = None
         self._notify: NotifyService | None = None
+        self._journal: AlertJournal | None = None
         self._operations: DutyOperations | None = None
         self._apply_targets: Callable[[], None] | None = None
         self._scheduler: Scheduler | None = None
@@ -128,6 +141,7 @@ class HighAvailability:
         apply_targets: Callable[[], None],
     ) -> None:
         self._engine = engine
+        self._journal = journal
         self._notify = notify
         self._operations = operations
         self._scheduler = scheduler
@@ -193,15 +207,16 @@ class HighAvailability:
         from the store (start times, red-line clocks), those of targets lost are dropped."""
         if self._scheduler is None or self._latest is None or self._apply_targets is None:
             return
-        for name in list(self._scheduler.collectors):
-            if not self.node.owns(name):
-                await self._scheduler.remove(name)
-                self._latest.remove_target(name)
+        lost = [name for name in self._scheduler.collectors if not self.node.owns(name)]
+        for name in lost:
+            await self._scheduler.remove(name)
+            self._latest.remove_target(name)
         self._apply_targets()
         self.metrics.targets_owned.set(len(self._scheduler.collectors))
         if self._engine is None:
             return
         engine = self._engine()
+        engine.release_targets(lost)
         stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
         mine = [
             a
@@ -228,17 +243,22 @@ class HighAvailability:
         return {t.name for t in self.settings().targets}
 
     async def _share_targets(self) -> None:
-        """Publish the status of the targets this node polls; take the others' status (the
-        status page, and `depends_on` across shards)."""
+        """Publish the status of the targets this node polls and the holds of their series in
+        `across` groups; take the others' (the status page, `depends_on` and group rules
+        across shards). One failing does not hold the other back."""
         while True:
-            await asyncio.sleep(self.config.sync_every)
-            try:
-                await self._exchange_status()
-            except Exception as exc:
-                log.warning(
-                    "sharing targets' status failed",
-                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}},
-                )
+            await self.clock.sleep(self.config.sync_every)
+            for what, exchange in (
+                ("targets' status", self._exchange_status),
+                ("group members", self._exchange_groups),
+            ):
+                try:
+                    await exchange()
+                except Exception as exc:
+                    log.warning(
+                        f"sharing {what} failed",
+                        extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}},
+                    )
 
     async def _exchange_status(self) -> None:
         assert self._latest is not None
@@ -254,6 +274,37 @@ class HighAvailability:
             if self.node.owns(row.target) or row.target not in self._scheduler_targets():
                 continue
             status = self._latest.status.setdefault(row.target, TargetStatus(row.target, ""))
+            if row.last_poll is None or (status.last_poll_at or 0.0) > row.last_poll:
+                # This node knows newer (a parent's reachability checked from here when a
+                # child failed): an older "up" from the store must not unmute the child.
+                continue
             status.up, status.reason, status.last_poll_at = row.up, row.reason, row.last_poll
             if engine is not None:
-                engine.deps.up[row.target] = row.up
+                engine.note_target_up(row.target, row.up)
+
+    async def _exchange_groups(self) -> None:
+        """Publish whether each member series of this node's targets holds, for the `across`
+        rules whose groups may span targets; merge the holds published by every node into the
+        engine's groups, which fire or resolve on the whole group."""
+        if self._engine is None or self._journal is None or not self._engine().shares_groups:
+            return
+        ttl = self.config.member_timeout * GROUP_HOLD_TTL
+        holds = [
+            GroupHold(rule, dict(group), dict(series), held)
+            for rule, group, series, held in self._engine().group_holds(self.node.owns)
+        ]
+        await self.storage.cluster.publish_group_members(self.node.name, holds, forget_after=ttl)
+        rows = await self.storage.cluster.group_members(max_age=ttl)
+        configured = self._scheduler_targets()
+        published: dict[str, dict[Labels, dict[Labels, bool]]] = {}
+        for row in rows:
+            # A target removed from the config: its last hold no longer counts anywhere.
+            if row.series.get("target") not in configured:
+                continue
+            group = tuple(sorted(row.group.items()))
+            series = tuple(sorted(row.series.items()))
+            published.setdefault(row.rule, {}).setdefault(group, {})[series] = row.holds
+        # The engine of now: a reload may have replaced it during the awaits (it adopts the
+        # published holds of the one before, so nothing is lost either way).
+        for event in self._engine().merge_group_members(published, self.clock.time()):
+            self._journal.put(event)

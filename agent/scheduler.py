@@ -5,8 +5,9 @@ thousand targets sharing an interval do not fire at once and keep their slot acr
 Every poll runs under the target's timeout; a global semaphore bounds polls in flight; a
 failed poll becomes `target_up = 0` with a reason here, and nowhere else. Out of turn, without
 moving a target off its grid: `poll_now` polls it at once and returns the result (a child
-failed and its parents must be checked); `request_poll` asks for a poll soon, coalescing a
-storm of requests (a trap arrived). Time comes from the injected `Clock`.
+failed and its parents must be checked; `poll_apart` for a parent another node schedules);
+`request_poll` asks for a poll soon, coalescing a storm of requests (a trap arrived). Time
+comes from the injected `Clock`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,16 @@ class Scheduler:
         if collector is None:
             return None
         return await self._poll_and_sink(collector, None)
+
+    async def poll_apart(self, collector: Collector) -> PollResult:
+        """Poll a target this scheduler does not schedule, once, and close its collector: a
+        parent another node of the cluster polls. The result goes to the caller only, not to
+        the sink (the target's rules and alerts are its owner's)."""
+        try:
+            async with self._slots:
+                return await self.poll_once(collector)
+        finally:
+            await _close_quietly(collector)
 
     async def _poll_and_sink(self, collector: Collector, scheduled_at: float | None) -> PollResult:
         async with self._busy[collector.config.name], self._slots:

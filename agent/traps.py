@@ -1,7 +1,7 @@
 """Wiring the SNMP trap listener (collectors/snmp/trap_listener.py) into the daemon.
 
 `DaemonTrapSink` is the listener's view of the daemon: a trap's samples go where a poll's
-go (the latest-value store, without dropping the target's other series, and the rule
+go (the latest values, without dropping the target's other series, and the rule
 engine), "poll this target now" goes to the scheduler, and counts to
 dutyd_traps_received_total. The daemon calls `start_traps` / `stop_traps` /
 `retarget_traps`; the sink gets the scheduler, the latest values, the rules' entry point and
@@ -16,6 +16,7 @@ from dutyd.agent.config import Settings
 from dutyd.agent.scheduler import Scheduler, target_labels
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.collectors.snmp.trap_listener import TrapListener
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.latest import LatestSamples
 from dutyd.core.records import Sample
 from dutyd.exporters.instrumentation import Instrumentation
@@ -55,12 +56,15 @@ def _snmp_targets(settings: Settings) -> list[tuple[SnmpTarget, dict[str, str]]]
     return [(t, target_labels(t)) for t in settings.targets if isinstance(t, SnmpTarget)]
 
 
-async def start_traps(settings: Settings, sink: DaemonTrapSink) -> TrapListener | None:
-    """The listener of `settings.traps`, started; None when traps are off."""
+async def start_traps(
+    settings: Settings, sink: DaemonTrapSink, clock: Clock = SYSTEM_CLOCK
+) -> TrapListener | None:
+    """The listener of `settings.traps`, started; None when traps are off. `clock` is the
+    daemon's, so a trap's samples are stamped on the time the rules run on."""
     cfg = settings.traps
     if cfg is None or not cfg.enabled:
         return None
-    listener = TrapListener(cfg, _snmp_targets(settings), sink)
+    listener = TrapListener(cfg, _snmp_targets(settings), sink, clock)
     await listener.start()
     return listener
 

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from dutyd.collectors.base import Readings
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.exporters.prometheus import StoreExporter
+from dutyd.exporters.prometheus import LatestExporter
 from dutyd.web.server import HttpServer
 
 PORTS_PER_SWITCH = 33
@@ -77,7 +77,7 @@ async def main(series: int, scrapes: int) -> None:
     count = fill(store, series)
     registry = CollectorRegistry(auto_describe=False)
     Instrumentation(registry)
-    registry.register(StoreExporter(lambda: store.samples(only_up=True), list, HELP))
+    registry.register(LatestExporter(lambda: store.samples(only_up=True), list, HELP))
     server = HttpServer(registry, lambda: (True, "ready"))
     await server.start()
     try:

@@ -7,7 +7,7 @@ over UDP, one UDP port each) in --fleet-procs child processes; every agent serve
 switch (IF-MIB ifTable/ifXTable, sysUpTime) and a UPS (UPS-MIB), and caps replies at 1400
 bytes as switches do. Then, side by side in one run and over the same agents:
 
-  * dutyd: a child process running one SnmpCollector per agent (profile `ups`: a 9-OID GET;
+  * dutyd: a child process running one SnmpCollector per agent (profile `ups`: a 10-OID GET;
     profile `switch`: sysUpTime + a walk of 48 ports, 7 columns, with ifName and ifDescr
     walked on the first poll only, as `label_refresh` (15 min) does; --label-refresh 0s walks
     them every poll, 9 columns), one shared context, with
@@ -429,7 +429,7 @@ def main() -> None:
 
         # dutyd walks the name columns only when label_refresh is due (exporter: every scrape).
         cols = "9 cols" if parse_duration(args.label_refresh) == 0 else "7+2 cols"
-        label = {"ups": "UPS GET (9 OIDs)", "switch": f"48-port walk ({cols})"}
+        label = {"ups": "UPS GET (10 OIDs)", "switch": f"48-port walk ({cols})"}
         print()
         print(f"{'poll':<22} {'who':<9} {'polls/s':>9} {'CPU ms/poll':>12} {'errors':>7}")
         for mode, d, e, plain in rows:

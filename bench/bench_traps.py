@@ -11,6 +11,7 @@
    `decode_community_notification` alone, and decode + target match + samples.
 
     python -m bench.bench_traps [--targets 100] [--decode 200000]
+    python bench/bench_traps.py [--targets 100] [--decode 200000]
 """
 
 from __future__ import annotations
@@ -20,20 +21,26 @@ import asyncio
 import logging
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from dutyd.agent.config import load_from_dict
-from dutyd.agent.daemon import Daemon
-from dutyd.collectors.snmp import codec
-from dutyd.collectors.snmp.collector import SnmpTarget
-from dutyd.collectors.snmp.trap_decode import decode_community_notification
-from dutyd.collectors.snmp.trap_map import TrapMapper
-from tests.peers import free_port
-from tests.snmp_fixtures import reply
-from tests.test_notify_delivery import Receiver
+# Run as `python bench/bench_traps.py` too, not only `python -m bench.bench_traps`: the peers
+# it reuses live in tests/, importable from the repository root.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dutyd.agent.config import load_from_dict  # noqa: E402
+from dutyd.agent.daemon import Daemon  # noqa: E402
+from dutyd.collectors.snmp import codec  # noqa: E402
+from dutyd.collectors.snmp.collector import SnmpTarget  # noqa: E402
+from dutyd.collectors.snmp.trap_decode import decode_community_notification  # noqa: E402
+from dutyd.collectors.snmp.trap_map import TrapMapper  # noqa: E402
+from tests.peers import free_port  # noqa: E402
+from tests.snmp_fixtures import reply  # noqa: E402
+from tests.test_notify_delivery import Receiver  # noqa: E402
 
 COMMUNITY = b"bench"
 UPS = (1, 3, 6, 1, 2, 1, 33, 1)

@@ -162,11 +162,14 @@ class ClusterNode(Node):
 
     async def start(self) -> None:
         """Join (heartbeat, members, shard map) before the daemon starts polling, then keep
-        at it in the background; the lease is tried in the background from the first round."""
+        at it in the background; the lease is tried in the background from the first round.
+        The lease is read here already, so /readyz and the status page name the active node
+        from the start, not "none" until the first round."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.config.period * 2):
                 await self._heartbeat()
                 await self._read_members()
+                self.lease = await self.repo.lease(NOTIFIER)
         self._task = asyncio.create_task(self._run(), name="cluster")
 
     async def stop(self) -> None:

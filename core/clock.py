@@ -31,6 +31,11 @@ class Clock(Protocol):
         """An async context manager that cancels its block after `seconds` of this clock."""
         ...
 
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Run `callback` (in the running event loop) after `seconds` of this clock; returns a
+        canceller."""
+        ...
+
 
 class SystemClock:
     """The real clock: `time.time`, `time.monotonic`, `asyncio.sleep`, `asyncio.timeout`."""
@@ -46,6 +51,9 @@ class SystemClock:
 
     def timeout(self, seconds: float | None) -> asyncio.Timeout:
         return asyncio.timeout(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+        return asyncio.get_running_loop().call_later(seconds, callback).cancel
 
 
 SYSTEM_CLOCK = SystemClock()

@@ -17,6 +17,16 @@ A collector raises one of these (with `raise ... from exc`); the scheduler alone
 from __future__ import annotations
 
 
+def shown(text: str, limit: int = 80) -> str:
+    """Device text quoted for an error message, cut to about `limit` characters. Quoted with
+    repr, so control characters and line breaks cannot forge log lines; cut, because a
+    device chooses how long its answer is and the reason is logged and shown on every poll.
+    Shared by the collector kinds (which may not import each other)."""
+    if len(text) > limit:
+        return repr(text[:limit]) + f"... ({len(text)} characters)"
+    return repr(text)
+
+
 class DutydError(Exception):
     """Base of every error dutyd raises on purpose."""
 

@@ -37,6 +37,37 @@ class LatestSamples:
         self._by_target: dict[str, list[Sample]] = {}
         self.status: dict[str, TargetStatus] = {}
 
+    def record_poll(
+        self,
+        target: str,
+        kind: str,
+        samples: list[Sample],
+        started_at: float,
+        duration: float,
+        error: tuple[str, str] | None = None,
+    ) -> bool | None:
+        """One poll's result. Succeeded (`error` None): the target's series replaced whole and
+        its status up. Failed (`error` is (reason, message)): its samples (`target_up` 0) laid
+        over the last good ones, which rules may still want, and its status down, counted by
+        reason. Returns whether the target was up before this poll (None: never polled), so
+        the caller can tell a change from more of the same."""
+        status = self.status.setdefault(target, TargetStatus(target, kind))
+        was_up = status.up if status.last_poll_at is not None else None
+        status.last_poll_at = started_at
+        status.last_duration = duration
+        if error is None:
+            status.up, status.reason, status.message = True, "", ""
+            status.last_success_at = started_at
+            status.consecutive_failures = 0
+            self.replace_target(target, samples)
+        else:
+            reason, message = error
+            status.up, status.reason, status.message = False, reason, message
+            status.consecutive_failures += 1
+            status.error_counts[reason] = status.error_counts.get(reason, 0) + 1
+            self.update_target(target, samples)
+        return was_up
+
     def replace_target(self, target: str, samples: list[Sample]) -> None:
         if len({s.series for s in samples}) != len(samples):
             # A series read twice in one poll is exported once (the last reading wins):

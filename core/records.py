@@ -153,4 +153,4 @@ class AlertEvent:
             return text
         when = self.timestamp if now is None else now
         since = self.active_since if self.active_since is not None else when
-        return text.replace("{duration}", format_duration(max(0.0, when - since)))
+        return text.replace("{duration}", format_duration(max(0.0, when - since), language))

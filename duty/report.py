@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.core.configtypes import format_duration
 from dutyd.core.records import Labels, Sample
+from dutyd.notify.templates import SEVERITY
 from dutyd.storage import EnvironmentReading, EnvironmentRepository, Storage
 
 ENV_METRICS = ("room_temperature_celsius", "room_humidity_percent")
@@ -38,9 +41,15 @@ class EnvironmentRecorder:
     trusts). Writes are once a minute, whatever the poll rate.
     """
 
-    def __init__(self, environment: EnvironmentRepository, every: float = RECORD_EVERY) -> None:
+    def __init__(
+        self,
+        environment: EnvironmentRepository,
+        every: float = RECORD_EVERY,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.environment = environment
         self.every = every
+        self.clock = clock  # paces the writes; the readings carry their samples' times
         # (hour, metric, labels) -> (lowest, its time, highest, its time)
         self._pending: dict[tuple[int, str, Labels], tuple[float, float, float, float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -82,7 +91,7 @@ class EnvironmentRecorder:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.every)
+            await self.clock.sleep(self.every)
             try:
                 await self.flush()
             except Exception:
@@ -162,6 +171,33 @@ HEADINGS = {
 }
 
 
+# The measures column: what people did during the shift, one entry each, in the report's
+# language (a Chinese diary must not read "ack Li Na" or "maintenance ..."). Names, notes and
+# reasons are the people's own words and stay as written.
+MEASURES = {
+    "en": {
+        "ack": "{when} ack {actor}",
+        "red_line": "{when} red line {actor}",
+        "silence": "{when} silence {actor}: {reason}",
+        "maintenance": "{when} maintenance {actor}: {reason}",
+        "drill": "{when} drill: {answers}",
+        "note": ": {note}",
+        "list": ", ",
+        "sep": "; ",
+    },
+    "zh": {
+        "ack": "{when} {actor} 已确认",
+        "red_line": "{when} 已超过红线（{limit}）",
+        "silence": "{when} {actor} 设置静默：{reason}",
+        "maintenance": "{when} {actor} 设置维护窗口：{reason}",
+        "drill": "{when} 应急演练：{answers}",
+        "note": "：{note}",
+        "list": "，",
+        "sep": "；",
+    },
+}
+
+
 @dataclass
 class Report:
     language: str
@@ -175,6 +211,13 @@ class Report:
 
     def h(self, key: str) -> str:
         return HEADINGS.get(self.language, HEADINGS["en"])[key]
+
+    def measure(self, key: str, **values: Any) -> str:
+        return MEASURES.get(self.language, MEASURES["en"])[key].format(**values)
+
+    def severity(self, severity: str) -> str:
+        """严重 / 警告 in a Chinese diary, as on the pages (notify.templates.SEVERITY)."""
+        return SEVERITY.get(self.language, SEVERITY["en"]).get(severity, severity)
 
     def when(self, ts: float | None) -> str:
         if ts is None:
@@ -247,17 +290,27 @@ async def build_report(
                 a["resolved"] = ts
             elif kind in ("alert.acknowledged", "alert.red_line"):
                 note = data.get("note") or ""
-                word = "ack" if kind == "alert.acknowledged" else "red line"
-                text = f"{report.when(ts)} {word} {actor}" + (f": {note}" if note else "")
-                a["acts"].append(text)
+                limit = data.get("red_line") or 0.0  # the crossed red line, in seconds
+                text = report.measure(
+                    "ack" if kind == "alert.acknowledged" else "red_line",
+                    when=report.when(ts),
+                    actor=actor,
+                    limit=format_duration(limit, report.language),
+                )
+                a["acts"].append(text + (report.measure("note", note=note) if note else ""))
         elif kind in ("silence.add", "maintenance.add"):
             word = "silence" if kind == "silence.add" else "maintenance"
-            measures.append((ts, f"{report.when(ts)} {word} {actor}: {data.get('reason', '')}"))
-        elif kind == "drill.end":
-            answers = ", ".join(
-                f"{a['actor']} {a['seconds']:.0f}s" for a in data.get("answers", [])
+            text = report.measure(
+                word, when=report.when(ts), actor=actor, reason=data.get("reason", "")
             )
-            measures.append((ts, f"{report.when(ts)} drill: {answers or h('none')}"))
+            measures.append((ts, text))
+        elif kind == "drill.end":
+            answers = report.measure("list").join(
+                f"{a['actor']} {format_duration(a['seconds'], report.language)}"
+                for a in data.get("answers", [])
+            )
+            text = report.measure("drill", when=report.when(ts), answers=answers or h("none"))
+            measures.append((ts, text))
     fired = {fp: a for fp, a in alerts.items() if a["first"] is not None}
     for a in fired.values():
         resolved = report.when(a["resolved"]) if a["resolved"] else h("still")
@@ -265,9 +318,9 @@ async def build_report(
             [
                 report.when(a["first"]),
                 a.get("summary", ""),
-                a.get("severity", ""),
+                report.severity(a.get("severity", "")),
                 resolved,
-                "; ".join(a["acts"]),
+                report.measure("sep").join(a["acts"]),
             ]
         )
     for _, text in measures:
@@ -282,7 +335,7 @@ async def build_report(
             continue
         active = [a for a in mine if a["state"] in ("firing", "pending")]
         status = h("fault") if active else h("recovered")
-        detail = "; ".join(a.get("summary", "") for a in mine)
+        detail = report.measure("sep").join(a.get("summary", "") for a in mine)
         report.equipment.append([name, kind, status, detail])
     for span in await storage.environment.ranges(start, end):
         name, labels, lo, hi = span.name, span.labels, span.min, span.max

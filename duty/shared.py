@@ -83,7 +83,7 @@ class SharedDutyState:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.every)
+            await self.clock.sleep(self.every)
             try:
                 await self.sync()
             except Exception as exc:

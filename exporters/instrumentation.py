@@ -26,14 +26,14 @@ disable_created_metrics()
 # dutyd_traps_received_total's pre-filled series: the results each kind of notification can
 # have (collectors/snmp/trap_listener.py KINDS and RESULTS; kept here, as exporters import no
 # collector).
-_NOTIFICATION_RESULTS = ("mapped", "unknown_trap", "unknown_source", "bad_community")
+_DECODED_RESULTS = ("mapped", "unmapped", "unknown_trap", "unknown_source")
 TRAP_SERIES: tuple[tuple[str, str], ...] = (
-    *((k, r) for k in ("v1_trap", "v2c_trap", "v2c_inform") for r in _NOTIFICATION_RESULTS),
     *(
         (k, r)
-        for k in ("v3_trap", "v3_inform")
-        for r in ("mapped", "unknown_trap", "unknown_source")
+        for k in ("v1_trap", "v2c_trap", "v2c_inform")
+        for r in (*_DECODED_RESULTS, "bad_community")
     ),
+    *((k, r) for k in ("v3_trap", "v3_inform") for r in _DECODED_RESULTS),
     *(("v3", r) for r in ("bad_user", "unknown_engine_id", "discovery", "malformed")),
     ("unknown", "malformed"),
     ("unknown", "rate_limited"),

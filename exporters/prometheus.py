@@ -1,12 +1,12 @@
-"""The scrape-time view of the sample store and the alerts, in Prometheus exposition format.
+"""The scrape-time view of the latest values and the alerts, in Prometheus exposition format.
 
 Nothing is copied into gauges between scrapes: at scrape time the exporter walks the
-latest-value store and the alert table. It works two ways:
+latest values (`core/latest.py`) and the alert table. It works two ways:
 
 * as a client_python custom collector (`collect()` yields metric families), so any consumer of
   the registry (`generate_latest(registry)`, tests) sees everything;
 * on the daemon's /metrics path (`iter_latest(registry)`), it writes the text format itself,
-  straight from the store, one family at a time. Building one `Metric` and one `Sample`
+  straight from the latest values, one family at a time. Building one `Metric` and one `Sample`
   object per series costs about four times as much as writing the line, and a large site has
   100,000 series; writing a chunk of a family at a time keeps about 250 KB of text in memory
   at a time (the whole exposition is ~20 MB at 160,000 series, and a process keeps memory it
@@ -66,17 +66,17 @@ class AlertView(Protocol):
     active_since: float | None
 
 
-# Set while `iter_latest` runs: store exporters then hand themselves over instead of
+# Set while `iter_latest` runs: latest exporters then hand themselves over instead of
 # yielding families, to be rendered directly afterwards.
-_direct: contextvars.ContextVar[list[StoreExporter] | None] = contextvars.ContextVar(
+_direct: contextvars.ContextVar[list[LatestExporter] | None] = contextvars.ContextVar(
     "dutyd_direct_render", default=None
 )
 
 
 def iter_latest(registry: prometheus_registry.Collector) -> Iterator[bytes]:
     """The registry in text format 0.0.4, in chunks: first every ordinary collector (through
-    client_python), then each store exporter's families, a family or a part of one per chunk."""
-    direct: list[StoreExporter] = []
+    client_python), then each latest exporter's families, a family or a part of one per chunk."""
+    direct: list[LatestExporter] = []
     token = _direct.set(direct)
     try:
         head = generate_latest(registry)  # type: ignore[arg-type]
@@ -120,8 +120,9 @@ def format_labels(labels: Iterable[tuple[str, str]]) -> str:
 
 
 # prometheus_client's scrape-time collector interface, not dutyd's `collectors.base.Collector`
-# (which polls devices).
-class StoreExporter(prometheus_registry.Collector):
+# (which polls devices). Named for what it exports, the latest values (`LatestSamples`):
+# "store" means storage (`dutyd.storage`) only.
+class LatestExporter(prometheus_registry.Collector):
     def __init__(
         self,
         samples: Callable[[], Iterable[Sample]],
@@ -135,7 +136,7 @@ class StoreExporter(prometheus_registry.Collector):
         # Rendered label sets, by the id of the (interned, see `intern_labels`) label tuple,
         # kept beside it so the id stays its own. Label tuples repeat from poll to poll, so
         # most scrapes find every one here without hashing a tuple; the cache is rebuilt when
-        # it outgrows the store. A tuple that is not interned just renders again.
+        # it outgrows the latest values. A tuple that is not interned just renders again.
         self._label_text: dict[int, tuple[Labels, str]] = {}
         self._warned: set[str] = set()
 
@@ -180,11 +181,11 @@ class StoreExporter(prometheus_registry.Collector):
         yield since
 
     def render(self) -> str:
-        """The store's families and the alert families as exposition text."""
+        """The latest values' families and the alert families as exposition text."""
         return "".join(self.render_families())
 
     def render_families(self) -> Iterator[str]:
-        """The exposition text, a family (or a part of a big one) at a time: the store's,
+        """The exposition text, a family (or a part of a big one) at a time: the latest values',
         then the alerts'."""
         cache = self._label_text
         # References only, grouped by name: a family's series must be contiguous.

@@ -28,10 +28,10 @@ import dataclasses
 import logging
 import math
 import random
-import time
 from collections.abc import Callable
 from typing import Any
 
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.acklink import AckLinks
@@ -78,7 +78,7 @@ class NotifyService:
         notify: NotifyConfig,
         storage: Storage,
         metrics: Instrumentation,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         generator_url: str = "",
         sender: Callable[[], tuple[str, int] | None] | None = None,
         escalating: Callable[[], bool] = lambda: True,
@@ -89,6 +89,8 @@ class NotifyService:
         self.config = notify
         self.storage = storage
         self.metrics = metrics
+        # Every time here is this clock's: page times, escalation steps, group windows, retries
+        # and timeouts (a FakeClock walks a 30-minute policy in a test without waiting).
         self.clock = clock
         self.generator_url = generator_url
         self.rota = Rota(oncall)
@@ -103,7 +105,7 @@ class NotifyService:
         # The age is computed at scrape time from the oldest row's creation time.
         self._oldest: float | None = None
         metrics.outbox_oldest_age.set_function(
-            lambda: max(0.0, self.clock() - self._oldest) if self._oldest else 0.0
+            lambda: max(0.0, self.clock.time() - self._oldest) if self._oldest else 0.0
         )
         self.forwarded: dict[str, AlertEvent] = {}  # firing alerts Alertmanager knows of
         self._rng = random.Random()
@@ -112,7 +114,8 @@ class NotifyService:
         self._inflight: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
-        self._flush_handles: dict[GroupKey, asyncio.TimerHandle] = {}
+        # The cancellers of the open group windows' timers.
+        self._flush_handles: dict[GroupKey, Callable[[], None]] = {}
         self._ready: list[GroupKey] = []  # groups whose window closed, to be written
         # Groups taken whose outbox write failed (disk full), written again first.
         self._unwritten: list[tuple[GroupKey, list[Page]]] = []
@@ -133,7 +136,7 @@ class NotifyService:
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
         ]
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="notify-am"))
-        depth = (await self.outbox.stats(self.clock())).depth
+        depth = (await self.outbox.stats(self.clock.time())).depth
         if depth:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
         if active:
@@ -141,7 +144,7 @@ class NotifyService:
 
     async def _load_order(self) -> None:
         self.order.load(await self.outbox.due(math.inf, 1 << 30))
-        self._last_created = max(self._last_created, self.clock())
+        self._last_created = max(self._last_created, self.clock.time())
 
     def _stamp(self, now: float) -> float:
         """The creation time of a new outbox row: strictly increasing, so the queue order
@@ -158,8 +161,8 @@ class NotifyService:
 
     async def stop(self) -> None:
         # Open groups are written to the outbox, so they go out at the next start.
-        for handle in self._flush_handles.values():
-            handle.cancel()
+        for cancel in self._flush_handles.values():
+            cancel()
         self._flush_handles.clear()
         self._ready.extend(k for k in self.grouper.groups if k not in self._ready)
         if self._ready and not self._flushing:
@@ -182,7 +185,7 @@ class NotifyService:
         """The daemon's alert listener."""
         if not self.escalating():
             return  # a standby: the active node escalates (and took this alert over)
-        now = self.clock()
+        now = self.clock.time()
         self.add_pages(self.escalator.handle(event, now), now)
         self._escalate.set()
         if (
@@ -201,7 +204,7 @@ class NotifyService:
     def resume(self, alerts: list[dict[str, Any]]) -> None:
         """After a restart, take up the escalation of alerts still firing (the rules layer
         restores them silently). Steps already sent are recognised by their page ids."""
-        now = self.clock()
+        now = self.clock.time()
         for a in alerts:
             if a.get("state") != "firing" or a.get("suppressed") or a.get("silenced_by"):
                 continue
@@ -250,8 +253,8 @@ class NotifyService:
             self.forwarded.pop(fp, None)
 
     def _forget(self) -> None:
-        for handle in self._flush_handles.values():
-            handle.cancel()
+        for cancel in self._flush_handles.values():
+            cancel()
         self._flush_handles.clear()
         self.grouper.groups.clear()
         self._ready.clear()
@@ -287,7 +290,7 @@ class NotifyService:
             channels[name] = previous[name] if same else build_channel(name, cfg)
             if not same:
                 self.buckets[name] = TokenBucket(
-                    cfg.rate_limit.count, cfg.rate_limit.per, self.clock()
+                    cfg.rate_limit.count, cfg.rate_limit.per, self.clock.time()
                 )
         forwarders = []
         for i, fwd in enumerate(notify.alertmanager):
@@ -320,13 +323,20 @@ class NotifyService:
                 page.at,
                 f"escalation.{page.kind}",
                 page.event.fingerprint,
-                {"step": page.step, "recipients": [str(r) for r in page.recipients]},
+                {
+                    "step": page.step,
+                    "recipients": [str(r) for r in page.recipients],
+                    # The duty log line says for which alert (the subject is a fingerprint).
+                    "rule": page.event.rule,
+                    "target": dict(page.event.labels).get("target", ""),
+                },
             )
             self.grouper.add(page, self._open_group)
 
     def _open_group(self, key: GroupKey) -> None:
-        loop = asyncio.get_running_loop()
-        self._flush_handles[key] = loop.call_later(self.config.group_wait, self._flush_soon, key)
+        self._flush_handles[key] = self.clock.call_later(
+            self.config.group_wait, lambda: self._flush_soon(key)
+        )
 
     def _flush_soon(self, key: GroupKey) -> None:
         self._flush_handles.pop(key, None)
@@ -365,6 +375,12 @@ class NotifyService:
 
     # -- rendering into the outbox --------------------------------------------------------------
 
+    def language_of(self, person: str, site: str = "") -> str:
+        """The language `person`'s pages are written in: their own, else the site's (as
+        `_message` picks it), so what their ack link opens reads like the page they got."""
+        found = self.oncall.person(person)
+        return (found.language if found else None) or self._site(site)[1]
+
     def _site(self, site: str) -> tuple[str, str]:
         cfg = self.config.sites.get(site)
         tz = (cfg.timezone if cfg else None) or self.config.timezone
@@ -389,7 +405,7 @@ class NotifyService:
                         "writing notifications to the outbox failed; retrying",
                         extra={"fields": {"messages": len(groups), "retry_in": OUTBOX_RETRY}},
                     )
-                    await asyncio.sleep(OUTBOX_RETRY)
+                    await self.clock.sleep(OUTBOX_RETRY)
         finally:
             self._flushing = False
 
@@ -404,7 +420,7 @@ class NotifyService:
         queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
         sent = await self.outbox.queued_among(ids) if queued else set()
         sent |= await self.outbox.sent_among(ids)
-        now = self.clock()
+        now = self.clock.time()
         rows = []
         for key, pages in groups:
             fresh = [p for p in pages if page_id(p, key[0]) not in sent]
@@ -493,8 +509,8 @@ class NotifyService:
 
     async def _refresh_loop(self) -> None:
         while True:
-            await asyncio.sleep(AM_REFRESH)
-            now = self.clock()
+            await self.clock.sleep(AM_REFRESH)
+            now = self.clock.time()
             alerts = [
                 am_alert(e, now, self.generator_url, AM_ENDS_IN) for e in self.forwarded.values()
             ]
@@ -513,15 +529,16 @@ class NotifyService:
     async def _escalation_loop(self) -> None:
         while True:
             self._escalate.clear()
-            now = self.clock()
+            now = self.clock.time()
             if self.escalating():
                 self.add_pages(self.escalator.due(now), now)
             deadline = self.escalator.next_deadline()
             timeout = 1.0 if deadline is None else min(1.0, max(0.001, deadline - now))
-            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
-            # lands as the event is set, and this loop would then outlive the daemon's stop().
+            # A timeout (the clock's: asyncio.timeout on the system clock), not wait_for: on
+            # Python 3.11, wait_for swallows a cancel that lands as the event is set, and this
+            # loop would then outlive the daemon's stop().
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with self.clock.timeout(timeout):
                     await self._escalate.wait()
 
     # -- delivery -------------------------------------------------------------------------------
@@ -534,7 +551,7 @@ class NotifyService:
         timeout = 1.0
         while True:
             self._wake.clear()
-            now = self.clock()
+            now = self.clock.time()
             if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
                 pruned = now
                 await self.outbox.forget_sent(now - SENT_RETENTION)
@@ -557,8 +574,8 @@ class NotifyService:
                 timeout = await self._check_queue(now)
             # Rows read ahead wait for a free slot: a delivery that ends wakes the loop.
             wait = 1.0 if ready else timeout
-            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see _escalation_loop
-                async with asyncio.timeout(wait):
+            with contextlib.suppress(TimeoutError):  # a timeout: see _escalation_loop
+                async with self.clock.timeout(wait):
                     await self._wake.wait()
 
     async def _check_queue(self, now: float) -> float:
@@ -598,7 +615,7 @@ class NotifyService:
             return False
         # The claim call may have waited (the store, a stalled loop): send only while it is
         # still ours by a wide margin and we are still the active node.
-        return self.sender() == who and self.clock() < until - CLAIM_MARGIN / 2
+        return self.sender() == who and self.clock.time() < until - CLAIM_MARGIN / 2
 
     def _contacts(self, recipient: str) -> list[str]:
         if recipient.startswith("#"):
@@ -621,7 +638,7 @@ class NotifyService:
         return {**payload, "body": body}
 
     async def _attempt(self, row: OutboxMessage) -> None:
-        now = self.clock()
+        now = self.clock.time()
         channel = self.channels.get(row.channel)
         if channel is None:
             # Removed by a config reload: the remaining contacts, else the recipient's
@@ -647,11 +664,11 @@ class NotifyService:
         if self.sender is not None and not await self._claim(row, now):
             return
         try:
-            async with asyncio.timeout(self.config.send_timeout):
+            async with self.clock.timeout(self.config.send_timeout):
                 result = await channel.send(row.id, self._with_links(row.payload, now))
         except TimeoutError:
             result = SendResult(False, True, f"no answer within {self.config.send_timeout:g}s")
-        now = self.clock()
+        now = self.clock.time()
         info = {
             "channel": row.channel,
             "recipient": row.recipient,

@@ -99,12 +99,13 @@ def render(
         line = f"[{sev}] {ev.summary_in(language, now)} ({where})"
         since = ev.active_since or ev.timestamp
         line += f"\n  {text['since']} {local_time(since, tz)}, {text['for']} "
-        line += format_duration(max(0.0, now - since))
+        line += format_duration(max(0.0, now - since), language)
         if p.kind is PageKind.FIRING and p.step > 1:
             line += f", {text['step'].format(n=p.step)}"
         if p.kind is PageKind.RED_LINE and ev.red_line:
             line += ", " + text["outage"].format(
-                d=format_duration(max(0.0, now - since)), r=format_duration(ev.red_line)
+                d=format_duration(max(0.0, now - since), language),
+                r=format_duration(ev.red_line, language),
             )
         if p.kind is PageKind.ACKNOWLEDGED and ev.actor:
             line += f", {text['by']} {ev.actor}" + (f": {ev.note}" if ev.note else "")

@@ -4,6 +4,7 @@ its alerts, and what it remembers per series and per group between samples."""
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dutyd.core.records import Labels, Sample
@@ -49,8 +50,13 @@ class CompiledRule:
         # Rules whose truth changes with time alone are re-evaluated on every tick.
         self.timed = config.value == "age" or config.events is not None or self.absent is not None
         self.series: dict[Labels, SeriesState] = {}
-        # across: group labels -> member series -> holds
+        # across: group labels -> member series -> holds, of the series this node reads
         self.groups: dict[Labels, dict[Labels, bool]] = defaultdict(dict)
+        # ... and of the series other nodes poll (sharded; see `RuleEngine.merge_group_members`)
+        self.remote: dict[Labels, dict[Labels, bool]] = {}
+        # A group may span targets, so under shards its series may be polled by several nodes;
+        # grouped by `target` it never does.
+        self.spans_targets = config.across is not None and "target" not in config.across.by
         self.alerts: dict[Labels, Alert] = {}  # by alert labels
         self._label_cache: dict[Labels, Labels] = {}
 
@@ -78,9 +84,20 @@ class CompiledRule:
         assert self.config.across is not None
         return tuple(sorted((k, label_of(series, k)) for k in self.config.across.by))
 
+    def members_of(self, group: Labels) -> Mapping[Labels, bool]:
+        """A group's member series and whether each holds: this node's own, and the other
+        nodes' for the series it does not read itself (its own are the freshest)."""
+        local = self.groups.get(group)
+        remote = self.remote.get(group)
+        if not remote:
+            return local or {}
+        if not local:
+            return remote
+        return {**remote, **local}
+
     def group_size(self, alert: Alert) -> int:
         """How many series the group of an `across` alert has (0 for other rules)."""
-        return len(self.groups.get(alert.labels, ())) if self.config.across else 0
+        return len(self.members_of(alert.labels)) if self.config.across else 0
 
     def worse(self, peak: float | None, value: float) -> float:
         """The worse of an outage's peak so far and a new value: the lowest for `below`, the

@@ -19,11 +19,11 @@ A rule is data, validated when the config loads; nothing in it is evaluated as c
       depends_on: [core-sw1]
       severity: warning
       summary:                                  # one string, or one per language
-        en: "{target}: {mount} is {value_percent} % full ({threshold}) for {duration}"
-        zh: "{target} 的 {mount} 已用 {value_percent} %（{threshold}），已持续 {duration}"
+        en: "{target}: {mount} is {value_percent} % full ({threshold_percent} %) for {duration}"
+        zh: "{target} 的 {mount} 已用 {value_percent} %（{threshold_percent} %），已持续 {duration}"
       resolved:                                 # the resolve notice: what recovered
-        en: "{mount} on {target} {recovered} after {duration}, peak {peak_percent} %"
-        zh: "{target} 的 {mount} 已{recovered}，历时 {duration}，峰值 {peak_percent} %"
+        en: "{mount} on {target} {recovered_percent} % after {duration}, peak {peak_percent} %"
+        zh: "{target} 的 {mount} 已{recovered_percent} %，历时 {duration}，峰值 {peak_percent} %"
       reference: "Securities branch: keep enough free storage on hosts"
 
     - name: virus_outbreaks
@@ -37,7 +37,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dutyd.core.configtypes import (
     Duration,
@@ -149,21 +149,27 @@ class Condition(StrictModel):
             return value == self.equals
         return False  # changed / absent are decided from the series' history, not one value
 
-    def describe(self, language: str = "en") -> str:
+    def describe(self, language: str = "en", scale: float = 1.0) -> str:
         """The threshold as people read it: `outside 18..26` / `超出 18..26`. Every form but
-        `changed` ends in its figure, so a template can put the unit after it."""
+        `changed` ends in its figure, so a template can put the unit after it. `scale`
+        multiplies the figures: 100 reads a 0..1 ratio's `above 0.85` as `above 85`."""
         words = CONDITION_WORDS.get(language, CONDITION_WORDS["en"])
+
+        def n(x: float) -> str:
+            # round(): 0.85 * 100 is 85.00000000000001; no threshold needs 9 decimals.
+            return f"{round(x * scale, 9):g}"
+
         for form in ("above", "below", "equals"):
             value = getattr(self, form)
             if value is not None:
-                return words[form].format(f"{value:g}")
+                return words[form].format(n(value))
         for form in ("outside", "inside"):
             span = getattr(self, form)
             if span is not None:
-                return words[form].format(f"{span[0]:g}", f"{span[1]:g}")
+                return words[form].format(n(span[0]), n(span[1]))
         if self.changed:
             return words["changed"]
-        return words["absent"].format(format_duration(self.absent or 0))
+        return words["absent"].format(format_duration(self.absent or 0, language))
 
 
 class Aggregation(StrictModel):
@@ -326,32 +332,14 @@ class RulesConfig(StrictModel):
     flapping: FlappingConfig = Field(default_factory=FlappingConfig)
 
     @model_validator(mode="after")
-    def _overrides_apply(self) -> RulesConfig:
-        from dutyd.rules.packs import available, load_pack
-
-        pack_rules: dict[str, RuleConfig] = {}
-        for pack in self.packs:
-            if pack in available():
-                pack_rules.update({r.name: r for r in load_pack(pack)})
-        problems = []
-        for name, changes in self.overrides.items():
-            base = pack_rules.get(name)
-            if base is None:
-                problems.append(f"overrides.{name}: no rule of that name in the packs")
-                continue
-            try:
-                merge_override(base, changes)
-            except ValidationError as exc:
-                for err in exc.errors():
-                    loc = ".".join([f"overrides.{name}", *(str(p) for p in err["loc"])])
-                    msg = err["msg"].removeprefix("Value error, ")
-                    problems.append(f"{loc}: {msg}")
+    def _unique_windows(self) -> RulesConfig:
+        # Whether each override names a pack rule and still makes a valid rule needs the packs,
+        # which import this module: `rules.packs.check_overrides` checks that, called by the
+        # config loader (agent/config.py), so the two modules do not import each other.
         names = [m.name for m in self.maintenance]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            problems.append(f"maintenance: duplicate window names {', '.join(dupes)}")
-        if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(f"maintenance: duplicate window names {', '.join(dupes)}")
         return self
 
 

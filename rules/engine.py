@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -55,6 +55,7 @@ class RuleEngine:
         for rule in self.rules.values():
             self._by_metric[rule.config.metric].append(rule)
         self._timed = [r for r in self.rules.values() if r.timed]
+        self._spanning = [r for r in self.rules.values() if r.spans_targets]
         self.flapping = flapping or FlappingConfig()
         self._alerts: dict[str, Alert] = {}
         self.mutes = MutePolicy(parents)
@@ -244,7 +245,7 @@ class RuleEngine:
     def _eval_group(self, rule: CompiledRule, group: Labels, now: float, out: list) -> None:
         across = rule.config.across
         assert across is not None
-        members = rule.groups[group]
+        members = rule.members_of(group)
         count = sum(1 for h in members.values() if h)
         if across.mode == "any":
             holds = count >= 1
@@ -263,6 +264,61 @@ class RuleEngine:
         alert = rule.alerts.get(labels)
         assert rule.config.events is not None
         self._step(rule, labels, alert, count > rule.config.events.more_than, count, now, out)
+
+    # -- groups spread over shards ---------------------------------------------------------------
+
+    @property
+    def shares_groups(self) -> bool:
+        """Some `across` rule groups series of several targets, which shards may split among
+        nodes (without one, sharded nodes have no holds to exchange)."""
+        return bool(self._spanning)
+
+    def group_holds(self, owns: Callable[[str], bool]) -> list[tuple[str, Labels, Labels, bool]]:
+        """(rule, group, series, holds) of the members this node reads, of the groups that may
+        span targets, for the series of the targets it owns: what it tells the other nodes."""
+        out: list[tuple[str, Labels, Labels, bool]] = []
+        for rule in self._spanning:
+            for group, members in rule.groups.items():
+                for series, holds in members.items():
+                    if owns(label_of(series, "target")):
+                        out.append((rule.name, group, series, holds))
+        return out
+
+    def merge_group_members(
+        self, remote: Mapping[str, Mapping[Labels, Mapping[Labels, bool]]], now: float
+    ) -> list[AlertEvent]:
+        """The holds other nodes published (rule -> group -> series -> holds), in place of the
+        ones taken before; each group whose published members changed is judged again on all
+        of its series, so its alert fires or resolves without waiting for a local sample.
+        This node's own reading of a series wins over a published one."""
+        events: list[AlertEvent] = []
+        for rule in self._spanning:
+            taken = remote.get(rule.name, {})
+            new = {group: dict(members) for group, members in taken.items() if members}
+            if new == rule.remote:
+                continue
+            old, rule.remote = rule.remote, new
+            changed = [g for g in new.keys() | old.keys() if new.get(g) != old.get(g)]
+            for group in sorted(changed):
+                self._eval_group(rule, group, now, events)
+        return events
+
+    def release_targets(self, targets: Collection[str]) -> None:
+        """This node no longer polls these targets (their shard moved): their series leave the
+        groups' local members. Their last holds count as published ones until the next
+        `merge_group_members` brings what the new owner reads, so the group is not judged on
+        fewer members in between (a resolve and a new firing for nothing)."""
+        if not targets:
+            return
+        for rule in self._spanning:
+            for group, members in rule.groups.items():
+                for series in [s for s in members if label_of(s, "target") in targets]:
+                    rule.remote.setdefault(group, {})[series] = members.pop(series)
+
+    def note_target_up(self, target: str, up: bool) -> None:
+        """Whether a target another node polls is up (its status shared through the store), for
+        the `depends_on` of this node's alerts."""
+        self.mutes.note_target(target, up)
 
     def restore_events(self, rows: Iterable[CountedRow]) -> None:
         """Take back stored counter increases (rule, series, ts, increment, counter value),
@@ -571,6 +627,7 @@ class RuleEngine:
             if before is not None and before.config == rule.config:
                 rule.series = before.series
                 rule.groups = before.groups
+                rule.remote = before.remote
         self.restore(old._alerts.values())
 
 

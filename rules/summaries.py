@@ -23,23 +23,37 @@ DEFAULT_RESOLVED = Localized(
 _ALL_TARGETS = {"en": "(all targets)", "zh": "（全部设备）"}
 
 
-def _n(x: float) -> str:
-    return f"{x:g}"
+def _n(x: float, scale: float = 1.0) -> str:
+    return f"{round(x * scale, 9):g}"
 
 
-def describe(c: Condition, language: str) -> str:
+# What a resolve calls the worst value of the outage: its peak, or for an excursion below the
+# range its lowest value (a humidity that fell to 39.8 %RH did not "peak" there).
+_PEAK_WORDS = {"en": ("peak", "lowest"), "zh": ("峰值", "最低")}
+
+
+def peak_word(rule: CompiledRule, alert: Alert, language: str) -> str:
+    c, peak = rule.config.condition, alert.peak
+    low = c is not None and (
+        c.below is not None or (c.outside is not None and peak is not None and peak < c.outside[0])
+    )
+    return _PEAK_WORDS.get(language, _PEAK_WORDS["en"])[1 if low else 0]
+
+
+def describe(c: Condition, language: str, scale: float = 1.0) -> str:
     """The condition as people read it in `language` (see `CONDITION_WORDS`)."""
-    return c.describe(language)
+    return c.describe(language, scale)
 
 
-def threshold(rule: CompiledRule, language: str = "en", total: int = 0) -> str:
+def threshold(rule: CompiledRule, language: str = "en", total: int = 0, scale: float = 1.0) -> str:
+    """The rule's threshold in `language`; `scale` 100 gives a ratio's figures as percent."""
     cfg = rule.config
     if cfg.events is not None:
-        over, n = format_duration(cfg.events.over), cfg.events.more_than
-        text = f"{over} 内超过 {n} 次" if language == "zh" else cfg.threshold()
+        over, n = format_duration(cfg.events.over, language), cfg.events.more_than
+        text = f"{over}内超过 {n} 次" if language == "zh" else cfg.threshold()
     else:
         assert cfg.condition is not None
-        text = describe(cfg.condition, language)
+        text = describe(cfg.condition, language, scale)
     across = cfg.across
     if across is None:
         return text
@@ -50,10 +64,10 @@ def threshold(rule: CompiledRule, language: str = "en", total: int = 0) -> str:
     return f"{text} on {mode} of {total} series"
 
 
-def held(rule: CompiledRule, alert: Alert, language: str) -> str:
+def held(rule: CompiledRule, alert: Alert, language: str, scale: float = 1.0) -> str:
     """For an active alert whose value reads as inside the limits, what hysteresis waits for
     ("" when the value is past the threshold): 40.1 %RH is not outside 40..60, it is still
-    held until back within 41..59."""
+    held until back within 41..59. `scale` as for `threshold`."""
     cfg, c, value = rule.config, rule.config.condition, alert.value
     if (
         alert.state not in (AlertState.PENDING, AlertState.FIRING)
@@ -65,35 +79,42 @@ def held(rule: CompiledRule, alert: Alert, language: str) -> str:
     low, high = cfg.clear_above, cfg.clear_below
     zh = language == "zh"
     if low is not None and high is not None:
-        span = f"{_n(low)}..{_n(high)}"
+        span = f"{_n(low, scale)}..{_n(high, scale)}"
         return f"尚未回到 {span}" if zh else f"still held until back within {span}"
     if high is not None:
-        return f"尚未回落至低于 {_n(high)}" if zh else f"still held until below {_n(high)}"
+        high_text = _n(high, scale)
+        return f"尚未回落至低于 {high_text}" if zh else f"still held until below {high_text}"
     if low is not None:
-        return f"尚未回升至高于 {_n(low)}" if zh else f"still held until above {_n(low)}"
+        low_text = _n(low, scale)
+        return f"尚未回升至高于 {low_text}" if zh else f"still held until above {low_text}"
     return ""
 
 
-def recovered(rule: CompiledRule, language: str) -> str:
-    """What a resolve says came back: `back within 18..26` / `恢复到 18..26`."""
+def recovered(rule: CompiledRule, language: str, scale: float = 1.0) -> str:
+    """What a resolve says came back: `back within 18..26` / `恢复到 18..26`. `scale` as
+    for `threshold`."""
     cfg, c = rule.config, rule.config.condition
     zh = language == "zh"
+
+    def fig(x: float) -> str:
+        return _n(x, scale)
+
     if cfg.events is not None:
         n = cfg.events.more_than
         return f"回落到不超过 {n} 次" if zh else f"back to at most {n}"
     assert c is not None
     if c.above is not None:
-        return f"回落至不高于 {_n(c.above)}" if zh else f"back to {_n(c.above)} or below"
+        return f"回落至不高于 {fig(c.above)}" if zh else f"back to {fig(c.above)} or below"
     if c.below is not None:
-        return f"回升至不低于 {_n(c.below)}" if zh else f"back to {_n(c.below)} or above"
+        return f"回升至不低于 {fig(c.below)}" if zh else f"back to {fig(c.below)} or above"
     if c.outside is not None:
-        span = f"{_n(c.outside[0])}..{_n(c.outside[1])}"
+        span = f"{fig(c.outside[0])}..{fig(c.outside[1])}"
         return f"恢复到 {span}" if zh else f"back within {span}"
     if c.inside is not None:
-        span = f"{_n(c.inside[0])}..{_n(c.inside[1])}"
+        span = f"{fig(c.inside[0])}..{fig(c.inside[1])}"
         return f"离开 {span}" if zh else f"back outside {span}"
     if c.equals is not None:
-        return f"不再等于 {_n(c.equals)}" if zh else f"no longer {_n(c.equals)}"
+        return f"不再等于 {fig(c.equals)}" if zh else f"no longer {fig(c.equals)}"
     if c.changed:
         return "恢复稳定" if zh else "steady again"
     return "恢复上报" if zh else "reporting again"
@@ -110,22 +131,29 @@ def _values(
         rule=rule.name,
         value=value if value is not None else "n/a",
         threshold=held(rule, alert, language) or threshold(rule, language, total),
+        # The same for a rule whose value the text shows as a percent ({value_percent}):
+        # "98 % full (above 85 %)", never "(above 0.85)" beside a percentage.
+        threshold_percent=(
+            held(rule, alert, language, 100.0) or threshold(rule, language, total, 100.0)
+        ),
         recovered=recovered(rule, language),
+        recovered_percent=recovered(rule, language, 100.0),
         target=alert.label("target") or _ALL_TARGETS.get(language, _ALL_TARGETS["en"]),
         severity=cfg.severity,
-        red_line=format_duration(cfg.red_line) if cfg.red_line else "",
+        red_line=format_duration(cfg.red_line, language) if cfg.red_line else "",
         reference=cfg.reference.get(language),
         total=total,
         # The value read as people say it: 26h3m for seconds, 87 for a 0..1 ratio.
-        value_duration=format_duration(value) if value is not None else "n/a",
+        value_duration=format_duration(value, language) if value is not None else "n/a",
         value_percent=f"{value * 100:.0f}" if value is not None else "n/a",
         peak=peak if peak is not None else (value if value is not None else "n/a"),
         peak_percent=f"{peak * 100:.0f}" if peak is not None else "n/a",
-        peak_duration=format_duration(peak) if peak is not None else "n/a",
+        peak_duration=format_duration(peak, language) if peak is not None else "n/a",
+        peak_word=peak_word(rule, alert, language),
     )
     if not keep_duration:
-        values["duration"] = format_duration(alert.duration(now))
-    values["for"] = format_duration(cfg.for_)
+        values["duration"] = format_duration(alert.duration(now), language)
+    values["for"] = format_duration(cfg.for_, language)
     return values
 
 

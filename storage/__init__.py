@@ -10,15 +10,15 @@ suite in `tests/test_storage_contract.py`, and registering its URL scheme in `op
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from pathlib import Path
-from types import TracebackType
 
-from dutyd.core.errors import DutydError
-from dutyd.storage.config import StorageConfig
+from dutyd.storage.base import Storage, StorageError
+from dutyd.storage.config import StorageConfig, is_postgres_url
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    GroupHold,
+    GroupMemberRow,
     LeaseState,
     LogEntry,
     Member,
@@ -45,43 +45,6 @@ from dutyd.storage.repositories import (
 )
 
 
-class StorageError(DutydError):
-    """The store cannot be used: missing, unreadable, or of a schema this dutyd cannot read."""
-
-
-class Storage(ABC):
-    """The repositories of one store, opened and closed together."""
-
-    alerts: AlertRepository
-    overlays: OverlayRepository
-    rule_events: RuleEventRepository
-    log: DutyLogRepository
-    drills: DrillRepository
-    outbox: OutboxRepository
-    ack_links: AckLinkRepository
-    environment: EnvironmentRepository
-    boot_times: BootTimeRepository
-    cluster: ClusterRepository
-
-    @abstractmethod
-    async def open(self) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    async def __aenter__(self) -> Storage:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
 def open_storage(
     location: Path | str,
     read_only: bool = False,
@@ -92,8 +55,9 @@ def open_storage(
     """The storage for a configured location, not yet opened: a postgresql:// URL means
     PostgreSQL (with `password`, never part of the URL), a file path SQLite. `read_only` for
     tools that only read (the `dutyd log` and `report` commands)."""
-    from dutyd.storage.config import is_postgres_url
-
+    # Imported here so that a process loads one database driver, the one it uses (asyncpg is
+    # not loaded for SQLite). No cycle needs this: the implementations import
+    # `dutyd.storage.base`, not this package.
     if is_postgres_url(location):
         from dutyd.storage.postgres import PostgresStorage
 
@@ -120,6 +84,8 @@ __all__ = [
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "GroupHold",
+    "GroupMemberRow",
     "LeaseState",
     "LogEntry",
     "Member",

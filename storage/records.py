@@ -159,3 +159,26 @@ class TargetStatusRow:
     reason: str
     last_poll: float | None
     updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHold:
+    """Whether one member series of an `across` rule's group meets the rule's condition, as
+    the node that polls the series' target sees it (what that node publishes)."""
+
+    rule: str
+    group: dict[str, str]  # the group's labels (the rule's `across.by`)
+    series: dict[str, str]  # the member series' labels
+    holds: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberRow:
+    """A member series' hold as stored: which node wrote it last and when (the store's clock)."""
+
+    rule: str
+    group: dict[str, str]
+    series: dict[str, str]
+    holds: bool
+    node: str
+    updated: float

@@ -13,6 +13,8 @@ from typing import Any
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    GroupHold,
+    GroupMemberRow,
     LeaseState,
     LogEntry,
     Member,
@@ -250,7 +252,8 @@ class BootTimeRepository(ABC):
 
 class ClusterRepository(ABC):
     """What the nodes sharing one store know of each other: heartbeat rows, named leases with
-    a fencing epoch, and the status of the targets each polls. Times are the store's own
+    a fencing epoch, the status of the targets each polls and the holds of the member series
+    of `across` groups (a group's series may be polled by several nodes). Times are the store's own
     clock (`now` in the answers), so the nodes' clocks may disagree without harm. Calls fail
     at once when the store is unreachable (a node must know now that it cannot renew)."""
 
@@ -288,3 +291,17 @@ class ClusterRepository(ABC):
     @abstractmethod
     async def target_statuses(self) -> list[TargetStatusRow]:
         """Every target's latest status row, by target."""
+
+    @abstractmethod
+    async def publish_group_members(
+        self, node: str, holds: Sequence[GroupHold], forget_after: float
+    ) -> None:
+        """In one transaction: insert or replace the row of each (rule, group, series) with its
+        hold, `node` as writer and the store's now as `updated` (a row another node wrote
+        before the series' target moved here is replaced); then delete every row, whoever
+        wrote it, not refreshed for `forget_after` seconds."""
+
+    @abstractmethod
+    async def group_members(self, max_age: float) -> list[GroupMemberRow]:
+        """The rows refreshed within the last `max_age` seconds (the store's clock), by rule,
+        then group, then series (their labels as canonical JSON)."""

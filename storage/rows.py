@@ -4,8 +4,15 @@ the SQLite and PostgreSQL repositories both write (their SQL differs, their rows
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
-from dutyd.storage.records import NewLogEntry, OutboxMessage, StoredAlert
+from dutyd.storage.records import (
+    GroupHold,
+    GroupMemberRow,
+    NewLogEntry,
+    OutboxMessage,
+    StoredAlert,
+)
 
 # A delivery error kept with a queued message is cut to this many characters.
 LAST_ERROR_MAX = 500
@@ -54,3 +61,18 @@ def message_row(m: OutboxMessage) -> tuple[object, ...]:
 def log_row(entry: NewLogEntry) -> tuple[float, str, str, str, str]:
     """ts, kind, actor, subject, data."""
     return (entry.timestamp, entry.kind, entry.actor, entry.subject, to_json(entry.data))
+
+
+def group_hold_rows(holds: Sequence[GroupHold]) -> list[tuple[str, str, str, bool]]:
+    """rule, group_key, series_key, holds; one per key (the last given wins), sorted by key, so
+    nodes writing overlapping keys at once take the row locks in the same order (no deadlock)."""
+    rows = {(h.rule, to_json(h.group), to_json(h.series)): h.holds for h in holds}
+    return [(*key, held) for key, held in sorted(rows.items())]
+
+
+def group_member(
+    rule: str, group_key: str, series_key: str, holds: object, node: str, updated: float
+) -> GroupMemberRow:
+    return GroupMemberRow(
+        rule, json.loads(group_key), json.loads(series_key), bool(holds), node, float(updated)
+    )

@@ -122,6 +122,30 @@ async def test_openapi_describes_every_api_route(running: Running) -> None:
     assert described - routes == set()
 
 
+async def test_openapi_says_how_to_authenticate(running: Running) -> None:
+    """Clients generated from the description must send X-Dutyd-Token, and expect the 401 a
+    read without a credential gets."""
+    doc = document()
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["token"] == {**schemes["token"], "type": "apiKey", "in": "header"}
+    assert schemes["token"]["name"] == "X-Dutyd-Token"
+    assert "Bearer" not in doc["info"]["description"].split("X-Dutyd-Token")[0]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if path == "/api/v1/openapi.json":
+                continue
+            assert {"token": []} in op["security"], (path, method)
+            assert "401" in op["responses"], (path, method)
+    for path, ops in doc["paths"].items():
+        if "get" not in ops:
+            continue
+        url = path.replace("{fingerprint}", "abcd").replace("{id}", "1")
+        status, _ = await running.get(url, headers={})
+        expected = 200 if path == "/api/v1/openapi.json" else 401
+        assert status == expected, (path, status)
+        assert str(status) in ops["get"]["responses"], path
+
+
 async def test_reads_need_a_credential_even_from_loopback(running: Running) -> None:
     """Every local user and every client of a reverse proxy on this host comes from loopback,
     and so does a DNS-rebinding page: reads need the read token, the API token or a login,
@@ -155,8 +179,13 @@ async def test_reads_need_a_credential_even_from_loopback(running: Running) -> N
     # The explicit opt-in opens loopback reads, and only those.
     open_reads = dataclasses.replace(web, open_loopback_reads=lambda: True)
     authorize_read(request("127.0.0.1"), open_reads)
+    authorize_read(request("127.0.0.1", {"Host": "localhost:8646"}), open_reads)
     with pytest.raises(ApiError):
         authorize_read(request("10.20.0.31"), open_reads)
+    # ... and not to a DNS-rebinding page, which comes from loopback with its own Host.
+    with pytest.raises(ApiError) as refused:
+        authorize_read(request("127.0.0.1", {"Host": "attacker.example"}), open_reads)
+    assert refused.value.status == 401
 
     # With no token configured at all, the refusal says how to configure a credential.
     no_tokens = dataclasses.replace(web, api_token=lambda: "", read_token=lambda: "")

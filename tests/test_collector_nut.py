@@ -401,6 +401,19 @@ async def test_err_lines(fake, make, code: str, error: type[CollectError], words
     assert server.connections == 1
 
 
+@pytest.mark.parametrize("request_key", ["LIST_VAR_rack", "USERNAME_mon"])
+async def test_a_long_err_code_is_cut_short_in_the_message(fake, make, request_key: str) -> None:
+    """The code of an ERR line is the device's text: up to a whole line (4 KiB) of it must not
+    land in every log line and status page that shows the reason."""
+    code = "E" * (MAX_LINE_BYTES - 10)
+    server = await fake(upsd_like(RACK, **{request_key: f"ERR {code}\n".encode()}))
+    err = await failure(make(server.address, ups="rack", username="mon", password="pw"))
+    assert isinstance(err, BadResponse)
+    assert code not in err.message
+    assert len(err.message) < 300, err.message
+    assert f"({len(code) + 4} characters)" in err.message
+
+
 async def test_refused_credentials_never_show_the_password(fake, make) -> None:
     server = await fake(upsd_like(RACK, PASSWORD_hunter2=b"ERR INVALID-PASSWORD\n"))
     err = await failure(make(server.address, ups="rack", username="mon", password="hunter2"))

@@ -1,18 +1,22 @@
 """Every registered collector kind has a README beside its code (as Telegraf's inputs have):
-its sample config loads through the real config loader, and it documents every option and
-every metric the collector declares."""
+its sample config loads through the real config loader and shows every option (commented out
+where it is an alternative or a default), and it documents every option and every metric the
+collector declares."""
 
 from __future__ import annotations
 
 import inspect
 import re
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from dutyd.agent.config import Settings, load_config
 from dutyd.collectors import COLLECTORS, Collector
-from dutyd.collectors.base import Readings
+from dutyd.collectors.base import Readings, TargetConfig
 
 COLLECTORS_DIR = Path(inspect.getfile(Readings)).parent
 YAML_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -72,6 +76,52 @@ def test_every_option_is_documented(kind: str) -> None:
         if f"`{field.alias or name}`" not in text and f"`{field.alias or name}[]" not in text
     ]
     assert not missing, f"{kind}: README does not document options {missing}"
+
+
+def models_in(annotation: object) -> Iterator[type[BaseModel]]:
+    """The config models inside a field's type (`list[ModbusRegister]`, `X | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in typing.get_args(annotation):
+        yield from models_in(arg)
+
+
+def options_of(model: type[BaseModel]) -> Iterator[tuple[str, str]]:
+    """(model name, option) for every option of `model` and of the models nested in it."""
+    seen = {model}
+    stack = [model]
+    while stack:
+        current = stack.pop()
+        for name, field in current.model_fields.items():
+            yield current.__name__, field.alias or name
+            for nested in models_in(field.annotation):
+                if nested not in seen:
+                    seen.add(nested)
+                    stack.append(nested)
+
+
+def in_sample(sample: str, key: str) -> bool:
+    """`key:` begins a line of the sample, set or commented out (`# key:`), or an item of a
+    list of mappings (`- key:`, `# - key:`)."""
+    pattern = rf"^[ \t]*(?:#[ \t]*)?(?:-[ \t]+)?{re.escape(key)}:"
+    return re.search(pattern, sample, re.MULTILINE) is not None
+
+
+def test_sample_config_shows_every_option(kind: str) -> None:
+    collector = COLLECTORS[kind]
+    sample = sample_of(readme_of(collector).read_text(encoding="utf-8"))
+    options = list(options_of(collector.config_model))
+    # The fields every target has (depends_on, shard, ...) are options of every kind.
+    assert {o for _, o in options} >= set(TargetConfig.model_fields)
+    missing = [f"{model}.{key}" for model, key in options if not in_sample(sample, key)]
+    assert not missing, f"{kind}: the README's sample config does not show {missing}"
+
+
+def test_in_sample_reads_keys_not_words() -> None:
+    sample = "targets:\n  - name: a\n    # shard: b   # depends_on: x\n    labels: {port: 1}\n"
+    assert in_sample(sample, "name") and in_sample(sample, "shard")
+    assert not in_sample(sample, "depends_on") and not in_sample(sample, "port")
 
 
 def test_every_metric_is_documented(

@@ -241,7 +241,10 @@ async def test_ups_goes_on_battery(snmpd: SnmpdPeer, make) -> None:
     assert mains[plain("ups_battery_runtime_seconds")] == 1800.0
     assert mains[plain("ups_input_voltage_volts")] == 231.0
     assert mains[plain("ups_output_load_percent")] == 37.0
-    assert "device_rebooted" not in {k[0] for k in mains}
+    # A UPS reads sysUpTime too, so its restarts (and its coldStart traps) reach
+    # unexpected_device_reboot.
+    assert mains[plain("device_uptime_seconds")] == 3600.0
+    assert mains[plain("device_rebooted")] == 0.0
     snmpd.change(ups_values(on_battery=True))
     battery = await poll(ups)
     assert battery[plain("ups_on_battery")] == 1.0
@@ -251,6 +254,8 @@ async def test_ups_goes_on_battery(snmpd: SnmpdPeer, make) -> None:
     assert battery[plain("ups_seconds_on_battery")] == 120.0
     assert battery[plain("ups_alarms_present")] == 2.0
     assert set(k[0] for k in battery) == SnmpCollector.emits(ups.config)
+    snmpd.change({SYS_UPTIME: ["timeticks", 500]})  # the UPS restarted
+    assert (await poll(ups))[plain("device_rebooted")] == 1.0
     # net-snmp's own snmpget reads the same from the agent (a second opinion on the fixture).
     seen = snmpd.snmpget(["-v2c", "-c", COMMUNITY], f"{UPS_BASE}.4.1.0")
     assert f".{UPS_BASE}.4.1.0 = INTEGER: 5" in seen
@@ -592,11 +597,11 @@ async def test_walk_takes_multi_byte_indexes_out_of_byte_order(agent, make) -> N
 
 async def test_exceptions_in_replies(agent, make) -> None:
     no_such = codec.encode_value(codec.T_NO_SUCH_INSTANCE, None)
+    # upsOutputSource answers (battery); everything else, sysUpTime too, is noSuchInstance.
+    output_source = codec.encode_oid_content(codec.parse_oid(f"{UPS_BASE}.4.1.0"))
 
     def mixed(raw: bytes, msg: codec.Message) -> list[bytes]:
-        vbs = [
-            (oid, codec.encode_int(5) if i == 6 else no_such) for i, (oid, _) in enumerate(msg[6])
-        ]
+        vbs = [(oid, codec.encode_int(5) if oid == output_source else no_such) for oid, _ in msg[6]]
         return [reply(msg, vbs)]
 
     dev = make((await agent(mixed)).address, profiles=["ups"])

@@ -354,3 +354,46 @@ def test_environment_variable_that_is_not_json_is_reported(tmp_path, monkeypatch
     monkeypatch.setenv("DUTYD_TARGETS", '[{"name": "x", "password": "hunter2"')
     found = problems(tmp_path, GOOD_TARGET)
     assert found == ["environment variable DUTYD_TARGETS: not valid JSON for this setting"]
+
+
+def test_trap_users_accept_the_spellings_polled_targets_accept(tmp_path):
+    """net-snmp's `-a SHA-256 -x AES` is what a trap sender is set up with: a trap user must
+    load with the same words as a polled v3 target (they were refused as "should be 'DES',
+    'AES128', ...")."""
+    from dutyd.collectors.snmp.trap_config import TrapUser
+
+    secrets = {"auth_password": "auth-secret-1", "priv_password": "priv-secret-1"}
+    user = TrapUser.model_validate(
+        {"user": "traps", "auth_protocol": "SHA-256", "priv_protocol": "AES", **secrets}
+    )
+    assert (user.auth_protocol, user.priv_protocol) == ("SHA256", "AES128")
+    settings = load_config(
+        write(
+            tmp_path,
+            GOOD_TARGET
+            + """
+            traps:
+              users:
+                - {user: traps, auth_protocol: HMAC-SHA, auth_password: auth-secret-1,
+                   priv_protocol: aes-256, priv_password: priv-secret-1}
+            """.replace("\n            ", "\n"),
+        )
+    )
+    assert settings.traps is not None
+    (loaded,) = settings.traps.users
+    assert (loaded.auth_protocol, loaded.priv_protocol) == ("SHA", "AES256")
+
+
+def test_a_trap_user_with_an_unknown_protocol_names_the_accepted_ones(tmp_path):
+    found = problems(
+        tmp_path,
+        GOOD_TARGET
+        + "traps:\n  users:\n    - {user: t, auth_protocol: SHA, auth_password: auth-secret-1,"
+        " priv_protocol: 3DES, priv_password: priv-secret-1}\n",
+    )
+    assert any(
+        p.startswith("traps.users[0].priv_protocol:")
+        and "not an SNMPv3 privacy protocol; use one of" in p
+        and "AES128" in p
+        for p in found
+    ), found

@@ -29,10 +29,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
+from playwright.sync_api import sync_playwright
 
 from tests.daemon_fixtures import DaemonProcess
-from tests.peers import free_port
+from tests.peers import free_port, require_binary
 from tests.postgres_fixtures import PASSWORD, PostgresServer, postgres_server
+from tests.test_status_page_browser import CHROMIUM_ARGS, OUTPUT
 
 pytestmark = pytest.mark.peer
 
@@ -388,10 +390,14 @@ def test_sigstop_active_standby_takes_over_and_the_continued_node_is_fenced(
         assert alerts_b[key]["fired_at"] == alert["fired_at"]
         assert alerts_b[key]["active_since"] == alert["active_since"]
     assert alerts_b[fp]["acknowledged"]["by"] == "Li Na"
+    assert "node b active, active node: b" in b.get("/readyz")[1]
     # a continues after the lease ran out: it becomes a standby and sends nothing.
     time.sleep(max(0.0, TAKEOVER - (time.monotonic() - stopped)))
     os.killpg(a.peer.pid, signal.SIGCONT)
     wait(lambda: "standby" in a.get("/readyz")[1], 15, "a to stand by", a)
+    # ... and says who is active now: b.
+    wait(lambda: "active node: b" in a.get("/readyz")[1], 15, "a to name b active", a)
+    assert get_json(a, "/api/v1/cluster")["active_node"] == "b"
     # New pages after the takeover go out through b only, once each.
     port.open()
     wait(lambda: len(receiver.pages) >= 5, 30, "the resolved notices", a, b)
@@ -515,3 +521,179 @@ def test_heartbeat_stops_within_one_interval_when_the_daemon_is_stopped(tmp_path
     assert (a.metric_value("dutyd_deadman_pings_total", result="ok") or 0) >= 3
     assert a.metric_value("dutyd_event_loop_lag_seconds") is not None
     assert (a.metric_value("dutyd_event_loop_stalls_total") or 0) >= 1  # the stop was a stall
+
+
+def test_depends_on_across_shards_one_outage_one_page(tmp_path, site, pg) -> None:
+    """The parent (a core switch in room A) and the child (a portal in room B) are pinned to
+    different agents, and both stop answering at once. The child's agent must know its parent
+    is down before the child's alert fires: one page (the parent's), none for the child. The
+    poll phases are set against it: the child is polled every second and fires at once, the
+    parent only every 5 s. When the parent comes back and the child is still down, the
+    child's alert is no longer muted and pages."""
+    receiver: Receiver = site["receiver"]
+    parent_port: Port = site["port"]
+    child_port = Port()
+    child_port.open()
+    try:
+        switch = {
+            **targets(parent_port.port, ["core-switch"], interval="5s")[0],
+            "shard": "room-a",
+        }
+        portal = {
+            **targets(child_port.port, ["portal"])[0],
+            "shard": "room-b",
+            "depends_on": ["core-switch"],
+        }
+        nodes = site["nodes"]
+        for name, room in (("a", "room-a"), ("b", "room-b")):
+            cfg = node_config(
+                name, site["url"], receiver, [switch, portal], shards=True, shard=room
+            )
+            nodes.append(start_node(tmp_path, name, cfg))
+        a, b = nodes
+
+        def polled_by_their_agents() -> bool:
+            rows = query(pg, site["db"], "SELECT target, node, up FROM target_status")
+            got = {r[0]: (r[1], r[2]) for r in rows}
+            return got == {"core-switch": ("a", True), "portal": ("b", True)}
+
+        wait(polled_by_their_agents, 30, "each target polled by its room's agent", a, b)
+        # Each agent sees the other's target up (the status shared through the store).
+        for node, other in ((a, "portal"), (b, "core-switch")):
+            wait(
+                lambda node=node, other=other: any(
+                    t["name"] == other and t["up"]
+                    for t in get_json(node, "/api/v1/targets")["targets"]
+                ),
+                15,
+                f"{other} up on {node.tmp.name}",
+                a,
+                b,
+            )
+        parent_port.close()
+        child_port.close()
+        receiver.wait_for(1, within=20, what="the parent's page")
+
+        def portal_alert() -> dict[str, Any]:
+            alerts = get_json(b, "/api/v1/alerts?target=portal")["alerts"]
+            assert len(alerts) == 1, alerts
+            return alerts[0]
+
+        wait(lambda: portal_alert()["state"] == "firing", 15, "portal's alert on b", a, b)
+        assert "parent core-switch is down" in portal_alert()["suppressed"], portal_alert()
+        # Anything the child's alert sent would have arrived by now (pages take ~0.1 s).
+        time.sleep(3)
+        bodies = [json.dumps(p) for p in receiver.pages]
+        assert len(bodies) == 1, bodies
+        assert "core-switch is down" in bodies[0] and "portal" not in bodies[0], bodies
+        firing = query(
+            pg,
+            site["db"],
+            "SELECT subject, data::jsonb->>'muted_reason' FROM duty_log WHERE kind='alert.firing'",
+        )
+        assert sorted(r[1] or "" for r in firing) == ["", "parent core-switch is down"], firing
+        # The parent back, the child still down: the child's alert is not muted any more.
+        parent_port.open()
+        wait(
+            lambda: any("portal is down" in json.dumps(p) for p in receiver.pages),
+            30,
+            "the child's page once its parent is up",
+            a,
+            b,
+        )
+        assert portal_alert()["suppressed"] in ("", None), portal_alert()
+    finally:
+        child_port.close()
+
+
+def test_maintenance_set_on_the_standby_mutes_the_alert_on_the_active_node(
+    tmp_path, site, pg
+) -> None:
+    """A maintenance window posted on the standby's API reaches the active node within
+    `sync_every` (1 s here): its API lists it, and when the target goes down there its alert
+    is muted by the window and pages nobody, while a target outside the window pages."""
+    receiver: Receiver = site["receiver"]
+    a, b = pair(tmp_path, site, ["svc-work", "svc-other"])
+    assert active(a) and not active(b)
+    posted = time.monotonic()
+    made = post_json(
+        b,
+        "/api/v1/maintenance",
+        {"targets": ["svc-work"], "duration": "1h", "actor": "Li Na", "reason": "UPS swap"},
+    )
+    wid = str(made["maintenance"])
+
+    def listed_on_a() -> bool:
+        return any(w["id"] == wid for w in get_json(a, "/api/v1/maintenance")["maintenance"])
+
+    wait(listed_on_a, 15, "the window made on b to reach a", a, b)
+    took = time.monotonic() - posted
+    assert took <= 1.0 + SCHEDULING_SLACK, f"the window reached a after {took:.1f}s"
+    window = next(w for w in get_json(a, "/api/v1/maintenance")["maintenance"] if w["id"] == wid)
+    assert window["targets"] == ["svc-work"] and window["actor"] == "Li Na"
+    site["port"].close()  # both targets down
+    receiver.wait_for(1, within=20, what="the page of the target outside the window")
+
+    def alerts_on_a() -> dict[str, dict[str, Any]]:
+        return {x["labels"]["target"]: x for x in get_json(a, "/api/v1/alerts")["alerts"]}
+
+    wait(lambda: len(alerts_on_a()) == 2, 15, "both alerts on a", a, b)
+    muted = alerts_on_a()["svc-work"]
+    assert muted["state"] == "firing" and muted["maintenance"] == [wid], muted
+    assert muted["suppressed"] == "maintenance: UPS swap", muted
+    assert alerts_on_a()["svc-other"]["suppressed"] in ("", None)
+    time.sleep(3)  # a page for the muted alert would have arrived by now
+    bodies = [json.dumps(p) for p in receiver.pages]
+    assert len(bodies) == 1 and "svc-other" in bodies[0] and "svc-work" not in bodies[0], bodies
+    # a recorded the firing as muted by the window.
+    firing = {
+        r[0]: r[1]
+        for r in query(
+            pg,
+            site["db"],
+            "SELECT data::jsonb->'labels'->>'target', data::jsonb->>'muted_reason' "
+            "FROM duty_log WHERE kind='alert.firing'",
+        )
+    }
+    assert firing == {"svc-work": "maintenance: UPS swap", "svc-other": ""}, firing
+
+
+def test_readyz_api_and_status_page_say_which_node_is_active(tmp_path, site) -> None:
+    """Each node's /readyz, /api/v1/cluster, /api/v1/status (what the status page renders)
+    and the status page itself in a real headless Chromium name the active node, before
+    and after the active node stops cleanly (it hands the lease back on its way out)."""
+    chromium = require_binary("chromium")
+    a, b = pair(tmp_path, site, ["svc-p"])
+    assert "node a active, active node: a" in a.get("/readyz")[1]
+    assert "node b standby, active node: a" in b.get("/readyz")[1]
+    view = get_json(b, "/api/v1/cluster")
+    assert (view["node"], view["active"], view["active_node"]) == ("b", False, "a")
+    assert get_json(b, "/api/v1/status")["cluster"]["active_node"] == "a"
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(b.url + "/status")  # loopback reads need no token here
+            cluster = page.locator("#cluster")
+            cluster.wait_for(timeout=15_000)
+            page.locator("body[data-loaded='1']").wait_for(timeout=15_000)
+            assert cluster.inner_text() == "node b (standby) · active: a"
+            code, _ = a.terminate(timeout=20)
+            assert code == 0
+            took = wait(lambda: active(b), 30, "b to take over from the stopped a", b)
+            assert took <= TAKEOVER + SCHEDULING_SLACK, f"takeover took {took:.1f}s"
+            assert "node b active, active node: b" in b.get("/readyz")[1]
+            view = get_json(b, "/api/v1/cluster")
+            assert (view["active"], view["active_node"]) == (True, "b")
+            assert get_json(b, "/api/v1/status")["cluster"]["active_node"] == "b"
+            # The page refreshes every 5 s on its own.
+            wait(
+                lambda: cluster.inner_text() == "node b (active) · active: b",
+                20,
+                "the status page to show b active",
+                b,
+            )
+            page.screenshot(path=str(OUTPUT / "status-page-cluster.png"), full_page=True)
+        finally:
+            browser.close()

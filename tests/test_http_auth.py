@@ -21,7 +21,7 @@ from dutyd.agent.config import load_from_dict
 from dutyd.core.errors import ConfigError
 from dutyd.core.records import Sample
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.exporters.prometheus import StoreExporter
+from dutyd.exporters.prometheus import LatestExporter
 from dutyd.web.server import HttpServer, load_web_config
 from tests.peers import PeerProcess, free_port, require_binary
 from tests.tls import self_signed_cert
@@ -63,7 +63,7 @@ def make_server(web_config: Path | None) -> HttpServer:
             {"target": "room-a-sensor", "kind": "modbus", "room": "A"},
         )
     ]
-    registry.register(StoreExporter(lambda: samples, list, {}))
+    registry.register(LatestExporter(lambda: samples, list, {}))
     return HttpServer(registry, lambda: (True, "ready"), web_config_file=web_config)
 
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dutyd.core.records import AlertState, Labels, Sample, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.exporters.prometheus import StoreExporter, render_latest
+from dutyd.exporters.prometheus import LatestExporter, render_latest
 from dutyd.web.server import HttpServer, accepts_gzip
 
 
@@ -67,7 +67,7 @@ def _families(text: str) -> dict[str, tuple[str, str, list[tuple[str, dict, floa
 
 def test_direct_rendering_equals_the_generic_path() -> None:
     help_for: dict[str, str] = {}
-    exporter = StoreExporter(_samples, _alerts, help_for)
+    exporter = LatestExporter(_samples, _alerts, help_for)
     # HELP texts arrive after construction (the daemon adds them as collectors start).
     help_for["room_temperature_celsius"] = "Room temperature\nin degrees \\ Celsius"
     registry = CollectorRegistry(auto_describe=False)
@@ -91,7 +91,7 @@ def test_direct_rendering_equals_the_generic_path() -> None:
 
 
 def test_alert_state_is_like_prometheus_alerts() -> None:
-    exporter = StoreExporter(list, _alerts, {})
+    exporter = LatestExporter(list, _alerts, {})
     fams = _families(exporter.render())
     kind, _, samples = fams["dutyd_alert_state"]
     assert kind == "gauge"
@@ -122,7 +122,7 @@ def test_samples_named_like_dutyds_own_families_are_not_exported() -> None:
     ]
     registry = CollectorRegistry(auto_describe=False)
     Instrumentation(registry)
-    registry.register(StoreExporter(lambda: samples, list, {}))
+    registry.register(LatestExporter(lambda: samples, list, {}))
     for body in (render_latest(registry).decode(), generate_latest(registry).decode()):
         assert body.count("# TYPE dutyd_targets gauge") == 1
         assert 'dutyd_targets{target="plc"}' not in body
@@ -139,7 +139,7 @@ def test_label_cache_does_not_grow_without_bound() -> None:
             ]
         )
     current: list[Sample] = []
-    exporter = StoreExporter(lambda: current, list, {})
+    exporter = LatestExporter(lambda: current, list, {})
     for batch in rounds:
         current[:] = batch
         text = exporter.render()
@@ -151,7 +151,7 @@ async def test_metrics_endpoint_serves_self_and_store_metrics() -> None:
     registry = CollectorRegistry(auto_describe=False)
     metrics = Instrumentation(registry)
     metrics.polls.labels("modbus").inc()
-    registry.register(StoreExporter(_samples, _alerts, {}))
+    registry.register(LatestExporter(_samples, _alerts, {}))
     server = HttpServer(registry, lambda: (True, "ready"))
     await server.start()
     try:
@@ -185,7 +185,7 @@ def test_accept_encoding_parsing() -> None:
 async def test_metrics_are_gzipped_when_asked_and_plain_otherwise() -> None:
     registry = CollectorRegistry(auto_describe=False)
     Instrumentation(registry)
-    registry.register(StoreExporter(_samples, _alerts, {}))
+    registry.register(LatestExporter(_samples, _alerts, {}))
     server = HttpServer(registry, lambda: (True, "ready"))
     await server.start()
     try:
@@ -212,7 +212,7 @@ async def test_a_big_exposition_gzipped_in_chunks_is_whole_and_in_order() -> Non
         for i in range(12_000)
     ]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreExporter(lambda: ports, list, {}))
+    registry.register(LatestExporter(lambda: ports, list, {}))
     server = HttpServer(registry, lambda: (True, "ready"))
     await server.start()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 
 from dutyd.agent.cli import main
@@ -25,10 +26,10 @@ TOKEN = "s3cret-token"
 SECOND = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # a time printed to the second
 
 
-def settings(tmp: Path, receiver: Receiver) -> Any:
+def settings(tmp: Path, receiver: Receiver, **http: Any) -> Any:
     return load_from_dict(
         {
-            "http": {"port": 0},
+            "http": {"port": 0, **http},
             "storage": {"path": str(tmp / "d.db")},
             "api": {"token": TOKEN},
             "oncall": {
@@ -117,6 +118,19 @@ async def test_api_ack_link_drill(tmp_path: Path) -> None:
             async with http.get(base + link.group(1)) as r:
                 page = await r.text()
                 assert r.status == 200 and "Acknowledge as Zhang Wei" in page
+            # Li Na reads Chinese: her link opens in Chinese, summary included, as her page.
+            li_link = re.search(r"http://dutyd\.example(/ack/\S+)", by_path["/li"]["message"])
+            assert li_link is not None
+            async with http.get(base + li_link.group(1)) as r:
+                page = await r.text()
+            assert r.status == 200 and '<html lang="zh-CN">' in page, page
+            assert "应急演练逾期" in page and "确认（Li Na）" in page, page
+            assert "No emergency drill" not in page and "Acknowledge" not in page, page
+            async with http.get(base + li_link.group(1) + "?lang=en") as r:
+                assert "No emergency drill" in await r.text()
+            # A link that names nobody: the browser's language.
+            async with http.get(base + "/ack/x.y", headers={"Accept-Language": "zh-CN"}) as r:
+                assert r.status == 403 and "链接格式错误" in await r.text()
             async with http.post(base + link.group(1), data={"note": "on my way"}) as r:
                 assert r.status == 200 and "Acknowledged by Zhang Wei" in await r.text()
             async with http.post(base + link.group(1), data={}) as r:
@@ -279,6 +293,74 @@ async def test_cli_commands_against_the_daemon(
         assert await drill == 0
         out = capsys.readouterr().out
         assert "answered: Zhang Wei after" in out and "1 answer(s)" in out
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+
+
+async def test_cli_logs_in_with_basic_auth_beside_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With basic_auth_users every API call needs a login as well as the token: the CLI sends
+    both (the password from the environment or a file, never from the command line), and the
+    login is the recorded actor."""
+    web_config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"pa55 word", bcrypt.gensalt(4)).decode()
+    web_config.write_text(f"basic_auth_users:\n  li.na: '{hashed}'\n")
+    receiver = Receiver()
+    await receiver.start()
+    daemon = Daemon(settings(tmp_path, receiver, web_config_file=str(web_config)))
+    await daemon.start()
+    base = daemon.http.url
+    monkeypatch.setenv("DUTYD_API_TOKEN", TOKEN)
+    monkeypatch.setenv("DUTYD_ACTOR", "someone.else")
+    monkeypatch.delenv("DUTYD_API_USER", raising=False)
+    monkeypatch.delenv("DUTYD_API_PASSWORD", raising=False)
+
+    def cli(*argv: str) -> int:
+        return main([argv[0], "--url", base, *argv[1:]])
+
+    silence = ("silence", "--match", "target=db1", "--duration", "1h", "--reason", "reboot")
+    try:
+        # Without a login: refused, and told how to give one.
+        with pytest.raises(SystemExit, match=r"401.*--user"):
+            await asyncio.to_thread(cli, *silence)
+
+        monkeypatch.setenv("DUTYD_API_USER", "li.na")
+        monkeypatch.setenv("DUTYD_API_PASSWORD", "pa55 word")
+        assert await asyncio.to_thread(cli, *silence) == 0
+        assert "silence 1 until" in capsys.readouterr().out
+        assert daemon.operations.list_silences()[0]["actor"] == "li.na"
+
+        # The password from a file, the user from --user.
+        monkeypatch.delenv("DUTYD_API_USER")
+        monkeypatch.delenv("DUTYD_API_PASSWORD")
+        secret = tmp_path / "dutyd.password"
+        secret.write_text("pa55 word\n")
+        login = ("--user", "li.na", "--password-file", str(secret))
+        assert (
+            await asyncio.to_thread(
+                cli, "maintenance", "--target", "x", "--duration", "2h", "--reason", "UPS", *login
+            )
+            == 0
+        )
+        assert "maintenance window 1" in capsys.readouterr().out
+        daemon.operations.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
+        await receiver.wait_for(2, 10)
+        assert await asyncio.to_thread(cli, "ack", "emergency_drill_overdue", *login) == 0
+        assert "as li.na" in capsys.readouterr().out  # the login, whatever $DUTYD_ACTOR says
+        view = next(
+            v for v in daemon.operations.list_alerts() if v["rule"] == "emergency_drill_overdue"
+        )
+        assert view["acknowledged"]["by"] == "li.na"
+
+        # A wrong password is a 401; a password on the command line is refused unread.
+        secret.write_text("wrong\n")
+        with pytest.raises(SystemExit, match="401"):
+            await asyncio.to_thread(cli, *silence, *login)
+        with pytest.raises(SystemExit, match="never on the command line") as refused:
+            await asyncio.to_thread(cli, *silence, "--user", "li.na", "--password", "hunter2")
+        assert "hunter2" not in str(refused.value)
     finally:
         await daemon.stop()
         await receiver.stop()

@@ -190,17 +190,20 @@ def test_shift_report_xlsx_md_csv(
     assert ["sw1", "tcp", "正常"] in rows  # its alert fired before the shift
     assert ["A/env1", "温度（°C）", 21.0, 27.1] in rows
     assert ["A/env1", "湿度（%RH）", 45.5, 52.0] in rows
-    ups = next(
-        r for r in rows if "UPS ups1 on battery" in r and "严重" not in r and r[0] == "10-15 09:05"
-    )
-    assert ups[-1] == "10-15 09:07 ack Li Na: mains breaker tripped, reset"
-    assert any("maintenance Zhang Wei: replace switch fan" in f for f in flat)
+    ups = next(r for r in rows if "UPS ups1 on battery" in r and r[0] == "10-15 09:05")
+    # A Chinese diary says what people did in Chinese; names and their notes stay as written.
+    assert ups[2] == "严重"
+    assert ups[-1] == "10-15 09:07 Li Na 已确认：mains breaker tripped, reset"
+    assert any("Zhang Wei 设置维护窗口：replace switch fan" in f for f in flat)
+    assert not any(" ack " in f or "maintenance" in f or "critical" in f for f in flat)
     assert not any("next shift" in f or "before the shift" in f for f in flat)
 
     capsys.readouterr()
     assert main(["report", "-c", str(config), "--at", day]) == 0
     md = capsys.readouterr().out
     assert "# Duty diary" in md and "| ups1 | nut | recovered | UPS ups1 on battery |" in md
+    assert "| critical | 10-15 09:30 | 10-15 09:07 ack Li Na: mains breaker tripped, reset |" in md
+    assert "10-15 15:00 maintenance Zhang Wei: replace switch fan |" in md
     assert main(["report", "-c", str(config), "--at", day, "--format", "csv"]) == 0
     assert "Room environment" in capsys.readouterr().out
     # The previous shift is the night one of Liu Yang and Zhao Min.
@@ -388,3 +391,118 @@ async def test_daemon_diary_lists_a_short_excursion_that_paged(
         "temperature (°C)": ["22.0", "27.5"],
         "humidity (%RH)": ["35.0", "48.0"],
     }, diary
+
+
+async def test_a_chinese_diary_has_no_english_words_but_names_and_ids(tmp_path: Path) -> None:
+    """Every column of a zh diary (severity, problems, measures, equipment, environment) is
+    Chinese; the only Latin words are names, target ids and kinds, units and a mount path."""
+    import re
+
+    from dutyd.duty.report import build_report, to_markdown
+
+    storage = SqliteStorage(tmp_path / "d.db")
+    await storage.open()
+    try:
+        log = storage.log.append
+        ups = {"target": "ups1", "kind": "nut"}
+        texts = {
+            "en": "UPS ups1 runs on battery for 10s: mains power is out",
+            "zh": "市电中断：UPS ups1 已转电池供电 10秒",
+        }
+        fired = {"labels": ups, "severity": "critical", "state": "firing"}
+        await log(at(9, 5), "alert.firing", "dutyd", "fp-ups", {**fired, "summaries": texts})
+        await log(
+            at(9, 6), "alert.acknowledged", "Li Na", "fp-ups", {"labels": ups, "note": "已复位"}
+        )
+        await log(
+            at(11, 5), "alert.red_line", "dutyd", "fp-ups", {"labels": ups, "red_line": 7200.0}
+        )
+        await log(at(12), "alert.resolved", "dutyd", "fp-ups", {"labels": ups, "state": "resolved"})
+        disk = {"target": "db1", "kind": "ssh", "mount": "/var"}
+        await log(
+            at(14),
+            "alert.firing",
+            "dutyd",
+            "fp-disk",
+            {
+                "labels": disk,
+                "severity": "warning",
+                "state": "firing",
+                "summaries": {
+                    "en": "/var on db1 is 98 % full (above 85 %) for 5m",
+                    "zh": "磁盘空间不足：db1 的 /var 已用 98 %（高于 85 %），已持续 5分钟",
+                },
+            },
+        )
+        await log(at(15), "silence.add", "Zhang Wei", "silence:1", {"reason": "扩容中"})
+        await log(at(16), "maintenance.add", "Zhang Wei", "maintenance:1", {"reason": "换风扇"})
+        answers = [{"actor": "Li Na", "seconds": 12.0}, {"actor": "Wang Fang", "seconds": 95.0}]
+        await log(at(17), "drill.end", "Zhang Wei", "fp-drill", {"answers": answers})
+        env = EnvironmentRecorder(storage.environment)
+        env.observe([Sample.of("room_humidity_percent", 39.8, at(10), {"target": "env1"})])
+        await env.flush()
+        report = await build_report(
+            storage,
+            [("ups1", "nut"), ("db1", "ssh"), ("env1", "modbus")],
+            at(8, 30),
+            at(20, 30),
+            ["Zhang Wei", "Li Na"],
+            "zh",
+            "Asia/Shanghai",
+        )
+    finally:
+        await storage.close()
+    text = to_markdown(report)
+    problems = [row for row in report.problems if row[1]]
+    assert [row[2] for row in problems] == ["严重", "警告"]
+    assert problems[0][-1] == "10-15 09:06 Li Na 已确认：已复位；10-15 11:05 已超过红线（2小时）"
+    measures = [row[-1] for row in report.problems if not row[1]]
+    assert measures == [
+        "10-15 15:00 Zhang Wei 设置静默：扩容中",
+        "10-15 16:00 Zhang Wei 设置维护窗口：换风扇",
+        "10-15 17:00 应急演练：Li Na 12秒，Wang Fang 1分35秒",
+    ]
+    names_and_ids = {"Zhang", "Wei", "Li", "Na", "Wang", "Fang", "ups1", "db1", "env1"}
+    kinds_and_units = {"nut", "ssh", "modbus", "UPS", "var", "RH", "C", "CST"}
+    words = set(re.findall(r"[A-Za-z][A-Za-z0-9]*", text))
+    assert words - names_and_ids - kinds_and_units == set(), text
+
+
+def test_the_status_page_log_reads_in_the_pages_language() -> None:
+    """A Chinese status page reads `已通知 Chen Jie（phone_5）`, not `notify.sent: to Chen Jie
+    via phone_5`, and an escalation step names whom it paged for which alert, not the
+    alert's fingerprint."""
+    from dutyd.storage import LogEntry
+    from dutyd.web.views import log_text
+
+    sent = LogEntry(
+        1, 0.0, "notify.sent", "dutyd", "msg-1", {"recipient": "Chen Jie", "channel": "phone_5"}
+    )
+    assert log_text(sent, "zh") == "已通知 Chen Jie（phone_5）"
+    step = LogEntry(
+        2,
+        0.0,
+        "escalation.firing",
+        "dutyd",
+        "c53d85e831b210ef",
+        {"step": 2, "recipients": ["Wang Fang"], "rule": "disk_full", "target": "db1"},
+    )
+    assert log_text(step) == "escalation.firing: step 2 to Wang Fang (disk_full on db1)"
+    assert log_text(step, "zh") == "第 2 级告警通知：Wang Fang（db1，disk_full）"
+    acked = LogEntry(
+        3, 0.0, "alert.acknowledged", "Li Na", "fp", {"summary": "on my way", "note": "x"}
+    )
+    assert log_text(acked) == "alert.acknowledged [Li Na]: on my way"
+    assert log_text(acked, "zh") == "已确认（Li Na）：on my way"
+    started = LogEntry(4, 0.0, "daemon.start", "dutyd", "", {"targets": 3})
+    assert log_text(started, "zh") == "dutyd 已启动"
+
+
+def test_a_muted_alert_says_why_in_the_pages_language() -> None:
+    from dutyd.web.statuspage import muted_in
+
+    assert muted_in("maintenance: replace fan", "zh") == "维护窗口：replace fan"
+    assert muted_in("parent core-sw1 is down", "zh") == "上级设备 core-sw1 离线"
+    assert muted_in("silenced by Li Na: disk swap", "zh") == "Li Na 设置静默：disk swap"
+    assert muted_in("flapping", "zh") == "状态频繁变化"
+    assert muted_in("parent core-sw1 is down", "en") == "parent core-sw1 is down"

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from dutyd.agent.config import load_from_dict
+from dutyd.agent.config import load_from_dict, parse_yaml, validate
 from dutyd.core.errors import ConfigError
 from dutyd.core.records import AlertState, Sample
 from dutyd.rules.config import RuleConfig, RulesConfig
 from dutyd.rules.engine import RuleEngine
-from dutyd.rules.packs import effective_rules
+from dutyd.rules.packs import check_overrides, effective_rules
 
 F, R, P = AlertState.FIRING, AlertState.RESOLVED, AlertState.PENDING
 
@@ -235,6 +235,47 @@ def custom(**over: Any) -> dict[str, Any]:
 def test_validation_errors_name_the_key(rules, expected):
     found = problems(rules)
     assert any(expected in p for p in found), found
+
+
+def test_override_problems_name_the_override_key_and_line():
+    # The check lives in rules.packs (it needs the packs) and is called by the config loader:
+    # the key path is the override's own, with the line it is on.
+    text = "targets: []\nrules:\n  overrides:\n    disk_full: {for: x}\n    nope: {for: 1m}\n"
+    with pytest.raises(ConfigError) as info:
+        validate(parse_yaml(text, "<t>"), "<t>", text)
+    found = info.value.problems
+    assert any(p.startswith("rules.overrides.disk_full.for:") and "(line 4)" in p for p in found)
+    assert any(
+        p.startswith("rules.overrides.nope: no rule of that name in the packs (line 5)")
+        for p in found
+    ), found
+
+
+def test_override_problems_are_reported_with_the_rest_of_the_file():
+    found = problems(
+        {
+            "overrides": {"disk_ful": {"for": "1m"}, "device_down": {"name": "other"}},
+            "custom": [{"name": "x", "metric": "room_temperature_celsius"}],
+        }
+    )
+    assert any("rules.custom[0]: give exactly one of condition or events" in p for p in found)
+    assert any("rules.overrides.disk_ful: no rule of that name" in p for p in found), found
+    assert any(
+        "rules.overrides.device_down.name: an override cannot rename the rule" in p for p in found
+    ), found
+
+
+def test_check_overrides_returns_paths_inside_the_rules_section():
+    cfg = RulesConfig.model_validate(
+        {"overrides": {"disk_full": {"for": "1m"}, "disk_ful": {"for": "1m"}}}
+    )
+    assert check_overrides(cfg) == [
+        (("overrides", "disk_ful"), "no rule of that name in the packs")
+    ]
+    # Without the duty pack, no pack rule is there to override.
+    assert check_overrides(
+        RulesConfig.model_validate({"packs": [], "overrides": {"disk_full": {"for": "1m"}}})
+    ) == [(("overrides", "disk_full"), "no rule of that name in the packs")]
 
 
 def test_pack_rules_on_metrics_nobody_emits_do_not_invalidate_the_config():

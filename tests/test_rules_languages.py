@@ -69,7 +69,7 @@ def test_status_page_view_in_chinese_shows_the_chinese_summary():
     (alert,) = engine.alerts.values()
     view = engine.view(alert, 400.0)
     zh = in_language(view, "zh")
-    assert zh["summary"] == "机房温度告警：rig-room 当前 27.5 °C，超出 18..26 °C，已持续 5m40s"
+    assert zh["summary"] == "机房温度告警：rig-room 当前 27.5 °C，超出 18..26 °C，已持续 5分40秒"
     assert zh["reference"].startswith("卡中心机房管理规定")
     en = in_language(view, "en")
     assert en["summary"] == ("Room temperature 27.5 °C on rig-room is outside 18..26 °C for 5m40s")
@@ -94,7 +94,7 @@ def test_held_alert_says_it_is_still_held_with_the_unit_in_place():
         "Room humidity 40.1 %RH on room-a-sensor is still held until back within 41..59 %RH for 10m"
     )
     assert firing.summary_in("zh") == (
-        "机房湿度告警：room-a-sensor 当前 40.1 %RH，尚未回到 41..59 %RH，已持续 10m"
+        "机房湿度告警：room-a-sensor 当前 40.1 %RH，尚未回到 41..59 %RH，已持续 10分钟"
     )
 
 
@@ -118,10 +118,10 @@ def test_resolve_says_what_recovered_with_its_peak():
         == "Room temperature on rig-room back within 18..26 °C after 3s, peak 27.5 °C"
     )
     assert resolved.summary_in("zh") == (
-        "机房温度恢复：rig-room 已恢复到 18..26 °C，历时 3s，峰值 27.5 °C"
+        "机房温度恢复：rig-room 已恢复到 18..26 °C，历时 3秒，峰值 27.5 °C"
     )
     title, body = render([_page(resolved, PageKind.RESOLVED)], "zh", "UTC", 100.0, "m2")
-    assert title == "已恢复: 机房温度恢复：rig-room 已恢复到 18..26 °C，历时 3s，峰值 27.5 °C"
+    assert title == "已恢复: 机房温度恢复：rig-room 已恢复到 18..26 °C，历时 3秒，峰值 27.5 °C"
     assert "Room" not in title + body
 
 
@@ -131,7 +131,7 @@ def test_summary_duration_is_the_one_at_sending():
     later = event.timestamp + 3600
     assert event.summary_in("en", later) == "UPS t1 runs on battery for 1h10s: mains power is out"
     title, _ = render([_page(event)], "zh", "UTC", later, "m3")
-    assert title == "告警: 市电中断：UPS t1 已转电池供电 1h10s"
+    assert title == "告警: 市电中断：UPS t1 已转电池供电 1小时10秒"
 
 
 def test_rule_language_accepts_one_string_both_or_one_language():
@@ -144,3 +144,84 @@ def test_rule_language_accepts_one_string_both_or_one_language():
     assert (only_zh.reference.en, only_zh.reference.zh) == ("机房温度", "机房温度")
     with pytest.raises(ValueError, match="fr"):
         RuleConfig.model_validate({**base, "summary": {"en": "hot", "fr": "chaud"}})
+
+
+def _one_rule_engine(name: str) -> RuleEngine:
+    return RuleEngine(
+        [r.model_copy(update={"for_": 0.0}) for r in load_pack("duty") if r.name == name]
+    )
+
+
+def test_a_ratio_threshold_reads_as_a_percentage_beside_a_percentage():
+    """`已用 98 %（高于 0.85）` put a ratio beside a percentage: the disk rules show their
+    threshold as percent, in both languages, and so does a held alert's hysteresis."""
+    engine = _one_rule_engine("disk_almost_full")
+    labels = {"target": "db1", "mount": "/var"}
+
+    def used(ratio: float, ts: float) -> list[AlertEvent]:
+        sample = Sample.of("node_filesystem_used_ratio", ratio, ts, labels)
+        return engine.ingest([sample], ts) + engine.tick(ts)
+
+    (firing,) = used(0.98, 10.0)
+    assert firing.summary_in("en") == "/var on db1 is 98 % full (above 85 %) for 0s"
+    assert firing.summary_in("zh") == "磁盘空间不足：db1 的 /var 已用 98 %（高于 85 %），已持续 0秒"
+    used(0.84, 20.0)  # below 85 %, not yet below 83 %: still held
+    (alert,) = engine.alerts.values()
+    held = engine.view(alert, 20.0)["summaries"]
+    assert held["en"] == "/var on db1 is 84 % full (still held until below 83 %) for 10s"
+    assert held["zh"] == "磁盘空间不足：db1 的 /var 已用 84 %（尚未回落至低于 83 %），已持续 10秒"
+    for rule in ("disk_full", "disk_inodes_almost_full"):
+        event = _firing(rule)
+        for lang in ("en", "zh"):
+            assert re.search(r"[（(](above|高于) (95|90) %[)）]", event.summary_in(lang)), rule
+            assert "0.9" not in event.summary_in(lang), rule
+
+
+def test_a_resolve_after_an_excursion_below_the_range_names_the_lowest_value():
+    """A humidity that fell to 39.8 %RH did not peak there: the resolve says lowest / 最低;
+    after an excursion above the range it still says peak / 峰值."""
+    engine = _one_rule_engine("room_humidity_out_of_range")
+    events: list[AlertEvent] = []
+    for i, v in enumerate([39.8, 39.9, 50.0]):
+        ts = 10.0 * i + 10.0
+        events += engine.ingest([Sample.of("room_humidity_percent", v, ts, {"target": "s1"})], ts)
+    resolved = events[-1]
+    assert resolved.state is AlertState.RESOLVED
+    assert resolved.summary_in("en") == (
+        "Room humidity on s1 back within 40..60 %RH after 20s, lowest 39.8 %RH"
+    )
+    assert resolved.summary_in("zh") == (
+        "机房湿度恢复：s1 已恢复到 40..60 %RH，历时 20秒，最低 39.8 %RH"
+    )
+    high = _one_rule_engine("room_humidity_out_of_range")
+    events = []
+    for i, v in enumerate([61.0, 65.0, 50.0]):
+        ts = 10.0 * i + 10.0
+        events += high.ingest([Sample.of("room_humidity_percent", v, ts, {"target": "s1"})], ts)
+    assert events[-1].summary_in("en").endswith("peak 65 %RH")
+    assert events[-1].summary_in("zh").endswith("峰值 65 %RH")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "en", "zh"),
+    [
+        (0.25, "250ms", "250毫秒"),
+        (10, "10s", "10秒"),
+        (150, "2m30s", "2分30秒"),
+        (300, "5m", "5分钟"),
+        (6120, "1h42m", "1小时42分钟"),
+        (3610, "1h10s", "1小时10秒"),
+        (15 * 86400, "15d", "15天"),
+    ],
+)
+def test_durations_read_in_each_language(seconds: float, en: str, zh: str):
+    from dutyd.core.configtypes import format_duration
+
+    assert (format_duration(seconds), format_duration(seconds, "zh")) == (en, zh)
+
+
+def test_a_chinese_page_says_its_durations_in_chinese_units():
+    event = _firing("switch_uplink_down")  # red line 2h, for 30s
+    title, body = render([_page(event)], "zh", "Asia/Shanghai", event.timestamp + 150, "m4")
+    assert "红线 2小时" in title and "持续 3分钟" in body, (title, body)
+    assert not re.search(r"\d[smhd]\b", title + body), (title, body)

@@ -185,3 +185,29 @@ async def test_poll_now_polls_out_of_turn_and_keeps_the_grid():
     finally:
         await scheduler.stop()
         await context.close()
+
+
+async def test_poll_apart_polls_once_without_the_sink_and_closes_the_collector():
+    """A parent another node of the cluster schedules: polled once from here for the
+    reachability check, its result to the caller only, its collector closed after."""
+    clock = FakeClock()
+    results: list[PollResult] = []
+    scheduler = Scheduler(results.append, clock=clock)
+    context = CollectorContext()
+    closed: list[str] = []
+
+    class Closing(BehaviourCollector):
+        async def close(self) -> None:
+            closed.append(self.config.name)
+
+    try:
+        down = await scheduler.poll_apart(
+            Closing(FakeTarget(name="sw", address="x", timeout=1, behaviour="fail"), context)
+        )
+        assert (down.target, down.ok, down.reason) == ("sw", False, "bad_response")
+        up = await scheduler.poll_apart(Closing(FakeTarget(name="sw", address="x"), context))
+        assert up.ok
+        assert results == [] and scheduler.collectors == {} and closed == ["sw", "sw"]
+    finally:
+        await scheduler.stop()
+        await context.close()

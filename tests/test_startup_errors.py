@@ -1,5 +1,6 @@
-"""`dutyd run` on a port already in use, or with a database it cannot create, says which
-resource and exits 2, as for a bad config, never a 30-line traceback."""
+"""`dutyd run` on a port already in use (HTTP or the SNMP trap listener's UDP port), or with a
+database it cannot create, says which resource and exits 2, as for a bad config, never a
+30-line traceback."""
 
 from __future__ import annotations
 
@@ -45,6 +46,25 @@ def test_a_port_in_use_is_named_and_exits_2(tmp_path: Path) -> None:
     assert out.returncode == 2, out
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
     assert "http.port" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_trap_port_in_use_is_named_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out = run(
+            tmp_path,
+            {
+                "targets": [target()],
+                "http": {"port": 0},
+                "storage": {"path": str(tmp_path / "d.db")},
+                "traps": {"listen": "127.0.0.1", "port": port},
+            },
+        )
+    assert out.returncode == 2, out
+    assert f"cannot listen for SNMP traps on 127.0.0.1:{port}" in out.stderr
+    assert "traps.port" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -6,12 +6,13 @@ artifact, not committed)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
 from playwright.async_api import Dialog, async_playwright
 
-from tests.api_fixtures import TOKEN, Running
+from tests.api_fixtures import READ_TOKEN, TOKEN, Running
 from tests.peers import require_binary
 
 OUTPUT = Path(__file__).parent / "output"
@@ -75,8 +76,86 @@ async def test_page_shows_the_alert_and_acknowledges_it(running: Running) -> Non
             await page.locator("body[data-loaded='1']").wait_for(timeout=10_000)
             assert await page.locator("h1").inner_text() == "值班"
             assert "已确认" in await page.locator(".alert").first.inner_text()
+            # The frame speaks Chinese too: the severity, the duration and the duty log's
+            # lines (what happened, not `alert.acknowledged [Li Na]: ...`).
+            head = await page.locator(".alert .head .muted").first.inner_text()
+            assert head.startswith("严重 · 持续 ") and "critical" not in head, head
+            assert re.search(r"持续 \d+(秒|分钟)", head), head
+            log = await page.locator("#log").inner_text()
+            assert "已确认（Li Na）：Portal portal fails its check" in log, log
+            assert "alert." not in log and "notify." not in log, log
+            await page.screenshot(path=str(OUTPUT / "status-page-zh.png"), full_page=True)
         finally:
             await browser.close()
     assert external == []
     _, log = await running.get("/api/v1/log?kind=alert.acknowledged")
     assert [e["actor"] for e in log["entries"]] == ["Li Na"]
+
+
+async def test_a_wall_screen_keeps_its_read_token_when_an_ack_is_refused(running: Running) -> None:
+    """A wall screen reads with the read-only token. A tap on Acknowledge there is refused
+    (401): the screen must keep reading, ask for a token that may write, and keep the two
+    apart, so that the next refusal cannot cost it the token it reads with."""
+    chromium = require_binary("chromium")
+    alert = await running.firing()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.add_init_script(
+                f"localStorage.setItem('dutyd.token', '{READ_TOKEN}');"
+                "localStorage.setItem('dutyd.actor', 'Wall screen');"
+            )
+            seen: list[tuple[str, str]] = []
+            write_token: list[str] = []  # what the person types when asked for one
+            failure_shown = asyncio.Event()
+
+            async def answer(dialog: Dialog) -> None:
+                seen.append((dialog.type, dialog.message))
+                if dialog.type == "alert":
+                    failure_shown.set()
+                if dialog.type == "prompt" and dialog.message.startswith("Note"):
+                    await dialog.accept("checking the room")
+                elif dialog.type == "prompt" and "write" in dialog.message and write_token:
+                    await dialog.accept(write_token[0])
+                elif dialog.type == "prompt":
+                    await dialog.dismiss()
+                else:
+                    await dialog.accept()
+
+            page.on("dialog", lambda d: asyncio.ensure_future(answer(d)))
+            await page.goto(running.base + "/status")
+            card = page.locator(f'.alert[data-fingerprint="{alert["fingerprint"]}"]')
+            await card.wait_for(timeout=10_000)
+
+            async def stored(key: str) -> str | None:
+                return await page.evaluate(f"localStorage.getItem('dutyd.{key}')")
+
+            # A stray tap: refused, the write token asked for and not given.
+            await card.locator("button.ack").click()
+            await asyncio.wait_for(failure_shown.wait(), 10)
+            assert [t for t, _ in seen] == ["prompt", "prompt", "alert"], seen
+            assert "write" in seen[1][1] and "X-Dutyd-Token" in seen[2][1]
+            assert await stored("token") == READ_TOKEN
+            assert await stored("write_token") is None
+            await page.evaluate("refresh()")  # still reads, no token asked for
+            await card.wait_for(timeout=10_000)
+            assert len(seen) == 3, seen
+            _, one = await running.get(f"/api/v1/alerts/{alert['fingerprint']}")
+            assert one["alert"]["acknowledged"] is None
+
+            # Given a token that may write, the ack goes through; both tokens are kept.
+            write_token.append(TOKEN)
+            await card.locator("button.ack").click()
+            deadline = time.monotonic() + 10
+            acked = None
+            while time.monotonic() < deadline and not acked:
+                _, one = await running.get(f"/api/v1/alerts/{alert['fingerprint']}")
+                acked = one["alert"]["acknowledged"]
+                await asyncio.sleep(0.2)
+            assert acked == {**acked, "by": "Wall screen", "note": "checking the room"}
+            assert await stored("token") == READ_TOKEN
+            assert await stored("write_token") == TOKEN
+            assert [t for t, _ in seen[3:]] == ["prompt", "prompt"], seen  # no failure shown
+        finally:
+            await browser.close()

@@ -15,6 +15,8 @@ import pytest
 from dutyd.storage import (
     EnvironmentRange,
     EnvironmentReading,
+    GroupHold,
+    GroupMemberRow,
     LogEntry,
     NewLogEntry,
     OutboxMessage,
@@ -589,3 +591,51 @@ async def test_cluster_target_status_published_and_read(store: Store) -> None:
         TargetStatusRow("sw1", "node-b", True, "", 4.0, 6.0),
         TargetStatusRow("ups1", "node-b", True, "", 9.0, 10.0),
     ]
+
+
+def hold(series: str, holds: bool, rule: str = "ups_on_battery", site: str = "机房A") -> GroupHold:
+    return GroupHold(rule, {"site": site}, {"target": series, "site": site}, holds)
+
+
+async def test_cluster_group_members_published_replaced_by_the_new_owner_and_read(
+    store: Store,
+) -> None:
+    s = store.s
+    await s.cluster.publish_group_members("node-a", [], forget_after=60)
+    assert await s.cluster.group_members(max_age=60) == []
+    await s.cluster.publish_group_members(
+        "node-a", [hold("ups2", True), hold("ups1", False), hold("ups9", True, rule="a")], 60
+    )
+    await s.cluster.publish_group_members("node-b", [hold("ups3", True, site="hq")], 60)
+    # ups1 moved to node-b: its row is node-b's now, with node-b's hold.
+    await s.cluster.publish_group_members("node-b", [hold("ups1", True)], 60)
+    rows = await s.cluster.group_members(max_age=60)
+    assert [(r.rule, r.group, r.series, r.holds, r.node) for r in rows] == [
+        ("a", {"site": "机房A"}, {"site": "机房A", "target": "ups9"}, True, "node-a"),
+        ("ups_on_battery", {"site": "hq"}, {"site": "hq", "target": "ups3"}, True, "node-b"),
+        ("ups_on_battery", {"site": "机房A"}, {"site": "机房A", "target": "ups1"}, True, "node-b"),
+        ("ups_on_battery", {"site": "机房A"}, {"site": "机房A", "target": "ups2"}, True, "node-a"),
+    ]
+    assert all(r.updated == pytest.approx(time.time(), abs=60) for r in rows)
+    moved = next(r for r in rows if r.series["target"] == "ups1")
+    assert moved.updated >= max(r.updated for r in rows if r.node == "node-a")
+    s = await store.reopen()
+    assert await s.cluster.group_members(max_age=60) == rows
+
+
+async def test_cluster_group_members_too_old_are_left_out_then_forgotten(store: Store) -> None:
+    s = store.s
+    await s.cluster.publish_group_members("node-c", [hold("ups1", True)], forget_after=60)
+    await asyncio.sleep(0.4)  # node-c dies; node-a goes on publishing
+    await s.cluster.publish_group_members("node-a", [hold("ups2", False)], forget_after=60)
+    fresh = await s.cluster.group_members(max_age=0.3)
+    assert [(r.series["target"], r.node) for r in fresh] == [("ups2", "node-a")]
+    assert len(await s.cluster.group_members(max_age=60)) == 2  # not yet forgotten
+    await s.cluster.publish_group_members("node-a", [hold("ups2", True)], forget_after=0.3)
+    rows = await s.cluster.group_members(max_age=60)
+    assert rows == [
+        GroupMemberRow(
+            "ups_on_battery", {"site": "机房A"}, {"site": "机房A", "target": "ups2"}, True,
+            "node-a", rows[0].updated,
+        )
+    ]  # fmt: skip

@@ -82,6 +82,31 @@ async def test_existing_directory_is_left_alone_but_existing_files_made_private(
         await storage.close()
 
 
+@pytest.mark.parametrize(
+    ("dir_mode", "warned"),
+    [(0o777, True), (0o1777, True), (0o770, True), (0o755, False), (0o700, False)],
+)
+async def test_a_directory_others_can_write_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, dir_mode: int, warned: bool
+) -> None:
+    """Whoever can write the directory can delete or replace the duty log, or plant a -wal
+    file before dutyd creates one: the operator's directory is left as is, but said so."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, dir_mode)
+    storage = SqliteStorage(shared / "dutyd.db")
+    with caplog.at_level("WARNING", logger="dutyd.storage"):
+        await storage.open()
+    await storage.close()
+    found = [r for r in caplog.records if r.name == "dutyd.storage" and "writable" in r.message]
+    assert bool(found) is warned, [r.message for r in caplog.records]
+    if warned:
+        fields = found[0].fields  # type: ignore[attr-defined]
+        assert fields["directory"] == str(shared)
+        assert fields["mode"] == f"{dir_mode:04o}"
+    assert mode(shared) == dir_mode  # still the operator's to change
+
+
 async def test_secure_delete_overwrites_delivered_messages(tmp_path: Path) -> None:
     """A delivered message's body (ack-link tokens) must not stay readable in free pages."""
     path = tmp_path / "d.db"

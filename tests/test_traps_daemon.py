@@ -4,7 +4,9 @@ notification senders, and a real HTTP receiver for the pages.
 
 A UPS going on battery pages at once (not at the next hourly poll), a link down on an uplink
 port fires the duty pack's switch_uplink_down, an inform is acknowledged, a wrong community
-is dropped and counted, and 10,000 garbage datagrams change nothing but a counter.
+is dropped and counted, and 10,000 garbage datagrams change nothing but a counter. A UPS's
+coldStart pages unexpected_device_reboot, and a trap's own sample is ruled on before the poll
+it asks for.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ IF_ADMIN = "1.3.6.1.2.1.2.2.1.7"
 IF_OPER = "1.3.6.1.2.1.2.2.1.8"
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
 UPS_TRAP_ON_BATTERY = "1.3.6.1.2.1.33.2.1"
+COLD_START = "1.3.6.1.6.3.1.1.5.1"
 MINUTES_REMAINING = "1.3.6.1.2.1.33.1.2.3.0"
 
 
@@ -100,17 +103,30 @@ def switch(tmp_path: Path) -> Iterator[SnmpdPeer]:
     peer.stop()
 
 
-def site(ups: SnmpdPeer, switch: SnmpdPeer, trap_port: int, hook_port: int) -> dict[str, Any]:
+SHORT_FOR = {"ups_on_battery": {"for": "1s"}, "switch_uplink_down": {"for": "1s"}}
+
+
+def site(
+    ups: SnmpdPeer,
+    switch: SnmpdPeer | None,
+    trap_port: int,
+    hook_port: int,
+    overrides: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The UPS and (when given) the switch's uplinks, polled hourly, with the duty pack;
+    `overrides` shortens the rules' `for` (by default so the test does not wait 30s)."""
     common = {"kind": "snmp", "community": COMMUNITY, "interval": "1h", "timeout": "3s"}
-    return {
-        "targets": [
-            {
-                "name": "ups-a",
-                "address": ups.address,
-                "profiles": ["ups"],
-                "labels": {"site": "hq", "role": "ups"},
-                **common,
-            },
+    targets: list[dict[str, Any]] = [
+        {
+            "name": "ups-a",
+            "address": ups.address,
+            "profiles": ["ups"],
+            "labels": {"site": "hq", "role": "ups"},
+            **common,
+        }
+    ]
+    if switch is not None:
+        targets.append(
             {
                 "name": "sw1-uplinks",
                 "address": switch.address,
@@ -118,13 +134,12 @@ def site(ups: SnmpdPeer, switch: SnmpdPeer, trap_port: int, hook_port: int) -> d
                 "port_pattern": f"^Gi0/{UPLINK_INDEX}$",
                 "labels": {"site": "hq", "role": "uplink"},
                 **common,
-            },
-        ],
+            }
+        )
+    return {
+        "targets": targets,
         "traps": {"listen": "127.0.0.1", "port": trap_port, "communities": [TRAP_COMMUNITY]},
-        # The pack's own rules; only their `for` is shortened so the test does not wait 30s.
-        "rules": {
-            "overrides": {"ups_on_battery": {"for": "1s"}, "switch_uplink_down": {"for": "1s"}}
-        },
+        "rules": {"overrides": SHORT_FOR if overrides is None else overrides},
         "oncall": {
             "pairs": [["Zhang Wei"]],
             "people": [{"name": "Zhang Wei", "language": "en", "contacts": ["pager"]}],
@@ -266,6 +281,80 @@ def test_traps_page_at_once_and_bad_input_changes_nothing(
         assert code == 0, daemon.peer.log()[-3000:]
     finally:
         daemon.stop()
+
+
+def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
+    tmp_path: Path, ups: SnmpdPeer, receiver: PageReceiver
+) -> None:
+    """A UPS's coldStart fires unexpected_device_reboot at once (its poll reads sysUpTime, so
+    the trap is its `device_rebooted`). A trap that says "on battery" from a UPS whose poll
+    says on line: the trap's sample reaches the rules first (ups_on_battery goes pending),
+    the poll it asks for comes after and clears it (pending -> inactive, no page). The
+    duty pack's own `for: 10s` is kept, so only the poll can end the pending state in time."""
+    trap_port = free_port("udp")
+    daemon = DaemonProcess(tmp_path, site(ups, None, trap_port, receiver.port, overrides={}))
+    to = f"127.0.0.1:{trap_port}"
+    try:
+        daemon.wait_until(
+            lambda: daemon.metric_value("device_rebooted", target="ups-a") == 0.0,
+            30,
+            "the first poll, with the UPS's sysUpTime",
+        )
+        first_polls = polls(daemon)
+
+        # -- the UPS restarted and says so -------------------------------------------------
+        out = net_snmp("snmptrap", "-v2c", "-c", TRAP_COMMUNITY, to, "", COLD_START)
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: any("ups-a" in t and "restarted" in t for t in receiver.texts()),
+            30,
+            "the unexpected_device_reboot page",
+        )
+        assert traps(daemon, "v2c_trap", "mapped") == 1.0
+        assert traps(daemon, "v2c_trap", "unmapped") == 0.0
+        daemon.wait_until(lambda: polls(daemon) == first_polls + 1, 10, "the trap's poll")
+        # The poll saw no restart of its own (the agent did not restart); keep_firing_for
+        # holds the alert the trap raised.
+        assert daemon.metric_value("device_rebooted", target="ups-a") == 0.0
+        assert ("unexpected_device_reboot", "firing") in alert_states(daemon)
+
+        # -- a trap says on battery, the UPS says on line when polled ----------------------
+        time.sleep(1.0)  # past POLL_NOW_MIN_GAP: the next trap's poll goes out at once
+        pages_before = len(receiver.pages)
+        pending = events(daemon, "pending")
+        inactive = events(daemon, "inactive")
+        firing = events(daemon, "firing")
+        out = net_snmp("snmptrap", "-v2c", "-c", TRAP_COMMUNITY, to, "", UPS_TRAP_ON_BATTERY)
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: events(daemon, "inactive") == inactive + 1, 10, "the poll clearing it"
+        )
+        # pending first (the trap's sample), then inactive (the poll's): had the poll been
+        # ruled on first, the trap's sample would have left it pending until `for` fired it.
+        assert events(daemon, "pending") == pending + 1
+        assert traps(daemon, "v2c_trap", "mapped") == 2.0
+        assert polls(daemon) == first_polls + 2
+        assert daemon.metric_value("ups_on_battery", target="ups-a") == 0.0  # the poll's
+        log = daemon.peer.log()
+        went_pending = log.rindex("PENDING ups_on_battery")
+        assert log.find("INACTIVE ups_on_battery", went_pending) > went_pending
+        time.sleep(0.5)
+        assert events(daemon, "firing") == firing
+        assert len(receiver.pages) == pages_before
+        assert not any("battery" in t for t in receiver.texts())
+        code, _ = daemon.terminate()
+        assert code == 0, daemon.peer.log()[-3000:]
+    finally:
+        daemon.stop()
+
+
+def events(daemon: DaemonProcess, state: str) -> float:
+    return daemon.metric_value("dutyd_alert_events_total", state=state) or 0.0
+
+
+def alert_states(daemon: DaemonProcess) -> set[tuple[str, str]]:
+    body = json.loads(daemon.get("/api/v1/alerts", {"X-Dutyd-Token": READ_TOKEN})[1])
+    return {(a["rule"], a["state"]) for a in body["alerts"]}
 
 
 def alerts(daemon: DaemonProcess) -> list[tuple[str, str, float, bool]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 
 import aiohttp
@@ -14,7 +15,7 @@ import bcrypt
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.web.server import HttpServer
-from tests.api_fixtures import READ, TOKEN, Portal, Running, config
+from tests.api_fixtures import READ, READ_TOKEN, TOKEN, Portal, Running, config
 
 
 async def test_an_unexpected_host_header_is_refused(running: Running) -> None:
@@ -29,6 +30,42 @@ async def test_an_unexpected_host_header_is_refused(running: Running) -> None:
         assert status == 200, host
 
 
+async def test_a_wildcard_listener_refuses_a_rebound_host_even_with_open_loopback_reads(
+    tmp_path,
+) -> None:
+    """On 0.0.0.0 a rebinding page still reaches dutyd on 127.0.0.1 (and sends its own Host):
+    the open loopback reads and /metrics must not answer it. IP literals and this host's own
+    names cannot be rebound and are served."""
+    portal = Portal()
+    await portal.start()
+    settings = config(
+        tmp_path,
+        portal.url,
+        http={"listen": "0.0.0.0", "port": 0},
+        api={"token": TOKEN, "read_token": READ_TOKEN, "open_loopback_reads": True},
+    )
+    daemon = Daemon(load_from_dict(settings, "<test>"))
+    await daemon.start()
+    try:
+        port = daemon.http.port
+        base = f"http://127.0.0.1:{port}"  # only ever contacted on loopback
+        async with aiohttp.ClientSession() as http:
+            for host in ("attacker.example", f"attacker.example:{port}", "attacker.example."):
+                for path in ("/api/v1/log", "/metrics", "/api/v1/status"):
+                    async with http.get(base + path, headers={"Host": host}) as r:
+                        assert r.status == 421, (host, path, r.status)
+                        assert "allowed_hosts" in await r.text()
+            served = [f"127.0.0.1:{port}", "localhost", "192.0.2.7", "[2001:db8::7]:8646"]
+            served.append(socket.gethostname())
+            for host in served:
+                for path in ("/api/v1/log", "/metrics"):
+                    async with http.get(base + path, headers={"Host": host}) as r:
+                        assert r.status == 200, (host, path, r.status)
+    finally:
+        await daemon.stop()
+        await portal.stop()
+
+
 async def test_allowed_hosts_name_a_reverse_proxy(tmp_path) -> None:
     server = HttpServer(
         registry=None,  # type: ignore[arg-type]
@@ -40,8 +77,56 @@ async def test_allowed_hosts_name_a_reverse_proxy(tmp_path) -> None:
     assert server.host_allowed("DUTY.example.org:443")
     assert server.host_allowed("localhost:8646")
     assert not server.host_allowed("evil.example.org")
+    # A public listener is no longer open to any Host: a rebinding page reaches it on
+    # loopback as well. Its IP literals and the machine's own name are served; an alias has
+    # to be named.
     wildcard = HttpServer(None, lambda: (True, ""), listen="0.0.0.0")  # type: ignore[arg-type]
-    assert wildcard.host_allowed("monitor-7.corp")  # credentials guard a public listener
+    assert not wildcard.host_allowed("monitor-7.corp")
+    assert wildcard.host_allowed("10.20.0.5:8646")
+    assert wildcard.host_allowed(socket.gethostname())
+    aliased = HttpServer(
+        None,  # type: ignore[arg-type]
+        lambda: (True, ""),
+        listen="::",
+        allowed_hosts=["monitor-7.corp"],
+    )
+    assert aliased.host_allowed("monitor-7.corp:8646")
+    assert aliased.host_allowed("[fd00::5]:8646")
+    assert not aliased.host_allowed("attacker.example")
+
+
+async def test_a_slow_resolver_does_not_hold_up_start_up(monkeypatch, caplog) -> None:
+    """The FQDN may need DNS; a broken resolver must not keep the daemon from starting."""
+    from dutyd.web import server as server_module
+
+    monkeypatch.setattr(server_module, "_FQDN_TIMEOUT", 0.05)
+    monkeypatch.setattr(server_module.socket, "getfqdn", lambda: time.sleep(0.5) or "late")
+    server = HttpServer(None, lambda: (True, ""), listen="0.0.0.0")  # type: ignore[arg-type]
+    started = time.monotonic()
+    await server.start()
+    try:
+        assert time.monotonic() - started < 0.4
+        assert "no FQDN" in caplog.text
+        assert server.host_allowed(socket.gethostname())
+        assert not server.host_allowed("late")
+    finally:
+        await server.stop()
+
+
+async def test_the_names_dutyd_gives_out_are_served(tmp_path) -> None:
+    """The ack links' host and the cluster address (a compose service name, which is not the
+    container's hostname) come back as Host: they must not get 421 on a public listener."""
+    settings = config(
+        tmp_path,
+        "http://127.0.0.1:9/",
+        http={"listen": "0.0.0.0", "port": 0},
+        notify={"ack_secret": "s", "ack_base_url": "https://duty.example.org/dutyd"},
+        cluster={"address": "http://dutyd-a:8646"},
+    )
+    server = Daemon(load_from_dict(settings, "<test>")).http
+    assert server.host_allowed("duty.example.org")
+    assert server.host_allowed("dutyd-a:8646")
+    assert not server.host_allowed("dutyd-b:8646")
 
 
 async def test_security_headers(running: Running) -> None:
@@ -83,6 +168,9 @@ async def test_times_out_of_range_are_refused_with_a_reason(running: Running) ->
             "366 days",
         ),
         ("/api/v1/ack", {"alert": alert["fingerprint"], "expires_in": 1e300}, "31 days"),
+        # Zero used to mean "never expires", the opposite of what was asked.
+        ("/api/v1/ack", {"alert": alert["fingerprint"], "expires_in": "0s"}, "expires_in"),
+        ("/api/v1/ack", {"alert": alert["fingerprint"], "expires_in": 0}, "expires_in"),
         ("/api/v1/drills", {"wait": "0s"}, "wait"),
         ("/api/v1/drills", {"speed": 1e308}, "speed"),
     ]
@@ -94,6 +182,8 @@ async def test_times_out_of_range_are_refused_with_a_reason(running: Running) ->
     assert running.daemon.operations.list_silences() == []
     assert running.daemon.operations.list_maintenance() == []
     assert running.daemon.drills.runs == {}
+    _, one = await running.get(f"/api/v1/alerts/{alert['fingerprint']}")
+    assert one["alert"]["acknowledged"] is None
 
 
 async def test_with_basic_auth_the_token_travels_in_its_own_header(tmp_path) -> None:

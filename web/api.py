@@ -1,7 +1,10 @@
 """The daemon's JSON API (aiohttp routes on the HTTP server's app): duty operations.
 
-Write endpoints need `Authorization: Bearer <api token>` (`api.token_env` / `api.token_file`);
-without a configured token they answer 403. Bad input is a 4xx with the reason in JSON
+Tokens travel in `X-Dutyd-Token: <token>` (or `Authorization: Bearer <token>` while basic auth
+is off: with it, `Authorization` carries the login). Writes need the API token (`api.token_env`
+/ `api.token_file`); without a configured one they answer 403. Reads need the API token, the
+read-only token or a basic-auth login (401 without); local processes read without one only
+with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
 (`{"error": "..."}`), never a 500.
 
     POST /api/v1/ack            {"alert": FP | FP prefix | rule, "actor", "note", "expires_in"}
@@ -11,12 +14,12 @@ without a configured token they answer 403. Bad input is a 4xx with the reason i
                                  "actor", "reason"}
     POST /api/v1/drills         {"actor", "wait": "10m", "speed": 1}
     GET  /api/v1/drills/{id}
-    GET  /api/v1/oncall         who is on duty now and next (read-only, no token)
+    GET  /api/v1/oncall         who is on duty now and next
     GET  /api/v1/alerts[?state=&severity=&target=&rule=]   alerts with their overlays
     GET  /api/v1/alerts/{fp}    one alert and its duty-log history
     GET  /api/v1/targets[?up=0] targets with their last poll result
     GET  /api/v1/silences, /api/v1/maintenance, /api/v1/log[?since=&until=&kind=&subject=]
-    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py)
+    GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py; no token needed)
     GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
     GET  /api/v1/cluster          this node's place in the cluster (active, members, shards)
     GET  /ack/{token}           the signed link of a notification: a confirmation page
@@ -33,19 +36,18 @@ import ipaddress
 import json
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from dutyd.core.configtypes import parse_duration
+from dutyd.core.configtypes import format_duration, parse_duration
 from dutyd.core.redact import redact_address
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.web import openapi, statuspage, views
 from dutyd.web.context import WebContext
-from dutyd.web.server import USER
+from dutyd.web.server import authenticated_user
 
 log = logging.getLogger("dutyd.api")
 
@@ -147,7 +149,15 @@ def authorize_read(request: web.Request, ctx: WebContext) -> None:
     on this host comes from loopback."""
     if ctx.server.authenticates:
         return
-    if ctx.open_loopback_reads() and _is_loopback(request.remote):
+    # A DNS-rebinding page comes from loopback too, with its own name as Host. The server
+    # refuses that Host with 421; checked here again so that the open reads never depend on
+    # the middleware's order. (Without a Host it is no browser: the middleware decides.)
+    host = request.headers.get("Host")
+    if (
+        ctx.open_loopback_reads()
+        and _is_loopback(request.remote)
+        and (host is None or ctx.server.host_allowed(host))
+    ):
         return
     given = _presented_token(request)
     if _matches(given, ctx.api_token()) or _matches(given, ctx.read_token()):
@@ -168,11 +178,11 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def _actor(request: web.Request, data: dict[str, Any]) -> str:
+def _actor(data: dict[str, Any]) -> str:
     """Who does it: the basic-auth login when there is one (it cannot be claimed in the
     body), else the body's `actor`."""
     given = _text(data, "actor", required=False, limit=100)
-    actor = request.get(USER, "") or given
+    actor = authenticated_user() or given
     if not actor:
         raise ApiError(400, "'actor' (who does this) is required")
     return actor
@@ -221,15 +231,22 @@ async def post_ack(request: web.Request) -> web.Response:
     data = await _body(request)
     ctx = _ctx(request)
     ref = _text(data, "alert", limit=200)
-    actor = _actor(request, data)
+    actor = _actor(data)
     note = _text(data, "note", required=False)
     expires_in = _seconds(data, "expires_in")
+    if expires_in is not None and expires_in <= 0:
+        # A zero expiry used to fall through as "no expiry": the ack never lapsed.
+        raise ApiError(
+            400,
+            "'expires_in' must be longer than 0 s; leave it out for an acknowledgement that "
+            "does not expire",
+        )
     drill = _ctx(request).drills.find(ref)
     if drill is not None:
         answer = await _ctx(request).drills.acknowledge(drill, actor, note)
         return web.json_response({"drill": drill.id, **answer})
     fp = resolve_alert(ctx, ref)
-    expires = time.time() + expires_in if expires_in else None
+    expires = ctx.clock.time() + expires_in if expires_in is not None else None
     event = await ctx.operations.acknowledge(fp, actor, note, expires)
     return web.json_response({"fingerprint": fp, "rule": event.rule, "acknowledged_by": actor})
 
@@ -245,10 +262,8 @@ async def post_silence(request: web.Request) -> web.Response:
     duration = _seconds(data, "duration")
     if (until is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'until'")
-    end = until if until is not None else time.time() + (duration or 0)
-    sid = await _ctx(request).operations.silence(
-        matchers, end, _actor(request, data), _text(data, "reason")
-    )
+    end = until if until is not None else _ctx(request).clock.time() + (duration or 0)
+    sid = await _ctx(request).operations.silence(matchers, end, _actor(data), _text(data, "reason"))
     return web.json_response({"silence": sid, "until": end}, status=201)
 
 
@@ -262,14 +277,14 @@ async def post_maintenance(request: web.Request) -> web.Response:
     matchers = data.get("matchers") or {}
     if not isinstance(matchers, dict):
         raise ApiError(400, "'matchers' must be an object of label matchers")
-    start = _timestamp(data, "start") or time.time()
+    start = _timestamp(data, "start") or _ctx(request).clock.time()
     end = _timestamp(data, "end")
     duration = _seconds(data, "duration")
     if (end is None) == (duration is None):
         raise ApiError(400, "give either 'duration' or 'end'")
     end = end if end is not None else start + (duration or 0)
     wid = await _ctx(request).operations.add_maintenance(
-        start, end, _actor(request, data), _text(data, "reason"), targets, matchers
+        start, end, _actor(data), _text(data, "reason"), targets, matchers
     )
     return web.json_response({"maintenance": wid, "start": start, "end": end}, status=201)
 
@@ -284,7 +299,7 @@ async def post_drill(request: web.Request) -> web.Response:
         raise ApiError(400, "'speed' must be a number")
     severity = _text(data, "severity", required=False, limit=20) or "critical"
     run = await _ctx(request).drills.start(
-        _actor(request, data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
+        _actor(data), DEFAULT_DRILL_WAIT if wait is None else wait, float(speed), severity
     )
     return web.json_response(run.status(), status=201)
 
@@ -301,7 +316,8 @@ async def get_drill(request: web.Request) -> web.Response:
 @_errors
 async def get_oncall(request: web.Request) -> web.Response:
     authorize_read(request, _ctx(request))
-    return web.json_response(oncall_view(_ctx(request).notify.rota, time.time()))
+    ctx = _ctx(request)
+    return web.json_response(oncall_view(ctx.notify.rota, ctx.clock.time()))
 
 
 def oncall_view(rota: Any, now: float) -> dict[str, Any]:
@@ -330,16 +346,81 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <body class="ack">{body}</body></html>"""
 
 
-def _page(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=_PAGE.format(body=body), status=status, content_type="text/html")
+def _page(body: str, status: int = 200, lang: str = "en") -> web.Response:
+    text = _PAGE.format(body=body).replace("<html>", f'<html lang="{_HTML_LANG[lang]}">', 1)
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
+_HTML_LANG = {"en": "en", "zh": "zh-CN"}
+# The ack page's words. The page opens in the language of the person the link was made for
+# (their pages' language), like the page that carried the link.
+ACK_TEXT = {
+    "en": {
+        "note": "note (what you are doing)",
+        "button": "Acknowledge as {actor}",
+        "acked": "Acknowledged by {actor}.",
+        "drill": "Drill answered in {seconds}.",
+        "gone": "This alert is no longer active.",
+    },
+    "zh": {
+        "note": "备注（处理措施）",
+        "button": "确认（{actor}）",
+        "acked": "已确认（{actor}）。",
+        "drill": "演练已确认，用时 {seconds}。",
+        "gone": "该告警已不再活动。",
+    },
+}
+# InvalidToken's reasons, for a link that cannot be trusted to say whose it is.
+_LINK_ERRORS_ZH = {
+    "malformed link": "链接格式错误",
+    "the link's signature does not match (altered or from elsewhere)": (
+        "链接签名不符（被修改或来自别处）"
+    ),
+    "the link has expired": "链接已过期",
+    "the link has already been used": "链接已被使用",
+    "ack links are not configured": "未配置确认链接",
+}
+
+
+def _ack_language(request: web.Request, actor: str | None = None, site: str = "") -> str:
+    """`?lang=` when given; else the language of the person the link was made for; for a
+    link that names nobody (invalid), the browser's Accept-Language, then the site's."""
+    ctx = _ctx(request)
+    asked = request.query.get("lang")
+    if asked is not None and asked in ACK_TEXT:
+        return asked
+    if actor is not None:
+        return ctx.notify.language_of(actor, site)
+    for part in request.headers.get("Accept-Language", "").split(","):
+        tag = part.split(";")[0].strip().lower()
+        if tag.startswith("zh"):
+            return "zh"
+        if tag.startswith("en"):
+            return "en"
+    lang = ctx.language()
+    return lang if lang in ACK_TEXT else "en"
+
+
+def _error_page(message: str, status: int, lang: str) -> web.Response:
+    text = _LINK_ERRORS_ZH.get(message, message) if lang == "zh" else message
+    return _page(f"<p>{html.escape(text)}</p>", status, lang)
+
+
+def _linked_alert(ctx: WebContext, claim: Any) -> tuple[dict[str, Any] | None, str]:
+    """The alert view an ack link names (None once it has left memory) and its site."""
+    view = next(
+        (v for v in ctx.operations.list_alerts() if v["fingerprint"] == claim.fingerprint), None
+    )
+    return view, str(((view or {}).get("labels") or {}).get("site", ""))
 
 
 def _claim(request: web.Request) -> Any:
-    links = _ctx(request).notify.links
+    ctx = _ctx(request)
+    links = ctx.notify.links
     if links is None:
         raise ApiError(404, "ack links are not configured")
     try:
-        return links.verify(request.match_info["token"], time.time())
+        return links.verify(request.match_info["token"], ctx.clock.time())
     except InvalidToken as exc:
         raise ApiError(403, exc.reason) from None
 
@@ -348,54 +429,60 @@ async def get_ack_link(request: web.Request) -> web.Response:
     try:
         claim = _claim(request)
     except ApiError as exc:
-        return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+        return _error_page(exc.message, exc.status, _ack_language(request))
     ctx = _ctx(request)
-    view = next(
-        (v for v in ctx.operations.list_alerts() if v["fingerprint"] == claim.fingerprint), None
-    )
+    view, site = _linked_alert(ctx, claim)
     drill = _ctx(request).drills.find(claim.fingerprint)
-    summary = view["summary"] if view else (drill.event.summary if drill else claim.fingerprint)
+    lang = _ack_language(request, claim.actor, site)
+    words = ACK_TEXT[lang]
+    if view:
+        summary = (view.get("summaries") or {}).get(lang) or view["summary"]
+    else:
+        summary = drill.event.summary_in(lang) if drill else claim.fingerprint
     since = (view or {}).get("active_since") or (drill.started if drill else None)
     when = local_time(since, ctx.timezone()) if since else ""
     return _page(
         f"<h2>{html.escape(summary)}</h2><p>{html.escape(when)}</p>"
-        f'<form method="post"><p><input name="note" placeholder="note / 备注" '
+        f'<form method="post"><p><input name="note" placeholder="{html.escape(words["note"])}" '
         f'class="note"></p><button type="submit">'
-        f"Acknowledge as {html.escape(claim.actor)} / 确认</button></form>"
+        f"{html.escape(words['button'].format(actor=claim.actor))}</button></form>",
+        lang=lang,
     )
 
 
 async def post_ack_link(request: web.Request) -> web.Response:
+    lang = _ack_language(request)
     try:
         claim = _claim(request)
+        ctx = _ctx(request)
+        view, site = _linked_alert(ctx, claim)
+        lang = _ack_language(request, claim.actor, site)
+        words = ACK_TEXT[lang]
         form = await request.post()
         note = str(form.get("note", ""))[:500] or "via ack link"
-        ctx = _ctx(request)
         drill = _ctx(request).drills.find(claim.fingerprint)
-        active = any(
-            a["fingerprint"] == claim.fingerprint and a["state"] in ("pending", "firing")
-            for a in ctx.operations.list_alerts()
-        )
+        active = view is not None and view["state"] in ("pending", "firing")
         if drill is None and not active:
             # Checked before the link is spent: a link to a resolved alert stays unused.
             raise LookupError(claim.fingerprint)
-        await ctx.notify.links.consume(ctx.storage.ack_links, claim, time.time())  # type: ignore[union-attr]
+        await ctx.notify.links.consume(ctx.storage.ack_links, claim, ctx.clock.time())  # type: ignore[union-attr]
         if drill is not None:
             answer = await _ctx(request).drills.acknowledge(drill, claim.actor, note)
-            return _page(f"<p>Drill answered in {answer['seconds']:.0f}s. 演练已确认。</p>")
+            took = format_duration(round(answer["seconds"]), lang)
+            return _page(f"<p>{html.escape(words['drill'].format(seconds=took))}</p>", lang=lang)
         await ctx.operations.acknowledge(claim.fingerprint, claim.actor, note)
     except ApiError as exc:
-        return _page(f"<p>{html.escape(exc.message)}</p>", exc.status)
+        return _error_page(exc.message, exc.status, lang)
     except InvalidToken as exc:  # used before
-        return _page(f"<p>{html.escape(exc.reason)}</p>", 403)
+        return _error_page(exc.reason, 403, lang)
     except LookupError:
-        return _page("<p>This alert is no longer active. 告警已不再活动。</p>", 410)
+        return _page(f"<p>{html.escape(ACK_TEXT[lang]['gone'])}</p>", 410, lang)
     except ValueError as exc:
-        return _page(f"<p>{html.escape(str(exc))}</p>", 400)
-    return _page(f"<p>Acknowledged by {html.escape(claim.actor)}. 已确认。</p>")
+        return _page(f"<p>{html.escape(str(exc))}</p>", 400, lang)
+    return _page(f"<p>{html.escape(words['acked'].format(actor=claim.actor))}</p>", lang=lang)
 
 
-# -- read endpoints (open on loopback; behind the web config's basic auth when one is set) ------
+# -- read endpoints (a read credential or login: authorize_read) -------------------------------
 
 _STATES = frozenset({"pending", "firing", "resolved"})
 

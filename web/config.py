@@ -22,8 +22,9 @@ class HttpConfig(StrictModel):
         default_factory=list,
         description=(
             "Host header names accepted besides loopback ones (localhost, 127.0.0.1, [::1]), "
-            "e.g. the public name a reverse proxy forwards; any other Host is refused (421), "
-            "which stops DNS rebinding. Empty on a non-loopback listen address: any Host."
+            "e.g. the public name a reverse proxy forwards or a DNS alias; any other Host is "
+            "refused (421), which stops DNS rebinding. On a non-loopback listen address IP "
+            "literals and this host's own names (hostname, FQDN) are accepted as well."
         ),
     )
 

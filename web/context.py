@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dutyd.collectors.base import TargetConfig
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.latest import LatestSamples
 from dutyd.duty.drill import Drills
 from dutyd.duty.operations import DutyOperations
@@ -32,3 +33,6 @@ class WebContext:
     timezone: Callable[[], str]
     # This node's place in the cluster (active or standby, the active node, members).
     cluster: Callable[[], dict[str, Any]] = field(default=lambda: {"enabled": False})
+    # The daemon's clock: "now" for the API (an ack's expiry, a silence's end, who is on duty,
+    # an ack link's expiry) and the status page, so they agree with the engine and escalation.
+    clock: Clock = SYSTEM_CLOCK

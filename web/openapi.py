@@ -20,7 +20,32 @@ _ERROR = {
     },
 }
 _OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
-_WRITE = {"security": [{"bearer": []}]}
+# Alternatives, any one of which is enough. With basic auth on, every request needs the login
+# too (the web config's `basic_auth_users`), and a write the token beside it.
+_WRITE = {"security": [{"token": []}, {"bearer": []}, {"basic": [], "token": []}]}
+# Reads also take the read-only token (same header) or a basic-auth login alone; with
+# `api.open_loopback_reads` local processes read without a credential.
+_READ = {"security": [{"token": []}, {"bearer": []}, {"basic": []}]}
+_SCHEMES = {
+    "token": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Dutyd-Token",
+        "description": "The API token (reads and writes) or the read-only token (reads).",
+    },
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The same tokens as 'Authorization: Bearer', only while basic auth is "
+        "off (with basic auth, Authorization carries the login).",
+    },
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "A login of the web config's basic_auth_users, when configured: then "
+        "every request needs it, and it is the recorded actor of a write.",
+    },
+}
 
 
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -53,17 +78,24 @@ _MATCHERS = {
 
 
 def document() -> dict[str, Any]:
-    read = {"responses": {"200": _OK, "400": _ERROR}}
-    write = {"responses": {"200": _OK, "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR}}
+    # 401: no valid credential; 403: none is configured (writes: no API token).
+    refused = {"401": _ERROR, "403": _ERROR}
+    read = {"responses": {"200": _OK, "400": _ERROR, **refused}, **_READ}
+    one = {"responses": {"200": _OK, "404": _ERROR, **refused}, **_READ}
+    write = {"responses": {"200": _OK, "400": _ERROR, **refused, "404": _ERROR}}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "dutyd API",
             "version": VERSION,
             "description": "Alerts, acknowledgements, silences, maintenance windows, targets, "
-            "on-call and the duty log. Writes need 'Authorization: Bearer <api token>'.",
+            "on-call and the duty log. Send the token as 'X-Dutyd-Token: <token>': writes "
+            "need the API token; reads the API token, the read-only token or a basic-auth "
+            "login ('Authorization: Bearer <token>' works too while basic auth is off). "
+            "Without a credential a read is a 401, unless api.open_loopback_reads opens "
+            "reads to local processes.",
         },
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": _SCHEMES},
         "paths": {
             "/api/v1/status": {
                 "get": {
@@ -97,7 +129,7 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         {"name": "fingerprint", "in": "path", "required": True, "schema": _STR}
                     ],
-                    "responses": {"200": _OK, "404": _ERROR},
+                    **one,
                 }
             },
             "/api/v1/ack": {
@@ -161,7 +193,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "A drill and who answered",
                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
-                    "responses": {"200": _OK, "404": _ERROR},
+                    **one,
                 }
             },
             "/api/v1/targets": {
@@ -185,6 +217,12 @@ def document() -> dict[str, Any]:
                     **read,
                 }
             },
-            "/api/v1/openapi.json": {"get": {"summary": "This document", **read}},
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document (no token needed; a login when basic auth is on)",
+                    "responses": {"200": _OK},
+                    "security": [{}, {"basic": []}],
+                }
+            },
         },
     }

@@ -16,12 +16,18 @@ exporters (`--web.config.file`, exporter-toolkit), so one file serves both::
 
 With `basic_auth_users` every route asks for a password except those in
 `HttpServer.open_paths` (`/healthz`, so a supervisor can see that the process lives).
-The user who logged in is in `request[USER]` for the routes that record an actor.
+The user who logged in is `authenticated_user()` for the routes that record an actor.
 
 Every response carries security headers (a strict Content-Security-Policy, `nosniff`, no
-referrer; `no-store` on /api/ and /ack/). A request whose Host header names neither a loopback
-address nor one of `allowed_hosts` is refused with 421 when the server listens on loopback or
-`allowed_hosts` is set: a web page cannot reach a loopback dutyd through DNS rebinding.
+referrer; `no-store` on /api/ and /ack/).
+
+Every request's Host header is checked, whatever the listen address, so that a web page cannot
+reach dutyd through DNS rebinding (its page on attacker.example rebinds the name to 127.0.0.1
+and sends `Host: attacker.example`). Served: loopback names and addresses, `allowed_hosts`, and
+on a non-loopback listen address (0.0.0.0, ::, a LAN address) also any IP literal and this
+host's own names (`gethostname()`, `getfqdn()`, the listen name): a page cannot rebind a name it
+does not own, and an IP literal is no name at all. Any other Host gets 421; a DNS alias of a
+public listener goes in `allowed_hosts`.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import hashlib
 import ipaddress
 import logging
+import socket
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -51,11 +59,23 @@ from dutyd.exporters.prometheus import CONTENT_TYPE, iter_latest
 log = logging.getLogger("dutyd.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# The basic-auth user of a request (absent when basic auth is off or the path is open).
-USER = web.RequestKey("user", str)
+# The basic-auth user of the request being handled ("" when basic auth is off or the path is
+# open). A context variable, not request storage: typed request keys came only in aiohttp 3.14
+# (below the floor, 3.10.11) and a plain string key warns there (NotAppKeyWarning). The auth
+# middleware awaits the handler in its own context and resets the value after it, so a handler
+# sees its own request's user and never another's.
+_USER: contextvars.ContextVar[str] = contextvars.ContextVar("dutyd_http_user", default="")
+
+
+def authenticated_user() -> str:
+    """The basic-auth login of the request being handled, "" when there is none."""
+    return _USER.get()
+
 
 # Checked when the user is unknown, so that a wrong name costs as long as a wrong password.
 _DUMMY_HASH = b"$2b$10$uCQgaEJNhXwV4tgdM2iI1.nFJDzFxLqC006oDHe4B5eVkTojGN1Ue"
+# How long start-up waits for this host's FQDN (the Host check accepts it on a public listener).
+_FQDN_TIMEOUT = 2.0
 # Successful logins remembered (bcrypt costs ~50 ms; Prometheus scrapes every few seconds).
 _AUTH_CACHE_SIZE = 256
 
@@ -212,8 +232,14 @@ class HttpServer:
         self.open_prefixes: tuple[str, ...] = ()
         self._auth: BasicAuth | None = None
         self._ssl: ssl.SSLContext | None = None
-        self._allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts}
-        self._check_host = bool(self._allowed_hosts) or _is_loopback_address(listen)
+        self._allowed_hosts = {_host_name(h) for h in allowed_hosts}
+        # Reachable from other machines: they address it by IP or by this host's names.
+        self._public = not _is_loopback_address(listen)
+        self._own_names: set[str] = set()
+        if self._public:
+            self._own_names = {_host_name(socket.gethostname())}
+            if listen not in _WILDCARDS and not _is_ip_literal(listen):
+                self._own_names.add(_host_name(listen))
         self.app = web.Application(
             middlewares=[self._security_headers, self._host_middleware, self._auth_middleware]
         )
@@ -223,6 +249,17 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        if self._public:
+            # getfqdn() may ask DNS: off the event loop, once, and never holding up start-up
+            # for long (a broken resolver can take 5 s per try).
+            try:
+                async with asyncio.timeout(_FQDN_TIMEOUT):
+                    self._own_names.add(_host_name(await asyncio.to_thread(socket.getfqdn)))
+            except TimeoutError:
+                log.warning(
+                    "no FQDN for this host in time: requests naming it need http.allowed_hosts",
+                    extra={"fields": {"timeout_s": _FQDN_TIMEOUT}},
+                )
         if self.web_config_file is not None:
             config, base = load_web_config(self.web_config_file)
             if config.basic_auth_users:
@@ -259,15 +296,20 @@ class HttpServer:
             await self._runner.cleanup()
             self._runner = None
 
-    def host_allowed(self, host_header: str) -> bool:
-        if not self._check_host:
-            return True
+    def host_allowed(self, host_header: str | None) -> bool:
+        """Whether a request with this Host header may be served (else 421)."""
+        if host_header is None:
+            # HTTP/1.0 without Host: not a browser, so not a rebinding page. Served on a
+            # public listener as before; refused on loopback, as before.
+            return self._public
         name = _host_name(host_header)
-        return name in self._allowed_hosts or name == "localhost" or _is_loopback_address(name)
+        if name in self._allowed_hosts or _is_loopback_address(name):
+            return True
+        return self._public and (_is_ip_literal(name) or name in self._own_names)
 
     @web.middleware
     async def _host_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not self.host_allowed(request.headers.get("Host", "")):
+        if not self.host_allowed(request.headers.get("Host")):
             return web.Response(
                 status=421,
                 text="421 Misdirected Request: this Host is not one dutyd answers to "
@@ -301,8 +343,11 @@ class HttpServer:
                 text="401 Unauthorized: this endpoint needs a user name and password\n",
                 headers={"WWW-Authenticate": 'Basic realm="dutyd", charset="UTF-8"'},
             )
-        request[USER] = user
-        return await handler(request)
+        token = _USER.set(user)
+        try:
+            return await handler(request)
+        finally:
+            _USER.reset(token)
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         """Streamed family by family, gzipped when asked (Prometheus asks): the exposition is
@@ -349,14 +394,26 @@ def _add_security_headers(path: str, headers: MutableMapping[str, str]) -> None:
         headers["Cache-Control"] = "no-store"
 
 
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names, not a bind
+
+
 def _host_name(host_header: str) -> str:
-    """The name in a Host header, lower-cased, without port or IPv6 brackets."""
+    """The name in a Host header, lower-cased, without port, IPv6 brackets or the root's
+    trailing dot (`attacker.example.` is the same name to DNS)."""
     host = host_header.strip().lower()
     if host.startswith("["):
         return host[1:].partition("]")[0]
     if host.count(":") == 1:
         host = host.partition(":")[0]
-    return host
+    return host.rstrip(".")
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback_address(host: str) -> bool:

@@ -71,25 +71,97 @@ def environment_view(store: LatestSamples) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-def log_detail(entry: LogEntry) -> str:
+# What each duty-log kind reads as on a Chinese status page (the English page shows the kind
+# itself, which is also what `dutyd log --kind` filters on). Unknown kinds show as they are.
+LOG_WORDS_ZH: dict[str, str] = {
+    "alert.firing": "告警",
+    "alert.pending": "待定",
+    "alert.resolved": "已恢复",
+    "alert.acknowledged": "已确认",
+    "alert.unacknowledged": "确认已撤销",
+    "alert.red_line": "已超过红线",
+    "alert.flapping": "状态频繁变化",
+    "alert.settled": "已稳定",
+    "notify.sent": "已通知",
+    "notify.retry": "通知失败，将重试",
+    "notify.failover": "改用备用联系方式",
+    "notify.dropped": "通知已放弃",
+    "notify.no_contact": "无可用联系方式",
+    "notify.no_recipient": "升级步骤无人可通知",
+    "notify.no_policy": "无匹配的升级策略",
+    "silence.add": "设置静默",
+    "silence.remove": "取消静默",
+    "maintenance.add": "设置维护窗口",
+    "maintenance.remove": "结束维护窗口",
+    "drill.start": "应急演练开始",
+    "drill.ack": "演练已确认",
+    "drill.end": "应急演练结束",
+    "daemon.start": "dutyd 已启动",
+    "daemon.stop": "dutyd 已停止",
+    "config.reload": "配置已重新加载",
+    "config.reload_rejected": "新配置无效，未加载",
+}
+# escalation.<page kind>: which page went out (see notify.escalation.PageKind).
+ESCALATION_WORDS_ZH: dict[str, str] = {
+    "firing": "第 {step} 级告警通知",
+    "repeat": "重复提醒（第 {step} 次）",
+    "red_line": "红线通知",
+    "acknowledged": "确认通知",
+    "resolved": "恢复通知",
+    "ack_expired": "确认过期通知",
+    "flapping": "状态频繁变化通知",
+    "settled": "已稳定通知",
+}
+
+
+def _escalation(entry: LogEntry, language: str) -> str:
+    """Who a step paged and for which alert: `step 2 to Wang Fang (disk_full on db1)`;
+    entries written before the rule and target were logged name only the people."""
+    data, zh = entry.data, language == "zh"
+    people = ("，" if zh else ", ").join(str(r) for r in data.get("recipients") or [])
+    step, rule, target = data.get("step") or 0, data.get("rule"), data.get("target")
+    if zh:
+        about = f"（{target}，{rule}）" if rule and target else (f"（{rule}）" if rule else "")
+        return f"{people}{about}"
+    head = f"step {step} to {people}" if step and entry.kind == "escalation.firing" else people
+    about = f" ({rule} on {target})" if rule and target else (f" ({rule})" if rule else "")
+    return f"{head}{about}"
+
+
+def log_detail(entry: LogEntry, language: str = "en") -> str:
     """What a duty-log entry is about, for people: the alert's summary, the note or reason;
-    for a delivery, who was reached through which channel (not only the message id)."""
-    data = entry.data
+    for a delivery, who was reached through which channel (not only the message id); for an
+    escalation step, whom it paged."""
+    data, zh = entry.data, language == "zh"
     detail = data.get("summary") or data.get("note") or data.get("reason") or data.get("error")
     if entry.kind.startswith("notify.") and data.get("recipient"):
-        reached = f"to {data['recipient']} via {data.get('channel', '?')}"
-        return f"{reached} {detail}" if detail else reached
+        who, via = data["recipient"], data.get("channel", "?")
+        reached = f"{who}（{via}）" if zh else f"to {who} via {via}"
+        return f"{reached}{'：' if zh else ' '}{detail}" if detail else reached
+    if entry.kind.startswith("escalation.") and data.get("recipients"):
+        return _escalation(entry, language)
     return str(detail or "")
 
 
-def log_text(entry: LogEntry) -> str:
-    """One line of the duty log for people: what happened, to what, by whom."""
-    detail = log_detail(entry) or entry.subject
-    who = "" if entry.actor in ("", "dutyd") else f" [{entry.actor}]"
-    return f"{entry.kind}{who}: {detail}" if detail else f"{entry.kind}{who}"
+def log_text(entry: LogEntry, language: str = "en") -> str:
+    """One line of the duty log for people: what happened, to what, by whom. In Chinese the
+    kind reads as words too: `已通知 Chen Jie（phone_5）`, not `notify.sent: to ...`."""
+    detail = log_detail(entry, language) or entry.subject
+    if language != "zh":
+        who = "" if entry.actor in ("", "dutyd") else f" [{entry.actor}]"
+        return f"{entry.kind}{who}: {detail}" if detail else f"{entry.kind}{who}"
+    who = "" if entry.actor in ("", "dutyd") else f"（{entry.actor}）"
+    if entry.kind.startswith("escalation."):
+        page = entry.kind.removeprefix("escalation.")
+        word = ESCALATION_WORDS_ZH.get(page, entry.kind).format(step=entry.data.get("step", ""))
+    else:
+        word = LOG_WORDS_ZH.get(entry.kind, entry.kind)
+    if entry.kind.startswith("notify.") and entry.data.get("recipient"):
+        return f"{word} {detail}"  # 已通知 Chen Jie（phone_5）
+    return f"{word}{who}：{detail}" if detail else f"{word}{who}"
 
 
-def log_view(entries: Iterable[LogEntry]) -> list[dict[str, Any]]:
+def log_view(entries: Iterable[LogEntry], language: str = "en") -> list[dict[str, Any]]:
     return [
         {
             "id": e.id,
@@ -98,7 +170,7 @@ def log_view(entries: Iterable[LogEntry]) -> list[dict[str, Any]]:
             "actor": e.actor,
             "subject": e.subject,
             "data": e.data,
-            "text": log_text(e),
+            "text": log_text(e, language),
         }
         for e in entries
     ]

@@ -16,7 +16,7 @@ from dutyd.agent.daemon import Daemon
 from dutyd.agent.demo import DEVICES
 from dutyd.agent.demo.base import DemoDevice
 from dutyd.agent.demo.phones import DemoPager, demo_duty_sections
-from dutyd.core.configtypes import format_duration
+from dutyd.core.configtypes import format_duration, parse_duration
 from dutyd.core.redact import redact_address
 from dutyd.rules.packs import load_pack
 
@@ -38,10 +38,11 @@ def _demo_rule(name: str, for_: str) -> dict[str, Any]:
     rule = next(r for r in load_pack("duty") if r.name == name)
     data = rule.model_dump(by_alias=True, exclude_none=True)
     data["for"] = for_
-    was = format_duration(rule.for_)
+    demo, was = parse_duration(for_), rule.for_
     data["reference"] = {
-        "en": f"{rule.reference.en} (demo: {for_} instead of {was})",
-        "zh": f"{rule.reference.zh}（演示：{for_}，实际为 {was}）",
+        "en": f"{rule.reference.en} (demo: {for_} instead of {format_duration(was)})",
+        "zh": f"{rule.reference.zh}（演示：{format_duration(demo, 'zh')}，"
+        f"实际为 {format_duration(was, 'zh')}）",
     }
     return data
 

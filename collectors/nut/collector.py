@@ -36,6 +36,7 @@ from dutyd.core.errors import (
     ReadingUnavailable,
     TargetTimeout,
     TargetUnreachable,
+    shown,
 )
 
 DEFAULT_PORT = 3493
@@ -314,8 +315,8 @@ class NutCollector(Collector[NutTarget]):
                 await self._simple(conn, f"PASSWORD {password}\n", "PASSWORD")
         return conn
 
-    async def _simple(self, conn: NutConnection, command: str, shown: str) -> None:
-        self._doing = f"the answer to '{shown}'"
+    async def _simple(self, conn: NutConnection, command: str, name: str) -> None:
+        self._doing = f"the answer to '{name}'"
         await conn.send(command.encode())
         line = await conn.line(self._server)
         if line.startswith("OK"):
@@ -324,11 +325,14 @@ class NutCollector(Collector[NutTarget]):
             code = line[4:].split(" ", 1)[0]
             if code in _AUTH_ERRORS:
                 raise BadCredentials(
-                    f"NUT server {self._server} refused {shown} for user "
+                    f"NUT server {self._server} refused {name} for user "
                     f"{self.config.username!r}: ERR {code}"
                 )
-            raise BadResponse(f"NUT server {self._server} answered {shown} with 'ERR {code}'")
-        raise self._garbage(shown, line)
+            # Any other code is the server's text, up to a 4 KiB line: cut short.
+            raise BadResponse(
+                f"NUT server {self._server} answered {name} with {shown(f'ERR {code}')}"
+            )
+        raise self._garbage(name, line)
 
     async def _read_ups_list(self, conn: NutConnection) -> list[str]:
         first = await conn.line(self._server)
@@ -381,7 +385,7 @@ class NutCollector(Collector[NutTarget]):
                     # Set while a driver starts up or shuts down: nothing is known of the UPS.
                     return ReadingUnavailable(
                         f"upsd reports UPS {ups!r} has no status (driver starting or stopping: "
-                        f"status {status!r})"
+                        f"status {shown(status)})"
                     )
                 return values
             else:
@@ -435,7 +439,10 @@ class NutCollector(Collector[NutTarget]):
                 f"NUT server {self._server} refused to show {who}: ERR {code} (check "
                 "username and password)"
             )
-        return BadResponse(f"NUT server {self._server} answered '{command}' with 'ERR {code}'")
+        # An unknown code is the server's text, up to a 4 KiB line: cut short.
+        return BadResponse(
+            f"NUT server {self._server} answered '{command}' with {shown(f'ERR {code}')}"
+        )
 
     def _garbage(self, command: str, line: str) -> BadResponse:
         return BadResponse(

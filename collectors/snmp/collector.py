@@ -51,7 +51,15 @@ from dutyd.collectors.snmp.profiles.sensor import SensorProbe
 from dutyd.collectors.snmp.profiles.switch import SwitchProfile
 from dutyd.collectors.snmp.profiles.ups import UpsProfile
 from dutyd.collectors.snmp.transport import SnmpTransport
-from dutyd.collectors.snmp.usm import USM_SECRETS, check_usm, given
+from dutyd.collectors.snmp.usm import (
+    USM_SECRETS,
+    AuthProtocol,
+    PrivProtocol,
+    canonical_auth,
+    canonical_priv,
+    check_usm,
+    given,
+)
 from dutyd.core.configtypes import Duration, SecretEnv, SecretFile, pick_secret
 
 DEFAULT_PORT = 161
@@ -64,71 +72,6 @@ UPTIME_HELP = {
         "1 on the poll that saw sysUpTime go backwards (the device restarted), else 0."
     ),
 }
-
-AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
-PrivProtocol = Literal["DES", "AES128", "AES192", "AES256", "AES192C", "AES256C"]
-# The spellings net-snmp (`-a SHA -x AES`), snmp_exporter, vendors' web pages and RFC 3414/7860
-# use, after upper-casing and dropping '-', '_', ' ', an `HMAC`/`USM` prefix and a `Protocol`
-# suffix. AES alone is
-# AES-128 (CFB), as in net-snmp and snmp_exporter.
-_AUTH_SPELLINGS: dict[str, str] = {
-    "MD5": "MD5",
-    "MD596": "MD5",
-    "SHA": "SHA",
-    "SHA1": "SHA",
-    "SHA96": "SHA",
-    "SHA196": "SHA",
-    "SHA224": "SHA224",
-    "128SHA224": "SHA224",
-    "SHA256": "SHA256",
-    "192SHA256": "SHA256",
-    "SHA384": "SHA384",
-    "256SHA384": "SHA384",
-    "SHA512": "SHA512",
-    "384SHA512": "SHA512",
-}
-_PRIV_SPELLINGS: dict[str, str] = {
-    "DES": "DES",
-    "DESCBC": "DES",
-    "CBCDES": "DES",
-    "AES": "AES128",
-    "AES128": "AES128",
-    "AESCFB": "AES128",
-    "AESCFB128": "AES128",
-    "AES128CFB": "AES128",
-    "CFBAES128": "AES128",
-    "AES192": "AES192",
-    "AES192CFB": "AES192",
-    "AES256": "AES256",
-    "AES256CFB": "AES256",
-    "AES192C": "AES192C",
-    "AES192CISCO": "AES192C",
-    "AES256C": "AES256C",
-    "AES256CISCO": "AES256C",
-}
-
-
-def _protocol_key(value: str) -> str:
-    key = "".join(c for c in value.upper() if c not in "-_ ")
-    for prefix in ("USM", "HMAC"):
-        key = key.removeprefix(prefix)
-    # The MIB object names: usmHMAC192SHA256AuthProtocol, usmAesCfb128Protocol.
-    for suffix in ("AUTHPROTOCOL", "PRIVPROTOCOL", "PROTOCOL"):
-        key = key.removesuffix(suffix)
-    return key
-
-
-def canonical_protocol(value: Any, spellings: Mapping[str, str], what: str) -> Any:
-    """`value` as the one name dutyd uses (AES -> AES128, SHA-256 -> SHA256); ValueError
-    naming the accepted spellings for an unknown one. Non-strings are left to the type check."""
-    if not isinstance(value, str):
-        return value
-    canonical = spellings.get(_protocol_key(value))
-    if canonical is None:
-        names = ", ".join(sorted(set(spellings.values())))
-        raise ValueError(f"{value!r} is not an SNMPv3 {what} protocol; use one of {names}")
-    return canonical
-
 
 _VERSIONS = {"1": "1", "v1": "1", "2": "2c", "2c": "2c", "v2c": "2c", "3": "3", "v3": "3"}
 
@@ -235,12 +178,12 @@ class SnmpTarget(TargetConfig):
     @field_validator("auth_protocol", mode="before")
     @classmethod
     def _auth_spelling(cls, v: Any) -> Any:
-        return canonical_protocol(v, _AUTH_SPELLINGS, "authentication")
+        return canonical_auth(v)
 
     @field_validator("priv_protocol", mode="before")
     @classmethod
     def _priv_spelling(cls, v: Any) -> Any:
-        return canonical_protocol(v, _PRIV_SPELLINGS, "privacy")
+        return canonical_priv(v)
 
     @field_validator("port_pattern")
     @classmethod

@@ -21,12 +21,18 @@ The communities and v3 users of the `kind: snmp` targets are accepted too
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dutyd.collectors.snmp.codec import format_oid, parse_oid
-from dutyd.collectors.snmp.usm import check_usm
+from dutyd.collectors.snmp.usm import (
+    AuthProtocol,
+    PrivProtocol,
+    canonical_auth,
+    canonical_priv,
+    check_usm,
+)
 from dutyd.core.configtypes import (
     LabelMap,
     SecretEnv,
@@ -37,9 +43,6 @@ from dutyd.core.configtypes import (
 )
 
 DEFAULT_TRAP_PORT = 9162
-
-AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
-PrivProtocol = Literal["DES", "AES128", "AES192", "AES256", "AES192C", "AES256C"]
 
 
 class TrapUser(StrictModel):
@@ -74,6 +77,18 @@ class TrapUser(StrictModel):
                 raise ValueError(f"{text!r}: an engine ID is 5 to 32 octets (RFC 3411)")
             out.append(clean)
         return out
+
+    # The spellings a polled v3 target accepts (AES, SHA-256, HMAC-SHA ...): one user's
+    # settings copied between `targets:` and `traps.users` load the same in both.
+    @field_validator("auth_protocol", mode="before")
+    @classmethod
+    def _auth_spelling(cls, v: Any) -> Any:
+        return canonical_auth(v)
+
+    @field_validator("priv_protocol", mode="before")
+    @classmethod
+    def _priv_spelling(cls, v: Any) -> Any:
+        return canonical_priv(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrapUser:

@@ -3,9 +3,10 @@ the outer header of a v3 message.
 
 v1/v2c go through the lean BER codec (`codec`): byte offsets, plain Python values, no pyasn1.
 A v3 message is only opened as far as its header and security parameters (version, flags,
-authoritative engine ID, user name): enough to drop an unknown user or engine before pysnmp
-spends a key derivation on it. Everything here raises `TrapDecodeError` and nothing else,
-whatever the bytes (the fuzz test in tests/test_traps_decode.py holds it to that).
+authoritative engine ID, user name, digest): enough to drop an unknown user or engine, or a
+wrong digest, before pysnmp is given a key for it. Everything here raises `TrapDecodeError`
+and nothing else, whatever the bytes (the fuzz test in tests/test_traps_decode.py holds it to
+that).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class V3Header:
     security_model: int
     engine_id: bytes
     user: bytes
+    # msgAuthenticationParameters (the digest; empty without auth) and where it starts in the
+    # datagram: enough to check the digest before pysnmp is given a key for a new engine.
+    auth_params: bytes = b""
+    auth_at: int = 0
 
     @property
     def is_discovery(self) -> bool:
@@ -266,6 +271,7 @@ def _v3_header(data: bytes) -> V3Header:
     _, q = read_int(data, q, qend)
     s3, q = read_header(data, q, T_OCTETS, qend)
     user = data[s3:q]
+    s4, q = read_header(data, q, T_OCTETS, qend)
     if p >= end:
         raise TrapDecodeError("no scoped PDU")
-    return V3Header(msg_id, flags, model, engine_id, user)
+    return V3Header(msg_id, flags, model, engine_id, user, data[s4:q], s4)

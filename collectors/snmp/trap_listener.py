@@ -3,7 +3,10 @@
 The listener knows nothing of rules or the daemon. It hands what it learns to a `TrapSink`:
 samples for a target (`deliver`), a request to poll that target at once (`request_poll`), and a
 count per notification (`count(kind, result)`, dutyd_traps_received_total). Every trap from a
-known target asks for a poll, so the next sample confirms or clears what the trap said.
+known target asks for a poll, so the next sample confirms or clears what the trap said. An
+inform is acknowledged only when it is accepted (its community or user checked out and a
+target matched): one that is dropped stays unanswered, so its sender sees the failure and can
+retry or raise it, instead of believing dutyd has it.
 
 Bad input (garbage, truncated datagrams, a wrong community, an unknown v3 user or engine,
 more than `max_per_source` a second) is dropped and counted, with at most one log line per
@@ -16,7 +19,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -29,6 +31,7 @@ from dutyd.collectors.snmp.trap_decode import (
     peek_v3_header,
 )
 from dutyd.collectors.snmp.trap_map import TrapMapper
+from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import Sample
 
 log = logging.getLogger("dutyd.traps")
@@ -37,6 +40,9 @@ log = logging.getLogger("dutyd.traps")
 KINDS = ("v1_trap", "v2c_trap", "v2c_inform", "v3_trap", "v3_inform", "v3", "unknown")
 RESULTS = (
     "mapped",  # a known trap from a known target: samples delivered, poll requested
+    # A known trap that is no sample on any of its targets (a port no target watches, a
+    # restart from a target whose poll does not read sysUpTime): poll requested only.
+    "unmapped",
     "unknown_trap",  # a known target, a trap no mapping knows: poll requested, OIDs logged
     "unknown_source",  # from an address that is no target
     "bad_community",
@@ -87,9 +93,13 @@ class TrapListener:
         config: TrapsConfig,
         targets: Iterable[tuple[SnmpTarget, Mapping[str, str]]],
         sink: TrapSink,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
         self.sink = sink
+        # Wall time stamps a trap's samples; monotonic time drives the flood and log limits
+        # (a FakeClock makes those exact in tests).
+        self._clock = clock
         self._targets = list(targets)
         self.mapper = TrapMapper(self._targets, config.maps)
         self.communities = config.community_set()
@@ -211,7 +221,7 @@ class TrapListener:
 
     def handle(self, data: bytes, addr: Any) -> None:
         source = str(addr[0])
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if not self._admit(source, now):
             self._drop("unknown", "rate_limited", source, now, "more notifications than allowed")
             return
@@ -229,9 +239,10 @@ class TrapListener:
         if message.community not in self.communities:
             self._drop(kind, "bad_community", source, now, "wrong community")
             return
+        responses = []
         if message.response is not None:
-            self._send(message.response, (source, int(addr[1])))
-        self._deliver(kind, notification, source, now)
+            responses.append((message.response, (source, int(addr[1]))))
+        self._deliver(kind, notification, source, now, responses)
 
     def _handle_v3(self, data: bytes, addr: Any, source: str, now: float) -> None:
         header = peek_v3_header(data)
@@ -249,9 +260,19 @@ class TrapListener:
             }.get(outcome.result, "bad v3 message")
             self._drop(outcome.kind, outcome.result, source, now, why)
             return
-        self._deliver(outcome.kind, outcome.notification, source, now)
+        self._deliver(outcome.kind, outcome.notification, source, now, outcome.responses)
 
-    def _deliver(self, kind: str, notification: Any, source: str, now: float) -> None:
+    def _deliver(
+        self,
+        kind: str,
+        notification: Any,
+        source: str,
+        now: float,
+        responses: Iterable[tuple[bytes, tuple[str, int]]] = (),
+    ) -> None:
+        """Samples, a poll and a count for an authenticated notification; `responses` (an
+        inform's acknowledgement) go out only when a target matches, so an inform that is
+        dropped stays unanswered and its sender sees the failure."""
         mapper = self.mapper
         targets = mapper.targets_for(source, notification)
         if not targets:
@@ -263,8 +284,11 @@ class TrapListener:
                 f"no snmp target at this address; trap {notification.describe()}",
             )
             return
+        for message, to in responses:
+            self._send(message, to)
         known = mapper.known(notification)
-        timestamp = time.time()
+        timestamp = self._clock.time()
+        delivered = False
         for target in targets:
             try:
                 samples = mapper.samples(target, notification, timestamp, self.sink.collector)
@@ -274,11 +298,23 @@ class TrapListener:
                 samples = []
             if samples:
                 self.sink.deliver(target.name, samples)
+                delivered = True
             self.sink.request_poll(target.name)
-        if known:
+        if not known:
+            self._drop(kind, "unknown_trap", source, now, f"unknown trap {notification.describe()}")
+        elif delivered:
             self.sink.count(kind, "mapped")
         else:
-            self._drop(kind, "unknown_trap", source, now, f"unknown trap {notification.describe()}")
+            # Understood, but none of its targets' polls emits what it stands for: counting it
+            # as mapped would hide that it changed nothing. Routine for a port no target
+            # watches, so not worth a warning.
+            self.sink.count(kind, "unmapped")
+            log.debug(
+                "trap %s from %s is no sample on %s",
+                notification.describe(),
+                source,
+                ", ".join(t.name for t in targets),
+            )
 
     # -- floods and logging ---------------------------------------------------------------------
 

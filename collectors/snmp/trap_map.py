@@ -13,7 +13,7 @@ targets whose poll emits that name, so the next poll overwrites (confirms or cle
 - IF-MIB linkDown / linkUp -> `if_oper_up` (and `if_admin_up` when carried) of that port,
   labelled as the switch profile labels it (the port's name from the last poll, or ifName /
   ifDescr when the trap carries them), on targets watching that port;
-- coldStart / warmStart -> `device_rebooted` 1;
+- coldStart / warmStart -> `device_rebooted` 1 (on targets whose poll reads sysUpTime);
 - the user's `traps.maps` (trap OID -> metric, a constant or a varbind's value).
 """
 

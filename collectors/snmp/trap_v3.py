@@ -8,13 +8,25 @@ when `handle` returns.
 
 USM keys are localized per authoritative engine: informs are ours (the receiver's engine),
 traps the sender's. A configured user is registered for our engine at start, and for a
-sender's engine the first time one of its traps names that user (at most `MAX_ENGINES`
-engines, or only the user's `engine_ids` when given): any device that knows the user's
-passwords may send, as with snmptrapd's `-e` free form, without listing engine IDs.
+sender's engine the first time one of its traps names that user and carries the right digest
+(at most `MAX_ENGINES` engines, or only the user's `engine_ids` when given): any device that
+knows the user's passwords may send, as with snmptrapd's `-e` free form, without listing
+engine IDs. The digest is checked here, with the user's master key hashed once at start,
+before pysnmp gets a row for the engine: a made-up engine ID with a wrong key costs two
+hashes and leaves nothing behind, so forged datagrams can neither fill the engine table (and
+lock real devices out) nor make pysnmp localize keys and write its MIB for each of them.
+A user without authentication is registered once for pysnmp's wildcard engine instead: its
+messages prove nothing about their engine, so no engine is learned for it.
+
+A message below its user's security level (noAuthNoPriv naming a user with an auth password,
+authNoPriv naming one with a priv password) is refused: pysnmp would accept it, and then
+anyone who knows a user name could send traps that page.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +37,7 @@ from pysnmp.entity import config as pconfig
 from pysnmp.entity.engine import SnmpEngine
 from pysnmp.entity.rfc3413 import ntfrcv
 from pysnmp.proto import rfc1902
+from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel
 
 from dutyd.collectors.snmp.codec import AnyValue, Oid
 from dutyd.collectors.snmp.trap_decode import (
@@ -37,9 +50,21 @@ from dutyd.collectors.snmp.v3 import AUTH_PROTOCOLS, PRIV_PROTOCOLS, to_python
 
 log = logging.getLogger("dutyd.traps")
 
-# Sender engines learned per daemon; more are refused (a flood of made-up engine IDs naming
-# a real user must not grow the USM table or cost a key localization each).
+# Sender engines learned per daemon (each authenticated by its digest); more are refused, so
+# the USM table stays bounded even against a device that holds the keys.
 MAX_ENGINES = 256
+
+# RFC 3414 / RFC 7860: each auth protocol's hash and the length of its truncated digest.
+AUTH_DIGESTS: dict[str, tuple[str, int]] = {
+    "MD5": ("md5", 12),
+    "SHA": ("sha1", 12),
+    "SHA224": ("sha224", 16),
+    "SHA256": ("sha256", 24),
+    "SHA384": ("sha384", 32),
+    "SHA512": ("sha512", 48),
+}
+FLAG_AUTH = 0x01
+FLAG_PRIV = 0x02
 
 Address = tuple[str, int]
 
@@ -61,6 +86,8 @@ class V3Outcome:
     kind: str  # v3_trap, v3_inform, or v3 when nothing was decrypted
     result: str  # "" for a notification, else the reason it was dropped
     notification: Notification | None = None
+    # An inform's Response, to send only when the notification is accepted.
+    responses: tuple[tuple[bytes, Address], ...] = ()
 
 
 class _Bridge(udp.UdpAsyncioTransport):
@@ -68,18 +95,33 @@ class _Bridge(udp.UdpAsyncioTransport):
 
     def __init__(self, send: Callable[[bytes, Address], None]) -> None:
         super().__init__()
-        self._send = send
-        self.sent = 0
+        self.send = send
+        # While a notification is processed, what pysnmp sends (an inform's Response) is held
+        # here: the listener sends it only once it accepts the notification (a target
+        # matches), so the sender of a dropped inform sees no acknowledgement.
+        self.held: list[tuple[bytes, Address]] | None = None
 
     def open_server_mode(self, iface: Any = None, sock: Any = None) -> _Bridge:
         return self
 
     def send_message(self, outgoingMessage: Any, transportAddress: Any) -> None:
-        self.sent += 1
-        self._send(bytes(outgoingMessage), (str(transportAddress[0]), int(transportAddress[1])))
+        message = (bytes(outgoingMessage), (str(transportAddress[0]), int(transportAddress[1])))
+        if self.held is not None:
+            self.held.append(message)
+        else:
+            self.send(*message)
 
     def close_transport(self) -> None:
         self._callback_function = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """A user's master keys (RFC 3414 A.2: the password hashed over 1 MiB), hashed once: a
+    key for one more engine is then a single hash, not another megabyte."""
+
+    auth: Any  # pysnmp OctetString, or None without authentication
+    priv: Any  # pysnmp OctetString, or None without privacy
 
 
 class V3Receiver:
@@ -88,12 +130,17 @@ class V3Receiver:
     def __init__(self, users: list[V3User], send: Callable[[bytes, Address], None]) -> None:
         self.engine = SnmpEngine()
         self.users = {u.user.encode(): u for u in users}
+        self._keys = {u.user.encode(): _master_keys(u) for u in users}
         self._registered: set[tuple[bytes, bytes]] = set()
         self._engines: set[bytes] = set()
         self._bridge = _Bridge(send)
         pconfig.add_transport(self.engine, udp.DOMAIN_NAME, self._bridge)
         for user in users:
             self._add_user(user, None)
+            if not user.auth_protocol:
+                # pysnmp falls back to this row for an engine it has no row for.
+                wildcard = SnmpUSMSecurityModel.wildcard_security_engine_id.asOctets()
+                self._add_user(user, wildcard)
         self._got: list[tuple[Oid, AnyValue]] | None = None
         self._receiver = ntfrcv.NotificationReceiver(self.engine, self._on_notification)
         (engine_id,) = self.engine.get_mib_builder().import_symbols(
@@ -102,16 +149,35 @@ class V3Receiver:
         self.engine_id = bytes(engine_id.syntax)
 
     def _add_user(self, user: V3User, engine_id: bytes | None) -> None:
+        keys = self._keys[user.user.encode()]
         kwargs: dict[str, Any] = {}
         if user.auth_protocol:
             kwargs["authProtocol"] = AUTH_PROTOCOLS[user.auth_protocol]
-            kwargs["authKey"] = user.auth_password
+            kwargs["authKey"] = keys.auth
+            kwargs["authKeyType"] = pconfig.USM_KEY_TYPE_MASTER
         if user.priv_protocol:
             kwargs["privProtocol"] = PRIV_PROTOCOLS[user.priv_protocol]
-            kwargs["privKey"] = user.priv_password
+            kwargs["privKey"] = keys.priv
+            kwargs["privKeyType"] = pconfig.USM_KEY_TYPE_MASTER
         if engine_id is not None:
             kwargs["securityEngineId"] = rfc1902.OctetString(engine_id)
         pconfig.add_v3_user(self.engine, user.user, **kwargs)
+
+    def _authentic(self, user: V3User, header: V3Header, data: bytes) -> bool:
+        """Whether the message's digest is right for `user` at its authoritative engine
+        (RFC 3414 §6.3.2 / RFC 7860: HMAC over the message with the digest field zeroed,
+        keyed with the master key localized to that engine)."""
+        assert user.auth_protocol is not None
+        hash_name, length = AUTH_DIGESTS[user.auth_protocol]
+        digest = header.auth_params
+        if len(digest) != length:
+            return False
+        master = self._keys[user.user.encode()].auth.asOctets()
+        local = hashlib.new(hash_name, master + header.engine_id + master).digest()
+        at = header.auth_at
+        zeroed = data[:at] + bytes(length) + data[at + length :]
+        mac = hmac.new(local, zeroed, hash_name).digest()[:length]
+        return hmac.compare_digest(mac, digest)
 
     def _on_notification(
         self,
@@ -133,28 +199,42 @@ class V3Receiver:
         user = self.users.get(header.user)
         if user is None:
             return V3Outcome("v3", "bad_user")
+        if (user.auth_protocol and not header.flags & FLAG_AUTH) or (
+            user.priv_protocol and not header.flags & FLAG_PRIV
+        ):
+            return V3Outcome("v3", "bad_user")  # below the user's security level
         engine_id = header.engine_id
-        if engine_id != self.engine_id and (engine_id, header.user) not in self._registered:
+        if engine_id != self.engine_id:
             allowed = user.engine_ids
             if (allowed and engine_id not in allowed) or not 5 <= len(engine_id) <= 32:
                 return V3Outcome("v3", "unknown_engine_id")
-            if engine_id not in self._engines and len(self._engines) >= MAX_ENGINES:
-                return V3Outcome("v3", "unknown_engine_id")
-            self._engines.add(engine_id)
-            self._registered.add((engine_id, header.user))
-            self._add_user(user, engine_id)
-        sent_before = self._bridge.sent
-        got = self._process(data, addr)
+            if user.auth_protocol and (engine_id, header.user) not in self._registered:
+                # Authenticated before anything is registered: a forged engine ID leaves no
+                # trace, so it cannot use up MAX_ENGINES and lock real devices out.
+                if not self._authentic(user, header, data):
+                    return V3Outcome("v3", "bad_user")
+                if engine_id not in self._engines and len(self._engines) >= MAX_ENGINES:
+                    return V3Outcome("v3", "unknown_engine_id")
+                self._engines.add(engine_id)
+                self._registered.add((engine_id, header.user))
+                self._add_user(user, engine_id)
+        self._bridge.held = []
+        try:
+            got = self._process(data, addr)
+        finally:
+            held, self._bridge.held = self._bridge.held or [], None
         if got is None:
             # Wrong digest, undecryptable, outside the time window, unknown context: pysnmp
-            # dropped it (and may have sent a Report, as RFC 3414 asks).
+            # dropped it; a Report it made about that goes out, as RFC 3414 asks.
+            for message, to in held:
+                self._bridge.send(message, to)
             return V3Outcome("v3", "bad_user")
-        answered = self._bridge.sent > sent_before
         try:
-            notification = notification_from_varbinds("3", answered, got)
+            # pysnmp answers an inform (and only an inform) while processing it.
+            notification = notification_from_varbinds("3", bool(held), got)
         except TrapDecodeError:
             return V3Outcome("v3", "malformed")
-        return V3Outcome(notification.kind, "", notification)
+        return V3Outcome(notification.kind, "", notification, tuple(held))
 
     def _process(self, data: bytes, addr: Address) -> list[tuple[Oid, AnyValue]] | None:
         self._got = None
@@ -172,3 +252,20 @@ class V3Receiver:
     def close(self) -> None:
         self._receiver.close(self.engine)
         self.engine.close_dispatcher()
+
+
+def _master_keys(user: V3User) -> _Keys:
+    """The user's master keys as pysnmp hashes them (its localization of them to an engine
+    is then what `_authentic` computes)."""
+    if not user.auth_protocol:
+        return _Keys(None, None)
+    auth_protocol = AUTH_PROTOCOLS[user.auth_protocol]
+    auth = pconfig.AUTH_SERVICES[auth_protocol].hash_passphrase(
+        rfc1902.OctetString(user.auth_password or "")
+    )
+    priv = None
+    if user.priv_protocol:
+        priv = pconfig.PRIV_SERVICES[PRIV_PROTOCOLS[user.priv_protocol]].hash_passphrase(
+            auth_protocol, rfc1902.OctetString(user.priv_password or "")
+        )
+    return _Keys(auth, priv)

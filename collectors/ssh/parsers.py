@@ -11,16 +11,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dutyd.core.errors import shown
+
 
 class ParseError(ValueError):
     """The output was not in the format the parser knows."""
-
-
-def shown(text: str, limit: int = 80) -> str:
-    """Device text quoted for an error message, cut to about `limit` characters."""
-    if len(text) > limit:
-        return repr(text[:limit]) + f"... ({len(text)} characters)"
-    return repr(text)
 
 
 def excerpt(text: str, limit: int = 200) -> str:

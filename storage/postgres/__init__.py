@@ -4,7 +4,7 @@ repository. Several dutyd nodes share it: an HA pair, or agents splitting the ta
 
 from __future__ import annotations
 
-from dutyd.storage import Storage
+from dutyd.storage.base import Storage
 from dutyd.storage.postgres.ack_links import PostgresAckLinks
 from dutyd.storage.postgres.alerts import PostgresAlerts
 from dutyd.storage.postgres.boot_times import PostgresBootTimes

@@ -1,7 +1,7 @@
 """The cluster tables in PostgreSQL: heartbeats, leases with a fencing epoch, targets'
-status. Times are the database server's clock, so the nodes' clocks may disagree. Every call
-fails at once when the database is unreachable (no retry): a node must know now that it could
-not renew its lease."""
+status, the holds of `across` groups' members. Times are the database server's clock, so the
+nodes' clocks may disagree. Every call fails at once when the database is unreachable (no
+retry): a node must know now that it could not renew its lease."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import asyncpg
 
 from dutyd.storage.postgres.database import PostgresDatabase
-from dutyd.storage.records import LeaseState, Member, TargetStatusRow
+from dutyd.storage.records import GroupHold, GroupMemberRow, LeaseState, Member, TargetStatusRow
 from dutyd.storage.repositories import ClusterRepository
+from dutyd.storage.rows import group_hold_rows, group_member
 
 # dutyd_now(): the database server's clock in seconds since the epoch (migration 3).
 LEASE = "SELECT holder, epoch, acquired, expires, dutyd_now() FROM cluster_leases WHERE name=$1"
@@ -136,3 +137,34 @@ class PostgresCluster(ClusterRepository):
             )
 
         return [TargetStatusRow(*r) for r in await self.db.run(select, retry=False)]
+
+    async def publish_group_members(
+        self, node: str, holds: Sequence[GroupHold], forget_after: float
+    ) -> None:
+        data = group_hold_rows(holds)
+
+        async def upsert(c: asyncpg.Connection) -> None:
+            async with c.transaction():
+                # One now for the whole round (dutyd_now() per row would differ by microseconds).
+                now = float(await c.fetchval("SELECT dutyd_now()"))
+                await c.executemany(
+                    "INSERT INTO group_members (rule, group_key, series_key, holds, node, updated) "
+                    "VALUES ($1,$2,$3,$4,$5,$6) "
+                    "ON CONFLICT (rule, group_key, series_key) DO UPDATE SET "
+                    "holds=excluded.holds, node=excluded.node, updated=excluded.updated",
+                    [(r, g, s, h, node, now) for r, g, s, h in data],
+                )
+                await c.execute("DELETE FROM group_members WHERE updated < $1", now - forget_after)
+
+        await self.db.run(upsert, retry=False)
+
+    async def group_members(self, max_age: float) -> list[GroupMemberRow]:
+        async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await c.fetch(
+                "SELECT rule, group_key, series_key, holds, node, updated FROM group_members "
+                "WHERE updated >= dutyd_now() - $1 "
+                'ORDER BY rule COLLATE "C", group_key COLLATE "C", series_key COLLATE "C"',
+                max_age,
+            )
+
+        return [group_member(*r) for r in await self.db.run(select, retry=False)]

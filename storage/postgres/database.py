@@ -13,7 +13,7 @@ from typing import TypeVar
 import asyncpg
 
 from dutyd.core.redact import redact_address
-from dutyd.storage import StorageError
+from dutyd.storage.base import StorageError
 from dutyd.storage.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
 
 T = TypeVar("T")

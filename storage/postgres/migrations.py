@@ -152,4 +152,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target, metric)
     );
     """,
+    # 5: the holds of the member series of `across` groups, each written by the node that polls
+    # its target, so a group spread over shards is judged on all of its series.
+    """
+    CREATE TABLE group_members (
+        rule TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        series_key TEXT NOT NULL,
+        holds BOOLEAN NOT NULL,
+        node TEXT NOT NULL,
+        updated DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (rule, group_key, series_key)
+    );
+    CREATE INDEX group_members_updated ON group_members (updated);
+    """,
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dutyd.storage import Storage
+from dutyd.storage.base import Storage
 from dutyd.storage.sqlite.ack_links import SqliteAckLinks
 from dutyd.storage.sqlite.alerts import SqliteAlerts
 from dutyd.storage.sqlite.boot_times import SqliteBootTimes

@@ -7,8 +7,9 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from dutyd.storage.records import LeaseState, Member, TargetStatusRow
+from dutyd.storage.records import GroupHold, GroupMemberRow, LeaseState, Member, TargetStatusRow
 from dutyd.storage.repositories import ClusterRepository
+from dutyd.storage.rows import group_hold_rows, group_member
 from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 
 
@@ -110,3 +111,32 @@ class SqliteCluster(ClusterRepository):
             ).fetchall()
         )
         return [TargetStatusRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    async def publish_group_members(
+        self, node: str, holds: Sequence[GroupHold], forget_after: float
+    ) -> None:
+        data = group_hold_rows(holds)
+
+        def upsert(c: sqlite3.Connection) -> None:
+            with transaction(c):
+                now = time.time()
+                c.executemany(
+                    "INSERT INTO group_members "
+                    "(rule, group_key, series_key, holds, node, updated) VALUES (?,?,?,?,?,?) "
+                    "ON CONFLICT (rule, group_key, series_key) DO UPDATE SET "
+                    "holds=excluded.holds, node=excluded.node, updated=excluded.updated",
+                    [(r, g, s, int(h), node, now) for r, g, s, h in data],
+                )
+                c.execute("DELETE FROM group_members WHERE updated < ?", (now - forget_after,))
+
+        await self.db.run(upsert)
+
+    async def group_members(self, max_age: float) -> list[GroupMemberRow]:
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT rule, group_key, series_key, holds, node, updated FROM group_members "
+                "WHERE updated >= ? ORDER BY rule, group_key, series_key",
+                (time.time() - max_age,),
+            ).fetchall()
+        )
+        return [group_member(*r) for r in rows]

@@ -4,24 +4,29 @@ work there, and transactions.
 All statements run on a single-thread executor that owns the connection, so the event loop
 never blocks on disk and sqlite3's thread rules hold. The file holds rendered notifications
 and the duty log: it is created 0600 in a 0700 directory, and deleted content is overwritten
-(`secure_delete`), so it cannot be read back from free pages by another local user.
+(`secure_delete`), so it cannot be read back from free pages by another local user. An
+existing directory that others may write is kept, with a warning at start-up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from dutyd.storage import StorageError
+from dutyd.storage.base import StorageError
 from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
 
 T = TypeVar("T")
+
+log = logging.getLogger("dutyd.storage")
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -52,6 +57,19 @@ def _make_private_dirs(directory: Path) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(d, DIR_MODE)
             os.chmod(d, DIR_MODE)  # the umask may have taken bits away; never adds any
+
+
+def _warn_if_others_can_write(directory: Path) -> None:
+    """Log a warning when the group or others may write the database's directory: they can
+    delete or replace the duty log, or plant a -wal file before SQLite makes one (a sticky
+    bit stops only the first two). The directory is the operator's, so it is not changed."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        log.warning(
+            "the database directory is writable by other users: they can replace or delete "
+            "the duty log; make it 0700 (or 0750), owned by the user dutyd runs as",
+            extra={"fields": {"directory": str(directory), "mode": f"{mode:04o}"}},
+        )
 
 
 def _make_private_file(path: Path) -> None:
@@ -158,6 +176,7 @@ class SqliteDatabase:
 
     def _connect(self) -> sqlite3.Connection:
         _make_private_dirs(self.path.parent)
+        _warn_if_others_can_write(self.path.parent)
         _make_private_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:

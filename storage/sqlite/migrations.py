@@ -158,6 +158,20 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (target, metric)
     );
     """,
+    # 9: the holds of the member series of `across` groups, each written by the node that polls
+    # its target, so a group spread over shards is judged on all of its series.
+    """
+    CREATE TABLE group_members (
+        rule TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        series_key TEXT NOT NULL,
+        holds INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (rule, group_key, series_key)
+    );
+    CREATE INDEX group_members_updated ON group_members (updated);
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

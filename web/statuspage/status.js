@@ -13,6 +13,10 @@ const I18N = {
     name_prompt: "Your name", note_prompt: "Note (what you are doing)", failed: "Failed",
     temperature: "Temperature", humidity: "Humidity", target: "Target", reason: "Reason",
     muted: "muted", flapping: "flapping", all_up: "All targets up", of: "of",
+    critical: "critical", warning: "warning", info: "info", outage: "outage",
+    node: "node", active: "active", standby: "standby", active_node: "active",
+    silence_reason: "silenced from the status page",
+    write_token_prompt: "API token that may write: acknowledge, silence (kept on this device)",
   },
   zh: {
     title: "值班", redlines: "红线", alerts: "告警", environment: "机房环境",
@@ -23,7 +27,10 @@ const I18N = {
     updated: "更新于", token_prompt: "API 令牌（保存在本机）", name_prompt: "您的姓名",
     note_prompt: "备注（处理措施）", failed: "失败", temperature: "温度", humidity: "湿度",
     target: "设备", reason: "原因", muted: "已抑制", flapping: "抖动", all_up: "所有设备在线",
-    of: "/",
+    of: "/", critical: "严重", warning: "警告", info: "提示", outage: "中断",
+    node: "节点", active: "主用", standby: "备用", active_node: "主用节点",
+    silence_reason: "从值班页面静默",
+    write_token_prompt: "可确认和静默的 API 令牌（保存在本机）",
   },
 };
 
@@ -42,10 +49,18 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// Two units at most, as a glance needs; in Chinese the units a duty engineer reads (as the
+// pages' durations: core/configtypes.format_duration).
 function fmtDuration(seconds) {
   seconds = Math.max(0, Math.round(seconds));
   const d = Math.floor(seconds / 86400), h = Math.floor((seconds % 86400) / 3600);
   const m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  if (lang === "zh") {
+    if (d) return h ? `${d}天${h}小时` : `${d}天`;
+    if (h) return m ? `${h}小时${m}分钟` : `${h}小时`;
+    if (m) return `${m}分钟`;
+    return `${s}秒`;
+  }
   if (d) return `${d} d ${h} h`;
   if (h) return `${h} h ${m} m`;
   if (m) return `${m} m`;
@@ -59,25 +74,42 @@ function fmtTime(ts, tz) {
   } catch (e) { return new Date(ts * 1000).toISOString(); }
 }
 
-function credentials() {
-  let token = localStorage.getItem("dutyd.token");
-  if (!token) { token = prompt(t("token_prompt")); if (!token) return null; }
+// Two tokens, kept apart: "dutyd.token" is the one this device reads with (on a wall screen
+// the read-only token), "dutyd.write_token" one that may write. An engineer's phone has one
+// API token for both, so a write tries the read token when there is no write token.
+function writeCredentials() {
+  let token = localStorage.getItem("dutyd.write_token") || localStorage.getItem("dutyd.token");
+  if (!token) {
+    token = prompt(t("write_token_prompt"));
+    if (!token) return null;
+    localStorage.setItem("dutyd.write_token", token);
+  }
   let actor = localStorage.getItem("dutyd.actor");
   if (!actor) { actor = prompt(t("name_prompt")); if (!actor) return null; }
-  localStorage.setItem("dutyd.token", token);
   localStorage.setItem("dutyd.actor", actor);
   return { token, actor };
 }
 
-async function post(path, body) {
-  const cred = credentials();
+async function post(path, body, retried = false) {
+  const cred = writeCredentials();
   if (!cred) return;
   const res = await fetch(path, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-Dutyd-Token": cred.token },
     body: JSON.stringify({ ...body, actor: cred.actor }),
   });
-  if (res.status === 401 || res.status === 403) localStorage.removeItem("dutyd.token");
+  if (res.status === 401) {
+    // The token may not write. Only a write token is forgotten: the read token still reads,
+    // and a wall screen must not lose it to one stray tap. Ask once for a token that writes.
+    localStorage.removeItem("dutyd.write_token");
+    if (!retried) {
+      const given = prompt(t("write_token_prompt"));
+      if (given) {
+        localStorage.setItem("dutyd.write_token", given);
+        return post(path, body, true);
+      }
+    }
+  }
   if (!res.ok) {
     let why = res.statusText;
     try { why = (await res.json()).error || why; } catch (e) { /* not JSON */ }
@@ -95,7 +127,7 @@ function ack(alert) {
 function silence(alert) {
   post("/api/v1/silences", {
     matchers: { alertname: alert.rule, target: alert.labels.target || "" },
-    duration: "1h", reason: "silenced from the status page",
+    duration: "1h", reason: t("silence_reason"),
   });
 }
 
@@ -111,7 +143,7 @@ function renderAlerts(alerts, now) {
     const card = el("div", { class: `alert ${a.severity} ${a.state}`, "data-fingerprint": a.fingerprint },
       el("div", { class: "head" },
         el("span", { class: "name" }, a.rule, ...badges),
-        el("span", { class: "muted" }, `${a.severity} · ${t("for")} ${fmtDuration(a.duration)}`)),
+        el("span", { class: "muted" }, `${t(a.severity)} · ${t("for")} ${fmtDuration(a.duration)}`)),
       el("div", {}, a.summary));
     if (a.acknowledged && a.acknowledged.note) card.append(el("div", { class: "muted" }, a.acknowledged.note));
     if (a.state !== "resolved") {
@@ -133,7 +165,7 @@ function renderRedLines(alerts) {
     // Outage time excludes maintenance windows, as the red line does.
     const outage = a.outage ?? a.duration, left = a.red_line - outage;
     const crossed = left <= 0;
-    const head = `${a.labels.target || a.rule}: ${a.rule} ${fmtDuration(outage)}`;
+    const head = `${a.labels.target || a.rule}: ${a.rule}, ${t("outage")} ${fmtDuration(outage)}`;
     const text = crossed ? `${head}, ${t("red_line_crossed")}`
       : `${head}, ${t("red_line_in")} ${fmtDuration(left)}`;
     list.append(el("li", { class: crossed ? "crossed" : "" }, text));
@@ -184,9 +216,9 @@ function renderCluster(cluster) {
   const box = document.getElementById("cluster");
   box.replaceChildren();
   if (!cluster || !cluster.enabled) return;
-  const role = cluster.active ? "active" : "standby";
+  const role = t(cluster.active ? "active" : "standby");
   box.append(el("div", { class: cluster.active_node ? "muted" : "bad" },
-    `node ${cluster.node} (${role}) · active: ${cluster.active_node || "none"}`));
+    `${t("node")} ${cluster.node} (${role}) · ${t("active_node")}: ${cluster.active_node || t("none")}`));
 }
 
 function renderLog(entries, tz) {
@@ -197,8 +229,9 @@ function renderLog(entries, tz) {
 
 async function refresh() {
   try {
-    // Away from loopback (and without basic auth) reads need the API token too.
-    const token = localStorage.getItem("dutyd.token");
+    // Reads need a token (the read-only one, or one that also writes) unless basic auth
+    // or api.open_loopback_reads lets them through.
+    const token = localStorage.getItem("dutyd.token") || localStorage.getItem("dutyd.write_token");
     const headers = token ? { "X-Dutyd-Token": token } : {};
     const res = await fetch(`/api/v1/status?lang=${encodeURIComponent(lang)}`,
       { cache: "no-store", headers });

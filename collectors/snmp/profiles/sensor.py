@@ -11,7 +11,8 @@
         temperature_scale: 0.1
 
 Emits `room_temperature_celsius` and `room_humidity_percent` (the names the Modbus room
-sensors use), each with a `sensor` label. Built on the user OID map.
+sensors use), each with a `sensor` label, and reads sysUpTime for `device_rebooted`. Built on
+the user OID map.
 """
 
 from __future__ import annotations
@@ -91,6 +92,13 @@ class SensorProfile(OidMapProfile):
 
     def __init__(self, config: SnmpTarget) -> None:
         super().__init__(config, sensor_metrics(config))
+
+    def uses_uptime(self) -> bool:
+        # An environment monitor that restarts lost its readings for a while and may come
+        # back with defaults: worth `device_rebooted` (unexpected_device_reboot), and it lets
+        # the probe's coldStart/warmStart trap become that sample (only names the target's
+        # poll emits are mapped from traps).
+        return True
 
     @classmethod
     def help_for(cls, config: SnmpTarget) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The `ups` profile (UPS-MIB, RFC 1628): power source, battery and load of a UPS.
 
-One GET of nine instance OIDs (input and output line 1 of the tables). The sample names are
-those of the NUT collector where they mean the same thing (`ups_on_battery`,
-`ups_battery_charge_percent`, ...), so one rule covers a UPS however it is watched.
+One GET of nine instance OIDs (input and output line 1 of the tables) and sysUpTime (the
+collector's `device_rebooted`). The sample names are those of the NUT collector where they
+mean the same thing (`ups_on_battery`, `ups_battery_charge_percent`, ...), so one rule covers
+a UPS however it is watched.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ NUMERIC: list[tuple[str, Oid, float]] = [
 
 class UpsProfile(Profile):
     name: ClassVar[str] = "ups"
+
+    def uses_uptime(self) -> bool:
+        # A UPS that restarts (a firmware crash, a self-test gone wrong) has dropped or may
+        # drop its load: `device_rebooted` feeds unexpected_device_reboot, and lets a
+        # coldStart/warmStart trap from the UPS become that sample too (the trap mapper only
+        # emits names the target's poll emits).
+        return True
 
     @classmethod
     def help_for(cls, config: SnmpTarget) -> dict[str, str]:

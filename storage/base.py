@@ -1,0 +1,62 @@
+"""The bundle of repositories one store provides, and the error it raises.
+
+Apart from the package's `__init__` so that the implementations (`storage/sqlite/`,
+`storage/postgres/`) import it without importing the package that chooses between them:
+`dutyd.storage` imports the implementations, they import this module, no cycle.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+from dutyd.core.errors import DutydError
+from dutyd.storage.repositories import (
+    AckLinkRepository,
+    AlertRepository,
+    BootTimeRepository,
+    ClusterRepository,
+    DrillRepository,
+    DutyLogRepository,
+    EnvironmentRepository,
+    OutboxRepository,
+    OverlayRepository,
+    RuleEventRepository,
+)
+
+
+class StorageError(DutydError):
+    """The store cannot be used: missing, unreadable, or of a schema this dutyd cannot read."""
+
+
+class Storage(ABC):
+    """The repositories of one store, opened and closed together."""
+
+    alerts: AlertRepository
+    overlays: OverlayRepository
+    rule_events: RuleEventRepository
+    log: DutyLogRepository
+    drills: DrillRepository
+    outbox: OutboxRepository
+    ack_links: AckLinkRepository
+    environment: EnvironmentRepository
+    boot_times: BootTimeRepository
+    cluster: ClusterRepository
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Storage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
