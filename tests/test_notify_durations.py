@@ -64,10 +64,10 @@ def settings(tmp: Path, receiver: Receiver) -> dict:
 
 
 def seconds(text: str) -> int:
-    """The N of "down for N" in a summary (format_duration: 5s, 1m5s)."""
-    m = re.search(r"is down for (?:(\d+)m)?(\d+)s", text)
-    assert m is not None, text
-    return int(m.group(1) or 0) * 60 + int(m.group(2))
+    """The N of "down for N" in a summary (format_duration: 5s, 1m5s; in Chinese 5秒, 1分5秒)."""
+    m = re.search(r"is down for (?:(\d+)(?:m|分钟?))?(?:(\d+)(?:s|秒))?", text)
+    assert m is not None and (m.group(1) or m.group(2)), text
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
 
 
 async def test_down_for_grows_in_the_api_and_in_later_pages(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ async def test_down_for_grows_in_the_api_and_in_later_pages(tmp_path: Path) -> N
             await asyncio.sleep(2.0)
             later = await alert()
             assert seconds(later["summary"]) >= shown + 1, (view["summary"], later["summary"])
-            # (One text for both languages in this rule: the Chinese view is rendered alike.)
+            # (One text for both languages in this rule; the Chinese view says it in 秒.)
             assert seconds(later["summaries"]["zh"]) >= shown + 1, later["summaries"]
 
             # Step 2, three seconds after the first page: the later page says so.
