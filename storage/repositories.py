@@ -190,7 +190,9 @@ class OutboxRepository(ABC):
         log: NewLogEntry | None = None,
     ) -> None:
         """In one transaction: remove the message, remember its id and `also_sent` (its pages'
-        ids) as delivered at `at`, and append `log` to the duty log."""
+        ids) as delivered at `at`, and append `log` to the duty log. Returns once that is
+        written; a store may write deliveries that end together in one transaction (SQLite
+        does: group commit), never part of one."""
 
     @abstractmethod
     async def sent_among(self, ids: Collection[str]) -> set[str]:

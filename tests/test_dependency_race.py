@@ -126,3 +126,124 @@ async def test_one_outage_one_page_whatever_the_poll_phases(tmp_path: Path) -> N
         await daemon.stop()
         for peer in (switch, app, receiver):
             await peer.stop()
+
+
+def issue_settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -> dict:
+    """The issue's numbers: the switch polled every 5 s with a 4 s timeout; the application
+    behind it polled every 1 s, `for: 3s`, with a red line and a manager step on its policy."""
+    down = {"metric": "target_up", "condition": {"below": 1}, "severity": "critical"}
+    return {
+        "targets": [
+            {
+                "name": "core-switch",
+                "kind": "http",
+                "address": switch.url,
+                "interval": "5s",
+                "timeout": "4s",
+            },
+            {
+                "name": "portal",
+                "kind": "http",
+                "address": app.url,
+                "interval": "1s",
+                "timeout": "0.8s",
+                "depends_on": ["core-switch"],
+                "labels": {"role": "application"},
+            },
+        ],
+        "rules": {
+            "packs": [],
+            "custom": [
+                {**down, "name": "switch_down", "targets": ["core-switch"], "for": "3s"},
+                {
+                    **down,
+                    "name": "app_down",
+                    "targets": ["portal"],
+                    "for": "3s",
+                    # Crossed within the test if the app's outage counted while its parent
+                    # is down.
+                    "red_line": "5s",
+                    "summary": "{target} is down",
+                },
+            ],
+        },
+        "oncall": {
+            "people": [
+                {"name": "Li Na", "contacts": ["phone"]},
+                {"name": "Wang Fang", "contacts": ["manager_phone"]},
+            ],
+            "roles": {"manager": ["Wang Fang"]},
+        },
+        "notify": {
+            "channels": {
+                "phone": {"url": receiver.url("li")},
+                "manager_phone": {"url": receiver.url("manager")},
+            },
+            "group_wait": "0s",
+        },
+        "escalation": {
+            "policies": [
+                {
+                    "name": "application",
+                    "match": {"role": "application"},
+                    "steps": [
+                        {"after": "0s", "people": ["Li Na"]},
+                        {"after": "4s", "roles": ["manager"]},
+                    ],
+                    "red_line": {"roles": ["manager"]},
+                },
+                {"name": "network", "steps": [{"after": "0s", "people": ["Li Na"]}]},
+            ]
+        },
+        "http": {"port": 0},
+        "storage": {"path": str(tmp / "dutyd.db")},
+    }
+
+
+async def test_issue_numbers_one_page_and_no_red_line_to_the_manager(tmp_path: Path) -> None:
+    """Issue 13, defect 9, with its own numbers and the phases against us: the switch was
+    polled just before both stopped answering (its next scheduled poll is 5 s away), so the
+    application fails first. One page, the switch's; neither the application's manager step
+    nor its red line pages the manager while its parent is down."""
+    switch, app, receiver = Device(), Device(), Receiver()
+    for peer in (switch, app, receiver):
+        await peer.start()
+    daemon = Daemon(load_from_dict(issue_settings(tmp_path, switch, app, receiver), "<test>"))
+    await daemon.start()
+    try:
+        for _ in range(150):
+            if switch.polled_at and app.polled_at:
+                break
+            await asyncio.sleep(0.1)
+        switch.polled.clear()
+        await asyncio.wait_for(switch.polled.wait(), 10)
+        await asyncio.sleep(0.1)  # that poll answered: the next scheduled one is ~5 s away
+        switch.hang = app.hang = True
+        broke = time.monotonic()
+
+        # The application fails within ~1.8 s (poll + timeout) and would fire 3 s later; the
+        # switch answers nothing for 4 s. Its out-of-turn poll comes right after the app's
+        # failure, not at its scheduled time.
+        await asyncio.sleep(3.0)
+        early = [t - broke for t in switch.polled_at if t > broke]
+        assert early and early[0] < 2.5, early
+
+        # Switch known down at ~6 s, fires 3 s later; the app's would-be step 2 (4 s) and red
+        # line (5 s) are long past by 20 s.
+        await receiver.wait_for(1, 15)
+        await asyncio.sleep(max(0.0, 20 - (time.monotonic() - broke)))
+        pages = [(r["path"], r["body"]["title"]) for r in receiver.received]
+        assert len(pages) == 1, pages
+        (path, title) = pages[0]
+        assert path == "/li" and "core-switch" in title and "portal" not in title, pages
+        assert not [p for p in pages if p[0] == "/manager"], pages
+        portal = next(
+            a for a in daemon.operations.list_alerts() if a["labels"]["target"] == "portal"
+        )
+        assert portal["state"] == "firing" and "core-switch is down" in portal["suppressed"]
+        red = await daemon.storage.log.read(kinds=["escalation.red_line"])
+        assert red == [], red
+    finally:
+        await daemon.stop()
+        for peer in (switch, app, receiver):
+            await peer.stop()

@@ -5,6 +5,7 @@ escalation, records who answered, and clears the duty pack's "no drill in 31 day
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from dutyd.duty.drill import DRILL_LABELS, DRILL_SAMPLE
 from tests.test_notify_delivery import Receiver
 
 TOKEN = "s3cret-token"
+SECOND = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # a time printed to the second
 
 
 def settings(tmp: Path, receiver: Receiver, **http: Any) -> Any:
@@ -197,6 +199,17 @@ async def test_cli_commands_against_the_daemon(
         def cli(*argv: str) -> int:
             return main([argv[0], "--url", base, *argv[1:]])
 
+        async def get_json(path: str) -> Any:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(base + path, headers={"Authorization": f"Bearer {TOKEN}"}) as r,
+            ):
+                assert r.status == 200
+                return await r.json()
+
+        def second(ts: float) -> str:
+            return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
         assert (
             await asyncio.to_thread(
                 cli, "silence", "--match", "target=db1", "--duration", "1h", "--reason", "reboot"
@@ -211,6 +224,41 @@ async def test_cli_commands_against_the_daemon(
             == 0
         )
         assert "maintenance window 1" in capsys.readouterr().out
+
+        # Defect 10b of issue 13: a 20 s window's end is printed to the second, and it is the
+        # end the daemon recorded (the CLI has no config here: times in UTC).
+        t0 = time.time()
+        assert (
+            await asyncio.to_thread(
+                cli, "silence", "--match", "target=web1", "--duration", "20s", "--reason", "x"
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        printed = re.fullmatch(rf"silence (\d+) until ({SECOND}) UTC\n", out)
+        assert printed, out
+        silences = {str(v["id"]): v for v in (await get_json("/api/v1/silences"))["silences"]}
+        until = silences[printed.group(1)]["until"]
+        assert t0 + 20 <= until <= time.time() + 20
+        assert printed.group(2) == second(until)
+        assert (
+            await asyncio.to_thread(
+                cli, "maintenance", "--target", "web1", "--duration", "20s", "--reason", "fan"
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        printed = re.fullmatch(
+            rf"maintenance window (\d+) from ({SECOND}) UTC until ({SECOND}) UTC\n", out
+        )
+        assert printed, out
+        windows = {str(w["id"]): w for w in (await get_json("/api/v1/maintenance"))["maintenance"]}
+        window = windows[printed.group(1)]
+        assert window["end"] - window["start"] == pytest.approx(20)
+        assert (printed.group(2), printed.group(3)) == (
+            second(window["start"]),
+            second(window["end"]),
+        )
         daemon.operations.ingest_samples([Sample.of(DRILL_SAMPLE, 0.0, time.time(), DRILL_LABELS)])
         await receiver.wait_for(2, 10)
         assert (

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
+import re
 import signal
 import threading
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,6 +236,98 @@ async def test_receiver_down_then_up_every_alert_before_its_resolve(
         assert len(seen) == 2 * count, seen
         wrong = {k: v for k, v in seen.items() if v != ["ALERT", "RESOLVED"]}
         assert not wrong, f"out of order for {len(wrong)} of {2 * count} pairs: {wrong}"
+        code, _ = await asyncio.to_thread(daemon.terminate, 10)
+        assert code == 0
+    finally:
+        daemon.stop()
+        await receiver.stop()
+
+
+def told_per_target(receiver: Receiver) -> dict[str, list[str]]:
+    """Per alert (its target), the kinds of message the person got about it, in arrival
+    order. A grouped message ("ALERT: 4 alerts") counts for every alert it names."""
+    out: dict[str, list[str]] = {}
+    for r in receiver.received:
+        kind = r["body"]["title"].split(":", 1)[0]
+        for target in dict.fromkeys(re.findall(r"target=(\w+)\)", r["body"]["message"])):
+            out.setdefault(target, []).append(kind)
+    return out
+
+
+async def test_one_person_many_alerts_receiver_down_then_up_each_alert_in_order(
+    tmp_path: Path, portal: Portal
+) -> None:
+    """The delivery order kept (notify/README.md, "Delivery order"): what one person is told
+    about one alert arrives in the order it was created, through a receiver outage, also when
+    an alert's page went out grouped with others: its page, its acknowledgement notice, its
+    resolve. Four alerts of one site to one person, two acknowledged, all resolved, while the
+    receiver refuses connections; once it is back, every message arrives exactly once."""
+    count = 4
+    receiver = Receiver(free_port())  # down: refused
+    cfg = daemon_config(portal, receiver, count, site="hq", retry_initial="0.3s", retry_max="2s")
+    cfg["oncall"] = {
+        "pairs": [["Li Na"]],
+        "people": [{"name": "Li Na", "contacts": ["hook0"]}],
+    }
+    cfg["notify"]["channels"] = {"hook0": cfg["notify"]["channels"]["hook0"]}
+    cfg["api"] = {"token": "order-token"}
+    auth = {"X-Dutyd-Token": "order-token", "Content-Type": "application/json"}
+    daemon = await asyncio.to_thread(DaemonProcess, tmp_path, cfg)
+
+    def firing() -> dict[str, str]:
+        status, body = daemon.get("/api/v1/alerts?state=firing", auth)
+        assert status == 200, body
+        return {a["labels"]["target"]: a["fingerprint"] for a in json.loads(body)["alerts"]}
+
+    def ack(fingerprint: str) -> None:
+        request = urllib.request.Request(
+            daemon.url + "/api/v1/ack",
+            data=json.dumps({"alert": fingerprint, "actor": "Zhou Min"}).encode(),
+            headers=auth,
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.status == 200
+
+    try:
+        await asyncio.to_thread(
+            daemon.wait_until,
+            lambda: daemon.metric_value("probe_success", target=f"app{count - 1}") == 1.0,
+            20,
+            "the apps answering",
+        )
+        portal.set(500)
+        await asyncio.to_thread(
+            daemon.wait_until, lambda: len(firing()) == count, 20, "every alert firing"
+        )
+        await asyncio.to_thread(daemon.wait_until, lambda: depth(daemon) >= 1, 10, "pages queued")
+        fingerprints = firing()
+        for target in ("app0", "app1"):
+            await asyncio.to_thread(ack, fingerprints[target])
+
+        def acks_told() -> int:
+            status, body = daemon.get("/api/v1/log?kind=escalation.acknowledged", auth)
+            assert status == 200, body
+            return len(json.loads(body)["entries"])
+
+        # The notices are queued as the acknowledgements are taken (within milliseconds); the
+        # resolves come a poll later.
+        await asyncio.to_thread(daemon.wait_until, lambda: acks_told() == 2, 10, "ack notices")
+        portal.set(200)
+        await asyncio.to_thread(daemon.wait_until, lambda: not firing(), 20, "every alert resolved")
+        await asyncio.sleep(3)  # several failed attempts each: the backoff spreads them out
+        want = {f"app{n}": ["ALERT", "RESOLVED"] for n in range(count)}
+        want["app0"] = want["app1"] = ["ALERT", "ACKNOWLEDGED", "RESOLVED"]
+        await receiver.start()
+        for _ in range(150):
+            if told_per_target(receiver) == want and depth(daemon) == 0:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1)  # anything sent twice would be here by now
+        assert told_per_target(receiver) == want, [r["body"]["title"] for r in receiver.received]
+        ids = pages_by_id(receiver)
+        assert all(n == 1 for n in ids.values()), ids
+        assert {r["path"] for r in receiver.received} == {"/p0"}
         code, _ = await asyncio.to_thread(daemon.terminate, 10)
         assert code == 0
     finally:

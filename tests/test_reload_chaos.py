@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,77 @@ async def test_reload_to_empty_is_refused_and_removed_targets_end_with_a_notice(
         assert firing(daemon) == set()
         ids = receiver.ids()
         assert len(ids) == len(set(ids)), "a page went out twice"
+    finally:
+        daemon.stop()
+        await receiver.stop()
+
+
+def told(receiver: Receiver) -> dict[str, list[tuple[str, str]]]:
+    """Per target, what its person was told, in arrival order: (kind, message id). A grouped
+    message (targets of one site changing together) counts once for each target it names."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in receiver.received:
+        body = r["body"]
+        kind = body["title"].split(":", 1)[0]
+        for target in dict.fromkeys(re.findall(r"target=([\w-]+)\)", body["message"])):
+            out.setdefault(target, []).append((kind, body["message_id"]))
+    return out
+
+
+async def test_reload_to_empty_and_back_counts_every_page_in_order(tmp_path: Path) -> None:
+    """The whole cycle of issue 13, defect 5, counted: an emptied file is refused (no page);
+    an explicit `targets: []` ends each alert with one "no longer watched" notice; restoring
+    the file pages each target again, once. Nothing lost, nothing twice, nothing out of
+    order."""
+    receiver = Receiver()
+    await receiver.start()
+    dead = free_port()
+    both = config(receiver, ["sw-a", "sw-b"], dead)
+    daemon = DaemonProcess(tmp_path, both)
+    try:
+        await wait(lambda: firing(daemon) == {"sw-a", "sw-b"}, 20, "both alerts firing")
+        await wait(lambda: set(told(receiver)) == {"sw-a", "sw-b"}, 10, "both paged")
+
+        daemon.config_path.write_text("")
+        daemon.signal(signal.SIGHUP)
+        await wait(
+            lambda: "config.reload_rejected" in daemon.get("/api/v1/log", READ)[1],
+            10,
+            "the refusal",
+        )
+        await asyncio.sleep(1.5)  # three polls: a page the refusal let through would be here
+        assert {t: [k for k, _ in m] for t, m in told(receiver).items()} == {
+            "sw-a": ["ALERT"],
+            "sw-b": ["ALERT"],
+        }
+
+        daemon.write_config(config(receiver, [], dead))
+        daemon.signal(signal.SIGHUP)
+        await wait(lambda: daemon.get("/readyz")[0] == 503, 10, "not ready")
+        await wait(lambda: all(len(m) == 2 for m in told(receiver).values()), 10, "both notices")
+        notices = [r for r in receiver.received if r["body"]["title"].startswith("RESOLVED")]
+        for r in notices:
+            text = json.dumps(r["body"], ensure_ascii=False)
+            assert "No longer watched" in text, text
+            assert "removed from the configuration" in text, text
+
+        daemon.write_config(both)
+        daemon.signal(signal.SIGHUP)
+        await wait(lambda: firing(daemon) == {"sw-a", "sw-b"}, 20, "both firing again")
+        await wait(lambda: all(len(m) == 3 for m in told(receiver).values()), 10, "re-paged")
+        await wait(lambda: daemon.get("/readyz")[0] == 200, 10, "ready again")
+        await asyncio.sleep(1.5)  # anything sent twice or late would be here by now
+
+        seen = told(receiver)
+        assert set(seen) == {"sw-a", "sw-b"}
+        for target, messages in seen.items():
+            assert [k for k, _ in messages] == ["ALERT", "RESOLVED", "ALERT"], (target, messages)
+        ids = receiver.ids()
+        assert len(ids) == len(set(ids)), f"a message went out twice: {ids}"
+        assert all(ids), "every message carries its id"
+        # The re-page is a new alert (new start), not the first page again.
+        for messages in seen.values():
+            assert messages[0][1] != messages[2][1]
     finally:
         daemon.stop()
         await receiver.stop()

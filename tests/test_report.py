@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import time
 import zoneinfo
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from dutyd.agent.cli import main
 from dutyd.core.records import Sample
 from dutyd.duty.report import EnvironmentRecorder
 from dutyd.storage.sqlite import SqliteStorage
+from tests.daemon_fixtures import DaemonProcess, room_sensor_target
+from tests.test_e2e_daemon import RoomSensor
+from tests.test_notify_delivery import Receiver
 
 SH = zoneinfo.ZoneInfo("Asia/Shanghai")
 
@@ -292,6 +297,100 @@ def test_the_status_page_log_says_who_was_reached() -> None:
         1, 0.0, "notify.sent", "dutyd", "msg-1", {"recipient": "Li Na", "channel": "sms"}
     )
     assert log_text(sent) == "notify.sent: to Li Na via sms"
+
+
+async def test_daemon_diary_lists_a_short_excursion_that_paged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Defect 8 of issue 13 at the daemon: the room sensor (a real Modbus TCP server) spikes
+    to 27.5 °C and 35 %RH for a few seconds between two minute marks; both page (a real
+    receiver gets them), and the shift diary that `dutyd report --shift` prints from the
+    daemon's database lists them as the extremes (the old recorder kept the latest reading
+    once a minute, so the spike never reached the diary)."""
+    sensor = RoomSensor()
+    sensor.set(22.0, 48.0)
+    receiver = Receiver()
+    await receiver.start()
+    rule = {"for": "1s", "severity": "critical"}
+    config = {
+        "targets": [room_sensor_target(sensor.port, interval="0.5s")],
+        "rules": {
+            "packs": [],
+            "custom": [
+                {
+                    **rule,
+                    "name": "room_hot",
+                    "metric": "room_temperature_celsius",
+                    "condition": {"outside": [18, 26]},
+                    "summary": "Room {target} at {value} °C",
+                },
+                {
+                    **rule,
+                    "name": "room_dry",
+                    "metric": "room_humidity_percent",
+                    "condition": {"outside": [40, 60]},
+                    "summary": "Room {target} at {value} %RH",
+                },
+            ],
+        },
+        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
+        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
+        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+    }
+    daemon: DaemonProcess | None = None
+    try:
+        daemon = await asyncio.to_thread(DaemonProcess, tmp_path, config)
+        await asyncio.to_thread(
+            daemon.wait_until,
+            lambda: daemon.metric_value("room_temperature_celsius", target="room-a-sensor") == 22.0,
+            15,
+            "the first reading",
+        )
+        spike = time.time()
+        sensor.set(27.5, 35.0)
+
+        def told() -> str:
+            return "\n".join(json.dumps(r["body"], ensure_ascii=False) for r in receiver.received)
+
+        for _ in range(100):  # both pages at the receiver
+            if "at 27.5 °C" in told() and "at 35 %RH" in told():
+                break
+            await asyncio.sleep(0.1)
+        assert "at 27.5 °C" in told() and "at 35 %RH" in told(), told()
+        sensor.set(22.0, 48.0)
+        await asyncio.to_thread(
+            daemon.wait_until,
+            lambda: daemon.metric_value("room_humidity_percent", target="room-a-sensor") == 48.0,
+            10,
+            "the room back to normal",
+        )
+        await asyncio.sleep(1.0)  # normal readings after the spike, in the same minute
+        assert time.time() - spike < 60
+        code, _ = await asyncio.to_thread(daemon.terminate, 10)
+        assert code == 0, daemon.peer.log()[-3000:]
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        sensor.stop()
+        await receiver.stop()
+
+    capsys.readouterr()
+    at = dt.datetime.fromtimestamp(spike, dt.UTC).isoformat()
+    code = await asyncio.to_thread(
+        main, ["report", "-c", str(daemon.config_path), "--shift", "--at", at]
+    )
+    assert code == 0
+    diary = capsys.readouterr().out
+    rows = {
+        cells[1]: cells[2:]
+        for line in diary.splitlines()
+        if line.startswith("| A/room-a-sensor |")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert rows == {
+        "temperature (°C)": ["22.0", "27.5"],
+        "humidity (%RH)": ["35.0", "48.0"],
+    }, diary
 
 
 async def test_a_chinese_diary_has_no_english_words_but_names_and_ids(tmp_path: Path) -> None:

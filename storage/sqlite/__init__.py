@@ -38,6 +38,7 @@ class SqliteStorage(Storage):
         await self._db.open()
 
     async def close(self) -> None:
+        await self.outbox.drain()
         await self._db.close()
 
 

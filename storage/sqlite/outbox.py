@@ -1,10 +1,18 @@
-"""The notification outbox in SQLite: queued messages and the ids delivered lately."""
+"""The notification outbox in SQLite: queued messages and the ids delivered lately.
+
+Deliveries are committed in groups: a burst of a thousand accepted sends was a thousand
+transactions, each a hand-over to the database thread and back, and the database thread was
+the burst's bottleneck. Each `mark_delivered` still returns only once its own row is gone.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
@@ -14,9 +22,36 @@ from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 from dutyd.storage.sqlite.log import INSERT as INSERT_LOG
 
 
+@dataclass(slots=True)
+class _Delivered:
+    """One `mark_delivered` waiting for the transaction of its group."""
+
+    message_id: str
+    sent: list[tuple[str, float]]  # (id, ts) rows of outbox_sent
+    entry: tuple[float, str, str, str, str] | None  # a duty log row
+    done: asyncio.Future[None]
+
+
+def _write_delivered(c: sqlite3.Connection, group: Sequence[_Delivered]) -> None:
+    with transaction(c):
+        c.executemany("DELETE FROM outbox WHERE id=?", [(d.message_id,) for d in group])
+        c.executemany(
+            "INSERT OR REPLACE INTO outbox_sent (id, ts) VALUES (?,?)",
+            [row for d in group for row in d.sent],
+        )
+        entries = [d.entry for d in group if d.entry is not None]
+        if entries:
+            c.executemany(INSERT_LOG, entries)
+
+
 class SqliteOutbox(OutboxRepository):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+        # Group commit: deliveries that end while a group is being written wait for the next
+        # group, written by one task (not by a caller, whose cancellation would leave the
+        # others of its group waiting for ever).
+        self._delivered: list[_Delivered] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def enqueue(self, messages: Sequence[OutboxMessage]) -> list[str]:
         rows = [message_row(m) for m in messages]
@@ -92,17 +127,47 @@ class SqliteOutbox(OutboxRepository):
         also_sent: Sequence[str] = (),
         log: NewLogEntry | None = None,
     ) -> None:
-        ids = [(i, at) for i in dict.fromkeys([message_id, *also_sent])]
-        entry = log_row(log) if log is not None else None
+        item = _Delivered(
+            message_id,
+            [(i, at) for i in dict.fromkeys([message_id, *also_sent])],
+            log_row(log) if log is not None else None,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._delivered.append(item)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_groups(), name="outbox-delivered")
+        # Shielded: a caller cancelled (the service stopping) does not cancel the group's
+        # write; its row is then deleted or not, as for a cancel during any statement.
+        await asyncio.shield(item.done)
 
-        def done(c: sqlite3.Connection) -> None:
-            with transaction(c):
-                c.execute("DELETE FROM outbox WHERE id=?", (message_id,))
-                c.executemany("INSERT OR REPLACE INTO outbox_sent (id, ts) VALUES (?,?)", ids)
-                if entry is not None:
-                    c.execute(INSERT_LOG, entry)
+    async def drain(self) -> None:
+        """Wait until every delivery marked so far is written (before the store closes: a
+        delivery not recorded would be sent again at the next start)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer])
 
-        await self.db.run(done)
+    async def _write_groups(self) -> None:
+        while self._delivered:
+            group, self._delivered = self._delivered, []
+            try:
+                await self.db.run(functools.partial(_write_delivered, group=group))
+            except Exception as exc:
+                if len(group) > 1:
+                    # One at a time: a row that cannot be written fails its own caller only.
+                    await self._write_one_by_one(group)
+                    continue
+                _settle(group, exc)
+            else:
+                _settle(group, None)
+
+    async def _write_one_by_one(self, group: list[_Delivered]) -> None:
+        for item in group:
+            try:
+                await self.db.run(functools.partial(_write_delivered, group=[item]))
+            except Exception as exc:
+                _settle([item], exc)
+            else:
+                _settle([item], None)
 
     async def sent_among(self, ids: Collection[str]) -> set[str]:
         wanted = list(dict.fromkeys(ids))
@@ -174,3 +239,15 @@ class SqliteOutbox(OutboxRepository):
 
     async def forget_sent(self, before: float) -> None:
         await self.db.run(lambda c: c.execute("DELETE FROM outbox_sent WHERE ts < ?", (before,)))
+
+
+def _settle(group: Sequence[_Delivered], error: Exception | None) -> None:
+    for item in group:
+        if item.done.done():
+            continue
+        if error is None:
+            item.done.set_result(None)
+        else:
+            item.done.set_exception(error)
+            # Its caller may be gone (cancelled): no "exception never retrieved" at exit.
+            item.done.exception()
