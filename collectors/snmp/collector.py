@@ -55,8 +55,6 @@ from dutyd.collectors.snmp.usm import (
     USM_SECRETS,
     AuthProtocol,
     PrivProtocol,
-    canonical_auth,
-    canonical_priv,
     check_usm,
     given,
 )
@@ -174,16 +172,6 @@ class SnmpTarget(TargetConfig):
     def _address(cls, v: str) -> str:
         parse_address(v)
         return v.strip()
-
-    @field_validator("auth_protocol", mode="before")
-    @classmethod
-    def _auth_spelling(cls, v: Any) -> Any:
-        return canonical_auth(v)
-
-    @field_validator("priv_protocol", mode="before")
-    @classmethod
-    def _priv_spelling(cls, v: Any) -> Any:
-        return canonical_priv(v)
 
     @field_validator("port_pattern")
     @classmethod

@@ -21,16 +21,12 @@ The communities and v3 users of the `kind: snmp` targets are accepted too
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from dutyd.collectors.snmp.codec import format_oid, parse_oid
 from dutyd.collectors.snmp.usm import (
     AuthProtocol,
     PrivProtocol,
-    canonical_auth,
-    canonical_priv,
     check_usm,
 )
 from dutyd.core.configtypes import (
@@ -77,18 +73,6 @@ class TrapUser(StrictModel):
                 raise ValueError(f"{text!r}: an engine ID is 5 to 32 octets (RFC 3411)")
             out.append(clean)
         return out
-
-    # The spellings a polled v3 target accepts (AES, SHA-256, HMAC-SHA ...): one user's
-    # settings copied between `targets:` and `traps.users` load the same in both.
-    @field_validator("auth_protocol", mode="before")
-    @classmethod
-    def _auth_spelling(cls, v: Any) -> Any:
-        return canonical_auth(v)
-
-    @field_validator("priv_protocol", mode="before")
-    @classmethod
-    def _priv_spelling(cls, v: Any) -> Any:
-        return canonical_priv(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrapUser:

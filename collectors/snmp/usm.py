@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-AuthProtocol = Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"]
-PrivProtocol = Literal["DES", "AES128", "AES192", "AES256", "AES192C", "AES256C"]
+from pydantic import BeforeValidator
+
 # The spellings net-snmp (`-a SHA -x AES`), snmp_exporter, vendors' web pages and RFC 3414/7860
 # use, after upper-casing and dropping '-', '_', ' ', an `HMAC`/`USM` prefix and a `Protocol`
 # suffix. AES alone is AES-128 (CFB), as in net-snmp and snmp_exporter. One table for polled
@@ -78,6 +78,16 @@ def canonical_auth(value: Any) -> Any:
 def canonical_priv(value: Any) -> Any:
     """The before-validator of a `priv_protocol` field."""
     return canonical_protocol(value, PRIV_SPELLINGS, "privacy")
+
+
+# The field types of both models: the canonical names, reached from any accepted spelling.
+AuthProtocol = Annotated[
+    Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"], BeforeValidator(canonical_auth)
+]
+PrivProtocol = Annotated[
+    Literal["DES", "AES128", "AES192", "AES256", "AES192C", "AES256C"],
+    BeforeValidator(canonical_priv),
+]
 
 
 AUTH_SECRETS = ("auth_password", "auth_password_env", "auth_password_file")
