@@ -116,21 +116,6 @@ class HighAvailability:
                 return self.node.owns(target)
         return self.node.is_active()
 
-    def records_as_now(self) -> Callable[[Labels], bool]:
-        """`records` as it answers now, kept: the daemon's stop asks it after the node has
-        left the cluster (its lease and its share of the targets gone with it)."""
-        if not self.node.sharded:
-            return lambda labels: True  # a pair: the active node writes all, a standby none
-        configured = {t.name for t in self.settings().targets}
-        owned = {name for name in configured if self.node.owns(name)}
-        active = self.node.is_active()
-
-        def records(labels: Labels) -> bool:
-            target = dict(labels).get("target")
-            return target in owned if target in configured else active
-
-        return records
-
     def escalating(self) -> bool:
         return self.node.sharded or self.node.is_active()
 

@@ -265,20 +265,3 @@ def test_replace_alerts_of_keeps_the_nodes_own_alerts_as_they_are():
     # Mine fires at 5 minutes, on no new sample; the copy does not move on old data.
     fired = [e for e in engine.tick(300) if e.previous is P]
     assert [(e.fingerprint, e.state) for e in fired] == [(mine.fingerprint, F)]
-
-
-async def test_a_clean_stop_writes_only_the_alerts_this_node_records(tmp_path: Any) -> None:
-    """A sharded node holds copies of the alerts other nodes record; at its stop it writes its
-    own only: a copy one sync old must not overwrite the owner's newer row."""
-    from dutyd.duty import rulestate
-    from dutyd.storage import open_storage
-
-    engine = RuleEngine([rule()])
-    engine.ingest([temp(30, 0, "room-a"), temp(30, 0, "room-b")], 0)
-    async with open_storage(tmp_path / "dutyd.db") as storage:
-        await rulestate.save_all(engine, storage, lambda labels: dict(labels)["target"] == "room-a")
-        saved = {row.labels["target"] for row in await storage.alerts.load_all()}
-        assert saved == {"room-a"}
-        await rulestate.save_all(engine, storage)  # alone or in a pair: every alert
-        saved = {row.labels["target"] for row in await storage.alerts.load_all()}
-        assert saved == {"room-a", "room-b"}
