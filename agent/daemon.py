@@ -219,6 +219,7 @@ class Daemon:
     async def stop(self) -> None:
         self._ready = False
         writer = self.ha.escalating()  # a standby's alerts are the store's, not its own
+        mine = self.ha.records_as_now()  # sharded: not the copies of other nodes' alerts
         await self.ha.stop()
         await self.scheduler.stop()
         await stop_traps(self.traps)
@@ -231,7 +232,7 @@ class Daemon:
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
-                await rulestate.save_all(self.engine, self.storage)
+                await rulestate.save_all(self.engine, self.storage, mine)
         with contextlib.suppress(Exception):
             await self.reboots.flush()
         await self.recorder.stop()

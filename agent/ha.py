@@ -88,6 +88,8 @@ class HighAvailability:
         self._scheduler: Scheduler | None = None
         self._latest: LatestSamples | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # The targets this node owned by the last shard map applied (None before the first).
+        self._owned: set[str] | None = None
         metrics.ha_active.set_function(lambda: 1.0 if self.node.is_active() else 0.0)
         metrics.loop_lag.set_function(lambda: self.lag.lag)
         if isinstance(self.node, ClusterNode):
@@ -101,12 +103,33 @@ class HighAvailability:
         """Whether this node writes the event down (see the module docstring)."""
         if event.actor:
             return True
+        return self.records(event.labels)
+
+    def records(self, labels: Labels) -> bool:
+        """Whether this node records the rule events of the alert with these labels: when
+        sharded, those of the targets it owns, and the lease holder those of no (configured)
+        target; in a pair, the active node every alert's."""
         if self.node.sharded:
-            target = dict(event.labels).get("target")
+            target = dict(labels).get("target")
             configured = {t.name for t in self.settings().targets}
             if target in configured:
                 return self.node.owns(target)
         return self.node.is_active()
+
+    def records_as_now(self) -> Callable[[Labels], bool]:
+        """`records` as it answers now, kept: the daemon's stop asks it after the node has
+        left the cluster (its lease and its share of the targets gone with it)."""
+        if not self.node.sharded:
+            return lambda labels: True  # a pair: the active node writes all, a standby none
+        configured = {t.name for t in self.settings().targets}
+        owned = {name for name in configured if self.node.owns(name)}
+        active = self.node.is_active()
+
+        def records(labels: Labels) -> bool:
+            target = dict(labels).get("target")
+            return target in owned if target in configured else active
+
+        return records
 
     def escalating(self) -> bool:
         return self.node.sharded or self.node.is_active()
@@ -162,6 +185,7 @@ class HighAvailability:
                 self.node.is_active,
                 self.clock,
                 self.config.sync_every,
+                records=self.records if self.node.sharded else None,
             )
             if self.config.deadman.peer_gone_after is not None:
                 self.peers = PeerWatch(self.node, self.config.deadman.peer_gone_after, journal.put)
@@ -204,9 +228,13 @@ class HighAvailability:
 
     async def _on_shards(self) -> None:
         """Poll exactly the targets of this node's shard; alerts of targets gained are taken
-        from the store (start times, red-line clocks), those of targets lost are dropped."""
+        from the store (start times, red-line clocks, acks), in place of the copy this node
+        showed of them, and their escalation taken up; those of targets lost are dropped."""
         if self._scheduler is None or self._latest is None or self._apply_targets is None:
             return
+        owned = {name for name in self._scheduler_targets() if self.node.owns(name)}
+        gained = owned - self._owned if self._owned is not None else set()
+        self._owned = owned
         lost = [name for name in self._scheduler.collectors if not self.node.owns(name)]
         for name in lost:
             await self._scheduler.remove(name)
@@ -221,7 +249,8 @@ class HighAvailability:
         mine = [
             a
             for a in stored
-            if a.fingerprint not in engine.alerts and self.node.owns(a.label("target"))
+            if self.node.owns(a.label("target"))
+            and (a.fingerprint not in engine.alerts or a.label("target") in gained)
         ]
         engine.restore(mine)
         gone = []

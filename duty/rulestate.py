@@ -6,7 +6,9 @@ red-line clock, every silence and window, and the counts of `events:` rules.
 
 from __future__ import annotations
 
-from dutyd.core.records import AlertState, labels_of
+from collections.abc import Callable
+
+from dutyd.core.records import AlertState, Labels, labels_of
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
@@ -63,11 +65,17 @@ async def save_counts(engine: RuleEngine, storage: Storage) -> None:
         )
 
 
-async def save_all(engine: RuleEngine, storage: Storage) -> None:
-    """At a clean stop: every alert as it is now (keep_firing_for clocks, values) and the
-    event counts not yet written. A crash loses at most the last second of counts."""
+async def save_all(
+    engine: RuleEngine, storage: Storage, records: Callable[[Labels], bool] | None = None
+) -> None:
+    """At a clean stop: every alert this node records (`records`; all by default) as it is
+    now (keep_firing_for clocks, values) and the event counts not yet written. A crash loses
+    at most the last second of counts. A sharded node also holds copies of the alerts other
+    nodes record: writing those back could overwrite a newer row with a copy one sync old."""
     for alert in list(engine.alerts.values()):
-        if alert.state is not AlertState.INACTIVE:
+        if alert.state is AlertState.INACTIVE:
+            continue
+        if records is None or records(alert.labels):
             await storage.alerts.save(alert_row(alert))
     await save_counts(engine, storage)
 

@@ -9,6 +9,13 @@ every node reads what the others wrote every `sync_every` seconds:
 - the active node applies acks and un-acks made on another node (escalation stops there);
 - a standby shows the stored alerts (its API and status page match the active node's).
 
+Sharded, every node records and escalates the alerts of its own targets (`records`), and the
+lease holder those of no target. Each node keeps the alerts it records as it evaluates them
+(the store's copy, written a moment later, must not restart a pending alert's `for` or make
+it wait for a fresh sample), applies to them the acks and un-acks made on another node (its
+escalation stops), and shows the store's copy of every other alert (any node's API can
+acknowledge any alert).
+
 When a standby takes over, the stored alerts replace its own (start times, red-line clocks,
 acks and escalation progress as the former active left them) before it sends anything.
 """
@@ -20,6 +27,7 @@ import logging
 from collections.abc import Callable
 
 from dutyd.core.clock import Clock
+from dutyd.core.records import Labels
 from dutyd.duty import rulestate
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
@@ -44,7 +52,10 @@ class SharedDutyState:
         is_active: Callable[[], bool],
         clock: Clock,
         every: float = 2.0,
+        records: Callable[[Labels], bool] | None = None,
     ) -> None:
+        """`records`: sharded, whether this node records the alert with these labels (its
+        own); None in a pair (the active node records every alert)."""
         self._engine = engine
         self.storage = storage
         self.journal = journal
@@ -54,6 +65,7 @@ class SharedDutyState:
         self.is_active = is_active
         self.clock = clock
         self.every = every
+        self.records = records
         self._last_log_id = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -96,31 +108,60 @@ class SharedDutyState:
         now = self.clock.time()
         engine = self._engine()
         await rulestate.load_overlays(engine, self.storage, now)
-        if self.is_active():
+        if self.records is not None:
+            await self._sync_shard(self.records)
+        elif self.is_active():
             await self._apply_remote_acks()
         else:
             stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
             engine.replace_alerts(stored)
             self._last_log_id = await self._newest_log_id()
 
+    async def _sync_shard(self, records: Callable[[Labels], bool]) -> None:
+        """Sharded: the store's copy of the alerts other nodes record in place of this node's
+        copy of them; this node's own alerts kept, and acks made elsewhere applied to them."""
+        stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
+        # Asked after the await: a reload may have replaced the engine meanwhile.
+        engine = self._engine()
+        engine.replace_alerts_of(lambda alert: not records(alert.labels), stored)
+        # An alert of one of this node's targets that it does not hold was recorded by another
+        # node that held the target too for a moment (while the members' views of the shard
+        # map converge): taken from the store with its escalation, not raised again as new.
+        adopted = [
+            a
+            for a in stored
+            if a.active and records(a.labels) and a.fingerprint not in engine.alerts
+        ]
+        if adopted:
+            engine.restore(adopted)
+            taken = {a.fingerprint for a in adopted}
+            self.notify.resume(
+                [v for v in self.operations.list_alerts(["firing"]) if v["fingerprint"] in taken]
+            )
+        await self._apply_remote_acks(records)
+
     async def _newest_log_id(self) -> int:
         newest = await self.storage.log.read(limit=1, newest_first=True)
         return newest[0].id if newest else 0
 
-    async def _apply_remote_acks(self) -> None:
+    async def _apply_remote_acks(self, records: Callable[[Labels], bool] | None = None) -> None:
+        """Acks and un-acks made on other nodes since the last call, applied to the alerts this
+        node records (all it holds, unless `records` says which)."""
         entries = await self.storage.log.read(kinds=ACK_KINDS, limit=200, newest_first=True)
         fresh = sorted((e for e in entries if e.id > self._last_log_id), key=lambda e: e.id)
         for entry in fresh:
             self._last_log_id = entry.id
             if entry.data.get("node") in (None, self.node):
                 continue
-            await self._apply(entry)
+            await self._apply(entry, records)
 
-    async def _apply(self, entry: LogEntry) -> None:
+    async def _apply(self, entry: LogEntry, records: Callable[[Labels], bool] | None) -> None:
         engine = self._engine()
         alert = engine.alerts.get(entry.subject)
         if alert is None or not alert.active:
             return
+        if records is not None and not records(alert.labels):
+            return  # another node's alert: its owner applies the ack, the store's copy shows it
         try:
             if entry.kind == "alert.acknowledged":
                 ack = entry.data.get("ack") or {}

@@ -610,6 +610,16 @@ class RuleEngine:
             rule.alerts.clear()
         self.restore(alerts)
 
+    def replace_alerts_of(self, theirs: Callable[[Alert], bool], alerts: Iterable[Alert]) -> None:
+        """Put these alerts in place of those held now for which `theirs` holds, and keep the
+        others as they are (a sharded node takes the other nodes' alerts from the shared store
+        and keeps its own, which it evaluates and records); given alerts for which `theirs`
+        does not hold are left out."""
+        for fp, alert in list(self._alerts.items()):
+            if theirs(alert):
+                self.drop_alert(fp)
+        self.restore(a for a in alerts if theirs(a))
+
     def drop_alert(self, fingerprint: str) -> None:
         """Forget an alert without an event (its target moved to another node's shard)."""
         alert = self._alerts.pop(fingerprint, None)

@@ -243,3 +243,42 @@ def test_reload_keeps_ad_hoc_windows_and_takes_the_new_scheduled_ones():
     assert new.end_window("nope", 5.0) is None
     with pytest.raises(TypeError):
         new.windows["x"] = ended  # type: ignore[index]  # read-only: change it through methods
+
+
+def test_replace_alerts_of_keeps_the_nodes_own_alerts_as_they_are():
+    """A sharded node takes the store's copy of the other nodes' alerts and keeps its own:
+    its pending alert still fires on its own clock, without waiting for a fresh sample."""
+    engine = RuleEngine([rule()])
+    engine.ingest([temp(30, 0, "room-a"), temp(30, 0, "room-b")], 0)
+    mine = next(a for a in engine.alerts.values() if a.label("target") == "room-a")
+    theirs = next(a for a in engine.alerts.values() if a.label("target") == "room-b")
+    stored_mine = Alert(mine.rule, mine.labels, mine.severity, P, active_since=100.0)
+    stored_theirs = Alert(theirs.rule, theirs.labels, theirs.severity, F, active_since=-60.0)
+    stored_theirs.fired_at = 240.0
+
+    def other_node(alert: Alert) -> bool:
+        return alert.label("target") != "room-a"
+
+    engine.replace_alerts_of(other_node, [stored_mine, stored_theirs])
+    assert engine.alerts[mine.fingerprint] is mine  # the store's copy of it left out
+    assert engine.alerts[theirs.fingerprint] is stored_theirs
+    # Mine fires at 5 minutes, on no new sample; the copy does not move on old data.
+    fired = [e for e in engine.tick(300) if e.previous is P]
+    assert [(e.fingerprint, e.state) for e in fired] == [(mine.fingerprint, F)]
+
+
+async def test_a_clean_stop_writes_only_the_alerts_this_node_records(tmp_path: Any) -> None:
+    """A sharded node holds copies of the alerts other nodes record; at its stop it writes its
+    own only: a copy one sync old must not overwrite the owner's newer row."""
+    from dutyd.duty import rulestate
+    from dutyd.storage import open_storage
+
+    engine = RuleEngine([rule()])
+    engine.ingest([temp(30, 0, "room-a"), temp(30, 0, "room-b")], 0)
+    async with open_storage(tmp_path / "dutyd.db") as storage:
+        await rulestate.save_all(engine, storage, lambda labels: dict(labels)["target"] == "room-a")
+        saved = {row.labels["target"] for row in await storage.alerts.load_all()}
+        assert saved == {"room-a"}
+        await rulestate.save_all(engine, storage)  # alone or in a pair: every alert
+        saved = {row.labels["target"] for row in await storage.alerts.load_all()}
+        assert saved == {"room-a", "room-b"}

@@ -80,9 +80,11 @@ def agents(
     names: list[str],
     target_list: list[dict[str, Any]],
     rules: list[dict[str, Any]],
+    escalation: list[dict[str, Any]] | None = None,
 ) -> list[DaemonProcess]:
     """Agents pinned to the shards room-<name>, started in this order; the first holds the
-    lease (the others start once it does)."""
+    lease (the others start once it does). `escalation`: policies in place of the default
+    (page the on-call person once)."""
 
     def start(name: str) -> DaemonProcess:
         cfg = node_config(
@@ -96,6 +98,8 @@ def agents(
             deadman={"peer_gone_after": None},
         )
         cfg["rules"]["custom"] = rules
+        if escalation is not None:
+            cfg["escalation"] = {"policies": escalation}
         node = start_node(tmp, name, cfg)
         site["nodes"].append(node)
         return node
