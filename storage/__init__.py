@@ -1,11 +1,12 @@
 """Durable state behind repositories; SQLite (WAL) is the embedded default.
 
 Everything the daemon must not lose lives here: alerts, silences and maintenance windows, event
-counts, the duty log, the notification outbox, used ack links, drills, the room environment and
-targets' boot times. `Storage` bundles one repository per thing (`storage.alerts`,
-`storage.log`, `storage.outbox`, ...), opened and closed together. A server database replaces
-SQLite by implementing the repositories of `dutyd.storage.repositories`, passing the contract
-suite in `tests/test_storage_contract.py`, and registering its URL scheme in `open_storage`.
+counts, the duty log, the notification outbox, used ack links, drills, the room environment,
+targets' boot times and the entry register. `Storage` bundles one repository per thing
+(`storage.alerts`, `storage.log`, `storage.outbox`, ...), opened and closed together. A server
+database replaces SQLite by implementing the repositories of `dutyd.storage.repositories`,
+passing the contract suite in `tests/test_storage_contract.py`, and registering its URL scheme in
+`open_storage`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from dutyd.storage.records import (
     LogEntry,
     Member,
     NewLogEntry,
+    NewRoomEntry,
     OutboxMessage,
     OutboxStats,
+    RoomEntry,
     RuleEventRow,
     StoredAlert,
     StoredSilence,
@@ -41,6 +44,7 @@ from dutyd.storage.repositories import (
     EnvironmentRepository,
     OutboxRepository,
     OverlayRepository,
+    RoomEntryRepository,
     RuleEventRepository,
 )
 
@@ -90,10 +94,13 @@ __all__ = [
     "LogEntry",
     "Member",
     "NewLogEntry",
+    "NewRoomEntry",
     "OutboxMessage",
     "OutboxRepository",
     "OutboxStats",
     "OverlayRepository",
+    "RoomEntry",
+    "RoomEntryRepository",
     "RuleEventRepository",
     "RuleEventRow",
     "Storage",

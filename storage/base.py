@@ -21,6 +21,7 @@ from dutyd.storage.repositories import (
     EnvironmentRepository,
     OutboxRepository,
     OverlayRepository,
+    RoomEntryRepository,
     RuleEventRepository,
 )
 
@@ -42,6 +43,7 @@ class Storage(ABC):
     environment: EnvironmentRepository
     boot_times: BootTimeRepository
     cluster: ClusterRepository
+    room_entries: RoomEntryRepository
 
     @abstractmethod
     async def open(self) -> None: ...

@@ -19,8 +19,10 @@ from dutyd.storage.records import (
     LogEntry,
     Member,
     NewLogEntry,
+    NewRoomEntry,
     OutboxMessage,
     OutboxStats,
+    RoomEntry,
     RuleEventRow,
     StoredAlert,
     StoredSilence,
@@ -305,3 +307,28 @@ class ClusterRepository(ABC):
     async def group_members(self, max_age: float) -> list[GroupMemberRow]:
         """The rows refreshed within the last `max_age` seconds (the store's clock), by rule,
         then group, then series (their labels as canonical JSON)."""
+
+
+class RoomEntryRepository(ABC):
+    """The machine room's entry register: who went in or out of which room, with whom, why
+    and carrying what. Append-only: lines are never changed or removed (both stores refuse
+    an UPDATE or DELETE of the table), so the register is evidence."""
+
+    @abstractmethod
+    async def append(self, entries: Sequence[NewRoomEntry]) -> list[int]:
+        """Write the lines in one transaction, in order; their ids (increasing)."""
+
+    @abstractmethod
+    async def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        room: str | None = None,
+        limit: int | None = None,
+    ) -> list[RoomEntry]:
+        """Lines with since <= timestamp < until (of `room` when given), in writing order."""
+
+    @abstractmethod
+    async def inside(self) -> list[RoomEntry]:
+        """Who is in now: for each (room, person) whose latest line is "in", that line, in
+        writing order."""

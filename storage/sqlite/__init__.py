@@ -15,6 +15,7 @@ from dutyd.storage.sqlite.environment import SqliteEnvironment
 from dutyd.storage.sqlite.log import SqliteDrills, SqliteDutyLog
 from dutyd.storage.sqlite.outbox import SqliteOutbox
 from dutyd.storage.sqlite.overlays import SqliteOverlays
+from dutyd.storage.sqlite.room_entries import SqliteRoomEntries
 from dutyd.storage.sqlite.rule_events import SqliteRuleEvents
 
 
@@ -32,6 +33,7 @@ class SqliteStorage(Storage):
         self.ack_links = SqliteAckLinks(self._db)
         self.cluster = SqliteCluster(self._db)
         self.environment = SqliteEnvironment(self._db)
+        self.room_entries = SqliteRoomEntries(self._db)
         self.boot_times = SqliteBootTimes(self._db)
 
     async def open(self) -> None:

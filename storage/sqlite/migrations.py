@@ -172,6 +172,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX group_members_updated ON group_members (updated);
     """,
+    # 10 (i25): the machine room's entry register, append-only: the triggers refuse any
+    # change or removal of a line, so the register stands as evidence.
+    """
+    CREATE TABLE room_entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        room TEXT NOT NULL,
+        person TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        companions TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        items TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        actor TEXT NOT NULL
+    );
+    CREATE INDEX room_entries_ts ON room_entries (ts);
+    CREATE INDEX room_entries_room_person ON room_entries (room, person, id);
+    CREATE TRIGGER room_entries_no_update BEFORE UPDATE ON room_entries
+    BEGIN SELECT RAISE(ABORT, 'the entry register is append-only'); END;
+    CREATE TRIGGER room_entries_no_delete BEFORE DELETE ON room_entries
+    BEGIN SELECT RAISE(ABORT, 'the entry register is append-only'); END;
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].
