@@ -30,6 +30,7 @@ from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
 from dutyd.core.redact import redact_address
+from dutyd.duty.config import RoomList
 from dutyd.notify.config import (
     EscalationConfig,
     NotifyConfig,
@@ -91,6 +92,8 @@ class Settings(BaseSettings):
     # The SNMP trap/inform listener (collectors/snmp/trap_config.py); off when absent.
     traps: TrapsConfig | None = None
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    # The machine rooms whose entries are registered (duty/config.py).
+    rooms: RoomList = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(

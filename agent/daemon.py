@@ -33,6 +33,7 @@ from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
+from dutyd.duty.entries import EntryRegister
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -108,9 +109,19 @@ class Daemon:
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
+        self.entries = EntryRegister(
+            lambda: self.settings.rooms,
+            lambda: {p.name for p in self.settings.oncall.people},
+            lambda: self.notify.rota,
+            self.operations,
+            self.storage,
+            clock,
+        )
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
+            entries=self.entries,
+            rooms=lambda: self.settings.rooms,
             notify=self.notify,
             storage=self.storage,
             latest=self.latest,
@@ -164,6 +175,7 @@ class Daemon:
         await self.drills.restore()
         await self.reboots.load()
         await self.recorder.start()
+        await self.entries.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         try:
@@ -211,6 +223,7 @@ class Daemon:
         await self.ha.stop()
         await self.scheduler.stop()
         await self.drills.close()
+        await self.entries.close()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -229,6 +242,7 @@ class Daemon:
         self._tasks.clear()
         await self.journal.drain()
         await self.drills.close()
+        await self.entries.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
@@ -367,6 +381,7 @@ class Daemon:
         )
         if result.ok:
             self.recorder.observe(result.samples)
+            self.entries.observe(result.samples)  # door contacts
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:

@@ -297,6 +297,38 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
+def cmd_entry(args: argparse.Namespace) -> int:
+    """The entry register through the daemon: in, out, or who is in each room now."""
+    zone = _site_zone(args)
+    if args.direction == "who":
+        rooms = _api(args, "GET", "/api/v1/rooms")["rooms"]
+        for room in rooms:
+            door = {True: "open", False: "shut", None: "unknown"}[room["door_open"]]
+            people = room["people"]
+            print(f"{room['room']}: door {door}, {len(people)} in")
+            for p in people:
+                since = _local(p["since"], zone)
+                print(f"  {p['person']} since {since}: {p['purpose']}", end="")
+                print(f" (carrying {p['items']})" if p["items"] else "", end="")
+                print("" if p["approved"] else " NOT APPROVED")
+        return 0
+    body: dict[str, Any] = {
+        "room": args.room,
+        "person": args.person or _actor(args),
+        "direction": args.direction,
+        "with": args.with_,
+        "purpose": args.purpose,
+        "items": args.items,
+        "actor": _actor(args),
+    }
+    if args.direction == "in" and args.approved_by:
+        body["approved_by"] = args.approved_by
+    out = _api(args, "POST", "/api/v1/entries", body)
+    for e in out["entries"]:
+        print(f"{e['person']} {args.direction} {e['room']} at {_local(e['timestamp'], zone)}")
+    return 0
+
+
 def _read_store(args: argparse.Namespace, read: Callable[[Storage], Awaitable[T]]) -> T:
     """Open the store read-only, run `read` on it, close it."""
 
@@ -443,6 +475,19 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--wait", default="10m", help="how long to wait for answers")
     p.add_argument("--speed", type=float, default=1.0, help="walk the steps N times faster")
     p.set_defaults(func=_guard(cmd_drill))
+
+    p = sub.add_parser("entry", help="the machine room's entry register: in, out, who is in")
+    _common(p)
+    p.add_argument("direction", choices=["in", "out", "who"])
+    p.add_argument("--room", help="the room (rooms[].name)")
+    p.add_argument("--person", help="who goes in or out (default: --actor)")
+    p.add_argument(
+        "--with", dest="with_", action="append", default=[], help="a companion (repeatable)"
+    )
+    p.add_argument("--purpose", default="", help="why (required to go in)")
+    p.add_argument("--items", default="", help="what is carried in or out")
+    p.add_argument("--approved-by", help="who approved a person not on the room's list")
+    p.set_defaults(func=_guard(cmd_entry))
 
     p = sub.add_parser("log", help="print the duty log")
     _common(p, api=False)

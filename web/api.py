@@ -22,6 +22,12 @@ with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
     GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py; no token needed)
     GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
     GET  /api/v1/cluster          this node's place in the cluster (active, members, shards)
+    POST /api/v1/entries        {"room", "person", "direction": "in"|"out", "with": [...],
+                                 "purpose", "items", "approved_by", "actor"}: the entry register
+    GET  /api/v1/entries[?room=&since=&until=&limit=]   its lines
+    GET  /api/v1/rooms          each room's door and who is in it
+    POST /api/v1/doors/{room}   {"open": true|false}: a room's door webhook, with the door's own
+                                token in X-Dutyd-Token (rooms[].door), not the API token
     GET  /ack/{token}           the signed link of a notification: a confirmation page
     POST /ack/{token}           acknowledges (a GET never changes state: mail scanners follow
                                 links, and must not acknowledge alerts on the engineer's behalf)
@@ -593,6 +599,80 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response(await statuspage.status_data(_ctx(request), lang))
 
 
+def _names(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key) or []
+    if isinstance(value, str):
+        value = [v for v in (part.strip() for part in value.split(",")) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"{key!r} must be a list of names")
+    return value
+
+
+@_errors
+async def post_entry(request: web.Request) -> web.Response:
+    """Register people in or out of a machine room (the entry register)."""
+    _authorize(request)
+    data = await _body(request)
+    ctx = _ctx(request)
+    direction = data.get("direction")
+    if direction not in ("in", "out"):
+        raise ApiError(400, "'direction' must be 'in' or 'out'")
+    actor = _actor(data)
+    room, person = _text(data, "room", limit=64), _text(data, "person", limit=100)
+    companions = _names(data, "with")
+    purpose = _text(data, "purpose", required=False)
+    items = _text(data, "items", required=False)
+    if direction == "in":
+        approved_by = _text(data, "approved_by", required=False, limit=100)
+        lines = await ctx.entries.enter(
+            room, person, actor, companions, purpose, items, approved_by
+        )
+    else:
+        lines = await ctx.entries.leave(room, person, actor, companions, purpose, items)
+    return web.json_response({"entries": [views.room_entry_view(e) for e in lines]}, status=201)
+
+
+@_errors
+async def get_entries(request: web.Request) -> web.Response:
+    authorize_read(request, _ctx(request))
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        until = float(request.query["until"]) if "until" in request.query else None
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError as exc:
+        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
+    if not 0 < limit <= 10_000:
+        raise ApiError(400, "limit must be between 1 and 10000")
+    lines = await _ctx(request).storage.room_entries.read(
+        since, until, request.query.get("room"), limit
+    )
+    return web.json_response({"entries": [views.room_entry_view(e) for e in lines]})
+
+
+@_errors
+async def get_rooms(request: web.Request) -> web.Response:
+    authorize_read(request, _ctx(request))
+    return web.json_response({"rooms": _ctx(request).entries.rooms_view()})
+
+
+@_errors
+async def post_door(request: web.Request) -> web.Response:
+    """A room's door, reported by an access-control system with the door's own token."""
+    ctx = _ctx(request)
+    name = request.match_info["room"]
+    room = next((r for r in ctx.rooms() if r.name == name), None)
+    token = room.door.secret() if room is not None and room.door is not None else None
+    # The same answer for an unknown room and a wrong token: the path tells a prober nothing.
+    if not _matches(_presented_token(request), token):
+        raise ApiError(401, f"a valid '{TOKEN_HEADER}: <door token>' header is required")
+    data = await _body(request)
+    is_open = data.get("open")
+    if not isinstance(is_open, bool):
+        raise ApiError(400, "'open' must be true or false")
+    await ctx.entries.door_event(name, is_open, f"door:{name}")
+    return web.json_response({"room": name, "open": is_open})
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
 
@@ -616,6 +696,11 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/openapi.json", get_openapi)
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/cluster", get_cluster)
+    app.router.add_post("/api/v1/entries", post_entry)
+    app.router.add_get("/api/v1/entries", get_entries)
+    app.router.add_get("/api/v1/rooms", get_rooms)
+    app.router.add_post("/api/v1/doors/{room}", post_door)
+    ctx.server.open_prefixes += ("/api/v1/doors/",)  # the door's own token is the credential
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential
     ctx.server.open_paths.add("/status/ack.css")  # its style, for a phone without the password
