@@ -25,6 +25,7 @@ from dutyd.agent.cli import main as cli_main
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.core.clock import FakeClock
+from dutyd.core.errors import ConfigError
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
 
@@ -374,3 +375,19 @@ async def test_entry_in_and_out_through_the_cli_and_who_is_in_after_a_restart(
     (room_a,) = [r for r in s.daemon.entries.rooms_view() if r["room"] == "room-a"]
     assert [p["person"] for p in room_a["people"]] == ["Zhang Wei"]
     assert room_a["people"][0]["purpose"] == "更换硬盘"
+
+
+@pytest.mark.parametrize(
+    ("rooms", "problem"),
+    [
+        ([{"name": "A"}, {"name": "A"}], "rooms: room names must be unique: A"),
+        ([{"name": "A/../b"}], "rooms[0].name"),
+        ([{"name": "A", "door": {"kind": "webhook"}}], "needs its token"),
+        ([{"name": "A", "door": {"kind": "webhook", "token": "short"}}], "at least 16"),
+        ([{"name": "A", "doors": []}], "rooms[0].doors"),
+    ],
+)
+def test_bad_rooms_are_refused_with_their_key_path(rooms: list[Any], problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_from_dict({"rooms": rooms}, "dutyd.yaml")
+    assert problem in err.value.report()
