@@ -34,6 +34,7 @@ from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
 from dutyd.duty.entries import EntryRegister
+from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -117,10 +118,14 @@ class Daemon:
             self.storage,
             clock,
         )
+        self.handover = ShiftCheckIn(
+            lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
+        )
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
             entries=self.entries,
+            handover=self.handover,
             rooms=lambda: self.settings.rooms,
             notify=self.notify,
             storage=self.storage,
@@ -176,6 +181,7 @@ class Daemon:
         await self.reboots.load()
         await self.recorder.start()
         await self.entries.start()
+        await self.handover.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         try:
@@ -224,6 +230,7 @@ class Daemon:
         await self.scheduler.stop()
         await self.drills.close()
         await self.entries.close()
+        await self.handover.close()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -243,6 +250,7 @@ class Daemon:
         await self.journal.drain()
         await self.drills.close()
         await self.entries.close()
+        await self.handover.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:

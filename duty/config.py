@@ -65,6 +65,14 @@ class RoomConfig(StrictModel):
         return v
 
 
+class HandoverConfig(StrictModel):
+    """`handover:` shift check-in. With `check_in`, the incoming pair confirms each shift (a
+    signed link in a message, or the status page); nobody confirmed within the rule's `for`
+    (`duty_post_unattended`, 15m; change it in rules.overrides) pages the manager."""
+
+    check_in: bool = Field(default=False, description="ask each incoming pair to confirm")
+
+
 def check_rooms(rooms: list[RoomConfig]) -> list[RoomConfig]:
     names = [r.name for r in rooms]
     doubles = sorted({n for n in names if names.count(n) > 1})

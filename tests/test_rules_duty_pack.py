@@ -154,6 +154,13 @@ CASES: dict[
         (60, [0, 1]),
         (60, [0, 0, 0]),
     ),
+    # The shift check-in (duty/handover.py): 0 from the hand-over until someone confirms.
+    "duty_post_unattended": (
+        "duty_shift_confirmed_people",
+        {"kind": "shift"},
+        (300, [0, 0, 0, 0, 0]),
+        (300, [0, 0, 1, 2, 0, 0, 1]),
+    ),
     "emergency_drill_overdue": (
         "drill_last_timestamp_seconds",
         {},

@@ -26,6 +26,9 @@ with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
                                  "purpose", "items", "approved_by", "actor"}: the entry register
     GET  /api/v1/entries[?room=&since=&until=&limit=]   its lines
     GET  /api/v1/rooms          each room's door and who is in it
+    GET  /api/v1/shift          the current shift's check-in: its people, who confirmed
+    POST /api/v1/shift/confirm  {"actor", "note"}: the actor (of the current shift) is on duty
+    POST /api/v1/shift/handover {"actor", "note"}: the outgoing person's hand-over note
     POST /api/v1/doors/{room}   {"open": true|false}: a room's door webhook, with the door's own
                                 token in X-Dutyd-Token (rooms[].door), not the API token
     GET  /ack/{token}           the signed link of a notification: a confirmation page
@@ -367,6 +370,9 @@ ACK_TEXT = {
         "acked": "Acknowledged by {actor}.",
         "drill": "Drill answered in {seconds}.",
         "gone": "This alert is no longer active.",
+        "check_in": "Shift check-in: {actor}",
+        "confirm": "I am on duty: {actor}",
+        "confirmed": "{actor} is on duty: recorded in the duty diary.",
     },
     "zh": {
         "note": "备注（处理措施）",
@@ -374,6 +380,9 @@ ACK_TEXT = {
         "acked": "已确认（{actor}）。",
         "drill": "演练已确认，用时 {seconds}。",
         "gone": "该告警已不再活动。",
+        "check_in": "到岗确认：{actor}",
+        "confirm": "确认到岗（{actor}）",
+        "confirmed": "{actor} 已确认到岗，已记入值班日志。",
     },
 }
 # InvalidToken's reasons, for a link that cannot be trusted to say whose it is.
@@ -441,6 +450,14 @@ async def get_ack_link(request: web.Request) -> web.Response:
     drill = _ctx(request).drills.find(claim.fingerprint)
     lang = _ack_language(request, claim.actor, site)
     words = ACK_TEXT[lang]
+    if ctx.handover.find(claim.fingerprint) is not None:
+        return _page(
+            f"<h2>{html.escape(words['check_in'].format(actor=claim.actor))}</h2>"
+            f'<form method="post"><p><input name="note" placeholder="{html.escape(words["note"])}" '
+            f'class="note"></p><button type="submit">'
+            f"{html.escape(words['confirm'].format(actor=claim.actor))}</button></form>",
+            lang=lang,
+        )
     if view:
         summary = (view.get("summaries") or {}).get(lang) or view["summary"]
     else:
@@ -466,6 +483,14 @@ async def post_ack_link(request: web.Request) -> web.Response:
         words = ACK_TEXT[lang]
         form = await request.post()
         note = str(form.get("note", ""))[:500] or "via ack link"
+        shift = ctx.handover.find(claim.fingerprint)
+        if shift is not None:
+            ctx.handover.ensure_current(shift)  # a stale link stays unused
+            await ctx.notify.links.consume(ctx.storage.ack_links, claim, ctx.clock.time())  # type: ignore[union-attr]
+            await ctx.handover.confirm(claim.actor, note, "link", shift)
+            return _page(
+                f"<p>{html.escape(words['confirmed'].format(actor=claim.actor))}</p>", lang=lang
+            )
         drill = _ctx(request).drills.find(claim.fingerprint)
         active = view is not None and view["state"] in ("pending", "firing")
         if drill is None and not active:
@@ -656,6 +681,30 @@ async def get_rooms(request: web.Request) -> web.Response:
 
 
 @_errors
+async def get_shift(request: web.Request) -> web.Response:
+    authorize_read(request, _ctx(request))
+    return web.json_response({"shift": _ctx(request).handover.view()})
+
+
+@_errors
+async def post_shift_confirm(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    actor = _actor(data)
+    at = await _ctx(request).handover.confirm(actor, _text(data, "note", required=False))
+    return web.json_response({"confirmed": actor, "at": at}, status=201)
+
+
+@_errors
+async def post_shift_handover(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    actor = _actor(data)
+    at = await _ctx(request).handover.hand_over(actor, _text(data, "note", limit=2000))
+    return web.json_response({"handed_over_by": actor, "at": at}, status=201)
+
+
+@_errors
 async def post_door(request: web.Request) -> web.Response:
     """A room's door, reported by an access-control system with the door's own token."""
     ctx = _ctx(request)
@@ -700,6 +749,9 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/entries", get_entries)
     app.router.add_get("/api/v1/rooms", get_rooms)
     app.router.add_post("/api/v1/doors/{room}", post_door)
+    app.router.add_get("/api/v1/shift", get_shift)
+    app.router.add_post("/api/v1/shift/confirm", post_shift_confirm)
+    app.router.add_post("/api/v1/shift/handover", post_shift_handover)
     ctx.server.open_prefixes += ("/api/v1/doors/",)  # the door's own token is the credential
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential

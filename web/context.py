@@ -12,6 +12,7 @@ from dutyd.core.latest import LatestSamples
 from dutyd.duty.config import RoomConfig
 from dutyd.duty.drill import Drills
 from dutyd.duty.entries import EntryRegister
+from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.operations import DutyOperations
 from dutyd.notify.service import NotifyService
 from dutyd.storage import Storage
@@ -23,6 +24,7 @@ class WebContext:
     operations: DutyOperations
     drills: Drills
     entries: EntryRegister
+    handover: ShiftCheckIn
     rooms: Callable[[], Sequence[RoomConfig]]
     notify: NotifyService
     storage: Storage

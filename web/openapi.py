@@ -251,6 +251,28 @@ def document() -> dict[str, Any]:
             "/api/v1/rooms": {
                 "get": {"summary": "Each machine room's door and who is in it", **read}
             },
+            "/api/v1/shift": {
+                "get": {
+                    "summary": "The current shift's check-in: its people and who confirmed",
+                    **read,
+                }
+            },
+            "/api/v1/shift/confirm": {
+                "post": {
+                    "summary": "Confirm that the actor, of the current shift, is on duty",
+                    "requestBody": _body({"actor": _STR, "note": _STR}, []),
+                    **_WRITE,
+                    **write,
+                }
+            },
+            "/api/v1/shift/handover": {
+                "post": {
+                    "summary": "The outgoing person's hand-over note, into the duty diary",
+                    "requestBody": _body({"actor": _STR, "note": _STR}, ["note"]),
+                    **_WRITE,
+                    **write,
+                }
+            },
             "/api/v1/doors/{room}": {
                 "post": {
                     "summary": "A room's door contact from an access-control system; the "

@@ -86,6 +86,7 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
         "oncall": _oncall(ctx, now),
         "cluster": ctx.cluster(),
         "rooms": ctx.entries.rooms_view(),
+        "shift": ctx.handover.view(),
         "log": views.log_view(tail, language),
     }
 

@@ -21,7 +21,8 @@ const I18N = {
     purpose: "Purpose", items: "Items carried", go_in: "In", go_out: "Out", door: "door",
     door_open: "open", door_shut: "shut", door_unknown: "unknown", nobody_in: "nobody in",
     people_in: "in", since: "since", not_approved: "not approved", carrying: "carrying",
-    with: "with",
+    with: "with", confirmed: "confirmed", unconfirmed: "not confirmed yet",
+    confirm_duty: "I am on duty", handover: "Hand-over note", handover_prompt: "Hand-over note for the next shift",
   },
   zh: {
     title: "值班", redlines: "红线", alerts: "告警", environment: "机房环境",
@@ -40,7 +41,8 @@ const I18N = {
     purpose: "事由", items: "携带物品", go_in: "进入", go_out: "离开", door: "门",
     door_open: "打开", door_shut: "关闭", door_unknown: "未知", nobody_in: "无人",
     people_in: "人在内", since: "进入于", not_approved: "未经批准", carrying: "携带",
-    with: "同行",
+    with: "同行", confirmed: "已确认到岗", unconfirmed: "尚未确认到岗",
+    confirm_duty: "确认到岗", handover: "交班记录", handover_prompt: "交给下一班的交班记录",
   },
 };
 
@@ -273,6 +275,21 @@ function renderOncall(oncall) {
   if (oncall.next && oncall.next.length) box.append(el("div", { class: "muted" }, `${t("next")}: ${oncall.next.join(", ")}`));
 }
 
+// The shift check-in: who of the shift confirmed, and the buttons to confirm or hand over.
+function renderShift(shift) {
+  const box = document.getElementById("shift");
+  box.replaceChildren();
+  if (!shift) return;
+  const done = Object.keys(shift.confirmed);
+  box.append(el("div", { class: done.length ? "good" : "bad" },
+    done.length ? `${t("confirmed")}: ${done.join(", ")}` : t("unconfirmed")));
+  box.append(el("button", { class: "confirm-duty", onclick: () => post("/api/v1/shift/confirm", {}) }, t("confirm_duty")));
+  box.append(el("button", { class: "handover", onclick: () => {
+    const note = prompt(t("handover_prompt"), "");
+    if (note) post("/api/v1/shift/handover", { note });
+  } }, t("handover")));
+}
+
 function renderCluster(cluster) {
   const box = document.getElementById("cluster");
   box.replaceChildren();
@@ -308,6 +325,7 @@ async function refresh() {
     for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
     renderOncall(s.oncall);
     renderCluster(s.cluster);
+    renderShift(s.shift);
     renderRedLines(s.alerts);
     renderAlerts(s.alerts, s.generated_at);
     renderEnvironment(s.environment);
