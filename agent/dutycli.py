@@ -384,11 +384,47 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(args: argparse.Namespace, report: Any, default_name: str) -> int:
+    from dutyd.duty.report import to_csv, to_markdown, to_xlsx
+
+    if args.format == "xlsx":
+        out = Path(args.output or default_name)
+        to_xlsx(report, out)
+        print(f"wrote {out}")
+        return 0
+    text = to_markdown(report) if args.format == "md" else to_csv(report)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _period(args: argparse.Namespace, tz: str) -> tuple[float, float]:
+    if not args.from_:
+        raise SystemExit("--register needs --from (a date or time in the site's zone)")
+    start = _when(args.from_, tz)
+    end = _when(args.to, tz) if args.to else time.time()
+    return start, end
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from dutyd.duty.report import build_report, to_csv, to_markdown, to_xlsx
+    from dutyd.duty.report import build_report
     from dutyd.notify.oncall import Rota
 
     settings = _need_settings(args)
+    if args.register:
+        from dutyd.duty.registers import build_register
+
+        zone = _site_zone(args).key
+        start, end = _period(args, zone)
+        lang = args.lang or settings.notify.language
+        register = _read_store(
+            args, lambda storage: build_register(storage, args.register, start, end, lang, zone)
+        )
+        day = dt.datetime.fromtimestamp(start, _site_zone(args))
+        return _write_report(args, register, f"{args.register}-{day:%Y%m%d}.xlsx")
     rota = Rota(settings.oncall)
     tz = settings.oncall.timezone
     at = _when(args.at, tz) if args.at else time.time()
@@ -409,17 +445,59 @@ def cmd_report(args: argparse.Namespace) -> int:
             tz,
         ),
     )
-    if args.format == "xlsx":
-        out = Path(args.output or f"duty-{shift.start:%Y%m%d-%H%M}.xlsx")
-        to_xlsx(report, out)
-        print(f"wrote {out}")
+    return _write_report(args, report, f"duty-{shift.start:%Y%m%d-%H%M}.xlsx")
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Sign a register's period off (through the API), or the month's summary of sign-offs."""
+    from dutyd.duty.registers import REGISTERS, month_bounds, signatures, unsigned
+
+    _need_settings(args)  # the daemon's URL and token, the store, the site's zone
+    zone = _site_zone(args)
+    if args.action == "sign":
+        if not args.register:
+            raise SystemExit("sign needs --register (entry or log)")
+        start, end = _period(args, zone.key)
+        body = {
+            "register": args.register,
+            "from": start,
+            "to": end,
+            "actor": _actor(args),
+            "note": args.note,
+        }
+        out = _api(args, "POST", "/api/v1/registers/sign", body)
+        print(
+            f"{out['register']} register {_local(start, zone)} – {_local(end, zone)} "
+            f"signed off by {out['by']}"
+        )
         return 0
-    text = to_markdown(report) if args.format == "md" else to_csv(report)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
+    if not args.month:
+        raise SystemExit("summary needs --month (2026-03)")
+    start, end = month_bounds(args.month, zone.key)
+    wanted = [args.register] if args.register else list(REGISTERS)
+
+    async def read(storage: Storage) -> list[tuple[str, list[Any], list[tuple[float, float]]]]:
+        out = []
+        for name in wanted:
+            signed = [
+                s
+                for s in await signatures(storage, name)
+                if s.data["from"] < end and s.data["to"] > start
+            ]
+            out.append((name, signed, await unsigned(storage, name, start, end)))
+        return out
+
+    for name, signed, gaps in _read_store(args, read):
+        print(f"{name} register, {args.month}:")
+        for s in signed:
+            print(
+                f"  signed {_local(s.data['from'], zone)} – {_local(s.data['to'], zone)} "
+                f"by {s.actor} at {_local(s.timestamp, zone)}"
+            )
+        for lo, hi in gaps:
+            print(f"  NOT SIGNED {_local(lo, zone)} – {_local(hi, zone)}")
+        if not gaps:
+            print("  every day signed off")
     return 0
 
 
@@ -505,10 +583,26 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--shift", action="store_true", help="the shift at --at (default: now)")
     p.add_argument("--at", help="a time within the shift")
     p.add_argument("--previous", action="store_true", help="the shift before that one")
+    p.add_argument(
+        "--register", choices=["entry", "log"], help="a register instead of the shift's diary"
+    )
+    p.add_argument("--from", dest="from_", help="--register: start (a date or time, site zone)")
+    p.add_argument("--to", help="--register: end (default: now)")
     p.add_argument("--format", choices=["md", "csv", "xlsx"], default="md")
     p.add_argument("--lang", choices=["en", "zh"])
     p.add_argument("-o", "--output", help="file to write (xlsx: default duty-<start>.xlsx)")
     p.set_defaults(func=_guard(cmd_report))
+
+    p = sub.add_parser("register", help="sign a register's period off, or a month's summary")
+    _common(p)
+    p.add_argument("action", choices=["sign", "summary"])
+    p.add_argument("--register", choices=["entry", "log"], help="sign: required")
+    p.add_argument("--from", dest="from_", help="sign: start (a date or time, site zone)")
+    p.add_argument("--to", help="sign: end (default: now)")
+    p.add_argument("--note", default="", help="sign: a remark")
+    p.add_argument("--month", help="summary: the month (2026-03)")
+    p.add_argument("--db", help="summary: the SQLite file (default: storage.path of the config)")
+    p.set_defaults(func=_guard(cmd_register))
 
 
 def _guard(func: Any) -> Any:

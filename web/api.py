@@ -26,6 +26,7 @@ with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
                                  "purpose", "items", "approved_by", "actor"}: the entry register
     GET  /api/v1/entries[?room=&since=&until=&limit=]   its lines
     GET  /api/v1/rooms          each room's door and who is in it
+    POST /api/v1/registers/sign {"register", "from", "to", "actor", "note"}: sign a period off
     GET  /api/v1/shift          the current shift's check-in: its people, who confirmed
     POST /api/v1/shift/confirm  {"actor", "note"}: the actor (of the current shift) is on duty
     POST /api/v1/shift/handover {"actor", "note"}: the outgoing person's hand-over note
@@ -52,6 +53,7 @@ from aiohttp import web
 
 from dutyd.core.configtypes import format_duration, parse_duration
 from dutyd.core.redact import redact_address
+from dutyd.duty import registers
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.web import openapi, statuspage, views
@@ -705,6 +707,21 @@ async def post_shift_handover(request: web.Request) -> web.Response:
 
 
 @_errors
+async def post_register_sign(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    ctx = _ctx(request)
+    start, end = _timestamp(data, "from"), _timestamp(data, "to")
+    if start is None or end is None:
+        raise ApiError(400, "'from' and 'to' (Unix seconds) are required")
+    actor = _actor(data)
+    register = _text(data, "register", limit=20)
+    note = _text(data, "note", required=False)
+    entry = await registers.sign(ctx.storage, actor, register, start, end, note, ctx.clock.time())
+    return web.json_response({"signed": entry, "register": register, "by": actor}, status=201)
+
+
+@_errors
 async def post_door(request: web.Request) -> web.Response:
     """A room's door, reported by an access-control system with the door's own token."""
     ctx = _ctx(request)
@@ -749,6 +766,7 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/entries", get_entries)
     app.router.add_get("/api/v1/rooms", get_rooms)
     app.router.add_post("/api/v1/doors/{room}", post_door)
+    app.router.add_post("/api/v1/registers/sign", post_register_sign)
     app.router.add_get("/api/v1/shift", get_shift)
     app.router.add_post("/api/v1/shift/confirm", post_shift_confirm)
     app.router.add_post("/api/v1/shift/handover", post_shift_handover)

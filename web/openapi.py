@@ -251,6 +251,23 @@ def document() -> dict[str, Any]:
             "/api/v1/rooms": {
                 "get": {"summary": "Each machine room's door and who is in it", **read}
             },
+            "/api/v1/registers/sign": {
+                "post": {
+                    "summary": "The person in charge signs a period of a register off",
+                    "requestBody": _body(
+                        {
+                            "register": {"enum": ["entry", "log"]},
+                            "from": {"type": "number"},
+                            "to": {"type": "number"},
+                            "actor": _STR,
+                            "note": _STR,
+                        },
+                        ["register", "from", "to"],
+                    ),
+                    **_WRITE,
+                    **write,
+                }
+            },
             "/api/v1/shift": {
                 "get": {
                     "summary": "The current shift's check-in: its people and who confirmed",
