@@ -34,6 +34,7 @@ from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
 from dutyd.duty.entries import EntryRegister
+from dutyd.duty.equipment import EquipmentRegister
 from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
@@ -118,6 +119,7 @@ class Daemon:
             self.storage,
             clock,
         )
+        self.equipment = EquipmentRegister(lambda: self.scheduler.collectors, self.storage, clock)
         self.handover = ShiftCheckIn(
             lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
         )
@@ -182,6 +184,7 @@ class Daemon:
         await self.recorder.start()
         await self.entries.start()
         await self.handover.start()
+        await self.equipment.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         try:
@@ -231,6 +234,7 @@ class Daemon:
         await self.drills.close()
         await self.entries.close()
         await self.handover.close()
+        await self.equipment.close()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -251,6 +255,7 @@ class Daemon:
         await self.drills.close()
         await self.entries.close()
         await self.handover.close()
+        await self.equipment.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
@@ -390,6 +395,10 @@ class Daemon:
         if result.ok:
             self.recorder.observe(result.samples)
             self.entries.observe(result.samples)  # door contacts
+            collector = self.scheduler.collector(result.target)
+            facts = collector.take_facts() if collector is not None else None
+            if facts is not None:
+                self.equipment.observe(result.target, result.kind, facts)
             if was_up is False:
                 log.info("target recovered", extra={"fields": {"target": result.target}})
         else:

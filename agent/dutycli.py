@@ -456,7 +456,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     zone = _site_zone(args)
     if args.action == "sign":
         if not args.register:
-            raise SystemExit("sign needs --register (entry or log)")
+            raise SystemExit("sign needs --register (entry, equipment or log)")
         start, end = _period(args, zone.key)
         body = {
             "register": args.register,
@@ -584,7 +584,9 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--at", help="a time within the shift")
     p.add_argument("--previous", action="store_true", help="the shift before that one")
     p.add_argument(
-        "--register", choices=["entry", "log"], help="a register instead of the shift's diary"
+        "--register",
+        choices=["entry", "equipment", "log"],
+        help="a register instead of the shift's diary",
     )
     p.add_argument("--from", dest="from_", help="--register: start (a date or time, site zone)")
     p.add_argument("--to", help="--register: end (default: now)")
@@ -596,7 +598,7 @@ def add_duty_commands(sub: Any) -> None:
     p = sub.add_parser("register", help="sign a register's period off, or a month's summary")
     _common(p)
     p.add_argument("action", choices=["sign", "summary"])
-    p.add_argument("--register", choices=["entry", "log"], help="sign: required")
+    p.add_argument("--register", choices=["entry", "equipment", "log"], help="sign: required")
     p.add_argument("--from", dest="from_", help="sign: start (a date or time, site zone)")
     p.add_argument("--to", help="sign: end (default: now)")
     p.add_argument("--note", default="", help="sign: a remark")

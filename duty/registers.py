@@ -5,6 +5,8 @@ CSV or XLSX (the writers of the duty diary, `duty/report.py`), with English or C
 headings (the registers' usual Chinese names) and times in the site's time zone:
 
 - `entry`: the entry register (机房出入登记簿), from `storage.room_entries`;
+- `equipment`: the equipment register (设备登记簿): what each target is at the period's end
+  (`storage.equipment`, read from the devices by `duty/equipment.py`), and the changes within;
 - `log`: the machine-room log (机房日志), the duty log.
 
 The person in charge signs a period of a register off (`dutyd register sign`, through the
@@ -24,9 +26,9 @@ from dutyd.storage import LogEntry, Storage
 
 SIGNED = "register.signed"
 
-# The registers this dutyd keeps; the others of the six (equipment, software, status,
-# network) are not generated yet.
-REGISTERS = ("entry", "log")
+# The registers this dutyd keeps; the others of the six (software, status, network) are not
+# generated yet.
+REGISTERS = ("entry", "equipment", "log")
 
 NAMES = {
     "en": {
@@ -69,6 +71,16 @@ HEADINGS = {
         "actor": "By",
         "subject": "Subject",
         "detail": "Detail",
+        "equipment": "Equipment",
+        "type": "Kind",
+        "vendor": "Vendor",
+        "model": "Model",
+        "serial": "Serial",
+        "firmware": "Firmware",
+        "other": "Other",
+        "recorded": "Read on",
+        "changes": "Changes in the period",
+        "change": "Change",
     },
     "zh": {
         "period": "期间",
@@ -91,6 +103,16 @@ HEADINGS = {
         "actor": "人员",
         "subject": "对象",
         "detail": "说明",
+        "equipment": "设备",
+        "type": "类型",
+        "vendor": "厂商",
+        "model": "型号",
+        "serial": "序列号",
+        "firmware": "固件版本",
+        "other": "其他",
+        "recorded": "读取时间",
+        "changes": "期间变更",
+        "change": "变更",
     },
 }
 
@@ -107,6 +129,7 @@ class RegisterReport:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     signatures: list[str] = field(default_factory=list)
+    more: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
 
     def h(self, key: str) -> str:
         if key == "title":
@@ -123,7 +146,7 @@ class RegisterReport:
         return [(self.h("period"), period), (self.h("signed"), signed)]
 
     def sections(self) -> list[tuple[str, list[str], list[list[Any]]]]:
-        return [(self.h("lines"), self.columns, self.rows)]
+        return [(self.h("lines"), self.columns, self.rows), *self.more]
 
 
 async def signatures(storage: Storage, register: str) -> list[LogEntry]:
@@ -168,6 +191,8 @@ async def build_register(
                     e.actor,
                 ]
             )
+    elif register == "equipment":
+        await _equipment(storage, report)
     else:
         report.columns = [h("time"), h("kind"), h("actor"), h("subject"), h("detail")]
         for e in await storage.log.read(since=start, until=end, limit=None):
@@ -176,6 +201,38 @@ async def build_register(
         if s.data.get("from", 0) <= start and end <= s.data.get("to", 0):
             report.signatures.append(f"{s.actor} {report.when(s.timestamp, '%Y-%m-%d %H:%M')}")
     return report
+
+
+# The facts with a column of their own; the others go to "Other" as key=value.
+_FACT_COLUMNS = ("vendor", "model", "serial", "firmware")
+
+
+async def _equipment(storage: Storage, report: RegisterReport) -> None:
+    h = report.h
+    report.columns = [h("equipment"), h("type"), *map(h, _FACT_COLUMNS), h("other"), h("recorded")]
+    for f in await storage.equipment.latest(until=report.end):
+        other = "; ".join(f"{k}={v}" for k, v in sorted(f.facts.items()) if k not in _FACT_COLUMNS)
+        report.rows.append(
+            [
+                f.target,
+                f.kind,
+                *(f.facts.get(k, "") for k in _FACT_COLUMNS),
+                other,
+                report.when(f.timestamp),
+            ]
+        )
+    changed = await storage.log.read(
+        since=report.start, until=report.end, kinds=["equipment.changed"], limit=None
+    )
+    rows: list[list[Any]] = [
+        [report.when(e.timestamp), e.subject, _changes(e.data.get("changes") or {})]
+        for e in changed
+    ]
+    report.more.append((h("changes"), [h("time"), h("equipment"), h("change")], rows))
+
+
+def _changes(changes: dict[str, list[str]]) -> str:
+    return "; ".join(f"{k}: {old or '-'} → {new or '-'}" for k, (old, new) in changes.items())
 
 
 def _detail(e: LogEntry) -> str:

@@ -2,7 +2,7 @@
 
 Everything the daemon must not lose lives here: alerts, silences and maintenance windows, event
 counts, the duty log, the notification outbox, used ack links, drills, the room environment,
-targets' boot times and the entry register. `Storage` bundles one repository per thing
+targets' boot times, the entry and equipment registers. `Storage` bundles one repository per thing
 (`storage.alerts`, `storage.log`, `storage.outbox`, ...), opened and closed together. A server
 database replaces SQLite by implementing the repositories of `dutyd.storage.repositories`,
 passing the contract suite in `tests/test_storage_contract.py`, and registering its URL scheme in
@@ -18,6 +18,7 @@ from dutyd.storage.config import StorageConfig, is_postgres_url
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    EquipmentFacts,
     GroupHold,
     GroupMemberRow,
     LeaseState,
@@ -42,6 +43,7 @@ from dutyd.storage.repositories import (
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
+    EquipmentRepository,
     OutboxRepository,
     OverlayRepository,
     RoomEntryRepository,
@@ -88,6 +90,8 @@ __all__ = [
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "EquipmentFacts",
+    "EquipmentRepository",
     "GroupHold",
     "GroupMemberRow",
     "LeaseState",

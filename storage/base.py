@@ -19,6 +19,7 @@ from dutyd.storage.repositories import (
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
+    EquipmentRepository,
     OutboxRepository,
     OverlayRepository,
     RoomEntryRepository,
@@ -44,6 +45,7 @@ class Storage(ABC):
     boot_times: BootTimeRepository
     cluster: ClusterRepository
     room_entries: RoomEntryRepository
+    equipment: EquipmentRepository
 
     @abstractmethod
     async def open(self) -> None: ...

@@ -214,3 +214,15 @@ class RoomEntry:
     items: str
     approved_by: str
     actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class EquipmentFacts:
+    """What a target is, as read from it (vendor, model, serial, firmware, OS ...): one row of
+    the equipment register's history, written when first read and whenever it changes."""
+
+    id: int
+    timestamp: float
+    target: str
+    kind: str
+    facts: dict[str, str]

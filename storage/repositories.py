@@ -13,6 +13,7 @@ from typing import Any
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    EquipmentFacts,
     GroupHold,
     GroupMemberRow,
     LeaseState,
@@ -332,3 +333,20 @@ class RoomEntryRepository(ABC):
     async def inside(self) -> list[RoomEntry]:
         """Who is in now: for each (room, person) whose latest line is "in", that line, in
         writing order."""
+
+
+class EquipmentRepository(ABC):
+    """The equipment register's history: what each target is (its facts), a row each time
+    that was first read or changed. Append-only, as the entry register."""
+
+    @abstractmethod
+    async def record(self, timestamp: float, target: str, kind: str, facts: dict[str, str]) -> int:
+        """Append a row; its id."""
+
+    @abstractmethod
+    async def latest(self, until: float | None = None) -> list[EquipmentFacts]:
+        """Each target's latest row (written before `until` when given), by target."""
+
+    @abstractmethod
+    async def history(self, since: float, until: float) -> list[EquipmentFacts]:
+        """Rows with since <= timestamp < until, in writing order."""

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 from dutyd.storage.records import (
+    EquipmentFacts,
     GroupHold,
     GroupMemberRow,
     NewLogEntry,
@@ -115,4 +116,17 @@ def room_entry(row: Sequence[object]) -> RoomEntry:
         str(row[7]),
         str(row[8]),
         str(row[9]),
+    )
+
+
+EQUIPMENT_COLUMNS = "id, ts, target, kind, facts"
+
+
+def equipment_facts(row: Sequence[object]) -> EquipmentFacts:
+    return EquipmentFacts(
+        int(row[0]),  # type: ignore[call-overload]
+        float(row[1]),  # type: ignore[arg-type]
+        str(row[2]),
+        str(row[3]),
+        dict(json.loads(str(row[4]))),
     )

@@ -697,3 +697,31 @@ async def test_room_entries_refuse_a_direction_other_than_in_or_out(store: Store
     with pytest.raises(ValueError, match="in or out"):
         await store.s.room_entries.append([entry(1.0, "A", "x", "sideways")])
     assert await store.s.room_entries.read() == []
+
+
+# -- the equipment register -----------------------------------------------------------------------
+
+
+async def test_equipment_facts_latest_as_of_and_history(store: Store) -> None:
+    s = store.s
+    assert await s.equipment.latest() == []
+    ups = {"vendor": "Acme", "model": "Smart-UPS 3000", "serial": "AS1234"}
+    first = await s.equipment.record(10.0, "ups1", "nut", ups)
+    await s.equipment.record(11.0, "sw1", "snmp", {"name": "核心交换机", "firmware": "16.12"})
+    swapped = {**ups, "serial": "AS9999"}
+    later = await s.equipment.record(20.0, "ups1", "nut", swapped)
+    assert later > first
+    latest = await s.equipment.latest()
+    assert [(f.target, f.kind, f.facts) for f in latest] == [
+        ("sw1", "snmp", {"name": "核心交换机", "firmware": "16.12"}),
+        ("ups1", "nut", swapped),
+    ]
+    # As of a moment before the swap.
+    assert [(f.target, f.facts) for f in await s.equipment.latest(until=15.0)] == [
+        ("sw1", {"name": "核心交换机", "firmware": "16.12"}),
+        ("ups1", ups),
+    ]
+    history = await s.equipment.history(10.5, 25.0)
+    assert [(f.timestamp, f.target) for f in history] == [(11.0, "sw1"), (20.0, "ups1")]
+    s = await store.reopen()
+    assert [f.id for f in await s.equipment.latest()] == [latest[0].id, later]

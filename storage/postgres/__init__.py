@@ -11,6 +11,7 @@ from dutyd.storage.postgres.boot_times import PostgresBootTimes
 from dutyd.storage.postgres.cluster import PostgresCluster
 from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.postgres.environment import PostgresEnvironment
+from dutyd.storage.postgres.equipment import PostgresEquipment
 from dutyd.storage.postgres.log import PostgresDrills, PostgresDutyLog
 from dutyd.storage.postgres.outbox import PostgresOutbox
 from dutyd.storage.postgres.overlays import PostgresOverlays
@@ -40,6 +41,7 @@ class PostgresStorage(Storage):
         self.cluster = PostgresCluster(self._db)
         self.environment = PostgresEnvironment(self._db)
         self.room_entries = PostgresRoomEntries(self._db)
+        self.equipment = PostgresEquipment(self._db)
         self.boot_times = PostgresBootTimes(self._db)
 
     async def open(self) -> None:

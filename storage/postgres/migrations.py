@@ -192,4 +192,20 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER room_entries_no_truncate BEFORE TRUNCATE ON room_entries
         FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
     """,
+    # 7 (i25): the equipment register's history (what each target is), append-only.
+    """
+    CREATE TABLE equipment_facts (
+        id BIGSERIAL PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        facts TEXT NOT NULL
+    );
+    CREATE INDEX equipment_facts_target ON equipment_facts (target, id);
+    CREATE INDEX equipment_facts_ts ON equipment_facts (ts);
+    CREATE TRIGGER equipment_facts_append_only BEFORE UPDATE OR DELETE ON equipment_facts
+        FOR EACH ROW EXECUTE FUNCTION dutyd_append_only();
+    CREATE TRIGGER equipment_facts_no_truncate BEFORE TRUNCATE ON equipment_facts
+        FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
+    """,
 ]

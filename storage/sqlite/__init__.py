@@ -12,6 +12,7 @@ from dutyd.storage.sqlite.boot_times import SqliteBootTimes
 from dutyd.storage.sqlite.cluster import SqliteCluster
 from dutyd.storage.sqlite.database import SqliteDatabase
 from dutyd.storage.sqlite.environment import SqliteEnvironment
+from dutyd.storage.sqlite.equipment import SqliteEquipment
 from dutyd.storage.sqlite.log import SqliteDrills, SqliteDutyLog
 from dutyd.storage.sqlite.outbox import SqliteOutbox
 from dutyd.storage.sqlite.overlays import SqliteOverlays
@@ -34,6 +35,7 @@ class SqliteStorage(Storage):
         self.cluster = SqliteCluster(self._db)
         self.environment = SqliteEnvironment(self._db)
         self.room_entries = SqliteRoomEntries(self._db)
+        self.equipment = SqliteEquipment(self._db)
         self.boot_times = SqliteBootTimes(self._db)
 
     async def open(self) -> None:

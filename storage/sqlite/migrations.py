@@ -194,6 +194,22 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER room_entries_no_delete BEFORE DELETE ON room_entries
     BEGIN SELECT RAISE(ABORT, 'the entry register is append-only'); END;
     """,
+    # 11 (i25): the equipment register's history (what each target is), append-only.
+    """
+    CREATE TABLE equipment_facts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        facts TEXT NOT NULL
+    );
+    CREATE INDEX equipment_facts_target ON equipment_facts (target, id);
+    CREATE INDEX equipment_facts_ts ON equipment_facts (ts);
+    CREATE TRIGGER equipment_facts_no_update BEFORE UPDATE ON equipment_facts
+    BEGIN SELECT RAISE(ABORT, 'the equipment register is append-only'); END;
+    CREATE TRIGGER equipment_facts_no_delete BEFORE DELETE ON equipment_facts
+    BEGIN SELECT RAISE(ABORT, 'the equipment register is append-only'); END;
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

@@ -1,0 +1,134 @@
+"""The equipment register, kept by itself, against a real upsd with dummy-ups: the UPS's
+maker, model, serial and battery date are read at start, not on every poll, and again a day
+later; a swapped UPS (another serial) is a machine-room log entry; the register exports in
+English and Chinese and reads back."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.core.clock import FakeClock
+from dutyd.duty.registers import build_register
+from dutyd.duty.report import to_csv, to_markdown
+from tests.nut_fixtures import OL_VARS, UpsdPeer
+
+UPS = {
+    **OL_VARS,
+    "ups.mfr": "APC",
+    "ups.model": "Smart-UPS 3000",
+    "ups.serial": "AS1234",
+    "battery.date": "2024-05-01",
+}
+
+
+DAY = 30.0
+
+
+@pytest.fixture
+def upsd(tmp_path: Path) -> Iterator[UpsdPeer]:
+    peer = UpsdPeer(tmp_path, {"rack": UPS})
+    try:
+        peer.start()
+        yield peer
+    finally:
+        peer.stop()
+
+
+async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        await clock.advance(0.05)
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.peer
+async def test_ups_swap_is_read_daily_recorded_and_logged(upsd: UpsdPeer, tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = {
+        "targets": [
+            {
+                "name": "ups1",
+                "kind": "nut",
+                "address": f"127.0.0.1:{upsd.port}",
+                "ups": "rack",
+                "interval": "1s",
+                "timeout": "2s",
+            }
+        ],
+        "http": {"port": 0},
+        "storage": {"path": str(tmp_path / "d.db")},
+    }
+    daemon = Daemon(load_from_dict(config), clock=clock)
+    # "Daily" at a test's pace: a fake day would be 86,400 polls of this 1 s target.
+    daemon.equipment.every = DAY
+    await daemon.start()
+    try:
+        register = daemon.equipment
+        await run_until(clock, lambda: "ups1" in register.known)
+        first = register.known["ups1"]
+        assert first.kind == "nut"
+        assert first.facts == {
+            "vendor": "APC",
+            "model": "Smart-UPS 3000",
+            "serial": "AS1234",
+            "battery_date": "2024-05-01",
+        }
+        collector = daemon.scheduler.collector("ups1")
+        assert collector is not None and collector.facts_due is False
+
+        # The UPS is swapped. Polls go on (power readings every second), the facts are not
+        # read again before the day is over.
+        upsd.update("rack", **{"ups.serial": "AS9999", "battery.date": "2026-11-30"})
+        seen: set[float | None] = set()
+
+        def polled_four_times() -> bool:
+            seen.add(daemon.latest.status["ups1"].last_poll_at)
+            return len(seen) > 4
+
+        await run_until(clock, polled_four_times)
+        assert [f.facts["serial"] for f in await daemon.storage.equipment.history(0, 2e9)] == [
+            "AS1234"
+        ]
+
+        # A day later: read again, recorded, and the change is in the machine-room log.
+        await clock.advance(DAY)
+        await run_until(clock, lambda: register.known["ups1"].facts.get("serial") == "AS9999")
+        await run_until(clock, lambda: not register._writes)
+        (logged,) = await daemon.storage.log.read(kinds=["equipment.changed"])
+        assert logged.subject == "ups1"
+        assert logged.data["changes"] == {
+            "battery_date": ["2024-05-01", "2026-11-30"],
+            "serial": ["AS1234", "AS9999"],
+        }
+        # Read again the next day, unchanged: nothing new is written.
+        await clock.advance(DAY)
+        await run_until(clock, lambda: collector.facts_due is False)
+        await run_until(clock, lambda: not register._writes)
+        assert len(await daemon.storage.equipment.history(0, 2e9)) == 2
+
+        # The register as people read it: the UPS as it is now, and the swap.
+        now = clock.time()
+        en = await build_register(daemon.storage, "equipment", now - 3 * 86400, now, "en", "UTC")
+        md = to_markdown(en)
+        assert md.startswith("# Equipment register\n")
+        assert "| ups1 | nut | APC | Smart-UPS 3000 | AS9999 |  | battery_date=2026-11-30 |" in md
+        assert "## Changes in the period" in md
+        assert "| ups1 | battery_date: 2024-05-01 → 2026-11-30; serial: AS1234 → AS9999 |" in md
+        zh = await build_register(daemon.storage, "equipment", now - 3 * 86400, now, "zh", "UTC")
+        rows = list(csv.reader(io.StringIO(to_csv(zh))))
+        assert rows[0] == ["设备登记簿"]
+        assert rows[5] == ["设备", "类型", "厂商", "型号", "序列号", "固件版本", "其他", "读取时间"]
+        assert rows[6][:5] == ["ups1", "nut", "APC", "Smart-UPS 3000", "AS9999"]
+        assert "期间变更" in [r[0] for r in rows if r]
+    finally:
+        await daemon.stop()
