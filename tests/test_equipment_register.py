@@ -11,6 +11,7 @@ import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
 from tests.nut_fixtures import OL_VARS, UpsdPeer
+from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
 
 UPS = {
     **OL_VARS,
@@ -132,3 +134,82 @@ async def test_ups_swap_is_read_daily_recorded_and_logged(upsd: UpsdPeer, tmp_pa
         assert "期间变更" in [r[0] for r in rows if r]
     finally:
         await daemon.stop()
+
+
+SYSTEM = "1.3.6.1.2.1.1"
+ENTITY = "1.3.6.1.2.1.47.1.1.1.1"
+
+
+def switch_inventory(firmware: str) -> dict[str, list[Any]]:
+    """A switch's system group and ENTITY-MIB: a chassis (index 1) with two modules."""
+    values = switch_values(ports=2)
+    values |= {
+        f"{SYSTEM}.1.0": ["string", "Cisco IOS Software, C3850, Version 16.12.4"],
+        f"{SYSTEM}.2.0": ["objectid", ".1.3.6.1.4.1.9.1.2066"],
+        f"{SYSTEM}.5.0": ["string", "core-sw1"],
+        f"{SYSTEM}.6.0": ["string", "机房A 机柜3"],
+    }
+    for index, cls, serial, model in (
+        (1, 3, "FOC1234X0AB", "WS-C3850-24T"),
+        (2, 9, "FOC5678", "PWR-C1-350WAC"),
+        (3, 10, "", "Gi1/0/1"),
+    ):
+        values |= {
+            f"{ENTITY}.5.{index}": ["integer", cls],
+            f"{ENTITY}.9.{index}": ["string", firmware if cls == 3 else ""],
+            f"{ENTITY}.11.{index}": ["string", serial],
+            f"{ENTITY}.12.{index}": ["string", "Cisco Systems"],
+            f"{ENTITY}.13.{index}": ["string", model],
+        }
+    return values
+
+
+@pytest.mark.peer
+async def test_switch_firmware_upgrade_from_snmpd_is_a_log_entry(tmp_path: Path) -> None:
+    snmpd = SnmpdPeer(
+        tmp_path,
+        switch_inventory("16.12.4"),
+        served=(f"{SYSTEM}.1", f"{SYSTEM}.2", f"{SYSTEM}.5", f"{SYSTEM}.6", "1.3.6.1.2.1.47"),
+    )
+    clock = FakeClock()
+    config = {
+        "targets": [
+            {
+                "name": "core-sw1",
+                "kind": "snmp",
+                "address": snmpd.address,
+                "community": COMMUNITY,
+                "profiles": ["switch"],
+                "interval": "1s",
+                "timeout": "2s",
+            }
+        ],
+        "http": {"port": 0},
+        "storage": {"path": str(tmp_path / "d.db")},
+    }
+    daemon = Daemon(load_from_dict(config), clock=clock)
+    daemon.equipment.every = DAY
+    await daemon.start()
+    try:
+        register = daemon.equipment
+        await run_until(clock, lambda: "core-sw1" in register.known)
+        assert register.known["core-sw1"].facts == {
+            "description": "Cisco IOS Software, C3850, Version 16.12.4",
+            "object_id": "1.3.6.1.4.1.9.1.2066",
+            "name": "core-sw1",
+            "location": "机房A 机柜3",
+            "vendor": "Cisco Systems",
+            "model": "WS-C3850-24T",
+            "serial": "FOC1234X0AB",
+            "firmware": "16.12.4",
+        }
+        snmpd.set_values(switch_inventory("17.3.1"))
+        await clock.advance(DAY)
+        await run_until(clock, lambda: register.known["core-sw1"].facts["firmware"] == "17.3.1")
+        await run_until(clock, lambda: not register._writes)
+        (logged,) = await daemon.storage.log.read(kinds=["equipment.changed"])
+        assert logged.data["changes"] == {"firmware": ["16.12.4", "17.3.1"]}
+        assert daemon.latest.status["core-sw1"].up
+    finally:
+        await daemon.stop()
+        snmpd.stop()
