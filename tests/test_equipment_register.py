@@ -6,8 +6,10 @@ English and Chinese and reads back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +19,16 @@ import pytest
 
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
+from dutyd.agent.demo.ssh_server import SimulatedLinux, demo_state
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.ssh import SshCollector, SshTarget
+from dutyd.collectors.ssh.parsers import parse_os_release
 from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
+from tests.ssh_fixtures import SshdServer
 
 UPS = {
     **OL_VARS,
@@ -213,3 +220,122 @@ async def test_switch_firmware_upgrade_from_snmpd_is_a_log_entry(tmp_path: Path)
     finally:
         await daemon.stop()
         snmpd.stop()
+
+
+def local_facts() -> dict[str, str]:
+    """This host's facts, read here the way a person would."""
+    uname = subprocess.run(["uname", "-srm"], capture_output=True, text=True, check=True)
+    facts = {"kernel": uname.stdout.strip()}
+    release = Path("/etc/os-release").read_text()
+    facts["os"] = next(
+        line.split("=", 1)[1].strip('"')
+        for line in release.splitlines()
+        if line.startswith("PRETTY_NAME=")
+    )
+    for fact, name in (("vendor", "sys_vendor"), ("model", "product_name")):
+        with contextlib.suppress(OSError):
+            if text := (Path("/sys/class/dmi/id") / name).read_text().strip():
+                facts[fact] = text
+    return facts
+
+
+@pytest.mark.peer
+async def test_ssh_server_facts_from_real_openssh_by_the_real_commands(tmp_path: Path) -> None:
+    """OpenSSH on loopback runs the same commands a server answers: the facts are this
+    host's os-release, kernel and DMI vendor/product, read on the first poll only."""
+    sshd = SshdServer(tmp_path)
+    sshd.start()
+    context = CollectorContext()
+    try:
+        sshd.write_known_hosts()
+        cfg = SshTarget.model_validate(
+            {
+                "name": "srv",
+                "kind": "ssh",
+                "address": "127.0.0.1",
+                "port": sshd.port,
+                "username": sshd.user,
+                "client_keys": [str(sshd.client_key_path)],
+                "known_hosts": str(sshd.known_hosts_path),
+                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"),
+                "timeout": 8,
+            }
+        )
+        collector = SshCollector(cfg, context)
+        try:
+            await collector.collect(Readings({"target": "srv"}, time.time()))
+            facts = collector.take_facts()
+            assert facts is not None
+            expected = await asyncio.to_thread(local_facts)
+            assert facts == expected
+            # Not every poll: the next one runs no fact command and hands nothing over.
+            assert not any(s.id == "os" for s in collector._sections())
+            await collector.collect(Readings({"target": "srv"}, time.time()))
+            assert collector.take_facts() is None
+            # The next day's poll reads them again.
+            collector.facts_due = True
+            await collector.collect(Readings({"target": "srv"}, time.time()))
+            assert collector.take_facts() == expected
+        finally:
+            await collector.close()
+    finally:
+        await context.close()
+        sshd.kill_all()
+
+
+def test_os_release_parser_takes_pretty_name_and_survives_garbage() -> None:
+    assert parse_os_release('NAME="Debian GNU/Linux"\nPRETTY_NAME="Debian 12 (bookworm)"') == (
+        "Debian 12 (bookworm)"
+    )
+    assert parse_os_release("NAME=Alpine\nVERSION='3.19'\n") == "Alpine 3.19"
+    assert parse_os_release("\x00\x01=\n=\n" + "x" * 10_000) == ""
+
+
+@pytest.mark.peer
+async def test_a_replaced_server_behind_the_same_address_changes_its_facts(
+    tmp_path: Path,
+) -> None:
+    """The asyncssh Linux simulation serves os-release, uname and DMI text the test controls:
+    a server swapped for another model is seen at the next daily reading."""
+    state = demo_state(time.time())
+    state.outputs |= {
+        "cat /etc/os-release": (
+            'PRETTY_NAME="CentOS Linux 7 (Core)"\nNAME="CentOS Linux"\n',
+            "",
+            0,
+        ),
+        "uname -srm": ("Linux 3.10.0-1160.el7.x86_64 x86_64\n", "", 0),
+        "cat /sys/class/dmi/id/sys_vendor": ("Dell Inc.\n", "", 0),
+        "cat /sys/class/dmi/id/product_name": ("PowerEdge R730\n", "", 0),
+    }
+    server = SimulatedLinux(state)
+    await server.start()
+    key, known = server.write_files(tmp_path)
+    context = CollectorContext()
+    cfg = SshTarget.model_validate(
+        {
+            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
+            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
+            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
+        }
+    )  # fmt: skip
+    collector = SshCollector(cfg, context)
+    try:
+        await collector.collect(Readings({"target": "db1"}, time.time()))
+        assert collector.take_facts() == {
+            "os": "CentOS Linux 7 (Core)",
+            "kernel": "Linux 3.10.0-1160.el7.x86_64 x86_64",
+            "vendor": "Dell Inc.",
+            "model": "PowerEdge R730",
+        }
+        state.outputs["cat /sys/class/dmi/id/product_name"] = ("PowerEdge R750\n", "", 0)
+        # DMI not readable (a container, a hardened host): that fact is left out, no error.
+        state.outputs["cat /sys/class/dmi/id/sys_vendor"] = ("", "cat: Permission denied\n", 1)
+        collector.facts_due = True
+        await collector.collect(Readings({"target": "db1"}, time.time()))
+        facts = collector.take_facts()
+        assert facts is not None and facts["model"] == "PowerEdge R750" and "vendor" not in facts
+    finally:
+        await collector.close()
+        await context.close()
+        await server.stop()
