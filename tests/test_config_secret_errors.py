@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from dutyd.agent.cli import main
-from dutyd.agent.config import load_from_dict
+from dutyd.agent.config import load_config, load_from_dict
 from dutyd.agent.daemon import Daemon
+from dutyd.core.errors import ConfigError
 
 TOKEN = "tok-9f8e7d6c5b4a"
 
@@ -61,3 +62,24 @@ async def test_a_rejected_reload_never_logs_a_wrong_typed_secret(
         assert entries and TOKEN not in repr(entries)
     finally:
         await daemon.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://dutyd@db.example:5432/dutyd?password={TOKEN}",
+        f"postgres://dutyd@db.example/dutyd?sslmode=require&PassWord={TOKEN}",
+        f"postgresql://dutyd@db.example/dutyd?sslpassword={TOKEN}",
+    ],
+)
+def test_a_postgresql_password_in_the_query_is_refused_too(url: str, tmp_path: Path) -> None:
+    """Finding 9 of issue 24: `?password=` was accepted though documented as refused."""
+    path = tmp_path / "dutyd.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"url": url}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = err.value.report()
+    assert "storage.url" in text and "password_env" in text, text
+    assert TOKEN not in text, text
+    # Other query options stay allowed.
+    load_from_dict({"storage": {"url": "postgresql://dutyd@db.example/dutyd?sslmode=require"}})
