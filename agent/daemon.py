@@ -50,7 +50,7 @@ from dutyd.storage import Storage, StorageError, open_configured
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.frontdoor import fit_to_descriptors
-from dutyd.web.server import HttpServer
+from dutyd.web.server import DoorMetrics, HttpServer
 
 log = logging.getLogger("dutyd")
 
@@ -86,6 +86,7 @@ class Daemon:
             allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
             limits=fit_to_descriptors(settings.http.door_limits(), open_file_limit()),
         )
+        self.registry.register(DoorMetrics(self.http))
         self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings

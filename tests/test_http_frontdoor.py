@@ -148,8 +148,14 @@ async def test_idle_and_slowloris_flood_does_not_blind_the_daemon(
         assert len(log.splitlines()) < 100, log[-3000:]
         assert new_lines < 20, log[-3000:]
         # The door refused and cut connections; /metrics shows it.
-        status, _ = await asyncio.to_thread(daemon.get, "/healthz")
-        assert status == 200
+        closed = await asyncio.to_thread(
+            daemon.metric_value, "dutyd_http_connections_closed_total", reason="limit"
+        )
+        cut = await asyncio.to_thread(
+            daemon.metric_value, "dutyd_http_connections_closed_total", reason="header_timeout"
+        )
+        assert closed and closed > 1000, closed
+        assert cut and cut > 0, cut
         code, _ = await asyncio.to_thread(daemon.terminate, 10)
         assert code == 0
     finally:

@@ -211,6 +211,7 @@ class FrontDoor:
         self.open = 0  # connections admitted and not yet closed
         self.refused = 0  # connections closed at once: over a cap
         self.timed_out = 0  # connections closed for headers not sent in time
+        self.accept_errors = 0  # failed accepts (out of descriptors)
         self._guards: dict[asyncio.Protocol, _GuardedConnection] = {}
         self._handshakes: set[asyncio.Task[Any]] = set()
         self._full = _Episode("http connection limit reached; refusing connections")
@@ -279,6 +280,7 @@ class FrontDoor:
             except OSError as exc:
                 # Out of descriptors (or buffers): rest the socket for a moment instead of
                 # waking up on it again at once; the backlog waits in the kernel.
+                self.accept_errors += 1
                 self._failing.note(loop, exc.strerror or str(exc))
                 self._pause(listener)
                 return

@@ -50,6 +50,7 @@ import bcrypt
 import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field, ValidationError, field_validator
 
 from dutyd.core.configtypes import StrictModel
@@ -408,6 +409,43 @@ class HttpServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self._ready()
         return web.Response(text=f"{why}\n", status=200 if ok else 503)
+
+
+class DoorMetrics:
+    """The front door's counts, read at scrape time (a prometheus_client custom collector the
+    daemon registers)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterable[Metric]:
+        door = self._server.door
+        limits = self._server.limits
+        yield GaugeMetricFamily(
+            "dutyd_http_connections",
+            "Inbound HTTP connections open now",
+            value=door.open if door else 0,
+        )
+        yield GaugeMetricFamily(
+            "dutyd_http_connections_limit",
+            "Inbound HTTP connections allowed in all (http.max_connections, fitted to the "
+            "open-file limit)",
+            value=limits.max_connections,
+        )
+        closed = CounterMetricFamily(
+            "dutyd_http_connections_closed",
+            "Inbound HTTP connections the front door closed: refused over a cap (limit) or "
+            "cut for headers not complete in time (header_timeout)",
+            labels=["reason"],
+        )
+        closed.add_metric(["limit"], door.refused if door else 0)
+        closed.add_metric(["header_timeout"], door.timed_out if door else 0)
+        yield closed
+        yield CounterMetricFamily(
+            "dutyd_http_accept_errors",
+            "Failed accepts on the HTTP port (out of file descriptors)",
+            value=door.accept_errors if door else 0,
+        )
 
 
 SECURITY_HEADERS = {
