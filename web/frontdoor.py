@@ -37,9 +37,12 @@ log = logging.getLogger("dutyd.http")
 
 # Seconds without a refusal (or a failed accept) that end an episode.
 _QUIET = 10.0
-# Connections accepted per wake-up of the listening socket, as asyncio does (its backlog).
-_ACCEPTS_PER_WAKEUP = 100
-_BACKLOG = 128
+# The kernel's queue of connections not yet accepted. When it is full a new connection's SYN
+# is dropped and the client retries only a second later: /healthz through a flood waited
+# 1 s with aiohttp's 128. (Linux caps it at net.core.somaxconn, 4096 by default.) Each
+# wake-up drains up to this many: a refused one costs an accept and a close.
+_BACKLOG = 1024
+_ACCEPTS_PER_WAKEUP = 256
 # After a failed accept (out of descriptors: EMFILE), the listening socket rests this long.
 _ACCEPT_PAUSE = 0.5
 
@@ -135,10 +138,13 @@ class _Slot:
 class _GuardedConnection(asyncio.Protocol):
     """aiohttp's protocol for one connection, behind the header deadline."""
 
-    def __init__(self, door: FrontDoor, slot: _Slot, inner: asyncio.Protocol) -> None:
+    def __init__(
+        self, door: FrontDoor, slot: _Slot, inner: asyncio.Protocol, accepted_at: float
+    ) -> None:
         self._door = door
         self._slot = slot
         self._inner = inner
+        self._accepted_at = accepted_at
         self._transport: asyncio.Transport | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._requests = 0  # requests being handled on this connection
@@ -147,7 +153,10 @@ class _GuardedConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._door._guards[self._inner] = self
-        self._arm(self._door.limits.header_timeout)
+        # The first request's headers are due header_timeout after the accept, a TLS
+        # handshake included.
+        spent = asyncio.get_running_loop().time() - self._accepted_at
+        self._arm(max(0.0, self._door.limits.header_timeout - spent))
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -341,9 +350,10 @@ class FrontDoor:
 
     async def _serve(self, conn: socket.socket, slot: _Slot) -> None:
         loop = asyncio.get_running_loop()
+        accepted_at = loop.time()
         try:
             await loop.connect_accepted_socket(
-                lambda: _GuardedConnection(self, slot, self._factory()),
+                lambda: _GuardedConnection(self, slot, self._factory(), accepted_at),
                 conn,
                 ssl=self._ssl,
                 ssl_handshake_timeout=self.limits.header_timeout if self._ssl else None,
