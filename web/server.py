@@ -18,6 +18,10 @@ With `basic_auth_users` every route asks for a password except those in
 `HttpServer.open_paths` (`/healthz`, so a supervisor can see that the process lives).
 The user who logged in is `authenticated_user()` for the routes that record an actor.
 
+Connections come in through the front door (`frontdoor.py`): caps per client address and in
+total with a reserve for the trusted clients (the supervisor, the scrapers), a deadline for a
+request's headers and for an idle keep-alive connection.
+
 Every response carries security headers (a strict Content-Security-Policy, `nosniff`, no
 referrer; `no-store` on /api/ and /ack/).
 
