@@ -29,12 +29,12 @@ make_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$python" -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install -q --require-hashes -r requirements/build.txt
+  "$VENV/bin/python" -m pip install -qq --require-hashes -r requirements/build.txt
 }
 
 # Install a lock file (hashes required), then dutyd from this tree without touching its deps.
 install_locked() {
   local lock="$1" target="$2"
-  "$VENV/bin/pip" install -q --require-hashes -r "$lock"
-  "$VENV/bin/pip" install -q --no-deps --no-build-isolation $target
+  "$VENV/bin/pip" install -qq --require-hashes -r "$lock"
+  "$VENV/bin/pip" install -qq --no-deps --no-build-isolation $target
 }
