@@ -41,6 +41,9 @@ DOOR_UNREGISTERED = "room_door_open_unregistered"
 OCCUPIED_AT_HANDOVER = "room_occupied_at_handover"
 # How often the hand-over watch looks at the rota.
 HANDOVER_CHECK = 1.0
+# How often who is in is read again from the store: in a cluster another node may have
+# registered someone (the store is shared).
+SYNC_EVERY = 10.0
 MAX_TEXT = 500
 MAX_COMPANIONS = 20
 
@@ -247,12 +250,32 @@ class EntryRegister:
     # -- hand-overs -----------------------------------------------------------------------------
 
     async def _watch_handovers(self) -> None:
+        synced = self._clock.monotonic()
         while True:
             try:
                 self.check_handover(self._clock.time())
+                if self._clock.monotonic() - synced >= SYNC_EVERY:
+                    synced = self._clock.monotonic()
+                    await self.sync()
             except Exception:
-                log.exception("checking the rooms at the hand-over failed")
+                log.exception("checking the rooms failed")
             await self._clock.sleep(HANDOVER_CHECK)
+
+    async def sync(self) -> None:
+        """Who is in, as the store says (another node of a cluster may have written)."""
+        async with self._lock:
+            lines = await self._storage.room_entries.inside()
+            now: dict[str, dict[str, RoomEntry]] = {}
+            for line in lines:
+                now.setdefault(line.room, {})[line.person] = line
+            for name in set(self.state) | set(now):
+                state = self._room(name)
+                inside = now.get(name, {})
+                if state.inside != inside:
+                    state.inside = inside
+                    if not inside:
+                        state.occupied_at_handover = False
+                    self._publish(name)
 
     def check_handover(self, now: float) -> None:
         """At a shift boundary, mark each room someone is still registered in."""

@@ -26,6 +26,7 @@ from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.core.clock import FakeClock
 from dutyd.core.errors import ConfigError
+from dutyd.storage import NewRoomEntry
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
 
@@ -391,3 +392,19 @@ def test_bad_rooms_are_refused_with_their_key_path(rooms: list[Any], problem: st
     with pytest.raises(ConfigError) as err:
         load_from_dict({"rooms": rooms}, "dutyd.yaml")
     assert problem in err.value.report()
+
+
+async def test_an_entry_written_by_another_node_is_seen_and_paged(make_site) -> None:
+    """In a cluster the store is shared: a registration made through another node reaches
+    this node's rules within the sync period."""
+    s: Site = await make_site()
+    await s.daemon.storage.room_entries.append(
+        [NewRoomEntry(s.clock.time(), "room-a", "Zhang Wei", "in", (), "cabling", "", "", "x")]
+    )
+    await s.clock.advance(11)
+    await s.until(lambda: bool(s.entries.state["room-a"].inside))
+    (room_a,) = [r for r in s.entries.rooms_view() if r["room"] == "room-a"]
+    assert [p["person"] for p in room_a["people"]] == ["Zhang Wei"]
+    await s.clock.advance(121)
+    await s.until(lambda: s.to("zhang", "li"))
+    assert "alone in machine room room-a" in s.pages()[0][1]
