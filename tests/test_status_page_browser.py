@@ -168,11 +168,13 @@ async def test_a_wall_screen_keeps_its_read_token_when_an_ack_is_refused(running
 
 @pytest.fixture
 async def with_rooms(tmp_path: Path) -> AsyncIterator[Running]:
-    """The `running` daemon with two machine rooms whose entries are registered."""
+    """The `running` daemon with two machine rooms whose entries are registered, and shift
+    check-in on."""
     portal = Portal()
     await portal.start()
     rooms = [{"name": "room-a"}, {"name": "机房B"}]
-    daemon = Daemon(load_from_dict(config(tmp_path, portal.url, rooms=rooms), "<test>"))
+    settings = config(tmp_path, portal.url, rooms=rooms, handover={"check_in": True})
+    daemon = Daemon(load_from_dict(settings, "<test>"))
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -240,6 +242,13 @@ async def test_phone_form_registers_people_in_and_out_and_shows_who_is_in(
             await asyncio.wait_for(failed.wait(), 10)
             assert failures and "registered in room-a already" in failures[0], failures
 
+            # Zhang Wei, on duty, confirms the shift from the page.
+            shift = page.locator("#shift")
+            assert "not confirmed yet" in await shift.inner_text()
+            await shift.locator("button.confirm-duty").click()
+            await page.locator("#shift .good").wait_for(timeout=10_000)
+            assert "confirmed: Zhang Wei" in await shift.inner_text()
+
             # In Chinese.
             await page.goto(running.base + "/status?lang=zh")
             await page.locator("body[data-loaded='1']").wait_for(timeout=10_000)
@@ -255,3 +264,5 @@ async def test_phone_form_registers_people_in_and_out_and_shows_who_is_in(
         ("Li Na", "in", "Zhang Wei"),
         ("Li Na", "out", "Zhang Wei"),
     ]
+    _, shift = await running.get("/api/v1/shift")
+    assert list(shift["shift"]["confirmed"]) == ["Zhang Wei"]
