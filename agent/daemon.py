@@ -33,6 +33,7 @@ from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
+from dutyd.duty.availability import AvailabilityRecorder
 from dutyd.duty.drill import Drills
 from dutyd.duty.entries import EntryRegister
 from dutyd.duty.equipment import EquipmentRegister
@@ -123,6 +124,7 @@ class Daemon:
             self.storage,
             clock,
         )
+        self.availability = AvailabilityRecorder(self.storage)
         self.equipment = EquipmentRegister(lambda: self.scheduler.collectors, self.storage, clock)
         self.handover = ShiftCheckIn(
             lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
@@ -260,6 +262,7 @@ class Daemon:
         await self.entries.close()
         await self.handover.close()
         await self.equipment.close()
+        await self.availability.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
@@ -396,6 +399,17 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        if self.ha.escalating():  # one node writes the outages (an HA standby polls too)
+            self.availability.observe(
+                result.target,
+                result.kind,
+                result.started_at,
+                result.ok,
+                was_up,
+                result.reason,
+                result.message,
+                result.samples,
+            )
         if result.ok:
             self.recorder.observe(result.samples)
             self.entries.observe(result.samples)  # door contacts

@@ -420,8 +420,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         zone = _site_zone(args).key
         start, end = _period(args, zone)
         lang = args.lang or settings.notify.language
+        targets = [(t.name, t.kind) for t in settings.targets]
         register = _read_store(
-            args, lambda storage: build_register(storage, args.register, start, end, lang, zone)
+            args,
+            lambda storage: build_register(storage, args.register, start, end, lang, zone, targets),
         )
         day = dt.datetime.fromtimestamp(start, _site_zone(args))
         return _write_report(args, register, f"{args.register}-{day:%Y%m%d}.xlsx")
@@ -456,7 +458,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     zone = _site_zone(args)
     if args.action == "sign":
         if not args.register:
-            raise SystemExit("sign needs --register (entry, equipment or log)")
+            raise SystemExit("sign needs --register (entry, equipment, status or log)")
         start, end = _period(args, zone.key)
         body = {
             "register": args.register,
@@ -585,7 +587,7 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--previous", action="store_true", help="the shift before that one")
     p.add_argument(
         "--register",
-        choices=["entry", "equipment", "log"],
+        choices=["entry", "equipment", "status", "log"],
         help="a register instead of the shift's diary",
     )
     p.add_argument("--from", dest="from_", help="--register: start (a date or time, site zone)")
@@ -598,7 +600,9 @@ def add_duty_commands(sub: Any) -> None:
     p = sub.add_parser("register", help="sign a register's period off, or a month's summary")
     _common(p)
     p.add_argument("action", choices=["sign", "summary"])
-    p.add_argument("--register", choices=["entry", "equipment", "log"], help="sign: required")
+    p.add_argument(
+        "--register", choices=["entry", "equipment", "status", "log"], help="sign: required"
+    )
     p.add_argument("--from", dest="from_", help="sign: start (a date or time, site zone)")
     p.add_argument("--to", help="sign: end (default: now)")
     p.add_argument("--note", default="", help="sign: a remark")

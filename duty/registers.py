@@ -7,6 +7,9 @@ headings (the registers' usual Chinese names) and times in the site's time zone:
 - `entry`: the entry register (机房出入登记簿), from `storage.room_entries`;
 - `equipment`: the equipment register (设备登记簿): what each target is at the period's end
   (`storage.equipment`, read from the devices by `duty/equipment.py`), and the changes within;
+- `status`: the equipment running-status register (设备运行状况登记簿): per day and target, the
+  availability, the outages (start, end, duration) and the reboots, from the machine-room
+  log's `target.down`, `target.up` and `target.rebooted` (`duty/availability.py`);
 - `log`: the machine-room log (机房日志), the duty log.
 
 The person in charge signs a period of a register off (`dutyd register sign`, through the
@@ -19,16 +22,18 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dutyd.core.configtypes import format_duration
 from dutyd.storage import LogEntry, Storage
 
 SIGNED = "register.signed"
 
-# The registers this dutyd keeps; the others of the six (software, status, network) are not
-# generated yet.
-REGISTERS = ("entry", "equipment", "log")
+# The registers this dutyd keeps; the others of the six (software usage, network status)
+# are not generated yet.
+REGISTERS = ("entry", "equipment", "status", "log")
 
 NAMES = {
     "en": {
@@ -81,6 +86,12 @@ HEADINGS = {
         "recorded": "Read on",
         "changes": "Changes in the period",
         "change": "Change",
+        "day": "Day",
+        "availability": "Availability",
+        "outages": "Outages",
+        "down_time": "Down time",
+        "reboots": "Reboots",
+        "ongoing": "ongoing",
     },
     "zh": {
         "period": "期间",
@@ -113,6 +124,12 @@ HEADINGS = {
         "recorded": "读取时间",
         "changes": "期间变更",
         "change": "变更",
+        "day": "日期",
+        "availability": "可用率",
+        "outages": "中断",
+        "down_time": "中断时长",
+        "reboots": "重启次数",
+        "ongoing": "仍中断",
     },
 }
 
@@ -162,7 +179,10 @@ async def build_register(
     end: float,
     language: str = "en",
     tz: str = "UTC",
+    targets: Sequence[tuple[str, str]] = (),
 ) -> RegisterReport:
+    """The register over [start, end). `targets` (name, kind): the watched targets, listed by
+    the status register even on days without an outage."""
     if register not in REGISTERS:
         raise ValueError(f"register {register!r} is not kept; kept: {', '.join(REGISTERS)}")
     if not start < end:
@@ -193,6 +213,8 @@ async def build_register(
             )
     elif register == "equipment":
         await _equipment(storage, report)
+    elif register == "status":
+        await _status(storage, report, targets)
     else:
         report.columns = [h("time"), h("kind"), h("actor"), h("subject"), h("detail")]
         for e in await storage.log.read(since=start, until=end, limit=None):
@@ -229,6 +251,64 @@ async def _equipment(storage: Storage, report: RegisterReport) -> None:
         for e in changed
     ]
     report.more.append((h("changes"), [h("time"), h("equipment"), h("change")], rows))
+
+
+TRANSITIONS = ("target.down", "target.up", "target.rebooted")
+
+
+async def _status(
+    storage: Storage, report: RegisterReport, targets: Sequence[tuple[str, str]]
+) -> None:
+    h = report.h
+    report.columns = [
+        h("day"), h("equipment"), h("type"), h("availability"), h("down_time"), h("outages"),
+        h("reboots"),
+    ]  # fmt: skip
+    entries = await storage.log.read(until=report.end, kinds=list(TRANSITIONS), limit=None)
+    kinds = dict(targets)
+    # Each target's outages as (start, end or None while ongoing) and reboot times.
+    outages: dict[str, list[list[float | None]]] = {}
+    reboots: dict[str, list[float]] = {}
+    for e in entries:
+        kinds.setdefault(e.subject, str(e.data.get("kind", "")))
+        spans = outages.setdefault(e.subject, [])
+        if e.kind == "target.down" and not (spans and spans[-1][1] is None):
+            spans.append([e.timestamp, None])
+        elif e.kind == "target.up" and spans and spans[-1][1] is None:
+            spans[-1][1] = e.timestamp
+        elif e.kind == "target.rebooted":
+            reboots.setdefault(e.subject, []).append(e.timestamp)
+    zone = zoneinfo.ZoneInfo(report.tz)
+    day = dt.datetime.fromtimestamp(report.start, zone).replace(hour=0, minute=0, second=0)
+    while day.timestamp() < report.end:
+        nxt = (day + dt.timedelta(days=1, hours=2)).replace(hour=0)  # DST-proof next midnight
+        lo, hi = max(day.timestamp(), report.start), min(nxt.timestamp(), report.end)
+        for name in sorted(kinds):
+            down = 0.0
+            shown = []
+            for s, e in outages.get(name, []):
+                assert s is not None  # an outage always has its start
+                end = hi if e is None else e
+                if s < hi and end > lo:
+                    down += min(end, hi) - max(s, lo)
+                    ongoing = e is None and hi >= report.end
+                    until = h("ongoing") if ongoing else report.when(end, "%m-%d %H:%M:%S")
+                    took = format_duration(end - s, report.language)
+                    shown.append(f"{report.when(s, '%m-%d %H:%M:%S')} – {until} ({took})")
+            restarts = sum(1 for t in reboots.get(name, []) if lo <= t < hi)
+            share = 100.0 * (1 - down / (hi - lo)) if hi > lo else 100.0
+            report.rows.append(
+                [
+                    day.strftime("%Y-%m-%d"),
+                    name,
+                    kinds[name],
+                    f"{share:.2f} %",
+                    format_duration(down, report.language) if down else "0",
+                    "; ".join(shown),
+                    restarts,
+                ]
+            )
+        day = nxt
 
 
 def _changes(changes: dict[str, list[str]]) -> str:

@@ -256,7 +256,7 @@ def document() -> dict[str, Any]:
                     "summary": "The person in charge signs a period of a register off",
                     "requestBody": _body(
                         {
-                            "register": {"enum": ["entry", "equipment", "log"]},
+                            "register": {"enum": ["entry", "equipment", "status", "log"]},
                             "from": {"type": "number"},
                             "to": {"type": "number"},
                             "actor": _STR,
