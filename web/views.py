@@ -104,6 +104,13 @@ LOG_WORDS_ZH: dict[str, str] = {
     "entry.out": "离开机房",
     "door.open": "机房门打开",
     "door.shut": "机房门关闭",
+    "target.down": "设备中断",
+    "target.up": "设备恢复",
+    "target.rebooted": "设备重启",
+    "equipment.changed": "设备变更",
+    "shift.confirm": "确认到岗",
+    "shift.handover": "交班记录",
+    "register.signed": "登记簿签字",
 }
 # escalation.<page kind>: which page went out (see notify.escalation.PageKind).
 ESCALATION_WORDS_ZH: dict[str, str] = {
