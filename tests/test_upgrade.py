@@ -3,7 +3,8 @@ alert (with its acknowledgement), duty log line, queued and delivered page, used
 silence, maintenance window, event count and room reading still there.
 
 SQLite: the fixtures in tests/fixtures/upgrade/ were written by the old versions' own code
-(`make_old_db.py` there says how). PostgreSQL: a database at its first migration, filled
+(`make_old_db.py` there says how), the oldest from before the migration list (each layer's
+version in a `schema_version` table). PostgreSQL: a database at its first migration, filled
 with the same old rows (its first migration is the SQLite schema after 5 migrations, table
 for table), then opened by this dutyd, which migrates it to the newest schema.
 """
@@ -29,7 +30,7 @@ from tests.fixtures.upgrade import make_old_db as old
 from tests.postgres_fixtures import PASSWORD, USER, PostgresServer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "upgrade"
-SQLITE_FIXTURES = sorted(FIXTURES.glob("sqlite-v*.db"))
+SQLITE_FIXTURES = sorted(FIXTURES.glob("sqlite-*.db"))
 FIRST_SCHEMA = FIXTURES / "sqlite-v5-6483bb3.db"  # the first schema of storage/sqlite
 # The tables of the first schema (SQLite after 5 migrations = PostgreSQL migration 1).
 FIRST_TABLES = [
@@ -46,8 +47,13 @@ FIRST_TABLES = [
 
 
 def test_the_fixtures_are_there() -> None:
-    """The first schema and the one before the newest; a fixture lost is a test lost."""
-    assert [p.name for p in SQLITE_FIXTURES] == ["sqlite-v5-6483bb3.db", "sqlite-v8-5a0c312.db"]
+    """The per-layer schema from before the migration list, the first schema of the list and
+    the one before the newest; a fixture lost is a test lost."""
+    assert [p.name for p in SQLITE_FIXTURES] == [
+        "sqlite-legacy-ed5d080.db",
+        "sqlite-v5-6483bb3.db",
+        "sqlite-v8-5a0c312.db",
+    ]
     assert len(SQLITE_MIGRATIONS) > 8, "a fixture of the schema before the newest is due"
 
 
