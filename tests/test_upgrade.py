@@ -201,3 +201,4 @@ def test_version_names_dutyd_its_libraries_and_python() -> None:
     ):
         assert shown.get(dist) == version(dist), (dist, done.stdout)
     assert shown["Python"] == ".".join(map(str, sys.version_info[:3]))
+    assert done.stderr == ""  # no library's warning on an operator's terminal
