@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dutyd.storage.base import StorageError
+from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
 
 T = TypeVar("T")
@@ -31,6 +32,21 @@ log = logging.getLogger("dutyd.storage")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SIDE_FILES = ("-wal", "-shm", "-journal")
+# The WAL is cut back to this after a checkpoint (it grows past it only while a reader holds
+# old pages); `checkpoint` truncates it to zero when no reader is in the way.
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+# Messages of the errors that are a state of the disk or the file, not a bug in a statement.
+_NOT_A_FAULT = ("no such ", "syntax error", "near ", "incomplete input")
+
+
+def is_fault(exc: BaseException) -> bool:
+    """A failure of the disk or the file (full, read-only, I/O error, locked, corrupt),
+    as opposed to a constraint or a programming error."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return not str(exc).startswith(_NOT_A_FAULT)
+    return type(exc) is sqlite3.DatabaseError  # "database disk image is malformed"
 
 
 @contextlib.contextmanager
@@ -104,6 +120,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
 
 
+def _use_incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """Free pages go back to the file system after retention deletes (`checkpoint`). A new
+    file takes the setting at once; an existing one needs one VACUUM to switch, done at the
+    first start of a dutyd that sets it (it rewrites the file: a while for a large one)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if conn.execute("PRAGMA page_count").fetchone()[0] > 0:
+        log.info("switching the database to incremental vacuum (once; rewrites the file)")
+        conn.execute("VACUUM")
+
+
 def _legacy_versions(conn: sqlite3.Connection) -> dict[str, int] | None:
     table = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
@@ -156,23 +184,90 @@ def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
 class SqliteDatabase:
     """The connection and its thread; repositories run their work through `run`."""
 
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, read_only: bool = False, health: StorageHealth | None = None
+    ) -> None:
         self.path = path
         self.read_only = read_only
+        self.health = health if health is not None else StorageHealth()
+        self.in_memory = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
+        """Run `func` on the connection's thread. A fault of the disk (full, read-only, I/O)
+        is reported to `health` and raised as `StorageUnavailable`; a call that changed rows
+        tells `health` the store takes writes again."""
+
+        def call() -> tuple[T, bool]:
             if self._conn is None:
                 raise RuntimeError("storage is not open")
-            return func(self._conn)
+            before = self._conn.total_changes
+            result = func(self._conn)
+            return result, self._conn.total_changes != before
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            result, wrote = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_fault(exc):
+                raise
+            self.health.failed(str(exc) or type(exc).__name__)
+            raise StorageUnavailable(f"the database cannot be written: {exc}") from exc
+        if wrote:
+            self.health.succeeded()
+        return result
 
     async def open(self) -> None:
         connect = self._connect_read_only if self.read_only else self._connect
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def open_in_memory(self, reason: str) -> None:
+        """Run on an in-memory copy: the file's content when it can still be read (a disk
+        remounted read-only, a full one), else an empty schema. Nothing written survives."""
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if self.path.is_file() and self.path.stat().st_size > 0:
+                    uri = self.path.resolve().as_uri() + "?mode=ro"
+                    src = sqlite3.connect(uri, uri=True, isolation_level=None)
+                    try:
+                        src.backup(conn)
+                    finally:
+                        src.close()
+            _migrate(conn)
+            return conn
+
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        self.in_memory = True
+        self.health.run_without_durable_state(reason)
+
+    async def probe(self) -> bool:
+        """Write one row: whether the store takes writes now (reported to `health`)."""
+        if self.in_memory:
+            return True
+        try:
+            await self.run(
+                lambda c: c.execute(
+                    "INSERT OR REPLACE INTO storage_probe (id, at) VALUES (1, julianday('now'))"
+                )
+            )
+        except StorageUnavailable:
+            return False
+        return True
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (a no-op while a reader holds it:
+        `journal_size_limit` then bounds what is kept), and give free pages back to the file
+        system a batch at a time (`auto_vacuum=incremental`)."""
+        if self.in_memory:
+            return
+
+        def work(c: sqlite3.Connection) -> None:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            c.execute("PRAGMA incremental_vacuum(2000)").fetchall()
+
+        await self.run(work)
 
     def _connect(self) -> sqlite3.Connection:
         _make_private_dirs(self.path.parent)
@@ -186,6 +281,8 @@ class SqliteDatabase:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA secure_delete=ON")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            _use_incremental_vacuum(conn)
             _migrate(conn)
         except BaseException:
             conn.close()

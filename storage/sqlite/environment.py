@@ -47,3 +47,14 @@ class SqliteEnvironment(EnvironmentRepository):
             ).fetchall()
         )
         return [EnvironmentRange(r[0], json.loads(r[1]), r[2], r[3]) for r in rows]
+
+    async def prune(self, before: float, limit: int) -> int:
+        return await self.db.run(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM environment_hourly WHERE rowid IN "
+                    "(SELECT rowid FROM environment_hourly WHERE hour < ? ORDER BY hour LIMIT ?)",
+                    (before - before % HOUR, limit),
+                ).rowcount
+            )
+        )

@@ -172,6 +172,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX group_members_updated ON group_members (updated);
     """,
+    # 10: the duty log by alert (the alert-detail API read it with a scan), the ends of
+    # silences and windows (retention deletes those over long ago), and one row the daemon
+    # writes to learn whether the disk takes writes again after a fault.
+    """
+    CREATE INDEX duty_log_subject ON duty_log (subject, id);
+    CREATE INDEX silences_until ON silences (until);
+    CREATE INDEX maintenance_windows_end ON maintenance_windows ("end");
+    CREATE INDEX rule_events_ts ON rule_events (ts);
+    CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

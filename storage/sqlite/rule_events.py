@@ -44,3 +44,15 @@ class SqliteRuleEvents(RuleEventRepository):
 
         rows = await self.db.run(select)
         return [(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    async def prune(self, before: float, limit: int) -> int:
+        def delete(c: sqlite3.Connection) -> int:
+            # A row is kept when it is its series' latest (`load` reads its counter value).
+            return c.execute(
+                "DELETE FROM rule_events WHERE id IN (SELECT e.id FROM rule_events e "
+                "WHERE e.ts < ? AND EXISTS (SELECT 1 FROM rule_events n WHERE n.rule = e.rule "
+                "AND n.series = e.series AND n.id > e.id) ORDER BY e.ts LIMIT ?)",
+                (before, limit),
+            ).rowcount
+
+        return await self.db.run(delete)
