@@ -37,6 +37,7 @@ from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
+from dutyd.duty.retention import Retention
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import LatestExporter
 from dutyd.notify.service import NotifyService
@@ -45,7 +46,7 @@ from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, StorageError, open_configured
+from dutyd.storage import Storage, StorageError, StorageUnavailable, open_configured
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.server import HttpServer
@@ -54,6 +55,11 @@ log = logging.getLogger("dutyd")
 
 # Resolved alerts stay visible (API, page) this long before they leave memory.
 RESOLVED_RETENTION = 15 * 60.0
+# While the store refuses writes it is probed this often, doubling up to PROBE_MAX; when it
+# is well, its WAL is checkpointed and truncated every CHECKPOINT_EVERY.
+PROBE_FIRST = 1.0
+PROBE_MAX = 30.0
+CHECKPOINT_EVERY = 60.0
 
 
 class Daemon:
@@ -82,6 +88,7 @@ class Daemon:
             settings.http.port,
             web_config_file=settings.http.web_config_file,
             allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
+            degraded=self.storage.health.problem,
         )
         self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
@@ -96,6 +103,18 @@ class Daemon:
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
+        self._storage_changed = asyncio.Event()
+        health = self.storage.health
+        health.on_error.append(self.metrics.storage_errors.inc)
+        health.on_change.append(self._on_storage_change)
+        self.retention = Retention(
+            self.storage,
+            lambda: self.settings.storage.retention,
+            lambda: self.engine,
+            clock,
+            on_deleted=lambda table, n: self.metrics.retention_deleted.labels(table).inc(n),
+            enabled=self.ha.escalating,
+        )
         self.ha.connect(
             lambda: self.engine,
             self.journal,
@@ -145,6 +164,16 @@ class Daemon:
         raises `StartupError` naming it, after closing what was already opened."""
         try:
             await self.storage.open()
+        except StorageUnavailable as exc:
+            # A read-only or full disk: watching without durable state beats not watching.
+            if self.settings.storage.when_unwritable == "refuse":
+                raise StartupError(
+                    f"cannot write the database {self.settings.storage.path}: {_why(exc)} "
+                    "(storage.when_unwritable: refuse)"
+                ) from None
+            await self.storage.open_in_memory(
+                f"cannot write {self.settings.storage.path}: {_why(exc)}"
+            )
         except (OSError, StorageError) as exc:
             raise StartupError(
                 f"cannot open the database {self.settings.storage.path}: {_why(exc)} "
@@ -186,6 +215,10 @@ class Daemon:
         await self.notify.start(firing)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
+        self._tasks.append(asyncio.create_task(self._watch_storage(), name="storage-watch"))
+        self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
+        if not self.storage.health.durable:
+            self.notify.storage_fault(False, self.storage.health.problem() or "")
         await self.storage.log.append(
             self.clock.time(),
             "daemon.start",
@@ -340,6 +373,9 @@ class Daemon:
     def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting or stopping"
+        problem = self.storage.health.problem()
+        if problem is not None:
+            return False, problem
         if not self.settings.targets:
             return False, "no targets configured: nothing is watched"
         return True, (
@@ -467,9 +503,45 @@ class Daemon:
                     await self.storage.alerts.delete(fp)
                 await rulestate.save_counts(self.engine, self.storage)
                 await self.reboots.flush()
+            except StorageUnavailable:
+                pass  # logged once by the store's health; written again when it is back
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.
                 log.exception("recording rule state failed")
+
+    # -- storage faults -------------------------------------------------------------------------
+
+    def _on_storage_change(self, writable: bool, reason: str) -> None:
+        self.metrics.storage_writable.set(1 if writable else 0)
+        self.notify.storage_fault(writable, reason)
+        self._storage_changed.set()
+
+    async def _watch_storage(self) -> None:
+        """While the store refuses writes, probe it with backoff; when it takes them again
+        (the held duty log is written by the probe), write the alert rows as they are now
+        (the notification service writes its held outbox state itself). Otherwise a
+        truncating WAL checkpoint every CHECKPOINT_EVERY keeps the WAL small."""
+        delay = PROBE_FIRST
+        while True:
+            self._storage_changed.clear()
+            if not self.storage.health.writable:
+                await self.clock.sleep(delay)
+                if not await self.storage.probe():
+                    delay = min(PROBE_MAX, delay * 2)
+                    continue
+                delay = PROBE_FIRST
+                if self.ha.escalating():
+                    with contextlib.suppress(StorageUnavailable):
+                        await rulestate.resync_alerts(
+                            self.engine, self.storage, self.ha.records_as_now()
+                        )
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with self.clock.timeout(CHECKPOINT_EVERY):
+                    await self._storage_changed.wait()
+            if self.storage.health.writable:
+                with contextlib.suppress(StorageUnavailable):
+                    await self.storage.compact()
 
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())

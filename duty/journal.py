@@ -20,7 +20,7 @@ from dutyd.core.records import AlertChange, AlertEvent, AlertState
 from dutyd.duty.rulestate import alert_row
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import Storage
+from dutyd.storage import Storage, StorageUnavailable
 
 log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
@@ -70,10 +70,16 @@ class AlertJournal:
             return
         try:
             alert = self._engine().alerts.get(event.fingerprint)
-            if alert is not None and alert.state is not AlertState.INACTIVE:
-                await self._storage.alerts.save(alert_row(alert))
-            else:
-                await self._storage.alerts.delete(event.fingerprint)
+            try:
+                if alert is not None and alert.state is not AlertState.INACTIVE:
+                    await self._storage.alerts.save(alert_row(alert))
+                else:
+                    await self._storage.alerts.delete(event.fingerprint)
+            except StorageUnavailable:
+                # The disk refuses writes (logged once by the store): the row is written
+                # when it is back (`rulestate.resync_alerts`); the duty log entry is held
+                # in memory by the store and written then, in order.
+                pass
             await self._storage.log.append(
                 event.timestamp,
                 f"alert.{word}",
@@ -122,6 +128,8 @@ class AlertJournal:
             alert = self._engine().alerts.get(event.fingerprint)
             if alert is not None and alert.state is not AlertState.INACTIVE:
                 await self._storage.alerts.save(alert_row(alert))
+        except StorageUnavailable:
+            pass  # written when the disk is back (`rulestate.resync_alerts`)
         except Exception:
             log.exception("recording alert event failed")
         for listener in self.listeners:

@@ -80,6 +80,20 @@ async def save_all(
     await save_counts(engine, storage)
 
 
+async def resync_alerts(
+    engine: RuleEngine, storage: Storage, records: Callable[[Labels], bool] | None = None
+) -> None:
+    """After a storage fault: the rows of the alerts this node records as they are now,
+    and none left of an alert that ended while the disk refused writes (it would come back
+    as firing at the next start)."""
+    await save_all(engine, storage, records)
+    for row in await storage.alerts.load_all():
+        alert = engine.alerts.get(row.fingerprint)
+        gone = alert is None or alert.state is AlertState.INACTIVE
+        if gone and (records is None or records(labels_of(row.labels))):
+            await storage.alerts.delete(row.fingerprint)
+
+
 def alert_row(alert: Alert) -> StoredAlert:
     return StoredAlert(
         alert.fingerprint,

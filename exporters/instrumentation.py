@@ -103,6 +103,25 @@ class Instrumentation:
         self.targets = Gauge(
             "dutyd_targets", "Configured targets, by kind", ["kind"], registry=registry
         )
+        # Storage faults (storage/health.py): a failed call is counted, the state is a gauge.
+        self.storage_errors = Counter(
+            "dutyd_storage_errors",
+            "Storage calls that failed on a fault of the disk or the database (full, "
+            "read-only, I/O error, unreachable)",
+            registry=registry,
+        )
+        self.storage_writable = Gauge(
+            "dutyd_storage_writable",
+            "1 when the store takes writes, 0 during a fault (what it refused waits in memory)",
+            registry=registry,
+        )
+        self.storage_writable.set(1)
+        self.retention_deleted = Counter(
+            "dutyd_retention_deleted_rows",
+            "Rows deleted by retention, by table",
+            ["table"],
+            registry=registry,
+        )
         # Notifications (notify/): channel labels are configured channel names (bounded).
         self.outbox_depth = Gauge(
             "dutyd_notify_outbox_depth",

@@ -219,9 +219,13 @@ class HttpServer:
         port: int = 0,
         web_config_file: Path | None = None,
         allowed_hosts: Iterable[str] = (),
+        degraded: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.registry = registry
         self._ready = ready
+        # What is wrong while the process still works (its storage refuses writes): /healthz
+        # says "degraded: ..." with 200, since a restart would not mend a disk.
+        self._degraded = degraded
         self.listen = listen
         self.port = port
         self.web_config_file = web_config_file
@@ -371,7 +375,8 @@ class HttpServer:
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        problem = self._degraded()
+        return web.Response(text="ok\n" if problem is None else f"degraded: {problem}\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self._ready()

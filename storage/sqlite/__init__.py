@@ -30,7 +30,7 @@ class SqliteStorage(Storage):
         self.overlays = SqliteOverlays(self._db)
         self.rule_events = SqliteRuleEvents(self._db)
         # Entries the disk refuses wait in memory and are written when it takes them again.
-        self.log = HeldDutyLog(SqliteDutyLog(self._db))
+        self.log = SqliteDutyLog(self._db) if read_only else HeldDutyLog(SqliteDutyLog(self._db))
         self.drills = SqliteDrills(self._db)
         self.outbox = SqliteOutbox(self._db)
         self.ack_links = SqliteAckLinks(self._db)
@@ -51,7 +51,10 @@ class SqliteStorage(Storage):
     async def probe(self) -> bool:
         if not await self._db.probe():
             return False
-        return await self.log.flush()
+        if isinstance(self.log, HeldDutyLog) and not await self.log.flush():
+            return False
+        self.health.succeeded()
+        return True
 
     async def compact(self) -> None:
         await self._db.checkpoint()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -196,30 +197,37 @@ class SqliteDatabase:
 
     async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
         """Run `func` on the connection's thread. A fault of the disk (full, read-only, I/O)
-        is reported to `health` and raised as `StorageUnavailable`; a call that changed rows
-        tells `health` the store takes writes again."""
+        is reported to `health` and raised as `StorageUnavailable`. The end of a fault is
+        the daemon's probe (`SqliteStorage.probe`): one write that happens to fit on a
+        nearly full disk does not end it, so an episode is not logged again and again."""
 
-        def call() -> tuple[T, bool]:
+        def call() -> T:
             if self._conn is None:
                 raise RuntimeError("storage is not open")
-            before = self._conn.total_changes
-            result = func(self._conn)
-            return result, self._conn.total_changes != before
+            return func(self._conn)
 
         try:
-            result, wrote = await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except (sqlite3.Error, OSError) as exc:
-            if not is_fault(exc):
-                raise
+            if self.read_only or not is_fault(exc):
+                raise  # a tool's read-only open refuses writes: not a fault of the disk
             self.health.failed(str(exc) or type(exc).__name__)
             raise StorageUnavailable(f"the database cannot be written: {exc}") from exc
-        if wrote:
-            self.health.succeeded()
-        return result
 
     async def open(self) -> None:
+        """Open (and migrate); a file the disk will not let us write (read-only, full, I/O
+        errors) raises `StorageUnavailable`, any other refusal `StorageError`."""
         connect = self._connect_read_only if self.read_only else self._connect
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            if not self.read_only and is_fault(exc):
+                raise StorageUnavailable(str(exc)) from None
+            raise StorageError(f"cannot open {self.path}: {exc}") from None
+        except OSError as exc:
+            if not self.read_only and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EIO):
+                raise StorageUnavailable(exc.strerror or str(exc)) from None
+            raise
 
     async def open_in_memory(self, reason: str) -> None:
         """Run on an in-memory copy: the file's content when it can still be read (a disk
