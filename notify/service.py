@@ -182,6 +182,20 @@ class NotifyService:
             await self._flush_ready()
         if self._fault_page is not None and not self._fault_page.done():
             self._fault_page.cancel()
+        if self._mem_rows or self._mem_done or self._mem_dropped:
+            with contextlib.suppress(StorageUnavailable):
+                await self._sync_memory()
+            if self._mem_rows or self._mem_done or self._mem_dropped:
+                # The disk still refuses them: said, never dropped in silence.
+                log.error(
+                    "stopping with notifications the disk refused: they are lost",
+                    extra={
+                        "fields": {
+                            "unsent": len(self._mem_rows),
+                            "deliveries_unrecorded": len(self._mem_done),
+                        }
+                    },
+                )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -97,6 +97,18 @@ class PostgresDutyLog(DutyLogRepository):
         value = await self.db.run(select)
         return None if value is None else float(value)
 
+    async def prune(self, before: float, limit: int) -> int:
+        async def delete(c: asyncpg.Connection) -> int:
+            status = await c.execute(
+                "DELETE FROM duty_log WHERE id IN "
+                "(SELECT id FROM duty_log WHERE ts < $1 ORDER BY ts LIMIT $2)",
+                before,
+                limit,
+            )
+            return deleted(status)
+
+        return await self.db.run(delete)
+
 
 class PostgresDrills(DrillRepository):
     def __init__(self, db: PostgresDatabase) -> None:
@@ -111,15 +123,3 @@ class PostgresDrills(DrillRepository):
 
         value = await self.db.run(select)
         return None if value is None else float(value)
-
-    async def prune(self, before: float, limit: int) -> int:
-        async def delete(c: asyncpg.Connection) -> int:
-            status = await c.execute(
-                "DELETE FROM duty_log WHERE id IN "
-                "(SELECT id FROM duty_log WHERE ts < $1 ORDER BY ts LIMIT $2)",
-                before,
-                limit,
-            )
-            return deleted(status)
-
-        return await self.db.run(delete)
