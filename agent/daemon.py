@@ -58,7 +58,7 @@ RESOLVED_RETENTION = 15 * 60.0
 # While the store refuses writes it is probed this often, doubling up to PROBE_MAX; when it
 # is well, its WAL is checkpointed and truncated every CHECKPOINT_EVERY.
 PROBE_FIRST = 1.0
-PROBE_MAX = 30.0
+PROBE_MAX = 10.0
 CHECKPOINT_EVERY = 60.0
 
 

@@ -182,6 +182,14 @@ class NotifyService:
             await self._flush_ready()
         if self._fault_page is not None and not self._fault_page.done():
             self._fault_page.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
+        for task in self._pending:
+            task.cancel()
         if self._mem_rows or self._mem_done or self._mem_dropped:
             with contextlib.suppress(StorageUnavailable):
                 await self._sync_memory()
@@ -196,14 +204,6 @@ class NotifyService:
                         }
                     },
                 )
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=5)
-        for task in self._pending:
-            task.cancel()
         for channel in self.channels.values():
             await channel.close()
 
