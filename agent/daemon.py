@@ -60,6 +60,11 @@ RESOLVED_RETENTION = 15 * 60.0
 PROBE_FIRST = 1.0
 PROBE_MAX = 10.0
 CHECKPOINT_EVERY = 60.0
+# Per-series rule state not fed for this many of the longest poll interval (at least
+# STALE_MIN) leaves memory, swept every STALE_SWEEP_EVERY, with expired silences.
+STALE_INTERVALS = 5
+STALE_MIN = 3600.0
+STALE_SWEEP_EVERY = 600.0
 
 
 class Daemon:
@@ -486,6 +491,7 @@ class Daemon:
         )
 
     async def _tick_loop(self) -> None:
+        swept = self.clock.time()
         while True:
             # Wake at the next `for` deadline, so a pending alert fires on time, not up to a
             # second late; and at least every second for everything else time changes.
@@ -496,6 +502,10 @@ class Daemon:
             for event in self.engine.tick(now):
                 self.journal.put(event)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
+            if now - swept >= STALE_SWEEP_EVERY:
+                swept = now
+                longest = max((t.interval for t in self.settings.targets), default=0.0)
+                self.engine.forget_stale(now, max(STALE_MIN, STALE_INTERVALS * longest))
             if not self.ha.escalating():
                 continue  # a standby: the active node writes the rule state
             try:

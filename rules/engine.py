@@ -586,6 +586,15 @@ class RuleEngine:
                 dropped.append(fp)
         return dropped
 
+    def forget_stale(self, now: float, idle: float) -> tuple[int, int]:
+        """Memory that no longer matters: per-series state of stateful rules not fed for
+        `idle` seconds (`CompiledRule.forget_series`), expired silences, and windows ended
+        before every active alert began. Returns (series, overlays) dropped."""
+        series = sum(rule.forget_series(idle, now) for rule in self.rules.values())
+        starts = [a.active_since for a in self._alerts.values() if a.active_since is not None]
+        overlays = self.mutes.forget_expired(now, min([now, *starts]))
+        return series, overlays
+
     def view(self, alert: Alert, now: float) -> dict[str, Any]:
         """An alert with its overlays, for the API and the CLI."""
         return alert_view(alert, self.rules.get(alert.rule), self.mutes, now)

@@ -37,6 +37,7 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 # old pages); `checkpoint` truncates it to zero when no reader is in the way.
 JOURNAL_SIZE_LIMIT = 1024 * 1024
 WAL_AUTOCHECKPOINT = 256  # pages
+VACUUM_PAGES = 4096  # free pages given back per checkpoint (16 MB): a short hold of the thread
 # Messages of the errors that are a state of the disk or the file, not a bug in a statement.
 _NOT_A_FAULT = ("no such ", "syntax error", "near ", "incomplete input")
 
@@ -273,8 +274,10 @@ class SqliteDatabase:
             return
 
         def work(c: sqlite3.Connection) -> None:
+            # The vacuum first: the file is cut short when its pages reach it, at the checkpoint.
+            # executescript steps the pragma to its end (execute frees one page per step).
+            c.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            c.execute("PRAGMA incremental_vacuum(2000)").fetchall()
 
         await self.run(work)
 
