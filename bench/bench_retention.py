@@ -32,8 +32,8 @@ import asyncio
 import os
 import random
 import shutil
-import statistics
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
