@@ -25,6 +25,8 @@ import pytest
 import yaml
 from aiohttp import web
 
+from dutyd.agent.config import load_config
+from dutyd.core.errors import ConfigError
 from dutyd.storage import open_storage
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
@@ -225,6 +227,65 @@ async def test_full_disk_while_alerts_fire_pages_once_and_the_duty_log_is_comple
     assert len(log) < 200_000, f"{len(log)} bytes of log"
 
 
+async def test_disk_full_under_queued_pages_retries_back_off_and_each_goes_once(
+    tmp_path: Path, portal: Portal
+) -> None:
+    """Pages already in the outbox when the disk fills: their reschedule and mark-delivered
+    writes fail. Before: due again at once (8,800 sends in 15 s), 7 to 17 copies each."""
+    gateway = Gateway()
+    gateway.status = 503
+    await gateway.start()
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        daemon = await asyncio.to_thread(DaemonProcess, tmp_path, config(disk, portal, gateway))
+        try:
+            portal.set(500)
+            await wait(
+                daemon,
+                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0) >= 2 * APPS,
+                30,
+                "the pages queued in the outbox",
+            )
+            filler = await asyncio.to_thread(fill, disk)
+            await wait(
+                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 0.0, 20, "fault"
+            )
+            before = len(gateway.requests)
+            await asyncio.sleep(5)
+            attempts = len(gateway.requests) - before
+            # 10 messages backing off to `retry_max` 1 s: about 60 in 5 s, never a hot loop.
+            assert attempts < 150, f"{attempts} sends in 5 s to a gateway answering 503"
+            gateway.status = 200
+            await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "accepted")
+            await asyncio.sleep(3)  # their deletion failed: they must not go out again
+            assert set(gateway.accepted().values()) == {1}, gateway.accepted()
+            filler.unlink()
+            await wait(
+                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 1.0, 20, "healed"
+            )
+            await wait(
+                daemon,
+                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
+                10,
+                "an empty outbox",
+            )
+            await asyncio.sleep(2)
+            accepted = gateway.accepted()
+            assert len(accepted) == 2 * APPS and set(accepted.values()) == {1}, accepted
+            code, _ = await asyncio.to_thread(daemon.terminate, 10)
+            assert code == 0
+        finally:
+            daemon.stop()
+            await gateway.stop()
+        async with open_storage(disk / "dutyd.db", read_only=True) as store:
+            sent = Counter(
+                e.subject for e in await store.log.read(kinds=["notify.sent"], limit=None)
+            )
+        assert sent == Counter(set(accepted)), sent
+    log = daemon.peer.log()
+    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
 async def test_read_only_disk_at_start_runs_without_durable_state_and_pages(
     tmp_path: Path, portal: Portal
 ) -> None:
@@ -280,3 +341,28 @@ async def test_read_only_disk_at_start_with_refuse_exits_2_naming_it(
     assert done.returncode == 2, done.stderr
     assert "cannot write the database" in done.stderr
     assert "storage.when_unwritable: refuse" in done.stderr
+
+
+def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "dutyd.yaml"
+    path.write_text(
+        "storage: {when_unwritable: ignore, retention: {environment: 0s, batch: 1}}\n"
+        "notify:\n  channels: {sms: {url: 'json://127.0.0.1:9/x'}}\n  fallback_channel: pager\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    found = "\n".join(info.value.problems)
+    assert "storage.when_unwritable" in found and "'run' or 'refuse'" in found, found
+    assert "storage.retention.environment" in found, found
+    assert "storage.retention.batch" in found, found
+    assert "notify.fallback_channel: unknown channel 'pager'" in found, found
+    path.write_text(
+        "storage: {retention: {duty_log: 3650d, environment: null}}\n"
+        "notify:\n  channels: {sms: {url: 'json://127.0.0.1:9/x'}}\n  fallback_channel: sms\n"
+    )
+    settings = load_config(path)
+    assert settings.storage.when_unwritable == "run"
+    assert settings.storage.retention.duty_log == 3650 * 86400.0
+    assert settings.storage.retention.environment is None
+    assert settings.storage.retention.overlays == 90 * 86400.0
+    assert settings.notify.fallback_channel == "sms"
