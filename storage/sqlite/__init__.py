@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from dutyd.storage.base import Storage
@@ -18,6 +19,8 @@ from dutyd.storage.sqlite.log import SqliteDrills, SqliteDutyLog
 from dutyd.storage.sqlite.outbox import SqliteOutbox
 from dutyd.storage.sqlite.overlays import SqliteOverlays
 from dutyd.storage.sqlite.rule_events import SqliteRuleEvents
+
+log = logging.getLogger("dutyd.storage")
 
 
 class SqliteStorage(Storage):
@@ -61,6 +64,12 @@ class SqliteStorage(Storage):
 
     async def close(self) -> None:
         await self.outbox.drain()
+        if isinstance(self.log, HeldDutyLog) and self.log.held and not await self.log.flush():
+            # Said, never dropped in silence.
+            log.error(
+                "closing with duty log entries the disk refused: they are lost",
+                extra={"fields": {"count": len(self.log.held)}},
+            )
         await self._db.close()
 
 
