@@ -283,9 +283,12 @@ class NotifyService:
         while True:
             attempt += 1
             now = self.clock.time()
+            channel = self.channels.get(name)
+            if channel is None:
+                return  # removed by a reload meanwhile
             try:
                 async with self.clock.timeout(self.config.send_timeout):
-                    result = await self.channels[name].send(
+                    result = await channel.send(
                         f"dutyd-storage-{now:.0f}", {"title": title, "body": body}
                     )
             except TimeoutError:
