@@ -1,5 +1,9 @@
 """dutyd's own disk fails: a real `dutyd run` on a small tmpfs (mounted here, as root) that is
-filled, or remounted read-only, while alerts fire, paging a real HTTP receiver.
+filled while alerts fire, or read-only at start; on an ext4 image on a loop device that is shut
+down under it (every I/O an error); paging a real HTTP receiver. A tmpfs cannot be remounted
+read-only under a process that holds files open for writing ("mount point is busy"), so the
+disk that goes bad while dutyd runs is the ext4 shutdown (EIO), and the read-only case is a
+disk that is read-only when dutyd starts.
 
 Issue 22 measured on the old code: new pages stopped (waiting in memory for the outbox
 write), /healthz said ok, no metric said so, a page whose reschedule or mark-delivered write
@@ -13,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import struct
 import subprocess
 import sys
 from collections import Counter
@@ -99,6 +105,38 @@ def fill(disk: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+@contextlib.contextmanager
+def ext4_disk(tmp: Path, size: str) -> Iterator[Path]:
+    """An ext4 file system image on a loop device, mounted at tmp/disk (root; unmounted
+    after, which frees the loop device)."""
+    image, where = tmp / "disk.img", tmp / "disk"
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    where.mkdir(mode=0o700)
+    done = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(where)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"cannot mount a loop device (the test needs root): {done.stderr}"
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
+EXT4_GOING_FLAGS_NOLOGFLUSH = 2
+
+
+def shut_down(disk: Path) -> None:
+    """Make every later read and write on the file system fail with EIO, as a dying disk
+    does (the ioctl behind `xfs_io -c shutdown`); only unmounting ends it."""
+    fd = os.open(disk, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", EXT4_GOING_FLAGS_NOLOGFLUSH))
+    finally:
+        os.close(fd)
 
 
 def remount(disk: Path, mode: str) -> None:
@@ -283,6 +321,45 @@ async def test_disk_full_under_queued_pages_retries_back_off_and_each_goes_once(
         assert sent == Counter(set(accepted)), sent
     log = daemon.peer.log()
     assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_disk_failing_under_a_running_dutyd_pages_and_stop_says_what_is_lost(
+    tmp_path: Path, portal: Portal
+) -> None:
+    """The disk fails under a running dutyd (every read and write an I/O error). Before (a
+    read-only remount): new alerts and a resolve never paged, and on stop the held pages
+    were dropped without a log line."""
+    gateway = Gateway()
+    await gateway.start()
+    with ext4_disk(tmp_path, "16M") as disk:
+        daemon = await asyncio.to_thread(DaemonProcess, tmp_path, config(disk, portal, gateway))
+        try:
+            await wait(
+                daemon,
+                lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
+                20,
+                "the apps answering",
+            )
+            shut_down(disk)
+            portal.set(500)
+            await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "the pages")
+            code, ready = daemon.get("/readyz")
+            assert code == 503 and "storage cannot be written" in ready, ready
+            portal.set(200)
+            await wait(daemon, lambda: len(gateway.accepted()) == 4 * APPS, 20, "the resolves")
+            await asyncio.sleep(2)
+            assert set(gateway.accepted().values()) == {1}, gateway.accepted()
+            code, _ = await asyncio.to_thread(daemon.terminate, 15)
+            assert code == 0
+        finally:
+            daemon.stop()
+            await gateway.stop()
+    log = daemon.peer.log()
+    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    # The stop says what the disk never got, instead of dropping it in silence.
+    assert "stopping with notifications the disk refused: they are lost" in log, log[-3000:]
+    assert "closing with duty log entries the disk refused: they are lost" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
 
 
