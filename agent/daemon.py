@@ -223,6 +223,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._watch_storage(), name="storage-watch"))
         self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         if not self.storage.health.durable:
+            self.metrics.storage_durable.set(0)
             self.notify.storage_fault(False, self.storage.health.problem() or "")
         await self.storage.log.append(
             self.clock.time(),

@@ -116,6 +116,13 @@ class Instrumentation:
             registry=registry,
         )
         self.storage_writable.set(1)
+        self.storage_durable = Gauge(
+            "dutyd_storage_durable",
+            "1 when the state is kept in the database file, 0 when dutyd runs on memory only "
+            "(the file could not be written at start: storage.when_unwritable: run)",
+            registry=registry,
+        )
+        self.storage_durable.set(1)
         self.retention_deleted = Counter(
             "dutyd_retention_deleted_rows",
             "Rows deleted by retention, by table",

@@ -381,6 +381,7 @@ async def test_read_only_disk_at_start_runs_without_durable_state_and_pages(
             code, ready = daemon.get("/readyz")
             assert code == 503 and "Read-only file system" in ready, ready
             assert daemon.get("/healthz")[1].startswith("degraded: running without durable")
+            assert daemon.metric_value("dutyd_storage_durable") == 0.0
             portal.set(500)
             await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "the pages")
             await asyncio.sleep(1)
