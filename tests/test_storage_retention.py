@@ -142,3 +142,18 @@ def test_an_existing_file_is_switched_to_incremental_vacuum(tmp_path: Path) -> N
     )
     assert "duty_log_subject" in plan, plan
     conn.close()
+
+
+async def test_the_wal_stays_near_its_limit_while_writing(tmp_path: Path) -> None:
+    """Issue 22: on a 2 MB volume the WAL alone filled it (SQLite's checkpoint every 1,000
+    pages, 4 MB, and a WAL never cut back)."""
+    path = tmp_path / "d.db"
+    wal = Path(f"{path}-wal")
+    largest = 0
+    async with open_storage(path) as store:
+        for i in range(200):  # 8 MB of duty log, 40 KB a transaction
+            await store.log.append_many(
+                [NewLogEntry(float(i), "k", "dutyd", "s", {"note": "z" * 4000}) for _ in range(10)]
+            )
+            largest = max(largest, wal_size(wal))
+    assert largest < JOURNAL_SIZE_LIMIT + 256 * 1024, largest
