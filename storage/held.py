@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from dutyd.storage.health import StorageUnavailable
+from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DutyLogRepository
 
@@ -20,8 +20,11 @@ MAX_HELD = 200_000
 
 
 class HeldDutyLog(DutyLogRepository):
-    def __init__(self, inner: DutyLogRepository) -> None:
+    def __init__(self, inner: DutyLogRepository, health: StorageHealth) -> None:
         self.inner = inner
+        # During a fault, entries go straight to memory: the disk is not asked again for
+        # each one (the probe asks, with backoff, and flushes).
+        self.health = health
         self.held: list[NewLogEntry] = []
         self.dropped = 0
 
@@ -29,7 +32,7 @@ class HeldDutyLog(DutyLogRepository):
         self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
     ) -> int:
         entry = NewLogEntry(timestamp, kind, actor, subject, data)
-        if self.held and not await self.flush():
+        if not self.health.writable or (self.held and not await self.flush()):
             self._hold([entry])
             return 0
         try:
@@ -39,7 +42,7 @@ class HeldDutyLog(DutyLogRepository):
             return 0
 
     async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
-        if self.held and not await self.flush():
+        if not self.health.writable or (self.held and not await self.flush()):
             self._hold(entries)
             return
         try:
@@ -59,6 +62,7 @@ class HeldDutyLog(DutyLogRepository):
         if not self.held and not self.dropped:
             return True
         batch = list(self.held)
+        taken, lost = len(batch), self.dropped
         if self.dropped:
             ts = batch[0].timestamp if batch else 0.0
             batch.insert(
@@ -69,13 +73,15 @@ class HeldDutyLog(DutyLogRepository):
             await self.inner.append_many(batch)
         except StorageUnavailable:
             return False
+        # Only what was written: entries held while this write was on its way stay held,
+        # behind it.
+        del self.held[:taken]
+        self.dropped -= lost
         log.info(
             "duty log entries held during the storage fault written",
-            extra={"fields": {"count": len(self.held), "lost": self.dropped}},
+            extra={"fields": {"count": taken, "lost": lost}},
         )
-        self.held.clear()
-        self.dropped = 0
-        return True
+        return not self.held or await self.flush()
 
     async def read(
         self,

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from dutyd.agent.config import load_config
 from dutyd.core.errors import ConfigError
-from dutyd.storage import open_storage
+from dutyd.storage import NewLogEntry, open_storage
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
 from tests.test_notify_chaos import Portal, daemon_config
@@ -444,3 +444,31 @@ def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     assert settings.storage.retention.environment is None
     assert settings.storage.retention.overlays == 90 * 86400.0
     assert settings.notify.fallback_channel == "sms"
+
+
+async def test_duty_log_entries_held_in_a_fault_are_written_in_order_by_the_probe(
+    tmp_path: Path,
+) -> None:
+    async with open_storage(tmp_path / "d.db") as store:
+        await store.log.append(1.0, "alert.firing", "dutyd", "a", {})
+        store.health.failed("database or disk is full")  # as the store reports a fault
+        await store.log.append(2.0, "alert.firing", "dutyd", "b", {})
+        await store.log.append_many(
+            [
+                NewLogEntry(3.0, "escalation.firing", "dutyd", "b", {}),
+                NewLogEntry(4.0, "x", "d", "c", {}),
+            ]
+        )
+        assert [e.subject for e in await store.log.read()] == ["a"]  # held, not written
+        assert not store.health.writable
+        assert await store.probe()  # the disk takes writes: the held entries go first
+        assert store.health.writable
+        await store.log.append(5.0, "alert.resolved", "dutyd", "b", {})
+        entries = await store.log.read()
+        assert [(e.timestamp, e.subject) for e in entries] == [
+            (1.0, "a"),
+            (2.0, "b"),
+            (3.0, "b"),
+            (4.0, "c"),
+            (5.0, "b"),
+        ]

@@ -33,7 +33,11 @@ class SqliteStorage(Storage):
         self.overlays = SqliteOverlays(self._db)
         self.rule_events = SqliteRuleEvents(self._db)
         # Entries the disk refuses wait in memory and are written when it takes them again.
-        self.log = SqliteDutyLog(self._db) if read_only else HeldDutyLog(SqliteDutyLog(self._db))
+        self.log = (
+            SqliteDutyLog(self._db)
+            if read_only
+            else HeldDutyLog(SqliteDutyLog(self._db), self.health)
+        )
         self.drills = SqliteDrills(self._db)
         self.outbox = SqliteOutbox(self._db)
         self.ack_links = SqliteAckLinks(self._db)
