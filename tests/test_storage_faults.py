@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from aiohttp import web
 from dutyd.agent.config import load_config
 from dutyd.core.errors import ConfigError
 from dutyd.storage import NewLogEntry, open_storage
+from dutyd.storage.sqlite.database import is_fault
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
 from tests.test_notify_chaos import Portal, daemon_config
@@ -472,3 +475,21 @@ async def test_duty_log_entries_held_in_a_fault_are_written_in_order_by_the_prob
             (4.0, "c"),
             (5.0, "b"),
         ]
+
+
+@pytest.mark.parametrize(
+    ("error", "fault"),
+    [
+        (sqlite3.OperationalError("database or disk is full"), True),
+        (sqlite3.OperationalError("disk I/O error"), True),
+        (sqlite3.OperationalError("attempt to write a readonly database"), True),
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.DatabaseError("database disk image is malformed"), True),
+        (OSError(errno.EROFS, "Read-only file system"), True),
+        (sqlite3.OperationalError("no such table: outbox"), False),  # a bug, not the disk
+        (sqlite3.OperationalError('near "SELEC": syntax error'), False),
+        (sqlite3.IntegrityError("UNIQUE constraint failed: outbox.id"), False),
+    ],
+)
+def test_what_counts_as_a_fault_of_the_disk(error: BaseException, fault: bool) -> None:
+    assert is_fault(error) is fault

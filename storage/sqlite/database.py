@@ -38,18 +38,25 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 JOURNAL_SIZE_LIMIT = 1024 * 1024
 WAL_AUTOCHECKPOINT = 256  # pages
 VACUUM_PAGES = 4096  # free pages given back per checkpoint (16 MB): a short hold of the thread
-# Messages of the errors that are a state of the disk or the file, not a bug in a statement.
-_NOT_A_FAULT = ("no such ", "syntax error", "near ", "incomplete input")
+# What SQLite says when the disk or the file fails (full, read-only, I/O error, locked by
+# another process past busy_timeout, corrupt), as opposed to a constraint or a bug in a
+# statement, which stays an error of its own.
+_FAULTS = (
+    "disk",  # "database or disk is full", "disk I/O error", "database disk image is malformed"
+    "readonly",  # "attempt to write a readonly database"
+    "unable to open",
+    "locked",  # "database is locked", "database table is locked"
+    "not a database",
+)
 
 
 def is_fault(exc: BaseException) -> bool:
-    """A failure of the disk or the file (full, read-only, I/O error, locked, corrupt),
-    as opposed to a constraint or a programming error."""
+    """A failure of the disk or the file, not of the statement."""
     if isinstance(exc, OSError):
         return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return not str(exc).startswith(_NOT_A_FAULT)
-    return type(exc) is sqlite3.DatabaseError  # "database disk image is malformed"
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+        return False
+    return isinstance(exc, sqlite3.DatabaseError) and any(f in str(exc) for f in _FAULTS)
 
 
 @contextlib.contextmanager
