@@ -111,7 +111,7 @@ async def test_the_wal_is_truncated_once_no_reader_holds_it(tmp_path: Path) -> N
         assert len(await store.log.read(limit=None)) == 1000
 
 
-def test_an_existing_file_is_switched_to_incremental_vacuum(tmp_path: Path) -> None:
+def test_an_existing_file_is_switched_to_incremental_vacuum_and_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -120,6 +120,14 @@ def test_an_existing_file_is_switched_to_incremental_vacuum(tmp_path: Path) -> N
     conn.execute(
         "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (1, 'k', 'a', 'fp', '{}')"
     )
+    conn.executemany(
+        "INSERT INTO environment_hourly (hour, name, series, min, max, last) VALUES (?,?,?,?,?,?)",
+        [
+            (3600.0, "room_temperature_celsius", '{"sensor":"a"}', 19.5, 24.0, 22.0),
+            (7200.0, "room_temperature_celsius", '{"sensor":"a"}', 20.0, 26.5, 21.0),
+            (7200.0, "room_humidity_percent", '{"sensor":"a"}', 40.0, 45.0, 41.0),
+        ],
+    )
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
     conn.close()
 
@@ -127,6 +135,12 @@ def test_an_existing_file_is_switched_to_incremental_vacuum(tmp_path: Path) -> N
         async with open_storage(path) as store:
             (entry,) = await store.log.read(subject="fp")
             assert entry.kind == "k"
+            # The hourly environment rows came over to the compact table (migration 11).
+            ranges = await store.environment.ranges(0.0, 3 * 3600.0)
+            assert [(r.name, r.labels, r.min, r.max) for r in ranges] == [
+                ("room_humidity_percent", {"sensor": "a"}, 40.0, 45.0),
+                ("room_temperature_celsius", {"sensor": "a"}, 19.5, 26.5),
+            ]
 
     asyncio.run(open_it())
     conn = sqlite3.connect(path)
