@@ -273,24 +273,28 @@ class NotifyService:
         self._fault_page = asyncio.ensure_future(self._page_fault(name, reason))
 
     async def _page_fault(self, name: str, reason: str) -> None:
-        lang = self.config.language
-        title = "dutyd 无法写入其数据库" if lang == "zh" else "dutyd cannot write its database"
-        body = (
-            f"{reason}. Pages go out from memory; the duty log and the outbox are written "
-            "when the disk takes writes again. Free space or fix the disk."
-        )
+        if self.config.language == "zh":
+            title = "dutyd 无法写入其数据库"
+            body = (
+                f"{reason}。告警仍从内存发出；磁盘恢复写入后补写值班日志和发件箱。"
+                "请释放空间或修复磁盘。"
+            )
+        else:
+            title = "dutyd cannot write its database"
+            body = (
+                f"{reason}. Pages go out from memory; the duty log and the outbox are written "
+                "when the disk takes writes again. Free space or fix the disk."
+            )
+        mid = f"dutyd-storage-{self.clock.time():.0f}"  # one id for the retries of one notice
         attempt = 0
         while True:
             attempt += 1
-            now = self.clock.time()
             channel = self.channels.get(name)
             if channel is None:
                 return  # removed by a reload meanwhile
             try:
                 async with self.clock.timeout(self.config.send_timeout):
-                    result = await channel.send(
-                        f"dutyd-storage-{now:.0f}", {"title": title, "body": body}
-                    )
+                    result = await channel.send(mid, {"title": title, "body": body})
             except TimeoutError:
                 result = SendResult(False, True, "no answer")
             if result.ok or not result.retry:
