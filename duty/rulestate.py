@@ -60,9 +60,13 @@ async def save_counts(engine: RuleEngine, storage: Storage) -> None:
     """Write the `events:` counts taken since the last call."""
     rows = engine.take_counted()
     if rows:
-        await storage.rule_events.append(
-            [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
-        )
+        try:
+            await storage.rule_events.append(
+                [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
+            )
+        except Exception:
+            engine.put_back_counted(rows)  # a full disk loses no increase: written next time
+            raise
 
 
 async def save_all(

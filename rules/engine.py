@@ -114,6 +114,10 @@ class RuleEngine:
         """The counter increases not yet persisted, handed over to be written."""
         return self.counts.take_unsaved()
 
+    def put_back_counted(self, rows: list[CountedRow]) -> None:
+        """Increases taken by `take_counted` that the store refused, kept for the next write."""
+        self.counts.put_back(rows)
+
     # -- evaluation -----------------------------------------------------------------------------
 
     def ingest(self, samples: Iterable[Sample], now: float) -> list[AlertEvent]:

@@ -35,7 +35,11 @@ from aiohttp import web
 
 from dutyd.agent.config import load_config
 from dutyd.core.errors import ConfigError
-from dutyd.storage import NewLogEntry, open_storage
+from dutyd.core.records import Sample
+from dutyd.duty import rulestate
+from dutyd.rules.config import RuleConfig
+from dutyd.rules.engine import RuleEngine
+from dutyd.storage import NewLogEntry, StorageUnavailable, open_storage
 from dutyd.storage.sqlite.database import is_fault
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
@@ -493,3 +497,32 @@ async def test_duty_log_entries_held_in_a_fault_are_written_in_order_by_the_prob
 )
 def test_what_counts_as_a_fault_of_the_disk(error: BaseException, fault: bool) -> None:
     assert is_fault(error) is fault
+
+
+async def test_event_counts_the_disk_refused_are_written_when_it_is_back(tmp_path: Path) -> None:
+    rule = RuleConfig.model_validate(
+        {
+            "name": "resets",
+            "metric": "if_resets_total",
+            "events": {"more_than": 3, "over": "1d"},
+            "severity": "warning",
+            "summary": "{target} resets",
+        }
+    )
+    engine = RuleEngine([rule])
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        async with open_storage(disk / "d.db") as store:
+            await asyncio.to_thread(fill, disk)
+            for t, v in enumerate([1.0, 2.0, 5.0, 6.0]):
+                engine.ingest([Sample.of("if_resets_total", v, float(t), {"target": "sw1"})], t)
+            with pytest.raises(StorageUnavailable):
+                await rulestate.save_counts(engine, store)
+            os.unlink(disk / "filler")
+            await rulestate.save_counts(engine, store)
+            rows = await store.rule_events.load(0.0)
+    # Every increase (the first reading is a baseline `load` leaves out) and the last value.
+    assert [(r[2], r[3], r[4]) for r in rows] == [
+        (1.0, 1.0, 2.0),
+        (2.0, 3.0, 5.0),
+        (3.0, 1.0, 6.0),
+    ]
