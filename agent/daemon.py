@@ -176,9 +176,14 @@ class Daemon:
                     f"cannot write the database {self.settings.storage.path}: {_why(exc)} "
                     "(storage.when_unwritable: refuse)"
                 ) from None
-            await self.storage.open_in_memory(
-                f"cannot write {self.settings.storage.path}: {_why(exc)}"
-            )
+            try:
+                await self.storage.open_in_memory(
+                    f"cannot write {self.settings.storage.path}: {_why(exc)}"
+                )
+            except StorageError as why:  # a file of a newer dutyd, say: not to run on
+                raise StartupError(
+                    f"cannot open the database {self.settings.storage.path}: {_why(why)}"
+                ) from None
         except (OSError, StorageError) as exc:
             raise StartupError(
                 f"cannot open the database {self.settings.storage.path}: {_why(exc)} "
