@@ -2,6 +2,7 @@
 
     python bench/bench_retention.py [--days 365] [--devices 1000] [--sensors 50]
         [--alerts-per-day 20] [--duty-log-keep DAYS] [--no-retention]
+    python bench/bench_retention.py --detail-rows 1000000
 
 Writes what dutyd writes over `--days` on a fake clock, through the real storage
 repositories (`dutyd.storage`) and the real retention round (`dutyd.duty.retention`), run
@@ -306,6 +307,38 @@ async def main(args: argparse.Namespace) -> None:
     shutil.rmtree(tmp)
 
 
+async def alert_detail_at(rows: int) -> None:
+    """The alert-detail read (the duty log of one alert) in a log of `rows` entries, with the
+    index by alert and without it (as before issue 22)."""
+    rng = random.Random(1)
+    tmp = Path(tempfile.mkdtemp(prefix="dutyd-bench-detail-"))
+    path = tmp / "dutyd.db"
+    data = alert_data(0, "ups-0001", "firing")
+    async with open_storage(path) as store:
+        for b in range(0, rows, 10_000):
+            await store.log.append_many(
+                [
+                    NewLogEntry(
+                        START + b + i, "alert.firing", "dutyd", f"{rng.getrandbits(64):016x}", data
+                    )
+                    for i in range(min(10_000, rows - b))
+                ]
+            )
+        fp = (await store.log.read(limit=1, newest_first=True))[0].subject
+        results: dict[str, tuple[float, float, float]] = {}
+        await timed("with the index", lambda: store.log.read(subject=fp, limit=1000), 20, results)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX duty_log_subject")
+    conn.close()
+    async with open_storage(path, read_only=True) as store:
+        await timed("without (before)", lambda: store.log.read(subject=fp, limit=1000), 5, results)
+    print(f"alert detail in a duty log of {rows:,} entries:")
+    for what, (median, worst, cpu) in results.items():
+        figures = f"median {median * 1e3:8.2f} ms, slowest {worst * 1e3:8.2f} ms"
+        print(f"  {what:20s} {figures}, CPU {cpu * 1e3:8.2f} ms")
+    shutil.rmtree(tmp)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=365)
@@ -317,4 +350,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--event-days", type=float, default=0.5, help="share of days an events counter steps"
     )
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--detail-rows",
+        type=int,
+        default=0,
+        help="instead: time the alert-detail read in a duty log of this many entries",
+    )
+    args = parser.parse_args()
+    asyncio.run(alert_detail_at(args.detail_rows) if args.detail_rows else main(args))
