@@ -138,7 +138,11 @@ def site(
         )
     return {
         "targets": targets,
-        "traps": {"listen": "127.0.0.1", "port": trap_port, "communities": [TRAP_COMMUNITY]},
+        "traps": {
+            "listen": "127.0.0.1",
+            "port": trap_port,
+            "communities": [{"community": TRAP_COMMUNITY, "targets": ["*"]}],
+        },
         "rules": {"overrides": SHORT_FOR if overrides is None else overrides},
         "oncall": {
             "pairs": [["Zhang Wei"]],
