@@ -291,7 +291,10 @@ def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
     tmp_path: Path, ups: SnmpdPeer, receiver: PageReceiver
 ) -> None:
     """A UPS's coldStart fires unexpected_device_reboot at once (its poll reads sysUpTime, so
-    the trap is its `device_rebooted`). A trap that says "on battery" from a UPS whose poll
+    the trap is its `device_rebooted`), but a trap alone holds the alert only until the poll
+    it asks for: a poll that saw no restart resolves it at once, though the rule keeps firing
+    for 1h on a restart a poll saw (issue 24: a forged coldStart stayed firing for that hour);
+    a restart the poll confirms keeps it firing. A trap that says "on battery" from a UPS whose poll
     says on line: the trap's sample reaches the rules first (ups_on_battery goes pending),
     the poll it asks for comes after and clears it (pending -> inactive, no page). The
     duty pack's own `for: 10s` is kept, so only the poll can end the pending state in time."""
@@ -317,9 +320,38 @@ def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
         assert traps(daemon, "v2c_trap", "mapped") == 1.0
         assert traps(daemon, "v2c_trap", "unmapped") == 0.0
         daemon.wait_until(lambda: polls(daemon) == first_polls + 1, 10, "the trap's poll")
-        # The poll saw no restart of its own (the agent did not restart); keep_firing_for
-        # holds the alert the trap raised.
+        # The poll saw no restart of its own (the agent did not restart): the trap's word
+        # is contradicted, and keep_firing_for (1h) does not hold what only a trap said.
         assert daemon.metric_value("device_rebooted", target="ups-a") == 0.0
+        daemon.wait_until(
+            lambda: ("unexpected_device_reboot", "resolved") in alert_states(daemon),
+            10,
+            "the contradicted restart alert resolved",
+        )
+        daemon.wait_until(
+            lambda: any("has not restarted again" in t for t in receiver.texts()),
+            30,
+            "the resolve page",
+        )
+
+        # -- a real restart: the trap opens, the poll confirms (sysUpTime went back) --------
+        time.sleep(1.0)  # past POLL_NOW_MIN_GAP
+        ups.change({"1.3.6.1.2.1.1.3.0": ["timeticks", 100]})
+        restarted_pages = sum("restarted" in t for t in receiver.texts())
+        out = net_snmp("snmptrap", "-v2c", "-c", TRAP_COMMUNITY, to, "", COLD_START)
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(lambda: polls(daemon) == first_polls + 2, 10, "the second trap's poll")
+        daemon.wait_until(
+            lambda: daemon.metric_value("device_rebooted", target="ups-a") == 1.0,
+            10,
+            "the poll seeing the restart",
+        )
+        daemon.wait_until(
+            lambda: sum("restarted" in t for t in receiver.texts()) == restarted_pages + 1,
+            10,
+            "the second restart page",
+        )
+        time.sleep(0.5)
         assert ("unexpected_device_reboot", "firing") in alert_states(daemon)
 
         # -- a trap says on battery, the UPS says on line when polled ----------------------
@@ -336,8 +368,8 @@ def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
         # pending first (the trap's sample), then inactive (the poll's): had the poll been
         # ruled on first, the trap's sample would have left it pending until `for` fired it.
         assert events(daemon, "pending") == pending + 1
-        assert traps(daemon, "v2c_trap", "mapped") == 2.0
-        assert polls(daemon) == first_polls + 2
+        assert traps(daemon, "v2c_trap", "mapped") == 3.0
+        assert polls(daemon) == first_polls + 3
         assert daemon.metric_value("ups_on_battery", target="ups-a") == 0.0  # the poll's
         log = daemon.peer.log()
         went_pending = log.rindex("PENDING ups_on_battery")
