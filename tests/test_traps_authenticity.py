@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
+import hmac
 import socket
 import tracemalloc
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 from dutyd.agent.config import load_config
 from dutyd.collectors.snmp import trap_listener
 from dutyd.collectors.snmp.trap_config import TrapsConfig
+from dutyd.collectors.snmp.trap_decode import peek_v3_header
 from dutyd.collectors.snmp.trap_listener import TrapListener
 from dutyd.core.clock import FakeClock
 from dutyd.core.records import AlertEvent, AlertState, Sample
@@ -212,7 +215,9 @@ async def captured_v3(boots: int, engine_time: int) -> bytes:
 async def test_captured_v3_traps_replayed_late_or_with_lower_boots_are_refused() -> None:
     """RFC 3414 §3.2.7b, kept by dutyd: a captured authPriv trap sent again 160 s later
     (more than 150 s behind the sender's clock as last heard) is refused, and so is one
-    with lower engine boots after a higher one; the sender's next real trap passes."""
+    with lower engine boots after a higher one; the sender's next real trap passes. A
+    replay within the window, which the RFC lets through, is refused too (its digest was
+    seen)."""
     clock = FakeClock()
     sink = RecordingSink()
     listener = v3_listener(clock, sink)
@@ -222,16 +227,19 @@ async def test_captured_v3_traps_replayed_late_or_with_lower_boots_are_refused()
         earlier_boot = await captured_v3(2, 900_000)
         await flood(listener, sink, captured, UPS_A, 1)
         assert sink.counts == {("v3_trap", "mapped"): 1}
-
-        await clock.advance(160.0)
+        await clock.advance(5.0)
         await flood(listener, sink, captured, UPS_A, 1)
-        assert sink.counts[("v3", "replayed")] == 1
-        await flood(listener, sink, earlier_boot, UPS_A, 1)
+        assert sink.counts == {("v3_trap", "mapped"): 1, ("v3", "replayed"): 1}
+
+        await clock.advance(155.0)
+        await flood(listener, sink, captured, UPS_A, 1)
         assert sink.counts[("v3", "replayed")] == 2
+        await flood(listener, sink, earlier_boot, UPS_A, 1)
+        assert sink.counts[("v3", "replayed")] == 3
 
         # The device's own next trap, its clock 160 s on: accepted.
         await flood(listener, sink, await captured_v3(3, 5160), UPS_A, 1)
-        assert sink.counts == {("v3_trap", "mapped"): 2, ("v3", "replayed"): 2}
+        assert sink.counts == {("v3_trap", "mapped"): 2, ("v3", "replayed"): 3}
         assert sink.values("ups_on_battery") == [("ups-a", 1.0)] * 2
     finally:
         await listener.stop()
@@ -278,33 +286,70 @@ class _CountingSink:
         self.counts[(kind, result)] = self.counts.get((kind, result), 0) + 1
 
 
+def password_key(password: bytes, engine_id: bytes) -> bytes:
+    """An HMAC-SHA-96 user's key localized to `engine_id` (RFC 3414 A.2.2)."""
+    master = hashlib.sha1((password * (1048576 // len(password) + 1))[:1048576]).digest()
+    return hashlib.sha1(master + engine_id + master).digest()
+
+
+def retimed(data: bytes, was: int, engine_time: int, key: bytes) -> bytes:
+    """A captured authNoPriv (HMAC-SHA-96) message with its msgAuthoritativeEngineTime
+    changed from `was` to `engine_time` (the same encoded length) and its digest made anew
+    with `key`: a distinct, authentic message, as the device's next trap would be."""
+    header = peek_v3_header(data)
+    old = was.to_bytes(3, "big")
+    new = engine_time.to_bytes(3, "big")
+    at = data.index(b"\x02\x03" + old, 0, header.auth_at)
+    body = bytearray(data[:at] + b"\x02\x03" + new + data[at + 5 :])
+    body[header.auth_at : header.auth_at + 12] = bytes(12)
+    body[header.auth_at : header.auth_at + 12] = hmac.new(key, body, "sha1").digest()[:12]
+    return bytes(body)
+
+
 async def test_v3_messages_leave_no_per_message_state_in_pysnmp() -> None:
     """pysnmp queued an entry per accepted v3 message for 300 s (about 480 bytes each, 19 MiB
-    per 40,000); the listener empties pysnmp's sender-clock record after each message."""
+    per 40,000); the listener empties pysnmp's sender-clock record after each message.
+    350 distinct authentic traps (a captured one, its time advanced and digest remade)."""
     sink = _CountingSink()
-    cfg = v3_listener(FakeClock()).config
+    cfg = TrapsConfig.model_validate(
+        {"port": 0, "users": [{"user": "sha", "auth_protocol": "SHA",
+                               "auth_password": "auth-secret-9", "targets": ["ups-a"]}]}
+    )  # fmt: skip
     listener = TrapListener(
         cfg, [(ups_target("ups-a", UPS_A), {"target": "ups-a", "kind": "snmp"})], sink
     )
     await listener.start()
     try:
-        data = await captured_v3(1, 100)
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as capture:
+            capture.bind(("127.0.0.1", 0))
+            capture.setblocking(False)
+            rc, err = await send(
+                "snmptrap", "-v3", "-u", "sha", "-l", "authNoPriv", "-a", "SHA", "-A",
+                "auth-secret-9", "-e", "0x8000000001050607", "-Z", "1,100000",
+                f"127.0.0.1:{capture.getsockname()[1]}", "", ON_BATTERY,
+            )  # fmt: skip
+            assert rc == 0, err
+            async with asyncio.timeout(5):
+                data = await loop.sock_recv(capture, 65535)
+        key = password_key(b"auth-secret-9", bytes.fromhex("8000000001050607"))
+        traps = [retimed(data, 100_000, 100_000 + i, key) for i in range(350)]
         for i in range(50):  # warm up pysnmp's own caches
-            listener.handle(data, (UPS_A, 1000 + i))
+            listener.handle(traps[i], (UPS_A, 1000 + i))
         gc.collect()
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
-            for i in range(400):
-                listener.handle(data, (UPS_A, 2000 + i))
+            for i in range(50, 350):
+                listener.handle(traps[i], (UPS_A, 2000 + i))
             gc.collect()
             grown = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
-        assert sink.counts == {("v3_trap", "mapped"): 450}
-        # 400 x ~480 bytes = ~190 kB before; what remains is pysnmp's id banks (refilled
+        assert sink.counts == {("v3_trap", "mapped"): 350}
+        # 300 x ~480 bytes = ~145 kB before; what remains is pysnmp's id banks (refilled
         # in blocks, bounded).
-        assert grown < 60_000, grown
+        assert grown < 50_000, grown
     finally:
         await listener.stop()
 

@@ -28,7 +28,10 @@ with the same boots and a time more than 150 s behind its estimate of the sender
 pysnmp 7.1.30 overwrites its record with the message's own boots/time just before that
 check, so the check compares a message with itself and a captured trap replays for ever.
 `EngineClocks` does the check here, before pysnmp sees the message, and learns a sender's
-clock only from messages pysnmp then authenticated (a forged datagram can move nothing). For
+clock only from messages pysnmp then authenticated (a forged datagram can move nothing). It
+also refuses a message it has already accepted (the same digest) within the window, which
+RFC 3414 lets through: a trap is never sent twice alike (net-snmp and devices give each one
+its own msgID and time), so only a replay repeats one. For
 informs dutyd's own engine is authoritative, and pysnmp's check (§3.2.7a, against its own
 clock) is right. pysnmp's per-engine timeline is then cleared after each message: dutyd
 does not use it, and pysnmp queues an entry per message for 300 s (about 480 bytes each).
@@ -84,6 +87,10 @@ MAX_BOOTS = 2147483647  # snmpEngineBoots at its limit: the engine must be re-ke
 # Sender clocks kept (least recently heard from dropped first). Only engines whose messages
 # authenticated are kept, and at most MAX_ENGINES are learned, so none is dropped in practice.
 MAX_CLOCKS = MAX_ENGINES
+# Digests of accepted messages remembered per engine (the most recent), to refuse a replay
+# inside the window; a device sending more than this within 150 s leaves older ones
+# replayable until the window closes on them.
+SEEN_PER_ENGINE = 128
 
 Address = tuple[str, int]
 
@@ -118,6 +125,7 @@ class _Clock:
     time: int  # the engine's time when last learned
     latest: int  # latestReceivedEngineTime
     at: float  # our monotonic time when it was learned
+    seen: OrderedDict[bytes, None]  # digests of accepted messages, oldest first
 
 
 class EngineClocks:
@@ -131,8 +139,9 @@ class EngineClocks:
     def __len__(self) -> int:
         return len(self._clocks)
 
-    def in_window(self, engine_id: bytes, boots: int, time: int) -> bool:
-        """Whether a message stating `boots`/`time` may be current (§3.2.7b.2)."""
+    def fresh(self, engine_id: bytes, boots: int, time: int, digest: bytes) -> bool:
+        """Whether a message stating `boots`/`time` may be current (§3.2.7b.2) and is not
+        one already accepted."""
         known = self._clocks.get(engine_id)
         if known is None:
             return boots < MAX_BOOTS
@@ -141,13 +150,22 @@ class EngineClocks:
             known.boots >= MAX_BOOTS
             or boots < known.boots
             or (boots == known.boots and time < estimate - TIME_WINDOW)
+            or digest in known.seen
         )
 
-    def learn(self, engine_id: bytes, boots: int, time: int) -> None:
+    def learn(self, engine_id: bytes, boots: int, time: int, digest: bytes) -> None:
         """An authenticated message's clock (§3.2.7b.1: kept when it is the latest)."""
         known = self._clocks.get(engine_id)
-        if known is None or boots > known.boots or (boots == known.boots and time > known.latest):
-            self._clocks[engine_id] = _Clock(boots, time, time, self._monotonic())
+        if known is None:
+            known = self._clocks[engine_id] = _Clock(
+                boots, time, time, self._monotonic(), OrderedDict()
+            )
+        elif boots > known.boots or (boots == known.boots and time > known.latest):
+            known.boots, known.time, known.latest = boots, time, time
+            known.at = self._monotonic()
+        known.seen[digest] = None
+        if len(known.seen) > SEEN_PER_ENGINE:
+            known.seen.popitem(last=False)
         self._clocks.move_to_end(engine_id)
         while len(self._clocks) > self._limit:
             self._clocks.popitem(last=False)
@@ -300,7 +318,9 @@ class V3Receiver:
         # before (pysnmp's own check cannot, see the module doc). Without authentication a
         # message proves nothing about its engine, so there is nothing to check.
         timed = engine_id != self.engine_id and bool(header.flags & FLAG_AUTH)
-        if timed and not self.clocks.in_window(engine_id, header.boots, header.engine_time):
+        if timed and not self.clocks.fresh(
+            engine_id, header.boots, header.engine_time, header.auth_params
+        ):
             return V3Outcome("v3", "replayed")
         self._bridge.held = []
         try:
@@ -311,7 +331,7 @@ class V3Receiver:
             self._pysnmp_timeline_queue.clear()
         if got is not None and timed:
             # pysnmp authenticated it: its clock is the sender's.
-            self.clocks.learn(engine_id, header.boots, header.engine_time)
+            self.clocks.learn(engine_id, header.boots, header.engine_time, header.auth_params)
         if got is None:
             # Wrong digest, undecryptable, outside the time window, unknown context: pysnmp
             # dropped it; a Report it made about that goes out, as RFC 3414 asks.
