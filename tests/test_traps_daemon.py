@@ -260,6 +260,29 @@ def test_traps_page_at_once_and_bad_input_changes_nothing(
             lambda: traps(daemon, "v2c_trap", "bad_community") == 1.0, 10, "the wrong community"
         )
 
+        # Forged, from a host that is no target (issue 24): a v1 coldStart whose agent-addr
+        # is the UPS, with the polling community; a v2c low-battery alarm naming the UPS in
+        # snmpTrapAddress.0. Neither is credited to the UPS.
+        out = net_snmp(
+            "snmptrap", "-v1", "-c", COMMUNITY, "--clientaddr=127.0.0.9", to,
+            "1.3.6.1.4.1.99999", "127.0.0.1", "0", "0", "",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        out = net_snmp(
+            "snmptrap", "-v2c", "-c", TRAP_COMMUNITY, "--clientaddr=127.0.0.9", to, "",
+            "1.3.6.1.2.1.33.2.3", "1.3.6.1.2.1.33.1.6.2.1.2.1", "o", "1.3.6.1.2.1.33.1.6.3.3",
+            "1.3.6.1.6.3.18.1.3.0", "a", "127.0.0.1",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: (
+                traps(daemon, "v1_trap", "unknown_source") == 1.0
+                and traps(daemon, "v2c_trap", "unknown_source") == 1.0
+            ),
+            10,
+            "the forged traps dropped",
+        )
+
         garbage = _garbage(10_000)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for start in range(0, len(garbage), 50):
