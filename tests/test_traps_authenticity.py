@@ -23,6 +23,7 @@ import pytest
 
 from dutyd.agent.config import load_config
 from dutyd.collectors.snmp import trap_listener
+from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.collectors.snmp.trap_decode import peek_v3_header
 from dutyd.collectors.snmp.trap_listener import TrapListener
@@ -517,3 +518,46 @@ def test_a_trap_alone_holds_an_alert_only_until_the_poll_that_contradicts_it() -
     assert states(engine.ingest(rebooted(1, 0), 0, provisional=True)) == [AlertState.PENDING]
     assert states(engine.tick(10)) == [AlertState.FIRING]
     assert states(engine.ingest(rebooted(0, 11), 11)) == [AlertState.RESOLVED]
+
+
+def v3_target(name: str, address: str, auth: str) -> SnmpTarget:
+    return SnmpTarget.model_validate(
+        {"name": name, "kind": "snmp", "address": address, "version": "3", "user": "dutyd",
+         "auth_protocol": "SHA", "auth_password": auth, "profiles": ["ups"]}
+    )  # fmt: skip
+
+
+async def test_a_v3_targets_own_user_speaks_for_that_target_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """accept_target_credentials with v3 targets: ups-a's polling user speaks for ups-a, not
+    for ups-b (which polls with the same user name and other keys: one name has one set of
+    keys for traps, the first target's, and ups-b's own are refused with a warning)."""
+    cfg = TrapsConfig.model_validate({"port": 0})
+    targets = [
+        v3_target("ups-a", UPS_A, "auth-key-a"),
+        v3_target("ups-b", "127.0.0.2", "auth-key-b"),
+    ]
+    sink = RecordingSink()
+    listener = TrapListener(cfg, [(t, {"target": t.name, "kind": "snmp"}) for t in targets], sink)
+    assert "v3 user dutyd has other credentials on target ups-b" in caplog.text
+    await listener.start()
+    try:
+
+        async def trap(source: str, auth: str) -> None:
+            rc, err = await send(
+                "snmptrap", "-v3", "-u", "dutyd", "-l", "authNoPriv", "-a", "SHA", "-A", auth,
+                "-e", "0x80000000010a0b0c", f"--clientaddr={source}", to(listener), "",
+                ON_BATTERY,
+            )  # fmt: skip
+            assert rc == 0, err
+
+        await trap(UPS_A, "auth-key-a")
+        await counted(sink, ("v3_trap", "mapped"))
+        await trap("127.0.0.2", "auth-key-a")  # ups-a's user, about ups-b
+        await counted(sink, ("v3_trap", "wrong_target"))
+        await trap("127.0.0.2", "auth-key-b")  # ups-b's own keys: not the ones traps know
+        await counted(sink, ("v3", "bad_user"))
+        assert sink.values("ups_on_battery") == [("ups-a", 1.0)]
+    finally:
+        await listener.stop()

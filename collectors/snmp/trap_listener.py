@@ -269,10 +269,13 @@ class TrapListener:
                     t.user, t.auth_protocol, t.auth_secret(), t.priv_protocol, t.priv_secret()
                 )
                 known = users.setdefault(t.user, user)
-                if known != user and not any(u.user == t.user for u in self.config.users):
+                if dataclasses.replace(known, engine_ids=()) != user:
+                    # One user name has one set of keys for traps (pysnmp's USM table).
                     log.warning(
-                        "v3 user %s has other credentials on target %s; traps use the first",
+                        "v3 user %s has other credentials on target %s than traps accept "
+                        "for that name; traps from %s with its own credentials are refused",
                         t.user,
+                        t.name,
                         t.name,
                     )
         return list(users.values())
