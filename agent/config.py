@@ -191,7 +191,7 @@ def cross_check(
         for j, parent in _strings(raw.get("depends_on")):
             if parent not in names:
                 problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
-    problems += target_problems(data.get("traps"), names)
+    problems += target_problems(data.get("traps"), raw_targets)
     rules = data.get("rules") or {}
     if not isinstance(rules, Mapping):
         return problems

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from dutyd.agent.config import load_config
-from dutyd.collectors.snmp import trap_listener
+from dutyd.collectors.snmp import trap_listener, trap_v3
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.collectors.snmp.trap_decode import peek_v3_header
@@ -419,6 +419,7 @@ UPS_CONFIG = """
 targets:
   - {name: ups-a, kind: snmp, address: 10.0.0.5, community: public, profiles: [ups]}
   - {name: ups-b, kind: snmp, address: 10.0.0.6, community: public, profiles: [ups]}
+  - {name: pdu-1, kind: tcp, address: "10.0.0.7:80"}
 """
 
 
@@ -561,3 +562,36 @@ async def test_a_v3_targets_own_user_speaks_for_that_target_alone(
         assert sink.values("ups_on_battery") == [("ups-a", 1.0)]
     finally:
         await listener.stop()
+
+
+def test_engine_clocks_are_bounded_and_learn_only_forward() -> None:
+    """dutyd's record of sender clocks (pure logic): the RFC 3414 §3.2.7b window on our
+    monotonic clock, lower boots refused, a clock moved only forward, the digests of the
+    last SEEN_PER_ENGINE messages kept per engine, and at most `limit` engines (the one heard
+    from least recently dropped first)."""
+    now = [0.0]
+    clocks = trap_v3.EngineClocks(lambda: now[0], limit=2)
+    a, b, c = b"engine-a", b"engine-b", b"engine-c"
+    assert clocks.fresh(a, 5, 1000, b"d0")
+    clocks.learn(a, 5, 1000, b"d0")
+    assert not clocks.fresh(a, 5, 1000, b"d0")  # the same message again
+    now[0] = 150.0
+    assert clocks.fresh(a, 5, 1000, b"d1")  # exactly 150 s behind: still inside
+    now[0] = 150.5
+    assert not clocks.fresh(a, 5, 1000, b"d1")
+    assert clocks.fresh(a, 5, 1001, b"d1")
+    assert not clocks.fresh(a, 4, 10**6, b"d2")  # lower boots
+    clocks.learn(a, 5, 900, b"d3")  # older than the latest: the clock stays
+    assert not clocks.fresh(a, 5, 999, b"d4")
+    clocks.learn(a, 6, 3, b"d5")  # a restart of the device: new boots, time from zero
+    assert clocks.fresh(a, 6, 3, b"d6") and not clocks.fresh(a, 5, 10**6, b"d6")
+    for i in range(trap_v3.SEEN_PER_ENGINE + 1):
+        clocks.learn(a, 6, 10 + i, b"x%d" % i)
+    assert clocks.fresh(a, 6, 10, b"x0")  # the oldest digest forgotten (bounded)
+    assert not clocks.fresh(a, 6, 11, b"x1")
+    clocks.learn(b, 1, 1, b"b0")
+    clocks.learn(a, 6, 500, b"a1")  # a heard from more recently than b
+    clocks.learn(c, 1, 1, b"c0")
+    assert len(clocks) == 2
+    assert clocks.fresh(b, 1, 1, b"b0")  # b was dropped: nothing known of it
+    assert not clocks.fresh(a, 6, 500, b"a1")

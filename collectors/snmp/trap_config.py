@@ -257,12 +257,16 @@ class TrapsConfig(StrictModel):
         return [ipaddress.ip_network(r, strict=False) for r in self.relays]
 
 
-def target_problems(traps: Any, names: Iterable[str]) -> list[tuple[tuple[str | int, ...], str]]:
-    """`traps.communities[].targets` and `traps.users[].targets` entries that name no target
-    (checked on the raw config, with the other cross-references)."""
+def target_problems(traps: Any, targets: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """`traps.communities[].targets` and `traps.users[].targets` entries that match no
+    `kind: snmp` target (checked on the raw config, with the other cross-references)."""
     if not isinstance(traps, Mapping):
         return []
-    known = list(names)
+    known = [
+        t["name"]
+        for t in (targets if isinstance(targets, list) else [])
+        if isinstance(t, Mapping) and t.get("kind") == "snmp" and isinstance(t.get("name"), str)
+    ]
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for key in ("communities", "users"):
         entries = traps.get(key)
@@ -271,6 +275,6 @@ def target_problems(traps: Any, names: Iterable[str]) -> list[tuple[tuple[str | 
             for j, pattern in enumerate(targets if isinstance(targets, list) else []):
                 if isinstance(pattern, str) and not any(covers([pattern], n) for n in known):
                     problems.append(
-                        (("traps", key, i, "targets", j), f"no target matches {pattern!r}")
+                        (("traps", key, i, "targets", j), f"no snmp target matches {pattern!r}")
                     )
     return problems
