@@ -271,9 +271,11 @@ def target_problems(traps: Any, targets: Any) -> list[tuple[tuple[str | int, ...
     for key in ("communities", "users"):
         entries = traps.get(key)
         for i, entry in enumerate(entries if isinstance(entries, list) else []):
-            targets = entry.get("targets") if isinstance(entry, Mapping) else None
-            for j, pattern in enumerate(targets if isinstance(targets, list) else []):
-                if isinstance(pattern, str) and not any(covers([pattern], n) for n in known):
+            patterns = entry.get("targets") if isinstance(entry, Mapping) else None
+            for j, pattern in enumerate(patterns if isinstance(patterns, list) else []):
+                if not isinstance(pattern, str) or pattern == "*":  # "*": all, even none
+                    continue
+                if not any(covers([pattern], n) for n in known):
                     problems.append(
                         (("traps", key, i, "targets", j), f"no snmp target matches {pattern!r}")
                     )
