@@ -31,10 +31,10 @@ check, so the check compares a message with itself and a captured trap replays f
 clock only from messages pysnmp then authenticated (a forged datagram can move nothing). It
 also refuses a message it has already accepted (the same digest) within the window, which
 RFC 3414 lets through: a trap is never sent twice alike (net-snmp and devices give each one
-its own msgID and time), so only a replay repeats one. For
-informs dutyd's own engine is authoritative, and pysnmp's check (§3.2.7a, against its own
-clock) is right. pysnmp's per-engine timeline is then cleared after each message: dutyd
-does not use it, and pysnmp queues an entry per message for 300 s (about 480 bytes each).
+its own msgID and time), so only a replay repeats one. For informs dutyd's own engine is
+authoritative, and pysnmp's check (§3.2.7a, against its own clock) is right. pysnmp's
+per-engine timeline is cleared after each message: dutyd does not use it, and pysnmp queues
+an entry per message for 300 s (about 480 bytes each).
 """
 
 from __future__ import annotations
