@@ -122,6 +122,12 @@ async def test_another_devices_v3_user_or_community_cannot_speak_for_the_ups(
         )  # fmt: skip
         assert rc == 0, err
     await counted(sink, ("v2c_trap", "wrong_target"), 2)
+    rc, _ = await send(
+        "snmpinform", "-v2c", "-c", "ups-b-community", "-t", "1", "-r", "0",
+        f"--clientaddr={UPS_A}", to(listener), "", ON_BATTERY,
+    )  # fmt: skip
+    assert rc != 0  # an inform about the wrong target is not acknowledged
+    assert sink.counts[("v2c_inform", "wrong_target")] == 1
     assert sink.samples == [] and sink.polls == []
 
     # The same credentials from ups-b's address: ups-b's traps.
