@@ -20,6 +20,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dutyd.agent.config import load_config
 from dutyd.collectors.snmp import trap_listener, trap_v3
@@ -601,3 +603,48 @@ def test_engine_clocks_are_bounded_and_learn_only_forward() -> None:
     assert len(clocks) == 2
     assert clocks.fresh(b, 1, 1, b"b0")  # b was dropped: nothing known of it
     assert not clocks.fresh(a, 6, 500, b"a1")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keep=st.sampled_from([0, 30, 3600]),
+    for_=st.sampled_from([0, 10]),
+    seq=st.lists(
+        st.tuples(
+            st.floats(min_value=0.1, max_value=120),  # time to the next sample
+            st.sampled_from([0.0, 1.0]),  # device_rebooted
+            st.booleans(),  # a trap's (provisional) or a poll's
+        ),
+        max_size=40,
+    ),
+)
+def test_only_a_polls_truth_holds_an_alert_past_a_contradiction(
+    keep: int, for_: int, seq: list[tuple[float, float, bool]]
+) -> None:
+    """Property: after any sample that does not hold, the alert is firing only if a poll's
+    (non-provisional) sample held within keep_firing_for before it; trap samples alone never
+    keep it open past the next contradiction."""
+    rule = RuleConfig.model_validate(
+        {"name": "reboot", "metric": "device_rebooted", "condition": {"equals": 1},
+         "for": for_, "keep_firing_for": keep, "summary": "{target} restarted"}
+    )  # fmt: skip
+    engine = RuleEngine([rule])
+    now = 0.0
+    confirmed: float | None = None  # when a poll's sample last held
+    polled_true = False  # the last sample was a poll's that held
+    for dt, value, trap in seq:
+        engine.tick(now + dt / 2)
+        if polled_true:
+            # A tick goes on from the last sample as it was: a poll's truth holds on to it
+            # (the engine's rule before traps, e.g. `for` elapsing).
+            confirmed = now + dt / 2
+        now += dt
+        sample = Sample.of("device_rebooted", value, now, {"target": "ups-a", "kind": "snmp"})
+        engine.ingest([sample], now, provisional=trap)
+        polled_true = value == 1.0 and not trap
+        if polled_true:
+            confirmed = now
+        if value == 0.0:
+            firing = any(a.state is AlertState.FIRING for a in engine.alerts.values())
+            held = confirmed is not None and now - confirmed < keep
+            assert not firing or held, (now, confirmed)
