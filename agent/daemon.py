@@ -441,9 +441,10 @@ class Daemon:
         else:
             self._evaluate(result.samples)
 
-    def _evaluate(self, samples: list[Sample]) -> None:
+    def _evaluate(self, samples: list[Sample], provisional: bool = False) -> None:
+        """Rule the samples; `provisional` for a trap's (agent/traps.py)."""
         t0 = time.perf_counter()
-        events = self.engine.ingest(samples, self.clock.time())
+        events = self.engine.ingest(samples, self.clock.time(), provisional)
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)
