@@ -27,11 +27,12 @@ from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
-from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.core.clock import SYSTEM_CLOCK, Clock, SteadyClock
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
+from dutyd.duty.clockwatch import ClockWatch
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
@@ -62,7 +63,9 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.clock = clock
+        # Every layer gets the steady clock: durations on the monotonic clock, whatever the
+        # system clock does (duty/clockwatch.py).
+        self.clock = clock = SteadyClock(clock)
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry, COLLECTORS)
         self.latest = LatestSamples()
@@ -108,6 +111,7 @@ class Daemon:
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
+        self.clockwatch = ClockWatch(clock, self.metrics, self.storage.log)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -158,7 +162,10 @@ class Daemon:
                 f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
                 f"{_why(exc)} (another program has it? set http.port)"
             ) from None
-        restored = await rulestate.restore(self.engine, self.storage, self.clock.time())
+        # Stored times ahead of the clock (it went back): moved back, single node only (a
+        # cluster's alerts come from the shared store at takeover).
+        ahead = 0.0 if self.ha.enabled else await self.clockwatch.at_start()
+        restored = await rulestate.restore(self.engine, self.storage, self.clock.time(), ahead)
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
         await self.drills.restore()
@@ -183,7 +190,7 @@ class Daemon:
             raise StartupError(f"{why} ({taken}set traps.port)") from None
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
-        await self.notify.start(firing)
+        await self.notify.start(firing, moved_back=ahead)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         await self.storage.log.append(
@@ -456,6 +463,7 @@ class Daemon:
             deadline = self.engine.next_deadline()
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
+            await self.clockwatch.check()
             now = self.clock.time()
             for event in self.engine.tick(now):
                 self.journal.put(event)
