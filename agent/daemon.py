@@ -313,6 +313,10 @@ class Daemon:
                 self.latest.remove_target(name)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
+            # Alerts the new rules no longer evaluate end with a notice (rule removed, or
+            # changed so their series is not selected), not silently or never.
+            for event in self.engine.retire_unwatched(engine, self.clock.time()):
+                self.journal.put(event)
             engine.adopt(self.engine)
             self.engine = engine
         old = self.settings
