@@ -30,6 +30,7 @@ from dutyd.collectors.snmp.trap_listener import TrapListener
 from dutyd.core.clock import SYSTEM_CLOCK, Clock, SteadyClock
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.latest import LatestSamples, TargetStatus
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.duty.clockwatch import ClockWatch
@@ -86,7 +87,13 @@ class Daemon:
             web_config_file=settings.http.web_config_file,
             allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
         )
-        self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
+        # A flapping target's repeated lines collapse (core/loglimit.py); pages never do.
+        self.loglimit = LogLimiter(
+            clock.monotonic, lambda kind: self.metrics.log_lines_suppressed.labels(kind).inc()
+        )
+        self.journal = AlertJournal(
+            lambda: self.engine, self.storage, self.metrics, limiter=self.loglimit
+        )
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings
         self.notify = NotifyService(
@@ -376,14 +383,15 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        fields = {"target": result.target}
         if result.ok:
             self.recorder.observe(result.samples)
-            if was_up is False:
-                log.info("target recovered", extra={"fields": {"target": result.target}})
+            if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
+                log.info("target recovered", extra={"fields": fields})
         else:
             m.poll_errors.labels(result.kind, result.reason).inc()
             # Log once on the way down, not on every failed poll.
-            if was_up is not False:
+            if was_up is not False and self.loglimit.allow("target down", result.target, fields):
                 log.warning(
                     "target down",
                     extra={
@@ -468,6 +476,7 @@ class Daemon:
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
             await self.clockwatch.check()
+            self.loglimit.flush()
             now = self.clock.time()
             for event in self.engine.tick(now):
                 self.journal.put(event)

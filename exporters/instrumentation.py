@@ -113,6 +113,8 @@ class Instrumentation:
             ["kind"],
             registry=registry,
         )
+        for kind in ("target down", "target recovered", "alert pending", "alert inactive"):
+            self.log_lines_suppressed.labels(kind)
         self.config_reloads = Counter(
             "dutyd_config_reloads",
             "Configuration reloads, by result",
