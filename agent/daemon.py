@@ -169,10 +169,11 @@ class Daemon:
                 f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
                 f"{_why(exc)} (another program has it? set http.port)"
             ) from None
-        # Stored times ahead of the clock (it went back): moved back, single node only (a
-        # cluster's alerts come from the shared store at takeover).
-        ahead = 0.0 if self.ha.enabled else await self.clockwatch.at_start()
-        restored = await rulestate.restore(self.engine, self.storage, self.clock.time(), ahead)
+        # Stored times off the system clock (the last run's steady clock after a step, or a
+        # clock that went back): moved onto it; single node only (a cluster's alerts come
+        # from the shared store at takeover).
+        moved = 0.0 if self.ha.enabled else await self.clockwatch.at_start()
+        restored = await rulestate.restore(self.engine, self.storage, self.clock.time(), moved)
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
         await self.drills.restore()
@@ -197,7 +198,7 @@ class Daemon:
             raise StartupError(f"{why} ({taken}set traps.port)") from None
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
-        await self.notify.start(firing, moved_back=ahead)
+        await self.notify.start(firing, moved=moved)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         await self.storage.log.append(
@@ -253,7 +254,9 @@ class Daemon:
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
-            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", {})
+            # The offset maps this run's stored times onto the system clock at the next start.
+            offset = {"clock_offset": round(self.clock.offset(), 3)}
+            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", offset)
         await self.storage.close()
         log.info("dutyd stopped")
 
@@ -369,7 +372,8 @@ class Daemon:
 
     def _on_poll(self, result: PollResult) -> None:
         if result.ok:
-            result = dataclasses.replace(result, samples=self.reboots.check(result.samples))
+            samples = self.reboots.check(result.samples, self.clock.offset())
+            result = dataclasses.replace(result, samples=samples)
         m = self.metrics
         m.polls.labels(result.kind).inc()
         m.poll_duration.labels(result.kind).observe(result.duration)

@@ -10,16 +10,19 @@ module reports:
 - while running, every second: the system clock moved against the monotonic clock by more
   than `JUMP_TOLERANCE` since the last look (a slewing NTP moves it by 0.5 ms a second at
   most, far below);
-- at start, against the stored state: the newest duty-log entry is later than the system
-  clock now (the clock went back while dutyd was stopped, or dutyd's steady clock was ahead
-  of it when it stopped). The restored moments are then moved back by that much, so the
-  elapsed times rebuilt from them (an alert's `for`, its red line, an ack's expiry, a queued
-  page's retry) count the downtime as nil instead of negative. A step forward while dutyd
-  was stopped cannot be told from downtime and counts as downtime.
+- at start, against the stored state. The last run's times were its steady clock's, off the
+  system clock by the offset it wrote last (`daemon.stop`, or its last `clock.jump` if it
+  did not stop cleanly): the restored moments are moved by that offset onto the system
+  clock. If the newest stored moment is then still later than the system clock now, the
+  clock went back while dutyd was stopped: they are moved back by that much too (reported as
+  a step), so the elapsed times rebuilt from them (an alert's `for`, its red line, an ack's
+  expiry, a queued page's retry) count the downtime as nil instead of negative. A step
+  forward while dutyd was stopped cannot be told from downtime and counts as downtime.
 
 After a step while running, the moments dutyd shows and stores stay on its steady clock
 (`dutyd_clock_offset_seconds` says how far from the system clock) until it restarts, when it
-takes the system clock's time again.
+takes the system clock's time again; calendar times (scheduled maintenance, rota shifts) are
+read on that clock too until then.
 """
 
 from __future__ import annotations
@@ -46,14 +49,30 @@ class ClockWatch:
         self._last = clock.offset()
 
     async def at_start(self) -> float:
-        """Before the state is restored: how many seconds the newest stored moment is ahead of
-        the system clock, when more than the tolerance (the step is then reported); else 0."""
+        """Before the state is restored: by how many seconds to move the stored moments
+        (see above; 0 when they are on the system clock and not in its future)."""
         newest = await self._log.read(limit=1, newest_first=True)
-        ahead = newest[0].timestamp - self._clock.time() if newest else 0.0
-        if ahead <= JUMP_TOLERANCE:
+        if not newest:
             return 0.0
+        last_run = await self._log.read(
+            kinds=["daemon.start", "daemon.stop", "clock.jump"], limit=1, newest_first=True
+        )
+        offset = 0.0
+        if last_run and last_run[0].kind != "daemon.start":
+            data = last_run[0].data
+            offset = float(data.get("clock_offset", data.get("offset", 0.0)) or 0.0)
+        if abs(offset) > JUMP_TOLERANCE:
+            log.info(
+                "the last run's times were off the system clock; restored times moved onto it",
+                extra={"fields": {"seconds": round(offset, 3)}},
+            )
+        else:
+            offset = 0.0
+        ahead = newest[0].timestamp + offset - self._clock.time()
+        if ahead <= JUMP_TOLERANCE:
+            return offset
         await self._report(-ahead, at_start=True)
-        return ahead
+        return offset - ahead
 
     async def check(self) -> float:
         """Look once (the daemon does every second); returns the step seen, or 0."""

@@ -45,16 +45,18 @@ class RebootMemory:
     async def load(self) -> None:
         self._known = await self._repo.load_all()
 
-    def check(self, samples: list[Sample]) -> list[Sample]:
+    def check(self, samples: list[Sample], clock_offset: float = 0.0) -> list[Sample]:
         """The poll's samples, with `*_rebooted` set to 1 when this is the first poll since
-        dutyd started and the target booted after the last boot time on record."""
+        dutyd started and the target booted after the last boot time on record.
+        `clock_offset`: the system clock minus the samples' clock (dutyd's steady clock after
+        a step): boot times are kept on the system clock, which the next run starts on."""
         rebooted: set[tuple[str, str]] = set()  # (target, rebooted metric)
         for s in samples:
             flag = REBOOT_SAMPLES.get(s.name)
             if flag is None or not s.value >= 0:
                 continue
             key = (s.label("target"), s.name)
-            boot = s.timestamp - s.value
+            boot = s.timestamp + clock_offset - s.value
             previous = self._known.get(key)
             if key not in self._checked:
                 self._checked.add(key)

@@ -127,16 +127,15 @@ class NotifyService:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(
-        self, active: list[dict[str, Any]] | None = None, moved_back: float = 0.0
-    ) -> None:
+    async def start(self, active: list[dict[str, Any]] | None = None, moved: float = 0.0) -> None:
         """Start delivering (the outbox left by the last run first) and take up the
         escalation of `active` alerts (views from `DutyOperations.list_alerts`).
-        `moved_back`: the stored times are that far ahead of the clock (it was stepped back,
-        see `duty.clockwatch`); queued retries move back as much, so none waits for it."""
+        `moved`: seconds that take the stored times onto this run's clock (see
+        `duty.clockwatch`); a queued retry moves back by as much when negative, never later
+        (so none waits for a clock that went back)."""
         await self._load_order()
-        if moved_back > 0:
-            await self._move_back(moved_back)
+        if moved < 0:
+            await self._move_back(-moved)
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),

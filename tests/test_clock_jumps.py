@@ -258,3 +258,37 @@ async def test_a_restart_after_the_clock_went_back_rebuilds_elapsed_time(tmp_pat
     finally:
         await again.daemon.stop()
         await receiver.stop()
+
+
+async def test_a_restart_after_a_step_forward_keeps_the_outage_length(tmp_path: Path) -> None:
+    """The last run's times were its steady clock's, two hours behind the system clock after a
+    step forward: at the restart they are moved onto the system clock, so an outage of two
+    minutes is not read as two hours (a red line at once)."""
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        await site.run(60)
+        site.clock.step_wall(7200)
+        await site.run(60)
+    finally:
+        await site.daemon.stop()
+        await receiver.stop()
+
+    clock = FakeClock(wall_start=site.clock.time() + 10)
+    receiver = Receiver()
+    await receiver.start()
+    again = Site(tmp_path, receiver, clock)
+    await again.daemon.start()
+    try:
+        view = next(a for a in again.daemon.operations.list_alerts() if a["rule"] == "link_down")
+        assert abs(view["active_since"] - (again.daemon.clock.time() - 130)) < 5, view
+        for _ in range(5):
+            again.feed("target_up", "sw1", 0)
+            await again.run(2)
+        assert again.state("link_down", "sw1") == "firing"
+        assert again.pages("/chen") == [], "the director was paged for a red line"
+        assert "alert.red_line" not in await again.log_kinds()
+    finally:
+        await again.daemon.stop()
+        await receiver.stop()

@@ -176,6 +176,41 @@ async def test_a_hundred_devices_and_a_clock_correction_no_reboot(tmp_path: Path
     assert await start_with(t + 60 + 120 - 240, later) == {"sw7"}
 
 
+async def test_a_step_while_dutyd_runs_is_no_reboot_at_its_next_start(tmp_path: Path) -> None:
+    """The system clock stepped 2 h forward while dutyd ran: its samples stay on its steady
+    clock, and the boot times it keeps move onto the system clock (the offset), which the next
+    run starts on. Without that, every device read as rebooted 2 h later at the restart."""
+    labels = {"target": "sw1", "kind": "snmp"}
+
+    def poll(at: float, up: float) -> list[Sample]:
+        return [
+            Sample.of("device_uptime_seconds", up, at, labels),
+            Sample.of("device_rebooted", 0.0, at, labels),
+        ]
+
+    t = 1_750_000_000.0
+    storage = SqliteStorage(tmp_path / "d.db")
+    await storage.open()
+    try:
+        memory = RebootMemory(storage.boot_times)
+        await memory.load()
+        memory.check(poll(t, 5000.0))
+        # 60 s later by the steady clock, the system clock 2 h ahead of it now.
+        assert memory.check(poll(t + 60, 5060.0), clock_offset=7200.0)[1].value == 0.0
+        await memory.flush()
+    finally:
+        await storage.close()
+    storage = SqliteStorage(tmp_path / "d.db")
+    await storage.open()
+    try:
+        memory = RebootMemory(storage.boot_times)
+        await memory.load()
+        # Restarted 70 s later, on the system clock.
+        assert memory.check(poll(t + 7200 + 130, 5130.0))[1].value == 0.0
+    finally:
+        await storage.close()
+
+
 async def test_boot_times_survive_a_restart_of_the_store(tmp_path: Path) -> None:
     storage = SqliteStorage(tmp_path / "d.db")
     await storage.open()
