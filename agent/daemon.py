@@ -70,10 +70,15 @@ class Daemon:
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry, COLLECTORS)
         self.latest = LatestSamples()
+        # A flapping target's repeated lines collapse (core/loglimit.py); pages never do.
+        self.loglimit = LogLimiter(
+            clock.monotonic, lambda kind: self.metrics.log_lines_suppressed.labels(kind).inc()
+        )
         # As many threads as polls may be in flight, so a blocking poll never queues for a
         # thread while its timeout runs.
         self.context = CollectorContext(
-            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll")
+            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll"),
+            self.loglimit,
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
@@ -86,10 +91,6 @@ class Daemon:
             settings.http.port,
             web_config_file=settings.http.web_config_file,
             allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
-        )
-        # A flapping target's repeated lines collapse (core/loglimit.py); pages never do.
-        self.loglimit = LogLimiter(
-            clock.monotonic, lambda kind: self.metrics.log_lines_suppressed.labels(kind).inc()
         )
         self.journal = AlertJournal(
             lambda: self.engine, self.storage, self.metrics, limiter=self.loglimit

@@ -102,7 +102,8 @@ class ClockWatch:
         else:
             message = (
                 "the system clock was stepped; durations go on on the monotonic clock "
-                "(nothing fires, expires or pages because of it)"
+                "(nothing fires, expires or pages because of it); the times dutyd shows and "
+                "stores stay `offset` seconds off the system clock until it restarts"
             )
         log.warning(message, extra={"fields": fields})
         try:

@@ -113,7 +113,14 @@ class Instrumentation:
             ["kind"],
             registry=registry,
         )
-        for kind in ("target down", "target recovered", "alert pending", "alert inactive"):
+        for kind in (
+            "target down",
+            "target recovered",
+            "alert pending",
+            "alert inactive",
+            "reading down",
+            "reading back",
+        ):
             self.log_lines_suppressed.labels(kind)
         self.config_reloads = Counter(
             "dutyd_config_reloads",

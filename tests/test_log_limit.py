@@ -142,3 +142,41 @@ async def test_a_target_flapping_every_second_writes_a_bounded_number_of_lines(
         if server is not None:
             server.close()
         await receiver.stop()
+
+
+def test_an_ssh_reading_that_flaps_every_poll_is_summed_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reading down on every other poll (a flaky mount's `df`): its down/back lines are
+    limited like a target's, per reading."""
+    from dutyd.collectors.base import CollectorContext
+    from dutyd.collectors.ssh.collector import SshCollector
+    from dutyd.collectors.ssh.config import SshTarget
+
+    now = [0.0]
+    held: list[str] = []
+    context = CollectorContext(loglimit=LogLimiter(lambda: now[0], held.append))
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    cfg = SshTarget.model_validate(
+        {
+            "name": "srv",
+            "kind": "ssh",
+            "address": "127.0.0.1",
+            "username": "dutyd",
+            "password": "x",
+            "known_hosts": str(known),
+        }
+    )
+    collector = SshCollector(cfg, context)
+    caplog.set_level(logging.INFO, logger="dutyd")
+    try:
+        for poll in range(60):
+            now[0] = float(poll)
+            collector._note(("disk", "/backup"), "timed out" if poll % 2 == 0 else None)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 6, lines  # 3 down, 3 back
+        assert sorted(held) == ["reading back"] * 27 + ["reading down"] * 27
+        assert collector.problems == {}  # the state itself follows every poll
+    finally:
+        context.executor.shutdown(wait=False)
