@@ -17,7 +17,10 @@ from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+# Debian's multiarch path (x86_64-linux-gnu, aarch64-linux-gnu ...); the MT build, as dutyd
+# reads the clock from several threads.
+FOUND = sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))
+LIBFAKETIME = FOUND[0] if FOUND else Path("/usr/lib/faketime/libfaketimeMT.so.1")
 INSTALLED = LIBFAKETIME.exists()
 
 
