@@ -27,12 +27,14 @@ from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
-from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.core.clock import SYSTEM_CLOCK, Clock, SteadyClock
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
+from dutyd.duty.clockwatch import ClockWatch
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
@@ -75,14 +77,21 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.clock = clock
+        # Every layer gets the steady clock: durations on the monotonic clock, whatever the
+        # system clock does (duty/clockwatch.py).
+        self.clock = clock = SteadyClock(clock)
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry, COLLECTORS)
         self.latest = LatestSamples()
+        # A flapping target's repeated lines collapse (core/loglimit.py); pages never do.
+        self.loglimit = LogLimiter(
+            clock.monotonic, lambda kind: self.metrics.log_lines_suppressed.labels(kind).inc()
+        )
         # As many threads as polls may be in flight, so a blocking poll never queues for a
         # thread while its timeout runs.
         self.context = CollectorContext(
-            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll")
+            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll"),
+            self.loglimit,
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
@@ -99,7 +108,9 @@ class Daemon:
             degraded=self.storage.health.problem,
         )
         self.registry.register(DoorMetrics(self.http))
-        self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
+        self.journal = AlertJournal(
+            lambda: self.engine, self.storage, self.metrics, limiter=self.loglimit
+        )
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings
         self.notify = NotifyService(
@@ -136,6 +147,7 @@ class Daemon:
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
+        self.clockwatch = ClockWatch(clock, self.metrics, self.storage.log)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -201,7 +213,11 @@ class Daemon:
                 f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
                 f"{_why(exc)} (another program has it? set http.port)"
             ) from None
-        restored = await rulestate.restore(self.engine, self.storage, self.clock.time())
+        # Stored times off the system clock (the last run's steady clock after a step, or a
+        # clock that went back): moved onto it; single node only (a cluster's alerts come
+        # from the shared store at takeover).
+        moved = 0.0 if self.ha.enabled else await self.clockwatch.at_start()
+        restored = await rulestate.restore(self.engine, self.storage, self.clock.time(), moved)
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
         await self.drills.restore()
@@ -226,7 +242,7 @@ class Daemon:
             raise StartupError(f"{why} ({taken}set traps.port)") from None
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
-        await self.notify.start(firing)
+        await self.notify.start(firing, moved=moved)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
         self._tasks.append(asyncio.create_task(self._watch_storage(), name="storage-watch"))
@@ -287,7 +303,9 @@ class Daemon:
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
-            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", {})
+            # The offset maps this run's stored times onto the system clock at the next start.
+            offset = {"clock_offset": round(self.clock.offset(), 3)}
+            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", offset)
         await self.storage.close()
         log.info("dutyd stopped")
 
@@ -354,6 +372,10 @@ class Daemon:
                 self.latest.remove_target(name)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
+            # Alerts the new rules no longer evaluate end with a notice (rule removed, or
+            # changed so their series is not selected), not silently or never.
+            for event in self.engine.retire_unwatched(engine, self.clock.time()):
+                self.journal.put(event)
             engine.adopt(self.engine)
             self.engine = engine
         old = self.settings
@@ -402,7 +424,8 @@ class Daemon:
 
     def _on_poll(self, result: PollResult) -> None:
         if result.ok:
-            result = dataclasses.replace(result, samples=self.reboots.check(result.samples))
+            samples = self.reboots.check(result.samples, self.clock.offset())
+            result = dataclasses.replace(result, samples=samples)
         m = self.metrics
         m.polls.labels(result.kind).inc()
         m.poll_duration.labels(result.kind).observe(result.duration)
@@ -416,14 +439,15 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        fields = {"target": result.target}
         if result.ok:
             self.recorder.observe(result.samples)
-            if was_up is False:
-                log.info("target recovered", extra={"fields": {"target": result.target}})
+            if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
+                log.info("target recovered", extra={"fields": fields})
         else:
             m.poll_errors.labels(result.kind, result.reason).inc()
             # Log once on the way down, not on every failed poll.
-            if was_up is not False:
+            if was_up is not False and self.loglimit.allow("target down", result.target, fields):
                 log.warning(
                     "target down",
                     extra={
@@ -509,6 +533,8 @@ class Daemon:
             deadline = self.engine.next_deadline()
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
+            await self.clockwatch.check()
+            self.loglimit.flush()
             now = self.clock.time()
             for event in self.engine.tick(now):
                 self.journal.put(event)

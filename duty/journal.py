@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import AlertChange, AlertEvent, AlertState
 from dutyd.duty.rulestate import alert_row
 from dutyd.exporters.instrumentation import Instrumentation
@@ -36,8 +37,11 @@ class AlertJournal:
         metrics: Instrumentation,
         recording: Callable[[AlertEvent], bool] = lambda event: True,
         node: str = "",
+        limiter: LogLimiter | None = None,
     ) -> None:
         self._engine = engine
+        # Console lines of pending/inactive churn (nothing paged) are collapsed by it.
+        self.limiter = limiter
         self._storage = storage
         self._metrics = metrics
         self.recording = recording
@@ -138,8 +142,7 @@ class AlertJournal:
             except Exception:
                 log.exception("alert listener failed")
 
-    @staticmethod
-    def _log_line(event: AlertEvent, word: str) -> None:
+    def _log_line(self, event: AlertEvent, word: str) -> None:
         fields = {
             "alert": event.rule,
             "state": str(event.state),
@@ -147,6 +150,13 @@ class AlertJournal:
             **dict(event.labels),
             "value": event.value,
         }
+        if (
+            self.limiter is not None
+            and event.change is AlertChange.STATE
+            and event.state in (AlertState.PENDING, AlertState.INACTIVE)
+            and not self.limiter.allow(f"alert {word}", event.fingerprint, fields)
+        ):
+            return  # a pending alert that went away again: it paged nobody, the duty log has it
         if not event.notify:
             fields["muted"] = event.muted_reason
         if event.actor:

@@ -20,9 +20,14 @@ from dutyd.storage import Storage, StoredAlert
 WINDOW_LOOKBACK = 7 * 86400.0
 
 
-async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
-    """Load alerts, overlays and event counts into a fresh engine; returns the alert count."""
+async def restore(engine: RuleEngine, storage: Storage, now: float, moved: float = 0.0) -> int:
+    """Load alerts, overlays and event counts into a fresh engine; returns the alert count.
+    `moved`: seconds to add to the stored alerts' moments to have them on this run's clock
+    (see `duty.clockwatch`)."""
     restored = [alert_from_row(r) for r in await storage.alerts.load_all()]
+    if moved:
+        for alert in restored:
+            alert.shift(moved)
     engine.restore(restored)
     await load_overlays(engine, storage, now)
     spans = [r.config.events.over for r in engine.rules.values() if r.config.events]

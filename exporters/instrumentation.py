@@ -92,6 +92,36 @@ class Instrumentation:
         )
         for state in AlertState:
             self.alert_events.labels(str(state))
+        # The system clock stepped (durations go on on the monotonic clock: duty/clockwatch.py).
+        self.clock_jumps = Counter(
+            "dutyd_clock_jumps",
+            "Steps of the system clock seen, by direction (forward, back)",
+            ["direction"],
+            registry=registry,
+        )
+        for direction in ("forward", "back"):
+            self.clock_jumps.labels(direction)
+        self.clock_offset = Gauge(
+            "dutyd_clock_offset_seconds",
+            "The system clock minus dutyd's steady clock (the sum of the steps since start)",
+            registry=registry,
+        )
+        # Repeated log lines of one kind for one target collapsed into a summary line.
+        self.log_lines_suppressed = Counter(
+            "dutyd_log_lines_suppressed",
+            "Log lines held back by the per-target rate limit, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in (
+            "target down",
+            "target recovered",
+            "alert pending",
+            "alert inactive",
+            "reading down",
+            "reading back",
+        ):
+            self.log_lines_suppressed.labels(kind)
         self.config_reloads = Counter(
             "dutyd_config_reloads",
             "Configuration reloads, by result",

@@ -139,10 +139,15 @@ class NotifyService:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, active: list[dict[str, Any]] | None = None) -> None:
+    async def start(self, active: list[dict[str, Any]] | None = None, moved: float = 0.0) -> None:
         """Start delivering (the outbox left by the last run first) and take up the
-        escalation of `active` alerts (views from `DutyOperations.list_alerts`)."""
+        escalation of `active` alerts (views from `DutyOperations.list_alerts`).
+        `moved`: seconds that take the stored times onto this run's clock (see
+        `duty.clockwatch`); a queued retry moves back by as much when negative, never later
+        (so none waits for a clock that went back)."""
         await self._load_order()
+        if moved < 0:
+            await self._move_back(-moved)
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -153,6 +158,13 @@ class NotifyService:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
         if active:
             self.resume(active)
+
+    async def _move_back(self, seconds: float) -> None:
+        now = self.clock.time()
+        for row in await self.outbox.due(math.inf, 1 << 30):
+            if row.next_at > now:
+                row.next_at = max(now, row.next_at - seconds)
+                await self.outbox.reschedule(row)
 
     async def _load_order(self) -> None:
         self.order.load(await self.outbox.due(math.inf, 1 << 30))
