@@ -146,7 +146,8 @@ async def test_postgres_database_at_its_first_migration(postgres: PostgresServer
         await conn.execute(PG_MIGRATIONS[0])
         await conn.execute("INSERT INTO dutyd_schema VALUES (1, $1)", old.T0)
         # The old dutyd's rows, table for table, ids and all.
-        with sqlite3.connect(FIRST_SCHEMA) as lite:
+        # Read-only: a missing fixture is an error here, never a new empty file beside them.
+        with sqlite3.connect(f"file:{FIRST_SCHEMA}?mode=ro", uri=True) as lite:
             for table in FIRST_TABLES:
                 cursor = lite.execute(f"SELECT * FROM {table}")
                 columns = [c[0] for c in cursor.description]
