@@ -26,7 +26,7 @@ from pydantic_settings import (
 from dutyd.cluster.config import ClusterConfig
 from dutyd.collectors import COLLECTORS
 from dutyd.collectors.base import TargetConfig
-from dutyd.collectors.snmp.trap_config import TrapsConfig
+from dutyd.collectors.snmp.trap_config import TrapsConfig, target_problems
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
 from dutyd.core.redact import redact_address
@@ -195,6 +195,7 @@ def cross_check(
         for j, parent in _strings(raw.get("depends_on")):
             if parent not in names:
                 problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
+    problems += target_problems(data.get("traps"), raw_targets)
     rules = data.get("rules") or {}
     if not isinstance(rules, Mapping):
         return problems

@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dutyd.storage.base import Storage, StorageError
-from dutyd.storage.config import StorageConfig, is_postgres_url
+from dutyd.storage.config import RetentionConfig, StorageConfig, is_postgres_url
+from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
@@ -103,6 +104,7 @@ __all__ = [
     "OutboxRepository",
     "OutboxStats",
     "OverlayRepository",
+    "RetentionConfig",
     "RoomEntry",
     "RoomEntryRepository",
     "RuleEventRepository",
@@ -110,6 +112,8 @@ __all__ = [
     "Storage",
     "StorageConfig",
     "StorageError",
+    "StorageHealth",
+    "StorageUnavailable",
     "StoredAlert",
     "StoredSilence",
     "StoredWindow",

@@ -166,7 +166,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX group_members_updated ON group_members (updated);
     """,
-    # 6 (i25): the machine room's entry register, append-only: the trigger refuses any change
+    # 6: the duty log by alert (the alert-detail API read it with a scan), and the ends of
+    # silences and windows and the times of rule events (retention deletes the old ones).
+    """
+    CREATE INDEX duty_log_subject ON duty_log (subject, id);
+    CREATE INDEX silences_until ON silences (until);
+    CREATE INDEX maintenance_windows_end ON maintenance_windows ("end");
+    CREATE INDEX rule_events_ts ON rule_events (ts);
+    """,
+    # 7 (i25): the machine room's entry register, append-only: the trigger refuses any change
     # or removal of a line (TRUNCATE too), so the register stands as evidence.
     """
     CREATE TABLE room_entries (
@@ -192,7 +200,7 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER room_entries_no_truncate BEFORE TRUNCATE ON room_entries
         FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
     """,
-    # 7 (i25): the equipment register's history (what each target is), append-only.
+    # 8 (i25): the equipment register's history (what each target is), append-only.
     """
     CREATE TABLE equipment_facts (
         id BIGSERIAL PRIMARY KEY,

@@ -172,7 +172,42 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX group_members_updated ON group_members (updated);
     """,
-    # 10 (i25): the machine room's entry register, append-only: the triggers refuse any
+    # 10: the duty log by alert (the alert-detail API read it with a scan), the ends of
+    # silences and windows (retention deletes those over long ago), and one row the daemon
+    # writes to learn whether the disk takes writes again after a fault.
+    """
+    CREATE INDEX duty_log_subject ON duty_log (subject, id);
+    CREATE INDEX silences_until ON silences (until);
+    CREATE INDEX maintenance_windows_end ON maintenance_windows ("end");
+    CREATE INDEX rule_events_ts ON rule_events (ts);
+    CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+    """,
+    # 11: the room environment's hourly rows compact (a year of 50 sensors was 250 MB): the
+    # series named once, each hour a row of integers and three values, keyed by (hour,
+    # series) without a rowid, so the diary's range read and retention walk one B-tree.
+    """
+    CREATE TABLE environment_series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        series TEXT NOT NULL,
+        UNIQUE (name, series)
+    );
+    CREATE TABLE environment_hours (
+        hour INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        last REAL NOT NULL,
+        PRIMARY KEY (hour, series_id)
+    ) WITHOUT ROWID;
+    INSERT INTO environment_series (name, series)
+        SELECT DISTINCT name, series FROM environment_hourly ORDER BY series, name;
+    INSERT INTO environment_hours (hour, series_id, min, max, last)
+        SELECT CAST(h.hour AS INTEGER), s.id, h.min, h.max, h.last
+        FROM environment_hourly h JOIN environment_series s USING (name, series);
+    DROP TABLE environment_hourly;
+    """,
+    # 12 (i25): the machine room's entry register, append-only: the triggers refuse any
     # change or removal of a line, so the register stands as evidence.
     """
     CREATE TABLE room_entries (
@@ -194,7 +229,7 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER room_entries_no_delete BEFORE DELETE ON room_entries
     BEGIN SELECT RAISE(ABORT, 'the entry register is append-only'); END;
     """,
-    # 11 (i25): the equipment register's history (what each target is), append-only.
+    # 13 (i25): the equipment register's history (what each target is), append-only.
     """
     CREATE TABLE equipment_facts (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
