@@ -30,7 +30,7 @@ from dutyd.collectors.snmp.trap_listener import TrapListener
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.latest import LatestSamples, TargetStatus
-from dutyd.core.records import Sample
+from dutyd.core.records import AlertEvent, Sample
 from dutyd.duty import rulestate
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
@@ -43,6 +43,7 @@ from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
+from dutyd.rules.mutes import WAITING_FOR_PARENT
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
 from dutyd.storage import Storage, StorageError, open_configured
@@ -129,6 +130,8 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         # Poll results of a child held back while its parents are polled out of turn.
         self._held: dict[str, list[PollResult]] = {}
+        # Parents polled out of turn because a child's alert waits for their answer.
+        self._answering: set[str] = set()
         self._targets = {t.name: t for t in settings.targets}
         self._stopping = asyncio.Event()
         self._ready = False
@@ -396,6 +399,7 @@ class Daemon:
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)
+        self._ask_awaited_parents(events)
 
     # -- reachability: a child's failure waits for its parents' answer --------------------------
 
@@ -428,6 +432,32 @@ class Daemon:
             for held in self._held.pop(target, []):
                 self._evaluate(held.samples)
 
+    def _ask_awaited_parents(self, events: list[AlertEvent]) -> None:
+        """A child's alert fired while a parent has not answered since the child's trouble
+        began (the engine holds its page: `WAITING_FOR_PARENT`): poll those parents out of
+        turn, then let the engine page it, or not, on their answer."""
+        for event in events:
+            if event.notify or not event.muted_reason.startswith(WAITING_FOR_PARENT):
+                continue
+            for parent in self.engine.awaited_parents(event.fingerprint, self.clock.time()):
+                if parent in self._answering or parent not in self._targets:
+                    continue
+                self._answering.add(parent)
+                task = asyncio.create_task(self._answer_children(parent), name="parent-answer")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _answer_children(self, parent: str) -> None:
+        try:
+            async with self.clock.timeout(2 * self._targets[parent].timeout + 1.0):
+                await self._check_parent(parent)
+        except TimeoutError:
+            log.warning("parent did not answer in time", extra={"fields": {"target": parent}})
+        finally:
+            self._answering.discard(parent)
+            for event in self.engine.recheck_held(self.clock.time()):
+                self.journal.put(event)
+
     async def _check_parent(self, name: str) -> None:
         """Poll a parent out of turn. A parent another agent polls (shards) is polled once
         from here with a collector of its own: the store has its status only as of that
@@ -443,7 +473,7 @@ class Daemon:
         status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
         status.up, status.reason, status.message = result.ok, result.reason, result.message
         status.last_poll_at = result.started_at
-        self.engine.note_target_up(name, result.ok)
+        self.engine.note_target_up(name, result.ok, result.started_at)
         log.info(
             "parent of another shard checked from here",
             extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},
@@ -457,8 +487,10 @@ class Daemon:
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
             now = self.clock.time()
-            for event in self.engine.tick(now):
+            events = self.engine.tick(now)
+            for event in events:
                 self.journal.put(event)
+            self._ask_awaited_parents(events)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
             if not self.ha.escalating():
                 continue  # a standby: the active node writes the rule state
@@ -502,8 +534,11 @@ def _advertised_hosts(settings: Settings) -> list[str]:
 
 def _engine_for(settings: Settings) -> RuleEngine:
     rules = settings.rules
-    engine = RuleEngine(
-        effective_rules(rules), rules.flapping, {t.name: t.depends_on for t in settings.targets}
+    engine = RuleEngine(effective_rules(rules), rules.flapping)
+    # A child's page waits for a parent's answer as long as a parent check does.
+    engine.set_parents(
+        {t.name: t.depends_on for t in settings.targets},
+        {t.name: 2 * t.timeout + 1.0 for t in settings.targets},
     )
     for m in rules.maintenance:
         wid = f"config:{m.name}"

@@ -100,6 +100,11 @@ class Alert:
     muted_reason: str = ""  # as of the last event (for listings; recomputed on every event)
     # The worst value of this outage (furthest past the threshold), for the resolve notice.
     peak: float | None = None
+    # When the reading that made it pending was taken (its poll's start): a parent's answer
+    # from a poll started since then tells whether the parent is down in this outage.
+    observed_at: float | None = None
+    # The parent whose outage explains this paged alert: its escalation is paused meanwhile.
+    explained_by: str = ""
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -217,6 +222,8 @@ class Alert:
             "transitions": self.transitions,
             "red_line_sent": self.red_line_sent,
             "peak": self.peak,
+            "observed_at": self.observed_at,
+            "explained_by": self.explained_by,
         }
 
     def load_extra(self, data: dict[str, Any]) -> None:
@@ -230,4 +237,7 @@ class Alert:
         self.red_line_sent = bool(data.get("red_line_sent"))
         peak = data.get("peak")
         self.peak = float(peak) if peak is not None else None
+        observed = data.get("observed_at")
+        self.observed_at = float(observed) if observed is not None else None
+        self.explained_by = str(data.get("explained_by") or "")
         self.last_holds = None
