@@ -25,6 +25,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from dutyd.core.configtypes import Language, SecretEnv, SecretFile, StrictModel, pick_secret
 from dutyd.notify.channels.base import RateLimit, SendResult
+from dutyd.notify.channels.chat_robots import ChatRobot, robot_service
 from dutyd.notify.channels.json_webhook import JsonWebhook
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
@@ -181,6 +182,7 @@ class AppriseChannel:
         self._scheme = _scheme(self._url)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
         self._webhook: JsonWebhook | None = None
+        self._robot: ChatRobot | None = None
         self._asset: Any = None
         if self._scheme in _JSON_SCHEMES:
             # Posted on the event loop (`json_webhook`); apprise only parses the URL.
@@ -191,6 +193,10 @@ class AppriseChannel:
             self._webhook = JsonWebhook(service)
         else:
             self._asset = self._apprise_asset(name)
+            # DingTalk, WeCom and Feishu robots: Markdown, signatures, their error codes read.
+            plugin = _apprise().Apprise.instantiate(self._url)
+            if robot_service(plugin) is not None:
+                self._robot = ChatRobot(plugin, self._url)
 
     def _apprise_asset(self, name: str) -> Any:
         """apprise's settings for this channel's sends, once apprise knows the URL."""
@@ -230,6 +236,8 @@ class AppriseChannel:
     async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult:
         if self._webhook is not None:
             return await self._webhook.send(message_id, payload["title"], payload["body"])
+        if self._robot is not None:
+            return await self._robot.send(message_id, payload["title"], payload["body"])
         loop = asyncio.get_running_loop()
         try:
             error = await loop.run_in_executor(
@@ -243,3 +251,5 @@ class AppriseChannel:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._webhook is not None:
             await self._webhook.close()
+        if self._robot is not None:
+            await self._robot.close()
