@@ -1,0 +1,169 @@
+"""A simulated machine room on loopback addresses 127.0.1.x: real net-snmp snmpd instances
+(switches with IF-MIB and LLDP-MIB tables, a UPS with UPS-MIB), each on its own address with
+its own sysName and sysLocation, all on one UDP port; and listeners that count every packet and
+connection that reaches an address (a sweep must never touch one outside its range)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dutyd.collectors.snmp import codec
+from tests.peers import PeerProcess, require_binary
+from tests.snmp_fixtures import (
+    _NO_BUILTIN,
+    COMMUNITY,
+    PASS_SCRIPT,
+    SERVED,
+    SNMPD,
+    SnmpdPeer,
+    switch_values,
+    ups_values,
+)
+
+LLDP = ".1.0.8802.1.1.2"
+
+
+def free_port_on(hosts: list[str], kind: str = "udp") -> int:
+    """A port number free on every one of these addresses."""
+    family = socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, family) as probe:
+            probe.bind((hosts[0], 0))
+            port = probe.getsockname()[1]
+        try:
+            for host in hosts[1:]:
+                with socket.socket(socket.AF_INET, family) as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no {kind} port free on all of {hosts}")
+
+
+def lldp_values(ports: dict[int, str], neighbours: dict[int, str]) -> dict[str, list[Any]]:
+    """LLDP-MIB: local port descriptions, and per local port the neighbour's sysName."""
+    v: dict[str, list[Any]] = {}
+    for num, desc in ports.items():
+        v[f"1.0.8802.1.1.2.1.3.7.1.4.{num}"] = ["string", desc]
+    for num, name in neighbours.items():
+        v[f"1.0.8802.1.1.2.1.4.1.1.9.0.{num}.1"] = ["string", name]
+    return v
+
+
+class SiteSnmpd:
+    """snmpd on host:port, with sysName/sysLocation and the given values (pass_persist)."""
+
+    def __init__(
+        self, tmp: Path, host: str, port: int, name: str, location: str, values: dict
+    ) -> None:
+        self.host, self.port, self.dir = host, port, tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.values_path = tmp / "values.json"
+        SnmpdPeer.set_values(self, values)  # type: ignore[arg-type]
+        script = tmp / "pass.py"
+        script.write_text(PASS_SCRIPT)
+        persist = tmp / "persist"
+        persist.mkdir()
+        lines = [
+            f"agentaddress udp:{host}:{port}",
+            f"rocommunity {COMMUNITY} default",
+            f"sysName {name}",
+            f"sysLocation {location}",
+        ]
+        lines += [
+            f"pass_persist -p 1 {oid} {sys.executable} {script} {self.values_path}"
+            for oid in (*SERVED, LLDP)
+        ]
+        conf = tmp / "snmpd.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = PeerProcess(
+            [
+                require_binary(SNMPD),
+                "-f",
+                "-Lf",
+                str(tmp / "snmpd.log"),
+                "-C",
+                "-c",
+                str(conf),
+                "-I",
+                _NO_BUILTIN,
+            ],
+            cwd=tmp,
+            env={"SNMP_PERSISTENT_DIR": str(persist), "MIBS": "", "MIBDIRS": str(tmp)},
+        )
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        req = codec.encode_request(
+            codec.VERSION_2C,
+            COMMUNITY.encode(),
+            codec.GET,
+            0x01000000,
+            [codec.encode_oid_content((1, 3, 6, 1, 2, 1, 1, 3, 0))],
+        )
+        deadline = time.monotonic() + timeout
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            while time.monotonic() < deadline and self.proc.alive():
+                s.sendto(req, (self.host, self.port))
+                try:
+                    data = s.recv(65535)
+                except OSError:
+                    continue
+                vb = codec.decode_message(data)[6]
+                if vb and isinstance(vb[0][1], int):
+                    return
+        raise RuntimeError(f"snmpd on {self.host}:{self.port} not ready:\n{self.proc.log()}")
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def switch(ports: int, lldp_ports: dict[int, str]) -> dict[str, list[Any]]:
+    descs = {i: f"Gi0/{i}" for i in range(1, ports + 1)}
+    return {**switch_values(ports), **lldp_values(descs, lldp_ports)}
+
+
+def ups() -> dict[str, list[Any]]:
+    return {"1.3.6.1.2.1.1.3.0": ["timeticks", 360000], **ups_values()}
+
+
+class Counter:
+    """Counts UDP datagrams and TCP connections reaching (host, port)s."""
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[str, int, str]] = []
+        self._closers: list[Any] = []
+
+    async def listen(self, host: str, udp_ports: list[int], tcp_ports: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        counter = self
+
+        class Udp(asyncio.DatagramProtocol):
+            def __init__(self, port: int) -> None:
+                self.port = port
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                counter.hits.append((host, self.port, "udp"))
+
+        for port in udp_ports:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda p=port: Udp(p), local_addr=(host, port)
+            )
+            self._closers.append(transport.close)
+        for port in tcp_ports:
+
+            async def accepted(r: Any, w: Any, p: int = port) -> None:
+                counter.hits.append((host, p, "tcp"))
+                w.close()
+
+            server = await asyncio.start_server(accepted, host, port)
+            self._closers.append(server.close)
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
