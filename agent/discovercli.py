@@ -111,6 +111,14 @@ def write_config(
         {named[d.address]: d.neighbours for d in devices if d.snmp_class == "switch"},
         by_sys_name,
     )
+    # The root of each LLDP tree is a core switch; other switches are network devices.
+    cores = {link.parent for link in parents.values()} - set(parents)
+
+    def role_of(d: Device, name: str) -> str:
+        if d.snmp_class == "switch":
+            return "core" if name in cores else "network"
+        return "ups" if d.snmp_class == "ups" else ""
+
     default = options.communities[0].env if options.communities else ""
     lines = [
         f"# Written by `dutyd discover {' '.join(ranges)}` on {now:%Y-%m-%d %H:%M} UTC.",
@@ -142,13 +150,15 @@ def write_config(
             out.append(f"    community_env: {d.community.env}")
         if profile:
             out.append(f"    profiles: [{profile}]")
-        labels = {}
+        # role: what the duty pack's rules select by (core backbone, network device, UPS).
+        role = role_of(d, name)
+        labels = {"role": role} if role else {}
         if d.sys_location:
             labels["room"] = _clean(d.sys_location)
+        shown = ", ".join(f"{k}: {_q(v)}" for k, v in labels.items())
+        where = f"   # sysLocation {_q(d.sys_location)}" if d.sys_location else ""
         if labels:
-            out.append(
-                f"    labels: {{room: {_q(labels['room'])}}}   # sysLocation {_q(d.sys_location)}"
-            )
+            out.append(f"    labels: {{{shown}}}{where}")
         return out + depends(name)
 
     groups = [
@@ -210,6 +220,7 @@ def write_config(
                 f"  - name: {name}   # answered HTTP {status}",
                 "    kind: http",
                 f"    address: {_q(f'{scheme}://{_url_host(d.address)}:{port}/')}",
+                "    labels: {role: application}",
                 *depends(named[d.address]),
             ]
     return "\n".join(lines) + "\n", parents

@@ -128,7 +128,8 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         ], text
         core, access, ups_a = targets["core-sw"], targets["access-sw-1"], targets["ups-a"]
         assert core.kind == "snmp" and core.profiles == ["switch"] and not core.depends_on
-        assert core.labels == {"room": "Room-A"}
+        assert core.labels == {"role": "core", "room": "Room-A"}
+        assert access.labels["role"] == "network" and ups_a.labels["role"] == "ups"
         assert core.community_env is not None and core.address == f"127.0.1.1:{snmp_port}"
         assert access.profiles == ["switch"] and access.depends_on == ["core-sw"]
         assert ups_a.profiles == ["ups"] and ups_a.depends_on == ["access-sw-1"]
