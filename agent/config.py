@@ -28,7 +28,7 @@ from pydantic_settings import (
 from dutyd.agent.configsources import Assembled, Origins, assemble
 from dutyd.cluster.config import ClusterConfig
 from dutyd.collectors import COLLECTORS
-from dutyd.collectors.base import TargetConfig
+from dutyd.collectors.base import AUTO_PARENTS, TargetConfig
 from dutyd.collectors.snmp.trap_config import TrapsConfig
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
@@ -194,7 +194,7 @@ def cross_check(
         if not isinstance(raw, Mapping):
             continue
         for j, parent in _strings(raw.get("depends_on")):
-            if parent not in names:
+            if parent not in names and parent != AUTO_PARENTS:
                 problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
     rules = data.get("rules") or {}
     if not isinstance(rules, Mapping):

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from dutyd.agent.config import Settings, load_config
 from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
+from dutyd.agent.topology import LearnedTopology, describe
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
@@ -74,6 +75,8 @@ class Daemon:
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
+        # `depends_on: auto`: parents learned from the switches' LLDP neighbours.
+        self.topology = LearnedTopology(settings.targets)
         self.storage: Storage = open_configured(settings.storage)
         self.ha = HighAvailability(lambda: self.settings, self.storage, self.metrics, clock)
         self.http = HttpServer(
@@ -307,10 +310,12 @@ class Daemon:
             if new_targets.get(name) != cfg:
                 await self.scheduler.remove(name)
                 self.latest.remove_target(name)
+        self.topology = LearnedTopology(new.targets, self.topology)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
             engine.adopt(self.engine)
             self.engine = engine
+        self.engine.set_parents(self.topology.parents())
         old = self.settings
         if (new.http, new.storage, new.cluster, new.traps) != (
             old.http,
@@ -368,6 +373,7 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        self._learn_topology(result)
         if result.ok:
             self.recorder.observe(result.samples)
             if was_up is False:
@@ -405,7 +411,31 @@ class Daemon:
 
     def _parents_of(self, target: str) -> list[str]:
         cfg = self._targets.get(target)
-        return [p for p in cfg.depends_on if p in self._targets] if cfg else []
+        return [p for p in self.topology.parents_of(target) if p in self._targets] if cfg else []
+
+    def _learn_topology(self, result: PollResult) -> None:
+        """A switch's LLDP neighbours changed: the learned parents of `depends_on: auto`
+        targets follow, and each change is a duty log entry (a device moved port)."""
+        changes = self.topology.observe(result.target, result.samples, result.ok)
+        if not changes:
+            return
+        self.engine.set_parents(self.topology.parents())
+        for change in changes:
+            text = describe(change)
+            log.info("topology change", extra={"fields": {"target": change[0], "change": text}})
+            link = change[2]
+            data = {
+                "change": text,
+                "parent": link.parent if link else "",
+                "port": link.port if link else "",
+            }
+            task = asyncio.create_task(
+                self.storage.log.append(
+                    self.clock.time(), "topology.change", "dutyd", change[0], data
+                )
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _hold_for_parents(self, result: PollResult) -> None:
         """A target with parents just failed: poll its parents at once and keep its result
@@ -537,7 +567,7 @@ def _engine_for(settings: Settings) -> RuleEngine:
     engine = RuleEngine(effective_rules(rules), rules.flapping)
     # A child's page waits for a parent's answer as long as a parent check does.
     engine.set_parents(
-        {t.name: t.depends_on for t in settings.targets},
+        {t.name: t.configured_parents for t in settings.targets},
         {t.name: 2 * t.timeout + 1.0 for t in settings.targets},
     )
     for m in rules.maintenance:

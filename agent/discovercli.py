@@ -283,8 +283,11 @@ def cmd_topology(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_USAGE
-    parents = {t.name: list(t.depends_on) for t in settings.targets}
+    parents = {t.name: t.configured_parents for t in settings.targets}
     print(render_tree(parents, [t.name for t in settings.targets]))
+    auto = [t.name for t in settings.targets if t.learns_parents]
+    if auto:
+        print(f"depends_on: auto (the daemon learns their switch from LLDP): {', '.join(auto)}")
     return 0
 
 

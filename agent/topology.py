@@ -11,8 +11,12 @@ leaves: they hang off a switch, nothing hangs off them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from dutyd.collectors.base import TargetConfig
+from dutyd.core.records import Sample
+from dutyd.rules.matchers import label_of
 
 
 @dataclass(frozen=True)
@@ -93,3 +97,89 @@ def render_tree(parents: Mapping[str, Sequence[str]], names: Sequence[str]) -> s
         if name not in shown:
             walk(name, "", True, True)
     return "\n".join(lines)
+
+
+# A change of a learned parent: (target, the link before, the link now); None: none.
+Change = tuple[str, Link | None, Link | None]
+
+
+class LearnedTopology:
+    """The parents of `depends_on: auto` targets, from the `lldp_neighbour` samples of the
+    switches polled with the `lldp` profile. A neighbour is known by its sysName, which is
+    the target's name (as `dutyd discover` writes it)."""
+
+    def __init__(
+        self, targets: Iterable[TargetConfig], before: LearnedTopology | None = None
+    ) -> None:
+        targets = list(targets)
+        self.names = {t.name for t in targets}
+        self.auto = {t.name for t in targets if t.learns_parents}
+        self.switches = {t.name for t in targets if "lldp" in getattr(t, "profiles", ())}
+        self.configured = {t.name: t.configured_parents for t in targets}
+        # What the switches said, kept over a reload (the new config may keep them).
+        self.neighbours: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.links: dict[str, Link] = {}
+        # Switches polled at least once (answered or not): nothing is learned before all
+        # were, or a tree rooted at whichever switch answered first would come and go.
+        self.heard: set[str] = set()
+        if before is not None:
+            self.neighbours = {k: v for k, v in before.neighbours.items() if k in self.names}
+            self.heard = before.heard & self.switches
+            if self.heard >= self.switches:
+                self.links = learn_parents(self.neighbours, {n: n for n in self.names})
+
+    def observe(self, target: str, samples: Iterable[Sample], ok: bool = True) -> list[Change]:
+        """A switch's poll: when its neighbours changed, the tree again; the learned parents
+        of `auto` targets that changed. A failed poll changes nothing (a switch down is no
+        news of its neighbours) but counts as heard from."""
+        if target not in self.switches:
+            return []
+        complete_before = self.heard >= self.switches
+        self.heard.add(target)
+        changed = False
+        if ok:
+            rows = tuple(
+                sorted(
+                    (label_of(s.labels, "port"), label_of(s.labels, "neighbour"))
+                    for s in samples
+                    if s.name == "lldp_neighbour"
+                )
+            )
+            changed = self.neighbours.get(target) != rows
+            self.neighbours[target] = rows
+        if not self.heard >= self.switches or (complete_before and not changed):
+            return []
+        links = learn_parents(self.neighbours, {n: n for n in self.names})
+        changes = [
+            (child, self.links.get(child), links.get(child))
+            for child in sorted(self.auto)
+            if self.links.get(child) != links.get(child)
+        ]
+        self.links = links
+        return changes
+
+    def parents_of(self, name: str) -> list[str]:
+        parents = list(self.configured.get(name, ()))
+        link = self.links.get(name) if name in self.auto else None
+        if link is not None and link.parent not in parents:
+            parents.append(link.parent)
+        return parents
+
+    def parents(self) -> dict[str, list[str]]:
+        return {name: self.parents_of(name) for name in sorted(self.names)}
+
+
+def describe(change: Change) -> str:
+    """A topology change as the duty log says it."""
+    child, was, now = change
+
+    def at(link: Link | None) -> str:
+        if link is None:
+            return "no switch"
+        return f"{link.parent} port {link.port}" if link.port else link.parent
+
+    if was is None:
+        return f"{child} learned on {at(now)}"
+    if now is None:
+        return f"{child} no longer seen (was on {at(was)})"
+    return f"{child} moved from {at(was)} to {at(now)}"

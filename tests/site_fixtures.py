@@ -116,8 +116,29 @@ class SiteSnmpd:
                     continue
                 vb = codec.decode_message(data)[6]
                 if vb and isinstance(vb[0][1], int):
+                    self._warm(s, deadline)
                     return
         raise RuntimeError(f"snmpd on {self.host}:{self.port} not ready:\n{self.proc.log()}")
+
+    def _warm(self, s: socket.socket, deadline: float) -> None:
+        """One GETNEXT into each subtree: snmpd starts each pass_persist script on its first
+        request, which would otherwise make a daemon's first poll slow."""
+        for n, subtree in enumerate((*SERVED, LLDP)):
+            oid = codec.parse_oid(subtree)
+            req = codec.encode_request(
+                codec.VERSION_2C,
+                COMMUNITY.encode(),
+                codec.GETNEXT,
+                0x01000001 + n,
+                [codec.encode_oid_content(oid)],
+            )
+            while time.monotonic() < deadline:
+                s.sendto(req, (self.host, self.port))
+                try:
+                    s.recv(65535)
+                    break
+                except OSError:
+                    continue
 
     def stop(self) -> None:
         self.proc.stop()

@@ -102,6 +102,7 @@ LOG_WORDS_ZH: dict[str, str] = {
     "daemon.stop": "dutyd 已停止",
     "config.reload": "配置已重新加载",
     "config.reload_rejected": "新配置无效，未加载",
+    "topology.change": "拓扑变化（设备所连交换机端口变化）",
 }
 # escalation.<page kind>: which page went out (see notify.escalation.PageKind).
 ESCALATION_WORDS_ZH: dict[str, str] = {
