@@ -10,6 +10,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +18,9 @@ from aiohttp import web
 
 from dutyd.agent import cli
 from dutyd.agent.config import load_config
-from dutyd.agent.topology import learn_parents, render_tree
+from dutyd.agent.topology import LearnedTopology, describe, learn_parents, render_tree
+from dutyd.collectors.snmp.collector import SnmpTarget
+from dutyd.core.records import Sample
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.site_fixtures import Counter, SiteSnmpd, free_port_on, switch, ups
 from tests.snmp_fixtures import COMMUNITY
@@ -231,3 +234,35 @@ def test_the_tree_is_rooted_at_the_switch_most_switches_see() -> None:
         "└── e",
         "    └── d",
     ]
+
+
+def test_learned_topology_waits_for_every_switch_and_keeps_what_a_dead_one_said() -> None:
+    def target(name: str, profiles: list[str] | None = None) -> Any:
+        raw = {"name": name, "kind": "snmp", "address": "127.0.0.1", "community": "x"}
+        raw.update({"profiles": profiles or ["ups"], "depends_on": "auto"})
+        return SnmpTarget.model_validate(raw)
+
+    def lldp(target: str, *rows: tuple[str, str]) -> list[Sample]:
+        return [
+            Sample.of("lldp_neighbour", 1, 0.0, {"target": target, "port": p, "neighbour": n})
+            for p, n in rows
+        ]
+
+    targets = [target("core", ["switch", "lldp"]), target("acc", ["switch", "lldp"]), target("ups")]
+    topo = LearnedTopology(targets)
+    # The access switch answers first: nothing is learned from half the room.
+    assert topo.observe("acc", lldp("acc", ("Gi48", "core"), ("Gi3", "ups"))) == []
+    assert topo.parents_of("ups") == []
+    changes = topo.observe("core", lldp("core", ("Te1", "acc")))
+    assert [describe(c) for c in changes] == [
+        "acc learned on core port Te1",
+        "ups learned on acc port Gi3",
+    ]
+    # The core stops answering: what it said holds.
+    assert topo.observe("core", [], ok=False) == []
+    assert topo.parents() == {"acc": ["core"], "core": [], "ups": ["acc"]}
+    # A reload keeps what the switches said.
+    again = LearnedTopology(targets, topo)
+    assert again.parents_of("ups") == ["acc"]
+    moved = again.observe("acc", lldp("acc", ("Gi48", "core"), ("Gi7", "ups")))
+    assert [describe(c) for c in moved] == ["ups moved from acc port Gi3 to acc port Gi7"]
