@@ -126,6 +126,7 @@ class Daemon:
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
             cluster=self.ha.status,
+            topology=lambda: self.topology.view(),
             clock=clock,
         )
         install_api(self.web)

@@ -278,6 +278,19 @@ def cmd_discover(args: argparse.Namespace) -> int:
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
+    if args.live:
+        from dutyd.agent.dutycli import _api
+
+        view = _api(args, "GET", "/api/v1/topology")
+        parents = {k: list(v) for k, v in view.get("parents", {}).items()}
+        print(render_tree(parents, list(parents)))
+        for child, link in view.get("learned", {}).items():
+            port = f" port {link['port']}" if link.get("port") else ""
+            print(f"learned from LLDP: {child} on {link['parent']}{port}")
+        return 0
+    if not args.file:
+        print("dutyd topology: give a config FILE, or --live", file=sys.stderr)
+        return EXIT_USAGE
     try:
         settings = load_config(args.file)
     except ConfigError as exc:
@@ -315,6 +328,17 @@ def add_discover_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     p.set_defaults(func=cmd_discover)
 
-    t = sub.add_parser("topology", help="print the depends_on tree of a config")
-    t.add_argument("file")
+    t = sub.add_parser("topology", help="print the depends_on tree of a config, or --live")
+    t.add_argument("file", nargs="?", help="a config file")
+    t.add_argument(
+        "--live",
+        action="store_true",
+        help="the running daemon's tree, with what it learned from LLDP (-c FILE or --url)",
+    )
+    t.add_argument(
+        "-c", "--config", help="with --live: the daemon's config (default: $DUTYD_CONFIG)"
+    )
+    t.add_argument("--url", help="with --live: the daemon's URL (default: from the config)")
+    t.add_argument("--user", help="with --live: basic-auth user (see dutyd ack --help)")
+    t.add_argument("--password-file", help="with --live: a file holding the basic-auth password")
     t.set_defaults(func=cmd_topology)

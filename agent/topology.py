@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dutyd.collectors.base import TargetConfig
 from dutyd.core.records import Sample
@@ -167,6 +168,15 @@ class LearnedTopology:
 
     def parents(self) -> dict[str, list[str]]:
         return {name: self.parents_of(name) for name in sorted(self.names)}
+
+    def view(self) -> dict[str, Any]:
+        """For the API: every target's parents, and what was learned for `auto` targets."""
+        learned = {
+            child: {"parent": link.parent, "port": link.port}
+            for child, link in sorted(self.links.items())
+            if child in self.auto
+        }
+        return {"parents": self.parents(), "learned": learned, "auto": sorted(self.auto)}
 
 
 def describe(change: Change) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dutyd.agent import cli
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
 from dutyd.core.errors import ConfigError
@@ -33,7 +34,7 @@ async def until(check, within: float, what: str) -> None:
 
 
 async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SITE_COMMUNITY", COMMUNITY)
     port = free_port_on(HOSTS, "udp")
@@ -91,6 +92,7 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
                     },
                     "escalation": {"policies": [{"name": "all", "steps": [{"oncall": True}]}]},
                     "http": {"port": 0},
+                    "api": {"token": "topology-test"},
                     "storage": {"path": str(tmp_path / "dutyd.db")},
                 }
             )
@@ -113,6 +115,14 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
             "access-sw-1 learned on core-sw port Gi0/1",
             "ups-a learned on access-sw-1 port Gi0/3",
         ]
+
+        # `dutyd topology --live` shows the daemon's learned tree.
+        live = ["topology", "--live", "--url", daemon.http.url]
+        monkeypatch.setenv("DUTYD_API_TOKEN", "topology-test")  # after the config was read
+        assert await asyncio.to_thread(cli.main, live) == 0
+        shown = capsys.readouterr().out
+        assert "core-sw\n└── access-sw-1\n    └── ups-a\n" in shown, shown
+        assert "learned from LLDP: ups-a on access-sw-1 port Gi0/3" in shown, shown
 
         # The UPS is moved to port 7 of the access switch: a log entry says so.
         moved = {k: v for k, v in access_values.items() if k != LLDP_ROW.format(port=3)}
