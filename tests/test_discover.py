@@ -18,6 +18,7 @@ from aiohttp import web
 
 from dutyd.agent import cli
 from dutyd.agent.config import load_config
+from dutyd.agent.discovery import Community, Sweep, SweepOptions
 from dutyd.agent.topology import LearnedTopology, describe, learn_parents, render_tree
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.core.records import Sample
@@ -266,3 +267,51 @@ def test_learned_topology_waits_for_every_switch_and_keeps_what_a_dead_one_said(
     assert again.parents_of("ups") == ["acc"]
     moved = again.observe("acc", lldp("acc", ("Gi48", "core"), ("Gi7", "ups")))
     assert [describe(c) for c in moved] == ["ups moved from acc port Gi3 to acc port Gi7"]
+
+
+async def test_hostile_answers_are_read_bounded_and_never_crash_the_sweep() -> None:
+    """A device that floods a line without end, answers garbage datagrams or a forged SNMP
+    reply: the sweep finishes within its timeouts and takes nothing from it."""
+    host = "127.0.1.9"
+    snmp_port = free_port_on([host], "udp")
+    tcp_port = free_port_on([host], "tcp")
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(200):  # 200 x 64 KiB without a newline, then gone
+                writer.write(b"SSH-" + b"x" * 65536)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    class Garbage(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.transport.sendto(b"\x30\x82\xff\xff garbage", addr)
+            self.transport.sendto(data[:20], addr)  # truncated echo of the request
+
+    server = await asyncio.start_server(flood, host, tcp_port)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Garbage, local_addr=(host, snmp_port)
+    )
+    try:
+        options = SweepOptions(
+            [Community("C", b"public")],
+            snmp_port=snmp_port,
+            nut_port=tcp_port,
+            ssh_ports=[tcp_port],
+            http_ports=[tcp_port],
+            https_ports=[],
+            timeout=0.5,
+        )
+        started = asyncio.get_running_loop().time()
+        devices = await Sweep(options).run([host])
+        assert asyncio.get_running_loop().time() - started < 5
+        assert devices == []  # nothing it said is taken for a device
+    finally:
+        transport.close()
+        server.close()
