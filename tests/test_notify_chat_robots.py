@@ -230,3 +230,11 @@ async def test_device_text_cannot_make_links_or_markup(services: Services) -> No
 
 def test_the_resolve_words_are_the_templates() -> None:
     assert set(chat_robots.RESOLVED_WORDS) == {t["resolved"] for t in TEXT.values()}
+
+
+async def test_a_url_in_device_text_is_not_made_a_link(services: Services) -> None:
+    hostile = page(summary="ack here: https://evil.example/ack")
+    assert (await send(f"wecombot://{WECOM_KEY}", hostile)).ok
+    content = services.received[0]["doc"]["markdown"]["content"]
+    assert "](https://evil.example/ack)" not in content
+    assert f"[点击确认]({ACK})" in content

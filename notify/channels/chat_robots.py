@@ -55,7 +55,9 @@ _RETRY = {
     "wecom": frozenset({-1, 45009, 45033}),
     "feishu": frozenset({-1, 11232, 9499}),
 }
-_LINK_LINE = re.compile(r"^(\s*)(\S[^:]{0,40}): (https?://\S+)$")
+# An ack link line: indented (the page's own detail lines are; an alert's first line, which
+# holds device text, is not), a short label, the URL.
+_LINK_LINE = re.compile(r"^(\s+)(\S[^:]{0,40}): (https?://\S+)$")
 # CommonMark's escapable characters that change rendering in these services' Markdown.
 _MARKUP = re.compile(r"([\\`*_\[\]<>#|~])")
 MAX_ANSWER = 64 * 1024  # bytes of the service's answer read
