@@ -23,12 +23,14 @@ from pathlib import Path
 
 from dutyd.agent.config import load_config
 from dutyd.agent.discovery import (
-    Community,
+    Credential,
     Device,
     RangeRefused,
     Sweep,
     SweepOptions,
+    community,
     hosts_of,
+    v3_user,
 )
 from dutyd.agent.topology import Link, learn_parents, render_tree
 from dutyd.core.errors import ConfigError
@@ -119,20 +121,23 @@ def write_config(
             return "core" if name in cores else "network"
         return "ups" if d.snmp_class == "ups" else ""
 
-    default = options.communities[0].env if options.communities else ""
+    # The credentials go in `defaults:` when every device answered to the same ones; else each
+    # target names its own (a default community would otherwise sit beside a v3 user).
+    used = {id(d.credential): d.credential for d in new if d.credential is not None}
+    default = next(iter(used.values())) if len(used) == 1 else None
     lines = [
         f"# Written by `dutyd discover {' '.join(ranges)}` on {now:%Y-%m-%d %H:%M} UTC.",
         "# Check it with `dutyd check-config`; confirm what is marked `guessed:`.",
     ]
     if watched:
         lines.append("# Only what the merged config does not watch yet; include this file from it.")
-    if default and any(d.community for d in new):
+    if default is not None:
         lines += [
             "defaults:",
-            "  snmp:",
-            f"    community_env: {default}   # the SNMP community, from this variable",
-            f"    timeout: {max(options.timeout, 2.0):g}s",
+            "  snmp:   # the SNMP credentials that answered, secrets from variables",
         ]
+        lines += [f"    {k}: {_q(v)}" for k, v in default.settings.items()]
+        lines.append(f"    timeout: {max(options.timeout, 2.0):g}s")
     lines.append("targets:" if new else "targets: []")
 
     def depends(name: str) -> list[str]:
@@ -146,8 +151,8 @@ def write_config(
         name = named[d.address]
         out = [f"  - name: {name}   # {why}"]
         out += ["    kind: snmp", f"    address: {_q(_host_port(d.address, options.snmp_port))}"]
-        if d.community and d.community.env != default:
-            out.append(f"    community_env: {d.community.env}")
+        if d.credential and d.credential is not default:
+            out += [f"    {k}: {_q(v)}" for k, v in d.credential.settings.items()]
         if profile:
             out.append(f"    profiles: [{profile}]")
         # role: what the duty pack's rules select by (core backbone, network device, UPS).
@@ -232,7 +237,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     except RangeRefused as exc:
         print(f"dutyd discover: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    communities = []
+    credentials: list[Credential] = []
     for var in args.community_env or []:
         value = os.environ.get(var)
         if not value:
@@ -240,14 +245,29 @@ def cmd_discover(args: argparse.Namespace) -> int:
                 f"dutyd discover: --community-env {var}: the variable is not set", file=sys.stderr
             )
             return EXIT_USAGE
-        communities.append(Community(var, value.encode()))
+        credentials.append(community(var))
+    for spec in args.v3_user or []:
+        try:
+            credential = v3_user(spec)
+        except ValueError as exc:
+            print(f"dutyd discover: --v3-user {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        unset = [
+            v
+            for k, v in credential.settings.items()
+            if k.endswith("_env") and not os.environ.get(v)
+        ]
+        if unset:
+            print(f"dutyd discover: --v3-user: {', '.join(unset)} not set", file=sys.stderr)
+            return EXIT_USAGE
+        credentials.append(credential)
     try:
         watched, taken = _watched(Path(args.merge) if args.merge else None)
     except ConfigError as exc:
         print(f"dutyd discover: --merge: the config is invalid\n{exc.report()}", file=sys.stderr)
         return EXIT_USAGE
     options = SweepOptions(
-        communities=communities,
+        credentials=credentials,
         snmp_port=args.snmp_port,
         nut_port=args.nut_port or None,
         ssh_ports=args.ssh_port if args.ssh_port is not None else [22],
@@ -312,6 +332,12 @@ def add_discover_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
         action="append",
         metavar="VAR",
         help="an SNMP v2c community, from this environment variable (repeat for several)",
+    )
+    p.add_argument(
+        "--v3-user",
+        action="append",
+        metavar="USER:AUTH:AUTH_VAR[:PRIV:PRIV_VAR]",
+        help="an SNMP v3 user, passwords from these variables (SHA256:SNMP_AUTH:AES:SNMP_PRIV)",
     )
     p.add_argument("--snmp-port", type=int, default=161)
     p.add_argument("--nut-port", type=int, default=3493, help="0: do not look for NUT")

@@ -6,7 +6,8 @@ is refused unless the caller allows it (and never more than `MAX_ADDRESSES` in a
 packet or connection waits for the rate limit (`rate` a second) and at most `concurrency`
 probes run at once, each bounded by `timeout`.
 
-Per address, in this order: SNMP v2c with each community (sysName, sysLocation, sysDescr; the
+Per address, in this order: SNMP with each credential given, v2c communities and v3 users,
+through the SNMP collector's own clients (sysName, sysLocation, sysDescr; the
 UPS-MIB answers: a UPS; IF-MIB with `switch_ports` interfaces or more: a switch, with its
 LLDP-MIB neighbours), NUT's `LIST UPS`, an SSH banner, an HTTP status line on each given port.
 Device answers are hostile input: read with caps, names cleaned before they become config.
@@ -22,7 +23,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dutyd.collectors.snmp import codec
+from pydantic import ValidationError
+
+from dutyd.collectors.base import CollectorContext
+from dutyd.collectors.snmp.client import Column, Query
+from dutyd.collectors.snmp.codec import (
+    AnyValue,
+    Exception_,
+    Oid,
+    decode_subids,
+    encode_oid_content,
+)
+from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
+from dutyd.core.errors import CollectError
 
 MAX_PREFIX_ADDRESSES = 1024  # a /22 (IPv4) without --allow-large
 MAX_ADDRESSES = 65536  # with it, in all
@@ -36,6 +49,7 @@ IF_DESCR = (1, 3, 6, 1, 2, 1, 2, 2, 1, 2)
 LLDP_REM_SYS_NAME = (1, 0, 8802, 1, 1, 2, 1, 4, 1, 1, 9)
 LLDP_LOC_PORT_DESC = (1, 0, 8802, 1, 1, 2, 1, 3, 7, 1, 4)
 MAX_WALK = 256  # rows of one column walked per device
+MAX_INTERFACES = 4096
 
 
 class RangeRefused(ValueError):
@@ -66,9 +80,41 @@ def hosts_of(ranges: Sequence[str], allow_large: bool) -> list[str]:
 
 
 @dataclass
-class Community:
-    env: str  # the variable it came from: what the written config names
-    value: bytes
+class Credential:
+    """SNMP credentials as the written config gives them: the `snmp` target settings
+    (`community_env: VAR`, or `version: "3"`, `user`, `auth_protocol`, `auth_password_env`,
+    ...), secrets always from variables."""
+
+    settings: dict[str, str]
+
+    @property
+    def label(self) -> str:
+        if self.settings.get("version") == "3":
+            return f"v3 user {self.settings.get('user', '')}"
+        return f"community from ${self.settings.get('community_env', '')}"
+
+
+def community(env: str) -> Credential:
+    return Credential({"community_env": env})
+
+
+def v3_user(spec: str) -> Credential:
+    """`USER:AUTH_PROTOCOL:AUTH_VAR[:PRIV_PROTOCOL:PRIV_VAR]` (the passwords from variables)."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 5) or not all(parts):
+        raise ValueError(
+            f"{spec!r}: give USER:AUTH_PROTOCOL:AUTH_VAR or USER:AUTH_PROTOCOL:AUTH_VAR:"
+            "PRIV_PROTOCOL:PRIV_VAR (SHA256:SNMP_AUTH:AES:SNMP_PRIV)"
+        )
+    settings = {
+        "version": "3",
+        "user": parts[0],
+        "auth_protocol": parts[1],
+        "auth_password_env": parts[2],
+    }
+    if len(parts) == 5:
+        settings.update(priv_protocol=parts[3], priv_password_env=parts[4])
+    return Credential(settings)
 
 
 @dataclass
@@ -77,7 +123,7 @@ class Device:
     sys_name: str = ""
     sys_location: str = ""
     sys_descr: str = ""
-    community: Community | None = None
+    credential: Credential | None = None
     snmp_class: str = ""  # "ups", "switch" or "snmp"
     interfaces: int = 0
     # (local port, neighbour's sysName) from LLDP-MIB.
@@ -95,7 +141,7 @@ class Device:
 
 @dataclass
 class SweepOptions:
-    communities: list[Community]
+    credentials: list[Credential]
     snmp_port: int = 161
     nut_port: int | None = 3493
     ssh_ports: list[int] = field(default_factory=lambda: [22])
@@ -123,25 +169,19 @@ class RateLimit:
             self._next = max(now, self._next) + self._gap
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.replies: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        if not self.replies.full():
-            self.replies.put_nowait(data)
-
-
 class Sweep:
     def __init__(self, options: SweepOptions) -> None:
         self.options = options
         self._limit = RateLimit(options.rate)
         self._slots = asyncio.Semaphore(options.concurrency)
-        self._request_id = codec.REQUEST_ID_MIN
+        self._context = CollectorContext()
         self.sent = 0  # packets and connections started (for the report)
 
     async def run(self, addresses: Sequence[str]) -> list[Device]:
-        devices = await asyncio.gather(*(self._probe(a) for a in addresses))
+        try:
+            devices = await asyncio.gather(*(self._probe(a) for a in addresses))
+        finally:
+            await self._context.close()
         return [d for d in devices if d.found]
 
     async def _probe(self, address: str) -> Device:
@@ -165,114 +205,81 @@ class Sweep:
                         device.http.append((scheme, port, status))
             return device
 
-    # -- SNMP -------------------------------------------------------------------------------------
+    # -- SNMP (the collector's own clients: v1/v2c and v3 as polls do) ---------------------------
 
-    async def _request(
-        self, address: str, community: bytes, pdu: int, oids: Sequence[tuple[int, ...]]
-    ) -> list[tuple[tuple[int, ...], object]] | None:
+    async def _fetch(
+        self, collector: SnmpCollector, scalars: list[Oid], columns: list[Oid], rows: int
+    ) -> tuple[list[AnyValue], list[Column]] | None:
         await self._limit.wait()
-        self._request_id = (
-            self._request_id + 1
-            if self._request_id < codec.REQUEST_ID_MAX
-            else codec.REQUEST_ID_MIN
-        )
-        request_id = self._request_id
-        loop = asyncio.get_running_loop()
-        family_host = address
-        try:
-            transport, proto = await loop.create_datagram_endpoint(
-                _Udp, remote_addr=(family_host, self.options.snmp_port)
-            )
-        except OSError:
-            return None
         self.sent += 1
         try:
-            transport.sendto(
-                codec.encode_request(
-                    codec.VERSION_2C,
-                    community,
-                    pdu,
-                    request_id,
-                    [codec.encode_oid_content(o) for o in oids],
-                )
-            )
-            deadline = loop.time() + self.options.timeout
-            while True:
-                left = deadline - loop.time()
-                if left <= 0:
-                    return None
-                try:
-                    data = await asyncio.wait_for(proto.replies.get(), left)
-                except TimeoutError:
-                    return None
-                try:
-                    _, _, tag, rid, status, _, varbinds = codec.decode_message(data)
-                except codec.DecodeError:
-                    continue
-                if tag != codec.RESPONSE or rid != request_id:
-                    continue
-                if status != codec.NO_ERROR:
-                    return []
-                try:
-                    return [(codec.decode_oid_content(oid), value) for oid, value in varbinds]
-                except codec.DecodeError:
-                    return None
-        finally:
-            transport.close()
-
-    async def _get(self, device: Device, oid: tuple[int, ...]) -> object:
-        assert device.community is not None
-        got = await self._request(device.address, device.community.value, codec.GET, [oid])
-        if not got or _is_exception(got[0][1]):
+            async with asyncio.timeout(self.options.timeout * 2):
+                return await collector.client().fetch(Query(scalars, columns), rows)
+        except (CollectError, TimeoutError):
             return None
-        return got[0][1]
 
-    async def _walk(
-        self, device: Device, column: tuple[int, ...]
-    ) -> list[tuple[tuple[int, ...], object]]:
-        assert device.community is not None
-        rows: list[tuple[tuple[int, ...], object]] = []
-        oid = column
-        for _ in range(MAX_WALK):
-            got = await self._request(device.address, device.community.value, codec.GETNEXT, [oid])
-            if not got:
-                break
-            oid, value = got[0]
-            if oid[: len(column)] != column or _is_exception(value) or len(oid) <= len(column):
-                break
-            rows.append((oid[len(column) :], value))
-        return rows
+    def _collector(self, address: str, credential: Credential) -> SnmpCollector | None:
+        host = f"[{address}]" if ":" in address else address
+        try:
+            cfg = SnmpTarget.model_validate(
+                {
+                    "name": "discover",
+                    "kind": "snmp",
+                    "address": f"{host}:{self.options.snmp_port}",
+                    "timeout": self.options.timeout,
+                    "retries": 0,
+                    "profiles": ["ups"],  # not polled: only its client is used
+                    **credential.settings,
+                }
+            )
+        except ValidationError:
+            return None
+        return SnmpCollector(cfg, self._context)
 
     async def _snmp(self, device: Device) -> None:
-        for community in self.options.communities:
-            got = await self._request(
-                device.address, community.value, codec.GET, [SYS_NAME, SYS_LOCATION, SYS_DESCR]
-            )
-            if got:
-                device.community = community
-                values = [_text(v) for _, v in got]
-                device.sys_name, device.sys_location, device.sys_descr = [*values, "", "", ""][:3]
+        collector = None
+        for credential in self.options.credentials:
+            candidate = self._collector(device.address, credential)
+            if candidate is None:
+                continue
+            got = await self._fetch(candidate, [SYS_NAME, SYS_LOCATION, SYS_DESCR], [], 1)
+            if got is not None:
+                collector, device.credential = candidate, credential
+                device.sys_name, device.sys_location, device.sys_descr = (_text(v) for v in got[0])
                 break
-        if device.community is None:
+            await candidate.close()
+        if collector is None:
             return
-        ups = await self._request(device.address, device.community.value, codec.GETNEXT, [UPS_MIB])
-        if ups and ups[0][0][: len(UPS_MIB)] == UPS_MIB and not _is_exception(ups[0][1]):
+        try:
+            await self._classify(collector, device)
+        finally:
+            await collector.close()
+
+    async def _classify(self, collector: SnmpCollector, device: Device) -> None:
+        ups = await self._fetch(collector, [], [UPS_MIB], MAX_WALK)
+        if ups is not None and any(not _is_exception(v) for v in ups[1][0].values()):
             device.snmp_class = "ups"
             return
-        device.interfaces = len(await self._walk(device, IF_DESCR))
-        if device.interfaces >= self.options.switch_ports:
-            device.snmp_class = "switch"
-            ports = {idx: _text(v) for idx, v in await self._walk(device, LLDP_LOC_PORT_DESC)}
-            for idx, value in await self._walk(device, LLDP_REM_SYS_NAME):
-                # index: lldpRemTimeMark . lldpRemLocalPortNum . lldpRemIndex
-                local = idx[1:2]
-                name = _text(value)
-                if name and len(device.neighbours) < MAX_WALK:
-                    device.neighbours.append(
-                        (ports.get(local, str(local[0]) if local else ""), name)
-                    )
-        else:
+        interfaces = await self._fetch(collector, [], [IF_DESCR], MAX_INTERFACES)
+        device.interfaces = len(interfaces[1][0]) if interfaces is not None else 0
+        if device.interfaces < self.options.switch_ports:
             device.snmp_class = "snmp"
+            return
+        device.snmp_class = "switch"
+        lldp = await self._fetch(collector, [], [LLDP_REM_SYS_NAME, LLDP_LOC_PORT_DESC], MAX_WALK)
+        if lldp is None:
+            return
+        remote, ports = lldp[1]
+        for index, value in remote.items():
+            name = _text(value)
+            try:
+                subids = decode_subids(index)  # lldpRemTimeMark.lldpRemLocalPortNum.lldpRemIndex
+            except ValueError:
+                continue
+            if name and len(subids) >= 2 and len(device.neighbours) < MAX_WALK:
+                port_key = encode_oid_content((1, 3, subids[1]))[1:]
+                port = _text(ports.get(port_key)) or str(subids[1])
+                device.neighbours.append((port, name))
 
     # -- TCP services -----------------------------------------------------------------------------
 
@@ -348,12 +355,12 @@ class Sweep:
 
 
 def _is_exception(value: object) -> bool:
-    return isinstance(value, codec.Exception_)
+    return value is None or isinstance(value, Exception_)
 
 
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value[:255].decode("utf-8", "replace")
-    if value is None or _is_exception(value):
+    if _is_exception(value):
         return ""
     return str(value)[:255]

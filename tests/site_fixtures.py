@@ -20,6 +20,9 @@ from tests.snmp_fixtures import (
     PASS_SCRIPT,
     SERVED,
     SNMPD,
+    V3_AUTH,
+    V3_PRIV,
+    V3_USER,
     SnmpdPeer,
     switch_values,
     ups_values,
@@ -59,9 +62,18 @@ class SiteSnmpd:
     """snmpd on host:port, with sysName/sysLocation and the given values (pass_persist)."""
 
     def __init__(
-        self, tmp: Path, host: str, port: int, name: str, location: str, values: dict
+        self,
+        tmp: Path,
+        host: str,
+        port: int,
+        name: str,
+        location: str,
+        values: dict,
+        v3_only: bool = False,
     ) -> None:
+        """`v3_only`: no community answers, only the v3 user (V3_USER, SHA-256 and AES)."""
         self.host, self.port, self.dir = host, port, tmp
+        self.v3_only = v3_only
         tmp.mkdir(parents=True, exist_ok=True)
         self.values_path = tmp / "values.json"
         SnmpdPeer.set_values(self, values)  # type: ignore[arg-type]
@@ -71,7 +83,9 @@ class SiteSnmpd:
         persist.mkdir()
         lines = [
             f"agentaddress udp:{host}:{port}",
-            f"rocommunity {COMMUNITY} default",
+            f'createUser {V3_USER} SHA-256 "{V3_AUTH}" AES "{V3_PRIV}"',
+            f"rouser {V3_USER} priv",
+            *([] if v3_only else [f"rocommunity {COMMUNITY} default"]),
             f"sysName {name}",
             f"sysLocation {location}",
         ]
@@ -98,6 +112,9 @@ class SiteSnmpd:
         )
 
     def wait_ready(self, timeout: float = 10.0) -> None:
+        if self.v3_only:
+            self._wait_bound(timeout)
+            return
         req = codec.encode_request(
             codec.VERSION_2C,
             COMMUNITY.encode(),
@@ -119,6 +136,18 @@ class SiteSnmpd:
                     self._warm(s, deadline)
                     return
         raise RuntimeError(f"snmpd on {self.host}:{self.port} not ready:\n{self.proc.log()}")
+
+    def _wait_bound(self, timeout: float) -> None:
+        """Until snmpd holds its UDP port (a v3-only agent answers no community to ask)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.alive():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind((self.host, self.port))
+                except OSError:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"snmpd on {self.host}:{self.port} did not start:\n{self.proc.log()}")
 
     def _warm(self, s: socket.socket, deadline: float) -> None:
         """One GETNEXT into each subtree: snmpd starts each pass_persist script on its first

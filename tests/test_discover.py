@@ -18,13 +18,13 @@ from aiohttp import web
 
 from dutyd.agent import cli
 from dutyd.agent.config import load_config
-from dutyd.agent.discovery import Community, Sweep, SweepOptions
+from dutyd.agent.discovery import Sweep, SweepOptions, community
 from dutyd.agent.topology import LearnedTopology, describe, learn_parents, render_tree
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.core.records import Sample
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.site_fixtures import Counter, SiteSnmpd, free_port_on, switch, ups
-from tests.snmp_fixtures import COMMUNITY
+from tests.snmp_fixtures import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER
 from tests.ssh_fixtures import SshdServer
 
 NET = "127.0.1.0/29"  # hosts .1 to .6
@@ -63,7 +63,7 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
             switch(12, {2: "access-sw-1", 5: "no-such-device"}),
         ),
         ("access", "127.0.1.2", "access-sw-1", "Room A", switch(10, {10: "core-sw", 3: "ups-a"})),
-        ("ups", "127.0.1.3", "ups-a", "Room A rack 4", ups()),
+        ("ups", "127.0.1.3", "ups-a", "Room A rack 4", ups()),  # SNMP v3 only
     ]
     peers: list[SiteSnmpd] = []
     (tmp_path / "nut").mkdir()
@@ -83,7 +83,9 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
     counter = Counter()
     try:
         for sub, host, name, room, values in rooms:
-            peers.append(SiteSnmpd(tmp_path / sub, host, snmp_port, name, room, values))
+            peers.append(
+                SiteSnmpd(tmp_path / sub, host, snmp_port, name, room, values, sub == "ups")
+            )
         for peer in peers:
             peer.wait_ready()
         nut.start()
@@ -93,10 +95,12 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         for host in OUTSIDE:
             await counter.listen(host, [snmp_port], [tcp_port])
 
-        env = {"SITE_COMMUNITY": COMMUNITY}
+        env = {"SITE_COMMUNITY": COMMUNITY, "SNMP_AUTH": V3_AUTH, "SNMP_PRIV": V3_PRIV}
         probe = [
             "--community-env",
             "SITE_COMMUNITY",
+            "--v3-user",
+            f"{V3_USER}:SHA256:SNMP_AUTH:AES:SNMP_PRIV",
             "--snmp-port",
             str(snmp_port),
             "--nut-port",
@@ -108,7 +112,7 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
             "--https-port",
             str(free_port_on(INSIDE, "tcp")),
             "--timeout",
-            "0.5",
+            "1",
             "--rate",
             "200",
             "--ssh-key",
@@ -119,7 +123,8 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         assert code == 0, err
         assert "6 addresses" in err and "6 devices found (6 new), 2 dependencies" in err, err
         text = written.read_text()
-        monkeypatch.setenv("SITE_COMMUNITY", COMMUNITY)
+        for var, value in env.items():
+            monkeypatch.setenv(var, value)
         settings = load_config(written)  # what check-config does
         targets = {t.name: t for t in settings.targets}
         assert list(targets) == [
@@ -137,6 +142,10 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         assert core.community_env is not None and core.address == f"127.0.1.1:{snmp_port}"
         assert access.profiles == ["switch"] and access.depends_on == ["core-sw"]
         assert ups_a.profiles == ["ups"] and ups_a.depends_on == ["access-sw-1"]
+        # The UPS answers SNMP v3 only: its target says so, the passwords from variables.
+        assert ups_a.version == "3" and ups_a.user == V3_USER and ups_a.community_env is None
+        assert ups_a.auth_password_env is not None and ups_a.priv_protocol is not None
+        assert V3_AUTH not in text and V3_PRIV not in text
         assert targets["nut-127.0.1.4"].kind == "nut"
         assert targets["nut-127.0.1.4"].address == f"127.0.1.4:{nut_port}"
         assert targets["ssh-127.0.1.5"].kind == "ssh"
@@ -269,9 +278,12 @@ def test_learned_topology_waits_for_every_switch_and_keeps_what_a_dead_one_said(
     assert [describe(c) for c in moved] == ["ups moved from acc port Gi3 to acc port Gi7"]
 
 
-async def test_hostile_answers_are_read_bounded_and_never_crash_the_sweep() -> None:
+async def test_hostile_answers_are_read_bounded_and_never_crash_the_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A device that floods a line without end, answers garbage datagrams or a forged SNMP
     reply: the sweep finishes within its timeouts and takes nothing from it."""
+    monkeypatch.setenv("HOSTILE_COMMUNITY", "public")
     host = "127.0.1.9"
     snmp_port = free_port_on([host], "udp")
     tcp_port = free_port_on([host], "tcp")
@@ -300,7 +312,7 @@ async def test_hostile_answers_are_read_bounded_and_never_crash_the_sweep() -> N
     )
     try:
         options = SweepOptions(
-            [Community("C", b"public")],
+            [community("HOSTILE_COMMUNITY")],
             snmp_port=snmp_port,
             nut_port=tcp_port,
             ssh_ports=[tcp_port],

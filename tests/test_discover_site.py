@@ -18,7 +18,7 @@ import yaml
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
 from dutyd.agent.discovercli import write_config
-from dutyd.agent.discovery import Community, Sweep, SweepOptions, hosts_of
+from dutyd.agent.discovery import Sweep, SweepOptions, community, hosts_of
 from tests.site_fixtures import SiteSnmpd, free_port_on, switch, ups
 from tests.snmp_fixtures import COMMUNITY, UPS_BASE, SnmpdPeer, ups_values
 from tests.test_notify_delivery import Receiver
@@ -45,7 +45,7 @@ async def test_discovered_site_pages_once_for_a_core_outage_and_once_for_a_ups_o
         for peer in peers:
             peer.wait_ready()
         options = SweepOptions(
-            [Community("SITE_COMMUNITY", COMMUNITY.encode())],
+            [community("SITE_COMMUNITY")],
             snmp_port=port,
             nut_port=None,
             ssh_ports=[],
