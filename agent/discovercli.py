@@ -113,6 +113,7 @@ def write_config(
         {named[d.address]: d.neighbours for d in devices if d.snmp_class == "switch"},
         by_sys_name,
     )
+    parents.update(bridge_parents(devices, named, parents))
     # The root of each LLDP tree is a core switch; other switches are network devices.
     cores = {link.parent for link in parents.values()} - set(parents)
 
@@ -145,7 +146,11 @@ def write_config(
         if link is None:
             return []
         where = f" port {link.port}" if link.port else ""
-        return [f"    depends_on: [{link.parent}]   # guessed: LLDP saw it on {link.parent}{where}"]
+        if link.how == "bridge":
+            why = f"{link.parent}'s bridge table has its MAC on{where or ' a port'}"
+        else:
+            why = f"LLDP saw it on {link.parent}{where}"
+        return [f"    depends_on: [{link.parent}]   # guessed: {why}"]
 
     def snmp_target(d: Device, profile: str | None, why: str) -> list[str]:
         name = named[d.address]
@@ -231,6 +236,39 @@ def write_config(
     return "\n".join(lines) + "\n", parents
 
 
+def bridge_parents(
+    devices: Sequence[Device], named: dict[str, str], placed: dict[str, Link]
+) -> dict[str, Link]:
+    """Devices LLDP did not place (servers, UPS cards), by their MAC (from the ARP tables)
+    in the switches' forwarding tables: the switch whose port holds the fewest MACs there
+    (an edge port, not an uplink that carries every MAC behind it)."""
+    switches = [d for d in devices if d.snmp_class == "switch" and d.fdb]
+    arp: dict[str, str] = {}
+    for d in devices:
+        for ip, mac in d.arp.items():
+            arp.setdefault(ip, mac)
+    load: dict[tuple[str, str], int] = {}
+    for s in switches:
+        for port in s.fdb.values():
+            key = (named[s.address], port)
+            load[key] = load.get(key, 0) + 1
+    out: dict[str, Link] = {}
+    for d in devices:
+        name = named[d.address]
+        mac = arp.get(d.address)
+        if d.snmp_class == "switch" or name in placed or not mac:
+            continue
+        seen = [
+            (load[(named[s.address], s.fdb[mac])], named[s.address], s.fdb[mac])
+            for s in switches
+            if mac in s.fdb and s is not d
+        ]
+        if seen:
+            _, switch, port = min(seen)
+            out[name] = Link(switch, port, "bridge")
+    return out
+
+
 def cmd_discover(args: argparse.Namespace) -> int:
     try:
         addresses = hosts_of(args.ranges, args.allow_large)
@@ -291,7 +329,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     print(
         f"dutyd discover: {len(addresses)} addresses, {sweep.sent} probes, "
         f"{len(devices)} devices found ({len([d for d in devices if d.address not in watched])} "
-        f"new), {len(parents)} dependencies learned from LLDP",
+        f"new), {sum(1 for p in parents.values() if p.how == 'LLDP')} dependencies learned "
+        f"from LLDP, {sum(1 for p in parents.values() if p.how == 'bridge')} from bridge tables",
         file=sys.stderr,
     )
     return 0

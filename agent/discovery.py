@@ -7,9 +7,10 @@ packet or connection waits for the rate limit (`rate` a second) and at most `con
 probes run at once, each bounded by `timeout`.
 
 Per address, in this order: SNMP with each credential given, v2c communities and v3 users,
-through the SNMP collector's own clients (sysName, sysLocation, sysDescr; the
-UPS-MIB answers: a UPS; IF-MIB with `switch_ports` interfaces or more: a switch, with its
-LLDP-MIB neighbours), NUT's `LIST UPS`, an SSH banner, an HTTP status line on each given port.
+through the SNMP collector's own clients (sysName, sysLocation, sysDescr; every device's ARP
+table; the UPS-MIB answers: a UPS; IF-MIB with `switch_ports` interfaces or more: a switch,
+with its LLDP-MIB neighbours and BRIDGE-MIB forwarding table), NUT's `LIST UPS`, an SSH
+banner, an HTTP status line on each given port.
 Device answers are hostile input: read with caps, names cleaned before they become config.
 """
 
@@ -48,6 +49,10 @@ UPS_MIB = (1, 3, 6, 1, 2, 1, 33, 1)
 IF_DESCR = (1, 3, 6, 1, 2, 1, 2, 2, 1, 2)
 LLDP_REM_SYS_NAME = (1, 0, 8802, 1, 1, 2, 1, 4, 1, 1, 9)
 LLDP_LOC_PORT_DESC = (1, 0, 8802, 1, 1, 2, 1, 3, 7, 1, 4)
+FDB_PORT = (1, 3, 6, 1, 2, 1, 17, 4, 3, 1, 2)  # dot1dTpFdbPort: MAC -> bridge port
+BASE_PORT_IF_INDEX = (1, 3, 6, 1, 2, 1, 17, 1, 4, 1, 2)  # dot1dBasePortIfIndex
+ARP_PHYS_ADDRESS = (1, 3, 6, 1, 2, 1, 4, 22, 1, 2)  # ipNetToMediaPhysAddress: ifIndex.IP -> MAC
+MAX_FDB = 8192
 MAX_WALK = 256  # rows of one column walked per device
 MAX_INTERFACES = 4096
 
@@ -128,6 +133,9 @@ class Device:
     interfaces: int = 0
     # (local port, neighbour's sysName) from LLDP-MIB.
     neighbours: list[tuple[str, str]] = field(default_factory=list)
+    # The bridge forwarding table (MAC -> port name) and the ARP table (IP -> MAC).
+    fdb: dict[str, str] = field(default_factory=dict)
+    arp: dict[str, str] = field(default_factory=dict)
     nut_ups: list[str] = field(default_factory=list)
     nut: bool = False
     ssh_banner: str = ""
@@ -256,16 +264,23 @@ class Sweep:
             await collector.close()
 
     async def _classify(self, collector: SnmpCollector, device: Device) -> None:
+        arp = await self._fetch(collector, [], [ARP_PHYS_ADDRESS], MAX_FDB)
+        for index, mac in (arp[1][0] if arp is not None else {}).items():
+            subids = _subids(index)
+            if len(subids) == 5 and isinstance(mac, bytes) and len(mac) == 6:
+                device.arp[".".join(map(str, subids[1:]))] = mac.hex(":")
         ups = await self._fetch(collector, [], [UPS_MIB], MAX_WALK)
         if ups is not None and any(not _is_exception(v) for v in ups[1][0].values()):
             device.snmp_class = "ups"
             return
         interfaces = await self._fetch(collector, [], [IF_DESCR], MAX_INTERFACES)
-        device.interfaces = len(interfaces[1][0]) if interfaces is not None else 0
+        names = interfaces[1][0] if interfaces is not None else {}
+        device.interfaces = len(names)
         if device.interfaces < self.options.switch_ports:
             device.snmp_class = "snmp"
             return
         device.snmp_class = "switch"
+        await self._bridge(collector, device, names)
         lldp = await self._fetch(collector, [], [LLDP_REM_SYS_NAME, LLDP_LOC_PORT_DESC], MAX_WALK)
         if lldp is None:
             return
@@ -280,6 +295,26 @@ class Sweep:
                 port_key = encode_oid_content((1, 3, subids[1]))[1:]
                 port = _text(ports.get(port_key)) or str(subids[1])
                 device.neighbours.append((port, name))
+
+    async def _bridge(self, collector: SnmpCollector, device: Device, if_names: Column) -> None:
+        """The forwarding table: which port each MAC was learned on (for devices LLDP does
+        not place: servers, UPS cards)."""
+        got = await self._fetch(collector, [], [FDB_PORT, BASE_PORT_IF_INDEX], MAX_FDB)
+        if got is None:
+            return
+        fdb, base = got[1]
+        if_index = {_subids(k)[:1]: v for k, v in base.items()}
+        for index, port in fdb.items():
+            mac = _subids(index)
+            if len(mac) != 6 or max(mac) > 255 or not isinstance(port, int):
+                continue
+            idx = if_index.get((port,))
+            name = (
+                _text(if_names.get(encode_oid_content((1, 3, idx))[1:]))
+                if isinstance(idx, int)
+                else ""
+            )
+            device.fdb[bytes(mac).hex(":")] = name or f"bridge port {port}"
 
     # -- TCP services -----------------------------------------------------------------------------
 
@@ -356,6 +391,13 @@ class Sweep:
 
 def _is_exception(value: object) -> bool:
     return value is None or isinstance(value, Exception_)
+
+
+def _subids(index: bytes) -> tuple[int, ...]:
+    try:
+        return tuple(decode_subids(index))
+    except ValueError:
+        return ()
 
 
 def _text(value: object) -> str:

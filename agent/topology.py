@@ -24,6 +24,7 @@ from dutyd.rules.matchers import label_of
 class Link:
     parent: str
     port: str  # the parent's port the child was seen on ("" when unknown)
+    how: str = "LLDP"  # or "bridge": its MAC in the parent's forwarding table
 
 
 def learn_parents(

@@ -29,6 +29,9 @@ from tests.snmp_fixtures import (
 )
 
 LLDP = ".1.0.8802.1.1.2"
+# BRIDGE-MIB (the forwarding table, bridge port -> ifIndex) and IP-MIB's ARP table.
+BRIDGE = ".1.3.6.1.2.1.17"
+ARP = ".1.3.6.1.2.1.4.22.1.2"  # the column: snmpd's own table module registers 4.22.1
 
 
 def free_port_on(hosts: list[str], kind: str = "udp") -> int:
@@ -91,7 +94,7 @@ class SiteSnmpd:
         ]
         lines += [
             f"pass_persist -p 1 {oid} {sys.executable} {script} {self.values_path}"
-            for oid in (*SERVED, LLDP)
+            for oid in (*SERVED, LLDP, BRIDGE, ARP)
         ]
         conf = tmp / "snmpd.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -152,7 +155,7 @@ class SiteSnmpd:
     def _warm(self, s: socket.socket, deadline: float) -> None:
         """One GETNEXT into each subtree: snmpd starts each pass_persist script on its first
         request, which would otherwise make a daemon's first poll slow."""
-        for n, subtree in enumerate((*SERVED, LLDP)):
+        for n, subtree in enumerate((*SERVED, LLDP, BRIDGE, ARP)):
             oid = codec.parse_oid(subtree)
             req = codec.encode_request(
                 codec.VERSION_2C,
@@ -217,3 +220,25 @@ class Counter:
     def close(self) -> None:
         for close in self._closers:
             close()
+
+
+def mac(n: int) -> str:
+    return f"02:00:00:00:01:{n:02x}"
+
+
+def bridge(fdb: dict[str, int]) -> dict[str, list[Any]]:
+    """BRIDGE-MIB: MAC -> bridge port (learned), bridge port n -> ifIndex n."""
+    v: dict[str, list[Any]] = {}
+    for address, port in fdb.items():
+        dotted = ".".join(str(int(b, 16)) for b in address.split(":"))
+        v[f"1.3.6.1.2.1.17.4.3.1.2.{dotted}"] = ["integer", port]
+        v[f"1.3.6.1.2.1.17.1.4.1.2.{port}"] = ["integer", port]
+    return v
+
+
+def arp(entries: dict[str, str]) -> dict[str, list[Any]]:
+    """IP-MIB ipNetToMediaPhysAddress on ifIndex 1: IP -> MAC."""
+    return {
+        f"1.3.6.1.2.1.4.22.1.2.1.{ip}": ["octet", address.replace(":", " ")]
+        for ip, address in entries.items()
+    }

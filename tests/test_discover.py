@@ -23,7 +23,16 @@ from dutyd.agent.topology import LearnedTopology, describe, learn_parents, rende
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.core.records import Sample
 from tests.nut_fixtures import OL_VARS, UpsdPeer
-from tests.site_fixtures import Counter, SiteSnmpd, free_port_on, switch, ups
+from tests.site_fixtures import (
+    Counter,
+    SiteSnmpd,
+    arp,
+    bridge,
+    free_port_on,
+    mac,
+    switch,
+    ups,
+)
 from tests.snmp_fixtures import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER
 from tests.ssh_fixtures import SshdServer
 
@@ -54,15 +63,22 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
     snmp_port = free_port_on(INSIDE + OUTSIDE, "udp")
     tcp_port = free_port_on(INSIDE + OUTSIDE, "tcp")
     nut_port, ssh_port, http_port = tcp_port, tcp_port, tcp_port  # one port, told apart by host
+    # The NUT server, the SSH server and the web server have no LLDP: the core's ARP table
+    # knows their MACs, the access switch's bridge table has each on its own port (the core
+    # sees them all on its uplink).
+    hosts = {4: "127.0.1.4", 5: "127.0.1.5", 6: "127.0.1.6", 2: "127.0.1.2"}
+    core_values = {
+        **switch(12, {2: "access-sw-1", 5: "no-such-device"}),
+        **arp({ip: mac(n) for n, ip in hosts.items()}),
+        **bridge({mac(n): 2 for n in hosts}),
+    }
+    access_values = {
+        **switch(10, {10: "core-sw", 3: "ups-a"}),
+        **bridge({mac(4): 4, mac(5): 5, mac(6): 6}),
+    }
     rooms = [
-        (
-            "core",
-            "127.0.1.1",
-            "core-sw",
-            "Room A",
-            switch(12, {2: "access-sw-1", 5: "no-such-device"}),
-        ),
-        ("access", "127.0.1.2", "access-sw-1", "Room A", switch(10, {10: "core-sw", 3: "ups-a"})),
+        ("core", "127.0.1.1", "core-sw", "Room A", core_values),
+        ("access", "127.0.1.2", "access-sw-1", "Room A", access_values),
         ("ups", "127.0.1.3", "ups-a", "Room A rack 4", ups()),  # SNMP v3 only
     ]
     peers: list[SiteSnmpd] = []
@@ -121,7 +137,11 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         written = tmp_path / "site.yaml"
         code, _, err = await discover(NET, *probe, "-o", str(written), env=env)
         assert code == 0, err
-        assert "6 addresses" in err and "6 devices found (6 new), 2 dependencies" in err, err
+        assert (
+            "6 addresses" in err
+            and "6 devices found (6 new), 2 dependencies learned from LLDP, 3 from bridge tables"
+            in err
+        ), err
         text = written.read_text()
         for var, value in env.items():
             monkeypatch.setenv(var, value)
@@ -147,6 +167,13 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         assert ups_a.auth_password_env is not None and ups_a.priv_protocol is not None
         assert V3_AUTH not in text and V3_PRIV not in text
         assert targets["nut-127.0.1.4"].kind == "nut"
+        # Placed by the bridge tables: each on its access-switch port, not the core's uplink.
+        for name in ("nut-127.0.1.4", "ssh-127.0.1.5", "http-127.0.1.6"):
+            assert targets[name].depends_on == ["access-sw-1"], (name, text)
+        assert (
+            "depends_on: [access-sw-1]   # guessed: access-sw-1's bridge table has its MAC on "
+            "port GigabitEthernet0/5" in text
+        ), text
         assert targets["nut-127.0.1.4"].address == f"127.0.1.4:{nut_port}"
         assert targets["ssh-127.0.1.5"].kind == "ssh"
         assert targets["http-127.0.1.6"].address == f"http://127.0.1.6:{http_port}/"
@@ -161,7 +188,10 @@ async def test_discover_classifies_a_room_and_writes_a_config_that_loads(
         # The tree of the written config.
         assert cli.main(["topology", str(written)]) == 0
         tree = capsys.readouterr().out
-        assert "core-sw\n└── access-sw-1\n    └── ups-a\n" in tree
+        assert tree.startswith(
+            "core-sw\n└── access-sw-1\n    ├── ups-a\n    ├── nut-127.0.1.4\n"
+            "    ├── ssh-127.0.1.5\n    └── http-127.0.1.6\n"
+        ), tree
 
         # --merge: a config that watches the core switch already (under its own name).
         mine = tmp_path / "dutyd.yaml"
