@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dutyd.agent import logsetup
-from dutyd.core import gc_policy
+from dutyd.core import fdlimit, gc_policy
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.web.config import DEFAULT_PORT
 
@@ -51,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logsetup.configure(settings.log.format, settings.log.level)
     gc_policy.configure_for_daemon()
+    fdlimit.raise_open_file_limit()
     try:
         asyncio.run(Daemon(settings, path).run())
     except StartupError as exc:

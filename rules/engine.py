@@ -61,6 +61,7 @@ class RuleEngine:
         self.mutes = MutePolicy(parents)
         self.counts = EventCounts()
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
+        self._provisional = False  # set by ingest for the batch it evaluates
         # The start of the poll whose sample is being evaluated (None outside `ingest`).
         self._observed_at: float | None = None
 
@@ -126,7 +127,12 @@ class RuleEngine:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def ingest(self, samples: Iterable[Sample], now: float) -> list[AlertEvent]:
+    def ingest(
+        self, samples: Iterable[Sample], now: float, provisional: bool = False
+    ) -> list[AlertEvent]:
+        """Evaluate new samples. `provisional`: they are an SNMP trap's word, which opens an
+        alert but holds it only until the next sample that contradicts it (rules.alerts)."""
+        self._provisional = provisional
         events: list[AlertEvent] = []
         by_metric = self._by_metric
         # Groups of `across` rules are judged once per batch, after all of its members.
@@ -150,6 +156,7 @@ class RuleEngine:
             for rule, group in self._dirty:
                 self._eval_group(rule, group, now, events)
             self._dirty = set()
+        self._provisional = False
         if went_down:
             # A parent down explains its children's paged alerts now, before a step of
             # theirs comes due (not at the next tick).
@@ -161,7 +168,8 @@ class RuleEngine:
         target = label_of(sample.labels, "target")
         up = sample.value == 1.0
         was_up = self.mutes.deps.up.get(target)
-        self.mutes.note_target(target, up, sample.timestamp)
+        # A trap's word (provisional) is no parent's answer to a poll.
+        self.mutes.note_target(target, up, None if self._provisional else sample.timestamp)
         if up:
             return False
         # The target's other readings stopped: its alerts keep their state instead of firing
@@ -218,7 +226,7 @@ class RuleEngine:
         if value is not None:
             alert.value = value
         cfg = rule.config
-        previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for)
+        previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for, self._provisional)
         if previous in (AlertState.INACTIVE, AlertState.RESOLVED):
             # Its trouble was seen in the poll that started then (or now, found by time).
             observed = self._observed_at
@@ -418,7 +426,9 @@ class RuleEngine:
                 )
             if alert.due(now, cfg.for_, cfg.keep_firing_for):
                 assert alert.last_holds is not None
-                previous = alert.advance(alert.last_holds, now, cfg.for_, cfg.keep_firing_for)
+                previous = alert.advance(
+                    alert.last_holds, now, cfg.for_, cfg.keep_firing_for, alert.provisional
+                )
                 if previous is not None:
                     self._transition(rule, alert, previous, now, events)
             self._explain(rule, alert, now, events)
