@@ -270,6 +270,11 @@ def bridge_parents(
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
+    if not (args.rate > 0 and args.concurrency > 0 and args.timeout > 0):
+        print(
+            "dutyd discover: --rate, --concurrency and --timeout must be above 0", file=sys.stderr
+        )
+        return EXIT_USAGE
     try:
         addresses = hosts_of(args.ranges, args.allow_large)
     except RangeRefused as exc:
@@ -384,7 +389,7 @@ def add_discover_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--ssh-key", metavar="FILE", help="the key dutyd logs in to SSH servers with")
     p.add_argument("--http-port", type=int, action="append", help="default 80")
     p.add_argument("--https-port", type=int, action="append", help="default 443")
-    p.add_argument("--rate", type=float, default=100.0, help="packets or connections a second")
+    p.add_argument("--rate", type=float, default=100.0, help="SNMP queries or connections a second")
     p.add_argument("--concurrency", type=int, default=32, help="addresses probed at once")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
     p.add_argument("--switch-ports", type=int, default=8, help="interfaces that make a switch")

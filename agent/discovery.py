@@ -3,8 +3,9 @@
 Bounded and polite by construction: the addresses probed are the hosts of the given networks
 and nothing else (each probe is a socket connected to one of them); a range larger than a /22
 is refused unless the caller allows it (and never more than `MAX_ADDRESSES` in all); every
-packet or connection waits for the rate limit (`rate` a second) and at most `concurrency`
-probes run at once, each bounded by `timeout`.
+SNMP query (a GET, or one walk of a few columns in GETBULK pages of at most
+`max_repetitions` rows) and every connection waits for the rate limit (`rate` a second), and at
+most `concurrency` addresses are probed at once, each probe bounded by `timeout`.
 
 Per address, in this order: SNMP with each credential given, v2c communities and v3 users,
 through the SNMP collector's own clients (sysName, sysLocation, sysDescr; every device's ARP

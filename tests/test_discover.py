@@ -238,6 +238,8 @@ def test_ranges_larger_than_a_22_are_refused_before_anything_is_sent(
     assert "more than 65536 addresses" in capsys.readouterr().err
     assert cli.main(["discover", "127.0.1.0/29", "--community-env", "NO_SUCH_VAR_26"]) == 2
     assert "NO_SUCH_VAR_26: the variable is not set" in capsys.readouterr().err
+    assert cli.main(["discover", "127.0.1.0/29", "--rate", "0"]) == 2
+    assert "must be above 0" in capsys.readouterr().err
 
 
 def test_the_tree_is_rooted_at_the_switch_most_switches_see() -> None:
