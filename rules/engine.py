@@ -228,9 +228,10 @@ class RuleEngine:
         cfg = rule.config
         previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for, self._provisional)
         if previous in (AlertState.INACTIVE, AlertState.RESOLVED):
-            # Its trouble was seen in the poll that started then (or now, found by time).
-            observed = self._observed_at
-            alert.observed_at = observed if observed is not None and observed <= now else now
+            # Its trouble was seen in the poll that started then: compared with the start of
+            # the parents' polls (`Dependencies.answered`), on the samples' clock whatever the
+            # engine's `now` is. Found by time alone (no sample): nothing to wait for.
+            alert.observed_at = self._observed_at
         if value is not None and alert.active:
             alert.peak = rule.worse(alert.peak, value)
         if previous is not None:
