@@ -16,11 +16,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import AlertChange, AlertEvent, AlertState
 from dutyd.duty.rulestate import alert_row
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import Storage
+from dutyd.storage import Storage, StorageUnavailable
 
 log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
@@ -36,8 +37,11 @@ class AlertJournal:
         metrics: Instrumentation,
         recording: Callable[[AlertEvent], bool] = lambda event: True,
         node: str = "",
+        limiter: LogLimiter | None = None,
     ) -> None:
         self._engine = engine
+        # Console lines of pending/inactive churn (nothing paged) are collapsed by it.
+        self.limiter = limiter
         self._storage = storage
         self._metrics = metrics
         self.recording = recording
@@ -70,10 +74,16 @@ class AlertJournal:
             return
         try:
             alert = self._engine().alerts.get(event.fingerprint)
-            if alert is not None and alert.state is not AlertState.INACTIVE:
-                await self._storage.alerts.save(alert_row(alert))
-            else:
-                await self._storage.alerts.delete(event.fingerprint)
+            try:
+                if alert is not None and alert.state is not AlertState.INACTIVE:
+                    await self._storage.alerts.save(alert_row(alert))
+                else:
+                    await self._storage.alerts.delete(event.fingerprint)
+            except StorageUnavailable:
+                # The disk refuses writes (logged once by the store): the row is written
+                # when it is back (`rulestate.resync_alerts`); the duty log entry is held
+                # in memory by the store and written then, in order.
+                pass
             await self._storage.log.append(
                 event.timestamp,
                 f"alert.{word}",
@@ -122,6 +132,8 @@ class AlertJournal:
             alert = self._engine().alerts.get(event.fingerprint)
             if alert is not None and alert.state is not AlertState.INACTIVE:
                 await self._storage.alerts.save(alert_row(alert))
+        except StorageUnavailable:
+            pass  # written when the disk is back (`rulestate.resync_alerts`)
         except Exception:
             log.exception("recording alert event failed")
         for listener in self.listeners:
@@ -130,8 +142,7 @@ class AlertJournal:
             except Exception:
                 log.exception("alert listener failed")
 
-    @staticmethod
-    def _log_line(event: AlertEvent, word: str) -> None:
+    def _log_line(self, event: AlertEvent, word: str) -> None:
         fields = {
             "alert": event.rule,
             "state": str(event.state),
@@ -139,6 +150,13 @@ class AlertJournal:
             **dict(event.labels),
             "value": event.value,
         }
+        if (
+            self.limiter is not None
+            and event.change is AlertChange.STATE
+            and event.state in (AlertState.PENDING, AlertState.INACTIVE)
+            and not self.limiter.allow(f"alert {word}", event.fingerprint, fields)
+        ):
+            return  # a pending alert that went away again: it paged nobody, the duty log has it
         if not event.notify:
             fields["muted"] = event.muted_reason
         if event.actor:
