@@ -53,6 +53,7 @@ def test_the_fixtures_are_there() -> None:
         "sqlite-legacy-ed5d080.db",
         "sqlite-v5-6483bb3.db",
         "sqlite-v8-5a0c312.db",
+        "sqlite-v9-e7d1ddf.db",
     ]
     assert len(SQLITE_MIGRATIONS) > 8, "a fixture of the schema before the newest is due"
 
@@ -146,8 +147,8 @@ async def test_postgres_database_at_its_first_migration(postgres: PostgresServer
         await conn.execute(PG_MIGRATIONS[0])
         await conn.execute("INSERT INTO dutyd_schema VALUES (1, $1)", old.T0)
         # The old dutyd's rows, table for table, ids and all.
-        # Read-only: a missing fixture is an error here, never a new empty file beside them.
-        with sqlite3.connect(f"file:{FIRST_SCHEMA}?mode=ro", uri=True) as lite:
+        # Immutable: a missing fixture is an error, and no -wal/-shm file is left beside it.
+        with sqlite3.connect(f"file:{FIRST_SCHEMA}?immutable=1", uri=True) as lite:
             for table in FIRST_TABLES:
                 cursor = lite.execute(f"SELECT * FROM {table}")
                 columns = [c[0] for c in cursor.description]

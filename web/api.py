@@ -626,6 +626,14 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 
 @_errors
+async def get_topology(request: web.Request) -> web.Response:
+    """Every target's parents, those of `depends_on: auto` as learned from LLDP (with the
+    switch port), for `dutyd topology --live`."""
+    authorize_read(request, _ctx(request))
+    return web.json_response(_ctx(request).topology())
+
+
+@_errors
 async def get_status(request: web.Request) -> web.Response:
     """The status page's data: alerts, red lines, environment, targets down, on call, log."""
     authorize_read(request, _ctx(request))
@@ -780,6 +788,7 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_post("/api/v1/shift/confirm", post_shift_confirm)
     app.router.add_post("/api/v1/shift/handover", post_shift_handover)
     ctx.server.open_prefixes += ("/api/v1/doors/",)  # the door's own token is the credential
+    app.router.add_get("/api/v1/topology", get_topology)
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential
     ctx.server.open_paths.add("/status/ack.css")  # its style, for a phone without the password

@@ -87,6 +87,8 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
         "cluster": ctx.cluster(),
         "rooms": ctx.entries.rooms_view(),
         "shift": ctx.handover.view(),
+        # Who hangs off whom (configured and learned from LLDP), to see an outage's extent.
+        "topology": ctx.topology(),
         "log": views.log_view(tail, language),
     }
 

@@ -23,6 +23,7 @@ const I18N = {
     people_in: "in", since: "since", not_approved: "not approved", carrying: "carrying",
     with: "with", confirmed: "confirmed", unconfirmed: "not confirmed yet",
     confirm_duty: "I am on duty", handover: "Hand-over note", handover_prompt: "Hand-over note for the next shift",
+    topology: "Topology", down: "down", learned: "LLDP",
   },
   zh: {
     title: "值班", redlines: "红线", alerts: "告警", environment: "机房环境",
@@ -43,6 +44,7 @@ const I18N = {
     people_in: "人在内", since: "进入于", not_approved: "未经批准", carrying: "携带",
     with: "同行", confirmed: "已确认到岗", unconfirmed: "尚未确认到岗",
     confirm_duty: "确认到岗", handover: "交班记录", handover_prompt: "交给下一班的交班记录",
+    topology: "拓扑（依赖关系）", down: "离线", learned: "LLDP 发现",
   },
 };
 
@@ -267,6 +269,46 @@ function renderTargets(status) {
   box.append(table);
 }
 
+// The depends_on tree (each target under its first parent), targets down marked: how far an
+// outage reaches. Hidden when no target has a parent.
+function renderTopology(topology, down) {
+  const section = document.getElementById("topology-section");
+  const box = document.getElementById("topology");
+  box.replaceChildren();
+  const parents = (topology && topology.parents) || {};
+  const learned = (topology && topology.learned) || {};
+  const names = Object.keys(parents);
+  const children = {};
+  for (const n of names) {
+    const first = (parents[n] || [])[0];
+    if (first) (children[first] = children[first] || []).push(n);
+  }
+  section.hidden = !Object.keys(children).length;
+  const seen = new Set();
+  const node = (name) => {
+    const isDown = down.has(name);
+    const li = el("li", { class: isDown ? "bad" : "", "data-target": name },
+      isDown ? `${name} (${t("down")})` : name);
+    const link = learned[name];
+    if (link) li.append(el("span", { class: "muted" }, ` · ${t("learned")} ${link.parent}${link.port ? " " + link.port : ""}`));
+    if (seen.has(name)) return li;
+    seen.add(name);
+    const kids = children[name] || [];
+    if (kids.length) {
+      const ul = el("ul");
+      for (const kid of kids) ul.append(node(kid));
+      li.append(ul);
+    }
+    return li;
+  };
+  const tree = el("ul", { class: "tree" });
+  for (const n of names) {
+    const first = (parents[n] || [])[0];
+    if ((!first || !(first in parents)) && children[n]) tree.append(node(n));
+  }
+  box.append(tree);
+}
+
 function renderOncall(oncall) {
   const box = document.getElementById("oncall");
   box.replaceChildren();
@@ -331,6 +373,7 @@ async function refresh() {
     renderEnvironment(s.environment);
     renderRooms(s.rooms || [], s.timezone);
     renderTargets(s);
+    renderTopology(s.topology, new Set(s.targets_down.map((d) => d.name)));
     renderLog(s.log, s.timezone);
     document.getElementById("clock").textContent = fmtTime(s.generated_at, s.timezone);
     document.getElementById("updated").textContent = `${t("updated")} ${fmtTime(s.generated_at, s.timezone)}`;
