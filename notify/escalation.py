@@ -15,7 +15,8 @@ The policy, read in one place:
   it settles (it is then sent, once);
 - a paged alert explained by its parent target's outage (`EXPLAINED`) pauses its escalation;
   those paged are told once which parent explains it, and again when the parent is back and
-  the alert still fails (`RESUMED`: the walk goes on where it stopped);
+  the alert still fails (`RESUMED`: the walk goes on where it stopped); a restart takes it
+  up paused (`take_up_explained`), so it resumes the same way;
 - what comes due together for one alert (catching up after an expired ack, a restart) is one
   page per person: a notice, else the latest step, else the reminder.
 """
@@ -190,6 +191,16 @@ class Escalator:
             key = f"{fp}|red_line|{event.red_line or 0:.0f}|{t.fired_at:.3f}"
             return [Page(PageKind.RED_LINE, event, tuple(who), 0, now, key)]
         return []
+
+    def take_up_explained(self, event: AlertEvent, explained_at: float) -> list[Page]:
+        """After a restart: a paged firing alert whose parent's outage explained it at
+        `explained_at`. The steps due by then (sent before the restart, recognised by their
+        keys) and then paused, as a running escalator has it: `RESUMED` goes on from there."""
+        pages = self.handle(event, explained_at)
+        t = self.tracked.get(event.fingerprint)
+        if t is not None:
+            t.explained = True
+        return pages
 
     def _notice(self, t: Tracked, kind: PageKind, event: AlertEvent, now: float) -> list[Page]:
         if not t.paged:

@@ -247,7 +247,12 @@ class NotifyService:
         restores them silently). Steps already sent are recognised by their page ids."""
         now = self.clock.time()
         for a in alerts:
-            if a.get("state") != "firing" or a.get("suppressed") or a.get("silenced_by"):
+            # A paged alert its parent's outage explains is taken up paused, whatever the
+            # parent's state (unknown until polled): it resumes as in a running daemon.
+            explained = bool(a.get("explained_by"))
+            if a.get("state") != "firing" or a.get("silenced_by"):
+                continue
+            if a.get("suppressed") and not explained:
                 continue
             fired = a.get("fired_at") or a.get("active_since") or now
             event = AlertEvent(
@@ -262,7 +267,11 @@ class NotifyService:
                 active_since=a.get("active_since"),
                 timestamp=fired,
             )
-            self.add_pages(self.escalator.handle(event, now), now)
+            if explained:
+                at = min(now, a.get("explained_at") or fired)
+                self.add_pages(self.escalator.take_up_explained(event, at), now)
+            else:
+                self.add_pages(self.escalator.handle(event, now), now)
             if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
                 self.forwarded[event.fingerprint] = event
             if a.get("acknowledged"):

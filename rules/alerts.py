@@ -112,6 +112,8 @@ class Alert:
     observed_at: float | None = None
     # The parent whose outage explains this paged alert: its escalation is paused meanwhile.
     explained_by: str = ""
+    # When it was explained: a restart takes its escalation up paused at that point.
+    explained_at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -245,6 +247,7 @@ class Alert:
         self.resolved_at = moved(self.resolved_at)
         self.last_true = moved(self.last_true)
         self.transitions = [t + seconds for t in self.transitions]
+        self.explained_at = moved(self.explained_at)
         if self.ack is not None:
             self.ack.at += seconds
             self.ack.expires_at = moved(self.ack.expires_at)
@@ -263,6 +266,7 @@ class Alert:
             "peak": self.peak,
             "observed_at": self.observed_at,
             "explained_by": self.explained_by,
+            "explained_at": self.explained_at,
         }
 
     def load_extra(self, data: dict[str, Any]) -> None:
@@ -279,4 +283,6 @@ class Alert:
         observed = data.get("observed_at")
         self.observed_at = float(observed) if observed is not None else None
         self.explained_by = str(data.get("explained_by") or "")
+        explained_at = data.get("explained_at")
+        self.explained_at = float(explained_at) if explained_at is not None else None
         self.last_holds = None

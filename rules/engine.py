@@ -394,10 +394,11 @@ class RuleEngine:
             return
         parent = self.mutes.deps.down_ancestor(alert.label("target"), rule.config.depends_on)
         if parent and not alert.explained_by:
-            alert.explained_by = parent
+            alert.explained_by, alert.explained_at = parent, now
             out.append(self._event(rule, alert, now, AlertChange.EXPLAINED, True, "", note=parent))
-        elif not parent and alert.explained_by:
-            was, alert.explained_by = alert.explained_by, ""
+        elif not parent and alert.explained_by and alert.explained_by in self.mutes.deps.up:
+            # (A parent not heard from since a restart is not back yet: still explained.)
+            was, alert.explained_by, alert.explained_at = alert.explained_by, "", None
             out.append(self._event(rule, alert, now, AlertChange.RESUMED, True, "", note=was))
 
     def restore_events(self, rows: Iterable[CountedRow]) -> None:

@@ -41,4 +41,7 @@ def alert_view(
         "maintenance": mutes.maintenance_of(alert, now),
         "suppressed": mute,
         "flapping": alert.flapping,
+        # A paged alert whose parent's outage pauses its escalation, and since when.
+        "explained_by": alert.explained_by,
+        "explained_at": alert.explained_at if alert.explained_by else None,
     }

@@ -20,6 +20,8 @@ from aiohttp import web
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.web.server import serve_on_loopback
+from tests.daemon_fixtures import DaemonProcess
+from tests.peers import free_port
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
 from tests.test_notify_delivery import Receiver
 
@@ -251,3 +253,58 @@ async def test_a_switch_down_pauses_a_paged_apps_escalation_and_it_resumes(tmp_p
         ], told(receiver)
     finally:
         await stop(daemon, snmpd, app, receiver)
+
+
+async def test_a_restarted_dutyd_keeps_an_explained_alert_paused_and_resumes_it(
+    tmp_path: Path,
+) -> None:
+    """A real `dutyd run` stopped and started again while the switch is down: the paged
+    application's escalation stays paused (no manager step, no red line while the switch is
+    down, however long ago they came due), and when the switch is back and the application
+    still fails, one "resumed" notice and the escalation goes on, as in a daemon never
+    restarted. Before, the restarted daemon took the alert up as an ordinary one: the manager
+    was paged during the switch's outage and no "resumed" notice followed."""
+    snmpd, app, receiver = await peers(tmp_path)
+    config = site(tmp_path, snmpd, app, receiver, "2s", "1s", "6s", "9s")
+    config["http"]["port"] = free_port()
+    dutyd = await asyncio.to_thread(DaemonProcess, tmp_path, config)
+    try:
+        app.status = 500
+        await until(lambda: len(receiver.received) >= 1, 12, "the application's page")
+        paged = time.monotonic()
+        assert told(receiver) == [("li", "ALERT: portal answers errors")]
+        os.kill(snmpd.proc.pid, signal.SIGSTOP)
+        await until(lambda: len(receiver.received) >= 3, 6, "the switch's page and the notice")
+        explained = (
+            "li",
+            "EXPLAINED BY PARENT core-switch (DOWN), ESCALATION PAUSED: portal answers errors",
+        )
+        assert sorted(told(receiver)[1:]) == [("li", "ALERT: core-switch is down"), explained]
+
+        code, _ = await asyncio.to_thread(dutyd.terminate)
+        assert code == 0, dutyd.peer.log()[-3000:]
+        dutyd = await asyncio.to_thread(DaemonProcess, tmp_path, config)
+        # Restarted; the switch still down past the manager's step (6 s after the page) and
+        # the red line (9 s from the start), and past the restarted daemon's first polls.
+        await asyncio.sleep(max(4.0, 10.0 - (time.monotonic() - paged)))
+        assert len(receiver.received) == 3, (told(receiver), dutyd.peer.log()[-6000:])
+
+        os.kill(snmpd.proc.pid, signal.SIGCONT)
+        await until(lambda: len(receiver.received) >= 7, 8, "the pages after the switch")
+        await asyncio.sleep(0.5)
+        assert sorted(told(receiver)[3:]) == [
+            (
+                "li",
+                "PARENT core-switch IS BACK, STILL FAILING, ESCALATION RESUMES: "
+                "portal answers errors",
+            ),
+            ("li", "RESOLVED: switch_down on core-switch back to 1 or above"),
+            ("manager", "ALERT: portal answers errors"),
+            ("manager", "RED LINE CROSSED: portal answers errors"),
+        ], told(receiver)
+    finally:
+        os.kill(snmpd.proc.pid, signal.SIGCONT)
+        await asyncio.to_thread(dutyd.stop)
+        snmpd.proc.stop()
+        await app.stop()
+        await receiver.stop()
