@@ -10,6 +10,7 @@ undone first by `configsources.assemble`.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -108,8 +109,37 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment wins over the file; no .env or secrets-dir magic.
-        return (env_settings, init_settings)
+        # The environment wins over the file; no .env or secrets-dir magic. DUTYD_TARGETS
+        # is read by `_env_targets` (expanded and defaulted like the file's targets).
+        return (_WithoutTargets(settings_cls, env_settings), init_settings)
+
+
+class _WithoutTargets(PydanticBaseSettingsSource):
+    """The environment's settings but `targets`, which reach `Settings` assembled."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = self.env()  # a variable that is not JSON raises here, as before
+        values.pop("targets", None)
+        return values
+
+
+def _env_targets() -> tuple[str, Any] | None:
+    """DUTYD_TARGETS (any case, as pydantic-settings reads it), parsed: where it came from
+    and the entries. Not JSON: None, and the environment source reports it."""
+    for name, value in os.environ.items():
+        if name.upper() == "DUTYD_TARGETS":
+            try:
+                return f"environment variable {name}", json.loads(value)
+            except ValueError:
+                return None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +493,7 @@ def validate(
     data: dict[str, Any], source: str, text: str = "", assembled: Assembled | None = None
 ) -> Settings:
     if assembled is None:
-        assembled = assemble(data, source, text)
+        assembled = assemble(data, source, text, env_targets=_env_targets())
     data = assembled.data
     found: list[tuple[Loc, str]] = []
     settings: Settings | None = None
@@ -527,7 +557,7 @@ def load_config(path: str | Path) -> Settings:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
     data = parse_yaml(text, source)
     # Includes are read here, so a reload (which loads the file again) re-reads them.
-    assembled = assemble(data, source, text, Path(path).parent, parse_yaml)
+    assembled = assemble(data, source, text, Path(path).parent, parse_yaml, _env_targets())
     return validate(data, source, text, assembled)
 
 

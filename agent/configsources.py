@@ -11,6 +11,8 @@ Three things a person writes so as not to repeat themselves, all undone here bef
   address, named by the `name:` pattern (`access-sw-{n}`: 1, 2, ...; `{n:02}` zero-padded;
   `{ip}`: the address with `.`/`:` as `-`).
 
+Targets given in `DUTYD_TARGETS` replace the files' and go through the same steps.
+
 `Origins` remembers, for every key path of the result, the file and key path it was written
 at, so a problem found in an expanded target is reported at the group's (or the default's)
 own line in its own file, once.
@@ -72,9 +74,13 @@ def assemble(
     text: str = "",
     base_dir: Path | None = None,
     parse: Callable[[str, str], dict[str, Any]] | None = None,
+    env_targets: tuple[str, Any] | None = None,
 ) -> Assembled:
     """Includes merged, defaults applied, groups expanded. `parse(text, source)` reads an
-    included file (raising `ConfigError`: its problems are reported under that file)."""
+    included file (raising `ConfigError`: its problems are reported under that file).
+    `env_targets`: (where, targets) given outside the files (`environment variable
+    DUTYD_TARGETS`): they replace the files' targets and are expanded and defaulted as file
+    entries are, their problems reported under `where`."""
     origins = Origins(source)
     found: list[Found] = []
     texts = {source: text}
@@ -82,6 +88,10 @@ def assemble(
     includes = out.pop("include", None)
     if includes is not None:
         _include(out, includes, source, base_dir, parse, origins, found, texts)
+    if env_targets is not None:
+        where, out["targets"] = env_targets
+        origins.at = {loc: o for loc, o in origins.at.items() if not (loc and loc[0] == "targets")}
+        origins.at[("targets",)] = (where, ("targets",))
     defaults = out.pop("defaults", None)
     kinds = _check_defaults(defaults, origins, found)
     targets = out.get("targets")

@@ -279,3 +279,54 @@ async def test_a_reload_rereads_the_included_files(tmp_path: Path) -> None:
         assert watched() == {"a-1", "a-2", "b-1"}
     finally:
         daemon.stop()
+
+
+def test_groups_given_through_dutyd_targets_expand_like_file_entries(tmp_path, monkeypatch):
+    """DUTYD_TARGETS replaces the file's targets and is read as file entries are: groups
+    expanded, the file's defaults applied. (It went to validation as written: `addresses`
+    was an unknown key.)"""
+    monkeypatch.setenv("SITE_COMMUNITY", "s3cret")
+    entries = [
+        {"name": "core-sw-1", "kind": "snmp", "address": "127.0.1.1", "profiles": ["switch"]},
+        {
+            "name": "access-sw-{n:02}",
+            "kind": "snmp",
+            "addresses": "127.0.1.16/30",
+            "profiles": ["switch"],
+            "depends_on": ["core-sw-1"],
+        },
+    ]
+    monkeypatch.setenv("DUTYD_TARGETS", json.dumps(entries))
+    settings = load_config(write(tmp_path / "dutyd.yaml", SITE))
+    by_name = {t.name: t for t in settings.targets}
+    assert list(by_name) == ["core-sw-1", "access-sw-01", "access-sw-02"]
+    assert [by_name[n].address for n in ("access-sw-01", "access-sw-02")] == [
+        "127.0.1.17",
+        "127.0.1.18",
+    ]
+    assert by_name["access-sw-02"].depends_on == ["core-sw-1"]
+    assert by_name["access-sw-02"].interval == 60  # the file's defaults
+    assert by_name["core-sw-1"].labels == {"site": "hq", "role": "access"}
+    assert by_name["core-sw-1"].community_env is not None
+
+
+def test_problems_of_dutyd_targets_name_the_variable_and_key_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("SITE_COMMUNITY", "s3cret")
+    entries = [
+        {"name": "access-sw-{n}", "kind": "snmp", "addresses": "127.0.1.0/29", "retries": -1},
+        {"name": "ups", "kind": "snmp", "addresses": ["127.0.2.1", "127.0.2.2"]},
+        {"name": "big-{n}", "kind": "tcp", "addresses": "10.0.0.0/16"},
+        {"name": "ups-b", "kind": "nut", "address": "127.0.3.1", "depends_on": ["nowhere"]},
+    ]
+    monkeypatch.setenv("DUTYD_TARGETS", json.dumps(entries))
+    main = write(tmp_path / "dutyd.yaml", SITE)
+    var = "environment variable DUTYD_TARGETS"
+    # Once per entry (not per member of the group), at the entry's index in the variable.
+    assert problems(main) == [
+        f"{var}: targets[0].retries: must be at least 0 (got -1)",
+        f"{var}: targets[1].name: a group of 2 addresses needs {{n}} or {{ip}} in its name "
+        "pattern (access-sw-{n})",
+        f"{var}: targets[2].addresses: 10.0.0.0/16 has 65536 addresses; a group holds at "
+        "most 1022 (a /22): split it",
+        f"{var}: targets[3].depends_on[0]: unknown target 'nowhere'",
+    ]
