@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from dutyd.agent.discovery import Sweep, SweepOptions, community
 from dutyd.agent.topology import LearnedTopology, describe, learn_parents, render_tree
 from dutyd.collectors.snmp.collector import SnmpTarget
 from dutyd.core.records import Sample
+from dutyd.web.server import serve_on_loopback
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.site_fixtures import (
     Counter,
@@ -35,6 +37,7 @@ from tests.site_fixtures import (
 )
 from tests.snmp_fixtures import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER
 from tests.ssh_fixtures import SshdServer
+from tests.tls import self_signed_cert
 
 NET = "127.0.1.0/29"  # hosts .1 to .6
 INSIDE = [f"127.0.1.{i}" for i in range(1, 7)]
@@ -359,3 +362,67 @@ async def test_hostile_answers_are_read_bounded_and_never_crash_the_sweep(
     finally:
         transport.close()
         server.close()
+
+
+async def test_https_servers_are_found_over_tls_and_written_as_https_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real TLS server (a self-signed certificate, as most devices' web pages have) on one
+    port and a plain HTTP server on another, each probed both ways: the HTTPS probe finds the
+    TLS server's status, neither probe takes the other protocol's port for a web server, and
+    the written targets load with the scheme that answered."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    cert, key = self_signed_cert(certs)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def page(status: int) -> Any:
+        async def answer(request: web.Request) -> web.Response:
+            return web.Response(status=status, text="device")
+
+        return answer
+
+    runners = []
+    for status, tls in ((200, None), (503, context)):
+        app = web.Application()
+        app.router.add_route("*", "/", page(status))
+        runners.append(await serve_on_loopback(app, ssl_context=tls))
+    (plain_runner, plain), (tls_runner, tls_port) = runners
+    try:
+        written = tmp_path / "web.yaml"
+        ports = [
+            *("--http-port", str(plain), "--http-port", str(tls_port)),
+            *("--https-port", str(tls_port), "--https-port", str(plain)),
+        ]
+        code, _, err = await discover(
+            "127.0.0.1/32",
+            "--community-env",
+            "NO_SNMP",
+            "--snmp-port",
+            str(free_port_on(["127.0.0.1"], "udp")),
+            "--nut-port",
+            "0",
+            "--ssh-port",
+            str(free_port_on(["127.0.0.1"], "tcp")),
+            *ports,
+            "--timeout",
+            "1",
+            "-o",
+            str(written),
+            env={"NO_SNMP": "public"},
+        )
+        assert code == 0, err
+        text = written.read_text()
+        targets = {t.name: t for t in load_config(written).targets}
+        assert {t.address: t.kind for t in targets.values()} == {
+            f"http://127.0.0.1:{plain}/": "http",
+            f"https://127.0.0.1:{tls_port}/": "http",
+        }, text
+        assert (
+            f'answered HTTP 503\n    kind: http\n    address: "https://127.0.0.1:{tls_port}/"'
+            in (text)
+        ), text
+    finally:
+        await plain_runner.cleanup()
+        await tls_runner.cleanup()
