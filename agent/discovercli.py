@@ -174,6 +174,7 @@ def write_config(
     groups = [
         ("switches (IF-MIB)", [d for d in new if d.snmp_class == "switch"]),
         ("UPS units (UPS-MIB)", [d for d in new if d.snmp_class == "ups"]),
+        ("room sensors", [d for d in new if d.snmp_class == "sensor"]),
         ("other SNMP devices", [d for d in new if d.snmp_class == "snmp"]),
     ]
     for title, members in groups:
@@ -186,6 +187,17 @@ def write_config(
                 lines += snmp_target(d, "switch", why)
             elif d.snmp_class == "ups":
                 lines += snmp_target(d, "ups", f"answers UPS-MIB; {_q(d.sys_descr[:60])}")
+            elif d.snmp_class == "sensor":
+                lines += snmp_target(d, "sensor", "answers AKCP SPAGENT-MIB (sensorProbe)")
+                lines.append("    sensors:   # each probe named by its description on the device")
+                for probe in d.sensor_probes:
+                    first, *rest = probe.items()
+                    lines.append(f"      - {first[0]}: {first[1]}")
+                    lines += [f"        {k}: {v}" for k, v in rest]
+                if d.fahrenheit:
+                    lines.append(
+                        "    # guessed: a probe reports Fahrenheit; set it to Celsius on the device"
+                    )
             else:
                 lines += snmp_target(d, None, f"guessed: an SNMP device, {d.interfaces} interfaces")
     nut = [d for d in new if d.nut]

@@ -9,9 +9,10 @@ most `concurrency` addresses are probed at once, each probe bounded by `timeout`
 
 Per address, in this order: SNMP with each credential given, v2c communities and v3 users,
 through the SNMP collector's own clients (sysName, sysLocation, sysDescr; every device's ARP
-table; the UPS-MIB answers: a UPS; IF-MIB with `switch_ports` interfaces or more: a switch,
-with its LLDP-MIB neighbours and BRIDGE-MIB forwarding table), NUT's `LIST UPS`, an SSH
-banner, an HTTP status line on each given port.
+table; the UPS-MIB answers: a UPS; a known room-sensor MIB (AKCP SPAGENT-MIB's temperature and
+humidity tables): a sensor, its probes read by the `sensor` profile; IF-MIB with
+`switch_ports` interfaces or more: a switch, with its LLDP-MIB neighbours and BRIDGE-MIB
+forwarding table), NUT's `LIST UPS`, an SSH banner, an HTTP status line on each given port.
 Device answers are hostile input: read with caps, names cleaned before they become config.
 """
 
@@ -53,6 +54,15 @@ LLDP_LOC_PORT_DESC = (1, 0, 8802, 1, 1, 2, 1, 3, 7, 1, 4)
 FDB_PORT = (1, 3, 6, 1, 2, 1, 17, 4, 3, 1, 2)  # dot1dTpFdbPort: MAC -> bridge port
 BASE_PORT_IF_INDEX = (1, 3, 6, 1, 2, 1, 17, 1, 4, 1, 2)  # dot1dBasePortIfIndex
 ARP_PHYS_ADDRESS = (1, 3, 6, 1, 2, 1, 4, 22, 1, 2)  # ipNetToMediaPhysAddress: ifIndex.IP -> MAC
+# AKCP sensorProbe room sensors (SPAGENT-MIB): a table of temperature probes (name, degrees,
+# unit: 0 Fahrenheit, 1 Celsius) and one of humidity probes (name, percent).
+AKCP = (1, 3, 6, 1, 4, 1, 3854, 1, 2, 2, 1)
+AKCP_TEMP_NAME, AKCP_TEMP_DEGREE, AKCP_TEMP_UNIT = (
+    (*AKCP, 16, 1, 1),
+    (*AKCP, 16, 1, 3),
+    (*AKCP, 16, 1, 12),
+)
+AKCP_HUMIDITY_NAME, AKCP_HUMIDITY_PERCENT = (*AKCP, 17, 1, 1), (*AKCP, 17, 1, 3)
 MAX_FDB = 8192
 MAX_WALK = 256  # rows of one column walked per device
 MAX_INTERFACES = 4096
@@ -130,7 +140,11 @@ class Device:
     sys_location: str = ""
     sys_descr: str = ""
     credential: Credential | None = None
-    snmp_class: str = ""  # "ups", "switch" or "snmp"
+    snmp_class: str = ""  # "ups", "sensor", "switch" or "snmp"
+    # sensor: the `sensors:` probes of the target to write (SensorProbe settings), and
+    # whether a temperature probe reports Fahrenheit (the profile reads Celsius).
+    sensor_probes: list[dict[str, str]] = field(default_factory=list)
+    fahrenheit: bool = False
     interfaces: int = 0
     # (local port, neighbour's sysName) from LLDP-MIB.
     neighbours: list[tuple[str, str]] = field(default_factory=list)
@@ -274,6 +288,9 @@ class Sweep:
         if ups is not None and any(not _is_exception(v) for v in ups[1][0].values()):
             device.snmp_class = "ups"
             return
+        if await self._sensors(collector, device):
+            device.snmp_class = "sensor"
+            return
         interfaces = await self._fetch(collector, [], [IF_DESCR], MAX_INTERFACES)
         names = interfaces[1][0] if interfaces is not None else {}
         device.interfaces = len(names)
@@ -296,6 +313,25 @@ class Sweep:
                 port_key = encode_oid_content((1, 3, subids[1]))[1:]
                 port = _text(ports.get(port_key)) or str(subids[1])
                 device.neighbours.append((port, name))
+
+    async def _sensors(self, collector: SnmpCollector, device: Device) -> bool:
+        """A known room-sensor MIB (AKCP SPAGENT-MIB): the probes its tables hold."""
+        columns = [AKCP_TEMP_DEGREE, AKCP_TEMP_UNIT, AKCP_HUMIDITY_PERCENT]
+        got = await self._fetch(collector, [], columns, MAX_WALK)
+        if got is None:
+            return False
+        degrees, units, humidity = got[1]
+        for values, probe in (
+            (degrees, {"temperature_column": AKCP_TEMP_DEGREE, "name_column": AKCP_TEMP_NAME}),
+            (
+                humidity,
+                {"humidity_column": AKCP_HUMIDITY_PERCENT, "name_column": AKCP_HUMIDITY_NAME},
+            ),
+        ):
+            if any(not _is_exception(v) for v in values.values()):
+                device.sensor_probes.append({k: ".".join(map(str, v)) for k, v in probe.items()})
+        device.fahrenheit = any(v == 0 for v in units.values() if isinstance(v, int))
+        return bool(device.sensor_probes)
 
     async def _bridge(self, collector: SnmpCollector, device: Device, if_names: Column) -> None:
         """The forwarding table: which port each MAC was learned on (for devices LLDP does

@@ -7,6 +7,7 @@ range (listeners just outside count every packet)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import ssl
 import sys
@@ -19,9 +20,11 @@ from aiohttp import web
 
 from dutyd.agent import cli
 from dutyd.agent.config import load_config
+from dutyd.agent.discovercli import write_config
 from dutyd.agent.discovery import Sweep, SweepOptions, community
 from dutyd.agent.topology import LearnedTopology, describe, learn_parents, render_tree
-from dutyd.collectors.snmp.collector import SnmpTarget
+from dutyd.collectors.base import CollectorContext, Readings
+from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 from dutyd.core.records import Sample
 from dutyd.web.server import serve_on_loopback
 from tests.nut_fixtures import OL_VARS, UpsdPeer
@@ -35,7 +38,7 @@ from tests.site_fixtures import (
     switch,
     ups,
 )
-from tests.snmp_fixtures import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER
+from tests.snmp_fixtures import COMMUNITY, V3_AUTH, V3_PRIV, V3_USER, SnmpdPeer
 from tests.ssh_fixtures import SshdServer
 from tests.tls import self_signed_cert
 
@@ -426,3 +429,60 @@ async def test_https_servers_are_found_over_tls_and_written_as_https_targets(
     finally:
         await plain_runner.cleanup()
         await tls_runner.cleanup()
+
+
+def akcp_values() -> dict[str, list[Any]]:
+    """An AKCP sensorProbe (SPAGENT-MIB): two temperature probes (one set to Fahrenheit) and
+    a humidity probe, each named by its description."""
+    temp, humidity = "1.3.6.1.4.1.3854.1.2.2.1.16.1", "1.3.6.1.4.1.3854.1.2.2.1.17.1"
+    return {
+        "1.3.6.1.2.1.1.3.0": ["timeticks", 360000],
+        f"{temp}.1.0": ["string", "cold aisle"],
+        f"{temp}.1.1": ["string", "hot aisle"],
+        f"{temp}.3.0": ["integer", 23],
+        f"{temp}.3.1": ["integer", 95],
+        f"{temp}.12.0": ["integer", 1],
+        f"{temp}.12.1": ["integer", 0],
+        f"{humidity}.1.0": ["string", "room"],
+        f"{humidity}.3.0": ["integer", 41],
+    }
+
+
+async def test_room_sensors_are_recognised_by_their_mib_and_written_as_sensor_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real snmpd serving AKCP SPAGENT-MIB's temperature and humidity tables: discover
+    classifies it as a room sensor (before, an "other SNMP device" with nothing to read) and
+    writes a `sensor` target whose probes, polled, read the device's values."""
+    (tmp_path / "snmpd").mkdir()
+    peer = SnmpdPeer(tmp_path / "snmpd", akcp_values(), served=(".1.3.6.1.4.1.3854",))
+    context = CollectorContext()
+    try:
+        options = SweepOptions(
+            [community("SENSOR_COMMUNITY")],
+            snmp_port=peer.port,
+            nut_port=None,
+            ssh_ports=[],
+            http_ports=[],
+            https_ports=[],
+            timeout=1.0,
+        )
+        monkeypatch.setenv("SENSOR_COMMUNITY", COMMUNITY)
+        devices = await Sweep(options).run(["127.0.0.1"])
+        assert [d.snmp_class for d in devices] == ["sensor"]
+        text, _ = write_config(devices, options, ["127.0.0.1/32"], {}, [], dt.datetime.now(dt.UTC))
+        written = tmp_path / "sensors.yaml"
+        written.write_text(text)
+        (target,) = load_config(written).targets
+        assert target.kind == "snmp" and target.profiles == ["sensor"], text
+        assert "# guessed: a probe reports Fahrenheit" in text, text
+        collector = SnmpCollector(target, context)
+        readings = Readings({"target": target.name}, 0.0)
+        await collector.collect(readings)
+        await collector.close()
+        got = {(s.name, dict(s.labels).get("sensor")): s.value for s in readings.samples}
+        assert got[("room_temperature_celsius", "cold aisle")] == 23, got
+        assert got[("room_humidity_percent", "room")] == 41, got
+    finally:
+        await context.close()
+        peer.stop()
