@@ -396,10 +396,17 @@ class RuleEngine:
         if parent and not alert.explained_by:
             alert.explained_by, alert.explained_at = parent, now
             out.append(self._event(rule, alert, now, AlertChange.EXPLAINED, True, "", note=parent))
-        elif not parent and alert.explained_by and alert.explained_by in self.mutes.deps.up:
-            # (A parent not heard from since a restart is not back yet: still explained.)
+        elif not parent and alert.explained_by and self._explainer_back(rule, alert):
             was, alert.explained_by, alert.explained_at = alert.explained_by, "", None
             out.append(self._event(rule, alert, now, AlertChange.RESUMED, True, "", note=was))
+
+    def _explainer_back(self, rule: CompiledRule, alert: Alert) -> bool:
+        """The parent that explains `alert` answered since this run started (not heard from
+        since a restart: not back yet), or is no longer among its ancestors (a reload)."""
+        deps, was = self.mutes.deps, alert.explained_by
+        if was in deps.up:
+            return True
+        return was not in deps.ancestors(alert.label("target"), rule.config.depends_on)
 
     def restore_events(self, rows: Iterable[CountedRow]) -> None:
         """Take back stored counter increases (rule, series, ts, increment, counter value),

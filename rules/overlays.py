@@ -11,7 +11,7 @@ target dependencies. None of them changes an alert's state; they only mute its e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +156,10 @@ class Dependencies:
     def down_ancestor(self, target: str, extra: Iterable[str] = ()) -> str:
         """The nearest parent (or ancestor) of `target`, or of the rule's own `extra` parents,
         that is down; "" when none is."""
+        return next((p for p in self.ancestors(target, extra) if self.up.get(p) is False), "")
+
+    def ancestors(self, target: str, extra: Iterable[str] = ()) -> Iterator[str]:
+        """The parents of `target` (and `extra`), then theirs, nearest first, each once."""
         queue = [*self.parents.get(target, ()), *extra]
         seen = {target}
         i = 0
@@ -165,7 +169,5 @@ class Dependencies:
             if parent in seen:
                 continue
             seen.add(parent)
-            if self.up.get(parent) is False:
-                return parent
+            yield parent
             queue.extend(self.parents.get(parent, ()))
-        return ""

@@ -182,3 +182,40 @@ def test_escalation_pauses_while_explained_and_flapping_then_is_not_announced():
 
 def _as(event: AlertEvent, change: AlertChange) -> AlertEvent:
     return dataclasses.replace(event, change=change)
+
+
+def restarted(e: RuleEngine, parents: dict[str, list[str]]) -> RuleEngine:
+    """A fresh engine holding `e`'s alerts as stored (as after a restart): no target heard of."""
+    again = engine()
+    again.set_parents(parents, {"core-sw": 9.0})
+    again.restore(
+        [dataclasses.replace(a, transitions=list(a.transitions)) for a in e.alerts.values()]
+    )
+    return again
+
+
+def test_after_a_restart_an_explained_alert_waits_for_its_parents_answer():
+    """Before, the restarted engine took "no parent known down" for "the parent is back":
+    its child's first answer resumed the alert while the switch was still down."""
+    e = engine()
+    switch(e, 0.0, 1, 0.1)
+    run(e, 1.5, 5.0, 0)
+    switch(e, 5.0, 1, 5.05)
+    e.recheck_held(5.05)
+    assert pages(switch(e, 7.0, 0, 7.5)) == [("explained", "core-sw")]
+    again = restarted(e, {"portal": ["core-sw"]})
+    assert pages(run(again, 30.0, 40.0, 0)) == []  # no resume, no red line: not heard of
+    assert pages(switch(again, 40.0, 0, 41.0) + run(again, 41.0, 42.0, 0)) == []
+    events = switch(again, 42.0, 1, 42.1) + run(again, 42.5, 43.0, 0)
+    assert pages(events) == [("resumed", "core-sw"), ("red_line", "")]
+
+
+def test_after_a_restart_a_parent_no_longer_configured_explains_nothing():
+    e = engine()
+    switch(e, 0.0, 1, 0.1)
+    run(e, 1.5, 5.0, 0)
+    switch(e, 5.0, 1, 5.05)
+    e.recheck_held(5.05)
+    switch(e, 7.0, 0, 7.5)
+    again = restarted(e, {})  # the new config has no depends_on for the portal
+    assert pages(run(again, 30.0, 31.0, 0)) == [("resumed", "core-sw"), ("red_line", "")]
