@@ -243,6 +243,14 @@ def write_config(
                 "    kind: http",
                 f"    address: {_q(f'{scheme}://{_url_host(d.address)}:{port}/')}",
                 "    labels: {role: application}",
+                *(
+                    [
+                        "    # guessed: its certificate does not verify here (self-signed?):"
+                        " give ca_file: (its CA) or verify: false"
+                    ]
+                    if scheme == "https" and port in d.untrusted_tls
+                    else []
+                ),
                 *depends(named[d.address]),
             ]
     return "\n".join(lines) + "\n", parents

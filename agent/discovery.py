@@ -156,6 +156,7 @@ class Device:
     ssh_banner: str = ""
     ssh_port: int = 0
     http: list[tuple[str, int, int]] = field(default_factory=list)  # (scheme, port, status)
+    untrusted_tls: list[int] = field(default_factory=list)  # HTTPS ports whose cert fails
 
     @property
     def found(self) -> bool:
@@ -226,6 +227,8 @@ class Sweep:
                     status = await self._http(address, port, scheme == "https")
                     if status:
                         device.http.append((scheme, port, status))
+                        if scheme == "https" and not await self._trusted(address, port):
+                            device.untrusted_tls.append(port)
             return device
 
     # -- SNMP (the collector's own clients: v1/v2c and v3 as polls do) ---------------------------
@@ -373,6 +376,21 @@ class Sweep:
             )
         except (OSError, TimeoutError, ssl.SSLError):
             return None
+
+    async def _trusted(self, address: str, port: int) -> bool:
+        """Whether the HTTPS server's certificate verifies here for this address, as the
+        written target's polls will check it."""
+        await self._limit.wait()
+        self.sent += 1
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port, ssl=ssl.create_default_context()),
+                self.options.timeout,
+            )
+        except (OSError, TimeoutError, ssl.SSLError):
+            return False
+        writer.close()
+        return True
 
     async def _first_line(self, address: str, port: int, send: bytes, tls: bool = False) -> str:
         conn = await self._connect(address, port, tls)

@@ -398,7 +398,7 @@ async def test_https_servers_are_found_over_tls_and_written_as_https_targets(
             *("--http-port", str(plain), "--http-port", str(tls_port)),
             *("--https-port", str(tls_port), "--https-port", str(plain)),
         ]
-        code, _, err = await discover(
+        args = [
             "127.0.0.1/32",
             "--community-env",
             "NO_SNMP",
@@ -413,8 +413,8 @@ async def test_https_servers_are_found_over_tls_and_written_as_https_targets(
             "1",
             "-o",
             str(written),
-            env={"NO_SNMP": "public"},
-        )
+        ]
+        code, _, err = await discover(*args, env={"NO_SNMP": "public"})
         assert code == 0, err
         text = written.read_text()
         targets = {t.name: t for t in load_config(written).targets}
@@ -426,6 +426,13 @@ async def test_https_servers_are_found_over_tls_and_written_as_https_targets(
             f'answered HTTP 503\n    kind: http\n    address: "https://127.0.0.1:{tls_port}/"'
             in (text)
         ), text
+        # The certificate does not verify here: said, for a person to give its CA.
+        assert "# guessed: its certificate does not verify here (self-signed?)" in text, text
+        assert text.count("does not verify") == 1, text
+        # Trusted here (its CA in the store the polls use): nothing to say.
+        code, _, err = await discover(*args, env={"NO_SNMP": "public", "SSL_CERT_FILE": str(cert)})
+        assert code == 0, err
+        assert "does not verify" not in written.read_text(), written.read_text()
     finally:
         await plain_runner.cleanup()
         await tls_runner.cleanup()
