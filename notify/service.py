@@ -614,10 +614,13 @@ class NotifyService:
             return
         new = [r for r in idle if r.id in self._mem_new]
         if new:
-            await self.outbox.enqueue(new)
+            added = set(await self.outbox.enqueue(new))
             for r in new:
                 self._mem_new.discard(r.id)
-                del self._mem_rows[r.id]
+                if r.id in added:
+                    del self._mem_rows[r.id]
+                # Else its first write timed out and landed late (a frozen disk): the row is
+                # there as it was then; the reschedule below writes it as it is now.
         for r in idle:
             if r.id in self._mem_rows:
                 await self.outbox.reschedule(r)

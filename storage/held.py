@@ -1,6 +1,8 @@
 """The duty log while the disk refuses writes: entries are held in memory, in order, and
 written before any newer one once it takes writes again (`flush`, called by the store's
-probe), so the log has nothing missing afterwards and nothing out of order."""
+probe), so the log has nothing missing afterwards and nothing out of order. A write that
+timed out (a frozen disk) may land after all: the held copy carries the entry's key and the
+store skips an entry it already has, so nothing is in the log twice either."""
 
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ class HeldDutyLog(DutyLogRepository):
             self._hold([entry])
             return 0
         try:
-            return await self.inner.append(timestamp, kind, actor, subject, data)
+            # By the entry, key and all: if this write times out and lands later (a frozen
+            # disk), the held copy written by `flush` is found by its key, not added twice.
+            return await self.inner.append_entry(entry)
         except StorageUnavailable:
             self._hold([entry])
             return 0

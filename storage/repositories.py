@@ -114,6 +114,12 @@ class DutyLogRepository(ABC):
     ) -> int:
         """The new entry's id (ids increase in writing order)."""
 
+    async def append_entry(self, entry: NewLogEntry) -> int:
+        """`append` of an entry made beforehand (its `key` kept, where the store keeps it)."""
+        return await self.append(
+            entry.timestamp, entry.kind, entry.actor, entry.subject, entry.data
+        )
+
     @abstractmethod
     async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
         """Write a burst of entries in one transaction, in order."""

@@ -39,7 +39,7 @@ from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.rules.config import RuleConfig
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import NewLogEntry, StorageUnavailable, open_storage
+from dutyd.storage import NewLogEntry, OutboxMessage, StorageUnavailable, open_storage
 from dutyd.storage.sqlite.database import is_fault
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
@@ -526,3 +526,125 @@ async def test_event_counts_the_disk_refused_are_written_when_it_is_back(tmp_pat
         (2.0, 3.0, 5.0),
         (3.0, 1.0, 6.0),
     ]
+
+
+def freeze(disk: Path, frozen: bool) -> None:
+    """`fsfreeze`: every write to the file system blocks (no error) until it is thawed."""
+    subprocess.run(["fsfreeze", "-f" if frozen else "-u", str(disk)], check=True)
+
+
+async def test_frozen_disk_is_a_fault_pages_from_memory_and_the_late_writes_add_nothing_twice(
+    tmp_path: Path, portal: Portal
+) -> None:
+    """The file system is frozen under a running dutyd: its writes hang, they do not fail.
+    Before: polling went on and paging waited for the thaw. Now a write not back within
+    `storage.write_deadline` is a storage fault; the pages go out from memory; after the thaw
+    the writes that hung land, and the held copies of the same entries add nothing twice."""
+    gateway = Gateway()
+    await gateway.start()
+    with ext4_disk(tmp_path, "16M") as disk:
+        cfg = config(disk, portal, gateway, write_deadline="2s")
+        daemon = await asyncio.to_thread(DaemonProcess, tmp_path, cfg)
+        frozen = False
+        try:
+            await wait(
+                daemon,
+                lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
+                20,
+                "the apps answering",
+            )
+            freeze(disk, True)
+            frozen = True
+            portal.set(500)
+            await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "the pages")
+            code, ready = daemon.get("/readyz")
+            assert code == 503 and "has not returned within 2s" in ready, ready
+            assert daemon.metric_value("dutyd_storage_writable") == 0.0
+            assert (daemon.metric_value("dutyd_storage_errors_total") or 0.0) > 0
+            portal.set(200)
+            await wait(daemon, lambda: len(gateway.accepted()) == 4 * APPS, 20, "the resolves")
+            freeze(disk, False)
+            frozen = False
+            await wait(
+                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 1.0, 20, "thawed"
+            )
+            await wait(
+                daemon,
+                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
+                10,
+                "an empty outbox",
+            )
+            await asyncio.sleep(2)
+            accepted = gateway.accepted()
+            assert len(accepted) == 4 * APPS and set(accepted.values()) == {1}, accepted
+            fault_pages = [b for p, _, s, b in gateway.requests if p == "/ops" and s == 200]
+            assert len(fault_pages) == 1, fault_pages
+            code, _ = await asyncio.to_thread(daemon.terminate, 15)
+            assert code == 0
+        finally:
+            if frozen:
+                freeze(disk, False)
+            daemon.stop()
+            await gateway.stop()
+        async with open_storage(disk / "dutyd.db", read_only=True) as store:
+            entries = await store.log.read(limit=None)
+    # Each entry of the fault once: the writes that hung landed, the held copies did not
+    # add them again.
+    kinds = Counter(e.kind for e in entries)
+    assert kinds["alert.firing"] == APPS, kinds
+    assert kinds["alert.resolved"] == APPS, kinds
+    assert kinds["escalation.firing"] == APPS, kinds
+    assert kinds["notify.sent"] == 4 * APPS, kinds
+    assert {e.subject for e in entries if e.kind == "notify.sent"} == set(accepted)
+    seen = Counter((e.timestamp, e.kind, e.subject) for e in entries)
+    assert max(seen.values()) == 1, [k for k, n in seen.items() if n > 1]
+    log = daemon.peer.log()
+    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert log.count("storage writable again") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def thaw_and_probe(store: Any, disk: Path) -> None:
+    freeze(disk, False)
+    for _ in range(50):
+        if await store.probe():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the store did not take writes again after the thaw")
+
+
+async def test_writes_that_hang_on_a_frozen_disk_are_held_and_land_once_after_the_thaw(
+    tmp_path: Path,
+) -> None:
+    """The store itself on a frozen ext4: a duty-log append, then a delivery record (with its
+    duty-log entry), hang; each is a fault at the deadline; after the thaw each lands, and the
+    held copy (the probe's flush; the notification service's retry) adds nothing twice."""
+    with ext4_disk(tmp_path, "16M") as disk:
+        store = open_storage(disk / "dutyd.db", write_deadline=0.5)
+        await store.open()
+        try:
+            await store.log.append(1.0, "before", "dutyd", "", {})
+            await store.outbox.enqueue([OutboxMessage("m1", "Li Na", "firing", "sms", {})])
+            freeze(disk, True)
+            try:
+                assert await store.log.append(2.0, "hung", "dutyd", "", {}) == 0  # held
+                assert not store.health.writable
+                assert "has not returned within 0.5s" in store.health.reason
+                await store.log.append(3.0, "held", "dutyd", "", {})
+                assert not await store.probe()  # at once: the hung write is still out
+            finally:
+                await thaw_and_probe(store, disk)
+            assert store.health.writable
+            sent = NewLogEntry(4.0, "notify.sent", "dutyd", "m1", {})
+            freeze(disk, True)
+            try:
+                with pytest.raises(StorageUnavailable):
+                    await store.outbox.mark_delivered("m1", 4.0, [], sent)
+            finally:
+                await thaw_and_probe(store, disk)
+            await store.outbox.mark_delivered("m1", 4.0, [], sent)  # the service's retry
+            entries = await store.log.read(limit=None)
+            assert await store.outbox.sent_among(["m1"]) == {"m1"}
+        finally:
+            await store.close()
+    assert [e.kind for e in entries] == ["before", "hung", "held", "notify.sent"], entries

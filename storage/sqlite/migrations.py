@@ -207,6 +207,12 @@ MIGRATIONS: list[str] = [
         FROM environment_hourly h JOIN environment_series s USING (name, series);
     DROP TABLE environment_hourly;
     """,
+    # 12: each duty log entry's own key (`NewLogEntry.key`), so an entry written again after a
+    # write that timed out on a frozen disk and landed later is not in the log twice.
+    """
+    ALTER TABLE duty_log ADD COLUMN key INTEGER;
+    CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].
