@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from dutyd.agent.config import Settings, load_config
 from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
+from dutyd.agent.sdnotify import SystemdNotifier
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
@@ -310,18 +311,35 @@ class Daemon:
         log.info("dutyd stopped")
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, reload on SIGHUP, stop cleanly."""
+        """Start, serve until SIGTERM/SIGINT, reload on SIGHUP, stop cleanly; tell systemd
+        each step when it runs dutyd (`sdnotify`)."""
+        systemd = SystemdNotifier()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_told(systemd))
+        )
         await self.start()
+        systemd.ready()  # the first polls are scheduled
+        watchdog = asyncio.create_task(systemd.keep_watchdog(), name="systemd-watchdog")
         try:
             await self._stopping.wait()
         finally:
+            systemd.stopping()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+            systemd.close()
+
+    async def _reload_told(self, systemd: SystemdNotifier) -> None:
+        systemd.reloading()
+        try:
+            await self.reload()
+        finally:
+            systemd.ready()  # applied or rejected, dutyd runs on (a rejected file is logged)
 
     def request_stop(self) -> None:
         self._stopping.set()
