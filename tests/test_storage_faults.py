@@ -616,9 +616,10 @@ async def thaw_and_probe(store: Any, disk: Path) -> None:
 async def test_writes_that_hang_on_a_frozen_disk_are_held_and_land_once_after_the_thaw(
     tmp_path: Path,
 ) -> None:
-    """The store itself on a frozen ext4: a duty-log append, then a delivery record (with its
-    duty-log entry), hang; each is a fault at the deadline; after the thaw each lands, and the
-    held copy (the probe's flush; the notification service's retry) adds nothing twice."""
+    """The store itself on a frozen ext4: a duty-log append, a delivery record (with its
+    duty-log entry) and an `events` count hang in turn; each is a fault at the deadline; after
+    the thaw each lands, and the copy written again (the probe's flush, the notification
+    service's retry, the counts put back) adds nothing twice."""
     with ext4_disk(tmp_path, "16M") as disk:
         store = open_storage(disk / "dutyd.db", write_deadline=0.5)
         await store.open()
@@ -643,6 +644,15 @@ async def test_writes_that_hang_on_a_frozen_disk_are_held_and_land_once_after_th
             finally:
                 await thaw_and_probe(store, disk)
             await store.outbox.mark_delivered("m1", 4.0, [], sent)  # the service's retry
+            counts = [("logins", {"target": "fw"}, 5.0, 2.0, 7.0)]
+            freeze(disk, True)
+            try:
+                with pytest.raises(StorageUnavailable):
+                    await store.rule_events.append(counts)
+            finally:
+                await thaw_and_probe(store, disk)
+            await store.rule_events.append(counts)  # put back and written again
+            assert await store.rule_events.load(0.0) == counts
             entries = await store.log.read(limit=None)
             assert await store.outbox.sent_among(["m1"]) == {"m1"}
         finally:
