@@ -39,7 +39,7 @@ from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.rules.config import RuleConfig
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import NewLogEntry, OutboxMessage, StorageUnavailable, open_storage
+from dutyd.storage import NewLogEntry, OutboxMessage, StorageUnavailable, held, open_storage
 from dutyd.storage.sqlite.database import is_fault
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
@@ -431,7 +431,8 @@ async def test_read_only_disk_at_start_with_refuse_exits_2_naming_it(
 def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "dutyd.yaml"
     path.write_text(
-        "storage: {when_unwritable: ignore, retention: {environment: 0s, batch: 1}}\n"
+        "storage: {when_unwritable: ignore, write_deadline: 0s,"
+        " retention: {environment: 0s, batch: 1}}\n"
         "notify:\n  channels: {sms: {url: 'json://127.0.0.1:9/x'}}\n  fallback_channel: pager\n"
     )
     with pytest.raises(ConfigError) as info:
@@ -439,6 +440,7 @@ def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     found = "\n".join(info.value.problems)
     assert "storage.when_unwritable" in found and "'run' or 'refuse'" in found, found
     assert "storage.retention.environment" in found, found
+    assert "storage.write_deadline" in found, found
     assert "storage.retention.batch" in found, found
     assert "notify.fallback_channel: unknown channel 'pager'" in found, found
     path.write_text(
@@ -447,6 +449,7 @@ def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     )
     settings = load_config(path)
     assert settings.storage.when_unwritable == "run"
+    assert settings.storage.write_deadline == 5.0
     assert settings.storage.retention.duty_log == 3650 * 86400.0
     assert settings.storage.retention.environment is None
     assert settings.storage.retention.overlays == 90 * 86400.0
@@ -479,6 +482,25 @@ async def test_duty_log_entries_held_in_a_fault_are_written_in_order_by_the_prob
             (4.0, "c"),
             (5.0, "b"),
         ]
+
+
+async def test_many_held_entries_are_written_in_chunks_in_order_with_the_loss_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks, each well inside the write deadline; the "entries lost" line is made once, so
+    a chunk written again after a write that timed out and landed does not say it twice."""
+    monkeypatch.setattr(held, "MAX_HELD", 25)
+    monkeypatch.setattr(held, "FLUSH_CHUNK", 4)
+    async with open_storage(tmp_path / "d.db") as store:
+        store.health.failed("a write has not returned within 5s")
+        for n in range(30):  # 5 more than may be held: the oldest 5 are dropped
+            await store.log.append(float(n), "alert.firing", "dutyd", f"a{n}", {})
+        assert await store.probe()
+        written = await store.log.read(limit=None)
+        assert await store.log.flush()  # nothing left: a no-op
+    assert [e.kind for e in written[:1]] == ["storage.log_entries_lost"]
+    assert written[0].data == {"count": 5}
+    assert [e.subject for e in written[1:]] == [f"a{n}" for n in range(5, 30)]
 
 
 @pytest.mark.parametrize(
