@@ -99,6 +99,15 @@ class Escalator:
         self.rota = rota
         self.tracked: dict[str, Tracked] = {}
 
+    def shift(self, seconds: float) -> None:
+        """Move the tracked alerts' moments by `seconds` (the clock re-anchored after a step
+        of the system clock): each step comes due as long after the firing as before."""
+        for t in self.tracked.values():
+            t.fired_at += seconds
+            t.event = moved_event(t.event, seconds)
+            if t.firing is not None:
+                t.firing = moved_event(t.firing, seconds)
+
     def _recipients(self, step: Step | RedLineStep, now: float) -> list[Recipient]:
         names: list[str] = []
         if isinstance(step, Step) and step.oncall:
@@ -252,3 +261,17 @@ def _as_firing(event: AlertEvent, t: Tracked) -> AlertEvent:
     if t.firing is None:
         return event
     return dataclasses.replace(event, summary=t.firing.summary, summaries=t.firing.summaries)
+
+
+def moved_event(event: AlertEvent, seconds: float) -> AlertEvent:
+    """`event` with its moments moved by `seconds` (see `Escalator.shift`)."""
+    since = event.active_since
+    return dataclasses.replace(
+        event,
+        timestamp=event.timestamp + seconds,
+        active_since=None if since is None else since + seconds,
+    )
+
+
+def moved_page(page: Page, seconds: float) -> Page:
+    return dataclasses.replace(page, at=page.at + seconds, event=moved_event(page.event, seconds))

@@ -223,6 +223,12 @@ class OutboxRepository(ABC):
         """Remove a queued message without marking it delivered."""
 
     @abstractmethod
+    async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
+        """Move these queued messages' `next_at` and `created` by `seconds` (the daemon's
+        clock re-anchored onto a stepped system clock): each retry as far from now as it was,
+        the queue in the same order."""
+
+    @abstractmethod
     async def reschedule(self, message: OutboxMessage) -> None:
         """Save a queued message's channel, fallbacks, counters, next_at and last error, and
         release its claim."""

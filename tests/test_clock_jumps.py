@@ -179,8 +179,12 @@ async def test_two_hours_forward_during_a_short_outage_is_no_red_line(tmp_path: 
             "dutyd_clock_jumps_total", {"direction": "forward"}
         )
         assert jumps == 1
+        # dutyd's times are the system clock's again (they moved by the step), and the duty
+        # log says by how much.
         offset = site.daemon.registry.get_sample_value("dutyd_clock_offset_seconds")
-        assert offset is not None and abs(offset - 7200) < 1
+        assert offset == 0.0
+        jump = (await site.daemon.storage.log.read(kinds=["clock.jump"]))[-1]
+        assert abs(jump.data["seconds"] - 7200) < 1, jump
     finally:
         await site.daemon.stop()
         await receiver.stop()
@@ -291,4 +295,93 @@ async def test_a_restart_after_a_step_forward_keeps_the_outage_length(tmp_path: 
         assert "alert.red_line" not in await again.log_kinds()
     finally:
         await again.daemon.stop()
+        await receiver.stop()
+
+
+async def test_after_steps_while_running_times_are_the_system_clocks_and_durations_exact(
+    tmp_path: Path,
+) -> None:
+    """A step of D seconds while dutyd runs: its clock takes the system clock's time again and
+    every moment it keeps moves by D, so what it shows and stores is right at once (before:
+    off by D until a restart) and every duration still ends when it would have: `for`, the
+    next escalation step, an acknowledgement's expiry, the red line."""
+    receiver = Receiver()
+    await receiver.start()
+    cfg = config(tmp_path, receiver)
+    cfg["oncall"]["people"].append({"name": "Li Na", "contacts": ["li"]})
+    cfg["notify"]["channels"]["li"] = {"url": receiver.url("li")}
+    cfg["escalation"]["policies"][0]["steps"].append({"after": "10m", "people": ["Li Na"]})
+    clock = FakeClock()
+    site = Site.__new__(Site)
+    site.clock, site.receiver = clock, receiver
+    site.daemon = Daemon(load_from_dict(cfg, "<test>"), clock=clock)
+    await site.daemon.start()
+    daemon = site.daemon
+
+    def view(rule: str, target: str) -> dict[str, Any]:
+        return next(
+            a
+            for a in daemon.operations.list_alerts()
+            if a["rule"] == rule and a["labels"]["target"] == target
+        )
+
+    try:
+        t0 = clock.monotonic()
+        fired_wall = clock.time()
+        site.feed("target_up", "sw1", 0)  # acknowledged for an hour
+        site.feed("target_up", "sw2", 0)  # escalates to Li Na at 10 min, red line at 2 h
+        await until(clock, lambda: "sw2" in "".join(site.pages("/zhang")))
+        await daemon.operations.acknowledge(
+            view("link_down", "sw1")["fingerprint"], "Zhang Wei", "on it", clock.time() + 3600
+        )
+        await site.run(60)
+        site.feed("target_up", "db1", 0)  # pending: fires 5 min from now
+        pending_at = clock.monotonic()
+        await site.run(20)
+
+        for step in (3600.0, -3600.0):
+            clock.step_wall(step)
+            fired_wall += step
+            await site.run(2)
+            # Shown on the system clock again: the start, dutyd's now, the log's new entries.
+            assert abs(daemon.clock.time() - clock.time()) < 0.01
+            assert abs(view("link_down", "sw2")["fired_at"] - fired_wall) < 0.5
+            assert abs(view("link_down", "sw2")["active_since"] - fired_wall) < 0.5
+            jump = (await daemon.storage.log.read(kinds=["clock.jump"], newest_first=True))[0]
+            assert abs(jump.timestamp - clock.time()) < 3, (jump, clock.time())
+            assert daemon.registry.get_sample_value("dutyd_clock_offset_seconds") == 0.0
+
+        # `for: 5m` fires 300 s after the alert began, not 300 s +/- an hour.
+        while clock.monotonic() < pending_at + 290:
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "pending"
+        for _ in range(2):
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "firing"
+        fired = (await daemon.storage.log.read(kinds=["alert.firing"], subject=None))[-1]
+        assert abs(fired.timestamp - clock.time()) < 25  # stored on the system clock
+
+        # The second step 600 s after the firing.
+        await site.run(t0 + 590 - clock.monotonic(), step=10)
+        assert site.pages("/li") == []
+        await site.run(20)
+        await until(clock, lambda: len(site.pages("/li")) == 1, within=5)
+
+        # The hour's acknowledgement ends an hour after it was given.
+        await site.run(t0 + 3590 - clock.monotonic(), step=30)
+        assert view("link_down", "sw1")["acknowledged"]
+        await site.run(20)
+        assert not view("link_down", "sw1")["acknowledged"]
+
+        # The red line two hours after the firing: not before.
+        await site.run(t0 + 7190 - clock.monotonic(), step=30)
+        assert site.pages("/chen") == []
+        await site.run(20)
+        await until(clock, lambda: len(site.pages("/chen")) >= 1, within=5)
+        red = (await daemon.storage.log.read(kinds=["alert.red_line"]))[-1]
+        assert abs(red.timestamp - clock.time()) < 25
+    finally:
+        await daemon.stop()
         await receiver.stop()

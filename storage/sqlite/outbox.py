@@ -207,6 +207,19 @@ class SqliteOutbox(OutboxRepository):
     async def drop(self, message_id: str) -> None:
         await self.db.run(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (message_id,)))
 
+    async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
+        rows = [(seconds, seconds, i) for i in ids]
+
+        def update(c: sqlite3.Connection) -> None:
+            with transaction(c):
+                c.executemany(
+                    "UPDATE outbox SET next_at = next_at + ?, created = created + ? WHERE id=?",
+                    rows,
+                )
+
+        if rows:
+            await self.db.run(update)
+
     async def reschedule(self, message: OutboxMessage) -> None:
         row = (
             message.channel,
