@@ -385,3 +385,42 @@ async def test_after_steps_while_running_times_are_the_system_clocks_and_duratio
     finally:
         await daemon.stop()
         await receiver.stop()
+
+
+async def test_a_queued_retry_keeps_its_wait_across_steps_while_running(tmp_path: Path) -> None:
+    """A page whose channel failed waits in the outbox for its retry; the clock is stepped an
+    hour forward, then back: the retry comes when it was due, and the row in the store is
+    moved with the clock (before: due an hour early after the step forward, and the stored
+    moment off by the step)."""
+    receiver = Receiver()
+    await receiver.start()
+    cfg = config(tmp_path, receiver)
+    cfg["notify"].update({"retry_initial": "10m", "retry_max": "10m"})
+    clock = FakeClock()
+    site = Site.__new__(Site)
+    site.clock, site.receiver = clock, receiver
+    site.daemon = Daemon(load_from_dict(cfg, "<test>"), clock=clock)
+    daemon = site.daemon
+    await daemon.start()
+    try:
+        receiver.status = 503
+        site.feed("target_up", "sw1", 0)
+        await until(clock, lambda: len(receiver.received) == 1)
+        await site.run(1)
+        (row,) = await daemon.storage.outbox.due(1e12, 10)
+        retry_at = clock.monotonic() + (row.next_at - daemon.clock.time())
+        assert 290 < retry_at - clock.monotonic() <= 600
+        receiver.status = 200
+        for step in (3600.0, -3600.0):
+            clock.step_wall(step)
+            await site.run(2)
+            (row,) = await daemon.storage.outbox.due(1e12, 10)
+            # Stored on the system clock, as far from now as it was.
+            assert abs(row.next_at - (clock.time() + retry_at - clock.monotonic())) < 0.01
+        await site.run(retry_at - 5 - clock.monotonic())
+        assert len(receiver.received) == 1, "the retry came early"
+        await site.run(10)
+        await until(clock, lambda: len(receiver.received) == 2, within=5)
+    finally:
+        await daemon.stop()
+        await receiver.stop()
