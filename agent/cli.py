@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dutyd.agent.clustercli import add_cluster_commands
 
     add_cluster_commands(sub)  # cluster status
+    from dutyd.agent.discovercli import add_discover_commands
+
+    add_discover_commands(sub)  # discover, topology
     return parser
 
 

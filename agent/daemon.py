@@ -25,6 +25,7 @@ from dutyd.agent.config import Settings, load_config
 from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.sdnotify import SystemdNotifier
+from dutyd.agent.topology import LearnedTopology, describe
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
@@ -33,10 +34,14 @@ from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.loglimit import LogLimiter
-from dutyd.core.records import Sample
+from dutyd.core.records import AlertEvent, Sample
 from dutyd.duty import rulestate
+from dutyd.duty.availability import AvailabilityRecorder
 from dutyd.duty.clockwatch import ClockWatch
 from dutyd.duty.drill import Drills
+from dutyd.duty.entries import EntryRegister
+from dutyd.duty.equipment import EquipmentRegister
+from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -48,6 +53,7 @@ from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
+from dutyd.rules.mutes import WAITING_FOR_PARENT
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
 from dutyd.storage import Storage, StorageError, StorageUnavailable, open_configured
@@ -96,6 +102,8 @@ class Daemon:
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
+        # `depends_on: auto`: parents learned from the switches' LLDP neighbours.
+        self.topology = LearnedTopology(settings.targets)
         self.storage: Storage = open_configured(settings.storage)
         self.ha = HighAvailability(lambda: self.settings, self.storage, self.metrics, clock)
         self.http = HttpServer(
@@ -148,11 +156,27 @@ class Daemon:
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
+        self.entries = EntryRegister(
+            lambda: self.settings.rooms,
+            lambda: {p.name for p in self.settings.oncall.people},
+            lambda: self.notify.rota,
+            self.operations,
+            self.storage,
+            clock,
+        )
+        self.availability = AvailabilityRecorder(self.storage)
+        self.equipment = EquipmentRegister(lambda: self.scheduler.collectors, self.storage, clock)
+        self.handover = ShiftCheckIn(
+            lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
+        )
         self.clockwatch = ClockWatch(clock, self.metrics, self.storage.log)
         self.clockwatch.on_step.append(self._clock_moved)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
+            entries=self.entries,
+            handover=self.handover,
+            rooms=lambda: self.settings.rooms,
             notify=self.notify,
             storage=self.storage,
             latest=self.latest,
@@ -164,6 +188,7 @@ class Daemon:
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
             cluster=self.ha.status,
+            topology=lambda: self.topology.view(),
             clock=clock,
         )
         install_api(self.web)
@@ -171,6 +196,8 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         # Poll results of a child held back while its parents are polled out of turn.
         self._held: dict[str, list[PollResult]] = {}
+        # Parents polled out of turn because a child's alert waits for their answer.
+        self._answering: set[str] = set()
         self._targets = {t.name: t for t in settings.targets}
         self._stopping = asyncio.Event()
         self._ready = False
@@ -226,6 +253,9 @@ class Daemon:
         await self.drills.restore()
         await self.reboots.load()
         await self.recorder.start()
+        await self.entries.start()
+        await self.handover.start()
+        await self.equipment.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         try:
@@ -278,6 +308,9 @@ class Daemon:
         await self.ha.stop()
         await self.scheduler.stop()
         await self.drills.close()
+        await self.entries.close()
+        await self.handover.close()
+        await self.equipment.close()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -296,6 +329,10 @@ class Daemon:
         self._tasks.clear()
         await self.journal.drain()
         await self.drills.close()
+        await self.entries.close()
+        await self.handover.close()
+        await self.equipment.close()
+        await self.availability.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
@@ -390,6 +427,7 @@ class Daemon:
             if new_targets.get(name) != cfg:
                 await self.scheduler.remove(name)
                 self.latest.remove_target(name)
+        self.topology = LearnedTopology(new.targets, self.topology)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
             # Alerts the new rules no longer evaluate end with a notice (rule removed, or
@@ -398,6 +436,7 @@ class Daemon:
                 self.journal.put(event)
             engine.adopt(self.engine)
             self.engine = engine
+        self.engine.set_parents(self.topology.parents())
         old = self.settings
         if (new.http, new.storage, new.cluster, new.traps) != (
             old.http,
@@ -459,9 +498,26 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        self._learn_topology(result)
         fields = {"target": result.target}
+        if self.ha.escalating():  # one node writes the outages (an HA standby polls too)
+            self.availability.observe(
+                result.target,
+                result.kind,
+                result.started_at,
+                result.ok,
+                was_up,
+                result.reason,
+                result.message,
+                result.samples,
+            )
         if result.ok:
             self.recorder.observe(result.samples)
+            self.entries.observe(result.samples)  # door contacts
+            collector = self.scheduler.collector(result.target)
+            facts = collector.take_facts() if collector is not None else None
+            if facts is not None:
+                self.equipment.observe(result.target, result.kind, facts)
             if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
                 log.info("target recovered", extra={"fields": fields})
         else:
@@ -492,12 +548,37 @@ class Daemon:
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)
+        self._ask_awaited_parents(events)
 
     # -- reachability: a child's failure waits for its parents' answer --------------------------
 
     def _parents_of(self, target: str) -> list[str]:
         cfg = self._targets.get(target)
-        return [p for p in cfg.depends_on if p in self._targets] if cfg else []
+        return [p for p in self.topology.parents_of(target) if p in self._targets] if cfg else []
+
+    def _learn_topology(self, result: PollResult) -> None:
+        """A switch's LLDP neighbours changed: the learned parents of `depends_on: auto`
+        targets follow, and each change is a duty log entry (a device moved port)."""
+        changes = self.topology.observe(result.target, result.samples, result.ok)
+        if not changes:
+            return
+        self.engine.set_parents(self.topology.parents())
+        for change in changes:
+            text = describe(change)
+            log.info("topology change", extra={"fields": {"target": change[0], "change": text}})
+            link = change[2]
+            data = {
+                "change": text,
+                "parent": link.parent if link else "",
+                "port": link.port if link else "",
+            }
+            task = asyncio.create_task(
+                self.storage.log.append(
+                    self.clock.time(), "topology.change", "dutyd", change[0], data
+                )
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _hold_for_parents(self, result: PollResult) -> None:
         """A target with parents just failed: poll its parents at once and keep its result
@@ -524,6 +605,32 @@ class Daemon:
             for held in self._held.pop(target, []):
                 self._evaluate(held.samples)
 
+    def _ask_awaited_parents(self, events: list[AlertEvent]) -> None:
+        """A child's alert fired while a parent has not answered since the child's trouble
+        began (the engine holds its page: `WAITING_FOR_PARENT`): poll those parents out of
+        turn, then let the engine page it, or not, on their answer."""
+        for event in events:
+            if event.notify or not event.muted_reason.startswith(WAITING_FOR_PARENT):
+                continue
+            for parent in self.engine.awaited_parents(event.fingerprint, self.clock.time()):
+                if parent in self._answering or parent not in self._targets:
+                    continue
+                self._answering.add(parent)
+                task = asyncio.create_task(self._answer_children(parent), name="parent-answer")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _answer_children(self, parent: str) -> None:
+        try:
+            async with self.clock.timeout(2 * self._targets[parent].timeout + 1.0):
+                await self._check_parent(parent)
+        except TimeoutError:
+            log.warning("parent did not answer in time", extra={"fields": {"target": parent}})
+        finally:
+            self._answering.discard(parent)
+            for event in self.engine.recheck_held(self.clock.time()):
+                self.journal.put(event)
+
     async def _check_parent(self, name: str) -> None:
         """Poll a parent out of turn. A parent another agent polls (shards) is polled once
         from here with a collector of its own: the store has its status only as of that
@@ -539,7 +646,7 @@ class Daemon:
         status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
         status.up, status.reason, status.message = result.ok, result.reason, result.message
         status.last_poll_at = result.started_at
-        self.engine.note_target_up(name, result.ok)
+        self.engine.note_target_up(name, result.ok, result.started_at)
         log.info(
             "parent of another shard checked from here",
             extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},
@@ -559,8 +666,10 @@ class Daemon:
                     await rulestate.resync_alerts(self.engine, self.storage)
             self.loglimit.flush()
             now = self.clock.time()
-            for event in self.engine.tick(now):
+            events = self.engine.tick(now)
+            for event in events:
                 self.journal.put(event)
+            self._ask_awaited_parents(events)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
             if now - swept >= STALE_SWEEP_EVERY:
                 swept = now
@@ -652,8 +761,11 @@ def _advertised_hosts(settings: Settings) -> list[str]:
 
 def _engine_for(settings: Settings) -> RuleEngine:
     rules = settings.rules
-    engine = RuleEngine(
-        effective_rules(rules), rules.flapping, {t.name: t.depends_on for t in settings.targets}
+    engine = RuleEngine(effective_rules(rules), rules.flapping)
+    # A child's page waits for a parent's answer as long as a parent check does.
+    engine.set_parents(
+        {t.name: t.configured_parents for t in settings.targets},
+        {t.name: 2 * t.timeout + 1.0 for t in settings.targets},
     )
     for m in rules.maintenance:
         wid = f"config:{m.name}"

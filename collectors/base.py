@@ -49,6 +49,8 @@ def parse_host_port(address: str, default_port: int) -> tuple[str, int]:
 
 
 MIN_INTERVAL = 0.1  # seconds
+# `depends_on: auto`: the parents are learned from the switches' LLDP neighbours.
+AUTO_PARENTS = "auto"
 
 
 class TargetConfig(StrictModel):
@@ -61,6 +63,7 @@ class TargetConfig(StrictModel):
     timeout: PositiveDuration = 5.0
     labels: LabelMap = Field(default_factory=dict)
     # Parent targets (a switch, a UPS): while one is down, this target's alerts are suppressed.
+    # `auto` (alone or in the list): the switch LLDP sees it on (agent/topology.py).
     depends_on: list[str] = Field(default_factory=list)
     # Pinned to a shard of the cluster (the agent in that room polls it); see cluster.shard.
     shard: str | None = Field(default=None, min_length=1, max_length=128)
@@ -78,7 +81,22 @@ class TargetConfig(StrictModel):
     def _name_chars(cls, v: str) -> str:
         if not set(v) <= _NAME_CHARS:
             raise ValueError("may only contain letters, digits and _ - . :")
+        if v == AUTO_PARENTS:
+            raise ValueError(f"{AUTO_PARENTS!r} is reserved (depends_on: auto)")
         return v
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _auto(cls, v: object) -> object:
+        return [AUTO_PARENTS] if v == AUTO_PARENTS else v
+
+    @property
+    def learns_parents(self) -> bool:
+        return AUTO_PARENTS in self.depends_on
+
+    @property
+    def configured_parents(self) -> list[str]:
+        return [p for p in self.depends_on if p != AUTO_PARENTS]
 
 
 class Readings:
@@ -173,6 +191,8 @@ class CollectorContext:
 
 
 C = TypeVar("C", bound=TargetConfig)
+MAX_FACTS = 32
+MAX_FACT_CHARS = 256
 
 
 class Collector(ABC, Generic[C]):
@@ -192,6 +212,28 @@ class Collector(ABC, Generic[C]):
         """Sample names a target with this config produces (rules check names against it).
         Collectors whose names come from the config (Modbus register maps) override this."""
         return set(cls.metric_help)
+
+    # What the device is (vendor, model, serial, firmware, OS), for the equipment register:
+    # kinds that can read it do so on a poll while `facts_due` is set (at start, then daily:
+    # not every poll) and hand it over with `note_facts`; the daemon takes it after the poll.
+    facts_due: bool = True
+    _facts: dict[str, str] | None = None
+
+    def note_facts(self, facts: Mapping[str, str]) -> None:
+        """Keep what was read (device text: sizes capped, control characters dropped)."""
+        clean: dict[str, str] = {}
+        for key, value in list(facts.items())[:MAX_FACTS]:
+            text = "".join(ch for ch in str(value) if ch.isprintable()).strip()
+            if text:
+                clean[str(key)[:64]] = text[:MAX_FACT_CHARS]
+        self._facts = clean
+
+    def take_facts(self) -> dict[str, str] | None:
+        """The facts read on the last poll, once; none read: None."""
+        facts, self._facts = self._facts, None
+        if facts is not None:
+            self.facts_due = False
+        return facts
 
     @abstractmethod
     async def collect(self, readings: Readings) -> None:
