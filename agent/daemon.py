@@ -663,7 +663,9 @@ class Daemon:
             if await self.clockwatch.check() and self.clockwatch.reanchor:
                 # The alert rows as moved (`_clock_moved`), so a restart reads them right.
                 with contextlib.suppress(StorageUnavailable):
-                    await rulestate.resync_alerts(self.engine, self.storage)
+                    await rulestate.resync_alerts(
+                        self.engine, self.storage, self.ha.records_as_now()
+                    )
             self.loglimit.flush()
             now = self.clock.time()
             events = self.engine.tick(now)

@@ -193,6 +193,8 @@ class NotifyService:
             self._oldest += seconds
         for bucket in self.buckets.values():
             bucket.at += seconds
+        if self.links is not None:
+            self.links.shift(seconds)
         self._moves.append((seconds, [i for i in self.order.ids() if i not in self._mem_new]))
         self._moved_total += seconds
         self._wake.set()
@@ -445,7 +447,10 @@ class NotifyService:
                 self._spawn(channel.close())
         self.channels, self.forwarders = channels, forwarders
         key = notify.ack_key()
-        self.links = AckLinks(key, notify.ack_link_ttl) if key else None
+        links = AckLinks(key, notify.ack_link_ttl) if key else None
+        if links is not None and self.links is not None:
+            links.adopt_moves(self.links)  # links made before a reload still read right
+        self.links = links
         for name in channels:
             self.metrics.notifications_sent.labels(name)
             self.metrics.notifications_failed.labels(name)
