@@ -244,6 +244,7 @@ class Alert:
         self.fired_at = moved(self.fired_at)
         self.resolved_at = moved(self.resolved_at)
         self.last_true = moved(self.last_true)
+        self.observed_at = moved(self.observed_at)
         self.transitions = [t + seconds for t in self.transitions]
         if self.ack is not None:
             self.ack.at += seconds

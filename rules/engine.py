@@ -135,6 +135,9 @@ class RuleEngine:
             for state in rule.series.values():
                 state.shift(seconds)
         self.counts.shift(seconds)
+        self.mutes.deps.shift(seconds)
+        if self._observed_at is not None:
+            self._observed_at += seconds
 
     def take_counted(self) -> list[CountedRow]:
         """The counter increases not yet persisted, handed over to be written."""

@@ -19,7 +19,9 @@ from typing import Any
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.core.clock import FakeClock
-from dutyd.core.records import Sample
+from dutyd.core.records import Sample, labels_of
+from dutyd.rules.alerts import Alert
+from dutyd.rules.overlays import Dependencies
 from tests.test_daemon_clock import until
 from tests.test_notify_delivery import Receiver
 
@@ -424,3 +426,22 @@ async def test_a_queued_retry_keeps_its_wait_across_steps_while_running(tmp_path
     finally:
         await daemon.stop()
         await receiver.stop()
+
+
+def test_a_move_of_the_clock_keeps_a_childs_wait_for_its_parents_answer() -> None:
+    """A child's alert waits for a poll of its parent started after the child's trouble was
+    seen (`observed_at`); both moments move with the clock, so after a step back a parent
+    that answered before the step still counts, and one polled after it is compared right."""
+    deps = Dependencies(parents={"srv1": ("sw1",)})
+    deps.note("sw1", True, 1000.0)
+    child = Alert("down", labels_of({"target": "srv1"}), "critical", observed_at=990.0)
+    for step in (-3600.0, 3600.0):
+        deps.shift(step)
+        child.shift(step)
+        assert child.observed_at is not None
+        assert deps.unanswered("srv1", (), child.observed_at) == []
+    child.shift(-3600.0)
+    deps.shift(-3600.0)
+    deps.note("sw1", True, 1000.0 - 3600 + 5)  # a poll after the move, on the moved clock
+    assert deps.unanswered("srv1", (), child.observed_at) == []
+    assert deps.unanswered("srv1", (), 1000.0 - 3600 + 6) == ["sw1"]
