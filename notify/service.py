@@ -315,7 +315,7 @@ class NotifyService:
                 active_since=a.get("active_since"),
                 timestamp=fired,
             )
-            self.add_pages(self.escalator.handle(event, now), now)
+            self.add_pages(self.escalator.handle(event, now, key_at=a.get("key_at")), now)
             if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
                 self.forwarded[event.fingerprint] = event
             if a.get("acknowledged"):

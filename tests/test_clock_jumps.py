@@ -445,3 +445,29 @@ def test_a_move_of_the_clock_keeps_a_childs_wait_for_its_parents_answer() -> Non
     deps.note("sw1", True, 1000.0 - 3600 + 5)  # a poll after the move, on the moved clock
     assert deps.unanswered("srv1", (), child.observed_at) == []
     assert deps.unanswered("srv1", (), 1000.0 - 3600 + 6) == ["sw1"]
+
+
+async def test_a_restart_after_a_step_while_running_pages_no_step_again(tmp_path: Path) -> None:
+    """The alert's moments moved with the clock; the keys of its pages did not (made from the
+    firing as it was set), so the restart knows the first step was paged (before: the
+    on-duty engineer was paged a second time)."""
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        await site.run(30)
+        site.clock.step_wall(3600)
+        await site.run(10)
+    finally:
+        await site.daemon.stop()
+    again = Site(tmp_path, receiver, FakeClock(wall_start=site.clock.time() + 10))
+    await again.daemon.start()
+    try:
+        for _ in range(5):
+            again.feed("target_up", "sw1", 0)
+            await again.run(2)
+        assert again.state("link_down", "sw1") == "firing"
+        assert len(again.pages("/zhang")) == 1, again.pages("/zhang")
+    finally:
+        await again.daemon.stop()
+        await receiver.stop()
