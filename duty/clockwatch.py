@@ -24,7 +24,10 @@ time again (`SteadyClock.anchor`) and, in the same event-loop turn, moves every 
 keeps by D (`on_step`: the rule engine's alerts, series and counts; the escalation, the
 grouped and queued pages, rate limits; drills; the outbox rows' `next_at`, in the store
 before the next read of what is due), so what it shows and stores is right at once and every
-duration keeps what it had left. Silences and maintenance windows are not moved: their ends
+duration keeps what it had left. Ack links made before read on the moved clock (they name
+the moves made before them), and pages keep their keys (made from the firing as it was set,
+`Alert.key_at`), so a restart does not page again what was paged. Silences and maintenance
+windows are not moved: their ends
 are wall-clock times people set. A cluster node keeps its steady clock (its moments are shared
 with nodes whose clocks were not stepped): its times stay off the system clock
 (`dutyd_clock_offset_seconds`) until it restarts, when it takes the system clock's time again.
