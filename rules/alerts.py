@@ -110,6 +110,9 @@ class Alert:
     # When the reading that made it pending was taken (its poll's start): a parent's answer
     # from a poll started since then tells whether the parent is down in this outage.
     observed_at: float | None = None
+    # `fired_at` as it was set: the pages' keys are made from it, so a move of the clock
+    # (`shift`) does not make the steps already paged look new (paged again at a restart).
+    key_at: float | None = None
     # The parent whose outage explains this paged alert: its escalation is paused meanwhile.
     explained_by: str = ""
     # When it was explained: a restart takes its escalation up paused at that point.
@@ -211,7 +214,7 @@ class Alert:
             self.red_line_sent = False
             self.peak = None
         elif to is AlertState.FIRING:
-            self.fired_at = now
+            self.fired_at = self.key_at = now
         elif to is AlertState.INACTIVE:
             self.active_since = None
         elif to is AlertState.RESOLVED:
@@ -246,6 +249,7 @@ class Alert:
         self.fired_at = moved(self.fired_at)
         self.resolved_at = moved(self.resolved_at)
         self.last_true = moved(self.last_true)
+        self.observed_at = moved(self.observed_at)
         self.transitions = [t + seconds for t in self.transitions]
         self.explained_at = moved(self.explained_at)
         if self.ack is not None:
@@ -265,6 +269,7 @@ class Alert:
             "red_line_sent": self.red_line_sent,
             "peak": self.peak,
             "observed_at": self.observed_at,
+            "key_at": self.key_at,
             "explained_by": self.explained_by,
             "explained_at": self.explained_at,
         }
@@ -282,6 +287,8 @@ class Alert:
         self.peak = float(peak) if peak is not None else None
         observed = data.get("observed_at")
         self.observed_at = float(observed) if observed is not None else None
+        key_at = data.get("key_at")
+        self.key_at = float(key_at) if key_at is not None else None
         self.explained_by = str(data.get("explained_by") or "")
         explained_at = data.get("explained_at")
         self.explained_at = float(explained_at) if explained_at is not None else None
