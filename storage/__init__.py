@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dutyd.storage.base import Storage, StorageError
+from dutyd.storage.base import FencedOut, Storage, StorageError
 from dutyd.storage.config import StorageConfig, is_postgres_url
 from dutyd.storage.records import (
     EnvironmentRange,
@@ -84,6 +84,7 @@ __all__ = [
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "FencedOut",
     "GroupHold",
     "GroupMemberRow",
     "LeaseState",

@@ -13,7 +13,7 @@ from typing import TypeVar
 import asyncpg
 
 from dutyd.core.redact import redact_address
-from dutyd.storage.base import StorageError
+from dutyd.storage.base import FencedOut, StorageError
 from dutyd.storage.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
 
 T = TypeVar("T")
@@ -33,6 +33,18 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
+
+
+async def check_fence(c: asyncpg.Connection, epoch: int | None) -> None:
+    """Inside a write's transaction: refuse it when `epoch` is below the fence. The fence row
+    stays share-locked until the write commits, so a takeover (which raises the fence) waits
+    for it or the write sees the new fence: no write of an old epoch lands after a takeover.
+    Run again on each retry after an outage, so a write that waited is checked again."""
+    if epoch is None:
+        return
+    fence = await c.fetchval("SELECT epoch FROM outbox_fence WHERE id=1 FOR SHARE")
+    if fence is not None and epoch < fence:
+        raise FencedOut(f"write of epoch {epoch} refused: the fence is at epoch {fence}")
 
 
 class PostgresDatabase:

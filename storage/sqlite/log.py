@@ -10,7 +10,7 @@ from typing import Any
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
 from dutyd.storage.rows import log_row
-from dutyd.storage.sqlite.database import SqliteDatabase, transaction
+from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
 
 # Above every character: `x >= p AND x < p || _TOP` is "x starts with p", and uses the index.
 _TOP = "\U0010ffff"
@@ -23,22 +23,33 @@ class SqliteDutyLog(DutyLogRepository):
         self.db = db
 
     async def append(
-        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        timestamp: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None = None,
     ) -> int:
         row = log_row(NewLogEntry(timestamp, kind, actor, subject, data))
 
         def insert(c: sqlite3.Connection) -> int:
-            return int(c.execute(INSERT, row).lastrowid or 0)
+            if epoch is None:
+                return int(c.execute(INSERT, row).lastrowid or 0)
+            with transaction(c):
+                check_fence(c, epoch)
+                return int(c.execute(INSERT, row).lastrowid or 0)
 
         return await self.db.run(insert)
 
-    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
+    async def append_many(self, entries: Sequence[NewLogEntry], epoch: int | None = None) -> None:
         rows = [log_row(e) for e in entries]
         if not rows:
             return
 
         def insert(c: sqlite3.Connection) -> None:
             with transaction(c):
+                check_fence(c, epoch)
                 c.executemany(INSERT, rows)
 
         await self.db.run(insert)
