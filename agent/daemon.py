@@ -220,6 +220,7 @@ class Daemon:
         self._ready = False
         writer = self.ha.escalating()  # a standby's alerts are the store's, not its own
         mine = self.ha.records_as_now()  # sharded: not the copies of other nodes' alerts
+        epoch = self.ha.fence()
         await self.ha.stop()
         await self.scheduler.stop()
         await stop_traps(self.traps)
@@ -232,7 +233,7 @@ class Daemon:
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
-                await rulestate.save_all(self.engine, self.storage, mine)
+                await rulestate.save_all(self.engine, self.storage, mine, epoch)
         with contextlib.suppress(Exception):
             await self.reboots.flush()
         await self.recorder.stop()
@@ -463,9 +464,10 @@ class Daemon:
             if not self.ha.escalating():
                 continue  # a standby: the active node writes the rule state
             try:
+                epoch = self.ha.fence()
                 for fp in forgotten:
-                    await self.storage.alerts.delete(fp)
-                await rulestate.save_counts(self.engine, self.storage)
+                    await self.storage.alerts.delete(fp, epoch)
+                await rulestate.save_counts(self.engine, self.storage, epoch)
                 await self.reboots.flush()
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.

@@ -117,6 +117,13 @@ class ClusterNode(Node):
         return (self.name, self._epoch) if self.is_active() else None
 
     @property
+    def epoch(self) -> int:
+        """The epoch of the notifier lease this node holds or held last (0: never): what its
+        writes as the active node carry, so the store refuses them once another node took
+        the lease, even before this node notices."""
+        return self._epoch
+
+    @property
     def sharded(self) -> bool:
         return self.config.shards
 
@@ -236,18 +243,22 @@ class ClusterNode(Node):
             await self._promote(lease)
 
     async def _promote(self, lease: LeaseState) -> None:
+        """Active first (the epoch in hand: the store fences the former holder's writes from
+        the moment the lease moved), then `on_active` loads the shared state; an event that
+        arrives meanwhile is this node's to record, once the state is loaded."""
         self._epoch = lease.epoch
+        self._active = True
         log.warning(
             "this node is now the active notifier",
             extra={"fields": {"node": self.name, "epoch": lease.epoch}},
         )
         try:
-            await self.on_active()  # load the shared state before sending anything
+            await self.on_active()
         except Exception:
-            log.exception("taking over failed; staying standby")
+            log.exception("taking over failed; standing by")
+            await self._demote("taking over failed")
             return
         self.takeovers += 1
-        self._active = True
 
     async def _demote(self, why: str) -> None:
         self._active = False

@@ -16,7 +16,9 @@ In a cluster the outbox is shared: `sender()` gives this node's (name, fencing e
 it is the active notifier, and each message is claimed with them before it is sent, so two
 nodes never send the same message and a node that lost the lease sends nothing. A standby
 escalates nothing (`escalating()`); `take_over` takes up the alerts where the former active
-left them (page ids are stable, so pages it sent or queued are not queued again).
+left them (page ids are stable, so pages it sent or queued are not queued again). Every write
+on a message (reschedule, drop, delivered) and every duty-log entry carries the epoch the node
+sends under: a node that lost the lease has them refused by the store (logged once).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
 from dutyd.notify.sequencing import DeliveryOrder
 from dutyd.notify.templates import render
-from dutyd.storage import NewLogEntry, OutboxMessage, Storage
+from dutyd.storage import FencedOut, NewLogEntry, OutboxMessage, Storage
 
 log = logging.getLogger("dutyd.notify")
 
@@ -124,6 +126,8 @@ class NotifyService:
         self.order = DeliveryOrder()
         self._last_created = 0.0
         self._order_stale = False
+        self._last_epoch = 0  # the epoch this node last sent under (a cluster)
+        self._fenced_epoch: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -360,18 +364,50 @@ class NotifyService:
     async def _write_logs(self) -> None:
         await asyncio.sleep(0)  # let the rest of this burst queue up first
         entries, self._logbuf = self._logbuf, []
+        epoch = self._epoch()
         try:
-            await self.storage.log.append_many(entries)
+            await self.storage.log.append_many(entries, epoch)
+        except FencedOut as exc:
+            self._refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
 
     async def _log(
-        self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        ts: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None = None,
     ) -> None:
+        epoch = self._epoch() if epoch is None else epoch
         try:
-            await self.storage.log.append(ts, kind, actor, subject, data)
+            await self.storage.log.append(ts, kind, actor, subject, data, epoch)
+        except FencedOut as exc:
+            self._refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
+
+    def _epoch(self) -> int | None:
+        """The epoch this node's writes carry: the one it sends under, else the last one (a
+        node that lost the lease keeps writing with it, and is refused); None alone."""
+        if self.sender is None:
+            return None
+        who = self.sender()
+        if who is not None:
+            self._last_epoch = who[1]
+        return self._last_epoch
+
+    def _refused(self, epoch: int | None, exc: FencedOut) -> None:
+        """Logged once per epoch: every write after the first is refused for the same reason."""
+        if self._fenced_epoch == epoch:
+            return
+        self._fenced_epoch = epoch
+        log.warning(
+            "this node's outbox writes are fenced: another node holds the notifier lease",
+            extra={"fields": {"epoch": epoch, "error": str(exc)}},
+        )
 
     # -- rendering into the outbox --------------------------------------------------------------
 
@@ -597,19 +633,18 @@ class NotifyService:
     async def _deliver(self, row: OutboxMessage) -> None:
         try:
             await self._attempt(row)
+        except FencedOut as exc:
+            self._refused(self._last_epoch, exc)
         except Exception:
             log.exception("notification delivery failed unexpectedly")
         finally:
             self._inflight.discard(row.id)
             self._wake.set()
 
-    async def _claim(self, row: OutboxMessage, now: float) -> bool:
+    async def _claim(self, row: OutboxMessage, now: float, who: tuple[str, int]) -> bool:
         """Claim the message for this node and epoch; False: not ours to send (another node
         has it, or this node is no longer the active one)."""
         assert self.sender is not None
-        who = self.sender()
-        if who is None:
-            return False
         until = now + self.config.send_timeout + CLAIM_MARGIN
         if not await self.outbox.claim(row.id, who[0], who[1], now, until):
             return False
@@ -639,6 +674,12 @@ class NotifyService:
 
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock.time()
+        # Every write below carries the epoch read here (None alone): one made after the lease
+        # moved is refused by the store, however long the send took.
+        who = self.sender() if self.sender is not None else None
+        if self.sender is not None and who is None:
+            return  # no longer the active node
+        epoch = self._epoch()
         channel = self.channels.get(row.channel)
         if channel is None:
             # Removed by a config reload: the remaining contacts, else the recipient's
@@ -649,19 +690,21 @@ class NotifyService:
             if choices:
                 row.channel, row.fallbacks = choices[0], choices[1:]
                 row.channel_failures, row.next_at = 0, now
-                await self.outbox.reschedule(row)
+                await self.outbox.reschedule(row, epoch)
             else:
-                await self.outbox.drop(row.id)
+                await self.outbox.drop(row.id, epoch)
                 self.order.remove(row.id)
-                await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
+                await self._log(
+                    now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, epoch
+                )
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
         if wait > 0:
             row.next_at = now + wait
-            await self.outbox.reschedule(row)
+            await self.outbox.reschedule(row, epoch)
             return
-        if self.sender is not None and not await self._claim(row, now):
+        if who is not None and not await self._claim(row, now, who):
             return
         try:
             async with self.clock.timeout(self.config.send_timeout):
@@ -682,6 +725,7 @@ class NotifyService:
                 now,
                 row.payload.get("pages") or (),
                 NewLogEntry(now, "notify.sent", "dutyd", row.id, info),
+                epoch,
             )
             self.order.remove(row.id)
             self.metrics.notifications_sent.labels(row.channel).inc()
@@ -700,9 +744,9 @@ class NotifyService:
             self.config.give_up_after is not None and now - row.created > self.config.give_up_after
         )
         if expired or (not result.retry and not row.fallbacks):
-            await self.outbox.drop(row.id)
+            await self.outbox.drop(row.id, epoch)
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info)
+            await self._log(now, "notify.dropped", "dutyd", row.id, info, epoch)
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -713,12 +757,16 @@ class NotifyService:
             row.channel = row.fallbacks.pop(0)
             row.fallbacks.append(failed)
             row.channel_failures = 0
-            await self._log(now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel})
+            await self._log(
+                now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel}, epoch
+            )
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
-        await self.outbox.reschedule(row)
-        await self._log(now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at})
+        await self.outbox.reschedule(row, epoch)
+        await self._log(
+            now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, epoch
+        )
         log.warning("notification failed, will retry", extra={"fields": info})
 
 
