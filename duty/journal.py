@@ -32,7 +32,7 @@ from dutyd.core.records import AlertChange, AlertEvent, AlertState
 from dutyd.duty.rulestate import alert_row
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import FencedOut, Storage
+from dutyd.storage import FencedOut, NewLogEntry, Storage
 
 log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
@@ -124,44 +124,45 @@ class AlertJournal:
             return
         # What a person did is recorded whatever the lease (a standby's API records acks).
         epoch = None if event.actor else self.fence()
+        alert = self._engine().alerts.get(event.fingerprint)
+        keep = alert is not None and alert.state is not AlertState.INACTIVE
+        entry = NewLogEntry(
+            event.timestamp,
+            f"alert.{word}",
+            event.actor or "dutyd",
+            event.fingerprint,
+            {
+                "rule": event.rule,
+                "labels": dict(event.labels),
+                "summary": event.summary,
+                "summaries": {lang: event.summary_in(lang) for lang, _ in event.summaries},
+                "value": event.value,
+                "severity": event.severity,
+                "active_since": event.active_since,
+                "state": str(event.state),
+                "notify": event.notify,
+                "muted_reason": event.muted_reason,
+                "note": event.note,
+                "red_line": event.red_line,
+                **self._origin(event),
+            },
+        )
         try:
-            alert = self._engine().alerts.get(event.fingerprint)
-            if alert is not None and alert.state is not AlertState.INACTIVE:
-                fired_at = await self._storage.alerts.save(alert_row(alert), epoch)
-                if (
-                    event.change is AlertChange.STATE
-                    and event.state is AlertState.FIRING
-                    and fired_at is not None
-                    and fired_at != alert.fired_at
-                ):
-                    # The outage's first firing as the store recorded it (another node's):
-                    # the page ids of this alert are built from it.
-                    alert.fired_at = fired_at
-                    event = dataclasses.replace(event, timestamp=fired_at)
-            else:
-                await self._storage.alerts.delete(event.fingerprint, epoch)
-            await self._storage.log.append(
-                event.timestamp,
-                f"alert.{word}",
-                event.actor or "dutyd",
-                event.fingerprint,
-                {
-                    "rule": event.rule,
-                    "labels": dict(event.labels),
-                    "summary": event.summary,
-                    "summaries": {lang: event.summary_in(lang) for lang, _ in event.summaries},
-                    "value": event.value,
-                    "severity": event.severity,
-                    "active_since": event.active_since,
-                    "state": str(event.state),
-                    "notify": event.notify,
-                    "muted_reason": event.muted_reason,
-                    "note": event.note,
-                    "red_line": event.red_line,
-                    **self._origin(event),
-                },
-                epoch,
+            # The row and the duty-log entry in one transaction: a crash leaves both or none.
+            fired_at = await self._storage.alerts.record(
+                event.fingerprint, alert_row(alert) if keep and alert else None, entry, epoch
             )
+            if (
+                alert is not None
+                and event.change is AlertChange.STATE
+                and event.state is AlertState.FIRING
+                and fired_at is not None
+                and fired_at != alert.fired_at
+            ):
+                # The outage's first firing as the store recorded it (another node's): the
+                # page ids of this alert are built from it.
+                alert.fired_at = fired_at
+                event = dataclasses.replace(event, timestamp=fired_at)
         except FencedOut as exc:
             self._refused(epoch, exc)
             return  # a newer active node records and pages this alert

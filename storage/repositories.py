@@ -52,6 +52,19 @@ class AlertRepository(ABC):
         """Forget the alert; nothing happens when there is none. Fenced by `epoch`."""
 
     @abstractmethod
+    async def record(
+        self,
+        fingerprint: str,
+        alert: StoredAlert | None,
+        entry: NewLogEntry,
+        epoch: int | None = None,
+    ) -> float | None:
+        """An alert event written down in one transaction, fenced by `epoch`: the alert saved
+        as `save` does (None: the row of `fingerprint` deleted) and `entry` appended to the
+        duty log, so a crash never leaves the one without the other. The row's `fired_at` as
+        stored (None when deleted)."""
+
+    @abstractmethod
     async def load_all(self) -> list[StoredAlert]: ...
 
 

@@ -608,6 +608,24 @@ async def test_an_outages_first_firing_time_is_recorded_once(store: Store) -> No
     assert await s.alerts.save(replace(first, fired_at=9.0)) == 9.0
 
 
+async def test_an_alert_event_is_its_row_and_its_log_entry_in_one_transaction(
+    store: Store,
+) -> None:
+    s = store.s
+    firing = NewLogEntry(2.0, "alert.firing", "dutyd", "fp1", {"rule": "hot"})
+    assert await s.alerts.record("fp1", alert("fp1"), firing) == 2.0
+    assert await s.alerts.load_all() == [alert("fp1")]
+    old, new = await _takeover(s)
+    gone = NewLogEntry(3.0, "alert.inactive", "dutyd", "fp1", {})
+    with pytest.raises(FencedOut):  # stale: neither the row nor the entry
+        await s.alerts.record("fp1", None, gone, epoch=old)
+    assert await s.alerts.load_all() == [alert("fp1")]
+    assert [e.kind for e in await s.log.read(subject="fp1")] == ["alert.firing"]
+    assert await s.alerts.record("fp1", None, gone, epoch=new) is None
+    assert await s.alerts.load_all() == []
+    assert [e.kind for e in await s.log.read(subject="fp1")] == ["alert.firing", "alert.inactive"]
+
+
 async def test_claims_of_an_older_epoch_are_void_once_the_lease_moved(store: Store) -> None:
     """The new active sends a dead node's claimed messages at once, not when the claim ends."""
     s = store.s

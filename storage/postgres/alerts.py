@@ -8,9 +8,10 @@ import json
 import asyncpg
 
 from dutyd.storage.postgres.database import PostgresDatabase, check_fence
-from dutyd.storage.records import StoredAlert
+from dutyd.storage.postgres.log import INSERT as INSERT_LOG
+from dutyd.storage.records import NewLogEntry, StoredAlert
 from dutyd.storage.repositories import AlertRepository
-from dutyd.storage.rows import alert_row
+from dutyd.storage.rows import alert_row, log_row
 
 # The same outage (the stored row and the saved alert both firing): its start and first firing
 # time stay as first recorded, whoever writes later.
@@ -41,6 +42,29 @@ class PostgresAlerts(AlertRepository):
                 return await c.fetchval(_UPSERT, *row)
 
         return await self.db.run(upsert)
+
+    async def record(
+        self,
+        fingerprint: str,
+        alert: StoredAlert | None,
+        entry: NewLogEntry,
+        epoch: int | None = None,
+    ) -> float | None:
+        row = alert_row(alert) if alert is not None else None
+        logged = log_row(entry)
+
+        async def write(c: asyncpg.Connection) -> float | None:
+            async with c.transaction():
+                await check_fence(c, epoch)
+                fired_at = None
+                if row is not None:
+                    fired_at = await c.fetchval(_UPSERT, *row)
+                else:
+                    await c.execute("DELETE FROM alerts WHERE fingerprint=$1", fingerprint)
+                await c.execute(INSERT_LOG, *logged)
+                return fired_at
+
+        return await self.db.run(write)
 
     async def delete(self, fingerprint: str, epoch: int | None = None) -> None:
         async def delete(c: asyncpg.Connection) -> None:

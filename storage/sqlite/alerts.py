@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from dutyd.storage.records import StoredAlert
+from dutyd.storage.records import NewLogEntry, StoredAlert
 from dutyd.storage.repositories import AlertRepository
-from dutyd.storage.rows import alert_row
+from dutyd.storage.rows import alert_row, log_row
 from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
+from dutyd.storage.sqlite.log import INSERT as INSERT_LOG
 
 # The same outage (the stored row and the saved alert both firing): its start and first firing
 # time stay as first recorded, whoever writes later.
@@ -44,6 +45,33 @@ class SqliteAlerts(AlertRepository):
             return None if got is None else got[0]
 
         return await self.db.run(upsert)
+
+    async def record(
+        self,
+        fingerprint: str,
+        alert: StoredAlert | None,
+        entry: NewLogEntry,
+        epoch: int | None = None,
+    ) -> float | None:
+        row = alert_row(alert) if alert is not None else None
+        logged = log_row(entry)
+
+        def write(c: sqlite3.Connection) -> float | None:
+            with transaction(c):
+                check_fence(c, epoch)
+                fired_at = None
+                if row is not None:
+                    c.execute(_UPSERT, row)
+                    got = c.execute(
+                        "SELECT fired_at FROM alerts WHERE fingerprint=?", (fingerprint,)
+                    ).fetchone()
+                    fired_at = None if got is None else got[0]
+                else:
+                    c.execute("DELETE FROM alerts WHERE fingerprint=?", (fingerprint,))
+                c.execute(INSERT_LOG, logged)
+            return fired_at
+
+        return await self.db.run(write)
 
     async def delete(self, fingerprint: str, epoch: int | None = None) -> None:
         def delete(c: sqlite3.Connection) -> None:
