@@ -373,15 +373,9 @@ class NotifyService:
             log.exception("duty log write failed")
 
     async def _log(
-        self,
-        ts: float,
-        kind: str,
-        actor: str,
-        subject: str,
-        data: dict[str, Any],
-        epoch: int | None = None,
+        self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
     ) -> None:
-        epoch = self._epoch() if epoch is None else epoch
+        epoch = self._epoch()
         try:
             await self.storage.log.append(ts, kind, actor, subject, data, epoch)
         except FencedOut as exc:
@@ -674,12 +668,12 @@ class NotifyService:
 
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock.time()
-        # Every write below carries the epoch read here (None alone): one made after the lease
-        # moved is refused by the store, however long the send took.
+        # Every write below carries the epoch this node holds when it makes it (`_epoch`;
+        # None alone): one made after another node took the lease is refused by the store,
+        # however long the send took; one after this node took it again is its own.
         who = self.sender() if self.sender is not None else None
         if self.sender is not None and who is None:
             return  # no longer the active node
-        epoch = self._epoch()
         channel = self.channels.get(row.channel)
         if channel is None:
             # Removed by a config reload: the remaining contacts, else the recipient's
@@ -690,19 +684,17 @@ class NotifyService:
             if choices:
                 row.channel, row.fallbacks = choices[0], choices[1:]
                 row.channel_failures, row.next_at = 0, now
-                await self.outbox.reschedule(row, epoch)
+                await self.outbox.reschedule(row, self._epoch())
             else:
-                await self.outbox.drop(row.id, epoch)
+                await self.outbox.drop(row.id, self._epoch())
                 self.order.remove(row.id)
-                await self._log(
-                    now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, epoch
-                )
+                await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
         if wait > 0:
             row.next_at = now + wait
-            await self.outbox.reschedule(row, epoch)
+            await self.outbox.reschedule(row, self._epoch())
             return
         if who is not None and not await self._claim(row, now, who):
             return
@@ -725,7 +717,7 @@ class NotifyService:
                 now,
                 row.payload.get("pages") or (),
                 NewLogEntry(now, "notify.sent", "dutyd", row.id, info),
-                epoch,
+                self._epoch(),
             )
             self.order.remove(row.id)
             self.metrics.notifications_sent.labels(row.channel).inc()
@@ -744,9 +736,9 @@ class NotifyService:
             self.config.give_up_after is not None and now - row.created > self.config.give_up_after
         )
         if expired or (not result.retry and not row.fallbacks):
-            await self.outbox.drop(row.id, epoch)
+            await self.outbox.drop(row.id, self._epoch())
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info, epoch)
+            await self._log(now, "notify.dropped", "dutyd", row.id, info)
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -757,16 +749,12 @@ class NotifyService:
             row.channel = row.fallbacks.pop(0)
             row.fallbacks.append(failed)
             row.channel_failures = 0
-            await self._log(
-                now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel}, epoch
-            )
+            await self._log(now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel})
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
-        await self.outbox.reschedule(row, epoch)
-        await self._log(
-            now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, epoch
-        )
+        await self.outbox.reschedule(row, self._epoch())
+        await self._log(now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at})
         log.warning("notification failed, will retry", extra={"fields": info})
 
 
