@@ -24,8 +24,9 @@ was frozen, cut off or waiting out a database outage and continues can neither s
 write, even before it notices it lost the lease; claims of an older epoch are void, so the
 new active sends those messages at once. A node is active (its epoch in hand) before it loads
 the shared state at takeover (`ClusterNode._promote`). A node also stops sending on its own
-as soon as its lease would have run out by its own monotonic clock. Advisory locks are still the right tool for one job: the schema migration
-at start, which is short and should end when its session ends.
+as soon as its lease would have run out by its own monotonic clock. Advisory locks are still
+the right tool for one job: the schema migration at start, which is short and should end when
+its session ends.
 """
 
 from __future__ import annotations
