@@ -186,6 +186,7 @@ class HighAvailability:
         journal.node = self.node.name if self.enabled else ""
         journal.fence = self.fence
         notify.sender = self.sender
+        notify.fence = self.fence
         notify.escalating = self.escalating
         if isinstance(self.node, ClusterNode):
             self.shared = SharedDutyState(

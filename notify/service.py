@@ -86,6 +86,9 @@ class NotifyService:
         escalating: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sender = sender  # None: the outbox is this node's alone, no claims
+        # The epoch escalation's duty-log entries carry (a pair: the lease's; None alone and
+        # sharded, where every agent escalates its own alerts).
+        self.fence: Callable[[], int | None] = lambda: None
         self.escalating = escalating
         self.oncall = oncall
         self.config = notify
@@ -201,7 +204,7 @@ class NotifyService:
             # A firing alert nobody will be paged for must not pass in silence.
             info = {"rule": event.rule, "severity": event.severity, **dict(event.labels)}
             log.warning("no escalation policy matches a firing alert", extra={"fields": info})
-            await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info)
+            await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info, self.fence())
         if self.forwarders and event.change is AlertChange.STATE:
             await self._forward(event, now)
 
@@ -364,7 +367,7 @@ class NotifyService:
     async def _write_logs(self) -> None:
         await asyncio.sleep(0)  # let the rest of this burst queue up first
         entries, self._logbuf = self._logbuf, []
-        epoch = self._epoch()
+        epoch = self.fence()
         try:
             await self.storage.log.append_many(entries, epoch)
         except FencedOut as exc:
@@ -373,9 +376,16 @@ class NotifyService:
             log.exception("duty log write failed")
 
     async def _log(
-        self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        ts: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None,
     ) -> None:
-        epoch = self._epoch()
+        """One duty-log entry, fenced by `epoch`: the sender's for a delivery's entries,
+        `fence()` for escalation's."""
         try:
             await self.storage.log.append(ts, kind, actor, subject, data, epoch)
         except FencedOut as exc:
@@ -688,7 +698,9 @@ class NotifyService:
             else:
                 await self.outbox.drop(row.id, self._epoch())
                 self.order.remove(row.id)
-                await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
+                await self._log(
+                    now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, self._epoch()
+                )
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
@@ -738,7 +750,7 @@ class NotifyService:
         if expired or (not result.retry and not row.fallbacks):
             await self.outbox.drop(row.id, self._epoch())
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info)
+            await self._log(now, "notify.dropped", "dutyd", row.id, info, self._epoch())
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -749,12 +761,16 @@ class NotifyService:
             row.channel = row.fallbacks.pop(0)
             row.fallbacks.append(failed)
             row.channel_failures = 0
-            await self._log(now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel})
+            await self._log(
+                now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel}, self._epoch()
+            )
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
         await self.outbox.reschedule(row, self._epoch())
-        await self._log(now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at})
+        await self._log(
+            now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, self._epoch()
+        )
         log.warning("notification failed, will retry", extra={"fields": info})
 
 

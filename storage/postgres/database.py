@@ -34,6 +34,15 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
 
+# The server ends a session that sits inside a transaction, waiting for its next statement,
+# this long. A node cut off from the database mid-transaction (its packets held by a broken
+# network, its process frozen) would otherwise keep that transaction's row locks - the fence
+# row's among them - for as long as its TCP connection lives, and no other node could take
+# the lease or write. Its unit of work then fails, and is run again (and checked against the
+# fence again) once the node reaches the database. Every unit of work here sends its
+# statements back to back, so a live node is never near this.
+IDLE_IN_TRANSACTION_MS = 2000
+
 
 async def check_fence(c: asyncpg.Connection, epoch: int | None) -> None:
     """Inside a write's transaction: refuse it when `epoch` is below the fence. The fence row
@@ -81,7 +90,10 @@ class PostgresDatabase:
                 max_size=self.pool_size,
                 timeout=10,
                 command_timeout=30,
-                server_settings={"application_name": "dutyd"},
+                server_settings={
+                    "application_name": "dutyd",
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                },
             )
         except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StorageError(
