@@ -45,7 +45,7 @@ from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, StorageError, open_configured
+from dutyd.storage import FencedOut, Storage, StorageError, open_configured
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.server import HttpServer
@@ -469,6 +469,8 @@ class Daemon:
                     await self.storage.alerts.delete(fp, epoch)
                 await rulestate.save_counts(self.engine, self.storage, epoch)
                 await self.reboots.flush()
+            except FencedOut as exc:
+                self.journal.refused(epoch, exc)  # another node took the lease (logged once)
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.
                 log.exception("recording rule state failed")

@@ -164,7 +164,7 @@ class AlertJournal:
                 alert.fired_at = fired_at
                 event = dataclasses.replace(event, timestamp=fired_at)
         except FencedOut as exc:
-            self._refused(epoch, exc)
+            self.refused(epoch, exc)
             return  # a newer active node records and pages this alert
         except Exception:
             log.exception("recording alert event failed")
@@ -174,8 +174,9 @@ class AlertJournal:
             except Exception:
                 log.exception("alert listener failed")
 
-    def _refused(self, epoch: int | None, exc: FencedOut) -> None:
-        """Logged once per epoch: every write after the first is refused for the same reason."""
+    def refused(self, epoch: int | None, exc: FencedOut) -> None:
+        """Logged once per epoch (this node's alert and rule-state writes): every write after
+        the first is refused for the same reason."""
         if self._fenced_epoch == epoch:
             return
         self._fenced_epoch = epoch
@@ -204,7 +205,7 @@ class AlertJournal:
             if alert is not None and alert.state is not AlertState.INACTIVE:
                 await self._storage.alerts.save(alert_row(alert), self.fence())
         except FencedOut as exc:
-            self._refused(self.fence(), exc)
+            self.refused(self.fence(), exc)
             return
         except Exception:
             log.exception("recording alert event failed")
