@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from dutyd.agent import logsetup
-from dutyd.agent.config import load_config
-from dutyd.core import gc_policy
+from dutyd.core import fdlimit, gc_policy
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.web.config import DEFAULT_PORT
 
@@ -23,6 +22,8 @@ def _config_path(arg: str | None) -> Path | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from dutyd.agent.config import load_config
+
     try:
         settings = load_config(args.file)
     except ConfigError as exc:
@@ -33,6 +34,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from dutyd.agent.config import load_config
     from dutyd.agent.daemon import Daemon
 
     path = _config_path(args.config)
@@ -49,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logsetup.configure(settings.log.format, settings.log.level)
     gc_policy.configure_for_daemon()
+    fdlimit.raise_open_file_limit()
     try:
         asyncio.run(Daemon(settings, path).run())
     except StartupError as exc:
@@ -107,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before the collectors (and their libraries) are imported by the commands below.
+    logsetup.route_library_warnings()
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -26,7 +26,7 @@ from pydantic_settings import (
 from dutyd.cluster.config import ClusterConfig
 from dutyd.collectors import COLLECTORS
 from dutyd.collectors.base import TargetConfig
-from dutyd.collectors.snmp.trap_config import TrapsConfig
+from dutyd.collectors.snmp.trap_config import TrapsConfig, target_problems
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
 from dutyd.core.redact import redact_address
@@ -191,6 +191,7 @@ def cross_check(
         for j, parent in _strings(raw.get("depends_on")):
             if parent not in names:
                 problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
+    problems += target_problems(data.get("traps"), raw_targets)
     rules = data.get("rules") or {}
     if not isinstance(rules, Mapping):
         return problems
@@ -297,13 +298,27 @@ def _clean_loc(loc: tuple[str | int, ...]) -> Loc:
 _SECRET_KEY = re.compile(r"pass|secret|community|token|key|auth|cred|header", re.IGNORECASE)
 
 
+# Keys whose value is (or holds) a URL: it may carry a password or a token, in its user info,
+# path or query, or (apprise: tgram://<bot token>/...) where a host would be.
+_URL_KEY = re.compile(r"url|uri|dsn|address|endpoint", re.IGNORECASE)
+
+
 def _shown(err: Mapping[str, Any], loc: Loc) -> str:
+    """The offending value as an error may show it: never a secret, whatever its type."""
+    value = err["input"]
     if any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc):
         return "<hidden>"
-    if loc and loc[-1] == "address" and isinstance(err["input"], str):
-        # A URL may hold a password or a token.
-        return repr(redact_address(err["input"]))
-    return repr(err["input"])
+    if isinstance(value, Mapping | list | tuple | set):
+        # A wrong-typed value may be anything, a secret in a list included: only its type.
+        return "a mapping" if isinstance(value, Mapping) else "a list"
+    if any(isinstance(part, str) and _URL_KEY.search(part) for part in loc):
+        if not isinstance(value, str):
+            return "<hidden>"
+        if loc[-1] == "address":  # a target's address: its host and path help
+            return repr(redact_address(value))
+        scheme, sep, _ = value.partition("://")
+        return repr(f"{scheme}://…") if sep else "<hidden>"
+    return repr(value)
 
 
 def _message(err: Mapping[str, Any], loc: Loc, data: Any) -> str:

@@ -29,6 +29,7 @@ from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.errors import ConfigError, StartupError
+from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
@@ -48,7 +49,8 @@ from dutyd.rules.packs import effective_rules
 from dutyd.storage import FencedOut, Storage, StorageError, open_configured
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
-from dutyd.web.server import HttpServer
+from dutyd.web.frontdoor import fit_to_descriptors
+from dutyd.web.server import DoorMetrics, HttpServer
 
 log = logging.getLogger("dutyd")
 
@@ -82,7 +84,9 @@ class Daemon:
             settings.http.port,
             web_config_file=settings.http.web_config_file,
             allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
+            limits=fit_to_descriptors(settings.http.door_limits(), open_file_limit()),
         )
+        self.registry.register(DoorMetrics(self.http))
         self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings
@@ -391,9 +395,10 @@ class Daemon:
         else:
             self._evaluate(result.samples)
 
-    def _evaluate(self, samples: list[Sample]) -> None:
+    def _evaluate(self, samples: list[Sample], provisional: bool = False) -> None:
+        """Rule the samples; `provisional` for a trap's (agent/traps.py)."""
         t0 = time.perf_counter()
-        events = self.engine.ingest(samples, self.clock.time())
+        events = self.engine.ingest(samples, self.clock.time(), provisional)
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)

@@ -2,7 +2,9 @@
 
 `DaemonTrapSink` is the listener's view of the daemon: a trap's samples go where a poll's
 go (the latest values, without dropping the target's other series, and the rule
-engine), "poll this target now" goes to the scheduler, and counts to
+engine, as provisional: a trap opens an alert, the poll it asks for confirms or clears it, and
+a trap alone never holds an alert past that poll), "poll this target now" goes to the
+scheduler, and counts to
 dutyd_traps_received_total. The daemon calls `start_traps` / `stop_traps` /
 `retarget_traps`; the sink gets the scheduler, the latest values, the rules' entry point and
 the metrics, never the daemon.
@@ -27,7 +29,7 @@ class DaemonTrapSink:
         self,
         scheduler: Scheduler,
         latest: LatestSamples,
-        evaluate: Callable[[list[Sample]], None],
+        evaluate: Callable[[list[Sample], bool], None],
         metrics: Instrumentation,
     ) -> None:
         self._scheduler = scheduler
@@ -40,7 +42,7 @@ class DaemonTrapSink:
             return  # removed by a reload in the meantime
         self._latest.update_target(target, samples)
         self._metrics.samples_ingested.inc(len(samples))
-        self._evaluate(samples)
+        self._evaluate(samples, True)  # provisional: the poll it asks for has the last word
 
     def request_poll(self, target: str) -> None:
         self._scheduler.request_poll(target)

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from dutyd.core.configtypes import PositiveDuration, StrictModel
+from dutyd.core.configtypes import (
+    PositiveDuration,
+    SecretEnv,
+    SecretFile,
+    StrictModel,
+    pick_secret,
+)
 
 
 class DeadManConfig(StrictModel):
@@ -15,8 +21,12 @@ class DeadManConfig(StrictModel):
     silent (as Alertmanager's always-firing Watchdog alert does)."""
 
     # An HTTP(S) URL pinged with GET (healthchecks.io, Uptime Kuma push, ...) or an apprise
-    # URL (json://, mailto://, ...) notified with a short "alive" message.
-    url: str | None = None
+    # URL (json://, mailto://, ...) notified with a short "alive" message. The URL is itself
+    # a credential (whoever has it can ping): url_env / url_file keep it out of the config,
+    # and it is never logged (only its scheme and host).
+    url: SecretStr | None = None
+    url_env: SecretEnv | None = None
+    url_file: SecretFile | None = None
     every: PositiveDuration = 60.0
     timeout: PositiveDuration = 10.0
     # Page through this node's own channels (the `escalation`/`oncall` of the config) when a
@@ -24,6 +34,16 @@ class DeadManConfig(StrictModel):
     peer_gone_after: PositiveDuration | None = 60.0
     # The event loop is stalled when a 0.5 s timer fires this much late.
     stall_after: PositiveDuration = 2.0
+
+    @model_validator(mode="after")
+    def _one_url(self) -> DeadManConfig:
+        if sum(x is not None for x in (self.url, self.url_env, self.url_file)) > 1:
+            raise ValueError("give at most one of url, url_env, url_file")
+        return self
+
+    def secret_url(self) -> str:
+        """The ping URL ("" when there is none)."""
+        return pick_secret(self.url, self.url_env, self.url_file) or ""
 
 
 class ClusterConfig(StrictModel):

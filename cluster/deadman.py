@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -19,6 +20,14 @@ from dutyd.cluster.node import ClusterNode
 from dutyd.core.records import AlertEvent, AlertState, labels_of
 
 log = logging.getLogger("dutyd.cluster")
+
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*)://([^\s/?#'\"]*)[^\s'\"]*")
+
+
+def scrub_urls(text: str) -> str:
+    """`text` with every URL cut to its scheme and host: the ping URL is a credential (its
+    path or query holds the check's token), and exception texts quote it."""
+    return _URL.sub(lambda m: f"{m.group(1)}://{m.group(2).rpartition('@')[2]}/…", text)
 
 
 class DeadMansSwitch:
@@ -36,10 +45,10 @@ class DeadMansSwitch:
 
     @property
     def http(self) -> bool:
-        return urlsplit(self.config.url or "").scheme in ("http", "https")
+        return urlsplit(self.config.secret_url()).scheme in ("http", "https")
 
     def start(self) -> None:
-        if self.config.url:
+        if self.config.secret_url():
             self._task = asyncio.create_task(self._run(), name="deadman")
 
     async def stop(self) -> None:
@@ -65,7 +74,12 @@ class DeadMansSwitch:
             await asyncio.sleep(max(0.0, self.config.every - (time.monotonic() - started)))
 
     async def ping(self) -> tuple[bool, str]:
-        url = self.config.url or ""
+        """(sent, why not): the reason never holds the URL."""
+        ok, error = await self._ping()
+        return ok, scrub_urls(error)
+
+    async def _ping(self) -> tuple[bool, str]:
+        url = self.config.secret_url()
         try:
             async with asyncio.timeout(self.config.timeout):
                 if self.http:

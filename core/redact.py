@@ -1,6 +1,7 @@
 """Target addresses fit to show to people: in the API, the status page, logs, metrics and
-error messages. A URL may carry a password (`http://user:pw@host/`) or a token in its query
-(`?apikey=...`); those parts never leave the config."""
+error messages. A URL may carry a password (`http://user:pw@host/`), a token in its query
+(`?apikey=...`) or in its path (push URLs: `https://push.example/api/push/<token>`); those
+parts never leave the config: a URL shows as its scheme, host and first path segment."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ _AUTHORITY = re.compile(r"(\[[0-9A-Za-z:.%]*\]|[^\s:/@\[\]]*)(:[0-9]*)?")
 
 
 def redact_address(address: str) -> str:
-    """`address` without user info, query and fragment when it is a URL (`scheme://...`);
-    host, host:port and [v6]:port addresses as they are.
+    """`address` without user info, query and fragment when it is a URL (`scheme://...`), and
+    its path cut after the first segment (`/api/…`); host, host:port and [v6]:port addresses
+    as they are.
 
     Works on malformed URLs too (a config error quotes them): user info is everything up to
     the last `@` before the query, so a password holding `/` does not show either; what is left
@@ -30,4 +32,9 @@ def redact_address(address: str) -> str:
     authority, slash, path = head.partition("/")
     if not _AUTHORITY.fullmatch(authority):
         return f"{scheme}://<address withheld: not host[:port]>"
-    return f"{scheme}://{authority}{slash}{path}"
+    first, more, rest = path.partition("/")
+    if more and rest:
+        first += "/…"
+    elif more:
+        first += "/"
+    return f"{scheme}://{authority}{slash}{first}"

@@ -26,7 +26,7 @@ disable_created_metrics()
 # dutyd_traps_received_total's pre-filled series: the results each kind of notification can
 # have (collectors/snmp/trap_listener.py KINDS and RESULTS; kept here, as exporters import no
 # collector).
-_DECODED_RESULTS = ("mapped", "unmapped", "unknown_trap", "unknown_source")
+_DECODED_RESULTS = ("mapped", "unmapped", "unknown_trap", "unknown_source", "wrong_target")
 TRAP_SERIES: tuple[tuple[str, str], ...] = (
     *(
         (k, r)
@@ -34,7 +34,7 @@ TRAP_SERIES: tuple[tuple[str, str], ...] = (
         for r in (*_DECODED_RESULTS, "bad_community")
     ),
     *((k, r) for k in ("v3_trap", "v3_inform") for r in _DECODED_RESULTS),
-    *(("v3", r) for r in ("bad_user", "unknown_engine_id", "discovery", "malformed")),
+    *(("v3", r) for r in ("bad_user", "unknown_engine_id", "replayed", "discovery", "malformed")),
     ("unknown", "malformed"),
     ("unknown", "rate_limited"),
 )

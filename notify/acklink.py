@@ -1,4 +1,8 @@
-"""Signed acknowledge links: an HMAC-SHA256 token naming the alert and the person, expiring.
+"""Signed acknowledge links: an HMAC-SHA256 token naming the alert, its episode and the
+person, expiring.
+
+The episode is the alert's start (`active_since`): a link made for one firing of an alert
+does not acknowledge the next firing of the same fingerprint (`Claim.same_episode`).
 
 Token = base64url(JSON claims) "." base64url(HMAC-SHA256(key, claims)). Verification compares
 in constant time, checks the expiry, and `consume` records the token's nonce in storage so a
@@ -31,6 +35,14 @@ class Claim:
     actor: str
     expires: float
     nonce: str
+    since: float | None = None  # the episode's start (active_since); None: a link of old
+
+    def same_episode(self, active_since: float | None) -> bool:
+        """True when the alert, started at `active_since`, is the episode the link was made
+        for (milliseconds apart at most: stored starts may round)."""
+        if self.since is None or active_since is None:
+            return False
+        return abs(self.since - active_since) < 0.001
 
 
 def _b64(data: bytes) -> str:
@@ -51,8 +63,16 @@ class AckLinks:
     def _sign(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()
 
-    def make(self, fingerprint: str, actor: str, now: float) -> str:
-        claims = {"f": fingerprint, "a": actor, "e": int(now + self.ttl), "n": secrets.token_hex(8)}
+    def make(self, fingerprint: str, actor: str, now: float, since: float | None = None) -> str:
+        """A link acknowledging the alert's episode that started at `since`."""
+        claims: dict[str, object] = {
+            "f": fingerprint,
+            "a": actor,
+            "e": int(now + self.ttl),
+            "n": secrets.token_hex(8),
+        }
+        if since is not None:
+            claims["s"] = since
         body = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
         return f"{_b64(body)}.{_b64(self._sign(body))}"
 
@@ -68,7 +88,14 @@ class AckLinks:
             raise InvalidToken("the link's signature does not match (altered or from elsewhere)")
         try:
             claims = json.loads(body)
-            claim = Claim(str(claims["f"]), str(claims["a"]), float(claims["e"]), str(claims["n"]))
+            since = claims.get("s")
+            claim = Claim(
+                str(claims["f"]),
+                str(claims["a"]),
+                float(claims["e"]),
+                str(claims["n"]),
+                float(since) if since is not None else None,
+            )
         except (ValueError, KeyError, TypeError):
             raise InvalidToken("malformed link") from None
         if claim.expires < now:

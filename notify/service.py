@@ -512,6 +512,12 @@ class NotifyService:
         }
         if links:
             payload["ack_actor"] = recipient.name
+            # Each link names its alert's episode: it cannot acknowledge a later one.
+            payload["episodes"] = {
+                p.event.fingerprint: p.event.active_since
+                for p in pages
+                if p.event.active_since is not None
+            }
         created = self._stamp(now)
         return OutboxMessage(
             mid,
@@ -670,10 +676,12 @@ class NotifyService:
         if not actor or not isinstance(body, str) or self.links is None:
             return payload
         base = self.config.ack_base_url.rstrip("/")
+        episodes = payload.get("episodes") or {}
         for fp in payload.get("fingerprints", ()):
             mark = ack_placeholder(fp)
             if mark in body:
-                body = body.replace(mark, f"{base}/ack/{self.links.make(fp, actor, now)}")
+                link = self.links.make(fp, actor, now, episodes.get(fp))
+                body = body.replace(mark, f"{base}/ack/{link}")
         return {**payload, "body": body}
 
     async def _attempt(self, row: OutboxMessage) -> None:

@@ -9,6 +9,11 @@ its fingerprint (rule name plus label set) and carries the timestamps its state 
     not holds, firing            -> stays firing while now - last_true < keep_firing_for,
                                     then resolved (resolved_at = now)
 
+A provisional "holds" (an SNMP trap's sample, not yet a poll's) may open an alert and fire it,
+but holds it open only until the next evaluation that does not hold: keep_firing_for counts
+from the last truth a poll confirmed, so a trap alone never keeps an alert firing past the
+poll that contradicts it.
+
 "holds" is the rule's condition, widened by hysteresis once the alert is active: an alert
 above 85 % with `clear_below: 80` keeps holding at 83 % (the engine decides that, see
 `RuleEngine._holds`). Overlays do not change the state: acknowledged (by, note, expiry),
@@ -100,6 +105,8 @@ class Alert:
     muted_reason: str = ""  # as of the last event (for listings; recomputed on every event)
     # The worst value of this outage (furthest past the threshold), for the resolve notice.
     peak: float | None = None
+    # Active on provisional samples alone (a trap's), none of them confirmed yet.
+    provisional: bool = False
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -123,13 +130,27 @@ class Alert:
         return max(0.0, end - self.active_since)
 
     def advance(
-        self, holds: bool, now: float, for_seconds: float, keep_firing_for: float = 0.0
+        self,
+        holds: bool,
+        now: float,
+        for_seconds: float,
+        keep_firing_for: float = 0.0,
+        provisional: bool = False,
     ) -> AlertState | None:
-        """Advance on one evaluation; returns the previous state when the state changed."""
+        """Advance on one evaluation; returns the previous state when the state changed.
+        `provisional`: the evaluation is of a trap's sample (see the module doc)."""
         previous = self.state
         self.last_holds = holds
-        if holds:
+        if holds and provisional:
+            if self.provisional or self.state not in ACTIVE:
+                # Kept open until contradicted, not for keep_firing_for beyond.
+                self.provisional = True
+                self.last_true = now - keep_firing_for
+            # else: active on a confirmed truth, which a trap neither extends nor shortens.
+        elif holds:
+            self.provisional = False
             self.last_true = now
+        if holds:
             if self.state in (AlertState.INACTIVE, AlertState.RESOLVED):
                 self._move(AlertState.PENDING, now)
             since = now if self.active_since is None else self.active_since
@@ -141,6 +162,8 @@ class Alert:
             last = self.last_true if self.last_true is not None else now
             if now - last >= keep_firing_for:
                 self._move(AlertState.RESOLVED, now)
+        if not self.active:
+            self.provisional = False
         return previous if self.state is not previous else None
 
     def resolve_announced(self, now: float) -> AlertState:

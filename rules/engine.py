@@ -61,6 +61,7 @@ class RuleEngine:
         self.mutes = MutePolicy(parents)
         self.counts = EventCounts()
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
+        self._provisional = False  # set by ingest for the batch it evaluates
 
     @property
     def metrics(self) -> set[str]:
@@ -116,7 +117,12 @@ class RuleEngine:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    def ingest(self, samples: Iterable[Sample], now: float) -> list[AlertEvent]:
+    def ingest(
+        self, samples: Iterable[Sample], now: float, provisional: bool = False
+    ) -> list[AlertEvent]:
+        """Evaluate new samples. `provisional`: they are an SNMP trap's word, which opens an
+        alert but holds it only until the next sample that contradicts it (rules.alerts)."""
+        self._provisional = provisional
         events: list[AlertEvent] = []
         by_metric = self._by_metric
         # Groups of `across` rules are judged once per batch, after all of its members.
@@ -137,6 +143,7 @@ class RuleEngine:
             for rule, group in self._dirty:
                 self._eval_group(rule, group, now, events)
             self._dirty = set()
+        self._provisional = False
         return events
 
     def _note_target(self, sample: Sample) -> None:
@@ -198,7 +205,7 @@ class RuleEngine:
         if value is not None:
             alert.value = value
         cfg = rule.config
-        previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for)
+        previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for, self._provisional)
         if value is not None and alert.active:
             alert.peak = rule.worse(alert.peak, value)
         if previous is not None:
@@ -354,7 +361,9 @@ class RuleEngine:
                 )
             if alert.due(now, cfg.for_, cfg.keep_firing_for):
                 assert alert.last_holds is not None
-                previous = alert.advance(alert.last_holds, now, cfg.for_, cfg.keep_firing_for)
+                previous = alert.advance(
+                    alert.last_holds, now, cfg.for_, cfg.keep_firing_for, alert.provisional
+                )
                 if previous is not None:
                     self._transition(rule, alert, previous, now, events)
             if (

@@ -1,6 +1,9 @@
-# Shared by scripts/demo and scripts/test: Debian packages and the project's virtualenv.
+# Shared by scripts/demo, scripts/test and scripts/lock: Debian packages and the project's
+# virtualenv, installed from the lock (requirements/*.txt, every file's hash checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -19,10 +22,19 @@ apt_install() {
   fi
 }
 
+# A virtualenv in $VENV whose pip, setuptools and wheel are the locked ones (requirements/build.txt):
+# dutyd itself is then built with them (--no-build-isolation), so nothing unhashed is fetched.
 make_venv() {
   local python="${PYTHON:-python3}"
-  if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$python" -m venv "$VENV"
   fi
-  .venv/bin/python -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -qq --require-hashes -r requirements/build.txt
+}
+
+# Install a lock file (hashes required), then dutyd from this tree without touching its deps.
+install_locked() {
+  local lock="$1" target="$2"
+  "$VENV/bin/pip" install -qq --require-hashes -r "$lock"
+  "$VENV/bin/pip" install -qq --no-deps --no-build-isolation $target
 }

@@ -2,13 +2,14 @@
 
 The PostgreSQL password never sits in the URL (it would end up in process lists, logs and
 config dumps): it comes from `password_env` or `password_file`, and a URL holding one is
-refused with the password redacted from the message.
+refused (as is one in its query: `?password=`, `?sslpassword=`) with the password redacted
+from the message.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator
 
@@ -16,6 +17,9 @@ from dutyd.core.configtypes import PositiveDuration, SecretEnv, SecretFile, Stri
 from dutyd.core.redact import redact_address
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+# Query parameters libpq and asyncpg read a secret from (`?password=` is as much "in the URL"
+# as `user:password@`).
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})
 
 
 def is_postgres_url(location: object) -> bool:
@@ -47,7 +51,11 @@ class StorageConfig(StrictModel):
             raise ValueError(f"not a valid URL ({redact_address(url)}): {exc}") from None
         if parts.scheme not in POSTGRES_SCHEMES:
             raise ValueError("must be a postgresql://user@host:port/database URL")
-        if parts.password is not None:
+        in_query = any(
+            key.strip().lower() in _SECRET_PARAMS
+            for key, _ in parse_qsl(parts.query, keep_blank_values=True)
+        )
+        if parts.password is not None or in_query:
             raise ValueError(
                 f"must not hold the password ({redact_address(url)}): "
                 "give it with password_env or password_file"

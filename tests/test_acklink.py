@@ -110,3 +110,65 @@ async def test_signed_links_are_made_at_sending_and_never_stored(tmp_path) -> No
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("d.db"))
     assert b"/ack/" not in raw, "a signed link reached the database"
     assert link.group(1).encode() not in raw
+
+
+async def test_a_link_acknowledges_only_the_episode_it_was_made_for(tmp_path: Path) -> None:
+    """Finding 6 of issue 24: a link made for one firing of an alert acknowledged the next
+    firing of the same fingerprint (the link named only the fingerprint)."""
+    import asyncio
+    import re
+
+    import aiohttp
+
+    from dutyd.agent.daemon import Daemon
+    from dutyd.core.records import Sample
+    from dutyd.duty.drill import DRILL_LABELS, DRILL_SAMPLE
+    from tests.test_notify_api import settings
+    from tests.test_notify_delivery import Receiver
+
+    receiver = Receiver()
+    await receiver.start()
+    daemon = Daemon(settings(tmp_path, receiver))
+    await daemon.start()
+
+    def drill(days_ago: float) -> None:
+        now = time.time()
+        daemon.operations.ingest_samples(
+            [Sample.of(DRILL_SAMPLE, now - days_ago * 86400, now, DRILL_LABELS)]
+        )
+
+    async def state() -> str:
+        views = daemon.operations.list_alerts()
+        return views[0]["state"] if views else ""
+
+    async def new_link(seen: set[str]) -> str:
+        """The ack link of Zhang Wei's next page (one not in `seen`)."""
+        for _ in range(200):
+            for r in receiver.received:
+                found = re.search(r"http://dutyd\.example(/ack/\S+)", r["body"]["message"])
+                if r["path"] == "/zhang" and found and found.group(1) not in seen:
+                    return found.group(1)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no new page: {receiver.received}")
+
+    try:
+        drill(40)  # no drill for 40 days: the duty pack's alert fires, paged to the pair
+        first = await new_link(set())
+        drill(0)  # a drill now: it resolves
+        for _ in range(100):
+            if await state() != "firing":
+                break
+            await asyncio.sleep(0.05)
+        drill(40)  # and fires again: a new episode, with its own page and link
+        second = await new_link({first})
+        assert await state() == "firing"
+        async with aiohttp.ClientSession() as http:
+            async with http.post(daemon.http.url + first, data={"note": "late"}) as r:
+                assert r.status == 410, await r.text()
+            assert not daemon.operations.list_alerts(["firing"])[0]["acknowledged"]
+            async with http.post(daemon.http.url + second, data={"note": "on it"}) as r:
+                assert r.status == 200, await r.text()
+        assert daemon.operations.list_alerts(["firing"])[0]["acknowledged"]
+    finally:
+        await daemon.stop()
+        await receiver.stop()

@@ -364,7 +364,13 @@ def test_trap_users_accept_the_spellings_polled_targets_accept(tmp_path):
 
     secrets = {"auth_password": "auth-secret-1", "priv_password": "priv-secret-1"}
     user = TrapUser.model_validate(
-        {"user": "traps", "auth_protocol": "SHA-256", "priv_protocol": "AES", **secrets}
+        {
+            "user": "traps",
+            "auth_protocol": "SHA-256",
+            "priv_protocol": "AES",
+            **secrets,
+            "targets": ["*"],
+        }
     )
     assert (user.auth_protocol, user.priv_protocol) == ("SHA256", "AES128")
     settings = load_config(
@@ -375,7 +381,7 @@ def test_trap_users_accept_the_spellings_polled_targets_accept(tmp_path):
             traps:
               users:
                 - {user: traps, auth_protocol: HMAC-SHA, auth_password: auth-secret-1,
-                   priv_protocol: aes-256, priv_password: priv-secret-1}
+                   priv_protocol: aes-256, priv_password: priv-secret-1, targets: ["*"]}
             """.replace("\n            ", "\n"),
         )
     )

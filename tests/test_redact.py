@@ -1,5 +1,6 @@
-"""Target addresses never show their user info, query or fragment (issue 12, medium 1): not in
-the API, the config errors, /metrics, error messages or the daemon's log."""
+"""Target addresses never show their user info, query or fragment (issue 12, medium 1), nor
+their path past the first segment (issue 24, finding 12: push tokens): not in the API, the
+config errors, /metrics, error messages or the daemon's log."""
 
 from __future__ import annotations
 
@@ -24,7 +25,12 @@ SECRETS = ("Pa55word", "TOPSECRET")
     ("address", "shown"),
     [
         ("http://monitor:Pa55word@host/?apikey=TOPSECRET", "http://host/"),
-        ("https://monitor:Pa55word@host:8443/a/b?apikey=TOPSECRET#x", "https://host:8443/a/b"),
+        ("https://monitor:Pa55word@host:8443/a/b?apikey=TOPSECRET#x", "https://host:8443/a/…"),
+        # A token in the path (push URLs): the first segment shows, the rest is cut.
+        ("https://push.example/api/push/TOPSECRET?status=up", "https://push.example/api/…"),
+        ("https://hooks.example/services/T0/B1/TOPSECRET", "https://hooks.example/services/…"),
+        ("http://host/status", "http://host/status"),
+        ("http://host/status/", "http://host/status/"),
         ("https://host/#TOPSECRET", "https://host/"),
         ("http://[::1]:8080/x?apikey=TOPSECRET", "http://[::1]:8080/x"),
         # Malformed: a password holding '/', '?' or a space.
@@ -70,7 +76,7 @@ async def test_api_metrics_and_log_never_show_url_secrets(
     dead = {
         **cfg["targets"][0],
         "name": "dead",
-        "address": "http://monitor:Pa55word@127.0.0.1:1/?apikey=TOPSECRET#TOPSECRET",
+        "address": "http://monitor:Pa55word@127.0.0.1:1/api/push/TOPSECRET?apikey=TOPSECRET#x",
     }
     cfg["targets"].append(dead)
     daemon = Daemon(load_from_dict(cfg, "<test>"))
@@ -91,8 +97,8 @@ async def test_api_metrics_and_log_never_show_url_secrets(
                 await asyncio.sleep(0.2)
             by_name = {t["name"]: t for t in targets}
             assert by_name["portal"]["address"] == f"http://127.0.0.1:{port}/"
-            assert by_name["dead"]["address"] == "http://127.0.0.1:1/"
-            assert "http://127.0.0.1:1/" in str(by_name["dead"]["message"])
+            assert by_name["dead"]["address"] == "http://127.0.0.1:1/api/…"
+            assert "http://127.0.0.1:1/api/…" in str(by_name["dead"]["message"])
             pages = [text]
             for path in ("/metrics", "/api/v1/log?limit=200", "/status", "/api/v1/alerts"):
                 async with http.get(base + path, headers=READ) as r:

@@ -138,7 +138,11 @@ def site(
         )
     return {
         "targets": targets,
-        "traps": {"listen": "127.0.0.1", "port": trap_port, "communities": [TRAP_COMMUNITY]},
+        "traps": {
+            "listen": "127.0.0.1",
+            "port": trap_port,
+            "communities": [{"community": TRAP_COMMUNITY, "targets": ["*"]}],
+        },
         "rules": {"overrides": SHORT_FOR if overrides is None else overrides},
         "oncall": {
             "pairs": [["Zhang Wei"]],
@@ -256,6 +260,29 @@ def test_traps_page_at_once_and_bad_input_changes_nothing(
             lambda: traps(daemon, "v2c_trap", "bad_community") == 1.0, 10, "the wrong community"
         )
 
+        # Forged, from a host that is no target (issue 24): a v1 coldStart whose agent-addr
+        # is the UPS, with the polling community; a v2c low-battery alarm naming the UPS in
+        # snmpTrapAddress.0. Neither is credited to the UPS.
+        out = net_snmp(
+            "snmptrap", "-v1", "-c", COMMUNITY, "--clientaddr=127.0.0.9", to,
+            "1.3.6.1.4.1.99999", "127.0.0.1", "0", "0", "",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        out = net_snmp(
+            "snmptrap", "-v2c", "-c", TRAP_COMMUNITY, "--clientaddr=127.0.0.9", to, "",
+            "1.3.6.1.2.1.33.2.3", "1.3.6.1.2.1.33.1.6.2.1.2.1", "o", "1.3.6.1.2.1.33.1.6.3.3",
+            "1.3.6.1.6.3.18.1.3.0", "a", "127.0.0.1",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(
+            lambda: (
+                traps(daemon, "v1_trap", "unknown_source") == 1.0
+                and traps(daemon, "v2c_trap", "unknown_source") == 1.0
+            ),
+            10,
+            "the forged traps dropped",
+        )
+
         garbage = _garbage(10_000)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for start in range(0, len(garbage), 50):
@@ -287,7 +314,10 @@ def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
     tmp_path: Path, ups: SnmpdPeer, receiver: PageReceiver
 ) -> None:
     """A UPS's coldStart fires unexpected_device_reboot at once (its poll reads sysUpTime, so
-    the trap is its `device_rebooted`). A trap that says "on battery" from a UPS whose poll
+    the trap is its `device_rebooted`), but a trap alone holds the alert only until the poll
+    it asks for: a poll that saw no restart resolves it at once, though the rule keeps firing
+    for 1h on a restart a poll saw (issue 24: a forged coldStart stayed firing for that hour);
+    a restart the poll confirms keeps it firing. A trap that says "on battery" from a UPS whose poll
     says on line: the trap's sample reaches the rules first (ups_on_battery goes pending),
     the poll it asks for comes after and clears it (pending -> inactive, no page). The
     duty pack's own `for: 10s` is kept, so only the poll can end the pending state in time."""
@@ -313,9 +343,38 @@ def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
         assert traps(daemon, "v2c_trap", "mapped") == 1.0
         assert traps(daemon, "v2c_trap", "unmapped") == 0.0
         daemon.wait_until(lambda: polls(daemon) == first_polls + 1, 10, "the trap's poll")
-        # The poll saw no restart of its own (the agent did not restart); keep_firing_for
-        # holds the alert the trap raised.
+        # The poll saw no restart of its own (the agent did not restart): the trap's word
+        # is contradicted, and keep_firing_for (1h) does not hold what only a trap said.
         assert daemon.metric_value("device_rebooted", target="ups-a") == 0.0
+        daemon.wait_until(
+            lambda: ("unexpected_device_reboot", "resolved") in alert_states(daemon),
+            10,
+            "the contradicted restart alert resolved",
+        )
+        daemon.wait_until(
+            lambda: any("has not restarted again" in t for t in receiver.texts()),
+            30,
+            "the resolve page",
+        )
+
+        # -- a real restart: the trap opens, the poll confirms (sysUpTime went back) --------
+        time.sleep(1.0)  # past POLL_NOW_MIN_GAP
+        ups.change({"1.3.6.1.2.1.1.3.0": ["timeticks", 100]})
+        restarted_pages = sum("restarted" in t for t in receiver.texts())
+        out = net_snmp("snmptrap", "-v2c", "-c", TRAP_COMMUNITY, to, "", COLD_START)
+        assert out.returncode == 0, out.stderr
+        daemon.wait_until(lambda: polls(daemon) == first_polls + 2, 10, "the second trap's poll")
+        daemon.wait_until(
+            lambda: daemon.metric_value("device_rebooted", target="ups-a") == 1.0,
+            10,
+            "the poll seeing the restart",
+        )
+        daemon.wait_until(
+            lambda: sum("restarted" in t for t in receiver.texts()) == restarted_pages + 1,
+            10,
+            "the second restart page",
+        )
+        time.sleep(0.5)
         assert ("unexpected_device_reboot", "firing") in alert_states(daemon)
 
         # -- a trap says on battery, the UPS says on line when polled ----------------------
@@ -332,8 +391,8 @@ def test_ups_restart_trap_pages_and_a_trap_sample_is_ruled_on_before_its_poll(
         # pending first (the trap's sample), then inactive (the poll's): had the poll been
         # ruled on first, the trap's sample would have left it pending until `for` fired it.
         assert events(daemon, "pending") == pending + 1
-        assert traps(daemon, "v2c_trap", "mapped") == 2.0
-        assert polls(daemon) == first_polls + 2
+        assert traps(daemon, "v2c_trap", "mapped") == 3.0
+        assert polls(daemon) == first_polls + 3
         assert daemon.metric_value("ups_on_battery", target="ups-a") == 0.0  # the poll's
         log = daemon.peer.log()
         went_pending = log.rindex("PENDING ups_on_battery")

@@ -1,6 +1,11 @@
 """The trap listener against net-snmp's snmptrap and snmpinform: v1, v2c and v3 (authPriv)
-traps and informs, communities and users checked, engine IDs restricted, unknown traps and
-sources counted, and the scheduler's request_poll that every trap asks for."""
+traps and informs, communities and users checked (each for its own targets), engine IDs
+restricted, unknown traps and sources counted, a trap credited to its datagram's source (a
+payload's address only from a trusted relay), v3 replays refused, floods bounded per source
+and in total, and the scheduler's request_poll that every trap asks for.
+
+The forged cases come from 127.0.0.9, a loopback address that is no target (net-snmp's
+`--clientaddr` binds the sending socket there), or name another target's address."""
 
 from __future__ import annotations
 
@@ -24,6 +29,15 @@ from tests.peers import require_binary
 
 USER = ["-u", "traps", "-l", "authPriv", "-a", "SHA-256", "-A", "auth-secret-1", "-x", "AES"]
 USER += ["-X", "priv-secret-1"]
+UPS_B_USER = ["-u", "ups-b-user", "-l", "authPriv", "-a", "SHA", "-A", "auth-secret-b"]
+UPS_B_USER += ["-x", "AES", "-X", "priv-secret-b"]
+RELAY = "127.0.0.5"  # a trap proxy (traps.relays), itself no target
+STRANGER = "127.0.0.9"  # a host that is no target
+UPS_A = "127.0.0.1"  # ups-a's address (its agent at 127.0.0.1:1161)
+SNMP_TRAP_ADDRESS = "1.3.6.1.6.3.18.1.3.0"
+ALARM_ADDED = "1.3.6.1.2.1.33.2.3"
+ALARM_DESCR = "1.3.6.1.2.1.33.1.6.2.1.2.1"
+LOW_BATTERY = "1.3.6.1.2.1.33.1.6.3.3"
 SENDER_ENGINE = "0x8000000001020304"
 ON_BATTERY = "1.3.6.1.2.1.33.2.1"
 COLD_START = "1.3.6.1.6.3.1.1.5.1"
@@ -71,9 +85,9 @@ class RecordingSink:
         return [(t, s.value) for t, s in self.samples if s.name == name]
 
 
-def ups_target(name: str, address: str) -> SnmpTarget:
+def ups_target(name: str, address: str, community: str = "poll-community") -> SnmpTarget:
     return SnmpTarget.model_validate(
-        {"name": name, "kind": "snmp", "address": address, "community": "poll-community",
+        {"name": name, "kind": "snmp", "address": address, "community": community,
          "profiles": ["ups"]}
     )  # fmt: skip
 
@@ -99,7 +113,11 @@ async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
     cfg = TrapsConfig.model_validate(
         {
             "port": 0,
-            "communities": ["trap-community"],
+            "relays": [RELAY],
+            "communities": [
+                {"community": "trap-community", "targets": ["*"]},
+                {"community": "ups-b-community", "targets": ["ups-b"]},
+            ],
             "users": [
                 {
                     "user": "traps",
@@ -107,14 +125,24 @@ async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
                     "auth_password": "auth-secret-1",
                     "priv_protocol": "AES128",
                     "priv_password": "priv-secret-1",
+                    "targets": ["*"],
                 },
                 {
                     "user": "pinned",
                     "auth_protocol": "SHA",
                     "auth_password": "auth-secret-2",
                     "engine_ids": ["8000000001aabbcc"],
+                    "targets": ["*"],
                 },
-                {"user": "open"},  # noAuthNoPriv
+                {"user": "open", "targets": ["*"]},  # noAuthNoPriv
+                {  # ups-b's own user: it speaks for ups-b alone
+                    "user": "ups-b-user",
+                    "auth_protocol": "SHA",
+                    "auth_password": "auth-secret-b",
+                    "priv_protocol": "AES128",
+                    "priv_password": "priv-secret-b",
+                    "targets": ["ups-b"],
+                },
             ],
             "maps": [
                 {"trap": "1.3.6.1.4.1.99999.0.7", "metric": "pdu_breaker_tripped", "value": 1}
@@ -123,7 +151,7 @@ async def listening() -> AsyncIterator[tuple[TrapListener, RecordingSink]]:
     )
     targets = [
         ups_target("ups-a", "127.0.0.1:1161"),
-        ups_target("ups-b", "127.0.0.2"),
+        ups_target("ups-b", "127.0.0.2", community="ups-b-poll"),
         gauge_target("pdu-c", "127.0.0.3"),
         uplink_target("sw1-uplinks", "127.0.0.4"),
     ]
@@ -171,11 +199,12 @@ async def test_v1_v2c_traps_and_inform(listening: tuple[TrapListener, RecordingS
     assert sink.values("ups_battery_runtime_seconds") == [("ups-a", 240.0)]
     assert sink.polls == ["ups-a"]
 
-    # v1: matched by its agent-addr (127.0.0.2 = ups-b), not the source address; UPS-MIB's
-    # upsTrapAlarmEntryAdded with upsAlarmLowBattery as v1 enterprise upsTraps, specific 3.
+    # v1 through a trusted relay: matched by its agent-addr (127.0.0.2 = ups-b), not the
+    # relay's address; UPS-MIB's upsTrapAlarmEntryAdded with upsAlarmLowBattery as v1
+    # enterprise upsTraps, specific 3.
     rc, err = await send(
-        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.2.1.33.2",
-        "127.0.0.2", "6", "3", "", "1.3.6.1.2.1.33.1.6.2.1.2.1", "o", "1.3.6.1.2.1.33.1.6.3.3",
+        "snmptrap", "-v1", "-c", "trap-community", f"--clientaddr={RELAY}", to(listener),
+        "1.3.6.1.2.1.33.2", "127.0.0.2", "6", "3", "", ALARM_DESCR, "o", LOW_BATTERY,
     )  # fmt: skip
     assert rc == 0, err
     await counted(sink, ("v1_trap", "mapped"))
@@ -290,7 +319,9 @@ async def test_v3_digest_of_every_auth_protocol() -> None:
         if priv:
             user |= {"priv_protocol": priv, "priv_password": f"priv-pass-{i}"}
         users.append(user)
-    cfg = TrapsConfig.model_validate({"port": 0, "users": users})
+    cfg = TrapsConfig.model_validate(
+        {"port": 0, "users": [u | {"targets": ["ups-a"]} for u in users]}
+    )
     target = ups_target("ups-a", "127.0.0.1")
     sink = RecordingSink()
     listener = TrapListener(cfg, [(target, {"target": "ups-a", "kind": "snmp"})], sink)
@@ -344,8 +375,8 @@ async def test_restart_traps_become_device_rebooted_or_count_unmapped(
     # The same from a device whose poll emits no device_rebooted (gauges only): understood,
     # no sample, a poll; counted as what it is, not as mapped.
     rc, err = await send(
-        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.4.1.99999",
-        "127.0.0.3", "1", "0", "",
+        "snmptrap", "-v1", "-c", "trap-community", "--clientaddr=127.0.0.3", to(listener),
+        "1.3.6.1.4.1.99999", "127.0.0.3", "1", "0", "",
     )  # fmt: skip
     assert rc == 0, err
     await counted(sink, ("v1_trap", "unmapped"))
@@ -358,10 +389,10 @@ async def test_v1_link_down_then_link_up_clears_the_port(
     listening: tuple[TrapListener, RecordingSink],
 ) -> None:
     listener, sink = listening
-    # v1 generic-trap 2 (linkDown), matched by its agent-addr.
+    # v1 generic-trap 2 (linkDown) through the relay, matched by its agent-addr.
     rc, err = await send(
-        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.4.1.9.1",
-        "127.0.0.4", "2", "0", "", *port_varbinds(4, oper=2),
+        "snmptrap", "-v1", "-c", "trap-community", f"--clientaddr={RELAY}", to(listener),
+        "1.3.6.1.4.1.9.1", "127.0.0.4", "2", "0", "", *port_varbinds(4, oper=2),
     )  # fmt: skip
     assert rc == 0, err
     await counted(sink, ("v1_trap", "mapped"))
@@ -384,8 +415,8 @@ async def test_v1_link_down_then_link_up_clears_the_port(
 
     # A port this target does not watch: understood, no sample, still a poll.
     rc, err = await send(
-        "snmptrap", "-v1", "-c", "trap-community", to(listener), "1.3.6.1.4.1.9.1",
-        "127.0.0.4", "2", "0", "", *port_varbinds(2, oper=2),
+        "snmptrap", "-v1", "-c", "trap-community", "--clientaddr=127.0.0.4", to(listener),
+        "1.3.6.1.4.1.9.1", "127.0.0.4", "2", "0", "", *port_varbinds(2, oper=2),
     )  # fmt: skip
     assert rc == 0, err
     await counted(sink, ("v1_trap", "unmapped"))
@@ -399,8 +430,9 @@ async def test_flood_from_one_source_is_rate_limited_exactly() -> None:
     a second later max_per_source more pass. Other sources are not affected."""
     clock = FakeClock()
     cfg = TrapsConfig.model_validate(
-        {"port": 0, "communities": ["trap-community"], "max_per_source": 40}
-    )
+        {"port": 0, "communities": [{"community": "trap-community", "targets": ["*"]}],
+         "max_per_source": 40}
+    )  # fmt: skip
     targets = [ups_target("ups-a", "127.0.0.1"), ups_target("ups-b", "127.0.0.2")]
     sink = RecordingSink()
     labelled = [(t, {"target": t.name, "kind": "snmp"}) for t in targets]

@@ -407,9 +407,15 @@ def _error_page(message: str, status: int, lang: str) -> web.Response:
 
 
 def _linked_alert(ctx: WebContext, claim: Any) -> tuple[dict[str, Any] | None, str]:
-    """The alert view an ack link names (None once it has left memory) and its site."""
+    """The alert view an ack link names (None once it has left memory, or when the alert
+    fired again since: a link acknowledges only the episode it was made for) and its site."""
     view = next(
-        (v for v in ctx.operations.list_alerts() if v["fingerprint"] == claim.fingerprint), None
+        (
+            v
+            for v in ctx.operations.list_alerts()
+            if v["fingerprint"] == claim.fingerprint and claim.same_episode(v["active_since"])
+        ),
+        None,
     )
     return view, str(((view or {}).get("labels") or {}).get("site", ""))
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from dutyd.core.configtypes import SecretEnv, SecretFile, StrictModel, pick_secret
+from dutyd.core.configtypes import (
+    PositiveDuration,
+    SecretEnv,
+    SecretFile,
+    StrictModel,
+    pick_secret,
+)
+from dutyd.web.frontdoor import DoorLimits, trusted_networks
 
 DEFAULT_PORT = 8646  # outside Prometheus's exporter range (9100-9999), which is fully allocated
 
@@ -27,6 +35,61 @@ class HttpConfig(StrictModel):
             "literals and this host's own names (hostname, FQDN) are accepted as well."
         ),
     )
+
+    # The front door (web/frontdoor.py): what a client may hold open.
+    header_timeout: PositiveDuration = Field(
+        default=10.0,
+        description="A connection's request headers (TLS handshake included) must be complete "
+        "this long after it opens, or after the end of its last request plus idle_timeout.",
+    )
+    idle_timeout: PositiveDuration = Field(
+        default=15.0, description="An idle keep-alive connection is closed after this long."
+    )
+    max_connections: int = Field(
+        default=256,
+        ge=8,
+        description="Open connections in all; at most a quarter of the open-file limit is used.",
+    )
+    max_connections_per_client: int = Field(
+        default=16, ge=1, description="Open connections from one client address."
+    )
+    reserved_connections: int = Field(
+        default=16,
+        ge=0,
+        description="The last connections of max_connections, kept for trusted_clients.",
+    )
+    trusted_clients: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1/32", "::1/128"],
+        description="Addresses (or networks) of the supervisor asking /healthz and of the "
+        "Prometheus servers scraping /metrics: they keep reserved_connections.",
+    )
+
+    def door_limits(self) -> DoorLimits:
+        """The front door's limits as configured (the daemon fits them to its file limit)."""
+        return DoorLimits(
+            header_timeout=self.header_timeout,
+            idle_timeout=self.idle_timeout,
+            max_connections=self.max_connections,
+            max_per_client=self.max_connections_per_client,
+            reserved=self.reserved_connections,
+            trusted=trusted_networks(self.trusted_clients),
+        )
+
+    @field_validator("trusted_clients")
+    @classmethod
+    def _networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return entries
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> HttpConfig:
+        if self.reserved_connections >= self.max_connections:
+            raise ValueError("reserved_connections must be below max_connections")
+        return self
 
     @field_validator("web_config_file")
     @classmethod

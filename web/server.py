@@ -18,6 +18,10 @@ With `basic_auth_users` every route asks for a password except those in
 `HttpServer.open_paths` (`/healthz`, so a supervisor can see that the process lives).
 The user who logged in is `authenticated_user()` for the routes that record an actor.
 
+Connections come in through the front door (`frontdoor.py`): caps per client address and in
+total with a reserve for the trusted clients (the supervisor, the scrapers), a deadline for a
+request's headers and for an idle keep-alive connection.
+
 Every response carries security headers (a strict Content-Security-Policy, `nosniff`, no
 referrer; `no-store` on /api/ and /ack/).
 
@@ -50,11 +54,13 @@ import bcrypt
 import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field, ValidationError, field_validator
 
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.memory import release_free_memory
 from dutyd.exporters.prometheus import CONTENT_TYPE, iter_latest
+from dutyd.web.frontdoor import DoorLimits, FrontDoor
 
 log = logging.getLogger("dutyd.http")
 
@@ -219,8 +225,13 @@ class HttpServer:
         port: int = 0,
         web_config_file: Path | None = None,
         allowed_hosts: Iterable[str] = (),
+        limits: DoorLimits | None = None,
     ) -> None:
         self.registry = registry
+        # Connection caps and deadlines (web/frontdoor.py), fitted to the open-file limit by
+        # the daemon.
+        self.limits = limits or DoorLimits()
+        self.door: FrontDoor | None = None
         self._ready = ready
         self.listen = listen
         self.port = port
@@ -241,7 +252,12 @@ class HttpServer:
             if listen not in _WILDCARDS and not _is_ip_literal(listen):
                 self._own_names.add(_host_name(listen))
         self.app = web.Application(
-            middlewares=[self._security_headers, self._host_middleware, self._auth_middleware]
+            middlewares=[
+                self._door_middleware,
+                self._security_headers,
+                self._host_middleware,
+                self._auth_middleware,
+            ]
         )
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
@@ -266,13 +282,18 @@ class HttpServer:
                 self._auth = BasicAuth(config.basic_auth_users)
             if config.tls_server_config is not None:
                 self._ssl = server_ssl_context(config.tls_server_config, base)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.listen, self.port, reuse_address=True, ssl_context=self._ssl
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.limits.idle_timeout,
         )
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])  # the port picked when 0 was asked for
+        await self._runner.setup()
+        # The door accepts, not an aiohttp site: it caps connections before they cost more
+        # than a moment's descriptor.
+        self.door = FrontDoor(self._runner.server, self.limits, self._ssl)
+        await self.door.start(self.listen, self.port)
+        self.port = self.door.port  # the port picked when 0 was asked for
         log.info(
             "http listening",
             extra={
@@ -292,6 +313,9 @@ class HttpServer:
         return f"{scheme}://{host}:{self.port}"
 
     async def stop(self) -> None:
+        if self.door is not None:
+            await self.door.stop()
+            self.door = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -306,6 +330,19 @@ class HttpServer:
         if name in self._allowed_hosts or _is_loopback_address(name):
             return True
         return self._public and (_is_ip_literal(name) or name in self._own_names)
+
+    @web.middleware
+    async def _door_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # While a request is handled its connection has no header deadline; after it, the
+        # next request's headers are due within idle_timeout + header_timeout.
+        guard = self.door.guard_of(request.protocol) if self.door is not None else None
+        if guard is None:
+            return await handler(request)
+        guard.request_started()
+        try:
+            return await handler(request)
+        finally:
+            guard.request_finished()
 
     @web.middleware
     async def _host_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -376,6 +413,43 @@ class HttpServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self._ready()
         return web.Response(text=f"{why}\n", status=200 if ok else 503)
+
+
+class DoorMetrics:
+    """The front door's counts, read at scrape time (a prometheus_client custom collector the
+    daemon registers)."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterable[Metric]:
+        door = self._server.door
+        limits = self._server.limits
+        yield GaugeMetricFamily(
+            "dutyd_http_connections",
+            "Inbound HTTP connections open now",
+            value=door.open if door else 0,
+        )
+        yield GaugeMetricFamily(
+            "dutyd_http_connections_limit",
+            "Inbound HTTP connections allowed in all (http.max_connections, fitted to the "
+            "open-file limit)",
+            value=limits.max_connections,
+        )
+        closed = CounterMetricFamily(
+            "dutyd_http_connections_closed",
+            "Inbound HTTP connections the front door closed: refused over a cap (limit) or "
+            "cut for headers not complete in time (header_timeout)",
+            labels=["reason"],
+        )
+        closed.add_metric(["limit"], door.refused if door else 0)
+        closed.add_metric(["header_timeout"], door.timed_out if door else 0)
+        yield closed
+        yield CounterMetricFamily(
+            "dutyd_http_accept_errors",
+            "Failed accepts on the HTTP port (out of file descriptors)",
+            value=door.accept_errors if door else 0,
+        )
 
 
 SECURITY_HEADERS = {

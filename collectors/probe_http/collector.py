@@ -23,6 +23,12 @@ from yarl import URL
 
 from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
 from dutyd.collectors.netutil import budget, hostport
+from dutyd.collectors.probe_http.inflate import (
+    ACCEPT_ENCODING,
+    BadEncoding,
+    BodyTooLarge,
+    Inflater,
+)
 from dutyd.core.configtypes import SecretEnv, SecretFile, format_duration, pick_secret
 from dutyd.core.errors import BadCredentials, BadResponse, TargetTimeout, TargetUnreachable
 from dutyd.core.redact import redact_address
@@ -286,7 +292,9 @@ def _new_session() -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None),
         # One session serves every target: a cookie from one site must not reach another.
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
+        # Bodies are inflated by `inflate.Inflater`, counted against max_body_bytes.
+        auto_decompress=False,
     )
 
 
@@ -548,14 +556,47 @@ class HttpProbeCollector(Collector[HttpTarget]):
         cfg = self.config
         if cfg.method == "HEAD":
             return _Page(resp.status, b"", resp.content_length or 0, "utf-8")
-        body = bytearray()
         cap = cfg.max_body_bytes
-        # Read in pieces up to the cap: a huge (or endless) page cannot exhaust memory.
-        while len(body) < cap:
-            chunk = await resp.content.read(min(cap - len(body), 256 * 1024))
-            if not chunk:
-                break
-            body += chunk
+        what = f"{cfg.method} {self._shown}"
+        try:
+            inflater = Inflater(resp.headers.get(aiohttp.hdrs.CONTENT_ENCODING, ""), cap)
+        except BadEncoding as exc:
+            raise BadResponse(f"{what}: {exc}") from None
+        if not inflater.encoded:
+            body = bytearray()
+            # Read in pieces up to the cap: a huge (or endless) page cannot exhaust memory.
+            while len(body) < cap:
+                chunk = await resp.content.read(min(cap - len(body), 256 * 1024))
+                if not chunk:
+                    break
+                body += chunk
+            return _Page(resp.status, bytes(body), len(body), _charset(resp))
+        return await self._inflate(resp, inflater, cap, what)
+
+    async def _inflate(
+        self, resp: aiohttp.ClientResponse, inflater: Inflater, cap: int, what: str
+    ) -> _Page:
+        """A compressed body, inflated piece by piece (off the event loop: a piece may
+        inflate to the whole cap) and refused once it inflates past the cap."""
+        body = bytearray()
+        raw = 0
+        try:
+            while True:
+                chunk = await resp.content.read(64 * 1024)
+                if not chunk:
+                    inflater.finish()
+                    break
+                raw += len(chunk)
+                if raw > cap:
+                    raise BodyTooLarge
+                body += await self.context.run_blocking(inflater.feed, chunk)
+        except BodyTooLarge:
+            raise BadResponse(
+                f"{what}: the {resp.headers.get(aiohttp.hdrs.CONTENT_ENCODING)} body inflates "
+                f"past max_body_bytes ({cap} bytes); refused"
+            ) from None
+        except BadEncoding as exc:
+            raise BadResponse(f"{what}: {exc}") from None
         return _Page(resp.status, bytes(body), len(body), _charset(resp))
 
     def _cert_seconds(self, der: bytes) -> float:

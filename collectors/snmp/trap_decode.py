@@ -101,6 +101,10 @@ class V3Header:
     # datagram: enough to check the digest before pysnmp is given a key for a new engine.
     auth_params: bytes = b""
     auth_at: int = 0
+    # msgAuthoritativeEngineBoots / Time: the sender's clock as the message states it (for
+    # the RFC 3414 §3.2.7 time window; unauthenticated until the digest is checked).
+    boots: int = 0
+    engine_time: int = 0
 
     @property
     def is_discovery(self) -> bool:
@@ -267,11 +271,11 @@ def _v3_header(data: bytes) -> V3Header:
     engine_id = data[s2:q]
     if data[q] != T_INTEGER:
         raise TrapDecodeError("msgAuthoritativeEngineBoots is not an INTEGER")
-    _, q = read_int(data, q, qend)
-    _, q = read_int(data, q, qend)
+    boots, q = read_int(data, q, qend)
+    engine_time, q = read_int(data, q, qend)
     s3, q = read_header(data, q, T_OCTETS, qend)
     user = data[s3:q]
     s4, q = read_header(data, q, T_OCTETS, qend)
     if p >= end:
         raise TrapDecodeError("no scoped PDU")
-    return V3Header(msg_id, flags, model, engine_id, user, data[s4:q], s4)
+    return V3Header(msg_id, flags, model, engine_id, user, data[s4:q], s4, boots, engine_time)

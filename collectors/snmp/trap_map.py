@@ -1,8 +1,9 @@
 """Which target a notification is about, and the samples it stands for.
 
-A notification belongs to every `kind: snmp` target whose host is its source address (a v1
-trap's agent-addr, or snmpTrapAddress.0 from a proxy, when that names a target); one switch
-watched as two targets (all ports, and the uplinks with `role: uplink`) gets it on both.
+A notification belongs to every `kind: snmp` target whose host is its origin: the datagram's
+source address, or a v1 trap's agent-addr / snmpTrapAddress.0 when a trusted relay forwarded
+it (the listener decides which); one switch watched as two targets (all ports, and the
+uplinks with `role: uplink`) gets it on both.
 Known traps become the samples the pollers emit, with the same names and labels, and only on
 targets whose poll emits that name, so the next poll overwrites (confirms or clears) them:
 
@@ -146,14 +147,9 @@ class TrapMapper:
             if entry not in self.by_host.setdefault(key, []):
                 self.by_host[key].append(entry)
 
-    def targets_for(self, source: str, notification: Notification) -> list[TrapTarget]:
-        """The targets of a notification: its agent address's when that is a target, else
-        its source address's."""
-        if notification.agent_addr is not None:
-            found = self.by_host.get(host_key(notification.agent_addr))
-            if found:
-                return found
-        return self.by_host.get(host_key(source), [])
+    def targets_at(self, origin: str) -> list[TrapTarget]:
+        """The targets of a notification from `origin` (an address; see the module doc)."""
+        return self.by_host.get(host_key(origin), [])
 
     def trap_id(self, notification: Notification) -> Oid:
         """The trap OID, with a v1 trap of an SMIv2 notification in its SNMPv2 form: RFC

@@ -21,6 +21,20 @@ messages prove nothing about their engine, so no engine is learned for it.
 A message below its user's security level (noAuthNoPriv naming a user with an auth password,
 authNoPriv naming one with a priv password) is refused: pysnmp would accept it, and then
 anyone who knows a user name could send traps that page.
+
+Replays. A trap's sender is the authoritative engine, and RFC 3414 §3.2.7b has the receiver
+keep the latest boots/time it saw from each engine and refuse a message with lower boots, or
+with the same boots and a time more than 150 s behind its estimate of the sender's clock.
+pysnmp 7.1.30 overwrites its record with the message's own boots/time just before that
+check, so the check compares a message with itself and a captured trap replays for ever.
+`EngineClocks` does the check here, before pysnmp sees the message, and learns a sender's
+clock only from messages pysnmp then authenticated (a forged datagram can move nothing). It
+also refuses a message it has already accepted (the same digest) within the window, which
+RFC 3414 lets through: a trap is never sent twice alike (net-snmp and devices give each one
+its own msgID and time), so only a replay repeats one. For informs dutyd's own engine is
+authoritative, and pysnmp's check (§3.2.7a, against its own clock) is right. pysnmp's
+per-engine timeline is cleared after each message: dutyd does not use it, and pysnmp queues
+an entry per message for 300 s (about 480 bytes each).
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +81,17 @@ AUTH_DIGESTS: dict[str, tuple[str, int]] = {
 FLAG_AUTH = 0x01
 FLAG_PRIV = 0x02
 
+# RFC 3414 §3.2.7: a message more than this far behind the sender's clock is refused.
+TIME_WINDOW = 150
+MAX_BOOTS = 2147483647  # snmpEngineBoots at its limit: the engine must be re-keyed
+# Sender clocks kept (least recently heard from dropped first). Only engines whose messages
+# authenticated are kept, and at most MAX_ENGINES are learned, so none is dropped in practice.
+MAX_CLOCKS = MAX_ENGINES
+# Digests of accepted messages remembered per engine (the most recent), to refuse a replay
+# inside the window; a device sending more than this within 150 s leaves older ones
+# replayable until the window closes on them.
+SEEN_PER_ENGINE = 128
+
 Address = tuple[str, int]
 
 
@@ -88,6 +114,61 @@ class V3Outcome:
     notification: Notification | None = None
     # An inform's Response, to send only when the notification is accepted.
     responses: tuple[tuple[bytes, Address], ...] = ()
+    user: str = ""  # the user it authenticated as (whose targets it may speak for)
+
+
+@dataclass(slots=True)
+class _Clock:
+    """What a receiver knows of one authoritative engine's clock (RFC 3414 §2.3)."""
+
+    boots: int
+    time: int  # the engine's time when last learned
+    latest: int  # latestReceivedEngineTime
+    at: float  # our monotonic time when it was learned
+    seen: OrderedDict[bytes, None]  # digests of accepted messages, oldest first
+
+
+class EngineClocks:
+    """The latest boots/time per sender engine, and the RFC 3414 §3.2.7b window check."""
+
+    def __init__(self, monotonic: Callable[[], float], limit: int = MAX_CLOCKS) -> None:
+        self._monotonic = monotonic
+        self._limit = limit
+        self._clocks: OrderedDict[bytes, _Clock] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._clocks)
+
+    def fresh(self, engine_id: bytes, boots: int, time: int, digest: bytes) -> bool:
+        """Whether a message stating `boots`/`time` may be current (§3.2.7b.2) and is not
+        one already accepted."""
+        known = self._clocks.get(engine_id)
+        if known is None:
+            return boots < MAX_BOOTS
+        estimate = known.time + (self._monotonic() - known.at)
+        return not (
+            known.boots >= MAX_BOOTS
+            or boots < known.boots
+            or (boots == known.boots and time < estimate - TIME_WINDOW)
+            or digest in known.seen
+        )
+
+    def learn(self, engine_id: bytes, boots: int, time: int, digest: bytes) -> None:
+        """An authenticated message's clock (§3.2.7b.1: kept when it is the latest)."""
+        known = self._clocks.get(engine_id)
+        if known is None:
+            known = self._clocks[engine_id] = _Clock(
+                boots, time, time, self._monotonic(), OrderedDict()
+            )
+        elif boots > known.boots or (boots == known.boots and time > known.latest):
+            known.boots, known.time, known.latest = boots, time, time
+            known.at = self._monotonic()
+        known.seen[digest] = None
+        if len(known.seen) > SEEN_PER_ENGINE:
+            known.seen.popitem(last=False)
+        self._clocks.move_to_end(engine_id)
+        while len(self._clocks) > self._limit:
+            self._clocks.popitem(last=False)
 
 
 class _Bridge(udp.UdpAsyncioTransport):
@@ -127,8 +208,14 @@ class _Keys:
 class V3Receiver:
     """Authenticates and decrypts v3 notifications with the configured users."""
 
-    def __init__(self, users: list[V3User], send: Callable[[bytes, Address], None]) -> None:
+    def __init__(
+        self,
+        users: list[V3User],
+        send: Callable[[bytes, Address], None],
+        monotonic: Callable[[], float],
+    ) -> None:
         self.engine = SnmpEngine()
+        self.clocks = EngineClocks(monotonic)
         self.users = {u.user.encode(): u for u in users}
         self._keys = {u.user.encode(): _master_keys(u) for u in users}
         self._registered: set[tuple[bytes, bytes]] = set()
@@ -147,6 +234,15 @@ class V3Receiver:
             "__SNMP-FRAMEWORK-MIB", "snmpEngineID"
         )
         self.engine_id = bytes(engine_id.syntax)
+        usm = self.engine.security_models[SnmpUSMSecurityModel.SECURITY_MODEL_ID]
+        # pysnmp's own record of sender clocks (see the module doc): emptied after each
+        # message. Checked here so that a pysnmp that renamed them fails at start, not later.
+        self._pysnmp_timeline: dict[Any, Any] = usm._SnmpUSMSecurityModel__timeline  # type: ignore[attr-defined]
+        self._pysnmp_timeline_queue: dict[Any, Any] = usm._SnmpUSMSecurityModel__timelineExpQueue  # type: ignore[attr-defined]
+        if not isinstance(self._pysnmp_timeline, dict) or not isinstance(
+            self._pysnmp_timeline_queue, dict
+        ):
+            raise RuntimeError("pysnmp's USM timeline is not where dutyd expects it")
 
     def _add_user(self, user: V3User, engine_id: bytes | None) -> None:
         keys = self._keys[user.user.encode()]
@@ -218,11 +314,24 @@ class V3Receiver:
                 self._engines.add(engine_id)
                 self._registered.add((engine_id, header.user))
                 self._add_user(user, engine_id)
+        # A trap's clock is its sender's: refused here when behind what that engine said
+        # before (pysnmp's own check cannot, see the module doc). Without authentication a
+        # message proves nothing about its engine, so there is nothing to check.
+        timed = engine_id != self.engine_id and bool(header.flags & FLAG_AUTH)
+        if timed and not self.clocks.fresh(
+            engine_id, header.boots, header.engine_time, header.auth_params
+        ):
+            return V3Outcome("v3", "replayed")
         self._bridge.held = []
         try:
             got = self._process(data, addr)
         finally:
             held, self._bridge.held = self._bridge.held or [], None
+            self._pysnmp_timeline.clear()
+            self._pysnmp_timeline_queue.clear()
+        if got is not None and timed:
+            # pysnmp authenticated it: its clock is the sender's.
+            self.clocks.learn(engine_id, header.boots, header.engine_time, header.auth_params)
         if got is None:
             # Wrong digest, undecryptable, outside the time window, unknown context: pysnmp
             # dropped it; a Report it made about that goes out, as RFC 3414 asks.
@@ -234,7 +343,7 @@ class V3Receiver:
             notification = notification_from_varbinds("3", bool(held), got)
         except TrapDecodeError:
             return V3Outcome("v3", "malformed")
-        return V3Outcome(notification.kind, "", notification, tuple(held))
+        return V3Outcome(notification.kind, "", notification, tuple(held), user.user)
 
     def _process(self, data: bytes, addr: Address) -> list[tuple[Oid, AnyValue]] | None:
         self._got = None

@@ -53,6 +53,7 @@ class AlertmanagerForward(StrictModel):
 
 class AlertmanagerChannel:
     payload_kind = "alerts"
+    body_format = "text"  # Alertmanager's JSON: the receivers it routes to escape what they show
 
     def __init__(self, name: str, config: AlertmanagerForward) -> None:
         self.name = name

@@ -7,6 +7,11 @@ jsons://) is parsed by apprise and posted on the event loop (`json_webhook`): a 
 pages is not bound by apprise's per-message cost. For the generic webhook schemes the message
 id also travels as the `X-Dutyd-Message-Id` header and, for json://, as a `message_id` field,
 so receivers can drop duplicates; every text carries it as `ref:`.
+
+Each send declares its body format to apprise (`body_format`): the format the service renders
+(HTML for e-mail, Markdown for DingTalk/WeCom/Matrix ..., text for SMS), in which dutyd has
+escaped the text itself (`safetext`), so apprise converts nothing and device text can never
+become markup; the title is one line of at most `safetext.TITLE_MAX` characters.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pydantic import Field, SecretStr, model_validator
 from dutyd.core.configtypes import Language, SecretEnv, SecretFile, StrictModel, pick_secret
 from dutyd.notify.channels.base import RateLimit, SendResult
 from dutyd.notify.channels.json_webhook import JsonWebhook
+from dutyd.notify.channels.safetext import FORMATS, TEXT, one_line_title, render
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
@@ -172,6 +178,18 @@ def understood(url: str) -> bool:
     return bool(_apprise().Apprise().add(url))
 
 
+def _service_format(service: Any) -> tuple[str, bool]:
+    """(the body format a parsed apprise service renders, whether it blends the title into
+    the body). Newer apprise resolves a service of several formats (e-mail: HTML, then text;
+    `?format=` picks) with `resolve_format`; older ones name one format in `notify_format`."""
+    resolve = getattr(service, "resolve_format", None)
+    found = resolve(None) if callable(resolve) else service.notify_format
+    if isinstance(found, tuple | list):
+        found = found[0]
+    name = str(getattr(found, "value", found)).lower()
+    return (name if name in FORMATS else TEXT), getattr(service, "title_maxlen", 1) <= 0
+
+
 class AppriseChannel:
     payload_kind = "text"
 
@@ -179,6 +197,9 @@ class AppriseChannel:
         self.name = name
         self._url = config.secret_url()
         self._scheme = _scheme(self._url)
+        # The JSON webhook carries plain text in JSON; other services are asked below.
+        self.body_format = TEXT
+        self._title_in_body = False
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
         self._webhook: JsonWebhook | None = None
         self._asset: Any = None
@@ -195,9 +216,11 @@ class AppriseChannel:
     def _apprise_asset(self, name: str) -> Any:
         """apprise's settings for this channel's sends, once apprise knows the URL."""
         _load_plugins()
-        if not _apprise().Apprise().add(self._url):
+        probe = _apprise().Apprise()
+        if not probe.add(self._url):
             # Never echo the URL: it holds the channel's token.
             raise ValueError(f"channel {name}: apprise does not understand this URL")
+        self.body_format, self._title_in_body = _service_format(probe[0])
         # No apprise deadline: the send then runs on this channel's thread, not on apprise's
         # process-wide pool (cpu count + 4 threads shared by every channel, which capped a
         # burst's parallelism, and where what apprise logs cannot be told apart per send).
@@ -219,17 +242,22 @@ class AppriseChannel:
         """None when the receiver accepted the message, else why not."""
         ap = _apprise().Apprise(asset=self._asset)
         ap.add(self._url_for(message_id))
+        fmt = self.body_format
+        title = one_line_title(title)
+        if self._title_in_body:  # apprise puts it into the body as it is
+            title = render(title, fmt)
         lines: list[str] = []
         _sending.lines = lines
         try:
-            ok = bool(ap.notify(body=body, title=title))
+            ok = bool(ap.notify(body=render(body, fmt), title=title, body_format=fmt))
         finally:
             _sending.lines = None
         return None if ok else failure_reason(lines)
 
     async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult:
         if self._webhook is not None:
-            return await self._webhook.send(message_id, payload["title"], payload["body"])
+            title = one_line_title(payload["title"])
+            return await self._webhook.send(message_id, title, payload["body"])
         loop = asyncio.get_running_loop()
         try:
             error = await loop.run_in_executor(

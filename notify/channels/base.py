@@ -28,6 +28,9 @@ class Channel(Protocol):
     # "text" channels take {"title", "body"} and can stand in for one another (failover);
     # "alerts" channels take Alertmanager-shaped alerts.
     payload_kind: str
+    # What the receiver renders the text as: "text", "html" or "markdown" (`safetext`); the
+    # channel escapes device text for it.
+    body_format: str
 
     async def send(self, message_id: str, payload: dict[str, Any]) -> SendResult: ...
 
