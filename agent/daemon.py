@@ -27,17 +27,20 @@ from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
-from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.core.clock import SYSTEM_CLOCK, Clock, SteadyClock
 from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import Sample
 from dutyd.duty import rulestate
+from dutyd.duty.clockwatch import ClockWatch
 from dutyd.duty.drill import Drills
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
+from dutyd.duty.retention import Retention
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import LatestExporter
 from dutyd.notify.service import NotifyService
@@ -46,7 +49,13 @@ from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import FencedOut, Storage, StorageError, open_configured
+from dutyd.storage import (
+    FencedOut,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    open_configured,
+)
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.frontdoor import fit_to_descriptors
@@ -56,6 +65,16 @@ log = logging.getLogger("dutyd")
 
 # Resolved alerts stay visible (API, page) this long before they leave memory.
 RESOLVED_RETENTION = 15 * 60.0
+# While the store refuses writes it is probed this often, doubling up to PROBE_MAX; when it
+# is well, its WAL is checkpointed and truncated every CHECKPOINT_EVERY.
+PROBE_FIRST = 1.0
+PROBE_MAX = 10.0
+CHECKPOINT_EVERY = 60.0
+# Per-series rule state not fed for this many of the longest poll interval (at least
+# STALE_MIN) leaves memory, swept every STALE_SWEEP_EVERY, with expired silences.
+STALE_INTERVALS = 5
+STALE_MIN = 3600.0
+STALE_SWEEP_EVERY = 600.0
 
 
 class Daemon:
@@ -64,14 +83,21 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.config_path = config_path
-        self.clock = clock
+        # Every layer gets the steady clock: durations on the monotonic clock, whatever the
+        # system clock does (duty/clockwatch.py).
+        self.clock = clock = SteadyClock(clock)
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = Instrumentation(self.registry, COLLECTORS)
         self.latest = LatestSamples()
+        # A flapping target's repeated lines collapse (core/loglimit.py); pages never do.
+        self.loglimit = LogLimiter(
+            clock.monotonic, lambda kind: self.metrics.log_lines_suppressed.labels(kind).inc()
+        )
         # As many threads as polls may be in flight, so a blocking poll never queues for a
         # thread while its timeout runs.
         self.context = CollectorContext(
-            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll")
+            ThreadPoolExecutor(settings.scheduler.max_in_flight, thread_name_prefix="poll"),
+            self.loglimit,
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
@@ -85,9 +111,12 @@ class Daemon:
             web_config_file=settings.http.web_config_file,
             allowed_hosts=[*settings.http.allowed_hosts, *_advertised_hosts(settings)],
             limits=fit_to_descriptors(settings.http.door_limits(), open_file_limit()),
+            degraded=self.storage.health.problem,
         )
         self.registry.register(DoorMetrics(self.http))
-        self.journal = AlertJournal(lambda: self.engine, self.storage, self.metrics)
+        self.journal = AlertJournal(
+            lambda: self.engine, self.storage, self.metrics, limiter=self.loglimit
+        )
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings
         self.notify = NotifyService(
@@ -100,6 +129,18 @@ class Daemon:
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
         )
         self.journal.listeners.append(self.notify)
+        self._storage_changed = asyncio.Event()
+        health = self.storage.health
+        health.on_error.append(self.metrics.storage_errors.inc)
+        health.on_change.append(self._on_storage_change)
+        self.retention = Retention(
+            self.storage,
+            lambda: self.settings.storage.retention,
+            lambda: self.engine,
+            clock,
+            on_deleted=lambda table, n: self.metrics.retention_deleted.labels(table).inc(n),
+            enabled=self.ha.escalating,
+        )
         self.ha.connect(
             lambda: self.engine,
             self.journal,
@@ -112,6 +153,7 @@ class Daemon:
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
+        self.clockwatch = ClockWatch(clock, self.metrics, self.storage.log)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -149,6 +191,21 @@ class Daemon:
         raises `StartupError` naming it, after closing what was already opened."""
         try:
             await self.storage.open()
+        except StorageUnavailable as exc:
+            # A read-only or full disk: watching without durable state beats not watching.
+            if self.settings.storage.when_unwritable == "refuse":
+                raise StartupError(
+                    f"cannot write the database {self.settings.storage.path}: {_why(exc)} "
+                    "(storage.when_unwritable: refuse)"
+                ) from None
+            try:
+                await self.storage.open_in_memory(
+                    f"cannot write {self.settings.storage.path}: {_why(exc)}"
+                )
+            except StorageError as why:  # a file of a newer dutyd, say: not to run on
+                raise StartupError(
+                    f"cannot open the database {self.settings.storage.path}: {_why(why)}"
+                ) from None
         except (OSError, StorageError) as exc:
             raise StartupError(
                 f"cannot open the database {self.settings.storage.path}: {_why(exc)} "
@@ -162,7 +219,11 @@ class Daemon:
                 f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
                 f"{_why(exc)} (another program has it? set http.port)"
             ) from None
-        restored = await rulestate.restore(self.engine, self.storage, self.clock.time())
+        # Stored times off the system clock (the last run's steady clock after a step, or a
+        # clock that went back): moved onto it; single node only (a cluster's alerts come
+        # from the shared store at takeover).
+        moved = 0.0 if self.ha.enabled else await self.clockwatch.at_start()
+        restored = await rulestate.restore(self.engine, self.storage, self.clock.time(), moved)
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
         await self.drills.restore()
@@ -187,9 +248,14 @@ class Daemon:
             raise StartupError(f"{why} ({taken}set traps.port)") from None
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
-        await self.notify.start(firing)
+        await self.notify.start(firing, moved=moved)
         self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
+        self._tasks.append(asyncio.create_task(self._watch_storage(), name="storage-watch"))
+        self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
+        if not self.storage.health.durable:
+            self.metrics.storage_durable.set(0)
+            self.notify.storage_fault(False, self.storage.health.problem() or "")
         await self.storage.log.append(
             self.clock.time(),
             "daemon.start",
@@ -244,7 +310,9 @@ class Daemon:
         await self.http.stop()
         await self.context.close()
         with contextlib.suppress(Exception):
-            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", {})
+            # The offset maps this run's stored times onto the system clock at the next start.
+            offset = {"clock_offset": round(self.clock.offset(), 3)}
+            await self.storage.log.append(self.clock.time(), "daemon.stop", "dutyd", "", offset)
         await self.storage.close()
         log.info("dutyd stopped")
 
@@ -311,6 +379,10 @@ class Daemon:
                 self.latest.remove_target(name)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
+            # Alerts the new rules no longer evaluate end with a notice (rule removed, or
+            # changed so their series is not selected), not silently or never.
+            for event in self.engine.retire_unwatched(engine, self.clock.time()):
+                self.journal.put(event)
             engine.adopt(self.engine)
             self.engine = engine
         old = self.settings
@@ -345,6 +417,9 @@ class Daemon:
     def _readiness(self) -> tuple[bool, str]:
         if not self._ready:
             return False, "starting or stopping"
+        problem = self.storage.health.problem()
+        if problem is not None:
+            return False, problem
         if not self.settings.targets:
             return False, "no targets configured: nothing is watched"
         return True, (
@@ -356,7 +431,8 @@ class Daemon:
 
     def _on_poll(self, result: PollResult) -> None:
         if result.ok:
-            result = dataclasses.replace(result, samples=self.reboots.check(result.samples))
+            samples = self.reboots.check(result.samples, self.clock.offset())
+            result = dataclasses.replace(result, samples=samples)
         m = self.metrics
         m.polls.labels(result.kind).inc()
         m.poll_duration.labels(result.kind).observe(result.duration)
@@ -370,14 +446,15 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        fields = {"target": result.target}
         if result.ok:
             self.recorder.observe(result.samples)
-            if was_up is False:
-                log.info("target recovered", extra={"fields": {"target": result.target}})
+            if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
+                log.info("target recovered", extra={"fields": fields})
         else:
             m.poll_errors.labels(result.kind, result.reason).inc()
             # Log once on the way down, not on every failed poll.
-            if was_up is not False:
+            if was_up is not False and self.loglimit.allow("target down", result.target, fields):
                 log.warning(
                     "target down",
                     extra={
@@ -456,16 +533,23 @@ class Daemon:
         )
 
     async def _tick_loop(self) -> None:
+        swept = self.clock.time()
         while True:
             # Wake at the next `for` deadline, so a pending alert fires on time, not up to a
             # second late; and at least every second for everything else time changes.
             deadline = self.engine.next_deadline()
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
+            await self.clockwatch.check()
+            self.loglimit.flush()
             now = self.clock.time()
             for event in self.engine.tick(now):
                 self.journal.put(event)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
+            if now - swept >= STALE_SWEEP_EVERY:
+                swept = now
+                longest = max((t.interval for t in self.settings.targets), default=0.0)
+                self.engine.forget_stale(now, max(STALE_MIN, STALE_INTERVALS * longest))
             if not self.ha.escalating():
                 continue  # a standby: the active node writes the rule state
             try:
@@ -476,9 +560,45 @@ class Daemon:
                 await self.reboots.flush()
             except FencedOut as exc:
                 self.journal.refused(epoch, exc)  # another node took the lease (logged once)
+            except StorageUnavailable:
+                pass  # logged once by the store's health; written again when it is back
             except Exception:
                 # A full or broken disk must not stop the rules; the duty log says why.
                 log.exception("recording rule state failed")
+
+    # -- storage faults -------------------------------------------------------------------------
+
+    def _on_storage_change(self, writable: bool, reason: str) -> None:
+        self.metrics.storage_writable.set(1 if writable else 0)
+        self.notify.storage_fault(writable, reason)
+        self._storage_changed.set()
+
+    async def _watch_storage(self) -> None:
+        """While the store refuses writes, probe it with backoff; when it takes them again
+        (the held duty log is written by the probe), write the alert rows as they are now
+        (the notification service writes its held outbox state itself). Otherwise a
+        truncating WAL checkpoint every CHECKPOINT_EVERY keeps the WAL small."""
+        delay = PROBE_FIRST
+        while True:
+            self._storage_changed.clear()
+            if not self.storage.health.writable:
+                await self.clock.sleep(delay)
+                if not await self.storage.probe():
+                    delay = min(PROBE_MAX, delay * 2)
+                    continue
+                delay = PROBE_FIRST
+                if self.ha.escalating():
+                    with contextlib.suppress(StorageUnavailable):
+                        await rulestate.resync_alerts(
+                            self.engine, self.storage, self.ha.records_as_now()
+                        )
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with self.clock.timeout(CHECKPOINT_EVERY):
+                    await self._storage_changed.wait()
+            if self.storage.health.writable:
+                with contextlib.suppress(StorageUnavailable):
+                    await self.storage.compact()
 
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())

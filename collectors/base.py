@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import Field, field_validator
 
 from dutyd.core.configtypes import LabelMap, PositiveDuration, StrictModel
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import INTERN_LIMIT, Labels, Sample, intern_labels, new_sample
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:")
@@ -137,8 +138,12 @@ class CollectorContext:
     """Resources shared by every collector of a daemon: a thread pool for blocking libraries
     and lazily built shared objects (one SNMP engine, one HTTP session) closed at shutdown."""
 
-    def __init__(self, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self, executor: ThreadPoolExecutor | None = None, loglimit: LogLimiter | None = None
+    ) -> None:
         self.executor = executor or ThreadPoolExecutor(max_workers=64, thread_name_prefix="poll")
+        # Repeated lines of one kind per target collapse (a reading that flaps every poll).
+        self.loglimit = loglimit
         self._shared: dict[str, Any] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
 

@@ -3,6 +3,13 @@
 The scheduler and the daemon take a `Clock` instead of reading `time` and `asyncio.sleep`
 directly, so schedules can be tested on a `FakeClock` that jumps an hour in a millisecond,
 and a test never sleeps in real time to see a poll grid or an escalation step come round.
+
+The daemon wraps its clock in a `SteadyClock`: its `time()` is the wall time at start carried
+forward by the monotonic clock, so every "how long" dutyd measures by subtracting two of its
+times (`for`, red lines, escalation steps, ack expiry, retries, rate limits) is monotonic time,
+and a step of the system clock (NTP correcting a fast clock, a VM restored) neither fires nor
+delays anything. `wall()` is the system clock as it reads now; the daemon compares the two
+every second and reports a step (`duty.clockwatch`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,43 @@ class Clock(Protocol):
         """Run `callback` (in the running event loop) after `seconds` of this clock; returns a
         canceller."""
         ...
+
+
+class SteadyClock:
+    """`time()` is the wall time at `anchor` advanced by `base`'s monotonic clock: it never
+    jumps. `wall()` is `base`'s wall clock, steps and all; `offset()` how far it is from
+    `time()` (0 until the system clock is stepped). Sleeps and timeouts are `base`'s."""
+
+    def __init__(self, base: Clock) -> None:
+        self.base = base
+        self._zero = 0.0
+        self.anchor(base.time())
+
+    def anchor(self, wall: float) -> None:
+        """Make `time()` read `wall` now (at start, before anything measured a duration)."""
+        self._zero = wall - self.base.monotonic()
+
+    def time(self) -> float:
+        return self._zero + self.base.monotonic()
+
+    def wall(self) -> float:
+        return self.base.time()
+
+    def offset(self) -> float:
+        """The system clock minus this clock's time: what the system clock was stepped by."""
+        return self.base.time() - self.time()
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.base.sleep(seconds)
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[Any]:
+        return self.base.timeout(seconds)
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+        return self.base.call_later(seconds, callback)
 
 
 class SystemClock:
@@ -92,7 +136,7 @@ class FakeClock:
 
     Sleepers wake in deadline order; between wake-ups the event loop runs until it has
     nothing ready, so what a woken task does (a poll, a page) happens at the fake time it
-    was due.
+    was due. `step_wall` steps the wall clock alone, as NTP or a restored VM does.
     """
 
     def __init__(self, wall_start: float = 1_750_000_000.0) -> None:
@@ -107,6 +151,11 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self._now
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock by `seconds` (negative: back); monotonic time and the sleepers
+        do not move."""
+        self._wall_start += seconds
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
         """Run `callback` once the fake time has advanced by `seconds`; returns a canceller."""

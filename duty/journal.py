@@ -28,11 +28,13 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Collection
 
+from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import AlertChange, AlertEvent, AlertState
 from dutyd.duty.rulestate import alert_row
 from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import FencedOut, NewLogEntry, Storage
+from dutyd.storage import FencedOut, NewLogEntry, Storage, StorageUnavailable
 
 log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
@@ -49,8 +51,11 @@ class AlertJournal:
         recording: Callable[[AlertEvent], bool] = lambda event: True,
         node: str = "",
         fence: Callable[[], int | None] = lambda: None,
+        limiter: LogLimiter | None = None,
     ) -> None:
         self._engine = engine
+        # Console lines of pending/inactive churn (nothing paged) are collapsed by it.
+        self.limiter = limiter
         self._storage = storage
         self._metrics = metrics
         self.recording = recording
@@ -148,10 +153,7 @@ class AlertJournal:
             },
         )
         try:
-            # The row and the duty-log entry in one transaction: a crash leaves both or none.
-            fired_at = await self._storage.alerts.record(
-                event.fingerprint, alert_row(alert) if keep and alert else None, entry, epoch
-            )
+            fired_at = await self._write(event.fingerprint, alert if keep else None, entry, epoch)
             if (
                 alert is not None
                 and event.change is AlertChange.STATE
@@ -173,6 +175,30 @@ class AlertJournal:
                 await listener(event)
             except Exception:
                 log.exception("alert listener failed")
+
+    async def _write(
+        self, fingerprint: str, alert: Alert | None, entry: NewLogEntry, epoch: int | None
+    ) -> float | None:
+        """The alert's row (None: deleted) and its duty-log entry; the row's `fired_at` as
+        stored. Fenced (the active node of a pair): in one transaction, refused when stale, so
+        a crash leaves both or neither. Unfenced (alone, sharded, what a person did): the row,
+        then the entry through the log, which holds it in memory, in order, while the disk
+        refuses writes (the row is written when it is back, `rulestate.resync_alerts`)."""
+        row = alert_row(alert) if alert is not None else None
+        if epoch is not None:
+            return await self._storage.alerts.record(fingerprint, row, entry, epoch)
+        fired_at = None
+        try:
+            if row is not None:
+                fired_at = await self._storage.alerts.save(row)
+            else:
+                await self._storage.alerts.delete(fingerprint)
+        except StorageUnavailable:
+            pass  # logged once by the store
+        await self._storage.log.append(
+            entry.timestamp, entry.kind, entry.actor, entry.subject, entry.data
+        )
+        return fired_at
 
     def refused(self, epoch: int | None, exc: FencedOut) -> None:
         """Logged once per epoch (this node's alert and rule-state writes): every write after
@@ -207,6 +233,8 @@ class AlertJournal:
         except FencedOut as exc:
             self.refused(self.fence(), exc)
             return
+        except StorageUnavailable:
+            pass  # written when the disk is back (`rulestate.resync_alerts`)
         except Exception:
             log.exception("recording alert event failed")
         for listener in self.listeners:
@@ -215,8 +243,7 @@ class AlertJournal:
             except Exception:
                 log.exception("alert listener failed")
 
-    @staticmethod
-    def _log_line(event: AlertEvent, word: str) -> None:
+    def _log_line(self, event: AlertEvent, word: str) -> None:
         fields = {
             "alert": event.rule,
             "state": str(event.state),
@@ -224,6 +251,13 @@ class AlertJournal:
             **dict(event.labels),
             "value": event.value,
         }
+        if (
+            self.limiter is not None
+            and event.change is AlertChange.STATE
+            and event.state in (AlertState.PENDING, AlertState.INACTIVE)
+            and not self.limiter.allow(f"alert {word}", event.fingerprint, fields)
+        ):
+            return  # a pending alert that went away again: it paged nobody, the duty log has it
         if not event.notify:
             fields["muted"] = event.muted_reason
         if event.actor:

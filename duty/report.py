@@ -25,7 +25,7 @@ from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.configtypes import format_duration
 from dutyd.core.records import Labels, Sample
 from dutyd.notify.templates import SEVERITY
-from dutyd.storage import EnvironmentReading, EnvironmentRepository, Storage
+from dutyd.storage import EnvironmentReading, EnvironmentRepository, Storage, StorageUnavailable
 
 ENV_METRICS = ("room_temperature_celsius", "room_humidity_percent")
 RECORD_EVERY = 60.0
@@ -94,6 +94,8 @@ class EnvironmentRecorder:
             await self.clock.sleep(self.every)
             try:
                 await self.flush()
+            except StorageUnavailable:
+                pass  # kept for the next minute; the fault is logged once by the store
             except Exception:
                 log.warning("recording the room environment failed; kept for the next minute")
 

@@ -20,9 +20,14 @@ from dutyd.storage import Storage, StoredAlert
 WINDOW_LOOKBACK = 7 * 86400.0
 
 
-async def restore(engine: RuleEngine, storage: Storage, now: float) -> int:
-    """Load alerts, overlays and event counts into a fresh engine; returns the alert count."""
+async def restore(engine: RuleEngine, storage: Storage, now: float, moved: float = 0.0) -> int:
+    """Load alerts, overlays and event counts into a fresh engine; returns the alert count.
+    `moved`: seconds to add to the stored alerts' moments to have them on this run's clock
+    (see `duty.clockwatch`)."""
     restored = [alert_from_row(r) for r in await storage.alerts.load_all()]
+    if moved:
+        for alert in restored:
+            alert.shift(moved)
     engine.restore(restored)
     await load_overlays(engine, storage, now)
     spans = [r.config.events.over for r in engine.rules.values() if r.config.events]
@@ -60,9 +65,13 @@ async def save_counts(engine: RuleEngine, storage: Storage, epoch: int | None = 
     """Write the `events:` counts taken since the last call (fenced by `epoch`)."""
     rows = engine.take_counted()
     if rows:
-        await storage.rule_events.append(
-            [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows], epoch
-        )
+        try:
+            await storage.rule_events.append(
+                [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows], epoch
+            )
+        except Exception:
+            engine.put_back_counted(rows)  # a full disk loses no increase: written next time
+            raise
 
 
 async def save_all(
@@ -82,6 +91,20 @@ async def save_all(
         if records is None or records(alert.labels):
             await storage.alerts.save(alert_row(alert), epoch)
     await save_counts(engine, storage, epoch)
+
+
+async def resync_alerts(
+    engine: RuleEngine, storage: Storage, records: Callable[[Labels], bool] | None = None
+) -> None:
+    """After a storage fault: the rows of the alerts this node records as they are now,
+    and none left of an alert that ended while the disk refused writes (it would come back
+    as firing at the next start)."""
+    await save_all(engine, storage, records)
+    for row in await storage.alerts.load_all():
+        alert = engine.alerts.get(row.fingerprint)
+        gone = alert is None or alert.state is AlertState.INACTIVE
+        if gone and (records is None or records(labels_of(row.labels))):
+            await storage.alerts.delete(row.fingerprint)
 
 
 def alert_row(alert: Alert) -> StoredAlert:

@@ -92,6 +92,36 @@ class Instrumentation:
         )
         for state in AlertState:
             self.alert_events.labels(str(state))
+        # The system clock stepped (durations go on on the monotonic clock: duty/clockwatch.py).
+        self.clock_jumps = Counter(
+            "dutyd_clock_jumps",
+            "Steps of the system clock seen, by direction (forward, back)",
+            ["direction"],
+            registry=registry,
+        )
+        for direction in ("forward", "back"):
+            self.clock_jumps.labels(direction)
+        self.clock_offset = Gauge(
+            "dutyd_clock_offset_seconds",
+            "The system clock minus dutyd's steady clock (the sum of the steps since start)",
+            registry=registry,
+        )
+        # Repeated log lines of one kind for one target collapsed into a summary line.
+        self.log_lines_suppressed = Counter(
+            "dutyd_log_lines_suppressed",
+            "Log lines held back by the per-target rate limit, by kind",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in (
+            "target down",
+            "target recovered",
+            "alert pending",
+            "alert inactive",
+            "reading down",
+            "reading back",
+        ):
+            self.log_lines_suppressed.labels(kind)
         self.config_reloads = Counter(
             "dutyd_config_reloads",
             "Configuration reloads, by result",
@@ -102,6 +132,32 @@ class Instrumentation:
             self.config_reloads.labels(result)
         self.targets = Gauge(
             "dutyd_targets", "Configured targets, by kind", ["kind"], registry=registry
+        )
+        # Storage faults (storage/health.py): a failed call is counted, the state is a gauge.
+        self.storage_errors = Counter(
+            "dutyd_storage_errors",
+            "Storage calls that failed on a fault of the disk or the database (full, "
+            "read-only, I/O error, unreachable)",
+            registry=registry,
+        )
+        self.storage_writable = Gauge(
+            "dutyd_storage_writable",
+            "1 when the store takes writes, 0 during a fault (what it refused waits in memory)",
+            registry=registry,
+        )
+        self.storage_writable.set(1)
+        self.storage_durable = Gauge(
+            "dutyd_storage_durable",
+            "1 when the state is kept in the database file, 0 when dutyd runs on memory only "
+            "(the file could not be written at start: storage.when_unwritable: run)",
+            registry=registry,
+        )
+        self.storage_durable.set(1)
+        self.retention_deleted = Counter(
+            "dutyd_retention_deleted_rows",
+            "Rows deleted by retention, by table",
+            ["table"],
+            registry=registry,
         )
         # Notifications (notify/): channel labels are configured channel names (bounded).
         self.outbox_depth = Gauge(

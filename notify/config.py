@@ -240,6 +240,11 @@ class NotifyConfig(StrictModel):
         default="", description="external URL of dutyd for ack links (empty: no links)"
     )
     ack_link_ttl: PositiveDuration = 86400.0
+    fallback_channel: str | None = Field(
+        default=None,
+        description="a channel told of dutyd's own faults, sent to directly (not through the "
+        "outbox): 'dutyd cannot write its database', once per fault",
+    )
 
     def ack_key(self) -> bytes:
         secret = pick_secret(self.ack_secret, self.ack_secret_env, self.ack_secret_file)
@@ -281,6 +286,9 @@ def duty_references(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 name = override.get(key)
                 if isinstance(name, str) and name not in names:
                     problems.append((("oncall", "overrides", i, key), f"unknown person {name!r}"))
+    fallback = _mapping(data.get("notify")).get("fallback_channel")
+    if isinstance(fallback, str) and fallback not in channels:
+        problems.append((("notify", "fallback_channel"), f"unknown channel {fallback!r}"))
     for i, policy in enumerate(_items(escalation.get("policies"))):
         if not isinstance(policy, Mapping):
             continue

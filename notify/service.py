@@ -47,14 +47,16 @@ from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
 from dutyd.notify.sequencing import DeliveryOrder
 from dutyd.notify.templates import render
-from dutyd.storage import FencedOut, NewLogEntry, OutboxMessage, Storage
+from dutyd.storage import FencedOut, NewLogEntry, OutboxMessage, Storage, StorageUnavailable
 
 log = logging.getLogger("dutyd.notify")
 
 MAX_IN_FLIGHT = 64
 READ_AHEAD = 2 * MAX_IN_FLIGHT
-# Seconds between attempts to write notifications to an outbox that refused them.
+# Seconds between attempts to write notifications to an outbox that refused them (a cluster
+# node; a single node sends them from memory meanwhile), doubling up to OUTBOX_RETRY_MAX.
 OUTBOX_RETRY = 2.0
+OUTBOX_RETRY_MAX = 60.0
 STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
 # Pages that ask for an acknowledgement carry an ack link.
 ACKABLE = (
@@ -126,6 +128,16 @@ class NotifyService:
         self._unwritten: list[tuple[GroupKey, list[Page]]] = []
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
+        # While the disk refuses writes (single node): messages whose state is in memory only
+        # (never written: `_mem_new`, or a reschedule not written), deliveries and drops not
+        # yet recorded. Memory is their record until the disk takes writes again
+        # (`_sync_memory`): a row is never due again at once because its reschedule failed,
+        # and a delivered message is never sent again because its deletion failed.
+        self._mem_rows: dict[str, OutboxMessage] = {}
+        self._mem_new: set[str] = set()
+        self._mem_done: dict[str, tuple[float, list[str], NewLogEntry]] = {}
+        self._mem_dropped: set[str] = set()
+        self._fault_page: asyncio.Future[None] | None = None  # the fallback notice, once
         self.order = DeliveryOrder()
         self._last_created = 0.0
         self._order_stale = False
@@ -134,10 +146,15 @@ class NotifyService:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, active: list[dict[str, Any]] | None = None) -> None:
+    async def start(self, active: list[dict[str, Any]] | None = None, moved: float = 0.0) -> None:
         """Start delivering (the outbox left by the last run first) and take up the
-        escalation of `active` alerts (views from `DutyOperations.list_alerts`)."""
+        escalation of `active` alerts (views from `DutyOperations.list_alerts`).
+        `moved`: seconds that take the stored times onto this run's clock (see
+        `duty.clockwatch`); a queued retry moves back by as much when negative, never later
+        (so none waits for a clock that went back)."""
         await self._load_order()
+        if moved < 0:
+            await self._move_back(-moved)
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -148,6 +165,13 @@ class NotifyService:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
         if active:
             self.resume(active)
+
+    async def _move_back(self, seconds: float) -> None:
+        now = self.clock.time()
+        for row in await self.outbox.due(math.inf, 1 << 30):
+            if row.next_at > now:
+                row.next_at = max(now, row.next_at - seconds)
+                await self.outbox.reschedule(row)
 
     async def _load_order(self) -> None:
         self.order.load(await self.outbox.due(math.inf, 1 << 30))
@@ -175,6 +199,8 @@ class NotifyService:
         if self._ready and not self._flushing:
             self._flushing = True
             await self._flush_ready()
+        if self._fault_page is not None and not self._fault_page.done():
+            self._fault_page.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -183,6 +209,20 @@ class NotifyService:
             await asyncio.wait(self._pending, timeout=5)
         for task in self._pending:
             task.cancel()
+        if self._mem_rows or self._mem_done or self._mem_dropped:
+            with contextlib.suppress(StorageUnavailable):
+                await self._sync_memory()
+            if self._mem_rows or self._mem_done or self._mem_dropped:
+                # The disk still refuses them: said, never dropped in silence.
+                log.error(
+                    "stopping with notifications the disk refused: they are lost",
+                    extra={
+                        "fields": {
+                            "unsent": len(self._mem_rows),
+                            "deliveries_unrecorded": len(self._mem_done),
+                        }
+                    },
+                )
         for channel in self.channels.values():
             await channel.close()
 
@@ -236,6 +276,56 @@ class NotifyService:
                     dataclasses.replace(event, change=AlertChange.ACKNOWLEDGED), now
                 )
         self._escalate.set()
+
+    def storage_fault(self, writable: bool, reason: str) -> None:
+        """The store stopped (or resumed) taking writes. A fault is told to the configured
+        fallback channel once, directly (the outbox is on the disk that fails), retried with
+        backoff until the channel accepts it; the next fault is told again."""
+        if writable:
+            if self._fault_page is not None:
+                self._fault_page.cancel()
+            self._fault_page = None
+            return
+        name = self.config.fallback_channel
+        if name is None or name not in self.channels or self._fault_page is not None:
+            return
+        self._fault_page = asyncio.ensure_future(self._page_fault(name, reason))
+
+    async def _page_fault(self, name: str, reason: str) -> None:
+        if self.config.language == "zh":
+            title = "dutyd 无法写入其数据库"
+            body = (
+                f"{reason}。告警仍从内存发出；磁盘恢复写入后补写值班日志和发件箱。"
+                "请释放空间或修复磁盘。"
+            )
+        else:
+            title = "dutyd cannot write its database"
+            body = (
+                f"{reason}. Pages go out from memory; the duty log and the outbox are written "
+                "when the disk takes writes again. Free space or fix the disk."
+            )
+        mid = f"dutyd-storage-{self.clock.time():.0f}"  # one id for the retries of one notice
+        attempt = 0
+        while True:
+            attempt += 1
+            channel = self.channels.get(name)
+            if channel is None:
+                return  # removed by a reload meanwhile
+            try:
+                async with self.clock.timeout(self.config.send_timeout):
+                    result = await channel.send(mid, {"title": title, "body": body})
+            except TimeoutError:
+                result = SendResult(False, True, "no answer")
+            if result.ok or not result.retry:
+                if not result.ok:
+                    log.error(
+                        "the fallback channel refused the storage fault notice",
+                        extra={"fields": {"channel": name, "error": result.error}},
+                    )
+                return
+            await self.clock.sleep(
+                backoff(attempt, self.config.retry_initial, self.config.retry_max, self._rng)
+            )
 
     def wake_escalation(self) -> None:
         self._escalate.set()
@@ -429,6 +519,7 @@ class NotifyService:
 
     async def _flush_ready(self) -> None:
         """Write every group whose window has closed: one dedup query, one insert."""
+        delay = OUTBOX_RETRY
         try:
             while self._ready or self._unwritten:
                 keys, self._ready = self._ready, []
@@ -436,30 +527,53 @@ class NotifyService:
                 self._unwritten = []
                 try:
                     await self._write_groups(groups)
+                    delay = OUTBOX_RETRY
+                    continue
+                except StorageUnavailable:
+                    if self.sender is None:
+                        # A single node: the pages go out from memory now and are written
+                        # when the disk takes writes again.
+                        self._hold_rows(await self._rows(groups, ask_store=False))
+                        continue
+                    # A cluster node sends nothing it could not write (its claim and fence
+                    # are in the store): the groups wait, in order, for the store.
                 except Exception:
-                    # A full or failing disk: keep the pages, in order, and write them when
-                    # it takes them again; groups closing meanwhile queue behind them, so a
-                    # resolve is never written before its page.
-                    self._unwritten = groups
                     log.exception(
                         "writing notifications to the outbox failed; retrying",
-                        extra={"fields": {"messages": len(groups), "retry_in": OUTBOX_RETRY}},
+                        extra={"fields": {"messages": len(groups), "retry_in": delay}},
                     )
-                    await self.clock.sleep(OUTBOX_RETRY)
+                # Keep the pages, in order; groups closing meanwhile queue behind them, so a
+                # resolve is never written before its page.
+                self._unwritten = groups
+                await self.clock.sleep(delay)
+                delay = min(OUTBOX_RETRY_MAX, delay * 2)
         finally:
             self._flushing = False
 
     async def _write_groups(self, groups: list[tuple[GroupKey, list[Page]]]) -> None:
         """One dedup query, one insert (one transaction: all of them or none)."""
+        rows = await self._rows(groups)
+        if rows:
+            await self._enqueue(rows)
+
+    async def _rows(
+        self, groups: list[tuple[GroupKey, list[Page]]], ask_store: bool = True
+    ) -> list[OutboxMessage]:
+        """The outbox rows of `groups`, without the pages queued or delivered already."""
         ids = [page_id(p, key[0]) for key, pages in groups for p in pages]
         # Queued first, then delivered: a message delivered between the two questions
         # is found by the second. A page still waiting in the outbox (after a restart:
         # the steps taken up again by `resume`) must not go out a second time.
         # (An empty queue, as read at start and kept since, needs no question.)
         # In a cluster the node active before us may have queued them: always ask there.
-        queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
-        sent = await self.outbox.queued_among(ids) if queued else set()
-        sent |= await self.outbox.sent_among(ids)
+        sent = self._pages_in_memory()
+        if ask_store:
+            queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
+            sent |= await self.outbox.queued_among(ids) if queued else set()
+            sent |= await self.outbox.sent_among(ids)
+        else:
+            with contextlib.suppress(StorageUnavailable):
+                sent |= await self.outbox.sent_among(ids)
         now = self.clock.time()
         rows = []
         for key, pages in groups:
@@ -468,8 +582,90 @@ class NotifyService:
                 row = self._message(key, fresh, now)
                 if row is not None:
                     rows.append(row)
-        if rows:
-            await self._enqueue(rows)
+        return rows
+
+    # -- the outbox while the disk refuses writes (single node) ---------------------------------
+
+    def _pages_in_memory(self) -> set[str]:
+        pages = {p for row in self._mem_rows.values() for p in row.payload.get("pages", ())}
+        pages.update(p for _, done, _ in self._mem_done.values() for p in done)
+        return pages
+
+    def _in_memory(self) -> set[str]:
+        return {*self._mem_rows, *self._mem_done, *self._mem_dropped}
+
+    def _hold_rows(self, rows: list[OutboxMessage]) -> None:
+        for row in rows:
+            if row.id in self._mem_rows or row.id in self._mem_done:
+                continue
+            self._mem_rows[row.id] = row
+            self._mem_new.add(row.id)
+            self.order.add(row)
+        self._wake.set()
+
+    def _due_in_memory(self, now: float) -> list[OutboxMessage]:
+        busy = self._inflight | self.order.waiting
+        due = [r for r in self._mem_rows.values() if r.next_at <= now and r.id not in busy]
+        return sorted(due, key=lambda r: (r.next_at, r.created, r.id))
+
+    async def _reschedule(self, row: OutboxMessage) -> None:
+        if row.id in self._mem_rows:
+            return  # memory is its record (the row object itself) until the disk is back
+        try:
+            await self.outbox.reschedule(row, self._epoch())
+        except StorageUnavailable:
+            if self.sender is None:
+                self._mem_rows[row.id] = row  # not due again before its `next_at`
+            # A cluster node's claim keeps the row from being due before the claim ends.
+
+    async def _delivered(
+        self, row: OutboxMessage, at: float, pages: list[str], entry: NewLogEntry
+    ) -> None:
+        """Delivered is delivered, whether or not the disk heard: a failed write is retried
+        from memory and the message is never sent again."""
+        self._mem_rows.pop(row.id, None)
+        self._mem_new.discard(row.id)
+        try:
+            await self.outbox.mark_delivered(row.id, at, pages, entry, self._epoch())
+        except StorageUnavailable:
+            self._mem_done[row.id] = (at, pages, entry)
+
+    async def _drop(self, row: OutboxMessage) -> None:
+        self._mem_rows.pop(row.id, None)
+        if row.id in self._mem_new:
+            self._mem_new.discard(row.id)
+            return  # never written
+        try:
+            await self.outbox.drop(row.id, self._epoch())
+        except StorageUnavailable:
+            self._mem_dropped.add(row.id)
+
+    async def _sync_memory(self) -> None:
+        """The disk takes writes again: record what happened meanwhile (deliveries with their
+        duty-log entries, drops, then the rows still to send, as they are now)."""
+        for mid, (at, pages, entry) in list(self._mem_done.items()):
+            await self.outbox.mark_delivered(mid, at, pages, entry, self._epoch())
+            del self._mem_done[mid]
+        for mid in list(self._mem_dropped):
+            await self.outbox.drop(mid, self._epoch())
+            self._mem_dropped.discard(mid)
+        idle = [r for r in self._mem_rows.values() if r.id not in self._inflight]
+        if not idle:
+            return
+        new = [r for r in idle if r.id in self._mem_new]
+        if new:
+            await self.outbox.enqueue(new)
+            for r in new:
+                self._mem_new.discard(r.id)
+                del self._mem_rows[r.id]
+        for r in idle:
+            if r.id in self._mem_rows:
+                await self.outbox.reschedule(r, self._epoch())
+                del self._mem_rows[r.id]
+        log.info(
+            "notifications held in memory written to the outbox",
+            extra={"fields": {"written": len(idle), "still_held": len(self._mem_rows)}},
+        )
 
     def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxMessage | None:
         """The outbox row of one group: rendered for its recipient (language, time zone)."""
@@ -551,7 +747,11 @@ class NotifyService:
             )
             for name in self.forwarders
         ]
-        await self._enqueue(rows)
+        try:
+            await self._enqueue(rows)
+        except StorageUnavailable:
+            if self.sender is None:
+                self._hold_rows(rows)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -600,16 +800,25 @@ class NotifyService:
             now = self.clock.time()
             if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
                 pruned = now
-                await self.outbox.forget_sent(now - SENT_RETENTION)
+                with contextlib.suppress(StorageUnavailable):
+                    await self.outbox.forget_sent(now - SENT_RETENTION)
+            if (
+                self._mem_rows or self._mem_done or self._mem_dropped
+            ) and self.storage.health.writable:
+                with contextlib.suppress(StorageUnavailable):
+                    await self._sync_memory()
             free = MAX_IN_FLIGHT - len(self._inflight)
             if self.sender is not None and self.sender() is None:
                 free = 0  # a standby: the active node sends
             if free > 0 and not ready:
                 # A message waiting for an earlier one about the same alert to the same
                 # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
-                # waiting (only rows queued later wait, for earlier ones).
-                busy = self._inflight | self.order.waiting
-                ready.extend(await self.outbox.due(now, READ_AHEAD, busy))
+                # waiting (only rows queued later wait, for earlier ones). Rows whose state
+                # is in memory (a write the disk refused) are not read from the store.
+                busy = self._inflight | self.order.waiting | self._in_memory()
+                with contextlib.suppress(StorageUnavailable):
+                    ready.extend(await self.outbox.due(now, READ_AHEAD, busy))
+                ready.extend(self._due_in_memory(now))
             while free > 0 and ready:
                 row = ready.popleft()
                 self._inflight.add(row.id)
@@ -617,7 +826,10 @@ class NotifyService:
                 free -= 1
             if not ready or now - stats_at >= STATS_EVERY:
                 stats_at = now
-                timeout = await self._check_queue(now)
+                try:
+                    timeout = await self._check_queue(now)
+                except StorageUnavailable:
+                    timeout = 1.0
             # Rows read ahead wait for a free slot: a delivery that ends wakes the loop.
             wait = 1.0 if ready else timeout
             with contextlib.suppress(TimeoutError):  # a timeout: see _escalation_loop
@@ -627,7 +839,10 @@ class NotifyService:
     async def _check_queue(self, now: float) -> float:
         """Outbox metrics and the order's check; how long the loop may sleep."""
         stats = await self.outbox.stats(now)
-        if stats.depth != len(self.order):
+        held = self._mem_rows or self._mem_done or self._mem_dropped
+        if held:
+            self._order_stale = False  # the order holds rows the store has not (yet)
+        elif stats.depth != len(self.order):
             # Twice in a row, not a write landing between the two reads: the queue changed
             # behind this service's back (another process); read it again.
             if self._order_stale:
@@ -702,9 +917,9 @@ class NotifyService:
             if choices:
                 row.channel, row.fallbacks = choices[0], choices[1:]
                 row.channel_failures, row.next_at = 0, now
-                await self.outbox.reschedule(row, self._epoch())
+                await self._reschedule(row)
             else:
-                await self.outbox.drop(row.id, self._epoch())
+                await self._drop(row)
                 self.order.remove(row.id)
                 await self._log(
                     now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, self._epoch()
@@ -714,7 +929,7 @@ class NotifyService:
         wait = bucket.take(now) if bucket is not None else 0.0
         if wait > 0:
             row.next_at = now + wait
-            await self.outbox.reschedule(row, self._epoch())
+            await self._reschedule(row)
             return
         if who is not None and not await self._claim(row, now, who):
             return
@@ -732,12 +947,11 @@ class NotifyService:
             "attempts": row.attempts + 1,
         }
         if result.ok:
-            await self.outbox.mark_delivered(
-                row.id,
+            await self._delivered(
+                row,
                 now,
-                row.payload.get("pages") or (),
+                list(row.payload.get("pages") or ()),
                 NewLogEntry(now, "notify.sent", "dutyd", row.id, info),
-                self._epoch(),
             )
             self.order.remove(row.id)
             self.metrics.notifications_sent.labels(row.channel).inc()
@@ -756,7 +970,7 @@ class NotifyService:
             self.config.give_up_after is not None and now - row.created > self.config.give_up_after
         )
         if expired or (not result.retry and not row.fallbacks):
-            await self.outbox.drop(row.id, self._epoch())
+            await self._drop(row)
             self.order.remove(row.id)
             await self._log(now, "notify.dropped", "dutyd", row.id, info, self._epoch())
             log.error("notification dropped", extra={"fields": info})
@@ -775,7 +989,7 @@ class NotifyService:
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
-        await self.outbox.reschedule(row, self._epoch())
+        await self._reschedule(row)
         await self._log(
             now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, self._epoch()
         )

@@ -228,6 +228,22 @@ class Alert:
         while self.transitions and self.transitions[0] < cutoff:
             self.transitions.pop(0)
 
+    def shift(self, seconds: float) -> None:
+        """Move every moment this alert keeps by `seconds`, the durations between them
+        unchanged (restored times that were ahead of the clock, see `duty.clockwatch`)."""
+
+        def moved(t: float | None) -> float | None:
+            return None if t is None else t + seconds
+
+        self.active_since = moved(self.active_since)
+        self.fired_at = moved(self.fired_at)
+        self.resolved_at = moved(self.resolved_at)
+        self.last_true = moved(self.last_true)
+        self.transitions = [t + seconds for t in self.transitions]
+        if self.ack is not None:
+            self.ack.at += seconds
+            self.ack.expires_at = moved(self.ack.expires_at)
+
     # -- persistence ----------------------------------------------------------------------------
 
     def extra(self) -> dict[str, Any]:

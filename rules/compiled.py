@@ -116,6 +116,39 @@ class CompiledRule:
             return value if past(value) > past(peak) else peak
         return max(peak, value)
 
+    def forget_series(self, idle: float, now: float) -> int:
+        """Drop what is remembered of series not fed for `idle` seconds (and at least this
+        rule's own window), whose alert is not active: their label sets no longer exist (a
+        port removed, a sensor renamed). `absent` rules keep theirs: a series that stops
+        coming is what they are for. Returns how many were dropped."""
+        if self.absent is not None:
+            return 0
+        cfg = self.config
+        spans = [idle]
+        if cfg.window is not None:
+            spans.append(cfg.window.over)
+        if cfg.events is not None:
+            spans.append(cfg.events.over)
+        cutoff = now - max(spans)
+        stale = []
+        for series, st in self.series.items():
+            if st.seen >= cutoff:
+                continue
+            alert = self.alerts.get(self.alert_labels(series))
+            if alert is not None and alert.active:
+                continue
+            stale.append(series)
+        for series in stale:
+            del self.series[series]
+            if cfg.across is not None:
+                group = self.group_of(series)
+                members = self.groups.get(group)
+                if members is not None:
+                    members.pop(series, None)
+                    if not members:
+                        del self.groups[group]
+        return len(stale)
+
     def series_state(self, series: Labels) -> SeriesState:
         st = self.series.get(series)
         if st is None:

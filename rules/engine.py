@@ -31,10 +31,13 @@ from dutyd.rules.summaries import (
     retired_summaries,
     summaries,
     summary_template,
+    unwatched_summaries,
 )
 from dutyd.rules.views import alert_view
 
 TARGET_UP = "target_up"
+# The note of an alert ended because its target left the configuration.
+REMOVED_TARGET = "removed from the configuration"
 
 __all__ = ["TARGET_UP", "CompiledRule", "RuleEngine", "SeriesState", "UnknownAlert"]
 
@@ -114,6 +117,10 @@ class RuleEngine:
     def take_counted(self) -> list[CountedRow]:
         """The counter increases not yet persisted, handed over to be written."""
         return self.counts.take_unsaved()
+
+    def put_back_counted(self, rows: list[CountedRow]) -> None:
+        """Increases taken by `take_counted` that the store refused, kept for the next write."""
+        self.counts.put_back(rows)
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -554,28 +561,54 @@ class RuleEngine:
         """End the alerts of targets removed from the configuration: a firing alert resolves
         with a notice saying why (those paged must not be left with an alert nobody will ever
         clear), a pending one is dropped."""
-        events: list[AlertEvent] = []
+        ending = [
+            (rule, alert, retired_summaries(alert.label("target"), alert.rule), REMOVED_TARGET)
+            for rule in self.rules.values()
+            for alert in list(rule.alerts.values())
+            if alert.label("target") in targets
+        ]
+        return self._retire(ending, now)
+
+    def retire_unwatched(self, new: RuleEngine, now: float) -> list[AlertEvent]:
+        """Before a reload hands this engine's alerts to `new`: end each active alert `new`
+        would never evaluate again, with a notice saying why: its rule is gone, or changed
+        so that the alert's series is no longer selected (another metric, matchers or
+        targets that leave it out, other rule labels). Otherwise it would page reminders
+        forever and never resolve."""
+        ending = []
         for rule in self.rules.values():
             for alert in list(rule.alerts.values()):
-                target = alert.label("target")
-                if target not in targets:
+                if not alert.active:
                     continue
-                previous = alert.retire(now)
-                if previous is AlertState.FIRING:
-                    event = self._event(
-                        rule, alert, now, AlertChange.STATE, True, "", previous=previous
+                how = _unwatched_by(rule, new.rules.get(rule.name), alert)
+                if how:
+                    texts = unwatched_summaries(alert.label("target"), alert.rule, how)
+                    note = f"no longer watched: rule {how} by reload"
+                    ending.append((rule, alert, texts, note))
+        return self._retire(ending, now)
+
+    def _retire(
+        self, ending: list[tuple[CompiledRule, Alert, dict[str, str], str]], now: float
+    ) -> list[AlertEvent]:
+        """A firing alert resolves with `texts` as its notice and `note` as the reason, a
+        pending one is dropped."""
+        events: list[AlertEvent] = []
+        for rule, alert, texts, note in ending:
+            previous = alert.retire(now)
+            if previous is AlertState.FIRING:
+                event = self._event(
+                    rule, alert, now, AlertChange.STATE, True, "", previous=previous
+                )
+                events.append(
+                    dataclasses.replace(
+                        event,
+                        summary=texts["en"],
+                        summaries=tuple(texts.items()),
+                        note=note,
                     )
-                    texts = retired_summaries(target, alert.rule)
-                    events.append(
-                        dataclasses.replace(
-                            event,
-                            summary=texts["en"],
-                            summaries=tuple(texts.items()),
-                            note="removed from the configuration",
-                        )
-                    )
-                elif previous is AlertState.PENDING:
-                    self._drop(rule, alert)
+                )
+            elif previous is AlertState.PENDING:
+                self._drop(rule, alert)
         return events
 
     def forget_resolved(self, older_than: float) -> list[str]:
@@ -594,6 +627,15 @@ class RuleEngine:
                 del self._alerts[fp]
                 dropped.append(fp)
         return dropped
+
+    def forget_stale(self, now: float, idle: float) -> tuple[int, int]:
+        """Memory that no longer matters: per-series state of stateful rules not fed for
+        `idle` seconds (`CompiledRule.forget_series`), expired silences, and windows ended
+        before every active alert began. Returns (series, overlays) dropped."""
+        series = sum(rule.forget_series(idle, now) for rule in self.rules.values())
+        starts = [a.active_since for a in self._alerts.values() if a.active_since is not None]
+        overlays = self.mutes.forget_expired(now, min([now, *starts]))
+        return series, overlays
 
     def view(self, alert: Alert, now: float) -> dict[str, Any]:
         """An alert with its overlays, for the API and the CLI."""
@@ -648,6 +690,25 @@ class RuleEngine:
                 rule.groups = before.groups
                 rule.remote = before.remote
         self.restore(old._alerts.values())
+
+
+def _unwatched_by(old: CompiledRule, new: CompiledRule | None, alert: Alert) -> str:
+    """How a reload stops the new rule from evaluating `alert`: "removed", "changed" or ""
+    (it still watches it). An `across` alert's labels are its group's, so only the rule's own
+    identity (metric, grouping, labels) is compared for it, not its matchers."""
+    if new is None:
+        return "removed"
+    old_across, new_across = old.config.across, new.config.across
+    if (
+        new.config.metric != old.config.metric
+        or new.extra_labels != old.extra_labels
+        or (new_across is None) != (old_across is None)
+    ):
+        return "changed"
+    if new_across is not None and old_across is not None:
+        return "" if new_across.by == old_across.by else "changed"
+    series = tuple(kv for kv in alert.labels if kv not in old.extra_labels)
+    return "" if new.selects(Sample(new.config.metric, series, 0.0, 0.0)) else "changed"
 
 
 def alert_fingerprint(rule: str, labels: Mapping[str, str]) -> str:

@@ -27,6 +27,10 @@ class EventCounts:
         rows, self._unsaved = self._unsaved, []
         return rows
 
+    def put_back(self, rows: list[CountedRow]) -> None:
+        """Rows taken that could not be written (a full disk): first in line again."""
+        self._unsaved = rows + self._unsaved
+
     def adopt(self, old: EventCounts) -> None:
         self._unsaved = old._unsaved
 

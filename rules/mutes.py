@@ -69,6 +69,22 @@ class MutePolicy:
             window.end = min(window.end, now)
         return window
 
+    def forget_expired(self, now: float, windows_before: float) -> int:
+        """Silences over at `now` and ad hoc one-off windows that ended before
+        `windows_before` (no active alert's outage reaches back to them) leave memory; the
+        store keeps them for the retention time. Returns how many left."""
+        silences = [k for k, s in self._silences.items() if s.until <= now]
+        for k in silences:
+            del self._silences[k]
+        windows = [
+            k
+            for k, w in self._windows.items()
+            if w.every is None and w.end < windows_before and not k.startswith(CONFIG_WINDOW_PREFIX)
+        ]
+        for k in windows:
+            del self._windows[k]
+        return len(silences) + len(windows)
+
     def adopt(self, old: MutePolicy) -> None:
         """After a config reload: the target states, silences and ad hoc windows carry over;
         windows from the config come from the new config."""

@@ -187,6 +187,21 @@ def summaries(
     )
 
 
+def unwatched_summaries(target: str, rule: str, how: str) -> dict[str, str]:
+    """What a firing alert says when a reload removed its rule ("removed") or changed it so
+    that its series is no longer selected ("changed")."""
+    if how == "removed":
+        return {
+            "en": f"No longer watched: rule {rule} removed by reload ({target}: {rule} ends)",
+            "zh": f"不再监控：规则 {rule} 已在重新加载配置时删除（{target}：告警结束）",
+        }
+    return {
+        "en": f"No longer watched: rule {rule} changed by reload and no longer selects "
+        f"{target} ({rule} ends)",
+        "zh": f"不再监控：规则 {rule} 已在重新加载配置时修改，不再匹配 {target}（告警结束）",
+    }
+
+
 def retired_summaries(target: str, rule: str) -> dict[str, str]:
     """What a firing alert says when its target leaves the configuration."""
     return {

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dutyd.storage.base import FencedOut, Storage, StorageError
-from dutyd.storage.config import StorageConfig, is_postgres_url
+from dutyd.storage.config import RetentionConfig, StorageConfig, is_postgres_url
+from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
@@ -95,11 +96,14 @@ __all__ = [
     "OutboxRepository",
     "OutboxStats",
     "OverlayRepository",
+    "RetentionConfig",
     "RuleEventRepository",
     "RuleEventRow",
     "Storage",
     "StorageConfig",
     "StorageError",
+    "StorageHealth",
+    "StorageUnavailable",
     "StoredAlert",
     "StoredSilence",
     "StoredWindow",

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from types import TracebackType
 
 from dutyd.core.errors import DutydError
+from dutyd.storage.health import StorageHealth
 from dutyd.storage.repositories import (
     AckLinkRepository,
     AlertRepository,
@@ -47,9 +48,24 @@ class Storage(ABC):
     environment: EnvironmentRepository
     boot_times: BootTimeRepository
     cluster: ClusterRepository
+    # Whether writes go through (see `storage/health.py`).
+    health: StorageHealth
 
     @abstractmethod
     async def open(self) -> None: ...
+
+    async def open_in_memory(self, reason: str) -> None:
+        """Open without durable state (the file cannot be written): only SQLite can."""
+        raise StorageError(reason)
+
+    async def probe(self) -> bool:
+        """Whether the store takes writes now; on the way back, what was held is written."""
+        return True
+
+    async def compact(self) -> None:
+        """Give the space of deleted rows back and bound the write-ahead log (SQLite); a
+        server database does this itself (autovacuum)."""
+        return None
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -9,6 +9,7 @@ from the message.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, field_validator
@@ -26,6 +27,27 @@ def is_postgres_url(location: object) -> bool:
     return isinstance(location, str) and location.split("://", 1)[0] in POSTGRES_SCHEMES
 
 
+DAY = 86400.0
+
+
+class RetentionConfig(StrictModel):
+    """How long each kind of row is kept (a duration, or null: for ever). Rows older than
+    this are deleted in small batches once an hour, off the event loop."""
+
+    # Hourly min/max/last of the room sensors; the shift diary reads it.
+    environment: PositiveDuration | None = 2 * 365 * DAY
+    # The duty log is the regulatory record: kept for ever unless set.
+    duty_log: PositiveDuration | None = None
+    # Counter increases of `events` rules; null: the longest `over` window of the rules (plus
+    # a day), past which no rule reads them. Each series' latest row is always kept.
+    rule_events: PositiveDuration | None = None
+    # Silences and maintenance windows over or removed this long ago.
+    overlays: PositiveDuration | None = 90 * DAY
+    # How often to prune, and how many rows one statement deletes at most.
+    every: PositiveDuration = 3600.0
+    batch: int = Field(default=500, ge=10, le=100_000)
+
+
 class StorageConfig(StrictModel):
     # SQLite file (WAL). Relative paths are relative to the working directory.
     path: Path = Path("dutyd.db")
@@ -38,6 +60,11 @@ class StorageConfig(StrictModel):
     # How long a call waits for the database to come back before it fails (an outage or a
     # failover of PostgreSQL itself); the calls of a node then resume where they were.
     retry_for: PositiveDuration = 120.0
+    # A SQLite file that cannot be written at start (a read-only or full disk): `run` starts
+    # anyway on an in-memory copy, pages, and says it runs without durable state (/readyz,
+    # /healthz, the log); `refuse` exits with the reason.
+    when_unwritable: Literal["run", "refuse"] = "run"
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("url")
     @classmethod

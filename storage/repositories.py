@@ -69,8 +69,8 @@ class AlertRepository(ABC):
 
 
 class OverlayRepository(ABC):
-    """Silences and ad hoc maintenance windows. Never deleted, only marked ended, so the duty
-    log and reports can say who muted what and when."""
+    """Silences and ad hoc maintenance windows. Marked ended, not deleted, so the duty log and
+    reports can say who muted what and when; retention deletes those long over (`prune`)."""
 
     @abstractmethod
     async def add_silence(
@@ -106,6 +106,11 @@ class OverlayRepository(ABC):
     async def windows_ending_after(self, since: float) -> list[StoredWindow]:
         """Windows not removed that end after `since` (kept for red-line exclusion), by id."""
 
+    @abstractmethod
+    async def prune(self, before: float, limit: int) -> int:
+        """Delete up to `limit` silences and windows that were over (or removed) before
+        `before`; how many were deleted. Live and future ones are never deleted."""
+
 
 class RuleEventRepository(ABC):
     """Counter increases seen by `events` rules."""
@@ -118,6 +123,11 @@ class RuleEventRepository(ABC):
     async def load(self, since: float) -> list[RuleEventRow]:
         """Increases from `since` on, plus each series' latest row (its last counter value),
         in the order they were appended."""
+
+    @abstractmethod
+    async def prune(self, before: float, limit: int) -> int:
+        """Delete up to `limit` rows older than `before`, except each series' latest (its last
+        counter value); how many were deleted."""
 
 
 class DutyLogRepository(ABC):
@@ -158,6 +168,10 @@ class DutyLogRepository(ABC):
     @abstractmethod
     async def first_timestamp(self) -> float | None:
         """When the log began (the installation's first entry); None when empty."""
+
+    @abstractmethod
+    async def prune(self, before: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest entries written before `before`; how many."""
 
 
 class DrillRepository(ABC):
@@ -269,6 +283,10 @@ class EnvironmentRepository(ABC):
     async def ranges(self, start: float, end: float) -> list[EnvironmentRange]:
         """Per series, the min and max over the hours that overlap [start, end), ordered by
         the series' labels (canonical JSON) then name."""
+
+    @abstractmethod
+    async def prune(self, before: float, limit: int) -> int:
+        """Delete up to `limit` hourly rows of hours before `before`; how many."""
 
 
 class BootTimeRepository(ABC):

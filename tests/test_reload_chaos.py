@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
@@ -186,3 +187,77 @@ async def test_reload_to_empty_and_back_counts_every_page_in_order(tmp_path: Pat
     finally:
         daemon.stop()
         await receiver.stop()
+
+
+def rule(name: str, match: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "metric": "target_up",
+        "match": match,
+        "condition": {"below": 1},
+        "for": "0s",
+        "severity": "critical",
+        "summary": "{target} is down (" + name + ")",
+    }
+
+
+async def test_a_reload_that_stops_watching_a_firing_alert_ends_it(tmp_path: Path) -> None:
+    """The issue's case: a reload removed a firing alert's rule, and its reminders went on
+    forever (13 pages in 2 h; the row stayed firing); a reload changed a rule's match so the
+    series was no longer selected, and the alert never resolved. Now both end with a notice
+    saying why, their reminders stop and their rows close."""
+    receiver = Receiver()
+    await receiver.start()
+    dead = free_port()
+    cfg = config(receiver, ["sw-a"], dead)
+    cfg["rules"]["custom"] = [
+        rule("node_down", {"target": "sw-a"}),
+        rule("uplink_down", {"target": {"=~": "sw-.*"}}),
+    ]
+    cfg["escalation"]["policies"][0]["repeat"] = "1s"  # a reminder every second
+    daemon = DaemonProcess(tmp_path, cfg)
+    try:
+
+        def alerts() -> set[str]:
+            status, body = daemon.get("/api/v1/alerts?state=firing", READ)
+            assert status == 200, body
+            return {a["rule"] for a in json.loads(body)["alerts"]}
+
+        await wait(lambda: alerts() == {"node_down", "uplink_down"}, 20, "both alerts firing")
+        await receiver.wait_for(4, 10)  # the pages and a reminder or two
+        assert len(receiver.received) >= 4
+
+        # node_down removed; uplink_down changed to select the core switches only.
+        cfg["rules"]["custom"] = [rule("uplink_down", {"target": {"=~": "core-.*"}})]
+        daemon.write_config(cfg)
+        pages = len(receiver.received)
+        daemon.signal(signal.SIGHUP)
+        await wait(lambda: alerts() == set(), 10, "both alerts ended")
+        await asyncio.sleep(1.0)  # the notices go out
+        notices = [json.dumps(r["body"]) for r in receiver.received[pages:]]
+        removed = [n for n in notices if "rule node_down removed by reload" in n]
+        changed = [n for n in notices if "rule uplink_down changed by reload" in n]
+        assert removed and changed, notices
+        assert all("no longer watched" in n.lower() for n in removed + changed)
+
+        # No reminder for either after the notices (the old code: one a second, forever).
+        settled = len(receiver.received)
+        await asyncio.sleep(3.5)
+        assert receiver.received[settled:] == []
+
+        # Their rows are closed: the duty log has the resolves, the alert table none firing.
+        status, body = daemon.get("/api/v1/log?kind=alert.resolved", READ)
+        assert status == 200, body
+        notes = [e["data"]["note"] for e in json.loads(body)["entries"]]
+        assert "no longer watched: rule removed by reload" in notes, notes
+        assert "no longer watched: rule changed by reload" in notes, notes
+    finally:
+        daemon.stop()
+        await receiver.stop()
+    storage = SqliteStorage(tmp_path / "dutyd.db")
+    await storage.open()
+    try:
+        rows = await storage.alerts.load_all()
+        assert [r.state for r in rows if r.state == "firing"] == []
+    finally:
+        await storage.close()

@@ -282,3 +282,44 @@ async def test_a_clean_stop_writes_only_the_alerts_this_node_records(tmp_path: A
         await rulestate.save_all(engine, storage)  # alone or in a pair: every alert
         saved = {row.labels["target"] for row in await storage.alerts.load_all()}
         assert saved == {"room-a", "room-b"}
+
+
+@pytest.mark.parametrize(
+    ("change", "how"),
+    [
+        ({"condition": {"above": 28}}, ""),  # a new threshold: still watched, stays firing
+        ({"summary": "{target} too warm"}, ""),
+        ({"match": {"target": "room-a"}}, ""),
+        ({"match": {"target": "room-b"}}, "changed"),  # no longer selects room-a
+        ({"targets": ["room-b"]}, "changed"),
+        ({"metric": "room_humidity_percent"}, "changed"),
+        ({"labels": {"team": "facilities"}}, "changed"),  # its alerts have other labels now
+        ({"name": "warm"}, "removed"),  # the rule "hot" is gone
+    ],
+)
+def test_a_reload_ends_the_alerts_its_new_rules_no_longer_watch(
+    change: dict[str, Any], how: str
+) -> None:
+    old = RuleEngine([rule(**{"for": 0})])
+    old.ingest([temp(30, 0), temp(20, 0, "room-b")], 0)
+    assert [a.state for a in old.alerts.values()] == [F]
+    new = RuleEngine([rule(**{"for": 0, **change})])
+    events = old.retire_unwatched(new, 60)
+    if not how:
+        assert events == []
+        new.adopt(old)
+        assert [a.state for a in new.alerts.values()] == [F]
+        return
+    [event] = events
+    assert (event.state, event.previous, event.notify) == (R, F, True)
+    assert event.note == f"no longer watched: rule {how} by reload"
+    assert f"rule hot {how} by reload" in event.summary
+    assert event.summary_in("zh") != event.summary
+
+
+def test_a_reload_drops_a_pending_alert_it_no_longer_watches_without_an_event() -> None:
+    old = RuleEngine([rule()])
+    old.ingest([temp(30, 0)], 0)
+    assert [a.state for a in old.alerts.values()] == [P]
+    assert old.retire_unwatched(RuleEngine([rule(name="warm")]), 60) == []
+    assert old.alerts == {}

@@ -763,3 +763,72 @@ async def test_cluster_group_members_too_old_are_left_out_then_forgotten(store: 
             "node-a", rows[0].updated,
         )
     ]  # fmt: skip
+
+
+# -- retention --------------------------------------------------------------------------------
+
+DAY = 86400.0
+
+
+async def test_retention_prunes_the_duty_log_before_the_cut_in_batches(store: Store) -> None:
+    s = store.s
+    await s.log.append_many(
+        [NewLogEntry(float(t), "alert.firing", "dutyd", f"fp{t}", {}) for t in range(1, 26)]
+    )
+    assert await s.log.prune(11.0, 4) == 4  # a batch at most
+    assert await s.log.prune(11.0, 100) == 6
+    assert await s.log.prune(11.0, 100) == 0
+    kept = await s.log.read(limit=None)
+    assert [e.timestamp for e in kept] == [float(t) for t in range(11, 26)]
+    await s.compact()  # the space back; nothing read changes
+    assert len(await s.log.read(limit=None)) == 15
+
+
+async def test_retention_prunes_environment_hours_before_the_cut(store: Store) -> None:
+    s = store.s
+    hours = [0.0, 3600.0, 7200.0, 10800.0]
+    await s.environment.record(
+        [
+            EnvironmentReading(h + 10, "temperature_celsius", {"sensor": "a"}, 20.0 + i)
+            for i, h in enumerate(hours)
+        ]
+    )
+    # The cut falls inside an hour: that hour is kept whole.
+    assert await s.environment.prune(7200.0 + 1800, 100) == 2
+    (kept,) = await s.environment.ranges(0.0, 4 * 3600.0)
+    assert (kept.min, kept.max) == (22.0, 23.0)
+
+
+async def test_retention_keeps_each_series_last_rule_event(store: Store) -> None:
+    s = store.s
+    await s.rule_events.append(
+        [
+            ("resets", {"target": "a"}, 10.0, 1.0, 5.0),
+            ("resets", {"target": "a"}, 20.0, 1.0, 6.0),
+            ("resets", {"target": "b"}, 15.0, 1.0, 9.0),  # b's latest, old as it is
+            ("resets", {"target": "a"}, 500.0, 1.0, 7.0),
+        ]
+    )
+    assert await s.rule_events.prune(100.0, 100) == 2  # a's two old rows; b's only row stays
+    rows = await s.rule_events.load(100.0)
+    assert sorted((r[1]["target"], r[2], r[4]) for r in rows) == [
+        ("a", 500.0, 7.0),
+        ("b", 15.0, 9.0),
+    ]
+
+
+async def test_retention_prunes_overlays_over_long_ago_and_keeps_live_ones(store: Store) -> None:
+    s = store.s
+    now = 200 * DAY
+    old = await s.overlays.add_silence({"target": "a"}, now - 100 * DAY, "li", "old", 1.0)
+    ended = await s.overlays.add_silence({"target": "b"}, now + DAY, "li", "ended early", 2.0)
+    await s.overlays.end_silence(ended, now - 95 * DAY, "li")
+    live = await s.overlays.add_silence({"target": "c"}, now + DAY, "li", "live", 3.0)
+    recent = await s.overlays.add_silence({"target": "d"}, now - DAY, "li", "recent", 4.0)
+    w_old = await s.overlays.add_window(["a"], {}, 1.0, now - 100 * DAY, "li", "old", 1.0)
+    w_future = await s.overlays.add_window(["b"], {}, now + DAY, now + 2 * DAY, "li", "next", 1.0)
+    assert await s.overlays.prune(now - 90 * DAY, 100) == 3
+    assert [x.id for x in await s.overlays.live_silences(now - 2 * DAY)] == [live, recent]
+    assert [w.id for w in await s.overlays.windows_ending_after(0.0)] == [w_future]
+    assert old not in {x.id for x in await s.overlays.live_silences(0.0)}
+    assert w_old not in {w.id for w in await s.overlays.windows_ending_after(0.0)}

@@ -45,6 +45,7 @@ from dutyd.core.configtypes import format_duration, parse_duration
 from dutyd.core.redact import redact_address
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
+from dutyd.storage import StorageUnavailable
 from dutyd.web import openapi, statuspage, views
 from dutyd.web.context import WebContext
 from dutyd.web.server import authenticated_user
@@ -82,6 +83,8 @@ def _errors(handler: Handler) -> Handler:
             return web.json_response({"error": str(exc)}, status=400)
         except web.HTTPException:
             raise
+        except StorageUnavailable as exc:
+            return web.json_response({"error": str(exc)}, status=503)
         except Exception:
             log.exception("API request failed")
             return web.json_response({"error": "internal error, see the dutyd log"}, status=503)

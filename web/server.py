@@ -226,6 +226,7 @@ class HttpServer:
         web_config_file: Path | None = None,
         allowed_hosts: Iterable[str] = (),
         limits: DoorLimits | None = None,
+        degraded: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.registry = registry
         # Connection caps and deadlines (web/frontdoor.py), fitted to the open-file limit by
@@ -233,6 +234,9 @@ class HttpServer:
         self.limits = limits or DoorLimits()
         self.door: FrontDoor | None = None
         self._ready = ready
+        # What is wrong while the process still works (its storage refuses writes): /healthz
+        # says "degraded: ..." with 200, since a restart would not mend a disk.
+        self._degraded = degraded
         self.listen = listen
         self.port = port
         self.web_config_file = web_config_file
@@ -408,7 +412,8 @@ class HttpServer:
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        problem = self._degraded()
+        return web.Response(text="ok\n" if problem is None else f"degraded: {problem}\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self._ready()

@@ -110,10 +110,19 @@ class SshCollector(Collector[SshTarget]):
         if reason is None:
             if old is not None:
                 del self.problems[key]
-                log.info("%s: %s reading is back", self.config.name, " ".join(key))
+                if self._allow("reading back", key):
+                    log.info("%s: %s reading is back", self.config.name, " ".join(key))
         elif reason != old:
             self.problems[key] = reason
-            log.warning("%s: %s reading down: %s", self.config.name, " ".join(key), reason)
+            if self._allow("reading down", key):
+                log.warning("%s: %s reading down: %s", self.config.name, " ".join(key), reason)
+
+    def _allow(self, kind: str, key: ReadingKey) -> bool:
+        """Whether to log this change of a reading (a reading that flaps every poll is
+        summed up once a minute instead)."""
+        limiter = self.context.loglimit
+        what = {"target": self.config.name, "reading": " ".join(key)}
+        return limiter is None or limiter.allow(kind, f"{self.config.name} {key}", what)
 
     async def close(self) -> None:
         await self.session.close()

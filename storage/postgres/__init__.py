@@ -5,6 +5,7 @@ repository. Several dutyd nodes share it: an HA pair, or agents splitting the ta
 from __future__ import annotations
 
 from dutyd.storage.base import Storage
+from dutyd.storage.health import StorageHealth
 from dutyd.storage.postgres.ack_links import PostgresAckLinks
 from dutyd.storage.postgres.alerts import PostgresAlerts
 from dutyd.storage.postgres.boot_times import PostgresBootTimes
@@ -28,6 +29,7 @@ class PostgresStorage(Storage):
     ) -> None:
         self.url = url
         self.read_only = read_only
+        self.health = StorageHealth()  # faults of a shared database: see `cluster/` and `ha`
         self._db = PostgresDatabase(url, password, read_only, pool_size, retry_for)
         self.alerts = PostgresAlerts(self._db)
         self.overlays = PostgresOverlays(self._db)

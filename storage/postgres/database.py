@@ -199,3 +199,8 @@ class PostgresDatabase:
                 await asyncio.wait_for(pool.close(), timeout=5)
             except (TimeoutError, *CONNECTION_LOST):
                 pool.terminate()
+
+
+def deleted(status: str) -> int:
+    """The row count of a command status ("DELETE 42")."""
+    return int(status.rsplit(" ", 1)[-1])

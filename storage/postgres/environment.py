@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase
+from dutyd.storage.postgres.database import PostgresDatabase, deleted
 from dutyd.storage.records import EnvironmentRange, EnvironmentReading
 from dutyd.storage.repositories import EnvironmentRepository
 from dutyd.storage.rows import to_json
@@ -53,3 +53,15 @@ class PostgresEnvironment(EnvironmentRepository):
         return [
             EnvironmentRange(r[0], json.loads(r[1]), r[2], r[3]) for r in await self.db.run(select)
         ]
+
+    async def prune(self, before: float, limit: int) -> int:
+        async def delete(c: asyncpg.Connection) -> int:
+            status = await c.execute(
+                "DELETE FROM environment_hourly WHERE ctid IN "
+                "(SELECT ctid FROM environment_hourly WHERE hour < $1 ORDER BY hour LIMIT $2)",
+                before - before % HOUR,
+                limit,
+            )
+            return deleted(status)
+
+        return await self.db.run(delete)

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, check_fence
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence, deleted
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
 from dutyd.storage.rows import log_row
@@ -105,6 +105,18 @@ class PostgresDutyLog(DutyLogRepository):
 
         value = await self.db.run(select)
         return None if value is None else float(value)
+
+    async def prune(self, before: float, limit: int) -> int:
+        async def delete(c: asyncpg.Connection) -> int:
+            status = await c.execute(
+                "DELETE FROM duty_log WHERE id IN "
+                "(SELECT id FROM duty_log WHERE ts < $1 ORDER BY ts LIMIT $2)",
+                before,
+                limit,
+            )
+            return deleted(status)
+
+        return await self.db.run(delete)
 
 
 class PostgresDrills(DrillRepository):

@@ -166,4 +166,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX group_members_updated ON group_members (updated);
     """,
+    # 6: the duty log by alert (the alert-detail API read it with a scan), and the ends of
+    # silences and windows and the times of rule events (retention deletes the old ones).
+    """
+    CREATE INDEX duty_log_subject ON duty_log (subject, id);
+    CREATE INDEX silences_until ON silences (until);
+    CREATE INDEX maintenance_windows_end ON maintenance_windows ("end");
+    CREATE INDEX rule_events_ts ON rule_events (ts);
+    """,
 ]

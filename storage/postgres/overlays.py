@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase
+from dutyd.storage.postgres.database import PostgresDatabase, deleted
 from dutyd.storage.records import StoredSilence, StoredWindow
 from dutyd.storage.repositories import OverlayRepository
 from dutyd.storage.rows import to_json
@@ -98,3 +98,26 @@ class PostgresOverlays(OverlayRepository):
             StoredWindow(r[0], json.loads(r[1]), json.loads(r[2]), r[3], r[4], r[5], r[6], r[7])
             for r in await self.db.run(select)
         ]
+
+    async def prune(self, before: float, limit: int) -> int:
+        async def delete(c: asyncpg.Connection) -> int:
+            async with c.transaction():
+                gone = deleted(
+                    await c.execute(
+                        "DELETE FROM silences WHERE id IN (SELECT id FROM silences "
+                        "WHERE until < $1 OR removed_at < $1 ORDER BY id LIMIT $2)",
+                        before,
+                        limit,
+                    )
+                )
+                return gone + deleted(
+                    await c.execute(
+                        "DELETE FROM maintenance_windows WHERE id IN (SELECT id FROM "
+                        'maintenance_windows WHERE "end" < $1 OR removed_at < $1 '
+                        "ORDER BY id LIMIT $2)",
+                        before,
+                        limit - gone,
+                    )
+                )
+
+        return await self.db.run(delete)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, check_fence
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence, deleted
 from dutyd.storage.records import RuleEventRow
 from dutyd.storage.repositories import RuleEventRepository
 from dutyd.storage.rows import to_json
@@ -44,3 +44,17 @@ class PostgresRuleEvents(RuleEventRepository):
             )
 
         return [(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in await self.db.run(select)]
+
+    async def prune(self, before: float, limit: int) -> int:
+        async def delete(c: asyncpg.Connection) -> int:
+            # A row is kept when it is its series' latest (`load` reads its counter value).
+            status = await c.execute(
+                "DELETE FROM rule_events WHERE id IN (SELECT e.id FROM rule_events e "
+                "WHERE e.ts < $1 AND EXISTS (SELECT 1 FROM rule_events n WHERE n.rule = e.rule "
+                "AND n.series = e.series AND n.id > e.id) ORDER BY e.ts LIMIT $2)",
+                before,
+                limit,
+            )
+            return deleted(status)
+
+        return await self.db.run(delete)

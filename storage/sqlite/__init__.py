@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from dutyd.storage.base import Storage
+from dutyd.storage.health import StorageHealth
+from dutyd.storage.held import HeldDutyLog
 from dutyd.storage.sqlite.ack_links import SqliteAckLinks
 from dutyd.storage.sqlite.alerts import SqliteAlerts
 from dutyd.storage.sqlite.boot_times import SqliteBootTimes
@@ -17,16 +20,24 @@ from dutyd.storage.sqlite.outbox import SqliteOutbox
 from dutyd.storage.sqlite.overlays import SqliteOverlays
 from dutyd.storage.sqlite.rule_events import SqliteRuleEvents
 
+log = logging.getLogger("dutyd.storage")
+
 
 class SqliteStorage(Storage):
     def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        self._db = SqliteDatabase(self.path, read_only)
+        self.health = StorageHealth()
+        self._db = SqliteDatabase(self.path, read_only, self.health)
         self.alerts = SqliteAlerts(self._db)
         self.overlays = SqliteOverlays(self._db)
         self.rule_events = SqliteRuleEvents(self._db)
-        self.log = SqliteDutyLog(self._db)
+        # Entries the disk refuses wait in memory and are written when it takes them again.
+        self.log = (
+            SqliteDutyLog(self._db)
+            if read_only
+            else HeldDutyLog(SqliteDutyLog(self._db), self.health)
+        )
         self.drills = SqliteDrills(self._db)
         self.outbox = SqliteOutbox(self._db)
         self.ack_links = SqliteAckLinks(self._db)
@@ -37,8 +48,32 @@ class SqliteStorage(Storage):
     async def open(self) -> None:
         await self._db.open()
 
+    async def open_in_memory(self, reason: str) -> None:
+        await self._db.open_in_memory(reason)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._db.in_memory
+
+    async def probe(self) -> bool:
+        if not await self._db.probe():
+            return False
+        if isinstance(self.log, HeldDutyLog) and not await self.log.flush():
+            return False
+        self.health.succeeded()
+        return True
+
+    async def compact(self) -> None:
+        await self._db.checkpoint()
+
     async def close(self) -> None:
         await self.outbox.drain()
+        if isinstance(self.log, HeldDutyLog) and self.log.held and not await self.log.flush():
+            # Said, never dropped in silence.
+            log.error(
+                "closing with duty log entries the disk refused: they are lost",
+                extra={"fields": {"count": len(self.log.held)}},
+            )
         await self._db.close()
 
 

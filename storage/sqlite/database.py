@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dutyd.storage.base import FencedOut, StorageError
+from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
 
 T = TypeVar("T")
@@ -31,6 +33,30 @@ log = logging.getLogger("dutyd.storage")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SIDE_FILES = ("-wal", "-shm", "-journal")
+# The WAL is cut back to this after a checkpoint (it grows past it only while a reader holds
+# old pages); `checkpoint` truncates it to zero when no reader is in the way.
+JOURNAL_SIZE_LIMIT = 1024 * 1024
+WAL_AUTOCHECKPOINT = 256  # pages
+VACUUM_PAGES = 4096  # free pages given back per checkpoint (16 MB): a short hold of the thread
+# What SQLite says when the disk or the file fails (full, read-only, I/O error, locked by
+# another process past busy_timeout, corrupt), as opposed to a constraint or a bug in a
+# statement, which stays an error of its own.
+_FAULTS = (
+    "disk",  # "database or disk is full", "disk I/O error", "database disk image is malformed"
+    "readonly",  # "attempt to write a readonly database"
+    "unable to open",
+    "locked",  # "database is locked", "database table is locked"
+    "not a database",
+)
+
+
+def is_fault(exc: BaseException) -> bool:
+    """A failure of the disk or the file, not of the statement."""
+    if isinstance(exc, OSError):
+        return True
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+        return False
+    return isinstance(exc, sqlite3.DatabaseError) and any(f in str(exc) for f in _FAULTS)
 
 
 @contextlib.contextmanager
@@ -113,6 +139,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
 
 
+def _use_incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """Free pages go back to the file system after retention deletes (`checkpoint`). A new
+    file takes the setting at once; an existing one needs one VACUUM to switch, done at the
+    first start of a dutyd that sets it (it rewrites the file: a while for a large one)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if conn.execute("PRAGMA page_count").fetchone()[0] > 0:
+        log.info("switching the database to incremental vacuum (once; rewrites the file)")
+        conn.execute("VACUUM")
+
+
 def _legacy_versions(conn: sqlite3.Connection) -> dict[str, int] | None:
     table = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
@@ -165,23 +203,99 @@ def _check_readable(conn: sqlite3.Connection, path: Path) -> None:
 class SqliteDatabase:
     """The connection and its thread; repositories run their work through `run`."""
 
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path, read_only: bool = False, health: StorageHealth | None = None
+    ) -> None:
         self.path = path
         self.read_only = read_only
+        self.health = health if health is not None else StorageHealth()
+        self.in_memory = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
 
     async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `func` on the connection's thread. A fault of the disk (full, read-only, I/O)
+        is reported to `health` and raised as `StorageUnavailable`. The end of a fault is
+        the daemon's probe (`SqliteStorage.probe`): one write that happens to fit on a
+        nearly full disk does not end it, so an episode is not logged again and again."""
+
         def call() -> T:
             if self._conn is None:
                 raise RuntimeError("storage is not open")
             return func(self._conn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except (sqlite3.Error, OSError) as exc:
+            if self.read_only or not is_fault(exc):
+                raise  # a tool's read-only open refuses writes: not a fault of the disk
+            self.health.failed(str(exc) or type(exc).__name__)
+            raise StorageUnavailable(f"the database cannot be written: {exc}") from exc
 
     async def open(self) -> None:
+        """Open (and migrate); a file the disk will not let us write (read-only, full, I/O
+        errors) raises `StorageUnavailable`, any other refusal `StorageError`."""
         connect = self._connect_read_only if self.read_only else self._connect
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        except sqlite3.Error as exc:
+            if not self.read_only and is_fault(exc):
+                raise StorageUnavailable(str(exc)) from None
+            raise StorageError(f"cannot open {self.path}: {exc}") from None
+        except OSError as exc:
+            if not self.read_only and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EIO):
+                raise StorageUnavailable(exc.strerror or str(exc)) from None
+            raise
+
+    async def open_in_memory(self, reason: str) -> None:
+        """Run on an in-memory copy: the file's content when it can still be read (a disk
+        remounted read-only, a full one), else an empty schema. Nothing written survives."""
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            with contextlib.suppress(sqlite3.Error, OSError):
+                if self.path.is_file() and self.path.stat().st_size > 0:
+                    uri = self.path.resolve().as_uri() + "?mode=ro"
+                    src = sqlite3.connect(uri, uri=True, isolation_level=None)
+                    try:
+                        src.backup(conn)
+                    finally:
+                        src.close()
+            _migrate(conn)
+            return conn
+
         self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        self.in_memory = True
+        self.health.run_without_durable_state(reason)
+
+    async def probe(self) -> bool:
+        """Write one row: whether the store takes writes now (reported to `health`)."""
+        if self.in_memory:
+            return True
+        try:
+            await self.run(
+                lambda c: c.execute(
+                    "INSERT OR REPLACE INTO storage_probe (id, at) VALUES (1, julianday('now'))"
+                )
+            )
+        except StorageUnavailable:
+            return False
+        return True
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (a no-op while a reader holds it:
+        `journal_size_limit` then bounds what is kept), and give free pages back to the file
+        system a batch at a time (`auto_vacuum=incremental`)."""
+        if self.in_memory:
+            return
+
+        def work(c: sqlite3.Connection) -> None:
+            # The vacuum first: the file is cut short when its pages reach it, at the checkpoint.
+            # executescript steps the pragma to its end (execute frees one page per step).
+            c.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+        await self.run(work)
 
     def _connect(self) -> sqlite3.Connection:
         _make_private_dirs(self.path.parent)
@@ -195,6 +309,11 @@ class SqliteDatabase:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA secure_delete=ON")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            # A checkpoint every 256 pages (1 MB), not SQLite's 1,000: the WAL restarts
+            # within the size it is cut back to, so it stays about 1 MB on a small volume.
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+            _use_incremental_vacuum(conn)
             _migrate(conn)
         except BaseException:
             conn.close()

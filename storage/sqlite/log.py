@@ -104,6 +104,18 @@ class SqliteDutyLog(DutyLogRepository):
         rows = await self.db.run(lambda c: c.execute("SELECT MIN(ts) FROM duty_log").fetchall())
         return None if rows[0][0] is None else float(rows[0][0])
 
+    async def prune(self, before: float, limit: int) -> int:
+        # By id (the oldest first): the rowid range is one index walk, the ts check a filter.
+        return await self.db.run(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM duty_log WHERE id IN "
+                    "(SELECT id FROM duty_log WHERE ts < ? ORDER BY ts LIMIT ?)",
+                    (before, limit),
+                ).rowcount
+            )
+        )
+
 
 class SqliteDrills(DrillRepository):
     def __init__(self, db: SqliteDatabase) -> None:

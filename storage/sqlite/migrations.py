@@ -172,6 +172,41 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX group_members_updated ON group_members (updated);
     """,
+    # 10: the duty log by alert (the alert-detail API read it with a scan), the ends of
+    # silences and windows (retention deletes those over long ago), and one row the daemon
+    # writes to learn whether the disk takes writes again after a fault.
+    """
+    CREATE INDEX duty_log_subject ON duty_log (subject, id);
+    CREATE INDEX silences_until ON silences (until);
+    CREATE INDEX maintenance_windows_end ON maintenance_windows ("end");
+    CREATE INDEX rule_events_ts ON rule_events (ts);
+    CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+    """,
+    # 11: the room environment's hourly rows compact (a year of 50 sensors was 250 MB): the
+    # series named once, each hour a row of integers and three values, keyed by (hour,
+    # series) without a rowid, so the diary's range read and retention walk one B-tree.
+    """
+    CREATE TABLE environment_series (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        series TEXT NOT NULL,
+        UNIQUE (name, series)
+    );
+    CREATE TABLE environment_hours (
+        hour INTEGER NOT NULL,
+        series_id INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        last REAL NOT NULL,
+        PRIMARY KEY (hour, series_id)
+    ) WITHOUT ROWID;
+    INSERT INTO environment_series (name, series)
+        SELECT DISTINCT name, series FROM environment_hourly ORDER BY series, name;
+    INSERT INTO environment_hours (hour, series_id, min, max, last)
+        SELECT CAST(h.hour AS INTEGER), s.id, h.min, h.max, h.last
+        FROM environment_hourly h JOIN environment_series s USING (name, series);
+    DROP TABLE environment_hourly;
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

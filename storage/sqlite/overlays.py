@@ -96,3 +96,22 @@ class SqliteOverlays(OverlayRepository):
             StoredWindow(r[0], json.loads(r[1]), json.loads(r[2]), r[3], r[4], r[5], r[6], r[7])
             for r in rows
         ]
+
+    async def prune(self, before: float, limit: int) -> int:
+        def delete(c: sqlite3.Connection) -> int:
+            gone = c.execute(
+                "DELETE FROM silences WHERE id IN (SELECT id FROM silences "
+                "WHERE until < ?1 OR removed_at < ?1 ORDER BY id LIMIT ?2)",
+                (before, limit),
+            ).rowcount
+            return (
+                gone
+                + c.execute(
+                    "DELETE FROM maintenance_windows WHERE id IN "
+                    '(SELECT id FROM maintenance_windows WHERE "end" < ?1 OR removed_at < ?1 '
+                    "ORDER BY id LIMIT ?2)",
+                    (before, limit - gone),
+                ).rowcount
+            )
+
+        return await self.db.run(delete)

@@ -35,13 +35,35 @@ class SqliteRuleEvents(RuleEventRepository):
 
     async def load(self, since: float) -> list[RuleEventRow]:
         def select(c: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            # Increases inside the window, and each series' latest row for its last value.
+            # Increases inside the window (on the index by time), and each series' latest row
+            # for its last value: a UNION, since an OR of the two scanned the whole table
+            # (half a second for a year of a site's counters, on the one database thread).
             return c.execute(
-                "SELECT rule, series, ts, increment, counter FROM rule_events "
-                "WHERE (ts >= ? AND increment > 0) OR id IN "
-                "(SELECT MAX(id) FROM rule_events GROUP BY rule, series) ORDER BY id",
+                "SELECT id, rule, series, ts, increment, counter FROM rule_events "
+                "WHERE ts >= ? AND increment > 0 UNION "
+                "SELECT id, rule, series, ts, increment, counter FROM rule_events "
+                "WHERE id IN (SELECT MAX(id) FROM rule_events GROUP BY rule, series) "
+                "ORDER BY id",
                 (since,),
             ).fetchall()
 
-        rows = await self.db.run(select)
-        return [(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows]
+        labels: dict[str, dict[str, str]] = {}  # each series' JSON parsed once (read-only)
+        out: list[RuleEventRow] = []
+        for r in await self.db.run(select):
+            series = labels.get(r[2])
+            if series is None:
+                series = labels[r[2]] = json.loads(r[2])
+            out.append((r[1], series, r[3], r[4], r[5]))
+        return out
+
+    async def prune(self, before: float, limit: int) -> int:
+        def delete(c: sqlite3.Connection) -> int:
+            # A row is kept when it is its series' latest (`load` reads its counter value).
+            return c.execute(
+                "DELETE FROM rule_events WHERE id IN (SELECT e.id FROM rule_events e "
+                "WHERE e.ts < ? AND EXISTS (SELECT 1 FROM rule_events n WHERE n.rule = e.rule "
+                "AND n.series = e.series AND n.id > e.id) ORDER BY e.ts LIMIT ?)",
+                (before, limit),
+            ).rowcount
+
+        return await self.db.run(delete)

@@ -1,0 +1,294 @@
+"""A step of the system clock changes no duration dutyd measures (the in-process daemon on a
+FakeClock whose wall clock the test steps alone, as NTP or a restored VM does; a real loopback
+receiver for the pages). Each case is one the issue measured on the old code:
+
+- 1 h back: a new alert paged 3,600 s late (queue time and the channel's rate limiter both on
+  wall time), a pending alert fired an hour late;
+- 2 h forward during a 65 s outage: RED LINE to the director, "back after 2h2m5s";
+- a 1 h acknowledgement expired at once after a step forward; `for: 5m` fired after +10 min;
+- a restart after the clock went back: a pending alert restored an hour in the future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from dutyd.core.clock import FakeClock
+from dutyd.core.records import Sample
+from tests.test_daemon_clock import until
+from tests.test_notify_delivery import Receiver
+
+
+def config(tmp: Path, receiver: Receiver) -> dict[str, Any]:
+    return {
+        "http": {"port": 0},
+        "storage": {"path": str(tmp / "d.db")},
+        "rules": {
+            "packs": [],
+            "custom": [
+                {
+                    "name": "link_down",
+                    "metric": "target_up",
+                    "match": {"target": {"=~": "sw.*"}},
+                    "condition": {"below": 1},
+                    "for": "0s",
+                    "severity": "critical",
+                    "red_line": "2h",
+                    "summary": "{target} link is down",
+                },
+                {
+                    "name": "db_down",
+                    "metric": "target_up",
+                    "match": {"target": "db1"},
+                    "condition": {"below": 1},
+                    "for": "5m",
+                    "severity": "critical",
+                    "summary": "{target} is down",
+                },
+            ],
+        },
+        "oncall": {
+            "people": [
+                {"name": "Zhang Wei", "contacts": ["zhang"]},
+                {"name": "Chen Jie", "contacts": ["chen"]},
+            ],
+            "roles": {"director": ["Chen Jie"]},
+        },
+        "escalation": {
+            "policies": [
+                {
+                    "name": "all",
+                    "steps": [{"people": ["Zhang Wei"]}],
+                    "red_line": {"roles": ["director"]},
+                }
+            ]
+        },
+        "notify": {
+            "channels": {n: {"url": receiver.url(n)} for n in ("zhang", "chen")},
+            "group_wait": 0,
+        },
+    }
+
+
+class Site:
+    """The daemon on a FakeClock, fed samples as polls would."""
+
+    def __init__(self, tmp: Path, receiver: Receiver, clock: FakeClock) -> None:
+        self.clock = clock
+        self.receiver = receiver
+        self.daemon = Daemon(load_from_dict(config(tmp, receiver), "<test>"), clock=clock)
+
+    def feed(self, metric: str, target: str, value: float) -> None:
+        self.daemon.operations.ingest_samples(
+            [Sample.of(metric, value, self.daemon.clock.time(), {"target": target})]
+        )
+
+    def state(self, rule: str, target: str) -> str:
+        for a in self.daemon.operations.list_alerts():
+            if a["rule"] == rule and a["labels"]["target"] == target:
+                return str(a["state"])
+        return "inactive"
+
+    def pages(self, path: str) -> list[str]:
+        return [json.dumps(r["body"]) for r in self.receiver.received if r["path"] == path]
+
+    async def run(self, seconds: float, step: float = 1.0) -> None:
+        """Let fake time pass, real milliseconds between the steps (the store and the
+        receiver answer in real time)."""
+        ran = 0.0
+        while ran < seconds:
+            await self.clock.advance(min(step, seconds - ran))
+            await asyncio.sleep(0.005)
+            ran += step
+
+    async def log_kinds(self) -> list[str]:
+        return [e.kind for e in await self.daemon.storage.log.read(limit=None)]
+
+
+async def started(tmp: Path) -> tuple[Site, Receiver]:
+    receiver = Receiver()
+    await receiver.start()
+    site = Site(tmp, receiver, FakeClock())
+    await site.daemon.start()
+    return site, receiver
+
+
+async def test_an_hour_back_delays_no_page_and_no_pending_alert(tmp_path: Path) -> None:
+    site, receiver = await started(tmp_path)
+    try:
+        # A page before the step: the channel's rate limiter took a token at the old time.
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        # A database server goes down: pending, due to fire 5 minutes later.
+        site.feed("target_up", "db1", 0)
+        assert site.state("db_down", "db1") == "pending"
+        await site.run(60)
+
+        site.clock.step_wall(-3600)  # NTP corrects a clock an hour fast
+        await site.run(2)
+        assert "clock.jump" in await site.log_kinds()
+
+        # A new alert pages at once: not an hour late in the queue or the rate limiter.
+        site.feed("target_up", "sw2", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 2, within=5)
+        assert "sw2" in site.pages("/zhang")[1]
+
+        # The pending alert fires 5 minutes after it began, not 65.
+        for _ in range(22):  # 220 s: 282 s after it began
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "pending"
+        for _ in range(3):
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "firing"
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 3, within=5)
+        jumps = site.daemon.registry.get_sample_value(
+            "dutyd_clock_jumps_total", {"direction": "back"}
+        )
+        assert jumps == 1
+    finally:
+        await site.daemon.stop()
+        await receiver.stop()
+
+
+async def test_two_hours_forward_during_a_short_outage_is_no_red_line(tmp_path: Path) -> None:
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        await site.run(30)
+        site.clock.step_wall(7200)
+        await site.run(35)
+        site.feed("target_up", "sw1", 1)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 2, within=5)
+        await site.run(5)
+
+        resolve = site.pages("/zhang")[1]
+        assert "1m5s" in resolve or "1m6s" in resolve, resolve
+        assert site.pages("/chen") == [], "the director was paged for a red line"
+        kinds = await site.log_kinds()
+        assert "alert.red_line" not in kinds
+        assert "clock.jump" in kinds
+        jumps = site.daemon.registry.get_sample_value(
+            "dutyd_clock_jumps_total", {"direction": "forward"}
+        )
+        assert jumps == 1
+        offset = site.daemon.registry.get_sample_value("dutyd_clock_offset_seconds")
+        assert offset is not None and abs(offset - 7200) < 1
+    finally:
+        await site.daemon.stop()
+        await receiver.stop()
+
+
+async def test_an_hour_ack_and_for_five_minutes_outlast_a_step_forward(tmp_path: Path) -> None:
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        fp = site.daemon.operations.list_alerts(["firing"])[0]["fingerprint"]
+        now = site.daemon.clock.time()
+        await site.daemon.operations.acknowledge(fp, "Zhang Wei", "on it", now + 3600)
+        site.feed("target_up", "db1", 0)
+        await site.run(10)
+
+        site.clock.step_wall(600)
+        for _ in range(5):
+            site.feed("target_up", "db1", 0)
+            site.feed("target_up", "sw1", 0)
+            await site.run(2)
+        assert site.state("db_down", "db1") == "pending", "fired 20 s into a 5 min `for`"
+        alert = site.daemon.operations.list_alerts(["firing"])[0]
+        assert alert["acknowledged"], "an hour's acknowledgement expired after 20 s"
+
+        site.clock.step_wall(3 * 3600)  # a second step: the ack outlasts that too
+        for _ in range(28):
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "firing"
+        assert site.daemon.operations.list_alerts(["firing"])[0]["acknowledged"]
+        assert "alert.unacknowledged" not in await site.log_kinds()
+
+        # An hour after it was given (by the monotonic clock), it expires.
+        await site.run(3600 - 290, step=30)
+        alert = next(
+            a for a in site.daemon.operations.list_alerts(["firing"]) if a["fingerprint"] == fp
+        )
+        assert not alert["acknowledged"]
+        assert "alert.unacknowledged" in await site.log_kinds()
+    finally:
+        await site.daemon.stop()
+        await receiver.stop()
+
+
+async def test_a_restart_after_the_clock_went_back_rebuilds_elapsed_time(tmp_path: Path) -> None:
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "db1", 0)
+        await site.run(60)
+        assert site.state("db_down", "db1") == "pending"
+    finally:
+        await site.daemon.stop()
+        await receiver.stop()
+
+    # Restarted 10 s later, the clock an hour back (it was an hour fast).
+    clock = FakeClock(wall_start=site.clock.time() + 10 - 3600)
+    receiver = Receiver()
+    await receiver.start()
+    again = Site(tmp_path, receiver, clock)
+    await again.daemon.start()
+    try:
+        assert "clock.jump" in await again.log_kinds()
+        view = next(a for a in again.daemon.operations.list_alerts() if a["rule"] == "db_down")
+        assert abs(view["active_since"] - (again.daemon.clock.time() - 60)) < 2
+        # It fires at 5 minutes from its start (the downtime counting as nil), not 65.
+        for _ in range(22):
+            again.feed("target_up", "db1", 0)
+            await again.run(10)
+        assert again.state("db_down", "db1") == "pending"
+        for _ in range(3):
+            again.feed("target_up", "db1", 0)
+            await again.run(10)
+        assert again.state("db_down", "db1") == "firing"
+    finally:
+        await again.daemon.stop()
+        await receiver.stop()
+
+
+async def test_a_restart_after_a_step_forward_keeps_the_outage_length(tmp_path: Path) -> None:
+    """The last run's times were its steady clock's, two hours behind the system clock after a
+    step forward: at the restart they are moved onto the system clock, so an outage of two
+    minutes is not read as two hours (a red line at once)."""
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        await site.run(60)
+        site.clock.step_wall(7200)
+        await site.run(60)
+    finally:
+        await site.daemon.stop()
+        await receiver.stop()
+
+    clock = FakeClock(wall_start=site.clock.time() + 10)
+    receiver = Receiver()
+    await receiver.start()
+    again = Site(tmp_path, receiver, clock)
+    await again.daemon.start()
+    try:
+        view = next(a for a in again.daemon.operations.list_alerts() if a["rule"] == "link_down")
+        assert abs(view["active_since"] - (again.daemon.clock.time() - 130)) < 5, view
+        for _ in range(5):
+            again.feed("target_up", "sw1", 0)
+            await again.run(2)
+        assert again.state("link_down", "sw1") == "firing"
+        assert again.pages("/chen") == [], "the director was paged for a red line"
+        assert "alert.red_line" not in await again.log_kinds()
+    finally:
+        await again.daemon.stop()
+        await receiver.stop()
