@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from dutyd.agent import logsetup
@@ -14,6 +16,46 @@ from dutyd.core.errors import ConfigError, StartupError
 from dutyd.web.config import DEFAULT_PORT
 
 EXIT_CONFIG = 2
+# What `dutyd --version` names beside dutyd: the libraries a bug report needs the versions of.
+MAIN_LIBRARIES = (
+    "pysnmp",
+    "asyncssh",
+    "apprise",
+    "aiohttp",
+    "pydantic",
+    "prometheus-client",
+    "pyModbusTCP",
+    "asyncpg",
+    "cryptography",
+)
+
+
+def version_text() -> str:
+    """dutyd's version, its main libraries' and Python's, one `name version` a line."""
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not-installed"
+
+    names = ["dutyd", *MAIN_LIBRARIES]
+    lines = [f"{name} {of(name)}" for name in names]
+    lines.append(f"Python {platform.python_version()}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, looked up only when asked (a dozen metadata reads)."""
+
+    def __init__(
+        self, option_strings: list[str], dest: str = argparse.SUPPRESS, **_: object
+    ) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
 
 
 def _config_path(arg: str | None) -> Path | None:
@@ -77,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dutyd", description="Machine-room duty monitoring daemon"
     )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
@@ -106,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dutyd.agent.clustercli import add_cluster_commands
 
     add_cluster_commands(sub)  # cluster status
+    from dutyd.agent.discovercli import add_discover_commands
+
+    add_discover_commands(sub)  # discover, topology
     return parser
 
 

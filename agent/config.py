@@ -2,7 +2,9 @@
 
 The file is YAML; environment variables override any setting (`DUTYD_HTTP__PORT=9000`,
 `DUTYD_TARGETS='[...]'`). Unknown keys are errors. `load_config` raises `ConfigError` listing
-each problem as `key.path[3].name: what is wrong (line N)`.
+each problem as `key.path[3].name: what is wrong (line N)` (prefixed with an included file's
+name for a problem written there). `include:`, `defaults:` and target groups (`addresses:`) are
+undone first by `configsources.assemble`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -23,9 +25,10 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from dutyd.agent.configsources import Assembled, Origins, assemble
 from dutyd.cluster.config import ClusterConfig
 from dutyd.collectors import COLLECTORS
-from dutyd.collectors.base import TargetConfig
+from dutyd.collectors.base import AUTO_PARENTS, TargetConfig
 from dutyd.collectors.snmp.trap_config import TrapsConfig, target_problems
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
@@ -165,10 +168,12 @@ def cross_check(
     data: Mapping[str, Any],
     validated_targets: Iterable[Any] | None = None,
     validated_rules: RulesConfig | None = None,
+    where: Callable[[Loc], str] | None = None,
 ) -> list[tuple[Loc, str]]:
     """Every cross-reference problem with its key path, from the data as written (so it is
     reported with the type errors); `validated_targets` and `validated_rules` when the whole
-    file validated."""
+    file validated; `where` names a key path as written (an included file's, a group's)."""
+    where = where or format_loc
     problems: list[tuple[Loc, str]] = duty_references(data)
     raw_targets = _items(data.get("targets"))
     names: dict[str, int] = {}
@@ -180,7 +185,7 @@ def cross_check(
             problems.append(
                 (
                     ("targets", i, "name"),
-                    f"duplicate target name {name!r} (first at targets[{names[name]}])",
+                    f"duplicate target name {name!r} (first at {where(('targets', names[name]))})",
                 )
             )
         else:
@@ -189,7 +194,7 @@ def cross_check(
         if not isinstance(raw, Mapping):
             continue
         for j, parent in _strings(raw.get("depends_on")):
-            if parent not in names:
+            if parent not in names and parent != AUTO_PARENTS:
                 problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
     problems += target_problems(data.get("traps"), raw_targets)
     rules = data.get("rules") or {}
@@ -394,13 +399,43 @@ def _allowed_keys(loc: Loc, data: Any) -> list[str]:
     return [f.alias or name for name, f in fields.items()]
 
 
-def _problem(loc: Loc, msg: str, lines: Mapping[Loc, int]) -> tuple[int, str]:
+def _line(loc: Loc, lines: Mapping[Loc, int]) -> int:
     probe = loc
     while probe not in lines and probe:
         probe = probe[:-1]
-    line = lines.get(probe, 0)
-    where = f" (line {line})" if line else ""
-    return line, f"{format_loc(loc)}: {msg}{where}"
+    return lines.get(probe, 0)
+
+
+class _Reporter:
+    """Problems put where they were written: the file (named when it is not the main one),
+    its key path and its line; a problem of a group's or a default's is reported once."""
+
+    def __init__(self, origins: Origins, texts: Mapping[str, str], with_lines: bool) -> None:
+        self.origins = origins
+        self.texts = texts
+        self.with_lines = with_lines
+        self._lines: dict[str, dict[Loc, int]] = {}
+
+    def lines(self, path: str) -> Mapping[Loc, int]:
+        if path not in self._lines:
+            text = self.texts.get(path, "")
+            self._lines[path] = yaml_lines(text) if text and self.with_lines else {}
+        return self._lines[path]
+
+    def name(self, loc: Loc) -> str:
+        path, written = self.origins.resolve(loc)
+        prefix = "" if path == self.origins.main else f"{path}: "
+        return prefix + format_loc(written)
+
+    def written(self, path: str, loc: Loc, msg: str) -> tuple[bool, str, int, str]:
+        line = _line(loc, self.lines(path)) if loc else 0
+        where = f" (line {line})" if line else ""
+        text = f"{format_loc(loc)}: {msg}{where}" if loc else msg
+        main = path == self.origins.main
+        return (not main, path, line, text if main else f"{path}: {text}")
+
+    def found(self, loc: Loc, msg: str) -> tuple[bool, str, int, str]:
+        return self.written(*self.origins.resolve(loc), msg)
 
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
@@ -420,7 +455,12 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
+def validate(
+    data: dict[str, Any], source: str, text: str = "", assembled: Assembled | None = None
+) -> Settings:
+    if assembled is None:
+        assembled = assemble(data, source, text)
+    data = assembled.data
     found: list[tuple[Loc, str]] = []
     settings: Settings | None = None
     bad_keys = [k for k in data if not isinstance(k, str)]
@@ -446,18 +486,26 @@ def validate(data: dict[str, Any], source: str, text: str = "") -> Settings:
             found.append((loc, _message(err, loc, data)))
     targets = settings.targets if settings is not None else None
     validated_rules = settings.rules if settings is not None else None
-    found += cross_check(data, targets, validated_rules)
-    lines_known = bool(found)
-    if not found and settings is not None and _overridden_from_environment():
+    # Line numbers only when there is something to report: composing the YAML a second
+    # time costs a large file's load time and memory.
+    lines_known = bool(found) or bool(assembled.problems)
+    reporter = _Reporter(assembled.origins, assembled.texts, lines_known)
+    found += cross_check(data, targets, validated_rules, reporter.name)
+    lines_known = lines_known or bool(found)
+    reporter.with_lines = lines_known
+    if (
+        not found
+        and not assembled.problems
+        and settings is not None
+        and _overridden_from_environment()
+    ):
         # A DUTYD_* variable may name what the file does not have: check what will run.
         dumped = settings.model_dump(by_alias=True, mode="python")
-        found += cross_check(dumped, targets, validated_rules)
-    if found:
-        # Line numbers only when there is something to report: composing the YAML a second
-        # time costs a large file's load time and memory.
-        lines = yaml_lines(text) if text and lines_known else {}
-        problems = {_problem(loc, msg, lines) for loc, msg in found}
-        raise ConfigError(source, [msg for _, msg in sorted(problems)])
+        found += cross_check(dumped, targets, validated_rules, reporter.name)
+    if found or assembled.problems:
+        problems = {reporter.found(loc, msg) for loc, msg in found}
+        problems |= {reporter.written(*problem) for problem in assembled.problems}
+        raise ConfigError(source, [p[-1] for p in sorted(problems)])
     assert settings is not None
     return settings
 
@@ -473,7 +521,10 @@ def load_config(path: str | Path) -> Settings:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
-    return validate(parse_yaml(text, source), source, text)
+    data = parse_yaml(text, source)
+    # Includes are read here, so a reload (which loads the file again) re-reads them.
+    assembled = assemble(data, source, text, Path(path).parent, parse_yaml)
+    return validate(data, source, text, assembled)
 
 
 def load_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:

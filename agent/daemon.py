@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry
 from dutyd.agent.config import Settings, load_config
 from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
+from dutyd.agent.sdnotify import SystemdNotifier
+from dutyd.agent.topology import LearnedTopology, describe
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
 from dutyd.collectors.snmp.trap_listener import TrapListener
@@ -32,7 +34,7 @@ from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.loglimit import LogLimiter
-from dutyd.core.records import Sample
+from dutyd.core.records import AlertEvent, Sample
 from dutyd.duty import rulestate
 from dutyd.duty.clockwatch import ClockWatch
 from dutyd.duty.drill import Drills
@@ -47,6 +49,7 @@ from dutyd.notify.service import NotifyService
 from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
+from dutyd.rules.mutes import WAITING_FOR_PARENT
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
 from dutyd.storage import (
@@ -101,6 +104,8 @@ class Daemon:
         )
         self.scheduler = Scheduler(self._on_poll, settings.scheduler.max_in_flight, clock)
         self.engine = _engine_for(settings)
+        # `depends_on: auto`: parents learned from the switches' LLDP neighbours.
+        self.topology = LearnedTopology(settings.targets)
         self.storage: Storage = open_configured(settings.storage)
         self.ha = HighAvailability(lambda: self.settings, self.storage, self.metrics, clock)
         self.http = HttpServer(
@@ -168,6 +173,7 @@ class Daemon:
             language=lambda: self.settings.notify.language,
             timezone=lambda: self.settings.notify.timezone,
             cluster=self.ha.status,
+            topology=lambda: self.topology.view(),
             clock=clock,
         )
         install_api(self.web)
@@ -175,6 +181,8 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         # Poll results of a child held back while its parents are polled out of turn.
         self._held: dict[str, list[PollResult]] = {}
+        # Parents polled out of turn because a child's alert waits for their answer.
+        self._answering: set[str] = set()
         self._targets = {t.name: t for t in settings.targets}
         self._stopping = asyncio.Event()
         self._ready = False
@@ -317,18 +325,35 @@ class Daemon:
         log.info("dutyd stopped")
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, reload on SIGHUP, stop cleanly."""
+        """Start, serve until SIGTERM/SIGINT, reload on SIGHUP, stop cleanly; tell systemd
+        each step when it runs dutyd (`sdnotify`)."""
+        systemd = SystemdNotifier()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_told(systemd))
+        )
         await self.start()
+        systemd.ready()  # the first polls are scheduled
+        watchdog = asyncio.create_task(systemd.keep_watchdog(), name="systemd-watchdog")
         try:
             await self._stopping.wait()
         finally:
+            systemd.stopping()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+            systemd.close()
+
+    async def _reload_told(self, systemd: SystemdNotifier) -> None:
+        systemd.reloading()
+        try:
+            await self.reload()
+        finally:
+            systemd.ready()  # applied or rejected, dutyd runs on (a rejected file is logged)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -377,6 +402,7 @@ class Daemon:
             if new_targets.get(name) != cfg:
                 await self.scheduler.remove(name)
                 self.latest.remove_target(name)
+        self.topology = LearnedTopology(new.targets, self.topology)
         if new.rules != self.settings.rules or new.targets != self.settings.targets:
             engine = _engine_for(new)
             # Alerts the new rules no longer evaluate end with a notice (rule removed, or
@@ -385,6 +411,7 @@ class Daemon:
                 self.journal.put(event)
             engine.adopt(self.engine)
             self.engine = engine
+        self.engine.set_parents(self.topology.parents())
         old = self.settings
         if (new.http, new.storage, new.cluster, new.traps) != (
             old.http,
@@ -446,6 +473,7 @@ class Daemon:
             result.duration,
             None if result.ok else (result.reason, result.message),
         )
+        self._learn_topology(result)
         fields = {"target": result.target}
         if result.ok:
             self.recorder.observe(result.samples)
@@ -479,12 +507,37 @@ class Daemon:
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)
+        self._ask_awaited_parents(events)
 
     # -- reachability: a child's failure waits for its parents' answer --------------------------
 
     def _parents_of(self, target: str) -> list[str]:
         cfg = self._targets.get(target)
-        return [p for p in cfg.depends_on if p in self._targets] if cfg else []
+        return [p for p in self.topology.parents_of(target) if p in self._targets] if cfg else []
+
+    def _learn_topology(self, result: PollResult) -> None:
+        """A switch's LLDP neighbours changed: the learned parents of `depends_on: auto`
+        targets follow, and each change is a duty log entry (a device moved port)."""
+        changes = self.topology.observe(result.target, result.samples, result.ok)
+        if not changes:
+            return
+        self.engine.set_parents(self.topology.parents())
+        for change in changes:
+            text = describe(change)
+            log.info("topology change", extra={"fields": {"target": change[0], "change": text}})
+            link = change[2]
+            data = {
+                "change": text,
+                "parent": link.parent if link else "",
+                "port": link.port if link else "",
+            }
+            task = asyncio.create_task(
+                self.storage.log.append(
+                    self.clock.time(), "topology.change", "dutyd", change[0], data
+                )
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _hold_for_parents(self, result: PollResult) -> None:
         """A target with parents just failed: poll its parents at once and keep its result
@@ -511,6 +564,32 @@ class Daemon:
             for held in self._held.pop(target, []):
                 self._evaluate(held.samples)
 
+    def _ask_awaited_parents(self, events: list[AlertEvent]) -> None:
+        """A child's alert fired while a parent has not answered since the child's trouble
+        began (the engine holds its page: `WAITING_FOR_PARENT`): poll those parents out of
+        turn, then let the engine page it, or not, on their answer."""
+        for event in events:
+            if event.notify or not event.muted_reason.startswith(WAITING_FOR_PARENT):
+                continue
+            for parent in self.engine.awaited_parents(event.fingerprint, self.clock.time()):
+                if parent in self._answering or parent not in self._targets:
+                    continue
+                self._answering.add(parent)
+                task = asyncio.create_task(self._answer_children(parent), name="parent-answer")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _answer_children(self, parent: str) -> None:
+        try:
+            async with self.clock.timeout(2 * self._targets[parent].timeout + 1.0):
+                await self._check_parent(parent)
+        except TimeoutError:
+            log.warning("parent did not answer in time", extra={"fields": {"target": parent}})
+        finally:
+            self._answering.discard(parent)
+            for event in self.engine.recheck_held(self.clock.time()):
+                self.journal.put(event)
+
     async def _check_parent(self, name: str) -> None:
         """Poll a parent out of turn. A parent another agent polls (shards) is polled once
         from here with a collector of its own: the store has its status only as of that
@@ -526,7 +605,7 @@ class Daemon:
         status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
         status.up, status.reason, status.message = result.ok, result.reason, result.message
         status.last_poll_at = result.started_at
-        self.engine.note_target_up(name, result.ok)
+        self.engine.note_target_up(name, result.ok, result.started_at)
         log.info(
             "parent of another shard checked from here",
             extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},
@@ -543,8 +622,10 @@ class Daemon:
             await self.clockwatch.check()
             self.loglimit.flush()
             now = self.clock.time()
-            for event in self.engine.tick(now):
+            events = self.engine.tick(now)
+            for event in events:
                 self.journal.put(event)
+            self._ask_awaited_parents(events)
             forgotten = self.engine.forget_resolved(now - RESOLVED_RETENTION)
             if now - swept >= STALE_SWEEP_EVERY:
                 swept = now
@@ -631,8 +712,11 @@ def _advertised_hosts(settings: Settings) -> list[str]:
 
 def _engine_for(settings: Settings) -> RuleEngine:
     rules = settings.rules
-    engine = RuleEngine(
-        effective_rules(rules), rules.flapping, {t.name: t.depends_on for t in settings.targets}
+    engine = RuleEngine(effective_rules(rules), rules.flapping)
+    # A child's page waits for a parent's answer as long as a parent check does.
+    engine.set_parents(
+        {t.name: t.configured_parents for t in settings.targets},
+        {t.name: 2 * t.timeout + 1.0 for t in settings.targets},
     )
     for m in rules.maintenance:
         wid = f"config:{m.name}"

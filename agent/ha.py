@@ -331,7 +331,7 @@ class HighAvailability:
                 continue
             status.up, status.reason, status.last_poll_at = row.up, row.reason, row.last_poll
             if engine is not None:
-                engine.note_target_up(row.target, row.up)
+                engine.note_target_up(row.target, row.up, row.last_poll)
 
     async def _exchange_groups(self) -> None:
         """Publish whether each member series of this node's targets holds, for the `across`

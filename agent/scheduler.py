@@ -8,6 +8,16 @@ moving a target off its grid: `poll_now` polls it at once and returns the result
 failed and its parents must be checked; `poll_apart` for a parent another node schedules);
 `request_poll` asks for a poll soon, coalescing a storm of requests (a trap arrived). Time
 comes from the injected `Clock`.
+
+A poll never outlives its timeout by more than `POLL_CANCEL_GRACE`, whatever the collector
+does: the collector runs in a task of its own, which the scheduler waits for (never inside
+it) up to the timeout, then cancels, then waits at most the grace. A collector that swallows
+the cancellation or is stuck where cancelling does not reach is abandoned: the poll is a
+timeout, the task is kept (not awaited) until it ends, and while it runs the target's next
+polls are timeouts at once rather than a pile of stuck tasks. A collector blocked in an
+executor thread ends at the cancel (the thread's result is dropped when it comes; the
+thread itself stays busy until the blocking call returns, which is why blocking libraries
+are given timeouts of their own).
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ class PollResult:
 
 PollSink = Callable[[PollResult], None]
 
+# A poll still running this long after its collector was cancelled at the timeout is
+# abandoned and reported as a timeout (see the module docstring).
+POLL_CANCEL_GRACE = 0.5
 # Seconds over which targets' first polls are spread after a start or a reload.
 FIRST_POLL_SPREAD = 10.0
 # A requested poll comes at least this long after the target's last one (a trap storm must
@@ -71,6 +84,9 @@ class Scheduler:
         # One poll of a target at a time: collectors keep a connection between polls.
         self._busy: dict[str, asyncio.Lock] = {}
         self._wake: dict[str, asyncio.Event] = {}
+        # Collect tasks that did not end when cancelled, by target (kept so they are not
+        # garbage-collected while pending, and so a target has at most one).
+        self._stuck: dict[str, asyncio.Task[None]] = {}
 
     @property
     def collectors(self) -> dict[str, Collector]:
@@ -145,6 +161,8 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for stuck in self._stuck.values():
+            stuck.cancel()  # once more; never awaited (it ignored the last one)
         await asyncio.gather(*(_close_quietly(c) for c in collectors))
 
     async def poll_once(
@@ -156,8 +174,9 @@ class Scheduler:
         readings = Readings(target_labels(cfg), self._clock.time())
         ok, reason, message = True, "", ""
         try:
-            async with self._clock.timeout(cfg.timeout):
-                await collector.collect(readings)
+            await self._collect_bounded(collector, readings)
+        except _Abandoned as exc:
+            ok, reason, message = False, TargetTimeout.reason, str(exc)
         except TimeoutError:
             ok, reason = False, TargetTimeout.reason
             message = f"no answer within {cfg.timeout:g}s"
@@ -182,6 +201,83 @@ class Scheduler:
         return PollResult(
             cfg.name, cfg.kind, samples, ok, reason, message, readings.timestamp, duration, lag
         )
+
+    async def _collect_bounded(self, collector: Collector, readings: Readings) -> None:
+        """`collector.collect(readings)` in a task of its own, waited for at most its timeout
+        (then cancelled) plus `POLL_CANCEL_GRACE` (then abandoned); raises what the collector
+        raised, TimeoutError when it was cancelled, `_Abandoned` when it did not stop."""
+        cfg = collector.config
+        stuck = self._stuck.get(cfg.name)
+        if stuck is not None:
+            if not stuck.done():
+                stuck.cancel()
+                raise _Abandoned(
+                    f"no answer within {cfg.timeout:g}s: an earlier poll is still stuck in the "
+                    f"{cfg.kind} collector, which did not stop when cancelled"
+                )
+            del self._stuck[cfg.name]
+        task = asyncio.create_task(collector.collect(readings), name=f"collect:{cfg.name}")
+        try:
+            if not await self._ended(task, cfg.timeout):
+                task.cancel()
+                if not await self._ended(task, POLL_CANCEL_GRACE):
+                    self._abandon(cfg.name, task)
+                    raise _Abandoned(
+                        f"no answer within {cfg.timeout:g}s, and the {cfg.kind} collector did "
+                        f"not stop when cancelled (abandoned; see the dutyd log)"
+                    )
+                if not task.cancelled():
+                    task.exception()  # retrieved: the timeout is what counts
+                raise TimeoutError
+            if task.cancelled():
+                # Cancelled by someone else (the collector's own code): a bug, not a timeout,
+                # and it must not end this target's schedule.
+                raise RuntimeError("the collect task was cancelled from inside the collector")
+        except asyncio.CancelledError:
+            # The target is removed or the scheduler stops: cancel, but never wait on it.
+            if not task.done():
+                task.cancel()
+                self._abandon(cfg.name, task, quietly=True)
+            raise
+        task.result()
+
+    async def _ended(self, task: asyncio.Task[None], seconds: float) -> bool:
+        """Whether `task` ends within `seconds` of the clock (it is not cancelled here).
+        A future woken by either, not `asyncio.wait` under a timeout: a third of the cost,
+        paid on every poll."""
+        if task.done():
+            return True
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake(_: object = None) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        task.add_done_callback(wake)
+        cancel_timer = self._clock.call_later(seconds, wake)
+        try:
+            await woken
+        finally:
+            cancel_timer()
+            task.remove_done_callback(wake)
+        return task.done()
+
+    def _abandon(self, name: str, task: asyncio.Task[None], quietly: bool = False) -> None:
+        self._stuck[name] = task
+        if not quietly:
+            log.warning(
+                "poll abandoned: the collector did not stop within %gs of being cancelled",
+                POLL_CANCEL_GRACE,
+                extra={"fields": {"target": name}},
+            )
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if self._stuck.get(name) is done:
+                del self._stuck[name]
+            if not done.cancelled() and done.exception() is not None:
+                log.debug("abandoned poll of %s ended", name, exc_info=done.exception())
+
+        task.add_done_callback(ended)
 
     async def _run(self, collector: Collector) -> None:
         cfg = collector.config
@@ -232,6 +328,10 @@ class Scheduler:
         except TimeoutError:
             return False
         return True
+
+
+class _Abandoned(Exception):
+    """The collector did not stop when its poll was cancelled at the timeout."""
 
 
 async def _close_quietly(collector: Collector) -> None:

@@ -49,6 +49,8 @@ def parse_host_port(address: str, default_port: int) -> tuple[str, int]:
 
 
 MIN_INTERVAL = 0.1  # seconds
+# `depends_on: auto`: the parents are learned from the switches' LLDP neighbours.
+AUTO_PARENTS = "auto"
 
 
 class TargetConfig(StrictModel):
@@ -61,6 +63,7 @@ class TargetConfig(StrictModel):
     timeout: PositiveDuration = 5.0
     labels: LabelMap = Field(default_factory=dict)
     # Parent targets (a switch, a UPS): while one is down, this target's alerts are suppressed.
+    # `auto` (alone or in the list): the switch LLDP sees it on (agent/topology.py).
     depends_on: list[str] = Field(default_factory=list)
     # Pinned to a shard of the cluster (the agent in that room polls it); see cluster.shard.
     shard: str | None = Field(default=None, min_length=1, max_length=128)
@@ -78,7 +81,22 @@ class TargetConfig(StrictModel):
     def _name_chars(cls, v: str) -> str:
         if not set(v) <= _NAME_CHARS:
             raise ValueError("may only contain letters, digits and _ - . :")
+        if v == AUTO_PARENTS:
+            raise ValueError(f"{AUTO_PARENTS!r} is reserved (depends_on: auto)")
         return v
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _auto(cls, v: object) -> object:
+        return [AUTO_PARENTS] if v == AUTO_PARENTS else v
+
+    @property
+    def learns_parents(self) -> bool:
+        return AUTO_PARENTS in self.depends_on
+
+    @property
+    def configured_parents(self) -> list[str]:
+        return [p for p in self.depends_on if p != AUTO_PARENTS]
 
 
 class Readings:

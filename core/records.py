@@ -109,6 +109,11 @@ class AlertChange(StrEnum):
     RED_LINE = "red_line"  # the outage crossed its rule's red line (`red_line` seconds)
     FLAPPING = "flapping"  # too many state changes: notifications held until it settles
     SETTLED = "settled"  # no longer flapping
+    # A paged alert's parent target went down (`note`: the parent): the parent's outage
+    # explains it, its escalation and red line wait.
+    EXPLAINED = "explained"
+    # The parent is back and the alert still holds: its escalation resumes.
+    RESUMED = "resumed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,9 @@ The policy, read in one place:
 - a flapping or muted (silence, maintenance) alert holds its escalation; those paged are told
   when it starts flapping and when it settles, and a resolve muted by flapping is held until
   it settles (it is then sent, once);
+- a paged alert explained by its parent target's outage (`EXPLAINED`) pauses its escalation;
+  those paged are told once which parent explains it, and again when the parent is back and
+  the alert still fails (`RESUMED`: the walk goes on where it stopped);
 - what comes due together for one alert (catching up after an expired ack, a restart) is one
   page per person: a notice, else the latest step, else the reminder.
 """
@@ -37,6 +40,8 @@ class PageKind(StrEnum):
     ACK_EXPIRED = "ack_expired"  # paging resumes
     FLAPPING = "flapping"  # its notifications are held
     SETTLED = "settled"  # no longer flapping, still firing: notifications resume
+    EXPLAINED = "explained"  # its parent target is down: escalation paused
+    RESUMED = "resumed"  # the parent is back, the alert still fails: escalation resumes
 
 
 # The note of the UNACKNOWLEDGED event the rules engine emits when an acknowledgement's time
@@ -81,6 +86,11 @@ class Tracked:
     # The latest firing event: what the alert is about, as its notices name it (the event
     # that makes it flap is a resolve, whose text says what recovered).
     firing: AlertEvent | None = None
+    explained: bool = False  # a parent's outage explains it: its steps wait
+
+    @property
+    def paused(self) -> bool:
+        return self.acked or self.held or self.explained
 
     def step_due(self) -> float | None:
         if self.next_step < len(self.policy.steps):
@@ -152,12 +162,23 @@ class Escalator:
             return merge([*told, *self._due_alert(fp, t, now)])
         if change is AlertChange.FLAPPING:
             t.held = True
+            if t.explained:
+                return []  # flapping under a parent's outage: held, not announced
             return self._notice(t, PageKind.FLAPPING, _as_firing(event, t), now)
         if change is AlertChange.SETTLED:
             t.held = not event.notify
+            if t.explained:
+                return []  # its flapping was not announced either
             if event.state is not AlertState.FIRING:
                 return []  # settled resolved: the held resolve that follows says so
             told = self._notice(t, PageKind.SETTLED, _as_firing(event, t), now)
+            return merge([*told, *self._due_alert(fp, t, now)])
+        if change is AlertChange.EXPLAINED:
+            t.explained = True
+            return self._notice(t, PageKind.EXPLAINED, _as_firing(event, t), now)
+        if change is AlertChange.RESUMED:
+            t.explained = False
+            told = self._notice(t, PageKind.RESUMED, _as_firing(event, t), now)
             return merge([*told, *self._due_alert(fp, t, now)])
         if change is AlertChange.RED_LINE:
             step = t.policy.red_line
@@ -185,7 +206,7 @@ class Escalator:
     def _due_alert(self, fp: str, t: Tracked, now: float) -> list[Page]:
         """The steps and reminder of one alert due by `now`, one page per person."""
         pages: list[Page] = []
-        if not (t.acked or t.held):
+        if not t.paused:
             # Bounded: every pass moves next_step or repeats forward past `now` eventually.
             for _ in range(len(t.policy.steps) + 1):
                 at = t.step_due()
@@ -210,9 +231,7 @@ class Escalator:
 
     def next_deadline(self) -> float | None:
         times = [
-            at
-            for t in self.tracked.values()
-            if not t.acked and not t.held and (at := t.step_due()) is not None
+            at for t in self.tracked.values() if not t.paused and (at := t.step_due()) is not None
         ]
         return min(times, default=None)
 
@@ -221,7 +240,7 @@ class Escalator:
         return tuple(t.paged) if t else ()
 
 
-_NOTICES = (PageKind.ACK_EXPIRED, PageKind.SETTLED)
+_NOTICES = (PageKind.ACK_EXPIRED, PageKind.SETTLED, PageKind.RESUMED)
 
 
 def merge(pages: list[Page]) -> list[Page]:

@@ -65,6 +65,7 @@ ACKABLE = (
     PageKind.RED_LINE,
     PageKind.ACK_EXPIRED,
     PageKind.SETTLED,
+    PageKind.RESUMED,
 )
 # A claim lasts the send timeout plus this: long enough that a live sender always finishes
 # under its claim, short enough that a dead sender's messages are taken over soon.

@@ -25,6 +25,8 @@ TEXT: dict[str, dict[str, str]] = {
         "ack_expired": "ACKNOWLEDGEMENT EXPIRED",
         "flapping": "FLAPPING, NOTIFICATIONS HELD",
         "settled": "SETTLED, NOTIFICATIONS RESUME",
+        "explained": "EXPLAINED BY PARENT {parent} (DOWN), ESCALATION PAUSED",
+        "resumed": "PARENT {parent} IS BACK, STILL FAILING, ESCALATION RESUMES",
         "drill": "[DRILL - TEST ONLY]",
         "alerts": "{n} alerts",
         "site": "site",
@@ -45,6 +47,8 @@ TEXT: dict[str, dict[str, str]] = {
         "ack_expired": "确认已过期",
         "flapping": "状态频繁变化，通知暂停",
         "settled": "已稳定，恢复通知",
+        "explained": "由上级设备 {parent} 故障引起，暂停升级",
+        "resumed": "上级设备 {parent} 已恢复，本告警仍未恢复，继续升级",
         "drill": "【演练 - 仅为测试】",
         "alerts": "{n} 条告警",
         "site": "机房",
@@ -84,10 +88,12 @@ def render(
     drill = any(dict(p.event.labels).get("drill") == "true" for p in pages)
     prefix = (text["drill"] + " ") if drill else ""
     site = first.site
+    # A dependency notice names the parent (the event's note).
+    head = text[kind].format(parent=first.event.note) if "{parent}" in text[kind] else text[kind]
     if len(pages) == 1:
-        title = f"{prefix}{text[kind]}: {first.event.summary_in(language, now)}"
+        title = f"{prefix}{head}: {first.event.summary_in(language, now)}"
     else:
-        title = f"{prefix}{text[kind]}: {text['alerts'].format(n=len(pages))}"
+        title = f"{prefix}{head}: {text['alerts'].format(n=len(pages))}"
         if site:
             title += f" ({text['site']} {site})"
     lines = []

@@ -107,6 +107,11 @@ class Alert:
     peak: float | None = None
     # Active on provisional samples alone (a trap's), none of them confirmed yet.
     provisional: bool = False
+    # When the reading that made it pending was taken (its poll's start): a parent's answer
+    # from a poll started since then tells whether the parent is down in this outage.
+    observed_at: float | None = None
+    # The parent whose outage explains this paged alert: its escalation is paused meanwhile.
+    explained_by: str = ""
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
@@ -256,6 +261,8 @@ class Alert:
             "transitions": self.transitions,
             "red_line_sent": self.red_line_sent,
             "peak": self.peak,
+            "observed_at": self.observed_at,
+            "explained_by": self.explained_by,
         }
 
     def load_extra(self, data: dict[str, Any]) -> None:
@@ -269,4 +276,7 @@ class Alert:
         self.red_line_sent = bool(data.get("red_line_sent"))
         peak = data.get("peak")
         self.peak = float(peak) if peak is not None else None
+        observed = data.get("observed_at")
+        self.observed_at = float(observed) if observed is not None else None
+        self.explained_by = str(data.get("explained_by") or "")
         self.last_holds = None

@@ -24,7 +24,7 @@ from dutyd.rules.compiled import CompiledRule, SeriesState
 from dutyd.rules.config import FlappingConfig, RuleConfig
 from dutyd.rules.eventcounts import CountedRow, EventCounts
 from dutyd.rules.matchers import label_of
-from dutyd.rules.mutes import MutePolicy
+from dutyd.rules.mutes import PARENT_DOWN, WAITING_FOR_PARENT, MutePolicy
 from dutyd.rules.overlays import MaintenanceWindow, Silence
 from dutyd.rules.summaries import (
     render_text,
@@ -65,6 +65,8 @@ class RuleEngine:
         self.counts = EventCounts()
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
         self._provisional = False  # set by ingest for the batch it evaluates
+        # The start of the poll whose sample is being evaluated (None outside `ingest`).
+        self._observed_at: float | None = None
 
     @property
     def metrics(self) -> set[str]:
@@ -88,8 +90,16 @@ class RuleEngine:
         """Counter increases of `events` rules not yet persisted (see `take_counted`)."""
         return self.counts.unsaved
 
-    def set_parents(self, parents: Mapping[str, Iterable[str]]) -> None:
+    def set_parents(
+        self,
+        parents: Mapping[str, Iterable[str]],
+        answer_within: Mapping[str, float] | None = None,
+    ) -> None:
+        """The targets' parents, and per parent how long a child's page waits for its answer
+        (without, a child's alert does not wait for its parents' answer)."""
         self.mutes.set_parents(parents)
+        if answer_within is not None:
+            self.mutes.set_answer_within(answer_within)
 
     # -- overlays: the duty operations change them through these -------------------------------
 
@@ -134,9 +144,11 @@ class RuleEngine:
         by_metric = self._by_metric
         # Groups of `across` rules are judged once per batch, after all of its members.
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
+        went_down = False
         for sample in samples:
+            self._observed_at = sample.timestamp
             if sample.name == TARGET_UP:
-                self._note_target(sample)
+                went_down |= self._note_target(sample)
             rules = by_metric.get(sample.name)
             if not rules:
                 continue
@@ -146,19 +158,27 @@ class RuleEngine:
                         self._step_series(rule, sample.labels, sample.value, now, events)
                     else:
                         self._stateful(rule, sample, now, events)
+        self._observed_at = None
         if self._dirty:
             for rule, group in self._dirty:
                 self._eval_group(rule, group, now, events)
             self._dirty = set()
         self._provisional = False
+        if went_down:
+            # A parent down explains its children's paged alerts now, before a step of
+            # theirs comes due (not at the next tick).
+            self._explain_all(now, events)
         return events
 
-    def _note_target(self, sample: Sample) -> None:
+    def _note_target(self, sample: Sample) -> bool:
+        """Note a target's `target_up`; True when it went down (it was not down before)."""
         target = label_of(sample.labels, "target")
         up = sample.value == 1.0
-        self.mutes.note_target(target, up)
+        was_up = self.mutes.deps.up.get(target)
+        # A trap's word (provisional) is no parent's answer to a poll.
+        self.mutes.note_target(target, up, None if self._provisional else sample.timestamp)
         if up:
-            return
+            return False
         # The target's other readings stopped: its alerts keep their state instead of firing
         # or resolving on what was read before it went down (absent rules are about exactly
         # that silence, so they go on).
@@ -171,6 +191,7 @@ class RuleEngine:
                 and alert.label("target") == target
             ):
                 alert.last_holds = None
+        return was_up is not False
 
     def _holds(self, rule: CompiledRule, alert: Alert | None, value: float) -> bool:
         """The condition, widened by hysteresis once the alert is active."""
@@ -213,6 +234,11 @@ class RuleEngine:
             alert.value = value
         cfg = rule.config
         previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for, self._provisional)
+        if previous in (AlertState.INACTIVE, AlertState.RESOLVED):
+            # Its trouble was seen in the poll that started then: compared with the start of
+            # the parents' polls (`Dependencies.answered`), on the samples' clock whatever the
+            # engine's `now` is. Found by time alone (no sample): nothing to wait for.
+            alert.observed_at = self._observed_at
         if value is not None and alert.active:
             alert.peak = rule.worse(alert.peak, value)
         if previous is not None:
@@ -329,10 +355,50 @@ class RuleEngine:
                 for series in [s for s in members if label_of(s, "target") in targets]:
                     rule.remote.setdefault(group, {})[series] = members.pop(series)
 
-    def note_target_up(self, target: str, up: bool) -> None:
+    def note_target_up(self, target: str, up: bool, at: float | None = None) -> None:
         """Whether a target another node polls is up (its status shared through the store), for
-        the `depends_on` of this node's alerts."""
-        self.mutes.note_target(target, up)
+        the `depends_on` of this node's alerts; `at`: when the poll that said so started."""
+        self.mutes.note_target(target, up, at)
+
+    # -- dependencies: a child's page waits for its parents, and a parent down explains it --------
+
+    def awaited_parents(self, fp: str, now: float) -> list[str]:
+        """The parents the firing of alert `fp` waits for (to be polled out of turn)."""
+        alert = self._alerts.get(fp)
+        rule = self.rules.get(alert.rule) if alert is not None else None
+        if alert is None or rule is None:
+            return []
+        return self.mutes.awaited_parents(alert, rule.config.depends_on, now)
+
+    def recheck_held(self, now: float) -> list[AlertEvent]:
+        """After parents answered: the firing alerts held for them page now unless a parent
+        is down (then the parent's page is the one)."""
+        events: list[AlertEvent] = []
+        for alert in list(self._alerts.values()):
+            rule = self.rules.get(alert.rule)
+            if rule is not None and alert.state is AlertState.FIRING:
+                self._reconcile(rule, alert, now, events)
+        return events
+
+    def _explain_all(self, now: float, out: list[AlertEvent]) -> None:
+        for alert in list(self._alerts.values()):
+            rule = self.rules.get(alert.rule)
+            if rule is not None:
+                self._explain(rule, alert, now, out)
+
+    def _explain(self, rule: CompiledRule, alert: Alert, now: float, out: list[AlertEvent]) -> None:
+        """A paged, firing alert of a child whose parent went down: its escalation and red
+        line pause, and those paged are told once which parent explains it; when the parent is
+        back and the alert still holds, they are told so and its escalation resumes."""
+        if alert.state is not AlertState.FIRING or alert.notified is not AlertState.FIRING:
+            return
+        parent = self.mutes.deps.down_ancestor(alert.label("target"), rule.config.depends_on)
+        if parent and not alert.explained_by:
+            alert.explained_by = parent
+            out.append(self._event(rule, alert, now, AlertChange.EXPLAINED, True, "", note=parent))
+        elif not parent and alert.explained_by:
+            was, alert.explained_by = alert.explained_by, ""
+            out.append(self._event(rule, alert, now, AlertChange.RESUMED, True, "", note=was))
 
     def restore_events(self, rows: Iterable[CountedRow]) -> None:
         """Take back stored counter increases (rule, series, ts, increment, counter value),
@@ -373,11 +439,16 @@ class RuleEngine:
                 )
                 if previous is not None:
                     self._transition(rule, alert, previous, now, events)
+            self._explain(rule, alert, now, events)
+            if alert.state is AlertState.FIRING and alert.notified is not AlertState.FIRING:
+                # A firing held back until now (a parent back) is announced before its red line.
+                self._reconcile(rule, alert, now, events)
             if (
                 cfg.red_line is not None
                 and alert.state is AlertState.FIRING
                 and not alert.red_line_sent
                 and self.outage(alert, now) >= cfg.red_line
+                and not self._parent_holds(rule, alert, now)
             ):
                 alert.red_line_sent = True
                 mute = self._mute(rule, alert, now)
@@ -426,6 +497,13 @@ class RuleEngine:
     def _mute(self, rule: CompiledRule, alert: Alert, now: float) -> str:
         return self.mutes.reason(alert, rule.config.depends_on, now)
 
+    def _parent_holds(self, rule: CompiledRule, alert: Alert, now: float) -> bool:
+        """A parent is down (or not yet heard from): the red line waits, and is crossed once
+        the parent is back if the alert still holds."""
+        return bool(alert.explained_by) or self._mute(rule, alert, now).startswith(
+            (PARENT_DOWN, WAITING_FOR_PARENT)
+        )
+
     def _transition(
         self,
         rule: CompiledRule,
@@ -453,6 +531,7 @@ class RuleEngine:
                 mute = "" if notify else (mute or "its firing was not sent")
             if notify:
                 alert.notified = AlertState.RESOLVED
+                alert.explained_by = ""  # its thread ends here
         else:
             notify = not mute
         alert.muted_reason = mute
@@ -460,6 +539,9 @@ class RuleEngine:
             self._event(rule, alert, now, AlertChange.STATE, notify, mute, previous=previous)
         )
         if started_flapping:
+            # Flapping under a parent's outage is the parent's story: explained first (its
+            # escalation then holds the flapping notice back).
+            self._explain(rule, alert, now, out)
             out.append(self._event(rule, alert, now, AlertChange.FLAPPING, True, ""))
         if (
             state is AlertState.INACTIVE
@@ -486,6 +568,7 @@ class RuleEngine:
             was_inactive = alert.resolve_announced(now) is AlertState.INACTIVE
             alert.notified = AlertState.RESOLVED
             alert.muted_reason = ""
+            alert.explained_by = ""
             out.append(self._event(rule, alert, now, AlertChange.STATE, True, ""))
             if was_inactive:
                 self._drop(rule, alert)

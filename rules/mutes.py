@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from dutyd.core.records import AlertState
 from dutyd.rules.alerts import Alert
 from dutyd.rules.overlays import Dependencies, MaintenanceWindow, Silence, excluded_seconds
 
 # Windows from the config file carry this id prefix; a reload replaces them, ad hoc ones stay.
 CONFIG_WINDOW_PREFIX = "config:"
+# How the mute reasons of a dependency begin (the daemon polls the awaited parents).
+PARENT_DOWN = "parent "
+WAITING_FOR_PARENT = "waiting for parent "
 
 
 class MutePolicy:
@@ -39,8 +43,22 @@ class MutePolicy:
     def set_parents(self, parents: Mapping[str, Iterable[str]]) -> None:
         self.deps.parents = {t: tuple(p) for t, p in parents.items() if p}
 
-    def note_target(self, target: str, up: bool) -> None:
-        self.deps.up[target] = up
+    def set_answer_within(self, within: Mapping[str, float]) -> None:
+        self.deps.answer_within = dict(within)
+
+    def note_target(self, target: str, up: bool, at: float | None = None) -> None:
+        self.deps.note(target, up, at)
+
+    def awaited_parents(self, alert: Alert, depends_on: Iterable[str], now: float) -> list[str]:
+        """The parents a child's alert that has not paged yet still waits for: those that have
+        not answered since its trouble was seen, while the wait for them lasts (from when its
+        firing was due; an unanswered parent never holds a page longer than that)."""
+        if alert.notified is AlertState.FIRING or alert.observed_at is None:
+            return []
+        deps = self.deps
+        waiting = deps.unanswered(alert.label("target"), depends_on, alert.observed_at)
+        due = alert.fired_at if alert.fired_at is not None else now
+        return [p for p in waiting if now < due + deps.answer_within.get(p, 0.0)]
 
     def replace_stored(
         self, silences: Iterable[Silence], windows: Iterable[MaintenanceWindow]
@@ -89,6 +107,7 @@ class MutePolicy:
         """After a config reload: the target states, silences and ad hoc windows carry over;
         windows from the config come from the new config."""
         self.deps.up = old.deps.up
+        self.deps.answered = old.deps.answered
         self._silences = old._silences
         self._windows.update(
             (k, w) for k, w in old._windows.items() if not k.startswith(CONFIG_WINDOW_PREFIX)
@@ -103,7 +122,10 @@ class MutePolicy:
                 return f"maintenance: {window.reason}"
         parent = self.deps.down_ancestor(alert.label("target"), depends_on)
         if parent:
-            return f"parent {parent} is down"
+            return f"{PARENT_DOWN}{parent} is down"
+        awaited = self.awaited_parents(alert, depends_on, now)
+        if awaited:
+            return f"{WAITING_FOR_PARENT}{awaited[0]} to answer"
         for silence in self._silences.values():
             if silence.applies(alert.labels, now):
                 return f"silenced by {silence.actor}: {silence.reason}"

@@ -132,10 +132,26 @@ def excluded_seconds(
 
 @dataclass(slots=True)
 class Dependencies:
-    """Target parents (from `depends_on`) and the latest `target_up` of every target."""
+    """Target parents (from `depends_on`) and the latest `target_up` of every target: whether
+    it answered, and when the poll that said so started (`answered`)."""
 
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     up: dict[str, bool] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)
+    # Per parent: how long a child's alert waits for that parent's answer (its poll out of
+    # turn, bounded by its timeout) before it pages anyway.
+    answer_within: dict[str, float] = field(default_factory=dict)
+
+    def note(self, target: str, up: bool, at: float | None) -> None:
+        self.up[target] = up
+        if at is not None and at >= self.answered.get(target, at):
+            self.answered[target] = at
+
+    def unanswered(self, target: str, extra: Iterable[str], since: float) -> list[str]:
+        """The parents of `target` (and the rule's own `extra` parents) that have not
+        answered a poll started at or after `since` (when the child's trouble was seen)."""
+        parents = dict.fromkeys([*self.parents.get(target, ()), *extra])
+        return [p for p in parents if p != target and self.answered.get(p, -1.0) < since]
 
     def down_ancestor(self, target: str, extra: Iterable[str] = ()) -> str:
         """The nearest parent (or ancestor) of `target`, or of the rule's own `extra` parents,

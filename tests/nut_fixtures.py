@@ -44,9 +44,9 @@ def _dev_text(variables: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nut_query(port: int, request: str, timeout: float = 2.0) -> str:
+def nut_query(port: int, request: str, timeout: float = 2.0, host: str = "127.0.0.1") -> str:
     """One request line to a NUT server, its first answer line (blocking; for fixtures)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(request.encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -67,7 +67,9 @@ class UpsdPeer:
         root: Path,
         upses: Mapping[str, Mapping[str, str]],
         users: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.upsd_bin = require_binary(UPSD)
         self.driver_bin = require_binary(DUMMY_UPS)
         self.root = root
@@ -90,7 +92,7 @@ class UpsdPeer:
             )
             self.write(name, self.upses[name])
         (root / "ups.conf").write_text("\n".join(sections))
-        (root / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {self.port}\nMAXAGE {MAXAGE}\n")
+        (root / "upsd.conf").write_text(f"LISTEN {host} {self.port}\nMAXAGE {MAXAGE}\n")
         user_text = "".join(
             f"[{u}]\n  password = {p}\n  upsmon secondary\n" for u, p in (users or {}).items()
         )
@@ -158,7 +160,7 @@ class UpsdPeer:
             [self.upsd_bin, *self.user_args, "-F"], cwd=self.root, env=self.env, log_name="upsd.log"
         )
         try:
-            wait_for_tcp(self.port, timeout=10)
+            wait_for_tcp(self.port, timeout=10, host=self.host)
         except TimeoutError:
             raise RuntimeError(f"upsd did not listen:\n{self.upsd.log()}") from None
 
@@ -191,7 +193,7 @@ class UpsdPeer:
         last = ""
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                last = nut_query(self.port, f"GET VAR {ups} ups.status")
+                last = nut_query(self.port, f"GET VAR {ups} ups.status", host=self.host)
                 if last == want:
                     return
             time.sleep(0.1)

@@ -64,7 +64,8 @@ class SshdServer:
     """One sshd. `restart()` keeps port and host key (unless told to make a new key), as a
     real server restarted by its admin."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.sshd = require_binary(SSHD)
         self.dir = directory
         self.port = free_port()
@@ -95,7 +96,7 @@ class SshdServer:
     def _write_config(self) -> None:
         lines = [
             f"Port {self.port}",
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {self.host}",
             f"HostKey {self.host_key_path}",
             f"AuthorizedKeysFile {self.authorized_keys_path}",
             f"PidFile {self.dir / 'sshd.pid'}",
@@ -121,7 +122,7 @@ class SshdServer:
             [self.sshd, "-D", "-e", "-f", str(self.config_path)], self.dir, log_name="sshd.log"
         )
         try:
-            wait_for_tcp(self.port, timeout=10)
+            wait_for_tcp(self.port, timeout=10, host=self.host)
         except TimeoutError:
             log = self.proc.log()
             self.stop()

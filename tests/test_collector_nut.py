@@ -22,7 +22,7 @@ from dutyd.agent.demo.nut_ups import (
     NutUpsDevice,
     quote,
 )
-from dutyd.agent.scheduler import Scheduler
+from dutyd.agent.scheduler import POLL_CANCEL_GRACE, Scheduler
 from dutyd.collectors import COLLECTORS
 from dutyd.collectors.base import CollectorContext, Readings
 from dutyd.collectors.nut import (
@@ -84,9 +84,16 @@ async def fake() -> AsyncIterator[Callable[..., Any]]:
 
 
 async def poll(collector: NutCollector) -> dict[tuple[str, str], float]:
-    """One poll -> {(sample name, ups label): value}; raises what the collector raises."""
+    """One poll -> {(sample name, ups label): value}; raises what the collector raises.
+
+    Called without the scheduler, so bounded here as the scheduler bounds it: a poll that
+    outlives its timeout fails the test at once instead of hanging it."""
     readings = Readings({"target": collector.config.name, "kind": "nut"}, time.time())
-    await collector.collect(readings)
+    try:
+        async with asyncio.timeout(collector.config.timeout + POLL_CANCEL_GRACE):
+            await collector.collect(readings)
+    except TimeoutError:
+        pytest.fail(f"the NUT poll outlived its {collector.config.timeout}s timeout")
     out: dict[tuple[str, str], float] = {}
     for s in readings.samples:
         assert s.label("target") == collector.config.name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Folders beside the layers that are not part of the installed package.
-NOT_INSTALLED = {"tests", "bench", "scripts", "integrations", ".venv", ".git", ".ci"}
+NOT_INSTALLED = {"tests", "bench", "scripts", "integrations", "packaging", ".venv", ".git", ".ci"}
 
 
 def tracked_files() -> list[str]:

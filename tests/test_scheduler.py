@@ -6,13 +6,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import threading
 import time
 from collections import defaultdict
 from typing import ClassVar, Literal
 
 import pytest
 
-from dutyd.agent.scheduler import FIRST_POLL_SPREAD, PollResult, Scheduler, phase_of
+from dutyd.agent.scheduler import (
+    FIRST_POLL_SPREAD,
+    POLL_CANCEL_GRACE,
+    PollResult,
+    Scheduler,
+    phase_of,
+)
 from dutyd.collectors.base import Collector, CollectorContext, Readings, TargetConfig
 from dutyd.core.clock import FakeClock
 from dutyd.core.errors import BadResponse
@@ -20,7 +27,7 @@ from dutyd.core.errors import BadResponse
 
 class FakeTarget(TargetConfig):
     kind: Literal["fake"] = "fake"
-    behaviour: Literal["ok", "hang", "fail", "crash", "slow"] = "ok"
+    behaviour: Literal["ok", "hang", "fail", "crash", "slow", "stubborn", "blocked"] = "ok"
 
 
 class BehaviourCollector(Collector[FakeTarget]):
@@ -31,6 +38,10 @@ class BehaviourCollector(Collector[FakeTarget]):
     metric_help: ClassVar[dict[str, str]] = {"fake_reading": "a reading"}
 
     clock: ClassVar[FakeClock | None] = None
+    # "stubborn" swallows every cancellation until `release` is set; "blocked" waits in an
+    # executor thread until `gate` is set.
+    release: ClassVar[asyncio.Event | None] = None
+    gate: ClassVar[threading.Event] = threading.Event()
 
     async def collect(self, readings: Readings) -> None:
         match self.config.behaviour:
@@ -40,6 +51,16 @@ class BehaviourCollector(Collector[FakeTarget]):
                 await self.clock.sleep(self.config.interval * 2.5)
             case "hang":
                 await asyncio.Event().wait()
+            case "stubborn":
+                assert self.release is not None
+                while True:
+                    try:
+                        await self.release.wait()
+                        break
+                    except asyncio.CancelledError:
+                        continue  # the collector bug under test
+            case "blocked":
+                await self.context.run_blocking(self.gate.wait, 30.0)
             case "fail":
                 raise BadResponse("device answered garbage")
             case "crash":
@@ -211,3 +232,62 @@ async def test_poll_apart_polls_once_without_the_sink_and_closes_the_collector()
     finally:
         await scheduler.stop()
         await context.close()
+
+
+async def test_a_collector_that_ignores_cancellation_is_abandoned_and_polls_keep_their_slots():
+    """A collector that swallows the cancellation at its timeout: the poll is a timeout after
+    timeout + grace, the scheduler does not wait on it, the next polls come on the grid (as
+    timeouts at once while the old one is stuck) and the target recovers when it ends."""
+    clock = FakeClock()
+    BehaviourCollector.clock = clock
+    BehaviourCollector.release = asyncio.Event()
+    results: dict[str, list[PollResult]] = defaultdict(list)
+    scheduler = Scheduler(lambda r: results[r.target].append(r), clock=clock)
+    context = CollectorContext()
+    stubborn = FakeTarget(name="stubborn", address="x", interval=5, timeout=1, behaviour="stubborn")
+    healthy = FakeTarget(name="healthy", address="x", interval=5, timeout=1)
+    for t in (stubborn, healthy):
+        scheduler.start(BehaviourCollector(t, context))
+    try:
+        await clock.advance(FIRST_POLL_SPREAD + 2 * 5)
+        polls = results["stubborn"]
+        assert len(polls) >= 3, polls
+        assert all(not p.ok and p.reason == "timeout" for p in polls)
+        assert polls[0].duration == pytest.approx(1 + POLL_CANCEL_GRACE)
+        assert "did not stop when cancelled (abandoned" in polls[0].message
+        for later in polls[1:]:
+            assert "an earlier poll is still stuck" in later.message
+            assert later.duration == 0.0
+        at = times(polls)
+        gaps = [b - a for a, b in itertools.pairwise(at[1:])]
+        assert gaps == pytest.approx([5] * len(gaps))
+        assert len(results["healthy"]) >= 3 and all(p.ok for p in results["healthy"])
+
+        BehaviourCollector.release.set()  # the stuck poll ends at last
+        await clock.advance(5)
+        assert results["stubborn"][-1].ok
+        assert times(results["stubborn"])[-1] == pytest.approx(at[-1] + 5)
+    finally:
+        BehaviourCollector.release.set()  # whatever failed: no task left that ignores cancel
+        await scheduler.stop()
+        await context.close()
+
+
+async def test_a_collector_blocked_in_an_executor_thread_times_out_on_time():
+    """The poll awaits the thread's future; cancelling drops that future at once (the thread
+    runs on until its call returns), so the poll ends at its timeout, not the thread's."""
+    gate = BehaviourCollector.gate
+    gate.clear()
+    try:
+        blocked = FakeTarget(
+            name="blocked", address="x", interval=5, timeout=1, behaviour="blocked"
+        )
+        results, stop_took = await run_for([blocked], FIRST_POLL_SPREAD + 2 * 5)
+        polls = results["blocked"]
+        assert len(polls) >= 3
+        assert all(p.reason == "timeout" and p.duration == pytest.approx(1.0) for p in polls)
+        gaps = [b - a for a, b in itertools.pairwise(times(polls)[1:])]
+        assert gaps == pytest.approx([5] * len(gaps))
+        assert stop_took < 2.0
+    finally:
+        gate.set()  # free the pool's threads

@@ -593,6 +593,14 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 
 @_errors
+async def get_topology(request: web.Request) -> web.Response:
+    """Every target's parents, those of `depends_on: auto` as learned from LLDP (with the
+    switch port), for `dutyd topology --live`."""
+    authorize_read(request, _ctx(request))
+    return web.json_response(_ctx(request).topology())
+
+
+@_errors
 async def get_status(request: web.Request) -> web.Response:
     """The status page's data: alerts, red lines, environment, targets down, on call, log."""
     authorize_read(request, _ctx(request))
@@ -625,6 +633,7 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/openapi.json", get_openapi)
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/cluster", get_cluster)
+    app.router.add_get("/api/v1/topology", get_topology)
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential
     ctx.server.open_paths.add("/status/ack.css")  # its style, for a phone without the password

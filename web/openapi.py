@@ -111,6 +111,13 @@ def document() -> dict[str, Any]:
                     **read,
                 }
             },
+            "/api/v1/topology": {
+                "get": {
+                    "summary": "Every target's parents; those of depends_on: auto as learned "
+                    "from the switches' LLDP neighbours, with the port",
+                    **read,
+                }
+            },
             "/api/v1/alerts": {
                 "get": {
                     "summary": "Alerts with overlays (acknowledged, silenced, suppressed)",

@@ -82,6 +82,8 @@ LOG_WORDS_ZH: dict[str, str] = {
     "alert.red_line": "已超过红线",
     "alert.flapping": "状态频繁变化",
     "alert.settled": "已稳定",
+    "alert.explained": "由上级设备故障引起",
+    "alert.resumed": "上级设备已恢复，告警仍在",
     "notify.sent": "已通知",
     "notify.retry": "通知失败，将重试",
     "notify.failover": "改用备用联系方式",
@@ -100,6 +102,7 @@ LOG_WORDS_ZH: dict[str, str] = {
     "daemon.stop": "dutyd 已停止",
     "config.reload": "配置已重新加载",
     "config.reload_rejected": "新配置无效，未加载",
+    "topology.change": "拓扑变化（设备所连交换机端口变化）",
 }
 # escalation.<page kind>: which page went out (see notify.escalation.PageKind).
 ESCALATION_WORDS_ZH: dict[str, str] = {
@@ -111,6 +114,8 @@ ESCALATION_WORDS_ZH: dict[str, str] = {
     "ack_expired": "确认过期通知",
     "flapping": "状态频繁变化通知",
     "settled": "已稳定通知",
+    "explained": "上级设备故障说明通知",
+    "resumed": "恢复升级通知",
 }
 
 

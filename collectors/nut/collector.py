@@ -202,18 +202,30 @@ class NutCollector(Collector[NutTarget]):
         # Finish a little before the scheduler's own timeout so that the reason people read
         # says what stuck (connect, half a line) instead of a bare "no answer".
         budget = self.config.timeout * 0.9
-        async with self._lock:
-            try:
-                async with asyncio.timeout(budget):
-                    refused = await self._poll_retrying(readings)
-            except TimeoutError as exc:
-                error = self._timeout_error(budget)
-                await self._drop()
-                raise error from exc
-            except BaseException:
-                # Cancelled, garbage or a bug: the stream is out of step, start afresh.
-                await self._drop()
-                raise
+        deadline = asyncio.get_running_loop().time() + budget
+        # Waiting for the connection (a `close` saying LOGOUT) counts against the budget too:
+        # every await of a poll is inside it.
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._lock.acquire()
+        except TimeoutError as exc:
+            raise TargetTimeout(
+                f"NUT server {self._server}: the connection was still busy closing after "
+                f"{budget:.3g}s"
+            ) from exc
+        try:
+            async with asyncio.timeout_at(deadline):
+                refused = await self._poll_retrying(readings)
+        except TimeoutError as exc:
+            error = self._timeout_error(budget)
+            await self._drop()
+            raise error from exc
+        except BaseException:
+            # Cancelled, garbage or a bug: the stream is out of step, start afresh.
+            await self._drop()
+            raise
+        finally:
+            self._lock.release()
         if refused is not None:
             # An ERR answer (stale, unknown UPS) leaves the connection in step: it is kept.
             raise refused

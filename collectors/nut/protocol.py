@@ -128,7 +128,10 @@ class NutConnection:
             self._pos = 0
 
     async def close(self, logout_timeout: float = 0.0) -> None:
-        """Say LOGOUT (waiting at most `logout_timeout`) and close; 0 drops at once."""
+        """Say LOGOUT and close, all within `logout_timeout`; else (or with 0) abort.
+
+        Never waits on the peer beyond that: a graceful close waits until every queued byte
+        is delivered, which a frozen or restarting upsd may never allow."""
         if logout_timeout > 0 and not self.writer.is_closing():
             # LOGOUT is a courtesy so upsd logs a clean goodbye; never wait long for it.
             with contextlib.suppress(TimeoutError, OSError):
@@ -136,9 +139,12 @@ class NutConnection:
                     self.writer.write(b"LOGOUT\n")
                     await self.writer.drain()
                     await self.reader.read(256)
-            self.writer.close()
-        else:
-            # Out of step or hung peer: abort, so no unsent bytes keep the socket open.
-            self.writer.transport.abort()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+                    self.writer.close()
+                    await self.writer.wait_closed()
+                    return
+        # Out of step, hung peer or no goodbye in time: abort, dropping unsent bytes. The
+        # transport then closes at the loop's next turn, whatever the peer does.
+        self.writer.transport.abort()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()

@@ -131,8 +131,9 @@ class SnmpTarget(TargetConfig):
         le=100_000,
         description="Most rows a walked column may have; more is a broken agent (target down).",
     )
-    profiles: list[Literal["switch", "ups", "sensor"]] = Field(
-        default_factory=list, description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor."
+    profiles: list[Literal["switch", "ups", "sensor", "lldp"]] = Field(
+        default_factory=list,
+        description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor, lldp (LLDP-MIB).",
     )
     ports: list[str] = Field(
         default_factory=list,

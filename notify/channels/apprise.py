@@ -30,8 +30,9 @@ from pydantic import Field, SecretStr, model_validator
 
 from dutyd.core.configtypes import Language, SecretEnv, SecretFile, StrictModel, pick_secret
 from dutyd.notify.channels.base import RateLimit, SendResult
+from dutyd.notify.channels.chat_robots import ChatRobot, robot_service
 from dutyd.notify.channels.json_webhook import JsonWebhook
-from dutyd.notify.channels.safetext import FORMATS, TEXT, one_line_title, render
+from dutyd.notify.channels.safetext import FORMATS, MARKDOWN, TEXT, one_line_title, render
 
 _HTTP_SCHEMES = ("json", "jsons", "form", "forms", "xml", "xmls")
 
@@ -202,6 +203,7 @@ class AppriseChannel:
         self._title_in_body = False
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"notify-{name}"[:15])
         self._webhook: JsonWebhook | None = None
+        self._robot: ChatRobot | None = None
         self._asset: Any = None
         if self._scheme in _JSON_SCHEMES:
             # Posted on the event loop (`json_webhook`); apprise only parses the URL.
@@ -212,6 +214,11 @@ class AppriseChannel:
             self._webhook = JsonWebhook(service)
         else:
             self._asset = self._apprise_asset(name)
+            # DingTalk, WeCom and Feishu robots: Markdown, signatures, their error codes read.
+            plugin = _apprise().Apprise.instantiate(self._url)
+            if robot_service(plugin) is not None:
+                self._robot = ChatRobot(plugin, self._url)
+                self.body_format = MARKDOWN
 
     def _apprise_asset(self, name: str) -> Any:
         """apprise's settings for this channel's sends, once apprise knows the URL."""
@@ -258,6 +265,10 @@ class AppriseChannel:
         if self._webhook is not None:
             title = one_line_title(payload["title"])
             return await self._webhook.send(message_id, title, payload["body"])
+        if self._robot is not None:
+            # Its own Markdown (the ack link as a link, device text escaped): chat_robots.
+            title = one_line_title(payload["title"])
+            return await self._robot.send(message_id, title, payload["body"])
         loop = asyncio.get_running_loop()
         try:
             error = await loop.run_in_executor(
@@ -271,3 +282,5 @@ class AppriseChannel:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._webhook is not None:
             await self._webhook.close()
+        if self._robot is not None:
+            await self._robot.close()

@@ -84,6 +84,8 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
         "targets_down": down,
         "oncall": _oncall(ctx, now),
         "cluster": ctx.cluster(),
+        # Who hangs off whom (configured and learned from LLDP), to see an outage's extent.
+        "topology": ctx.topology(),
         "log": views.log_view(tail, language),
     }
 

@@ -17,6 +17,7 @@ const I18N = {
     node: "node", active: "active", standby: "standby", active_node: "active",
     silence_reason: "silenced from the status page",
     write_token_prompt: "API token that may write: acknowledge, silence (kept on this device)",
+    topology: "Topology", down: "down", learned: "LLDP",
   },
   zh: {
     title: "值班", redlines: "红线", alerts: "告警", environment: "机房环境",
@@ -31,6 +32,7 @@ const I18N = {
     node: "节点", active: "主用", standby: "备用", active_node: "主用节点",
     silence_reason: "从值班页面静默",
     write_token_prompt: "可确认和静默的 API 令牌（保存在本机）",
+    topology: "拓扑（依赖关系）", down: "离线", learned: "LLDP 发现",
   },
 };
 
@@ -204,6 +206,46 @@ function renderTargets(status) {
   box.append(table);
 }
 
+// The depends_on tree (each target under its first parent), targets down marked: how far an
+// outage reaches. Hidden when no target has a parent.
+function renderTopology(topology, down) {
+  const section = document.getElementById("topology-section");
+  const box = document.getElementById("topology");
+  box.replaceChildren();
+  const parents = (topology && topology.parents) || {};
+  const learned = (topology && topology.learned) || {};
+  const names = Object.keys(parents);
+  const children = {};
+  for (const n of names) {
+    const first = (parents[n] || [])[0];
+    if (first) (children[first] = children[first] || []).push(n);
+  }
+  section.hidden = !Object.keys(children).length;
+  const seen = new Set();
+  const node = (name) => {
+    const isDown = down.has(name);
+    const li = el("li", { class: isDown ? "bad" : "", "data-target": name },
+      isDown ? `${name} (${t("down")})` : name);
+    const link = learned[name];
+    if (link) li.append(el("span", { class: "muted" }, ` · ${t("learned")} ${link.parent}${link.port ? " " + link.port : ""}`));
+    if (seen.has(name)) return li;
+    seen.add(name);
+    const kids = children[name] || [];
+    if (kids.length) {
+      const ul = el("ul");
+      for (const kid of kids) ul.append(node(kid));
+      li.append(ul);
+    }
+    return li;
+  };
+  const tree = el("ul", { class: "tree" });
+  for (const n of names) {
+    const first = (parents[n] || [])[0];
+    if ((!first || !(first in parents)) && children[n]) tree.append(node(n));
+  }
+  box.append(tree);
+}
+
 function renderOncall(oncall) {
   const box = document.getElementById("oncall");
   box.replaceChildren();
@@ -251,6 +293,7 @@ async function refresh() {
     renderAlerts(s.alerts, s.generated_at);
     renderEnvironment(s.environment);
     renderTargets(s);
+    renderTopology(s.topology, new Set(s.targets_down.map((d) => d.name)));
     renderLog(s.log, s.timezone);
     document.getElementById("clock").textContent = fmtTime(s.generated_at, s.timezone);
     document.getElementById("updated").textContent = `${t("updated")} ${fmtTime(s.generated_at, s.timezone)}`;
