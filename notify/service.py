@@ -168,6 +168,10 @@ class NotifyService:
             self.resume(active)
 
     async def _move_back(self, seconds: float) -> None:
+        if self.sender is not None:
+            # A shared outbox: a reschedule would release the active node's claims (and is
+            # fenced); rows are sent by whichever node is active, on its own clock.
+            return
         now = self.clock.time()
         for row in await self.outbox.due(math.inf, 1 << 30):
             if row.next_at > now:
