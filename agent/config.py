@@ -33,6 +33,7 @@ from dutyd.collectors.snmp.trap_config import TrapsConfig, target_problems
 from dutyd.core.configtypes import StrictModel
 from dutyd.core.errors import ConfigError
 from dutyd.core.redact import redact_address
+from dutyd.duty.config import HandoverConfig, RoomList
 from dutyd.notify.config import (
     EscalationConfig,
     NotifyConfig,
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
     # The SNMP trap/inform listener (collectors/snmp/trap_config.py); off when absent.
     traps: TrapsConfig | None = None
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    # The machine rooms whose entries are registered (duty/config.py).
+    rooms: RoomList = Field(default_factory=list)
+    handover: HandoverConfig = Field(default_factory=HandoverConfig)
 
     @classmethod
     def settings_customise_sources(

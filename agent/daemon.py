@@ -36,8 +36,12 @@ from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import AlertEvent, Sample
 from dutyd.duty import rulestate
+from dutyd.duty.availability import AvailabilityRecorder
 from dutyd.duty.clockwatch import ClockWatch
 from dutyd.duty.drill import Drills
+from dutyd.duty.entries import EntryRegister
+from dutyd.duty.equipment import EquipmentRegister
+from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -158,10 +162,26 @@ class Daemon:
         self.drills = Drills(self.operations, self.notify, self.storage, clock)
         self.recorder = EnvironmentRecorder(self.storage.environment, clock=clock)
         self.reboots = RebootMemory(self.storage.boot_times)
+        self.entries = EntryRegister(
+            lambda: self.settings.rooms,
+            lambda: {p.name for p in self.settings.oncall.people},
+            lambda: self.notify.rota,
+            self.operations,
+            self.storage,
+            clock,
+        )
+        self.availability = AvailabilityRecorder(self.storage)
+        self.equipment = EquipmentRegister(lambda: self.scheduler.collectors, self.storage, clock)
+        self.handover = ShiftCheckIn(
+            lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
+        )
         self.clockwatch = ClockWatch(clock, self.metrics, self.storage.log)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
+            entries=self.entries,
+            handover=self.handover,
+            rooms=lambda: self.settings.rooms,
             notify=self.notify,
             storage=self.storage,
             latest=self.latest,
@@ -237,6 +257,9 @@ class Daemon:
         await self.drills.restore()
         await self.reboots.load()
         await self.recorder.start()
+        await self.entries.start()
+        await self.handover.start()
+        await self.equipment.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         try:
@@ -289,6 +312,9 @@ class Daemon:
         await self.ha.stop()
         await self.scheduler.stop()
         await self.drills.close()
+        await self.entries.close()
+        await self.handover.close()
+        await self.equipment.close()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -308,6 +334,10 @@ class Daemon:
         self._tasks.clear()
         await self.journal.drain()
         await self.drills.close()
+        await self.entries.close()
+        await self.handover.close()
+        await self.equipment.close()
+        await self.availability.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
@@ -475,8 +505,24 @@ class Daemon:
         )
         self._learn_topology(result)
         fields = {"target": result.target}
+        if self.ha.escalating():  # one node writes the outages (an HA standby polls too)
+            self.availability.observe(
+                result.target,
+                result.kind,
+                result.started_at,
+                result.ok,
+                was_up,
+                result.reason,
+                result.message,
+                result.samples,
+            )
         if result.ok:
             self.recorder.observe(result.samples)
+            self.entries.observe(result.samples)  # door contacts
+            collector = self.scheduler.collector(result.target)
+            facts = collector.take_facts() if collector is not None else None
+            if facts is not None:
+                self.equipment.observe(result.target, result.kind, facts)
             if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
                 log.info("target recovered", extra={"fields": fields})
         else:

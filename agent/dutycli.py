@@ -297,6 +297,38 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return EXIT_REFUSED
 
 
+def cmd_entry(args: argparse.Namespace) -> int:
+    """The entry register through the daemon: in, out, or who is in each room now."""
+    zone = _site_zone(args)
+    if args.direction == "who":
+        rooms = _api(args, "GET", "/api/v1/rooms")["rooms"]
+        for room in rooms:
+            door = {True: "open", False: "shut", None: "unknown"}[room["door_open"]]
+            people = room["people"]
+            print(f"{room['room']}: door {door}, {len(people)} in")
+            for p in people:
+                since = _local(p["since"], zone)
+                print(f"  {p['person']} since {since}: {p['purpose']}", end="")
+                print(f" (carrying {p['items']})" if p["items"] else "", end="")
+                print("" if p["approved"] else " NOT APPROVED")
+        return 0
+    body: dict[str, Any] = {
+        "room": args.room,
+        "person": args.person or _actor(args),
+        "direction": args.direction,
+        "with": args.with_,
+        "purpose": args.purpose,
+        "items": args.items,
+        "actor": _actor(args),
+    }
+    if args.direction == "in" and args.approved_by:
+        body["approved_by"] = args.approved_by
+    out = _api(args, "POST", "/api/v1/entries", body)
+    for e in out["entries"]:
+        print(f"{e['person']} {args.direction} {e['room']} at {_local(e['timestamp'], zone)}")
+    return 0
+
+
 def _read_store(args: argparse.Namespace, read: Callable[[Storage], Awaitable[T]]) -> T:
     """Open the store read-only, run `read` on it, close it."""
 
@@ -352,11 +384,49 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(args: argparse.Namespace, report: Any, default_name: str) -> int:
+    from dutyd.duty.report import to_csv, to_markdown, to_xlsx
+
+    if args.format == "xlsx":
+        out = Path(args.output or default_name)
+        to_xlsx(report, out)
+        print(f"wrote {out}")
+        return 0
+    text = to_markdown(report) if args.format == "md" else to_csv(report)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _period(args: argparse.Namespace, tz: str) -> tuple[float, float]:
+    if not args.from_:
+        raise SystemExit("--register needs --from (a date or time in the site's zone)")
+    start = _when(args.from_, tz)
+    end = _when(args.to, tz) if args.to else time.time()
+    return start, end
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from dutyd.duty.report import build_report, to_csv, to_markdown, to_xlsx
+    from dutyd.duty.report import build_report
     from dutyd.notify.oncall import Rota
 
     settings = _need_settings(args)
+    if args.register:
+        from dutyd.duty.registers import build_register
+
+        zone = _site_zone(args).key
+        start, end = _period(args, zone)
+        lang = args.lang or settings.notify.language
+        targets = [(t.name, t.kind) for t in settings.targets]
+        register = _read_store(
+            args,
+            lambda storage: build_register(storage, args.register, start, end, lang, zone, targets),
+        )
+        day = dt.datetime.fromtimestamp(start, _site_zone(args))
+        return _write_report(args, register, f"{args.register}-{day:%Y%m%d}.xlsx")
     rota = Rota(settings.oncall)
     tz = settings.oncall.timezone
     at = _when(args.at, tz) if args.at else time.time()
@@ -377,17 +447,59 @@ def cmd_report(args: argparse.Namespace) -> int:
             tz,
         ),
     )
-    if args.format == "xlsx":
-        out = Path(args.output or f"duty-{shift.start:%Y%m%d-%H%M}.xlsx")
-        to_xlsx(report, out)
-        print(f"wrote {out}")
+    return _write_report(args, report, f"duty-{shift.start:%Y%m%d-%H%M}.xlsx")
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Sign a register's period off (through the API), or the month's summary of sign-offs."""
+    from dutyd.duty.registers import REGISTERS, month_bounds, signatures, unsigned
+
+    _need_settings(args)  # the daemon's URL and token, the store, the site's zone
+    zone = _site_zone(args)
+    if args.action == "sign":
+        if not args.register:
+            raise SystemExit("sign needs --register (entry, equipment, status or log)")
+        start, end = _period(args, zone.key)
+        body = {
+            "register": args.register,
+            "from": start,
+            "to": end,
+            "actor": _actor(args),
+            "note": args.note,
+        }
+        out = _api(args, "POST", "/api/v1/registers/sign", body)
+        print(
+            f"{out['register']} register {_local(start, zone)} – {_local(end, zone)} "
+            f"signed off by {out['by']}"
+        )
         return 0
-    text = to_markdown(report) if args.format == "md" else to_csv(report)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text)
+    if not args.month:
+        raise SystemExit("summary needs --month (2026-03)")
+    start, end = month_bounds(args.month, zone.key)
+    wanted = [args.register] if args.register else list(REGISTERS)
+
+    async def read(storage: Storage) -> list[tuple[str, list[Any], list[tuple[float, float]]]]:
+        out = []
+        for name in wanted:
+            signed = [
+                s
+                for s in await signatures(storage, name)
+                if s.data["from"] < end and s.data["to"] > start
+            ]
+            out.append((name, signed, await unsigned(storage, name, start, end)))
+        return out
+
+    for name, signed, gaps in _read_store(args, read):
+        print(f"{name} register, {args.month}:")
+        for s in signed:
+            print(
+                f"  signed {_local(s.data['from'], zone)} – {_local(s.data['to'], zone)} "
+                f"by {s.actor} at {_local(s.timestamp, zone)}"
+            )
+        for lo, hi in gaps:
+            print(f"  NOT SIGNED {_local(lo, zone)} – {_local(hi, zone)}")
+        if not gaps:
+            print("  every day signed off")
     return 0
 
 
@@ -444,6 +556,19 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="walk the steps N times faster")
     p.set_defaults(func=_guard(cmd_drill))
 
+    p = sub.add_parser("entry", help="the machine room's entry register: in, out, who is in")
+    _common(p)
+    p.add_argument("direction", choices=["in", "out", "who"])
+    p.add_argument("--room", help="the room (rooms[].name)")
+    p.add_argument("--person", help="who goes in or out (default: --actor)")
+    p.add_argument(
+        "--with", dest="with_", action="append", default=[], help="a companion (repeatable)"
+    )
+    p.add_argument("--purpose", default="", help="why (required to go in)")
+    p.add_argument("--items", default="", help="what is carried in or out")
+    p.add_argument("--approved-by", help="who approved a person not on the room's list")
+    p.set_defaults(func=_guard(cmd_entry))
+
     p = sub.add_parser("log", help="print the duty log")
     _common(p, api=False)
     p.add_argument("--db", help="the SQLite file (default: storage.path of the config)")
@@ -460,10 +585,30 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--shift", action="store_true", help="the shift at --at (default: now)")
     p.add_argument("--at", help="a time within the shift")
     p.add_argument("--previous", action="store_true", help="the shift before that one")
+    p.add_argument(
+        "--register",
+        choices=["entry", "equipment", "status", "log"],
+        help="a register instead of the shift's diary",
+    )
+    p.add_argument("--from", dest="from_", help="--register: start (a date or time, site zone)")
+    p.add_argument("--to", help="--register: end (default: now)")
     p.add_argument("--format", choices=["md", "csv", "xlsx"], default="md")
     p.add_argument("--lang", choices=["en", "zh"])
     p.add_argument("-o", "--output", help="file to write (xlsx: default duty-<start>.xlsx)")
     p.set_defaults(func=_guard(cmd_report))
+
+    p = sub.add_parser("register", help="sign a register's period off, or a month's summary")
+    _common(p)
+    p.add_argument("action", choices=["sign", "summary"])
+    p.add_argument(
+        "--register", choices=["entry", "equipment", "status", "log"], help="sign: required"
+    )
+    p.add_argument("--from", dest="from_", help="sign: start (a date or time, site zone)")
+    p.add_argument("--to", help="sign: end (default: now)")
+    p.add_argument("--note", default="", help="sign: a remark")
+    p.add_argument("--month", help="summary: the month (2026-03)")
+    p.add_argument("--db", help="summary: the SQLite file (default: storage.path of the config)")
+    p.set_defaults(func=_guard(cmd_register))
 
 
 def _guard(func: Any) -> Any:

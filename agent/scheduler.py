@@ -92,6 +92,10 @@ class Scheduler:
     def collectors(self) -> dict[str, Collector]:
         return dict(self._collectors)
 
+    def collector(self, name: str) -> Collector | None:
+        """The running collector of a target (no copy: asked after every poll)."""
+        return self._collectors.get(name)
+
     def start(self, collector: Collector) -> None:
         name = collector.config.name
         if name in self._tasks:

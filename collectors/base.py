@@ -191,6 +191,8 @@ class CollectorContext:
 
 
 C = TypeVar("C", bound=TargetConfig)
+MAX_FACTS = 32
+MAX_FACT_CHARS = 256
 
 
 class Collector(ABC, Generic[C]):
@@ -210,6 +212,28 @@ class Collector(ABC, Generic[C]):
         """Sample names a target with this config produces (rules check names against it).
         Collectors whose names come from the config (Modbus register maps) override this."""
         return set(cls.metric_help)
+
+    # What the device is (vendor, model, serial, firmware, OS), for the equipment register:
+    # kinds that can read it do so on a poll while `facts_due` is set (at start, then daily:
+    # not every poll) and hand it over with `note_facts`; the daemon takes it after the poll.
+    facts_due: bool = True
+    _facts: dict[str, str] | None = None
+
+    def note_facts(self, facts: Mapping[str, str]) -> None:
+        """Keep what was read (device text: sizes capped, control characters dropped)."""
+        clean: dict[str, str] = {}
+        for key, value in list(facts.items())[:MAX_FACTS]:
+            text = "".join(ch for ch in str(value) if ch.isprintable()).strip()
+            if text:
+                clean[str(key)[:64]] = text[:MAX_FACT_CHARS]
+        self._facts = clean
+
+    def take_facts(self) -> dict[str, str] | None:
+        """The facts read on the last poll, once; none read: None."""
+        facts, self._facts = self._facts, None
+        if facts is not None:
+            self.facts_due = False
+        return facts
 
     @abstractmethod
     async def collect(self, readings: Readings) -> None:

@@ -141,6 +141,12 @@ HEADINGS = {
         "temperature": "temperature (°C)",
         "humidity": "humidity (%RH)",
         "still": "still active",
+        "handover": "Hand-over",
+        "who": "Who",
+        "what": "What",
+        "note": "Note",
+        "handover_note": "hand-over note",
+        "confirmed": "confirmed on duty",
     },
     "zh": {
         "title": "值班日志",
@@ -169,6 +175,12 @@ HEADINGS = {
         "temperature": "温度（°C）",
         "humidity": "湿度（%RH）",
         "still": "仍在告警",
+        "handover": "交接班",
+        "who": "人员",
+        "what": "事项",
+        "note": "说明",
+        "handover_note": "交班记录",
+        "confirmed": "确认到岗",
     },
 }
 
@@ -210,6 +222,8 @@ class Report:
     equipment: list[list[str]] = field(default_factory=list)  # target, kind, status, detail
     environment: list[list[Any]] = field(default_factory=list)  # sensor, reading, min, max
     problems: list[list[str]] = field(default_factory=list)  # time, problem, sev, resolved, m.
+    # time, who, what (hand-over note / confirmed on duty), note: each signed by its writer.
+    handover: list[list[str]] = field(default_factory=list)
 
     def h(self, key: str) -> str:
         return HEADINGS.get(self.language, HEADINGS["en"])[key]
@@ -240,6 +254,7 @@ class Report:
                 [h("time"), h("problem"), h("severity"), h("resolved"), h("measures")],
                 self.problems,
             ),
+            (h("handover"), [h("time"), h("who"), h("what"), h("note")], self.handover),
         ]
 
     def header(self) -> list[tuple[str, str]]:
@@ -250,7 +265,7 @@ class Report:
 
 
 # The duty log kinds the diary is made of.
-REPORT_KINDS = ("alert.", "silence.add", "maintenance.add", "drill.end")
+REPORT_KINDS = ("alert.", "silence.add", "maintenance.add", "drill.end", "shift.")
 
 
 async def build_report(
@@ -306,6 +321,9 @@ async def build_report(
                 word, when=report.when(ts), actor=actor, reason=data.get("reason", "")
             )
             measures.append((ts, text))
+        elif kind in ("shift.handover", "shift.confirm"):
+            what = h("handover_note") if kind == "shift.handover" else h("confirmed")
+            report.handover.append([report.when(ts), actor, what, data.get("note", "")])
         elif kind == "drill.end":
             answers = report.measure("list").join(
                 f"{a['actor']} {format_duration(a['seconds'], report.language)}"

@@ -1,11 +1,12 @@
 """Durable state behind repositories; SQLite (WAL) is the embedded default.
 
 Everything the daemon must not lose lives here: alerts, silences and maintenance windows, event
-counts, the duty log, the notification outbox, used ack links, drills, the room environment and
-targets' boot times. `Storage` bundles one repository per thing (`storage.alerts`,
-`storage.log`, `storage.outbox`, ...), opened and closed together. A server database replaces
-SQLite by implementing the repositories of `dutyd.storage.repositories`, passing the contract
-suite in `tests/test_storage_contract.py`, and registering its URL scheme in `open_storage`.
+counts, the duty log, the notification outbox, used ack links, drills, the room environment,
+targets' boot times, the entry and equipment registers. `Storage` bundles one repository per thing
+(`storage.alerts`, `storage.log`, `storage.outbox`, ...), opened and closed together. A server
+database replaces SQLite by implementing the repositories of `dutyd.storage.repositories`,
+passing the contract suite in `tests/test_storage_contract.py`, and registering its URL scheme in
+`open_storage`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    EquipmentFacts,
     GroupHold,
     GroupMemberRow,
     LeaseState,
     LogEntry,
     Member,
     NewLogEntry,
+    NewRoomEntry,
     OutboxMessage,
     OutboxStats,
+    RoomEntry,
     RuleEventRow,
     StoredAlert,
     StoredSilence,
@@ -40,8 +44,10 @@ from dutyd.storage.repositories import (
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
+    EquipmentRepository,
     OutboxRepository,
     OverlayRepository,
+    RoomEntryRepository,
     RuleEventRepository,
 )
 
@@ -85,6 +91,8 @@ __all__ = [
     "EnvironmentRange",
     "EnvironmentReading",
     "EnvironmentRepository",
+    "EquipmentFacts",
+    "EquipmentRepository",
     "FencedOut",
     "GroupHold",
     "GroupMemberRow",
@@ -92,11 +100,14 @@ __all__ = [
     "LogEntry",
     "Member",
     "NewLogEntry",
+    "NewRoomEntry",
     "OutboxMessage",
     "OutboxRepository",
     "OutboxStats",
     "OverlayRepository",
     "RetentionConfig",
+    "RoomEntry",
+    "RoomEntryRepository",
     "RuleEventRepository",
     "RuleEventRow",
     "Storage",

@@ -20,8 +20,10 @@ from dutyd.storage.repositories import (
     DrillRepository,
     DutyLogRepository,
     EnvironmentRepository,
+    EquipmentRepository,
     OutboxRepository,
     OverlayRepository,
+    RoomEntryRepository,
     RuleEventRepository,
 )
 
@@ -50,6 +52,8 @@ class Storage(ABC):
     cluster: ClusterRepository
     # Whether writes go through (see `storage/health.py`).
     health: StorageHealth
+    room_entries: RoomEntryRepository
+    equipment: EquipmentRepository
 
     @abstractmethod
     async def open(self) -> None: ...

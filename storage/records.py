@@ -182,3 +182,47 @@ class GroupMemberRow:
     holds: bool
     node: str
     updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoomEntry:
+    """One line of the machine room's entry register to be written (the store assigns the
+    id): a person going in or out of a room, who they were with, why and what they carried."""
+
+    timestamp: float
+    room: str
+    person: str
+    direction: str  # "in" or "out"
+    companions: tuple[str, ...] = ()
+    purpose: str = ""
+    items: str = ""  # what they carried in or out
+    approved_by: str = ""  # who let in someone not on the room's approved list
+    actor: str = ""  # who wrote the line (the person, or the duty engineer for a visitor)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEntry:
+    """One line of the append-only entry register."""
+
+    id: int
+    timestamp: float
+    room: str
+    person: str
+    direction: str
+    companions: tuple[str, ...]
+    purpose: str
+    items: str
+    approved_by: str
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class EquipmentFacts:
+    """What a target is, as read from it (vendor, model, serial, firmware, OS ...): one row of
+    the equipment register's history, written when first read and whenever it changes."""
+
+    id: int
+    timestamp: float
+    target: str
+    kind: str
+    facts: dict[str, str]

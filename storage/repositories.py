@@ -21,14 +21,17 @@ from typing import Any
 from dutyd.storage.records import (
     EnvironmentRange,
     EnvironmentReading,
+    EquipmentFacts,
     GroupHold,
     GroupMemberRow,
     LeaseState,
     LogEntry,
     Member,
     NewLogEntry,
+    NewRoomEntry,
     OutboxMessage,
     OutboxStats,
+    RoomEntry,
     RuleEventRow,
     StoredAlert,
     StoredSilence,
@@ -357,3 +360,45 @@ class ClusterRepository(ABC):
     async def group_members(self, max_age: float) -> list[GroupMemberRow]:
         """The rows refreshed within the last `max_age` seconds (the store's clock), by rule,
         then group, then series (their labels as canonical JSON)."""
+
+
+class RoomEntryRepository(ABC):
+    """The machine room's entry register: who went in or out of which room, with whom, why
+    and carrying what. Append-only: lines are never changed or removed (both stores refuse
+    an UPDATE or DELETE of the table), so the register is evidence."""
+
+    @abstractmethod
+    async def append(self, entries: Sequence[NewRoomEntry]) -> list[int]:
+        """Write the lines in one transaction, in order; their ids (increasing)."""
+
+    @abstractmethod
+    async def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        room: str | None = None,
+        limit: int | None = None,
+    ) -> list[RoomEntry]:
+        """Lines with since <= timestamp < until (of `room` when given), in writing order."""
+
+    @abstractmethod
+    async def inside(self) -> list[RoomEntry]:
+        """Who is in now: for each (room, person) whose latest line is "in", that line, in
+        writing order."""
+
+
+class EquipmentRepository(ABC):
+    """The equipment register's history: what each target is (its facts), a row each time
+    that was first read or changed. Append-only, as the entry register."""
+
+    @abstractmethod
+    async def record(self, timestamp: float, target: str, kind: str, facts: dict[str, str]) -> int:
+        """Append a row; its id."""
+
+    @abstractmethod
+    async def latest(self, until: float | None = None) -> list[EquipmentFacts]:
+        """Each target's latest row (written before `until` when given), by target."""
+
+    @abstractmethod
+    async def history(self, since: float, until: float) -> list[EquipmentFacts]:
+        """Rows with since <= timestamp < until, in writing order."""

@@ -7,10 +7,13 @@ import json
 from collections.abc import Sequence
 
 from dutyd.storage.records import (
+    EquipmentFacts,
     GroupHold,
     GroupMemberRow,
     NewLogEntry,
+    NewRoomEntry,
     OutboxMessage,
+    RoomEntry,
     StoredAlert,
 )
 
@@ -75,4 +78,55 @@ def group_member(
 ) -> GroupMemberRow:
     return GroupMemberRow(
         rule, json.loads(group_key), json.loads(series_key), bool(holds), node, float(updated)
+    )
+
+
+def room_entry_row(e: NewRoomEntry) -> tuple[object, ...]:
+    """ts, room, person, direction, companions, purpose, items, approved_by, actor."""
+    if e.direction not in ("in", "out"):
+        raise ValueError(f"direction must be in or out, not {e.direction!r}")
+    return (
+        e.timestamp,
+        e.room,
+        e.person,
+        e.direction,
+        to_json(list(e.companions)),
+        e.purpose,
+        e.items,
+        e.approved_by,
+        e.actor,
+    )
+
+
+# The columns `room_entry` reads, in its order.
+ROOM_ENTRY_COLUMNS = (
+    "id, ts, room, person, direction, companions, purpose, items, approved_by, actor"
+)
+
+
+def room_entry(row: Sequence[object]) -> RoomEntry:
+    return RoomEntry(
+        int(row[0]),  # type: ignore[call-overload]
+        float(row[1]),  # type: ignore[arg-type]
+        str(row[2]),
+        str(row[3]),
+        str(row[4]),
+        tuple(json.loads(str(row[5]))),
+        str(row[6]),
+        str(row[7]),
+        str(row[8]),
+        str(row[9]),
+    )
+
+
+EQUIPMENT_COLUMNS = "id, ts, target, kind, facts"
+
+
+def equipment_facts(row: Sequence[object]) -> EquipmentFacts:
+    return EquipmentFacts(
+        int(row[0]),  # type: ignore[call-overload]
+        float(row[1]),  # type: ignore[arg-type]
+        str(row[2]),
+        str(row[3]),
+        dict(json.loads(str(row[4]))),
     )

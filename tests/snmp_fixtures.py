@@ -149,7 +149,10 @@ def sensor_values(temp_tenths: int = 235, humidity: int = 41) -> dict[str, list[
 class SnmpdPeer:
     """net-snmp snmpd on 127.0.0.1:<free port>, values from `values.json` in its temp dir."""
 
-    def __init__(self, tmp: Path, values: dict[str, list[Any]]) -> None:
+    def __init__(
+        self, tmp: Path, values: dict[str, list[Any]], served: tuple[str, ...] = ()
+    ) -> None:
+        """`served`: more subtrees the script answers for, besides `SERVED`."""
         self.dir = tmp
         self.port = free_port("udp")
         self.values_path = tmp / "values.json"
@@ -168,7 +171,7 @@ class SnmpdPeer:
         ]
         lines += [
             f"pass_persist -p 1 {oid} {sys.executable} {script} {self.values_path}"
-            for oid in SERVED
+            for oid in (*SERVED, *served)
         ]
         self.conf = tmp / "snmpd.conf"
         self.conf.write_text("\n".join(lines) + "\n")

@@ -412,6 +412,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "is_active": lambda t: parsers.parse_is_active(t, ["a.service", "b.service"]),
     "backup_files": parsers.parse_backup_files,
     "command_output": parsers.parse_command_output,
+    "os_release": parsers.parse_os_release,
 }
 
 

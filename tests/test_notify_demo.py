@@ -88,6 +88,7 @@ DAY = 86400.0
 
 # (metric, labels, breaking value, value that clears it or None when it stays): one of each
 # duty-pack rule, so every kind of summary and resolve notice is paged.
+ROOM = {"target": "dutyd", "kind": "register", "room": "room-a"}
 BREAKS: list[tuple[str, dict[str, str], float, float | None]] = [
     ("room_temperature_celsius", SENSOR, 27.5, 22.0),
     ("room_humidity_percent", {**SENSOR, "target": "room-b-sensor"}, 38.0, 50.0),
@@ -109,6 +110,13 @@ BREAKS: list[tuple[str, dict[str, str], float, float | None]] = [
     ("backup_stale", BACKUP, 1, 0),
     ("backup_newest_size_bytes", BACKUP, 0, 5e9),
     ("backup_retention_shortfall_seconds", BACKUP, 8 * DAY, 0),
+    # The people rules: dutyd's entry register and shift check-in (duty/entries.py,
+    # duty/handover.py) and a door contact.
+    ("room_people_inside", ROOM, 1, 2),
+    ("room_door_open_unregistered", ROOM, 1, 0),
+    ("room_door_open", {**ROOM, "kind": "modbus", "target": "door-a"}, 1, 0),
+    ("room_occupied_at_handover", ROOM, 1, 0),
+    ("duty_shift_confirmed_people", {"target": "dutyd", "kind": "shift"}, 0, 1),
 ]
 
 # What a Chinese page may carry in Latin letters, and nothing else: people's names, the ids of

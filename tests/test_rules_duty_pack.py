@@ -128,6 +128,39 @@ CASES: dict[
         # Four outbreaks, but never more than three within one year.
         (130 * DAY, [0, 1, 2, 3, 4, 5]),
     ),
+    # The entry register's samples (duty/entries.py): target "dutyd", kind "register".
+    "room_entered_alone": (
+        "room_people_inside",
+        {"kind": "register", "room": "A"},
+        (60, [0, 1, 1, 1, 1]),
+        # Alone for a minute while the second person registers, then two.
+        (60, [0, 1, 2, 2, 2, 0, 2, 1, 0]),
+    ),
+    "room_door_open_unregistered": (
+        "room_door_open_unregistered",
+        {"kind": "register", "room": "A"},
+        (10, [0, 1]),
+        (10, [0, 0, 0]),
+    ),
+    "room_door_held_open": (
+        "room_door_open",
+        {"kind": "modbus", "room": "A"},
+        (60, [0, 1, 1, 1, 1, 1, 1, 1]),
+        (60, [0, 1, 1, 0, 1, 1, 1, 0, 1, 0]),
+    ),
+    "room_occupied_at_handover": (
+        "room_occupied_at_handover",
+        {"kind": "register", "room": "A"},
+        (60, [0, 1]),
+        (60, [0, 0, 0]),
+    ),
+    # The shift check-in (duty/handover.py): 0 from the hand-over until someone confirms.
+    "duty_post_unattended": (
+        "duty_shift_confirmed_people",
+        {"kind": "shift"},
+        (300, [0, 0, 0, 0, 0]),
+        (300, [0, 0, 1, 2, 0, 0, 1]),
+    ),
     "emergency_drill_overdue": (
         "drill_last_timestamp_seconds",
         {},

@@ -8,11 +8,16 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
+import pytest
 from playwright.async_api import Dialog, async_playwright
 
-from tests.api_fixtures import READ_TOKEN, TOKEN, Running
+from dutyd.agent.config import load_from_dict
+from dutyd.agent.daemon import Daemon
+from tests.api_fixtures import READ_TOKEN, TOKEN, Portal, Running, config
 from tests.peers import require_binary
 
 OUTPUT = Path(__file__).parent / "output"
@@ -159,3 +164,105 @@ async def test_a_wall_screen_keeps_its_read_token_when_an_ack_is_refused(running
             assert [t for t, _ in seen[3:]] == ["prompt", "prompt"], seen  # no failure shown
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def with_rooms(tmp_path: Path) -> AsyncIterator[Running]:
+    """The `running` daemon with two machine rooms whose entries are registered, and shift
+    check-in on."""
+    portal = Portal()
+    await portal.start()
+    rooms = [{"name": "room-a"}, {"name": "机房B"}]
+    settings = config(tmp_path, portal.url, rooms=rooms, handover={"check_in": True})
+    daemon = Daemon(load_from_dict(settings, "<test>"))
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Running(daemon, portal, session)
+    finally:
+        await daemon.stop()
+        await portal.stop()
+
+
+async def test_phone_form_registers_people_in_and_out_and_shows_who_is_in(
+    with_rooms: Running,
+) -> None:
+    chromium = require_binary("chromium")
+    running = with_rooms
+    OUTPUT.mkdir(exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+            await page.add_init_script(
+                f"localStorage.setItem('dutyd.token', '{TOKEN}');"
+                "localStorage.setItem('dutyd.actor', 'Zhang Wei');"
+            )
+            failures: list[str] = []
+            failed = asyncio.Event()
+
+            async def answer(dialog: Dialog) -> None:
+                failures.append(dialog.message)
+                failed.set()
+                await dialog.accept()
+
+            page.on("dialog", lambda d: asyncio.ensure_future(answer(d)))
+            await page.goto(running.base + "/status")
+            room_a = page.locator('.room[data-room="room-a"]')
+            await room_a.wait_for(timeout=10_000)
+            assert "nobody in" in await room_a.inner_text()
+
+            # Two people go in together, carrying a disk.
+            await page.select_option("#entry-room", "room-a")
+            await page.fill("#entry-person", "Zhang Wei")
+            await page.fill("#entry-with", "Li Na")
+            await page.fill("#entry-purpose", "replace disk 3 of db1")
+            await page.fill("#entry-items", "1 × SAS disk 1.2 TB")
+            await page.click("#entry-in")
+            await room_a.locator('li[data-person="Li Na"]').wait_for(timeout=10_000)
+            text = await room_a.inner_text()
+            assert "2 in" in text and "Zhang Wei" in text, text
+            assert "replace disk 3 of db1" in text and "carrying 1 × SAS disk 1.2 TB" in text
+            assert await page.input_value("#entry-purpose") == ""  # cleared once registered
+            await page.screenshot(path=str(OUTPUT / "status-page-rooms.png"), full_page=True)
+
+            # Li Na leaves; Zhang Wei stays.
+            await page.fill("#entry-person", "Li Na")
+            await page.click("#entry-out")
+            await room_a.locator('li[data-person="Li Na"]').wait_for(
+                state="detached", timeout=10_000
+            )
+            assert [
+                await li.get_attribute("data-person") for li in await room_a.locator("li").all()
+            ] == ["Zhang Wei"]
+            # Going in twice is refused with the reason.
+            await page.fill("#entry-person", "Zhang Wei")
+            await page.fill("#entry-purpose", "again")
+            await page.click("#entry-in")
+            await asyncio.wait_for(failed.wait(), 10)
+            assert failures and "registered in room-a already" in failures[0], failures
+
+            # Zhang Wei, on duty, confirms the shift from the page.
+            shift = page.locator("#shift")
+            assert "not confirmed yet" in await shift.inner_text()
+            await shift.locator("button.confirm-duty").click()
+            await page.locator("#shift .good").wait_for(timeout=10_000)
+            assert "confirmed: Zhang Wei" in await shift.inner_text()
+
+            # In Chinese.
+            await page.goto(running.base + "/status?lang=zh")
+            await page.locator("body[data-loaded='1']").wait_for(timeout=10_000)
+            assert await page.locator("#rooms-section h2").inner_text() == "机房人员"
+            assert "1 人在内" in await room_a.inner_text()
+            assert "无人" in await page.locator('.room[data-room="机房B"]').inner_text()
+            await page.screenshot(path=str(OUTPUT / "status-page-rooms-zh.png"), full_page=True)
+        finally:
+            await browser.close()
+    _, body = await running.get("/api/v1/entries")
+    assert [(e["person"], e["direction"], e["actor"]) for e in body["entries"]] == [
+        ("Zhang Wei", "in", "Zhang Wei"),
+        ("Li Na", "in", "Zhang Wei"),
+        ("Li Na", "out", "Zhang Wei"),
+    ]
+    _, shift = await running.get("/api/v1/shift")
+    assert list(shift["shift"]["confirmed"]) == ["Zhang Wei"]

@@ -20,6 +20,7 @@ from dutyd.storage import (
     GroupMemberRow,
     LogEntry,
     NewLogEntry,
+    NewRoomEntry,
     OutboxMessage,
     OutboxStats,
     Storage,
@@ -763,6 +764,91 @@ async def test_cluster_group_members_too_old_are_left_out_then_forgotten(store: 
             "node-a", rows[0].updated,
         )
     ]  # fmt: skip
+
+
+# -- the entry register ---------------------------------------------------------------------------
+
+
+def entry(ts: float, room: str, person: str, direction: str = "in", **kw: object) -> NewRoomEntry:
+    return NewRoomEntry(ts, room, person, direction, **kw)  # type: ignore[arg-type]
+
+
+async def test_room_entries_append_read_and_who_is_inside(store: Store) -> None:
+    s = store.s
+    assert await s.room_entries.inside() == []
+    assert await s.room_entries.append([]) == []
+    first = entry(
+        10.0, "机房A", "张伟", companions=("Li Na",), purpose="更换硬盘 disk swap",
+        items="2 × 硬盘 SAS 1.2 TB", actor="张伟",
+    )  # fmt: skip
+    ids = await s.room_entries.append([first, entry(10.0, "机房A", "Li Na", actor="张伟")])
+    assert ids == sorted(ids) and len(set(ids)) == 2
+    (more,) = await s.room_entries.append([entry(20.0, "room-b", "Zhao Min", approved_by="Wang")])
+    assert more > ids[1]
+    await s.room_entries.append([entry(30.0, "机房A", "Li Na", "out", items="old disk")])
+    everything = await s.room_entries.read()
+    assert [(e.timestamp, e.room, e.person, e.direction) for e in everything] == [
+        (10.0, "机房A", "张伟", "in"),
+        (10.0, "机房A", "Li Na", "in"),
+        (20.0, "room-b", "Zhao Min", "in"),
+        (30.0, "机房A", "Li Na", "out"),
+    ]
+    one = everything[0]
+    assert (one.id, one.companions, one.purpose, one.items, one.approved_by, one.actor) == (
+        ids[0], ("Li Na",), "更换硬盘 disk swap", "2 × 硬盘 SAS 1.2 TB", "", "张伟",
+    )  # fmt: skip
+    assert [e.person for e in await s.room_entries.read(since=10.5, until=30.0)] == ["Zhao Min"]
+    assert [e.direction for e in await s.room_entries.read(room="机房A")] == ["in", "in", "out"]
+    assert len(await s.room_entries.read(limit=2)) == 2
+    # Li Na left; Zhang Wei and Zhao Min are still in.
+    assert [(e.room, e.person) for e in await s.room_entries.inside()] == [
+        ("机房A", "张伟"),
+        ("room-b", "Zhao Min"),
+    ]
+    # In again later: the latest line counts.
+    await s.room_entries.append([entry(40.0, "机房A", "Li Na", purpose="cabling")])
+    s = await store.reopen()
+    inside = await s.room_entries.inside()
+    assert [(e.person, e.purpose) for e in inside] == [
+        ("张伟", "更换硬盘 disk swap"),
+        ("Zhao Min", ""),
+        ("Li Na", "cabling"),
+    ]
+    assert len(await s.room_entries.read()) == 5
+
+
+async def test_room_entries_refuse_a_direction_other_than_in_or_out(store: Store) -> None:
+    with pytest.raises(ValueError, match="in or out"):
+        await store.s.room_entries.append([entry(1.0, "A", "x", "sideways")])
+    assert await store.s.room_entries.read() == []
+
+
+# -- the equipment register -----------------------------------------------------------------------
+
+
+async def test_equipment_facts_latest_as_of_and_history(store: Store) -> None:
+    s = store.s
+    assert await s.equipment.latest() == []
+    ups = {"vendor": "Acme", "model": "Smart-UPS 3000", "serial": "AS1234"}
+    first = await s.equipment.record(10.0, "ups1", "nut", ups)
+    await s.equipment.record(11.0, "sw1", "snmp", {"name": "核心交换机", "firmware": "16.12"})
+    swapped = {**ups, "serial": "AS9999"}
+    later = await s.equipment.record(20.0, "ups1", "nut", swapped)
+    assert later > first
+    latest = await s.equipment.latest()
+    assert [(f.target, f.kind, f.facts) for f in latest] == [
+        ("sw1", "snmp", {"name": "核心交换机", "firmware": "16.12"}),
+        ("ups1", "nut", swapped),
+    ]
+    # As of a moment before the swap.
+    assert [(f.target, f.facts) for f in await s.equipment.latest(until=15.0)] == [
+        ("sw1", {"name": "核心交换机", "firmware": "16.12"}),
+        ("ups1", ups),
+    ]
+    history = await s.equipment.history(10.5, 25.0)
+    assert [(f.timestamp, f.target) for f in history] == [(11.0, "sw1"), (20.0, "ups1")]
+    s = await store.reopen()
+    assert [f.id for f in await s.equipment.latest()] == [latest[0].id, later]
 
 
 # -- retention --------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from dutyd.agent.config import load_config
 from dutyd.core.errors import ConfigError
-from dutyd.storage import StorageConfig, StorageError, open_configured, open_storage
+from dutyd.storage import (
+    NewRoomEntry,
+    StorageConfig,
+    StorageError,
+    open_configured,
+    open_storage,
+)
 from dutyd.storage.postgres import PostgresStorage
 from dutyd.storage.postgres.migrations import MIGRATIONS
 from dutyd.storage.sqlite import SqliteStorage
@@ -110,3 +116,17 @@ def test_the_ha_example_config_is_valid(tmp_path, monkeypatch) -> None:
     assert settings.cluster.enabled and settings.cluster.node == "duty-b"
     assert settings.storage.password() == "secret"
     assert "dutyd-b" in (root / "docker-compose.yml").read_text()
+
+
+async def test_the_entry_register_refuses_changes_and_removals(postgres: PostgresServer) -> None:
+    url = postgres.create_database("register")
+    async with PostgresStorage(url, PASSWORD) as storage:
+        await storage.room_entries.append([NewRoomEntry(1.0, "A", "Zhang Wei", "in")])
+    for sql in (
+        "UPDATE room_entries SET person = 'nobody'",
+        "DELETE FROM room_entries",
+        "TRUNCATE room_entries",
+    ):
+        with pytest.raises(AssertionError, match="append-only"):
+            postgres.psql(sql, "register")
+    assert postgres.psql("SELECT person FROM room_entries", "register").split() == ["Zhang", "Wei"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dutyd.storage import NewLogEntry, OutboxMessage, StorageError, open_storage
+from dutyd.storage import NewLogEntry, NewRoomEntry, OutboxMessage, StorageError, open_storage
 from dutyd.storage.sqlite import SqliteStorage
 from dutyd.storage.sqlite.migrations import MIGRATIONS
 
@@ -239,3 +239,21 @@ async def test_close_writes_the_deliveries_still_in_flight(tmp_path: Path) -> No
         assert await storage.outbox.due(10.0, 100) == []
     finally:
         await storage.close()
+
+
+async def test_the_entry_register_refuses_changes_and_removals(tmp_path: Path) -> None:
+    """Append-only in the file itself: not even a process with the file open can rewrite
+    who went into the room."""
+    path = tmp_path / "reg.db"
+    storage = open_storage(path)
+    async with storage:
+        await storage.room_entries.append([NewRoomEntry(1.0, "A", "Zhang Wei", "in")])
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE room_entries SET person = 'nobody'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM room_entries")
+        assert conn.execute("SELECT person FROM room_entries").fetchall() == [("Zhang Wei",)]
+    finally:
+        conn.close()

@@ -22,6 +22,16 @@ with `api.open_loopback_reads`. Bad input is a 4xx with the reason in JSON
     GET  /api/v1/openapi.json   the OpenAPI description (web/openapi.py; no token needed)
     GET  /status, /api/v1/status  the on-call status page and its data (web/statuspage/)
     GET  /api/v1/cluster          this node's place in the cluster (active, members, shards)
+    POST /api/v1/entries        {"room", "person", "direction": "in"|"out", "with": [...],
+                                 "purpose", "items", "approved_by", "actor"}: the entry register
+    GET  /api/v1/entries[?room=&since=&until=&limit=]   its lines
+    GET  /api/v1/rooms          each room's door and who is in it
+    POST /api/v1/registers/sign {"register", "from", "to", "actor", "note"}: sign a period off
+    GET  /api/v1/shift          the current shift's check-in: its people, who confirmed
+    POST /api/v1/shift/confirm  {"actor", "note"}: the actor (of the current shift) is on duty
+    POST /api/v1/shift/handover {"actor", "note"}: the outgoing person's hand-over note
+    POST /api/v1/doors/{room}   {"open": true|false}: a room's door webhook, with the door's own
+                                token in X-Dutyd-Token (rooms[].door), not the API token
     GET  /ack/{token}           the signed link of a notification: a confirmation page
     POST /ack/{token}           acknowledges (a GET never changes state: mail scanners follow
                                 links, and must not acknowledge alerts on the engineer's behalf)
@@ -43,6 +53,7 @@ from aiohttp import web
 
 from dutyd.core.configtypes import format_duration, parse_duration
 from dutyd.core.redact import redact_address
+from dutyd.duty import registers
 from dutyd.notify.acklink import InvalidToken
 from dutyd.notify.templates import local_time
 from dutyd.storage import StorageUnavailable
@@ -364,6 +375,9 @@ ACK_TEXT = {
         "acked": "Acknowledged by {actor}.",
         "drill": "Drill answered in {seconds}.",
         "gone": "This alert is no longer active.",
+        "check_in": "Shift check-in: {actor}",
+        "confirm": "I am on duty: {actor}",
+        "confirmed": "{actor} is on duty: recorded in the duty diary.",
     },
     "zh": {
         "note": "备注（处理措施）",
@@ -371,6 +385,9 @@ ACK_TEXT = {
         "acked": "已确认（{actor}）。",
         "drill": "演练已确认，用时 {seconds}。",
         "gone": "该告警已不再活动。",
+        "check_in": "到岗确认：{actor}",
+        "confirm": "确认到岗（{actor}）",
+        "confirmed": "{actor} 已确认到岗，已记入值班日志。",
     },
 }
 # InvalidToken's reasons, for a link that cannot be trusted to say whose it is.
@@ -444,6 +461,14 @@ async def get_ack_link(request: web.Request) -> web.Response:
     drill = _ctx(request).drills.find(claim.fingerprint)
     lang = _ack_language(request, claim.actor, site)
     words = ACK_TEXT[lang]
+    if ctx.handover.find(claim.fingerprint) is not None:
+        return _page(
+            f"<h2>{html.escape(words['check_in'].format(actor=claim.actor))}</h2>"
+            f'<form method="post"><p><input name="note" placeholder="{html.escape(words["note"])}" '
+            f'class="note"></p><button type="submit">'
+            f"{html.escape(words['confirm'].format(actor=claim.actor))}</button></form>",
+            lang=lang,
+        )
     if view:
         summary = (view.get("summaries") or {}).get(lang) or view["summary"]
     else:
@@ -469,6 +494,14 @@ async def post_ack_link(request: web.Request) -> web.Response:
         words = ACK_TEXT[lang]
         form = await request.post()
         note = str(form.get("note", ""))[:500] or "via ack link"
+        shift = ctx.handover.find(claim.fingerprint)
+        if shift is not None:
+            ctx.handover.ensure_current(shift)  # a stale link stays unused
+            await ctx.notify.links.consume(ctx.storage.ack_links, claim, ctx.clock.time())  # type: ignore[union-attr]
+            await ctx.handover.confirm(claim.actor, note, "link", shift)
+            return _page(
+                f"<p>{html.escape(words['confirmed'].format(actor=claim.actor))}</p>", lang=lang
+            )
         drill = _ctx(request).drills.find(claim.fingerprint)
         active = view is not None and view["state"] in ("pending", "firing")
         if drill is None and not active:
@@ -610,6 +643,119 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response(await statuspage.status_data(_ctx(request), lang))
 
 
+def _names(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key) or []
+    if isinstance(value, str):
+        value = [v for v in (part.strip() for part in value.split(",")) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"{key!r} must be a list of names")
+    return value
+
+
+@_errors
+async def post_entry(request: web.Request) -> web.Response:
+    """Register people in or out of a machine room (the entry register)."""
+    _authorize(request)
+    data = await _body(request)
+    ctx = _ctx(request)
+    direction = data.get("direction")
+    if direction not in ("in", "out"):
+        raise ApiError(400, "'direction' must be 'in' or 'out'")
+    actor = _actor(data)
+    room, person = _text(data, "room", limit=64), _text(data, "person", limit=100)
+    companions = _names(data, "with")
+    purpose = _text(data, "purpose", required=False)
+    items = _text(data, "items", required=False)
+    if direction == "in":
+        approved_by = _text(data, "approved_by", required=False, limit=100)
+        lines = await ctx.entries.enter(
+            room, person, actor, companions, purpose, items, approved_by
+        )
+    else:
+        lines = await ctx.entries.leave(room, person, actor, companions, purpose, items)
+    return web.json_response({"entries": [views.room_entry_view(e) for e in lines]}, status=201)
+
+
+@_errors
+async def get_entries(request: web.Request) -> web.Response:
+    authorize_read(request, _ctx(request))
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        until = float(request.query["until"]) if "until" in request.query else None
+        limit = int(request.query.get("limit", "1000"))
+    except ValueError as exc:
+        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
+    if not 0 < limit <= 10_000:
+        raise ApiError(400, "limit must be between 1 and 10000")
+    lines = await _ctx(request).storage.room_entries.read(
+        since, until, request.query.get("room"), limit
+    )
+    return web.json_response({"entries": [views.room_entry_view(e) for e in lines]})
+
+
+@_errors
+async def get_rooms(request: web.Request) -> web.Response:
+    authorize_read(request, _ctx(request))
+    return web.json_response({"rooms": _ctx(request).entries.rooms_view()})
+
+
+@_errors
+async def get_shift(request: web.Request) -> web.Response:
+    authorize_read(request, _ctx(request))
+    return web.json_response({"shift": _ctx(request).handover.view()})
+
+
+@_errors
+async def post_shift_confirm(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    actor = _actor(data)
+    at = await _ctx(request).handover.confirm(actor, _text(data, "note", required=False))
+    return web.json_response({"confirmed": actor, "at": at}, status=201)
+
+
+@_errors
+async def post_shift_handover(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    actor = _actor(data)
+    at = await _ctx(request).handover.hand_over(actor, _text(data, "note", limit=2000))
+    return web.json_response({"handed_over_by": actor, "at": at}, status=201)
+
+
+@_errors
+async def post_register_sign(request: web.Request) -> web.Response:
+    _authorize(request)
+    data = await _body(request)
+    ctx = _ctx(request)
+    start, end = _timestamp(data, "from"), _timestamp(data, "to")
+    if start is None or end is None:
+        raise ApiError(400, "'from' and 'to' (Unix seconds) are required")
+    actor = _actor(data)
+    register = _text(data, "register", limit=20)
+    note = _text(data, "note", required=False)
+    entry = await registers.sign(ctx.storage, actor, register, start, end, note, ctx.clock.time())
+    return web.json_response({"signed": entry, "register": register, "by": actor}, status=201)
+
+
+@_errors
+async def post_door(request: web.Request) -> web.Response:
+    """A room's door, reported by an access-control system with the door's own token."""
+    ctx = _ctx(request)
+    name = request.match_info["room"]
+    room = next((r for r in ctx.rooms() if r.name == name), None)
+    token = room.door.secret() if room is not None and room.door is not None else None
+    # The same answer for an unknown room and a wrong token: the path tells a prober nothing.
+    if not _matches(_presented_token(request), token):
+        raise ApiError(401, f"a valid '{TOKEN_HEADER}: <door token>' header is required")
+    data = await _body(request)
+    is_open = data.get("open")
+    if not isinstance(is_open, bool):
+        raise ApiError(400, "'open' must be true or false")
+    await ctx.entries.door_event(name, is_open, f"door:{name}")
+    return web.json_response({"room": name, "open": is_open})
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
 
@@ -633,6 +779,15 @@ def install_api(ctx: WebContext) -> None:
     app.router.add_get("/api/v1/openapi.json", get_openapi)
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/cluster", get_cluster)
+    app.router.add_post("/api/v1/entries", post_entry)
+    app.router.add_get("/api/v1/entries", get_entries)
+    app.router.add_get("/api/v1/rooms", get_rooms)
+    app.router.add_post("/api/v1/doors/{room}", post_door)
+    app.router.add_post("/api/v1/registers/sign", post_register_sign)
+    app.router.add_get("/api/v1/shift", get_shift)
+    app.router.add_post("/api/v1/shift/confirm", post_shift_confirm)
+    app.router.add_post("/api/v1/shift/handover", post_shift_handover)
+    ctx.server.open_prefixes += ("/api/v1/doors/",)  # the door's own token is the credential
     app.router.add_get("/api/v1/topology", get_topology)
     statuspage.add_routes(app)
     ctx.server.open_prefixes += ("/ack/",)  # the signed token is the credential

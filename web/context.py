@@ -9,7 +9,10 @@ from typing import Any
 from dutyd.collectors.base import TargetConfig
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.latest import LatestSamples
+from dutyd.duty.config import RoomConfig
 from dutyd.duty.drill import Drills
+from dutyd.duty.entries import EntryRegister
+from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.operations import DutyOperations
 from dutyd.notify.service import NotifyService
 from dutyd.storage import Storage
@@ -20,6 +23,9 @@ from dutyd.web.server import HttpServer
 class WebContext:
     operations: DutyOperations
     drills: Drills
+    entries: EntryRegister
+    handover: ShiftCheckIn
+    rooms: Callable[[], Sequence[RoomConfig]]
     notify: NotifyService
     storage: Storage
     latest: LatestSamples

@@ -224,6 +224,92 @@ def document() -> dict[str, Any]:
                     **read,
                 }
             },
+            "/api/v1/entries": {
+                "get": {
+                    "summary": "The entry register: who went in or out of which machine room",
+                    "parameters": [
+                        _query("room", "one room"),
+                        _query("since", "unix seconds", {"type": "number"}),
+                        _query("until", "unix seconds", {"type": "number"}),
+                        _query("limit", "1..10000", {"type": "integer"}),
+                    ],
+                    **read,
+                },
+                "post": {
+                    "summary": "Register people in or out of a machine room (with whom, why, "
+                    "carrying what); each companion gets a line of their own",
+                    "requestBody": _body(
+                        {
+                            "room": _STR,
+                            "person": _STR,
+                            "direction": {"enum": ["in", "out"]},
+                            "with": {"type": "array", "items": _STR},
+                            "purpose": _STR,
+                            "items": _STR,
+                            "approved_by": _STR,
+                            "actor": _STR,
+                        },
+                        ["room", "person", "direction"],
+                    ),
+                    **_WRITE,
+                    **write,
+                },
+            },
+            "/api/v1/rooms": {
+                "get": {"summary": "Each machine room's door and who is in it", **read}
+            },
+            "/api/v1/registers/sign": {
+                "post": {
+                    "summary": "The person in charge signs a period of a register off",
+                    "requestBody": _body(
+                        {
+                            "register": {"enum": ["entry", "equipment", "status", "log"]},
+                            "from": {"type": "number"},
+                            "to": {"type": "number"},
+                            "actor": _STR,
+                            "note": _STR,
+                        },
+                        ["register", "from", "to"],
+                    ),
+                    **_WRITE,
+                    **write,
+                }
+            },
+            "/api/v1/shift": {
+                "get": {
+                    "summary": "The current shift's check-in: its people and who confirmed",
+                    **read,
+                }
+            },
+            "/api/v1/shift/confirm": {
+                "post": {
+                    "summary": "Confirm that the actor, of the current shift, is on duty",
+                    "requestBody": _body({"actor": _STR, "note": _STR}, []),
+                    **_WRITE,
+                    **write,
+                }
+            },
+            "/api/v1/shift/handover": {
+                "post": {
+                    "summary": "The outgoing person's hand-over note, into the duty diary",
+                    "requestBody": _body({"actor": _STR, "note": _STR}, ["note"]),
+                    **_WRITE,
+                    **write,
+                }
+            },
+            "/api/v1/doors/{room}": {
+                "post": {
+                    "summary": "A room's door contact from an access-control system; the "
+                    "token is the door's own (rooms[].door.token_env), not the API token, "
+                    "and basic auth does not apply",
+                    "parameters": [
+                        {"name": "room", "in": "path", "required": True, "schema": _STR}
+                    ],
+                    "requestBody": _body({"open": {"type": "boolean"}}, ["open"]),
+                    "security": [{"token": []}],
+                    **write,
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document (no token needed; a login when basic auth is on)",

@@ -11,7 +11,7 @@ from typing import Any
 
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import AlertState
-from dutyd.storage import LogEntry
+from dutyd.storage import LogEntry, RoomEntry
 
 # The order the page and the API list alerts in: what needs a human first.
 _SEVERITY_ORDER = {"critical": 0, "major": 1, "warning": 2, "minor": 3, "info": 4}
@@ -102,6 +102,17 @@ LOG_WORDS_ZH: dict[str, str] = {
     "daemon.stop": "dutyd 已停止",
     "config.reload": "配置已重新加载",
     "config.reload_rejected": "新配置无效，未加载",
+    "entry.in": "进入机房",
+    "entry.out": "离开机房",
+    "door.open": "机房门打开",
+    "door.shut": "机房门关闭",
+    "target.down": "设备中断",
+    "target.up": "设备恢复",
+    "target.rebooted": "设备重启",
+    "equipment.changed": "设备变更",
+    "shift.confirm": "确认到岗",
+    "shift.handover": "交班记录",
+    "register.signed": "登记簿签字",
     "topology.change": "拓扑变化（设备所连交换机端口变化）",
 }
 # escalation.<page kind>: which page went out (see notify.escalation.PageKind).
@@ -138,6 +149,8 @@ def log_detail(entry: LogEntry, language: str = "en") -> str:
     for a delivery, who was reached through which channel (not only the message id); for an
     escalation step, whom it paged."""
     data, zh = entry.data, language == "zh"
+    if entry.kind in ("entry.in", "entry.out") and data.get("people"):
+        return _entry_detail(data, zh)
     detail = data.get("summary") or data.get("note") or data.get("reason") or data.get("error")
     if entry.kind.startswith("notify.") and data.get("recipient"):
         who, via = data["recipient"], data.get("channel", "?")
@@ -146,6 +159,32 @@ def log_detail(entry: LogEntry, language: str = "en") -> str:
     if entry.kind.startswith("escalation.") and data.get("recipients"):
         return _escalation(entry, language)
     return str(detail or "")
+
+
+def _entry_detail(data: dict[str, Any], zh: bool) -> str:
+    """`Zhang Wei, Li Na into room-a: disk swap (carrying 2 disks)`."""
+    people = ("、" if zh else ", ").join(str(p) for p in data["people"])
+    room, purpose, items = data.get("room", ""), data.get("purpose", ""), data.get("items", "")
+    if zh:
+        text = f"{people}，机房 {room}" + (f"，事由：{purpose}" if purpose else "")
+        return text + (f"，携带：{items}" if items else "")
+    text = f"{people}, room {room}" + (f": {purpose}" if purpose else "")
+    return text + (f" (carrying {items})" if items else "")
+
+
+def room_entry_view(e: RoomEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "timestamp": e.timestamp,
+        "room": e.room,
+        "person": e.person,
+        "direction": e.direction,
+        "with": list(e.companions),
+        "purpose": e.purpose,
+        "items": e.items,
+        "approved_by": e.approved_by,
+        "actor": e.actor,
+    }
 
 
 def log_text(entry: LogEntry, language: str = "en") -> str:

@@ -148,6 +148,22 @@ class NutTarget(TargetConfig):
         return parse_address(self.address)
 
 
+# The equipment register's facts of a UPS, from its NUT variables.
+FACT_VARS = {
+    "vendor": "ups.mfr",
+    "model": "ups.model",
+    "serial": "ups.serial",
+    "firmware": "ups.firmware",
+    "battery_date": "battery.date",
+    "battery_type": "battery.type",
+    "mfr_date": "ups.mfr.date",
+}
+
+
+def ups_facts(values: Mapping[str, str]) -> dict[str, str]:
+    return {fact: values[var] for fact, var in FACT_VARS.items() if values.get(var)}
+
+
 def parse_address(address: str) -> tuple[str, int]:
     return parse_host_port(address, DEFAULT_PORT)
 
@@ -265,6 +281,8 @@ class NutCollector(Collector[NutTarget]):
             if isinstance(values, CollectError):
                 return values
             self._emit(readings, values, {})
+            if self.facts_due:
+                self.note_facts(ups_facts(values))
             return None
 
         self._doing = "the answer to 'LIST UPS'"
@@ -287,12 +305,16 @@ class NutCollector(Collector[NutTarget]):
             return type(failures[0])("; ".join(f.message for f in failures))
         # Some UPSes read: the target is up, and a stale one shows as ups_data_ok 0 so that
         # one dead driver does not hide the others' power state.
+        facts: dict[str, str] = {}
         for name, result in results:
             if isinstance(result, CollectError):
                 readings.add(DATA_OK, 0.0, ups=name)
             else:
                 readings.add(DATA_OK, 1.0, ups=name)
                 self._emit(readings, result, {"ups": name})
+                facts.update({f"{name} {k}": v for k, v in ups_facts(result).items()})
+        if self.facts_due and not failures:
+            self.note_facts(facts)
         return None
 
     async def _connect(self) -> NutConnection:

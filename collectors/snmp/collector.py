@@ -28,6 +28,7 @@ one GETBULK walk of the columns, with numeric OIDs prepared once.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Mapping
@@ -44,6 +45,7 @@ from dutyd.collectors.base import (
 )
 from dutyd.collectors.snmp.client import FastClient, Query, SnmpClient
 from dutyd.collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
+from dutyd.collectors.snmp.facts import MAX_ENTITIES, facts_from, facts_query
 from dutyd.collectors.snmp.profiles import PROFILES, Profile
 from dutyd.collectors.snmp.profiles.base import PollData
 from dutyd.collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
@@ -59,6 +61,7 @@ from dutyd.collectors.snmp.usm import (
     given,
 )
 from dutyd.core.configtypes import Duration, SecretEnv, SecretFile, pick_secret
+from dutyd.core.errors import CollectError
 
 DEFAULT_PORT = 161
 SYS_UPTIME = parse_oid("1.3.6.1.2.1.1.3.0")
@@ -318,6 +321,7 @@ class SnmpCollector(Collector[SnmpTarget]):
 
     async def collect(self, readings: Readings) -> None:
         cfg = self.config
+        started = time.monotonic()
         client = self.client()
         query = self._query_due(time.monotonic())
         scalar_values, column_values = await client.fetch(query, cfg.max_rows)
@@ -344,6 +348,24 @@ class SnmpCollector(Collector[SnmpTarget]):
         for profile in self._profiles:
             profile.emit(data, readings)
         self._last_ok = now
+        if self.facts_due:
+            # Within what is left of the poll's time: the readings above must not be lost to
+            # a slow inventory walk.
+            left = cfg.timeout * 0.9 - (time.monotonic() - started)
+            await self._read_facts(client, left)
+
+    async def _read_facts(self, client: SnmpClient, within: float) -> None:
+        """The equipment register's facts. A device that will not tell (a walk cut short or
+        too slow, an agent answering badly) is not down for it: tried again tomorrow."""
+        self.facts_due = False
+        if within <= 0:
+            return
+        try:
+            async with asyncio.timeout(within):
+                scalars, columns = await client.fetch(facts_query(), MAX_ENTITIES)
+        except (CollectError, TimeoutError):
+            return
+        self.note_facts(facts_from(scalars, columns))
 
     def _query_due(self, now: float) -> Query:
         """The whole query when the rows' names are due (or there are none to leave out),

@@ -11,7 +11,7 @@ from typing import ClassVar
 from dutyd.collectors.base import Collector, CollectorContext, Readings
 from dutyd.collectors.ssh import commands as cmd
 from dutyd.collectors.ssh.config import POLL_MARGIN, SshTarget
-from dutyd.collectors.ssh.parsers import excerpt, split_sections
+from dutyd.collectors.ssh.parsers import excerpt, server_facts, split_sections
 from dutyd.collectors.ssh.readings import PollOutput, ReadingKey, take_readings
 from dutyd.collectors.ssh.session import SshSession
 from dutyd.core.errors import BadResponse
@@ -76,6 +76,8 @@ class SshCollector(Collector[SshTarget]):
             sections.append(cmd.backup_section(i, backup.path, backup.pattern))
         for i, command in enumerate(cfg.commands):
             sections.append(cmd.command_section(i, command.argv))
+        if self.facts_due:
+            sections += cmd.FACT_SECTIONS
         return sections
 
     async def collect(self, readings: Readings) -> None:
@@ -102,6 +104,8 @@ class SshCollector(Collector[SshTarget]):
         )
         if taken.uptime is not None:
             self._prev_uptime = taken.uptime
+        if self.facts_due:
+            self.note_facts(await self.context.run_blocking(server_facts, outputs))
         for key, reason in taken.outcomes.items():
             self._note(key, reason)
 

@@ -17,6 +17,10 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     t systemd   systemctl is-active -- <unit>...          only with `services`
     t backup.N  find -H <dir> -maxdepth 1 -name <glob> -type f -exec stat -c '%Y %s' {} +
     t command.N <the configured argv>
+    s os        cat /etc/os-release          at start and daily: the equipment register
+    s kernel    uname -srm                   (ditto)
+    s vendor    cat /sys/class/dmi/id/sys_vendor       (ditto; readable without root)
+    s product   cat /sys/class/dmi/id/product_name     (ditto)
 
 Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `find`,
 `stat`, `sh`), plus systemd's `systemctl` when `services` are configured. Backups are listed with
@@ -82,6 +86,15 @@ def backup_section(index: int, path: str, pattern: str) -> Section:
 
 def command_section(index: int, argv: Sequence[str]) -> Section:
     return Section(f"command.{index}", tuple(argv), timed=True)
+
+
+# What the server is, for the equipment register (no serial: DMI serials need root).
+FACT_SECTIONS = (
+    Section("os", ("cat", "/etc/os-release"), timed=False),
+    Section("kernel", ("uname", "-srm"), timed=False),
+    Section("vendor", ("cat", "/sys/class/dmi/id/sys_vendor"), timed=False),
+    Section("product", ("cat", "/sys/class/dmi/id/product_name"), timed=False),
+)
 
 
 def standard_sections(with_clock: bool) -> list[Section]:

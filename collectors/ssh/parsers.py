@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dutyd.core.errors import shown
@@ -105,6 +105,38 @@ def _first_line(text: str, what: str) -> str:
     if not line:
         raise ParseError(f"{what} printed nothing")
     return line
+
+
+def parse_os_release(text: str) -> str:
+    """PRETTY_NAME (else NAME and VERSION) of os-release(5): shell-style KEY=value lines."""
+    fields: dict[str, str] = {}
+    for line in text.split("\n")[:200]:
+        key, sep, value = line.strip().partition("=")
+        if sep and key.isidentifier():
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            fields[key] = value.replace('\\"', '"')
+    return fields.get("PRETTY_NAME") or " ".join(
+        v for v in (fields.get("NAME"), fields.get("VERSION")) if v
+    )
+
+
+def server_facts(outputs: Mapping[str, SectionOutput]) -> dict[str, str]:
+    """The equipment register's facts from the fact sections that ran cleanly."""
+    facts: dict[str, str] = {}
+
+    def text(sid: str) -> str:
+        out = outputs.get(sid)
+        return out.stdout.strip() if out is not None and out.status == 0 else ""
+
+    if (os_release := text("os")) and (name := parse_os_release(os_release)):
+        facts["os"] = name
+    for fact, sid in (("kernel", "kernel"), ("vendor", "vendor"), ("model", "product")):
+        line = text(sid).split("\n", 1)[0].strip()
+        if line:
+            facts[fact] = line
+    return facts
 
 
 def parse_loadavg(text: str) -> tuple[float, float, float]:

@@ -12,9 +12,11 @@ from dutyd.storage.postgres.boot_times import PostgresBootTimes
 from dutyd.storage.postgres.cluster import PostgresCluster
 from dutyd.storage.postgres.database import PostgresDatabase
 from dutyd.storage.postgres.environment import PostgresEnvironment
+from dutyd.storage.postgres.equipment import PostgresEquipment
 from dutyd.storage.postgres.log import PostgresDrills, PostgresDutyLog
 from dutyd.storage.postgres.outbox import PostgresOutbox
 from dutyd.storage.postgres.overlays import PostgresOverlays
+from dutyd.storage.postgres.room_entries import PostgresRoomEntries
 from dutyd.storage.postgres.rule_events import PostgresRuleEvents
 
 
@@ -40,6 +42,8 @@ class PostgresStorage(Storage):
         self.ack_links = PostgresAckLinks(self._db)
         self.cluster = PostgresCluster(self._db)
         self.environment = PostgresEnvironment(self._db)
+        self.room_entries = PostgresRoomEntries(self._db)
+        self.equipment = PostgresEquipment(self._db)
         self.boot_times = PostgresBootTimes(self._db)
 
     async def open(self) -> None:

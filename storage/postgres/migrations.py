@@ -174,4 +174,46 @@ MIGRATIONS: list[str] = [
     CREATE INDEX maintenance_windows_end ON maintenance_windows ("end");
     CREATE INDEX rule_events_ts ON rule_events (ts);
     """,
+    # 7 (i25): the machine room's entry register, append-only: the trigger refuses any change
+    # or removal of a line (TRUNCATE too), so the register stands as evidence.
+    """
+    CREATE TABLE room_entries (
+        id BIGSERIAL PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL,
+        room TEXT NOT NULL,
+        person TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        companions TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        items TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        actor TEXT NOT NULL
+    );
+    CREATE INDEX room_entries_ts ON room_entries (ts);
+    CREATE INDEX room_entries_room_person ON room_entries (room, person, id);
+    CREATE FUNCTION dutyd_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the % register is append-only', TG_TABLE_NAME;
+    END $$;
+    CREATE TRIGGER room_entries_append_only BEFORE UPDATE OR DELETE ON room_entries
+        FOR EACH ROW EXECUTE FUNCTION dutyd_append_only();
+    CREATE TRIGGER room_entries_no_truncate BEFORE TRUNCATE ON room_entries
+        FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
+    """,
+    # 8 (i25): the equipment register's history (what each target is), append-only.
+    """
+    CREATE TABLE equipment_facts (
+        id BIGSERIAL PRIMARY KEY,
+        ts DOUBLE PRECISION NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        facts TEXT NOT NULL
+    );
+    CREATE INDEX equipment_facts_target ON equipment_facts (target, id);
+    CREATE INDEX equipment_facts_ts ON equipment_facts (ts);
+    CREATE TRIGGER equipment_facts_append_only BEFORE UPDATE OR DELETE ON equipment_facts
+        FOR EACH ROW EXECUTE FUNCTION dutyd_append_only();
+    CREATE TRIGGER equipment_facts_no_truncate BEFORE TRUNCATE ON equipment_facts
+        FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
+    """,
 ]

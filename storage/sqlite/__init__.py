@@ -15,9 +15,11 @@ from dutyd.storage.sqlite.boot_times import SqliteBootTimes
 from dutyd.storage.sqlite.cluster import SqliteCluster
 from dutyd.storage.sqlite.database import SqliteDatabase
 from dutyd.storage.sqlite.environment import SqliteEnvironment
+from dutyd.storage.sqlite.equipment import SqliteEquipment
 from dutyd.storage.sqlite.log import SqliteDrills, SqliteDutyLog
 from dutyd.storage.sqlite.outbox import SqliteOutbox
 from dutyd.storage.sqlite.overlays import SqliteOverlays
+from dutyd.storage.sqlite.room_entries import SqliteRoomEntries
 from dutyd.storage.sqlite.rule_events import SqliteRuleEvents
 
 log = logging.getLogger("dutyd.storage")
@@ -43,6 +45,8 @@ class SqliteStorage(Storage):
         self.ack_links = SqliteAckLinks(self._db)
         self.cluster = SqliteCluster(self._db)
         self.environment = SqliteEnvironment(self._db)
+        self.room_entries = SqliteRoomEntries(self._db)
+        self.equipment = SqliteEquipment(self._db)
         self.boot_times = SqliteBootTimes(self._db)
 
     async def open(self) -> None:

@@ -207,6 +207,44 @@ MIGRATIONS: list[str] = [
         FROM environment_hourly h JOIN environment_series s USING (name, series);
     DROP TABLE environment_hourly;
     """,
+    # 12 (i25): the machine room's entry register, append-only: the triggers refuse any
+    # change or removal of a line, so the register stands as evidence.
+    """
+    CREATE TABLE room_entries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        room TEXT NOT NULL,
+        person TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        companions TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        items TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        actor TEXT NOT NULL
+    );
+    CREATE INDEX room_entries_ts ON room_entries (ts);
+    CREATE INDEX room_entries_room_person ON room_entries (room, person, id);
+    CREATE TRIGGER room_entries_no_update BEFORE UPDATE ON room_entries
+    BEGIN SELECT RAISE(ABORT, 'the entry register is append-only'); END;
+    CREATE TRIGGER room_entries_no_delete BEFORE DELETE ON room_entries
+    BEGIN SELECT RAISE(ABORT, 'the entry register is append-only'); END;
+    """,
+    # 13 (i25): the equipment register's history (what each target is), append-only.
+    """
+    CREATE TABLE equipment_facts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        facts TEXT NOT NULL
+    );
+    CREATE INDEX equipment_facts_target ON equipment_facts (target, id);
+    CREATE INDEX equipment_facts_ts ON equipment_facts (ts);
+    CREATE TRIGGER equipment_facts_no_update BEFORE UPDATE ON equipment_facts
+    BEGIN SELECT RAISE(ABORT, 'the equipment register is append-only'); END;
+    CREATE TRIGGER equipment_facts_no_delete BEFORE DELETE ON equipment_facts
+    BEGIN SELECT RAISE(ABORT, 'the equipment register is append-only'); END;
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

@@ -2,8 +2,9 @@
 
 `status_data` (served by web/api.py at `/api/v1/status`) answers "what is wrong right now,
 and who has it": alerts by severity with duration and acknowledgement, red-line countdowns,
-the room environment, targets down, who is on duty and the duty log tail. The page's
-acknowledge and silence buttons call the write API, which requires the token.
+the room environment, who is in each machine room, targets down, who is on duty and the duty
+log tail. The page's acknowledge and silence buttons and its entry form (who, with whom,
+purpose, items carried: in or out) call the write API, which requires the token.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ async def status_data(ctx: WebContext, lang: str | None = None) -> dict[str, Any
         "targets_down": down,
         "oncall": _oncall(ctx, now),
         "cluster": ctx.cluster(),
+        "rooms": ctx.entries.rooms_view(),
+        "shift": ctx.handover.view(),
         # Who hangs off whom (configured and learned from LLDP), to see an outage's extent.
         "topology": ctx.topology(),
         "log": views.log_view(tail, language),

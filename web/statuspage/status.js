@@ -17,6 +17,12 @@ const I18N = {
     node: "node", active: "active", standby: "standby", active_node: "active",
     silence_reason: "silenced from the status page",
     write_token_prompt: "API token that may write: acknowledge, silence (kept on this device)",
+    rooms: "Machine rooms", room: "Room", who: "Who", with_whom: "With whom (comma list)",
+    purpose: "Purpose", items: "Items carried", go_in: "In", go_out: "Out", door: "door",
+    door_open: "open", door_shut: "shut", door_unknown: "unknown", nobody_in: "nobody in",
+    people_in: "in", since: "since", not_approved: "not approved", carrying: "carrying",
+    with: "with", confirmed: "confirmed", unconfirmed: "not confirmed yet",
+    confirm_duty: "I am on duty", handover: "Hand-over note", handover_prompt: "Hand-over note for the next shift",
     topology: "Topology", down: "down", learned: "LLDP",
   },
   zh: {
@@ -32,6 +38,12 @@ const I18N = {
     node: "节点", active: "主用", standby: "备用", active_node: "主用节点",
     silence_reason: "从值班页面静默",
     write_token_prompt: "可确认和静默的 API 令牌（保存在本机）",
+    rooms: "机房人员", room: "机房", who: "人员", with_whom: "同行人员（逗号分隔）",
+    purpose: "事由", items: "携带物品", go_in: "进入", go_out: "离开", door: "门",
+    door_open: "打开", door_shut: "关闭", door_unknown: "未知", nobody_in: "无人",
+    people_in: "人在内", since: "进入于", not_approved: "未经批准", carrying: "携带",
+    with: "同行", confirmed: "已确认到岗", unconfirmed: "尚未确认到岗",
+    confirm_duty: "确认到岗", handover: "交班记录", handover_prompt: "交给下一班的交班记录",
     topology: "拓扑（依赖关系）", down: "离线", learned: "LLDP 发现",
   },
 };
@@ -94,7 +106,7 @@ function writeCredentials() {
 
 async function post(path, body, retried = false) {
   const cred = writeCredentials();
-  if (!cred) return;
+  if (!cred) return false;
   const res = await fetch(path, {
     method: "POST",
     headers: { "Content-Type": "application/json", "X-Dutyd-Token": cred.token },
@@ -118,6 +130,7 @@ async function post(path, body, retried = false) {
     alert(`${t("failed")}: ${why}`);
   }
   refresh();
+  return res.ok;
 }
 
 function ack(alert) {
@@ -192,6 +205,56 @@ function renderEnvironment(rows) {
   box.append(table);
 }
 
+// Who is in each machine room (the entry register), and the form to register in or out.
+function renderRooms(rooms, tz) {
+  document.getElementById("rooms-section").hidden = !rooms.length;
+  const box = document.getElementById("rooms");
+  box.replaceChildren();
+  for (const r of rooms) {
+    const door = r.door_open === null ? t("door_unknown") : t(r.door_open ? "door_open" : "door_shut");
+    const head = r.people.length ? `${r.people.length} ${t("people_in")}` : t("nobody_in");
+    const card = el("div", { class: "room", "data-room": r.room },
+      el("div", { class: "head" }, el("span", { class: "name" }, r.room),
+        el("span", { class: r.door_open ? "bad" : "muted" }, `${t("door")}: ${door}`)),
+      el("div", { class: "muted" }, head));
+    const list = el("ul", { class: "people" });
+    for (const p of r.people) {
+      const parts = [`${p.person}`, `${t("since")} ${fmtTime(p.since, tz)}`];
+      if (p.purpose) parts.push(p.purpose);
+      if (p.companions.length) parts.push(`${t("with")} ${p.companions.join(", ")}`);
+      if (p.items) parts.push(`${t("carrying")} ${p.items}`);
+      const item = el("li", { "data-person": p.person }, parts.join(" · "));
+      if (!p.approved) item.append(el("span", { class: "badge firing" }, t("not_approved")));
+      list.append(item);
+    }
+    card.append(list);
+    box.append(card);
+  }
+  const select = document.getElementById("entry-room");
+  const chosen = select.value;
+  const names = rooms.map((r) => r.room);
+  if (select.options.length !== names.length || names.some((n, i) => select.options[i].value !== n)) {
+    select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+    if (names.includes(chosen)) select.value = chosen;
+  }
+}
+
+async function register(direction) {
+  const value = (id) => document.getElementById(id).value.trim();
+  const companions = value("entry-with").split(/[,，、]/).map((x) => x.trim()).filter(Boolean);
+  const body = { direction, room: value("entry-room"), with: companions,
+    purpose: value("entry-purpose"), items: value("entry-items") };
+  const person = value("entry-person") || localStorage.getItem("dutyd.actor") || "";
+  if (await post("/api/v1/entries", { ...body, person })) {
+    for (const id of ["entry-person", "entry-with", "entry-purpose", "entry-items"]) {
+      document.getElementById(id).value = "";
+    }
+  }
+}
+
+document.getElementById("entry-in").addEventListener("click", () => register("in"));
+document.getElementById("entry-out").addEventListener("click", () => register("out"));
+
 function renderTargets(status) {
   const box = document.getElementById("targets");
   box.replaceChildren();
@@ -254,6 +317,21 @@ function renderOncall(oncall) {
   if (oncall.next && oncall.next.length) box.append(el("div", { class: "muted" }, `${t("next")}: ${oncall.next.join(", ")}`));
 }
 
+// The shift check-in: who of the shift confirmed, and the buttons to confirm or hand over.
+function renderShift(shift) {
+  const box = document.getElementById("shift");
+  box.replaceChildren();
+  if (!shift) return;
+  const done = Object.keys(shift.confirmed);
+  box.append(el("div", { class: done.length ? "good" : "bad" },
+    done.length ? `${t("confirmed")}: ${done.join(", ")}` : t("unconfirmed")));
+  box.append(el("button", { class: "confirm-duty", onclick: () => post("/api/v1/shift/confirm", {}) }, t("confirm_duty")));
+  box.append(el("button", { class: "handover", onclick: () => {
+    const note = prompt(t("handover_prompt"), "");
+    if (note) post("/api/v1/shift/handover", { note });
+  } }, t("handover")));
+}
+
 function renderCluster(cluster) {
   const box = document.getElementById("cluster");
   box.replaceChildren();
@@ -289,9 +367,11 @@ async function refresh() {
     for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
     renderOncall(s.oncall);
     renderCluster(s.cluster);
+    renderShift(s.shift);
     renderRedLines(s.alerts);
     renderAlerts(s.alerts, s.generated_at);
     renderEnvironment(s.environment);
+    renderRooms(s.rooms || [], s.timezone);
     renderTargets(s);
     renderTopology(s.topology, new Set(s.targets_down.map((d) => d.name)));
     renderLog(s.log, s.timezone);

@@ -1,0 +1,370 @@
+"""The machine room's registers, exported and signed off.
+
+`dutyd report --register entry|log --from --to` writes a register for a period as Markdown,
+CSV or XLSX (the writers of the duty diary, `duty/report.py`), with English or Chinese
+headings (the registers' usual Chinese names) and times in the site's time zone:
+
+- `entry`: the entry register (机房出入登记簿), from `storage.room_entries`;
+- `equipment`: the equipment register (设备登记簿): what each target is at the period's end
+  (`storage.equipment`, read from the devices by `duty/equipment.py`), and the changes within;
+- `status`: the equipment running-status register (设备运行状况登记簿): per day and target, the
+  availability, the outages (start, end, duration) and the reboots, from the machine-room
+  log's `target.down`, `target.up` and `target.rebooted` (`duty/availability.py`);
+- `log`: the machine-room log (机房日志), the duty log.
+
+The person in charge signs a period of a register off (`dutyd register sign`, through the
+API): a duty-log entry `register.signed` with their name, the time and the period. The
+export names who signed the period; `unsigned` gives the monthly summary's gaps: the parts of
+a month no signature of that register covers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dutyd.core.configtypes import format_duration
+from dutyd.storage import LogEntry, Storage
+
+SIGNED = "register.signed"
+
+# The registers this dutyd keeps; the others of the six (software usage, network status)
+# are not generated yet.
+REGISTERS = ("entry", "equipment", "status", "log")
+
+NAMES = {
+    "en": {
+        "entry": "Machine-room entry register",
+        "log": "Machine-room log",
+        "equipment": "Equipment register",
+        "software": "Software system usage register",
+        "status": "Equipment running-status register",
+        "network": "Network status register",
+    },
+    "zh": {
+        "entry": "机房出入登记簿",
+        "log": "机房日志",
+        "equipment": "设备登记簿",
+        "software": "软件系统使用登记簿",
+        "status": "设备运行状况登记簿",
+        "network": "网络状况登记簿",
+    },
+}
+
+HEADINGS = {
+    "en": {
+        "period": "Period",
+        "signed": "Signed off",
+        "unsigned": "not signed off",
+        "lines": "Lines",
+        "none": "none",
+        "time": "Time",
+        "room": "Room",
+        "person": "Person",
+        "direction": "In/out",
+        "in": "in",
+        "out": "out",
+        "with": "With",
+        "purpose": "Purpose",
+        "items": "Items carried",
+        "approved_by": "Approved by",
+        "registered_by": "Registered by",
+        "kind": "Event",
+        "actor": "By",
+        "subject": "Subject",
+        "detail": "Detail",
+        "equipment": "Equipment",
+        "type": "Kind",
+        "vendor": "Vendor",
+        "model": "Model",
+        "serial": "Serial",
+        "firmware": "Firmware",
+        "other": "Other",
+        "recorded": "Read on",
+        "changes": "Changes in the period",
+        "change": "Change",
+        "day": "Day",
+        "availability": "Availability",
+        "outages": "Outages",
+        "down_time": "Down time",
+        "reboots": "Reboots",
+        "ongoing": "ongoing",
+    },
+    "zh": {
+        "period": "期间",
+        "signed": "签字",
+        "unsigned": "未签字",
+        "lines": "记录",
+        "none": "无",
+        "time": "时间",
+        "room": "机房",
+        "person": "人员",
+        "direction": "进/出",
+        "in": "进入",
+        "out": "离开",
+        "with": "同行人员",
+        "purpose": "事由",
+        "items": "携带物品",
+        "approved_by": "批准人",
+        "registered_by": "登记人",
+        "kind": "事件",
+        "actor": "人员",
+        "subject": "对象",
+        "detail": "说明",
+        "equipment": "设备",
+        "type": "类型",
+        "vendor": "厂商",
+        "model": "型号",
+        "serial": "序列号",
+        "firmware": "固件版本",
+        "other": "其他",
+        "recorded": "读取时间",
+        "changes": "期间变更",
+        "change": "变更",
+        "day": "日期",
+        "availability": "可用率",
+        "outages": "中断",
+        "down_time": "中断时长",
+        "reboots": "重启次数",
+        "ongoing": "仍中断",
+    },
+}
+
+
+@dataclass
+class RegisterReport:
+    """One register over one period, shaped as the duty diary's `Report` for its writers."""
+
+    register: str
+    language: str
+    tz: str
+    start: float
+    end: float
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)
+    more: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
+
+    def h(self, key: str) -> str:
+        if key == "title":
+            return NAMES.get(self.language, NAMES["en"])[self.register]
+        return HEADINGS.get(self.language, HEADINGS["en"])[key]
+
+    def when(self, ts: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+        return dt.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(self.tz)).strftime(fmt)
+
+    def header(self) -> list[tuple[str, str]]:
+        start = self.when(self.start, "%Y-%m-%d %H:%M")
+        period = f"{start} – {self.when(self.end, '%Y-%m-%d %H:%M %Z')}"
+        signed = "; ".join(self.signatures) or self.h("unsigned")
+        return [(self.h("period"), period), (self.h("signed"), signed)]
+
+    def sections(self) -> list[tuple[str, list[str], list[list[Any]]]]:
+        return [(self.h("lines"), self.columns, self.rows), *self.more]
+
+
+async def signatures(storage: Storage, register: str) -> list[LogEntry]:
+    """Every sign-off of `register`, in writing order."""
+    entries = await storage.log.read(kinds=[SIGNED], subject=f"register:{register}", limit=None)
+    return [e for e in entries if e.data.get("register") == register]
+
+
+async def build_register(
+    storage: Storage,
+    register: str,
+    start: float,
+    end: float,
+    language: str = "en",
+    tz: str = "UTC",
+    targets: Sequence[tuple[str, str]] = (),
+) -> RegisterReport:
+    """The register over [start, end). `targets` (name, kind): the watched targets, listed by
+    the status register even on days without an outage."""
+    if register not in REGISTERS:
+        raise ValueError(f"register {register!r} is not kept; kept: {', '.join(REGISTERS)}")
+    if not start < end:
+        raise ValueError("the period must end after it starts")
+    report = RegisterReport(register, language, tz, start, end)
+    h = report.h
+    if register == "entry":
+        report.columns = [
+            h(k)
+            for k in (
+                "time", "room", "person", "direction", "with", "purpose", "items",
+                "approved_by", "registered_by",
+            )
+        ]  # fmt: skip
+        for e in await storage.room_entries.read(since=start, until=end):
+            report.rows.append(
+                [
+                    report.when(e.timestamp),
+                    e.room,
+                    e.person,
+                    h(e.direction),
+                    ", ".join(e.companions),
+                    e.purpose,
+                    e.items,
+                    e.approved_by,
+                    e.actor,
+                ]
+            )
+    elif register == "equipment":
+        await _equipment(storage, report)
+    elif register == "status":
+        await _status(storage, report, targets)
+    else:
+        report.columns = [h("time"), h("kind"), h("actor"), h("subject"), h("detail")]
+        for e in await storage.log.read(since=start, until=end, limit=None):
+            report.rows.append([report.when(e.timestamp), e.kind, e.actor, e.subject, _detail(e)])
+    for s in await signatures(storage, register):
+        if s.data.get("from", 0) <= start and end <= s.data.get("to", 0):
+            report.signatures.append(f"{s.actor} {report.when(s.timestamp, '%Y-%m-%d %H:%M')}")
+    return report
+
+
+# The facts with a column of their own; the others go to "Other" as key=value.
+_FACT_COLUMNS = ("vendor", "model", "serial", "firmware")
+
+
+async def _equipment(storage: Storage, report: RegisterReport) -> None:
+    h = report.h
+    report.columns = [h("equipment"), h("type"), *map(h, _FACT_COLUMNS), h("other"), h("recorded")]
+    for f in await storage.equipment.latest(until=report.end):
+        other = "; ".join(f"{k}={v}" for k, v in sorted(f.facts.items()) if k not in _FACT_COLUMNS)
+        report.rows.append(
+            [
+                f.target,
+                f.kind,
+                *(f.facts.get(k, "") for k in _FACT_COLUMNS),
+                other,
+                report.when(f.timestamp),
+            ]
+        )
+    changed = await storage.log.read(
+        since=report.start, until=report.end, kinds=["equipment.changed"], limit=None
+    )
+    rows: list[list[Any]] = [
+        [report.when(e.timestamp), e.subject, _changes(e.data.get("changes") or {})]
+        for e in changed
+    ]
+    report.more.append((h("changes"), [h("time"), h("equipment"), h("change")], rows))
+
+
+TRANSITIONS = ("target.down", "target.up", "target.rebooted")
+
+
+async def _status(
+    storage: Storage, report: RegisterReport, targets: Sequence[tuple[str, str]]
+) -> None:
+    h = report.h
+    report.columns = [
+        h("day"), h("equipment"), h("type"), h("availability"), h("down_time"), h("outages"),
+        h("reboots"),
+    ]  # fmt: skip
+    entries = await storage.log.read(until=report.end, kinds=list(TRANSITIONS), limit=None)
+    kinds = dict(targets)
+    # Each target's outages as (start, end or None while ongoing) and reboot times.
+    outages: dict[str, list[list[float | None]]] = {}
+    reboots: dict[str, list[float]] = {}
+    for e in entries:
+        kinds.setdefault(e.subject, str(e.data.get("kind", "")))
+        spans = outages.setdefault(e.subject, [])
+        if e.kind == "target.down" and not (spans and spans[-1][1] is None):
+            spans.append([e.timestamp, None])
+        elif e.kind == "target.up" and spans and spans[-1][1] is None:
+            spans[-1][1] = e.timestamp
+        elif e.kind == "target.rebooted":
+            reboots.setdefault(e.subject, []).append(e.timestamp)
+    zone = zoneinfo.ZoneInfo(report.tz)
+    day = dt.datetime.fromtimestamp(report.start, zone).replace(hour=0, minute=0, second=0)
+    while day.timestamp() < report.end:
+        nxt = (day + dt.timedelta(days=1, hours=2)).replace(hour=0)  # DST-proof next midnight
+        lo, hi = max(day.timestamp(), report.start), min(nxt.timestamp(), report.end)
+        for name in sorted(kinds):
+            down = 0.0
+            shown = []
+            for s, e in outages.get(name, []):
+                assert s is not None  # an outage always has its start
+                end = hi if e is None else e
+                if s < hi and end > lo:
+                    down += min(end, hi) - max(s, lo)
+                    ongoing = e is None and hi >= report.end
+                    until = h("ongoing") if ongoing else report.when(end, "%m-%d %H:%M:%S")
+                    took = format_duration(end - s, report.language)
+                    shown.append(f"{report.when(s, '%m-%d %H:%M:%S')} – {until} ({took})")
+            restarts = sum(1 for t in reboots.get(name, []) if lo <= t < hi)
+            share = 100.0 * (1 - down / (hi - lo)) if hi > lo else 100.0
+            report.rows.append(
+                [
+                    day.strftime("%Y-%m-%d"),
+                    name,
+                    kinds[name],
+                    f"{share:.2f} %",
+                    format_duration(down, report.language) if down else "0",
+                    "; ".join(shown),
+                    restarts,
+                ]
+            )
+        day = nxt
+
+
+def _changes(changes: dict[str, list[str]]) -> str:
+    return "; ".join(f"{k}: {old or '-'} → {new or '-'}" for k, (old, new) in changes.items())
+
+
+def _detail(e: LogEntry) -> str:
+    data = e.data
+    text = data.get("summary") or data.get("note") or data.get("reason") or data.get("error")
+    if not text and e.kind in ("entry.in", "entry.out"):
+        text = ", ".join(data.get("people", [])) + (
+            f": {data['purpose']}" if data.get("purpose") else ""
+        )
+    return str(text or "")
+
+
+def month_bounds(month: str, tz: str) -> tuple[float, float]:
+    """[start, end) of a month (`2026-03`) in the site's time zone."""
+    try:
+        first = dt.datetime.strptime(month, "%Y-%m").replace(tzinfo=zoneinfo.ZoneInfo(tz))
+    except ValueError:
+        raise ValueError(f"{month!r} is not a month (2026-03)") from None
+    nxt = (first + dt.timedelta(days=32)).replace(day=1)
+    return first.timestamp(), nxt.timestamp()
+
+
+async def unsigned(
+    storage: Storage, register: str, start: float, end: float
+) -> list[tuple[float, float]]:
+    """The parts of [start, end) no sign-off of `register` covers, in order."""
+    covered = sorted(
+        (max(start, float(s.data["from"])), min(end, float(s.data["to"])))
+        for s in await signatures(storage, register)
+        if float(s.data["from"]) < end and float(s.data["to"]) > start
+    )
+    gaps: list[tuple[float, float]] = []
+    at = start
+    for lo, hi in covered:
+        if lo > at:
+            gaps.append((at, lo))
+        at = max(at, hi)
+    if at < end:
+        gaps.append((at, end))
+    return gaps
+
+
+async def sign(
+    storage: Storage, actor: str, register: str, start: float, end: float, note: str, now: float
+) -> int:
+    """The person in charge signs [start, end) of `register` off: a duty-log entry with their
+    name and the time. A period not yet over cannot be signed."""
+    if register not in REGISTERS:
+        raise ValueError(f"register {register!r} is not kept; kept: {', '.join(REGISTERS)}")
+    if not start < end:
+        raise ValueError("the signed period must end after it starts")
+    if end > now:
+        raise ValueError("the period is not over yet: sign it off once it has ended")
+    data = {"register": register, "from": start, "to": end, "note": note}
+    return await storage.log.append(now, SIGNED, actor, f"register:{register}", data)
