@@ -73,6 +73,7 @@ class SharedDutyState:
         self.records = records
         self.after_load = after_load  # tests: a slow takeover, to fire a rule meanwhile
         self._last_log_id = 0
+        self._turn = 0  # takeovers so far (a standby's read from before one is stale)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -88,6 +89,7 @@ class SharedDutyState:
     async def take_over(self) -> None:
         """This node becomes the active notifier: the store's alerts and overlays in place of
         its own, then escalation taken up where the former active left it."""
+        self._turn += 1
         now = self.clock.time()
         stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
         engine = self._engine()
@@ -128,8 +130,14 @@ class SharedDutyState:
         elif self.is_active():
             await self._apply_remote_acks()
         else:
+            turn = self._turn
             stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
-            engine.replace_alerts(stored)
+            if self.is_active() or turn != self._turn:
+                # This node took over while the read waited (a database outage): what it
+                # read is older than the takeover's load and must not replace the alerts
+                # it records now.
+                return
+            self._engine().replace_alerts(stored)
             self._last_log_id = await self._newest_log_id()
 
     async def _sync_shard(self, records: Callable[[Labels], bool]) -> None:
