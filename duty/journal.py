@@ -130,7 +130,17 @@ class AlertJournal:
         # What a person did is recorded whatever the lease (a standby's API records acks).
         epoch = None if event.actor else self.fence()
         alert = self._engine().alerts.get(event.fingerprint)
-        keep = alert is not None and alert.state is not AlertState.INACTIVE
+        # A resolve recorded after its alert fired again (the events queue behind a slow
+        # write): this episode's row ends here, and the next one's is written by its own
+        # events. Saving the alert as it is now would carry the new episode into the row of
+        # the old, whose first firing the store keeps: the new pages would take the old ids.
+        moved_on = (
+            event.change is AlertChange.STATE
+            and event.state is AlertState.RESOLVED
+            and alert is not None
+            and alert.state is not AlertState.RESOLVED
+        )
+        keep = alert is not None and alert.state is not AlertState.INACTIVE and not moved_on
         entry = NewLogEntry(
             event.timestamp,
             f"alert.{word}",
