@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
+from tests.ssh_fixtures import SshdServer
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 PASSWD = (
@@ -43,7 +45,7 @@ PASSWD = (
 LOGIN_DEFS = "# login.defs\nPASS_MAX_DAYS\t99999\nPASS_MIN_DAYS\t0\nPASS_MIN_LEN 5\n"
 PWQUALITY = "# minlen = 9\nminlen = 8\n"
 
-LAST_CMD = "env TZ=UTC last -F -w"
+LAST_CMD = "env TZ=UTC last -F -w -n 2000"
 
 
 def utc(text: str) -> float:
@@ -249,3 +251,47 @@ async def test_daemon_logs_a_new_login_account_from_the_daily_reading(tmp_path: 
     finally:
         await daemon.stop()
         await server.stop()
+
+
+@pytest.mark.peer
+async def test_real_openssh_answers_the_account_commands_as_this_host_reads(
+    tmp_path: Path,
+) -> None:
+    """OpenSSH on loopback runs the same commands a server answers: the accounts are this
+    host's /etc/passwd, the logins its wtmp as `last` prints them here."""
+    sshd = SshdServer(tmp_path)
+    sshd.start()
+    context = CollectorContext()
+    try:
+        sshd.write_known_hosts()
+        cfg = SshTarget.model_validate(
+            {
+                "name": "srv", "kind": "ssh", "address": "127.0.0.1", "port": sshd.port,
+                "username": sshd.user, "client_keys": [str(sshd.client_key_path)],
+                "known_hosts": str(sshd.known_hosts_path),
+                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"), "timeout": 8,
+            }
+        )  # fmt: skip
+        collector = SshCollector(cfg, context)
+        try:
+            await collector.collect(Readings({"target": "srv"}, time.time()))
+            reading = collector.take_accounts()
+            assert reading is not None
+            passwd = await asyncio.to_thread(Path("/etc/passwd").read_text)
+            assert reading.accounts == parse_passwd(passwd)
+            assert any(a.name == "root" and a.uid == 0 for a in reading.accounts)
+            last = await asyncio.to_thread(
+                subprocess.run,
+                ["env", "TZ=UTC", "last", "-F", "-w", "-n", "2000"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            # An exec request without a terminal writes no wtmp line: both reads agree.
+            assert last.returncode == 0, last.stderr
+            assert reading.logins == parse_last(last.stdout)
+        finally:
+            await collector.close()
+    finally:
+        await context.close()
+        sshd.kill_all()

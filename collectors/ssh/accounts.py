@@ -3,7 +3,7 @@ who logged in when (pure parsers, no I/O here).
 
 Read on the same polls as the equipment facts (at start, then daily: `Collector.facts_due`),
 by the sections of `commands.ACCOUNT_SECTIONS`: `/etc/passwd`, `/etc/login.defs`,
-`/etc/security/pwquality.conf` (all world-readable) and `last -F -w` under `TZ=UTC` (wtmp is
+`/etc/security/pwquality.conf` (all world-readable) and `last -F -w -n 2000` under `TZ=UTC` (wtmp is
 world-readable too). Nothing needs root; `/etc/shadow` is not read, so a locked password is not
 known: an account "can log in" when its shell is a login shell.
 

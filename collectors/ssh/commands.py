@@ -24,7 +24,7 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     s passwd    cat /etc/passwd              at start and daily: the software usage register
     s login_defs cat /etc/login.defs         (ditto: PASS_MAX_DAYS, PASS_MIN_LEN)
     s pwquality cat /etc/security/pwquality.conf       (ditto: minlen; may be missing)
-    t last      env TZ=UTC last -F -w        (ditto: logins from wtmp, full times in UTC)
+    t last      env TZ=UTC last -F -w -n 2000  (ditto: the newest 2000 logins, times in UTC)
 
 Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `find`,
 `stat`, `sh`), plus systemd's `systemctl` when `services` are configured. Backups are listed with
@@ -107,7 +107,7 @@ ACCOUNT_SECTIONS = (
     Section("passwd", ("cat", "/etc/passwd"), timed=False),
     Section("login_defs", ("cat", "/etc/login.defs"), timed=False),
     Section("pwquality", ("cat", "/etc/security/pwquality.conf"), timed=False),
-    Section("last", ("env", "TZ=UTC", "last", "-F", "-w"), timed=True),
+    Section("last", ("env", "TZ=UTC", "last", "-F", "-w", "-n", "2000"), timed=True),
 )
 
 
