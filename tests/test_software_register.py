@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from openpyxl import load_workbook
 
+from dutyd.agent.cli import main as cli_main
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.agent.demo.ssh_server import LinuxState, SimulatedLinux, demo_state
 from dutyd.collectors.base import CollectorContext, Readings
 from dutyd.collectors.ssh import SshCollector, SshTarget
 from dutyd.collectors.ssh.accounts import (
+    AccountsReading,
     parse_last,
     parse_login_defs,
     parse_passwd,
@@ -31,6 +35,7 @@ from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
+from dutyd.storage.sqlite import SqliteStorage
 from tests.ssh_fixtures import SshdServer
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
@@ -295,3 +300,39 @@ async def test_real_openssh_answers_the_account_commands_as_this_host_reads(
     finally:
         await context.close()
         sshd.kill_all()
+
+
+async def test_cli_exports_the_software_register_in_xlsx_and_chinese(tmp_path: Path) -> None:
+    """`dutyd report --register software` reads the store and writes the register: the
+    logins and the account review, Chinese headings, read back from the XLSX."""
+    config = tmp_path / "dutyd.yaml"
+    site = {
+        "http": {"port": 0},
+        "storage": {"path": str(tmp_path / "d.db")},
+        "notify": {"timezone": "Asia/Shanghai"},
+        "oncall": {"timezone": "Asia/Shanghai"},
+    }
+    config.write_text(yaml.safe_dump(site))
+    async with SqliteStorage(tmp_path / "d.db") as storage:
+        register = SoftwareRegister(storage, FakeClock(utc("2026-12-07 12:00:00")))
+        reading = AccountsReading(
+            parse_passwd(PASSWD + "toor:x:0:0::/root:/bin/sh\n"),
+            30,
+            5,
+            parse_last(last_output()),
+        )
+        register.observe("db1", reading)
+        await settle(register)
+    out = tmp_path / "software.xlsx"
+    argv = ["report", "-c", str(config), "--register", "software", "--from", "2026-12-01"]
+    argv += ["--to", "2026-12-08", "--format", "xlsx", "--lang", "zh", "-o", str(out)]
+    assert await asyncio.to_thread(cli_main, argv) == 0
+    sheet = load_workbook(out).active
+    assert sheet is not None
+    cells = [[c for c in row if c is not None] for row in sheet.iter_rows(values_only=True)]
+    assert cells[0] == ["软件系统使用登记簿"]
+    # The login at 09:15 UTC is 17:15 in Shanghai.
+    assert ["2026-12-07 17:15:02", "db1", "ops", "pts/0", "192.0.2.10"] in cells
+    assert ["db1", "多个uid为0的账户", "root, toor"] in cells
+    assert ["db1", "密码最短长度未设或小于6", "5"] in cells
+    assert not any("PASS_MAX_DAYS" in str(row) for row in cells)
