@@ -263,7 +263,9 @@ def document() -> dict[str, Any]:
                     "summary": "The person in charge signs a period of a register off",
                     "requestBody": _body(
                         {
-                            "register": {"enum": ["entry", "equipment", "status", "software", "log"]},
+                            "register": {
+                                "enum": ["entry", "equipment", "status", "software", "log"]
+                            },
                             "from": {"type": "number"},
                             "to": {"type": "number"},
                             "actor": _STR,
