@@ -14,6 +14,10 @@ headings (the registers' usual Chinese names) and times in the site's time zone:
   server in the period, and the account review at its end (what breaks the rules: more than
   one uid 0, login accounts unused for 90 days, the password policy) with every account that
   can log in and its last login (`duty/software.py`); run over a quarter, the quarterly review;
+- `network`: the network status register (网络状况登记簿): per day and watched switch port
+  (the uplinks and ports that carry one), the up time, the outages (start, end, duration) and
+  the error and discard counts, from the log's `port.down`, `port.up` and `port.counters`
+  (`duty/network.py`);
 - `log`: the machine-room log (机房日志), the duty log.
 
 The person in charge signs a period of a register off (`dutyd register sign`, through the
@@ -31,13 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dutyd.core.configtypes import format_duration
-from dutyd.duty import software
+from dutyd.duty import network, software
 from dutyd.storage import LogEntry, Storage
 
 SIGNED = "register.signed"
 
-# The registers this dutyd keeps; the sixth (network status) is not generated yet.
-REGISTERS = ("entry", "equipment", "status", "software", "log")
+# The six registers of the machine room.
+REGISTERS = ("entry", "equipment", "status", "network", "software", "log")
 
 NAMES = {
     "en": {
@@ -112,6 +116,10 @@ HEADINGS = {
         "unused": f"unused for {software.UNUSED_DAYS} days",
         "pass_max_days": f"PASS_MAX_DAYS unset or above {software.MAX_PASS_DAYS}",
         "min_length": f"minimum password length unset or below {software.MIN_LENGTH}",
+        "port": "Port",
+        "up_time": "Up time",
+        "errors": "Errors",
+        "discards": "Discards",
     },
     "zh": {
         "period": "期间",
@@ -166,6 +174,10 @@ HEADINGS = {
         "unused": f"{software.UNUSED_DAYS}天未使用",
         "pass_max_days": f"密码有效期(PASS_MAX_DAYS)未设或超过{software.MAX_PASS_DAYS}天",
         "min_length": f"密码最短长度未设或小于{software.MIN_LENGTH}",
+        "port": "端口",
+        "up_time": "在线率",
+        "errors": "错误包数",
+        "discards": "丢弃包数",
     },
 }
 
@@ -253,11 +265,13 @@ async def build_register(
         await _status(storage, report, targets)
     elif register == "software":
         await _software(storage, report)
+    elif register == "network":
+        await _network(storage, report)
     else:
         report.columns = [h("time"), h("kind"), h("actor"), h("subject"), h("detail")]
         for e in await storage.log.read(since=start, until=end, limit=None):
-            if e.kind in (software.ACCOUNTS, software.LOGINS):
-                continue  # the software register's readings, exported there
+            if e.kind in (software.ACCOUNTS, software.LOGINS, network.COUNTERS):
+                continue  # readings of the software and network registers, exported there
             report.rows.append([report.when(e.timestamp), e.kind, e.actor, e.subject, _detail(e)])
     for s in await signatures(storage, register):
         if s.data.get("from", 0) <= start and end <= s.data.get("to", 0):
@@ -332,6 +346,77 @@ async def _software(storage: Storage, report: RegisterReport) -> None:
     report.more.append(
         (h("accounts"), [h("server"), h("account"), "uid", h("shell"), h("last_login")], rows)
     )
+
+
+def _days(report: RegisterReport) -> list[tuple[str, float, float]]:
+    """The period's days in the site's zone: (date, start, end), cut to the period."""
+    zone = zoneinfo.ZoneInfo(report.tz)
+    day = dt.datetime.fromtimestamp(report.start, zone).replace(hour=0, minute=0, second=0)
+    days = []
+    while day.timestamp() < report.end:
+        nxt = (day + dt.timedelta(days=1, hours=2)).replace(hour=0)  # DST-proof next midnight
+        lo, hi = max(day.timestamp(), report.start), min(nxt.timestamp(), report.end)
+        days.append((day.strftime("%Y-%m-%d"), lo, hi))
+        day = nxt
+    return days
+
+
+def _spans(
+    report: RegisterReport, spans: list[list[float | None]], lo: float, hi: float
+) -> tuple[float, list[str]]:
+    """Down time within [lo, hi) and each outage as people read it."""
+    h = report.h
+    down = 0.0
+    shown = []
+    for s, e in spans:
+        assert s is not None  # an outage always has its start
+        end = hi if e is None else e
+        if s < hi and end > lo:
+            down += min(end, hi) - max(s, lo)
+            ongoing = e is None and hi >= report.end
+            until = h("ongoing") if ongoing else report.when(end, "%m-%d %H:%M:%S")
+            took = format_duration(end - s, report.language)
+            shown.append(f"{report.when(s, '%m-%d %H:%M:%S')} – {until} ({took})")
+    return down, shown
+
+
+async def _network(storage: Storage, report: RegisterReport) -> None:
+    h = report.h
+    report.columns = [
+        h("day"), h("equipment"), h("port"), h("up_time"), h("down_time"), h("outages"),
+        h("errors"), h("discards"),
+    ]  # fmt: skip
+    entries = await storage.log.read(until=report.end, kinds=[network.DOWN, network.UP], limit=None)
+    outages: dict[tuple[str, str], list[list[float | None]]] = {}
+    for e in entries:
+        spans = outages.setdefault((e.subject, str(e.data.get("port", ""))), [])
+        if e.kind == network.DOWN and not (spans and spans[-1][1] is None):
+            spans.append([e.timestamp, None])
+        elif e.kind == network.UP and spans and spans[-1][1] is None:
+            spans[-1][1] = e.timestamp
+    # Counts are written at the next day's first poll: read on past the period's end.
+    counts: dict[tuple[str, str, str], dict[str, float]] = {}
+    for e in await storage.log.read(since=report.start, kinds=[network.COUNTERS], limit=None):
+        for port, per in (e.data.get("ports") or {}).items():
+            counts[(str(e.data.get("day")), e.subject, port)] = per
+    ports = sorted(outages.keys() | {(t, p) for _, t, p in counts})
+    for day, lo, hi in _days(report):
+        for target, port in ports:
+            down, shown = _spans(report, outages.get((target, port), []), lo, hi)
+            share = 100.0 * (1 - down / (hi - lo)) if hi > lo else 100.0
+            per = counts.get((day, target, port))
+            report.rows.append(
+                [
+                    day,
+                    target,
+                    port,
+                    f"{share:.2f} %",
+                    format_duration(down, report.language) if down else "0",
+                    "; ".join(shown),
+                    "" if per is None else int(per.get("errors", 0)),
+                    "" if per is None else int(per.get("discards", 0)),
+                ]
+            )
 
 
 TRANSITIONS = ("target.down", "target.up", "target.rebooted")

@@ -264,7 +264,14 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(
                         {
                             "register": {
-                                "enum": ["entry", "equipment", "status", "software", "log"]
+                                "enum": [
+                                    "entry",
+                                    "equipment",
+                                    "status",
+                                    "network",
+                                    "software",
+                                    "log",
+                                ]
                             },
                             "from": {"type": "number"},
                             "to": {"type": "number"},
