@@ -8,8 +8,9 @@ Written to the machine-room log (the duty log, on either store) by the active no
 - `port.down` / `port.up`: a watched port's ifOperStatus left or came back to up (a port first
   seen down is down from then);
 - `port.counters`: at the first poll of each day (in the site's zone), the day before's error
-  and discard counts per port (the counters' growth between that day's first and the next
-  day's first poll; a day the daemon did not see start and end is not written).
+  and discard counts per port (the counters' growth from the first poll of that day this
+  daemon saw, after a restart from then, to the next day's first poll; a day the daemon was
+  down at its end is not written).
 
 `dutyd report --register network` (`duty/registers.py`) reads them back per day and port.
 """

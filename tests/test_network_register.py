@@ -17,9 +17,12 @@ import pytest
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.core.clock import FakeClock
+from dutyd.core.records import Sample
+from dutyd.duty.network import NetworkRegister
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_markdown
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
+from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 IF = "1.3.6.1.2.1.2.2.1"
 
@@ -114,3 +117,46 @@ async def test_uplink_outage_and_counts_make_the_days_network_status(tmp_path: P
     finally:
         await daemon.stop()
         snmpd.stop()
+
+
+def port_samples(at: float, up2: bool, errors2: float) -> list[Sample]:
+    ports = {"Gi0/1": (True, 3.0), "Gi0/2": (up2, errors2)}
+    samples = []
+    for port, (up, errors) in ports.items():
+        labels = {"target": "sw1", "port": port}
+        samples.append(Sample.of("if_oper_up", 1.0 if up else 0.0, at, labels))
+        samples.append(Sample.of("if_in_errors_total", errors, at, labels))
+        samples.append(Sample.of("if_out_discards_total", 2.0 * errors, at, labels))
+    return samples
+
+
+async def test_network_register_on_both_stores_survives_a_restart(
+    store: Store,  # noqa: F811
+) -> None:
+    """Both stores keep the port transitions and the day's counts; a restart does not log a
+    port's state again; the day's register reads them back (site zone Asia/Shanghai)."""
+    t0 = utc("2026-12-07 15:00:00")  # 23:00 in Shanghai
+    register = NetworkRegister(store.s, lambda: "Asia/Shanghai")
+    await register.start()
+    register.observe("sw1", port_samples(t0, True, 10.0), t0)
+    register.observe("sw1", port_samples(t0 + 600, False, 15.0), t0 + 600)
+    await asyncio.gather(*register._writes)
+    s = await store.reopen()
+    again = NetworkRegister(s, lambda: "Asia/Shanghai")
+    await again.start()
+    assert again.up == {("sw1", "Gi0/2"): False}
+    # After the restart: still down (nothing new), up at 23:40, then the next day's poll.
+    again.observe("sw1", port_samples(t0 + 1200, False, 20.0), t0 + 1200)
+    again.observe("sw1", port_samples(t0 + 2400, True, 30.0), t0 + 2400)
+    again.observe("sw1", port_samples(t0 + 3660, True, 31.0), t0 + 3660)
+    await asyncio.gather(*again._writes)
+    kinds = [(e.kind, e.data.get("port")) for e in await s.log.read(limit=None)]
+    assert kinds == [("port.down", "Gi0/2"), ("port.up", "Gi0/2"), ("port.counters", None)]
+    start = utc("2026-12-06 16:00:00")  # 2026-12-07 00:00 in Shanghai
+    report = await build_register(s, "network", start, start + 86400, "en", "Asia/Shanghai")
+    # Counted from the first poll seen after the restart (20 -> 31): 11 errors, 22 discards.
+    assert [r[2:4] + r[6:] for r in report.rows] == [
+        ["Gi0/1", "100.00 %", 0, 0],
+        ["Gi0/2", f"{100.0 * (1 - 1800 / 86400):.2f} %", 11, 22],
+    ]
+    assert report.rows[1][5].startswith("12-07 23:10:00 – 12-07 23:40:00")
