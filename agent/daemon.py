@@ -176,6 +176,7 @@ class Daemon:
             lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
         )
         self.clockwatch = ClockWatch(clock, self.metrics, self.storage.log)
+        self.clockwatch.on_step.append(self._clock_moved)
         self.web = WebContext(
             operations=self.operations,
             drills=self.drills,
@@ -251,6 +252,7 @@ class Daemon:
         # clock that went back): moved onto it; single node only (a cluster's alerts come
         # from the shared store at takeover).
         moved = 0.0 if self.ha.enabled else await self.clockwatch.at_start()
+        self.clockwatch.reanchor = not self.ha.enabled
         restored = await rulestate.restore(self.engine, self.storage, self.clock.time(), moved)
         if restored:
             log.info("alerts restored", extra={"fields": {"count": restored}})
@@ -675,7 +677,12 @@ class Daemon:
             deadline = self.engine.next_deadline()
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
-            await self.clockwatch.check()
+            if await self.clockwatch.check() and self.clockwatch.reanchor:
+                # The alert rows as moved (`_clock_moved`), so a restart reads them right.
+                with contextlib.suppress(StorageUnavailable):
+                    await rulestate.resync_alerts(
+                        self.engine, self.storage, self.ha.records_as_now()
+                    )
             self.loglimit.flush()
             now = self.clock.time()
             events = self.engine.tick(now)
@@ -733,6 +740,14 @@ class Daemon:
             if self.storage.health.writable:
                 with contextlib.suppress(StorageUnavailable):
                     await self.storage.compact()
+
+    def _clock_moved(self, seconds: float) -> None:
+        """The clock was re-anchored onto a stepped system clock: every moment kept in
+        memory moves by as much, in this event-loop turn (`duty.clockwatch`)."""
+        self.engine.shift(seconds)
+        self.notify.shift(seconds)
+        for run in self.drills.runs.values():
+            run.shift(seconds)
 
     def _alerts(self) -> list[Alert]:
         return list(self.engine.alerts.values())

@@ -9,7 +9,8 @@ forward by the monotonic clock, so every "how long" dutyd measures by subtractin
 times (`for`, red lines, escalation steps, ack expiry, retries, rate limits) is monotonic time,
 and a step of the system clock (NTP correcting a fast clock, a VM restored) neither fires nor
 delays anything. `wall()` is the system clock as it reads now; the daemon compares the two
-every second and reports a step (`duty.clockwatch`).
+every second and reports a step (`duty.clockwatch`; a single node then re-anchors it with
+`anchor` and moves its moments by the step).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class SteadyClock:
         self.anchor(base.time())
 
     def anchor(self, wall: float) -> None:
-        """Make `time()` read `wall` now (at start, before anything measured a duration)."""
+        """Make `time()` read `wall` now (at start; after a step, with every moment kept
+        moved by as much in the same event-loop turn: `duty.clockwatch`)."""
         self._zero = wall - self.base.monotonic()
 
     def time(self) -> float:

@@ -19,15 +19,24 @@ module reports:
   expiry, a queued page's retry) count the downtime as nil instead of negative. A step
   forward while dutyd was stopped cannot be told from downtime and counts as downtime.
 
-After a step while running, the moments dutyd shows and stores stay on its steady clock
-(`dutyd_clock_offset_seconds` says how far from the system clock) until it restarts, when it
-takes the system clock's time again; calendar times (scheduled maintenance, rota shifts) are
-read on that clock too until then.
+After a step of D seconds while running, a single node (`reanchor`) takes the system clock's
+time again (`SteadyClock.anchor`) and, in the same event-loop turn, moves every moment it
+keeps by D (`on_step`: the rule engine's alerts, series and counts; the escalation, the
+grouped and queued pages, rate limits; drills; the outbox rows' `next_at`, in the store
+before the next read of what is due), so what it shows and stores is right at once and every
+duration keeps what it had left. Ack links made before read on the moved clock (they name
+the moves made before them), and pages keep their keys (made from the firing as it was set,
+`Alert.key_at`), so a restart does not page again what was paged. Silences and maintenance
+windows are not moved: their ends
+are wall-clock times people set. A cluster node keeps its steady clock (its moments are shared
+with nodes whose clocks were not stepped): its times stay off the system clock
+(`dutyd_clock_offset_seconds`) until it restarts, when it takes the system clock's time again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from dutyd.core.clock import SteadyClock
 from dutyd.exporters.instrumentation import Instrumentation
@@ -47,6 +56,11 @@ class ClockWatch:
         self._metrics = metrics
         self._log = duty_log
         self._last = clock.offset()
+        # A single node takes the system clock's time again at a step (`check`), and each of
+        # these moves its in-memory moments by as much, in the same event-loop turn. A cluster
+        # node does not: its moments are shared with nodes whose clocks were not stepped.
+        self.reanchor = False
+        self.on_step: list[Callable[[float], None]] = []
 
     async def at_start(self) -> float:
         """Before the state is restored: by how many seconds to move the stored moments
@@ -77,8 +91,15 @@ class ClockWatch:
     async def check(self) -> float:
         """Look once (the daemon does every second); returns the step seen, or 0."""
         offset = self._clock.offset()
-        self._metrics.clock_offset.set(offset)
         step, self._last = offset - self._last, offset
+        if abs(step) > JUMP_TOLERANCE and self.reanchor:
+            # No await from here to the last move: nothing reads a moment on one clock and
+            # compares it with the other's.
+            self._clock.anchor(self._clock.wall())
+            for move in self.on_step:
+                move(offset)
+            self._last = self._clock.offset()
+        self._metrics.clock_offset.set(self._clock.offset())
         if abs(step) <= JUMP_TOLERANCE:
             return 0.0
         await self._report(step, at_start=False)
@@ -98,6 +119,12 @@ class ClockWatch:
                 "the system clock is behind the stored state: it was stepped back while dutyd "
                 "was stopped (or dutyd's own clock was ahead of it); stored times are moved "
                 "back, elapsed times count the downtime as nil"
+            )
+        elif self.reanchor:
+            message = (
+                "the system clock was stepped; durations go on on the monotonic clock "
+                "(nothing fires, expires or pages because of it); dutyd's times moved onto "
+                "the system clock again"
             )
         else:
             message = (

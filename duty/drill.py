@@ -51,6 +51,12 @@ class DrillRun:
     def fingerprint(self) -> str:
         return self.event.fingerprint
 
+    def shift(self, seconds: float) -> None:
+        """Move its moments (the clock re-anchored after a step): an answer's time holds."""
+        self.started += seconds
+        if self.finished is not None:
+            self.finished += seconds
+
     def status(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from dutyd.storage import AckLinkRepository
 
@@ -59,6 +59,20 @@ class AckLinks:
             raise ValueError("ack links need a secret (notify.ack_secret_env or _file)")
         self._key = key
         self.ttl = ttl
+        # The clock's moves while running (`shift`), oldest first. A link names the run and
+        # the number of moves when it was made, so one made before a move is read on the
+        # moved clock (its episode start and expiry moved as the alert's were); by time alone
+        # a link made in the hour before a step back and one made in the hour after it could
+        # not be told apart. A link of another run was made before all of this run's moves.
+        self._run = secrets.token_hex(4)
+        self._moves: list[float] = []
+
+    def adopt_moves(self, old: AckLinks) -> None:
+        self._run, self._moves = old._run, old._moves
+
+    def shift(self, seconds: float) -> None:
+        """The daemon's clock and every moment it keeps moved by `seconds` (`duty.clockwatch`)."""
+        self._moves.append(seconds)
 
     def _sign(self, body: bytes) -> bytes:
         return hmac.new(self._key, body, hashlib.sha256).digest()
@@ -71,6 +85,8 @@ class AckLinks:
             "e": int(now + self.ttl),
             "n": secrets.token_hex(8),
         }
+        if self._moves:
+            claims["k"] = f"{self._run}:{len(self._moves)}"
         if since is not None:
             claims["s"] = since
         body = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode()
@@ -96,8 +112,16 @@ class AckLinks:
                 str(claims["n"]),
                 float(since) if since is not None else None,
             )
+            run, _, made_after = str(claims.get("k", ":0")).partition(":")
+            moved = sum(self._moves[int(made_after) if run == self._run else 0 :])
         except (ValueError, KeyError, TypeError):
             raise InvalidToken("malformed link") from None
+        if moved:
+            claim = replace(
+                claim,
+                expires=claim.expires + moved,
+                since=None if claim.since is None else claim.since + moved,
+            )
         if claim.expires < now:
             raise InvalidToken("the link has expired")
         return claim

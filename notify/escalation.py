@@ -78,6 +78,9 @@ class Tracked:
     policy: Policy
     fired_at: float
     next_step: int = 0
+    # What the pages' keys are made of: `fired_at` as the alert's firing set it, never moved
+    # by `Escalator.shift` (see `rules.alerts.Alert.key_at`).
+    key_at: float | None = None
     acked: bool = False
     held: bool = False
     repeats: int = 0
@@ -91,6 +94,10 @@ class Tracked:
     @property
     def paused(self) -> bool:
         return self.acked or self.held or self.explained
+
+    @property
+    def key_base(self) -> float:
+        return self.fired_at if self.key_at is None else self.key_at
 
     def step_due(self) -> float | None:
         if self.next_step < len(self.policy.steps):
@@ -109,6 +116,15 @@ class Escalator:
         self.rota = rota
         self.tracked: dict[str, Tracked] = {}
 
+    def shift(self, seconds: float) -> None:
+        """Move the tracked alerts' moments by `seconds` (the clock re-anchored after a step
+        of the system clock): each step comes due as long after the firing as before."""
+        for t in self.tracked.values():
+            t.fired_at += seconds
+            t.event = moved_event(t.event, seconds)
+            if t.firing is not None:
+                t.firing = moved_event(t.firing, seconds)
+
     def _recipients(self, step: Step | RedLineStep, now: float) -> list[Recipient]:
         names: list[str] = []
         if isinstance(step, Step) and step.oncall:
@@ -120,7 +136,9 @@ class Escalator:
         out += [Recipient("channel", c) for c in step.channels]
         return list(dict.fromkeys(out))
 
-    def handle(self, event: AlertEvent, now: float, scale: float = 1.0) -> list[Page]:
+    def handle(
+        self, event: AlertEvent, now: float, scale: float = 1.0, key_at: float | None = None
+    ) -> list[Page]:
         fp = event.fingerprint
         t = self.tracked.get(fp)
         change = event.change
@@ -132,7 +150,13 @@ class Escalator:
                     policy = self.config.policy_for(event.severity, dict(event.labels))
                     if policy is None:
                         return []
-                    t = self.tracked[fp] = Tracked(event, policy, event.timestamp, scale=scale)
+                    t = self.tracked[fp] = Tracked(
+                        event,
+                        policy,
+                        event.timestamp,
+                        scale=scale,
+                        key_at=event.timestamp if key_at is None else key_at,
+                    )
                 else:
                     t.event = event
                     t.held = not event.notify
@@ -187,14 +211,14 @@ class Escalator:
             who = self._recipients(step, now)
             for r in who:
                 t.paged[r] = None
-            key = f"{fp}|red_line|{event.red_line or 0:.0f}|{t.fired_at:.3f}"
+            key = f"{fp}|red_line|{event.red_line or 0:.0f}|{t.key_base:.3f}"
             return [Page(PageKind.RED_LINE, event, tuple(who), 0, now, key)]
         return []
 
     def _notice(self, t: Tracked, kind: PageKind, event: AlertEvent, now: float) -> list[Page]:
         if not t.paged:
             return []
-        key = f"{event.fingerprint}|{kind}|{event.timestamp:.3f}|{t.fired_at:.3f}"
+        key = f"{event.fingerprint}|{kind}|{event.timestamp:.3f}|{t.key_base:.3f}"
         return [Page(kind, event, tuple(t.paged), 0, now, key)]
 
     def due(self, now: float) -> list[Page]:
@@ -218,13 +242,13 @@ class Escalator:
                     who = self._recipients(step, now)
                     for r in who:
                         t.paged[r] = None
-                    key = f"{fp}|step|{t.next_step}|{t.fired_at:.3f}"
+                    key = f"{fp}|step|{t.next_step}|{t.key_base:.3f}"
                     pages.append(Page(PageKind.FIRING, t.event, tuple(who), t.next_step, at, key))
                 else:
                     # Skip reminders missed while held or acked: one reminder, not a burst.
                     every = t.policy.repeat * t.scale
                     t.repeats = max(t.repeats + 1, int((now - t._last()) // every))
-                    key = f"{fp}|repeat|{t.repeats}|{t.fired_at:.3f}"
+                    key = f"{fp}|repeat|{t.repeats}|{t.key_base:.3f}"
                     pages.append(Page(PageKind.REPEAT, t.event, tuple(t.paged), t.repeats, at, key))
                     break
         return merge(pages)
@@ -271,3 +295,17 @@ def _as_firing(event: AlertEvent, t: Tracked) -> AlertEvent:
     if t.firing is None:
         return event
     return dataclasses.replace(event, summary=t.firing.summary, summaries=t.firing.summaries)
+
+
+def moved_event(event: AlertEvent, seconds: float) -> AlertEvent:
+    """`event` with its moments moved by `seconds` (see `Escalator.shift`)."""
+    since = event.active_since
+    return dataclasses.replace(
+        event,
+        timestamp=event.timestamp + seconds,
+        active_since=None if since is None else since + seconds,
+    )
+
+
+def moved_page(page: Page, seconds: float) -> Page:
+    return dataclasses.replace(page, at=page.at + seconds, event=moved_event(page.event, seconds))

@@ -41,6 +41,10 @@ class DeliveryOrder:
     def __len__(self) -> int:
         return len(self._member)
 
+    def ids(self) -> list[str]:
+        """The queued messages' ids."""
+        return list(self._member)
+
     def __contains__(self, message_id: str) -> bool:
         return message_id in self._member
 

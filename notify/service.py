@@ -38,7 +38,14 @@ from dutyd.notify.acklink import AckLinks
 from dutyd.notify.channels import Channel, SendResult, build_channel
 from dutyd.notify.channels.alertmanager import am_alert
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
-from dutyd.notify.escalation import Escalator, Page, PageKind, Recipient
+from dutyd.notify.escalation import (
+    Escalator,
+    Page,
+    PageKind,
+    Recipient,
+    moved_event,
+    moved_page,
+)
 from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
 from dutyd.notify.oncall import Rota
 from dutyd.notify.outbox import SENT_RETENTION, backoff
@@ -137,6 +144,10 @@ class NotifyService:
         self.order = DeliveryOrder()
         self._last_created = 0.0
         self._order_stale = False
+        # Moves of the queued rows in the store still to be written (see `shift`), each with
+        # the ids queued at its step: done by the delivery loop before it reads what is due.
+        self._moves: list[tuple[float, list[str]]] = []
+        self._moved_total = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -160,6 +171,40 @@ class NotifyService:
         if active:
             self.resume(active)
 
+    def shift(self, seconds: float) -> None:
+        """The daemon's clock was re-anchored onto a stepped system clock (`duty.clockwatch`):
+        move every moment kept by `seconds`, in this event-loop turn, so that escalation
+        steps, retries and rate limits keep their remaining durations and pages show the
+        alerts' times on the system clock. The queued rows in the store are moved by the
+        delivery loop before it next reads them; creation stamps move too (a new row is due
+        at its stamp, and the queue keeps its order)."""
+        self.escalator.shift(seconds)
+        for key, pages in self.grouper.groups.items():
+            self.grouper.groups[key] = [moved_page(p, seconds) for p in pages]
+        self._unwritten = [
+            (key, [moved_page(p, seconds) for p in pages]) for key, pages in self._unwritten
+        ]
+        self.forwarded = {fp: moved_event(e, seconds) for fp, e in self.forwarded.items()}
+        for row in self._mem_rows.values():
+            row.next_at += seconds
+            row.created += seconds
+        self._last_created += seconds
+        if self._oldest is not None:
+            self._oldest += seconds
+        for bucket in self.buckets.values():
+            bucket.at += seconds
+        if self.links is not None:
+            self.links.shift(seconds)
+        self._moves.append((seconds, [i for i in self.order.ids() if i not in self._mem_new]))
+        self._moved_total += seconds
+        self._wake.set()
+
+    async def _write_moves(self) -> None:
+        while self._moves:
+            seconds, ids = self._moves[0]
+            await self.outbox.shift_moments(seconds, ids)
+            self._moves.pop(0)
+
     async def _move_back(self, seconds: float) -> None:
         now = self.clock.time()
         for row in await self.outbox.due(math.inf, 1 << 30):
@@ -178,7 +223,15 @@ class NotifyService:
         return self._last_created
 
     async def _enqueue(self, rows: list[OutboxMessage]) -> None:
+        moved = self._moved_total
         added = set(await self.outbox.enqueue(rows))
+        if moved != self._moved_total and added:
+            # Stamped before a step whose move was taken while this write was on its way.
+            late = self._moved_total - moved
+            for row in rows:
+                row.next_at += late
+                row.created += late
+            self._moves.append((late, sorted(added)))
         for row in rows:
             if row.id in added:
                 self.order.add(row)
@@ -262,7 +315,7 @@ class NotifyService:
                 active_since=a.get("active_since"),
                 timestamp=fired,
             )
-            self.add_pages(self.escalator.handle(event, now), now)
+            self.add_pages(self.escalator.handle(event, now, key_at=a.get("key_at")), now)
             if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
                 self.forwarded[event.fingerprint] = event
             if a.get("acknowledged"):
@@ -394,7 +447,10 @@ class NotifyService:
                 self._spawn(channel.close())
         self.channels, self.forwarders = channels, forwarders
         key = notify.ack_key()
-        self.links = AckLinks(key, notify.ack_link_ttl) if key else None
+        links = AckLinks(key, notify.ack_link_ttl) if key else None
+        if links is not None and self.links is not None:
+            links.adopt_moves(self.links)  # links made before a reload still read right
+        self.links = links
         for name in channels:
             self.metrics.notifications_sent.labels(name)
             self.metrics.notifications_failed.labels(name)
@@ -615,10 +671,13 @@ class NotifyService:
             return
         new = [r for r in idle if r.id in self._mem_new]
         if new:
-            await self.outbox.enqueue(new)
+            added = set(await self.outbox.enqueue(new))
             for r in new:
                 self._mem_new.discard(r.id)
-                del self._mem_rows[r.id]
+                if r.id in added:
+                    del self._mem_rows[r.id]
+                # Else its first write timed out and landed late (a frozen disk): the row is
+                # there as it was then; the reschedule below writes it as it is now.
         for r in idle:
             if r.id in self._mem_rows:
                 await self.outbox.reschedule(r)
@@ -758,6 +817,10 @@ class NotifyService:
         timeout = 1.0
         while True:
             self._wake.clear()
+            if self._moves:
+                # (While the store refuses it, its rows are read on their old clock below.)
+                with contextlib.suppress(StorageUnavailable):
+                    await self._write_moves()
             now = self.clock.time()
             if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
                 pruned = now
@@ -778,7 +841,8 @@ class NotifyService:
                 # is in memory (a write the disk refused) are not read from the store.
                 busy = self._inflight | self.order.waiting | self._in_memory()
                 with contextlib.suppress(StorageUnavailable):
-                    ready.extend(await self.outbox.due(now, READ_AHEAD, busy))
+                    unmoved = sum(seconds for seconds, _ in self._moves)
+                    ready.extend(await self.outbox.due(now - unmoved, READ_AHEAD, busy))
                 ready.extend(self._due_in_memory(now))
             while free > 0 and ready:
                 row = ready.popleft()

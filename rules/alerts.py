@@ -110,6 +110,9 @@ class Alert:
     # When the reading that made it pending was taken (its poll's start): a parent's answer
     # from a poll started since then tells whether the parent is down in this outage.
     observed_at: float | None = None
+    # `fired_at` as it was set: the pages' keys are made from it, so a move of the clock
+    # (`shift`) does not make the steps already paged look new (paged again at a restart).
+    key_at: float | None = None
     # The parent whose outage explains this paged alert: its escalation is paused meanwhile.
     explained_by: str = ""
 
@@ -209,7 +212,7 @@ class Alert:
             self.red_line_sent = False
             self.peak = None
         elif to is AlertState.FIRING:
-            self.fired_at = now
+            self.fired_at = self.key_at = now
         elif to is AlertState.INACTIVE:
             self.active_since = None
         elif to is AlertState.RESOLVED:
@@ -244,6 +247,7 @@ class Alert:
         self.fired_at = moved(self.fired_at)
         self.resolved_at = moved(self.resolved_at)
         self.last_true = moved(self.last_true)
+        self.observed_at = moved(self.observed_at)
         self.transitions = [t + seconds for t in self.transitions]
         if self.ack is not None:
             self.ack.at += seconds
@@ -262,6 +266,7 @@ class Alert:
             "red_line_sent": self.red_line_sent,
             "peak": self.peak,
             "observed_at": self.observed_at,
+            "key_at": self.key_at,
             "explained_by": self.explained_by,
         }
 
@@ -278,5 +283,7 @@ class Alert:
         self.peak = float(peak) if peak is not None else None
         observed = data.get("observed_at")
         self.observed_at = float(observed) if observed is not None else None
+        key_at = data.get("key_at")
+        self.key_at = float(key_at) if key_at is not None else None
         self.explained_by = str(data.get("explained_by") or "")
         self.last_holds = None

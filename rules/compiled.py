@@ -25,6 +25,15 @@ class SeriesState:
     events: deque[tuple[float, float]] = field(default_factory=deque)
     holds: bool = False
 
+    def shift(self, seconds: float) -> None:
+        """Move every moment kept by `seconds` (the clock re-anchored after a step)."""
+        if self.last_ts is not None:
+            self.last_ts += seconds
+        if self.seen:
+            self.seen += seconds
+        self.window = deque((t + seconds, v) for t, v in self.window)
+        self.events = deque((t + seconds, v) for t, v in self.events)
+
 
 class CompiledRule:
     """A rule with its selector prepared for the hot path, and its per-series state."""

@@ -124,6 +124,21 @@ class RuleEngine:
         config's scheduled windows stay): at start, and in a cluster, what other nodes set."""
         self.mutes.replace_stored(silences, windows)
 
+    def shift(self, seconds: float) -> None:
+        """Move every moment the engine keeps by `seconds`, the durations between them and
+        to now unchanged: dutyd's clock was re-anchored onto a stepped system clock
+        (`duty.clockwatch`). Silences and maintenance windows are not moved: their ends
+        are times people set and read on the wall clock."""
+        for alert in self._alerts.values():
+            alert.shift(seconds)
+        for rule in self.rules.values():
+            for state in rule.series.values():
+                state.shift(seconds)
+        self.counts.shift(seconds)
+        self.mutes.deps.shift(seconds)
+        if self._observed_at is not None:
+            self._observed_at += seconds
+
     def take_counted(self) -> list[CountedRow]:
         """The counter increases not yet persisted, handed over to be written."""
         return self.counts.take_unsaved()

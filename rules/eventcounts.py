@@ -31,6 +31,10 @@ class EventCounts:
         """Rows taken that could not be written (a full disk): first in line again."""
         self._unsaved = rows + self._unsaved
 
+    def shift(self, seconds: float) -> None:
+        """Move the unsaved rows' moments (the clock re-anchored, see `RuleEngine.shift`)."""
+        self._unsaved = [(r, s, ts + seconds, inc, v) for r, s, ts, inc, v in self._unsaved]
+
     def adopt(self, old: EventCounts) -> None:
         self._unsaved = old._unsaved
 

@@ -147,6 +147,11 @@ class Dependencies:
         if at is not None and at >= self.answered.get(target, at):
             self.answered[target] = at
 
+    def shift(self, seconds: float) -> None:
+        """Move the poll starts by `seconds` (the clock re-anchored, see `RuleEngine.shift`):
+        compared with the alerts' `observed_at`, moved as much."""
+        self.answered = {t: at + seconds for t, at in self.answered.items()}
+
     def unanswered(self, target: str, extra: Iterable[str], since: float) -> list[str]:
         """The parents of `target` (and the rule's own `extra` parents) that have not
         answered a poll started at or after `since` (when the child's trouble was seen)."""

@@ -29,6 +29,7 @@ def alert_view(
         "summaries": texts or {lang: alert.summary for lang in LANGUAGES},
         "active_since": alert.active_since,
         "fired_at": alert.fired_at,
+        "key_at": alert.key_at if alert.key_at is not None else alert.fired_at,
         "resolved_at": alert.resolved_at,
         "duration": alert.duration(now),
         "outage": mutes.outage(alert, now) if alert.active else None,

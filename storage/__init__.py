@@ -58,6 +58,7 @@ def open_storage(
     password: str | None = None,
     pool_size: int = 5,
     retry_for: float = 120.0,
+    write_deadline: float = 5.0,
 ) -> Storage:
     """The storage for a configured location, not yet opened: a postgresql:// URL means
     PostgreSQL (with `password`, never part of the URL), a file path SQLite. `read_only` for
@@ -71,13 +72,18 @@ def open_storage(
         return PostgresStorage(str(location), password, read_only, pool_size, retry_for)
     from dutyd.storage.sqlite import SqliteStorage
 
-    return SqliteStorage(location, read_only=read_only)
+    return SqliteStorage(location, read_only=read_only, write_deadline=write_deadline)
 
 
 def open_configured(config: StorageConfig, read_only: bool = False) -> Storage:
     """The storage a `storage:` config section names, not yet opened."""
     return open_storage(
-        config.location, read_only, config.password(), config.pool_size, config.retry_for
+        config.location,
+        read_only,
+        config.password(),
+        config.pool_size,
+        config.retry_for,
+        config.write_deadline,
     )
 
 

@@ -64,6 +64,10 @@ class StorageConfig(StrictModel):
     # anyway on an in-memory copy, pages, and says it runs without durable state (/readyz,
     # /healthz, the log); `refuse` exits with the reason.
     when_unwritable: Literal["run", "refuse"] = "run"
+    # A SQLite call that has not returned within this (a frozen file system, a disk that
+    # hangs instead of failing) is a storage fault like a failed write: dutyd pages from
+    # memory and holds the duty log meanwhile (see `storage/health.py`).
+    write_deadline: PositiveDuration = 5.0
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("url")

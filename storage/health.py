@@ -7,6 +7,9 @@ daemon shows the state (`/readyz`, `/healthz`, `dutyd_storage_writable`,
 `dutyd_storage_errors_total`) and, while it lasts, probes the store with backoff
 (`Storage.probe`) and keeps what it could not write in memory until then.
 
+A write that hangs (a frozen file system) is reported here too, at its deadline
+(`storage.write_deadline`, `sqlite/database.py`): the same state as a write that failed.
+
 `durable` is False when dutyd runs without a database file it can write
 (`storage.when_unwritable: run`): the state then lives in memory only.
 """

@@ -1,6 +1,8 @@
 """The duty log while the disk refuses writes: entries are held in memory, in order, and
 written before any newer one once it takes writes again (`flush`, called by the store's
-probe), so the log has nothing missing afterwards and nothing out of order."""
+probe), so the log has nothing missing afterwards and nothing out of order. A write that
+timed out (a frozen disk) may land after all: the held copy carries the entry's key and the
+store skips an entry it already has, so nothing is in the log twice either."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ log = logging.getLogger("dutyd.storage")
 # Held entries beyond this (days of a full disk at a busy site) are dropped, oldest first,
 # and the drop is counted and written to the log when it returns: memory stays bounded.
 MAX_HELD = 200_000
+FLUSH_CHUNK = 2000
 
 
 class HeldDutyLog(DutyLogRepository):
@@ -27,6 +30,7 @@ class HeldDutyLog(DutyLogRepository):
         self.health = health
         self.held: list[NewLogEntry] = []
         self.dropped = 0
+        self._marker: NewLogEntry | None = None  # "n entries lost", until it is written
 
     async def append(
         self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
@@ -36,7 +40,9 @@ class HeldDutyLog(DutyLogRepository):
             self._hold([entry])
             return 0
         try:
-            return await self.inner.append(timestamp, kind, actor, subject, data)
+            # By the entry, key and all: if this write times out and lands later (a frozen
+            # disk), the held copy written by `flush` is found by its key, not added twice.
+            return await self.inner.append_entry(entry)
         except StorageUnavailable:
             self._hold([entry])
             return 0
@@ -58,30 +64,40 @@ class HeldDutyLog(DutyLogRepository):
             self.dropped += over
 
     async def flush(self) -> bool:
-        """Write the held entries (one transaction); False while the store still refuses."""
-        if not self.held and not self.dropped:
-            return True
-        batch = list(self.held)
-        taken, lost = len(batch), self.dropped
-        if self.dropped:
-            ts = batch[0].timestamp if batch else 0.0
-            batch.insert(
-                0,
-                NewLogEntry(ts, "storage.log_entries_lost", "dutyd", "", {"count": self.dropped}),
+        """Write the held entries, oldest first, FLUSH_CHUNK to a transaction (each well
+        inside the write deadline, however many were held); False while the store still
+        refuses. A chunk whose write timed out and landed is found again by its keys."""
+        written = lost = 0
+        while self.held or self.dropped:
+            batch = list(self.held[:FLUSH_CHUNK])
+            taken = len(batch)
+            marker = None
+            if self.dropped:
+                if self._marker is None:  # made once: its key holds across retries
+                    ts = batch[0].timestamp if batch else 0.0
+                    self._marker = NewLogEntry(
+                        ts, "storage.log_entries_lost", "dutyd", "", {"count": self.dropped}
+                    )
+                marker = self._marker
+                batch.insert(0, marker)
+            try:
+                await self.inner.append_many(batch)
+            except StorageUnavailable:
+                return False
+            # Only what was written: entries held while this write was on its way stay held,
+            # behind it.
+            del self.held[:taken]
+            written += taken
+            if marker is not None:
+                self.dropped -= int(marker.data["count"])
+                lost += int(marker.data["count"])
+                self._marker = None
+        if written or lost:
+            log.info(
+                "duty log entries held during the storage fault written",
+                extra={"fields": {"count": written, "lost": lost}},
             )
-        try:
-            await self.inner.append_many(batch)
-        except StorageUnavailable:
-            return False
-        # Only what was written: entries held while this write was on its way stay held,
-        # behind it.
-        del self.held[:taken]
-        self.dropped -= lost
-        log.info(
-            "duty log entries held during the storage fault written",
-            extra={"fields": {"count": taken, "lost": lost}},
-        )
-        return not self.held or await self.flush()
+        return True
 
     async def read(
         self,

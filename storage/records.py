@@ -6,6 +6,7 @@ notifications, duty) exchange them; the kernel's records (samples, alert events)
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +58,16 @@ RuleEventRow = tuple[str, dict[str, str], float, float, float]
 
 @dataclass(frozen=True, slots=True)
 class NewLogEntry:
-    """A duty log line to be written (the store assigns the id)."""
+    """A duty log line to be written (the store assigns the id). `key` is the entry's own,
+    drawn when it is made: written again after a write that timed out and landed late (a
+    frozen disk), the entry is found by it and not written twice (SQLite)."""
 
     timestamp: float
     kind: str
     actor: str
     subject: str
     data: dict[str, Any]
+    key: int = field(default_factory=lambda: secrets.randbits(63), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,12 @@ class DutyLogRepository(ABC):
     ) -> int:
         """The new entry's id (ids increase in writing order)."""
 
+    async def append_entry(self, entry: NewLogEntry) -> int:
+        """`append` of an entry made beforehand (its `key` kept, where the store keeps it)."""
+        return await self.append(
+            entry.timestamp, entry.kind, entry.actor, entry.subject, entry.data
+        )
+
     @abstractmethod
     async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
         """Write a burst of entries in one transaction, in order."""
@@ -218,6 +224,12 @@ class OutboxRepository(ABC):
     @abstractmethod
     async def drop(self, message_id: str) -> None:
         """Remove a queued message without marking it delivered."""
+
+    @abstractmethod
+    async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
+        """Move these queued messages' `next_at` and `created` by `seconds` (the daemon's
+        clock re-anchored onto a stepped system clock): each retry as far from now as it was,
+        the queue in the same order."""
 
     @abstractmethod
     async def reschedule(self, message: OutboxMessage) -> None:

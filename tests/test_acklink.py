@@ -172,3 +172,27 @@ async def test_a_link_acknowledges_only_the_episode_it_was_made_for(tmp_path: Pa
     finally:
         await daemon.stop()
         await receiver.stop()
+
+
+def test_a_link_made_before_the_clock_moved_is_read_on_the_moved_clock() -> None:
+    """A step of the clock while running moves the alerts' starts (`duty.clockwatch`): a link
+    made before names the episode by its old start and is read on the moved clock, a link
+    made after is not moved, even when the step went back (so the two share times)."""
+    links = AckLinks(b"k" * 32, ttl=3600)
+    before = links.make("fp", "a", NOW, since=NOW - 60)
+    links.shift(-3600.0)
+    after = links.make("fp", "a", NOW - 3600 + 5, since=NOW - 3600 - 60 + 5)
+    claim = links.verify(before, NOW - 3600 + 10)
+    assert claim.same_episode(NOW - 60 - 3600)
+    assert claim.expires == NOW + 3600 - 3600
+    claim = links.verify(after, NOW - 3600 + 10)
+    assert claim.same_episode(NOW - 3600 - 60 + 5)
+    assert claim.expires == int(NOW - 3600 + 5 + 3600)
+    links.shift(1800.0)
+    assert links.verify(before, NOW).same_episode(NOW - 60 - 1800)
+    assert links.verify(after, NOW).same_episode(NOW - 60 + 5 - 1800)
+    # A link of another run (or of none that moved): moved by all of this run's moves.
+    other = AckLinks(b"k" * 32, ttl=3600)
+    old = other.make("fp", "a", NOW, since=NOW - 60)
+    other.shift(600.0)
+    assert other.verify(old, NOW + 600).same_episode(NOW - 60 + 600)

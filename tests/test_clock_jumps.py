@@ -19,7 +19,9 @@ from typing import Any
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.core.clock import FakeClock
-from dutyd.core.records import Sample
+from dutyd.core.records import Sample, labels_of
+from dutyd.rules.alerts import Alert
+from dutyd.rules.overlays import Dependencies
 from tests.test_daemon_clock import until
 from tests.test_notify_delivery import Receiver
 
@@ -179,8 +181,12 @@ async def test_two_hours_forward_during_a_short_outage_is_no_red_line(tmp_path: 
             "dutyd_clock_jumps_total", {"direction": "forward"}
         )
         assert jumps == 1
+        # dutyd's times are the system clock's again (they moved by the step), and the duty
+        # log says by how much.
         offset = site.daemon.registry.get_sample_value("dutyd_clock_offset_seconds")
-        assert offset is not None and abs(offset - 7200) < 1
+        assert offset == 0.0
+        jump = (await site.daemon.storage.log.read(kinds=["clock.jump"]))[-1]
+        assert abs(jump.data["seconds"] - 7200) < 1, jump
     finally:
         await site.daemon.stop()
         await receiver.stop()
@@ -289,6 +295,179 @@ async def test_a_restart_after_a_step_forward_keeps_the_outage_length(tmp_path: 
         assert again.state("link_down", "sw1") == "firing"
         assert again.pages("/chen") == [], "the director was paged for a red line"
         assert "alert.red_line" not in await again.log_kinds()
+    finally:
+        await again.daemon.stop()
+        await receiver.stop()
+
+
+async def test_after_steps_while_running_times_are_the_system_clocks_and_durations_exact(
+    tmp_path: Path,
+) -> None:
+    """A step of D seconds while dutyd runs: its clock takes the system clock's time again and
+    every moment it keeps moves by D, so what it shows and stores is right at once (before:
+    off by D until a restart) and every duration still ends when it would have: `for`, the
+    next escalation step, an acknowledgement's expiry, the red line."""
+    receiver = Receiver()
+    await receiver.start()
+    cfg = config(tmp_path, receiver)
+    cfg["oncall"]["people"].append({"name": "Li Na", "contacts": ["li"]})
+    cfg["notify"]["channels"]["li"] = {"url": receiver.url("li")}
+    cfg["escalation"]["policies"][0]["steps"].append({"after": "10m", "people": ["Li Na"]})
+    clock = FakeClock()
+    site = Site.__new__(Site)
+    site.clock, site.receiver = clock, receiver
+    site.daemon = Daemon(load_from_dict(cfg, "<test>"), clock=clock)
+    await site.daemon.start()
+    daemon = site.daemon
+
+    def view(rule: str, target: str) -> dict[str, Any]:
+        return next(
+            a
+            for a in daemon.operations.list_alerts()
+            if a["rule"] == rule and a["labels"]["target"] == target
+        )
+
+    try:
+        t0 = clock.monotonic()
+        fired_wall = clock.time()
+        site.feed("target_up", "sw1", 0)  # acknowledged for an hour
+        site.feed("target_up", "sw2", 0)  # escalates to Li Na at 10 min, red line at 2 h
+        await until(clock, lambda: "sw2" in "".join(site.pages("/zhang")))
+        await daemon.operations.acknowledge(
+            view("link_down", "sw1")["fingerprint"], "Zhang Wei", "on it", clock.time() + 3600
+        )
+        await site.run(60)
+        site.feed("target_up", "db1", 0)  # pending: fires 5 min from now
+        pending_at = clock.monotonic()
+        await site.run(20)
+
+        for step in (3600.0, -3600.0):
+            clock.step_wall(step)
+            fired_wall += step
+            await site.run(2)
+            # Shown on the system clock again: the start, dutyd's now, the log's new entries.
+            assert abs(daemon.clock.time() - clock.time()) < 0.01
+            assert abs(view("link_down", "sw2")["fired_at"] - fired_wall) < 0.5
+            assert abs(view("link_down", "sw2")["active_since"] - fired_wall) < 0.5
+            jump = (await daemon.storage.log.read(kinds=["clock.jump"], newest_first=True))[0]
+            assert abs(jump.timestamp - clock.time()) < 3, (jump, clock.time())
+            assert daemon.registry.get_sample_value("dutyd_clock_offset_seconds") == 0.0
+
+        # `for: 5m` fires 300 s after the alert began, not 300 s +/- an hour.
+        while clock.monotonic() < pending_at + 290:
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "pending"
+        for _ in range(2):
+            site.feed("target_up", "db1", 0)
+            await site.run(10)
+        assert site.state("db_down", "db1") == "firing"
+        fired = (await daemon.storage.log.read(kinds=["alert.firing"], subject=None))[-1]
+        assert abs(fired.timestamp - clock.time()) < 25  # stored on the system clock
+
+        # The second step 600 s after the firing.
+        await site.run(t0 + 590 - clock.monotonic(), step=10)
+        assert site.pages("/li") == []
+        await site.run(20)
+        await until(clock, lambda: len(site.pages("/li")) == 1, within=5)
+
+        # The hour's acknowledgement ends an hour after it was given.
+        await site.run(t0 + 3590 - clock.monotonic(), step=30)
+        assert view("link_down", "sw1")["acknowledged"]
+        await site.run(20)
+        assert not view("link_down", "sw1")["acknowledged"]
+
+        # The red line two hours after the firing: not before.
+        await site.run(t0 + 7190 - clock.monotonic(), step=30)
+        assert site.pages("/chen") == []
+        await site.run(20)
+        await until(clock, lambda: len(site.pages("/chen")) >= 1, within=5)
+        red = (await daemon.storage.log.read(kinds=["alert.red_line"]))[-1]
+        assert abs(red.timestamp - clock.time()) < 25
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+
+
+async def test_a_queued_retry_keeps_its_wait_across_steps_while_running(tmp_path: Path) -> None:
+    """A page whose channel failed waits in the outbox for its retry; the clock is stepped an
+    hour forward, then back: the retry comes when it was due, and the row in the store is
+    moved with the clock (before: due an hour early after the step forward, and the stored
+    moment off by the step)."""
+    receiver = Receiver()
+    await receiver.start()
+    cfg = config(tmp_path, receiver)
+    cfg["notify"].update({"retry_initial": "10m", "retry_max": "10m"})
+    clock = FakeClock()
+    site = Site.__new__(Site)
+    site.clock, site.receiver = clock, receiver
+    site.daemon = Daemon(load_from_dict(cfg, "<test>"), clock=clock)
+    daemon = site.daemon
+    await daemon.start()
+    try:
+        receiver.status = 503
+        site.feed("target_up", "sw1", 0)
+        await until(clock, lambda: len(receiver.received) == 1)
+        await site.run(1)
+        (row,) = await daemon.storage.outbox.due(1e12, 10)
+        retry_at = clock.monotonic() + (row.next_at - daemon.clock.time())
+        assert 290 < retry_at - clock.monotonic() <= 600
+        receiver.status = 200
+        for step in (3600.0, -3600.0):
+            clock.step_wall(step)
+            await site.run(2)
+            (row,) = await daemon.storage.outbox.due(1e12, 10)
+            # Stored on the system clock, as far from now as it was.
+            assert abs(row.next_at - (clock.time() + retry_at - clock.monotonic())) < 0.01
+        await site.run(retry_at - 5 - clock.monotonic())
+        assert len(receiver.received) == 1, "the retry came early"
+        await site.run(10)
+        await until(clock, lambda: len(receiver.received) == 2, within=5)
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+
+
+def test_a_move_of_the_clock_keeps_a_childs_wait_for_its_parents_answer() -> None:
+    """A child's alert waits for a poll of its parent started after the child's trouble was
+    seen (`observed_at`); both moments move with the clock, so after a step back a parent
+    that answered before the step still counts, and one polled after it is compared right."""
+    deps = Dependencies(parents={"srv1": ("sw1",)})
+    deps.note("sw1", True, 1000.0)
+    child = Alert("down", labels_of({"target": "srv1"}), "critical", observed_at=990.0)
+    for step in (-3600.0, 3600.0):
+        deps.shift(step)
+        child.shift(step)
+        assert child.observed_at is not None
+        assert deps.unanswered("srv1", (), child.observed_at) == []
+    child.shift(-3600.0)
+    deps.shift(-3600.0)
+    deps.note("sw1", True, 1000.0 - 3600 + 5)  # a poll after the move, on the moved clock
+    assert deps.unanswered("srv1", (), child.observed_at) == []
+    assert deps.unanswered("srv1", (), 1000.0 - 3600 + 6) == ["sw1"]
+
+
+async def test_a_restart_after_a_step_while_running_pages_no_step_again(tmp_path: Path) -> None:
+    """The alert's moments moved with the clock; the keys of its pages did not (made from the
+    firing as it was set), so the restart knows the first step was paged (before: the
+    on-duty engineer was paged a second time)."""
+    site, receiver = await started(tmp_path)
+    try:
+        site.feed("target_up", "sw1", 0)
+        await until(site.clock, lambda: len(site.pages("/zhang")) == 1)
+        await site.run(30)
+        site.clock.step_wall(3600)
+        await site.run(10)
+    finally:
+        await site.daemon.stop()
+    again = Site(tmp_path, receiver, FakeClock(wall_start=site.clock.time() + 10))
+    await again.daemon.start()
+    try:
+        for _ in range(5):
+            again.feed("target_up", "sw1", 0)
+            await again.run(2)
+        assert again.state("link_down", "sw1") == "firing"
+        assert len(again.pages("/zhang")) == 1, again.pages("/zhang")
     finally:
         await again.daemon.stop()
         await receiver.stop()

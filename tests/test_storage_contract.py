@@ -483,6 +483,18 @@ async def test_outbox_claim_with_a_stale_epoch_is_refused(store: Store) -> None:
     assert await s.outbox.claim("m4", "node-c", 7, now=104.0, until=134.0)
 
 
+async def test_outbox_shift_moments_moves_the_named_rows_only(store: Store) -> None:
+    """After a clock step the daemon moves the rows queued at the step (not newer ones)."""
+    s = store.s
+    await s.outbox.enqueue(
+        [message("m1", 150.0, 100.0), message("m2", 160.0, 101.0), message("m3", 170.0, 102.0)]
+    )
+    await s.outbox.shift_moments(-60.0, ["m1", "m2"])
+    await s.outbox.shift_moments(5.0, [])  # nothing named: nothing moves
+    rows = {x.id: (x.next_at, x.created) for x in await s.outbox.due(now=1e9, limit=10)}
+    assert rows == {"m1": (90.0, 40.0), "m2": (100.0, 41.0), "m3": (170.0, 102.0)}
+
+
 async def test_outbox_reschedule_releases_the_claim(store: Store) -> None:
     s = store.s
     await s.outbox.enqueue([message("m1")])

@@ -39,7 +39,7 @@ from dutyd.core.records import Sample
 from dutyd.duty import rulestate
 from dutyd.rules.config import RuleConfig
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import NewLogEntry, StorageUnavailable, open_storage
+from dutyd.storage import NewLogEntry, OutboxMessage, StorageUnavailable, held, open_storage
 from dutyd.storage.sqlite.database import is_fault
 from tests.daemon_fixtures import DaemonProcess
 from tests.peers import free_port
@@ -431,7 +431,8 @@ async def test_read_only_disk_at_start_with_refuse_exits_2_naming_it(
 def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "dutyd.yaml"
     path.write_text(
-        "storage: {when_unwritable: ignore, retention: {environment: 0s, batch: 1}}\n"
+        "storage: {when_unwritable: ignore, write_deadline: 0s,"
+        " retention: {environment: 0s, batch: 1}}\n"
         "notify:\n  channels: {sms: {url: 'json://127.0.0.1:9/x'}}\n  fallback_channel: pager\n"
     )
     with pytest.raises(ConfigError) as info:
@@ -439,6 +440,7 @@ def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     found = "\n".join(info.value.problems)
     assert "storage.when_unwritable" in found and "'run' or 'refuse'" in found, found
     assert "storage.retention.environment" in found, found
+    assert "storage.write_deadline" in found, found
     assert "storage.retention.batch" in found, found
     assert "notify.fallback_channel: unknown channel 'pager'" in found, found
     path.write_text(
@@ -447,6 +449,7 @@ def test_storage_fault_settings_are_checked(tmp_path: Path) -> None:
     )
     settings = load_config(path)
     assert settings.storage.when_unwritable == "run"
+    assert settings.storage.write_deadline == 5.0
     assert settings.storage.retention.duty_log == 3650 * 86400.0
     assert settings.storage.retention.environment is None
     assert settings.storage.retention.overlays == 90 * 86400.0
@@ -479,6 +482,25 @@ async def test_duty_log_entries_held_in_a_fault_are_written_in_order_by_the_prob
             (4.0, "c"),
             (5.0, "b"),
         ]
+
+
+async def test_many_held_entries_are_written_in_chunks_in_order_with_the_loss_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks, each well inside the write deadline; the "entries lost" line is made once, so
+    a chunk written again after a write that timed out and landed does not say it twice."""
+    monkeypatch.setattr(held, "MAX_HELD", 25)
+    monkeypatch.setattr(held, "FLUSH_CHUNK", 4)
+    async with open_storage(tmp_path / "d.db") as store:
+        store.health.failed("a write has not returned within 5s")
+        for n in range(30):  # 5 more than may be held: the oldest 5 are dropped
+            await store.log.append(float(n), "alert.firing", "dutyd", f"a{n}", {})
+        assert await store.probe()
+        written = await store.log.read(limit=None)
+        assert await store.log.flush()  # nothing left: a no-op
+    assert [e.kind for e in written[:1]] == ["storage.log_entries_lost"]
+    assert written[0].data == {"count": 5}
+    assert [e.subject for e in written[1:]] == [f"a{n}" for n in range(5, 30)]
 
 
 @pytest.mark.parametrize(
@@ -526,3 +548,135 @@ async def test_event_counts_the_disk_refused_are_written_when_it_is_back(tmp_pat
         (2.0, 3.0, 5.0),
         (3.0, 1.0, 6.0),
     ]
+
+
+def freeze(disk: Path, frozen: bool) -> None:
+    """`fsfreeze`: every write to the file system blocks (no error) until it is thawed."""
+    subprocess.run(["fsfreeze", "-f" if frozen else "-u", str(disk)], check=True)
+
+
+async def test_frozen_disk_is_a_fault_pages_from_memory_and_the_late_writes_add_nothing_twice(
+    tmp_path: Path, portal: Portal
+) -> None:
+    """The file system is frozen under a running dutyd: its writes hang, they do not fail.
+    Before: polling went on and paging waited for the thaw. Now a write not back within
+    `storage.write_deadline` is a storage fault; the pages go out from memory; after the thaw
+    the writes that hung land, and the held copies of the same entries add nothing twice."""
+    gateway = Gateway()
+    await gateway.start()
+    with ext4_disk(tmp_path, "16M") as disk:
+        cfg = config(disk, portal, gateway, write_deadline="2s")
+        daemon = await asyncio.to_thread(DaemonProcess, tmp_path, cfg)
+        frozen = False
+        try:
+            await wait(
+                daemon,
+                lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
+                20,
+                "the apps answering",
+            )
+            freeze(disk, True)
+            frozen = True
+            portal.set(500)
+            await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "the pages")
+            code, ready = daemon.get("/readyz")
+            assert code == 503 and "has not returned within 2s" in ready, ready
+            assert daemon.metric_value("dutyd_storage_writable") == 0.0
+            assert (daemon.metric_value("dutyd_storage_errors_total") or 0.0) > 0
+            portal.set(200)
+            await wait(daemon, lambda: len(gateway.accepted()) == 4 * APPS, 20, "the resolves")
+            freeze(disk, False)
+            frozen = False
+            await wait(
+                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 1.0, 20, "thawed"
+            )
+            await wait(
+                daemon,
+                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
+                10,
+                "an empty outbox",
+            )
+            await asyncio.sleep(2)
+            accepted = gateway.accepted()
+            assert len(accepted) == 4 * APPS and set(accepted.values()) == {1}, accepted
+            fault_pages = [b for p, _, s, b in gateway.requests if p == "/ops" and s == 200]
+            assert len(fault_pages) == 1, fault_pages
+            code, _ = await asyncio.to_thread(daemon.terminate, 15)
+            assert code == 0
+        finally:
+            if frozen:
+                freeze(disk, False)
+            daemon.stop()
+            await gateway.stop()
+        async with open_storage(disk / "dutyd.db", read_only=True) as store:
+            entries = await store.log.read(limit=None)
+    # Each entry of the fault once: the writes that hung landed, the held copies did not
+    # add them again.
+    kinds = Counter(e.kind for e in entries)
+    assert kinds["alert.firing"] == APPS, kinds
+    assert kinds["alert.resolved"] == APPS, kinds
+    assert kinds["escalation.firing"] == APPS, kinds
+    assert kinds["notify.sent"] == 4 * APPS, kinds
+    assert {e.subject for e in entries if e.kind == "notify.sent"} == set(accepted)
+    seen = Counter((e.timestamp, e.kind, e.subject) for e in entries)
+    assert max(seen.values()) == 1, [k for k, n in seen.items() if n > 1]
+    log = daemon.peer.log()
+    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert log.count("storage writable again") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def thaw_and_probe(store: Any, disk: Path) -> None:
+    freeze(disk, False)
+    for _ in range(50):
+        if await store.probe():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the store did not take writes again after the thaw")
+
+
+async def test_writes_that_hang_on_a_frozen_disk_are_held_and_land_once_after_the_thaw(
+    tmp_path: Path,
+) -> None:
+    """The store itself on a frozen ext4: a duty-log append, a delivery record (with its
+    duty-log entry) and an `events` count hang in turn; each is a fault at the deadline; after
+    the thaw each lands, and the copy written again (the probe's flush, the notification
+    service's retry, the counts put back) adds nothing twice."""
+    with ext4_disk(tmp_path, "16M") as disk:
+        store = open_storage(disk / "dutyd.db", write_deadline=0.5)
+        await store.open()
+        try:
+            await store.log.append(1.0, "before", "dutyd", "", {})
+            await store.outbox.enqueue([OutboxMessage("m1", "Li Na", "firing", "sms", {})])
+            freeze(disk, True)
+            try:
+                assert await store.log.append(2.0, "hung", "dutyd", "", {}) == 0  # held
+                assert not store.health.writable
+                assert "has not returned within 0.5s" in store.health.reason
+                await store.log.append(3.0, "held", "dutyd", "", {})
+                assert not await store.probe()  # at once: the hung write is still out
+            finally:
+                await thaw_and_probe(store, disk)
+            assert store.health.writable
+            sent = NewLogEntry(4.0, "notify.sent", "dutyd", "m1", {})
+            freeze(disk, True)
+            try:
+                with pytest.raises(StorageUnavailable):
+                    await store.outbox.mark_delivered("m1", 4.0, [], sent)
+            finally:
+                await thaw_and_probe(store, disk)
+            await store.outbox.mark_delivered("m1", 4.0, [], sent)  # the service's retry
+            counts = [("logins", {"target": "fw"}, 5.0, 2.0, 7.0)]
+            freeze(disk, True)
+            try:
+                with pytest.raises(StorageUnavailable):
+                    await store.rule_events.append(counts)
+            finally:
+                await thaw_and_probe(store, disk)
+            await store.rule_events.append(counts)  # put back and written again
+            assert await store.rule_events.load(0.0) == counts
+            entries = await store.log.read(limit=None)
+            assert await store.outbox.sent_among(["m1"]) == {"m1"}
+        finally:
+            await store.close()
+    assert [e.kind for e in entries] == ["before", "hung", "held", "notify.sent"], entries

@@ -155,6 +155,18 @@ class PostgresOutbox(OutboxRepository):
 
         await self.db.run(delete)
 
+    async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
+        async def update(c: asyncpg.Connection) -> None:
+            await c.execute(
+                "UPDATE outbox SET next_at = next_at + $1, created = created + $1 "
+                "WHERE id = ANY($2::text[])",
+                seconds,
+                list(ids),
+            )
+
+        if ids:
+            await self.db.run(update)
+
     async def reschedule(self, message: OutboxMessage) -> None:
         row = (
             message.channel,

@@ -26,11 +26,13 @@ log = logging.getLogger("dutyd.storage")
 
 
 class SqliteStorage(Storage):
-    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, read_only: bool = False, write_deadline: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.health = StorageHealth()
-        self._db = SqliteDatabase(self.path, read_only, self.health)
+        self._db = SqliteDatabase(self.path, read_only, self.health, write_deadline)
         self.alerts = SqliteAlerts(self._db)
         self.overlays = SqliteOverlays(self._db)
         self.rule_events = SqliteRuleEvents(self._db)

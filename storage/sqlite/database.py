@@ -11,6 +11,7 @@ existing directory that others may write is kept, with a warning at start-up.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -37,6 +38,7 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 # old pages); `checkpoint` truncates it to zero when no reader is in the way.
 JOURNAL_SIZE_LIMIT = 1024 * 1024
 WAL_AUTOCHECKPOINT = 256  # pages
+BUSY_TIMEOUT = 5.0  # seconds a statement waits for another connection's lock
 VACUUM_PAGES = 4096  # free pages given back per checkpoint (16 MB): a short hold of the thread
 # What SQLite says when the disk or the file fails (full, read-only, I/O error, locked by
 # another process past busy_timeout, corrupt), as opposed to a constraint or a bug in a
@@ -195,33 +197,67 @@ class SqliteDatabase:
     """The connection and its thread; repositories run their work through `run`."""
 
     def __init__(
-        self, path: Path, read_only: bool = False, health: StorageHealth | None = None
+        self,
+        path: Path,
+        read_only: bool = False,
+        health: StorageHealth | None = None,
+        deadline: float = 5.0,
     ) -> None:
         self.path = path
         self.read_only = read_only
         self.health = health if health is not None else StorageHealth()
+        self.deadline = deadline
         self.in_memory = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        # A call past its deadline still running on the thread (a frozen disk): calls fail at
+        # once until it returns, rather than each waiting out its deadline behind it.
+        self._stuck: concurrent.futures.Future[object] | None = None
 
-    async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, func: Callable[[sqlite3.Connection], T], slack: float = 0.0) -> T:
         """Run `func` on the connection's thread. A fault of the disk (full, read-only, I/O)
         is reported to `health` and raised as `StorageUnavailable`. The end of a fault is
         the daemon's probe (`SqliteStorage.probe`): one write that happens to fit on a
-        nearly full disk does not end it, so an episode is not logged again and again."""
+        nearly full disk does not end it, so an episode is not logged again and again.
+        A call not back within `deadline` (plus `slack`: a call allowed to wait for others)
+        is the same fault; it goes on on the thread, and calls fail at once until it ends."""
 
         def call() -> T:
             if self._conn is None:
                 raise RuntimeError("storage is not open")
             return func(self._conn)
 
+        if self._stuck is not None:
+            if not self._stuck.done():
+                self.health.failed(self._stuck_reason())
+                raise StorageUnavailable(f"the database cannot be written: {self._stuck_reason()}")
+            self._stuck = None
+        job = self._executor.submit(call)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            # Cancelling the wrapper at the deadline cancels a call still queued (it never
+            # runs); one already running on the thread cannot be stopped and lands when the
+            # disk lets it, which is why what callers retry is written idempotently (the
+            # duty log by entry key, the outbox by message id).
+            async with asyncio.timeout(self.deadline + slack):
+                return await asyncio.wrap_future(job)
+        except TimeoutError:
+            if not job.cancel():
+                self._stuck = job  # type: ignore[assignment]
+            self.health.failed(self._stuck_reason())
+            raise StorageUnavailable(
+                f"the database cannot be written: {self._stuck_reason()}"
+            ) from None
         except (sqlite3.Error, OSError) as exc:
             if self.read_only or not is_fault(exc):
                 raise  # a tool's read-only open refuses writes: not a fault of the disk
             self.health.failed(str(exc) or type(exc).__name__)
             raise StorageUnavailable(f"the database cannot be written: {exc}") from exc
+
+    def _stuck_reason(self) -> str:
+        return (
+            f"a write has not returned within {self.deadline:g}s "
+            "(the file system frozen or the disk hanging)"
+        )
 
     async def open(self) -> None:
         """Open (and migrate); a file the disk will not let us write (read-only, full, I/O
@@ -286,7 +322,8 @@ class SqliteDatabase:
             c.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
-        await self.run(work)
+        # A truncating checkpoint waits up to busy_timeout for readers before it gives up.
+        await self.run(work, slack=BUSY_TIMEOUT)
 
     def _connect(self) -> sqlite3.Connection:
         _make_private_dirs(self.path.parent)
@@ -298,7 +335,7 @@ class SqliteDatabase:
             # NORMAL in WAL mode is durable against process crashes (SIGKILL); only an OS
             # crash may lose the last transactions.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             # A checkpoint every 256 pages (1 MB), not SQLite's 1,000: the WAL restarts
@@ -336,5 +373,13 @@ class SqliteDatabase:
                 self._conn.close()
                 self._conn = None
 
+        if self._stuck is not None and not self._stuck.done():
+            # Said, not waited for: a stop must not hang on a frozen disk.
+            log.error(
+                "closing the database while a write has not returned (the disk hangs)",
+                extra={"fields": {"path": str(self.path)}},
+            )
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            return
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)

@@ -15,7 +15,26 @@ from dutyd.storage.sqlite.database import SqliteDatabase, transaction
 # Above every character: `x >= p AND x < p || _TOP` is "x starts with p", and uses the index.
 _TOP = "\U0010ffff"
 
-INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES (?,?,?,?,?)"
+INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data, key) VALUES (?,?,?,?,?,?)"
+# An entry of this key and moment already there is the same entry, written by a call that timed
+# out and landed later: not written again. (The moment too: a key drawn twice by chance, 1 in
+# 2**63, is not taken for the same entry.)
+_FOUND = "SELECT id FROM duty_log WHERE key=? AND ts=? AND kind=?"
+
+
+def keyed_row(entry: NewLogEntry) -> tuple[float, str, str, str, str, int]:
+    return (*log_row(entry), entry.key)
+
+
+def insert_entries(
+    c: sqlite3.Connection, rows: Sequence[tuple[float, str, str, str, str, int]]
+) -> int:
+    """Insert the rows not already there (by key); the last row's id."""
+    last = 0
+    for row in rows:
+        found = c.execute(_FOUND, (row[5], row[0], row[1])).fetchone()
+        last = int(found[0]) if found else int(c.execute(INSERT, row).lastrowid or 0)
+    return last
 
 
 class SqliteDutyLog(DutyLogRepository):
@@ -25,21 +44,25 @@ class SqliteDutyLog(DutyLogRepository):
     async def append(
         self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
     ) -> int:
-        row = log_row(NewLogEntry(timestamp, kind, actor, subject, data))
+        return await self.append_entry(NewLogEntry(timestamp, kind, actor, subject, data))
+
+    async def append_entry(self, entry: NewLogEntry) -> int:
+        row = keyed_row(entry)
 
         def insert(c: sqlite3.Connection) -> int:
-            return int(c.execute(INSERT, row).lastrowid or 0)
+            with transaction(c):
+                return insert_entries(c, [row])
 
         return await self.db.run(insert)
 
     async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
-        rows = [log_row(e) for e in entries]
+        rows = [keyed_row(e) for e in entries]
         if not rows:
             return
 
         def insert(c: sqlite3.Connection) -> None:
             with transaction(c):
-                c.executemany(INSERT, rows)
+                insert_entries(c, rows)
 
         await self.db.run(insert)
 

@@ -245,6 +245,12 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER equipment_facts_no_delete BEFORE DELETE ON equipment_facts
     BEGIN SELECT RAISE(ABORT, 'the equipment register is append-only'); END;
     """,
+    # 14: each duty log entry's own key (`NewLogEntry.key`), so an entry written again after a
+    # write that timed out on a frozen disk and landed later is not in the log twice.
+    """
+    ALTER TABLE duty_log ADD COLUMN key INTEGER;
+    CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

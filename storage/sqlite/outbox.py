@@ -17,9 +17,9 @@ from typing import Any
 
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
-from dutyd.storage.rows import LAST_ERROR_MAX, log_row, message_row
+from dutyd.storage.rows import LAST_ERROR_MAX, message_row
 from dutyd.storage.sqlite.database import SqliteDatabase, transaction
-from dutyd.storage.sqlite.log import INSERT as INSERT_LOG
+from dutyd.storage.sqlite.log import insert_entries, keyed_row
 
 
 @dataclass(slots=True)
@@ -28,7 +28,7 @@ class _Delivered:
 
     message_id: str
     sent: list[tuple[str, float]]  # (id, ts) rows of outbox_sent
-    entry: tuple[float, str, str, str, str] | None  # a duty log row
+    entry: tuple[float, str, str, str, str, int] | None  # a duty log row
     done: asyncio.Future[None]
 
 
@@ -41,7 +41,7 @@ def _write_delivered(c: sqlite3.Connection, group: Sequence[_Delivered]) -> None
         )
         entries = [d.entry for d in group if d.entry is not None]
         if entries:
-            c.executemany(INSERT_LOG, entries)
+            insert_entries(c, entries)
 
 
 class SqliteOutbox(OutboxRepository):
@@ -130,7 +130,7 @@ class SqliteOutbox(OutboxRepository):
         item = _Delivered(
             message_id,
             [(i, at) for i in dict.fromkeys([message_id, *also_sent])],
-            log_row(log) if log is not None else None,
+            keyed_row(log) if log is not None else None,
             asyncio.get_running_loop().create_future(),
         )
         self._delivered.append(item)
@@ -206,6 +206,19 @@ class SqliteOutbox(OutboxRepository):
 
     async def drop(self, message_id: str) -> None:
         await self.db.run(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (message_id,)))
+
+    async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
+        rows = [(seconds, seconds, i) for i in ids]
+
+        def update(c: sqlite3.Connection) -> None:
+            with transaction(c):
+                c.executemany(
+                    "UPDATE outbox SET next_at = next_at + ?, created = created + ? WHERE id=?",
+                    rows,
+                )
+
+        if rows:
+            await self.db.run(update)
 
     async def reschedule(self, message: OutboxMessage) -> None:
         row = (

@@ -23,10 +23,14 @@ class SqliteRuleEvents(RuleEventRepository):
             return
 
         def insert(c: sqlite3.Connection) -> None:
+            # A row of the series at the same moment with the same counter is the same
+            # reading: written by a call that timed out (a frozen disk) and landed later, its
+            # put-back copy is not counted twice (one probe of the series index each).
             with transaction(c):
                 c.executemany(
                     "INSERT INTO rule_events (rule, series, ts, increment, counter) "
-                    "VALUES (?,?,?,?,?)",
+                    "SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM rule_events "
+                    "WHERE rule=?1 AND series=?2 AND ts=?3 AND counter=?5)",
                     data,
                 )
 
