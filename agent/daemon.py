@@ -58,7 +58,13 @@ from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.mutes import WAITING_FOR_PARENT
 from dutyd.rules.overlays import MaintenanceWindow
 from dutyd.rules.packs import effective_rules
-from dutyd.storage import Storage, StorageError, StorageUnavailable, open_configured
+from dutyd.storage import (
+    FencedOut,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    open_configured,
+)
 from dutyd.web.api import install_api
 from dutyd.web.context import WebContext
 from dutyd.web.frontdoor import fit_to_descriptors
@@ -202,6 +208,8 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         # Poll results of a child held back while its parents are polled out of turn.
         self._held: dict[str, list[PollResult]] = {}
+        # How far the clock moved the alerts in memory since their rows were last moved.
+        self._stored_alerts_move = 0.0
         # Parents polled out of turn because a child's alert waits for their answer.
         self._answering: set[str] = set()
         self._targets = {t.name: t for t in settings.targets}
@@ -330,6 +338,7 @@ class Daemon:
         self._ready = False
         writer = self.ha.escalating()  # a standby's alerts are the store's, not its own
         mine = self.ha.records_as_now()  # sharded: not the copies of other nodes' alerts
+        epoch = self.ha.fence()
         await self.ha.stop()
         await self.scheduler.stop()
         await stop_traps(self.traps)
@@ -348,7 +357,7 @@ class Daemon:
         await self.notify.stop()
         with contextlib.suppress(Exception):
             if writer:
-                await rulestate.save_all(self.engine, self.storage, mine)
+                await rulestate.save_all(self.engine, self.storage, mine, epoch)
         with contextlib.suppress(Exception):
             await self.reboots.flush()
         await self.recorder.stop()
@@ -678,8 +687,12 @@ class Daemon:
             delay = 1.0 if deadline is None else min(1.0, max(0.005, deadline - self.clock.time()))
             await self.clock.sleep(delay)
             if await self.clockwatch.check() and self.clockwatch.reanchor:
-                # The alert rows as moved (`_clock_moved`), so a restart reads them right.
+                # The alert rows as moved (`_clock_moved`), so a restart reads them right. The
+                # store keeps an outage's first firing against a later `save`: moved first.
+                moved = self._stored_alerts_move
                 with contextlib.suppress(StorageUnavailable):
+                    await self.storage.alerts.shift_moments(moved)
+                    self._stored_alerts_move -= moved
                     await rulestate.resync_alerts(
                         self.engine, self.storage, self.ha.records_as_now()
                     )
@@ -697,10 +710,13 @@ class Daemon:
             if not self.ha.escalating():
                 continue  # a standby: the active node writes the rule state
             try:
+                epoch = self.ha.fence()
                 for fp in forgotten:
-                    await self.storage.alerts.delete(fp)
-                await rulestate.save_counts(self.engine, self.storage)
+                    await self.storage.alerts.delete(fp, epoch)
+                await rulestate.save_counts(self.engine, self.storage, epoch)
                 await self.reboots.flush()
+            except FencedOut as exc:
+                self.journal.refused(epoch, exc)  # another node took the lease (logged once)
             except StorageUnavailable:
                 pass  # logged once by the store's health; written again when it is back
             except Exception:
@@ -746,6 +762,7 @@ class Daemon:
         memory moves by as much, in this event-loop turn (`duty.clockwatch`)."""
         self.engine.shift(seconds)
         self.notify.shift(seconds)
+        self._stored_alerts_move += seconds  # written by the tick loop, right after
         for run in self.drills.runs.values():
             run.shift(seconds)
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dutyd.agent.config import Settings
@@ -47,6 +48,9 @@ log = logging.getLogger("dutyd.cluster")
 
 # A published hold of a group member counts for this many `member_timeout`s (see above).
 GROUP_HOLD_TTL = 2.0
+# Tests only: seconds a takeover waits after loading the store's alerts (a rule fired then must
+# be recorded once, by this node, after the load). Unset in production.
+TAKEOVER_PAUSE_ENV = "DUTYD_TEST_TAKEOVER_PAUSE"
 
 
 class HighAvailability:
@@ -131,6 +135,14 @@ class HighAvailability:
 
         return records
 
+    def fence(self) -> int | None:
+        """The epoch this node's rule-event writes carry (see `AlertJournal`): in a pair, the
+        notifier lease's epoch it holds or last held; None alone and sharded (an agent records
+        its own targets' alerts, which no lease fences)."""
+        if not isinstance(self.node, ClusterNode) or self.node.sharded:
+            return None
+        return self.node.epoch
+
     def escalating(self) -> bool:
         return self.node.sharded or self.node.is_active()
 
@@ -172,7 +184,9 @@ class HighAvailability:
         self._apply_targets = apply_targets
         journal.recording = self.recording
         journal.node = self.node.name if self.enabled else ""
+        journal.fence = self.fence
         notify.sender = self.sender
+        notify.fence = self.fence
         notify.escalating = self.escalating
         if isinstance(self.node, ClusterNode):
             self.shared = SharedDutyState(
@@ -186,6 +200,7 @@ class HighAvailability:
                 self.clock,
                 self.config.sync_every,
                 records=self.records if self.node.sharded else None,
+                after_load=_takeover_pause(),
             )
             if self.config.deadman.peer_gone_after is not None:
                 self.peers = PeerWatch(self.node, self.config.deadman.peer_gone_after, journal.put)
@@ -218,9 +233,16 @@ class HighAvailability:
     # -- role and shard changes -----------------------------------------------------------------
 
     async def _on_active(self) -> None:
+        """The node holds the lease (its epoch) already; events that arrive while it loads the
+        store's alerts are recorded after the load (see `SharedDutyState.take_over`)."""
         self.metrics.ha_takeovers.inc()
         if self.shared is not None and not self.node.sharded:
-            await self.shared.take_over()
+            journal = self.shared.journal
+            journal.hold()
+            try:
+                await self.shared.take_over()
+            finally:
+                journal.release()
 
     async def _on_standby(self) -> None:
         if self.shared is not None and not self.node.sharded:
@@ -337,3 +359,15 @@ class HighAvailability:
         # published holds of the one before, so nothing is lost either way).
         for event in self._engine().merge_group_members(published, self.clock.time()):
             self._journal.put(event)
+
+
+def _takeover_pause() -> Callable[[], Awaitable[None]] | None:
+    seconds = float(os.environ.get(TAKEOVER_PAUSE_ENV, "") or 0)
+    if seconds <= 0:
+        return None
+
+    async def pause() -> None:
+        log.warning("takeover paused (test hook)", extra={"fields": {"seconds": seconds}})
+        await asyncio.sleep(seconds)
+
+    return pause

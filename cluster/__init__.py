@@ -17,11 +17,16 @@ The lease is a row (`cluster_leases`): holder, expiry on the database's clock, a
 that rises each time the lease changes hands. The holder renews it every few seconds; when it
 stops renewing - dead, hung or cut off - the lease runs out and a standby takes it within the
 configured bound, whatever the state of the old holder's sockets. The epoch is the fencing
-token: every outbox claim carries it and the store refuses claims below the highest epoch it
-has seen, so a node that was frozen and continues cannot send, even before it notices it lost
-the lease. A node also stops sending on its own as soon as its lease would have run out by its
-own monotonic clock. Advisory locks are still the right tool for one job: the schema migration
-at start, which is short and should end when its session ends.
+token: every write the active node makes (alert rows, duty log, rule events, outbox claims,
+retries, deliveries, drops) carries it and the store refuses, in the write's own transaction,
+any below the highest epoch it has seen (raised when the lease changes hands), so a node that
+was frozen, cut off or waiting out a database outage and continues can neither send nor
+write, even before it notices it lost the lease; claims of an older epoch are void, so the
+new active sends those messages at once. A node is active (its epoch in hand) before it loads
+the shared state at takeover (`ClusterNode._promote`). A node also stops sending on its own
+as soon as its lease would have run out by its own monotonic clock. Advisory locks are still
+the right tool for one job: the schema migration at start, which is short and should end when
+its session ends.
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ class ClusterNode(Node):
         self._epoch = 0
         self._valid_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._promotion: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
 
     # -- what the others ask --------------------------------------------------------------------
@@ -115,6 +116,13 @@ class ClusterNode(Node):
 
     def sender(self) -> tuple[str, int] | None:
         return (self.name, self._epoch) if self.is_active() else None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the notifier lease this node holds or held last (0: never): what its
+        writes as the active node carry, so the store refuses them once another node took
+        the lease, even before this node notices."""
+        return self._epoch
 
     @property
     def sharded(self) -> bool:
@@ -178,6 +186,7 @@ class ClusterNode(Node):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._end_promotion()
         was_active, self._active = self._active, False
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
@@ -233,24 +242,40 @@ class ClusterNode(Node):
         if self._active and lease.epoch != self._epoch:
             await self._demote("the lease ran out and was taken again")
         if not self._active:
-            await self._promote(lease)
+            self._promote(lease)
 
-    async def _promote(self, lease: LeaseState) -> None:
+    def _promote(self, lease: LeaseState) -> None:
+        """Active first (the epoch in hand: the store fences the former holder's writes from
+        the moment the lease moved), then `on_active` loads the shared state; an event that
+        arrives meanwhile is this node's to record, once the state is loaded. The load runs
+        beside the rounds, so a slow one does not keep the lease from being renewed."""
         self._epoch = lease.epoch
+        self._active = True
         log.warning(
             "this node is now the active notifier",
             extra={"fields": {"node": self.name, "epoch": lease.epoch}},
         )
+        self._promotion = asyncio.create_task(self._take_over(), name="promotion")
+
+    async def _take_over(self) -> None:
         try:
-            await self.on_active()  # load the shared state before sending anything
+            await self.on_active()
         except Exception:
-            log.exception("taking over failed; staying standby")
+            log.exception("taking over failed; standing by")
+            await self._demote("taking over failed")
             return
         self.takeovers += 1
-        self._active = True
+
+    async def _end_promotion(self) -> None:
+        task, self._promotion = self._promotion, None
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _demote(self, why: str) -> None:
         self._active = False
+        await self._end_promotion()  # a takeover still loading is abandoned
         log.warning("this node is now a standby", extra={"fields": {"node": self.name, "why": why}})
         try:
             await self.on_standby()

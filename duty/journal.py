@@ -8,20 +8,33 @@ In a cluster, `recording(event)` says whether this node records an event: the ru
 the active node (or of the node that polls the target, when sharded) and every event a person
 caused on this node (an ack through its API). Others are only logged to the console: the
 duty log holds each event once, whichever node saw it.
+
+Fencing. A rule event's writes carry `fence()`, the epoch of the notifier lease this node holds
+(None alone or sharded): a node that lost the lease, even one that does not know it yet (a
+write stuck behind a database outage), has them refused by the store, and hands nothing on.
+The alert row keeps an outage's first firing time as first recorded (page ids are built from
+it): the event handed on carries that time, whichever node fired the alert first.
+
+Promotion. While a node takes over (`hold` ... `release`) events queue and are recorded after
+the store's alerts are loaded, by the node that is active by then. `supersede` drops those
+queued before the load about alerts the store holds: the store's copy replaced the state
+they came from (the engine derives the alert again from the next sample).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import AlertChange, AlertEvent, AlertState
 from dutyd.duty.rulestate import alert_row
 from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import Storage, StorageUnavailable
+from dutyd.storage import FencedOut, NewLogEntry, Storage, StorageUnavailable
 
 log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
@@ -37,6 +50,7 @@ class AlertJournal:
         metrics: Instrumentation,
         recording: Callable[[AlertEvent], bool] = lambda event: True,
         node: str = "",
+        fence: Callable[[], int | None] = lambda: None,
         limiter: LogLimiter | None = None,
     ) -> None:
         self._engine = engine
@@ -46,24 +60,65 @@ class AlertJournal:
         self._metrics = metrics
         self.recording = recording
         self.node = node
+        self.fence = fence
         self.listeners: list[AlertListener] = []
-        self._queue: asyncio.Queue[AlertEvent] = asyncio.Queue()
+        # (generation, event): `supersede` drops events of earlier generations.
+        self._queue: asyncio.Queue[tuple[int, AlertEvent]] = asyncio.Queue()
+        self._generation = 0
+        self._superseded: tuple[int, frozenset[str]] = (0, frozenset())
+        self._open = asyncio.Event()
+        self._open.set()
+        self._queued: dict[str, int] = {}  # fingerprint -> events queued, not yet recorded
+        self._fenced_epoch: int | None = None
 
     def put(self, event: AlertEvent) -> None:
         """Queue an event from synchronous code (a poll result, a rule tick)."""
-        self._queue.put_nowait(event)
+        self._queued[event.fingerprint] = self._queued.get(event.fingerprint, 0) + 1
+        self._queue.put_nowait((self._generation, event))
 
     def pending(self) -> int:
         """Events queued and not yet recorded."""
         return self._queue.qsize()
 
+    def hold(self) -> None:
+        """Promotion begins: queue events, record none until `release`."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def queued_fingerprints(self) -> set[str]:
+        """The alerts of the events queued and not yet recorded."""
+        return set(self._queued)
+
+    def supersede(self, fingerprints: Collection[str]) -> None:
+        """The store's copy of these alerts replaced the engine's: events about them queued
+        until now describe the state replaced, and are not recorded."""
+        self._generation += 1
+        self._superseded = (self._generation, frozenset(fingerprints))
+
     async def run(self) -> None:
         while True:
-            await self.record(await self._queue.get())
+            generation, event = await self._queue.get()
+            await self._open.wait()
+            await self._take(generation, event)
 
     async def drain(self) -> None:
         while not self._queue.empty():
-            await self.record(self._queue.get_nowait())
+            await self._take(*self._queue.get_nowait())
+
+    async def _take(self, generation: int, event: AlertEvent) -> None:
+        fp = event.fingerprint
+        left = self._queued.get(fp, 1) - 1
+        if left > 0:
+            self._queued[fp] = left
+        else:
+            self._queued.pop(fp, None)
+        before, fingerprints = self._superseded
+        if generation < before and fp in fingerprints:
+            self._log_line(event, "superseded")
+            return
+        await self.record(event)
 
     async def record(self, event: AlertEvent) -> None:
         """Log, persist and hand on one event (acks call this directly, to answer after it)."""
@@ -72,39 +127,47 @@ class AlertJournal:
         self._log_line(event, word)
         if not self.recording(event):
             return
+        # What a person did is recorded whatever the lease (a standby's API records acks).
+        epoch = None if event.actor else self.fence()
+        alert = self._engine().alerts.get(event.fingerprint)
+        keep = alert is not None and alert.state is not AlertState.INACTIVE
+        entry = NewLogEntry(
+            event.timestamp,
+            f"alert.{word}",
+            event.actor or "dutyd",
+            event.fingerprint,
+            {
+                "rule": event.rule,
+                "labels": dict(event.labels),
+                "summary": event.summary,
+                "summaries": {lang: event.summary_in(lang) for lang, _ in event.summaries},
+                "value": event.value,
+                "severity": event.severity,
+                "active_since": event.active_since,
+                "state": str(event.state),
+                "notify": event.notify,
+                "muted_reason": event.muted_reason,
+                "note": event.note,
+                "red_line": event.red_line,
+                **self._origin(event),
+            },
+        )
         try:
-            alert = self._engine().alerts.get(event.fingerprint)
-            try:
-                if alert is not None and alert.state is not AlertState.INACTIVE:
-                    await self._storage.alerts.save(alert_row(alert))
-                else:
-                    await self._storage.alerts.delete(event.fingerprint)
-            except StorageUnavailable:
-                # The disk refuses writes (logged once by the store): the row is written
-                # when it is back (`rulestate.resync_alerts`); the duty log entry is held
-                # in memory by the store and written then, in order.
-                pass
-            await self._storage.log.append(
-                event.timestamp,
-                f"alert.{word}",
-                event.actor or "dutyd",
-                event.fingerprint,
-                {
-                    "rule": event.rule,
-                    "labels": dict(event.labels),
-                    "summary": event.summary,
-                    "summaries": {lang: event.summary_in(lang) for lang, _ in event.summaries},
-                    "value": event.value,
-                    "severity": event.severity,
-                    "active_since": event.active_since,
-                    "state": str(event.state),
-                    "notify": event.notify,
-                    "muted_reason": event.muted_reason,
-                    "note": event.note,
-                    "red_line": event.red_line,
-                    **self._origin(event),
-                },
-            )
+            fired_at = await self._write(event.fingerprint, alert if keep else None, entry, epoch)
+            if (
+                alert is not None
+                and event.change is AlertChange.STATE
+                and event.state is AlertState.FIRING
+                and fired_at is not None
+                and fired_at != alert.fired_at
+            ):
+                # The outage's first firing as the store recorded it (another node's): the
+                # page ids of this alert are built from it.
+                alert.fired_at = alert.key_at = fired_at
+                event = dataclasses.replace(event, timestamp=fired_at)
+        except FencedOut as exc:
+            self.refused(epoch, exc)
+            return  # a newer active node records and pages this alert
         except Exception:
             log.exception("recording alert event failed")
         for listener in self.listeners:
@@ -112,6 +175,41 @@ class AlertJournal:
                 await listener(event)
             except Exception:
                 log.exception("alert listener failed")
+
+    async def _write(
+        self, fingerprint: str, alert: Alert | None, entry: NewLogEntry, epoch: int | None
+    ) -> float | None:
+        """The alert's row (None: deleted) and its duty-log entry; the row's `fired_at` as
+        stored. Fenced (the active node of a pair): in one transaction, refused when stale, so
+        a crash leaves both or neither. Unfenced (alone, sharded, what a person did): the row,
+        then the entry through the log, which holds it in memory, in order, while the disk
+        refuses writes (the row is written when it is back, `rulestate.resync_alerts`)."""
+        row = alert_row(alert) if alert is not None else None
+        if epoch is not None:
+            return await self._storage.alerts.record(fingerprint, row, entry, epoch)
+        fired_at = None
+        try:
+            if row is not None:
+                fired_at = await self._storage.alerts.save(row)
+            else:
+                await self._storage.alerts.delete(fingerprint)
+        except StorageUnavailable:
+            pass  # logged once by the store
+        await self._storage.log.append(
+            entry.timestamp, entry.kind, entry.actor, entry.subject, entry.data
+        )
+        return fired_at
+
+    def refused(self, epoch: int | None, exc: FencedOut) -> None:
+        """Logged once per epoch (this node's alert and rule-state writes): every write after
+        the first is refused for the same reason."""
+        if self._fenced_epoch == epoch:
+            return
+        self._fenced_epoch = epoch
+        log.warning(
+            "this node's alert writes are fenced: another node holds the notifier lease",
+            extra={"fields": {"node": self.node, "epoch": epoch, "error": str(exc)}},
+        )
 
     def _origin(self, event: AlertEvent) -> dict[str, object]:
         """For what a person did: the node it was done on and the ack itself, so the other
@@ -131,7 +229,10 @@ class AlertJournal:
         try:
             alert = self._engine().alerts.get(event.fingerprint)
             if alert is not None and alert.state is not AlertState.INACTIVE:
-                await self._storage.alerts.save(alert_row(alert))
+                await self._storage.alerts.save(alert_row(alert), self.fence())
+        except FencedOut as exc:
+            self.refused(self.fence(), exc)
+            return
         except StorageUnavailable:
             pass  # written when the disk is back (`rulestate.resync_alerts`)
         except Exception:

@@ -61,13 +61,13 @@ async def load_overlays(engine: RuleEngine, storage: Storage, now: float) -> Non
     engine.replace_stored_overlays(silences, windows)
 
 
-async def save_counts(engine: RuleEngine, storage: Storage) -> None:
-    """Write the `events:` counts taken since the last call."""
+async def save_counts(engine: RuleEngine, storage: Storage, epoch: int | None = None) -> None:
+    """Write the `events:` counts taken since the last call (fenced by `epoch`)."""
     rows = engine.take_counted()
     if rows:
         try:
             await storage.rule_events.append(
-                [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows]
+                [(rule, dict(series), ts, inc, v) for rule, series, ts, inc, v in rows], epoch
             )
         except Exception:
             engine.put_back_counted(rows)  # a full disk loses no increase: written next time
@@ -75,18 +75,22 @@ async def save_counts(engine: RuleEngine, storage: Storage) -> None:
 
 
 async def save_all(
-    engine: RuleEngine, storage: Storage, records: Callable[[Labels], bool] | None = None
+    engine: RuleEngine,
+    storage: Storage,
+    records: Callable[[Labels], bool] | None = None,
+    epoch: int | None = None,
 ) -> None:
     """At a clean stop: every alert this node records (`records`; all by default) as it is
     now (keep_firing_for clocks, values) and the event counts not yet written. A crash loses
     at most the last second of counts. A sharded node also holds copies of the alerts other
-    nodes record: writing those back could overwrite a newer row with a copy one sync old."""
+    nodes record: writing those back could overwrite a newer row with a copy one sync old.
+    Fenced by `epoch`: a node that lost the lease writes nothing."""
     for alert in list(engine.alerts.values()):
         if alert.state is AlertState.INACTIVE:
             continue
         if records is None or records(alert.labels):
-            await storage.alerts.save(alert_row(alert))
-    await save_counts(engine, storage)
+            await storage.alerts.save(alert_row(alert), epoch)
+    await save_counts(engine, storage, epoch)
 
 
 async def resync_alerts(

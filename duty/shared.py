@@ -17,14 +17,18 @@ escalation stops), and shows the store's copy of every other alert (any node's A
 acknowledge any alert).
 
 When a standby takes over, the stored alerts replace its own (start times, red-line clocks,
-acks and escalation progress as the former active left them) before it sends anything.
+acks and escalation progress as the former active left them) before it sends anything. It
+holds the lease (its epoch fences the former active's writes) before it loads them, and the
+journal holds the events that arrive meanwhile: an alert this node raised that the store does
+not have is kept and its events recorded after the load; events about alerts the store has
+describe the state the load replaced, and are dropped (`AlertJournal.supersede`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from dutyd.core.clock import Clock
 from dutyd.core.records import Labels
@@ -53,6 +57,7 @@ class SharedDutyState:
         clock: Clock,
         every: float = 2.0,
         records: Callable[[Labels], bool] | None = None,
+        after_load: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """`records`: sharded, whether this node records the alert with these labels (its
         own); None in a pair (the active node records every alert)."""
@@ -66,7 +71,9 @@ class SharedDutyState:
         self.clock = clock
         self.every = every
         self.records = records
+        self.after_load = after_load  # tests: a slow takeover, to fire a rule meanwhile
         self._last_log_id = 0
+        self._turn = 0  # takeovers so far (a standby's read from before one is stale)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -82,9 +89,19 @@ class SharedDutyState:
     async def take_over(self) -> None:
         """This node becomes the active notifier: the store's alerts and overlays in place of
         its own, then escalation taken up where the former active left it."""
+        self._turn += 1
         now = self.clock.time()
         stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
-        self._engine().replace_alerts(stored)
+        engine = self._engine()
+        known = {a.fingerprint for a in stored}
+        # Raised here while the journal was held, and unknown to the store: kept as evaluated
+        # here (their events are recorded once the journal is released).
+        raised = self.journal.queued_fingerprints() - known
+        own = [engine.alerts[fp] for fp in raised if fp in engine.alerts]
+        engine.replace_alerts([*stored, *own])
+        self.journal.supersede(known)
+        if self.after_load is not None:
+            await self.after_load()
         await rulestate.load_overlays(self._engine(), self.storage, now)
         self._last_log_id = await self._newest_log_id()  # acks before now are in the rows
         self.notify.take_over(self.operations.list_alerts(["firing"]))
@@ -113,8 +130,14 @@ class SharedDutyState:
         elif self.is_active():
             await self._apply_remote_acks()
         else:
+            turn = self._turn
             stored = [rulestate.alert_from_row(r) for r in await self.storage.alerts.load_all()]
-            engine.replace_alerts(stored)
+            if self.is_active() or turn != self._turn:
+                # This node took over while the read waited (a database outage): what it
+                # read is older than the takeover's load and must not replace the alerts
+                # it records now.
+                return
+            self._engine().replace_alerts(stored)
             self._last_log_id = await self._newest_log_id()
 
     async def _sync_shard(self, records: Callable[[Labels], bool]) -> None:

@@ -16,7 +16,9 @@ In a cluster the outbox is shared: `sender()` gives this node's (name, fencing e
 it is the active notifier, and each message is claimed with them before it is sent, so two
 nodes never send the same message and a node that lost the lease sends nothing. A standby
 escalates nothing (`escalating()`); `take_over` takes up the alerts where the former active
-left them (page ids are stable, so pages it sent or queued are not queued again).
+left them (page ids are stable, so pages it sent or queued are not queued again). Every write
+on a message (reschedule, drop, delivered) and every duty-log entry carries the epoch the node
+sends under: a node that lost the lease has them refused by the store (logged once).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
 from dutyd.notify.sequencing import DeliveryOrder
 from dutyd.notify.templates import render
-from dutyd.storage import NewLogEntry, OutboxMessage, Storage, StorageUnavailable
+from dutyd.storage import FencedOut, NewLogEntry, OutboxMessage, Storage, StorageUnavailable
 
 log = logging.getLogger("dutyd.notify")
 
@@ -94,6 +96,9 @@ class NotifyService:
         escalating: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sender = sender  # None: the outbox is this node's alone, no claims
+        # The epoch escalation's duty-log entries carry (a pair: the lease's; None alone and
+        # sharded, where every agent escalates its own alerts).
+        self.fence: Callable[[], int | None] = lambda: None
         self.escalating = escalating
         self.oncall = oncall
         self.config = notify
@@ -148,6 +153,8 @@ class NotifyService:
         # the ids queued at its step: done by the delivery loop before it reads what is due.
         self._moves: list[tuple[float, list[str]]] = []
         self._moved_total = 0.0
+        self._last_epoch = 0  # the epoch this node last sent under (a cluster)
+        self._fenced_epoch: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -206,6 +213,10 @@ class NotifyService:
             self._moves.pop(0)
 
     async def _move_back(self, seconds: float) -> None:
+        if self.sender is not None:
+            # A shared outbox: a reschedule would release the active node's claims (and is
+            # fenced); rows are sent by whichever node is active, on its own clock.
+            return
         now = self.clock.time()
         for row in await self.outbox.due(math.inf, 1 << 30):
             if row.next_at > now:
@@ -291,7 +302,7 @@ class NotifyService:
             # A firing alert nobody will be paged for must not pass in silence.
             info = {"rule": event.rule, "severity": event.severity, **dict(event.labels)}
             log.warning("no escalation policy matches a firing alert", extra={"fields": info})
-            await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info)
+            await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info, self.fence())
         if self.forwarders and event.change is AlertChange.STATE:
             await self._forward(event, now)
 
@@ -507,18 +518,51 @@ class NotifyService:
     async def _write_logs(self) -> None:
         await asyncio.sleep(0)  # let the rest of this burst queue up first
         entries, self._logbuf = self._logbuf, []
+        epoch = self.fence()
         try:
-            await self.storage.log.append_many(entries)
+            await self.storage.log.append_many(entries, epoch)
+        except FencedOut as exc:
+            self._refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
 
     async def _log(
-        self, ts: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        ts: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None,
     ) -> None:
+        """One duty-log entry, fenced by `epoch`: the sender's for a delivery's entries,
+        `fence()` for escalation's."""
         try:
-            await self.storage.log.append(ts, kind, actor, subject, data)
+            await self.storage.log.append(ts, kind, actor, subject, data, epoch)
+        except FencedOut as exc:
+            self._refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
+
+    def _epoch(self) -> int | None:
+        """The epoch this node's writes carry: the one it sends under, else the last one (a
+        node that lost the lease keeps writing with it, and is refused); None alone."""
+        if self.sender is None:
+            return None
+        who = self.sender()
+        if who is not None:
+            self._last_epoch = who[1]
+        return self._last_epoch
+
+    def _refused(self, epoch: int | None, exc: FencedOut) -> None:
+        """Logged once per epoch: every write after the first is refused for the same reason."""
+        if self._fenced_epoch == epoch:
+            return
+        self._fenced_epoch = epoch
+        log.warning(
+            "this node's outbox writes are fenced: another node holds the notifier lease",
+            extra={"fields": {"epoch": epoch, "error": str(exc)}},
+        )
 
     # -- rendering into the outbox --------------------------------------------------------------
 
@@ -629,7 +673,7 @@ class NotifyService:
         if row.id in self._mem_rows:
             return  # memory is its record (the row object itself) until the disk is back
         try:
-            await self.outbox.reschedule(row)
+            await self.outbox.reschedule(row, self._epoch())
         except StorageUnavailable:
             if self.sender is None:
                 self._mem_rows[row.id] = row  # not due again before its `next_at`
@@ -643,7 +687,7 @@ class NotifyService:
         self._mem_rows.pop(row.id, None)
         self._mem_new.discard(row.id)
         try:
-            await self.outbox.mark_delivered(row.id, at, pages, entry)
+            await self.outbox.mark_delivered(row.id, at, pages, entry, self._epoch())
         except StorageUnavailable:
             self._mem_done[row.id] = (at, pages, entry)
 
@@ -653,7 +697,7 @@ class NotifyService:
             self._mem_new.discard(row.id)
             return  # never written
         try:
-            await self.outbox.drop(row.id)
+            await self.outbox.drop(row.id, self._epoch())
         except StorageUnavailable:
             self._mem_dropped.add(row.id)
 
@@ -661,10 +705,10 @@ class NotifyService:
         """The disk takes writes again: record what happened meanwhile (deliveries with their
         duty-log entries, drops, then the rows still to send, as they are now)."""
         for mid, (at, pages, entry) in list(self._mem_done.items()):
-            await self.outbox.mark_delivered(mid, at, pages, entry)
+            await self.outbox.mark_delivered(mid, at, pages, entry, self._epoch())
             del self._mem_done[mid]
         for mid in list(self._mem_dropped):
-            await self.outbox.drop(mid)
+            await self.outbox.drop(mid, self._epoch())
             self._mem_dropped.discard(mid)
         idle = [r for r in self._mem_rows.values() if r.id not in self._inflight]
         if not idle:
@@ -680,7 +724,7 @@ class NotifyService:
                 # there as it was then; the reschedule below writes it as it is now.
         for r in idle:
             if r.id in self._mem_rows:
-                await self.outbox.reschedule(r)
+                await self.outbox.reschedule(r, self._epoch())
                 del self._mem_rows[r.id]
         log.info(
             "notifications held in memory written to the outbox",
@@ -883,19 +927,18 @@ class NotifyService:
     async def _deliver(self, row: OutboxMessage) -> None:
         try:
             await self._attempt(row)
+        except FencedOut as exc:
+            self._refused(self._last_epoch, exc)
         except Exception:
             log.exception("notification delivery failed unexpectedly")
         finally:
             self._inflight.discard(row.id)
             self._wake.set()
 
-    async def _claim(self, row: OutboxMessage, now: float) -> bool:
+    async def _claim(self, row: OutboxMessage, now: float, who: tuple[str, int]) -> bool:
         """Claim the message for this node and epoch; False: not ours to send (another node
         has it, or this node is no longer the active one)."""
         assert self.sender is not None
-        who = self.sender()
-        if who is None:
-            return False
         until = now + self.config.send_timeout + CLAIM_MARGIN
         if not await self.outbox.claim(row.id, who[0], who[1], now, until):
             return False
@@ -927,6 +970,12 @@ class NotifyService:
 
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock.time()
+        # Every write below carries the epoch this node holds when it makes it (`_epoch`;
+        # None alone): one made after another node took the lease is refused by the store,
+        # however long the send took; one after this node took it again is its own.
+        who = self.sender() if self.sender is not None else None
+        if self.sender is not None and who is None:
+            return  # no longer the active node
         channel = self.channels.get(row.channel)
         if channel is None:
             # Removed by a config reload: the remaining contacts, else the recipient's
@@ -941,7 +990,9 @@ class NotifyService:
             else:
                 await self._drop(row)
                 self.order.remove(row.id)
-                await self._log(now, "notify.dropped", "dutyd", row.id, {"why": "no channel"})
+                await self._log(
+                    now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, self._epoch()
+                )
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
@@ -949,7 +1000,7 @@ class NotifyService:
             row.next_at = now + wait
             await self._reschedule(row)
             return
-        if self.sender is not None and not await self._claim(row, now):
+        if who is not None and not await self._claim(row, now, who):
             return
         try:
             async with self.clock.timeout(self.config.send_timeout):
@@ -990,7 +1041,7 @@ class NotifyService:
         if expired or (not result.retry and not row.fallbacks):
             await self._drop(row)
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info)
+            await self._log(now, "notify.dropped", "dutyd", row.id, info, self._epoch())
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -1001,12 +1052,16 @@ class NotifyService:
             row.channel = row.fallbacks.pop(0)
             row.fallbacks.append(failed)
             row.channel_failures = 0
-            await self._log(now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel})
+            await self._log(
+                now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel}, self._epoch()
+            )
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
         await self._reschedule(row)
-        await self._log(now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at})
+        await self._log(
+            now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, self._epoch()
+        )
         log.warning("notification failed, will retry", extra={"fields": info})
 
 

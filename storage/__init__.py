@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dutyd.storage.base import Storage, StorageError
+from dutyd.storage.base import FencedOut, Storage, StorageError
 from dutyd.storage.config import RetentionConfig, StorageConfig, is_postgres_url
 from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.records import (
@@ -99,6 +99,7 @@ __all__ = [
     "EnvironmentRepository",
     "EquipmentFacts",
     "EquipmentRepository",
+    "FencedOut",
     "GroupHold",
     "GroupMemberRow",
     "LeaseState",

@@ -32,6 +32,11 @@ class StorageError(DutydError):
     """The store cannot be used: missing, unreadable, or of a schema this dutyd cannot read."""
 
 
+class FencedOut(StorageError):
+    """A write carried an epoch below the store's fence: another node took the notifier
+    lease since, and this node's write was refused (nothing of it was written)."""
+
+
 class Storage(ABC):
     """The repositories of one store, opened and closed together."""
 

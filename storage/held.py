@@ -2,7 +2,9 @@
 written before any newer one once it takes writes again (`flush`, called by the store's
 probe), so the log has nothing missing afterwards and nothing out of order. A write that
 timed out (a frozen disk) may land after all: the held copy carries the entry's key and the
-store skips an entry it already has, so nothing is in the log twice either."""
+store skips an entry it already has, so nothing is in the log twice either. (SQLite's: a
+single node, so an entry held loses its fencing epoch; a writer of an older epoch is refused
+as long as the disk takes its writes.)"""
 
 from __future__ import annotations
 
@@ -33,7 +35,13 @@ class HeldDutyLog(DutyLogRepository):
         self._marker: NewLogEntry | None = None  # "n entries lost", until it is written
 
     async def append(
-        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        timestamp: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None = None,
     ) -> int:
         entry = NewLogEntry(timestamp, kind, actor, subject, data)
         if not self.health.writable or (self.held and not await self.flush()):
@@ -42,17 +50,17 @@ class HeldDutyLog(DutyLogRepository):
         try:
             # By the entry, key and all: if this write times out and lands later (a frozen
             # disk), the held copy written by `flush` is found by its key, not added twice.
-            return await self.inner.append_entry(entry)
+            return await self.inner.append_entry(entry, epoch)
         except StorageUnavailable:
             self._hold([entry])
             return 0
 
-    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
+    async def append_many(self, entries: Sequence[NewLogEntry], epoch: int | None = None) -> None:
         if not self.health.writable or (self.held and not await self.flush()):
             self._hold(entries)
             return
         try:
-            await self.inner.append_many(entries)
+            await self.inner.append_many(entries, epoch)
         except StorageUnavailable:
             self._hold(entries)
 

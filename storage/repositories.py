@@ -2,6 +2,14 @@
 that writes several rows does so in one transaction, and no method takes or returns SQL,
 connections or cursors, so a server database (PostgreSQL with an async driver) can implement
 each of them. `tests/test_storage_contract.py` is the behaviour every implementation must show.
+
+Fencing. The writes a cluster node makes as the active notifier (alert rows, duty-log entries,
+rule events, outbox claims, reschedules, deliveries, drops) take `epoch`, the notifier lease's
+epoch the writer holds. The store keeps a fence, the highest epoch it has seen (raised when
+the lease changes hands, `ClusterRepository.acquire_lease`), and checks the epoch against it in
+the write's own transaction: a write below the fence raises `FencedOut` and writes nothing. A
+write retried after a database outage runs its check again. `epoch` None is a write of no
+notifier (a node alone, what a person did, a sharded agent's own targets): not fenced.
 """
 
 from __future__ import annotations
@@ -36,12 +44,34 @@ class AlertRepository(ABC):
     """The rules layer's alerts that are not inactive, restored at start."""
 
     @abstractmethod
-    async def save(self, alert: StoredAlert) -> None:
-        """Insert or replace the alert with this fingerprint."""
+    async def save(self, alert: StoredAlert, epoch: int | None = None) -> float | None:
+        """Insert or replace the alert with this fingerprint; the row's `fired_at` as stored.
+        The first firing of an outage is recorded once: while the stored row is firing and the
+        saved alert is too, the stored `fired_at` is kept (page ids are built from it, so a
+        later writer must not move it). Fenced by `epoch` (see above)."""
 
     @abstractmethod
-    async def delete(self, fingerprint: str) -> None:
-        """Forget the alert; nothing happens when there is none."""
+    async def delete(self, fingerprint: str, epoch: int | None = None) -> None:
+        """Forget the alert; nothing happens when there is none. Fenced by `epoch`."""
+
+    @abstractmethod
+    async def record(
+        self,
+        fingerprint: str,
+        alert: StoredAlert | None,
+        entry: NewLogEntry,
+        epoch: int | None = None,
+    ) -> float | None:
+        """An alert event written down in one transaction, fenced by `epoch`: the alert saved
+        as `save` does (None: the row of `fingerprint` deleted) and `entry` appended to the
+        duty log, so a crash never leaves the one without the other. The row's `fired_at` as
+        stored (None when deleted)."""
+
+    @abstractmethod
+    async def shift_moments(self, seconds: float) -> None:
+        """Move every stored alert's `active_since` and `fired_at` by `seconds`: the daemon's
+        clock re-anchored onto a stepped system clock (a single node, `duty.clockwatch`).
+        `save` keeps an outage's first firing, so only this moves it."""
 
     @abstractmethod
     async def load_all(self) -> list[StoredAlert]: ...
@@ -95,7 +125,8 @@ class RuleEventRepository(ABC):
     """Counter increases seen by `events` rules."""
 
     @abstractmethod
-    async def append(self, rows: Sequence[RuleEventRow]) -> None: ...
+    async def append(self, rows: Sequence[RuleEventRow], epoch: int | None = None) -> None:
+        """Fenced by `epoch`."""
 
     @abstractmethod
     async def load(self, since: float) -> list[RuleEventRow]:
@@ -113,19 +144,25 @@ class DutyLogRepository(ABC):
 
     @abstractmethod
     async def append(
-        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        timestamp: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None = None,
     ) -> int:
-        """The new entry's id (ids increase in writing order)."""
+        """The new entry's id (ids increase in writing order). Fenced by `epoch`."""
 
-    async def append_entry(self, entry: NewLogEntry) -> int:
+    async def append_entry(self, entry: NewLogEntry, epoch: int | None = None) -> int:
         """`append` of an entry made beforehand (its `key` kept, where the store keeps it)."""
         return await self.append(
-            entry.timestamp, entry.kind, entry.actor, entry.subject, entry.data
+            entry.timestamp, entry.kind, entry.actor, entry.subject, entry.data, epoch
         )
 
     @abstractmethod
-    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
-        """Write a burst of entries in one transaction, in order."""
+    async def append_many(self, entries: Sequence[NewLogEntry], epoch: int | None = None) -> None:
+        """Write a burst of entries in one transaction, in order. Fenced by `epoch`."""
 
     @abstractmethod
     async def read(
@@ -183,15 +220,17 @@ class OutboxRepository(ABC):
         self, now: float, limit: int, exclude: Collection[str] = ()
     ) -> list[OutboxMessage]:
         """Up to `limit` queued messages with next_at <= now, not in `exclude` (those being
-        sent) and not under a claim that lasts past `now`, by next_at then creation."""
+        sent) and not under a live claim, by next_at then creation. A claim is live while it
+        lasts past `now` and was made at the fence's epoch: a claim of an older epoch is void
+        (its node lost the lease), so the new active sends the message at once."""
 
     @abstractmethod
     async def claim(self, message_id: str, node: str, epoch: int, now: float, until: float) -> bool:
         """Claim a queued message for sending until `until`. True when it is now this node's:
-        it was unclaimed, its claim ran out by `now`, or it is this node's at this epoch
-        already. False when it is gone (delivered, dropped), claimed by someone else, or
-        `epoch` is below the fence (a newer active exists); otherwise the fence rises to
-        `epoch`."""
+        it was unclaimed, its claim ran out by `now` or was made at an older epoch (void), or
+        it is this node's at this epoch already. False when it is gone (delivered, dropped),
+        claimed by someone else, or `epoch` is below the fence (a newer active exists);
+        otherwise the fence rises to `epoch`."""
 
     @abstractmethod
     async def queued_among(self, page_ids: Collection[str]) -> set[str]:
@@ -211,19 +250,20 @@ class OutboxRepository(ABC):
         at: float,
         also_sent: Sequence[str] = (),
         log: NewLogEntry | None = None,
+        epoch: int | None = None,
     ) -> None:
-        """In one transaction: remove the message, remember its id and `also_sent` (its pages'
-        ids) as delivered at `at`, and append `log` to the duty log. Returns once that is
-        written; a store may write deliveries that end together in one transaction (SQLite
-        does: group commit), never part of one."""
+        """Fenced by `epoch`; in one transaction: remove the message, remember its id and
+        `also_sent` (its pages' ids) as delivered at `at`, and append `log` to the duty log.
+        Returns once that is written; a store may write deliveries that end together in one
+        transaction (SQLite does: group commit), never part of one."""
 
     @abstractmethod
     async def sent_among(self, ids: Collection[str]) -> set[str]:
         """Which of `ids` were delivered (and not yet forgotten)."""
 
     @abstractmethod
-    async def drop(self, message_id: str) -> None:
-        """Remove a queued message without marking it delivered."""
+    async def drop(self, message_id: str, epoch: int | None = None) -> None:
+        """Remove a queued message without marking it delivered. Fenced by `epoch`."""
 
     @abstractmethod
     async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
@@ -232,9 +272,9 @@ class OutboxRepository(ABC):
         the queue in the same order."""
 
     @abstractmethod
-    async def reschedule(self, message: OutboxMessage) -> None:
+    async def reschedule(self, message: OutboxMessage, epoch: int | None = None) -> None:
         """Save a queued message's channel, fallbacks, counters, next_at and last error, and
-        release its claim."""
+        release its claim. Fenced by `epoch`."""
 
     @abstractmethod
     async def stats(self, now: float) -> OutboxStats: ...

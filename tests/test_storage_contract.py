@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 from dutyd.storage import (
     EnvironmentRange,
     EnvironmentReading,
+    FencedOut,
     GroupHold,
     GroupMemberRow,
     LogEntry,
@@ -528,6 +529,143 @@ async def test_outbox_queued_among_names_pages_of_queued_messages(store: Store) 
     await s.outbox.mark_delivered("m1", 1.0, ["m1-p1"])
     assert await s.outbox.queued_among(["m1-p1"]) == set()
     assert await s.outbox.queued_among([]) == set()
+
+
+# -- fencing: every write of an active node carries its epoch -------------------------------------
+
+
+async def _takeover(s: Storage) -> tuple[int, int]:
+    """node-a takes the notifier lease, then hands it to node-b: (a's epoch, b's epoch)."""
+    a = await s.cluster.acquire_lease("notifier", "node-a", 30.0)
+    await s.cluster.release_lease("notifier", "node-a")
+    b = await s.cluster.acquire_lease("notifier", "node-b", 30.0)
+    assert b.held_by("node-b") and b.epoch == a.epoch + 1
+    return a.epoch, b.epoch
+
+
+async def test_writes_of_a_stale_epoch_are_refused_and_write_nothing(store: Store) -> None:
+    s = store.s
+    await s.alerts.save(alert("fp1"))
+    await s.outbox.enqueue([message("m1"), message("m2"), message("m3")])
+    old, new = await _takeover(s)
+    logged = len(await s.log.read())
+    m1 = (await s.outbox.due(now=100.0, limit=10))[0]
+    m1.attempts, m1.next_at = 1, 500.0
+    stale = [
+        s.alerts.save(alert("fp1", "resolved"), epoch=old),
+        s.alerts.save(alert("fp2"), epoch=old),
+        s.alerts.delete("fp1", epoch=old),
+        s.log.append(1.0, "alert.firing", "dutyd", "fp1", {}, epoch=old),
+        s.log.append_many([NewLogEntry(1.0, "notify.sent", "dutyd", "m1", {})], epoch=old),
+        s.rule_events.append([("r", {"port": "1"}, 1.0, 1.0, 1.0)], epoch=old),
+        s.outbox.reschedule(m1, epoch=old),
+        s.outbox.drop("m2", epoch=old),
+        s.outbox.mark_delivered("m3", 150.0, ["m3-p1"], epoch=old),
+    ]
+    for write in stale:
+        with pytest.raises(FencedOut):
+            await write
+    assert await s.alerts.load_all() == [alert("fp1")]
+    assert len(await s.log.read()) == logged
+    assert await s.rule_events.load(0.0) == []
+    assert [m.id for m in await s.outbox.due(now=100.0, limit=10)] == ["m1", "m2", "m3"]
+    assert await s.outbox.sent_among(["m3", "m3-p1"]) == set()
+    # The holder's epoch (and unfenced writes, epoch None) go through.
+    assert await s.alerts.save(alert("fp2"), epoch=new) == 2.0
+    await s.log.append(1.0, "alert.firing", "dutyd", "fp2", {}, epoch=new)
+    await s.rule_events.append([("r", {"port": "1"}, 1.0, 1.0, 1.0)], epoch=new)
+    await s.outbox.reschedule(m1, epoch=new)
+    await s.outbox.drop("m2", epoch=new)
+    await s.outbox.mark_delivered("m3", 150.0, ["m3-p1"], epoch=new)
+    await s.alerts.delete("fp1", epoch=new)
+    assert [a.fingerprint for a in await s.alerts.load_all()] == ["fp2"]
+    assert [m.id for m in await s.outbox.due(now=600.0, limit=10)] == ["m1"]
+    assert await s.outbox.sent_among(["m3", "m3-p1"]) == {"m3", "m3-p1"}
+    s = await store.reopen()  # the fence is the store's, not the connection's
+    with pytest.raises(FencedOut):
+        await s.alerts.save(alert("fp2", "resolved"), epoch=old)
+
+
+async def test_a_stale_delivery_fails_alone_among_deliveries_that_end_together(
+    store: Store,
+) -> None:
+    s = store.s
+    await s.outbox.enqueue([message("m1"), message("m2")])
+    old, new = await _takeover(s)
+    results = await asyncio.gather(
+        s.outbox.mark_delivered("m1", 150.0, epoch=old),
+        s.outbox.mark_delivered("m2", 150.0, epoch=new),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], FencedOut) and results[1] is None
+    assert await s.outbox.sent_among(["m1", "m2"]) == {"m2"}
+
+
+async def test_an_outages_first_firing_time_is_recorded_once(store: Store) -> None:
+    """Page ids are built from `fired_at`: a later writer of the same outage (a node whose
+    copy fired a moment later) never moves it; a new outage (after a resolve) has its own."""
+    s = store.s
+    first = alert("fp1")  # active_since 1.0, fired_at 2.0
+    assert await s.alerts.save(first) == 2.0
+    later = replace(first, active_since=3.0, fired_at=4.0)
+    assert await s.alerts.save(later) == 2.0
+    (row,) = await s.alerts.load_all()
+    assert (row.active_since, row.fired_at) == (1.0, 2.0)
+    resolved = replace(first, state="resolved", resolved_at=5.0)
+    assert await s.alerts.save(resolved) == 2.0
+    again = replace(first, active_since=6.0, fired_at=7.0)
+    assert await s.alerts.save(again) == 7.0
+    pending = replace(first, state="pending", fired_at=None)
+    await s.alerts.delete("fp1")
+    assert await s.alerts.save(pending) is None
+    assert await s.alerts.save(replace(first, fired_at=9.0)) == 9.0
+
+
+async def test_alert_shift_moments_moves_the_kept_first_firing(store: Store) -> None:
+    """A single node's clock re-anchored onto a stepped system clock moves its alerts' times;
+    `save` alone would keep the outage's first firing where it was."""
+    s = store.s
+    first = alert("fp1")  # active_since 1.0, fired_at 2.0
+    await s.alerts.save(first)
+    await s.alerts.save(replace(first, state="pending", fired_at=None, fingerprint="fp2"))
+    await s.alerts.shift_moments(3600.0)
+    assert await s.alerts.save(replace(first, active_since=3601.0, fired_at=3602.0)) == 3602.0
+    rows = {row.fingerprint: row for row in await s.alerts.load_all()}
+    assert (rows["fp1"].active_since, rows["fp1"].fired_at) == (3601.0, 3602.0)
+    assert (rows["fp2"].active_since, rows["fp2"].fired_at) == (3601.0, None)
+
+
+async def test_an_alert_event_is_its_row_and_its_log_entry_in_one_transaction(
+    store: Store,
+) -> None:
+    s = store.s
+    firing = NewLogEntry(2.0, "alert.firing", "dutyd", "fp1", {"rule": "hot"})
+    assert await s.alerts.record("fp1", alert("fp1"), firing) == 2.0
+    assert await s.alerts.load_all() == [alert("fp1")]
+    old, new = await _takeover(s)
+    gone = NewLogEntry(3.0, "alert.inactive", "dutyd", "fp1", {})
+    with pytest.raises(FencedOut):  # stale: neither the row nor the entry
+        await s.alerts.record("fp1", None, gone, epoch=old)
+    assert await s.alerts.load_all() == [alert("fp1")]
+    assert [e.kind for e in await s.log.read(subject="fp1")] == ["alert.firing"]
+    assert await s.alerts.record("fp1", None, gone, epoch=new) is None
+    assert await s.alerts.load_all() == []
+    assert [e.kind for e in await s.log.read(subject="fp1")] == ["alert.firing", "alert.inactive"]
+
+
+async def test_claims_of_an_older_epoch_are_void_once_the_lease_moved(store: Store) -> None:
+    """The new active sends a dead node's claimed messages at once, not when the claim ends."""
+    s = store.s
+    await s.outbox.enqueue([message("m1")])
+    a = await s.cluster.acquire_lease("notifier", "node-a", 30.0)
+    assert await s.outbox.claim("m1", "node-a", a.epoch, now=100.0, until=1000.0)
+    assert await s.outbox.due(now=101.0, limit=10) == []
+    assert not await s.outbox.claim("m1", "node-b", a.epoch, now=101.0, until=1000.0)
+    _, new = await _takeover(s)
+    assert [m.id for m in await s.outbox.due(now=101.0, limit=10)] == ["m1"]
+    assert await s.outbox.claim("m1", "node-b", new, now=101.0, until=1000.0)
+    assert await s.outbox.due(now=102.0, limit=10) == []
+    assert not await s.outbox.claim("m1", "node-a", a.epoch, now=102.0, until=1000.0)
 
 
 # -- cluster: members, the lease and its epoch, targets' status -----------------------------------

@@ -1,4 +1,5 @@
-"""Alerts in PostgreSQL: one row per fingerprint, replaced on save."""
+"""Alerts in PostgreSQL: one row per fingerprint, replaced on save (an outage's first
+firing time kept: see `AlertRepository.save`)."""
 
 from __future__ import annotations
 
@@ -6,38 +7,81 @@ import json
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase
-from dutyd.storage.records import StoredAlert
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence
+from dutyd.storage.postgres.log import INSERT as INSERT_LOG
+from dutyd.storage.records import NewLogEntry, StoredAlert
 from dutyd.storage.repositories import AlertRepository
-from dutyd.storage.rows import alert_row
+from dutyd.storage.rows import alert_row, log_row
+
+# The same outage (the stored row and the saved alert both firing): its start and first firing
+# time stay as first recorded, whoever writes later.
+_UPSERT = (
+    "INSERT INTO alerts (fingerprint, rule, labels, severity, state, active_since, fired_at, "
+    "resolved_at, value, summary, extra) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
+    "ON CONFLICT (fingerprint) DO UPDATE SET rule=excluded.rule, labels=excluded.labels, "
+    "severity=excluded.severity, state=excluded.state, "
+    "active_since=CASE WHEN alerts.state='firing' AND excluded.state='firing' "
+    "AND alerts.fired_at IS NOT NULL THEN alerts.active_since ELSE excluded.active_since END, "
+    "fired_at=CASE WHEN alerts.state='firing' AND excluded.state='firing' "
+    "AND alerts.fired_at IS NOT NULL THEN alerts.fired_at ELSE excluded.fired_at END, "
+    "resolved_at=excluded.resolved_at, value=excluded.value, summary=excluded.summary, "
+    "extra=excluded.extra RETURNING fired_at"
+)
 
 
 class PostgresAlerts(AlertRepository):
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
 
-    async def save(self, alert: StoredAlert) -> None:
+    async def save(self, alert: StoredAlert, epoch: int | None = None) -> float | None:
         row = alert_row(alert)
 
-        async def upsert(c: asyncpg.Connection) -> None:
-            await c.execute(
-                "INSERT INTO alerts (fingerprint, rule, labels, severity, state, active_since, "
-                "fired_at, resolved_at, value, summary, extra) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (fingerprint) DO UPDATE "
-                "SET rule=excluded.rule, labels=excluded.labels, severity=excluded.severity, "
-                "state=excluded.state, active_since=excluded.active_since, "
-                "fired_at=excluded.fired_at, resolved_at=excluded.resolved_at, "
-                "value=excluded.value, summary=excluded.summary, extra=excluded.extra",
-                *row,
-            )
+        async def upsert(c: asyncpg.Connection) -> float | None:
+            async with c.transaction():
+                await check_fence(c, epoch)
+                return await c.fetchval(_UPSERT, *row)
 
-        await self.db.run(upsert)
+        return await self.db.run(upsert)
 
-    async def delete(self, fingerprint: str) -> None:
+    async def record(
+        self,
+        fingerprint: str,
+        alert: StoredAlert | None,
+        entry: NewLogEntry,
+        epoch: int | None = None,
+    ) -> float | None:
+        row = alert_row(alert) if alert is not None else None
+        logged = log_row(entry)
+
+        async def write(c: asyncpg.Connection) -> float | None:
+            async with c.transaction():
+                await check_fence(c, epoch)
+                fired_at = None
+                if row is not None:
+                    fired_at = await c.fetchval(_UPSERT, *row)
+                else:
+                    await c.execute("DELETE FROM alerts WHERE fingerprint=$1", fingerprint)
+                await c.execute(INSERT_LOG, *logged)
+                return fired_at
+
+        return await self.db.run(write)
+
+    async def delete(self, fingerprint: str, epoch: int | None = None) -> None:
         async def delete(c: asyncpg.Connection) -> None:
-            await c.execute("DELETE FROM alerts WHERE fingerprint=$1", fingerprint)
+            async with c.transaction():
+                await check_fence(c, epoch)
+                await c.execute("DELETE FROM alerts WHERE fingerprint=$1", fingerprint)
 
         await self.db.run(delete)
+
+    async def shift_moments(self, seconds: float) -> None:
+        async def update(c: asyncpg.Connection) -> None:
+            await c.execute(
+                "UPDATE alerts SET active_since = active_since + $1, fired_at = fired_at + $1",
+                seconds,
+            )
+
+        await self.db.run(update)
 
     async def load_all(self) -> list[StoredAlert]:
         async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:

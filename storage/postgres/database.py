@@ -13,7 +13,7 @@ from typing import TypeVar
 import asyncpg
 
 from dutyd.core.redact import redact_address
-from dutyd.storage.base import StorageError
+from dutyd.storage.base import FencedOut, StorageError
 from dutyd.storage.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
 
 T = TypeVar("T")
@@ -33,6 +33,27 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
+
+# The server ends a session that sits inside a transaction, waiting for its next statement,
+# this long. A node cut off from the database mid-transaction (its packets held by a broken
+# network, its process frozen) would otherwise keep that transaction's row locks - the fence
+# row's among them - for as long as its TCP connection lives, and no other node could take
+# the lease or write. Its unit of work then fails, and is run again (and checked against the
+# fence again) once the node reaches the database. Every unit of work here sends its
+# statements back to back, so a live node is never near this.
+IDLE_IN_TRANSACTION_MS = 2000
+
+
+async def check_fence(c: asyncpg.Connection, epoch: int | None) -> None:
+    """Inside a write's transaction: refuse it when `epoch` is below the fence. The fence row
+    stays share-locked until the write commits, so a takeover (which raises the fence) waits
+    for it or the write sees the new fence: no write of an old epoch lands after a takeover.
+    Run again on each retry after an outage, so a write that waited is checked again."""
+    if epoch is None:
+        return
+    fence = await c.fetchval("SELECT epoch FROM outbox_fence WHERE id=1 FOR SHARE")
+    if fence is not None and epoch < fence:
+        raise FencedOut(f"write of epoch {epoch} refused: the fence is at epoch {fence}")
 
 
 class PostgresDatabase:
@@ -69,7 +90,10 @@ class PostgresDatabase:
                 max_size=self.pool_size,
                 timeout=10,
                 command_timeout=30,
-                server_settings={"application_name": "dutyd"},
+                server_settings={
+                    "application_name": "dutyd",
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                },
             )
         except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StorageError(

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, deleted
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence, deleted
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
 from dutyd.storage.rows import log_row
@@ -21,22 +21,31 @@ class PostgresDutyLog(DutyLogRepository):
         self.db = db
 
     async def append(
-        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        timestamp: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None = None,
     ) -> int:
         row = log_row(NewLogEntry(timestamp, kind, actor, subject, data))
 
         async def insert(c: asyncpg.Connection) -> int:
-            return int(await c.fetchval(INSERT + " RETURNING id", *row))
+            async with c.transaction():
+                await check_fence(c, epoch)
+                return int(await c.fetchval(INSERT + " RETURNING id", *row))
 
         return await self.db.run(insert)
 
-    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
+    async def append_many(self, entries: Sequence[NewLogEntry], epoch: int | None = None) -> None:
         rows = [log_row(e) for e in entries]
         if not rows:
             return
 
         async def insert(c: asyncpg.Connection) -> None:
             async with c.transaction():
+                await check_fence(c, epoch)
                 await c.executemany(INSERT, rows)
 
         await self.db.run(insert)

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence
 from dutyd.storage.postgres.log import INSERT as INSERT_LOG
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
@@ -61,7 +61,8 @@ class PostgresOutbox(OutboxRepository):
         async def select(c: asyncpg.Connection) -> list[asyncpg.Record]:
             return await c.fetch(
                 f"SELECT {COLUMNS} FROM outbox "  # noqa: S608 - a constant column list
-                "WHERE next_at <= $1 AND (claim_until IS NULL OR claim_until <= $1) "
+                "WHERE next_at <= $1 AND (claim_until IS NULL OR claim_until <= $1 "
+                "OR claim_epoch < (SELECT epoch FROM outbox_fence WHERE id=1)) "
                 "AND NOT (id = ANY($2)) ORDER BY next_at, created, id COLLATE \"C\" LIMIT $3",
                 now, skip, limit,
             )  # fmt: skip
@@ -85,7 +86,7 @@ class PostgresOutbox(OutboxRepository):
                     return False
                 status = await c.execute(
                     "UPDATE outbox SET claimed_by=$1, claim_epoch=$2, claim_until=$3 WHERE id=$4 "
-                    "AND (claimed_by IS NULL OR claim_until <= $5 "
+                    "AND (claimed_by IS NULL OR claim_until <= $5 OR claim_epoch < $2 "
                     "OR (claimed_by=$1 AND claim_epoch=$2))",
                     node, epoch, until, message_id, now,
                 )  # fmt: skip
@@ -121,12 +122,14 @@ class PostgresOutbox(OutboxRepository):
         at: float,
         also_sent: Sequence[str] = (),
         log: NewLogEntry | None = None,
+        epoch: int | None = None,
     ) -> None:
         ids = [(i, at) for i in dict.fromkeys([message_id, *also_sent])]
         entry = log_row(log) if log is not None else None
 
         async def done(c: asyncpg.Connection) -> None:
             async with c.transaction():
+                await check_fence(c, epoch)
                 await c.execute("DELETE FROM outbox WHERE id=$1", message_id)
                 await c.executemany(
                     "INSERT INTO outbox_sent (id, ts) VALUES ($1,$2) "
@@ -149,9 +152,11 @@ class PostgresOutbox(OutboxRepository):
 
         return await self.db.run(select)
 
-    async def drop(self, message_id: str) -> None:
+    async def drop(self, message_id: str, epoch: int | None = None) -> None:
         async def delete(c: asyncpg.Connection) -> None:
-            await c.execute("DELETE FROM outbox WHERE id=$1", message_id)
+            async with c.transaction():
+                await check_fence(c, epoch)
+                await c.execute("DELETE FROM outbox WHERE id=$1", message_id)
 
         await self.db.run(delete)
 
@@ -167,7 +172,7 @@ class PostgresOutbox(OutboxRepository):
         if ids:
             await self.db.run(update)
 
-    async def reschedule(self, message: OutboxMessage) -> None:
+    async def reschedule(self, message: OutboxMessage, epoch: int | None = None) -> None:
         row = (
             message.channel,
             json.dumps(message.fallbacks),
@@ -179,12 +184,14 @@ class PostgresOutbox(OutboxRepository):
         )
 
         async def update(c: asyncpg.Connection) -> None:
-            await c.execute(
-                "UPDATE outbox SET channel=$1, fallbacks=$2, attempts=$3, channel_failures=$4, "
-                "next_at=$5, last_error=$6, claimed_by=NULL, claim_epoch=NULL, claim_until=NULL "
-                "WHERE id=$7",
-                *row,
-            )
+            async with c.transaction():
+                await check_fence(c, epoch)
+                await c.execute(
+                    "UPDATE outbox SET channel=$1, fallbacks=$2, attempts=$3, channel_failures=$4, "
+                    "next_at=$5, last_error=$6, claimed_by=NULL, claim_epoch=NULL, "
+                    "claim_until=NULL WHERE id=$7",
+                    *row,
+                )
 
         await self.db.run(update)
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase, deleted
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence, deleted
 from dutyd.storage.records import RuleEventRow
 from dutyd.storage.repositories import RuleEventRepository
 from dutyd.storage.rows import to_json
@@ -17,13 +17,14 @@ class PostgresRuleEvents(RuleEventRepository):
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
 
-    async def append(self, rows: Sequence[RuleEventRow]) -> None:
+    async def append(self, rows: Sequence[RuleEventRow], epoch: int | None = None) -> None:
         data = [(rule, to_json(labels), ts, inc, value) for rule, labels, ts, inc, value in rows]
         if not data:
             return
 
         async def insert(c: asyncpg.Connection) -> None:
             async with c.transaction():
+                await check_fence(c, epoch)
                 await c.executemany(
                     "INSERT INTO rule_events (rule, series, ts, increment, counter) "
                     "VALUES ($1,$2,$3,$4,$5)",

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from dutyd.storage.base import StorageError
+from dutyd.storage.base import FencedOut, StorageError
 from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
 
@@ -72,6 +72,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def check_fence(conn: sqlite3.Connection, epoch: int | None) -> None:
+    """Inside a write's transaction: refuse it when `epoch` is below the fence."""
+    if epoch is None:
+        return
+    row = conn.execute("SELECT epoch FROM outbox_fence WHERE id=1").fetchone()
+    if row is not None and epoch < row[0]:
+        raise FencedOut(f"write of epoch {epoch} refused: the fence is at epoch {row[0]}")
 
 
 def _make_private_dirs(directory: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
 from dutyd.storage.rows import log_row
-from dutyd.storage.sqlite.database import SqliteDatabase, transaction
+from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
 
 # Above every character: `x >= p AND x < p || _TOP` is "x starts with p", and uses the index.
 _TOP = "\U0010ffff"
@@ -42,26 +42,34 @@ class SqliteDutyLog(DutyLogRepository):
         self.db = db
 
     async def append(
-        self, timestamp: float, kind: str, actor: str, subject: str, data: dict[str, Any]
+        self,
+        timestamp: float,
+        kind: str,
+        actor: str,
+        subject: str,
+        data: dict[str, Any],
+        epoch: int | None = None,
     ) -> int:
-        return await self.append_entry(NewLogEntry(timestamp, kind, actor, subject, data))
+        return await self.append_entry(NewLogEntry(timestamp, kind, actor, subject, data), epoch)
 
-    async def append_entry(self, entry: NewLogEntry) -> int:
+    async def append_entry(self, entry: NewLogEntry, epoch: int | None = None) -> int:
         row = keyed_row(entry)
 
         def insert(c: sqlite3.Connection) -> int:
             with transaction(c):
+                check_fence(c, epoch)
                 return insert_entries(c, [row])
 
         return await self.db.run(insert)
 
-    async def append_many(self, entries: Sequence[NewLogEntry]) -> None:
+    async def append_many(self, entries: Sequence[NewLogEntry], epoch: int | None = None) -> None:
         rows = [keyed_row(e) for e in entries]
         if not rows:
             return
 
         def insert(c: sqlite3.Connection) -> None:
             with transaction(c):
+                check_fence(c, epoch)
                 insert_entries(c, rows)
 
         await self.db.run(insert)

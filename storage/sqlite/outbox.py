@@ -18,7 +18,7 @@ from typing import Any
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
 from dutyd.storage.rows import LAST_ERROR_MAX, message_row
-from dutyd.storage.sqlite.database import SqliteDatabase, transaction
+from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
 from dutyd.storage.sqlite.log import insert_entries, keyed_row
 
 
@@ -29,11 +29,14 @@ class _Delivered:
     message_id: str
     sent: list[tuple[str, float]]  # (id, ts) rows of outbox_sent
     entry: tuple[float, str, str, str, str, int] | None  # a duty log row
+    epoch: int | None  # the writer's, fenced
     done: asyncio.Future[None]
 
 
 def _write_delivered(c: sqlite3.Connection, group: Sequence[_Delivered]) -> None:
     with transaction(c):
+        for d in group:  # a stale one fails the group; written one by one, it fails alone
+            check_fence(c, d.epoch)
         c.executemany("DELETE FROM outbox WHERE id=?", [(d.message_id,) for d in group])
         c.executemany(
             "INSERT OR REPLACE INTO outbox_sent (id, ts) VALUES (?,?)",
@@ -83,7 +86,8 @@ class SqliteOutbox(OutboxRepository):
             return c.execute(
                 "SELECT id, recipient, kind, channel, payload, fallbacks, attempts, "
                 "channel_failures, created, next_at, last_error FROM outbox "
-                "WHERE next_at <= ? AND (claim_until IS NULL OR claim_until <= ?) "
+                "WHERE next_at <= ? AND (claim_until IS NULL OR claim_until <= ? "
+                "OR claim_epoch < (SELECT epoch FROM outbox_fence WHERE id=1)) "
                 "ORDER BY next_at, created, id LIMIT ?",
                 (now, now, limit + len(skip)),
             ).fetchall()
@@ -107,9 +111,9 @@ class SqliteOutbox(OutboxRepository):
                     return False
                 cur = c.execute(
                     "UPDATE outbox SET claimed_by=?, claim_epoch=?, claim_until=? WHERE id=? "
-                    "AND (claimed_by IS NULL OR claim_until <= ? "
+                    "AND (claimed_by IS NULL OR claim_until <= ? OR claim_epoch < ? "
                     "OR (claimed_by=? AND claim_epoch=?))",
-                    (node, epoch, until, message_id, now, node, epoch),
+                    (node, epoch, until, message_id, now, epoch, node, epoch),
                 )
                 return cur.rowcount > 0
 
@@ -126,11 +130,13 @@ class SqliteOutbox(OutboxRepository):
         at: float,
         also_sent: Sequence[str] = (),
         log: NewLogEntry | None = None,
+        epoch: int | None = None,
     ) -> None:
         item = _Delivered(
             message_id,
             [(i, at) for i in dict.fromkeys([message_id, *also_sent])],
             keyed_row(log) if log is not None else None,
+            epoch,
             asyncio.get_running_loop().create_future(),
         )
         self._delivered.append(item)
@@ -204,8 +210,13 @@ class SqliteOutbox(OutboxRepository):
 
         return await self.db.run(select)
 
-    async def drop(self, message_id: str) -> None:
-        await self.db.run(lambda c: c.execute("DELETE FROM outbox WHERE id=?", (message_id,)))
+    async def drop(self, message_id: str, epoch: int | None = None) -> None:
+        def delete(c: sqlite3.Connection) -> None:
+            with transaction(c):
+                check_fence(c, epoch)
+                c.execute("DELETE FROM outbox WHERE id=?", (message_id,))
+
+        await self.db.run(delete)
 
     async def shift_moments(self, seconds: float, ids: Sequence[str]) -> None:
         rows = [(seconds, seconds, i) for i in ids]
@@ -220,7 +231,7 @@ class SqliteOutbox(OutboxRepository):
         if rows:
             await self.db.run(update)
 
-    async def reschedule(self, message: OutboxMessage) -> None:
+    async def reschedule(self, message: OutboxMessage, epoch: int | None = None) -> None:
         row = (
             message.channel,
             json.dumps(message.fallbacks),
@@ -230,14 +241,18 @@ class SqliteOutbox(OutboxRepository):
             message.last_error[:LAST_ERROR_MAX],
             message.id,
         )
-        await self.db.run(
-            lambda c: c.execute(
-                "UPDATE outbox SET channel=?, fallbacks=?, attempts=?, channel_failures=?, "
-                "next_at=?, last_error=?, claimed_by=NULL, claim_epoch=NULL, claim_until=NULL "
-                "WHERE id=?",
-                row,
-            )
-        )
+
+        def update(c: sqlite3.Connection) -> None:
+            with transaction(c):
+                check_fence(c, epoch)
+                c.execute(
+                    "UPDATE outbox SET channel=?, fallbacks=?, attempts=?, channel_failures=?, "
+                    "next_at=?, last_error=?, claimed_by=NULL, claim_epoch=NULL, "
+                    "claim_until=NULL WHERE id=?",
+                    row,
+                )
+
+        await self.db.run(update)
 
     async def stats(self, now: float) -> OutboxStats:
         rows = await self.db.run(

@@ -10,14 +10,14 @@ from typing import Any
 from dutyd.storage.records import RuleEventRow
 from dutyd.storage.repositories import RuleEventRepository
 from dutyd.storage.rows import to_json
-from dutyd.storage.sqlite.database import SqliteDatabase, transaction
+from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
 
 
 class SqliteRuleEvents(RuleEventRepository):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
-    async def append(self, rows: Sequence[RuleEventRow]) -> None:
+    async def append(self, rows: Sequence[RuleEventRow], epoch: int | None = None) -> None:
         data = [(rule, to_json(labels), ts, inc, value) for rule, labels, ts, inc, value in rows]
         if not data:
             return
@@ -27,6 +27,7 @@ class SqliteRuleEvents(RuleEventRepository):
             # reading: written by a call that timed out (a frozen disk) and landed later, its
             # put-back copy is not counted twice (one probe of the series index each).
             with transaction(c):
+                check_fence(c, epoch)
                 c.executemany(
                     "INSERT INTO rule_events (rule, series, ts, increment, counter) "
                     "SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS (SELECT 1 FROM rule_events "
