@@ -172,11 +172,18 @@ class Daemon:
             self.storage,
             clock,
         )
-        self.availability = AvailabilityRecorder(self.storage)
-        self.equipment = EquipmentRegister(lambda: self.scheduler.collectors, self.storage, clock)
-        self.software = SoftwareRegister(self.storage, clock, self.ha.escalating)
+        # Register lines are written by the active node, fenced by its epoch like its alerts.
+        self.availability = AvailabilityRecorder(self.storage, self.ha.fence)
+        self.equipment = EquipmentRegister(
+            lambda: self.scheduler.collectors, self.storage, clock, fence=self.ha.fence
+        )
+        self.software = SoftwareRegister(self.storage, clock, self.ha.escalating, self.ha.fence)
         self.network = NetworkRegister(
-            self.storage, lambda: self.settings.notify.timezone, clock, self.ha.escalating
+            self.storage,
+            lambda: self.settings.notify.timezone,
+            clock,
+            self.ha.escalating,
+            self.ha.fence,
         )
         self.handover = ShiftCheckIn(
             lambda: self.settings.handover, self.notify, self.operations, self.storage, clock

@@ -26,7 +26,7 @@ from typing import Any
 
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import Sample
-from dutyd.storage import Storage
+from dutyd.storage import FencedOut, Storage
 
 log = logging.getLogger("dutyd.network")
 
@@ -51,11 +51,13 @@ class NetworkRegister:
         tz: Callable[[], str] = lambda: "UTC",
         clock: Clock = SYSTEM_CLOCK,
         active: Callable[[], bool] = lambda: True,
+        fence: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._tz = tz
         self._clock = clock
         self._active = active
+        self._fence = fence  # a node that lost the lease writes no register line
         self.up: dict[tuple[str, str], bool] = {}
         # target -> (its current day, per port the counts at that day's first poll)
         self.day_start: dict[str, tuple[str, dict[str, dict[str, float]]]] = {}
@@ -119,6 +121,8 @@ class NetworkRegister:
         try:
             async with self._lock:
                 for kind, subject, data in entries:
-                    await self._storage.log.append(at, kind, "dutyd", subject, data)
+                    await self._storage.log.append(at, kind, "dutyd", subject, data, self._fence())
+        except FencedOut:
+            log.debug("register lines refused: another node holds the notifier lease")
         except Exception:
             log.exception("recording the network status register failed")

@@ -56,10 +56,12 @@ class SoftwareRegister:
         storage: Storage,
         clock: Clock = SYSTEM_CLOCK,
         active: Callable[[], bool] = lambda: True,
+        fence: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._clock = clock
         self._active = active
+        self._fence = fence  # a node that lost the lease writes no register line
         # target -> the last `software.accounts` data; the newest login start recorded and the
         # logins recorded at that second (wtmp's resolution).
         self.known: dict[str, dict[str, Any]] = {}
@@ -121,7 +123,7 @@ class SoftwareRegister:
         before = self.known.get(target)
         if before == data:
             return
-        await self._storage.log.append(now, ACCOUNTS, "dutyd", target, data)
+        await self._storage.log.append(now, ACCOUNTS, "dutyd", target, data, self._fence())
         self.known[target] = data
         if before is None:
             return
@@ -130,13 +132,23 @@ class SoftwareRegister:
             shell = next(a["shell"] for a in data["accounts"] if a["name"] == name)
             note = f"{target}: new login account {name} ({shell})"
             await self._storage.log.append(
-                now, ADDED, "dutyd", target, {"target": target, "account": name, "note": note}
+                now,
+                ADDED,
+                "dutyd",
+                target,
+                {"target": target, "account": name, "note": note},
+                self._fence(),
             )
             log.warning("new login account", extra={"fields": {"target": target, "account": name}})
         for name in sorted(_uid0(data["accounts"]) - _uid0(old)):
             note = f"{target}: account {name} has uid 0"
             await self._storage.log.append(
-                now, UID0, "dutyd", target, {"target": target, "account": name, "note": note}
+                now,
+                UID0,
+                "dutyd",
+                target,
+                {"target": target, "account": name, "note": note},
+                self._fence(),
             )
             log.warning("new uid 0", extra={"fields": {"target": target, "account": name}})
 
@@ -151,7 +163,9 @@ class SoftwareRegister:
         ]
         for i in range(0, len(new), MAX_LOGINS_PER_ENTRY):
             part = new[i : i + MAX_LOGINS_PER_ENTRY]
-            await self._storage.log.append(now, LOGINS, "dutyd", target, {"logins": part})
+            await self._storage.log.append(
+                now, LOGINS, "dutyd", target, {"logins": part}, self._fence()
+            )
             self._seen(target, part)
 
 
