@@ -43,10 +43,12 @@ from dutyd.duty.entries import EntryRegister
 from dutyd.duty.equipment import EquipmentRegister
 from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
+from dutyd.duty.network import NetworkRegister
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
 from dutyd.duty.report import EnvironmentRecorder
 from dutyd.duty.retention import Retention
+from dutyd.duty.software import SoftwareRegister
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.exporters.prometheus import LatestExporter
 from dutyd.notify.service import NotifyService
@@ -170,8 +172,19 @@ class Daemon:
             self.storage,
             clock,
         )
-        self.availability = AvailabilityRecorder(self.storage)
-        self.equipment = EquipmentRegister(lambda: self.scheduler.collectors, self.storage, clock)
+        # Register lines are written by the active node, fenced by its epoch like its alerts.
+        self.availability = AvailabilityRecorder(self.storage, self.ha.fence)
+        self.equipment = EquipmentRegister(
+            lambda: self.scheduler.collectors, self.storage, clock, fence=self.ha.fence
+        )
+        self.software = SoftwareRegister(self.storage, clock, self.ha.escalating, self.ha.fence)
+        self.network = NetworkRegister(
+            self.storage,
+            lambda: self.settings.notify.timezone,
+            clock,
+            self.ha.escalating,
+            self.ha.fence,
+        )
         self.handover = ShiftCheckIn(
             lambda: self.settings.handover, self.notify, self.operations, self.storage, clock
         )
@@ -264,6 +277,8 @@ class Daemon:
         await self.entries.start()
         await self.handover.start()
         await self.equipment.start()
+        await self.software.start()
+        await self.network.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
         try:
@@ -319,6 +334,8 @@ class Daemon:
         await self.entries.close()
         await self.handover.close()
         await self.equipment.close()
+        await self.software.close()
+        await self.network.close()
         await self.recorder.stop()
         await self.http.stop()
         await self.context.close()
@@ -341,6 +358,8 @@ class Daemon:
         await self.entries.close()
         await self.handover.close()
         await self.equipment.close()
+        await self.software.close()
+        await self.network.close()
         await self.availability.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
@@ -527,6 +546,11 @@ class Daemon:
             facts = collector.take_facts() if collector is not None else None
             if facts is not None:
                 self.equipment.observe(result.target, result.kind, facts)
+            if result.kind == "snmp":  # switch ports, for the network status register
+                self.network.observe(result.target, result.samples, result.started_at)
+            take_accounts = getattr(collector, "take_accounts", None)  # SSH targets
+            if take_accounts is not None and (accounts := take_accounts()) is not None:
+                self.software.observe(result.target, accounts)
             if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
                 log.info("target recovered", extra={"fields": fields})
         else:

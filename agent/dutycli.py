@@ -587,7 +587,7 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--previous", action="store_true", help="the shift before that one")
     p.add_argument(
         "--register",
-        choices=["entry", "equipment", "status", "log"],
+        choices=["entry", "equipment", "status", "network", "software", "log"],
         help="a register instead of the shift's diary",
     )
     p.add_argument("--from", dest="from_", help="--register: start (a date or time, site zone)")
@@ -601,7 +601,9 @@ def add_duty_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("action", choices=["sign", "summary"])
     p.add_argument(
-        "--register", choices=["entry", "equipment", "status", "log"], help="sign: required"
+        "--register",
+        choices=["entry", "equipment", "status", "network", "software", "log"],
+        help="sign: required",
     )
     p.add_argument("--from", dest="from_", help="sign: start (a date or time, site zone)")
     p.add_argument("--to", help="sign: end (default: now)")

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from dutyd.core.records import Sample
-from dutyd.storage import NewLogEntry, Storage
+from dutyd.storage import FencedOut, NewLogEntry, Storage
 
 log = logging.getLogger("dutyd.availability")
 
@@ -19,8 +19,10 @@ REBOOT_SAMPLES = frozenset({"node_rebooted", "device_rebooted"})
 
 
 class AvailabilityRecorder:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, fence: Callable[[], int | None] = lambda: None) -> None:
         self._storage = storage
+        # The epoch of a node of a pair: a node that lost the lease writes no register line.
+        self._fence = fence
         self._writes: set[asyncio.Task[None]] = set()
 
     def observe(
@@ -54,7 +56,9 @@ class AvailabilityRecorder:
 
     async def _write(self, entries: list[NewLogEntry]) -> None:
         try:
-            await self._storage.log.append_many(entries)
+            await self._storage.log.append_many(entries, self._fence())
+        except FencedOut:
+            log.debug("register lines refused: another node holds the notifier lease")
         except Exception:
             log.exception("recording a target's outage failed")
 

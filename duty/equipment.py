@@ -31,11 +31,13 @@ class EquipmentRegister:
         storage: Storage,
         clock: Clock = SYSTEM_CLOCK,
         every: float = READ_EVERY,
+        fence: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._collectors = collectors
         self._storage = storage
         self._clock = clock
         self.every = every
+        self._fence = fence  # a node that lost the lease writes no register line
         self.known: dict[str, EquipmentFacts] = {}
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
@@ -97,6 +99,7 @@ class EquipmentRegister:
                         "changes": changes,
                         "note": f"{target}: {words}",
                     },
+                    self._fence(),
                 )
                 log.warning(
                     "equipment changed", extra={"fields": {"target": target, "changes": words}}

@@ -10,6 +10,14 @@ headings (the registers' usual Chinese names) and times in the site's time zone:
 - `status`: the equipment running-status register (设备运行状况登记簿): per day and target, the
   availability, the outages (start, end, duration) and the reboots, from the machine-room
   log's `target.down`, `target.up` and `target.rebooted` (`duty/availability.py`);
+- `software`: the software system usage register (软件系统使用登记簿): the logins to each
+  server in the period, and the account review at its end (what breaks the rules: more than
+  one uid 0, login accounts unused for 90 days, the password policy) with every account that
+  can log in and its last login (`duty/software.py`); run over a quarter, the quarterly review;
+- `network`: the network status register (网络状况登记簿): per day and watched switch port
+  (the uplinks and ports that carry one), the up time, the outages (start, end, duration) and
+  the error and discard counts, from the log's `port.down`, `port.up` and `port.counters`
+  (`duty/network.py`);
 - `log`: the machine-room log (机房日志), the duty log.
 
 The person in charge signs a period of a register off (`dutyd register sign`, through the
@@ -27,13 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dutyd.core.configtypes import format_duration
+from dutyd.duty import network, software
 from dutyd.storage import LogEntry, Storage
 
 SIGNED = "register.signed"
 
-# The registers this dutyd keeps; the others of the six (software usage, network status)
-# are not generated yet.
-REGISTERS = ("entry", "equipment", "status", "log")
+# The six registers of the machine room.
+REGISTERS = ("entry", "equipment", "status", "network", "software", "log")
 
 NAMES = {
     "en": {
@@ -92,6 +100,26 @@ HEADINGS = {
         "down_time": "Down time",
         "reboots": "Reboots",
         "ongoing": "ongoing",
+        "server": "Server",
+        "user": "User",
+        "line": "Line",
+        "from": "From",
+        "review": "Account review",
+        "rule": "Rule",
+        "finding": "Finding",
+        "accounts": "Accounts that can log in",
+        "account": "Account",
+        "shell": "Shell",
+        "last_login": "Last login",
+        "never": "never",
+        "uid0": "more than one uid 0",
+        "unused": f"unused for {software.UNUSED_DAYS} days",
+        "pass_max_days": f"PASS_MAX_DAYS unset or above {software.MAX_PASS_DAYS}",
+        "min_length": f"minimum password length unset or below {software.MIN_LENGTH}",
+        "port": "Port",
+        "up_time": "Up time",
+        "errors": "Errors",
+        "discards": "Discards",
     },
     "zh": {
         "period": "期间",
@@ -130,6 +158,26 @@ HEADINGS = {
         "down_time": "中断时长",
         "reboots": "重启次数",
         "ongoing": "仍中断",
+        "server": "服务器",
+        "user": "用户",
+        "line": "终端",
+        "from": "来源",
+        "review": "账户检查",
+        "rule": "规则",
+        "finding": "问题",
+        "accounts": "可登录账户",
+        "account": "账户",
+        "shell": "登录Shell",
+        "last_login": "最近登录",
+        "never": "从未",
+        "uid0": "多个uid为0的账户",
+        "unused": f"{software.UNUSED_DAYS}天未使用",
+        "pass_max_days": f"密码有效期(PASS_MAX_DAYS)未设或超过{software.MAX_PASS_DAYS}天",
+        "min_length": f"密码最短长度未设或小于{software.MIN_LENGTH}",
+        "port": "端口",
+        "up_time": "在线率",
+        "errors": "错误包数",
+        "discards": "丢弃包数",
     },
 }
 
@@ -215,9 +263,15 @@ async def build_register(
         await _equipment(storage, report)
     elif register == "status":
         await _status(storage, report, targets)
+    elif register == "software":
+        await _software(storage, report)
+    elif register == "network":
+        await _network(storage, report)
     else:
         report.columns = [h("time"), h("kind"), h("actor"), h("subject"), h("detail")]
         for e in await storage.log.read(since=start, until=end, limit=None):
+            if e.kind in (software.ACCOUNTS, software.LOGINS, network.COUNTERS):
+                continue  # readings of the software and network registers, exported there
             report.rows.append([report.when(e.timestamp), e.kind, e.actor, e.subject, _detail(e)])
     for s in await signatures(storage, register):
         if s.data.get("from", 0) <= start and end <= s.data.get("to", 0):
@@ -251,6 +305,118 @@ async def _equipment(storage: Storage, report: RegisterReport) -> None:
         for e in changed
     ]
     report.more.append((h("changes"), [h("time"), h("equipment"), h("change")], rows))
+
+
+async def _software(storage: Storage, report: RegisterReport) -> None:
+    h = report.h
+    report.columns = [h("time"), h("server"), h("user"), h("line"), h("from")]
+    # Logins are recorded on the daily reading after them: read on past the period's end.
+    logins = await storage.log.read(kinds=[software.LOGINS], limit=None)
+    for e in logins:
+        for login in e.data.get("logins") or []:
+            if report.start <= float(login["start"]) < report.end:
+                report.rows.append(
+                    [
+                        float(login["start"]),
+                        e.subject,
+                        login["user"],
+                        login["line"],
+                        login["host"],
+                    ]
+                )
+    report.rows.sort(key=lambda r: (r[0], r[1]))
+    for row in report.rows:
+        row[0] = report.when(row[0])
+    snapshots = await storage.log.read(until=report.end, kinds=[software.ACCOUNTS], limit=None)
+    state, findings, last = software.review(snapshots, logins, report.end)
+    report.more.append(
+        (
+            h("review"),
+            [h("server"), h("rule"), h("finding")],
+            [[f.target, h(f.rule), f.detail] for f in findings],
+        )
+    )
+    rows: list[list[Any]] = []
+    for target in sorted(state):
+        for a in state[target].get("accounts") or []:
+            if a.get("login"):
+                seen = last.get((target, str(a["name"])))
+                when = h("never") if seen is None else report.when(seen)
+                rows.append([target, a["name"], a["uid"], a["shell"], when])
+    report.more.append(
+        (h("accounts"), [h("server"), h("account"), "uid", h("shell"), h("last_login")], rows)
+    )
+
+
+def _days(report: RegisterReport) -> list[tuple[str, float, float]]:
+    """The period's days in the site's zone: (date, start, end), cut to the period."""
+    zone = zoneinfo.ZoneInfo(report.tz)
+    day = dt.datetime.fromtimestamp(report.start, zone).replace(hour=0, minute=0, second=0)
+    days = []
+    while day.timestamp() < report.end:
+        nxt = (day + dt.timedelta(days=1, hours=2)).replace(hour=0)  # DST-proof next midnight
+        lo, hi = max(day.timestamp(), report.start), min(nxt.timestamp(), report.end)
+        days.append((day.strftime("%Y-%m-%d"), lo, hi))
+        day = nxt
+    return days
+
+
+def _spans(
+    report: RegisterReport, spans: list[list[float | None]], lo: float, hi: float
+) -> tuple[float, list[str]]:
+    """Down time within [lo, hi) and each outage as people read it."""
+    h = report.h
+    down = 0.0
+    shown = []
+    for s, e in spans:
+        assert s is not None  # an outage always has its start
+        end = hi if e is None else e
+        if s < hi and end > lo:
+            down += min(end, hi) - max(s, lo)
+            ongoing = e is None and hi >= report.end
+            until = h("ongoing") if ongoing else report.when(end, "%m-%d %H:%M:%S")
+            took = format_duration(end - s, report.language)
+            shown.append(f"{report.when(s, '%m-%d %H:%M:%S')} – {until} ({took})")
+    return down, shown
+
+
+async def _network(storage: Storage, report: RegisterReport) -> None:
+    h = report.h
+    report.columns = [
+        h("day"), h("equipment"), h("port"), h("up_time"), h("down_time"), h("outages"),
+        h("errors"), h("discards"),
+    ]  # fmt: skip
+    entries = await storage.log.read(until=report.end, kinds=[network.DOWN, network.UP], limit=None)
+    outages: dict[tuple[str, str], list[list[float | None]]] = {}
+    for e in entries:
+        spans = outages.setdefault((e.subject, str(e.data.get("port", ""))), [])
+        if e.kind == network.DOWN and not (spans and spans[-1][1] is None):
+            spans.append([e.timestamp, None])
+        elif e.kind == network.UP and spans and spans[-1][1] is None:
+            spans[-1][1] = e.timestamp
+    # Counts are written at the next day's first poll: read on past the period's end.
+    counts: dict[tuple[str, str, str], dict[str, float]] = {}
+    for e in await storage.log.read(since=report.start, kinds=[network.COUNTERS], limit=None):
+        for port, per in (e.data.get("ports") or {}).items():
+            counts[(str(e.data.get("day")), e.subject, port)] = per
+    ports = sorted(outages.keys() | {(t, p) for _, t, p in counts})
+    for day, lo, hi in _days(report):
+        for target, port in ports:
+            down, shown = _spans(report, outages.get((target, port), []), lo, hi)
+            share = 100.0 * (1 - down / (hi - lo)) if hi > lo else 100.0
+            per = counts.get((day, target, port))
+            report.rows.append(
+                [
+                    day,
+                    target,
+                    port,
+                    f"{share:.2f} %",
+                    format_duration(down, report.language) if down else "0",
+                    "; ".join(shown),
+                    "" if per is None else int(per.get("errors", 0)),
+                    "" if per is None else int(per.get("discards", 0)),
+                ]
+            )
 
 
 TRANSITIONS = ("target.down", "target.up", "target.rebooted")

@@ -39,8 +39,8 @@ from dutyd.collectors.nut.protocol import (
 )
 from dutyd.collectors.probe_http.collector import MIB, examine_body, text_charset
 from dutyd.collectors.snmp import codec
+from dutyd.collectors.ssh import accounts, parsers
 from dutyd.collectors.ssh import commands as cmd
-from dutyd.collectors.ssh import parsers
 from dutyd.collectors.ssh.config import SshTarget
 from dutyd.collectors.ssh.parsers import MAX_DF_LINE_CHARS, ParseError, split_sections
 from dutyd.collectors.ssh.readings import PollOutput, take_readings
@@ -399,6 +399,12 @@ SSH_FRAGMENTS = [
     "1700000000 4096\n",
     "1e999",
     "name ",
+    "root:x:0:0:root:/root:/bin/bash\n",
+    ":",
+    "PASS_MAX_DAYS\t99999\n",
+    "minlen = 8\n",
+    "ops pts/0 192.0.2.1 Mon Dec  7 09:15:02 2026 - Mon Dec  7 10:00:00 2026\n",
+    "Mon Dec ",
 ]
 PARSERS: dict[str, Callable[[str], Any]] = {
     "loadavg": parsers.parse_loadavg,
@@ -413,6 +419,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "backup_files": parsers.parse_backup_files,
     "command_output": parsers.parse_command_output,
     "os_release": parsers.parse_os_release,
+    "passwd": accounts.parse_passwd,
+    "login_defs": accounts.parse_login_defs,
+    "pwquality": accounts.parse_pwquality,
+    "last": accounts.parse_last,
 }
 
 
@@ -444,6 +454,10 @@ def test_ssh_parser_on_any_text(name: str) -> None:
     @example("a 1e999\nb " + "9" * 400 + "\n")
     @example("1700000000 4096\n" * (LINEAR_SIZE // 16))
     @example("\x00" * LINEAR_SIZE)
+    @example("a:b:0:0:e:f:" + "g" * LINEAR_SIZE)
+    @example(":" * LINEAR_SIZE)
+    @example("x y " + "Mon Dec  7 09:15:02 " * (LINEAR_SIZE // 20))
+    @example("minlen = " + "9" * LINEAR_SIZE)
     def check(text: str) -> None:
         result, seconds = timed(len(text), parse, text)
         assert_within(seconds, len(text), name)
@@ -474,6 +488,7 @@ SECTIONS = [
     cmd.systemd_section(SSH_CONFIG.services),
     cmd.backup_section(0, "/srv/backup", "*"),
     cmd.command_section(0, ["mailq-count"]),
+    *cmd.ACCOUNT_SECTIONS,
 ]
 
 
@@ -491,10 +506,11 @@ def _check_poll(stdout: str, stderr: str) -> None:
         readings = Readings({}, 0.0)
         out = PollOutput({s.id: s for s in SECTIONS}, outputs, 60.0, 10.0)
         take_readings(readings, out, SSH_CONFIG, 100.0)
+        accounts.read_accounts(outputs)  # the software register's sections: nothing escapes
         return readings
 
     result, seconds = timed(len(stdout) + len(stderr), poll)
-    assert_within(seconds, len(stdout) + len(stderr), "split_sections + take_readings")
+    assert_within(seconds, len(stdout) + len(stderr), "split_sections + take_readings + accounts")
     # Each reading fails on its own (ssh_reading_ok 0); nothing escapes the poll.
     assert isinstance(result, Readings), repr(result)
     assert all(math.isfinite(s.value) for s in result.samples)

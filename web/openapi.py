@@ -263,7 +263,16 @@ def document() -> dict[str, Any]:
                     "summary": "The person in charge signs a period of a register off",
                     "requestBody": _body(
                         {
-                            "register": {"enum": ["entry", "equipment", "status", "log"]},
+                            "register": {
+                                "enum": [
+                                    "entry",
+                                    "equipment",
+                                    "status",
+                                    "network",
+                                    "software",
+                                    "log",
+                                ]
+                            },
                             "from": {"type": "number"},
                             "to": {"type": "number"},
                             "actor": _STR,

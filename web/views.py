@@ -113,6 +113,13 @@ LOG_WORDS_ZH: dict[str, str] = {
     "shift.confirm": "确认到岗",
     "shift.handover": "交班记录",
     "register.signed": "登记簿签字",
+    "account.added": "新增可登录账户",
+    "account.uid0": "新增uid为0的账户",
+    "software.accounts": "服务器账户记录",
+    "software.logins": "服务器登录记录",
+    "port.down": "端口中断",
+    "port.up": "端口恢复",
+    "port.counters": "端口日错误/丢弃计数",
     "topology.change": "拓扑变化（设备所连交换机端口变化）",
 }
 # escalation.<page kind>: which page went out (see notify.escalation.PageKind).

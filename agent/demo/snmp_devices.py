@@ -61,7 +61,9 @@ class SnmpDevices(DemoDevice):
             sw = self.switch
             sw.set((*IF, 2, i), codec.T_OCTETS, f"GigabitEthernet0/{i}".encode())
             sw.set((*IF, 7, i), codec.T_INTEGER, 1)
+            sw.set((*IF, 13, i), codec.T_COUNTER32, 0)
             sw.set((*IF, 14, i), codec.T_COUNTER32, 0)
+            sw.set((*IF, 19, i), codec.T_COUNTER32, 0)
             sw.set((*IF, 20, i), codec.T_COUNTER32, 0)
             sw.set((*IFX, 1, i), codec.T_OCTETS, f"Gi0/{i}".encode())
             sw.set((*IFX, 15, i), codec.T_GAUGE32, 10000 if i in UPLINKS else 1000)

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from dutyd.collectors.base import Collector, CollectorContext, Readings
 from dutyd.collectors.ssh import commands as cmd
+from dutyd.collectors.ssh.accounts import AccountsReading, read_accounts
 from dutyd.collectors.ssh.config import POLL_MARGIN, SshTarget
 from dutyd.collectors.ssh.parsers import excerpt, server_facts, split_sections
 from dutyd.collectors.ssh.readings import PollOutput, ReadingKey, take_readings
@@ -61,6 +62,8 @@ class SshCollector(Collector[SshTarget]):
         self._prev_uptime: float | None = None
         # (reading, labels...) -> reason, for readings currently down; read by status pages.
         self.problems: dict[ReadingKey, str] = {}
+        # The software usage register's reading, taken on the fact polls (`take_accounts`).
+        self._accounts: AccountsReading | None = None
 
     @property
     def connects(self) -> int:
@@ -78,6 +81,7 @@ class SshCollector(Collector[SshTarget]):
             sections.append(cmd.command_section(i, command.argv))
         if self.facts_due:
             sections += cmd.FACT_SECTIONS
+            sections += cmd.ACCOUNT_SECTIONS
         return sections
 
     async def collect(self, readings: Readings) -> None:
@@ -106,8 +110,14 @@ class SshCollector(Collector[SshTarget]):
             self._prev_uptime = taken.uptime
         if self.facts_due:
             self.note_facts(await self.context.run_blocking(server_facts, outputs))
+            self._accounts = await self.context.run_blocking(read_accounts, outputs)
         for key, reason in taken.outcomes.items():
             self._note(key, reason)
+
+    def take_accounts(self) -> AccountsReading | None:
+        """The accounts read on the last poll, once; none read: None."""
+        reading, self._accounts = self._accounts, None
+        return reading
 
     def _note(self, key: ReadingKey, reason: str | None) -> None:
         old = self.problems.get(key)

@@ -21,6 +21,10 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     s kernel    uname -srm                   (ditto)
     s vendor    cat /sys/class/dmi/id/sys_vendor       (ditto; readable without root)
     s product   cat /sys/class/dmi/id/product_name     (ditto)
+    s passwd    cat /etc/passwd              at start and daily: the software usage register
+    s login_defs cat /etc/login.defs         (ditto: PASS_MAX_DAYS, PASS_MIN_LEN)
+    s pwquality cat /etc/security/pwquality.conf       (ditto: minlen; may be missing)
+    t last      env TZ=UTC last -F -w -n 2000  (ditto: the newest 2000 logins, times in UTC)
 
 Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `find`,
 `stat`, `sh`), plus systemd's `systemctl` when `services` are configured. Backups are listed with
@@ -94,6 +98,16 @@ FACT_SECTIONS = (
     Section("kernel", ("uname", "-srm"), timed=False),
     Section("vendor", ("cat", "/sys/class/dmi/id/sys_vendor"), timed=False),
     Section("product", ("cat", "/sys/class/dmi/id/product_name"), timed=False),
+)
+
+
+# The software usage register: accounts, password policy, logins (all readable without root;
+# parsed by `accounts.py`).
+ACCOUNT_SECTIONS = (
+    Section("passwd", ("cat", "/etc/passwd"), timed=False),
+    Section("login_defs", ("cat", "/etc/login.defs"), timed=False),
+    Section("pwquality", ("cat", "/etc/security/pwquality.conf"), timed=False),
+    Section("last", ("env", "TZ=UTC", "last", "-F", "-w", "-n", "2000"), timed=True),
 )
 
 

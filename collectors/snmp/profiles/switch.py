@@ -30,7 +30,9 @@ IF_SPEED = parse_oid("1.3.6.1.2.1.2.2.1.5")
 IF_ADMIN = parse_oid("1.3.6.1.2.1.2.2.1.7")
 IF_OPER = parse_oid("1.3.6.1.2.1.2.2.1.8")
 IF_IN_OCTETS = parse_oid("1.3.6.1.2.1.2.2.1.10")
+IF_IN_DISCARDS = parse_oid("1.3.6.1.2.1.2.2.1.13")
 IF_IN_ERRORS = parse_oid("1.3.6.1.2.1.2.2.1.14")
+IF_OUT_DISCARDS = parse_oid("1.3.6.1.2.1.2.2.1.19")
 IF_OUT_OCTETS = parse_oid("1.3.6.1.2.1.2.2.1.16")
 IF_OUT_ERRORS = parse_oid("1.3.6.1.2.1.2.2.1.20")
 IF_NAME = parse_oid("1.3.6.1.2.1.31.1.1.1.1")
@@ -49,6 +51,8 @@ _COUNTERS = (
     "if_out_octets_total",
     "if_in_errors_total",
     "if_out_errors_total",
+    "if_in_discards_total",
+    "if_out_discards_total",
 )
 # ifAdminStatus / ifOperStatus up(1)
 UP = 1
@@ -95,6 +99,8 @@ class SwitchProfile(Profile):
             "if_out_octets_total": "Octets sent on the port (ifHCOutOctets; v1 ifOutOctets).",
             "if_in_errors_total": "Inbound packets with errors (IF-MIB ifInErrors).",
             "if_out_errors_total": "Outbound packets with errors (IF-MIB ifOutErrors).",
+            "if_in_discards_total": "Inbound packets discarded without error (ifInDiscards).",
+            "if_out_discards_total": "Outbound packets discarded without error (ifOutDiscards).",
             "if_speed_bytes": "Port speed in bytes per second (ifHighSpeed; v1 ifSpeed), "
             "as node_exporter's node_network_speed_bytes.",
         }
@@ -107,7 +113,10 @@ class SwitchProfile(Profile):
             traffic = [IF_HC_IN_OCTETS, IF_HC_OUT_OCTETS, IF_HIGH_SPEED]
         else:
             traffic = [IF_IN_OCTETS, IF_OUT_OCTETS, IF_SPEED]
-        return [IF_ADMIN, IF_OPER, IF_IN_ERRORS, IF_OUT_ERRORS, *traffic]
+        return [
+            IF_ADMIN, IF_OPER, IF_IN_ERRORS, IF_OUT_ERRORS, IF_IN_DISCARDS, IF_OUT_DISCARDS,
+            *traffic,
+        ]  # fmt: skip
 
     def label_columns(self) -> list[Oid]:
         # A port's names are set by its hardware and hardly ever change, but they are more
@@ -157,6 +166,7 @@ class SwitchProfile(Profile):
         with_names = descr_c is not None and name_c is not None
         admin_c, oper_c = cols[IF_ADMIN], cols[IF_OPER]
         in_err_c, out_err_c = cols[IF_IN_ERRORS], cols[IF_OUT_ERRORS]
+        in_disc_c, out_disc_c = cols.get(IF_IN_DISCARDS) or {}, cols.get(IF_OUT_DISCARDS) or {}
         if self.hc:
             in_c, out_c = cols[IF_HC_IN_OCTETS], cols[IF_HC_OUT_OCTETS]
             speed_c = cols[IF_HIGH_SPEED]
@@ -179,7 +189,7 @@ class SwitchProfile(Profile):
         cache = self._rows
         fresh: dict[bytes, _Row] = {}
         seen: set[str] = set()
-        in_name, out_name, in_err_name, out_err_name = _COUNTERS
+        in_name, out_name, in_err_name, out_err_name, in_disc_name, out_disc_name = _COUNTERS
         for idx in rows:
             row = cache.get(idx)
             if with_names:
@@ -230,7 +240,7 @@ class SwitchProfile(Profile):
                 add(new_sample("if_oper_up", merged, 1.0 if oper == UP else 0.0, ts))
             # Twice what the port can carry in the elapsed time, and 1 MB for clock jitter.
             max_octets = speed_bits / 8.0 * elapsed * 2.0 + 1e6 if speed_bits and elapsed else None
-            # The four counters written out, not looped over: this is the innermost loop of a
+            # The six counters written out, not looped over: this is the innermost loop of a
             # big switch's poll, and a tuple per counter per port was measurable there.
             raw = in_c.get(idx)
             if isinstance(raw, int):
@@ -248,5 +258,13 @@ class SwitchProfile(Profile):
             if isinstance(raw, int):
                 total = update(idx, raw, C32, rebooted, None, 3)
                 add(new_sample(out_err_name, merged, total, ts))
+            raw = in_disc_c.get(idx)
+            if isinstance(raw, int):
+                total = update(idx, raw, C32, rebooted, None, 4)
+                add(new_sample(in_disc_name, merged, total, ts))
+            raw = out_disc_c.get(idx)
+            if isinstance(raw, int):
+                total = update(idx, raw, C32, rebooted, None, 5)
+                add(new_sample(out_disc_name, merged, total, ts))
         self._rows = fresh
         counters.end()
