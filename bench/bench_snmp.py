@@ -8,9 +8,10 @@ switch (IF-MIB ifTable/ifXTable, sysUpTime) and a UPS (UPS-MIB), and caps replie
 bytes as switches do. Then, side by side in one run and over the same agents:
 
   * dutyd: a child process running one SnmpCollector per agent (profile `ups`: a 10-OID GET;
-    profile `switch`: sysUpTime + a walk of 48 ports, 7 columns, with ifName and ifDescr
-    walked on the first poll only, as `label_refresh` (15 min) does; --label-refresh 0s walks
-    them every poll, 9 columns), one shared context, with
+    profile `switch`: sysUpTime + a walk of 48 ports, 9 columns (7 until the discard
+    counters came for the network-status register), with ifName and ifDescr walked on the
+    first poll only, as `label_refresh` (15 min) does; --label-refresh 0s walks them every
+    poll, 11 columns), one shared context, with
     --concurrency polls in flight (each target polled again when its turn comes round), for
     --duration seconds. CPU is that
     process's own (time.process_time), the fleet is not counted.
