@@ -3,9 +3,9 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /opt/dutyd
 # The lock first (its own layer): every dependency at the version and hash the suite ran with.
-COPY requirements/build.txt requirements/runtime.txt ./requirements/
-RUN pip install --no-cache-dir --require-hashes -r requirements/build.txt \
-    && pip install --no-cache-dir --require-hashes -r requirements/runtime.txt
+COPY requirements-build.txt requirements.txt ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-build.txt \
+    && pip install --no-cache-dir --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./
 # The repository root is the `dutyd` package: its __init__.py and one folder per layer.
 COPY __init__.py ./

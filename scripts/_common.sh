@@ -1,5 +1,5 @@
 # Shared by scripts/demo, scripts/test and scripts/lock: Debian packages and the project's
-# virtualenv, installed from the lock (requirements/*.txt, every file's hash checked).
+# virtualenv, installed from the lock (requirements*.txt, every file's hash checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,14 +22,14 @@ apt_install() {
   fi
 }
 
-# A virtualenv in $VENV whose pip, setuptools and wheel are the locked ones (requirements/build.txt):
+# A virtualenv in $VENV whose pip, setuptools and wheel are the locked ones (requirements-build.txt):
 # dutyd itself is then built with them (--no-build-isolation), so nothing unhashed is fetched.
 make_venv() {
   local python="${PYTHON:-python3}"
   if [ ! -x "$VENV/bin/python" ]; then
     "$python" -m venv "$VENV"
   fi
-  "$VENV/bin/python" -m pip install -qq --require-hashes -r requirements/build.txt
+  "$VENV/bin/python" -m pip install -qq --require-hashes -r requirements-build.txt
 }
 
 # Install a lock file (hashes required), then dutyd from this tree without touching its deps.
