@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyasn1.type import univ
 from pysnmp.entity.engine import SnmpEngine
@@ -47,7 +47,23 @@ from dutyd.core.errors import (
 
 if TYPE_CHECKING:
     from dutyd.collectors.base import CollectorContext
-    from dutyd.collectors.snmp.collector import SnmpTarget
+
+
+class ClientSettings(Protocol):
+    """What `make_client` reads of a target's `SnmpTarget` (collector.py imports this module,
+    so it is named by what it offers, not by the model)."""
+
+    version: str
+    user: str | None
+    auth_protocol: str | None
+    priv_protocol: str | None
+    retries: int
+    max_repetitions: int
+
+    def community_secret(self) -> str | None: ...
+    def auth_secret(self) -> str | None: ...
+    def priv_secret(self) -> str | None: ...
+
 
 AUTH_PROTOCOLS: dict[str, Any] = {
     "none": hauth.USM_AUTH_NONE,
@@ -361,7 +377,7 @@ def index_key(index: Sequence[int]) -> bytes:
 
 
 def make_client(
-    context: CollectorContext, cfg: SnmpTarget, host: str, port: int, timeout: float
+    context: CollectorContext, cfg: ClientSettings, host: str, port: int, timeout: float
 ) -> SnmpClient:
     """A PysnmpClient on the daemon's one engine for `cfg` (v3, or v1/v2c with client:
     pysnmp)."""

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import AnyValue, Exception_, Oid, decode_subids, format_oid
-
-if TYPE_CHECKING:
-    from dutyd.collectors.snmp.collector import SnmpTarget
 
 Column = dict[bytes, AnyValue]
 
@@ -48,7 +45,10 @@ class Profile(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, config: SnmpTarget) -> None:
+    def __init__(self, config: object) -> None:
+        """`config` is the target's `SnmpTarget`. A profile that reads it names what it reads
+        in a protocol of its own: the model's module imports the profiles (to validate
+        `profiles:`, `oids:` and `sensors:`), so naming the model here would be a cycle."""
         self.config = config
 
     def uses_uptime(self) -> bool:
@@ -57,7 +57,7 @@ class Profile(ABC):
 
     @classmethod
     @abstractmethod
-    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+    def help_for(cls, config: object) -> dict[str, str]:
         """Sample name -> HELP text, for every name this profile emits with `config`."""
 
     @abstractmethod

@@ -9,14 +9,11 @@ A switch without LLDP, or with no neighbours, gives no sample (not an error). Bo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import Oid, decode_subids, encode_oid_content, parse_oid
 from dutyd.collectors.snmp.profiles.base import PollData, Profile, text
-
-if TYPE_CHECKING:
-    from dutyd.collectors.snmp.collector import SnmpTarget
 
 LLDP_REM_SYS_NAME = parse_oid("1.0.8802.1.1.2.1.4.1.1.9")
 LLDP_LOC_PORT_DESC = parse_oid("1.0.8802.1.1.2.1.3.7.1.4")
@@ -32,7 +29,7 @@ class LldpProfile(Profile):
     name: ClassVar[str] = "lldp"
 
     @classmethod
-    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+    def help_for(cls, config: object) -> dict[str, str]:
         return {
             "lldp_neighbour": (
                 "1 per LLDP neighbour: its sysName (neighbour) seen on this switch's port (port)."

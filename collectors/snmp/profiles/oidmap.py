@@ -15,7 +15,7 @@ oids:
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,9 +32,6 @@ from dutyd.collectors.snmp.profiles.base import (
 )
 from dutyd.core.configtypes import LabelMap, StrictModel, check_metric_name
 from dutyd.core.errors import ReadingUnavailable
-
-if TYPE_CHECKING:
-    from dutyd.collectors.snmp.collector import SnmpTarget
 
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 RESERVED_LABELS = frozenset({"target", "kind"})
@@ -119,14 +116,23 @@ def metric_help(m: OidMetric) -> str:
     return m.help or f"{m.name} read from SNMP {where}"
 
 
+class TargetOids(Protocol):
+    """What the `oids` profile reads of its target's `SnmpTarget` (see `Profile`)."""
+
+    oids: list[OidMetric]
+
+
 class OidMapProfile(Profile):
     """The target's `oids:` entries (and the `sensor` profile's, which builds on it)."""
 
     name: ClassVar[str] = "oids"
 
-    def __init__(self, config: SnmpTarget, metrics: list[OidMetric] | None = None) -> None:
+    def __init__(self, config: TargetOids) -> None:
         super().__init__(config)
-        self.metrics = list(config.oids) if metrics is None else metrics
+        self._read(list(config.oids))
+
+    def _read(self, metrics: list[OidMetric]) -> None:
+        self.metrics = metrics
         self._scalar = [parse_oid(m.oid) if m.oid else None for m in self.metrics]
         self._column = [parse_oid(m.column) if m.column else None for m in self.metrics]
         self._names = [parse_oid(m.label_column) if m.label_column else None for m in self.metrics]
@@ -136,7 +142,7 @@ class OidMapProfile(Profile):
         return any(m.type != "gauge" for m in self.metrics)
 
     @classmethod
-    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+    def help_for(cls, config: TargetOids) -> dict[str, str]:
         return cls.help_of(config.oids)
 
     @staticmethod

@@ -17,15 +17,13 @@ the user OID map.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 from pydantic import Field, model_validator
 
+from dutyd.collectors.snmp.profiles.base import Profile
 from dutyd.collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
 from dutyd.core.configtypes import StrictModel
-
-if TYPE_CHECKING:
-    from dutyd.collectors.snmp.collector import SnmpTarget
 
 TEMPERATURE = "room_temperature_celsius"
 HUMIDITY = "room_humidity_percent"
@@ -83,15 +81,22 @@ class SensorProbe(StrictModel):
         return out
 
 
-def sensor_metrics(config: SnmpTarget) -> list[OidMetric]:
+class TargetSensors(Protocol):
+    """What the `sensor` profile reads of its target's `SnmpTarget` (see `Profile`)."""
+
+    sensors: list[SensorProbe]
+
+
+def sensor_metrics(config: TargetSensors) -> list[OidMetric]:
     return [m for probe in config.sensors for m in probe.metrics()]
 
 
 class SensorProfile(OidMapProfile):
     name: ClassVar[str] = "sensor"
 
-    def __init__(self, config: SnmpTarget) -> None:
-        super().__init__(config, sensor_metrics(config))
+    def __init__(self, config: TargetSensors) -> None:  # type: ignore[override]
+        Profile.__init__(self, config)
+        self._read(sensor_metrics(config))
 
     def uses_uptime(self) -> bool:
         # An environment monitor that restarts lost its readings for a while and may come
@@ -101,7 +106,7 @@ class SensorProfile(OidMapProfile):
         return True
 
     @classmethod
-    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+    def help_for(cls, config: TargetSensors) -> dict[str, str]:  # type: ignore[override]
         helps = {
             TEMPERATURE: "Room temperature read from an SNMP probe.",
             HUMIDITY: "Relative humidity read from an SNMP probe.",

@@ -10,7 +10,8 @@ polls in between reuse them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+import re
+from typing import ClassVar, NamedTuple, Protocol
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import AnyValue, Oid, encode_oid_content, parse_oid
@@ -40,8 +41,15 @@ IF_HC_IN_OCTETS = parse_oid("1.3.6.1.2.1.31.1.1.1.6")
 IF_HC_OUT_OCTETS = parse_oid("1.3.6.1.2.1.31.1.1.1.10")
 IF_HIGH_SPEED = parse_oid("1.3.6.1.2.1.31.1.1.1.15")
 
-if TYPE_CHECKING:
-    from dutyd.collectors.snmp.collector import SnmpTarget
+
+class PortSelection(Protocol):
+    """What the switch profile reads of its target's `SnmpTarget` (see `Profile`)."""
+
+    version: str
+    ports: list[str]
+
+    def compiled_port_pattern(self) -> re.Pattern[str] | None: ...
+
 
 C32 = 1 << 32
 C64 = 1 << 64
@@ -76,9 +84,9 @@ class SwitchProfile(Profile):
 
     name: ClassVar[str] = "switch"
 
-    def __init__(self, config: SnmpTarget) -> None:
+    def __init__(self, config: PortSelection) -> None:
         super().__init__(config)
-        cfg = self.config
+        cfg = config
         self.hc = cfg.version != "1"
         self._ports = set(cfg.ports)
         self._pattern = cfg.compiled_port_pattern()
@@ -91,7 +99,7 @@ class SwitchProfile(Profile):
         return True
 
     @classmethod
-    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+    def help_for(cls, config: object) -> dict[str, str]:
         return {
             "if_admin_up": "1 when the port is administratively up (IF-MIB ifAdminStatus).",
             "if_oper_up": "1 when the port is operationally up (IF-MIB ifOperStatus).",

@@ -8,16 +8,13 @@ a UPS however it is watched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from dutyd.collectors.base import Readings
 from dutyd.collectors.snmp.codec import Oid, parse_oid
 from dutyd.collectors.snmp.profiles.base import PollData, Profile, missing, number
 from dutyd.core.errors import ReadingUnavailable
 from dutyd.core.records import new_sample
-
-if TYPE_CHECKING:
-    from dutyd.collectors.snmp.collector import SnmpTarget
 
 BATTERY_STATUS = parse_oid("1.3.6.1.2.1.33.1.2.1.0")
 SECONDS_ON_BATTERY = parse_oid("1.3.6.1.2.1.33.1.2.2.0")
@@ -72,7 +69,7 @@ class UpsProfile(Profile):
         return True
 
     @classmethod
-    def help_for(cls, config: SnmpTarget) -> dict[str, str]:
+    def help_for(cls, config: object) -> dict[str, str]:
         return {
             "ups_on_line": "1 when the UPS feeds the load from mains (upsOutputSource normal).",
             "ups_on_battery": "1 when the UPS runs on battery (upsOutputSource battery).",
