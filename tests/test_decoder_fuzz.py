@@ -2,11 +2,12 @@
 
 A hostile or broken device chooses these bytes. For each decoder: any input up to its cap is
 decoded, or refused with the collector's own error, in bounded time. Time is the CPU time of the
-calling thread (`time.process_time()`) around the decode alone, so a loaded machine slows it
-little. Up to LINEAR_SIZE (64 KiB) the bound is LINEAR_BOUND (50 ms): a quadratic decoder fails
-there (the issue's df header took 1.3 s at 8 KB). Inputs at a decoder's full cap (4 MiB of SSH
-output, 1 MiB of HTTP body, ...) get the linear extrapolation of that bound times two
-(`cap_bound`), so a linear decoder passes with room and a super-linear one does not.
+calling thread (`time.thread_time()`, tests/cpu_time.py) around the decode alone, so a loaded
+machine or another thread of the suite slows it little. Up to LINEAR_SIZE (64 KiB) the bound is
+LINEAR_BOUND (50 ms): a quadratic decoder fails there (the issue's df header took 1.3 s at
+8 KB). Inputs at a decoder's full cap (4 MiB of SSH output, 1 MiB of HTTP body, ...) get the
+linear extrapolation of that bound times two (`cap_bound`), so a linear decoder passes with
+room and a super-linear one does not.
 
 Hypothesis draws at most a few KB per example, so big inputs are built from runs: a list of
 (fragment, repeat) pairs joined, which is also the adversarial shape (long runs of spaces,
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +46,7 @@ from dutyd.collectors.ssh.parsers import MAX_DF_LINE_CHARS, ParseError, split_se
 from dutyd.collectors.ssh.readings import PollOutput, take_readings
 from dutyd.collectors.ssh.session import MAX_OUTPUT_CHARS
 from dutyd.core.errors import CollectError
+from tests.cpu_time import least_cpu_seconds
 
 LINEAR_SIZE = 64 * 1024
 LINEAR_BOUND = 0.050
@@ -72,23 +73,9 @@ def cap_bound(size: int) -> float:
 
 
 def timed(size: int, fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """(result or the exception raised, CPU seconds) of `fn(*args)` on an input of `size`.
-
-    Over the bound, the call is timed twice more and the least time kept: a garbage collection
-    of Hypothesis' heap, or another thread of this process, can add 100 ms to one call, while
-    a super-linear decoder is slow every time."""
-    best = math.inf
-    result: Any = None
-    for _ in range(3):
-        started = time.process_time()
-        try:
-            result = fn(*args)
-        except Exception as exc:
-            result = exc
-        best = min(best, time.process_time() - started)
-        if best < cap_bound(size):
-            break
-    return result, best
+    """(result or the exception raised, CPU seconds) of `fn(*args)` on an input of `size`:
+    the least thread CPU time of up to three calls (see tests/cpu_time.py)."""
+    return least_cpu_seconds(cap_bound(size), fn, *args)
 
 
 def byte_runs(size: int, fragments: list[bytes]) -> st.SearchStrategy[bytes]:
