@@ -43,6 +43,7 @@ from dutyd.duty.entries import EntryRegister
 from dutyd.duty.equipment import EquipmentRegister
 from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
+from dutyd.duty.logerrors import ServerErrorsRegister
 from dutyd.duty.network import NetworkRegister
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -178,6 +179,13 @@ class Daemon:
             lambda: self.scheduler.collectors, self.storage, clock, fence=self.ha.fence
         )
         self.software = SoftwareRegister(self.storage, clock, self.ha.escalating, self.ha.fence)
+        self.log_errors = ServerErrorsRegister(
+            self.storage,
+            lambda: self.settings.notify.timezone,
+            clock,
+            self.ha.escalating,
+            self.ha.fence,
+        )
         self.network = NetworkRegister(
             self.storage,
             lambda: self.settings.notify.timezone,
@@ -278,6 +286,7 @@ class Daemon:
         await self.handover.start()
         await self.equipment.start()
         await self.software.start()
+        await self.log_errors.start()
         await self.network.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
@@ -335,6 +344,7 @@ class Daemon:
         await self.handover.close()
         await self.equipment.close()
         await self.software.close()
+        await self.log_errors.close()
         await self.network.close()
         await self.recorder.stop()
         await self.http.stop()
@@ -359,6 +369,7 @@ class Daemon:
         await self.handover.close()
         await self.equipment.close()
         await self.software.close()
+        await self.log_errors.close()
         await self.network.close()
         await self.availability.close()
         await self.notify.stop()
@@ -551,6 +562,9 @@ class Daemon:
             take_accounts = getattr(collector, "take_accounts", None)  # SSH targets
             if take_accounts is not None and (accounts := take_accounts()) is not None:
                 self.software.observe(result.target, accounts)
+            take_journal = getattr(collector, "take_journal", None)  # SSH targets
+            if take_journal is not None and (journal := take_journal()) is not None:
+                self.log_errors.observe(result.target, journal)
             if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
                 log.info("target recovered", extra={"fields": fields})
         else:

@@ -180,7 +180,7 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
             ["2026-12-07 09:15:02", "db1", "ops", "pts/0", "192.0.2.10"],
             ["2026-12-08 03:00:00", "db1", "newops", "pts/1", "198.51.100.7"],
         ]
-        (_, _, review), (_, _, accounts) = en.more
+        (_, _, review), (_, _, accounts), _journal = en.more
         # root last logged in in August; the others are not watched for 90 days yet.
         assert review == [
             ["db1", "more than one uid 0", "intruder, root"],
@@ -197,7 +197,7 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
         # Watched for 90 days: root's last login (August) and the never-seen accounts are
         # unused; the minimum length rule holds (pwquality's 8).
         later = await build_register(s, "software", end, end + 90 * 86400, "en", "UTC")
-        (_, _, review), _ = later.more
+        (_, _, review), _, _ = later.more
         unused = sorted(row[2] for row in review if row[1] == "unused for 90 days")
         assert unused == ["intruder", "newops", "olduser", "ops", "root"]
         assert not any(row[1].startswith("minimum") for row in review)
