@@ -590,6 +590,11 @@ class Daemon:
 
     def _evaluate(self, samples: list[Sample], provisional: bool = False) -> None:
         """Rule the samples; `provisional` for a trap's (agent/traps.py)."""
+        if provisional:
+            # A door contact's trap (`traps.maps` to `room_door_open`), authenticated by the
+            # listener: the entry register's rules see it at once; the poll it asks for, if
+            # the target reads the door too, confirms or clears it as for any trap.
+            self.entries.observe(samples)
         t0 = time.perf_counter()
         events = self.engine.ingest(samples, self.clock.time(), provisional)
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
