@@ -120,6 +120,12 @@ HEADINGS = {
         "unused": f"unused for {software.UNUSED_DAYS} days",
         "pass_max_days": f"PASS_MAX_DAYS unset or above {software.MAX_PASS_DAYS}",
         "min_length": f"minimum password length unset or below {software.MIN_LENGTH}",
+        "empty_password": "empty password (logs in without one)",
+        "passwords_unread": "password states (/etc/shadow) not read",
+        "password": "Password",
+        "locked": "locked",
+        "set": "set",
+        "empty": "EMPTY",
         "port": "Port",
         "up_time": "Up time",
         "errors": "Errors",
@@ -185,6 +191,12 @@ HEADINGS = {
         "unused": f"{software.UNUSED_DAYS}天未使用",
         "pass_max_days": f"密码有效期(PASS_MAX_DAYS)未设或超过{software.MAX_PASS_DAYS}天",
         "min_length": f"密码最短长度未设或小于{software.MIN_LENGTH}",
+        "empty_password": "空密码（无需密码即可登录）",
+        "passwords_unread": "未能读取密码状态（/etc/shadow）",
+        "password": "密码",
+        "locked": "已锁定",
+        "set": "已设置",
+        "empty": "空密码",
         "port": "端口",
         "up_time": "在线率",
         "errors": "错误包数",
@@ -360,10 +372,10 @@ async def _software(storage: Storage, report: RegisterReport) -> None:
             if a.get("login"):
                 seen = last.get((target, str(a["name"])))
                 when = h("never") if seen is None else report.when(seen)
-                rows.append([target, a["name"], a["uid"], a["shell"], when])
-    report.more.append(
-        (h("accounts"), [h("server"), h("account"), "uid", h("shell"), h("last_login")], rows)
-    )
+                password = h(a["password"]) if a.get("password") else h("not_read")
+                rows.append([target, a["name"], a["uid"], a["shell"], password, when])
+    columns = [h("server"), h("account"), "uid", h("shell"), h("password"), h("last_login")]
+    report.more.append((h("accounts"), columns, rows))
     report.more.append((h("log_errors"), *await _log_errors(storage, report)))
 
 

@@ -395,6 +395,8 @@ SSH_FRAGMENTS = [
     "2026-12-07T10:00:01+0000 db1 sshd[812]: error: kex_exchange_identification\n",
     "2026-12-07T10:00:01+00:00 ",
     "-- No entries --\n",
+    "root:!\n",
+    "ops:$\n",
 ]
 PARSERS: dict[str, Callable[[str], Any]] = {
     "loadavg": parsers.parse_loadavg,
@@ -413,6 +415,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "login_defs": accounts.parse_login_defs,
     "pwquality": accounts.parse_pwquality,
     "last": accounts.parse_last,
+    "shadow": accounts.parse_shadow,
     "journal": lambda t: journal.parse_journal(t, 0.0, 4e9),
     "journal_reading": lambda t: journal.read_journal(t, t[:200], 0.0, 4e9),
 }

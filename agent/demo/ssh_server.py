@@ -86,6 +86,9 @@ class LinuxState:
     # The systemd journal as journalctl shows it: (time, priority 0-7, identifier, message);
     # None: a server without systemd (journalctl not found).
     journal: list[JournalEntry] | None = None
+    # What `awk ... /etc/shadow` prints (name:first character of the password field); None:
+    # refused, as for an account that is not root or in group shadow.
+    shadow: str | None = None
     hostname: str = "app01"
 
 
@@ -204,6 +207,10 @@ def run_command(state: LinuxState, argv: list[str]) -> tuple[str, str, int]:
             return "".join(s + "\n" for s in states), "", status
         case ["find", *_]:
             return _find(state, argv)
+        case ["awk", "-F:", _, "/etc/shadow"]:
+            if state.shadow is None:
+                return "", "awk: cannot open /etc/shadow (Permission denied)\n", 2
+            return state.shadow, "", 0
         case ["env", *_] if "journalctl" in argv:
             at = argv.index("journalctl")
             return _journalctl(state, argv[1:at], argv[at + 1 :])

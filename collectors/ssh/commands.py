@@ -24,6 +24,11 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     s passwd    cat /etc/passwd              at start and daily: the software usage register
     s login_defs cat /etc/login.defs         (ditto: PASS_MAX_DAYS, PASS_MIN_LEN)
     s pwquality cat /etc/security/pwquality.conf       (ditto: minlen; may be missing)
+    s shadow    awk -F: '{ print $1 ":" substr($2, 1, 1) }' /etc/shadow
+                                             (ditto: each account's password field's first
+                                             character only, so no hash leaves the server:
+                                             locked, empty or set; readable by root or group
+                                             shadow alone, said so when refused)
     t last      env TZ=UTC last -F -w -n 2000  (ditto: the newest 2000 logins, times in UTC)
     t journal   env TZ=UTC COLUMNS=120 journalctl --no-pager --no-full --priority=err
                 --output=short-iso --since=<YYYY-MM-DD HH:MM:SS> --lines=10000
@@ -107,12 +112,17 @@ FACT_SECTIONS = (
 )
 
 
+# The password field's first character of each /etc/shadow line (`!`/`*` locked, nothing:
+# empty, else a hash): the hashes themselves never leave the server. Fixed text, no config in it.
+SHADOW_PROGRAM = '{ print $1 ":" substr($2, 1, 1) }'
+
 # The software usage register: accounts, password policy, logins (all readable without root;
 # parsed by `accounts.py`).
 ACCOUNT_SECTIONS = (
     Section("passwd", ("cat", "/etc/passwd"), timed=False),
     Section("login_defs", ("cat", "/etc/login.defs"), timed=False),
     Section("pwquality", ("cat", "/etc/security/pwquality.conf"), timed=False),
+    Section("shadow", ("awk", "-F:", SHADOW_PROGRAM, "/etc/shadow"), timed=False),
     Section("last", ("env", "TZ=UTC", "last", "-F", "-w", "-n", "2000"), timed=True),
 )
 
