@@ -32,6 +32,7 @@ from dutyd.agent.discovery import (
     hosts_of,
     v3_user,
 )
+from dutyd.agent.sysnames import load_named_now
 from dutyd.agent.topology import Link, learn_parents, render_tree
 from dutyd.core.errors import ConfigError
 
@@ -376,10 +377,13 @@ def cmd_topology(args: argparse.Namespace) -> int:
         print("dutyd topology: give a config FILE, or --live", file=sys.stderr)
         return EXIT_USAGE
     try:
-        settings = load_config(args.file)
+        named = load_named_now(args.file)  # `{sysName}` members under the names they tell
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_USAGE
+    settings = named.settings
+    for note in named.notes:
+        print(f"note: {note}", file=sys.stderr)
     parents = {t.name: t.configured_parents for t in settings.targets}
     print(render_tree(parents, [t.name for t in settings.targets]))
     auto = [t.name for t in settings.targets if t.learns_parents]
