@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,16 @@ async def load_named(
 def load_named_now(path: str | Path) -> Named:
     """`load_named` for a command (check-config, topology): the devices are asked, nothing is
     remembered (the daemon's store is its own)."""
-    return asyncio.run(load_named(path))
+    data, text, assembled = read_config(path)
+    if not assembled.named:
+        return Named(validate(data, str(path), text, assembled))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(load_named(path))
+    # Called from a running loop (a test driving the CLI): the reads get a loop of their own.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(lambda: asyncio.run(load_named(path))).result()
 
 
 async def read_sys_names(
