@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dutyd.agent.config import load_config
+from dutyd.agent.configmerge import MergeRefused, add_targets, replace_checked
 from dutyd.agent.discovery import (
     Credential,
     Device,
@@ -77,7 +77,7 @@ def _watched(config: Path | None) -> tuple[dict[str, str], list[str]]:
     """Of the config to merge into: host -> target name of what it watches, and its names."""
     if config is None:
         return {}, []
-    settings = load_config(config)
+    settings = load_named_now(config).settings  # `{sysName}` members as the daemon names them
     hosts: dict[str, str] = {}
     for target in settings.targets:
         address = target.address
@@ -101,8 +101,10 @@ def write_config(
     taken: Sequence[str],
     now: dt.datetime,
     ssh_key: str = "",
+    merge: bool = False,
 ) -> tuple[str, dict[str, Link]]:
-    """The YAML text and the learned parents (child -> Link)."""
+    """The YAML text and the learned parents (child -> Link). `merge`: only the new target
+    entries (`configmerge.add_targets` puts them into the config), each with its credentials."""
     names = Names(taken)
     new = [d for d in devices if d.address not in watched]
     named: dict[str, str] = dict(watched)
@@ -126,13 +128,17 @@ def write_config(
     # The credentials go in `defaults:` when every device answered to the same ones; else each
     # target names its own (a default community would otherwise sit beside a v3 user).
     used = {id(d.credential): d.credential for d in new if d.credential is not None}
-    default = next(iter(used.values())) if len(used) == 1 else None
+    default = next(iter(used.values())) if len(used) == 1 and not merge else None
     lines = [
         f"# Written by `dutyd discover {' '.join(ranges)}` on {now:%Y-%m-%d %H:%M} UTC.",
         "# Check it with `dutyd check-config`; confirm what is marked `guessed:`.",
     ]
-    if watched:
-        lines.append("# Only what the merged config does not watch yet; include this file from it.")
+    if merge:
+        lines = [
+            "",
+            f"  # Added by `dutyd discover {' '.join(ranges)}` on {now:%Y-%m-%d %H:%M} UTC;",
+            "  # confirm what is marked `guessed:`.",
+        ]
     if default is not None:
         lines += [
             "defaults:",
@@ -140,7 +146,8 @@ def write_config(
         ]
         lines += [f"    {k}: {_q(v)}" for k, v in default.settings.items()]
         lines.append(f"    timeout: {max(options.timeout, 2.0):g}s")
-    lines.append("targets:" if new else "targets: []")
+    if not merge:
+        lines.append("targets:" if new else "targets: []")
 
     def depends(name: str) -> list[str]:
         link = parents.get(name)
@@ -325,6 +332,13 @@ def cmd_discover(args: argparse.Namespace) -> int:
             print(f"dutyd discover: --v3-user: {', '.join(unset)} not set", file=sys.stderr)
             return EXIT_USAGE
         credentials.append(credential)
+    if args.merge and args.output:
+        print(
+            "dutyd discover: --merge edits FILE in place (the old one kept as FILE.bak); "
+            "-o writes a new file: give one of them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         watched, taken = _watched(Path(args.merge) if args.merge else None)
     except ConfigError as exc:
@@ -346,17 +360,60 @@ def cmd_discover(args: argparse.Namespace) -> int:
     devices = asyncio.run(sweep.run(addresses))
     devices.sort(key=lambda d: ipaddress.ip_address(d.address))
     text, parents = write_config(
-        devices, options, args.ranges, watched, taken, dt.datetime.now(dt.UTC), args.ssh_key or ""
+        devices,
+        options,
+        args.ranges,
+        watched,
+        taken,
+        dt.datetime.now(dt.UTC),
+        args.ssh_key or "",
+        merge=bool(args.merge),
     )
-    if args.output:
+    new = [d for d in devices if d.address not in watched]
+    if args.merge:
+        code = _merge_into(Path(args.merge), text, len(new))
+        if code:
+            return code
+    elif args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     print(
         f"dutyd discover: {len(addresses)} addresses, {sweep.sent} probes, "
-        f"{len(devices)} devices found ({len([d for d in devices if d.address not in watched])} "
+        f"{len(devices)} devices found ({len(new)} "
         f"new), {sum(1 for p in parents.values() if p.how == 'LLDP')} dependencies learned "
         f"from LLDP, {sum(1 for p in parents.values() if p.how == 'bridge')} from bridge tables",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _merge_into(path: Path, entries: str, count: int) -> int:
+    """The new entries added to the config at `path` in place, if the result passes
+    check-config's validation; else the file is left as it was and the report printed."""
+    if count == 0:
+        print(f"dutyd discover: {path} watches every device found: left as it was", file=sys.stderr)
+        return 0
+    try:
+        text = add_targets(path.read_text(encoding="utf-8"), entries.splitlines())
+    except (MergeRefused, OSError) as exc:
+        print(f"dutyd discover: --merge {path}: {exc}; left as it was", file=sys.stderr)
+        return EXIT_USAGE
+
+    def check(candidate: Path) -> None:
+        try:
+            load_named_now(candidate)
+        except ConfigError as exc:
+            report = exc.report().replace(str(candidate), str(path))
+            raise MergeRefused(f"the merged config would not load\n{report}") from None
+
+    try:
+        backup = replace_checked(path, text, check)
+    except (MergeRefused, OSError) as exc:
+        print(f"dutyd discover: --merge {path}: {exc}\n{path} is left as it was", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"dutyd discover: {count} new target(s) added to {path} (it was kept as {backup})",
         file=sys.stderr,
     )
     return 0
@@ -418,7 +475,13 @@ def add_discover_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
     p.add_argument("--switch-ports", type=int, default=8, help="interfaces that make a switch")
     p.add_argument("--allow-large", action="store_true", help="allow ranges larger than a /22")
-    p.add_argument("--merge", metavar="FILE", help="write only what this config does not watch")
+    p.add_argument(
+        "--merge",
+        metavar="FILE",
+        help="add what this config does not watch yet to it, in place (the old one kept as "
+        "FILE.bak; comments and layout kept; refused, FILE untouched, if the result would not "
+        "pass check-config)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     p.set_defaults(func=cmd_discover)
 
