@@ -536,12 +536,17 @@ def validate(
     found += cross_check(data, targets, validated_rules, reporter.name)
     noted = list(assembled.notes)
     unnamed = [m.address for m in assembled.named if m.told is None]
-    if unnamed:
-        waiting = ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else "")
-        waiting = f"not named from sysName yet: {waiting}; the reference holds once one is"
-        for loc, msg in [p for p in found if p[1].startswith(UNKNOWN_TARGET)]:
-            found.remove((loc, msg))
-            noted.append((*assembled.origins.resolve(loc), f"{msg} ({waiting})"))
+    waiting = ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else "")
+    for loc, msg in [p for p in found if p[1].startswith(UNKNOWN_TARGET)]:
+        # A name a device tells but may not have (another has it too) is not the file's fault.
+        if _lookup(data, loc) in assembled.contested:
+            why = "more than one device tells it: each is named by its address until they differ"
+        elif unnamed:
+            why = f"not named from sysName yet: {waiting}; the reference holds once one is"
+        else:
+            continue
+        found.remove((loc, msg))
+        noted.append((*assembled.origins.resolve(loc), f"{msg} ({why})"))
     lines_known = lines_known or bool(found) or bool(noted)
     reporter.with_lines = lines_known
     if (

@@ -86,6 +86,8 @@ class Assembled:
     named: list[SysNamed] = field(default_factory=list)
     # What a person should know but that does not stop the config: a duplicate sysName.
     notes: list[Found] = field(default_factory=list)
+    # Names devices tell that none of them has (told by two, or a written target's).
+    contested: set[str] = field(default_factory=set)
 
 
 def assemble(
@@ -310,6 +312,7 @@ def _one_name_each(
             why = f"{addresses} {'tell' if len(devices) > 1 else 'tells'} the sysName of " + (
                 f"another target ({name!r})"
             )
+        assembled.contested.add(name)
         for k in devices:
             fallback = told[k][0]
             out[k] = {**out[k], "name": fallback}

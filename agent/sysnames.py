@@ -16,7 +16,8 @@ start and at each reload (never at a poll), and a name only changes there:
 - a sysName that makes no name (nothing left of it once cleaned to letters, digits and
   `_ . : -`) is refused with a note, the member keeping the name it had; two devices that tell
   the same name (or one that tells a written target's name) are each named by their address
-  with a note (configsources.py), so no identity depends on which answered first.
+  with a note (configsources.py), so no identity depends on which answered first; a reference
+  to such a name is a note, not a problem (a device must not stop dutyd from starting).
 """
 
 from __future__ import annotations

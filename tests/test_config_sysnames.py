@@ -17,6 +17,8 @@ import pytest
 from dutyd.agent import cli
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
+from dutyd.agent.sysnames import Told, _told
+from dutyd.collectors.snmp.codec import Exception_
 from dutyd.core.errors import ConfigError
 from tests.site_fixtures import SiteSnmpd, free_port_on, switch
 from tests.snmp_fixtures import COMMUNITY
@@ -68,7 +70,10 @@ def test_members_are_named_from_sysname_and_a_duplicate_or_a_silent_device_by_ad
     }
     peers = [start(tmp_path, host, port, name) for host, name in tells.items()]
     try:
-        main = write(tmp_path / "dutyd.yaml", group(port, HOSTS))
+        main = write(
+            tmp_path / "dutyd.yaml",
+            group(port, HOSTS).replace("[access-b]", "[access-b, twin]"),
+        )
         assert cli.main(["check-config", str(main)]) == 0
         out = capsys.readouterr().out.splitlines()
         twins = f"{HOSTS[2]}:{port}, {HOSTS[3]}:{port} tell the same sysName (target name 'twin')"
@@ -87,6 +92,8 @@ def test_members_are_named_from_sysname_and_a_duplicate_or_a_silent_device_by_ad
             f"snmp-127-0-1-44-{port} until the names differ (line 4)",
             f"note: targets[1].depends_on[0]: unknown target 'access-b' (not named from "
             f"sysName yet: {down}; the reference holds once one is) (line 11)",
+            "note: targets[1].depends_on[1]: unknown target 'twin' (more than one device tells "
+            "it: each is named by its address until they differ) (line 11)",
             f"{main}: OK (6 targets)",
         ], out
 
@@ -113,9 +120,14 @@ def test_members_are_named_from_sysname_and_a_duplicate_or_a_silent_device_by_ad
             peer.stop()
 
 
-def test_sysname_is_for_snmp_groups_and_a_sysname_that_makes_no_name_is_refused(
-    tmp_path: Path,
-) -> None:
+def test_a_sysname_is_cleaned_and_one_that_makes_no_name_is_refused() -> None:
+    assert _told(b"Core SW/1 (rack 4)") == Told(name="Core-SW-1-rack-4")
+    assert _told("x" * 300).name == "x" * 64
+    assert _told(b"%%% ///") == Told(problem="tells sysName '%%% ///', which makes no name")
+    assert _told(Exception_(0x80, "noSuchObject")).problem.startswith("has no sysName")
+
+
+def test_sysname_is_for_snmp_groups_only(tmp_path: Path) -> None:
     main = write(
         tmp_path / "dutyd.yaml",
         """
