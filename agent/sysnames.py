@@ -131,7 +131,8 @@ async def load_named(
             data, text, final = read_config(path, sys_names)
     notes: list[str] = []
     settings = validate(data, str(path), text, final, notes)
-    notes = [_place(final, member.where, msg) for member, msg in placed] + notes
+    lines: dict[str, dict[Loc, int]] = {}  # per file, composed once however many notes
+    notes = [_place(final, member.where, msg, lines) for member, msg in placed] + notes
     return Named(settings, notes, told, renamed)
 
 
@@ -233,10 +234,14 @@ def _told(value: object) -> Told:
     return Told(name=name)
 
 
-def _place(assembled: Assembled, where: tuple[str, Loc], msg: str) -> str:
+def _place(
+    assembled: Assembled, where: tuple[str, Loc], msg: str, known: dict[str, dict[Loc, int]]
+) -> str:
     """A note as a problem is placed: the file (unless the main one), key path and line."""
     path, loc = where
-    lines = yaml_lines(assembled.texts.get(path, ""))
+    if path not in known:
+        known[path] = yaml_lines(assembled.texts.get(path, ""))
+    lines = known[path]
     probe = loc
     while probe not in lines and probe:
         probe = probe[:-1]

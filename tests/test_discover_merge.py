@@ -16,7 +16,7 @@ import pytest
 
 from dutyd.agent import cli
 from dutyd.agent.config import load_config
-from dutyd.agent.configmerge import MergeRefused, add_targets
+from dutyd.agent.configmerge import MergeRefused, add_targets, replace_checked
 from tests.site_fixtures import SiteSnmpd, free_port_on, switch, ups
 from tests.snmp_fixtures import COMMUNITY
 
@@ -192,3 +192,37 @@ def test_entries_go_where_a_person_would_put_them(text: str, expected: str) -> N
 def test_a_flow_list_of_targets_is_refused() -> None:
     with pytest.raises(MergeRefused, match=r"line 2: `targets:` is not written as a block list"):
         add_targets("# mine\ntargets: [{name: a, kind: tcp, address: x}]\n", ENTRY)
+
+
+def test_the_file_is_replaced_whole_through_its_symlink_and_a_refusal_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    real = tmp_path / "etc" / "dutyd.yaml"
+    real.parent.mkdir()
+    real.write_text("# mine\ntargets: []\n")
+    os.chmod(real, 0o600)
+    link = tmp_path / "dutyd.yaml"
+    link.symlink_to(real)
+    if os.geteuid() == 0:  # root may give the file away: the new file keeps its owner
+        os.chown(real, 4321, 4322)
+
+    def refuse(candidate: Path) -> None:
+        assert candidate.parent == real.parent  # beside the file: its includes resolve
+        assert candidate.read_text() == "new\n"
+        raise MergeRefused("the merged config would not load")
+
+    with pytest.raises(MergeRefused):
+        replace_checked(link, "new\n", refuse)
+    assert real.read_text() == "# mine\ntargets: []\n"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["dutyd.yaml"]
+
+    backup = replace_checked(link, "new\n", lambda candidate: None)
+    assert link.is_symlink() and real.read_text() == "new\n"
+    assert backup == real.with_name("dutyd.yaml.bak")
+    assert backup.read_text() == "# mine\ntargets: []\n"
+    for path in (real, backup):
+        info = path.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600
+        if os.geteuid() == 0:
+            assert (info.st_uid, info.st_gid) == (4321, 4322)
+    assert sorted(p.name for p in real.parent.iterdir()) == ["dutyd.yaml", "dutyd.yaml.bak"]
