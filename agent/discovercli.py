@@ -5,7 +5,8 @@ The written file is grouped (switches, UPS units, other SNMP devices, NUT server
 servers, web applications), every target commented with what it was recognised by, and
 `# guessed:` on what a person should check (a dependency learned from LLDP, the SSH login).
 SNMP communities come from environment variables (`--community-env`), and the file names the
-variable, never the community. `dutyd check-config` accepts it as written.
+variable, never the community. `dutyd check-config` accepts it as written. `--merge FILE`
+adds the new devices' entries to FILE itself (agent/configmerge.py), in place.
 """
 
 from __future__ import annotations
