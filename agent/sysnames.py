@@ -174,7 +174,7 @@ async def read_sys_names(
             try:
                 async with asyncio.timeout(timeout + 0.5):
                     got = await collector.client().fetch(Query([SYS_NAME], []), 1)
-            except CollectError as exc:
+            except (CollectError, OSError) as exc:
                 answers[member.address] = Told(problem=f"gave no sysName ({exc})")
                 return
             except TimeoutError:
