@@ -535,18 +535,7 @@ def validate(
     reporter = _Reporter(assembled.origins, assembled.texts, lines_known)
     found += cross_check(data, targets, validated_rules, reporter.name)
     noted = list(assembled.notes)
-    unnamed = [m.address for m in assembled.named if m.told is None]
-    waiting = ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else "")
-    for loc, msg in [p for p in found if p[1].startswith(UNKNOWN_TARGET)]:
-        # A name a device tells but may not have (another has it too) is not the file's fault.
-        if _lookup(data, loc) in assembled.contested:
-            why = "more than one device tells it: each is named by its address until they differ"
-        elif unnamed:
-            why = f"not named from sysName yet: {waiting}; the reference holds once one is"
-        else:
-            continue
-        found.remove((loc, msg))
-        noted.append((*assembled.origins.resolve(loc), f"{msg} ({why})"))
+    _excuse_waiting_names(data, assembled, found, noted)
     lines_known = lines_known or bool(found) or bool(noted)
     reporter.with_lines = lines_known
     if (
@@ -558,6 +547,7 @@ def validate(
         # A DUTYD_* variable may name what the file does not have: check what will run.
         dumped = settings.model_dump(by_alias=True, mode="python")
         found += cross_check(dumped, targets, validated_rules, reporter.name)
+        _excuse_waiting_names(dumped, assembled, found, noted)
     if notes is not None:
         notes += [p[-1] for p in sorted({reporter.written(*note) for note in noted})]
     if found or assembled.problems:
@@ -566,6 +556,28 @@ def validate(
         raise ConfigError(source, [p[-1] for p in sorted(problems)])
     assert settings is not None
     return settings
+
+
+def _excuse_waiting_names(
+    data: Mapping[str, Any],
+    assembled: Assembled,
+    found: list[tuple[Loc, str]],
+    noted: list[tuple[str, Loc, str]],
+) -> None:
+    """References to a target no entry names that a `{sysName}` member may yet be called
+    (it has not told its name), or that devices tell but none may have (two tell it), move
+    from the problems to the notes: a device must not stop dutyd from starting."""
+    unnamed = [m.address for m in assembled.named if m.told is None]
+    waiting = ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else "")
+    for loc, msg in [p for p in found if p[1].startswith(UNKNOWN_TARGET)]:
+        if _lookup(data, loc) in assembled.contested:
+            why = "more than one device tells it: each is named by its address until they differ"
+        elif unnamed:
+            why = f"not named from sysName yet: {waiting}; the reference holds once one is"
+        else:
+            continue
+        found.remove((loc, msg))
+        noted.append((*assembled.origins.resolve(loc), f"{msg} ({why})"))
 
 
 def _overridden_from_environment() -> bool:
