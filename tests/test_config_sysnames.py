@@ -7,7 +7,6 @@ renames the target at the next reload, in the log and the duty log."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import textwrap
 from pathlib import Path
@@ -149,16 +148,16 @@ def test_sysname_is_for_snmp_groups_only(tmp_path: Path) -> None:
     ]
 
 
-async def test_a_device_down_at_restart_keeps_its_name_and_a_new_sysname_renames_at_reload(
+async def test_a_device_down_at_first_start_or_restart_and_a_rename_on_the_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("SITE_COMMUNITY", COMMUNITY)
     hosts = HOSTS[:2]
     port = free_port_on(hosts, "udp")
     core = start(tmp_path, hosts[0], port, "core-sw")
-    access = start(tmp_path, hosts[1], port, "access-b")
     main = write(tmp_path / "dutyd.yaml", group(port, hosts, tmp_path / "dutyd.db"))
     daemon: Daemon | None = None
+    access: SiteSnmpd | None = None
 
     async def run() -> Daemon:
         d = Daemon(load_config(main), main)
@@ -166,11 +165,20 @@ async def test_a_device_down_at_restart_keeps_its_name_and_a_new_sysname_renames
         return d
 
     try:
+        # The first start, the access switch down: named by its address, and `app`'s
+        # dependency on the name it will tell waits (a note, not a refusal to start).
         daemon = await run()
+        fallback = f"snmp-127-0-1-42-{port}"
+        assert {t.name for t in daemon.settings.targets} == {"core-sw", fallback, "app"}
+        assert daemon._parents_of("app") == []  # the parents it waits for: none known yet
+        assert "targets[1].depends_on[0]: unknown target 'access-b' (not named" in caplog.text
+
+        # It answers; the next reload names it, and the dependency holds.
+        access = start(tmp_path, hosts[1], port, "access-b")
+        assert await daemon.reload()
         names = {t.name for t in daemon.settings.targets}
         assert names == {"core-sw", "access-b", "app"}
-        # The dependency written to the name the device tells holds.
-        assert daemon.topology.parents_of("app") == ["access-b"]
+        assert daemon._parents_of("app") == ["access-b"]
         assert set(daemon.scheduler.collectors) == names
         await daemon.stop()
         daemon = None
@@ -216,5 +224,5 @@ async def test_a_device_down_at_restart_keeps_its_name_and_a_new_sysname_renames
         if daemon is not None:
             await daemon.stop()
         core.stop()
-        access.stop()
-        await asyncio.sleep(0)
+        if access is not None:
+            access.stop()
