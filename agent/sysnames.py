@@ -55,9 +55,8 @@ class Told:
     """What one device answered: its sysName made a name part, or why there is none."""
 
     name: str = ""
-    problem: str = (
-        ""  # "gave no sysName (no answer ...)", or "tells sysName '...', which makes no name"
-    )
+    # "gave no sysName (no answer ...)", or "tells sysName '...', which makes no name".
+    problem: str = ""
 
 
 @dataclass
@@ -124,9 +123,8 @@ async def load_named(
                 f"now tells sysName {now!r}, but the config refers to {old_names[address]!r}: "
                 "keeps that name until the references follow"
             )
-            placed = [(m, n) for m, n in placed if m is not member] + [
-                (member, f"{address} {what}")
-            ]
+            placed = [(m, n) for m, n in placed if m is not member]
+            placed.append((member, f"{address} {what}"))
         if kept:
             data, text, final = read_config(path, sys_names)
     notes: list[str] = []
@@ -195,12 +193,8 @@ async def read_sys_names(
 
 
 def _names_by_address(assembled: Assembled) -> dict[str, str]:
-    targets = assembled.data.get("targets")
-    return {
-        str(t.get("address")): str(t.get("name"))
-        for t in (targets if isinstance(targets, list) else [])
-        if isinstance(t, Mapping)
-    }
+    """The name each `{sysName}` member got, by its address."""
+    return {m.address: str(m.target.get("name")) for m in assembled.named}
 
 
 def _references(data: Mapping[str, Any]) -> set[str]:
