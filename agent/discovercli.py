@@ -19,9 +19,11 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from dutyd.agent.config import read_config
 from dutyd.agent.configmerge import MergeRefused, add_targets, replace_checked
 from dutyd.agent.discovery import (
     Credential,
@@ -103,9 +105,11 @@ def write_config(
     now: dt.datetime,
     ssh_key: str = "",
     merge: bool = False,
+    snmp_defaults: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Link]]:
     """The YAML text and the learned parents (child -> Link). `merge`: only the new target
-    entries (`configmerge.add_targets` puts them into the config), each with its credentials."""
+    entries (`configmerge.add_targets` puts them into the config), each with the credentials
+    that answered unless the config's `defaults: {snmp: ...}` (`snmp_defaults`) give them."""
     names = Names(taken)
     new = [d for d in devices if d.address not in watched]
     named: dict[str, str] = dict(watched)
@@ -165,8 +169,11 @@ def write_config(
         name = named[d.address]
         out = [f"  - name: {name}   # {why}"]
         out += ["    kind: snmp", f"    address: {_q(_host_port(d.address, options.snmp_port))}"]
-        if d.credential and d.credential is not default:
-            out += [f"    {k}: {_q(v)}" for k, v in d.credential.settings.items()]
+        given = snmp_defaults or {}
+        credential = d.credential.settings if d.credential else {}
+        # Written unless `defaults:` give them (the file's, or this one's).
+        if d.credential is not default and any(given.get(k) != v for k, v in credential.items()):
+            out += [f"    {k}: {_q(v)}" for k, v in credential.items()]
         if profile:
             out.append(f"    profiles: [{profile}]")
         # role: what the duty pack's rules select by (core backbone, network device, UPS).
@@ -369,6 +376,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         dt.datetime.now(dt.UTC),
         args.ssh_key or "",
         merge=bool(args.merge),
+        snmp_defaults=_snmp_defaults(Path(args.merge)) if args.merge else None,
     )
     new = [d for d in devices if d.address not in watched]
     if args.merge:
@@ -387,6 +395,13 @@ def cmd_discover(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _snmp_defaults(config: Path) -> Mapping[str, Any]:
+    """The main file's `defaults: {snmp: ...}`: credentials the merged entries need not repeat."""
+    defaults = read_config(config)[0].get("defaults")
+    snmp = defaults.get("snmp") if isinstance(defaults, Mapping) else None
+    return snmp if isinstance(snmp, Mapping) else {}
 
 
 def _merge_into(path: Path, entries: str, count: int) -> int:

@@ -118,6 +118,8 @@ def test_merge_adds_only_new_devices_in_place_and_refuses_a_result_that_would_no
             "- name: access-sw-1   # 10 interfaces, 2 LLDP neighbours"
         ]
         assert "      depends_on: [core]   # guessed: LLDP saw it on core port Gi0/1\n" in added
+        # The file's `defaults:` give the community that answered: not repeated.
+        assert not any("community" in line for line in added), added
         assert (tmp_path / "dutyd.yaml.bak").read_text() == before
         assert stat.S_IMODE(main.stat().st_mode) == 0o640
         assert stat.S_IMODE((tmp_path / "dutyd.yaml.bak").stat().st_mode) == 0o640
