@@ -13,7 +13,8 @@ and fenced by its epoch like the other register lines:
   when the reason changes.
 
 Windows do not overlap: a reading's window starts where the last recorded one ended (read
-back at start), so the collector reading a week again after a restart counts nothing twice.
+back from the store before each write), so the collector reading a week again after a
+restart, or a node taking over the lease, counts nothing twice.
 `dutyd report --register software` (`duty/registers.py`) shows the days of its period.
 """
 
@@ -62,6 +63,16 @@ class ServerErrorsRegister:
         for e in await self._storage.log.read(kinds=[KIND], limit=None):
             self._note(e.subject, e.data)
 
+    async def _refresh(self, target: str) -> None:
+        """The target's recorded windows as the store has them now: in a cluster the node
+        that held the lease before may have recorded some since this one started (once a day
+        per server, a few hundred rows a year)."""
+        entries = await self._storage.log.read(kinds=[KIND], subject=target, limit=None)
+        self.covered.pop(target, None)
+        self.problem.pop(target, None)
+        for e in entries:
+            self._note(target, e.data)
+
     def _note(self, target: str, data: dict[str, Any]) -> None:
         if (problem := data.get("problem")) is not None:
             self.problem[target] = str(problem)
@@ -84,6 +95,7 @@ class ServerErrorsRegister:
     async def _record(self, target: str, reading: JournalReading, now: float) -> None:
         try:
             async with self._lock:
+                await self._refresh(target)
                 data = self._data(target, reading)
                 if data is None:
                     return

@@ -311,6 +311,25 @@ async def test_counts_are_kept_once_and_read_back_per_day_on_both_stores(
     assert not any(row[1] == KIND for row in log.rows)
 
 
+async def test_a_node_taking_over_counts_nothing_the_other_recorded(tmp_path: Path) -> None:
+    """Two nodes on one store: B started before A recorded its reading; B's collector reads
+    the same week after the takeover, and only what A did not cover is added."""
+    async with SqliteStorage(tmp_path / "d.db") as storage:
+        a = ServerErrorsRegister(storage, clock=FakeClock(utc("2026-12-07 00:10:00")))
+        b = ServerErrorsRegister(storage, clock=FakeClock(utc("2026-12-08 00:10:00")))
+        await a.start()
+        await b.start()
+        week = utc("2026-11-30 00:00:00")
+        seen = [(utc("2026-12-06 10:00:00"), "kernel"), (utc("2026-12-07 10:00:00"), "sshd")]
+        a.observe("db1", reading(week, utc("2026-12-07 00:10:00"), seen[0]))
+        await settle(a)
+        b.observe("db1", reading(week, utc("2026-12-08 00:10:00"), *seen))
+        await settle(b)
+        written = await storage.log.read(kinds=[KIND], limit=None)
+        assert [sorted(e.data["days"]) for e in written] == [["2026-12-06"], ["2026-12-07"]]
+        assert written[1].data["from"] == utc("2026-12-07 00:10:00")
+
+
 async def test_a_capped_reading_says_its_counts_are_lower_bounds(tmp_path: Path) -> None:
     async with SqliteStorage(tmp_path / "d.db") as storage:
         register = ServerErrorsRegister(storage, clock=FakeClock(utc("2026-12-08 00:00:00")))
