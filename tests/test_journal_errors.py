@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,13 +25,16 @@ from dutyd.agent.daemon import Daemon
 from dutyd.agent.demo.ssh_server import JournalEntry, LinuxState, SimulatedLinux, demo_state
 from dutyd.collectors.base import CollectorContext, Readings
 from dutyd.collectors.ssh import SshCollector, SshTarget
-from dutyd.collectors.ssh.commands import JOURNAL_LINES
+from dutyd.collectors.ssh.collector import journal_of_poll
+from dutyd.collectors.ssh.commands import JOURNAL_LINES, journal_section
 from dutyd.collectors.ssh.journal import (
     JournalError,
     JournalReading,
     parse_journal,
     read_journal,
 )
+from dutyd.collectors.ssh.parsers import SectionOutput
+from dutyd.collectors.ssh.readings import PollOutput
 from dutyd.core.clock import FakeClock
 from dutyd.duty.logerrors import KIND, ServerErrorsRegister
 from dutyd.duty.registers import build_register
@@ -235,6 +239,44 @@ async def test_real_openssh_runs_the_real_journalctl_over_a_journal_the_test_wro
     finally:
         await context.close()
         sshd.kill_all()
+
+
+async def test_real_journalctl_refusing_an_account_outside_the_journal_groups(
+    tmp_path: Path,
+) -> None:
+    """The poll script's journal command, run by the real journalctl as `nobody` (neither root
+    nor in group systemd-journal) over journal files it may not read: what it prints becomes
+    a problem that says what to do, never zero errors."""
+    now = float(int(time.time()))
+    journal_dir = await asyncio.to_thread(
+        _write_journal, tmp_path / "journal", [(now - 60, 3, "sshd", "error: x")]
+    )
+    # As journald keeps them: the directories open, the file root:systemd-journal 0640.
+    for path in (journal_dir, *journal_dir.iterdir()):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    for path in journal_dir.glob("*/*.journal"):
+        path.chmod(0o640)
+        shutil.chown(path, "root", "systemd-journal")
+    section = journal_section(now - 86400)
+    script = 'mount --bind "$0" /var/log/journal && exec runuser -u nobody -- "$@"'
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [require_binary("/usr/bin/unshare"), "--mount", "--propagation", "private", "sh", "-c",
+         script, str(journal_dir), *section.argv],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert "not seeing messages" in done.stderr, done.stderr
+    poll = PollOutput(
+        {"journal": section},
+        {"journal": SectionOutput(done.stdout, done.stderr, done.returncode)},
+        10.0,
+        5.0,
+    )
+    got = journal_of_poll(poll, now - 86400, now)
+    assert got.errors == [] and got.problem == (
+        "the account may not read the system journal (journalctl shows only its own "
+        "entries): add it to group systemd-journal or adm"
+    )
 
 
 def reading(since: float, until: float, *errors: tuple[float, str]) -> JournalReading:

@@ -12,7 +12,12 @@ from dutyd.collectors.base import Collector, CollectorContext, Readings
 from dutyd.collectors.ssh import commands as cmd
 from dutyd.collectors.ssh.accounts import AccountsReading, read_accounts
 from dutyd.collectors.ssh.config import POLL_MARGIN, SshTarget
-from dutyd.collectors.ssh.journal import FIRST_DAYS, JournalReading, read_journal
+from dutyd.collectors.ssh.journal import (
+    FIRST_DAYS,
+    JournalReading,
+    journal_problem,
+    read_journal,
+)
 from dutyd.collectors.ssh.parsers import excerpt, server_facts, split_sections
 from dutyd.collectors.ssh.readings import PollOutput, ReadingDown, ReadingKey, take_readings
 from dutyd.collectors.ssh.session import SshSession
@@ -127,7 +132,7 @@ class SshCollector(Collector[SshTarget]):
             self._accounts = await self.context.run_blocking(read_accounts, outputs)
             if self._journal_window is not None:
                 since, until = self._journal_window
-                journal = await self.context.run_blocking(_journal, poll, since, until)
+                journal = await self.context.run_blocking(journal_of_poll, poll, since, until)
                 if journal.problem is None:
                     self._journal_since = until
                 self._journal = journal
@@ -167,11 +172,17 @@ class SshCollector(Collector[SshTarget]):
         await self.session.close()
 
 
-def _journal(poll: PollOutput, since: float, until: float) -> JournalReading:
+def journal_of_poll(poll: PollOutput, since: float, until: float) -> JournalReading:
     """The journal reading of one poll; a journalctl that did not run or failed (missing on a
     server without systemd, killed at command_timeout) is a problem, not zero errors."""
+    section = poll.outputs.get("journal")
+    # An account that may not read the system journal: journalctl says so on stderr, exiting
+    # 1 when it could open no file at all (0 when it shows the account's own entries).
+    if section is not None and (problem := journal_problem(section.stderr)) is not None:
+        return JournalReading(since, until, problem=problem)
     try:
         text = poll.output("journal", what="journalctl")
     except ReadingDown as down:
         return JournalReading(since, until, problem=down.reason)
-    return read_journal(text, poll.outputs["journal"].stderr, since, until)
+    assert section is not None
+    return read_journal(text, section.stderr, since, until)

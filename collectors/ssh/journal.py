@@ -39,6 +39,7 @@ _PID = re.compile(r"\[\d{1,10}\]$")
 
 # What journalctl says on stderr when it read less than the system journal.
 _NO_ACCESS = "not seeing messages from other users and the system"
+_NO_PERMISSION = "insufficient permissions"
 _NO_FILES = "No journal files were found"
 
 
@@ -103,7 +104,7 @@ def parse_journal(text: str, since: float, until: float) -> tuple[list[JournalEr
 
 def journal_problem(stderr: str) -> str | None:
     """What journalctl's stderr says it could not read, as a duty engineer reads it."""
-    if _NO_ACCESS in stderr:
+    if _NO_ACCESS in stderr or _NO_PERMISSION in stderr:
         return (
             "the account may not read the system journal (journalctl shows only its own "
             "entries): add it to group systemd-journal or adm"
