@@ -35,18 +35,20 @@ async def failed_pings(config: DeadManConfig, caplog: pytest.LogCaptureFixture) 
     ]
 
 
+# `{port}`: a port free when the test runs (filled in then, not at collection: the parallel
+# run's workers must collect the same test ids, and a port taken early may be reused by then).
 @pytest.mark.parametrize(
     "url",
     [
-        f"http://127.0.0.1:{free_port()}/ping/{TOKEN}?key={TOKEN}",  # refused
+        f"http://127.0.0.1:{{port}}/ping/{TOKEN}?key={TOKEN}",  # refused
         f"http://127.0.0.1:99999/ping/{TOKEN}",  # not a valid URL: quoted by the exception
-        f"http://user:{TOKEN}@127.0.0.1:{free_port()}/ping",
+        f"http://user:{TOKEN}@127.0.0.1:{{port}}/ping",
     ],
 )
 async def test_url_env_is_read_and_failed_pings_never_log_the_url(
     url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("DUTYD_DEADMAN_URL", url)
+    monkeypatch.setenv("DUTYD_DEADMAN_URL", url.replace("{port}", str(free_port())))
     config = DeadManConfig(url_env="DUTYD_DEADMAN_URL", every=0.05, timeout=1)
     lines = await failed_pings(config, caplog)
     assert lines and all("ping failed" in line for line in lines), lines
