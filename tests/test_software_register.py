@@ -222,6 +222,40 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
         await server.stop()
 
 
+@pytest.mark.peer
+async def test_the_daily_flag_set_while_a_poll_runs_is_kept_for_the_next_poll(
+    tmp_path: Path,
+) -> None:
+    """The daily reading is asked for (`facts_due`) while a poll without it is on the wire: that
+    poll's output holds no facts or accounts, so it takes neither and the next poll reads them.
+    (It once took the flag with empty facts, and the accounts waited a whole day.)"""
+    state = demo_state(time.time())
+    serve(state)
+    server = SimulatedLinux(state)
+    await server.start()
+    collector = await _collector(server, tmp_path)
+    try:
+        await collector.collect(Readings({"target": "db1"}, time.time()))
+        assert collector.take_facts() is not None and collector.take_accounts() is not None
+        assert not collector.facts_due
+        serve(state, PASSWD + "newops:x:1002:1002::/h:/bin/zsh\n")
+        poll = asyncio.create_task(collector.collect(Readings({"target": "db1"}, time.time())))
+        await asyncio.sleep(0)  # the poll chose its sections and waits on the server
+        collector.facts_due = True  # the daily timer, meanwhile
+        await poll
+        assert collector.take_facts() is None and collector.take_accounts() is None
+        assert collector.facts_due
+        await collector.collect(Readings({"target": "db1"}, time.time()))
+        assert collector.take_facts() is not None
+        reading = collector.take_accounts()
+        assert reading is not None and "newops" in [a.name for a in reading.accounts or []]
+        assert not collector.facts_due
+    finally:
+        await collector.close()
+        await collector.context.close()
+        await server.stop()
+
+
 async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while not done():

@@ -106,6 +106,9 @@ class SshCollector(Collector[SshTarget]):
     async def collect(self, readings: Readings) -> None:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout - POLL_MARGIN
+        # Decided once, with the sections: the daily flag may be set while the script runs, and
+        # this poll's output then holds no facts (the next poll reads them).
+        reading_facts = self.facts_due
         sections = self._sections(readings.timestamp)
         nonce = secrets.token_hex(8)
         script = cmd.render_script(sections, nonce, cfg.command_timeout)
@@ -127,7 +130,7 @@ class SshCollector(Collector[SshTarget]):
         )
         if taken.uptime is not None:
             self._prev_uptime = taken.uptime
-        if self.facts_due:
+        if reading_facts:
             self.note_facts(await self.context.run_blocking(server_facts, outputs))
             self._accounts = await self.context.run_blocking(read_accounts, outputs)
             if self._journal_window is not None:
