@@ -39,7 +39,9 @@ from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.acklink import AckLinks
 from dutyd.notify.channels import Channel, SendResult, build_channel
 from dutyd.notify.channels.alertmanager import am_alert
+from dutyd.notify.clockmoves import OutboxMoves, move_back
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from dutyd.notify.epochs import WriteEpochs
 from dutyd.notify.escalation import (
     Escalator,
     Page,
@@ -48,7 +50,9 @@ from dutyd.notify.escalation import (
     moved_event,
     moved_page,
 )
+from dutyd.notify.faultnotice import StorageFaultNotice
 from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
+from dutyd.notify.heldoutbox import HeldOutbox
 from dutyd.notify.oncall import Rota
 from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
@@ -136,25 +140,17 @@ class NotifyService:
         self._unwritten: list[tuple[GroupKey, list[Page]]] = []
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
-        # While the disk refuses writes (single node): messages whose state is in memory only
-        # (never written: `_mem_new`, or a reschedule not written), deliveries and drops not
-        # yet recorded. Memory is their record until the disk takes writes again
-        # (`_sync_memory`): a row is never due again at once because its reschedule failed,
-        # and a delivered message is never sent again because its deletion failed.
-        self._mem_rows: dict[str, OutboxMessage] = {}
-        self._mem_new: set[str] = set()
-        self._mem_done: dict[str, tuple[float, list[str], NewLogEntry]] = {}
-        self._mem_dropped: set[str] = set()
-        self._fault_page: asyncio.Future[None] | None = None  # the fallback notice, once
+        self.epochs = WriteEpochs(sender)
+        # While the disk refuses writes, the outbox's record is partly in memory.
+        self.held = HeldOutbox(self.outbox, self.epochs.current, hold_reschedules=sender is None)
+        self.fault_notice = StorageFaultNotice(
+            lambda: self.config, lambda: self.channels, clock, self._rng
+        )
         self.order = DeliveryOrder()
         self._last_created = 0.0
         self._order_stale = False
-        # Moves of the queued rows in the store still to be written (see `shift`), each with
-        # the ids queued at its step: done by the delivery loop before it reads what is due.
-        self._moves: list[tuple[float, list[str]]] = []
-        self._moved_total = 0.0
-        self._last_epoch = 0  # the epoch this node last sent under (a cluster)
-        self._fenced_epoch: int | None = None
+        # Moves of the queued rows in the store still to be written (see `shift`).
+        self.moves = OutboxMoves(self.outbox)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -165,8 +161,10 @@ class NotifyService:
         `duty.clockwatch`); a queued retry moves back by as much when negative, never later
         (so none waits for a clock that went back)."""
         await self._load_order()
-        if moved < 0:
-            await self._move_back(-moved)
+        if moved < 0 and self.sender is None:
+            # (A shared outbox is not moved: a reschedule would release the active node's
+            # claims, and is fenced; rows are sent by whichever node is active, on its clock.)
+            await move_back(self.outbox, -moved, self.clock.time())
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -192,9 +190,7 @@ class NotifyService:
             (key, [moved_page(p, seconds) for p in pages]) for key, pages in self._unwritten
         ]
         self.forwarded = {fp: moved_event(e, seconds) for fp, e in self.forwarded.items()}
-        for row in self._mem_rows.values():
-            row.next_at += seconds
-            row.created += seconds
+        self.held.shift(seconds)
         self._last_created += seconds
         if self._oldest is not None:
             self._oldest += seconds
@@ -202,26 +198,8 @@ class NotifyService:
             bucket.at += seconds
         if self.links is not None:
             self.links.shift(seconds)
-        self._moves.append((seconds, [i for i in self.order.ids() if i not in self._mem_new]))
-        self._moved_total += seconds
+        self.moves.add(seconds, [i for i in self.order.ids() if i not in self.held.new])
         self._wake.set()
-
-    async def _write_moves(self) -> None:
-        while self._moves:
-            seconds, ids = self._moves[0]
-            await self.outbox.shift_moments(seconds, ids)
-            self._moves.pop(0)
-
-    async def _move_back(self, seconds: float) -> None:
-        if self.sender is not None:
-            # A shared outbox: a reschedule would release the active node's claims (and is
-            # fenced); rows are sent by whichever node is active, on its own clock.
-            return
-        now = self.clock.time()
-        for row in await self.outbox.due(math.inf, 1 << 30):
-            if row.next_at > now:
-                row.next_at = max(now, row.next_at - seconds)
-                await self.outbox.reschedule(row)
 
     async def _load_order(self) -> None:
         self.order.load(await self.outbox.due(math.inf, 1 << 30))
@@ -234,15 +212,9 @@ class NotifyService:
         return self._last_created
 
     async def _enqueue(self, rows: list[OutboxMessage]) -> None:
-        moved = self._moved_total
+        moved = self.moves.total
         added = set(await self.outbox.enqueue(rows))
-        if moved != self._moved_total and added:
-            # Stamped before a step whose move was taken while this write was on its way.
-            late = self._moved_total - moved
-            for row in rows:
-                row.next_at += late
-                row.created += late
-            self._moves.append((late, sorted(added)))
+        self.moves.catch_up(rows, added, moved)
         for row in rows:
             if row.id in added:
                 self.order.add(row)
@@ -257,8 +229,7 @@ class NotifyService:
         if self._ready and not self._flushing:
             self._flushing = True
             await self._flush_ready()
-        if self._fault_page is not None and not self._fault_page.done():
-            self._fault_page.cancel()
+        self.fault_notice.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -267,20 +238,7 @@ class NotifyService:
             await asyncio.wait(self._pending, timeout=5)
         for task in self._pending:
             task.cancel()
-        if self._mem_rows or self._mem_done or self._mem_dropped:
-            with contextlib.suppress(StorageUnavailable):
-                await self._sync_memory()
-            if self._mem_rows or self._mem_done or self._mem_dropped:
-                # The disk still refuses them: said, never dropped in silence.
-                log.error(
-                    "stopping with notifications the disk refused: they are lost",
-                    extra={
-                        "fields": {
-                            "unsent": len(self._mem_rows),
-                            "deliveries_unrecorded": len(self._mem_done),
-                        }
-                    },
-                )
+        await self.held.close(self._inflight)
         for channel in self.channels.values():
             await channel.close()
 
@@ -346,54 +304,9 @@ class NotifyService:
         self._escalate.set()
 
     def storage_fault(self, writable: bool, reason: str) -> None:
-        """The store stopped (or resumed) taking writes. A fault is told to the configured
-        fallback channel once, directly (the outbox is on the disk that fails), retried with
-        backoff until the channel accepts it; the next fault is told again."""
-        if writable:
-            if self._fault_page is not None:
-                self._fault_page.cancel()
-            self._fault_page = None
-            return
-        name = self.config.fallback_channel
-        if name is None or name not in self.channels or self._fault_page is not None:
-            return
-        self._fault_page = asyncio.ensure_future(self._page_fault(name, reason))
-
-    async def _page_fault(self, name: str, reason: str) -> None:
-        if self.config.language == "zh":
-            title = "dutyd 无法写入其数据库"
-            body = (
-                f"{reason}。告警仍从内存发出；磁盘恢复写入后补写值班日志和发件箱。"
-                "请释放空间或修复磁盘。"
-            )
-        else:
-            title = "dutyd cannot write its database"
-            body = (
-                f"{reason}. Pages go out from memory; the duty log and the outbox are written "
-                "when the disk takes writes again. Free space or fix the disk."
-            )
-        mid = f"dutyd-storage-{self.clock.time():.0f}"  # one id for the retries of one notice
-        attempt = 0
-        while True:
-            attempt += 1
-            channel = self.channels.get(name)
-            if channel is None:
-                return  # removed by a reload meanwhile
-            try:
-                async with self.clock.timeout(self.config.send_timeout):
-                    result = await channel.send(mid, {"title": title, "body": body})
-            except TimeoutError:
-                result = SendResult(False, True, "no answer")
-            if result.ok or not result.retry:
-                if not result.ok:
-                    log.error(
-                        "the fallback channel refused the storage fault notice",
-                        extra={"fields": {"channel": name, "error": result.error}},
-                    )
-                return
-            await self.clock.sleep(
-                backoff(attempt, self.config.retry_initial, self.config.retry_max, self._rng)
-            )
+        """The store stopped (or resumed) taking writes: the fallback channel is told of a
+        fault once (`faultnotice`)."""
+        self.fault_notice.storage_fault(writable, reason)
 
     def wake_escalation(self) -> None:
         self._escalate.set()
@@ -532,7 +445,7 @@ class NotifyService:
         try:
             await self.storage.log.append_many(entries, epoch)
         except FencedOut as exc:
-            self._refused(epoch, exc)
+            self.epochs.refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
 
@@ -550,29 +463,9 @@ class NotifyService:
         try:
             await self.storage.log.append(ts, kind, actor, subject, data, epoch)
         except FencedOut as exc:
-            self._refused(epoch, exc)
+            self.epochs.refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
-
-    def _epoch(self) -> int | None:
-        """The epoch this node's writes carry: the one it sends under, else the last one (a
-        node that lost the lease keeps writing with it, and is refused); None alone."""
-        if self.sender is None:
-            return None
-        who = self.sender()
-        if who is not None:
-            self._last_epoch = who[1]
-        return self._last_epoch
-
-    def _refused(self, epoch: int | None, exc: FencedOut) -> None:
-        """Logged once per epoch: every write after the first is refused for the same reason."""
-        if self._fenced_epoch == epoch:
-            return
-        self._fenced_epoch = epoch
-        log.warning(
-            "this node's outbox writes are fenced: another node holds the notifier lease",
-            extra={"fields": {"epoch": epoch, "error": str(exc)}},
-        )
 
     # -- rendering into the outbox --------------------------------------------------------------
 
@@ -637,7 +530,7 @@ class NotifyService:
         # the steps taken up again by `resume`) must not go out a second time.
         # (An empty queue, as read at start and kept since, needs no question.)
         # In a cluster the node active before us may have queued them: always ask there.
-        sent = self._pages_in_memory()
+        sent = self.held.pages()
         if ask_store:
             queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
             sent |= await self.outbox.queued_among(ids) if queued else set()
@@ -657,89 +550,11 @@ class NotifyService:
 
     # -- the outbox while the disk refuses writes (single node) ---------------------------------
 
-    def _pages_in_memory(self) -> set[str]:
-        pages = {p for row in self._mem_rows.values() for p in row.payload.get("pages", ())}
-        pages.update(p for _, done, _ in self._mem_done.values() for p in done)
-        return pages
-
-    def _in_memory(self) -> set[str]:
-        return {*self._mem_rows, *self._mem_done, *self._mem_dropped}
-
     def _hold_rows(self, rows: list[OutboxMessage]) -> None:
-        for row in rows:
-            if row.id in self._mem_rows or row.id in self._mem_done:
-                continue
-            self._mem_rows[row.id] = row
-            self._mem_new.add(row.id)
+        """Send from memory what the outbox could not take (see `heldoutbox`)."""
+        for row in self.held.hold(rows):
             self.order.add(row)
         self._wake.set()
-
-    def _due_in_memory(self, now: float) -> list[OutboxMessage]:
-        busy = self._inflight | self.order.waiting
-        due = [r for r in self._mem_rows.values() if r.next_at <= now and r.id not in busy]
-        return sorted(due, key=lambda r: (r.next_at, r.created, r.id))
-
-    async def _reschedule(self, row: OutboxMessage) -> None:
-        if row.id in self._mem_rows:
-            return  # memory is its record (the row object itself) until the disk is back
-        try:
-            await self.outbox.reschedule(row, self._epoch())
-        except StorageUnavailable:
-            if self.sender is None:
-                self._mem_rows[row.id] = row  # not due again before its `next_at`
-            # A cluster node's claim keeps the row from being due before the claim ends.
-
-    async def _delivered(
-        self, row: OutboxMessage, at: float, pages: list[str], entry: NewLogEntry
-    ) -> None:
-        """Delivered is delivered, whether or not the disk heard: a failed write is retried
-        from memory and the message is never sent again."""
-        self._mem_rows.pop(row.id, None)
-        self._mem_new.discard(row.id)
-        try:
-            await self.outbox.mark_delivered(row.id, at, pages, entry, self._epoch())
-        except StorageUnavailable:
-            self._mem_done[row.id] = (at, pages, entry)
-
-    async def _drop(self, row: OutboxMessage) -> None:
-        self._mem_rows.pop(row.id, None)
-        if row.id in self._mem_new:
-            self._mem_new.discard(row.id)
-            return  # never written
-        try:
-            await self.outbox.drop(row.id, self._epoch())
-        except StorageUnavailable:
-            self._mem_dropped.add(row.id)
-
-    async def _sync_memory(self) -> None:
-        """The disk takes writes again: record what happened meanwhile (deliveries with their
-        duty-log entries, drops, then the rows still to send, as they are now)."""
-        for mid, (at, pages, entry) in list(self._mem_done.items()):
-            await self.outbox.mark_delivered(mid, at, pages, entry, self._epoch())
-            del self._mem_done[mid]
-        for mid in list(self._mem_dropped):
-            await self.outbox.drop(mid, self._epoch())
-            self._mem_dropped.discard(mid)
-        idle = [r for r in self._mem_rows.values() if r.id not in self._inflight]
-        if not idle:
-            return
-        new = [r for r in idle if r.id in self._mem_new]
-        if new:
-            added = set(await self.outbox.enqueue(new))
-            for r in new:
-                self._mem_new.discard(r.id)
-                if r.id in added:
-                    del self._mem_rows[r.id]
-                # Else its first write timed out and landed late (a frozen disk): the row is
-                # there as it was then; the reschedule below writes it as it is now.
-        for r in idle:
-            if r.id in self._mem_rows:
-                await self.outbox.reschedule(r, self._epoch())
-                del self._mem_rows[r.id]
-        log.info(
-            "notifications held in memory written to the outbox",
-            extra={"fields": {"written": len(idle), "still_held": len(self._mem_rows)}},
-        )
 
     def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxMessage | None:
         """The outbox row of one group: rendered for its recipient (language, time zone)."""
@@ -871,20 +686,18 @@ class NotifyService:
         timeout = 1.0
         while True:
             self._wake.clear()
-            if self._moves:
+            if self.moves:
                 # (While the store refuses it, its rows are read on their old clock below.)
                 with contextlib.suppress(StorageUnavailable):
-                    await self._write_moves()
+                    await self.moves.write()
             now = self.clock.time()
             if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
                 pruned = now
                 with contextlib.suppress(StorageUnavailable):
                     await self.outbox.forget_sent(now - SENT_RETENTION)
-            if (
-                self._mem_rows or self._mem_done or self._mem_dropped
-            ) and self.storage.health.writable:
+            if self.held and self.storage.health.writable:
                 with contextlib.suppress(StorageUnavailable):
-                    await self._sync_memory()
+                    await self.held.write_back(self._inflight)
             free = MAX_IN_FLIGHT - len(self._inflight)
             if self.sender is not None and self.sender() is None:
                 free = 0  # a standby: the active node sends
@@ -893,11 +706,11 @@ class NotifyService:
                 # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
                 # waiting (only rows queued later wait, for earlier ones). Rows whose state
                 # is in memory (a write the disk refused) are not read from the store.
-                busy = self._inflight | self.order.waiting | self._in_memory()
+                busy = self._inflight | self.order.waiting | self.held.ids()
                 with contextlib.suppress(StorageUnavailable):
-                    unmoved = sum(seconds for seconds, _ in self._moves)
+                    unmoved = self.moves.unwritten()
                     ready.extend(await self.outbox.due(now - unmoved, READ_AHEAD, busy))
-                ready.extend(self._due_in_memory(now))
+                ready.extend(self.held.due(now, self._inflight | self.order.waiting))
             while free > 0 and ready:
                 row = ready.popleft()
                 self._inflight.add(row.id)
@@ -918,8 +731,7 @@ class NotifyService:
     async def _check_queue(self, now: float) -> float:
         """Outbox metrics and the order's check; how long the loop may sleep."""
         stats = await self.outbox.stats(now)
-        held = self._mem_rows or self._mem_done or self._mem_dropped
-        if held:
+        if self.held:
             self._order_stale = False  # the order holds rows the store has not (yet)
         elif stats.depth != len(self.order):
             # Twice in a row, not a write landing between the two reads: the queue changed
@@ -938,7 +750,7 @@ class NotifyService:
         try:
             await self._attempt(row)
         except FencedOut as exc:
-            self._refused(self._last_epoch, exc)
+            self.epochs.refused(self.epochs.last, exc)
         except Exception:
             log.exception("notification delivery failed unexpectedly")
         finally:
@@ -980,7 +792,7 @@ class NotifyService:
 
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock.time()
-        # Every write below carries the epoch this node holds when it makes it (`_epoch`;
+        # Every write below carries the epoch this node holds when it makes it (`epochs`;
         # None alone): one made after another node took the lease is refused by the store,
         # however long the send took; one after this node took it again is its own.
         who = self.sender() if self.sender is not None else None
@@ -996,19 +808,24 @@ class NotifyService:
             if choices:
                 row.channel, row.fallbacks = choices[0], choices[1:]
                 row.channel_failures, row.next_at = 0, now
-                await self._reschedule(row)
+                await self.held.reschedule(row)
             else:
-                await self._drop(row)
+                await self.held.drop(row)
                 self.order.remove(row.id)
                 await self._log(
-                    now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, self._epoch()
+                    now,
+                    "notify.dropped",
+                    "dutyd",
+                    row.id,
+                    {"why": "no channel"},
+                    self.epochs.current(),
                 )
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
         if wait > 0:
             row.next_at = now + wait
-            await self._reschedule(row)
+            await self.held.reschedule(row)
             return
         if who is not None and not await self._claim(row, now, who):
             return
@@ -1026,7 +843,7 @@ class NotifyService:
             "attempts": row.attempts + 1,
         }
         if result.ok:
-            await self._delivered(
+            await self.held.delivered(
                 row,
                 now,
                 list(row.payload.get("pages") or ()),
@@ -1049,9 +866,9 @@ class NotifyService:
             self.config.give_up_after is not None and now - row.created > self.config.give_up_after
         )
         if expired or (not result.retry and not row.fallbacks):
-            await self._drop(row)
+            await self.held.drop(row)
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info, self._epoch())
+            await self._log(now, "notify.dropped", "dutyd", row.id, info, self.epochs.current())
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -1063,14 +880,24 @@ class NotifyService:
             row.fallbacks.append(failed)
             row.channel_failures = 0
             await self._log(
-                now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel}, self._epoch()
+                now,
+                "notify.failover",
+                "dutyd",
+                row.id,
+                {**info, "to": row.channel},
+                self.epochs.current(),
             )
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
-        await self._reschedule(row)
+        await self.held.reschedule(row)
         await self._log(
-            now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, self._epoch()
+            now,
+            "notify.retry",
+            "dutyd",
+            row.id,
+            {**info, "next_at": row.next_at},
+            self.epochs.current(),
         )
         log.warning("notification failed, will retry", extra={"fields": info})
 
