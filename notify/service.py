@@ -10,7 +10,7 @@ The pipeline, stage by stage:
          fail over to the person's next contact after N failures -> duty log
 
 Alertmanager forwarders get every firing and resolved alert (not escalations) through the
-same outbox, and the firing ones are refreshed while they last.
+same outbox, and the firing ones are refreshed while they last (`forwarding`).
 
 In a cluster the outbox is shared: `sender()` gives this node's (name, fencing epoch) while
 it is the active notifier, and each message is claimed with them before it is sent, so two
@@ -18,7 +18,12 @@ nodes never send the same message and a node that lost the lease sends nothing. 
 escalates nothing (`escalating()`); `take_over` takes up the alerts where the former active
 left them (page ids are stable, so pages it sent or queued are not queued again). Every write
 on a message (reschedule, drop, delivered) and every duty-log entry carries the epoch the node
-sends under: a node that lost the lease has them refused by the store (logged once).
+sends under: a node that lost the lease has them refused by the store (logged once;
+`epochs`).
+
+Beside the main flow, each in a module of its own: the outbox's writes held in memory while
+the disk refuses them (`heldoutbox`), the storage-fault notice to the fallback channel
+(`faultnotice`), and the queued rows moved after a step of the system clock (`clockmoves`).
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.acklink import AckLinks
 from dutyd.notify.channels import Channel, SendResult, build_channel
-from dutyd.notify.channels.alertmanager import am_alert
 from dutyd.notify.clockmoves import OutboxMoves, move_back
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
 from dutyd.notify.epochs import WriteEpochs
@@ -46,11 +50,10 @@ from dutyd.notify.escalation import (
     Escalator,
     Page,
     PageKind,
-    Recipient,
-    moved_event,
     moved_page,
 )
 from dutyd.notify.faultnotice import StorageFaultNotice
+from dutyd.notify.forwarding import AM_REFRESH, AlertmanagerForwarding, forwarder_name
 from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
 from dutyd.notify.heldoutbox import HeldOutbox
 from dutyd.notify.oncall import Rota
@@ -81,9 +84,6 @@ ACKABLE = (
 # A claim lasts the send timeout plus this: long enough that a live sender always finishes
 # under its claim, short enough that a dead sender's messages are taken over soon.
 CLAIM_MARGIN = 10.0
-AM_REFRESH = 60.0  # resend firing alerts to Alertmanager this often
-AM_ENDS_IN = 4 * AM_REFRESH  # endsAt ahead of now, as Prometheus does (4 x resend delay)
-ALERTMANAGER = "alertmanager"
 
 
 class NotifyService:
@@ -111,13 +111,12 @@ class NotifyService:
         # Every time here is this clock's: page times, escalation steps, group windows, retries
         # and timeouts (a FakeClock walks a 30-minute policy in a test without waiting).
         self.clock = clock
-        self.generator_url = generator_url
         self.rota = Rota(oncall)
         self.escalator = Escalator(escalation, self.rota)
         self.outbox = storage.outbox
         self.grouper = Grouper(notify.group_wait)
         self.channels: dict[str, Channel] = {}
-        self.forwarders: list[str] = []
+        self.forwarding = AlertmanagerForwarding(generator_url)
         self.buckets: dict[str, TokenBucket] = {}
         self.links: AckLinks | None = None
         self._set_channels(notify, None)
@@ -126,7 +125,6 @@ class NotifyService:
         metrics.outbox_oldest_age.set_function(
             lambda: max(0.0, self.clock.time() - self._oldest) if self._oldest else 0.0
         )
-        self.forwarded: dict[str, AlertEvent] = {}  # firing alerts Alertmanager knows of
         self._rng = random.Random()
         self._wake = asyncio.Event()
         self._escalate = asyncio.Event()
@@ -189,7 +187,7 @@ class NotifyService:
         self._unwritten = [
             (key, [moved_page(p, seconds) for p in pages]) for key, pages in self._unwritten
         ]
-        self.forwarded = {fp: moved_event(e, seconds) for fp, e in self.forwarded.items()}
+        self.forwarding.shift(seconds)
         self.held.shift(seconds)
         self._last_created += seconds
         if self._oldest is not None:
@@ -261,7 +259,7 @@ class NotifyService:
             info = {"rule": event.rule, "severity": event.severity, **dict(event.labels)}
             log.warning("no escalation policy matches a firing alert", extra={"fields": info})
             await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info, self.fence())
-        if self.forwarders and event.change is AlertChange.STATE:
+        if self.forwarding.names and event.change is AlertChange.STATE:
             await self._forward(event, now)
 
     def resume(self, alerts: list[dict[str, Any]]) -> None:
@@ -295,8 +293,7 @@ class NotifyService:
                 self.add_pages(self.escalator.take_up_explained(event, at, key_at), now)
             else:
                 self.add_pages(self.escalator.handle(event, now, key_at=key_at), now)
-            if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
-                self.forwarded[event.fingerprint] = event
+            self.forwarding.keep(event)
             if a.get("acknowledged"):
                 self.escalator.handle(
                     dataclasses.replace(event, change=AlertChange.ACKNOWLEDGED), now
@@ -328,7 +325,7 @@ class NotifyService:
         escalating them here."""
         for fp in fingerprints:
             self.escalator.tracked.pop(fp, None)
-            self.forwarded.pop(fp, None)
+            self.forwarding.firing.pop(fp, None)
 
     def _forget(self) -> None:
         for cancel in self._flush_handles.values():
@@ -337,7 +334,7 @@ class NotifyService:
         self.grouper.groups.clear()
         self._ready.clear()
         self.escalator.tracked.clear()
-        self.forwarded.clear()
+        self.forwarding.firing.clear()
 
     def apply(
         self,
@@ -372,14 +369,14 @@ class NotifyService:
                 )
         forwarders = []
         for i, fwd in enumerate(notify.alertmanager):
-            name = f"{ALERTMANAGER}-{i}"
+            name = forwarder_name(i)
             same = old is not None and i < len(old.alertmanager) and old.alertmanager[i] == fwd
             channels[name] = previous[name] if same else build_channel(name, fwd)
             forwarders.append(name)
         for name, channel in previous.items():
             if channels.get(name) is not channel:
                 self._spawn(channel.close())
-        self.channels, self.forwarders = channels, forwarders
+        self.channels, self.forwarding.names = channels, forwarders
         key = notify.ack_key()
         links = AckLinks(key, notify.ack_link_ttl) if key else None
         if links is not None and self.links is not None:
@@ -616,26 +613,9 @@ class NotifyService:
         )
 
     async def _forward(self, event: AlertEvent, now: float) -> None:
-        fp = event.fingerprint
-        if event.state is AlertState.FIRING and event.notify:
-            self.forwarded[fp] = event
-        elif event.state is AlertState.RESOLVED and fp in self.forwarded:
-            del self.forwarded[fp]
-        else:
+        rows = self.forwarding.rows(event, now, self._stamp)
+        if not rows:
             return
-        alert = am_alert(event, now, self.generator_url, AM_ENDS_IN)
-        rows = [
-            OutboxMessage(
-                message_id([_am_page(event)], Recipient("channel", name)),
-                ALERTMANAGER,
-                str(event.state),
-                name,
-                {"alerts": [alert], "fingerprints": [fp], "due": now},
-                created=(created := self._stamp(now)),
-                next_at=created,
-            )
-            for name in self.forwarders
-        ]
         try:
             await self._enqueue(rows)
         except StorageUnavailable:
@@ -645,19 +625,7 @@ class NotifyService:
     async def _refresh_loop(self) -> None:
         while True:
             await self.clock.sleep(AM_REFRESH)
-            now = self.clock.time()
-            alerts = [
-                am_alert(e, now, self.generator_url, AM_ENDS_IN) for e in self.forwarded.values()
-            ]
-            if not alerts:
-                continue
-            for name in self.forwarders:
-                result = await self.channels[name].send("refresh", {"alerts": alerts})
-                if not result.ok:
-                    log.warning(
-                        "alertmanager refresh failed",
-                        extra={"fields": {"channel": name, "error": result.error}},
-                    )
+            await self.forwarding.refresh(self.channels, self.clock.time())
 
     # -- escalation clock -----------------------------------------------------------------------
 
@@ -905,8 +873,3 @@ class NotifyService:
 def ack_placeholder(fingerprint: str) -> str:
     """Stands in the queued body where the signed ack link of `fingerprint` will go."""
     return f"<<ack-link:{fingerprint}>>"
-
-
-def _am_page(event: AlertEvent) -> Page:
-    key = f"{event.fingerprint}|am|{event.state}|{event.timestamp:.3f}"
-    return Page(PageKind.FIRING, event, (), 0, event.timestamp, key)
