@@ -595,18 +595,25 @@ async def get_maintenance(request: web.Request) -> web.Response:
     return web.json_response({"maintenance": _ctx(request).operations.list_maintenance()})
 
 
-@_errors
-async def get_log(request: web.Request) -> web.Response:
-    """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
-    authorize_read(request, _ctx(request))
+def _period(request: web.Request, default_limit: int) -> tuple[float | None, float | None, int]:
+    """A register read's `since` and `until` (Unix seconds, either left out) and `limit`
+    (1 to 10000 lines)."""
     try:
         since = float(request.query["since"]) if "since" in request.query else None
         until = float(request.query["until"]) if "until" in request.query else None
-        limit = int(request.query.get("limit", "200"))
+        limit = int(request.query.get("limit", str(default_limit)))
     except ValueError as exc:
         raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
     if not 0 < limit <= 10_000:
         raise ApiError(400, "limit must be between 1 and 10000")
+    return since, until, limit
+
+
+@_errors
+async def get_log(request: web.Request) -> web.Response:
+    """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
+    authorize_read(request, _ctx(request))
+    since, until, limit = _period(request, default_limit=200)
     entries = await _ctx(request).storage.log.read(
         since=since,
         until=until,
@@ -679,14 +686,7 @@ async def post_entry(request: web.Request) -> web.Response:
 @_errors
 async def get_entries(request: web.Request) -> web.Response:
     authorize_read(request, _ctx(request))
-    try:
-        since = float(request.query["since"]) if "since" in request.query else None
-        until = float(request.query["until"]) if "until" in request.query else None
-        limit = int(request.query.get("limit", "1000"))
-    except ValueError as exc:
-        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
-    if not 0 < limit <= 10_000:
-        raise ApiError(400, "limit must be between 1 and 10000")
+    since, until, limit = _period(request, default_limit=1000)
     lines = await _ctx(request).storage.room_entries.read(
         since, until, request.query.get("room"), limit
     )
