@@ -583,16 +583,22 @@ async def get_targets(request: web.Request) -> web.Response:
     return web.json_response({"targets": sorted(out, key=lambda t: t["name"])})
 
 
-@_errors
-async def get_silences(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"silences": _ctx(request).operations.list_silences()})
+def _reader(key: str, view: Callable[[WebContext], Any]) -> Handler:
+    """A GET handler answering `{key: view(context)}` to a client that may read."""
+
+    @_errors
+    async def handler(request: web.Request) -> web.Response:
+        ctx = _ctx(request)
+        authorize_read(request, ctx)
+        return web.json_response({key: view(ctx)})
+
+    return handler
 
 
-@_errors
-async def get_maintenance(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"maintenance": _ctx(request).operations.list_maintenance()})
+get_silences = _reader("silences", lambda ctx: ctx.operations.list_silences())
+get_maintenance = _reader("maintenance", lambda ctx: ctx.operations.list_maintenance())
+get_rooms = _reader("rooms", lambda ctx: ctx.entries.rooms_view())
+get_shift = _reader("shift", lambda ctx: ctx.handover.view())
 
 
 def _period(request: web.Request, default_limit: int) -> tuple[float | None, float | None, int]:
@@ -691,18 +697,6 @@ async def get_entries(request: web.Request) -> web.Response:
         since, until, request.query.get("room"), limit
     )
     return web.json_response({"entries": [views.room_entry_view(e) for e in lines]})
-
-
-@_errors
-async def get_rooms(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"rooms": _ctx(request).entries.rooms_view()})
-
-
-@_errors
-async def get_shift(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"shift": _ctx(request).handover.view()})
 
 
 @_errors
