@@ -14,11 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
-from dutyd.web.server import serve_on_loopback
+from tests.http_fixtures import HttpApplication
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,26 +26,11 @@ READ_TOKEN = "api-test-read-token"
 READ = {"X-Dutyd-Token": READ_TOKEN}
 
 
-class Portal:
+class Portal(HttpApplication):
     """The application under watch: answers 500 until told otherwise."""
 
     def __init__(self) -> None:
-        self.status = 500
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(text="portal", status=self.status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._page)
-        self._runner, port = await serve_on_loopback(app)
-        self.url = f"http://127.0.0.1:{port}/"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        super().__init__(status=500)
 
 
 def config(tmp: Path, portal_url: str, **extra: Any) -> dict[str, Any]:
