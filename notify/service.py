@@ -87,6 +87,8 @@ CLAIM_MARGIN = 10.0
 
 
 class NotifyService:
+    """Escalates alert events into pages and delivers them through the outbox (see above)."""
+
     def __init__(
         self,
         oncall: OncallConfig,
