@@ -14,6 +14,7 @@ from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from tests.dependency_fixtures import application_paging, application_target
 from tests.http_fixtures import HttpApplication
+from tests.paging_fixtures import li_na_paged, target_down_rule
 from tests.test_notify_delivery import Receiver
 
 
@@ -41,19 +42,10 @@ def settings(tmp: Path, switch: HttpApplication, app: HttpApplication, receiver:
         "rules": {
             "packs": [],
             "custom": [
-                {
-                    "name": "target_down",
-                    "metric": "target_up",
-                    "condition": {"below": 1},
-                    "for": "1s",
-                    "severity": "critical",
-                    "summary": "{target} is down",
-                },
+                target_down_rule("target_down", for_="1s"),
             ],
         },
-        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
-        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
-        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+        **li_na_paged(receiver),
         "http": {"port": 0},
         "storage": {"path": str(tmp / "dutyd.db")},
     }
