@@ -41,7 +41,13 @@ from typing import Any
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.notify.acklink import AckLinks
+from dutyd.notify.acklink import (
+    ACKABLE,
+    AckLinks,
+    for_links,
+    placeholders,
+    with_signed_links,
+)
 from dutyd.notify.channels import Channel, SendResult, build_channel
 from dutyd.notify.clockmoves import OutboxMoves, move_back
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
@@ -49,7 +55,6 @@ from dutyd.notify.epochs import WriteEpochs
 from dutyd.notify.escalation import (
     Escalator,
     Page,
-    PageKind,
     moved_page,
 )
 from dutyd.notify.faultnotice import StorageFaultNotice
@@ -72,15 +77,6 @@ READ_AHEAD = 2 * MAX_IN_FLIGHT
 OUTBOX_RETRY = 2.0
 OUTBOX_RETRY_MAX = 60.0
 STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
-# Pages that ask for an acknowledgement carry an ack link.
-ACKABLE = (
-    PageKind.FIRING,
-    PageKind.REPEAT,
-    PageKind.RED_LINE,
-    PageKind.ACK_EXPIRED,
-    PageKind.SETTLED,
-    PageKind.RESUMED,
-)
 # A claim lasts the send timeout plus this: long enough that a live sender always finishes
 # under its claim, short enough that a dead sender's messages are taken over soon.
 CLAIM_MARGIN = 10.0
@@ -582,10 +578,7 @@ class NotifyService:
             and recipient.kind == "person"
             and pages[0].kind in ACKABLE
         ):
-            # A placeholder, not the link: a signed link is a credential (one POST
-            # acknowledges in this person's name), so it is made when the message is sent
-            # (`_with_links`) and never stored in the outbox or its WAL.
-            links = {p.event.fingerprint: ack_placeholder(p.event.fingerprint) for p in pages}
+            links = placeholders(pages)  # signed when sent (see `acklink`)
         title, body = render(pages, lang, tz, now, mid, links)
         payload = {
             "title": title,
@@ -595,13 +588,7 @@ class NotifyService:
             "due": min(p.at for p in pages),
         }
         if links:
-            payload["ack_actor"] = recipient.name
-            # Each link names its alert's episode: it cannot acknowledge a later one.
-            payload["episodes"] = {
-                p.event.fingerprint: p.event.active_since
-                for p in pages
-                if p.event.active_since is not None
-            }
+            for_links(payload, recipient.name, pages)
         created = self._stamp(now)
         return OutboxMessage(
             mid,
@@ -744,22 +731,6 @@ class NotifyService:
         person = self.oncall.person(recipient)
         return [c for c in (person.contacts if person else []) if c in self.channels]
 
-    def _with_links(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
-        """The payload as sent: each ack-link placeholder replaced by a freshly signed link
-        (its expiry counts from the send, not from when the message was queued)."""
-        actor = payload.get("ack_actor")
-        body = payload.get("body")
-        if not actor or not isinstance(body, str) or self.links is None:
-            return payload
-        base = self.config.ack_base_url.rstrip("/")
-        episodes = payload.get("episodes") or {}
-        for fp in payload.get("fingerprints", ()):
-            mark = ack_placeholder(fp)
-            if mark in body:
-                link = self.links.make(fp, actor, now, episodes.get(fp))
-                body = body.replace(mark, f"{base}/ack/{link}")
-        return {**payload, "body": body}
-
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock.time()
         # Every write below carries the epoch this node holds when it makes it (`epochs`;
@@ -801,7 +772,10 @@ class NotifyService:
             return
         try:
             async with self.clock.timeout(self.config.send_timeout):
-                result = await channel.send(row.id, self._with_links(row.payload, now))
+                result = await channel.send(
+                    row.id,
+                    with_signed_links(row.payload, self.links, self.config.ack_base_url, now),
+                )
         except TimeoutError:
             result = SendResult(False, True, f"no answer within {self.config.send_timeout:g}s")
         now = self.clock.time()
@@ -870,8 +844,3 @@ class NotifyService:
             self.epochs.current(),
         )
         log.warning("notification failed, will retry", extra={"fields": info})
-
-
-def ack_placeholder(fingerprint: str) -> str:
-    """Stands in the queued body where the signed ack link of `fingerprint` will go."""
-    return f"<<ack-link:{fingerprint}>>"
