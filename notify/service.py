@@ -216,6 +216,12 @@ class NotifyService:
                 self.order.add(row)
         self._wake.set()
 
+    def _hold_rows(self, rows: list[OutboxMessage]) -> None:
+        """Send from memory what the outbox could not take (see `heldoutbox`)."""
+        for row in self.held.hold(rows):
+            self.order.add(row)
+        self._wake.set()
+
     async def stop(self) -> None:
         # Open groups are written to the outbox, so they go out at the next start.
         for cancel in self._flush_handles.values():
@@ -543,14 +549,6 @@ class NotifyService:
                     rows.append(row)
         return rows
 
-    # -- the outbox while the disk refuses writes (single node) ---------------------------------
-
-    def _hold_rows(self, rows: list[OutboxMessage]) -> None:
-        """Send from memory what the outbox could not take (see `heldoutbox`)."""
-        for row in self.held.hold(rows):
-            self.order.add(row)
-        self._wake.set()
-
     def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxMessage | None:
         """The outbox row of one group: rendered for its recipient (language, time zone)."""
         recipient = key[0]
@@ -600,6 +598,8 @@ class NotifyService:
             created=created,
             next_at=created,
         )
+
+    # -- Alertmanager forwarders ----------------------------------------------------------------
 
     async def _forward(self, event: AlertEvent, now: float) -> None:
         rows = self.forwarding.rows(event, now, self._stamp)
