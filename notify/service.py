@@ -468,6 +468,10 @@ class NotifyService:
         except Exception:
             log.exception("duty log write failed")
 
+    async def _log_delivery(self, ts: float, kind: str, subject: str, data: dict[str, Any]) -> None:
+        """A delivery's duty-log entry, fenced by the epoch this node sends under."""
+        await self._log(ts, kind, "dutyd", subject, data, self.epochs.current())
+
     # -- rendering into the outbox --------------------------------------------------------------
 
     def language_of(self, person: str, site: str = "") -> str:
@@ -753,14 +757,7 @@ class NotifyService:
             else:
                 await self.held.drop(row)
                 self.order.remove(row.id)
-                await self._log(
-                    now,
-                    "notify.dropped",
-                    "dutyd",
-                    row.id,
-                    {"why": "no channel"},
-                    self.epochs.current(),
-                )
+                await self._log_delivery(now, "notify.dropped", row.id, {"why": "no channel"})
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
@@ -812,7 +809,7 @@ class NotifyService:
         if expired or (not result.retry and not row.fallbacks):
             await self.held.drop(row)
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info, self.epochs.current())
+            await self._log_delivery(now, "notify.dropped", row.id, info)
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -823,24 +820,10 @@ class NotifyService:
             row.channel = row.fallbacks.pop(0)
             row.fallbacks.append(failed)
             row.channel_failures = 0
-            await self._log(
-                now,
-                "notify.failover",
-                "dutyd",
-                row.id,
-                {**info, "to": row.channel},
-                self.epochs.current(),
-            )
+            await self._log_delivery(now, "notify.failover", row.id, {**info, "to": row.channel})
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
         await self.held.reschedule(row)
-        await self._log(
-            now,
-            "notify.retry",
-            "dutyd",
-            row.id,
-            {**info, "next_at": row.next_at},
-            self.epochs.current(),
-        )
+        await self._log_delivery(now, "notify.retry", row.id, {**info, "next_at": row.next_at})
         log.warning("notification failed, will retry", extra={"fields": info})
