@@ -134,9 +134,11 @@ class SnmpTarget(TargetConfig):
         le=100_000,
         description="Most rows a walked column may have; more is a broken agent (target down).",
     )
-    profiles: list[Literal["switch", "ups", "sensor", "lldp"]] = Field(
+    profiles: list[str] = Field(
         default_factory=list,
-        description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor, lldp (LLDP-MIB).",
+        description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor (an OID map of "
+        "probes), lldp (LLDP-MIB), entity_sensor (ENTITY-SENSOR-MIB probes), apc_probe (an "
+        "APC card's probe); every name in profiles/__init__.py PROFILES.",
     )
     ports: list[str] = Field(
         default_factory=list,
@@ -170,6 +172,16 @@ class SnmpTarget(TargetConfig):
         if key not in _VERSIONS:
             raise ValueError("must be 1, 2c or 3")
         return _VERSIONS[key]
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[str]) -> list[str]:
+        unknown = [p for p in v if p not in PROFILES]
+        if unknown:
+            raise ValueError(
+                f"unknown profile {', '.join(map(repr, unknown))}; known: {', '.join(PROFILES)}"
+            )
+        return v
 
     @field_validator("address")
     @classmethod
@@ -207,7 +219,7 @@ class SnmpTarget(TargetConfig):
             if v3_keys:
                 raise ValueError(f"{', '.join(v3_keys)}: only for version 3")
         if not self.profiles and not self.oids:
-            raise ValueError("nothing to read: give profiles (switch, ups, sensor) or oids")
+            raise ValueError("nothing to read: give profiles (switch, ups, sensor, ...) or oids")
         if (self.ports or self.port_pattern) and "switch" not in self.profiles:
             raise ValueError("ports / port_pattern apply to the switch profile")
         if bool(self.sensors) != ("sensor" in self.profiles):
