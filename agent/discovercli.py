@@ -380,7 +380,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
         print(render_tree(parents, list(parents)))
         for child, link in view.get("learned", {}).items():
             port = f" port {link['port']}" if link.get("port") else ""
-            print(f"learned from LLDP: {child} on {link['parent']}{port}")
+            how = "the bridge table" if link.get("how") == "bridge" else "LLDP"
+            print(f"learned from {how}: {child} on {link['parent']}{port}")
         return 0
     if not args.file:
         print("dutyd topology: give a config FILE, or --live", file=sys.stderr)
@@ -394,7 +395,10 @@ def cmd_topology(args: argparse.Namespace) -> int:
     print(render_tree(parents, [t.name for t in settings.targets]))
     auto = [t.name for t in settings.targets if t.learns_parents]
     if auto:
-        print(f"depends_on: auto (the daemon learns their switch from LLDP): {', '.join(auto)}")
+        print(
+            "depends_on: auto (the daemon learns their switch from LLDP or bridge tables): "
+            + ", ".join(auto)
+        )
     return 0
 
 

@@ -42,6 +42,8 @@ from dutyd.collectors.probe_http.collector import MIB, examine_body, text_charse
 from dutyd.collectors.snmp import codec
 from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile, decode_probe
 from dutyd.collectors.snmp.profiles.base import PollData
+from dutyd.collectors.snmp.profiles.bridge import COLUMNS as BRIDGE_COLUMNS
+from dutyd.collectors.snmp.profiles.bridge import forwarding_table
 from dutyd.collectors.snmp.profiles.entity_sensor import EntitySensorProfile, decode_reading
 from dutyd.collectors.snmp.profiles.room import BOUNDS as ROOM_BOUNDS
 from dutyd.collectors.snmp.profiles.room import MAX_PROBES
@@ -497,6 +499,37 @@ def test_room_sensor_tables_of_any_rows_give_bounded_samples_or_the_reason(
         else:
             assert _room_reading_ok(sample.name, sample.value), sample
     assert len({dict(s.labels)["sensor"] for s in readings.samples}) <= MAX_PROBES
+
+
+_INDEX = st.one_of(
+    st.binary(max_size=24),
+    st.lists(st.integers(0, 2**32), max_size=22).map(
+        lambda subids: codec.encode_oid_content((1, 3, *subids))[1:]
+    ),
+)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.integers(0, len(BRIDGE_COLUMNS) - 1), _INDEX, _SNMP_VALUE), max_size=600)
+)
+# A hostile ifIndex for a bridge port (negative, beyond 2^32): no OID to name the port by.
+@example([(0, b"\x02\x00\x00\x00\x00\x01", 3), (2, b"\x03", -5)])
+@example([(1, b"\x01\x02\x00\x00\x00\x00\x01", 3), (2, b"\x03", 2**80)])
+def test_forwarding_tables_of_any_rows_decode_in_bounded_time(
+    cells: list[tuple[int, bytes, Any]],
+) -> None:
+    """Any rows in the bridge profile's columns: MACs as six hex octets, ports and IPs as
+    text, nothing else, in bounded time."""
+    columns: dict[Any, dict[bytes, Any]] = {c: {} for c in BRIDGE_COLUMNS}
+    for column, index, value in cells:
+        columns[BRIDGE_COLUMNS[column]][index] = value
+    table, seconds = timed(len(cells), forwarding_table, columns)
+    assert_within(seconds, len(cells), "forwarding_table")
+    hexmac = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+    assert all(hexmac.match(m) and isinstance(p, str) and p for m, p in table.macs.items())
+    assert all(hexmac.match(m) for m in table.arp.values())
+    assert len(table.macs) <= len(cells) and len(table.arp) <= len(cells)
 
 
 def _finite_numbers(value: Any) -> bool:

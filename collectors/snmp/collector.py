@@ -48,6 +48,7 @@ from dutyd.collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
 from dutyd.collectors.snmp.facts import MAX_ENTITIES, facts_from, facts_query
 from dutyd.collectors.snmp.profiles import PROFILES, Profile
 from dutyd.collectors.snmp.profiles.base import PollData
+from dutyd.collectors.snmp.profiles.bridge import DEFAULT_MAX_ROWS, BridgeProfile, ForwardingTable
 from dutyd.collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
 from dutyd.collectors.snmp.profiles.sensor import SensorProbe
 from dutyd.collectors.snmp.profiles.switch import SwitchProfile
@@ -137,8 +138,9 @@ class SnmpTarget(TargetConfig):
     profiles: list[str] = Field(
         default_factory=list,
         description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor (an OID map of "
-        "probes), lldp (LLDP-MIB), entity_sensor (ENTITY-SENSOR-MIB probes), apc_probe (an "
-        "APC card's probe); every name in profiles/__init__.py PROFILES.",
+        "probes), lldp (LLDP-MIB), bridge (forwarding and ARP tables), entity_sensor "
+        "(ENTITY-SENSOR-MIB probes), apc_probe (an APC card's probe); every name in "
+        "profiles/__init__.py PROFILES.",
     )
     ports: list[str] = Field(
         default_factory=list,
@@ -154,6 +156,13 @@ class SnmpTarget(TargetConfig):
     )
     oids: list[OidMetric] = Field(
         default_factory=list, description="User OID map: scalars and table columns to read."
+    )
+    bridge_max_rows: int = Field(
+        default=DEFAULT_MAX_ROWS,
+        ge=1,
+        le=65_536,
+        description="bridge: most rows of the forwarding and ARP tables; a longer table is "
+        "refused (not learned from), the target stays up.",
     )
     label_refresh: Duration = Field(
         default=900.0,
@@ -278,6 +287,12 @@ class SnmpCollector(Collector[SnmpTarget]):
         label_columns = [c for c in dict.fromkeys(label_columns) if c not in columns]
         # Prepared once: numeric OIDs, BER-encoded, request templates cached in the Query.
         # The whole query reads the rows' names too; the lean one, used in between, does not.
+        # Tables a profile walks apart, under a row cap of its own (the bridge profile's).
+        self._capped = [
+            (p, Query([], walk[0]), walk[1])
+            for p in self._profiles
+            if (walk := p.capped_walk()) is not None
+        ]
         self._query = Query(scalars, columns + label_columns)
         self._lean_query = Query(scalars, columns) if label_columns else None
         self._labels_read_at: float | None = None  # monotonic time of the last whole walk
@@ -357,6 +372,9 @@ class SnmpCollector(Collector[SnmpTarget]):
             data.columns = dict(zip(query.columns, column_values, strict=True))
         if query is self._query:
             self._labels_read_at = now
+        for _, capped_query, max_rows in self._capped:
+            left = cfg.timeout * 0.9 - (time.monotonic() - started)
+            await self._walk_capped(client, capped_query, max_rows, left, data)
         for profile in self._profiles:
             profile.emit(data, readings)
         self._last_ok = now
@@ -365,6 +383,39 @@ class SnmpCollector(Collector[SnmpTarget]):
             # a slow inventory walk.
             left = cfg.timeout * 0.9 - (time.monotonic() - started)
             await self._read_facts(client, left)
+
+    async def _walk_capped(
+        self, client: SnmpClient, query: Query, max_rows: int, within: float, data: PollData
+    ) -> None:
+        """A profile's own walk within what is left of the poll: its columns in
+        `data.capped`, or None and why in `data.capped_refused` (the target is not down for
+        it: the rest of the poll was read)."""
+        data.capped, data.capped_refused = None, ""
+        if within <= 0:
+            data.capped_refused = "no time left in the poll's timeout for the table walk"
+            return
+        try:
+            async with asyncio.timeout(within):
+                _, values = await client.fetch(query, max_rows)
+        except TimeoutError:
+            data.capped_refused = f"the table walk took longer than the {within:.1f}s left"
+            return
+        except CollectError as exc:
+            data.capped_refused = str(exc)
+            return
+        data.capped = dict(zip(query.columns, values, strict=True))
+
+    def take_forwarding(self) -> tuple[ForwardingTable | None, str] | None:
+        """The bridge profile's last forwarding table (or None) and why it was refused ("" if
+        not), once per poll; None without a bridge profile or when already taken."""
+        for profile in self._profiles:
+            if isinstance(profile, BridgeProfile):
+                if profile.table is None and not profile.refused:
+                    return None
+                got = (profile.table, profile.refused)
+                profile.table, profile.refused = None, ""
+                return got
+        return None
 
     async def _read_facts(self, client: SnmpClient, within: float) -> None:
         """The equipment register's facts. A device that will not tell (a walk cut short or

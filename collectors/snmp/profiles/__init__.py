@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile
 from dutyd.collectors.snmp.profiles.base import Profile
+from dutyd.collectors.snmp.profiles.bridge import BridgeProfile
 from dutyd.collectors.snmp.profiles.entity_sensor import EntitySensorProfile
 from dutyd.collectors.snmp.profiles.lldp import LldpProfile
 from dutyd.collectors.snmp.profiles.sensor import SensorProfile
@@ -21,6 +22,7 @@ PROFILES: dict[str, type[Profile]] = {
     LldpProfile.name: LldpProfile,
     EntitySensorProfile.name: EntitySensorProfile,
     ApcProbeProfile.name: ApcProbeProfile,
+    BridgeProfile.name: BridgeProfile,
 }
 
 __all__ = ["PROFILES", "Profile"]
