@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,11 +85,20 @@ def learn_parents(
     return parents
 
 
+Loads = Mapping[str, Mapping[str, int]]  # switch -> port -> MACs its whole table has there
+
+
+def port_loads(fdb: Mapping[str, Mapping[str, str]]) -> dict[str, Counter[str]]:
+    """MACs per port of each switch, when `fdb` holds the whole tables."""
+    return {s: Counter(table.values()) for s, table in fdb.items()}
+
+
 def bridge_root(
     fdb: Mapping[str, Mapping[str, str]],
     mac_of: Mapping[str, str],
     arp_sizes: Mapping[str, int] | None = None,
     before: str | None = None,
+    loads: Loads | None = None,
 ) -> str | None:
     """The root of the forwarding tables' tree: the switch that sees other switches on the
     most distinct ports, then the largest ARP table, the largest forwarding table, the name.
@@ -99,11 +108,15 @@ def bridge_root(
         return None
     owner = {mac: name for name, mac in mac_of.items()}
     sizes = arp_sizes or {}
+    loads = loads if loads is not None else port_loads(fdb)
 
     def facing(s: str) -> int:
         return len({p for mac, p in fdb[s].items() if owner.get(mac, s) != s and owner[mac] in fdb})
 
-    root = min(fdb, key=lambda s: (-facing(s), -sizes.get(s, 0), -len(fdb[s]), s))
+    def rank(s: str) -> tuple[int, int, int, str]:
+        return (-facing(s), -sizes.get(s, 0), -sum(loads.get(s, {}).values()), s)
+
+    root = min(fdb, key=rank)
     if before in fdb and facing(before) >= facing(root):
         return before
     return root
@@ -115,26 +128,30 @@ def learn_bridge_parents(
     skip: Collection[str] = (),
     arp_sizes: Mapping[str, int] | None = None,
     root: str | None = None,
+    loads: Loads | None = None,
 ) -> dict[str, Link]:
-    """`fdb`: switch (target name) -> its forwarding table (MAC -> port); `mac_of`: target
-    name -> its MAC; `skip`: targets placed otherwise (by LLDP); `arp_sizes`: switch -> rows
-    of its ARP table; `root`: the root, else `bridge_root`'s. Returns child -> Link (how
-    "bridge"), without loops. See the module's docstring for the rule."""
+    """`fdb`: switch (target name) -> its forwarding table (MAC -> port), whole or only the
+    targets' MACs; `mac_of`: target name -> its MAC; `skip`: targets placed otherwise (by
+    LLDP); `arp_sizes`: switch -> rows of its ARP table; `root`: the root, else
+    `bridge_root`'s; `loads`: MACs per port of the whole tables (from `fdb` when not given).
+    Returns child -> Link (how "bridge"), without loops. See the module's docstring."""
     switches = sorted(fdb)
+    loads = loads if loads is not None else port_loads(fdb)
     if root not in fdb:
-        root = bridge_root(fdb, mac_of, arp_sizes)
+        root = bridge_root(fdb, mac_of, arp_sizes, loads=loads)
     if root is None:
         return {}
-    load: dict[tuple[str, str], int] = {}
-    for s in switches:
-        for port in fdb[s].values():
-            load[(s, port)] = load.get((s, port), 0) + 1
+
+    def load(s: str, port: str) -> int:
+        return loads.get(s, {}).get(port, 1)
+
     root_mac = mac_of.get(root)
     uplink: dict[str, str] = {}
     for s in switches:
         port = fdb[s].get(root_mac) if root_mac else None
-        if s != root and port is None and fdb[s]:
-            port = max(sorted(set(fdb[s].values())), key=lambda p, s=s: load[(s, p)])
+        ports = sorted(loads.get(s, {}))
+        if s != root and port is None and ports:
+            port = max(ports, key=lambda p, s=s: load(s, p))
         if s != root and port is not None:
             uplink[s] = port
     links: dict[str, Link] = {}
@@ -142,7 +159,7 @@ def learn_bridge_parents(
         if child in skip or child == root:
             continue
         seen = [
-            (load[(s, port)], s, port)
+            (load(s, port), s, port)
             for s in switches
             if s != child and (port := fdb[s].get(mac)) is not None and port != uplink.get(s)
         ]
@@ -236,7 +253,12 @@ class LearnedTopology:
         self.ips = {t.name: ip for t in targets if (ip := target_ip(t.address)) is not None}
         # What the switches said, kept over a reload (the new config may keep them).
         self.neighbours: dict[str, tuple[tuple[str, str], ...]] = {}
-        self.fdb: dict[str, dict[str, str]] = {}  # bridge switch -> MAC -> port
+        # Per bridge switch: its last forwarding table read whole, of which `fdb` keeps the
+        # targets' MACs (what the tree is learned from, compared to tell a change) and
+        # `loads` the MACs per port (edge or uplink).
+        self.tables: dict[str, ForwardingTable] = {}
+        self.fdb: dict[str, dict[str, str]] = {}
+        self.loads: dict[str, Counter[str]] = {}
         self.arp_sizes: dict[str, int] = {}
         # Each target's MAC as last seen in an ARP table: kept when the entry ages out (an
         # idle server's does), so its place is not forgotten for it.
@@ -248,12 +270,14 @@ class LearnedTopology:
         self.heard: set[str] = set()
         if before is not None:
             self.neighbours = {k: v for k, v in before.neighbours.items() if k in self.names}
-            self.fdb = {k: v for k, v in before.fdb.items() if k in self.bridges}
+            self.tables = {k: v for k, v in before.tables.items() if k in self.bridges}
+            self.loads = {k: v for k, v in before.loads.items() if k in self.bridges}
             self.arp_sizes = {k: v for k, v in before.arp_sizes.items() if k in self.bridges}
             self.root = before.root
             self.macs = {
                 k: v for k, v in before.macs.items() if self.ips.get(k) == before.ips.get(k)
             }
+            self._filter(self.tables)
             self.heard = before.heard & self.polled
             if self.heard >= self.polled:
                 self.links = self._learn(before.links)
@@ -275,15 +299,18 @@ class LearnedTopology:
         self.heard.add(target)
         changed = False
         if ok and forwarding is not None and target in self.bridges:
-            changed = self.fdb.get(target) != forwarding.macs
-            self.fdb[target] = dict(forwarding.macs)
+            self.tables[target] = forwarding
+            self.loads[target] = Counter(forwarding.macs.values())
             # The largest seen: a router's table is large, and an empty answer tells little.
             self.arp_sizes[target] = max(self.arp_sizes.get(target, 0), len(forwarding.arp))
+            learned = False
             for name, ip in self.ips.items():
                 mac = forwarding.arp.get(ip)
                 if mac is not None and self.macs.get(name) != mac:
                     self.macs[name] = mac
-                    changed = True
+                    learned = True
+            # A target's MAC learned (or changed): every table is read for it again.
+            changed = self._filter(self.tables if learned else [target]) or learned
         if ok and target in self.switches:
             rows = tuple(
                 sorted(
@@ -305,14 +332,30 @@ class LearnedTopology:
         self.links = links
         return changes
 
+    def _filter(self, switches: Iterable[str]) -> bool:
+        """`fdb` of these switches made again from their tables: the targets' MACs only (a
+        few hundred lookups, not the thousands of rows; tables churn, the targets' places
+        rarely do). Whether one changed."""
+        changed = False
+        macs = set(self.macs.values())
+        for s in switches:
+            table = self.tables[s].macs
+            view = {mac: port for mac in macs if (port := table.get(mac)) is not None}
+            if self.fdb.get(s) != view:
+                self.fdb[s] = view
+                changed = True
+        return changed
+
     def _learn(self, before: Mapping[str, Link]) -> dict[str, Link]:
         """LLDP's tree, then the forwarding tables' places for what it leaves out. A device
         placed by a forwarding table before and seen on none now (its MAC aged out of every
         table, as an idle server's does) keeps its place: no news is no move."""
         links = learn_parents(self.neighbours, {n: n for n in self.names})
         placed = set(links) | {link.parent for link in links.values()}
-        self.root = bridge_root(self.fdb, self.macs, self.arp_sizes, self.root)
-        bridged = learn_bridge_parents(self.fdb, self.macs, placed, self.arp_sizes, self.root)
+        self.root = bridge_root(self.fdb, self.macs, self.arp_sizes, self.root, self.loads)
+        bridged = learn_bridge_parents(
+            self.fdb, self.macs, placed, self.arp_sizes, self.root, self.loads
+        )
         for child, link in before.items():
             if (
                 link.how == "bridge"

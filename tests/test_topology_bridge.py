@@ -128,7 +128,7 @@ def test_target_addresses_as_arp_tables_write_them() -> None:
     assert target_ip("ups-a.example:161") is None
 
 
-def test_a_table_not_read_and_a_mac_aged_out_keep_the_learned_place(tmp_path: Path) -> None:
+def two_switches_and_a_server(tmp_path: Path) -> LearnedTopology:
     path = tmp_path / "dutyd.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -142,7 +142,28 @@ def test_a_table_not_read_and_a_mac_aged_out_keep_the_learned_place(tmp_path: Pa
             }
         )
     )
-    topo = LearnedTopology(load_config(path).targets)
+    return LearnedTopology(load_config(path).targets)
+
+
+def test_a_mac_learned_later_is_looked_up_in_the_tables_read_before(tmp_path: Path) -> None:
+    """The access switch answers first, before the router's ARP table named the server's
+    MAC: its table is read again for it, so the server is placed on its edge port at once
+    (not on the core's downlink first, then "moved")."""
+    topo = two_switches_and_a_server(tmp_path)
+    assert topo.observe("a1", [], True, ForwardingTable({"99": "e4", "c0": "up"}, {})) == []
+    core = ForwardingTable(
+        {"aa": "p1", "99": "p1", "c0": "cpu"},
+        {"10.0.0.1": "c0", "10.0.0.2": "aa", "10.0.0.9": "99"},
+    )
+    changes = topo.observe("core", [], True, core)
+    assert [(c, now) for c, _, now in changes] == [
+        ("a1", Link("core", "p1", "bridge")),
+        ("srv", Link("a1", "e4", "bridge")),
+    ]
+
+
+def test_a_table_not_read_and_a_mac_aged_out_keep_the_learned_place(tmp_path: Path) -> None:
+    topo = two_switches_and_a_server(tmp_path)
     core = ForwardingTable({"aa": "p1", "99": "p1"}, {"10.0.0.2": "aa", "10.0.0.9": "99"})
     a1 = ForwardingTable({"99": "e4", "c0": "up"}, {"10.0.0.1": "c0"})
     assert topo.observe("core", [], True, core) == []  # a1 not heard yet
