@@ -9,6 +9,7 @@ a real receiver."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -259,8 +260,14 @@ async def test_a_forwarding_table_over_the_cap_is_refused_and_the_switch_stays_u
 
 
 async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Access switch 2's table is over its `bridge_max_rows`: refused and logged, the tree
+    is learned from the others (the core sees it on its port 2)."""
+    caplog.set_level(logging.WARNING, logger="dutyd")
     monkeypatch.setenv("SITE_COMMUNITY", COMMUNITY)
     port = free_port_on(HOSTS, "udp")
     rooms = site()
@@ -268,13 +275,14 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
     receiver = Receiver()
     daemon: Daemon | None = None
 
-    def snmp(name: str, host: str, role: str, profiles: list[str]) -> dict:
+    def snmp(name: str, host: str, role: str, profiles: list[str], **more: Any) -> dict:
         return {
             "name": name,
             "kind": "snmp",
             "address": f"{host}:{port}",
             "profiles": profiles,
             "labels": {"role": role},
+            **more,
         }
 
     try:
@@ -299,7 +307,13 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
                     "targets": [
                         snmp("core-sw", HOSTS[0], "core", ["switch", "bridge"]),
                         snmp("access-sw-1", HOSTS[1], "network", ["switch", "bridge"]),
-                        snmp("access-sw-2", HOSTS[2], "network", ["switch", "bridge"]),
+                        snmp(
+                            "access-sw-2",
+                            HOSTS[2],
+                            "network",
+                            ["switch", "bridge"],
+                            bridge_max_rows=2,
+                        ),
                         snmp("ups-a", HOSTS[3], "ups", ["ups"]),
                     ],
                     "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
@@ -338,6 +352,9 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
             "access-sw-2 learned on core-sw port Gi0/2",
             "ups-a learned on access-sw-1 port Gi0/3",
         ]
+        refused = [r for r in caplog.records if r.getMessage() == "forwarding table not read"]
+        assert refused and refused[0].fields["target"] == "access-sw-2", caplog.records
+        assert "has more than 2 rows" in refused[0].fields["reason"], refused[0].fields
         live = ["topology", "--live", "--url", daemon.http.url]
         monkeypatch.setenv("DUTYD_API_TOKEN", "bridge-test")
         assert await asyncio.to_thread(cli.main, live) == 0

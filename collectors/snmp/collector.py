@@ -161,8 +161,9 @@ class SnmpTarget(TargetConfig):
         default=DEFAULT_MAX_ROWS,
         ge=1,
         le=65_536,
-        description="bridge: most rows of the forwarding and ARP tables; a longer table is "
-        "refused (not learned from), the target stays up.",
+        description="bridge: most rows of each column it walks (forwarding tables, bridge "
+        "ports, ifName, ARP tables); a longer one is refused (not learned from), the target "
+        "stays up.",
     )
     label_refresh: Duration = Field(
         default=900.0,

@@ -89,10 +89,15 @@ def forwarding_table(columns: dict[Oid, Column]) -> ForwardingTable:
         if len(port) == 1 and value.__class__ is int and 0 < value < 2**31:  # type: ignore[operator]
             if_index[port[0]] = value  # type: ignore[assignment]
 
+    port_names: dict[int, str] = {}  # a few ports, thousands of MACs: each named once
+
     def port_name(port: int) -> str:
-        idx = if_index.get(port)
-        name = text(names.get(encode_oid_content((1, 3, idx))[1:])) if idx is not None else ""
-        return name or f"bridge port {port}"
+        name = port_names.get(port)
+        if name is None:
+            idx = if_index.get(port)
+            name = text(names.get(encode_oid_content((1, 3, idx))[1:])) if idx is not None else ""
+            name = port_names[port] = name or f"bridge port {port}"
+        return name
 
     macs: dict[str, str] = {}
     for column, skip in ((FDB_PORT, 0), (Q_FDB_PORT, 1)):
