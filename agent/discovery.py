@@ -10,7 +10,7 @@ most `concurrency` addresses are probed at once, each probe bounded by `timeout`
 Per address, in this order: SNMP with each credential given, v2c communities and v3 users,
 through the SNMP collector's own clients (sysName, sysLocation, sysDescr; every device's ARP
 table; the UPS-MIB answers: a UPS (with the room-sensor profile of its card's probe, if any); a
-room-sensor MIB of a registered room-sensor profile (APC PowerNet-MIB's probe table; the
+room-sensor MIB of a registered room-sensor profile (APC PowerNet-MIB's probe tables; the
 standard ENTITY-SENSOR-MIB, on a device that is not a switch) or AKCP SPAGENT-MIB's
 temperature and humidity tables (read by the `sensor` profile): a sensor; IF-MIB with
 `switch_ports` interfaces or more: a switch, with its LLDP-MIB neighbours and BRIDGE-MIB

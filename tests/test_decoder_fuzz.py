@@ -41,6 +41,7 @@ from dutyd.collectors.nut.protocol import (
 from dutyd.collectors.probe_http.collector import MIB, examine_body, text_charset
 from dutyd.collectors.snmp import codec
 from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile, decode_probe
+from dutyd.collectors.snmp.profiles.apc_uio import ApcUioProfile, decode_uio
 from dutyd.collectors.snmp.profiles.base import PollData
 from dutyd.collectors.snmp.profiles.bridge import COLUMNS as BRIDGE_COLUMNS
 from dutyd.collectors.snmp.profiles.bridge import forwarding_table
@@ -471,8 +472,20 @@ def test_apc_probe_rows_decode_to_room_readings_or_nothing(
 
 
 @FUZZ
+@given(_SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE)
+@example(1, 10**30, -(10**30))
+@example(3, -1, 101)
+def test_apc_uio_rows_decode_to_room_readings_or_nothing(
+    alarm: Any, temp: Any, humidity: Any
+) -> None:
+    got, seconds = timed(1, decode_uio, alarm, temp, humidity)
+    assert_within(seconds, 1, "decode_uio")
+    assert all(_room_reading_ok(name, v) for name, v in got.items()), got
+
+
+@FUZZ
 @given(
-    st.sampled_from([EntitySensorProfile, ApcProbeProfile]),
+    st.sampled_from([EntitySensorProfile, ApcProbeProfile, ApcUioProfile]),
     st.lists(st.tuples(st.binary(max_size=6), _SNMP_VALUE), max_size=400),
 )
 def test_room_sensor_tables_of_any_rows_give_bounded_samples_or_the_reason(

@@ -18,6 +18,7 @@ from dutyd.agent.discovery import Sweep, SweepOptions, community
 from dutyd.collectors.base import CollectorContext, Readings
 from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile
+from dutyd.collectors.snmp.profiles.apc_uio import ApcUioProfile
 from dutyd.collectors.snmp.profiles.entity_sensor import EntitySensorProfile
 from dutyd.core.errors import ReadingUnavailable
 from dutyd.rules.packs import load_pack
@@ -26,6 +27,7 @@ from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values, ups_values
 ENTITY_SENSOR = "1.3.6.1.2.1.99.1.1.1"
 ENT_NAME = "1.3.6.1.2.1.47.1.1.1.1.7"
 APC_PROBE = "1.3.6.1.4.1.318.1.1.10.2.3.2.1"
+APC_UIO = "1.3.6.1.4.1.318.1.1.25.1.2.1"
 SERVED = (".1.3.6.1.2.1.99", ".1.3.6.1.2.1.47", ".1.3.6.1.4.1.318")
 
 
@@ -79,6 +81,25 @@ def apc_probes() -> dict[str, list[Any]]:
 def snmpd(tmp_path: Path, values: dict[str, list[Any]]) -> SnmpdPeer:
     (tmp_path / "snmpd").mkdir()
     return SnmpdPeer(tmp_path / "snmpd", values, served=SERVED)
+
+
+def netbotz() -> dict[str, list[Any]]:
+    """A NetBotz rack monitor (PowerNet-MIB uioSensorStatusTable, indexed port.sensor): a
+    temperature/humidity sensor in warning, a temperature-only one (humidity -1), and one
+    whose status is sensorStatusNotApplicable (unplugged)."""
+    v: dict[str, list[Any]] = {"1.3.6.1.2.1.1.3.0": ["timeticks", 360000]}
+    for index, name, temp, humid, alarm in (
+        ("1.1", "row B cold aisle", 27, 38, 2),
+        ("2.1", "row B hot aisle", 34, -1, 1),
+        ("3.1", "spare port", -1, -1, 4),
+    ):
+        v |= {
+            f"{APC_UIO}.3.{index}": ["string", name],
+            f"{APC_UIO}.6.{index}": ["integer", temp],
+            f"{APC_UIO}.7.{index}": ["integer", humid],
+            f"{APC_UIO}.9.{index}": ["integer", alarm],
+        }
+    return v
 
 
 def target(peer: SnmpdPeer, profiles: list[str]) -> SnmpTarget:
@@ -173,7 +194,7 @@ async def test_a_device_without_the_mib_is_down_with_the_reason(tmp_path: Path) 
 
 def test_the_room_rules_read_what_the_profiles_emit() -> None:
     metrics = {r.metric for r in load_pack("duty")}
-    for profile in (EntitySensorProfile, ApcProbeProfile):
+    for profile in (EntitySensorProfile, ApcProbeProfile, ApcUioProfile):
         assert set(profile.help_for(None)) - {"room_sensor_ok"} <= metrics
 
 
@@ -236,3 +257,26 @@ async def test_discover_leaves_a_switchs_own_entity_sensors_out_of_the_room(
         assert [t.profiles for t in targets] == [["switch"]]
     finally:
         peer.stop()
+
+
+async def test_a_netbotz_is_read_and_discovered_by_its_universal_io_sensors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = snmpd(tmp_path, netbotz())
+    try:
+        devices, text, targets = await sweep(peer, monkeypatch, tmp_path)
+        assert [(d.snmp_class, d.sensor_profiles) for d in devices] == [("sensor", ["apc_uio"])]
+        assert "answers APC PowerNet-MIB uioSensorStatusTable" in text, text
+        (written,) = targets
+        got = await poll(written)
+    finally:
+        peer.stop()
+    room = {k: v for k, v in got.items() if k[0].startswith("room_")}
+    assert room == {
+        ("room_temperature_celsius", "row B cold aisle"): 27.0,
+        ("room_humidity_percent", "row B cold aisle"): 38.0,  # a warning still reads
+        ("room_temperature_celsius", "row B hot aisle"): 34.0,
+        ("room_sensor_ok", "row B cold aisle"): 1.0,
+        ("room_sensor_ok", "row B hot aisle"): 1.0,
+        ("room_sensor_ok", "spare port"): 0.0,
+    }, got

@@ -139,8 +139,8 @@ class SnmpTarget(TargetConfig):
         default_factory=list,
         description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor (an OID map of "
         "probes), lldp (LLDP-MIB), bridge (forwarding and ARP tables), entity_sensor "
-        "(ENTITY-SENSOR-MIB probes), apc_probe (an APC card's probe); every name in "
-        "profiles/__init__.py PROFILES.",
+        "(ENTITY-SENSOR-MIB probes), apc_probe, apc_uio (an APC card's or NetBotz's "
+        "probes); every name in profiles/__init__.py PROFILES.",
     )
     ports: list[str] = Field(
         default_factory=list,

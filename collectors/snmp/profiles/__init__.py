@@ -7,6 +7,7 @@ too."""
 from __future__ import annotations
 
 from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile
+from dutyd.collectors.snmp.profiles.apc_uio import ApcUioProfile
 from dutyd.collectors.snmp.profiles.base import Profile
 from dutyd.collectors.snmp.profiles.bridge import BridgeProfile
 from dutyd.collectors.snmp.profiles.entity_sensor import EntitySensorProfile
@@ -22,6 +23,7 @@ PROFILES: dict[str, type[Profile]] = {
     LldpProfile.name: LldpProfile,
     EntitySensorProfile.name: EntitySensorProfile,
     ApcProbeProfile.name: ApcProbeProfile,
+    ApcUioProfile.name: ApcUioProfile,
     BridgeProfile.name: BridgeProfile,
 }
 

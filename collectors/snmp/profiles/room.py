@@ -1,5 +1,6 @@
-"""What the room-sensor profiles share (`entity_sensor`, `apc_probe`): the sample names the
-duty pack's room rules read, the plausibility bounds, and what `dutyd discover` asks of each.
+"""What the room-sensor profiles share (`entity_sensor`, `apc_probe`, `apc_uio`): the sample
+names the duty pack's room rules read, the plausibility bounds, and what `dutyd discover` asks
+of each.
 
 A room-sensor profile reads a table of probes and emits, per probe (label `sensor`: the
 probe's name on the device, else its row index), `room_temperature_celsius` and
