@@ -192,6 +192,11 @@ def write_config(
                 lines += snmp_target(d, ["ups", *d.sensor_profiles], why)
             elif d.snmp_class == "sensor" and d.sensor_profiles:
                 lines += snmp_target(d, d.sensor_profiles, f"answers {_mibs(d)}")
+                if any(PROFILES[p].generic for p in d.sensor_profiles):  # type: ignore[attr-defined]
+                    lines.append(
+                        "    # guessed: its ENTITY-SENSOR-MIB temperatures are the room's, not a"
+                        " router's or server's own (inlet, CPU): check before it pages"
+                    )
             elif d.snmp_class == "sensor":
                 lines += snmp_target(d, ["sensor"], "answers AKCP SPAGENT-MIB (sensorProbe)")
                 lines.append("    sensors:   # each probe named by its description on the device")

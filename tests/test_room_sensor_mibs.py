@@ -221,6 +221,7 @@ async def test_discover_classifies_an_entity_sensor_monitor_and_its_target_polls
             ("sensor", ["entity_sensor"])
         ], text
         assert "answers ENTITY-SENSOR-MIB (RFC 3433)" in text, text
+        assert "# guessed: its ENTITY-SENSOR-MIB temperatures are the room's" in text, text
         (written,) = targets
         assert written.profiles == ["entity_sensor"]
         got = await poll(written)
