@@ -106,12 +106,16 @@ def bridge_root(
     so the tree does not turn over on a tie (two switches, or a table that shrank)."""
     if not fdb:
         return None
-    owner = {mac: name for name, mac in mac_of.items()}
+    # The switches among the targets of each MAC (a switch's host may be watched twice).
+    switch_of: dict[str, set[str]] = {}
+    for name, mac in mac_of.items():
+        if name in fdb:
+            switch_of.setdefault(mac, set()).add(name)
     sizes = arp_sizes or {}
     loads = loads if loads is not None else port_loads(fdb)
 
     def facing(s: str) -> int:
-        return len({p for mac, p in fdb[s].items() if owner.get(mac, s) != s and owner[mac] in fdb})
+        return len({p for mac, p in fdb[s].items() if switch_of.get(mac, {s}) - {s}})
 
     def rank(s: str) -> tuple[int, int, int, str]:
         return (-facing(s), -sizes.get(s, 0), -sum(loads.get(s, {}).values()), s)
@@ -251,6 +255,7 @@ class LearnedTopology:
         self.polled = self.switches | self.bridges
         self.configured = {t.name: t.configured_parents for t in targets}
         self.ips = {t.name: ip for t in targets if (ip := target_ip(t.address)) is not None}
+        self.addresses = sorted(set(self.ips.values()))
         # What the switches said, kept over a reload (the new config may keep them).
         self.neighbours: dict[str, tuple[tuple[str, str], ...]] = {}
         # Per bridge switch: its last forwarding table read whole, of which `fdb` keeps the
@@ -260,8 +265,10 @@ class LearnedTopology:
         self.fdb: dict[str, dict[str, str]] = {}
         self.loads: dict[str, Counter[str]] = {}
         self.arp_sizes: dict[str, int] = {}
-        # Each target's MAC as last seen in an ARP table: kept when the entry ages out (an
-        # idle server's does), so its place is not forgotten for it.
+        # The MAC of each target address as last seen in an ARP table: kept when the entry
+        # ages out (an idle server's does), so its place is not forgotten; by address, so
+        # every target on one host (its SNMP, SSH, web application) has it. `macs`: by name.
+        self.ip_macs: dict[str, str] = {}
         self.macs: dict[str, str] = {}
         self.links: dict[str, Link] = {}
         self.root: str | None = None  # of the forwarding tables' tree
@@ -274,9 +281,9 @@ class LearnedTopology:
             self.loads = {k: v for k, v in before.loads.items() if k in self.bridges}
             self.arp_sizes = {k: v for k, v in before.arp_sizes.items() if k in self.bridges}
             self.root = before.root
-            self.macs = {
-                k: v for k, v in before.macs.items() if self.ips.get(k) == before.ips.get(k)
-            }
+            addresses = set(self.ips.values())
+            self.ip_macs = {k: v for k, v in before.ip_macs.items() if k in addresses}
+            self.macs = self._macs_by_name()
             self._filter(self.tables)
             self.heard = before.heard & self.polled
             if self.heard >= self.polled:
@@ -304,11 +311,13 @@ class LearnedTopology:
             # The largest seen: a router's table is large, and an empty answer tells little.
             self.arp_sizes[target] = max(self.arp_sizes.get(target, 0), len(forwarding.arp))
             learned = False
-            for name, ip in self.ips.items():
+            for ip in self.addresses:
                 mac = forwarding.arp.get(ip)
-                if mac is not None and self.macs.get(name) != mac:
-                    self.macs[name] = mac
+                if mac is not None and self.ip_macs.get(ip) != mac:
+                    self.ip_macs[ip] = mac
                     learned = True
+            if learned:
+                self.macs = self._macs_by_name()
             # A target's MAC learned (or changed): every table is read for it again.
             changed = self._filter(self.tables if learned else [target]) or learned
         if ok and target in self.switches:
@@ -331,6 +340,9 @@ class LearnedTopology:
         ]
         self.links = links
         return changes
+
+    def _macs_by_name(self) -> dict[str, str]:
+        return {n: mac for n, ip in self.ips.items() if (mac := self.ip_macs.get(ip)) is not None}
 
     def _filter(self, switches: Iterable[str]) -> bool:
         """`fdb` of these switches made again from their tables: the targets' MACs only (a

@@ -101,6 +101,10 @@ def test_devices_hang_off_the_edge_port_not_the_uplinks() -> None:
         "ups": Link("a1", "e3", "bridge"),
         "srv": Link("a1", "e4", "bridge"),
     }
+    # The core's host watched twice (a ping target beside its SNMP one): the same root.
+    assert learn_bridge_parents(fdb, {**macs, "core-ping": "m-core"}) == learn_bridge_parents(
+        fdb, macs
+    )
     # Placed by LLDP: left alone.
     assert "ups" not in learn_bridge_parents(fdb, macs, skip={"ups"})
     # The root's MAC unknown: each switch's busiest port is its uplink, same tree.
@@ -129,7 +133,9 @@ def test_target_addresses_as_arp_tables_write_them() -> None:
     assert target_ip("ups-a.example:161") is None
 
 
-def two_switches_and_a_server(tmp_path: Path) -> LearnedTopology:
+def two_switches_and_a_server(
+    tmp_path: Path, more: list[dict[str, Any]] | None = None, before: LearnedTopology | None = None
+) -> LearnedTopology:
     path = tmp_path / "dutyd.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -139,11 +145,34 @@ def two_switches_and_a_server(tmp_path: Path) -> LearnedTopology:
                     {"name": "core", "kind": "snmp", "address": "10.0.0.1", "profiles": ["bridge"]},
                     {"name": "a1", "kind": "snmp", "address": "10.0.0.2", "profiles": ["bridge"]},
                     {"name": "srv", "kind": "tcp", "address": "10.0.0.9:22", "depends_on": "auto"},
+                    *(more or []),
                 ],
             }
         )
     )
-    return LearnedTopology(load_config(path).targets)
+    return LearnedTopology(load_config(path).targets, before)
+
+
+def test_a_reload_keeps_what_the_tables_said_and_places_a_new_target_on_one_host(
+    tmp_path: Path,
+) -> None:
+    """A reload adds the server's web application (same host): it is placed from the tables
+    read before the reload, without waiting for the switches' next polls."""
+    topo = two_switches_and_a_server(tmp_path)
+    topo.observe("core", [], True, ForwardingTable({"aa": "p1", "99": "p1"}, {"10.0.0.2": "aa"}))
+    a1 = ForwardingTable({"99": "e4", "c0": "up"}, {"10.0.0.9": "99", "10.0.0.1": "c0"})
+    topo.observe("a1", [], True, a1)
+    assert topo.parents_of("srv") == ["a1"]
+    web = {
+        "name": "srv-web",
+        "kind": "http",
+        "address": "http://10.0.0.9:8080/",
+        "depends_on": "auto",
+    }
+    reloaded = two_switches_and_a_server(tmp_path, [web], topo)
+    assert reloaded.parents_of("srv") == ["a1"]
+    assert reloaded.parents_of("srv-web") == ["a1"]
+    assert reloaded.view()["learned"]["srv-web"] == {"parent": "a1", "port": "e4", "how": "bridge"}
 
 
 def test_a_mac_learned_later_is_looked_up_in_the_tables_read_before(tmp_path: Path) -> None:
