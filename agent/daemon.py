@@ -21,10 +21,11 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
-from dutyd.agent.config import Settings, load_config
+from dutyd.agent.config import Settings
 from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.sdnotify import SystemdNotifier
+from dutyd.agent.sysnames import Named, load_named
 from dutyd.agent.topology import LearnedTopology, describe
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
@@ -263,6 +264,7 @@ class Daemon:
                 f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
                 f"{_why(exc)} (another program has it? set http.port)"
             ) from None
+        await self._name_targets()
         # Stored times off the system clock (the last run's steady clock after a step, or a
         # clock that went back): moved onto it; single node only (a cluster's alerts come
         # from the shared store at takeover).
@@ -417,7 +419,8 @@ class Daemon:
             log.warning("reload asked, but dutyd runs without a config file")
             return False
         try:
-            new = load_config(self.config_path)
+            named = await self._load_named()
+            new = named.settings
             _refuse_dropping_every_target(self.settings, new, str(self.config_path))
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
@@ -431,6 +434,7 @@ class Daemon:
             )
             return False
         await self._apply(new)
+        await self._remember_names(named)
         self.metrics.config_reloads.labels("applied").inc()
         await self.storage.log.append(
             self.clock.time(),
@@ -441,6 +445,51 @@ class Daemon:
         )
         log.info("config reloaded", extra={"fields": {"targets": len(new.targets)}})
         return True
+
+    async def _load_named(self) -> Named:
+        """The config file with its `{sysName}` members named (agent/sysnames.py): what the
+        devices tell now, else what they last told (stored), else their address."""
+        assert self.config_path is not None
+        try:
+            remembered = await self.storage.sys_names.load_all()
+        except StorageError as exc:
+            log.warning("the sysNames devices last told cannot be read: %s", _why(exc))
+            remembered = {}
+        named = await load_named(self.config_path, remembered)
+        for note in named.notes:
+            log.warning("target name: %s", note)
+        return named
+
+    async def _name_targets(self) -> None:
+        """At start: the targets named from their sysName before anything uses a name (the
+        restored alerts, the schedule)."""
+        if self.config_path is None:
+            return
+        try:
+            named = await self._load_named()
+        except ConfigError as exc:
+            await self._close_started()
+            raise StartupError(f"the configuration is invalid\n{exc.report()}") from None
+        if named.settings.targets != self.settings.targets:
+            new = self.settings = named.settings
+            self.engine = _engine_for(new)
+            self.topology = LearnedTopology(new.targets)
+            self._targets = {t.name: t for t in new.targets}
+        await self._remember_names(named)
+
+    async def _remember_names(self, named: Named) -> None:
+        try:
+            await self.storage.sys_names.save(named.told)
+        except StorageError as exc:
+            log.warning("the sysNames devices told cannot be stored: %s", _why(exc))
+        for address, old, new in named.renamed:
+            log.warning(
+                "target renamed: its device tells a new sysName",
+                extra={"fields": {"address": address, "was": old, "now": new}},
+            )
+            await self.storage.log.append(
+                self.clock.time(), "target.renamed", "dutyd", address, {"was": old, "now": new}
+            )
 
     async def _apply(self, new: Settings) -> None:
         old_targets = {t.name: t for t in self.settings.targets}

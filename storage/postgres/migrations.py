@@ -216,4 +216,11 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER equipment_facts_no_truncate BEFORE TRUNCATE ON equipment_facts
         FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
     """,
+    # 9 (i26): the sysName each device of a `{sysName}`-named group last told, by address.
+    """
+    CREATE TABLE sys_names (
+        address TEXT PRIMARY KEY,
+        sys_name TEXT NOT NULL
+    );
+    """,
 ]

@@ -251,6 +251,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE duty_log ADD COLUMN key INTEGER;
     CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
     """,
+    # 15 (i26): the sysName each device of a `{sysName}`-named group last told, by address.
+    """
+    CREATE TABLE sys_names (
+        address TEXT PRIMARY KEY,
+        sys_name TEXT NOT NULL
+    );
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].
