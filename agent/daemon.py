@@ -44,6 +44,7 @@ from dutyd.duty.entries import EntryRegister
 from dutyd.duty.equipment import EquipmentRegister
 from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
+from dutyd.duty.logerrors import ServerErrorsRegister
 from dutyd.duty.network import NetworkRegister
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -179,6 +180,13 @@ class Daemon:
             lambda: self.scheduler.collectors, self.storage, clock, fence=self.ha.fence
         )
         self.software = SoftwareRegister(self.storage, clock, self.ha.escalating, self.ha.fence)
+        self.log_errors = ServerErrorsRegister(
+            self.storage,
+            lambda: self.settings.notify.timezone,
+            clock,
+            self.ha.escalating,
+            self.ha.fence,
+        )
         self.network = NetworkRegister(
             self.storage,
             lambda: self.settings.notify.timezone,
@@ -280,6 +288,7 @@ class Daemon:
         await self.handover.start()
         await self.equipment.start()
         await self.software.start()
+        await self.log_errors.start()
         await self.network.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
@@ -337,6 +346,7 @@ class Daemon:
         await self.handover.close()
         await self.equipment.close()
         await self.software.close()
+        await self.log_errors.close()
         await self.network.close()
         await self.recorder.stop()
         await self.http.stop()
@@ -361,6 +371,7 @@ class Daemon:
         await self.handover.close()
         await self.equipment.close()
         await self.software.close()
+        await self.log_errors.close()
         await self.network.close()
         await self.availability.close()
         await self.notify.stop()
@@ -600,6 +611,9 @@ class Daemon:
             take_accounts = getattr(collector, "take_accounts", None)  # SSH targets
             if take_accounts is not None and (accounts := take_accounts()) is not None:
                 self.software.observe(result.target, accounts)
+            take_journal = getattr(collector, "take_journal", None)  # SSH targets
+            if take_journal is not None and (journal := take_journal()) is not None:
+                self.log_errors.observe(result.target, journal)
             if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
                 log.info("target recovered", extra={"fields": fields})
         else:
@@ -625,6 +639,11 @@ class Daemon:
 
     def _evaluate(self, samples: list[Sample], provisional: bool = False) -> None:
         """Rule the samples; `provisional` for a trap's (agent/traps.py)."""
+        if provisional:
+            # A door contact's trap (`traps.maps` to `room_door_open`), authenticated by the
+            # listener: the entry register's rules see it at once; the poll it asks for, if
+            # the target reads the door too, confirms or clears it as for any trap.
+            self.entries.observe(samples)
         t0 = time.perf_counter()
         events = self.engine.ingest(samples, self.clock.time(), provisional)
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
@@ -639,9 +658,17 @@ class Daemon:
         return [p for p in self.topology.parents_of(target) if p in self._targets] if cfg else []
 
     def _learn_topology(self, result: PollResult) -> None:
-        """A switch's LLDP neighbours changed: the learned parents of `depends_on: auto`
-        targets follow, and each change is a duty log entry (a device moved port)."""
-        changes = self.topology.observe(result.target, result.samples, result.ok)
+        """A switch's LLDP neighbours or forwarding table changed: the learned parents of
+        `depends_on: auto` targets follow, and each change is a duty log entry (a device
+        moved port). A forwarding table refused (too long) is logged, and not learned from."""
+        take = getattr(self.scheduler.collector(result.target), "take_forwarding", None)
+        got = take() if take is not None and result.ok else None
+        forwarding = got[0] if got is not None else None
+        if got is not None and got[1]:
+            fields = {"target": result.target, "reason": got[1]}
+            if self.loglimit.allow("forwarding table not read", result.target, fields):
+                log.warning("forwarding table not read", extra={"fields": fields})
+        changes = self.topology.observe(result.target, result.samples, result.ok, forwarding)
         if not changes:
             return
         self.engine.set_parents(self.topology.parents())
