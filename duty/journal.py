@@ -190,13 +190,21 @@ class AlertJournal:
         self, fingerprint: str, alert: Alert | None, entry: NewLogEntry, epoch: int | None
     ) -> float | None:
         """The alert's row (None: deleted) and its duty-log entry; the row's `fired_at` as
-        stored. Fenced (the active node of a pair): in one transaction, refused when stale, so
-        a crash leaves both or neither. Unfenced (alone, sharded, what a person did): the row,
+        stored. Fenced (a cluster node): in one transaction, refused when stale, so a crash
+        leaves both or neither; while the store does not answer, the entry is held with its
+        epoch. Unfenced (alone, sharded, what a person did): the row,
         then the entry through the log, which holds it in memory, in order, while the disk
         refuses writes (the row is written when it is back, `rulestate.resync_alerts`)."""
         row = alert_row(alert) if alert is not None else None
         if epoch is not None:
-            return await self._storage.alerts.record(fingerprint, row, entry, epoch)
+            try:
+                return await self._storage.alerts.record(fingerprint, row, entry, epoch)
+            except StorageUnavailable:
+                # The database did not answer (logged once by the store): the entry waits in
+                # memory with its epoch, checked against the fence when it is written; the
+                # row is written when the store is back (`rulestate.resync_alerts`).
+                await self._storage.log.append_entry(entry, epoch)
+                return None
         fired_at = None
         try:
             if row is not None:

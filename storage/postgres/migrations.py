@@ -216,4 +216,10 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER equipment_facts_no_truncate BEFORE TRUNCATE ON equipment_facts
         FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
     """,
+    # 9 (i22): each duty log entry's own key (`NewLogEntry.key`), so an entry written again
+    # after a call that timed out once its commit had reached the server is not there twice.
+    """
+    ALTER TABLE duty_log ADD COLUMN key BIGINT;
+    CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
+    """,
 ]
