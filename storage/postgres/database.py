@@ -29,6 +29,8 @@ from dutyd.core.redact import redact_address
 from dutyd.storage.base import DatabaseUnavailable, FencedOut, StorageError
 from dutyd.storage.health import StorageHealth
 from dutyd.storage.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
+from dutyd.storage.records import MEMBER_EPOCH_BASE
+from dutyd.storage.rows import member_refusal
 
 T = TypeVar("T")
 
@@ -67,6 +69,18 @@ async def check_fence(c: asyncpg.Connection, epoch: int | None) -> None:
     Run again on each retry after an outage, so a write that waited is checked again."""
     if epoch is None:
         return
+    if epoch >= MEMBER_EPOCH_BASE:
+        # A shard agent's: its row, share-locked like the fence row (the heartbeat that
+        # gives it a new epoch waits for this write, or this write sees the new epoch).
+        row = await c.fetchrow(
+            "SELECT node, dutyd_now() - last_seen, stale_after FROM cluster_members "
+            "WHERE epoch=$1 FOR SHARE",
+            epoch,
+        )
+        refused = member_refusal(epoch, row)
+        if refused:
+            raise FencedOut(refused)
+        return
     fence = await c.fetchval("SELECT epoch FROM outbox_fence WHERE id=1 FOR SHARE")
     if fence is not None and epoch < fence:
         raise FencedOut(f"write of epoch {epoch} refused: the fence is at epoch {fence}")
@@ -94,7 +108,8 @@ class PostgresDatabase:
         self._password = password
         self._pool: asyncpg.Pool | None = None
         self._down_since: float | None = None
-        # The fault of a call that failed, until a probe gets an answer: meanwhile calls fail
+        # The fault of a call that failed, until a call gets an answer (the probe, or in a
+        # cluster the next heartbeat, which is always tried): meanwhile the other calls fail
         # at once (as behind a stuck SQLite write) rather than each waiting out the deadline,
         # so a node alone pages from memory without delay.
         self._failing: str | None = None
@@ -188,8 +203,8 @@ class PostgresDatabase:
         While the database is unreachable, the work is tried again every second or so for
         `retry_for` seconds (`retry` False: fail at once, for callers that must know now,
         such as the cluster lease). A call that fails is a storage fault: reported to
-        `health` and raised as `DatabaseUnavailable`; until `probe` gets an answer, calls
-        that would retry fail at once (those that must know now still ask)."""
+        `health` and raised as `DatabaseUnavailable`; until a call gets an answer, calls that
+        would retry fail at once (those that must know now still ask)."""
         if self._pool is None:
             raise RuntimeError("storage is not open")
         deadline = time.monotonic() + self.retry_for
@@ -200,6 +215,7 @@ class PostgresDatabase:
                 raise DatabaseUnavailable(self._failing)
             try:
                 result = await self._attempt(self._pool, work)
+                self._failing = None  # it answers (the health's episode ends at the probe)
                 if self._down_since is not None:
                     log.warning(
                         "database reachable again",
