@@ -62,7 +62,7 @@ def test_a_frozen_agent_whose_targets_moved_is_fenced_when_it_continues_and_rejo
         target("svc-l", ports["up"], "room-l"),
         target("svc-y", ports["a"], "room-y"),
     ]
-    lease, y = agents(tmp_path, site, ["l", "y"], targets, [DOWN])
+    lease, y = agents(tmp_path, site, ["l", "y"], targets, [DOWN], member_timeout="3s")
     wait(lambda: owners(postgres, db) == {"svc-l": "l", "svc-y": "y"}, 40, "the split", lease, y)
     assert fenced(y) == 0.0
     # y freezes; past its member timeout, l takes its room's target (the pool fallback).
