@@ -565,7 +565,9 @@ class NotifyService:
         return self._last_epoch
 
     def _refused(self, epoch: int | None, exc: FencedOut) -> None:
-        """Logged once per epoch: every write after the first is refused for the same reason."""
+        """Counted each time, logged once per epoch: every write after the first is refused
+        for the same reason."""
+        self.metrics.fenced_writes.inc()
         if self._fenced_epoch == epoch:
             return
         self._fenced_epoch = epoch
