@@ -64,14 +64,17 @@ def _config_path(arg: str | None) -> Path | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from dutyd.agent.config import load_config
+    from dutyd.agent.sysnames import load_named_now
 
     try:
-        settings = load_config(args.file)
+        # Targets named from their sysName: the devices are asked, as the daemon will.
+        named = load_named_now(args.file)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_CONFIG
-    print(f"{args.file}: OK ({len(settings.targets)} targets)")
+    for note in named.notes:
+        print(f"note: {note}")
+    print(f"{args.file}: OK ({len(named.settings.targets)} targets)")
     return 0
 
 

@@ -146,6 +146,9 @@ def _env_targets() -> tuple[str, Any] | None:
 # Cross-references, checked on the raw data so that they are reported together with type errors.
 
 Loc = tuple[str | int, ...]
+# A reference to a target no entry names. While a `{sysName}` member has no name yet it may be
+# the name that device will tell: then a note, not a problem (agent/sysnames.py).
+UNKNOWN_TARGET = "unknown target "
 
 
 def _items(value: Any) -> list[Any]:
@@ -229,7 +232,7 @@ def cross_check(
             continue
         for j, parent in _strings(raw.get("depends_on")):
             if parent not in names and parent != AUTO_PARENTS:
-                problems.append((("targets", i, "depends_on", j), f"unknown target {parent!r}"))
+                problems.append((("targets", i, "depends_on", j), f"{UNKNOWN_TARGET}{parent!r}"))
     problems += target_problems(data.get("traps"), raw_targets)
     rules = data.get("rules") or {}
     if not isinstance(rules, Mapping):
@@ -260,14 +263,14 @@ def cross_check(
         for key in ("targets", "depends_on"):
             for j, target in _strings(rule.get(key)):
                 if target not in names:
-                    problems.append((("rules", "custom", i, key, j), f"unknown target {target!r}"))
+                    problems.append((("rules", "custom", i, key, j), f"{UNKNOWN_TARGET}{target!r}"))
     for i, window in enumerate(_items(rules.get("maintenance"))):
         if not isinstance(window, Mapping):
             continue
         for j, target in _strings(window.get("targets")):
             if target not in names:
                 problems.append(
-                    (("rules", "maintenance", i, "targets", j), f"unknown target {target!r}")
+                    (("rules", "maintenance", i, "targets", j), f"{UNKNOWN_TARGET}{target!r}")
                 )
     return problems
 
@@ -490,8 +493,14 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
 
 
 def validate(
-    data: dict[str, Any], source: str, text: str = "", assembled: Assembled | None = None
+    data: dict[str, Any],
+    source: str,
+    text: str = "",
+    assembled: Assembled | None = None,
+    notes: list[str] | None = None,
 ) -> Settings:
+    """The settings, or `ConfigError` naming every problem; `notes` gets what a person should
+    know that does not stop the config (placed as problems are)."""
     if assembled is None:
         assembled = assemble(data, source, text, env_targets=_env_targets())
     data = assembled.data
@@ -525,7 +534,9 @@ def validate(
     lines_known = bool(found) or bool(assembled.problems)
     reporter = _Reporter(assembled.origins, assembled.texts, lines_known)
     found += cross_check(data, targets, validated_rules, reporter.name)
-    lines_known = lines_known or bool(found)
+    noted = list(assembled.notes)
+    _excuse_waiting_names(data, assembled, found, noted)
+    lines_known = lines_known or bool(found) or bool(noted)
     reporter.with_lines = lines_known
     if (
         not found
@@ -536,6 +547,9 @@ def validate(
         # A DUTYD_* variable may name what the file does not have: check what will run.
         dumped = settings.model_dump(by_alias=True, mode="python")
         found += cross_check(dumped, targets, validated_rules, reporter.name)
+        _excuse_waiting_names(dumped, assembled, found, noted)
+    if notes is not None:
+        notes += [p[-1] for p in sorted({reporter.written(*note) for note in noted})]
     if found or assembled.problems:
         problems = {reporter.found(loc, msg) for loc, msg in found}
         problems |= {reporter.written(*problem) for problem in assembled.problems}
@@ -544,12 +558,46 @@ def validate(
     return settings
 
 
+def _excuse_waiting_names(
+    data: Mapping[str, Any],
+    assembled: Assembled,
+    found: list[tuple[Loc, str]],
+    noted: list[tuple[str, Loc, str]],
+) -> None:
+    """References to a target no entry names that a `{sysName}` member may yet be called
+    (it has not told its name), or that devices tell but none may have (two tell it), move
+    from the problems to the notes: a device must not stop dutyd from starting."""
+    unnamed = [m.address for m in assembled.named if m.told is None]
+    waiting = ", ".join(unnamed[:3]) + (", ..." if len(unnamed) > 3 else "")
+    for loc, msg in [p for p in found if p[1].startswith(UNKNOWN_TARGET)]:
+        if _lookup(data, loc) in assembled.contested:
+            why = "more than one device tells it: each is named by its address until they differ"
+        elif unnamed:
+            why = f"not named from sysName yet: {waiting}; the reference holds once one is"
+        else:
+            continue
+        found.remove((loc, msg))
+        noted.append((*assembled.origins.resolve(loc), f"{msg} ({why})"))
+
+
 def _overridden_from_environment() -> bool:
     return any(name.upper().startswith("DUTYD_") for name in os.environ)
 
 
-def load_config(path: str | Path) -> Settings:
-    """Read, parse and validate a config file; `ConfigError` names every problem."""
+def load_config(
+    path: str | Path, sys_names: Mapping[str, str] | None = None, notes: list[str] | None = None
+) -> Settings:
+    """Read, parse and validate a config file; `ConfigError` names every problem.
+    `sys_names`: the sysNames of `{sysName}` members by address (agent/sysnames.py reads
+    them; without, those are named by their address); `notes` gets the notes."""
+    data, text, assembled = read_config(path, sys_names)
+    return validate(data, str(path), text, assembled, notes)
+
+
+def read_config(
+    path: str | Path, sys_names: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], str, Assembled]:
+    """A config file read and assembled (includes, defaults, groups), not validated yet."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -557,8 +605,10 @@ def load_config(path: str | Path) -> Settings:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
     data = parse_yaml(text, source)
     # Includes are read here, so a reload (which loads the file again) re-reads them.
-    assembled = assemble(data, source, text, Path(path).parent, parse_yaml, _env_targets())
-    return validate(data, source, text, assembled)
+    assembled = assemble(
+        data, source, text, Path(path).parent, parse_yaml, _env_targets(), sys_names
+    )
+    return data, text, assembled
 
 
 def load_from_dict(data: dict[str, Any], source: str = "<config>") -> Settings:

@@ -9,7 +9,10 @@ Three things a person writes so as not to repeat themselves, all undone here bef
   say, replaces the default's `community`);
 - a target with `addresses:` (a list, a CIDR, or a list of both) is a group: one target per
   address, named by the `name:` pattern (`access-sw-{n}`: 1, 2, ...; `{n:02}` zero-padded;
-  `{ip}`: the address with `.`/`:` as `-`).
+  `{ip}`: the address with `.`/`:` as `-`; `{sysName}`, SNMP only: the name the device tells,
+  given by the caller as `sys_names` (agent/sysnames.py reads and remembers them); a device
+  whose sysName is not known, or is another target's name too, is named by its address,
+  `{sysName}` read as `snmp-{ip}`, and the duplicate is a note, not a problem).
 
 Targets given in `DUTYD_TARGETS` replace the files' and go through the same steps.
 
@@ -42,6 +45,7 @@ MAX_GROUP = 1022
 _NOT_DEFAULTS = frozenset({"name", "kind", "address", "addresses"})
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _N_FORMAT = re.compile(r"n(?::0?(\d))?")
+SYS_NAME = "{sysName}"
 
 
 @dataclass
@@ -60,12 +64,30 @@ class Origins:
 
 
 @dataclass
+class SysNamed:
+    """A member of a group named from its sysName."""
+
+    address: str
+    where: tuple[str, Loc]  # the group entry's `name` key: file, key path
+    target: dict[str, Any]  # the member as assembled (its SNMP settings, defaults applied)
+    # The sysName it tells (named from it unless another target has that name too); None:
+    # not known, named by its address.
+    told: str | None
+
+
+@dataclass
 class Assembled:
     data: dict[str, Any]
     origins: Origins
     problems: list[Found]
     # Every file read, main file first: its text, for line numbers.
     texts: dict[str, str]
+    # Members named from their sysName (or by their address until it is known).
+    named: list[SysNamed] = field(default_factory=list)
+    # What a person should know but that does not stop the config: a duplicate sysName.
+    notes: list[Found] = field(default_factory=list)
+    # Names devices tell that none of them has (told by two, or a written target's).
+    contested: set[str] = field(default_factory=set)
 
 
 def assemble(
@@ -75,15 +97,18 @@ def assemble(
     base_dir: Path | None = None,
     parse: Callable[[str, str], dict[str, Any]] | None = None,
     env_targets: tuple[str, Any] | None = None,
+    sys_names: Mapping[str, str] | None = None,
 ) -> Assembled:
     """Includes merged, defaults applied, groups expanded. `parse(text, source)` reads an
     included file (raising `ConfigError`: its problems are reported under that file).
     `env_targets`: (where, targets) given outside the files (`environment variable
     DUTYD_TARGETS`): they replace the files' targets and are expanded and defaulted as file
-    entries are, their problems reported under `where`."""
+    entries are, their problems reported under `where`. `sys_names`: address -> sysName of
+    the members of `{sysName}` groups (as cleaned by `clean_sys_name`)."""
     origins = Origins(source)
     found: list[Found] = []
     texts = {source: text}
+    assembled = Assembled({}, origins, found, texts)
     out = dict(data)
     includes = out.pop("include", None)
     if includes is not None:
@@ -96,8 +121,9 @@ def assemble(
     kinds = _check_defaults(defaults, origins, found)
     targets = out.get("targets")
     if isinstance(targets, list) and (kinds or any(_is_group(t) for t in targets)):
-        out["targets"] = _expand(targets, kinds, origins, found)
-    return Assembled(out, origins, found, texts)
+        out["targets"] = _expand(targets, kinds, sys_names or {}, assembled)
+    assembled.data = out
+    return assembled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,26 +264,67 @@ def _family(key: str) -> str:
 def _expand(
     targets: list[Any],
     kinds: Mapping[str, Mapping[str, Any]],
-    origins: Origins,
-    found: list[Found],
+    sys_names: Mapping[str, str],
+    assembled: Assembled,
 ) -> list[Any]:
+    origins, found = assembled.origins, assembled.problems
     out: list[Any] = []
     moved: dict[Loc, tuple[str, Loc]] = {}
+    # Index in `out` -> (fallback name, sysName) of a member named from its sysName.
+    told: dict[int, tuple[str, str | None]] = {}
     for i, raw in enumerate(targets):
         where = origins.resolve(("targets", i))
-        members = _members(raw, where, found) if _is_group(raw) else [raw]
-        for member in members:
+        members = _members(raw, where, found, sys_names) if _is_group(raw) else [(raw, None)]
+        for member, naming in members:
             k = len(out)
             moved[("targets", k)] = where
             if isinstance(member, Mapping):
                 member = _with_defaults(member, kinds, k, origins, moved)
+            if naming is not None:
+                told[k] = naming
             out.append(member)
     # Origins under the old indices are stale now; nothing below a target was merged from
     # another file, so each target's own entry is all there was.
     origins.at = {
         loc: o for loc, o in origins.at.items() if not (loc and loc[0] == "targets")
     } | moved
+    _one_name_each(out, told, assembled)
     return out
+
+
+def _one_name_each(
+    out: list[Any], told: Mapping[int, tuple[str, str | None]], assembled: Assembled
+) -> None:
+    """A name two devices tell (or a device and a written target) is neither's: each device
+    is named by its address, with a note, so no identity depends on which answered first."""
+    claims: dict[str, list[int]] = {}
+    for k, member in enumerate(out):
+        if isinstance(member, Mapping) and isinstance(member.get("name"), str):
+            claims.setdefault(member["name"], []).append(k)
+    for name, ks in claims.items():
+        devices = [k for k in ks if k in told and told[k][1] is not None]
+        if len(ks) < 2 or not devices:
+            continue
+        addresses = ", ".join(str(out[k].get("address")) for k in devices)
+        if len(devices) == len(ks):
+            why = f"{addresses} tell the same sysName (target name {name!r})"
+        else:
+            why = f"{addresses} {'tell' if len(devices) > 1 else 'tells'} the sysName of " + (
+                f"another target ({name!r})"
+            )
+        assembled.contested.add(name)
+        for k in devices:
+            fallback = told[k][0]
+            out[k] = {**out[k], "name": fallback}
+            path, loc = assembled.origins.resolve(("targets", k))
+            note = f"{why}: {out[k]['address']} is named {fallback} until the names differ"
+            assembled.notes.append((path, (*loc, "name"), note))
+    for k, (_, sys_name) in told.items():
+        member = out[k]
+        where = assembled.origins.resolve(("targets", k))
+        assembled.named.append(
+            SysNamed(str(member.get("address")), (where[0], (*where[1], "name")), member, sys_name)
+        )
 
 
 def _with_defaults(
@@ -289,8 +356,14 @@ def _with_defaults(
     return result
 
 
-def _members(raw: Mapping[str, Any], where: tuple[str, Loc], found: list[Found]) -> list[Any]:
-    """One target per address of a group entry; nothing (and a problem) when it is wrong."""
+Member = tuple[Any, tuple[str, str | None] | None]
+
+
+def _members(
+    raw: Mapping[str, Any], where: tuple[str, Loc], found: list[Found], sys_names: Mapping[str, str]
+) -> list[Member]:
+    """One target per address of a group entry, and for a member named from its sysName its
+    fallback name and the sysName used; nothing (and a problem) when the entry is wrong."""
     path, loc = where
     if "address" in raw:
         found.append((path, (*loc, "address"), "give address or addresses, not both"))
@@ -300,12 +373,20 @@ def _members(raw: Mapping[str, Any], where: tuple[str, Loc], found: list[Found])
         return []
     pattern = raw.get("name")
     if not isinstance(pattern, str):
-        return [{k: v for k, v in raw.items() if k != "addresses"}]  # `name` is reported
-    names = _names(pattern, addresses, path, (*loc, "name"), found)
+        return [({k: v for k, v in raw.items() if k != "addresses"}, None)]  # `name` reported
+    if SYS_NAME in pattern and raw.get("kind") != "snmp":
+        found.append(
+            (path, (*loc, "name"), "{sysName} is read over SNMP: only a kind: snmp group has it")
+        )
+        return []
+    names = _names(pattern, addresses, path, (*loc, "name"), found, sys_names)
     if names is None:
         return []
     base = {k: v for k, v in raw.items() if k not in ("addresses", "name")}
-    return [{"name": n, **base, "address": a} for n, a in zip(names, addresses, strict=True)]
+    return [
+        ({"name": n, **base, "address": a}, naming if SYS_NAME in pattern else None)
+        for (n, naming), a in zip(names, addresses, strict=True)
+    ]
 
 
 def _addresses(value: Any, path: str, loc: Loc, found: list[Found]) -> list[str] | None:
@@ -351,13 +432,23 @@ def _addresses(value: Any, path: str, loc: Loc, found: list[Found]) -> list[str]
 
 
 def _names(
-    pattern: str, addresses: list[str], path: str, loc: Loc, found: list[Found]
-) -> list[str] | None:
+    pattern: str,
+    addresses: list[str],
+    path: str,
+    loc: Loc,
+    found: list[Found],
+    sys_names: Mapping[str, str],
+) -> list[tuple[str, tuple[str, str | None]]] | None:
+    """Each member's name, and its fallback name and the sysName it holds (None: none)."""
     fields = _PLACEHOLDER.findall(pattern)
-    unknown = [f for f in fields if f != "ip" and not _N_FORMAT.fullmatch(f)]
+    unknown = [f for f in fields if f not in ("ip", "sysName") and not _N_FORMAT.fullmatch(f)]
     if unknown:
         found.append(
-            (path, loc, f"unknown placeholder {{{unknown[0]}}}: use {{n}}, {{n:02}} or {{ip}}")
+            (
+                path,
+                loc,
+                f"unknown placeholder {{{unknown[0]}}}: use {{n}}, {{n:02}}, {{ip}} or {{sysName}}",
+            )
         )
         return None
     if len(addresses) > 1 and not fields:
@@ -371,14 +462,27 @@ def _names(
         )
         return None
 
-    def name(n: int, address: str) -> str:
+    def name(n: int, address: str, sys_name: str | None) -> str:
+        ip = re.sub(r"[.:\[\]]", "-", address.split("]")[0].strip("["))
+
         def fill(match: re.Match[str]) -> str:
             spec = match.group(1)
             if spec == "ip":
-                return re.sub(r"[.:\[\]]", "-", address.split("]")[0].strip("["))
+                return ip
+            if spec == "sysName":
+                return sys_name if sys_name is not None else f"snmp-{ip}"
             width = _N_FORMAT.fullmatch(spec).group(1)  # type: ignore[union-attr]
             return str(n).zfill(int(width)) if width else str(n)
 
         return _PLACEHOLDER.sub(fill, pattern)
 
-    return [name(n, a) for n, a in enumerate(addresses, start=1)]
+    return [
+        (name(n, a, sys_names.get(a)), (name(n, a, None), sys_names.get(a)))
+        for n, a in enumerate(addresses, start=1)
+    ]
+
+
+def clean_sys_name(text: str) -> str:
+    """A device's sysName made a name part: letters, digits and _ . : - (others as `-`),
+    at most 64 characters; "" when nothing of it is left."""
+    return re.sub(r"[^A-Za-z0-9_.:-]+", "-", text).strip("-.:")[:64]

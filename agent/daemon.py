@@ -21,10 +21,11 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
-from dutyd.agent.config import Settings, load_config
+from dutyd.agent.config import Settings
 from dutyd.agent.ha import HighAvailability
 from dutyd.agent.scheduler import PollResult, Scheduler
 from dutyd.agent.sdnotify import SystemdNotifier
+from dutyd.agent.sysnames import Named, load_named
 from dutyd.agent.topology import LearnedTopology, describe
 from dutyd.agent.traps import DaemonTrapSink, retarget_traps, start_traps, stop_traps
 from dutyd.collectors import COLLECTORS, Collector, CollectorContext
@@ -43,6 +44,7 @@ from dutyd.duty.entries import EntryRegister
 from dutyd.duty.equipment import EquipmentRegister
 from dutyd.duty.handover import ShiftCheckIn
 from dutyd.duty.journal import AlertJournal
+from dutyd.duty.logerrors import ServerErrorsRegister
 from dutyd.duty.network import NetworkRegister
 from dutyd.duty.operations import DutyOperations
 from dutyd.duty.reboots import RebootMemory
@@ -178,6 +180,13 @@ class Daemon:
             lambda: self.scheduler.collectors, self.storage, clock, fence=self.ha.fence
         )
         self.software = SoftwareRegister(self.storage, clock, self.ha.escalating, self.ha.fence)
+        self.log_errors = ServerErrorsRegister(
+            self.storage,
+            lambda: self.settings.notify.timezone,
+            clock,
+            self.ha.escalating,
+            self.ha.fence,
+        )
         self.network = NetworkRegister(
             self.storage,
             lambda: self.settings.notify.timezone,
@@ -263,6 +272,7 @@ class Daemon:
                 f"cannot listen on {self.settings.http.listen}:{self.settings.http.port}: "
                 f"{_why(exc)} (another program has it? set http.port)"
             ) from None
+        await self._name_targets()
         # Stored times off the system clock (the last run's steady clock after a step, or a
         # clock that went back): moved onto it; single node only (a cluster's alerts come
         # from the shared store at takeover).
@@ -278,6 +288,7 @@ class Daemon:
         await self.handover.start()
         await self.equipment.start()
         await self.software.start()
+        await self.log_errors.start()
         await self.network.start()
         await self.ha.start()  # in a cluster: join, learn the shard map, contend for the lease
         self._apply_targets(self.settings)
@@ -335,6 +346,7 @@ class Daemon:
         await self.handover.close()
         await self.equipment.close()
         await self.software.close()
+        await self.log_errors.close()
         await self.network.close()
         await self.recorder.stop()
         await self.http.stop()
@@ -359,6 +371,7 @@ class Daemon:
         await self.handover.close()
         await self.equipment.close()
         await self.software.close()
+        await self.log_errors.close()
         await self.network.close()
         await self.availability.close()
         await self.notify.stop()
@@ -417,7 +430,8 @@ class Daemon:
             log.warning("reload asked, but dutyd runs without a config file")
             return False
         try:
-            new = load_config(self.config_path)
+            named = await self._load_named()
+            new = named.settings
             _refuse_dropping_every_target(self.settings, new, str(self.config_path))
         except ConfigError as exc:
             self.metrics.config_reloads.labels("rejected").inc()
@@ -431,6 +445,7 @@ class Daemon:
             )
             return False
         await self._apply(new)
+        await self._remember_names(named)
         self.metrics.config_reloads.labels("applied").inc()
         await self.storage.log.append(
             self.clock.time(),
@@ -441,6 +456,51 @@ class Daemon:
         )
         log.info("config reloaded", extra={"fields": {"targets": len(new.targets)}})
         return True
+
+    async def _load_named(self) -> Named:
+        """The config file with its `{sysName}` members named (agent/sysnames.py): what the
+        devices tell now, else what they last told (stored), else their address."""
+        assert self.config_path is not None
+        try:
+            remembered = await self.storage.sys_names.load_all()
+        except StorageError as exc:
+            log.warning("the sysNames devices last told cannot be read: %s", _why(exc))
+            remembered = {}
+        named = await load_named(self.config_path, remembered)
+        for note in named.notes:
+            log.warning("target name: %s", note)
+        return named
+
+    async def _name_targets(self) -> None:
+        """At start: the targets named from their sysName before anything uses a name (the
+        restored alerts, the schedule)."""
+        if self.config_path is None:
+            return
+        try:
+            named = await self._load_named()
+        except ConfigError as exc:
+            await self._close_started()
+            raise StartupError(f"the configuration is invalid\n{exc.report()}") from None
+        if named.settings.targets != self.settings.targets:
+            new = self.settings = named.settings
+            self.engine = _engine_for(new)
+            self.topology = LearnedTopology(new.targets)
+            self._targets = {t.name: t for t in new.targets}
+        await self._remember_names(named)
+
+    async def _remember_names(self, named: Named) -> None:
+        try:
+            await self.storage.sys_names.save(named.told)
+        except StorageError as exc:
+            log.warning("the sysNames devices told cannot be stored: %s", _why(exc))
+        for address, old, new in named.renamed:
+            log.warning(
+                "target renamed: its device tells a new sysName",
+                extra={"fields": {"address": address, "was": old, "now": new}},
+            )
+            await self.storage.log.append(
+                self.clock.time(), "target.renamed", "dutyd", address, {"was": old, "now": new}
+            )
 
     async def _apply(self, new: Settings) -> None:
         old_targets = {t.name: t for t in self.settings.targets}
@@ -551,6 +611,9 @@ class Daemon:
             take_accounts = getattr(collector, "take_accounts", None)  # SSH targets
             if take_accounts is not None and (accounts := take_accounts()) is not None:
                 self.software.observe(result.target, accounts)
+            take_journal = getattr(collector, "take_journal", None)  # SSH targets
+            if take_journal is not None and (journal := take_journal()) is not None:
+                self.log_errors.observe(result.target, journal)
             if was_up is False and self.loglimit.allow("target recovered", result.target, fields):
                 log.info("target recovered", extra={"fields": fields})
         else:
@@ -576,6 +639,11 @@ class Daemon:
 
     def _evaluate(self, samples: list[Sample], provisional: bool = False) -> None:
         """Rule the samples; `provisional` for a trap's (agent/traps.py)."""
+        if provisional:
+            # A door contact's trap (`traps.maps` to `room_door_open`), authenticated by the
+            # listener: the entry register's rules see it at once; the poll it asks for, if
+            # the target reads the door too, confirms or clears it as for any trap.
+            self.entries.observe(samples)
         t0 = time.perf_counter()
         events = self.engine.ingest(samples, self.clock.time(), provisional)
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)

@@ -5,7 +5,8 @@ The written file is grouped (switches, UPS units, other SNMP devices, NUT server
 servers, web applications), every target commented with what it was recognised by, and
 `# guessed:` on what a person should check (a dependency learned from LLDP, the SSH login).
 SNMP communities come from environment variables (`--community-env`), and the file names the
-variable, never the community. `dutyd check-config` accepts it as written.
+variable, never the community. `dutyd check-config` accepts it as written. `--merge FILE`
+adds the new devices' entries to FILE itself (agent/configmerge.py), in place.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from dutyd.agent.config import load_config
+from dutyd.agent.config import read_config
+from dutyd.agent.configmerge import MergeRefused, add_targets, replace_checked
 from dutyd.agent.discovery import (
     Credential,
     Device,
@@ -32,6 +35,7 @@ from dutyd.agent.discovery import (
     hosts_of,
     v3_user,
 )
+from dutyd.agent.sysnames import load_named_now
 from dutyd.agent.topology import Link, learn_parents, render_tree
 from dutyd.core.errors import ConfigError
 
@@ -76,7 +80,7 @@ def _watched(config: Path | None) -> tuple[dict[str, str], list[str]]:
     """Of the config to merge into: host -> target name of what it watches, and its names."""
     if config is None:
         return {}, []
-    settings = load_config(config)
+    settings = load_named_now(config).settings  # `{sysName}` members as the daemon names them
     hosts: dict[str, str] = {}
     for target in settings.targets:
         address = target.address
@@ -100,8 +104,12 @@ def write_config(
     taken: Sequence[str],
     now: dt.datetime,
     ssh_key: str = "",
+    merge: bool = False,
+    snmp_defaults: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Link]]:
-    """The YAML text and the learned parents (child -> Link)."""
+    """The YAML text and the learned parents (child -> Link). `merge`: only the new target
+    entries (`configmerge.add_targets` puts them into the config), each with the credentials
+    that answered unless the config's `defaults: {snmp: ...}` (`snmp_defaults`) give them."""
     names = Names(taken)
     new = [d for d in devices if d.address not in watched]
     named: dict[str, str] = dict(watched)
@@ -125,13 +133,17 @@ def write_config(
     # The credentials go in `defaults:` when every device answered to the same ones; else each
     # target names its own (a default community would otherwise sit beside a v3 user).
     used = {id(d.credential): d.credential for d in new if d.credential is not None}
-    default = next(iter(used.values())) if len(used) == 1 else None
+    default = next(iter(used.values())) if len(used) == 1 and not merge else None
     lines = [
         f"# Written by `dutyd discover {' '.join(ranges)}` on {now:%Y-%m-%d %H:%M} UTC.",
         "# Check it with `dutyd check-config`; confirm what is marked `guessed:`.",
     ]
-    if watched:
-        lines.append("# Only what the merged config does not watch yet; include this file from it.")
+    if merge:
+        lines = [
+            "",
+            f"  # Added by `dutyd discover {' '.join(ranges)}` on {now:%Y-%m-%d %H:%M} UTC;",
+            "  # confirm what is marked `guessed:`.",
+        ]
     if default is not None:
         lines += [
             "defaults:",
@@ -139,7 +151,8 @@ def write_config(
         ]
         lines += [f"    {k}: {_q(v)}" for k, v in default.settings.items()]
         lines.append(f"    timeout: {max(options.timeout, 2.0):g}s")
-    lines.append("targets:" if new else "targets: []")
+    if not merge:
+        lines.append("targets:" if new else "targets: []")
 
     def depends(name: str) -> list[str]:
         link = parents.get(name)
@@ -156,8 +169,11 @@ def write_config(
         name = named[d.address]
         out = [f"  - name: {name}   # {why}"]
         out += ["    kind: snmp", f"    address: {_q(_host_port(d.address, options.snmp_port))}"]
-        if d.credential and d.credential is not default:
-            out += [f"    {k}: {_q(v)}" for k, v in d.credential.settings.items()]
+        given = snmp_defaults or {}
+        credential = d.credential.settings if d.credential else {}
+        # Written unless `defaults:` give them (the file's, or this one's).
+        if d.credential is not default and any(given.get(k) != v for k, v in credential.items()):
+            out += [f"    {k}: {_q(v)}" for k, v in credential.items()]
         if profile:
             out.append(f"    profiles: [{profile}]")
         # role: what the duty pack's rules select by (core backbone, network device, UPS).
@@ -324,6 +340,13 @@ def cmd_discover(args: argparse.Namespace) -> int:
             print(f"dutyd discover: --v3-user: {', '.join(unset)} not set", file=sys.stderr)
             return EXIT_USAGE
         credentials.append(credential)
+    if args.merge and args.output:
+        print(
+            "dutyd discover: --merge edits FILE in place (the old one kept as FILE.bak); "
+            "-o writes a new file: give one of them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         watched, taken = _watched(Path(args.merge) if args.merge else None)
     except ConfigError as exc:
@@ -345,17 +368,68 @@ def cmd_discover(args: argparse.Namespace) -> int:
     devices = asyncio.run(sweep.run(addresses))
     devices.sort(key=lambda d: ipaddress.ip_address(d.address))
     text, parents = write_config(
-        devices, options, args.ranges, watched, taken, dt.datetime.now(dt.UTC), args.ssh_key or ""
+        devices,
+        options,
+        args.ranges,
+        watched,
+        taken,
+        dt.datetime.now(dt.UTC),
+        args.ssh_key or "",
+        merge=bool(args.merge),
+        snmp_defaults=_snmp_defaults(Path(args.merge)) if args.merge else None,
     )
-    if args.output:
+    new = [d for d in devices if d.address not in watched]
+    if args.merge:
+        code = _merge_into(Path(args.merge), text, len(new))
+        if code:
+            return code
+    elif args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     print(
         f"dutyd discover: {len(addresses)} addresses, {sweep.sent} probes, "
-        f"{len(devices)} devices found ({len([d for d in devices if d.address not in watched])} "
+        f"{len(devices)} devices found ({len(new)} "
         f"new), {sum(1 for p in parents.values() if p.how == 'LLDP')} dependencies learned "
         f"from LLDP, {sum(1 for p in parents.values() if p.how == 'bridge')} from bridge tables",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _snmp_defaults(config: Path) -> Mapping[str, Any]:
+    """The main file's `defaults: {snmp: ...}`: credentials the merged entries need not repeat."""
+    defaults = read_config(config)[0].get("defaults")
+    snmp = defaults.get("snmp") if isinstance(defaults, Mapping) else None
+    return snmp if isinstance(snmp, Mapping) else {}
+
+
+def _merge_into(path: Path, entries: str, count: int) -> int:
+    """The new entries added to the config at `path` in place, if the result passes
+    check-config's validation; else the file is left as it was and the report printed."""
+    if count == 0:
+        print(f"dutyd discover: {path} watches every device found: left as it was", file=sys.stderr)
+        return 0
+    try:
+        text = add_targets(path.read_text(encoding="utf-8"), entries.splitlines())
+    except (MergeRefused, OSError) as exc:
+        print(f"dutyd discover: --merge {path}: {exc}; left as it was", file=sys.stderr)
+        return EXIT_USAGE
+
+    def check(candidate: Path) -> None:
+        try:
+            load_named_now(candidate)
+        except ConfigError as exc:
+            report = exc.report().replace(str(candidate), str(path))
+            raise MergeRefused(f"the merged config would not load\n{report}") from None
+
+    try:
+        backup = replace_checked(path, text, check)
+    except (MergeRefused, OSError) as exc:
+        print(f"dutyd discover: --merge {path}: {exc}\n{path} is left as it was", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"dutyd discover: {count} new target(s) added to {path} (it was kept as {backup})",
         file=sys.stderr,
     )
     return 0
@@ -376,10 +450,13 @@ def cmd_topology(args: argparse.Namespace) -> int:
         print("dutyd topology: give a config FILE, or --live", file=sys.stderr)
         return EXIT_USAGE
     try:
-        settings = load_config(args.file)
+        named = load_named_now(args.file)  # `{sysName}` members under the names they tell
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_USAGE
+    settings = named.settings
+    for note in named.notes:
+        print(f"note: {note}", file=sys.stderr)
     parents = {t.name: t.configured_parents for t in settings.targets}
     print(render_tree(parents, [t.name for t in settings.targets]))
     auto = [t.name for t in settings.targets if t.learns_parents]
@@ -414,7 +491,13 @@ def add_discover_commands(sub: argparse._SubParsersAction) -> None:  # type: ign
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe")
     p.add_argument("--switch-ports", type=int, default=8, help="interfaces that make a switch")
     p.add_argument("--allow-large", action="store_true", help="allow ranges larger than a /22")
-    p.add_argument("--merge", metavar="FILE", help="write only what this config does not watch")
+    p.add_argument(
+        "--merge",
+        metavar="FILE",
+        help="add what this config does not watch yet to it, in place (the old one kept as "
+        "FILE.bak; comments and layout kept; refused, FILE untouched, if the result would not "
+        "pass check-config)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
     p.set_defaults(func=cmd_discover)
 

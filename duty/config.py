@@ -9,7 +9,8 @@
           token_env: DOOR_A_TOKEN      # its own token (X-Dutyd-Token), not the API token
 
 Without `door:` the door contact is any target's sample `room_door_open{room="room-a"}` (a
-Modbus coil or discrete input, an SNMP value of an environment monitor): 1 open, 0 shut.
+Modbus coil or discrete input, an SNMP value of an environment monitor, or its traps mapped by
+`traps.maps`): 1 open, 0 shut.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ produces itself, labelled `{target="dutyd", kind="register", room=...}`, through
   room is empty.
 
 The door contact is the sample `room_door_open{room=...}` of any target (a Modbus coil, an
-SNMP value), observed on every poll, or a room's webhook (`door_event`), which also feeds
+SNMP value), observed on every poll, or of an SNMP trap (`traps.maps`; the daemon hands a
+trap's samples here as they reach the rules), or a room's webhook (`door_event`), which also feeds
 `room_door_open` to the rules (`room_door_held_open`).
 """
 

@@ -8,9 +8,12 @@ outgoing pair's hand-over note (`POST /api/v1/shift/handover`) and each confirma
 the duty log (`shift.handover`, `shift.confirm`), which the shift's duty diary shows, each
 with the name and time of who wrote it.
 
-The rule sees the sample `duty_shift_confirmed_people{target="dutyd", kind="shift"}`: how
-many of the current shift's people have confirmed, 0 from each hand-over until the first
-does. Confirmations are read back from the duty log at start.
+The rule sees the sample `duty_shift_confirmed_people{target="dutyd", kind="shift",
+shift="<index>"}`: how many of the current shift's people have confirmed, 0 from each
+hand-over until the first does. A series per shift, so the alert is per shift: at the next
+hand-over an unconfirmed shift's alert ends (resolved with a notice saying the shift is over)
+and the new shift's starts over from 0, its own N minutes, its own page. Confirmations are
+read back from the duty log at start (and a restored alert of a shift that is over ends).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dutyd.duty.operations import DutyOperations
 from dutyd.notify.escalation import Page, PageKind, Recipient
 from dutyd.notify.oncall import Shift
 from dutyd.notify.service import NotifyService
+from dutyd.rules.alerts import Alert
 from dutyd.storage import Storage
 
 log = logging.getLogger("dutyd.handover")
@@ -92,6 +96,7 @@ class ShiftCheckIn:
         async with self._lock:
             self.shift = shift
             self.confirmed = await self._confirmed_in_log(shift)
+            self._end_past_shifts(shift)
             self._publish(now)
         if not first or not self.confirmed:
             self._send_check_in(shift, now)
@@ -204,5 +209,24 @@ class ShiftCheckIn:
             "confirmed": dict(self.confirmed),
         }
 
+    def _end_past_shifts(self, shift: Shift) -> None:
+        """The alerts on the check-in of shifts that are over end at the hand-over: the new
+        shift's post is watched afresh (its own series)."""
+
+        def ending(alert: Alert) -> dict[str, str] | None:
+            if any(alert.label(k) != v for k, v in LABELS.items()):
+                return None
+            if alert.label("shift") == str(shift.index):
+                return None
+            return {
+                "en": f"Shift over at the hand-over: {alert.rule} ends for that shift; "
+                "the new shift's check-in starts over",
+                "zh": f"已交班：该班次的 {alert.rule} 告警结束，新班次重新开始到岗确认",
+            }
+
+        self._operations.end_alerts(ending, "shift over: ended at the hand-over")
+
     def _publish(self, now: float) -> None:
-        self._operations.ingest_samples([Sample.of(CONFIRMED, len(self.confirmed), now, LABELS)])
+        assert self.shift is not None
+        labels = {**LABELS, "shift": str(self.shift.index)}
+        self._operations.ingest_samples([Sample.of(CONFIRMED, len(self.confirmed), now, labels)])

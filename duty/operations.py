@@ -14,6 +14,7 @@ from typing import Any
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertEvent, AlertState, Sample
 from dutyd.duty.journal import AlertJournal
+from dutyd.rules.alerts import Alert
 from dutyd.rules.engine import RuleEngine
 from dutyd.rules.matchers import compile_matchers
 from dutyd.rules.overlays import MaintenanceWindow, Silence
@@ -167,4 +168,10 @@ class DutyOperations:
         `drill_last_timestamp_seconds`, an operator-entered `security_virus_outbreaks_total`)
         to the rules, as if a target had been polled. Give them a `target` label."""
         for event in self._engine().ingest(samples, self._clock.time()):
+            self._journal.put(event)
+
+    def end_alerts(self, ending: Callable[[Alert], dict[str, str] | None], note: str) -> None:
+        """End the alerts whose cause dutyd itself ended (`RuleEngine.retire_alerts`): a
+        firing one resolves with the notice `ending` gives it."""
+        for event in self._engine().retire_alerts(ending, note, self._clock.time()):
             self._journal.put(event)

@@ -14,6 +14,8 @@ headings (the registers' usual Chinese names) and times in the site's time zone:
   server in the period, and the account review at its end (what breaks the rules: more than
   one uid 0, login accounts unused for 90 days, the password policy) with every account that
   can log in and its last login (`duty/software.py`); run over a quarter, the quarterly review;
+  and per day and server the journal's entries of priority err and above with their most
+  frequent sources (`duty/logerrors.py`); run over a week, the weekly log review;
 - `network`: the network status register (网络状况登记簿): per day and watched switch port
   (the uplinks and ports that carry one), the up time, the outages (start, end, duration) and
   the error and discard counts, from the log's `port.down`, `port.up` and `port.counters`
@@ -30,12 +32,14 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dutyd.collectors.ssh.commands import JOURNAL_LINES
 from dutyd.core.configtypes import format_duration
-from dutyd.duty import network, software
+from dutyd.duty import logerrors, network, software
 from dutyd.storage import LogEntry, Storage
 
 SIGNED = "register.signed"
@@ -116,10 +120,23 @@ HEADINGS = {
         "unused": f"unused for {software.UNUSED_DAYS} days",
         "pass_max_days": f"PASS_MAX_DAYS unset or above {software.MAX_PASS_DAYS}",
         "min_length": f"minimum password length unset or below {software.MIN_LENGTH}",
+        "empty_password": "empty password (logs in without one)",
+        "passwords_unread": "password states (/etc/shadow) not read",
+        "password": "Password",
+        "locked": "locked",
+        "set": "set",
+        "empty": "EMPTY",
         "port": "Port",
         "up_time": "Up time",
         "errors": "Errors",
         "discards": "Discards",
+        "log_errors": "Errors in the servers' logs (journal, priority err and above)",
+        "error_count": "Errors",
+        "sources": "Most frequent sources",
+        "note": "Note",
+        "not_read": "not read",
+        "partly_read": "read {start}–{end} only",
+        "capped": f"at least: a reading stopped at {JOURNAL_LINES} entries",
     },
     "zh": {
         "period": "期间",
@@ -174,10 +191,23 @@ HEADINGS = {
         "unused": f"{software.UNUSED_DAYS}天未使用",
         "pass_max_days": f"密码有效期(PASS_MAX_DAYS)未设或超过{software.MAX_PASS_DAYS}天",
         "min_length": f"密码最短长度未设或小于{software.MIN_LENGTH}",
+        "empty_password": "空密码（无需密码即可登录）",
+        "passwords_unread": "未能读取密码状态（/etc/shadow）",
+        "password": "密码",
+        "locked": "已锁定",
+        "set": "已设置",
+        "empty": "空密码",
         "port": "端口",
         "up_time": "在线率",
         "errors": "错误包数",
         "discards": "丢弃包数",
+        "log_errors": "服务器日志错误统计（journal，err 及以上级别）",
+        "error_count": "错误数",
+        "sources": "主要来源",
+        "note": "备注",
+        "not_read": "未读取",
+        "partly_read": "仅读取 {start}–{end}",
+        "capped": f"至少：单次读取达 {JOURNAL_LINES} 条上限",
     },
 }
 
@@ -270,7 +300,7 @@ async def build_register(
     else:
         report.columns = [h("time"), h("kind"), h("actor"), h("subject"), h("detail")]
         for e in await storage.log.read(since=start, until=end, limit=None):
-            if e.kind in (software.ACCOUNTS, software.LOGINS, network.COUNTERS):
+            if e.kind in (software.ACCOUNTS, software.LOGINS, network.COUNTERS, logerrors.KIND):
                 continue  # readings of the software and network registers, exported there
             report.rows.append([report.when(e.timestamp), e.kind, e.actor, e.subject, _detail(e)])
     for s in await signatures(storage, register):
@@ -342,10 +372,41 @@ async def _software(storage: Storage, report: RegisterReport) -> None:
             if a.get("login"):
                 seen = last.get((target, str(a["name"])))
                 when = h("never") if seen is None else report.when(seen)
-                rows.append([target, a["name"], a["uid"], a["shell"], when])
-    report.more.append(
-        (h("accounts"), [h("server"), h("account"), "uid", h("shell"), h("last_login")], rows)
-    )
+                password = h(a["password"]) if a.get("password") else h("not_read")
+                rows.append([target, a["name"], a["uid"], a["shell"], password, when])
+    columns = [h("server"), h("account"), "uid", h("shell"), h("password"), h("last_login")]
+    report.more.append((h("accounts"), columns, rows))
+    report.more.append((h("log_errors"), *await _log_errors(storage, report)))
+
+
+async def _log_errors(
+    storage: Storage, report: RegisterReport
+) -> tuple[list[str], list[list[Any]]]:
+    """Per day and server, the journal's errors (the weekly log review)."""
+    h = report.h
+    columns = [h("day"), h("server"), h("error_count"), h("sources"), h("note")]
+    # A window is recorded when it has been read, after its end: read from the period's start.
+    entries = await storage.log.read(since=report.start, kinds=[logerrors.KIND], limit=None)
+    days = _days(report)
+    rows: list[list[Any]] = []
+    for (date, target), day in sorted(logerrors.per_day(entries, days).items()):
+        if not day.read:
+            note = h("not_read") + (f": {day.problem}" if day.problem else "")
+            rows.append([date, target, "", "", note])
+            continue
+        notes = []
+        lo, hi = next((lo, hi) for d, lo, hi in days if d == date)
+        if day.read < hi - lo:
+            assert day.first is not None and day.last is not None
+            start, end = report.when(day.first, "%H:%M"), report.when(day.last, "%H:%M")
+            if day.last >= hi:
+                end = "24:00"
+            notes.append(h("partly_read").format(start=start, end=end))
+        if day.capped:
+            notes.append(h("capped"))
+        top = ", ".join(f"{source} ×{n}" for source, n in (day.top or Counter()).most_common(3))
+        rows.append([date, target, day.count, top, "; ".join(notes)])
+    return columns, rows
 
 
 def _days(report: RegisterReport) -> list[tuple[str, float, float]]:

@@ -13,7 +13,8 @@ active node only:
 
 The quarterly account review (`dutyd report --register software`, `duty/registers.py`) reads
 them back: `review` lists what breaks the rules (more than one uid 0, accounts that can log in
-unused for 90 days, PASS_MAX_DAYS above 90 or unset, minimum password length below 6 or unset).
+unused for 90 days, PASS_MAX_DAYS above 90 or unset, minimum password length below 6 or unset,
+a login account with an empty password, and password states that could not be read).
 """
 
 from __future__ import annotations
@@ -112,14 +113,18 @@ class SoftwareRegister:
 
     async def _accounts(self, target: str, reading: AccountsReading, now: float) -> None:
         assert reading.accounts is not None
+        passwords = reading.passwords or {}
         data: dict[str, Any] = {
             "accounts": [
                 {"name": a.name, "uid": a.uid, "shell": a.shell, "login": a.can_log_in}
+                | ({"password": passwords[a.name]} if a.name in passwords else {})
                 for a in reading.accounts
             ],
             "pass_max_days": reading.pass_max_days,
             "min_length": reading.min_length,
         }
+        if reading.passwords_unread is not None:
+            data["passwords_unread"] = reading.passwords_unread
         before = self.known.get(target)
         if before == data:
             return
@@ -172,7 +177,7 @@ class SoftwareRegister:
 @dataclass(frozen=True, slots=True)
 class Finding:
     target: str
-    rule: str  # uid0 | unused | pass_max_days | min_length
+    rule: str  # uid0 | unused | pass_max_days | min_length | empty_password | passwords_unread
     detail: str
 
 
@@ -211,6 +216,13 @@ def review(
             since = end - UNUSED_DAYS * 86400
             if (seen is None and watched[target] <= since) or (seen is not None and seen < since):
                 findings.append(Finding(target, "unused", str(a["name"])))
+        empty = [
+            str(a["name"]) for a in accounts if a.get("login") and a.get("password") == "empty"
+        ]
+        if empty:
+            findings.append(Finding(target, "empty_password", ", ".join(empty)))
+        if unread := data.get("passwords_unread"):
+            findings.append(Finding(target, "passwords_unread", str(unread)))
         days = data.get("pass_max_days")
         if days is None or days > MAX_PASS_DAYS:
             findings.append(Finding(target, "pass_max_days", "-" if days is None else str(days)))

@@ -693,6 +693,21 @@ class RuleEngine:
                     ending.append((rule, alert, texts, note))
         return self._retire(ending, now)
 
+    def retire_alerts(
+        self, ending: Callable[[Alert], dict[str, str] | None], note: str, now: float
+    ) -> list[AlertEvent]:
+        """End each active alert `ending` gives a notice for (its texts by language), when its
+        cause ended where no sample of its series can say so (a shift that is over: its
+        check-in alert ends at the hand-over). A firing one resolves with that notice and
+        `note` as the reason, a pending one is dropped."""
+        chosen = [
+            (rule, alert, texts, note)
+            for rule in self.rules.values()
+            for alert in list(rule.alerts.values())
+            if alert.active and (texts := ending(alert)) is not None
+        ]
+        return self._retire(chosen, now)
+
     def _retire(
         self, ending: list[tuple[CompiledRule, Alert, dict[str, str], str]], now: float
     ) -> list[AlertEvent]:

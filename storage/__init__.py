@@ -49,6 +49,7 @@ from dutyd.storage.repositories import (
     OverlayRepository,
     RoomEntryRepository,
     RuleEventRepository,
+    SysNameRepository,
 )
 
 
@@ -127,6 +128,7 @@ __all__ = [
     "StoredAlert",
     "StoredSilence",
     "StoredWindow",
+    "SysNameRepository",
     "TargetStatusRow",
     "open_configured",
     "open_storage",

@@ -25,6 +25,7 @@ from dutyd.storage.repositories import (
     OverlayRepository,
     RoomEntryRepository,
     RuleEventRepository,
+    SysNameRepository,
 )
 
 
@@ -61,6 +62,7 @@ class Storage(ABC):
     health: StorageHealth
     room_entries: RoomEntryRepository
     equipment: EquipmentRepository
+    sys_names: SysNameRepository
 
     @abstractmethod
     async def open(self) -> None: ...

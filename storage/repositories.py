@@ -323,6 +323,19 @@ class BootTimeRepository(ABC):
         """Insert or replace these boot times in one transaction."""
 
 
+class SysNameRepository(ABC):
+    """The sysName each device of a `name: "...{sysName}..."` group last told, by its address
+    as the config writes it: a restart while the device does not answer keeps its name."""
+
+    @abstractmethod
+    async def load_all(self) -> dict[str, str]:
+        """Address -> sysName (as made a name: cleaned)."""
+
+    @abstractmethod
+    async def save(self, names: Mapping[str, str]) -> None:
+        """Insert or replace these in one transaction."""
+
+
 class ClusterRepository(ABC):
     """What the nodes sharing one store know of each other: heartbeat rows, named leases with
     a fencing epoch, the status of the targets each polls and the holds of the member series

@@ -64,8 +64,11 @@ class SshdServer:
     """One sshd. `restart()` keeps port and host key (unless told to make a new key), as a
     real server restarted by its admin."""
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, directory: Path, host: str = "127.0.0.1", journal_dir: Path | None = None
+    ) -> None:
         self.host = host
+        self.journal_dir = journal_dir
         self.sshd = require_binary(SSHD)
         self.dir = directory
         self.port = free_port()
@@ -118,9 +121,20 @@ class SshdServer:
             # sshd's privilege separation directory; missing in containers.
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self._write_config()
-        self.proc = PeerProcess(
-            [self.sshd, "-D", "-e", "-f", str(self.config_path)], self.dir, log_name="sshd.log"
-        )
+        argv = [self.sshd, "-D", "-e", "-f", str(self.config_path)]
+        if self.journal_dir is not None:
+            # A mount namespace of sshd's own with the test's journal files over
+            # /var/log/journal (and nothing in /run/log): the sessions' real journalctl reads
+            # what the test wrote, and the host's journal is neither read nor touched.
+            # `exec` keeps the PID sshd's, so it is stopped by PID as ever.
+            mask = (
+                'mkdir -p /var/log/journal && mount --bind "$0" /var/log/journal && '
+                '{ [ ! -d /run/log ] || mount -t tmpfs tmpfs /run/log; } && exec "$@"'
+            )
+            unshare = require_binary("/usr/bin/unshare")
+            argv = [unshare, "--mount", "--propagation", "private", "sh", "-c", mask,
+                    str(self.journal_dir), *argv]  # fmt: skip
+        self.proc = PeerProcess(argv, self.dir, log_name="sshd.log")
         try:
             wait_for_tcp(self.port, timeout=10, host=self.host)
         except TimeoutError:

@@ -39,7 +39,7 @@ from dutyd.collectors.nut.protocol import (
 )
 from dutyd.collectors.probe_http.collector import MIB, examine_body, text_charset
 from dutyd.collectors.snmp import codec
-from dutyd.collectors.ssh import accounts, parsers
+from dutyd.collectors.ssh import accounts, journal, parsers
 from dutyd.collectors.ssh import commands as cmd
 from dutyd.collectors.ssh.config import SshTarget
 from dutyd.collectors.ssh.parsers import MAX_DF_LINE_CHARS, ParseError, split_sections
@@ -392,6 +392,11 @@ SSH_FRAGMENTS = [
     "minlen = 8\n",
     "ops pts/0 192.0.2.1 Mon Dec  7 09:15:02 2026 - Mon Dec  7 10:00:00 2026\n",
     "Mon Dec ",
+    "2026-12-07T10:00:01+0000 db1 sshd[812]: error: kex_exchange_identification\n",
+    "2026-12-07T10:00:01+00:00 ",
+    "-- No entries --\n",
+    "root:!\n",
+    "ops:$\n",
 ]
 PARSERS: dict[str, Callable[[str], Any]] = {
     "loadavg": parsers.parse_loadavg,
@@ -410,6 +415,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "login_defs": accounts.parse_login_defs,
     "pwquality": accounts.parse_pwquality,
     "last": accounts.parse_last,
+    "shadow": accounts.parse_shadow,
+    "journal": lambda t: journal.parse_journal(t, 0.0, 4e9),
+    "journal_reading": lambda t: journal.read_journal(t, t[:200], 0.0, 4e9),
 }
 
 
@@ -445,6 +453,9 @@ def test_ssh_parser_on_any_text(name: str) -> None:
     @example(":" * LINEAR_SIZE)
     @example("x y " + "Mon Dec  7 09:15:02 " * (LINEAR_SIZE // 20))
     @example("minlen = " + "9" * LINEAR_SIZE)
+    @example("2026-12-07T10:00:01+0000 " + "h" * LINEAR_SIZE)
+    @example("2026-12-07T10:00:01+9999 a b[1]: x\n" * (LINEAR_SIZE // 40))
+    @example("9999-99-99T99:99:99-9999 a: \n" * (LINEAR_SIZE // 30))
     def check(text: str) -> None:
         result, seconds = timed(len(text), parse, text)
         assert_within(seconds, len(text), name)
@@ -476,6 +487,7 @@ SECTIONS = [
     cmd.backup_section(0, "/srv/backup", "*"),
     cmd.command_section(0, ["mailq-count"]),
     *cmd.ACCOUNT_SECTIONS,
+    cmd.journal_section(1_700_000_000.0),
 ]
 
 
@@ -494,6 +506,8 @@ def _check_poll(stdout: str, stderr: str) -> None:
         out = PollOutput({s.id: s for s in SECTIONS}, outputs, 60.0, 10.0)
         take_readings(readings, out, SSH_CONFIG, 100.0)
         accounts.read_accounts(outputs)  # the software register's sections: nothing escapes
+        if (section := outputs.get("journal")) is not None:
+            journal.read_journal(section.stdout, section.stderr, 0.0, 4e9)
         return readings
 
     result, seconds = timed(len(stdout) + len(stderr), poll)

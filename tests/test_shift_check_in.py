@@ -35,7 +35,9 @@ START = dt.datetime(2026, 3, 2, 20, 29, tzinfo=dt.UTC).timestamp()
 HANDOVER = START + 60
 
 
-def config(tmp: Path, receiver: Receiver, check_in: bool = True) -> dict[str, Any]:
+def config(
+    tmp: Path, receiver: Receiver, check_in: bool = True, handovers: tuple[str, ...] = ()
+) -> dict[str, Any]:
     return {
         "http": {"port": 0},
         "storage": {"path": str(tmp / "d.db")},
@@ -43,7 +45,7 @@ def config(tmp: Path, receiver: Receiver, check_in: bool = True) -> dict[str, An
         "handover": {"check_in": check_in},
         "oncall": {
             "timezone": "UTC",
-            "handovers": ["08:30", "20:30"],
+            "handovers": list(handovers or ("08:30", "20:30")),
             "start": "2026-03-02",  # the day shift of 2 March is pairs[0]'s
             "pairs": [["Zhang Wei", "Li Na"], ["Liu Yang", "Zhao Min"]],
             "people": [{"name": n, "contacts": [c]} for n, c in PEOPLE.items()],
@@ -103,11 +105,12 @@ class Site:
 async def make_site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[Site] = []
 
-    async def make(check_in: bool = True) -> Site:
+    async def make(check_in: bool = True, handovers: tuple[str, ...] = ()) -> Site:
         receiver = Receiver()
         await receiver.start()
         clock = FakeClock(wall_start=START)
-        daemon = Daemon(load_from_dict(config(tmp_path, receiver, check_in)), clock=clock)
+        settings = load_from_dict(config(tmp_path, receiver, check_in, handovers))
+        daemon = Daemon(settings, clock=clock)
         site = Site(daemon, clock, receiver)
         started.append(site)
         await daemon.start()
@@ -216,3 +219,63 @@ async def test_hand_over_note_and_confirmations_are_in_both_shifts_diaries(make_
     assert "| 03-02 20:29 | Zhang Wei | hand-over note | UPS2 battery test tomorrow" in out
     out = await diary(night, "zh")
     assert "## 交接班" in out and "| 03-02 20:30 | Liu Yang | 确认到岗 | read it |" in out
+
+
+# A short evening shift, so that the next hand-over comes 20 minutes after the one it follows
+# (the fake clock wakes every sleeper on the way: a 12-hour night would take a minute).
+SHORT = ("08:30", "20:30", "20:50")
+NEXT_HANDOVER = HANDOVER + 20 * 60
+
+
+async def _night_unconfirmed_then_next_hand_over(s: Site) -> None:
+    """The evening shift never confirms: the manager is paged at 20:45; at the 20:50
+    hand-over the evening's alert ends with its shift."""
+    assert (await s.post("/api/v1/shift/confirm", {"actor": "Zhang Wei"}))[0] == 201
+    await s.clock.advance(61)  # 20:30: the night shift is asked, and nobody answers
+    await s.until(lambda: bool(s.to("liu")))
+    await s.clock.advance(15 * 60 + 1)
+    await s.until(lambda: bool(s.to("wang")))
+    assert "duty post may be unattended" in s.to("wang")[0]
+    await s.clock.advance(NEXT_HANDOVER + 1 - s.clock.time())
+    await s.until(lambda: any("Shift over at the hand-over" in m for m in s.to("wang")))
+    await s.until(lambda: len(s.to("zhang")) == 2)  # the day shift is asked in turn
+
+
+def _post_alerts(s: Site) -> list[tuple[str, str]]:
+    return sorted(
+        (a["labels"]["shift"], a["state"])
+        for a in s.daemon.operations.list_alerts()
+        if a["rule"] == "duty_post_unattended"
+    )
+
+
+async def test_an_unconfirmed_shift_ends_at_the_hand_over_and_the_next_starts_over(
+    make_site,
+) -> None:
+    s: Site = await make_site(handovers=SHORT)
+    await _night_unconfirmed_then_next_hand_over(s)
+    rota = s.daemon.notify.rota
+    night = rota.shift_at(HANDOVER + 1).index
+    day = rota.shift_at(NEXT_HANDOVER + 1).index
+    assert _post_alerts(s) == [(str(night), "resolved"), (str(day), "pending")]
+    paged = len(s.to("wang"))
+    # The day shift has its own fifteen minutes before the manager is paged again.
+    await s.clock.advance(14 * 60)
+    await s.run_for(0.3)
+    assert len(s.to("wang")) == paged
+    await s.clock.advance(61)
+    await s.until(lambda: len(s.to("wang")) == paged + 1)
+    assert "duty post may be unattended" in s.to("wang")[-1]
+    assert (str(day), "firing") in _post_alerts(s)
+
+
+async def test_after_an_unconfirmed_shift_a_confirmed_one_stays_quiet(make_site) -> None:
+    s: Site = await make_site(handovers=SHORT)
+    await _night_unconfirmed_then_next_hand_over(s)
+    await s.clock.advance(5 * 60)
+    assert (await s.post("/api/v1/shift/confirm", {"actor": "Li Na"}))[0] == 201
+    paged = len(s.to("wang"))
+    await s.clock.advance(30 * 60)
+    await s.run_for(0.5)
+    assert len(s.to("wang")) == paged
+    assert all(state == "resolved" for _, state in _post_alerts(s))

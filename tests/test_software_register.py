@@ -30,7 +30,9 @@ from dutyd.collectors.ssh.accounts import (
     parse_login_defs,
     parse_passwd,
     parse_pwquality,
+    parse_shadow,
 )
+from dutyd.collectors.ssh.commands import SHADOW_PROGRAM
 from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
@@ -49,6 +51,8 @@ PASSWD = (
 )
 LOGIN_DEFS = "# login.defs\nPASS_MAX_DAYS\t99999\nPASS_MIN_DAYS\t0\nPASS_MIN_LEN 5\n"
 PWQUALITY = "# minlen = 9\nminlen = 8\n"
+# What the shadow section prints: each password field's first character (no hash).
+SHADOW = "root:$\ndaemon:*\nsync:*\nops:$\nolduser:!\nsvc:!\n"
 
 LAST_CMD = "env TZ=UTC last -F -w -n 2000"
 
@@ -69,7 +73,8 @@ def last_output() -> str:
     )
 
 
-def serve(state: LinuxState, passwd: str = PASSWD) -> None:
+def serve(state: LinuxState, passwd: str = PASSWD, shadow: str | None = SHADOW) -> None:
+    state.shadow = shadow
     state.outputs |= {
         "cat /etc/passwd": (passwd, "", 0),
         "cat /etc/login.defs": (LOGIN_DEFS, "", 0),
@@ -132,6 +137,10 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
         reading = collector.take_accounts()
         assert reading is not None and reading.problems == []
         assert (reading.pass_max_days, reading.min_length) == (99999, 8)
+        assert reading.passwords == {
+            "root": "set", "daemon": "locked", "sync": "locked", "ops": "set",
+            "olduser": "locked", "svc": "locked",
+        }  # fmt: skip
         # Not every poll: the next one reads no accounts.
         collector.take_facts()
         await collector.collect(Readings({"target": "db1"}, time.time()))
@@ -141,7 +150,11 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
         assert await store.s.log.read(kinds=["account."]) == []
 
         # The next day: someone added a login account and gave a second account uid 0.
-        serve(state, PASSWD + "intruder:x:0:0::/root:/bin/sh\nnewops:x:1002:1002::/h:/bin/zsh\n")
+        serve(
+            state,
+            PASSWD + "intruder:x:0:0::/root:/bin/sh\nnewops:x:1002:1002::/h:/bin/zsh\n",
+            SHADOW + "intruder:$\nnewops:\n",  # newops has no password at all
+        )
         state.outputs[LAST_CMD] = (
             "newops   pts/1        198.51.100.7     Tue Dec  8 03:00:00 2026   still logged in\n"
             + last_output(),
@@ -180,15 +193,17 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
             ["2026-12-07 09:15:02", "db1", "ops", "pts/0", "192.0.2.10"],
             ["2026-12-08 03:00:00", "db1", "newops", "pts/1", "198.51.100.7"],
         ]
-        (_, _, review), (_, _, accounts) = en.more
+        (_, _, review), (_, _, accounts), _journal = en.more
         # root last logged in in August; the others are not watched for 90 days yet.
         assert review == [
             ["db1", "more than one uid 0", "intruder, root"],
             ["db1", "unused for 90 days", "root"],
+            ["db1", "empty password (logs in without one)", "newops"],
             ["db1", "PASS_MAX_DAYS unset or above 90", "99999"],
         ]
-        assert ["db1", "root", 0, "/bin/bash", "2026-08-02 07:00:00"] in accounts
-        assert ["db1", "intruder", 0, "/bin/sh", "never"] in accounts
+        assert ["db1", "root", 0, "/bin/bash", "set", "2026-08-02 07:00:00"] in accounts
+        assert ["db1", "intruder", 0, "/bin/sh", "set", "never"] in accounts
+        assert ["db1", "olduser", 1001, "/bin/bash", "locked", "never"] in accounts
         zh = await build_register(s, "software", start, end, "zh", "UTC")
         text = to_markdown(zh)
         assert "软件系统使用登记簿" in text and "账户检查" in text and "多个uid为0的账户" in text
@@ -197,7 +212,7 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
         # Watched for 90 days: root's last login (August) and the never-seen accounts are
         # unused; the minimum length rule holds (pwquality's 8).
         later = await build_register(s, "software", end, end + 90 * 86400, "en", "UTC")
-        (_, _, review), _ = later.more
+        (_, _, review), _, _ = later.more
         unused = sorted(row[2] for row in review if row[1] == "unused for 90 days")
         assert unused == ["intruder", "newops", "olduser", "ops", "root"]
         assert not any(row[1].startswith("minimum") for row in review)
@@ -295,6 +310,23 @@ async def test_real_openssh_answers_the_account_commands_as_this_host_reads(
             # An exec request without a terminal writes no wtmp line: both reads agree.
             assert last.returncode == 0, last.stderr
             assert reading.logins == parse_last(last.stdout)
+            # The password states as this host's awk reads /etc/shadow for this user: root
+            # (as CI runs) reads them; any other user is refused, and the reading says so.
+            shadow = await asyncio.to_thread(
+                subprocess.run,
+                ["awk", "-F:", SHADOW_PROGRAM, "/etc/shadow"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if shadow.returncode == 0:
+                assert reading.passwords == parse_shadow(shadow.stdout)
+                assert reading.passwords.get("root") in ("locked", "set", "empty")
+                assert all(len(line) <= len(name) + 2 for line in shadow.stdout.splitlines()
+                           for name in [line.split(":")[0]])  # fmt: skip
+            else:
+                assert reading.passwords is None
+                assert "root or group shadow" in (reading.passwords_unread or "")
         finally:
             await collector.close()
     finally:
@@ -336,3 +368,42 @@ async def test_cli_exports_the_software_register_in_xlsx_and_chinese(tmp_path: P
     assert ["db1", "多个uid为0的账户", "root, toor"] in cells
     assert ["db1", "密码最短长度未设或小于6", "5"] in cells
     assert not any("PASS_MAX_DAYS" in str(row) for row in cells)
+
+
+@pytest.mark.peer
+async def test_an_account_that_may_not_read_shadow_is_said_so_in_the_register(
+    store: Store,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The monitoring account is neither root nor in group shadow (the simulation refuses
+    /etc/shadow as awk does): no password state is guessed, and the review says why."""
+    state = demo_state(time.time())
+    serve(state, shadow=None)
+    server = SimulatedLinux(state)
+    await server.start()
+    collector = await _collector(server, tmp_path)
+    try:
+        await collector.collect(Readings({"target": "db1"}, time.time()))
+        reading = collector.take_accounts()
+        assert reading is not None and reading.passwords is None
+        assert reading.passwords_unread == (
+            "/etc/shadow is readable by root or group shadow only: password locks not known"
+        )
+        register = SoftwareRegister(store.s, FakeClock(utc("2026-12-07 12:00:00")))
+        register.observe("db1", reading)
+        await settle(register)
+        start, end = utc("2026-12-01 00:00:00"), utc("2026-12-08 00:00:00")
+        en = await build_register(store.s, "software", start, end, "en", "UTC")
+        (_, _, review), (_, columns, accounts), _journal = en.more
+        assert [
+            "db1",
+            "password states (/etc/shadow) not read",
+            "/etc/shadow is readable by root or group shadow only: password locks not known",
+        ] in review
+        assert columns[4] == "Password" and {row[4] for row in accounts} == {"not read"}
+        zh = to_markdown(await build_register(store.s, "software", start, end, "zh", "UTC"))
+        assert "未能读取密码状态（/etc/shadow）" in zh and "| 未读取 |" in zh
+    finally:
+        await collector.close()
+        await collector.context.close()
+        await server.stop()

@@ -446,6 +446,19 @@ async def test_boot_times_replace_and_survive_reopen(store: Store) -> None:
     }
 
 
+async def test_sys_names_replace_and_survive_reopen(store: Store) -> None:
+    s = store.s
+    assert await s.sys_names.load_all() == {}
+    await s.sys_names.save({"127.0.1.1:1161": "core-sw", "127.0.1.2:1161": "access-1"})
+    await s.sys_names.save({"127.0.1.2:1161": "access-sw-1"})  # renamed on the device
+    await s.sys_names.save({})
+    s = await store.reopen()
+    assert await s.sys_names.load_all() == {
+        "127.0.1.1:1161": "core-sw",
+        "127.0.1.2:1161": "access-sw-1",
+    }
+
+
 # -- shared outbox: claims and the fence ----------------------------------------------------------
 
 

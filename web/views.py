@@ -120,6 +120,7 @@ LOG_WORDS_ZH: dict[str, str] = {
     "port.down": "端口中断",
     "port.up": "端口恢复",
     "port.counters": "端口日错误/丢弃计数",
+    "journal.errors": "服务器日志错误计数",
     "topology.change": "拓扑变化（设备所连交换机端口变化）",
 }
 # escalation.<page kind>: which page went out (see notify.escalation.PageKind).

@@ -16,6 +16,7 @@ drops the connection in the middle of a command, password logins).
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import fnmatch
 import math
@@ -82,6 +83,52 @@ class LinuxState:
     # line (as `shlex.join(argv)`) with this (stdout, stderr, exit status) instead.
     drop_at_section: str | None = None
     outputs: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    # The systemd journal as journalctl shows it: (time, priority 0-7, identifier, message);
+    # None: a server without systemd (journalctl not found).
+    journal: list[JournalEntry] | None = None
+    # What `awk ... /etc/shadow` prints (name:first character of the password field); None:
+    # refused, as for an account that is not root or in group shadow.
+    shadow: str | None = None
+    hostname: str = "app01"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    at: float
+    priority: int
+    identifier: str
+    message: str
+    pid: int = 1234
+
+
+def _journalctl(state: LinuxState, env: list[str], args: list[str]) -> tuple[str, str, int]:
+    """`journalctl --priority=... --since=... --lines=... --output=short-iso --no-full` as
+    systemd 252 answers it under TZ=UTC: the newest entries within --since, oldest first."""
+    if state.journal is None:
+        return "", "env: 'journalctl': No such file or directory\n", 127
+    opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    levels = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5}
+    top = levels.get(opts.get("priority", ""), 7)
+    since = float("-inf")
+    if "since" in opts:
+        since = calendar.timegm(time.strptime(opts["since"], "%Y-%m-%d %H:%M:%S"))
+    entries = sorted(
+        (e for e in state.journal if e.priority <= top and e.at >= since), key=lambda e: e.at
+    )
+    if "lines" in opts:
+        entries = entries[-int(opts["lines"]) :] if int(opts["lines"]) else []
+    if not entries:
+        return "-- No entries --\n", "", 0
+    columns = next((int(v[8:]) for v in env if v.startswith("COLUMNS=")), 80)
+    lines = []
+    for e in entries:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(e.at))
+        head = f"{stamp} {state.hostname} {e.identifier}[{e.pid}]: "
+        message = e.message
+        if "--no-full" in args and len(head) + len(message) > columns:
+            message = message[: max(0, columns - len(head) - 3)] + "..."
+        lines.append(head + message + "\n")
+    return "".join(lines), "", 0
 
 
 def _df(state: LinuxState, inodes: bool) -> str:
@@ -160,6 +207,13 @@ def run_command(state: LinuxState, argv: list[str]) -> tuple[str, str, int]:
             return "".join(s + "\n" for s in states), "", status
         case ["find", *_]:
             return _find(state, argv)
+        case ["awk", "-F:", _, "/etc/shadow"]:
+            if state.shadow is None:
+                return "", "awk: cannot open /etc/shadow (Permission denied)\n", 2
+            return state.shadow, "", 0
+        case ["env", *_] if "journalctl" in argv:
+            at = argv.index("journalctl")
+            return _journalctl(state, argv[1:at], argv[at + 1 :])
         case [program, *_] if program in state.programs:
             return state.programs[program], "", 0
         case _:
@@ -332,6 +386,14 @@ def demo_state(clock: float) -> LinuxState:
         ],
         units={"nginx.service": "active", "postgresql.service": "active"},
         programs={"/usr/local/bin/queue-depth": "mail 3\nprint 0\n"},
+        journal=[
+            JournalEntry(
+                clock - 2 * DAY, 3, "kernel", "ata2.00: failed command: READ FPDMA QUEUED"
+            ),
+            JournalEntry(clock - DAY, 3, "postgres", "ERROR: canceling statement due to timeout"),
+            JournalEntry(clock - 3600, 2, "nginx", "worker process exited on signal 11"),
+            JournalEntry(clock - 600, 6, "CRON", "(root) CMD (run-parts /etc/cron.hourly)"),
+        ],
     )
 
 

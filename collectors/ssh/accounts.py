@@ -4,8 +4,10 @@ who logged in when (pure parsers, no I/O here).
 Read on the same polls as the equipment facts (at start, then daily: `Collector.facts_due`),
 by the sections of `commands.ACCOUNT_SECTIONS`: `/etc/passwd`, `/etc/login.defs`,
 `/etc/security/pwquality.conf` (all world-readable) and `last -F -w -n 2000` under `TZ=UTC` (wtmp is
-world-readable too). Nothing needs root; `/etc/shadow` is not read, so a locked password is not
-known: an account "can log in" when its shell is a login shell.
+world-readable too). Nothing needs root. An account "can log in" when its shell is a login
+shell (a locked password does not stop an SSH key). Where the account may read /etc/shadow (root,
+or group shadow), each password's state is read too (`parse_shadow`: locked, empty or set, from
+the field's first character alone); elsewhere the reading says it could not.
 
 Server text is hostile input: each parser reads at most `MAX_LINES` lines of at most
 `MAX_LINE_CHARS` characters, splits on fixed characters and matches anchored patterns only, so
@@ -75,6 +77,9 @@ class AccountsReading:
     min_length: int | None = None
     logins: list[Login] | None = None
     problems: list[str] = field(default_factory=list)
+    # account -> "locked" | "empty" | "set" (from /etc/shadow); None: not read, and why.
+    passwords: dict[str, str] | None = None
+    passwords_unread: str | None = None
 
 
 def _lines(text: str) -> list[str]:
@@ -157,6 +162,29 @@ def parse_last(text: str) -> list[Login]:
     return logins
 
 
+def parse_shadow(text: str) -> dict[str, str]:
+    """`name:<first character of the password field>` lines (commands.SHADOW_PROGRAM): `!` or
+    `*` locked, nothing empty (a login without a password where PAM allows it), else set."""
+    states: dict[str, str] = {}
+    for line in _lines(text):
+        name, sep, first = line.partition(":")
+        if not sep or not _NAME.fullmatch(name) or len(first) > 1:
+            continue
+        states[name] = "locked" if first in ("!", "*") else "empty" if not first else "set"
+    return states
+
+
+def _shadow_unread(out: SectionOutput | None) -> str:
+    if out is None or out.status is None:
+        return "/etc/shadow was not read (the poll stopped before it)"
+    said = " ".join(out.stderr.split())[:200]
+    if "denied" in said.lower():
+        return "/etc/shadow is readable by root or group shadow only: password locks not known"
+    return f"/etc/shadow could not be read (exit status {out.status}" + (
+        f": {said})" if said else ")"
+    )
+
+
 def read_accounts(outputs: Mapping[str, SectionOutput]) -> AccountsReading:
     """The reading from the account sections of one poll's output."""
     reading = AccountsReading()
@@ -174,6 +202,10 @@ def read_accounts(outputs: Mapping[str, SectionOutput]) -> AccountsReading:
     if (quality := text("pwquality")) is not None and (minlen := parse_pwquality(quality)):
         # pam_pwquality's minlen is the one PAM enforces; login.defs' PASS_MIN_LEN is older.
         reading.min_length = minlen
+    if (shadow := text("shadow")) is not None:
+        reading.passwords = parse_shadow(shadow)
+    else:
+        reading.passwords_unread = _shadow_unread(outputs.get("shadow"))
     if (last := text("last")) is not None:
         reading.logins = parse_last(last)
     else:

@@ -12,8 +12,14 @@ from dutyd.collectors.base import Collector, CollectorContext, Readings
 from dutyd.collectors.ssh import commands as cmd
 from dutyd.collectors.ssh.accounts import AccountsReading, read_accounts
 from dutyd.collectors.ssh.config import POLL_MARGIN, SshTarget
+from dutyd.collectors.ssh.journal import (
+    FIRST_DAYS,
+    JournalReading,
+    journal_problem,
+    read_journal,
+)
 from dutyd.collectors.ssh.parsers import excerpt, server_facts, split_sections
-from dutyd.collectors.ssh.readings import PollOutput, ReadingKey, take_readings
+from dutyd.collectors.ssh.readings import PollOutput, ReadingDown, ReadingKey, take_readings
 from dutyd.collectors.ssh.session import SshSession
 from dutyd.core.errors import BadResponse
 
@@ -64,14 +70,21 @@ class SshCollector(Collector[SshTarget]):
         self.problems: dict[ReadingKey, str] = {}
         # The software usage register's reading, taken on the fact polls (`take_accounts`).
         self._accounts: AccountsReading | None = None
+        # The journal's errors for the weekly log review, read on the fact polls
+        # (`take_journal`): where the last good reading ended, and the window of this poll's.
+        self._journal_since: float | None = None
+        self._journal_window: tuple[float, float] | None = None
+        self._journal: JournalReading | None = None
 
     @property
     def connects(self) -> int:
         """SSH connections opened so far (one per login)."""
         return self.session.connects
 
-    def _sections(self) -> list[cmd.Section]:
+    def _sections(self, now: float | None = None) -> list[cmd.Section]:
+        """The poll's sections; `now` (the poll's wall time) ends the journal reading's window."""
         cfg = self.config
+        self._journal_window = None
         sections = cmd.standard_sections(with_clock=bool(cfg.backups))
         if cfg.services:
             sections.append(cmd.systemd_section(cfg.services))
@@ -82,12 +95,18 @@ class SshCollector(Collector[SshTarget]):
         if self.facts_due:
             sections += cmd.FACT_SECTIONS
             sections += cmd.ACCOUNT_SECTIONS
+            # Back FIRST_DAYS at most: after a long gap the journal may have rotated anyway,
+            # and the reading stays bounded.
+            until = float(int(time.time() if now is None else now))
+            since = max(self._journal_since or 0.0, until - FIRST_DAYS * 86400.0)
+            self._journal_window = (since, until)
+            sections.append(cmd.journal_section(since))
         return sections
 
     async def collect(self, readings: Readings) -> None:
         cfg = self.config
         deadline = time.monotonic() + cfg.timeout - POLL_MARGIN
-        sections = self._sections()
+        sections = self._sections(readings.timestamp)
         nonce = secrets.token_hex(8)
         script = cmd.render_script(sections, nonce, cfg.command_timeout)
         stdout, stderr, status = await self.session.run_script(script, sections, deadline)
@@ -111,12 +130,23 @@ class SshCollector(Collector[SshTarget]):
         if self.facts_due:
             self.note_facts(await self.context.run_blocking(server_facts, outputs))
             self._accounts = await self.context.run_blocking(read_accounts, outputs)
+            if self._journal_window is not None:
+                since, until = self._journal_window
+                journal = await self.context.run_blocking(journal_of_poll, poll, since, until)
+                if journal.problem is None:
+                    self._journal_since = until
+                self._journal = journal
         for key, reason in taken.outcomes.items():
             self._note(key, reason)
 
     def take_accounts(self) -> AccountsReading | None:
         """The accounts read on the last poll, once; none read: None."""
         reading, self._accounts = self._accounts, None
+        return reading
+
+    def take_journal(self) -> JournalReading | None:
+        """The journal errors read on the last poll, once; none read: None."""
+        reading, self._journal = self._journal, None
         return reading
 
     def _note(self, key: ReadingKey, reason: str | None) -> None:
@@ -140,3 +170,19 @@ class SshCollector(Collector[SshTarget]):
 
     async def close(self) -> None:
         await self.session.close()
+
+
+def journal_of_poll(poll: PollOutput, since: float, until: float) -> JournalReading:
+    """The journal reading of one poll; a journalctl that did not run or failed (missing on a
+    server without systemd, killed at command_timeout) is a problem, not zero errors."""
+    section = poll.outputs.get("journal")
+    # An account that may not read the system journal: journalctl says so on stderr, exiting
+    # 1 when it could open no file at all (0 when it shows the account's own entries).
+    if section is not None and (problem := journal_problem(section.stderr)) is not None:
+        return JournalReading(since, until, problem=problem)
+    try:
+        text = poll.output("journal", what="journalctl")
+    except ReadingDown as down:
+        return JournalReading(since, until, problem=down.reason)
+    assert section is not None
+    return read_journal(text, section.stderr, since, until)

@@ -24,10 +24,20 @@ and on its standard input a script of sections, each one line `s <id> <argv...>`
     s passwd    cat /etc/passwd              at start and daily: the software usage register
     s login_defs cat /etc/login.defs         (ditto: PASS_MAX_DAYS, PASS_MIN_LEN)
     s pwquality cat /etc/security/pwquality.conf       (ditto: minlen; may be missing)
+    s shadow    awk -F: '{ print $1 ":" substr($2, 1, 1) }' /etc/shadow
+                                             (ditto: each account's password field's first
+                                             character only, so no hash leaves the server:
+                                             locked, empty or set; readable by root or group
+                                             shadow alone, said so when refused)
     t last      env TZ=UTC last -F -w -n 2000  (ditto: the newest 2000 logins, times in UTC)
+    t journal   env TZ=UTC COLUMNS=120 journalctl --no-pager --no-full --priority=err
+                --output=short-iso --since=<YYYY-MM-DD HH:MM:SS> --lines=10000
+                                             (ditto: entries of priority err and above since
+                                             the last reading, for the weekly log review)
 
 Tools: GNU coreutils/findutils or busybox (`cat`, `nproc`, `df`, `date`, `timeout`, `find`,
-`stat`, `sh`), plus systemd's `systemctl` when `services` are configured. Backups are listed with
+`stat`, `sh`), plus systemd's `systemctl` when `services` are configured (and `journalctl` on
+the daily polls, where the server has one). Backups are listed with
 `stat -c`, not GNU find's `-printf`, so that busybox servers and NAS boxes (often where the
 off-site copy lives) are read too; busybox `timeout` kills only the command it started, GNU
 `timeout` its whole process group. Nothing runs through `sudo`, and nothing writes on the server.
@@ -42,6 +52,7 @@ and on stderr; the marker holds a random nonce per poll, so command output canno
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,14 +112,41 @@ FACT_SECTIONS = (
 )
 
 
+# The password field's first character of each /etc/shadow line (`!`/`*` locked, nothing:
+# empty, else a hash): the hashes themselves never leave the server. Fixed text, no config in it.
+SHADOW_PROGRAM = '{ print $1 ":" substr($2, 1, 1) }'
+
 # The software usage register: accounts, password policy, logins (all readable without root;
 # parsed by `accounts.py`).
 ACCOUNT_SECTIONS = (
     Section("passwd", ("cat", "/etc/passwd"), timed=False),
     Section("login_defs", ("cat", "/etc/login.defs"), timed=False),
     Section("pwquality", ("cat", "/etc/security/pwquality.conf"), timed=False),
+    Section("shadow", ("awk", "-F:", SHADOW_PROGRAM, "/etc/shadow"), timed=False),
     Section("last", ("env", "TZ=UTC", "last", "-F", "-w", "-n", "2000"), timed=True),
 )
+
+
+# The weekly log review: the journal's entries of priority err and above (`journal.py`). The
+# output is bounded on the server: at most JOURNAL_LINES entries (`--lines`: the newest ones
+# within `--since`), each cut to JOURNAL_COLUMNS (`--no-full` ellipsizes to $COLUMNS, even into
+# a pipe; a multi-line message shows 3 lines at most): about 1.2 MB, well within the poll's
+# 4 MiB. No `--until`: journalctl 252 combined with `--lines` shows nothing before it; the
+# parser drops the entries past the reading's end instead. `-q` is not given, so that the
+# notice of a user who may not read the system journal reaches stderr.
+JOURNAL_LINES = 10_000
+JOURNAL_COLUMNS = 120
+
+
+def journal_section(since: float) -> Section:
+    """journalctl's entries of priority err and above since `since` (UTC epoch, whole seconds:
+    both old and new journalctl read this form)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(since))
+    argv = (
+        "env", "TZ=UTC", f"COLUMNS={JOURNAL_COLUMNS}", "journalctl", "--no-pager", "--no-full",
+        "--priority=err", "--output=short-iso", f"--since={stamp}", f"--lines={JOURNAL_LINES}",
+    )  # fmt: skip
+    return Section("journal", argv, timed=True)
 
 
 def standard_sections(with_clock: bool) -> list[Section]:

@@ -21,6 +21,7 @@ from dutyd.storage.postgres.outbox import PostgresOutbox
 from dutyd.storage.postgres.overlays import PostgresOverlays
 from dutyd.storage.postgres.room_entries import PostgresRoomEntries
 from dutyd.storage.postgres.rule_events import PostgresRuleEvents
+from dutyd.storage.postgres.sys_names import PostgresSysNames
 
 log = logging.getLogger("dutyd.storage")
 
@@ -61,6 +62,7 @@ class PostgresStorage(Storage):
         self.room_entries = PostgresRoomEntries(self._db)
         self.equipment = PostgresEquipment(self._db)
         self.boot_times = PostgresBootTimes(self._db)
+        self.sys_names = PostgresSysNames(self._db)
 
     async def open(self) -> None:
         await self._db.open()

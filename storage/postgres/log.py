@@ -15,7 +15,7 @@ from dutyd.storage.rows import log_row
 
 INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data, key) VALUES ($1,$2,$3,$4,$5,$6)"
 # An entry of this key and moment already there is the same entry, written by a call that timed
-# out after its commit had reached the server (migration 9): not written again.
+# out after its commit had reached the server (migration 10): not written again.
 _FOUND = "SELECT id FROM duty_log WHERE key=$1 AND ts=$2 AND kind=$3"
 
 KeyedRow = tuple[float, str, str, str, str, int]

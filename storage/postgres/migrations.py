@@ -216,13 +216,20 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER equipment_facts_no_truncate BEFORE TRUNCATE ON equipment_facts
         FOR EACH STATEMENT EXECUTE FUNCTION dutyd_append_only();
     """,
-    # 9 (i22): each duty log entry's own key (`NewLogEntry.key`), so an entry written again
+    # 9 (i26): the sysName each device of a `{sysName}`-named group last told, by address.
+    """
+    CREATE TABLE sys_names (
+        address TEXT PRIMARY KEY,
+        sys_name TEXT NOT NULL
+    );
+    """,
+    # 10 (i22): each duty log entry's own key (`NewLogEntry.key`), so an entry written again
     # after a call that timed out once its commit had reached the server is not there twice.
     """
     ALTER TABLE duty_log ADD COLUMN key BIGINT;
     CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
     """,
-    # 10 (i22): each member's epoch (fencing a shard agent's writes) and the member timeout
+    # 11 (i22): each member's epoch (fencing a shard agent's writes) and the member timeout
     # it wrote, past which its epoch fences nothing in; epochs from 2**40 (below: the lease's).
     """
     ALTER TABLE cluster_members ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;

@@ -21,6 +21,7 @@ from dutyd.storage.sqlite.outbox import SqliteOutbox
 from dutyd.storage.sqlite.overlays import SqliteOverlays
 from dutyd.storage.sqlite.room_entries import SqliteRoomEntries
 from dutyd.storage.sqlite.rule_events import SqliteRuleEvents
+from dutyd.storage.sqlite.sys_names import SqliteSysNames
 
 log = logging.getLogger("dutyd.storage")
 
@@ -50,6 +51,7 @@ class SqliteStorage(Storage):
         self.room_entries = SqliteRoomEntries(self._db)
         self.equipment = SqliteEquipment(self._db)
         self.boot_times = SqliteBootTimes(self._db)
+        self.sys_names = SqliteSysNames(self._db)
 
     async def open(self) -> None:
         await self._db.open()

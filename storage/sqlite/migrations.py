@@ -251,7 +251,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE duty_log ADD COLUMN key INTEGER;
     CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
     """,
-    # 15 (i22): each member's epoch (fencing a shard agent's writes) and the member timeout it
+    # 15 (i26): the sysName each device of a `{sysName}`-named group last told, by address.
+    """
+    CREATE TABLE sys_names (
+        address TEXT PRIMARY KEY,
+        sys_name TEXT NOT NULL
+    );
+    """,
+    # 16 (i22): each member's epoch (fencing a shard agent's writes) and the member timeout it
     # wrote; the last epoch given (from 2**40: below are the lease's), never given again.
     """
     ALTER TABLE cluster_members ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
