@@ -256,3 +256,42 @@ async def test_a_dutyd_whose_database_stops_answering_pages_once_from_memory_and
     assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
     assert log.count("storage writable again") == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_entries_held_while_the_database_did_not_answer_keep_their_epoch(
+    postgres: PostgresServer, proxy: FreezingProxy
+) -> None:
+    """Node a, cut off (its proxy frozen), holds two duty-log entries: one fenced by its lease
+    epoch, one unfenced (what a person did). Node b takes the lease meanwhile. When a reaches
+    the database again, its fenced entry is refused (counted, not written without the fence)
+    and the other one is written."""
+    url = postgres.create_database("deadline_held")
+    a = open_storage(
+        url.replace(f":{postgres.port}/", f":{proxy.port}/"),
+        password=PASSWORD,
+        write_deadline=DEADLINE,
+    )
+    b = open_storage(url, password=PASSWORD)
+    await a.open()
+    await b.open()
+    try:
+        lease = await a.cluster.acquire_lease("notifier", "a", 1.0)
+        proxy.freeze()
+        assert await a.log.append(1.0, "alert.firing", "dutyd", "fp1", {}, lease.epoch) == 0
+        assert await a.log.append(2.0, "alert.acknowledged", "Li Na", "fp1", {}) == 0
+        assert not a.health.writable
+        await asyncio.sleep(1.2)  # a's lease runs out
+        taken = await b.cluster.acquire_lease("notifier", "b", 30.0)
+        assert taken.held_by("b") and taken.epoch == lease.epoch + 1
+        proxy.heal()
+        for _ in range(50):
+            if await a.probe():
+                break
+            await asyncio.sleep(0.1)
+        assert a.health.writable
+        kinds = [e.kind for e in await b.log.read(limit=None)]
+        assert a.log.fenced == 1  # type: ignore[attr-defined]
+    finally:
+        await a.close()
+        await b.close()
+    assert kinds == ["alert.acknowledged"], kinds

@@ -225,7 +225,9 @@ class PostgresDatabase:
                     )
                     self._down_since = None
                 return result
-            except TimeoutError:
+            except (TimeoutError, asyncpg.exceptions.QueryCanceledError):
+                # Ours, or the server's (`statement_timeout`, when it ends the statement
+                # first): the same fault.
                 raise self._fault(f"no answer within {self.deadline:g}s") from None
             except CONNECTION_LOST as exc:
                 if self._down_since is None:
