@@ -658,9 +658,17 @@ class Daemon:
         return [p for p in self.topology.parents_of(target) if p in self._targets] if cfg else []
 
     def _learn_topology(self, result: PollResult) -> None:
-        """A switch's LLDP neighbours changed: the learned parents of `depends_on: auto`
-        targets follow, and each change is a duty log entry (a device moved port)."""
-        changes = self.topology.observe(result.target, result.samples, result.ok)
+        """A switch's LLDP neighbours or forwarding table changed: the learned parents of
+        `depends_on: auto` targets follow, and each change is a duty log entry (a device
+        moved port). A forwarding table refused (too long) is logged, and not learned from."""
+        take = getattr(self.scheduler.collector(result.target), "take_forwarding", None)
+        got = take() if take is not None and result.ok else None
+        forwarding = got[0] if got is not None else None
+        if got is not None and got[1]:
+            fields = {"target": result.target, "reason": got[1]}
+            if self.loglimit.allow("forwarding table not read", result.target, fields):
+                log.warning("forwarding table not read", extra={"fields": fields})
+        changes = self.topology.observe(result.target, result.samples, result.ok, forwarding)
         if not changes:
             return
         self.engine.set_parents(self.topology.parents())

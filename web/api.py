@@ -627,8 +627,8 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 @_errors
 async def get_topology(request: web.Request) -> web.Response:
-    """Every target's parents, those of `depends_on: auto` as learned from LLDP (with the
-    switch port), for `dutyd topology --live`."""
+    """Every target's parents, those of `depends_on: auto` as learned from LLDP or a bridge
+    forwarding table (with the switch port and `how`), for `dutyd topology --live`."""
     authorize_read(request, _ctx(request))
     return web.json_response(_ctx(request).topology())
 
