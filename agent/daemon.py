@@ -776,9 +776,7 @@ class Daemon:
                 with contextlib.suppress(StorageUnavailable):
                     await self.storage.alerts.shift_moments(moved)
                     self._stored_alerts_move -= moved
-                    await rulestate.resync_alerts(
-                        self.engine, self.storage, self.ha.records_as_now()
-                    )
+                    await self._resync_alerts()
             self.loglimit.flush()
             now = self.clock.time()
             events = self.engine.tick(now)
@@ -829,9 +827,7 @@ class Daemon:
                 delay = PROBE_FIRST
                 if self.ha.escalating():
                     with contextlib.suppress(StorageUnavailable):
-                        await rulestate.resync_alerts(
-                            self.engine, self.storage, self.ha.records_as_now()
-                        )
+                        await self._resync_alerts()
                 continue
             with contextlib.suppress(TimeoutError):
                 async with self.clock.timeout(CHECKPOINT_EVERY):
@@ -839,6 +835,17 @@ class Daemon:
             if self.storage.health.writable:
                 with contextlib.suppress(StorageUnavailable):
                     await self.storage.compact()
+
+    async def _resync_alerts(self) -> None:
+        """The alert rows this node records, as they are now (after a fault or a clock step),
+        fenced by its epoch in a cluster: a node that lost its place meanwhile writes none."""
+        epoch = self.ha.fence()
+        try:
+            await rulestate.resync_alerts(
+                self.engine, self.storage, self.ha.records_as_now(), epoch
+            )
+        except FencedOut as exc:
+            self.journal.refused(epoch, exc)
 
     def _clock_moved(self, seconds: float) -> None:
         """The clock was re-anchored onto a stepped system clock: every moment kept in

@@ -136,7 +136,7 @@ class NotifyService:
         self._unwritten: list[tuple[GroupKey, list[Page]]] = []
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
-        self.epochs = WriteEpochs(sender)
+        self.epochs = WriteEpochs(sender, metrics.fenced_writes.inc)
         # While the disk refuses writes, the outbox's record is partly in memory.
         self.held = HeldOutbox(self.outbox, self.epochs.current, hold_reschedules=sender is None)
         self.fault_notice = StorageFaultNotice(
