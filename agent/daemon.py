@@ -341,6 +341,15 @@ class Daemon:
         `stop`'s order, so the process exits with its message and no task or socket left."""
         await self.ha.stop()
         await self.scheduler.stop()
+        await self._close_duty_services()
+        await self.recorder.stop()
+        await self.http.stop()
+        await self.context.close()
+        await self.storage.close()
+
+    async def _close_duty_services(self) -> None:
+        """The drills and the registers with a loop or a task of their own, in order (at stop
+        and when a start is undone)."""
         await self.drills.close()
         await self.entries.close()
         await self.handover.close()
@@ -348,10 +357,6 @@ class Daemon:
         await self.software.close()
         await self.log_errors.close()
         await self.network.close()
-        await self.recorder.stop()
-        await self.http.stop()
-        await self.context.close()
-        await self.storage.close()
 
     async def stop(self) -> None:
         self._ready = False
@@ -366,13 +371,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks.clear()
         await self.journal.drain()
-        await self.drills.close()
-        await self.entries.close()
-        await self.handover.close()
-        await self.equipment.close()
-        await self.software.close()
-        await self.log_errors.close()
-        await self.network.close()
+        await self._close_duty_services()
         await self.availability.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
