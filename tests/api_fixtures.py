@@ -7,6 +7,7 @@ rule turns `probe_success == 0` into a critical alert at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,11 +99,12 @@ class Running:
         raise AssertionError("the portal alert never fired")
 
 
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def running_daemon(tmp: Path, **extra: Any) -> AsyncIterator[Running]:
+    """The daemon of `config(tmp, ..., **extra)` with its portal, stopped after."""
     portal = Portal()
     await portal.start()
-    daemon = Daemon(load_from_dict(config(tmp_path, portal.url), "<test>"))
+    daemon = Daemon(load_from_dict(config(tmp, portal.url, **extra), "<test>"))
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -110,3 +112,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     finally:
         await daemon.stop()
         await portal.stop()
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_daemon(tmp_path) as started:
+        yield started
