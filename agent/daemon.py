@@ -341,6 +341,15 @@ class Daemon:
         `stop`'s order, so the process exits with its message and no task or socket left."""
         await self.ha.stop()
         await self.scheduler.stop()
+        await self._close_duty_services()
+        await self.recorder.stop()
+        await self.http.stop()
+        await self.context.close()
+        await self.storage.close()
+
+    async def _close_duty_services(self) -> None:
+        """The drills and the registers with a loop or a task of their own, in order (at stop
+        and when a start is undone)."""
         await self.drills.close()
         await self.entries.close()
         await self.handover.close()
@@ -348,10 +357,6 @@ class Daemon:
         await self.software.close()
         await self.log_errors.close()
         await self.network.close()
-        await self.recorder.stop()
-        await self.http.stop()
-        await self.context.close()
-        await self.storage.close()
 
     async def stop(self) -> None:
         self._ready = False
@@ -366,13 +371,7 @@ class Daemon:
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         self._tasks.clear()
         await self.journal.drain()
-        await self.drills.close()
-        await self.entries.close()
-        await self.handover.close()
-        await self.equipment.close()
-        await self.software.close()
-        await self.log_errors.close()
-        await self.network.close()
+        await self._close_duty_services()
         await self.availability.close()
         await self.notify.stop()
         with contextlib.suppress(Exception):
@@ -658,9 +657,17 @@ class Daemon:
         return [p for p in self.topology.parents_of(target) if p in self._targets] if cfg else []
 
     def _learn_topology(self, result: PollResult) -> None:
-        """A switch's LLDP neighbours changed: the learned parents of `depends_on: auto`
-        targets follow, and each change is a duty log entry (a device moved port)."""
-        changes = self.topology.observe(result.target, result.samples, result.ok)
+        """A switch's LLDP neighbours or forwarding table changed: the learned parents of
+        `depends_on: auto` targets follow, and each change is a duty log entry (a device
+        moved port). A forwarding table refused (too long) is logged, and not learned from."""
+        take = getattr(self.scheduler.collector(result.target), "take_forwarding", None)
+        got = take() if take is not None and result.ok else None
+        forwarding = got[0] if got is not None else None
+        if got is not None and got[1]:
+            fields = {"target": result.target, "reason": got[1]}
+            if self.loglimit.allow("forwarding table not read", result.target, fields):
+                log.warning("forwarding table not read", extra={"fields": fields})
+        changes = self.topology.observe(result.target, result.samples, result.ok, forwarding)
         if not changes:
             return
         self.engine.set_parents(self.topology.parents())
@@ -768,9 +775,7 @@ class Daemon:
                 with contextlib.suppress(StorageUnavailable):
                     await self.storage.alerts.shift_moments(moved)
                     self._stored_alerts_move -= moved
-                    await rulestate.resync_alerts(
-                        self.engine, self.storage, self.ha.records_as_now()
-                    )
+                    await self._resync_alerts()
             self.loglimit.flush()
             now = self.clock.time()
             events = self.engine.tick(now)
@@ -821,9 +826,7 @@ class Daemon:
                 delay = PROBE_FIRST
                 if self.ha.escalating():
                     with contextlib.suppress(StorageUnavailable):
-                        await rulestate.resync_alerts(
-                            self.engine, self.storage, self.ha.records_as_now()
-                        )
+                        await self._resync_alerts()
                 continue
             with contextlib.suppress(TimeoutError):
                 async with self.clock.timeout(CHECKPOINT_EVERY):
@@ -831,6 +834,17 @@ class Daemon:
             if self.storage.health.writable:
                 with contextlib.suppress(StorageUnavailable):
                     await self.storage.compact()
+
+    async def _resync_alerts(self) -> None:
+        """The alert rows this node records, as they are now (after a fault or a clock step),
+        fenced by its epoch in a cluster: a node that lost its place meanwhile writes none."""
+        epoch = self.ha.fence()
+        try:
+            await rulestate.resync_alerts(
+                self.engine, self.storage, self.ha.records_as_now(), epoch
+            )
+        except FencedOut as exc:
+            self.journal.refused(epoch, exc)
 
     def _clock_moved(self, seconds: float) -> None:
         """The clock was re-anchored onto a stepped system clock: every moment kept in

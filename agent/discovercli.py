@@ -37,6 +37,7 @@ from dutyd.agent.discovery import (
 )
 from dutyd.agent.sysnames import load_named_now
 from dutyd.agent.topology import Link, learn_parents, render_tree
+from dutyd.collectors.snmp.profiles import PROFILES
 from dutyd.core.errors import ConfigError
 
 EXIT_USAGE = 2
@@ -165,7 +166,7 @@ def write_config(
             why = f"LLDP saw it on {link.parent}{where}"
         return [f"    depends_on: [{link.parent}]   # guessed: {why}"]
 
-    def snmp_target(d: Device, profile: str | None, why: str) -> list[str]:
+    def snmp_target(d: Device, profiles: list[str], why: str) -> list[str]:
         name = named[d.address]
         out = [f"  - name: {name}   # {why}"]
         out += ["    kind: snmp", f"    address: {_q(_host_port(d.address, options.snmp_port))}"]
@@ -174,8 +175,8 @@ def write_config(
         # Written unless `defaults:` give them (the file's, or this one's).
         if d.credential is not default and any(given.get(k) != v for k, v in credential.items()):
             out += [f"    {k}: {_q(v)}" for k, v in credential.items()]
-        if profile:
-            out.append(f"    profiles: [{profile}]")
+        if profiles:
+            out.append(f"    profiles: [{', '.join(profiles)}]")
         # role: what the duty pack's rules select by (core backbone, network device, UPS).
         role = role_of(d, name)
         labels = {"role": role} if role else {}
@@ -200,11 +201,20 @@ def write_config(
         for d in members:
             if d.snmp_class == "switch":
                 why = f"{d.interfaces} interfaces, {len(d.neighbours)} LLDP neighbours"
-                lines += snmp_target(d, "switch", why)
+                lines += snmp_target(d, ["switch"], why)
             elif d.snmp_class == "ups":
-                lines += snmp_target(d, "ups", f"answers UPS-MIB; {_q(d.sys_descr[:60])}")
+                probe = f", its card's probe {_mibs(d)}" if d.sensor_profiles else ""
+                why = f"answers UPS-MIB{probe}; {_q(d.sys_descr[:60])}"
+                lines += snmp_target(d, ["ups", *d.sensor_profiles], why)
+            elif d.snmp_class == "sensor" and d.sensor_profiles:
+                lines += snmp_target(d, d.sensor_profiles, f"answers {_mibs(d)}")
+                if any(PROFILES[p].generic for p in d.sensor_profiles):  # type: ignore[attr-defined]
+                    lines.append(
+                        "    # guessed: its ENTITY-SENSOR-MIB temperatures are the room's, not a"
+                        " router's or server's own (inlet, CPU): check before it pages"
+                    )
             elif d.snmp_class == "sensor":
-                lines += snmp_target(d, "sensor", "answers AKCP SPAGENT-MIB (sensorProbe)")
+                lines += snmp_target(d, ["sensor"], "answers AKCP SPAGENT-MIB (sensorProbe)")
                 lines.append("    sensors:   # each probe named by its description on the device")
                 for probe in d.sensor_probes:
                     first, *rest = probe.items()
@@ -215,7 +225,7 @@ def write_config(
                         "    # guessed: a probe reports Fahrenheit; set it to Celsius on the device"
                     )
             else:
-                lines += snmp_target(d, None, f"guessed: an SNMP device, {d.interfaces} interfaces")
+                lines += snmp_target(d, [], f"guessed: an SNMP device, {d.interfaces} interfaces")
     nut = [d for d in new if d.nut]
     if nut:
         lines += ["", "  # -- NUT servers (every UPS of LIST UPS is read) --"]
@@ -270,6 +280,11 @@ def write_config(
                 *depends(named[d.address]),
             ]
     return "\n".join(lines) + "\n", parents
+
+
+def _mibs(d: Device) -> str:
+    """The room-sensor MIBs a device was recognised by."""
+    return " and ".join(PROFILES[p].mib for p in d.sensor_profiles)  # type: ignore[attr-defined]
 
 
 def bridge_parents(
@@ -444,7 +459,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
         print(render_tree(parents, list(parents)))
         for child, link in view.get("learned", {}).items():
             port = f" port {link['port']}" if link.get("port") else ""
-            print(f"learned from LLDP: {child} on {link['parent']}{port}")
+            how = "the bridge table" if link.get("how") == "bridge" else "LLDP"
+            print(f"learned from {how}: {child} on {link['parent']}{port}")
         return 0
     if not args.file:
         print("dutyd topology: give a config FILE, or --live", file=sys.stderr)
@@ -461,7 +477,10 @@ def cmd_topology(args: argparse.Namespace) -> int:
     print(render_tree(parents, [t.name for t in settings.targets]))
     auto = [t.name for t in settings.targets if t.learns_parents]
     if auto:
-        print(f"depends_on: auto (the daemon learns their switch from LLDP): {', '.join(auto)}")
+        print(
+            "depends_on: auto (the daemon learns their switch from LLDP or bridge tables): "
+            + ", ".join(auto)
+        )
     return 0
 
 

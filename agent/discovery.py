@@ -9,8 +9,10 @@ most `concurrency` addresses are probed at once, each probe bounded by `timeout`
 
 Per address, in this order: SNMP with each credential given, v2c communities and v3 users,
 through the SNMP collector's own clients (sysName, sysLocation, sysDescr; every device's ARP
-table; the UPS-MIB answers: a UPS; a known room-sensor MIB (AKCP SPAGENT-MIB's temperature and
-humidity tables): a sensor, its probes read by the `sensor` profile; IF-MIB with
+table; the UPS-MIB answers: a UPS (with the room-sensor profile of its card's probe, if any); a
+room-sensor MIB of a registered room-sensor profile (APC PowerNet-MIB's probe tables; the
+standard ENTITY-SENSOR-MIB, on a device that is not a switch) or AKCP SPAGENT-MIB's
+temperature and humidity tables (read by the `sensor` profile): a sensor; IF-MIB with
 `switch_ports` interfaces or more: a switch, with its LLDP-MIB neighbours and BRIDGE-MIB
 forwarding table), NUT's `LIST UPS`, an SSH banner, an HTTP status line on each given port.
 Device answers are hostile input: read with caps, names cleaned before they become config.
@@ -38,6 +40,8 @@ from dutyd.collectors.snmp.codec import (
     encode_oid_content,
 )
 from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
+from dutyd.collectors.snmp.profiles import PROFILES
+from dutyd.collectors.snmp.profiles.room import RoomSensorProfile
 from dutyd.core.errors import CollectError
 
 MAX_PREFIX_ADDRESSES = 1024  # a /22 (IPv4) without --allow-large
@@ -145,6 +149,8 @@ class Device:
     # whether a temperature probe reports Fahrenheit (the profile reads Celsius).
     sensor_probes: list[dict[str, str]] = field(default_factory=list)
     fahrenheit: bool = False
+    # The room-sensor profiles whose MIB the device answers (`entity_sensor`, `apc_probe`).
+    sensor_profiles: list[str] = field(default_factory=list)
     interfaces: int = 0
     # (local port, neighbour's sysName) from LLDP-MIB.
     neighbours: list[tuple[str, str]] = field(default_factory=list)
@@ -288,17 +294,21 @@ class Sweep:
             if len(subids) == 5 and isinstance(mac, bytes) and len(mac) == 6:
                 device.arp[".".join(map(str, subids[1:]))] = mac.hex(":")
         ups = await self._fetch(collector, [], [UPS_MIB], MAX_WALK)
+        # A vendor's probe table: a probe box, or the probe on a UPS's card.
+        await self._room_sensors(collector, device, generic=False)
         if ups is not None and any(not _is_exception(v) for v in ups[1][0].values()):
             device.snmp_class = "ups"
             return
-        if await self._sensors(collector, device):
+        if device.sensor_profiles or await self._sensors(collector, device):
             device.snmp_class = "sensor"
             return
         interfaces = await self._fetch(collector, [], [IF_DESCR], MAX_INTERFACES)
         names = interfaces[1][0] if interfaces is not None else {}
         device.interfaces = len(names)
         if device.interfaces < self.options.switch_ports:
-            device.snmp_class = "snmp"
+            # ENTITY-SENSOR-MIB on a switch is its own hardware (inlet, ASIC), not the room.
+            generic = await self._room_sensors(collector, device, generic=True)
+            device.snmp_class = "sensor" if generic else "snmp"
             return
         device.snmp_class = "switch"
         await self._bridge(collector, device, names)
@@ -316,6 +326,25 @@ class Sweep:
                 port_key = encode_oid_content((1, 3, subids[1]))[1:]
                 port = _text(ports.get(port_key)) or str(subids[1])
                 device.neighbours.append((port, name))
+
+    async def _room_sensors(self, collector: SnmpCollector, device: Device, generic: bool) -> bool:
+        """The registered room-sensor profiles (generic or vendor MIBs) whose probe tables the
+        device answers, in one walk; added to `device.sensor_profiles`."""
+        kinds = [
+            p
+            for p in PROFILES.values()
+            if issubclass(p, RoomSensorProfile) and p.generic == generic
+        ]
+        columns = list(dict.fromkeys(c for p in kinds for c in p.detect_columns()))
+        if not columns:
+            return False
+        got = await self._fetch(collector, [], columns, MAX_WALK)
+        if got is None:
+            return False
+        walked = dict(zip(columns, got[1], strict=True))
+        found = [p.name for p in kinds if p.recognises(walked)]
+        device.sensor_profiles += found
+        return bool(found)
 
     async def _sensors(self, collector: SnmpCollector, device: Device) -> bool:
         """A known room-sensor MIB (AKCP SPAGENT-MIB): the probes its tables hold."""

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from dutyd.agent.config import Settings, load_config
 from dutyd.core.configtypes import parse_duration
 from dutyd.core.errors import ConfigError
+from dutyd.duty.registers import REGISTERS
 from dutyd.storage import LogEntry, Storage, StorageError, open_configured, open_storage
 from dutyd.web.config import DEFAULT_PORT
 from dutyd.web.views import log_detail
@@ -452,7 +453,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     """Sign a register's period off (through the API), or the month's summary of sign-offs."""
-    from dutyd.duty.registers import REGISTERS, month_bounds, signatures, unsigned
+    from dutyd.duty.registers import month_bounds, signatures, unsigned
 
     _need_settings(args)  # the daemon's URL and token, the store, the site's zone
     zone = _site_zone(args)
@@ -587,7 +588,7 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("--previous", action="store_true", help="the shift before that one")
     p.add_argument(
         "--register",
-        choices=["entry", "equipment", "status", "network", "software", "log"],
+        choices=REGISTERS,
         help="a register instead of the shift's diary",
     )
     p.add_argument("--from", dest="from_", help="--register: start (a date or time, site zone)")
@@ -602,7 +603,7 @@ def add_duty_commands(sub: Any) -> None:
     p.add_argument("action", choices=["sign", "summary"])
     p.add_argument(
         "--register",
-        choices=["entry", "equipment", "status", "network", "software", "log"],
+        choices=REGISTERS,
         help="sign: required",
     )
     p.add_argument("--from", dest="from_", help="sign: start (a date or time, site zone)")

@@ -42,7 +42,7 @@ from dutyd.duty.shared import SharedDutyState
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.service import NotifyService
 from dutyd.rules.engine import RuleEngine
-from dutyd.storage import GroupHold, Storage, TargetStatusRow
+from dutyd.storage import FencedOut, GroupHold, Storage, TargetStatusRow
 
 log = logging.getLogger("dutyd.cluster")
 
@@ -94,6 +94,7 @@ class HighAvailability:
         self._tasks: list[asyncio.Task[None]] = []
         # The targets this node owned by the last shard map applied (None before the first).
         self._owned: set[str] | None = None
+        self._rejoins = 0  # the node's rejoins already applied (`_on_shards`)
         metrics.ha_active.set_function(lambda: 1.0 if self.node.is_active() else 0.0)
         metrics.loop_lag.set_function(lambda: self.lag.lag)
         if isinstance(self.node, ClusterNode):
@@ -136,11 +137,14 @@ class HighAvailability:
         return records
 
     def fence(self) -> int | None:
-        """The epoch this node's rule-event writes carry (see `AlertJournal`): in a pair, the
-        notifier lease's epoch it holds or last held; None alone and sharded (an agent records
-        its own targets' alerts, which no lease fences)."""
-        if not isinstance(self.node, ClusterNode) or self.node.sharded:
+        """The epoch this node's writes carry (see `AlertJournal`): in a pair, the notifier
+        lease's epoch it holds or last held; sharded, its member epoch (an agent records its
+        own targets' alerts, which no lease covers: the store refuses them once the others
+        counted it dead and took its targets); None alone (and sharded before it joined)."""
+        if not isinstance(self.node, ClusterNode):
             return None
+        if self.node.sharded:
+            return self.node.member_epoch or None
         return self.node.epoch
 
     def escalating(self) -> bool:
@@ -255,6 +259,13 @@ class HighAvailability:
         if self._scheduler is None or self._latest is None or self._apply_targets is None:
             return
         owned = {name for name in self._scheduler_targets() if self.node.owns(name)}
+        rejoined = isinstance(self.node, ClusterNode) and self.node.rejoins != self._rejoins
+        if rejoined:
+            # Counted dead and joined again: another node had our targets meanwhile, and its
+            # state of their alerts (fired, paged, acked) is the store's. Taken as gained.
+            assert isinstance(self.node, ClusterNode)
+            self._rejoins = self.node.rejoins
+            self._owned = set()
         gained = owned - self._owned if self._owned is not None else set()
         self._owned = owned
         lost = [name for name in self._scheduler.collectors if not self.node.owns(name)]
@@ -276,6 +287,20 @@ class HighAvailability:
         ]
         engine.restore(mine)
         gone = []
+        if rejoined:
+            # Our copies of the alerts the store no longer has (ended by the other node) go;
+            # events queued from the state before are about alerts the store's copy replaced,
+            # and are not recorded (`AlertJournal.supersede`; refused anyway, by our old
+            # member epoch): the engine derives each alert again from the next sample.
+            kept = {a.fingerprint for a in stored}
+            for fp, alert in list(engine.alerts.items()):
+                if alert.label("target") in gained and fp not in kept:
+                    engine.drop_alert(fp)
+                    gone.append(fp)
+            if self._journal is not None:
+                self._journal.supersede(
+                    [*gone, *(a.fingerprint for a in mine if a.label("target") in gained)]
+                )
         for fp, alert in list(engine.alerts.items()):
             target = alert.label("target")
             if target and target in self._scheduler_targets() and not self.node.owns(target):
@@ -305,6 +330,9 @@ class HighAvailability:
             ):
                 try:
                     await exchange()
+                except FencedOut as exc:
+                    if self._journal is not None:
+                        self._journal.refused(self.fence(), exc)
                 except Exception as exc:
                     log.warning(
                         f"sharing {what} failed",
@@ -319,7 +347,7 @@ class HighAvailability:
             for s in list(self._latest.status.values())
             if self.node.owns(s.name) and s.last_poll_at is not None
         ]
-        await self.storage.cluster.publish_targets(mine)
+        await self.storage.cluster.publish_targets(mine, self.fence())
         engine = self._engine() if self._engine else None
         for row in await self.storage.cluster.target_statuses():
             if self.node.owns(row.target) or row.target not in self._scheduler_targets():
@@ -344,7 +372,9 @@ class HighAvailability:
             GroupHold(rule, dict(group), dict(series), held)
             for rule, group, series, held in self._engine().group_holds(self.node.owns)
         ]
-        await self.storage.cluster.publish_group_members(self.node.name, holds, forget_after=ttl)
+        await self.storage.cluster.publish_group_members(
+            self.node.name, holds, forget_after=ttl, epoch=self.fence()
+        )
         rows = await self.storage.cluster.group_members(max_age=ttl)
         configured = self._scheduler_targets()
         published: dict[str, dict[Labels, dict[Labels, bool]]] = {}

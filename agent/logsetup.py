@@ -77,6 +77,9 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     # Library chatter (asyncssh logs every channel) stays out of the duty engineer's console.
     for noisy in ("asyncssh", "aiohttp.access", "pysnmp", "pyModbusTCP"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # asyncpg's pool logs a traceback at each failed try to reopen its idle connections while
+    # the database is away; the store's health says so once per fault (storage/health.py).
+    logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
     global _logging_configured
     _logging_configured = True
     while _pending:

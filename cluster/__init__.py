@@ -27,6 +27,16 @@ the shared state at takeover (`ClusterNode._promote`). A node also stops sending
 as soon as its lease would have run out by its own monotonic clock. Advisory locks are still
 the right tool for one job: the schema migration at start, which is short and should end when
 its session ends.
+
+Shards. An agent records its own targets' alerts, which no lease covers; its writes carry its
+member epoch instead (`storage.records.MEMBER_EPOCH_BASE`: from 2**40, so the store tells the
+two kinds apart), drawn from the store with its heartbeat when it joins, and again when its
+heartbeat row had grown older than `member_timeout` (the others counted it dead and took its
+targets) or it restarted. The store refuses, in the write's transaction, a member epoch whose
+row is gone, has another epoch, or is older than its member timeout: an agent that was
+frozen and continues cannot write its stale view, before or after its next heartbeat. It
+uses a new epoch only once it has applied the shard map read with it (`ClusterNode.
+_read_members`), and takes its targets' alerts back from the store (`ha._on_shards`).
 """
 
 from __future__ import annotations

@@ -104,6 +104,8 @@ class ClusterNode(Node):
         self.store_errors = 0
         self._active = False
         self._epoch = 0
+        self._member_epoch = 0
+        self.rejoins = 0  # times the others counted this node dead and it joined again
         self._valid_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self._promotion: asyncio.Task[None] | None = None
@@ -123,6 +125,14 @@ class ClusterNode(Node):
         writes as the active node carry, so the store refuses them once another node took
         the lease, even before this node notices."""
         return self._epoch
+
+    @property
+    def member_epoch(self) -> int:
+        """This node's member epoch as of the shard map it applied last (0: none yet): what
+        its writes carry when sharded, so the store refuses them once the others counted it
+        dead and took its targets (its heartbeat older than `member_timeout`), and after it
+        joined again until it has applied the new shard map (`_read_members`)."""
+        return self._member_epoch
 
     @property
     def sharded(self) -> bool:
@@ -219,7 +229,11 @@ class ClusterNode(Node):
 
     async def _heartbeat(self) -> None:
         self.store_now = await self.repo.heartbeat(
-            self.name, self.config.address, self.config.shard, self.started
+            self.name,
+            self.config.address,
+            self.config.shard,
+            self.started,
+            stale_after=self.config.member_timeout,
         )
 
     async def _try_lease(self) -> None:
@@ -284,12 +298,24 @@ class ClusterNode(Node):
 
     async def _read_members(self) -> None:
         self.members, self.store_now = await self.repo.members()
-        if not self.config.shards:
+        # Our row's epoch: new when the heartbeat found the row stale (the others had counted
+        # us dead and taken our targets, a frozen or cut-off node that continues).
+        epoch = next((m.epoch for m in self.members if m.node == self.name), 0)
+        if not self.config.shards or epoch == 0:
+            self._member_epoch = epoch or self._member_epoch
             return
+        rejoined = self._member_epoch not in (0, epoch)
+        if rejoined:
+            self.rejoins += 1
+            log.warning(
+                "this node was counted dead by the others and joins again: its writes of "
+                "before are refused, its targets' alerts are read again from the store",
+                extra={"fields": {"node": self.name, "epoch": epoch}},
+            )
         live = {m.node: m.shard for m in self.live_members()}
         live.setdefault(self.name, self.config.shard)  # we are alive, whatever the row says
         assignment = assign(self.targets(), live)
-        if assignment != self.assignment:
+        if assignment != self.assignment or rejoined:
             moved = sum(1 for t, n in assignment.items() if self.assignment.get(t) != n)
             self.assignment = assignment
             log.info(
@@ -301,6 +327,9 @@ class ClusterNode(Node):
                 await self.on_shards()
             except Exception:
                 log.exception("applying the shard map failed")
+        # Only now: writes made on the old map (the engine's state from before we were
+        # counted dead) still carry the old epoch, and are refused.
+        self._member_epoch = epoch
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
         self.store_errors += 1

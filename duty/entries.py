@@ -21,7 +21,6 @@ trap's samples here as they reach the rules), or a room's webhook (`door_event`)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import Sample
+from dutyd.core.tasks import cancel_and_wait
 from dutyd.duty.config import RoomConfig
 from dutyd.duty.operations import DutyOperations
 from dutyd.notify.oncall import Rota
@@ -106,11 +106,8 @@ class EntryRegister:
             self._task = asyncio.create_task(self._watch_handovers(), name="handover-watch")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     # -- the register ---------------------------------------------------------------------------
 

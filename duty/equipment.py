@@ -11,12 +11,12 @@ recorded and written to the machine-room log (duty log `equipment.changed`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 
 from dutyd.collectors.base import Collector
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.core.tasks import cancel_and_wait
 from dutyd.storage import EquipmentFacts, Storage
 
 log = logging.getLogger("dutyd.equipment")
@@ -49,11 +49,8 @@ class EquipmentRegister:
             self._task = asyncio.create_task(self._daily(), name="equipment-daily")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 

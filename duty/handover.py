@@ -19,12 +19,12 @@ read back from the duty log at start (and a restored alert of a shift that is ov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertEvent, AlertState, Sample, labels_of
+from dutyd.core.tasks import cancel_and_wait
 from dutyd.duty.config import HandoverConfig
 from dutyd.duty.operations import DutyOperations
 from dutyd.notify.escalation import Page, PageKind, Recipient
@@ -70,11 +70,8 @@ class ShiftCheckIn:
             self._task = asyncio.create_task(self._watch(), name="shift-check-in")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         while True:

@@ -10,8 +10,9 @@ caused on this node (an ack through its API). Others are only logged to the cons
 duty log holds each event once, whichever node saw it.
 
 Fencing. A rule event's writes carry `fence()`, the epoch of the notifier lease this node holds
-(None alone or sharded): a node that lost the lease, even one that does not know it yet (a
-write stuck behind a database outage), has them refused by the store, and hands nothing on.
+(sharded: its member epoch; None alone): a node that lost the lease (sharded: its targets),
+even one that does not know it yet (a write stuck behind a database outage), has them
+refused by the store, and hands nothing on.
 The alert row keeps an outage's first firing time as first recorded (page ids are built from
 it): the event handed on carries that time, whichever node fired the alert first.
 
@@ -40,6 +41,11 @@ log = logging.getLogger("dutyd")
 alert_log = logging.getLogger("dutyd.alert")
 
 AlertListener = Callable[[AlertEvent], Awaitable[None]]
+
+# A cluster node's fenced record that the database did not take is tried again this often,
+# doubling up to the max.
+RECORD_RETRY = 0.2
+RECORD_RETRY_MAX = 1.0
 
 
 class AlertJournal:
@@ -70,6 +76,7 @@ class AlertJournal:
         self._open.set()
         self._queued: dict[str, int] = {}  # fingerprint -> events queued, not yet recorded
         self._fenced_epoch: int | None = None
+        self._draining = False
 
     def put(self, event: AlertEvent) -> None:
         """Queue an event from synchronous code (a poll result, a rule tick)."""
@@ -104,6 +111,7 @@ class AlertJournal:
             await self._take(generation, event)
 
     async def drain(self) -> None:
+        self._draining = True  # a stop: a record the database does not take is not waited for
         while not self._queue.empty():
             await self._take(*self._queue.get_nowait())
 
@@ -178,6 +186,14 @@ class AlertJournal:
         except FencedOut as exc:
             self.refused(epoch, exc)
             return  # a newer active node records and pages this alert
+        except StorageUnavailable:
+            # Stopping while the database does not answer: said, and nothing handed on (the
+            # node that takes over derives the alert again from its own polls).
+            log.error(
+                "stopping with an alert event the database did not take",
+                extra={"fields": {"alert": event.rule, "state": str(event.state)}},
+            )
+            return
         except Exception:
             log.exception("recording alert event failed")
         for listener in self.listeners:
@@ -190,13 +206,27 @@ class AlertJournal:
         self, fingerprint: str, alert: Alert | None, entry: NewLogEntry, epoch: int | None
     ) -> float | None:
         """The alert's row (None: deleted) and its duty-log entry; the row's `fired_at` as
-        stored. Fenced (the active node of a pair): in one transaction, refused when stale, so
-        a crash leaves both or neither. Unfenced (alone, sharded, what a person did): the row,
-        then the entry through the log, which holds it in memory, in order, while the disk
-        refuses writes (the row is written when it is back, `rulestate.resync_alerts`)."""
+        stored. Fenced (a cluster node): in one transaction, refused when stale, so a crash
+        leaves both or neither; tried again until the store answers. Unfenced (alone, what a
+        person did): the row, then the entry through the log, which holds it in memory, in
+        order, while the disk refuses writes (the row is written when it is back,
+        `rulestate.resync_alerts`)."""
         row = alert_row(alert) if alert is not None else None
         if epoch is not None:
-            return await self._storage.alerts.record(fingerprint, row, entry, epoch)
+            delay = RECORD_RETRY
+            while True:
+                try:
+                    return await self._storage.alerts.record(fingerprint, row, entry, epoch)
+                except StorageUnavailable:
+                    if self._draining:
+                        raise
+                    # The database did not answer (logged once by the store). A cluster
+                    # node's event is recorded, checked against the fence, before anything
+                    # pages for it: it waits for the database (the events behind it queue, in
+                    # order), each try on a new connection, and is refused if another node
+                    # took over meanwhile. Nothing is handed on before.
+                    await asyncio.sleep(delay)
+                    delay = min(RECORD_RETRY_MAX, delay * 2)
         fired_at = None
         try:
             if row is not None:
@@ -211,13 +241,15 @@ class AlertJournal:
         return fired_at
 
     def refused(self, epoch: int | None, exc: FencedOut) -> None:
-        """Logged once per epoch (this node's alert and rule-state writes): every write after
-        the first is refused for the same reason."""
+        """Counted each time, logged once per epoch (this node's alert and rule-state writes):
+        every write after the first is refused for the same reason."""
+        self._metrics.fenced_writes.inc()
         if self._fenced_epoch == epoch:
             return
         self._fenced_epoch = epoch
         log.warning(
-            "this node's alert writes are fenced: another node holds the notifier lease",
+            "this node's alert writes are fenced: another node holds the notifier lease "
+            "(or, sharded, took this node's targets)",
             extra={"fields": {"node": self.node, "epoch": epoch, "error": str(exc)}},
         )
 

@@ -511,17 +511,7 @@ async def _status(
         nxt = (day + dt.timedelta(days=1, hours=2)).replace(hour=0)  # DST-proof next midnight
         lo, hi = max(day.timestamp(), report.start), min(nxt.timestamp(), report.end)
         for name in sorted(kinds):
-            down = 0.0
-            shown = []
-            for s, e in outages.get(name, []):
-                assert s is not None  # an outage always has its start
-                end = hi if e is None else e
-                if s < hi and end > lo:
-                    down += min(end, hi) - max(s, lo)
-                    ongoing = e is None and hi >= report.end
-                    until = h("ongoing") if ongoing else report.when(end, "%m-%d %H:%M:%S")
-                    took = format_duration(end - s, report.language)
-                    shown.append(f"{report.when(s, '%m-%d %H:%M:%S')} – {until} ({took})")
+            down, shown = _spans(report, outages.get(name, []), lo, hi)
             restarts = sum(1 for t in reboots.get(name, []) if lo <= t < hi)
             share = 100.0 * (1 - down / (hi - lo)) if hi > lo else 100.0
             report.rows.append(

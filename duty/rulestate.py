@@ -94,17 +94,20 @@ async def save_all(
 
 
 async def resync_alerts(
-    engine: RuleEngine, storage: Storage, records: Callable[[Labels], bool] | None = None
+    engine: RuleEngine,
+    storage: Storage,
+    records: Callable[[Labels], bool] | None = None,
+    epoch: int | None = None,
 ) -> None:
     """After a storage fault: the rows of the alerts this node records as they are now,
     and none left of an alert that ended while the disk refused writes (it would come back
-    as firing at the next start)."""
-    await save_all(engine, storage, records)
+    as firing at the next start). Fenced by `epoch` (a cluster node's)."""
+    await save_all(engine, storage, records, epoch)
     for row in await storage.alerts.load_all():
         alert = engine.alerts.get(row.fingerprint)
         gone = alert is None or alert.state is AlertState.INACTIVE
         if gone and (records is None or records(labels_of(row.labels))):
-            await storage.alerts.delete(row.fingerprint)
+            await storage.alerts.delete(row.fingerprint, epoch)
 
 
 def alert_row(alert: Alert) -> StoredAlert:

@@ -213,6 +213,12 @@ class Instrumentation:
         self.ha_takeovers = Counter(
             "dutyd_ha_takeovers", "Times this node became the active notifier", registry=registry
         )
+        self.fenced_writes = Counter(
+            "dutyd_cluster_fenced_writes",
+            "This node's writes the store refused because another node took over (the "
+            "notifier lease, or this node's targets after it was counted dead)",
+            registry=registry,
+        )
         self.cluster_members = Gauge(
             "dutyd_cluster_members_live", "Live members of the cluster", registry=registry
         )

@@ -7,6 +7,12 @@ does not acknowledge the next firing of the same fingerprint (`Claim.same_episod
 Token = base64url(JSON claims) "." base64url(HMAC-SHA256(key, claims)). Verification compares
 in constant time, checks the expiry, and `consume` records the token's nonce in storage so a
 link works once (replays after a forward or a browser reload are refused).
+
+In a queued message a link is a placeholder (`placeholders`, with the person and the
+episodes in the payload: `for_links`), not the link: a signed link is a credential (one POST
+acknowledges in this person's name), so it is made when the message is sent
+(`with_signed_links`, its expiry counting from the send) and never stored in the outbox or its
+WAL.
 """
 
 from __future__ import annotations
@@ -16,9 +22,22 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
+from dutyd.notify.escalation import Page, PageKind
 from dutyd.storage import AckLinkRepository
+
+# Pages that ask for an acknowledgement carry an ack link.
+ACKABLE = (
+    PageKind.FIRING,
+    PageKind.REPEAT,
+    PageKind.RED_LINE,
+    PageKind.ACK_EXPIRED,
+    PageKind.SETTLED,
+    PageKind.RESUMED,
+)
 
 
 class InvalidToken(ValueError):
@@ -130,3 +149,41 @@ class AckLinks:
         """Mark the link used; raises InvalidToken when it was used before."""
         if not await used.use(claim.nonce, now, claim.expires):
             raise InvalidToken("the link has already been used")
+
+
+def ack_placeholder(fingerprint: str) -> str:
+    """Stands in the queued body where the signed ack link of `fingerprint` will go."""
+    return f"<<ack-link:{fingerprint}>>"
+
+
+def placeholders(pages: Sequence[Page]) -> dict[str, str]:
+    """For the template: each page's alert and the placeholder of its link."""
+    return {p.event.fingerprint: ack_placeholder(p.event.fingerprint) for p in pages}
+
+
+def for_links(payload: dict[str, Any], actor: str, pages: Sequence[Page]) -> None:
+    """Name in a queued message's payload whom its links act for and, for each alert, the
+    episode its link may acknowledge (not a later one)."""
+    payload["ack_actor"] = actor
+    payload["episodes"] = {
+        p.event.fingerprint: p.event.active_since for p in pages if p.event.active_since is not None
+    }
+
+
+def with_signed_links(
+    payload: dict[str, Any], links: AckLinks | None, base_url: str, now: float
+) -> dict[str, Any]:
+    """The payload as sent: each placeholder replaced by a link signed `now` under
+    `base_url`; the payload itself when it has none."""
+    actor = payload.get("ack_actor")
+    body = payload.get("body")
+    if not actor or not isinstance(body, str) or links is None:
+        return payload
+    base = base_url.rstrip("/")
+    episodes = payload.get("episodes") or {}
+    for fp in payload.get("fingerprints", ()):
+        mark = ack_placeholder(fp)
+        if mark in body:
+            link = links.make(fp, actor, now, episodes.get(fp))
+            body = body.replace(mark, f"{base}/ack/{link}")
+    return {**payload, "body": body}

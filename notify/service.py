@@ -10,7 +10,7 @@ The pipeline, stage by stage:
          fail over to the person's next contact after N failures -> duty log
 
 Alertmanager forwarders get every firing and resolved alert (not escalations) through the
-same outbox, and the firing ones are refreshed while they last.
+same outbox, and the firing ones are refreshed while they last (`forwarding`).
 
 In a cluster the outbox is shared: `sender()` gives this node's (name, fencing epoch) while
 it is the active notifier, and each message is claimed with them before it is sent, so two
@@ -18,7 +18,12 @@ nodes never send the same message and a node that lost the lease sends nothing. 
 escalates nothing (`escalating()`); `take_over` takes up the alerts where the former active
 left them (page ids are stable, so pages it sent or queued are not queued again). Every write
 on a message (reschedule, drop, delivered) and every duty-log entry carries the epoch the node
-sends under: a node that lost the lease has them refused by the store (logged once).
+sends under: a node that lost the lease has them refused by the store (logged once;
+`epochs`).
+
+Beside the main flow, each in a module of its own: the outbox's writes held in memory while
+the disk refuses them (`heldoutbox`), the storage-fault notice to the fallback channel
+(`faultnotice`), and the queued rows moved after a step of the system clock (`clockmoves`).
 """
 
 from __future__ import annotations
@@ -36,19 +41,26 @@ from typing import Any
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
 from dutyd.exporters.instrumentation import Instrumentation
-from dutyd.notify.acklink import AckLinks
+from dutyd.notify.acklink import (
+    ACKABLE,
+    AckLinks,
+    for_links,
+    placeholders,
+    with_signed_links,
+)
 from dutyd.notify.channels import Channel, SendResult, build_channel
-from dutyd.notify.channels.alertmanager import am_alert
+from dutyd.notify.clockmoves import OutboxMoves, move_back
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
+from dutyd.notify.epochs import WriteEpochs
 from dutyd.notify.escalation import (
     Escalator,
     Page,
-    PageKind,
-    Recipient,
-    moved_event,
     moved_page,
 )
+from dutyd.notify.faultnotice import StorageFaultNotice
+from dutyd.notify.forwarding import AM_REFRESH, AlertmanagerForwarding, forwarder_name
 from dutyd.notify.grouping import Grouper, GroupKey, message_id, page_id
+from dutyd.notify.heldoutbox import HeldOutbox
 from dutyd.notify.oncall import Rota
 from dutyd.notify.outbox import SENT_RETENTION, backoff
 from dutyd.notify.ratelimit import TokenBucket
@@ -65,24 +77,14 @@ READ_AHEAD = 2 * MAX_IN_FLIGHT
 OUTBOX_RETRY = 2.0
 OUTBOX_RETRY_MAX = 60.0
 STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
-# Pages that ask for an acknowledgement carry an ack link.
-ACKABLE = (
-    PageKind.FIRING,
-    PageKind.REPEAT,
-    PageKind.RED_LINE,
-    PageKind.ACK_EXPIRED,
-    PageKind.SETTLED,
-    PageKind.RESUMED,
-)
 # A claim lasts the send timeout plus this: long enough that a live sender always finishes
 # under its claim, short enough that a dead sender's messages are taken over soon.
 CLAIM_MARGIN = 10.0
-AM_REFRESH = 60.0  # resend firing alerts to Alertmanager this often
-AM_ENDS_IN = 4 * AM_REFRESH  # endsAt ahead of now, as Prometheus does (4 x resend delay)
-ALERTMANAGER = "alertmanager"
 
 
 class NotifyService:
+    """Escalates alert events into pages and delivers them through the outbox (see above)."""
+
     def __init__(
         self,
         oncall: OncallConfig,
@@ -107,13 +109,12 @@ class NotifyService:
         # Every time here is this clock's: page times, escalation steps, group windows, retries
         # and timeouts (a FakeClock walks a 30-minute policy in a test without waiting).
         self.clock = clock
-        self.generator_url = generator_url
         self.rota = Rota(oncall)
         self.escalator = Escalator(escalation, self.rota)
         self.outbox = storage.outbox
         self.grouper = Grouper(notify.group_wait)
         self.channels: dict[str, Channel] = {}
-        self.forwarders: list[str] = []
+        self.forwarding = AlertmanagerForwarding(generator_url)
         self.buckets: dict[str, TokenBucket] = {}
         self.links: AckLinks | None = None
         self._set_channels(notify, None)
@@ -122,7 +123,6 @@ class NotifyService:
         metrics.outbox_oldest_age.set_function(
             lambda: max(0.0, self.clock.time() - self._oldest) if self._oldest else 0.0
         )
-        self.forwarded: dict[str, AlertEvent] = {}  # firing alerts Alertmanager knows of
         self._rng = random.Random()
         self._wake = asyncio.Event()
         self._escalate = asyncio.Event()
@@ -136,25 +136,17 @@ class NotifyService:
         self._unwritten: list[tuple[GroupKey, list[Page]]] = []
         self._flushing = False
         self._logbuf: list[NewLogEntry] = []
-        # While the disk refuses writes (single node): messages whose state is in memory only
-        # (never written: `_mem_new`, or a reschedule not written), deliveries and drops not
-        # yet recorded. Memory is their record until the disk takes writes again
-        # (`_sync_memory`): a row is never due again at once because its reschedule failed,
-        # and a delivered message is never sent again because its deletion failed.
-        self._mem_rows: dict[str, OutboxMessage] = {}
-        self._mem_new: set[str] = set()
-        self._mem_done: dict[str, tuple[float, list[str], NewLogEntry]] = {}
-        self._mem_dropped: set[str] = set()
-        self._fault_page: asyncio.Future[None] | None = None  # the fallback notice, once
+        self.epochs = WriteEpochs(sender, metrics.fenced_writes.inc)
+        # While the disk refuses writes, the outbox's record is partly in memory.
+        self.held = HeldOutbox(self.outbox, self.epochs.current, hold_reschedules=sender is None)
+        self.fault_notice = StorageFaultNotice(
+            lambda: self.config, lambda: self.channels, clock, self._rng
+        )
         self.order = DeliveryOrder()
         self._last_created = 0.0
         self._order_stale = False
-        # Moves of the queued rows in the store still to be written (see `shift`), each with
-        # the ids queued at its step: done by the delivery loop before it reads what is due.
-        self._moves: list[tuple[float, list[str]]] = []
-        self._moved_total = 0.0
-        self._last_epoch = 0  # the epoch this node last sent under (a cluster)
-        self._fenced_epoch: int | None = None
+        # Moves of the queued rows in the store still to be written (see `shift`).
+        self.moves = OutboxMoves(self.outbox)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -165,8 +157,10 @@ class NotifyService:
         `duty.clockwatch`); a queued retry moves back by as much when negative, never later
         (so none waits for a clock that went back)."""
         await self._load_order()
-        if moved < 0:
-            await self._move_back(-moved)
+        if moved < 0 and self.sender is None:
+            # (A shared outbox is not moved: a reschedule would release the active node's
+            # claims, and is fenced; rows are sent by whichever node is active, on its clock.)
+            await move_back(self.outbox, -moved, self.clock.time())
         self._tasks = [
             asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
             asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
@@ -191,10 +185,8 @@ class NotifyService:
         self._unwritten = [
             (key, [moved_page(p, seconds) for p in pages]) for key, pages in self._unwritten
         ]
-        self.forwarded = {fp: moved_event(e, seconds) for fp, e in self.forwarded.items()}
-        for row in self._mem_rows.values():
-            row.next_at += seconds
-            row.created += seconds
+        self.forwarding.shift(seconds)
+        self.held.shift(seconds)
         self._last_created += seconds
         if self._oldest is not None:
             self._oldest += seconds
@@ -202,26 +194,8 @@ class NotifyService:
             bucket.at += seconds
         if self.links is not None:
             self.links.shift(seconds)
-        self._moves.append((seconds, [i for i in self.order.ids() if i not in self._mem_new]))
-        self._moved_total += seconds
+        self.moves.add(seconds, [i for i in self.order.ids() if i not in self.held.new])
         self._wake.set()
-
-    async def _write_moves(self) -> None:
-        while self._moves:
-            seconds, ids = self._moves[0]
-            await self.outbox.shift_moments(seconds, ids)
-            self._moves.pop(0)
-
-    async def _move_back(self, seconds: float) -> None:
-        if self.sender is not None:
-            # A shared outbox: a reschedule would release the active node's claims (and is
-            # fenced); rows are sent by whichever node is active, on its own clock.
-            return
-        now = self.clock.time()
-        for row in await self.outbox.due(math.inf, 1 << 30):
-            if row.next_at > now:
-                row.next_at = max(now, row.next_at - seconds)
-                await self.outbox.reschedule(row)
 
     async def _load_order(self) -> None:
         self.order.load(await self.outbox.due(math.inf, 1 << 30))
@@ -234,18 +208,18 @@ class NotifyService:
         return self._last_created
 
     async def _enqueue(self, rows: list[OutboxMessage]) -> None:
-        moved = self._moved_total
+        moved = self.moves.total
         added = set(await self.outbox.enqueue(rows))
-        if moved != self._moved_total and added:
-            # Stamped before a step whose move was taken while this write was on its way.
-            late = self._moved_total - moved
-            for row in rows:
-                row.next_at += late
-                row.created += late
-            self._moves.append((late, sorted(added)))
+        self.moves.catch_up(rows, added, moved)
         for row in rows:
             if row.id in added:
                 self.order.add(row)
+        self._wake.set()
+
+    def _hold_rows(self, rows: list[OutboxMessage]) -> None:
+        """Send from memory what the outbox could not take (see `heldoutbox`)."""
+        for row in self.held.hold(rows):
+            self.order.add(row)
         self._wake.set()
 
     async def stop(self) -> None:
@@ -257,8 +231,7 @@ class NotifyService:
         if self._ready and not self._flushing:
             self._flushing = True
             await self._flush_ready()
-        if self._fault_page is not None and not self._fault_page.done():
-            self._fault_page.cancel()
+        self.fault_notice.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -267,20 +240,7 @@ class NotifyService:
             await asyncio.wait(self._pending, timeout=5)
         for task in self._pending:
             task.cancel()
-        if self._mem_rows or self._mem_done or self._mem_dropped:
-            with contextlib.suppress(StorageUnavailable):
-                await self._sync_memory()
-            if self._mem_rows or self._mem_done or self._mem_dropped:
-                # The disk still refuses them: said, never dropped in silence.
-                log.error(
-                    "stopping with notifications the disk refused: they are lost",
-                    extra={
-                        "fields": {
-                            "unsent": len(self._mem_rows),
-                            "deliveries_unrecorded": len(self._mem_done),
-                        }
-                    },
-                )
+        await self.held.close(self._inflight)
         for channel in self.channels.values():
             await channel.close()
 
@@ -303,7 +263,7 @@ class NotifyService:
             info = {"rule": event.rule, "severity": event.severity, **dict(event.labels)}
             log.warning("no escalation policy matches a firing alert", extra={"fields": info})
             await self._log(now, "notify.no_policy", "dutyd", event.fingerprint, info, self.fence())
-        if self.forwarders and event.change is AlertChange.STATE:
+        if self.forwarding.names and event.change is AlertChange.STATE:
             await self._forward(event, now)
 
     def resume(self, alerts: list[dict[str, Any]]) -> None:
@@ -337,8 +297,7 @@ class NotifyService:
                 self.add_pages(self.escalator.take_up_explained(event, at, key_at), now)
             else:
                 self.add_pages(self.escalator.handle(event, now, key_at=key_at), now)
-            if self.forwarders:  # keep Alertmanager's copy alive, and tell it the resolve
-                self.forwarded[event.fingerprint] = event
+            self.forwarding.keep(event)
             if a.get("acknowledged"):
                 self.escalator.handle(
                     dataclasses.replace(event, change=AlertChange.ACKNOWLEDGED), now
@@ -346,54 +305,9 @@ class NotifyService:
         self._escalate.set()
 
     def storage_fault(self, writable: bool, reason: str) -> None:
-        """The store stopped (or resumed) taking writes. A fault is told to the configured
-        fallback channel once, directly (the outbox is on the disk that fails), retried with
-        backoff until the channel accepts it; the next fault is told again."""
-        if writable:
-            if self._fault_page is not None:
-                self._fault_page.cancel()
-            self._fault_page = None
-            return
-        name = self.config.fallback_channel
-        if name is None or name not in self.channels or self._fault_page is not None:
-            return
-        self._fault_page = asyncio.ensure_future(self._page_fault(name, reason))
-
-    async def _page_fault(self, name: str, reason: str) -> None:
-        if self.config.language == "zh":
-            title = "dutyd 无法写入其数据库"
-            body = (
-                f"{reason}。告警仍从内存发出；磁盘恢复写入后补写值班日志和发件箱。"
-                "请释放空间或修复磁盘。"
-            )
-        else:
-            title = "dutyd cannot write its database"
-            body = (
-                f"{reason}. Pages go out from memory; the duty log and the outbox are written "
-                "when the disk takes writes again. Free space or fix the disk."
-            )
-        mid = f"dutyd-storage-{self.clock.time():.0f}"  # one id for the retries of one notice
-        attempt = 0
-        while True:
-            attempt += 1
-            channel = self.channels.get(name)
-            if channel is None:
-                return  # removed by a reload meanwhile
-            try:
-                async with self.clock.timeout(self.config.send_timeout):
-                    result = await channel.send(mid, {"title": title, "body": body})
-            except TimeoutError:
-                result = SendResult(False, True, "no answer")
-            if result.ok or not result.retry:
-                if not result.ok:
-                    log.error(
-                        "the fallback channel refused the storage fault notice",
-                        extra={"fields": {"channel": name, "error": result.error}},
-                    )
-                return
-            await self.clock.sleep(
-                backoff(attempt, self.config.retry_initial, self.config.retry_max, self._rng)
-            )
+        """The store stopped (or resumed) taking writes: the fallback channel is told of a
+        fault once (`faultnotice`)."""
+        self.fault_notice.storage_fault(writable, reason)
 
     def wake_escalation(self) -> None:
         self._escalate.set()
@@ -415,7 +329,7 @@ class NotifyService:
         escalating them here."""
         for fp in fingerprints:
             self.escalator.tracked.pop(fp, None)
-            self.forwarded.pop(fp, None)
+            self.forwarding.firing.pop(fp, None)
 
     def _forget(self) -> None:
         for cancel in self._flush_handles.values():
@@ -424,7 +338,7 @@ class NotifyService:
         self.grouper.groups.clear()
         self._ready.clear()
         self.escalator.tracked.clear()
-        self.forwarded.clear()
+        self.forwarding.firing.clear()
 
     def apply(
         self,
@@ -459,14 +373,14 @@ class NotifyService:
                 )
         forwarders = []
         for i, fwd in enumerate(notify.alertmanager):
-            name = f"{ALERTMANAGER}-{i}"
+            name = forwarder_name(i)
             same = old is not None and i < len(old.alertmanager) and old.alertmanager[i] == fwd
             channels[name] = previous[name] if same else build_channel(name, fwd)
             forwarders.append(name)
         for name, channel in previous.items():
             if channels.get(name) is not channel:
                 self._spawn(channel.close())
-        self.channels, self.forwarders = channels, forwarders
+        self.channels, self.forwarding.names = channels, forwarders
         key = notify.ack_key()
         links = AckLinks(key, notify.ack_link_ttl) if key else None
         if links is not None and self.links is not None:
@@ -532,7 +446,7 @@ class NotifyService:
         try:
             await self.storage.log.append_many(entries, epoch)
         except FencedOut as exc:
-            self._refused(epoch, exc)
+            self.epochs.refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
 
@@ -550,29 +464,13 @@ class NotifyService:
         try:
             await self.storage.log.append(ts, kind, actor, subject, data, epoch)
         except FencedOut as exc:
-            self._refused(epoch, exc)
+            self.epochs.refused(epoch, exc)
         except Exception:
             log.exception("duty log write failed")
 
-    def _epoch(self) -> int | None:
-        """The epoch this node's writes carry: the one it sends under, else the last one (a
-        node that lost the lease keeps writing with it, and is refused); None alone."""
-        if self.sender is None:
-            return None
-        who = self.sender()
-        if who is not None:
-            self._last_epoch = who[1]
-        return self._last_epoch
-
-    def _refused(self, epoch: int | None, exc: FencedOut) -> None:
-        """Logged once per epoch: every write after the first is refused for the same reason."""
-        if self._fenced_epoch == epoch:
-            return
-        self._fenced_epoch = epoch
-        log.warning(
-            "this node's outbox writes are fenced: another node holds the notifier lease",
-            extra={"fields": {"epoch": epoch, "error": str(exc)}},
-        )
+    async def _log_delivery(self, ts: float, kind: str, subject: str, data: dict[str, Any]) -> None:
+        """A delivery's duty-log entry, fenced by the epoch this node sends under."""
+        await self._log(ts, kind, "dutyd", subject, data, self.epochs.current())
 
     # -- rendering into the outbox --------------------------------------------------------------
 
@@ -637,7 +535,7 @@ class NotifyService:
         # the steps taken up again by `resume`) must not go out a second time.
         # (An empty queue, as read at start and kept since, needs no question.)
         # In a cluster the node active before us may have queued them: always ask there.
-        sent = self._pages_in_memory()
+        sent = self.held.pages()
         if ask_store:
             queued = (self.sender is not None or len(self.order) > 0) and bool(ids)
             sent |= await self.outbox.queued_among(ids) if queued else set()
@@ -654,92 +552,6 @@ class NotifyService:
                 if row is not None:
                     rows.append(row)
         return rows
-
-    # -- the outbox while the disk refuses writes (single node) ---------------------------------
-
-    def _pages_in_memory(self) -> set[str]:
-        pages = {p for row in self._mem_rows.values() for p in row.payload.get("pages", ())}
-        pages.update(p for _, done, _ in self._mem_done.values() for p in done)
-        return pages
-
-    def _in_memory(self) -> set[str]:
-        return {*self._mem_rows, *self._mem_done, *self._mem_dropped}
-
-    def _hold_rows(self, rows: list[OutboxMessage]) -> None:
-        for row in rows:
-            if row.id in self._mem_rows or row.id in self._mem_done:
-                continue
-            self._mem_rows[row.id] = row
-            self._mem_new.add(row.id)
-            self.order.add(row)
-        self._wake.set()
-
-    def _due_in_memory(self, now: float) -> list[OutboxMessage]:
-        busy = self._inflight | self.order.waiting
-        due = [r for r in self._mem_rows.values() if r.next_at <= now and r.id not in busy]
-        return sorted(due, key=lambda r: (r.next_at, r.created, r.id))
-
-    async def _reschedule(self, row: OutboxMessage) -> None:
-        if row.id in self._mem_rows:
-            return  # memory is its record (the row object itself) until the disk is back
-        try:
-            await self.outbox.reschedule(row, self._epoch())
-        except StorageUnavailable:
-            if self.sender is None:
-                self._mem_rows[row.id] = row  # not due again before its `next_at`
-            # A cluster node's claim keeps the row from being due before the claim ends.
-
-    async def _delivered(
-        self, row: OutboxMessage, at: float, pages: list[str], entry: NewLogEntry
-    ) -> None:
-        """Delivered is delivered, whether or not the disk heard: a failed write is retried
-        from memory and the message is never sent again."""
-        self._mem_rows.pop(row.id, None)
-        self._mem_new.discard(row.id)
-        try:
-            await self.outbox.mark_delivered(row.id, at, pages, entry, self._epoch())
-        except StorageUnavailable:
-            self._mem_done[row.id] = (at, pages, entry)
-
-    async def _drop(self, row: OutboxMessage) -> None:
-        self._mem_rows.pop(row.id, None)
-        if row.id in self._mem_new:
-            self._mem_new.discard(row.id)
-            return  # never written
-        try:
-            await self.outbox.drop(row.id, self._epoch())
-        except StorageUnavailable:
-            self._mem_dropped.add(row.id)
-
-    async def _sync_memory(self) -> None:
-        """The disk takes writes again: record what happened meanwhile (deliveries with their
-        duty-log entries, drops, then the rows still to send, as they are now)."""
-        for mid, (at, pages, entry) in list(self._mem_done.items()):
-            await self.outbox.mark_delivered(mid, at, pages, entry, self._epoch())
-            del self._mem_done[mid]
-        for mid in list(self._mem_dropped):
-            await self.outbox.drop(mid, self._epoch())
-            self._mem_dropped.discard(mid)
-        idle = [r for r in self._mem_rows.values() if r.id not in self._inflight]
-        if not idle:
-            return
-        new = [r for r in idle if r.id in self._mem_new]
-        if new:
-            added = set(await self.outbox.enqueue(new))
-            for r in new:
-                self._mem_new.discard(r.id)
-                if r.id in added:
-                    del self._mem_rows[r.id]
-                # Else its first write timed out and landed late (a frozen disk): the row is
-                # there as it was then; the reschedule below writes it as it is now.
-        for r in idle:
-            if r.id in self._mem_rows:
-                await self.outbox.reschedule(r, self._epoch())
-                del self._mem_rows[r.id]
-        log.info(
-            "notifications held in memory written to the outbox",
-            extra={"fields": {"written": len(idle), "still_held": len(self._mem_rows)}},
-        )
 
     def _message(self, key: GroupKey, pages: list[Page], now: float) -> OutboxMessage | None:
         """The outbox row of one group: rendered for its recipient (language, time zone)."""
@@ -768,10 +580,7 @@ class NotifyService:
             and recipient.kind == "person"
             and pages[0].kind in ACKABLE
         ):
-            # A placeholder, not the link: a signed link is a credential (one POST
-            # acknowledges in this person's name), so it is made when the message is sent
-            # (`_with_links`) and never stored in the outbox or its WAL.
-            links = {p.event.fingerprint: ack_placeholder(p.event.fingerprint) for p in pages}
+            links = placeholders(pages)  # signed when sent (see `acklink`)
         title, body = render(pages, lang, tz, now, mid, links)
         payload = {
             "title": title,
@@ -781,13 +590,7 @@ class NotifyService:
             "due": min(p.at for p in pages),
         }
         if links:
-            payload["ack_actor"] = recipient.name
-            # Each link names its alert's episode: it cannot acknowledge a later one.
-            payload["episodes"] = {
-                p.event.fingerprint: p.event.active_since
-                for p in pages
-                if p.event.active_since is not None
-            }
+            for_links(payload, recipient.name, pages)
         created = self._stamp(now)
         return OutboxMessage(
             mid,
@@ -800,27 +603,12 @@ class NotifyService:
             next_at=created,
         )
 
+    # -- Alertmanager forwarders ----------------------------------------------------------------
+
     async def _forward(self, event: AlertEvent, now: float) -> None:
-        fp = event.fingerprint
-        if event.state is AlertState.FIRING and event.notify:
-            self.forwarded[fp] = event
-        elif event.state is AlertState.RESOLVED and fp in self.forwarded:
-            del self.forwarded[fp]
-        else:
+        rows = self.forwarding.rows(event, now, self._stamp)
+        if not rows:
             return
-        alert = am_alert(event, now, self.generator_url, AM_ENDS_IN)
-        rows = [
-            OutboxMessage(
-                message_id([_am_page(event)], Recipient("channel", name)),
-                ALERTMANAGER,
-                str(event.state),
-                name,
-                {"alerts": [alert], "fingerprints": [fp], "due": now},
-                created=(created := self._stamp(now)),
-                next_at=created,
-            )
-            for name in self.forwarders
-        ]
         try:
             await self._enqueue(rows)
         except StorageUnavailable:
@@ -830,19 +618,7 @@ class NotifyService:
     async def _refresh_loop(self) -> None:
         while True:
             await self.clock.sleep(AM_REFRESH)
-            now = self.clock.time()
-            alerts = [
-                am_alert(e, now, self.generator_url, AM_ENDS_IN) for e in self.forwarded.values()
-            ]
-            if not alerts:
-                continue
-            for name in self.forwarders:
-                result = await self.channels[name].send("refresh", {"alerts": alerts})
-                if not result.ok:
-                    log.warning(
-                        "alertmanager refresh failed",
-                        extra={"fields": {"channel": name, "error": result.error}},
-                    )
+            await self.forwarding.refresh(self.channels, self.clock.time())
 
     # -- escalation clock -----------------------------------------------------------------------
 
@@ -871,20 +647,18 @@ class NotifyService:
         timeout = 1.0
         while True:
             self._wake.clear()
-            if self._moves:
+            if self.moves:
                 # (While the store refuses it, its rows are read on their old clock below.)
                 with contextlib.suppress(StorageUnavailable):
-                    await self._write_moves()
+                    await self.moves.write()
             now = self.clock.time()
             if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
                 pruned = now
                 with contextlib.suppress(StorageUnavailable):
                     await self.outbox.forget_sent(now - SENT_RETENTION)
-            if (
-                self._mem_rows or self._mem_done or self._mem_dropped
-            ) and self.storage.health.writable:
+            if self.held and self.storage.health.writable:
                 with contextlib.suppress(StorageUnavailable):
-                    await self._sync_memory()
+                    await self.held.write_back(self._inflight)
             free = MAX_IN_FLIGHT - len(self._inflight)
             if self.sender is not None and self.sender() is None:
                 free = 0  # a standby: the active node sends
@@ -893,11 +667,11 @@ class NotifyService:
                 # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
                 # waiting (only rows queued later wait, for earlier ones). Rows whose state
                 # is in memory (a write the disk refused) are not read from the store.
-                busy = self._inflight | self.order.waiting | self._in_memory()
+                busy = self._inflight | self.order.waiting | self.held.ids()
                 with contextlib.suppress(StorageUnavailable):
-                    unmoved = sum(seconds for seconds, _ in self._moves)
+                    unmoved = self.moves.unwritten()
                     ready.extend(await self.outbox.due(now - unmoved, READ_AHEAD, busy))
-                ready.extend(self._due_in_memory(now))
+                ready.extend(self.held.due(now, self._inflight | self.order.waiting))
             while free > 0 and ready:
                 row = ready.popleft()
                 self._inflight.add(row.id)
@@ -918,8 +692,7 @@ class NotifyService:
     async def _check_queue(self, now: float) -> float:
         """Outbox metrics and the order's check; how long the loop may sleep."""
         stats = await self.outbox.stats(now)
-        held = self._mem_rows or self._mem_done or self._mem_dropped
-        if held:
+        if self.held:
             self._order_stale = False  # the order holds rows the store has not (yet)
         elif stats.depth != len(self.order):
             # Twice in a row, not a write landing between the two reads: the queue changed
@@ -938,7 +711,7 @@ class NotifyService:
         try:
             await self._attempt(row)
         except FencedOut as exc:
-            self._refused(self._last_epoch, exc)
+            self.epochs.refused(self.epochs.last, exc)
         except Exception:
             log.exception("notification delivery failed unexpectedly")
         finally:
@@ -962,25 +735,9 @@ class NotifyService:
         person = self.oncall.person(recipient)
         return [c for c in (person.contacts if person else []) if c in self.channels]
 
-    def _with_links(self, payload: dict[str, Any], now: float) -> dict[str, Any]:
-        """The payload as sent: each ack-link placeholder replaced by a freshly signed link
-        (its expiry counts from the send, not from when the message was queued)."""
-        actor = payload.get("ack_actor")
-        body = payload.get("body")
-        if not actor or not isinstance(body, str) or self.links is None:
-            return payload
-        base = self.config.ack_base_url.rstrip("/")
-        episodes = payload.get("episodes") or {}
-        for fp in payload.get("fingerprints", ()):
-            mark = ack_placeholder(fp)
-            if mark in body:
-                link = self.links.make(fp, actor, now, episodes.get(fp))
-                body = body.replace(mark, f"{base}/ack/{link}")
-        return {**payload, "body": body}
-
     async def _attempt(self, row: OutboxMessage) -> None:
         now = self.clock.time()
-        # Every write below carries the epoch this node holds when it makes it (`_epoch`;
+        # Every write below carries the epoch this node holds when it makes it (`epochs`;
         # None alone): one made after another node took the lease is refused by the store,
         # however long the send took; one after this node took it again is its own.
         who = self.sender() if self.sender is not None else None
@@ -996,25 +753,26 @@ class NotifyService:
             if choices:
                 row.channel, row.fallbacks = choices[0], choices[1:]
                 row.channel_failures, row.next_at = 0, now
-                await self._reschedule(row)
+                await self.held.reschedule(row)
             else:
-                await self._drop(row)
+                await self.held.drop(row)
                 self.order.remove(row.id)
-                await self._log(
-                    now, "notify.dropped", "dutyd", row.id, {"why": "no channel"}, self._epoch()
-                )
+                await self._log_delivery(now, "notify.dropped", row.id, {"why": "no channel"})
             return
         bucket = self.buckets.get(row.channel)
         wait = bucket.take(now) if bucket is not None else 0.0
         if wait > 0:
             row.next_at = now + wait
-            await self._reschedule(row)
+            await self.held.reschedule(row)
             return
         if who is not None and not await self._claim(row, now, who):
             return
         try:
             async with self.clock.timeout(self.config.send_timeout):
-                result = await channel.send(row.id, self._with_links(row.payload, now))
+                result = await channel.send(
+                    row.id,
+                    with_signed_links(row.payload, self.links, self.config.ack_base_url, now),
+                )
         except TimeoutError:
             result = SendResult(False, True, f"no answer within {self.config.send_timeout:g}s")
         now = self.clock.time()
@@ -1026,7 +784,7 @@ class NotifyService:
             "attempts": row.attempts + 1,
         }
         if result.ok:
-            await self._delivered(
+            await self.held.delivered(
                 row,
                 now,
                 list(row.payload.get("pages") or ()),
@@ -1049,9 +807,9 @@ class NotifyService:
             self.config.give_up_after is not None and now - row.created > self.config.give_up_after
         )
         if expired or (not result.retry and not row.fallbacks):
-            await self._drop(row)
+            await self.held.drop(row)
             self.order.remove(row.id)
-            await self._log(now, "notify.dropped", "dutyd", row.id, info, self._epoch())
+            await self._log_delivery(now, "notify.dropped", row.id, info)
             log.error("notification dropped", extra={"fields": info})
             return
         if row.fallbacks and (
@@ -1062,24 +820,10 @@ class NotifyService:
             row.channel = row.fallbacks.pop(0)
             row.fallbacks.append(failed)
             row.channel_failures = 0
-            await self._log(
-                now, "notify.failover", "dutyd", row.id, {**info, "to": row.channel}, self._epoch()
-            )
+            await self._log_delivery(now, "notify.failover", row.id, {**info, "to": row.channel})
         row.next_at = now + backoff(
             row.channel_failures or 1, self.config.retry_initial, self.config.retry_max, self._rng
         )
-        await self._reschedule(row)
-        await self._log(
-            now, "notify.retry", "dutyd", row.id, {**info, "next_at": row.next_at}, self._epoch()
-        )
+        await self.held.reschedule(row)
+        await self._log_delivery(now, "notify.retry", row.id, {**info, "next_at": row.next_at})
         log.warning("notification failed, will retry", extra={"fields": info})
-
-
-def ack_placeholder(fingerprint: str) -> str:
-    """Stands in the queued body where the signed ack link of `fingerprint` will go."""
-    return f"<<ack-link:{fingerprint}>>"
-
-
-def _am_page(event: AlertEvent) -> Page:
-    key = f"{event.fingerprint}|am|{event.state}|{event.timestamp:.3f}"
-    return Page(PageKind.FIRING, event, (), 0, event.timestamp, key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dutyd.storage.base import FencedOut, Storage, StorageError
+from dutyd.storage.base import DatabaseUnavailable, FencedOut, Storage, StorageError
 from dutyd.storage.config import RetentionConfig, StorageConfig, is_postgres_url
 from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.records import (
@@ -70,7 +70,9 @@ def open_storage(
     if is_postgres_url(location):
         from dutyd.storage.postgres import PostgresStorage
 
-        return PostgresStorage(str(location), password, read_only, pool_size, retry_for)
+        return PostgresStorage(
+            str(location), password, read_only, pool_size, retry_for, write_deadline
+        )
     from dutyd.storage.sqlite import SqliteStorage
 
     return SqliteStorage(location, read_only=read_only, write_deadline=write_deadline)
@@ -93,6 +95,7 @@ __all__ = [
     "AlertRepository",
     "BootTimeRepository",
     "ClusterRepository",
+    "DatabaseUnavailable",
     "DrillRepository",
     "DutyLogRepository",
     "EnvironmentRange",

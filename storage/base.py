@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from types import TracebackType
 
 from dutyd.core.errors import DutydError
-from dutyd.storage.health import StorageHealth
+from dutyd.storage.health import StorageHealth, StorageUnavailable
 from dutyd.storage.repositories import (
     AckLinkRepository,
     AlertRepository,
@@ -31,6 +31,13 @@ from dutyd.storage.repositories import (
 
 class StorageError(DutydError):
     """The store cannot be used: missing, unreadable, or of a schema this dutyd cannot read."""
+
+
+class DatabaseUnavailable(StorageError, StorageUnavailable):
+    """A database server that did not answer: unreachable past `storage.retry_for`, or no
+    answer within `storage.write_deadline`. A storage fault like a failed disk
+    (`StorageUnavailable`: already counted and logged by the store's health), and an error of
+    the store for tools that only read (`StorageError`)."""
 
 
 class FencedOut(StorageError):

@@ -64,9 +64,11 @@ class StorageConfig(StrictModel):
     # anyway on an in-memory copy, pages, and says it runs without durable state (/readyz,
     # /healthz, the log); `refuse` exits with the reason.
     when_unwritable: Literal["run", "refuse"] = "run"
-    # A SQLite call that has not returned within this (a frozen file system, a disk that
-    # hangs instead of failing) is a storage fault like a failed write: dutyd pages from
-    # memory and holds the duty log meanwhile (see `storage/health.py`).
+    # A call to the store that has not returned within this is a storage fault like a failed
+    # write: dutyd pages from memory (alone) and holds the duty log meanwhile (see
+    # `storage/health.py`). SQLite: a frozen file system, a disk that hangs instead of
+    # failing. PostgreSQL: a server or network that holds the connection without answering
+    # (the call's connection is closed, the server ends a statement running longer).
     write_deadline: PositiveDuration = 5.0
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 

@@ -127,6 +127,15 @@ class EnvironmentRange:
     max: float
 
 
+# Fencing epochs at or above this are cluster members' (a shard agent's epoch, drawn from
+# the store each time the agent joins, or joins again after the others counted it dead);
+# below it, the notifier lease's. A write carries one or the other, and the store checks it
+# in the write's transaction: a lease epoch against the fence (`outbox_fence`), a member
+# epoch against the member's row (still that epoch, and its heartbeat younger than the
+# member timeout it wrote, past which the others take its targets).
+MEMBER_EPOCH_BASE = 1 << 40
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One node of a cluster as its heartbeat row says (times are the store's clock)."""
@@ -136,6 +145,8 @@ class Member:
     shard: str | None  # the shard it is pinned to, None for the common pool
     started: float
     last_seen: float
+    # The node's member epoch (see `MEMBER_EPOCH_BASE`): new each time it (re)joins.
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

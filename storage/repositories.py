@@ -344,8 +344,21 @@ class ClusterRepository(ABC):
     at once when the store is unreachable (a node must know now that it cannot renew)."""
 
     @abstractmethod
-    async def heartbeat(self, node: str, address: str, shard: str | None, started: float) -> float:
-        """Insert or refresh the node's row (last_seen = now); the store's now."""
+    async def heartbeat(
+        self,
+        node: str,
+        address: str,
+        shard: str | None,
+        started: float,
+        stale_after: float = 0.0,
+    ) -> float:
+        """Insert or refresh the node's row (last_seen = now); the store's now. The row's member
+        epoch (`Member.epoch`, from `MEMBER_EPOCH_BASE` up, never given twice) is new when the
+        row is, when `started` changed (a restart), and when the row had not been refreshed
+        for its own `stale_after` (the others counted the node dead and took its targets):
+        writes fenced by an older epoch are refused from then on. `stale_after` (the member
+        timeout; 0: never stale) is kept in the row: a write fenced by the member's epoch is
+        also refused once the row is that old."""
 
     @abstractmethod
     async def members(self) -> tuple[list[Member], float]:
@@ -371,8 +384,10 @@ class ClusterRepository(ABC):
         """The lease as it is, None when never taken."""
 
     @abstractmethod
-    async def publish_targets(self, rows: Sequence[TargetStatusRow]) -> None:
-        """Insert or replace the targets' status rows."""
+    async def publish_targets(
+        self, rows: Sequence[TargetStatusRow], epoch: int | None = None
+    ) -> None:
+        """Insert or replace the targets' status rows. Fenced by `epoch`."""
 
     @abstractmethod
     async def target_statuses(self) -> list[TargetStatusRow]:
@@ -380,12 +395,16 @@ class ClusterRepository(ABC):
 
     @abstractmethod
     async def publish_group_members(
-        self, node: str, holds: Sequence[GroupHold], forget_after: float
+        self,
+        node: str,
+        holds: Sequence[GroupHold],
+        forget_after: float,
+        epoch: int | None = None,
     ) -> None:
         """In one transaction: insert or replace the row of each (rule, group, series) with its
         hold, `node` as writer and the store's now as `updated` (a row another node wrote
         before the series' target moved here is replaced); then delete every row, whoever
-        wrote it, not refreshed for `forget_after` seconds."""
+        wrote it, not refreshed for `forget_after` seconds. Fenced by `epoch`."""
 
     @abstractmethod
     async def group_members(self, max_age: float) -> list[GroupMemberRow]:

@@ -130,3 +130,20 @@ def equipment_facts(row: Sequence[object]) -> EquipmentFacts:
         str(row[3]),
         dict(json.loads(str(row[4]))),
     )
+
+
+def member_refusal(epoch: int, row: Sequence[object] | None) -> str:
+    """Why a write fenced by a member epoch is refused ("" when it is not), given the row of
+    that epoch (node, seconds since its heartbeat, stale_after) or None (there is none)."""
+    if row is None:
+        return (
+            f"write of member epoch {epoch} refused: the node has joined again since "
+            "(a new epoch) or left"
+        )
+    node, age, stale_after = str(row[0]), float(row[1]), float(row[2])  # type: ignore[arg-type]
+    if stale_after > 0 and age >= stale_after:
+        return (
+            f"write of member epoch {epoch} refused: node {node} has been silent {age:.1f}s, "
+            f"past its member timeout ({stale_after:g}s): its targets are another node's"
+        )
+    return ""

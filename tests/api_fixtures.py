@@ -7,6 +7,7 @@ rule turns `probe_success == 0` into a critical alert at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,11 +15,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
-from dutyd.web.server import serve_on_loopback
+from tests.http_fixtures import HttpApplication
 
 TOKEN = "api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,26 +27,11 @@ READ_TOKEN = "api-test-read-token"
 READ = {"X-Dutyd-Token": READ_TOKEN}
 
 
-class Portal:
+class Portal(HttpApplication):
     """The application under watch: answers 500 until told otherwise."""
 
     def __init__(self) -> None:
-        self.status = 500
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(text="portal", status=self.status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._page)
-        self._runner, port = await serve_on_loopback(app)
-        self.url = f"http://127.0.0.1:{port}/"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        super().__init__(status=500)
 
 
 def config(tmp: Path, portal_url: str, **extra: Any) -> dict[str, Any]:
@@ -114,11 +99,12 @@ class Running:
         raise AssertionError("the portal alert never fired")
 
 
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def running_daemon(tmp: Path, **extra: Any) -> AsyncIterator[Running]:
+    """The daemon of `config(tmp, ..., **extra)` with its portal, stopped after."""
     portal = Portal()
     await portal.start()
-    daemon = Daemon(load_from_dict(config(tmp_path, portal.url), "<test>"))
+    daemon = Daemon(load_from_dict(config(tmp, portal.url, **extra), "<test>"))
     await daemon.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -126,3 +112,9 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
     finally:
         await daemon.stop()
         await portal.stop()
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    async with running_daemon(tmp_path) as started:
+        yield started

@@ -32,6 +32,7 @@ LLDP = ".1.0.8802.1.1.2"
 # BRIDGE-MIB (the forwarding table, bridge port -> ifIndex) and IP-MIB's ARP table.
 BRIDGE = ".1.3.6.1.2.1.17"
 ARP = ".1.3.6.1.2.1.4.22.1.2"  # the column: snmpd's own table module registers 4.22.1
+ARP_PHYSICAL = ".1.3.6.1.2.1.4.35.1.4"  # ipNetToPhysicalPhysAddress, likewise
 
 
 def free_port_on(hosts: list[str], kind: str = "udp") -> int:
@@ -94,7 +95,7 @@ class SiteSnmpd:
         ]
         lines += [
             f"pass_persist -p 1 {oid} {sys.executable} {script} {self.values_path}"
-            for oid in (*SERVED, LLDP, BRIDGE, ARP)
+            for oid in (*SERVED, LLDP, BRIDGE, ARP, ARP_PHYSICAL)
         ]
         conf = tmp / "snmpd.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -155,7 +156,7 @@ class SiteSnmpd:
     def _warm(self, s: socket.socket, deadline: float) -> None:
         """One GETNEXT into each subtree: snmpd starts each pass_persist script on its first
         request, which would otherwise make a daemon's first poll slow."""
-        for n, subtree in enumerate((*SERVED, LLDP, BRIDGE, ARP)):
+        for n, subtree in enumerate((*SERVED, LLDP, BRIDGE, ARP, ARP_PHYSICAL)):
             oid = codec.parse_oid(subtree)
             req = codec.encode_request(
                 codec.VERSION_2C,
@@ -234,6 +235,24 @@ def bridge(fdb: dict[str, int]) -> dict[str, list[Any]]:
         v[f"1.3.6.1.2.1.17.4.3.1.2.{dotted}"] = ["integer", port]
         v[f"1.3.6.1.2.1.17.1.4.1.2.{port}"] = ["integer", port]
     return v
+
+
+def q_bridge(fdb: dict[str, int], fdb_id: int = 1) -> dict[str, list[Any]]:
+    """Q-BRIDGE-MIB: (FDB id, MAC) -> bridge port, bridge port n -> ifIndex n."""
+    v: dict[str, list[Any]] = {}
+    for address, port in fdb.items():
+        dotted = ".".join(str(int(b, 16)) for b in address.split(":"))
+        v[f"1.3.6.1.2.1.17.7.1.2.2.1.2.{fdb_id}.{dotted}"] = ["integer", port]
+        v[f"1.3.6.1.2.1.17.1.4.1.2.{port}"] = ["integer", port]
+    return v
+
+
+def arp_physical(entries: dict[str, str]) -> dict[str, list[Any]]:
+    """IP-MIB ipNetToPhysicalPhysAddress on ifIndex 1 (IPv4: type 1, length 4): IP -> MAC."""
+    return {
+        f"1.3.6.1.2.1.4.35.1.4.1.1.4.{ip}": ["octet", address.replace(":", " ")]
+        for ip, address in entries.items()
+    }
 
 
 def arp(entries: dict[str, str]) -> dict[str, list[Any]]:

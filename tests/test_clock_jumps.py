@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +78,22 @@ def config(tmp: Path, receiver: Receiver) -> dict[str, Any]:
     }
 
 
+# Changes to `config` for one test, given the receiver.
+Adjust = Callable[[dict[str, Any], Receiver], None]
+
+
 class Site:
     """The daemon on a FakeClock, fed samples as polls would."""
 
-    def __init__(self, tmp: Path, receiver: Receiver, clock: FakeClock) -> None:
+    def __init__(
+        self, tmp: Path, receiver: Receiver, clock: FakeClock, adjust: Adjust | None = None
+    ) -> None:
         self.clock = clock
         self.receiver = receiver
-        self.daemon = Daemon(load_from_dict(config(tmp, receiver), "<test>"), clock=clock)
+        settings = config(tmp, receiver)
+        if adjust is not None:
+            adjust(settings, receiver)
+        self.daemon = Daemon(load_from_dict(settings, "<test>"), clock=clock)
 
     def feed(self, metric: str, target: str, value: float) -> None:
         self.daemon.operations.ingest_samples(
@@ -111,11 +121,20 @@ class Site:
     async def log_kinds(self) -> list[str]:
         return [e.kind for e in await self.daemon.storage.log.read(limit=None)]
 
+    async def keep_down(self, target: str, polls: int) -> None:
+        """`target` fed down every 10 s, `polls` times."""
+        for _ in range(polls):
+            self.feed("target_up", target, 0)
+            await self.run(10)
 
-async def started(tmp: Path) -> tuple[Site, Receiver]:
+
+async def started(
+    tmp: Path, clock: FakeClock | None = None, adjust: Adjust | None = None
+) -> tuple[Site, Receiver]:
+    """The daemon started on `clock` (a new FakeClock by default), with a new receiver."""
     receiver = Receiver()
     await receiver.start()
-    site = Site(tmp, receiver, FakeClock())
+    site = Site(tmp, receiver, FakeClock() if clock is None else clock, adjust)
     await site.daemon.start()
     return site, receiver
 
@@ -141,13 +160,9 @@ async def test_an_hour_back_delays_no_page_and_no_pending_alert(tmp_path: Path) 
         assert "sw2" in site.pages("/zhang")[1]
 
         # The pending alert fires 5 minutes after it began, not 65.
-        for _ in range(22):  # 220 s: 282 s after it began
-            site.feed("target_up", "db1", 0)
-            await site.run(10)
+        await site.keep_down("db1", 22)  # 220 s: 282 s after it began
         assert site.state("db_down", "db1") == "pending"
-        for _ in range(3):
-            site.feed("target_up", "db1", 0)
-            await site.run(10)
+        await site.keep_down("db1", 3)
         assert site.state("db_down", "db1") == "firing"
         await until(site.clock, lambda: len(site.pages("/zhang")) == 3, within=5)
         jumps = site.daemon.registry.get_sample_value(
@@ -213,9 +228,7 @@ async def test_an_hour_ack_and_for_five_minutes_outlast_a_step_forward(tmp_path:
         assert alert["acknowledged"], "an hour's acknowledgement expired after 20 s"
 
         site.clock.step_wall(3 * 3600)  # a second step: the ack outlasts that too
-        for _ in range(28):
-            site.feed("target_up", "db1", 0)
-            await site.run(10)
+        await site.keep_down("db1", 28)
         assert site.state("db_down", "db1") == "firing"
         assert site.daemon.operations.list_alerts(["firing"])[0]["acknowledged"]
         assert "alert.unacknowledged" not in await site.log_kinds()
@@ -243,23 +256,15 @@ async def test_a_restart_after_the_clock_went_back_rebuilds_elapsed_time(tmp_pat
         await receiver.stop()
 
     # Restarted 10 s later, the clock an hour back (it was an hour fast).
-    clock = FakeClock(wall_start=site.clock.time() + 10 - 3600)
-    receiver = Receiver()
-    await receiver.start()
-    again = Site(tmp_path, receiver, clock)
-    await again.daemon.start()
+    again, receiver = await started(tmp_path, FakeClock(wall_start=site.clock.time() + 10 - 3600))
     try:
         assert "clock.jump" in await again.log_kinds()
         view = next(a for a in again.daemon.operations.list_alerts() if a["rule"] == "db_down")
         assert abs(view["active_since"] - (again.daemon.clock.time() - 60)) < 2
         # It fires at 5 minutes from its start (the downtime counting as nil), not 65.
-        for _ in range(22):
-            again.feed("target_up", "db1", 0)
-            await again.run(10)
+        await again.keep_down("db1", 22)
         assert again.state("db_down", "db1") == "pending"
-        for _ in range(3):
-            again.feed("target_up", "db1", 0)
-            await again.run(10)
+        await again.keep_down("db1", 3)
         assert again.state("db_down", "db1") == "firing"
     finally:
         await again.daemon.stop()
@@ -281,11 +286,7 @@ async def test_a_restart_after_a_step_forward_keeps_the_outage_length(tmp_path: 
         await site.daemon.stop()
         await receiver.stop()
 
-    clock = FakeClock(wall_start=site.clock.time() + 10)
-    receiver = Receiver()
-    await receiver.start()
-    again = Site(tmp_path, receiver, clock)
-    await again.daemon.start()
+    again, receiver = await started(tmp_path, FakeClock(wall_start=site.clock.time() + 10))
     try:
         view = next(a for a in again.daemon.operations.list_alerts() if a["rule"] == "link_down")
         assert abs(view["active_since"] - (again.daemon.clock.time() - 130)) < 5, view
@@ -307,18 +308,14 @@ async def test_after_steps_while_running_times_are_the_system_clocks_and_duratio
     every moment it keeps moves by D, so what it shows and stores is right at once (before:
     off by D until a restart) and every duration still ends when it would have: `for`, the
     next escalation step, an acknowledgement's expiry, the red line."""
-    receiver = Receiver()
-    await receiver.start()
-    cfg = config(tmp_path, receiver)
-    cfg["oncall"]["people"].append({"name": "Li Na", "contacts": ["li"]})
-    cfg["notify"]["channels"]["li"] = {"url": receiver.url("li")}
-    cfg["escalation"]["policies"][0]["steps"].append({"after": "10m", "people": ["Li Na"]})
-    clock = FakeClock()
-    site = Site.__new__(Site)
-    site.clock, site.receiver = clock, receiver
-    site.daemon = Daemon(load_from_dict(cfg, "<test>"), clock=clock)
-    await site.daemon.start()
-    daemon = site.daemon
+
+    def li_na_at_ten_minutes(cfg: dict[str, Any], receiver: Receiver) -> None:
+        cfg["oncall"]["people"].append({"name": "Li Na", "contacts": ["li"]})
+        cfg["notify"]["channels"]["li"] = {"url": receiver.url("li")}
+        cfg["escalation"]["policies"][0]["steps"].append({"after": "10m", "people": ["Li Na"]})
+
+    site, receiver = await started(tmp_path, adjust=li_na_at_ten_minutes)
+    clock, daemon = site.clock, site.daemon
 
     def view(rule: str, target: str) -> dict[str, Any]:
         return next(
@@ -394,16 +391,10 @@ async def test_a_queued_retry_keeps_its_wait_across_steps_while_running(tmp_path
     hour forward, then back: the retry comes when it was due, and the row in the store is
     moved with the clock (before: due an hour early after the step forward, and the stored
     moment off by the step)."""
-    receiver = Receiver()
-    await receiver.start()
-    cfg = config(tmp_path, receiver)
-    cfg["notify"].update({"retry_initial": "10m", "retry_max": "10m"})
-    clock = FakeClock()
-    site = Site.__new__(Site)
-    site.clock, site.receiver = clock, receiver
-    site.daemon = Daemon(load_from_dict(cfg, "<test>"), clock=clock)
-    daemon = site.daemon
-    await daemon.start()
+    site, receiver = await started(
+        tmp_path, adjust=lambda cfg, _: cfg["notify"].update(retry_initial="10m", retry_max="10m")
+    )
+    clock, daemon = site.clock, site.daemon
     try:
         receiver.status = 503
         site.feed("target_up", "sw1", 0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.daemon_fixtures import DaemonProcess
+from tests.paging_fixtures import li_na_paged, target_down_rule
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
 
@@ -38,20 +39,9 @@ def config(receiver: Receiver, live_port: int, dead_port: int) -> dict[str, Any]
         "targets": [target("sw-dead", dead_port), target("sw-live", live_port)],
         "rules": {
             "packs": [],
-            "custom": [
-                {
-                    "name": "node_down",
-                    "metric": "target_up",
-                    "condition": {"below": 1},
-                    "for": "0s",
-                    "severity": "critical",
-                    "summary": "{target} is down",
-                }
-            ],
+            "custom": [target_down_rule("node_down")],
         },
-        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
-        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
-        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+        **li_na_paged(receiver),
     }
 
 

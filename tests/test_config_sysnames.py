@@ -40,7 +40,7 @@ def group(port: int, hosts: list[str], storage: Path | None = None) -> str:
     addresses = ", ".join(f"{h}:{port}" for h in hosts)
     return f"""
         defaults:
-          snmp: {{community_env: SITE_COMMUNITY, timeout: 1s, interval: 1m}}
+          snmp: {{community_env: SITE_COMMUNITY, timeout: 2s, interval: 1m}}
         targets:
           - name: "{{sysName}}"
             kind: snmp

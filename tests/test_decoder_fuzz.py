@@ -17,6 +17,7 @@ digits, continuation octets). Explicit `@example`s hold the known attacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Callable
@@ -39,13 +40,21 @@ from dutyd.collectors.nut.protocol import (
 )
 from dutyd.collectors.probe_http.collector import MIB, examine_body, text_charset
 from dutyd.collectors.snmp import codec
+from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile, decode_probe
+from dutyd.collectors.snmp.profiles.apc_uio import ApcUioProfile, decode_uio
+from dutyd.collectors.snmp.profiles.base import PollData
+from dutyd.collectors.snmp.profiles.bridge import COLUMNS as BRIDGE_COLUMNS
+from dutyd.collectors.snmp.profiles.bridge import forwarding_table
+from dutyd.collectors.snmp.profiles.entity_sensor import EntitySensorProfile, decode_reading
+from dutyd.collectors.snmp.profiles.room import BOUNDS as ROOM_BOUNDS
+from dutyd.collectors.snmp.profiles.room import MAX_PROBES
 from dutyd.collectors.ssh import accounts, journal, parsers
 from dutyd.collectors.ssh import commands as cmd
 from dutyd.collectors.ssh.config import SshTarget
 from dutyd.collectors.ssh.parsers import MAX_DF_LINE_CHARS, ParseError, split_sections
 from dutyd.collectors.ssh.readings import PollOutput, take_readings
 from dutyd.collectors.ssh.session import MAX_OUTPUT_CHARS
-from dutyd.core.errors import CollectError
+from dutyd.core.errors import CollectError, ReadingUnavailable
 from tests.cpu_time import least_cpu_seconds
 
 LINEAR_SIZE = 64 * 1024
@@ -419,6 +428,129 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "journal": lambda t: journal.parse_journal(t, 0.0, 4e9),
     "journal_reading": lambda t: journal.read_journal(t, t[:200], 0.0, 4e9),
 }
+
+
+# -- SNMP room sensors: ENTITY-SENSOR-MIB rows, APC probe rows ----------------------------------
+
+# What an agent may put in a column: any INTEGER (a Python int of any size), the values the
+# MIBs give meaning to, and what is not an INTEGER at all.
+_SNMP_VALUE = st.one_of(
+    st.integers(),
+    st.integers(min_value=-20, max_value=20),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.binary(max_size=40),
+    st.none(),
+    st.sampled_from([codec.NO_SUCH_OBJECT, codec.NO_SUCH_INSTANCE, codec.END_OF_MIB_VIEW]),
+    st.tuples(st.integers(0, 2**32)),
+)
+
+
+def _room_reading_ok(name: str, value: float) -> bool:
+    low, high = ROOM_BOUNDS[name]
+    return math.isfinite(value) and low <= value <= high
+
+
+@FUZZ
+@given(_SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE)
+@example(8, 17, 0, 10**9, 1)  # yotta: 10^33 degrees
+@example(8, 1, 9, -(10**9), 1)  # yocto and 9 places: 10^-24
+@example(8, 9, 0, 2**200, 1)  # beyond Integer32
+@example(8, 9, 1, 235, 1)
+@example(True, 9, 1, 235, 1)  # a bool is no INTEGER
+def test_entity_sensor_rows_decode_to_a_room_reading_or_none(
+    kind: Any, scale: Any, precision: Any, value: Any, status: Any
+) -> None:
+    got, seconds = timed(1, decode_reading, kind, scale, precision, value, status)
+    assert_within(seconds, 1, "decode_reading")
+    assert got is None or _room_reading_ok(*got), got
+
+
+@FUZZ
+@given(_SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE)
+@example(2, 10**30, 2, 10**30)
+@example(2, -(10**6), 2, -1)
+@example(2, 2**64, 1, 101)
+def test_apc_probe_rows_decode_to_room_readings_or_nothing(
+    status: Any, temp: Any, units: Any, humidity: Any
+) -> None:
+    got, seconds = timed(1, decode_probe, status, temp, units, humidity)
+    assert_within(seconds, 1, "decode_probe")
+    assert isinstance(got, dict), got
+    assert all(_room_reading_ok(name, v) for name, v in got.items()), got
+
+
+@FUZZ
+@given(_SNMP_VALUE, _SNMP_VALUE, _SNMP_VALUE)
+@example(1, 10**30, -(10**30))
+@example(3, -1, 101)
+def test_apc_uio_rows_decode_to_room_readings_or_nothing(
+    alarm: Any, temp: Any, humidity: Any
+) -> None:
+    got, seconds = timed(1, decode_uio, alarm, temp, humidity)
+    assert_within(seconds, 1, "decode_uio")
+    assert all(_room_reading_ok(name, v) for name, v in got.items()), got
+
+
+@FUZZ
+@given(
+    st.sampled_from([EntitySensorProfile, ApcProbeProfile, ApcUioProfile]),
+    st.lists(st.tuples(st.binary(max_size=6), _SNMP_VALUE), max_size=400),
+)
+def test_room_sensor_tables_of_any_rows_give_bounded_samples_or_the_reason(
+    profile: Any, cells: list[tuple[bytes, Any]]
+) -> None:
+    """Any rows in any of the profile's columns (indexes of any bytes): samples within the
+    room bounds, at most MAX_PROBES probes, or ReadingUnavailable."""
+    columns = profile.__new__(profile).columns()
+    table: dict[Any, dict[bytes, Any]] = {c: {} for c in columns}
+    for n, (index, value) in enumerate(cells):
+        table[columns[n % len(columns)]][index] = value
+    readings = Readings({"target": "t"}, 0.0)
+    data = PollData({}, table, None, None)
+
+    def emit() -> None:
+        with contextlib.suppress(ReadingUnavailable):
+            profile(object()).emit(data, readings)
+
+    _, seconds = timed(len(cells), emit)
+    assert_within(seconds, len(cells), profile.name)
+    for sample in readings.samples:
+        if sample.name == "room_sensor_ok":
+            assert sample.value in (0.0, 1.0)
+        else:
+            assert _room_reading_ok(sample.name, sample.value), sample
+    assert len({dict(s.labels)["sensor"] for s in readings.samples}) <= MAX_PROBES
+
+
+_INDEX = st.one_of(
+    st.binary(max_size=24),
+    st.lists(st.integers(0, 2**32), max_size=22).map(
+        lambda subids: codec.encode_oid_content((1, 3, *subids))[1:]
+    ),
+)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.integers(0, len(BRIDGE_COLUMNS) - 1), _INDEX, _SNMP_VALUE), max_size=600)
+)
+# A hostile ifIndex for a bridge port (negative, beyond 2^32): no OID to name the port by.
+@example([(0, b"\x02\x00\x00\x00\x00\x01", 3), (2, b"\x03", -5)])
+@example([(1, b"\x01\x02\x00\x00\x00\x00\x01", 3), (2, b"\x03", 2**80)])
+def test_forwarding_tables_of_any_rows_decode_in_bounded_time(
+    cells: list[tuple[int, bytes, Any]],
+) -> None:
+    """Any rows in the bridge profile's columns: MACs as six hex octets, ports and IPs as
+    text, nothing else, in bounded time."""
+    columns: dict[Any, dict[bytes, Any]] = {c: {} for c in BRIDGE_COLUMNS}
+    for column, index, value in cells:
+        columns[BRIDGE_COLUMNS[column]][index] = value
+    table, seconds = timed(len(cells), forwarding_table, columns)
+    assert_within(seconds, len(cells), "forwarding_table")
+    hexmac = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+    assert all(hexmac.match(m) and isinstance(p, str) and p for m, p in table.macs.items())
+    assert all(hexmac.match(m) for m in table.arp.values())
+    assert len(table.macs) <= len(cells) and len(table.arp) <= len(cells)
 
 
 def _finite_numbers(value: Any) -> bool:

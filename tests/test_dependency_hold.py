@@ -15,43 +15,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
-from dutyd.web.server import serve_on_loopback
 from tests.daemon_fixtures import DaemonProcess
+from tests.dependency_fixtures import application_paging, application_target
+from tests.http_fixtures import HttpApplication
 from tests.peers import free_port
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
 from tests.test_notify_delivery import Receiver
 
 
-class App:
-    """An HTTP application whose status the test sets (200, then 500)."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(status=self.status, text="portal")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._page)
-        self._runner, port = await serve_on_loopback(app)
-        self.url = f"http://127.0.0.1:{port}/"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 def site(
     tmp: Path,
     snmpd: SnmpdPeer,
-    app: App,
+    app: HttpApplication,
     receiver: Receiver,
     switch_every: str,
     switch_timeout: str,
@@ -71,15 +48,7 @@ def site(
                 "timeout": switch_timeout,
                 "labels": {"role": "network"},
             },
-            {
-                "name": "portal",
-                "kind": "http",
-                "address": app.url,
-                "interval": "1s",
-                "timeout": "0.8s",
-                "depends_on": ["core-switch"],
-                "labels": {"role": "application"},
-            },
+            application_target(app.url),
         ],
         "rules": {
             "packs": [],
@@ -104,34 +73,7 @@ def site(
                 },
             ],
         },
-        "oncall": {
-            "people": [
-                {"name": "Li Na", "contacts": ["phone"]},
-                {"name": "Wang Fang", "contacts": ["manager_phone"]},
-            ],
-            "roles": {"manager": ["Wang Fang"]},
-        },
-        "notify": {
-            "channels": {
-                "phone": {"url": receiver.url("li")},
-                "manager_phone": {"url": receiver.url("manager")},
-            },
-            "group_wait": "0s",
-        },
-        "escalation": {
-            "policies": [
-                {
-                    "name": "application",
-                    "match": {"role": "application"},
-                    "steps": [
-                        {"after": "0s", "people": ["Li Na"]},
-                        {"after": manager_after, "roles": ["manager"]},
-                    ],
-                    "red_line": {"roles": ["manager"]},
-                },
-                {"name": "network", "steps": [{"after": "0s", "people": ["Li Na"]}]},
-            ]
-        },
+        **application_paging(receiver, manager_after),
         "http": {"port": 0},
         "storage": {"path": str(tmp / "dutyd.db")},
     }
@@ -152,22 +94,39 @@ async def until(check, within: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-async def peers(tmp_path: Path) -> tuple[SnmpdPeer, App, Receiver]:
+async def peers(tmp_path: Path) -> tuple[SnmpdPeer, HttpApplication, Receiver]:
     snmp_dir = tmp_path / "snmpd"
     snmp_dir.mkdir()
     snmpd = SnmpdPeer(snmp_dir, switch_values())
-    app, receiver = App(), Receiver()
+    app, receiver = HttpApplication(), Receiver()
     await app.start()
     await receiver.start()
     return snmpd, app, receiver
 
 
-async def stop(daemon: Daemon, snmpd: SnmpdPeer, app: App, receiver: Receiver) -> None:
+async def stop(daemon: Daemon, snmpd: SnmpdPeer, app: HttpApplication, receiver: Receiver) -> None:
     os.kill(snmpd.proc.pid, signal.SIGCONT)
     await daemon.stop()
     snmpd.proc.stop()
     await app.stop()
     await receiver.stop()
+
+
+async def switch_back_and_escalation_resumes(snmpd: SnmpdPeer, receiver: Receiver) -> None:
+    """The switch is back, the paged application still fails: those paged are told so, and
+    its escalation goes on (the manager's step and red line, both due by now)."""
+    os.kill(snmpd.proc.pid, signal.SIGCONT)
+    await until(lambda: len(receiver.received) >= 7, 8, "the pages after the switch")
+    await asyncio.sleep(0.5)
+    assert sorted(told(receiver)[3:]) == [
+        (
+            "li",
+            "PARENT core-switch IS BACK, STILL FAILING, ESCALATION RESUMES: portal answers errors",
+        ),
+        ("li", "RESOLVED: switch_down on core-switch back to 1 or above"),
+        ("manager", "ALERT: portal answers errors"),
+        ("manager", "RED LINE CROSSED: portal answers errors"),
+    ], told(receiver)
 
 
 async def test_a_failing_app_behind_a_frozen_switch_pages_only_the_switch(tmp_path: Path) -> None:
@@ -236,21 +195,7 @@ async def test_a_switch_down_pauses_a_paged_apps_escalation_and_it_resumes(tmp_p
             ),
         ], told(receiver)
 
-        # Back: those paged are told the application still fails, and its escalation goes on
-        # (the manager's step and red line, both due by now).
-        os.kill(snmpd.proc.pid, signal.SIGCONT)
-        await until(lambda: len(receiver.received) >= 7, 8, "the pages after the switch")
-        await asyncio.sleep(0.5)
-        assert sorted(told(receiver)[3:]) == [
-            (
-                "li",
-                "PARENT core-switch IS BACK, STILL FAILING, ESCALATION RESUMES: "
-                "portal answers errors",
-            ),
-            ("li", "RESOLVED: switch_down on core-switch back to 1 or above"),
-            ("manager", "ALERT: portal answers errors"),
-            ("manager", "RED LINE CROSSED: portal answers errors"),
-        ], told(receiver)
+        await switch_back_and_escalation_resumes(snmpd, receiver)
     finally:
         await stop(daemon, snmpd, app, receiver)
 
@@ -289,19 +234,7 @@ async def test_a_restarted_dutyd_keeps_an_explained_alert_paused_and_resumes_it(
         await asyncio.sleep(max(4.0, 10.0 - (time.monotonic() - paged)))
         assert len(receiver.received) == 3, (told(receiver), dutyd.peer.log()[-6000:])
 
-        os.kill(snmpd.proc.pid, signal.SIGCONT)
-        await until(lambda: len(receiver.received) >= 7, 8, "the pages after the switch")
-        await asyncio.sleep(0.5)
-        assert sorted(told(receiver)[3:]) == [
-            (
-                "li",
-                "PARENT core-switch IS BACK, STILL FAILING, ESCALATION RESUMES: "
-                "portal answers errors",
-            ),
-            ("li", "RESOLVED: switch_down on core-switch back to 1 or above"),
-            ("manager", "ALERT: portal answers errors"),
-            ("manager", "RED LINE CROSSED: portal answers errors"),
-        ], told(receiver)
+        await switch_back_and_escalation_resumes(snmpd, receiver)
     finally:
         os.kill(snmpd.proc.pid, signal.SIGCONT)
         await asyncio.to_thread(dutyd.stop)

@@ -10,45 +10,15 @@ import json
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
-from dutyd.web.server import serve_on_loopback
+from tests.dependency_fixtures import application_paging, application_target
+from tests.http_fixtures import HttpApplication
+from tests.paging_fixtures import li_na_paged, target_down_rule
 from tests.test_notify_delivery import Receiver
 
 
-class Device:
-    """An HTTP device that answers 200 until it hangs (stops answering, as a dead switch)."""
-
-    def __init__(self) -> None:
-        self.hang = False
-        self.polled_at: list[float] = []
-        self.polled = asyncio.Event()
-        self._released = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _page(self, request: web.Request) -> web.Response:
-        self.polled_at.append(time.monotonic())
-        self.polled.set()
-        if self.hang:
-            await self._released.wait()  # no answer until the test ends
-        return web.Response(text="ok")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/", self._page)
-        self._runner, port = await serve_on_loopback(app)
-        self.url = f"http://127.0.0.1:{port}/"
-
-    async def stop(self) -> None:
-        self._released.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-def settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -> dict:
+def settings(tmp: Path, switch: HttpApplication, app: HttpApplication, receiver: Receiver) -> dict:
     return {
         "targets": [
             # The parent: polled every 5 s, as switches are, with a 1 s timeout.
@@ -72,41 +42,39 @@ def settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -> dict
         "rules": {
             "packs": [],
             "custom": [
-                {
-                    "name": "target_down",
-                    "metric": "target_up",
-                    "condition": {"below": 1},
-                    "for": "1s",
-                    "severity": "critical",
-                    "summary": "{target} is down",
-                },
+                target_down_rule("target_down", for_="1s"),
             ],
         },
-        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
-        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
-        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+        **li_na_paged(receiver),
         "http": {"port": 0},
         "storage": {"path": str(tmp / "dutyd.db")},
     }
 
 
+async def both_hang_right_after_a_switch_poll(
+    switch: HttpApplication, app: HttpApplication
+) -> float:
+    """Both healthy, then both stop answering just after a poll of the switch answered (its
+    next scheduled poll a whole interval away: the phases against us); when they broke."""
+    for _ in range(150):
+        if switch.polled_at and app.polled_at:
+            break
+        await asyncio.sleep(0.1)
+    switch.polled.clear()
+    await asyncio.wait_for(switch.polled.wait(), 10)
+    await asyncio.sleep(0.1)  # that poll answered
+    switch.hang = app.hang = True
+    return time.monotonic()
+
+
 async def test_one_outage_one_page_whatever_the_poll_phases(tmp_path: Path) -> None:
-    switch, app, receiver = Device(), Device(), Receiver()
+    switch, app, receiver = HttpApplication(), HttpApplication(), Receiver()
     for peer in (switch, app, receiver):
         await peer.start()
     daemon = Daemon(load_from_dict(settings(tmp_path, switch, app, receiver), "<test>"))
     await daemon.start()
     try:
-        # Both healthy; wait for a switch poll, so its next one is a whole interval away.
-        for _ in range(150):
-            if switch.polled_at and app.polled_at:
-                break
-            await asyncio.sleep(0.1)
-        switch.polled.clear()
-        await asyncio.wait_for(switch.polled.wait(), 10)
-        await asyncio.sleep(0.1)  # that poll answered
-        switch.hang = app.hang = True
-        broke = time.monotonic()
+        broke = await both_hang_right_after_a_switch_poll(switch, app)
 
         # The child notices within 0.5 s and would fire at ~1.5 s; the switch's scheduled
         # poll is ~5 s away. Its out-of-turn poll must come right after the child's failure.
@@ -128,7 +96,9 @@ async def test_one_outage_one_page_whatever_the_poll_phases(tmp_path: Path) -> N
             await peer.stop()
 
 
-def issue_settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -> dict:
+def issue_settings(
+    tmp: Path, switch: HttpApplication, app: HttpApplication, receiver: Receiver
+) -> dict:
     """The issue's numbers: the switch polled every 5 s with a 4 s timeout; the application
     behind it polled every 1 s, `for: 3s`, with a red line and a manager step on its policy."""
     down = {"metric": "target_up", "condition": {"below": 1}, "severity": "critical"}
@@ -141,15 +111,7 @@ def issue_settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -
                 "interval": "5s",
                 "timeout": "4s",
             },
-            {
-                "name": "portal",
-                "kind": "http",
-                "address": app.url,
-                "interval": "1s",
-                "timeout": "0.8s",
-                "depends_on": ["core-switch"],
-                "labels": {"role": "application"},
-            },
+            application_target(app.url),
         ],
         "rules": {
             "packs": [],
@@ -167,34 +129,7 @@ def issue_settings(tmp: Path, switch: Device, app: Device, receiver: Receiver) -
                 },
             ],
         },
-        "oncall": {
-            "people": [
-                {"name": "Li Na", "contacts": ["phone"]},
-                {"name": "Wang Fang", "contacts": ["manager_phone"]},
-            ],
-            "roles": {"manager": ["Wang Fang"]},
-        },
-        "notify": {
-            "channels": {
-                "phone": {"url": receiver.url("li")},
-                "manager_phone": {"url": receiver.url("manager")},
-            },
-            "group_wait": "0s",
-        },
-        "escalation": {
-            "policies": [
-                {
-                    "name": "application",
-                    "match": {"role": "application"},
-                    "steps": [
-                        {"after": "0s", "people": ["Li Na"]},
-                        {"after": "4s", "roles": ["manager"]},
-                    ],
-                    "red_line": {"roles": ["manager"]},
-                },
-                {"name": "network", "steps": [{"after": "0s", "people": ["Li Na"]}]},
-            ]
-        },
+        **application_paging(receiver, "4s"),
         "http": {"port": 0},
         "storage": {"path": str(tmp / "dutyd.db")},
     }
@@ -205,21 +140,13 @@ async def test_issue_numbers_one_page_and_no_red_line_to_the_manager(tmp_path: P
     polled just before both stopped answering (its next scheduled poll is 5 s away), so the
     application fails first. One page, the switch's; neither the application's manager step
     nor its red line pages the manager while its parent is down."""
-    switch, app, receiver = Device(), Device(), Receiver()
+    switch, app, receiver = HttpApplication(), HttpApplication(), Receiver()
     for peer in (switch, app, receiver):
         await peer.start()
     daemon = Daemon(load_from_dict(issue_settings(tmp_path, switch, app, receiver), "<test>"))
     await daemon.start()
     try:
-        for _ in range(150):
-            if switch.polled_at and app.polled_at:
-                break
-            await asyncio.sleep(0.1)
-        switch.polled.clear()
-        await asyncio.wait_for(switch.polled.wait(), 10)
-        await asyncio.sleep(0.1)  # that poll answered: the next scheduled one is ~5 s away
-        switch.hang = app.hang = True
-        broke = time.monotonic()
+        broke = await both_hang_right_after_a_switch_poll(switch, app)
 
         # The application fails within ~1.8 s (poll + timeout) and would fire 3 s later; the
         # switch answers nothing for 4 s. Its out-of-turn poll comes right after the app's

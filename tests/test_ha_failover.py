@@ -23,10 +23,7 @@ import collections
 import contextlib
 import os
 import re
-import select
 import signal
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,8 +32,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_fixtures import DaemonProcess
-from tests.peers import free_port
-from tests.postgres_fixtures import PASSWORD, PostgresServer, postgres_server
+from tests.postgres_fixtures import PASSWORD, FreezingProxy, PostgresServer, postgres_server
 from tests.test_ha import (
     PGPASS_ENV,
     Port,
@@ -59,66 +55,6 @@ BURST = 6  # alerts fired together (one message each: one site per target)
 ANSWERED = 0.5
 PAUSE_ENV = "DUTYD_TEST_TAKEOVER_PAUSE"
 TARGET = re.compile(r"\b(burst\d+|late)\b")
-
-
-class FreezingProxy:
-    """A TCP proxy between one node and the database that can freeze: it then forwards
-    nothing either way and holds every connection open, new ones too (a black hole that
-    accepts, as a partitioned network or a stuck firewall does), until it heals."""
-
-    def __init__(self, target_port: int) -> None:
-        self.port = free_port()
-        self.target = target_port
-        self.frozen = threading.Event()
-        self.closed = threading.Event()
-        self.sockets: list[socket.socket] = []
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", self.port))
-        self.listener.listen(64)
-        self.listener.settimeout(0.2)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            self.sockets += [client, server]
-            for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while not self.closed.is_set():
-                if self.frozen.is_set():
-                    time.sleep(0.05)
-                    continue
-                ready, _, _ = select.select([src], [], [], 0.1)
-                if not ready or self.frozen.is_set():
-                    continue
-                data = src.recv(65536)
-                if not data:
-                    dst.shutdown(socket.SHUT_WR)
-                    return
-                dst.sendall(data)
-
-    def freeze(self) -> None:
-        self.frozen.set()
-
-    def heal(self) -> None:
-        self.frozen.clear()
-
-    def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 class Pair:

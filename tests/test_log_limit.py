@@ -17,6 +17,7 @@ from dutyd.agent.config import load_from_dict
 from dutyd.agent.daemon import Daemon
 from dutyd.core.clock import FakeClock
 from dutyd.core.loglimit import LogLimiter
+from tests.paging_fixtures import li_na_paged, target_down_rule
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
 
@@ -62,20 +63,9 @@ def config(tmp: Path, receiver: Receiver, port: int) -> dict[str, Any]:
         ],
         "rules": {
             "packs": ["duty"],  # device_down, `for: 1m`: pending, inactive, pending ...
-            "custom": [
-                {
-                    "name": "link_flap",
-                    "metric": "target_up",
-                    "condition": {"below": 1},
-                    "for": "0s",
-                    "severity": "warning",
-                    "summary": "{target} is down",
-                }
-            ],
+            "custom": [target_down_rule("link_flap", severity="warning")],
         },
-        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
-        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
-        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+        **li_na_paged(receiver),
     }
 
 

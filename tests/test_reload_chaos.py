@@ -13,6 +13,7 @@ from typing import Any
 
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import DaemonProcess
+from tests.paging_fixtures import li_na_paged, target_down_rule
 from tests.peers import free_port
 from tests.test_notify_delivery import Receiver
 
@@ -34,20 +35,9 @@ def config(receiver: Receiver, targets: list[str], dead_port: int) -> dict[str, 
         ],
         "rules": {
             "packs": [],
-            "custom": [
-                {
-                    "name": "node_down",
-                    "metric": "target_up",
-                    "condition": {"below": 1},
-                    "for": "0s",
-                    "severity": "critical",
-                    "summary": "{target} is down",
-                }
-            ],
+            "custom": [target_down_rule("node_down")],
         },
-        "oncall": {"people": [{"name": "Li Na", "contacts": ["phone"]}]},
-        "notify": {"channels": {"phone": {"url": receiver.url("li")}}, "group_wait": "0s"},
-        "escalation": {"policies": [{"name": "all", "steps": [{"people": ["Li Na"]}]}]},
+        **li_na_paged(receiver),
         "api": {"token": TOKEN},
     }
 

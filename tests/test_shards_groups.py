@@ -81,6 +81,7 @@ def agents(
     target_list: list[dict[str, Any]],
     rules: list[dict[str, Any]],
     escalation: list[dict[str, Any]] | None = None,
+    **cluster: Any,
 ) -> list[DaemonProcess]:
     """Agents pinned to the shards room-<name>, started in this order; the first holds the
     lease (the others start once it does). `escalation`: policies in place of the default
@@ -96,6 +97,7 @@ def agents(
             shard=f"room-{name}",
             # The pages counted are the rules' only, not the peer watch's for a killed agent.
             deadman={"peer_gone_after": None},
+            **cluster,
         )
         cfg["rules"]["custom"] = rules
         if escalation is not None:

@@ -11,13 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from playwright.async_api import Dialog, async_playwright
 
-from dutyd.agent.config import load_from_dict
-from dutyd.agent.daemon import Daemon
-from tests.api_fixtures import READ_TOKEN, TOKEN, Portal, Running, config
+from tests.api_fixtures import READ_TOKEN, TOKEN, Running, running_daemon
 from tests.peers import require_binary
 
 OUTPUT = Path(__file__).parent / "output"
@@ -170,18 +167,9 @@ async def test_a_wall_screen_keeps_its_read_token_when_an_ack_is_refused(running
 async def with_rooms(tmp_path: Path) -> AsyncIterator[Running]:
     """The `running` daemon with two machine rooms whose entries are registered, and shift
     check-in on."""
-    portal = Portal()
-    await portal.start()
     rooms = [{"name": "room-a"}, {"name": "机房B"}]
-    settings = config(tmp_path, portal.url, rooms=rooms, handover={"check_in": True})
-    daemon = Daemon(load_from_dict(settings, "<test>"))
-    await daemon.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Running(daemon, portal, session)
-    finally:
-        await daemon.stop()
-        await portal.stop()
+    async with running_daemon(tmp_path, rooms=rooms, handover={"check_in": True}) as started:
+        yield started
 
 
 async def test_phone_form_registers_people_in_and_out_and_shows_who_is_in(

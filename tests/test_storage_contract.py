@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from dutyd.storage import (
     TargetStatusRow,
 )
 from dutyd.storage.postgres import PostgresStorage
+from dutyd.storage.records import MEMBER_EPOCH_BASE
 from dutyd.storage.sqlite import SqliteStorage
 from tests.postgres_fixtures import PASSWORD, PostgresServer
 
@@ -957,3 +959,76 @@ async def test_retention_prunes_overlays_over_long_ago_and_keeps_live_ones(store
     assert [w.id for w in await s.overlays.windows_ending_after(0.0)] == [w_future]
     assert old not in {x.id for x in await s.overlays.live_silences(0.0)}
     assert w_old not in {w.id for w in await s.overlays.windows_ending_after(0.0)}
+
+
+# -- fencing a shard agent's writes: member epochs ------------------------------------------------
+
+
+async def _epoch_of(s: Storage, node: str) -> int:
+    members, _ = await s.cluster.members()
+    return next(m.epoch for m in members if m.node == node)
+
+
+async def test_a_shard_agents_writes_are_fenced_by_its_member_epoch(store: Store) -> None:
+    """An agent's writes carry its member epoch. Once its heartbeat is older than its member
+    timeout (the others count it dead and take its targets) they are refused; its next
+    heartbeat gives it a new epoch, so writes made on its old state stay refused; a restart
+    or a leave does the same. Lease epochs are judged by the fence as before."""
+    s = store.s
+    await s.cluster.heartbeat("node-a", "a", None, 10.0, stale_after=0.5)
+    await s.cluster.heartbeat("node-b", "b", None, 10.0, stale_after=30.0)
+    first = await _epoch_of(s, "node-a")
+    assert first >= MEMBER_EPOCH_BASE and first != await _epoch_of(s, "node-b")
+    await s.cluster.heartbeat("node-a", "a", None, 10.0, stale_after=0.5)
+    assert await _epoch_of(s, "node-a") == first  # a live agent keeps its epoch
+
+    status = TargetStatusRow("ups1", "node-a", True, "", 9.0, 10.0)
+    firing = NewLogEntry(2.0, "alert.firing", "dutyd", "fp1", {})
+    hold = GroupHold("r", {"room": "A"}, {"target": "ups1"}, True)
+
+    def writes(epoch: int) -> list[Any]:
+        return [
+            s.alerts.save(alert("fp1"), epoch=epoch),
+            s.alerts.record("fp1", alert("fp1"), firing, epoch),
+            s.log.append(1.0, "alert.pending", "dutyd", "fp1", {}, epoch=epoch),
+            s.rule_events.append([("r", {"port": "1"}, 1.0, 1.0, 1.0)], epoch=epoch),
+            s.cluster.publish_targets([status], epoch),
+            s.cluster.publish_group_members("node-a", [hold], 60.0, epoch),
+        ]
+
+    for write in writes(first):
+        await write
+    assert [a.fingerprint for a in await s.alerts.load_all()] == ["fp1"]
+    await s.alerts.delete("fp1", epoch=first)
+    logged = len(await s.log.read())
+    # Frozen past its member timeout: refused, and nothing written.
+    await asyncio.sleep(0.7)
+    for write in writes(first):
+        with pytest.raises(FencedOut, match="past its member timeout"):
+            await write
+    # It continues: its next heartbeat gives it a new epoch; the old one stays refused.
+    await s.cluster.heartbeat("node-a", "a", None, 10.0, stale_after=0.5)
+    second = await _epoch_of(s, "node-a")
+    assert second > first
+    for write in writes(first):
+        with pytest.raises(FencedOut, match="joined again"):
+            await write
+    assert await s.alerts.load_all() == []
+    assert len(await s.log.read()) == logged
+    assert await s.cluster.target_statuses() == [status]
+    # The new epoch writes; a restart (another start time) and a leave end it too.
+    await s.alerts.save(alert("fp2"), epoch=second)
+    await s.cluster.heartbeat("node-a", "a", None, 20.0, stale_after=0.5)
+    third = await _epoch_of(s, "node-a")
+    assert third > second
+    with pytest.raises(FencedOut):
+        await s.alerts.save(alert("fp2"), epoch=second)
+    await s.cluster.leave("node-a")
+    with pytest.raises(FencedOut):
+        await s.alerts.save(alert("fp2"), epoch=third)
+    s = await store.reopen()
+    await s.cluster.heartbeat("node-a", "a", None, 20.0, stale_after=0.5)
+    assert await _epoch_of(s, "node-a") > third  # never given twice, across a restart
+    # The lease's epochs are the fence's business, as before.
+    lease = await s.cluster.acquire_lease("notifier", "node-b", 30.0)
+    await s.alerts.save(alert("fp3"), epoch=lease.epoch)

@@ -172,6 +172,60 @@ async def wait(daemon: DaemonProcess, check: Any, within: float, what: str) -> N
     await asyncio.to_thread(daemon.wait_until, check, within, what)
 
 
+async def apps_answering(daemon: DaemonProcess) -> None:
+    await wait(
+        daemon,
+        lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
+        20,
+        "the apps answering",
+    )
+
+
+async def storage_writable(daemon: DaemonProcess, writable: bool, what: str) -> None:
+    """Until `dutyd_storage_writable` says `writable`."""
+    value = 1.0 if writable else 0.0
+    await wait(daemon, lambda: daemon.metric_value("dutyd_storage_writable") == value, 20, what)
+
+
+async def outbox_drained(daemon: DaemonProcess) -> None:
+    await wait(
+        daemon,
+        lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
+        10,
+        "an empty outbox",
+    )
+
+
+async def each_accepted_once(gateway: Gateway, count: int) -> Counter[str]:
+    """After 2 s more (anything sent again would arrive by then): `count` messages accepted,
+    each once."""
+    await asyncio.sleep(2)
+    accepted = gateway.accepted()
+    assert len(accepted) == count and set(accepted.values()) == {1}, accepted
+    return accepted
+
+
+def fault_notices(gateway: Gateway) -> list[dict[str, Any]]:
+    """The storage-fault notices the fallback channel (`ops`) accepted."""
+    return [b for p, _, s, b in gateway.requests if p == "/ops" and s == 200]
+
+
+def assert_fault_logged_once(log: str) -> None:
+    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def assert_fault_in_duty_log(entries: list[Any], accepted: Counter[str]) -> None:
+    """The fault's alerts, escalations and sends in the duty log: nothing missing."""
+    kinds = Counter(e.kind for e in entries)
+    assert kinds["alert.firing"] == APPS, kinds
+    assert kinds["alert.resolved"] == APPS, kinds
+    assert kinds["escalation.firing"] == APPS, kinds
+    assert kinds["notify.sent"] == 4 * APPS, kinds
+    sent = {e.subject for e in entries if e.kind == "notify.sent"}
+    assert sent == set(accepted), (sent, set(accepted))
+
+
 async def test_full_disk_while_alerts_fire_pages_once_and_the_duty_log_is_complete(
     tmp_path: Path, portal: Portal
 ) -> None:
@@ -180,19 +234,12 @@ async def test_full_disk_while_alerts_fire_pages_once_and_the_duty_log_is_comple
     with small_disk(tmp_path / "disk", "4m") as disk:
         daemon = await asyncio.to_thread(DaemonProcess, tmp_path, config(disk, portal, gateway))
         try:
-            await wait(
-                daemon,
-                lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
-                20,
-                "the apps answering",
-            )
+            await apps_answering(daemon)
             assert daemon.metric_value("dutyd_storage_writable") == 1.0
             filler = await asyncio.to_thread(fill, disk)
             gateway.status = 503
             portal.set(500)  # every app fails: 5 alerts, 2 people each
-            await wait(
-                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 0.0, 20, "fault"
-            )
+            await storage_writable(daemon, False, "fault")
             code, ready = daemon.get("/readyz")
             assert code == 503 and "storage cannot be written" in ready, ready
             code, health = daemon.get("/healthz")
@@ -226,23 +273,14 @@ async def test_full_disk_while_alerts_fire_pages_once_and_the_duty_log_is_comple
             errors = daemon.metric_value("dutyd_storage_errors_total") or 0.0
             assert errors > 0
             filler.unlink()  # the disk takes writes again
-            await wait(
-                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 1.0, 20, "healed"
-            )
+            await storage_writable(daemon, True, "healed")
             code, ready = daemon.get("/readyz")
             assert code == 200, ready
             assert daemon.get("/healthz") == (200, "ok\n")
-            await wait(
-                daemon,
-                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
-                10,
-                "an empty outbox",
-            )
-            await asyncio.sleep(2)
-            accepted = gateway.accepted()
-            assert len(accepted) == 4 * APPS and set(accepted.values()) == {1}, accepted
+            await outbox_drained(daemon)
+            accepted = await each_accepted_once(gateway, 4 * APPS)
             # "dutyd cannot write its database": once, to the fallback channel.
-            fault_pages = [b for p, _, s, b in gateway.requests if p == "/ops" and s == 200]
+            fault_pages = fault_notices(gateway)
             assert len(fault_pages) == 1, fault_pages
             assert fault_pages[0]["title"] == "dutyd cannot write its database"
             code, _ = await asyncio.to_thread(daemon.terminate, 10)
@@ -253,22 +291,15 @@ async def test_full_disk_while_alerts_fire_pages_once_and_the_duty_log_is_comple
         # Nothing missing from the duty log: the firings, resolves and sends of the fault.
         async with open_storage(disk / "dutyd.db", read_only=True) as store:
             entries = await store.log.read(limit=None)
-        kinds = Counter(e.kind for e in entries)
-        assert kinds["alert.firing"] == APPS, kinds
-        assert kinds["alert.resolved"] == APPS, kinds
-        assert kinds["escalation.firing"] == APPS, kinds
-        sent = {e.subject for e in entries if e.kind == "notify.sent"}
-        assert sent == set(accepted), (sent, set(accepted))
-        assert kinds["notify.sent"] == 4 * APPS
+        assert_fault_in_duty_log(entries, accepted)
         # In order: each alert's firing before its resolve.
         order = [(e.kind, e.data.get("labels", {}).get("target")) for e in entries]
         for n in range(APPS):
             fired = order.index(("alert.firing", f"app{n}"))
             assert fired < order.index(("alert.resolved", f"app{n}"))
     log = daemon.peer.log()
-    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert_fault_logged_once(log)
     assert log.count("storage writable again") == 1
-    assert "Traceback" not in log, log[-3000:]
     assert len(log) < 200_000, f"{len(log)} bytes of log"
 
 
@@ -291,9 +322,7 @@ async def test_disk_full_under_queued_pages_retries_back_off_and_each_goes_once(
                 "the pages queued in the outbox",
             )
             filler = await asyncio.to_thread(fill, disk)
-            await wait(
-                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 0.0, 20, "fault"
-            )
+            await storage_writable(daemon, False, "fault")
             before = len(gateway.requests)
             await asyncio.sleep(5)
             attempts = len(gateway.requests) - before
@@ -304,18 +333,9 @@ async def test_disk_full_under_queued_pages_retries_back_off_and_each_goes_once(
             await asyncio.sleep(3)  # their deletion failed: they must not go out again
             assert set(gateway.accepted().values()) == {1}, gateway.accepted()
             filler.unlink()
-            await wait(
-                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 1.0, 20, "healed"
-            )
-            await wait(
-                daemon,
-                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
-                10,
-                "an empty outbox",
-            )
-            await asyncio.sleep(2)
-            accepted = gateway.accepted()
-            assert len(accepted) == 2 * APPS and set(accepted.values()) == {1}, accepted
+            await storage_writable(daemon, True, "healed")
+            await outbox_drained(daemon)
+            accepted = await each_accepted_once(gateway, 2 * APPS)
             code, _ = await asyncio.to_thread(daemon.terminate, 10)
             assert code == 0
         finally:
@@ -326,9 +346,7 @@ async def test_disk_full_under_queued_pages_retries_back_off_and_each_goes_once(
                 e.subject for e in await store.log.read(kinds=["notify.sent"], limit=None)
             )
         assert sent == Counter(set(accepted)), sent
-    log = daemon.peer.log()
-    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
+    assert_fault_logged_once(daemon.peer.log())
 
 
 async def test_disk_failing_under_a_running_dutyd_pages_and_stop_says_what_is_lost(
@@ -342,12 +360,7 @@ async def test_disk_failing_under_a_running_dutyd_pages_and_stop_says_what_is_lo
     with ext4_disk(tmp_path, "16M") as disk:
         daemon = await asyncio.to_thread(DaemonProcess, tmp_path, config(disk, portal, gateway))
         try:
-            await wait(
-                daemon,
-                lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
-                20,
-                "the apps answering",
-            )
+            await apps_answering(daemon)
             shut_down(disk)
             portal.set(500)
             await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "the pages")
@@ -363,11 +376,10 @@ async def test_disk_failing_under_a_running_dutyd_pages_and_stop_says_what_is_lo
             daemon.stop()
             await gateway.stop()
     log = daemon.peer.log()
-    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert_fault_logged_once(log)
     # The stop says what the disk never got, instead of dropping it in silence.
     assert "stopping with notifications the disk refused: they are lost" in log, log[-3000:]
     assert "closing with duty log entries the disk refused: they are lost" in log, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
 
 
 async def test_read_only_disk_at_start_runs_without_durable_state_and_pages(
@@ -393,7 +405,7 @@ async def test_read_only_disk_at_start_runs_without_durable_state_and_pages(
             await wait(daemon, lambda: len(gateway.accepted()) == 2 * APPS, 20, "the pages")
             await asyncio.sleep(1)
             assert set(gateway.accepted().values()) == {1}
-            fault = [b["title"] for p, _, s, b in gateway.requests if p == "/ops" and s == 200]
+            fault = [b["title"] for b in fault_notices(gateway)]
             assert fault == ["dutyd cannot write its database"]
             code, _ = await asyncio.to_thread(daemon.terminate, 10)
             assert code == 0
@@ -569,12 +581,7 @@ async def test_frozen_disk_is_a_fault_pages_from_memory_and_the_late_writes_add_
         daemon = await asyncio.to_thread(DaemonProcess, tmp_path, cfg)
         frozen = False
         try:
-            await wait(
-                daemon,
-                lambda: daemon.metric_value("probe_success", target=f"app{APPS - 1}") == 1.0,
-                20,
-                "the apps answering",
-            )
+            await apps_answering(daemon)
             freeze(disk, True)
             frozen = True
             portal.set(500)
@@ -587,19 +594,10 @@ async def test_frozen_disk_is_a_fault_pages_from_memory_and_the_late_writes_add_
             await wait(daemon, lambda: len(gateway.accepted()) == 4 * APPS, 20, "the resolves")
             freeze(disk, False)
             frozen = False
-            await wait(
-                daemon, lambda: daemon.metric_value("dutyd_storage_writable") == 1.0, 20, "thawed"
-            )
-            await wait(
-                daemon,
-                lambda: (daemon.metric_value("dutyd_notify_outbox_depth") or 0.0) == 0.0,
-                10,
-                "an empty outbox",
-            )
-            await asyncio.sleep(2)
-            accepted = gateway.accepted()
-            assert len(accepted) == 4 * APPS and set(accepted.values()) == {1}, accepted
-            fault_pages = [b for p, _, s, b in gateway.requests if p == "/ops" and s == 200]
+            await storage_writable(daemon, True, "thawed")
+            await outbox_drained(daemon)
+            accepted = await each_accepted_once(gateway, 4 * APPS)
+            fault_pages = fault_notices(gateway)
             assert len(fault_pages) == 1, fault_pages
             code, _ = await asyncio.to_thread(daemon.terminate, 15)
             assert code == 0
@@ -612,18 +610,12 @@ async def test_frozen_disk_is_a_fault_pages_from_memory_and_the_late_writes_add_
             entries = await store.log.read(limit=None)
     # Each entry of the fault once: the writes that hung landed, the held copies did not
     # add them again.
-    kinds = Counter(e.kind for e in entries)
-    assert kinds["alert.firing"] == APPS, kinds
-    assert kinds["alert.resolved"] == APPS, kinds
-    assert kinds["escalation.firing"] == APPS, kinds
-    assert kinds["notify.sent"] == 4 * APPS, kinds
-    assert {e.subject for e in entries if e.kind == "notify.sent"} == set(accepted)
+    assert_fault_in_duty_log(entries, accepted)
     seen = Counter((e.timestamp, e.kind, e.subject) for e in entries)
     assert max(seen.values()) == 1, [k for k, n in seen.items() if n > 1]
     log = daemon.peer.log()
-    assert log.count("storage cannot be written; keeping") == 1, log[-3000:]
+    assert_fault_logged_once(log)
     assert log.count("storage writable again") == 1, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
 
 
 async def thaw_and_probe(store: Any, disk: Path) -> None:

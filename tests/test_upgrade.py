@@ -51,7 +51,8 @@ def test_the_fixtures_are_there() -> None:
     the one before the newest; a fixture lost is a test lost."""
     assert [p.name for p in SQLITE_FIXTURES] == [
         "sqlite-legacy-ed5d080.db",
-        "sqlite-v14-dc920b4.db",
+        "sqlite-v14-dc920b4.db",  # (sorted by name)
+        "sqlite-v15-bc12751.db",
         "sqlite-v5-6483bb3.db",
         "sqlite-v8-5a0c312.db",
         "sqlite-v9-e7d1ddf.db",

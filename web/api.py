@@ -583,30 +583,43 @@ async def get_targets(request: web.Request) -> web.Response:
     return web.json_response({"targets": sorted(out, key=lambda t: t["name"])})
 
 
-@_errors
-async def get_silences(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"silences": _ctx(request).operations.list_silences()})
+def _reader(key: str, view: Callable[[WebContext], Any]) -> Handler:
+    """A GET handler answering `{key: view(context)}` to a client that may read."""
+
+    @_errors
+    async def handler(request: web.Request) -> web.Response:
+        ctx = _ctx(request)
+        authorize_read(request, ctx)
+        return web.json_response({key: view(ctx)})
+
+    return handler
 
 
-@_errors
-async def get_maintenance(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"maintenance": _ctx(request).operations.list_maintenance()})
+get_silences = _reader("silences", lambda ctx: ctx.operations.list_silences())
+get_maintenance = _reader("maintenance", lambda ctx: ctx.operations.list_maintenance())
+get_rooms = _reader("rooms", lambda ctx: ctx.entries.rooms_view())
+get_shift = _reader("shift", lambda ctx: ctx.handover.view())
+
+
+def _period(request: web.Request, default_limit: int) -> tuple[float | None, float | None, int]:
+    """A register read's `since` and `until` (Unix seconds, either left out) and `limit`
+    (1 to 10000 lines)."""
+    try:
+        since = float(request.query["since"]) if "since" in request.query else None
+        until = float(request.query["until"]) if "until" in request.query else None
+        limit = int(request.query.get("limit", str(default_limit)))
+    except ValueError as exc:
+        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
+    if not 0 < limit <= 10_000:
+        raise ApiError(400, "limit must be between 1 and 10000")
+    return since, until, limit
 
 
 @_errors
 async def get_log(request: web.Request) -> web.Response:
     """The duty log: since/until (unix seconds), kind (prefix with a trailing '.'), subject."""
     authorize_read(request, _ctx(request))
-    try:
-        since = float(request.query["since"]) if "since" in request.query else None
-        until = float(request.query["until"]) if "until" in request.query else None
-        limit = int(request.query.get("limit", "200"))
-    except ValueError as exc:
-        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
-    if not 0 < limit <= 10_000:
-        raise ApiError(400, "limit must be between 1 and 10000")
+    since, until, limit = _period(request, default_limit=200)
     entries = await _ctx(request).storage.log.read(
         since=since,
         until=until,
@@ -627,8 +640,8 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 @_errors
 async def get_topology(request: web.Request) -> web.Response:
-    """Every target's parents, those of `depends_on: auto` as learned from LLDP (with the
-    switch port), for `dutyd topology --live`."""
+    """Every target's parents, those of `depends_on: auto` as learned from LLDP or a bridge
+    forwarding table (with the switch port and `how`), for `dutyd topology --live`."""
     authorize_read(request, _ctx(request))
     return web.json_response(_ctx(request).topology())
 
@@ -679,30 +692,11 @@ async def post_entry(request: web.Request) -> web.Response:
 @_errors
 async def get_entries(request: web.Request) -> web.Response:
     authorize_read(request, _ctx(request))
-    try:
-        since = float(request.query["since"]) if "since" in request.query else None
-        until = float(request.query["until"]) if "until" in request.query else None
-        limit = int(request.query.get("limit", "1000"))
-    except ValueError as exc:
-        raise ApiError(400, f"since, until and limit must be numbers: {exc}") from None
-    if not 0 < limit <= 10_000:
-        raise ApiError(400, "limit must be between 1 and 10000")
+    since, until, limit = _period(request, default_limit=1000)
     lines = await _ctx(request).storage.room_entries.read(
         since, until, request.query.get("room"), limit
     )
     return web.json_response({"entries": [views.room_entry_view(e) for e in lines]})
-
-
-@_errors
-async def get_rooms(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"rooms": _ctx(request).entries.rooms_view()})
-
-
-@_errors
-async def get_shift(request: web.Request) -> web.Response:
-    authorize_read(request, _ctx(request))
-    return web.json_response({"shift": _ctx(request).handover.view()})
 
 
 @_errors

@@ -39,7 +39,8 @@ class WebContext:
     timezone: Callable[[], str]
     # This node's place in the cluster (active or standby, the active node, members).
     cluster: Callable[[], dict[str, Any]] = field(default=lambda: {"enabled": False})
-    # Every target's parents (configured and learned from LLDP for `depends_on: auto`).
+    # Every target's parents (configured, and learned from LLDP or forwarding tables for
+    # `depends_on: auto`).
     topology: Callable[[], dict[str, Any]] = field(default=lambda: {"parents": {}, "learned": {}})
     # The daemon's clock: "now" for the API (an ack's expiry, a silence's end, who is on duty,
     # an ack link's expiry) and the status page, so they agree with the engine and escalation.

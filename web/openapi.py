@@ -114,7 +114,7 @@ def document() -> dict[str, Any]:
             "/api/v1/topology": {
                 "get": {
                     "summary": "Every target's parents; those of depends_on: auto as learned "
-                    "from the switches' LLDP neighbours, with the port",
+                    "from the switches' LLDP neighbours or forwarding tables, with the port",
                     **read,
                 }
             },

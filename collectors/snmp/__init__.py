@@ -4,7 +4,9 @@
   socket, prebuilt requests) that every v1/v2c poll takes;
 - `v3`: pysnmp 7's engine (one per daemon) for SNMPv3 with USM, and the reference the lean
   path is tested against;
-- `profiles/`: what to read and how to name it (`switch`, `ups`, `sensor`, user OID maps);
+- `profiles/`: what to read and how to name it (`switch`, `ups`, `sensor`, `lldp`, `bridge`,
+  the room probes `entity_sensor`, `apc_probe` and `apc_uio`, user OID maps), one module and one
+  registration each;
 - `collector`: the target model and the collector that ties them together;
 - `trap_*`: the SNMP trap and inform listener (see README.md, "SNMP traps and informs").
 """

@@ -48,6 +48,7 @@ from dutyd.collectors.snmp.codec import VERSION_1, VERSION_2C, Oid, parse_oid
 from dutyd.collectors.snmp.facts import MAX_ENTITIES, facts_from, facts_query
 from dutyd.collectors.snmp.profiles import PROFILES, Profile
 from dutyd.collectors.snmp.profiles.base import PollData
+from dutyd.collectors.snmp.profiles.bridge import DEFAULT_MAX_ROWS, BridgeProfile, ForwardingTable
 from dutyd.collectors.snmp.profiles.oidmap import OidMapProfile, OidMetric
 from dutyd.collectors.snmp.profiles.sensor import SensorProbe
 from dutyd.collectors.snmp.profiles.switch import SwitchProfile
@@ -134,9 +135,12 @@ class SnmpTarget(TargetConfig):
         le=100_000,
         description="Most rows a walked column may have; more is a broken agent (target down).",
     )
-    profiles: list[Literal["switch", "ups", "sensor", "lldp"]] = Field(
+    profiles: list[str] = Field(
         default_factory=list,
-        description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor, lldp (LLDP-MIB).",
+        description="What to read: switch (IF-MIB), ups (UPS-MIB), sensor (an OID map of "
+        "probes), lldp (LLDP-MIB), bridge (forwarding and ARP tables), entity_sensor "
+        "(ENTITY-SENSOR-MIB probes), apc_probe, apc_uio (an APC card's or NetBotz's "
+        "probes); every name in profiles/__init__.py PROFILES.",
     )
     ports: list[str] = Field(
         default_factory=list,
@@ -152,6 +156,14 @@ class SnmpTarget(TargetConfig):
     )
     oids: list[OidMetric] = Field(
         default_factory=list, description="User OID map: scalars and table columns to read."
+    )
+    bridge_max_rows: int = Field(
+        default=DEFAULT_MAX_ROWS,
+        ge=1,
+        le=65_536,
+        description="bridge: most rows of each column it walks (forwarding tables, bridge "
+        "ports, ifName, ARP tables); a longer one is refused (not learned from), the target "
+        "stays up.",
     )
     label_refresh: Duration = Field(
         default=900.0,
@@ -170,6 +182,16 @@ class SnmpTarget(TargetConfig):
         if key not in _VERSIONS:
             raise ValueError("must be 1, 2c or 3")
         return _VERSIONS[key]
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[str]) -> list[str]:
+        unknown = [p for p in v if p not in PROFILES]
+        if unknown:
+            raise ValueError(
+                f"unknown profile {', '.join(map(repr, unknown))}; known: {', '.join(PROFILES)}"
+            )
+        return v
 
     @field_validator("address")
     @classmethod
@@ -207,7 +229,7 @@ class SnmpTarget(TargetConfig):
             if v3_keys:
                 raise ValueError(f"{', '.join(v3_keys)}: only for version 3")
         if not self.profiles and not self.oids:
-            raise ValueError("nothing to read: give profiles (switch, ups, sensor) or oids")
+            raise ValueError("nothing to read: give profiles (switch, ups, sensor, ...) or oids")
         if (self.ports or self.port_pattern) and "switch" not in self.profiles:
             raise ValueError("ports / port_pattern apply to the switch profile")
         if bool(self.sensors) != ("sensor" in self.profiles):
@@ -266,6 +288,12 @@ class SnmpCollector(Collector[SnmpTarget]):
         label_columns = [c for c in dict.fromkeys(label_columns) if c not in columns]
         # Prepared once: numeric OIDs, BER-encoded, request templates cached in the Query.
         # The whole query reads the rows' names too; the lean one, used in between, does not.
+        # Tables a profile walks apart, under a row cap of its own (the bridge profile's).
+        self._capped = [
+            (p, Query([], walk[0]), walk[1])
+            for p in self._profiles
+            if (walk := p.capped_walk()) is not None
+        ]
         self._query = Query(scalars, columns + label_columns)
         self._lean_query = Query(scalars, columns) if label_columns else None
         self._labels_read_at: float | None = None  # monotonic time of the last whole walk
@@ -345,6 +373,9 @@ class SnmpCollector(Collector[SnmpTarget]):
             data.columns = dict(zip(query.columns, column_values, strict=True))
         if query is self._query:
             self._labels_read_at = now
+        for _, capped_query, max_rows in self._capped:
+            left = cfg.timeout * 0.9 - (time.monotonic() - started)
+            await self._walk_capped(client, capped_query, max_rows, left, data)
         for profile in self._profiles:
             profile.emit(data, readings)
         self._last_ok = now
@@ -353,6 +384,39 @@ class SnmpCollector(Collector[SnmpTarget]):
             # a slow inventory walk.
             left = cfg.timeout * 0.9 - (time.monotonic() - started)
             await self._read_facts(client, left)
+
+    async def _walk_capped(
+        self, client: SnmpClient, query: Query, max_rows: int, within: float, data: PollData
+    ) -> None:
+        """A profile's own walk within what is left of the poll: its columns in
+        `data.capped`, or None and why in `data.capped_refused` (the target is not down for
+        it: the rest of the poll was read)."""
+        data.capped, data.capped_refused = None, ""
+        if within <= 0:
+            data.capped_refused = "no time left in the poll's timeout for the table walk"
+            return
+        try:
+            async with asyncio.timeout(within):
+                _, values = await client.fetch(query, max_rows)
+        except TimeoutError:
+            data.capped_refused = f"the table walk took longer than the {within:.1f}s left"
+            return
+        except CollectError as exc:
+            data.capped_refused = str(exc)
+            return
+        data.capped = dict(zip(query.columns, values, strict=True))
+
+    def take_forwarding(self) -> tuple[ForwardingTable | None, str] | None:
+        """The bridge profile's last forwarding table (or None) and why it was refused ("" if
+        not), once per poll; None without a bridge profile or when already taken."""
+        for profile in self._profiles:
+            if isinstance(profile, BridgeProfile):
+                if profile.table is None and not profile.refused:
+                    return None
+                got = (profile.table, profile.refused)
+                profile.table, profile.refused = None, ""
+                return got
+        return None
 
     async def _read_facts(self, client: SnmpClient, within: float) -> None:
         """The equipment register's facts. A device that will not tell (a walk cut short or

@@ -8,10 +8,10 @@ import json
 import asyncpg
 
 from dutyd.storage.postgres.database import PostgresDatabase, check_fence
-from dutyd.storage.postgres.log import INSERT as INSERT_LOG
+from dutyd.storage.postgres.log import insert_entries, keyed_row
 from dutyd.storage.records import NewLogEntry, StoredAlert
 from dutyd.storage.repositories import AlertRepository
-from dutyd.storage.rows import alert_row, log_row
+from dutyd.storage.rows import alert_row
 
 # The same outage (the stored row and the saved alert both firing): its start and first firing
 # time stay as first recorded, whoever writes later.
@@ -51,7 +51,7 @@ class PostgresAlerts(AlertRepository):
         epoch: int | None = None,
     ) -> float | None:
         row = alert_row(alert) if alert is not None else None
-        logged = log_row(entry)
+        logged = keyed_row(entry)
 
         async def write(c: asyncpg.Connection) -> float | None:
             async with c.transaction():
@@ -61,7 +61,7 @@ class PostgresAlerts(AlertRepository):
                     fired_at = await c.fetchval(_UPSERT, *row)
                 else:
                     await c.execute("DELETE FROM alerts WHERE fingerprint=$1", fingerprint)
-                await c.execute(INSERT_LOG, *logged)
+                await insert_entries(c, [logged])
                 return fired_at
 
         return await self.db.run(write)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from dutyd.storage.postgres.database import PostgresDatabase
+from dutyd.storage.postgres.database import PostgresDatabase, check_fence
 from dutyd.storage.records import GroupHold, GroupMemberRow, LeaseState, Member, TargetStatusRow
 from dutyd.storage.repositories import ClusterRepository
 from dutyd.storage.rows import group_hold_rows, group_member
@@ -31,15 +31,32 @@ class PostgresCluster(ClusterRepository):
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
 
-    async def heartbeat(self, node: str, address: str, shard: str | None, started: float) -> float:
+    async def heartbeat(
+        self,
+        node: str,
+        address: str,
+        shard: str | None,
+        started: float,
+        stale_after: float = 0.0,
+    ) -> float:
         async def upsert(c: asyncpg.Connection) -> float:
+            # In ON CONFLICT's SET, cluster_members.* is the row as it was (see the contract
+            # for when the epoch is new; the sequence never gives a number twice).
             return float(
                 await c.fetchval(
-                    "INSERT INTO cluster_members (node, address, shard, started, last_seen) "
-                    "VALUES ($1,$2,$3,$4,dutyd_now()) ON CONFLICT (node) DO UPDATE SET "
+                    "INSERT INTO cluster_members "
+                    "(node, address, shard, started, last_seen, epoch, stale_after) "
+                    "VALUES ($1,$2,$3,$4,dutyd_now(),nextval('member_epochs'),$5) "
+                    "ON CONFLICT (node) DO UPDATE SET "
                     "address=excluded.address, shard=excluded.shard, started=excluded.started, "
-                    "last_seen=excluded.last_seen RETURNING last_seen",
-                    node, address, shard, started,
+                    "last_seen=excluded.last_seen, stale_after=excluded.stale_after, "
+                    "epoch=CASE WHEN cluster_members.epoch = 0 "
+                    "OR cluster_members.started <> excluded.started "
+                    "OR (cluster_members.stale_after > 0 AND excluded.last_seen "
+                    "- cluster_members.last_seen >= cluster_members.stale_after) "
+                    "THEN excluded.epoch ELSE cluster_members.epoch END "
+                    "RETURNING last_seen",
+                    node, address, shard, started, stale_after,
                 )
             )  # fmt: skip
 
@@ -49,7 +66,7 @@ class PostgresCluster(ClusterRepository):
         async def select(c: asyncpg.Connection) -> tuple[list[Member], float]:
             async with c.transaction():
                 rows = await c.fetch(
-                    "SELECT node, address, shard, started, last_seen FROM cluster_members "
+                    "SELECT node, address, shard, started, last_seen, epoch FROM cluster_members "
                     'ORDER BY node COLLATE "C"'
                 )
                 now = await c.fetchval("SELECT dutyd_now()")
@@ -112,13 +129,16 @@ class PostgresCluster(ClusterRepository):
 
         return await self.db.run(select, retry=False)
 
-    async def publish_targets(self, rows: Sequence[TargetStatusRow]) -> None:
+    async def publish_targets(
+        self, rows: Sequence[TargetStatusRow], epoch: int | None = None
+    ) -> None:
         data = [(r.target, r.node, r.up, r.reason, r.last_poll, r.updated) for r in rows]
         if not data:
             return
 
         async def upsert(c: asyncpg.Connection) -> None:
             async with c.transaction():
+                await check_fence(c, epoch)
                 await c.executemany(
                     "INSERT INTO target_status (target, node, up, reason, last_poll, updated) "
                     "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (target) DO UPDATE SET "
@@ -139,12 +159,17 @@ class PostgresCluster(ClusterRepository):
         return [TargetStatusRow(*r) for r in await self.db.run(select, retry=False)]
 
     async def publish_group_members(
-        self, node: str, holds: Sequence[GroupHold], forget_after: float
+        self,
+        node: str,
+        holds: Sequence[GroupHold],
+        forget_after: float,
+        epoch: int | None = None,
     ) -> None:
         data = group_hold_rows(holds)
 
         async def upsert(c: asyncpg.Connection) -> None:
             async with c.transaction():
+                await check_fence(c, epoch)
                 # One now for the whole round (dutyd_now() per row would differ by microseconds).
                 now = float(await c.fetchval("SELECT dutyd_now()"))
                 await c.executemany(

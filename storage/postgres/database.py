@@ -1,6 +1,19 @@
 """The PostgreSQL connection pool (asyncpg): opening (password, migrations under an advisory
-lock), running a unit of work with a connection, riding out an outage, and error messages
-that never show the password."""
+lock), running a unit of work with a connection under a deadline, riding out an outage, and
+error messages that never show the password.
+
+The deadline. A database that accepts connections but does not answer (its process frozen,
+a network that holds packets, a proxy that stopped forwarding) would hold a call for as long
+as the kernel keeps the socket. Every unit of work (the connection's acquiry included) runs
+under `storage.write_deadline`: past it the call is a storage fault (`DatabaseUnavailable`,
+reported to `StorageHealth` as a failed disk is), and its connection is closed, never
+returned to the pool in the middle of a transaction (the server rolls back what it had not
+committed). The server ends a statement that runs longer (`statement_timeout`), so a
+statement waiting for a lock held by a stuck session gives its own locks back too. A call
+that timed out is not tried again: the database was there and did not answer, and each try
+would wait as long. One that found the database gone (refused, reset: a restart) is, every
+second or so, for `storage.retry_for`.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +26,11 @@ from typing import TypeVar
 import asyncpg
 
 from dutyd.core.redact import redact_address
-from dutyd.storage.base import FencedOut, StorageError
+from dutyd.storage.base import DatabaseUnavailable, FencedOut, StorageError
+from dutyd.storage.health import StorageHealth
 from dutyd.storage.postgres.migrations import MIGRATION_LOCK, MIGRATIONS
+from dutyd.storage.records import MEMBER_EPOCH_BASE
+from dutyd.storage.rows import member_refusal
 
 T = TypeVar("T")
 
@@ -42,6 +58,8 @@ Work = Callable[[asyncpg.Connection], Awaitable[T]]
 # fence again) once the node reaches the database. Every unit of work here sends its
 # statements back to back, so a live node is never near this.
 IDLE_IN_TRANSACTION_MS = 2000
+# Migrations run without the deadline: a table rewritten on a large database takes its time.
+MIGRATION_TIMEOUT = 3600.0
 
 
 async def check_fence(c: asyncpg.Connection, epoch: int | None) -> None:
@@ -50,6 +68,18 @@ async def check_fence(c: asyncpg.Connection, epoch: int | None) -> None:
     for it or the write sees the new fence: no write of an old epoch lands after a takeover.
     Run again on each retry after an outage, so a write that waited is checked again."""
     if epoch is None:
+        return
+    if epoch >= MEMBER_EPOCH_BASE:
+        # A shard agent's: its row, share-locked like the fence row (the heartbeat that
+        # gives it a new epoch waits for this write, or this write sees the new epoch).
+        row = await c.fetchrow(
+            "SELECT node, dutyd_now() - last_seen, stale_after FROM cluster_members "
+            "WHERE epoch=$1 FOR SHARE",
+            epoch,
+        )
+        refused = member_refusal(epoch, row)
+        if refused:
+            raise FencedOut(refused)
         return
     fence = await c.fetchval("SELECT epoch FROM outbox_fence WHERE id=1 FOR SHARE")
     if fence is not None and epoch < fence:
@@ -66,14 +96,23 @@ class PostgresDatabase:
         read_only: bool = False,
         pool_size: int = 5,
         retry_for: float = 120.0,
+        deadline: float = 5.0,
+        health: StorageHealth | None = None,
     ) -> None:
         self.url = url
         self.read_only = read_only
         self.pool_size = pool_size
         self.retry_for = retry_for
+        self.deadline = deadline
+        self.health = health if health is not None else StorageHealth()
         self._password = password
         self._pool: asyncpg.Pool | None = None
         self._down_since: float | None = None
+        # The fault of a call that failed, until a call gets an answer (the probe, or in a
+        # cluster the next heartbeat, which is always tried): meanwhile the other calls fail
+        # at once (as behind a stuck SQLite write) rather than each waiting out the deadline,
+        # so a node alone pages from memory without delay.
+        self._failing: str | None = None
 
     def _message(self, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
@@ -89,10 +128,11 @@ class PostgresDatabase:
                 min_size=1,
                 max_size=self.pool_size,
                 timeout=10,
-                command_timeout=30,
+                command_timeout=self.deadline,
                 server_settings={
                     "application_name": "dutyd",
                     "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                    "statement_timeout": str(max(1, int(self.deadline * 1000))),
                 },
             )
         except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
@@ -119,7 +159,9 @@ class PostgresDatabase:
     async def _migrate(self, conn: asyncpg.Connection) -> None:
         # Session-level advisory lock: a second node starting now waits here, then finds the
         # migrations applied. Released explicitly (and by PostgreSQL if this node dies).
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        wait = MIGRATION_TIMEOUT
+        await conn.execute("SET statement_timeout = 0")
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=wait)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS dutyd_schema ("
@@ -133,7 +175,7 @@ class PostgresDatabase:
                 )
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 async with conn.transaction():
-                    await conn.execute(script)
+                    await conn.execute(script, timeout=wait)
                     await conn.execute(
                         "INSERT INTO dutyd_schema (version, applied_at) VALUES ($1, $2)",
                         number,
@@ -142,6 +184,7 @@ class PostgresDatabase:
                 log.info("database schema migrated", extra={"fields": {"version": number}})
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+            await conn.execute("RESET statement_timeout")
 
     async def _check_readable(self, conn: asyncpg.Connection) -> None:
         version = await self._applied(conn)
@@ -156,17 +199,23 @@ class PostgresDatabase:
         )
 
     async def run(self, work: Work[T], retry: bool = True) -> T:
-        """Run `work` with a pooled connection. While the database is unreachable, the work is
-        tried again every second or so for `retry_for` seconds (`retry` False: fail at once,
-        for callers that must know now, such as the cluster lease)."""
+        """Run `work` with a pooled connection, within `deadline` (see the module docstring).
+        While the database is unreachable, the work is tried again every second or so for
+        `retry_for` seconds (`retry` False: fail at once, for callers that must know now,
+        such as the cluster lease). A call that fails is a storage fault: reported to
+        `health` and raised as `DatabaseUnavailable`; until a call gets an answer, calls that
+        would retry fail at once (those that must know now still ask)."""
         if self._pool is None:
             raise RuntimeError("storage is not open")
         deadline = time.monotonic() + self.retry_for
         delay = 0.2
         while True:
+            if retry and self._failing is not None:
+                self.health.failed(self._failing)
+                raise DatabaseUnavailable(self._failing)
             try:
-                async with self._pool.acquire(timeout=10) as conn:
-                    result = await work(conn)
+                result = await self._attempt(self._pool, work)
+                self._failing = None  # it answers (the health's episode ends at the probe)
                 if self._down_since is not None:
                     log.warning(
                         "database reachable again",
@@ -176,6 +225,10 @@ class PostgresDatabase:
                     )
                     self._down_since = None
                 return result
+            except (TimeoutError, asyncpg.exceptions.QueryCanceledError):
+                # Ours, or the server's (`statement_timeout`, when it ends the statement
+                # first): the same fault.
+                raise self._fault(f"no answer within {self.deadline:g}s") from None
             except CONNECTION_LOST as exc:
                 if self._down_since is None:
                     self._down_since = time.monotonic()
@@ -186,11 +239,50 @@ class PostgresDatabase:
                         },
                     )
                 if not retry or time.monotonic() + delay > deadline:
-                    raise StorageError(
-                        f"database {redact_address(self.url)} unreachable: {self._message(exc)}"
-                    ) from None
+                    raise self._fault(f"unreachable: {self._message(exc)}") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    async def _attempt(self, pool: asyncpg.Pool, work: Work[T]) -> T:
+        """One try: a connection and the work, both within the deadline. A connection whose
+        work did not end cleanly (the deadline, a cancel from the caller, a lost connection,
+        a transaction still open) is closed, not given back to the pool."""
+        conn: asyncpg.Connection | None = None
+        try:
+            async with asyncio.timeout(self.deadline):
+                conn = await pool.acquire()
+                return await work(conn)
+        except BaseException as exc:
+            if conn is not None and (
+                isinstance(exc, (*CONNECTION_LOST, asyncio.CancelledError))
+                or conn.is_closed()
+                or conn.is_in_transaction()
+            ):
+                conn.terminate()
+            raise
+        finally:
+            if conn is not None:
+                await pool.release(conn, timeout=self.deadline)
+
+    def _fault(self, what: str) -> DatabaseUnavailable:
+        reason = f"database {redact_address(self.url)} {what}"
+        self._failing = reason
+        self.health.failed(reason)
+        return DatabaseUnavailable(reason)
+
+    async def probe(self) -> bool:
+        """Whether the database takes writes now: a transaction id drawn (which a read-only
+        server refuses), within the deadline, without waiting out `retry_for`."""
+
+        async def draw(c: asyncpg.Connection) -> None:
+            await c.fetchval("SELECT txid_current()")
+
+        try:
+            await self.run(draw, retry=False)
+        except DatabaseUnavailable:
+            return False
+        self._failing = None
+        return True
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -13,7 +13,29 @@ from dutyd.storage.records import LogEntry, NewLogEntry
 from dutyd.storage.repositories import DrillRepository, DutyLogRepository
 from dutyd.storage.rows import log_row
 
-INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data) VALUES ($1,$2,$3,$4,$5)"
+INSERT = "INSERT INTO duty_log (ts, kind, actor, subject, data, key) VALUES ($1,$2,$3,$4,$5,$6)"
+# An entry of this key and moment already there is the same entry, written by a call that timed
+# out after its commit had reached the server (migration 10): not written again.
+_FOUND = "SELECT id FROM duty_log WHERE key=$1 AND ts=$2 AND kind=$3"
+
+KeyedRow = tuple[float, str, str, str, str, int]
+
+
+def keyed_row(entry: NewLogEntry) -> KeyedRow:
+    return (*log_row(entry), entry.key)
+
+
+async def insert_entries(c: asyncpg.Connection, rows: Sequence[KeyedRow]) -> int:
+    """Inside a transaction: insert the rows not already there (by key); the last row's id."""
+    last = 0
+    for row in rows:
+        found = await c.fetchval(_FOUND, row[5], row[0], row[1])
+        last = (
+            int(found)
+            if found is not None
+            else int(await c.fetchval(INSERT + " RETURNING id", *row))
+        )
+    return last
 
 
 class PostgresDutyLog(DutyLogRepository):
@@ -29,24 +51,27 @@ class PostgresDutyLog(DutyLogRepository):
         data: dict[str, Any],
         epoch: int | None = None,
     ) -> int:
-        row = log_row(NewLogEntry(timestamp, kind, actor, subject, data))
+        return await self.append_entry(NewLogEntry(timestamp, kind, actor, subject, data), epoch)
+
+    async def append_entry(self, entry: NewLogEntry, epoch: int | None = None) -> int:
+        row = keyed_row(entry)
 
         async def insert(c: asyncpg.Connection) -> int:
             async with c.transaction():
                 await check_fence(c, epoch)
-                return int(await c.fetchval(INSERT + " RETURNING id", *row))
+                return await insert_entries(c, [row])
 
         return await self.db.run(insert)
 
     async def append_many(self, entries: Sequence[NewLogEntry], epoch: int | None = None) -> None:
-        rows = [log_row(e) for e in entries]
+        rows = [keyed_row(e) for e in entries]
         if not rows:
             return
 
         async def insert(c: asyncpg.Connection) -> None:
             async with c.transaction():
                 await check_fence(c, epoch)
-                await c.executemany(INSERT, rows)
+                await insert_entries(c, rows)
 
         await self.db.run(insert)
 

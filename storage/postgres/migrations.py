@@ -223,4 +223,18 @@ MIGRATIONS: list[str] = [
         sys_name TEXT NOT NULL
     );
     """,
+    # 10 (i22): each duty log entry's own key (`NewLogEntry.key`), so an entry written again
+    # after a call that timed out once its commit had reached the server is not there twice.
+    """
+    ALTER TABLE duty_log ADD COLUMN key BIGINT;
+    CREATE INDEX duty_log_key ON duty_log (key) WHERE key IS NOT NULL;
+    """,
+    # 11 (i22): each member's epoch (fencing a shard agent's writes) and the member timeout
+    # it wrote, past which its epoch fences nothing in; epochs from 2**40 (below: the lease's).
+    """
+    ALTER TABLE cluster_members ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE cluster_members ADD COLUMN stale_after DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE SEQUENCE member_epochs START WITH 1099511627776;
+    CREATE INDEX cluster_members_epoch ON cluster_members (epoch);
+    """,
 ]

@@ -9,10 +9,10 @@ from collections.abc import Collection, Sequence
 import asyncpg
 
 from dutyd.storage.postgres.database import PostgresDatabase, check_fence
-from dutyd.storage.postgres.log import INSERT as INSERT_LOG
+from dutyd.storage.postgres.log import insert_entries, keyed_row
 from dutyd.storage.records import NewLogEntry, OutboxMessage, OutboxStats
 from dutyd.storage.repositories import OutboxRepository
-from dutyd.storage.rows import LAST_ERROR_MAX, log_row, message_row
+from dutyd.storage.rows import LAST_ERROR_MAX, message_row
 
 COLUMNS = (
     "id, recipient, kind, channel, payload, fallbacks, attempts, channel_failures, created, "
@@ -125,7 +125,7 @@ class PostgresOutbox(OutboxRepository):
         epoch: int | None = None,
     ) -> None:
         ids = [(i, at) for i in dict.fromkeys([message_id, *also_sent])]
-        entry = log_row(log) if log is not None else None
+        entry = keyed_row(log) if log is not None else None
 
         async def done(c: asyncpg.Connection) -> None:
             async with c.transaction():
@@ -137,7 +137,7 @@ class PostgresOutbox(OutboxRepository):
                     ids,
                 )
                 if entry is not None:
-                    await c.execute(INSERT_LOG, *entry)
+                    await insert_entries(c, [entry])
 
         await self.db.run(done)
 

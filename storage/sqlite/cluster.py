@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dutyd.storage.records import GroupHold, GroupMemberRow, LeaseState, Member, TargetStatusRow
 from dutyd.storage.repositories import ClusterRepository
 from dutyd.storage.rows import group_hold_rows, group_member
-from dutyd.storage.sqlite.database import SqliteDatabase, transaction
+from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
 
 
 def _lease(c: sqlite3.Connection, name: str, now: float) -> LeaseState | None:
@@ -24,15 +24,40 @@ class SqliteCluster(ClusterRepository):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
-    async def heartbeat(self, node: str, address: str, shard: str | None, started: float) -> float:
+    async def heartbeat(
+        self,
+        node: str,
+        address: str,
+        shard: str | None,
+        started: float,
+        stale_after: float = 0.0,
+    ) -> float:
         def upsert(c: sqlite3.Connection) -> float:
-            now = time.time()
-            c.execute(
-                "INSERT INTO cluster_members (node, address, shard, started, last_seen) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (node) DO UPDATE SET address=excluded.address, "
-                "shard=excluded.shard, started=excluded.started, last_seen=excluded.last_seen",
-                (node, address, shard, started, now),
-            )
+            with transaction(c):
+                now = time.time()
+                row = c.execute(
+                    "SELECT started, last_seen, stale_after, epoch FROM cluster_members "
+                    "WHERE node=?",
+                    (node,),
+                ).fetchone()
+                epoch = row[3] if row is not None else 0
+                if (
+                    row is None
+                    or epoch == 0
+                    or row[0] != started
+                    or (row[2] > 0 and now - row[1] >= row[2])
+                ):
+                    c.execute("UPDATE member_epochs SET last=last+1 WHERE id=1")
+                    epoch = c.execute("SELECT last FROM member_epochs WHERE id=1").fetchone()[0]
+                c.execute(
+                    "INSERT INTO cluster_members "
+                    "(node, address, shard, started, last_seen, epoch, stale_after) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (node) DO UPDATE SET "
+                    "address=excluded.address, shard=excluded.shard, started=excluded.started, "
+                    "last_seen=excluded.last_seen, epoch=excluded.epoch, "
+                    "stale_after=excluded.stale_after",
+                    (node, address, shard, started, now, epoch, stale_after),
+                )
             return now
 
         return await self.db.run(upsert)
@@ -40,7 +65,8 @@ class SqliteCluster(ClusterRepository):
     async def members(self) -> tuple[list[Member], float]:
         def select(c: sqlite3.Connection) -> tuple[list[Member], float]:
             rows = c.execute(
-                "SELECT node, address, shard, started, last_seen FROM cluster_members ORDER BY node"
+                "SELECT node, address, shard, started, last_seen, epoch FROM cluster_members "
+                "ORDER BY node"
             ).fetchall()
             return [Member(*r) for r in rows], time.time()
 
@@ -88,13 +114,16 @@ class SqliteCluster(ClusterRepository):
     async def lease(self, name: str) -> LeaseState | None:
         return await self.db.run(lambda c: _lease(c, name, time.time()))
 
-    async def publish_targets(self, rows: Sequence[TargetStatusRow]) -> None:
+    async def publish_targets(
+        self, rows: Sequence[TargetStatusRow], epoch: int | None = None
+    ) -> None:
         data = [(r.target, r.node, int(r.up), r.reason, r.last_poll, r.updated) for r in rows]
         if not data:
             return
 
         def upsert(c: sqlite3.Connection) -> None:
             with transaction(c):
+                check_fence(c, epoch)
                 c.executemany(
                     "INSERT OR REPLACE INTO target_status "
                     "(target, node, up, reason, last_poll, updated) VALUES (?,?,?,?,?,?)",
@@ -113,12 +142,17 @@ class SqliteCluster(ClusterRepository):
         return [TargetStatusRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]
 
     async def publish_group_members(
-        self, node: str, holds: Sequence[GroupHold], forget_after: float
+        self,
+        node: str,
+        holds: Sequence[GroupHold],
+        forget_after: float,
+        epoch: int | None = None,
     ) -> None:
         data = group_hold_rows(holds)
 
         def upsert(c: sqlite3.Connection) -> None:
             with transaction(c):
+                check_fence(c, epoch)
                 now = time.time()
                 c.executemany(
                     "INSERT INTO group_members "

@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import TypeVar
 
 from dutyd.storage.base import FencedOut, StorageError
 from dutyd.storage.health import StorageHealth, StorageUnavailable
+from dutyd.storage.records import MEMBER_EPOCH_BASE
+from dutyd.storage.rows import member_refusal
 from dutyd.storage.sqlite.migrations import LEGACY, MIGRATIONS
 
 T = TypeVar("T")
@@ -77,6 +80,15 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 def check_fence(conn: sqlite3.Connection, epoch: int | None) -> None:
     """Inside a write's transaction: refuse it when `epoch` is below the fence."""
     if epoch is None:
+        return
+    if epoch >= MEMBER_EPOCH_BASE:  # a shard agent's (see `MEMBER_EPOCH_BASE`)
+        member = conn.execute(
+            "SELECT node, ? - last_seen, stale_after FROM cluster_members WHERE epoch=?",
+            (time.time(), epoch),
+        ).fetchone()
+        refused = member_refusal(epoch, member)
+        if refused:
+            raise FencedOut(refused)
         return
     row = conn.execute("SELECT epoch FROM outbox_fence WHERE id=1").fetchone()
     if row is not None and epoch < row[0]:

@@ -258,6 +258,15 @@ MIGRATIONS: list[str] = [
         sys_name TEXT NOT NULL
     );
     """,
+    # 16 (i22): each member's epoch (fencing a shard agent's writes) and the member timeout it
+    # wrote; the last epoch given (from 2**40: below are the lease's), never given again.
+    """
+    ALTER TABLE cluster_members ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE cluster_members ADD COLUMN stale_after REAL NOT NULL DEFAULT 0;
+    CREATE INDEX cluster_members_epoch ON cluster_members (epoch);
+    CREATE TABLE member_epochs (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+    INSERT INTO member_epochs (id, last) VALUES (1, 1099511627775);
+    """,
 ]
 
 # (layer, version) in the old per-layer `schema_version` table, for MIGRATIONS[i].

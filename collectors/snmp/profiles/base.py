@@ -23,9 +23,10 @@ MAX_LABEL_CHARS = 64
 class PollData:
     """One poll's values: scalars by OID, table columns by OID ({index bytes: value}),
     seconds since the previous successful poll (None on the first) and whether the device
-    restarted since then (sysUpTime went backwards; None when not read)."""
+    restarted since then (sysUpTime went backwards; None when not read). `capped`: the
+    columns of a profile's `capped_walk`, or None with the reason in `capped_refused`."""
 
-    __slots__ = ("columns", "elapsed", "rebooted", "scalars")
+    __slots__ = ("capped", "capped_refused", "columns", "elapsed", "rebooted", "scalars")
 
     def __init__(
         self,
@@ -38,6 +39,8 @@ class PollData:
         self.columns = columns
         self.elapsed = elapsed
         self.rebooted = rebooted
+        self.capped: Mapping[Oid, Column] | None = None
+        self.capped_refused = ""
 
 
 class Profile(ABC):
@@ -67,6 +70,12 @@ class Profile(ABC):
     @abstractmethod
     def columns(self) -> list[Oid]:
         """Table column OIDs to walk."""
+
+    def capped_walk(self) -> tuple[list[Oid], int] | None:
+        """Columns walked apart from the poll's walk, with a row cap of their own (a table
+        that may be large, as a forwarding table): a walk refused or failed there is not the
+        target's failure, the profile gets None and the reason (`PollData.capped`)."""
+        return None
 
     def label_columns(self) -> list[Oid]:
         """Columns that only name rows (ifName, ifDescr). The collector walks them on the
