@@ -30,6 +30,7 @@ SHARED_UNITS = {
     "tests/test_discover.py": "room-127.0.1.0",
     "tests/test_discover_site.py": "room-127.0.1.0",
     "tests/test_topology_auto.py": "room-127.0.1.0",
+    "tests/test_topology_bridge.py": "room-127.0.1.0",
 }
 # Files of a minute or more (`--durations`), handed out first so that none of them starts last
 # and keeps one worker busy alone at the end; the rest follow in collection order.
