@@ -305,20 +305,19 @@ async def test_a_poll_cancelled_as_its_collector_fails_leaves_no_unretrieved_exc
     context = CollectorContext()
     scheduler = Scheduler(lambda _r: None, clock=FakeClock())
     failing = FakeTarget(name="failing", address="x", interval=5, timeout=1, behaviour="fail")
-    poll: asyncio.Task[PollResult] | None = None
+    polls: list[asyncio.Task[PollResult]] = []
 
     class CancelledAsItFails(BehaviourCollector):
         async def collect(self, readings: Readings) -> None:
-            assert poll is not None
-            poll.cancel()  # the poll waits on this task; both end in this turn
+            polls[0].cancel()  # the poll waits on this task; both end in this turn
             await super().collect(readings)
 
     collector = CancelledAsItFails(failing, context)
     try:
-        poll = asyncio.create_task(scheduler.poll_once(collector))
+        polls.append(asyncio.create_task(scheduler.poll_once(collector)))
         with pytest.raises(asyncio.CancelledError):
-            await poll
-        del poll
+            await polls[0]
+        polls.clear()
         gc.collect()  # the collect task goes, and asyncio reports it if nobody retrieved it
         await asyncio.sleep(0)
         assert [c for c in reported if "never retrieved" in str(c.get("message"))] == []
