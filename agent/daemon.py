@@ -634,17 +634,20 @@ class Daemon:
         elif not result.ok and was_up is not False and self._parents_of(result.target):
             self._hold_for_parents(result)
         else:
-            self._evaluate(result.samples)
+            self._evaluate(result.samples, observed_at=result.started_at + result.duration)
 
-    def _evaluate(self, samples: list[Sample], provisional: bool = False) -> None:
-        """Rule the samples; `provisional` for a trap's (agent/traps.py)."""
+    def _evaluate(
+        self, samples: list[Sample], provisional: bool = False, observed_at: float | None = None
+    ) -> None:
+        """Rule the samples; `provisional` for a trap's (agent/traps.py); `observed_at`: when
+        the poll that read them ended (see `RuleEngine.ingest`)."""
         if provisional:
             # A door contact's trap (`traps.maps` to `room_door_open`), authenticated by the
             # listener: the entry register's rules see it at once; the poll it asks for, if
             # the target reads the door too, confirms or clears it as for any trap.
             self.entries.observe(samples)
         t0 = time.perf_counter()
-        events = self.engine.ingest(samples, self.clock.time(), provisional)
+        events = self.engine.ingest(samples, self.clock.time(), provisional, observed_at)
         self.metrics.rule_evaluation.observe(time.perf_counter() - t0)
         for event in events:
             self.journal.put(event)
@@ -711,7 +714,7 @@ class Daemon:
             )
         finally:
             for held in self._held.pop(target, []):
-                self._evaluate(held.samples)
+                self._evaluate(held.samples, observed_at=held.started_at + held.duration)
 
     def _ask_awaited_parents(self, events: list[AlertEvent]) -> None:
         """A child's alert fired while a parent has not answered since the child's trouble
@@ -754,7 +757,7 @@ class Daemon:
         status = self.latest.status.setdefault(name, TargetStatus(name, cfg.kind))
         status.up, status.reason, status.message = result.ok, result.reason, result.message
         status.last_poll_at = result.started_at
-        self.engine.note_target_up(name, result.ok, result.started_at)
+        self.engine.note_target_up(name, result.ok, result.started_at + result.duration)
         log.info(
             "parent of another shard checked from here",
             extra={"fields": {"target": name, "up": result.ok, "reason": result.reason}},

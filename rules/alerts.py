@@ -107,8 +107,9 @@ class Alert:
     peak: float | None = None
     # Active on provisional samples alone (a trap's), none of them confirmed yet.
     provisional: bool = False
-    # When the reading that made it pending was taken (its poll's start): a parent's answer
-    # from a poll started since then tells whether the parent is down in this outage.
+    # When the poll that made it pending ended: a parent's answer from a poll that ended since
+    # then tells whether the parent is down in this outage (one that ended earlier may have
+    # answered before the fault, while the child's poll was still waiting out its timeout).
     observed_at: float | None = None
     # `fired_at` as it was set: the pages' keys are made from it, so a move of the clock
     # (`shift`) does not make the steps already paged look new (paged again at a restart).

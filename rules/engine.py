@@ -65,8 +65,10 @@ class RuleEngine:
         self.counts = EventCounts()
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
         self._provisional = False  # set by ingest for the batch it evaluates
-        # The start of the poll whose sample is being evaluated (None outside `ingest`).
+        # When the poll whose sample is being evaluated ended, or its start where that is not
+        # given (None outside `ingest`).
         self._observed_at: float | None = None
+        self._poll_ended: float | None = None
 
     @property
     def metrics(self) -> set[str]:
@@ -150,18 +152,27 @@ class RuleEngine:
     # -- evaluation -----------------------------------------------------------------------------
 
     def ingest(
-        self, samples: Iterable[Sample], now: float, provisional: bool = False
+        self,
+        samples: Iterable[Sample],
+        now: float,
+        provisional: bool = False,
+        observed_at: float | None = None,
     ) -> list[AlertEvent]:
         """Evaluate new samples. `provisional`: they are an SNMP trap's word, which opens an
-        alert but holds it only until the next sample that contradicts it (rules.alerts)."""
+        alert but holds it only until the next sample that contradicts it (rules.alerts).
+        `observed_at`: when the poll that read them ended (default: the samples' own time,
+        its start). A child's trouble and a parent's answer are compared by it: a parent poll
+        that answered while a child's poll was still waiting out its timeout says nothing of
+        the parent after the child's fault."""
         self._provisional = provisional
+        self._poll_ended = observed_at
         events: list[AlertEvent] = []
         by_metric = self._by_metric
         # Groups of `across` rules are judged once per batch, after all of its members.
         self._dirty: set[tuple[CompiledRule, Labels]] = set()
         went_down = False
         for sample in samples:
-            self._observed_at = sample.timestamp
+            self._observed_at = sample.timestamp if observed_at is None else observed_at
             if sample.name == TARGET_UP:
                 went_down |= self._note_target(sample)
             rules = by_metric.get(sample.name)
@@ -191,7 +202,8 @@ class RuleEngine:
         up = sample.value == 1.0
         was_up = self.mutes.deps.up.get(target)
         # A trap's word (provisional) is no parent's answer to a poll.
-        self.mutes.note_target(target, up, None if self._provisional else sample.timestamp)
+        answered = sample.timestamp if self._poll_ended is None else self._poll_ended
+        self.mutes.note_target(target, up, None if self._provisional else answered)
         if up:
             return False
         # The target's other readings stopped: its alerts keep their state instead of firing
@@ -250,8 +262,8 @@ class RuleEngine:
         cfg = rule.config
         previous = alert.advance(holds, now, cfg.for_, cfg.keep_firing_for, self._provisional)
         if previous in (AlertState.INACTIVE, AlertState.RESOLVED):
-            # Its trouble was seen in the poll that started then: compared with the start of
-            # the parents' polls (`Dependencies.answered`), on the samples' clock whatever the
+            # Its trouble was seen in the poll that ended then: compared with the end of the
+            # parents' polls (`Dependencies.answered`), on the samples' clock whatever the
             # engine's `now` is. Found by time alone (no sample): nothing to wait for.
             alert.observed_at = self._observed_at
         if value is not None and alert.active:

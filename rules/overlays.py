@@ -133,7 +133,8 @@ def excluded_seconds(
 @dataclass(slots=True)
 class Dependencies:
     """Target parents (from `depends_on`) and the latest `target_up` of every target: whether
-    it answered, and when the poll that said so started (`answered`)."""
+    it answered, and when the poll that said so ended (`answered`; its start where the end
+    is not known)."""
 
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     up: dict[str, bool] = field(default_factory=dict)
@@ -148,13 +149,14 @@ class Dependencies:
             self.answered[target] = at
 
     def shift(self, seconds: float) -> None:
-        """Move the poll starts by `seconds` (the clock re-anchored, see `RuleEngine.shift`):
+        """Move the answers by `seconds` (the clock re-anchored, see `RuleEngine.shift`):
         compared with the alerts' `observed_at`, moved as much."""
         self.answered = {t: at + seconds for t, at in self.answered.items()}
 
     def unanswered(self, target: str, extra: Iterable[str], since: float) -> list[str]:
         """The parents of `target` (and the rule's own `extra` parents) that have not
-        answered a poll started at or after `since` (when the child's trouble was seen)."""
+        answered a poll that ended at or after `since` (when the poll that saw the child's trouble
+        ended)."""
         parents = dict.fromkeys([*self.parents.get(target, ()), *extra])
         return [p for p in parents if p != target and self.answered.get(p, -1.0) < since]
 

@@ -219,3 +219,31 @@ def test_after_a_restart_a_parent_no_longer_configured_explains_nothing():
     switch(e, 7.0, 0, 7.5)
     again = restarted(e, {})  # the new config has no depends_on for the portal
     assert pages(run(again, 30.0, 31.0, 0)) == [("resumed", "core-sw"), ("red_line", "")]
+
+
+def test_a_parent_answer_that_ended_before_the_childs_poll_ended_is_no_answer():
+    """Parent and child fail together at 0.5 s. The child's poll started at 0 s and waited out
+    its timeout to 1 s; the parent's scheduled poll started at 0.2 s and answered at 0.3 s,
+    before the fault. Compared by their starts that answer came "after the child's trouble"
+    and the child paged as its own fault (seen in a CI run: the UPS paged beside the core
+    switch). Compared by their ends it is no answer: the child waits for the parent's next."""
+    rules = [
+        RuleConfig.model_validate(
+            {"name": "ups_unreachable", "metric": "target_up", "condition": {"below": 1}}
+        )
+    ]
+    e = RuleEngine(rules)
+    e.set_parents({"ups-a": ["access-sw-1"]}, {"access-sw-1": 3.0})
+    ups = {"target": "ups-a", "kind": "snmp"}
+    access = {"target": "access-sw-1", "kind": "snmp"}
+    e.ingest([Sample.of("target_up", 1, 0.2, access)], 0.3, observed_at=0.3)
+    events = e.ingest([Sample.of("target_up", 0, 0.0, ups)], 1.0, observed_at=1.0)
+    (held,) = [ev for ev in events if ev.state is AlertState.FIRING]
+    assert not held.notify and held.muted_reason == "waiting for parent access-sw-1 to answer"
+    # Polled out of turn from 1.0 s, the parent times out at 2.0 s: the parent's outage it is,
+    # and its page the one page.
+    events = e.ingest([Sample.of("target_up", 0, 1.0, access)], 2.0, observed_at=2.0)
+    events += e.recheck_held(2.0)
+    paged = [dict(ev.labels)["target"] for ev in events if ev.notify]
+    assert paged == ["access-sw-1"]
+    assert e.view(e.alerts[held.fingerprint], 2.0)["suppressed"] == "parent access-sw-1 is down"
