@@ -11,7 +11,7 @@ import csv
 import io
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from dutyd.collectors.ssh.parsers import parse_os_release
 from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
+from tests.daemon_fixtures import run_until
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
 from tests.ssh_fixtures import SshdServer
@@ -50,14 +51,6 @@ def upsd(tmp_path: Path) -> Iterator[UpsdPeer]:
         yield peer
     finally:
         peer.stop()
-
-
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.05)
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.peer

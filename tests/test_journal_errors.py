@@ -12,7 +12,6 @@ import calendar
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from dutyd.duty.logerrors import KIND, ServerErrorsRegister
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_markdown
 from dutyd.storage.sqlite import SqliteStorage
+from tests.daemon_fixtures import run_until
 from tests.peers import require_binary
 from tests.ssh_fixtures import SshdServer
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
@@ -412,14 +412,6 @@ async def test_a_stale_node_writes_no_journal_count(tmp_path: Path) -> None:
         standby = ServerErrorsRegister(storage, active=lambda: False)
         standby.observe("db2", reading(0.0, 100.0, (50.0, "kernel")))
         assert not standby._writes
-
-
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.05)
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.peer

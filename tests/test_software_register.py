@@ -10,7 +10,6 @@ import asyncio
 import calendar
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
 from dutyd.storage.sqlite import SqliteStorage
+from tests.daemon_fixtures import run_until
 from tests.ssh_fixtures import SshdServer
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
@@ -254,14 +254,6 @@ async def test_the_daily_flag_set_while_a_poll_runs_is_kept_for_the_next_poll(
         await collector.close()
         await collector.context.close()
         await server.stop()
-
-
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.05)
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.peer
