@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dutyd.agent.discovery import SweepOptions, community
 from dutyd.collectors.snmp import codec
 from tests.peers import PeerProcess, require_binary
 from tests.snmp_fixtures import (
@@ -175,6 +176,45 @@ class SiteSnmpd:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+def start_site(
+    peers: list[SiteSnmpd], tmp: Path, port: int, rooms: list[tuple[str, str, str, dict]]
+) -> None:
+    """Start a snmpd per (subdirectory, host, sysName, values) in Room A, each added to `peers`
+    as it starts (the caller stops them), and wait until all answer."""
+    for sub, host, name, values in rooms:
+        peers.append(SiteSnmpd(tmp / sub, host, port, name, "Room A", values))
+    for peer in peers:
+        peer.wait_ready()
+
+
+def site_snmp_target(
+    name: str, host: str, port: int, role: str, profiles: list[str], **more: Any
+) -> dict:
+    """The config entry of a site device polled over SNMP, labelled with its `role`."""
+    return {
+        "name": name,
+        "kind": "snmp",
+        "address": f"{host}:{port}",
+        "profiles": profiles,
+        "labels": {"role": role},
+        **more,
+    }
+
+
+def snmp_sweep(env: str, port: int, timeout: float, **more: Any) -> SweepOptions:
+    """A discovery sweep that asks SNMP only (the community from `env`) on `port`."""
+    return SweepOptions(
+        [community(env)],
+        snmp_port=port,
+        nut_port=None,
+        ssh_ports=[],
+        http_ports=[],
+        https_ports=[],
+        timeout=timeout,
+        **more,
+    )
 
 
 def switch(ports: int, lldp_ports: dict[int, str]) -> dict[str, list[Any]]:

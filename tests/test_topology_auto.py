@@ -17,7 +17,15 @@ from dutyd.agent import cli
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
 from dutyd.core.errors import ConfigError
-from tests.site_fixtures import SiteSnmpd, free_port_on, switch, ups
+from tests.paging_fixtures import li_na_on_duty
+from tests.site_fixtures import (
+    SiteSnmpd,
+    free_port_on,
+    site_snmp_target,
+    start_site,
+    switch,
+    ups,
+)
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer
 from tests.test_notify_delivery import Receiver
 
@@ -49,19 +57,10 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
     daemon: Daemon | None = None
 
     def snmp(name: str, host: str, role: str, profiles: list[str]) -> dict:
-        return {
-            "name": name,
-            "kind": "snmp",
-            "address": f"{host}:{port}",
-            "profiles": profiles,
-            "labels": {"role": role},
-        }
+        return site_snmp_target(name, host, port, role, profiles)
 
     try:
-        for sub, host, name, values in rooms:
-            peers.append(SiteSnmpd(tmp_path / sub, host, port, name, "Room A", values))
-        for peer in peers:
-            peer.wait_ready()
+        start_site(peers, tmp_path, port, rooms)
         await receiver.start()
         overrides = ("core_backbone_outage", "datacentre_network_outage", "ups_snmp_unreachable")
         config = tmp_path / "dutyd.yaml"
@@ -82,15 +81,7 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
                         snmp("ups-a", HOSTS[2], "ups", ["ups"]),
                     ],
                     "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
-                    "oncall": {
-                        "pairs": [["Li Na"]],
-                        "people": [{"name": "Li Na", "contacts": ["phone"]}],
-                    },
-                    "notify": {
-                        "channels": {"phone": {"url": receiver.url("li")}},
-                        "group_wait": "0s",
-                    },
-                    "escalation": {"policies": [{"name": "all", "steps": [{"oncall": True}]}]},
+                    **li_na_on_duty(receiver),
                     "http": {"port": 0},
                     "api": {"token": "topology-test"},
                     "storage": {"path": str(tmp_path / "dutyd.db")},

@@ -30,6 +30,7 @@ from dutyd.agent.topology import (
 from dutyd.collectors.base import CollectorContext, Readings
 from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 from dutyd.collectors.snmp.profiles.bridge import ForwardingTable
+from tests.paging_fixtures import li_na_on_duty
 from tests.site_fixtures import (
     SiteSnmpd,
     arp,
@@ -38,6 +39,8 @@ from tests.site_fixtures import (
     free_port_on,
     mac,
     q_bridge,
+    site_snmp_target,
+    start_site,
     switch,
     ups,
 )
@@ -305,20 +308,10 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
     daemon: Daemon | None = None
 
     def snmp(name: str, host: str, role: str, profiles: list[str], **more: Any) -> dict:
-        return {
-            "name": name,
-            "kind": "snmp",
-            "address": f"{host}:{port}",
-            "profiles": profiles,
-            "labels": {"role": role},
-            **more,
-        }
+        return site_snmp_target(name, host, port, role, profiles, **more)
 
     try:
-        for sub, host, name, values in rooms:
-            peers.append(SiteSnmpd(tmp_path / sub, host, port, name, "Room A", values))
-        for peer in peers:
-            peer.wait_ready()
+        start_site(peers, tmp_path, port, rooms)
         await receiver.start()
         overrides = ("core_backbone_outage", "datacentre_network_outage", "ups_snmp_unreachable")
         config = tmp_path / "dutyd.yaml"
@@ -346,15 +339,7 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
                         snmp("ups-a", HOSTS[3], "ups", ["ups"]),
                     ],
                     "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
-                    "oncall": {
-                        "pairs": [["Li Na"]],
-                        "people": [{"name": "Li Na", "contacts": ["phone"]}],
-                    },
-                    "notify": {
-                        "channels": {"phone": {"url": receiver.url("li")}},
-                        "group_wait": "0s",
-                    },
-                    "escalation": {"policies": [{"name": "all", "steps": [{"oncall": True}]}]},
+                    **li_na_on_duty(receiver),
                     "http": {"port": 0},
                     "api": {"token": "bridge-test"},
                     "storage": {"path": str(tmp_path / "dutyd.db")},
