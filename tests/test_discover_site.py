@@ -20,7 +20,7 @@ from dutyd.agent.daemon import Daemon
 from dutyd.agent.discovercli import write_config
 from dutyd.agent.discovery import Sweep, hosts_of
 from tests.paging_fixtures import li_na_on_duty
-from tests.site_fixtures import SiteSnmpd, free_port_on, snmp_sweep, switch, ups
+from tests.site_fixtures import SiteSnmpd, free_port_on, snmp_sweep, stop_site, switch, ups
 from tests.snmp_fixtures import COMMUNITY, UPS_BASE, SnmpdPeer, ups_values
 from tests.test_notify_delivery import Receiver
 
@@ -117,6 +117,4 @@ async def test_discovered_site_pages_once_for_a_core_outage_and_once_for_a_ups_o
         if daemon is not None:
             await daemon.stop()
         await receiver.stop()
-        for peer in peers:
-            os.kill(peer.proc.pid, signal.SIGCONT)
-            peer.stop()
+        stop_site(peers)

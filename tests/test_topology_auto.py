@@ -17,12 +17,13 @@ from dutyd.agent import cli
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
 from dutyd.core.errors import ConfigError
-from tests.paging_fixtures import li_na_on_duty
 from tests.site_fixtures import (
     SiteSnmpd,
+    auto_topology_config,
     free_port_on,
     site_snmp_target,
     start_site,
+    stop_site,
     switch,
     ups,
 )
@@ -62,31 +63,14 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
     try:
         start_site(peers, tmp_path, port, rooms)
         await receiver.start()
-        overrides = ("core_backbone_outage", "datacentre_network_outage", "ups_snmp_unreachable")
+        targets = [
+            snmp("core-sw", HOSTS[0], "core", ["switch", "lldp"]),
+            snmp("access-sw-1", HOSTS[1], "network", ["switch", "lldp"]),
+            snmp("ups-a", HOSTS[2], "ups", ["ups"]),
+        ]
         config = tmp_path / "dutyd.yaml"
         config.write_text(
-            yaml.safe_dump(
-                {
-                    "defaults": {
-                        "snmp": {
-                            "community_env": "SITE_COMMUNITY",
-                            "interval": "1s",
-                            "timeout": "1s",
-                            "depends_on": "auto",
-                        }
-                    },
-                    "targets": [
-                        snmp("core-sw", HOSTS[0], "core", ["switch", "lldp"]),
-                        snmp("access-sw-1", HOSTS[1], "network", ["switch", "lldp"]),
-                        snmp("ups-a", HOSTS[2], "ups", ["ups"]),
-                    ],
-                    "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
-                    **li_na_on_duty(receiver),
-                    "http": {"port": 0},
-                    "api": {"token": "topology-test"},
-                    "storage": {"path": str(tmp_path / "dutyd.db")},
-                }
-            )
+            yaml.safe_dump(auto_topology_config(tmp_path, receiver, targets, "topology-test"))
         )
         daemon = Daemon(load_config(config))
         await daemon.start()
@@ -141,9 +125,7 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
         if daemon is not None:
             await daemon.stop()
         await receiver.stop()
-        for peer in peers:
-            os.kill(peer.proc.pid, signal.SIGCONT)
-            peer.stop()
+        stop_site(peers)
 
 
 def test_auto_is_a_reserved_word_not_a_target(tmp_path: Path) -> None:
