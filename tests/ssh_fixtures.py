@@ -11,6 +11,7 @@ import getpass
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -95,6 +96,21 @@ class SshdServer:
     def write_known_hosts(self) -> Path:
         self.known_hosts_path.write_text(self.known_hosts_line())
         return self.known_hosts_path
+
+    def target(self, **more: Any) -> dict[str, Any]:
+        """The config of an `ssh` target `srv` that logs in to this server with the client key,
+        its host key from `known_hosts` (call `write_known_hosts` first); `more` adds keys."""
+        return {
+            "name": "srv",
+            "kind": "ssh",
+            "address": "127.0.0.1",
+            "port": self.port,
+            "username": self.user,
+            "client_keys": [str(self.client_key_path)],
+            "known_hosts": str(self.known_hosts_path),
+            "trusted_hosts_file": str(self.dir / "dutyd_known_hosts"),
+            **more,
+        }
 
     def _write_config(self) -> None:
         lines = [

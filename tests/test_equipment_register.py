@@ -241,19 +241,7 @@ async def test_ssh_server_facts_from_real_openssh_by_the_real_commands(tmp_path:
     context = CollectorContext()
     try:
         sshd.write_known_hosts()
-        cfg = SshTarget.model_validate(
-            {
-                "name": "srv",
-                "kind": "ssh",
-                "address": "127.0.0.1",
-                "port": sshd.port,
-                "username": sshd.user,
-                "client_keys": [str(sshd.client_key_path)],
-                "known_hosts": str(sshd.known_hosts_path),
-                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"),
-                "timeout": 8,
-            }
-        )
+        cfg = SshTarget.model_validate(sshd.target(timeout=8))
         collector = SshCollector(cfg, context)
         try:
             await collector.collect(Readings({"target": "srv"}, time.time()))

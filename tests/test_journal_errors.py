@@ -214,14 +214,7 @@ async def test_real_openssh_runs_the_real_journalctl_over_a_journal_the_test_wro
     context = CollectorContext()
     try:
         sshd.write_known_hosts()
-        cfg = SshTarget.model_validate(
-            {
-                "name": "srv", "kind": "ssh", "address": "127.0.0.1", "port": sshd.port,
-                "username": sshd.user, "client_keys": [str(sshd.client_key_path)],
-                "known_hosts": str(sshd.known_hosts_path),
-                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"), "timeout": 8,
-            }
-        )  # fmt: skip
+        cfg = SshTarget.model_validate(sshd.target(timeout=8))
         collector = SshCollector(cfg, context)
         try:
             await collector.collect(Readings({"target": "srv"}, now))

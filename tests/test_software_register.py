@@ -310,14 +310,7 @@ async def test_real_openssh_answers_the_account_commands_as_this_host_reads(
     context = CollectorContext()
     try:
         sshd.write_known_hosts()
-        cfg = SshTarget.model_validate(
-            {
-                "name": "srv", "kind": "ssh", "address": "127.0.0.1", "port": sshd.port,
-                "username": sshd.user, "client_keys": [str(sshd.client_key_path)],
-                "known_hosts": str(sshd.known_hosts_path),
-                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"), "timeout": 8,
-            }
-        )  # fmt: skip
+        cfg = SshTarget.model_validate(sshd.target(timeout=8))
         collector = SshCollector(cfg, context)
         try:
             await collector.collect(Readings({"target": "srv"}, time.time()))
