@@ -16,6 +16,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from dutyd.agent.demo.ssh_server import SimulatedLinux
 from tests.peers import PeerProcess, free_port, require_binary, wait_for_tcp
 
 SSHD = "/usr/sbin/sshd"
@@ -59,6 +60,24 @@ def cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def simulated_target(
+    server: SimulatedLinux, key: Path, known: Path, trusted: Path, **more: Any
+) -> dict[str, Any]:
+    """The config of an `ssh` target `db1` on the demo's simulated Linux server, with the key
+    and known_hosts its `write_files` wrote; `more` adds keys."""
+    return {
+        "name": "db1",
+        "kind": "ssh",
+        "address": "127.0.0.1",
+        "port": server.port,
+        "username": server.username,
+        "client_keys": [str(key)],
+        "known_hosts": str(known),
+        "trusted_hosts_file": str(trusted),
+        **more,
+    }
 
 
 class SshdServer:

@@ -29,7 +29,7 @@ from dutyd.duty.report import to_csv, to_markdown
 from tests.daemon_fixtures import run_until
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
-from tests.ssh_fixtures import SshdServer
+from tests.ssh_fixtures import SshdServer, simulated_target
 
 UPS = {
     **OL_VARS,
@@ -294,12 +294,8 @@ async def test_a_replaced_server_behind_the_same_address_changes_its_facts(
     key, known = server.write_files(tmp_path)
     context = CollectorContext()
     cfg = SshTarget.model_validate(
-        {
-            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
-            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
-        }
-    )  # fmt: skip
+        simulated_target(server, key, known, tmp_path / "trusted", timeout=8)
+    )
     collector = SshCollector(cfg, context)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))

@@ -41,7 +41,7 @@ from dutyd.duty.report import to_markdown
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import run_until
 from tests.peers import require_binary
-from tests.ssh_fixtures import SshdServer
+from tests.ssh_fixtures import SshdServer, simulated_target
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -420,16 +420,11 @@ async def test_daemon_records_the_daily_journal_reading_and_the_cli_exports_it(
     clock = FakeClock(now)
     config: dict[str, Any] = {
         "targets": [
-            {
-                "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-                "username": server.username, "client_keys": [str(key)],
-                "known_hosts": str(known), "trusted_hosts_file": str(tmp_path / "trusted"),
-                "interval": "2s", "timeout": "10s",
-            }
+            simulated_target(server, key, known, tmp_path / "trusted", interval="2s", timeout="10s")
         ],
         "http": {"port": 0},
         "storage": {"path": str(tmp_path / "d.db")},
-    }  # fmt: skip
+    }
     daemon = Daemon(load_from_dict(config), clock=clock)
     await daemon.start()
     try:

@@ -38,7 +38,7 @@ from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import run_until
-from tests.ssh_fixtures import SshdServer
+from tests.ssh_fixtures import SshdServer, simulated_target
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 PASSWD = (
@@ -266,16 +266,11 @@ async def test_daemon_logs_a_new_login_account_from_the_daily_reading(tmp_path: 
     clock = FakeClock()
     config: dict[str, Any] = {
         "targets": [
-            {
-                "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-                "username": server.username, "client_keys": [str(key)],
-                "known_hosts": str(known), "trusted_hosts_file": str(tmp_path / "trusted"),
-                "interval": "2s", "timeout": "10s",
-            }
+            simulated_target(server, key, known, tmp_path / "trusted", interval="2s", timeout="10s")
         ],
         "http": {"port": 0},
         "storage": {"path": str(tmp_path / "d.db")},
-    }  # fmt: skip
+    }
     daemon = Daemon(load_from_dict(config), clock=clock)
     daemon.equipment.every = 30.0
     await daemon.start()
