@@ -17,6 +17,8 @@ import asyncssh
 import pytest
 
 from dutyd.agent.demo.ssh_server import SimulatedLinux
+from dutyd.collectors.base import CollectorContext
+from dutyd.collectors.ssh import SshCollector, SshTarget
 from tests.peers import PeerProcess, free_port, require_binary, wait_for_tcp
 
 SSHD = "/usr/sbin/sshd"
@@ -78,6 +80,16 @@ def simulated_target(
         "trusted_hosts_file": str(trusted),
         **more,
     }
+
+
+def simulated_collector(server: SimulatedLinux, directory: Path) -> SshCollector:
+    """An SSH collector of target `db1` on the simulated server, its key and known_hosts
+    written to `directory` (timeout 8 s)."""
+    key, known = server.write_files(directory)
+    cfg = SshTarget.model_validate(
+        simulated_target(server, key, known, directory / "trusted", timeout=8)
+    )
+    return SshCollector(cfg, CollectorContext())
 
 
 class SshdServer:

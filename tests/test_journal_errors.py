@@ -41,7 +41,7 @@ from dutyd.duty.report import to_markdown
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import run_until
 from tests.peers import require_binary
-from tests.ssh_fixtures import SshdServer, simulated_target
+from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_target
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -98,18 +98,6 @@ def journal(now: float) -> list[JournalEntry]:
     ]
 
 
-async def _collector(server: SimulatedLinux, tmp_path: Path) -> SshCollector:
-    key, known = server.write_files(tmp_path)
-    cfg = SshTarget.model_validate(
-        {
-            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
-            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
-        }
-    )  # fmt: skip
-    return SshCollector(cfg, CollectorContext())
-
-
 async def daily_poll(collector: SshCollector, at: float) -> JournalReading | None:
     collector.facts_due = True
     await collector.collect(Readings({"target": "db1"}, at))
@@ -124,7 +112,7 @@ async def test_simulated_server_journal_is_read_daily_and_counted_once(tmp_path:
     state.journal = journal(now)
     server = SimulatedLinux(state)
     await server.start()
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         first = await daily_poll(collector, now)
         assert first is not None and first.problem is None and not first.capped

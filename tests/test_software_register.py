@@ -38,7 +38,7 @@ from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import run_until
-from tests.ssh_fixtures import SshdServer, simulated_target
+from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_target
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 PASSWD = (
@@ -104,18 +104,6 @@ def test_parsers_read_the_formats_and_leave_garbage_out() -> None:
     assert parse_last("x " * 10_000 + "\n\x00\x01 Mon Foo 99 99:99:99 9999\n") == []
 
 
-async def _collector(server: SimulatedLinux, tmp_path: Path) -> SshCollector:
-    key, known = server.write_files(tmp_path)
-    cfg = SshTarget.model_validate(
-        {
-            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
-            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
-        }
-    )  # fmt: skip
-    return SshCollector(cfg, CollectorContext())
-
-
 async def settle(register: SoftwareRegister) -> None:
     await asyncio.gather(*register._writes)
 
@@ -131,7 +119,7 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
     await server.start()
     clock = FakeClock(utc("2026-12-07 12:00:00"))
     register = SoftwareRegister(store.s, clock)
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))
         reading = collector.take_accounts()
@@ -233,7 +221,7 @@ async def test_the_daily_flag_set_while_a_poll_runs_is_kept_for_the_next_poll(
     serve(state)
     server = SimulatedLinux(state)
     await server.start()
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))
         assert collector.take_facts() is not None and collector.take_accounts() is not None
@@ -395,7 +383,7 @@ async def test_an_account_that_may_not_read_shadow_is_said_so_in_the_register(
     serve(state, shadow=None)
     server = SimulatedLinux(state)
     await server.start()
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))
         reading = collector.take_accounts()
