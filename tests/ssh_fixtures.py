@@ -92,6 +92,21 @@ def simulated_collector(server: SimulatedLinux, directory: Path) -> SshCollector
     return SshCollector(cfg, CollectorContext())
 
 
+def simulated_site(server: SimulatedLinux, directory: Path) -> dict[str, Any]:
+    """A daemon config that polls the simulated server only (`db1`, every 2 s), its key,
+    known_hosts and store in `directory`."""
+    key, known = server.write_files(directory)
+    return {
+        "targets": [
+            simulated_target(
+                server, key, known, directory / "trusted", interval="2s", timeout="10s"
+            )
+        ],
+        "http": {"port": 0},
+        "storage": {"path": str(directory / "d.db")},
+    }
+
+
 class SshdServer:
     """One sshd. `restart()` keeps port and host key (unless told to make a new key), as a
     real server restarted by its admin."""

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -41,7 +40,7 @@ from dutyd.duty.report import to_markdown
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import run_until
 from tests.peers import require_binary
-from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_target
+from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_site
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -404,16 +403,8 @@ async def test_daemon_records_the_daily_journal_reading_and_the_cli_exports_it(
     state.journal = journal(now)
     server = SimulatedLinux(state)
     await server.start()
-    key, known = server.write_files(tmp_path)
     clock = FakeClock(now)
-    config: dict[str, Any] = {
-        "targets": [
-            simulated_target(server, key, known, tmp_path / "trusted", interval="2s", timeout="10s")
-        ],
-        "http": {"port": 0},
-        "storage": {"path": str(tmp_path / "d.db")},
-    }
-    daemon = Daemon(load_from_dict(config), clock=clock)
+    daemon = Daemon(load_from_dict(simulated_site(server, tmp_path)), clock=clock)
     await daemon.start()
     try:
         register = daemon.log_errors

@@ -11,7 +11,6 @@ import calendar
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +37,7 @@ from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
 from dutyd.storage.sqlite import SqliteStorage
 from tests.daemon_fixtures import run_until
-from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_target
+from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_site
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 PASSWD = (
@@ -250,16 +249,8 @@ async def test_daemon_logs_a_new_login_account_from_the_daily_reading(tmp_path: 
     serve(state)
     server = SimulatedLinux(state)
     await server.start()
-    key, known = server.write_files(tmp_path)
     clock = FakeClock()
-    config: dict[str, Any] = {
-        "targets": [
-            simulated_target(server, key, known, tmp_path / "trusted", interval="2s", timeout="10s")
-        ],
-        "http": {"port": 0},
-        "storage": {"path": str(tmp_path / "d.db")},
-    }
-    daemon = Daemon(load_from_dict(config), clock=clock)
+    daemon = Daemon(load_from_dict(simulated_site(server, tmp_path)), clock=clock)
     daemon.equipment.every = 30.0
     await daemon.start()
     try:
