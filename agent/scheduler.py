@@ -242,6 +242,10 @@ class Scheduler:
             if not task.done():
                 task.cancel()
                 self._abandon(cfg.name, task, quietly=True)
+            elif not task.cancelled():
+                # It ended in the same turn: its outcome no longer counts, and asyncio would
+                # log it as "Task exception was never retrieved".
+                task.exception()
             raise
         task.result()
 
