@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dutyd.collectors.base import Collector
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.tasks import cancel_and_wait
+from dutyd.duty.recorder import RegisterRecorder
 from dutyd.storage import EquipmentFacts, Storage
 
 log = logging.getLogger("dutyd.equipment")
@@ -24,7 +25,7 @@ log = logging.getLogger("dutyd.equipment")
 READ_EVERY = 86400.0
 
 
-class EquipmentRegister:
+class EquipmentRegister(RegisterRecorder):
     def __init__(
         self,
         collectors: Callable[[], Mapping[str, Collector]],
@@ -33,15 +34,11 @@ class EquipmentRegister:
         every: float = READ_EVERY,
         fence: Callable[[], int | None] = lambda: None,
     ) -> None:
+        super().__init__(storage, clock, fence=fence)
         self._collectors = collectors
-        self._storage = storage
-        self._clock = clock
         self.every = every
-        self._fence = fence  # a node that lost the lease writes no register line
         self.known: dict[str, EquipmentFacts] = {}
         self._task: asyncio.Task[None] | None = None
-        self._writes: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         self.known = {f.target: f for f in await self._storage.equipment.latest()}
@@ -51,8 +48,7 @@ class EquipmentRegister:
     async def close(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        await super().close()
 
     async def _daily(self) -> None:
         while True:
@@ -63,9 +59,7 @@ class EquipmentRegister:
     def observe(self, target: str, kind: str, facts: dict[str, str]) -> None:
         """Facts a poll read (called by the daemon after the poll): recorded when new or
         changed, off the poll's path."""
-        task = asyncio.create_task(self._record(target, kind, facts, self._clock.time()))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._spawn(self._record(target, kind, facts, self._clock.time()))
 
     async def _record(self, target: str, kind: str, facts: dict[str, str], now: float) -> None:
         try:

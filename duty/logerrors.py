@@ -20,7 +20,6 @@ restart, or a node taking over the lease, counts nothing twice.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import zoneinfo
@@ -31,6 +30,7 @@ from typing import Any
 
 from dutyd.collectors.ssh.journal import JournalReading
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.duty.recorder import RegisterRecorder
 from dutyd.storage import FencedOut, LogEntry, Storage
 
 log = logging.getLogger("dutyd.logerrors")
@@ -39,7 +39,7 @@ KIND = "journal.errors"
 TOP_SOURCES = 3
 
 
-class ServerErrorsRegister:
+class ServerErrorsRegister(RegisterRecorder):
     def __init__(
         self,
         storage: Storage,
@@ -48,16 +48,11 @@ class ServerErrorsRegister:
         active: Callable[[], bool] = lambda: True,
         fence: Callable[[], int | None] = lambda: None,
     ) -> None:
-        self._storage = storage
+        super().__init__(storage, clock, active, fence)
         self._tz = tz
-        self._clock = clock
-        self._active = active
-        self._fence = fence  # a node that lost the lease writes no register line
         # target -> the end of the last window recorded; the last problem recorded since.
         self.covered: dict[str, float] = {}
         self.problem: dict[str, str] = {}
-        self._writes: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         for e in await self._storage.log.read(kinds=[KIND], limit=None):
@@ -80,17 +75,11 @@ class ServerErrorsRegister:
             self.covered[target] = max(self.covered.get(target, 0.0), float(data["to"]))
             self.problem.pop(target, None)
 
-    async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
-
     def observe(self, target: str, reading: JournalReading) -> None:
         """A daily poll's reading (called by the daemon after the poll): recorded off its path."""
         if not self._active():
             return
-        task = asyncio.create_task(self._record(target, reading, self._clock.time()))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._spawn(self._record(target, reading, self._clock.time()))
 
     async def _record(self, target: str, reading: JournalReading, now: float) -> None:
         try:

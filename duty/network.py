@@ -17,7 +17,6 @@ Written to the machine-room log (the duty log, on either store) by the active no
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import zoneinfo
@@ -26,6 +25,7 @@ from typing import Any
 
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import Sample
+from dutyd.duty.recorder import RegisterRecorder
 from dutyd.storage import FencedOut, Storage
 
 log = logging.getLogger("dutyd.network")
@@ -44,7 +44,7 @@ _COUNTED = {
 }
 
 
-class NetworkRegister:
+class NetworkRegister(RegisterRecorder):
     def __init__(
         self,
         storage: Storage,
@@ -53,25 +53,16 @@ class NetworkRegister:
         active: Callable[[], bool] = lambda: True,
         fence: Callable[[], int | None] = lambda: None,
     ) -> None:
-        self._storage = storage
+        super().__init__(storage, clock, active, fence)
         self._tz = tz
-        self._clock = clock
-        self._active = active
-        self._fence = fence  # a node that lost the lease writes no register line
         self.up: dict[tuple[str, str], bool] = {}
         # target -> (its current day, per port the counts at that day's first poll)
         self.day_start: dict[str, tuple[str, dict[str, dict[str, float]]]] = {}
-        self._writes: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         # The ports' last state, so that a restart does not log them again.
         for e in await self._storage.log.read(kinds=[DOWN, UP], limit=None):
             self.up[(e.subject, str(e.data.get("port", "")))] = e.kind == UP
-
-    async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def observe(self, target: str, samples: Sequence[Sample], at: float) -> None:
         """A successful poll's samples (called by the daemon after each poll)."""
@@ -113,9 +104,7 @@ class NetworkRegister:
                 entries.append((COUNTERS, target, {"day": known[0], "ports": ports}))
             self.day_start[target] = (day, counts)
         if entries:
-            task = asyncio.create_task(self._write(entries, at))
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._spawn(self._write(entries, at))
 
     async def _write(self, entries: list[tuple[str, str, dict[str, Any]]], at: float) -> None:
         try:

@@ -19,7 +19,6 @@ a login account with an empty password, and password states that could not be re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from dutyd.collectors.ssh.accounts import AccountsReading
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
+from dutyd.duty.recorder import RegisterRecorder
 from dutyd.storage import LogEntry, Storage
 
 log = logging.getLogger("dutyd.software")
@@ -51,7 +51,7 @@ def _uid0(accounts: Iterable[dict[str, Any]]) -> set[str]:
     return {str(a["name"]) for a in accounts if a.get("uid") == 0}
 
 
-class SoftwareRegister:
+class SoftwareRegister(RegisterRecorder):
     def __init__(
         self,
         storage: Storage,
@@ -59,16 +59,11 @@ class SoftwareRegister:
         active: Callable[[], bool] = lambda: True,
         fence: Callable[[], int | None] = lambda: None,
     ) -> None:
-        self._storage = storage
-        self._clock = clock
-        self._active = active
-        self._fence = fence  # a node that lost the lease writes no register line
+        super().__init__(storage, clock, active, fence)
         # target -> the last `software.accounts` data; the newest login start recorded and the
         # logins recorded at that second (wtmp's resolution).
         self.known: dict[str, dict[str, Any]] = {}
         self.newest: dict[str, tuple[float, set[tuple[str, str, str]]]] = {}
-        self._writes: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         for e in await self._storage.log.read(kinds=[ACCOUNTS, LOGINS], limit=None):
@@ -76,10 +71,6 @@ class SoftwareRegister:
                 self.known[e.subject] = e.data
             else:
                 self._seen(e.subject, e.data.get("logins") or [])
-
-    async def close(self) -> None:
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def _seen(self, target: str, logins: list[dict[str, Any]]) -> None:
         top, at_top = self.newest.get(target, (float("-inf"), set()))
@@ -96,9 +87,7 @@ class SoftwareRegister:
         """A poll's reading (called by the daemon after the poll): recorded off its path."""
         if not self._active():
             return
-        task = asyncio.create_task(self._record(target, reading, self._clock.time()))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._spawn(self._record(target, reading, self._clock.time()))
 
     async def _record(self, target: str, reading: AccountsReading, now: float) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from dutyd.core.clock import FakeClock
 from tests.peers import PeerProcess, free_port, wait_for_tcp
 
 
@@ -107,6 +109,18 @@ class DaemonProcess:
 
     def stop(self) -> None:
         self.peer.stop()
+
+
+async def run_until(
+    clock: FakeClock, done: Callable[[], bool], within: float = 20.0, step: float = 0.05
+) -> None:
+    """Advance the fake clock `step` at a time (letting the loop run between) until `done`;
+    fail after `within` real seconds."""
+    deadline = time.monotonic() + within
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        await clock.advance(step)
+        await asyncio.sleep(0.05)
 
 
 def room_sensor_target(port: int, interval: str = "0.5s") -> dict:

@@ -6,13 +6,17 @@ connection that reaches an address (a sweep must never touch one outside its ran
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from dutyd.agent.discovery import SweepOptions, community
 from dutyd.collectors.snmp import codec
+from tests.paging_fixtures import li_na_on_duty
 from tests.peers import PeerProcess, require_binary
 from tests.snmp_fixtures import (
     _NO_BUILTIN,
@@ -27,6 +31,7 @@ from tests.snmp_fixtures import (
     switch_values,
     ups_values,
 )
+from tests.test_notify_delivery import Receiver
 
 LLDP = ".1.0.8802.1.1.2"
 # BRIDGE-MIB (the forwarding table, bridge port -> ifIndex) and IP-MIB's ARP table.
@@ -175,6 +180,75 @@ class SiteSnmpd:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+def start_site(
+    peers: list[SiteSnmpd], tmp: Path, port: int, rooms: list[tuple[str, str, str, dict]]
+) -> None:
+    """Start a snmpd per (subdirectory, host, sysName, values) in Room A, each added to `peers`
+    as it starts (the caller stops them), and wait until all answer."""
+    for sub, host, name, values in rooms:
+        peers.append(SiteSnmpd(tmp / sub, host, port, name, "Room A", values))
+    for peer in peers:
+        peer.wait_ready()
+
+
+def stop_site(peers: list[SiteSnmpd]) -> None:
+    """Stop the site's snmpd instances, those the test froze (SIGSTOP) too."""
+    for peer in peers:
+        os.kill(peer.proc.pid, signal.SIGCONT)
+        peer.stop()
+
+
+def auto_topology_config(tmp: Path, receiver: Receiver, targets: list[dict], token: str) -> dict:
+    """The daemon's config for the site: SNMP targets (community from `SITE_COMMUNITY`) that
+    learn their parents (`depends_on: auto`), the outage rules at once, Li Na on duty paged
+    through the receiver, the API on `token`, the store in `tmp`."""
+    overrides = ("core_backbone_outage", "datacentre_network_outage", "ups_snmp_unreachable")
+    return {
+        "defaults": {
+            "snmp": {
+                "community_env": "SITE_COMMUNITY",
+                "interval": "1s",
+                "timeout": "1s",
+                "depends_on": "auto",
+            }
+        },
+        "targets": targets,
+        "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
+        **li_na_on_duty(receiver),
+        "http": {"port": 0},
+        "api": {"token": token},
+        "storage": {"path": str(tmp / "dutyd.db")},
+    }
+
+
+def site_snmp_target(
+    name: str, host: str, port: int, role: str, profiles: list[str], **more: Any
+) -> dict:
+    """The config entry of a site device polled over SNMP, labelled with its `role`."""
+    return {
+        "name": name,
+        "kind": "snmp",
+        "address": f"{host}:{port}",
+        "profiles": profiles,
+        "labels": {"role": role},
+        **more,
+    }
+
+
+def snmp_sweep(env: str, port: int, timeout: float, **more: Any) -> SweepOptions:
+    """A discovery sweep that asks SNMP only (the community from `env`) on `port`."""
+    return SweepOptions(
+        [community(env)],
+        snmp_port=port,
+        nut_port=None,
+        ssh_ports=[],
+        http_ports=[],
+        https_ports=[],
+        timeout=timeout,
+        **more,
+    )
 
 
 def switch(ports: int, lldp_ports: dict[int, str]) -> dict[str, list[Any]]:

@@ -11,10 +11,14 @@ import getpass
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
 
+from dutyd.agent.demo.ssh_server import SimulatedLinux
+from dutyd.collectors.base import CollectorContext
+from dutyd.collectors.ssh import SshCollector, SshTarget
 from tests.peers import PeerProcess, free_port, require_binary, wait_for_tcp
 
 SSHD = "/usr/sbin/sshd"
@@ -60,6 +64,49 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def simulated_target(
+    server: SimulatedLinux, key: Path, known: Path, trusted: Path, **more: Any
+) -> dict[str, Any]:
+    """The config of an `ssh` target `db1` on the demo's simulated Linux server, with the key
+    and known_hosts its `write_files` wrote; `more` adds keys."""
+    return {
+        "name": "db1",
+        "kind": "ssh",
+        "address": "127.0.0.1",
+        "port": server.port,
+        "username": server.username,
+        "client_keys": [str(key)],
+        "known_hosts": str(known),
+        "trusted_hosts_file": str(trusted),
+        **more,
+    }
+
+
+def simulated_collector(server: SimulatedLinux, directory: Path) -> SshCollector:
+    """An SSH collector of target `db1` on the simulated server, its key and known_hosts
+    written to `directory` (timeout 8 s)."""
+    key, known = server.write_files(directory)
+    cfg = SshTarget.model_validate(
+        simulated_target(server, key, known, directory / "trusted", timeout=8)
+    )
+    return SshCollector(cfg, CollectorContext())
+
+
+def simulated_site(server: SimulatedLinux, directory: Path) -> dict[str, Any]:
+    """A daemon config that polls the simulated server only (`db1`, every 2 s), its key,
+    known_hosts and store in `directory`."""
+    key, known = server.write_files(directory)
+    return {
+        "targets": [
+            simulated_target(
+                server, key, known, directory / "trusted", interval="2s", timeout="10s"
+            )
+        ],
+        "http": {"port": 0},
+        "storage": {"path": str(directory / "d.db")},
+    }
+
+
 class SshdServer:
     """One sshd. `restart()` keeps port and host key (unless told to make a new key), as a
     real server restarted by its admin."""
@@ -95,6 +142,21 @@ class SshdServer:
     def write_known_hosts(self) -> Path:
         self.known_hosts_path.write_text(self.known_hosts_line())
         return self.known_hosts_path
+
+    def target(self, **more: Any) -> dict[str, Any]:
+        """The config of an `ssh` target `srv` that logs in to this server with the client key,
+        its host key from `known_hosts` (call `write_known_hosts` first); `more` adds keys."""
+        return {
+            "name": "srv",
+            "kind": "ssh",
+            "address": "127.0.0.1",
+            "port": self.port,
+            "username": self.user,
+            "client_keys": [str(self.client_key_path)],
+            "known_hosts": str(self.known_hosts_path),
+            "trusted_hosts_file": str(self.dir / "dutyd_known_hosts"),
+            **more,
+        }
 
     def _write_config(self) -> None:
         lines = [

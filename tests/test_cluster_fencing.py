@@ -21,17 +21,9 @@ from dutyd.rules.config import RuleConfig
 from dutyd.rules.engine import RuleEngine
 from dutyd.storage import Storage
 from dutyd.storage.sqlite import SqliteStorage
+from tests.paging_fixtures import svc_down_rule
 
-RULE = RuleConfig.model_validate(
-    {
-        "name": "svc_down",
-        "metric": "target_up",
-        "condition": {"equals": 0},
-        "for": "0s",
-        "severity": "critical",
-        "summary": "{target} is down",
-    }
-)
+RULE = RuleConfig.model_validate(svc_down_rule())
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from tests.site_fixtures import (
     bridge,
     free_port_on,
     mac,
+    snmp_sweep,
     switch,
     ups,
 )
@@ -466,15 +467,7 @@ async def test_room_sensors_are_recognised_by_their_mib_and_written_as_sensor_ta
     peer = SnmpdPeer(tmp_path / "snmpd", akcp_values(), served=(".1.3.6.1.4.1.3854",))
     context = CollectorContext()
     try:
-        options = SweepOptions(
-            [community("SENSOR_COMMUNITY")],
-            snmp_port=peer.port,
-            nut_port=None,
-            ssh_ports=[],
-            http_ports=[],
-            https_ports=[],
-            timeout=1.0,
-        )
+        options = snmp_sweep("SENSOR_COMMUNITY", peer.port, timeout=1.0)
         monkeypatch.setenv("SENSOR_COMMUNITY", COMMUNITY)
         devices = await Sweep(options).run(["127.0.0.1"])
         assert [d.snmp_class for d in devices] == ["sensor"]

@@ -18,8 +18,9 @@ import yaml
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
 from dutyd.agent.discovercli import write_config
-from dutyd.agent.discovery import Sweep, SweepOptions, community, hosts_of
-from tests.site_fixtures import SiteSnmpd, free_port_on, switch, ups
+from dutyd.agent.discovery import Sweep, hosts_of
+from tests.paging_fixtures import li_na_on_duty
+from tests.site_fixtures import SiteSnmpd, free_port_on, snmp_sweep, stop_site, switch, ups
 from tests.snmp_fixtures import COMMUNITY, UPS_BASE, SnmpdPeer, ups_values
 from tests.test_notify_delivery import Receiver
 
@@ -44,16 +45,7 @@ async def test_discovered_site_pages_once_for_a_core_outage_and_once_for_a_ups_o
             peers.append(SiteSnmpd(tmp_path / sub, host, port, name, room, values))
         for peer in peers:
             peer.wait_ready()
-        options = SweepOptions(
-            [community("SITE_COMMUNITY")],
-            snmp_port=port,
-            nut_port=None,
-            ssh_ports=[],
-            http_ports=[],
-            https_ports=[],
-            timeout=0.5,
-            rate=200,
-        )
+        options = snmp_sweep("SITE_COMMUNITY", port, timeout=0.5, rate=200)
         devices = await Sweep(options).run(hosts_of(["127.0.1.0/29"], False))
         text, _ = write_config(devices, options, ["127.0.1.0/29"], {}, [], dt.datetime.now(dt.UTC))
         (tmp_path / "conf.d").mkdir()
@@ -77,15 +69,7 @@ async def test_discovered_site_pages_once_for_a_core_outage_and_once_for_a_ups_o
                             )
                         }
                     },
-                    "oncall": {
-                        "pairs": [["Li Na"]],
-                        "people": [{"name": "Li Na", "contacts": ["phone"]}],
-                    },
-                    "notify": {
-                        "channels": {"phone": {"url": receiver.url("li")}},
-                        "group_wait": "0s",
-                    },
-                    "escalation": {"policies": [{"name": "all", "steps": [{"oncall": True}]}]},
+                    **li_na_on_duty(receiver),
                     "http": {"port": 0},
                     "storage": {"path": str(tmp_path / "dutyd.db")},
                 }
@@ -133,6 +117,4 @@ async def test_discovered_site_pages_once_for_a_core_outage_and_once_for_a_ups_o
         if daemon is not None:
             await daemon.stop()
         await receiver.stop()
-        for peer in peers:
-            os.kill(peer.proc.pid, signal.SIGCONT)
-            peer.stop()
+        stop_site(peers)

@@ -11,7 +11,7 @@ import csv
 import io
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from dutyd.collectors.ssh.parsers import parse_os_release
 from dutyd.core.clock import FakeClock
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
+from tests.daemon_fixtures import run_until
 from tests.nut_fixtures import OL_VARS, UpsdPeer
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
-from tests.ssh_fixtures import SshdServer
+from tests.ssh_fixtures import SshdServer, simulated_target
 
 UPS = {
     **OL_VARS,
@@ -50,14 +51,6 @@ def upsd(tmp_path: Path) -> Iterator[UpsdPeer]:
         yield peer
     finally:
         peer.stop()
-
-
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.05)
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.peer
@@ -248,19 +241,7 @@ async def test_ssh_server_facts_from_real_openssh_by_the_real_commands(tmp_path:
     context = CollectorContext()
     try:
         sshd.write_known_hosts()
-        cfg = SshTarget.model_validate(
-            {
-                "name": "srv",
-                "kind": "ssh",
-                "address": "127.0.0.1",
-                "port": sshd.port,
-                "username": sshd.user,
-                "client_keys": [str(sshd.client_key_path)],
-                "known_hosts": str(sshd.known_hosts_path),
-                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"),
-                "timeout": 8,
-            }
-        )
+        cfg = SshTarget.model_validate(sshd.target(timeout=8))
         collector = SshCollector(cfg, context)
         try:
             await collector.collect(Readings({"target": "srv"}, time.time()))
@@ -313,12 +294,8 @@ async def test_a_replaced_server_behind_the_same_address_changes_its_facts(
     key, known = server.write_files(tmp_path)
     context = CollectorContext()
     cfg = SshTarget.model_validate(
-        {
-            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
-            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
-        }
-    )  # fmt: skip
+        simulated_target(server, key, known, tmp_path / "trusted", timeout=8)
+    )
     collector = SshCollector(cfg, context)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))

@@ -32,6 +32,7 @@ from aiohttp import web
 from playwright.sync_api import sync_playwright
 
 from tests.daemon_fixtures import DaemonProcess
+from tests.paging_fixtures import svc_down_rule
 from tests.peers import free_port, require_binary
 from tests.postgres_fixtures import PASSWORD, PostgresServer, postgres_server
 from tests.test_status_page_browser import CHROMIUM_ARGS, OUTPUT
@@ -173,16 +174,7 @@ def node_config(
         "targets": target_list,
         "rules": {
             "packs": [],
-            "custom": [
-                {
-                    "name": "svc_down",
-                    "metric": "target_up",
-                    "condition": {"equals": 0},
-                    "for": "0s",
-                    "severity": "critical",
-                    "summary": "{target} is down",
-                }
-            ],
+            "custom": [svc_down_rule()],
         },
         "oncall": {
             "pairs": [["Zhang Wei"]],

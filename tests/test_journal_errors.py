@@ -12,9 +12,7 @@ import calendar
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -40,8 +38,9 @@ from dutyd.duty.logerrors import KIND, ServerErrorsRegister
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_markdown
 from dutyd.storage.sqlite import SqliteStorage
+from tests.daemon_fixtures import run_until
 from tests.peers import require_binary
-from tests.ssh_fixtures import SshdServer
+from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_site
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
@@ -98,18 +97,6 @@ def journal(now: float) -> list[JournalEntry]:
     ]
 
 
-async def _collector(server: SimulatedLinux, tmp_path: Path) -> SshCollector:
-    key, known = server.write_files(tmp_path)
-    cfg = SshTarget.model_validate(
-        {
-            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
-            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
-        }
-    )  # fmt: skip
-    return SshCollector(cfg, CollectorContext())
-
-
 async def daily_poll(collector: SshCollector, at: float) -> JournalReading | None:
     collector.facts_due = True
     await collector.collect(Readings({"target": "db1"}, at))
@@ -124,7 +111,7 @@ async def test_simulated_server_journal_is_read_daily_and_counted_once(tmp_path:
     state.journal = journal(now)
     server = SimulatedLinux(state)
     await server.start()
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         first = await daily_poll(collector, now)
         assert first is not None and first.problem is None and not first.capped
@@ -214,14 +201,7 @@ async def test_real_openssh_runs_the_real_journalctl_over_a_journal_the_test_wro
     context = CollectorContext()
     try:
         sshd.write_known_hosts()
-        cfg = SshTarget.model_validate(
-            {
-                "name": "srv", "kind": "ssh", "address": "127.0.0.1", "port": sshd.port,
-                "username": sshd.user, "client_keys": [str(sshd.client_key_path)],
-                "known_hosts": str(sshd.known_hosts_path),
-                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"), "timeout": 8,
-            }
-        )  # fmt: skip
+        cfg = SshTarget.model_validate(sshd.target(timeout=8))
         collector = SshCollector(cfg, context)
         try:
             await collector.collect(Readings({"target": "srv"}, now))
@@ -414,14 +394,6 @@ async def test_a_stale_node_writes_no_journal_count(tmp_path: Path) -> None:
         assert not standby._writes
 
 
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.05)
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.peer
 async def test_daemon_records_the_daily_journal_reading_and_the_cli_exports_it(
     tmp_path: Path,
@@ -431,21 +403,8 @@ async def test_daemon_records_the_daily_journal_reading_and_the_cli_exports_it(
     state.journal = journal(now)
     server = SimulatedLinux(state)
     await server.start()
-    key, known = server.write_files(tmp_path)
     clock = FakeClock(now)
-    config: dict[str, Any] = {
-        "targets": [
-            {
-                "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-                "username": server.username, "client_keys": [str(key)],
-                "known_hosts": str(known), "trusted_hosts_file": str(tmp_path / "trusted"),
-                "interval": "2s", "timeout": "10s",
-            }
-        ],
-        "http": {"port": 0},
-        "storage": {"path": str(tmp_path / "d.db")},
-    }  # fmt: skip
-    daemon = Daemon(load_from_dict(config), clock=clock)
+    daemon = Daemon(load_from_dict(simulated_site(server, tmp_path)), clock=clock)
     await daemon.start()
     try:
         register = daemon.log_errors

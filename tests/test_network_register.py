@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import calendar
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from dutyd.core.records import Sample
 from dutyd.duty.network import NetworkRegister
 from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_markdown
+from tests.daemon_fixtures import run_until
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
@@ -29,14 +29,6 @@ IF = "1.3.6.1.2.1.2.2.1"
 
 def utc(text: str) -> float:
     return float(calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S")))
-
-
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.25)
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.peer
@@ -59,7 +51,7 @@ async def test_uplink_outage_and_counts_make_the_days_network_status(tmp_path: P
     await daemon.start()
     try:
         register = daemon.network
-        await run_until(clock, lambda: "core-sw1" in register.day_start)
+        await run_until(clock, lambda: "core-sw1" in register.day_start, step=0.25)
         log = daemon.storage.log
 
         async def logged(kinds: list[str]) -> list[Any]:
@@ -77,11 +69,11 @@ async def test_uplink_outage_and_counts_make_the_days_network_status(tmp_path: P
                 f"{IF}.13.2": ["counter", 7], f"{IF}.19.2": ["counter", 1],
             }
         )  # fmt: skip
-        await run_until(clock, lambda: register.up.get(("core-sw1", "Gi0/2")) is False)
+        await run_until(clock, lambda: register.up.get(("core-sw1", "Gi0/2")) is False, step=0.25)
         down_at = clock.time()
         await clock.advance(120)
         snmpd.change({f"{IF}.8.2": ["integer", 1]})
-        await run_until(clock, lambda: register.up.get(("core-sw1", "Gi0/2")) is True)
+        await run_until(clock, lambda: register.up.get(("core-sw1", "Gi0/2")) is True, step=0.25)
         entries = await logged(["port.down", "port.up"])
         assert [(e.kind, e.subject, e.data["port"]) for e in entries] == [
             ("port.down", "core-sw1", "Gi0/2"),
@@ -90,7 +82,7 @@ async def test_uplink_outage_and_counts_make_the_days_network_status(tmp_path: P
         assert ("core-sw1", "Gi0/3") not in register.up
         # Past midnight: the day's counts are written at the first poll of the next day.
         await clock.advance(utc("2026-12-08 00:00:01") - clock.time())
-        await run_until(clock, lambda: register.day_start["core-sw1"][0] == "2026-12-08")
+        await run_until(clock, lambda: register.day_start["core-sw1"][0] == "2026-12-08", step=0.25)
         (counted,) = await logged(["port.counters"])
         assert counted.data == {
             "day": "2026-12-07",

@@ -14,7 +14,7 @@ import pytest
 
 from dutyd.agent.config import load_config
 from dutyd.agent.discovercli import write_config
-from dutyd.agent.discovery import Sweep, SweepOptions, community
+from dutyd.agent.discovery import Sweep
 from dutyd.collectors.base import CollectorContext, Readings
 from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 from dutyd.collectors.snmp.profiles.apc_probe import ApcProbeProfile
@@ -22,6 +22,7 @@ from dutyd.collectors.snmp.profiles.apc_uio import ApcUioProfile
 from dutyd.collectors.snmp.profiles.entity_sensor import EntitySensorProfile
 from dutyd.core.errors import ReadingUnavailable
 from dutyd.rules.packs import load_pack
+from tests.site_fixtures import snmp_sweep
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer, switch_values, ups_values
 
 ENTITY_SENSOR = "1.3.6.1.2.1.99.1.1.1"
@@ -128,15 +129,7 @@ async def poll(config: SnmpTarget) -> dict[tuple[str, str | None], float]:
 
 async def sweep(peer: SnmpdPeer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("SENSOR_COMMUNITY", COMMUNITY)
-    options = SweepOptions(
-        [community("SENSOR_COMMUNITY")],
-        snmp_port=peer.port,
-        nut_port=None,
-        ssh_ports=[],
-        http_ports=[],
-        https_ports=[],
-        timeout=1.0,
-    )
+    options = snmp_sweep("SENSOR_COMMUNITY", peer.port, timeout=1.0)
     devices = await Sweep(options).run(["127.0.0.1"])
     text, _ = write_config(devices, options, ["127.0.0.1/32"], {}, [], dt.datetime.now(dt.UTC))
     written = tmp_path / "discovered.yaml"

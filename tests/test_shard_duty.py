@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_fixtures import DaemonProcess
+from tests.paging_fixtures import svc_down_rule
 from tests.postgres_fixtures import PostgresServer
 from tests.test_ha import SCHEDULING_SLACK, get_json, post_json, query, wait
 from tests.test_shards_groups import QUIET, agents, owners, site, target
@@ -27,14 +28,7 @@ pytestmark = pytest.mark.peer
 # to reach the owning agent before it, short enough that a missed ack shows as a page.
 STEP_2_AFTER = 12.0
 
-DOWN = {
-    "name": "svc_down",
-    "metric": "target_up",
-    "condition": {"equals": 0},
-    "for": "0s",
-    "severity": "critical",
-    "summary": "{target} is down",
-}
+DOWN = svc_down_rule()
 
 
 def escalation_log(pg: PostgresServer, db: str, target_name: str) -> list[tuple[str, int]]:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_fixtures import DaemonProcess
+from tests.paging_fixtures import svc_down_rule
 from tests.postgres_fixtures import PostgresServer
 from tests.test_ha import duty_log_kinds, get_json, query, wait
 from tests.test_shards_groups import agents, owners, pages, site, target
@@ -28,15 +29,7 @@ __all__ = ["site"]  # the fixture, used by name
 
 pytestmark = pytest.mark.peer
 
-DOWN = {
-    "name": "svc_down",
-    "metric": "target_up",
-    "condition": {"equals": 0},
-    "for": "0s",
-    "severity": "critical",
-    "summary": "{target} is down",
-    "resolved": "{target} is back",
-}
+DOWN = svc_down_rule(resolved="{target} is back")
 
 
 def fenced(node: DaemonProcess) -> float:

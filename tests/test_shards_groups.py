@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_fixtures import DaemonProcess
+from tests.paging_fixtures import svc_down_rule
 from tests.postgres_fixtures import PostgresServer
 from tests.test_ha import (
     Port,
@@ -228,14 +229,7 @@ def test_a_parent_on_another_agent_mutes_its_child(
         target("gw", ports["a"], "room-b", labels={"site": "gw"}),
         target("app", ports["a"], "room-a", labels={"site": "app"}, depends_on=["gw"]),
     ]
-    rule = {
-        "name": "svc_down",
-        "metric": "target_up",
-        "condition": {"equals": 0},
-        "for": "5s",
-        "severity": "critical",
-        "summary": "{target} is down",
-    }
+    rule = svc_down_rule(**{"for": "5s"})
     a, b = agents(tmp_path, site, ["a", "b"], targets, [rule])
     wait(lambda: owners(postgres, db) == {"gw": "b", "app": "a"}, 60, "the split", a, b)
     ports["a"].close()

@@ -10,9 +10,7 @@ import asyncio
 import calendar
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +36,8 @@ from dutyd.duty.registers import build_register
 from dutyd.duty.report import to_csv, to_markdown
 from dutyd.duty.software import SoftwareRegister
 from dutyd.storage.sqlite import SqliteStorage
-from tests.ssh_fixtures import SshdServer
+from tests.daemon_fixtures import run_until
+from tests.ssh_fixtures import SshdServer, simulated_collector, simulated_site
 from tests.test_storage_contract import Store, store  # noqa: F401 - both stores
 
 PASSWD = (
@@ -104,18 +103,6 @@ def test_parsers_read_the_formats_and_leave_garbage_out() -> None:
     assert parse_last("x " * 10_000 + "\n\x00\x01 Mon Foo 99 99:99:99 9999\n") == []
 
 
-async def _collector(server: SimulatedLinux, tmp_path: Path) -> SshCollector:
-    key, known = server.write_files(tmp_path)
-    cfg = SshTarget.model_validate(
-        {
-            "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-            "username": server.username, "client_keys": [str(key)], "known_hosts": str(known),
-            "trusted_hosts_file": str(tmp_path / "trusted"), "timeout": 8,
-        }
-    )  # fmt: skip
-    return SshCollector(cfg, CollectorContext())
-
-
 async def settle(register: SoftwareRegister) -> None:
     await asyncio.gather(*register._writes)
 
@@ -131,7 +118,7 @@ async def test_accounts_read_over_ssh_are_logged_and_reviewed_on_both_stores(
     await server.start()
     clock = FakeClock(utc("2026-12-07 12:00:00"))
     register = SoftwareRegister(store.s, clock)
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))
         reading = collector.take_accounts()
@@ -233,7 +220,7 @@ async def test_the_daily_flag_set_while_a_poll_runs_is_kept_for_the_next_poll(
     serve(state)
     server = SimulatedLinux(state)
     await server.start()
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))
         assert collector.take_facts() is not None and collector.take_accounts() is not None
@@ -256,35 +243,14 @@ async def test_the_daily_flag_set_while_a_poll_runs_is_kept_for_the_next_poll(
         await server.stop()
 
 
-async def run_until(clock: FakeClock, done: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
-        await clock.advance(0.05)
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.peer
 async def test_daemon_logs_a_new_login_account_from_the_daily_reading(tmp_path: Path) -> None:
     state = demo_state(time.time())
     serve(state)
     server = SimulatedLinux(state)
     await server.start()
-    key, known = server.write_files(tmp_path)
     clock = FakeClock()
-    config: dict[str, Any] = {
-        "targets": [
-            {
-                "name": "db1", "kind": "ssh", "address": "127.0.0.1", "port": server.port,
-                "username": server.username, "client_keys": [str(key)],
-                "known_hosts": str(known), "trusted_hosts_file": str(tmp_path / "trusted"),
-                "interval": "2s", "timeout": "10s",
-            }
-        ],
-        "http": {"port": 0},
-        "storage": {"path": str(tmp_path / "d.db")},
-    }  # fmt: skip
-    daemon = Daemon(load_from_dict(config), clock=clock)
+    daemon = Daemon(load_from_dict(simulated_site(server, tmp_path)), clock=clock)
     daemon.equipment.every = 30.0
     await daemon.start()
     try:
@@ -318,14 +284,7 @@ async def test_real_openssh_answers_the_account_commands_as_this_host_reads(
     context = CollectorContext()
     try:
         sshd.write_known_hosts()
-        cfg = SshTarget.model_validate(
-            {
-                "name": "srv", "kind": "ssh", "address": "127.0.0.1", "port": sshd.port,
-                "username": sshd.user, "client_keys": [str(sshd.client_key_path)],
-                "known_hosts": str(sshd.known_hosts_path),
-                "trusted_hosts_file": str(sshd.dir / "dutyd_known_hosts"), "timeout": 8,
-            }
-        )  # fmt: skip
+        cfg = SshTarget.model_validate(sshd.target(timeout=8))
         collector = SshCollector(cfg, context)
         try:
             await collector.collect(Readings({"target": "srv"}, time.time()))
@@ -415,7 +374,7 @@ async def test_an_account_that_may_not_read_shadow_is_said_so_in_the_register(
     serve(state, shadow=None)
     server = SimulatedLinux(state)
     await server.start()
-    collector = await _collector(server, tmp_path)
+    collector = simulated_collector(server, tmp_path)
     try:
         await collector.collect(Readings({"target": "db1"}, time.time()))
         reading = collector.take_accounts()

@@ -17,7 +17,16 @@ from dutyd.agent import cli
 from dutyd.agent.config import load_config
 from dutyd.agent.daemon import Daemon
 from dutyd.core.errors import ConfigError
-from tests.site_fixtures import SiteSnmpd, free_port_on, switch, ups
+from tests.site_fixtures import (
+    SiteSnmpd,
+    auto_topology_config,
+    free_port_on,
+    site_snmp_target,
+    start_site,
+    stop_site,
+    switch,
+    ups,
+)
 from tests.snmp_fixtures import COMMUNITY, SnmpdPeer
 from tests.test_notify_delivery import Receiver
 
@@ -49,53 +58,19 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
     daemon: Daemon | None = None
 
     def snmp(name: str, host: str, role: str, profiles: list[str]) -> dict:
-        return {
-            "name": name,
-            "kind": "snmp",
-            "address": f"{host}:{port}",
-            "profiles": profiles,
-            "labels": {"role": role},
-        }
+        return site_snmp_target(name, host, port, role, profiles)
 
     try:
-        for sub, host, name, values in rooms:
-            peers.append(SiteSnmpd(tmp_path / sub, host, port, name, "Room A", values))
-        for peer in peers:
-            peer.wait_ready()
+        start_site(peers, tmp_path, port, rooms)
         await receiver.start()
-        overrides = ("core_backbone_outage", "datacentre_network_outage", "ups_snmp_unreachable")
+        targets = [
+            snmp("core-sw", HOSTS[0], "core", ["switch", "lldp"]),
+            snmp("access-sw-1", HOSTS[1], "network", ["switch", "lldp"]),
+            snmp("ups-a", HOSTS[2], "ups", ["ups"]),
+        ]
         config = tmp_path / "dutyd.yaml"
         config.write_text(
-            yaml.safe_dump(
-                {
-                    "defaults": {
-                        "snmp": {
-                            "community_env": "SITE_COMMUNITY",
-                            "interval": "1s",
-                            "timeout": "1s",
-                            "depends_on": "auto",
-                        }
-                    },
-                    "targets": [
-                        snmp("core-sw", HOSTS[0], "core", ["switch", "lldp"]),
-                        snmp("access-sw-1", HOSTS[1], "network", ["switch", "lldp"]),
-                        snmp("ups-a", HOSTS[2], "ups", ["ups"]),
-                    ],
-                    "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
-                    "oncall": {
-                        "pairs": [["Li Na"]],
-                        "people": [{"name": "Li Na", "contacts": ["phone"]}],
-                    },
-                    "notify": {
-                        "channels": {"phone": {"url": receiver.url("li")}},
-                        "group_wait": "0s",
-                    },
-                    "escalation": {"policies": [{"name": "all", "steps": [{"oncall": True}]}]},
-                    "http": {"port": 0},
-                    "api": {"token": "topology-test"},
-                    "storage": {"path": str(tmp_path / "dutyd.db")},
-                }
-            )
+            yaml.safe_dump(auto_topology_config(tmp_path, receiver, targets, "topology-test"))
         )
         daemon = Daemon(load_config(config))
         await daemon.start()
@@ -150,9 +125,7 @@ async def test_auto_dependencies_follow_lldp_and_one_core_outage_pages_once(
         if daemon is not None:
             await daemon.stop()
         await receiver.stop()
-        for peer in peers:
-            os.kill(peer.proc.pid, signal.SIGCONT)
-            peer.stop()
+        stop_site(peers)
 
 
 def test_auto_is_a_reserved_word_not_a_target(tmp_path: Path) -> None:

@@ -34,10 +34,14 @@ from tests.site_fixtures import (
     SiteSnmpd,
     arp,
     arp_physical,
+    auto_topology_config,
     bridge,
     free_port_on,
     mac,
     q_bridge,
+    site_snmp_target,
+    start_site,
+    stop_site,
     switch,
     ups,
 )
@@ -305,61 +309,20 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
     daemon: Daemon | None = None
 
     def snmp(name: str, host: str, role: str, profiles: list[str], **more: Any) -> dict:
-        return {
-            "name": name,
-            "kind": "snmp",
-            "address": f"{host}:{port}",
-            "profiles": profiles,
-            "labels": {"role": role},
-            **more,
-        }
+        return site_snmp_target(name, host, port, role, profiles, **more)
 
     try:
-        for sub, host, name, values in rooms:
-            peers.append(SiteSnmpd(tmp_path / sub, host, port, name, "Room A", values))
-        for peer in peers:
-            peer.wait_ready()
+        start_site(peers, tmp_path, port, rooms)
         await receiver.start()
-        overrides = ("core_backbone_outage", "datacentre_network_outage", "ups_snmp_unreachable")
+        targets = [
+            snmp("core-sw", HOSTS[0], "core", ["switch", "bridge"]),
+            snmp("access-sw-1", HOSTS[1], "network", ["switch", "bridge"]),
+            snmp("access-sw-2", HOSTS[2], "network", ["switch", "bridge"], bridge_max_rows=2),
+            snmp("ups-a", HOSTS[3], "ups", ["ups"]),
+        ]
         config = tmp_path / "dutyd.yaml"
         config.write_text(
-            yaml.safe_dump(
-                {
-                    "defaults": {
-                        "snmp": {
-                            "community_env": "SITE_COMMUNITY",
-                            "interval": "1s",
-                            "timeout": "1s",
-                            "depends_on": "auto",
-                        }
-                    },
-                    "targets": [
-                        snmp("core-sw", HOSTS[0], "core", ["switch", "bridge"]),
-                        snmp("access-sw-1", HOSTS[1], "network", ["switch", "bridge"]),
-                        snmp(
-                            "access-sw-2",
-                            HOSTS[2],
-                            "network",
-                            ["switch", "bridge"],
-                            bridge_max_rows=2,
-                        ),
-                        snmp("ups-a", HOSTS[3], "ups", ["ups"]),
-                    ],
-                    "rules": {"overrides": {name: {"for": "0s"} for name in overrides}},
-                    "oncall": {
-                        "pairs": [["Li Na"]],
-                        "people": [{"name": "Li Na", "contacts": ["phone"]}],
-                    },
-                    "notify": {
-                        "channels": {"phone": {"url": receiver.url("li")}},
-                        "group_wait": "0s",
-                    },
-                    "escalation": {"policies": [{"name": "all", "steps": [{"oncall": True}]}]},
-                    "http": {"port": 0},
-                    "api": {"token": "bridge-test"},
-                    "storage": {"path": str(tmp_path / "dutyd.db")},
-                }
-            )
+            yaml.safe_dump(auto_topology_config(tmp_path, receiver, targets, "bridge-test"))
         )
         daemon = Daemon(load_config(config))
         await daemon.start()
@@ -415,6 +378,4 @@ async def test_auto_dependencies_from_forwarding_tables_page_once_and_log_a_move
         if daemon is not None:
             await daemon.stop()
         await receiver.stop()
-        for peer in peers:
-            os.kill(peer.proc.pid, signal.SIGCONT)
-            peer.stop()
+        stop_site(peers)

@@ -19,10 +19,12 @@ from typing import ClassVar
 from dutyd.collectors.snmp.codec import AnyValue, Oid, parse_oid
 from dutyd.collectors.snmp.profiles.base import Column, PollData
 from dutyd.collectors.snmp.profiles.room import (
+    RAW_LIMIT,
     RoomSensorProfile,
     integer,
     plausible,
-    probe_name,
+    probe_rows,
+    whole,
 )
 from dutyd.collectors.snmp.profiles.sensor import HUMIDITY, TEMPERATURE
 
@@ -34,7 +36,6 @@ PROBE_TEMP_UNITS = parse_oid(f"{ENTRY}.5")
 PROBE_HUMIDITY = parse_oid(f"{ENTRY}.6")
 CONNECTED = 2
 CELSIUS, FAHRENHEIT = 1, 2
-RAW_LIMIT = 100_000  # whole degrees or percent: anything larger is no reading
 
 
 def decode_probe(
@@ -50,11 +51,8 @@ def decode_probe(
         got = plausible(TEMPERATURE, round(celsius, 2))
         if got is not None:
             out[TEMPERATURE] = got
-    percent = integer(humidity)
-    if percent is not None and abs(percent) <= RAW_LIMIT:
-        got = plausible(HUMIDITY, float(percent))
-        if got is not None:
-            out[HUMIDITY] = got
+    if (percent := whole(HUMIDITY, integer(humidity))) is not None:
+        out[HUMIDITY] = percent
     return out
 
 
@@ -74,17 +72,10 @@ class ApcProbeProfile(RoomSensorProfile):
         return [PROBE_NAME, PROBE_STATUS, PROBE_TEMP, PROBE_TEMP_UNITS, PROBE_HUMIDITY]
 
     def probes(self, data: PollData) -> list[tuple[str, bool, dict[str, float]]]:
-        cols = data.columns
-        status = cols.get(PROBE_STATUS) or {}
-        temp = cols.get(PROBE_TEMP) or {}
-        units = cols.get(PROBE_TEMP_UNITS) or {}
-        humidity = cols.get(PROBE_HUMIDITY) or {}
-        names = cols.get(PROBE_NAME)
+        rows = probe_rows(
+            data, PROBE_NAME, PROBE_STATUS, [PROBE_TEMP, PROBE_TEMP_UNITS, PROBE_HUMIDITY]
+        )
         return [
-            (
-                probe_name(names, index),
-                integer(state) == CONNECTED,
-                decode_probe(state, temp.get(index), units.get(index), humidity.get(index)),
-            )
-            for index, state in status.items()
+            (sensor, integer(state) == CONNECTED, decode_probe(state, *row))
+            for sensor, state, row in rows
         ]

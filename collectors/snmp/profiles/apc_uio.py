@@ -17,12 +17,7 @@ from typing import ClassVar
 
 from dutyd.collectors.snmp.codec import AnyValue, Oid, parse_oid
 from dutyd.collectors.snmp.profiles.base import Column, PollData
-from dutyd.collectors.snmp.profiles.room import (
-    RoomSensorProfile,
-    integer,
-    plausible,
-    probe_name,
-)
+from dutyd.collectors.snmp.profiles.room import RoomSensorProfile, integer, probe_rows, whole
 from dutyd.collectors.snmp.profiles.sensor import HUMIDITY, TEMPERATURE
 
 ENTRY = "1.3.6.1.4.1.318.1.1.25.1.2.1"
@@ -31,7 +26,6 @@ TEMP_C = parse_oid(f"{ENTRY}.6")
 HUMIDITY_PERCENT = parse_oid(f"{ENTRY}.7")
 ALARM_STATUS = parse_oid(f"{ENTRY}.9")
 READING_STATES = frozenset({1, 2, 3})  # uioNormal, uioWarning, uioCritical
-RAW_LIMIT = 100_000
 
 
 def decode_uio(alarm: AnyValue, temp: AnyValue, humidity: AnyValue) -> dict[str, float]:
@@ -40,10 +34,8 @@ def decode_uio(alarm: AnyValue, temp: AnyValue, humidity: AnyValue) -> dict[str,
         return {}
     out: dict[str, float] = {}
     for name, raw in ((TEMPERATURE, integer(temp)), (HUMIDITY, integer(humidity))):
-        if raw is not None and raw != -1 and abs(raw) <= RAW_LIMIT:
-            got = plausible(name, float(raw))
-            if got is not None:
-                out[name] = got
+        if raw != -1 and (got := whole(name, raw)) is not None:
+            out[name] = got
     return out
 
 
@@ -64,16 +56,8 @@ class ApcUioProfile(RoomSensorProfile):
         return [SENSOR_NAME, TEMP_C, HUMIDITY_PERCENT, ALARM_STATUS]
 
     def probes(self, data: PollData) -> list[tuple[str, bool, dict[str, float]]]:
-        cols = data.columns
-        alarms = cols.get(ALARM_STATUS) or {}
-        temp = cols.get(TEMP_C) or {}
-        humidity = cols.get(HUMIDITY_PERCENT) or {}
-        names = cols.get(SENSOR_NAME)
+        rows = probe_rows(data, SENSOR_NAME, ALARM_STATUS, [TEMP_C, HUMIDITY_PERCENT])
         return [
-            (
-                probe_name(names, index),
-                integer(alarm) in READING_STATES,
-                decode_uio(alarm, temp.get(index), humidity.get(index)),
-            )
-            for index, alarm in alarms.items()
+            (sensor, integer(alarm) in READING_STATES, decode_uio(alarm, *row))
+            for sensor, alarm, row in rows
         ]

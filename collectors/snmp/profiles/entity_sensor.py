@@ -20,12 +20,7 @@ from typing import ClassVar
 
 from dutyd.collectors.snmp.codec import AnyValue, Oid, parse_oid
 from dutyd.collectors.snmp.profiles.base import Column, PollData
-from dutyd.collectors.snmp.profiles.room import (
-    RoomSensorProfile,
-    integer,
-    plausible,
-    probe_name,
-)
+from dutyd.collectors.snmp.profiles.room import RoomSensorProfile, integer, plausible, probe_rows
 from dutyd.collectors.snmp.profiles.sensor import HUMIDITY, TEMPERATURE
 
 ENTRY = "1.3.6.1.2.1.99.1.1.1"
@@ -108,20 +103,16 @@ class EntitySensorProfile(RoomSensorProfile):
         ]
 
     def probes(self, data: PollData) -> list[tuple[str, bool, dict[str, float]]]:
-        cols = data.columns
-        kinds = cols.get(SENSOR_TYPE) or {}
-        scales = cols.get(SENSOR_SCALE) or {}
-        places = cols.get(SENSOR_PRECISION) or {}
-        values = cols.get(SENSOR_VALUE) or {}
-        status = cols.get(SENSOR_STATUS) or {}
-        names = cols.get(PHYSICAL_NAME)
+        rows = probe_rows(
+            data,
+            PHYSICAL_NAME,
+            SENSOR_TYPE,
+            [SENSOR_SCALE, SENSOR_PRECISION, SENSOR_VALUE, SENSOR_STATUS],
+        )
         out: list[tuple[str, bool, dict[str, float]]] = []
-        for index, kind in kinds.items():
+        for sensor, kind, (scale, places, value, status) in rows:
             if integer(kind) not in ROOM_TYPES:
                 continue  # a fan, a voltage: not the room's
-            ok = integer(status.get(index)) == STATUS_OK
-            got = decode_reading(
-                kind, scales.get(index), places.get(index), values.get(index), status.get(index)
-            )
-            out.append((probe_name(names, index), ok, dict([got]) if got else {}))
+            got = decode_reading(kind, scale, places, value, status)
+            out.append((sensor, integer(status) == STATUS_OK, dict([got]) if got else {}))
         return out

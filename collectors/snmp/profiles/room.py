@@ -1,6 +1,6 @@
 """What the room-sensor profiles share (`entity_sensor`, `apc_probe`, `apc_uio`): the sample
-names the duty pack's room rules read, the plausibility bounds, and what `dutyd discover` asks
-of each.
+names the duty pack's room rules read, the plausibility bounds, the reading of a probe table's
+rows (`probe_rows`, `whole`), and what `dutyd discover` asks of each.
 
 A room-sensor profile reads a table of probes and emits, per probe (label `sensor`: the
 probe's name on the device, else its row index), `room_temperature_celsius` and
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar
 
 from dutyd.collectors.base import Readings
@@ -35,6 +35,7 @@ SENSOR_OK = "room_sensor_ok"
 # What a machine-room probe can measure; beyond is a fault or a hostile value.
 BOUNDS: dict[str, tuple[float, float]] = {TEMPERATURE: (-60.0, 150.0), HUMIDITY: (0.0, 100.0)}
 MAX_PROBES = 256  # rows of one poll turned into samples
+RAW_LIMIT = 100_000  # a reading in whole degrees or percent: anything larger is no reading
 
 
 def plausible(name: str, value: float) -> float | None:
@@ -47,9 +48,28 @@ def plausible(name: str, value: float) -> float | None:
     return value
 
 
+def whole(name: str, raw: int | None) -> float | None:
+    """A reading the device gives in whole degrees Celsius or percent, when plausible."""
+    if raw is None or abs(raw) > RAW_LIMIT:
+        return None
+    return plausible(name, float(raw))
+
+
 def probe_name(names: Column | None, index: bytes) -> str:
     """A probe's `sensor` label: its name on the device, else its row index."""
     return (text(names.get(index)) if names is not None else "") or index_text(index)
+
+
+def probe_rows(
+    data: PollData, names: Oid, key: Oid, others: Sequence[Oid]
+) -> Iterator[tuple[str, AnyValue, tuple[AnyValue, ...]]]:
+    """Per row of the `key` column, in row order: the probe's `sensor` label (from the `names`
+    column), its `key` value and its values of the `others` columns (None where absent)."""
+    cols = data.columns
+    named = cols.get(names)
+    columns = [cols.get(oid) or {} for oid in others]
+    for index, value in (cols.get(key) or {}).items():
+        yield probe_name(named, index), value, tuple(c.get(index) for c in columns)
 
 
 class RoomSensorProfile(Profile):
