@@ -186,6 +186,11 @@ def write_config(
         where = f"   # sysLocation {_q(d.sys_location)}" if d.sys_location else ""
         if labels:
             out.append(f"    labels: {{{shown}}}{where}")
+        if d.unanswered:
+            out.append(
+                f"    # guessed: no answer within {options.timeout * 2:g}s from its "
+                f"{', '.join(d.unanswered)}; it may be more than this (discover it again)"
+            )
         return out + depends(name)
 
     groups = [
@@ -226,6 +231,14 @@ def write_config(
                     )
             else:
                 lines += snmp_target(d, [], f"guessed: an SNMP device, {d.interfaces} interfaces")
+                # A target must read something: its agent's uptime shows it answering (and a
+                # restart); the device's own OIDs are for a person to add.
+                lines += [
+                    "    oids:   # guessed: only whether it answers; add the device's own OIDs",
+                    "      - name: snmp_agent_uptime_seconds",
+                    "        oid: 1.3.6.1.2.1.1.3.0   # sysUpTime, in hundredths of a second",
+                    "        scale: 0.01",
+                ]
     nut = [d for d in new if d.nut]
     if nut:
         lines += ["", "  # -- NUT servers (every UPS of LIST UPS is read) --"]

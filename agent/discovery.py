@@ -163,6 +163,9 @@ class Device:
     ssh_port: int = 0
     http: list[tuple[str, int, int]] = field(default_factory=list)  # (scheme, port, status)
     untrusted_tls: list[int] = field(default_factory=list)  # HTTPS ports whose cert fails
+    # The SNMP tables asked for that got no usable answer within the sweep's timeout: the
+    # device may be more than it was classified as (the written config says so).
+    unanswered: list[str] = field(default_factory=list)
 
     @property
     def found(self) -> bool:
@@ -250,6 +253,22 @@ class Sweep:
         except (CollectError, TimeoutError):
             return None
 
+    async def _read(
+        self,
+        collector: SnmpCollector,
+        device: Device,
+        what: str,
+        columns: list[Oid],
+        rows: int,
+    ) -> list[Column] | None:
+        """The columns of one table of a device that answered its system group; a table that
+        gets no answer in time is noted on the device (not taken for "has no such table")."""
+        got = await self._fetch(collector, [], columns, rows)
+        if got is None:
+            device.unanswered.append(what)
+            return None
+        return got[1]
+
     def _collector(self, address: str, credential: Credential) -> SnmpCollector | None:
         host = f"[{address}]" if ":" in address else address
         try:
@@ -288,22 +307,22 @@ class Sweep:
             await collector.close()
 
     async def _classify(self, collector: SnmpCollector, device: Device) -> None:
-        arp = await self._fetch(collector, [], [ARP_PHYS_ADDRESS], MAX_FDB)
-        for index, mac in (arp[1][0] if arp is not None else {}).items():
+        arp = await self._read(collector, device, "ARP table", [ARP_PHYS_ADDRESS], MAX_FDB)
+        for index, mac in (arp[0] if arp is not None else {}).items():
             subids = _subids(index)
             if len(subids) == 5 and isinstance(mac, bytes) and len(mac) == 6:
                 device.arp[".".join(map(str, subids[1:]))] = mac.hex(":")
-        ups = await self._fetch(collector, [], [UPS_MIB], MAX_WALK)
+        ups = await self._read(collector, device, "UPS-MIB", [UPS_MIB], MAX_WALK)
         # A vendor's probe table: a probe box, or the probe on a UPS's card.
         await self._room_sensors(collector, device, generic=False)
-        if ups is not None and any(not _is_exception(v) for v in ups[1][0].values()):
+        if ups is not None and any(not _is_exception(v) for v in ups[0].values()):
             device.snmp_class = "ups"
             return
         if device.sensor_profiles or await self._sensors(collector, device):
             device.snmp_class = "sensor"
             return
-        interfaces = await self._fetch(collector, [], [IF_DESCR], MAX_INTERFACES)
-        names = interfaces[1][0] if interfaces is not None else {}
+        interfaces = await self._read(collector, device, "IF-MIB", [IF_DESCR], MAX_INTERFACES)
+        names = interfaces[0] if interfaces is not None else {}
         device.interfaces = len(names)
         if device.interfaces < self.options.switch_ports:
             # ENTITY-SENSOR-MIB on a switch is its own hardware (inlet, ASIC), not the room.
@@ -312,10 +331,12 @@ class Sweep:
             return
         device.snmp_class = "switch"
         await self._bridge(collector, device, names)
-        lldp = await self._fetch(collector, [], [LLDP_REM_SYS_NAME, LLDP_LOC_PORT_DESC], MAX_WALK)
+        lldp = await self._read(
+            collector, device, "LLDP-MIB", [LLDP_REM_SYS_NAME, LLDP_LOC_PORT_DESC], MAX_WALK
+        )
         if lldp is None:
             return
-        remote, ports = lldp[1]
+        remote, ports = lldp
         for index, value in remote.items():
             name = _text(value)
             try:
@@ -338,10 +359,11 @@ class Sweep:
         columns = list(dict.fromkeys(c for p in kinds for c in p.detect_columns()))
         if not columns:
             return False
-        got = await self._fetch(collector, [], columns, MAX_WALK)
+        what = "ENTITY-SENSOR-MIB" if generic else "room sensor tables"
+        got = await self._read(collector, device, what, columns, MAX_WALK)
         if got is None:
             return False
-        walked = dict(zip(columns, got[1], strict=True))
+        walked = dict(zip(columns, got, strict=True))
         found = [p.name for p in kinds if p.recognises(walked)]
         device.sensor_profiles += found
         return bool(found)
@@ -349,10 +371,10 @@ class Sweep:
     async def _sensors(self, collector: SnmpCollector, device: Device) -> bool:
         """A known room-sensor MIB (AKCP SPAGENT-MIB): the probes its tables hold."""
         columns = [AKCP_TEMP_DEGREE, AKCP_TEMP_UNIT, AKCP_HUMIDITY_PERCENT]
-        got = await self._fetch(collector, [], columns, MAX_WALK)
+        got = await self._read(collector, device, "AKCP SPAGENT-MIB", columns, MAX_WALK)
         if got is None:
             return False
-        degrees, units, humidity = got[1]
+        degrees, units, humidity = got
         for values, probe in (
             (degrees, {"temperature_column": AKCP_TEMP_DEGREE, "name_column": AKCP_TEMP_NAME}),
             (
@@ -368,10 +390,12 @@ class Sweep:
     async def _bridge(self, collector: SnmpCollector, device: Device, if_names: Column) -> None:
         """The forwarding table: which port each MAC was learned on (for devices LLDP does
         not place: servers, UPS cards)."""
-        got = await self._fetch(collector, [], [FDB_PORT, BASE_PORT_IF_INDEX], MAX_FDB)
+        got = await self._read(
+            collector, device, "forwarding table", [FDB_PORT, BASE_PORT_IF_INDEX], MAX_FDB
+        )
         if got is None:
             return
-        fdb, base = got[1]
+        fdb, base = got
         if_index = {_subids(k)[:1]: v for k, v in base.items()}
         for index, port in fdb.items():
             mac = _subids(index)

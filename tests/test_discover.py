@@ -28,6 +28,7 @@ from dutyd.collectors.snmp.collector import SnmpCollector, SnmpTarget
 from dutyd.core.records import Sample
 from dutyd.web.server import serve_on_loopback
 from tests.nut_fixtures import OL_VARS, UpsdPeer
+from tests.peers import free_port
 from tests.site_fixtures import (
     Counter,
     SiteSnmpd,
@@ -467,7 +468,7 @@ async def test_room_sensors_are_recognised_by_their_mib_and_written_as_sensor_ta
     peer = SnmpdPeer(tmp_path / "snmpd", akcp_values(), served=(".1.3.6.1.4.1.3854",))
     context = CollectorContext()
     try:
-        options = snmp_sweep("SENSOR_COMMUNITY", peer.port, timeout=1.0)
+        options = snmp_sweep("SENSOR_COMMUNITY", peer.port, timeout=2.0)
         monkeypatch.setenv("SENSOR_COMMUNITY", COMMUNITY)
         devices = await Sweep(options).run(["127.0.0.1"])
         assert [d.snmp_class for d in devices] == ["sensor"]
@@ -486,4 +487,63 @@ async def test_room_sensors_are_recognised_by_their_mib_and_written_as_sensor_ta
         assert got[("room_humidity_percent", "room")] == 41, got
     finally:
         await context.close()
+        peer.stop()
+
+
+class FirstAnswerOnly(asyncio.DatagramProtocol):
+    """A UDP relay in front of a real snmpd that passes its first request and answer (the
+    system group), then drops everything: a device that stops answering mid-classification."""
+
+    def __init__(self, agent_port: int) -> None:
+        self.agent = ("127.0.0.1", agent_port)
+        self.answered = False
+        self.dropped = 0
+        self.client: tuple[str, int] | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        if addr == self.agent:
+            if self.client is not None and not self.answered:
+                self.answered = True
+                self.transport.sendto(data, self.client)
+            return
+        if self.answered:
+            self.dropped += 1
+            return
+        self.client = addr
+        self.transport.sendto(data, self.agent)
+
+
+async def test_tables_that_get_no_answer_are_said_in_the_written_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A UPS that answers its sysName and then nothing (a slow agent, a lossy link): it is not
+    silently written as "an SNMP device" as if it had no UPS-MIB; the config says which tables
+    got no answer, and still loads."""
+    (tmp_path / "snmpd").mkdir()
+    peer = SnmpdPeer(tmp_path / "snmpd", ups())
+    loop = asyncio.get_running_loop()
+    relay_port = free_port("udp")
+    transport, relay = await loop.create_datagram_endpoint(
+        lambda: FirstAnswerOnly(peer.port), local_addr=("127.0.0.1", relay_port)
+    )
+    try:
+        monkeypatch.setenv("SENSOR_COMMUNITY", COMMUNITY)
+        options = snmp_sweep("SENSOR_COMMUNITY", relay_port, timeout=0.3)
+        (device,) = await Sweep(options).run(["127.0.0.1"])
+        assert relay.answered and relay.dropped >= 1
+        assert device.sys_name and device.snmp_class == "snmp"
+        assert "UPS-MIB" in device.unanswered and "IF-MIB" in device.unanswered, device
+        text, _ = write_config([device], options, ["127.0.0.1/32"], {}, [], dt.datetime.now(dt.UTC))
+        assert "# guessed: no answer within 0.6s from its ARP table, UPS-MIB," in text, text
+        written = tmp_path / "partial.yaml"
+        written.write_text(text)
+        (target,) = load_config(written).targets
+        assert [m.name for m in target.oids] == ["snmp_agent_uptime_seconds"], text
+    finally:
+        transport.close()
         peer.stop()

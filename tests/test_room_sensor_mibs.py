@@ -129,7 +129,9 @@ async def poll(config: SnmpTarget) -> dict[tuple[str, str | None], float]:
 
 async def sweep(peer: SnmpdPeer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("SENSOR_COMMUNITY", COMMUNITY)
-    options = snmp_sweep("SENSOR_COMMUNITY", peer.port, timeout=1.0)
+    # 2 s (a walk may take twice that): a loaded CI machine's pass_persist script once
+    # missed 1 s, and the APC probe was written as no probe.
+    options = snmp_sweep("SENSOR_COMMUNITY", peer.port, timeout=2.0)
     devices = await Sweep(options).run(["127.0.0.1"])
     text, _ = write_config(devices, options, ["127.0.0.1/32"], {}, [], dt.datetime.now(dt.UTC))
     written = tmp_path / "discovered.yaml"
