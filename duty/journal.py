@@ -137,7 +137,6 @@ class AlertJournal:
             return
         # What a person did is recorded whatever the lease (a standby's API records acks).
         epoch = None if event.actor else self.fence()
-        generation = self._generation
         alert = self._engine().alerts.get(event.fingerprint)
         # A resolve recorded after its alert fired again (the events queue behind a slow
         # write): this episode's row ends here, and the next one's is written by its own
@@ -172,9 +171,7 @@ class AlertJournal:
             },
         )
         try:
-            fired_at = await self._write(
-                event.fingerprint, alert if keep else None, entry, epoch, generation
-            )
+            fired_at = await self._write(event.fingerprint, alert if keep else None, entry, epoch)
             if (
                 alert is not None
                 and event.change is AlertChange.STATE
@@ -205,26 +202,8 @@ class AlertJournal:
             except Exception:
                 log.exception("alert listener failed")
 
-    def _own_newer_epoch(self, epoch: int, fingerprint: str, generation: int) -> int | None:
-        """The epoch this node holds now, when it is newer than `epoch` and the event is still
-        its own to record: the node took the lease again (the database came back) while the
-        write waited, and the store's copy of the alert did not replace the engine's at that
-        takeover (`supersede`). Without it the event was refused by the node's own new epoch
-        and nobody paged the alert."""
-        current = self.fence()
-        if current is None or current <= epoch:
-            return None
-        if self._generation != generation and fingerprint in self._superseded[1]:
-            return None
-        return current
-
     async def _write(
-        self,
-        fingerprint: str,
-        alert: Alert | None,
-        entry: NewLogEntry,
-        epoch: int | None,
-        generation: int = 0,
+        self, fingerprint: str, alert: Alert | None, entry: NewLogEntry, epoch: int | None
     ) -> float | None:
         """The alert's row (None: deleted) and its duty-log entry; the row's `fired_at` as
         stored. Fenced (a cluster node): in one transaction, refused when stale, so a crash
@@ -238,11 +217,6 @@ class AlertJournal:
             while True:
                 try:
                     return await self._storage.alerts.record(fingerprint, row, entry, epoch)
-                except FencedOut:
-                    newer = self._own_newer_epoch(epoch, fingerprint, generation)
-                    if newer is None:
-                        raise
-                    epoch = newer
                 except StorageUnavailable:
                     if self._draining:
                         raise
