@@ -47,8 +47,10 @@ class AlertRepository(ABC):
     async def save(self, alert: StoredAlert, epoch: int | None = None) -> float | None:
         """Insert or replace the alert with this fingerprint; the row's `fired_at` as stored.
         The first firing of an outage is recorded once: while the stored row is firing and the
-        saved alert is too, the stored `fired_at` is kept (page ids are built from it, so a
-        later writer must not move it). Fenced by `epoch` (see above)."""
+        saved alert is too, the stored `fired_at` and the page key in `extra` (`key_at`) are
+        kept (page ids are built from them, so a later writer must not move them: a node that
+        loads the row pages under the key the first writer paged under). Fenced by `epoch`
+        (see above)."""
 
     @abstractmethod
     async def delete(self, fingerprint: str, epoch: int | None = None) -> None:

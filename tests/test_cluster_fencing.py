@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from dutyd.cluster import ClusterConfig, ClusterNode
 from dutyd.core.records import AlertEvent, Sample
+from dutyd.duty import rulestate
 from dutyd.duty.journal import AlertJournal
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.rules.config import RuleConfig
@@ -109,6 +110,10 @@ async def test_the_page_of_an_alert_carries_the_stores_first_firing(storage: Sto
     assert [e.timestamp for e in handed] == [10.0]
     (row,) = await storage.alerts.load_all()
     assert row.fired_at == 10.0 and engine.alerts[row.fingerprint].fired_at == 10.0
+    # The page key a node that loads the row pages under: the first writer's too (the later
+    # writer's row carried its own, 14.0; before, it replaced the stored one).
+    assert row.extra["key_at"] == 10.0
+    assert rulestate.alert_from_row(row).key_at == 10.0
 
 
 async def test_events_queued_while_taking_over_are_recorded_after_the_load(

@@ -636,6 +636,39 @@ async def test_an_outages_first_firing_time_is_recorded_once(store: Store) -> No
     assert await s.alerts.save(replace(first, fired_at=9.0)) == 9.0
 
 
+async def test_an_outages_page_key_is_kept_with_its_first_firing(store: Store) -> None:
+    """The page key (`key_at` in `extra`) is the first writer's, to the last digit, while the
+    outage lasts: a node that loads the row pages under the ids the first writer paged under,
+    though a later writer (a node whose copy fired a moment later) saved its own key. What
+    else `extra` holds (an ack) is the later writer's."""
+    s = store.s
+    key = 1765130401.1234567  # more digits than a REAL printed with 15 keeps
+    first = alert("fp1", key_at=key, ack=None)
+    assert await s.alerts.save(first) == 2.0
+    later = replace(
+        first, fired_at=4.0, extra={"key_at": 1765130404.9876543, "ack": {"by": "Li Na"}}
+    )
+    assert await s.alerts.save(later) == 2.0
+    (row,) = await s.alerts.load_all()
+    assert row.extra == {"key_at": key, "ack": {"by": "Li Na"}}
+    # Recorded with its duty-log entry: the same.
+    entry = NewLogEntry(5.0, "alert.firing", "dutyd", "fp1", {"rule": "hot"})
+    assert await s.alerts.record("fp1", replace(later, fired_at=5.0), entry) == 2.0
+    (row,) = await s.alerts.load_all()
+    assert row.extra["key_at"] == key
+    # A row written before keys were kept (none): still none, the loader keys on `fired_at`.
+    await s.alerts.save(alert("fp2"))
+    await s.alerts.save(replace(alert("fp2"), fired_at=4.0, extra={"key_at": 4.0}))
+    rows = {r.fingerprint: r for r in await s.alerts.load_all()}
+    assert (rows["fp2"].fired_at, rows["fp2"].extra) == (2.0, {"key_at": None})
+    # A new outage (after a resolve) has its own key.
+    await s.alerts.save(replace(later, state="resolved", resolved_at=6.0))
+    again = replace(first, fired_at=7.0, extra={"key_at": 7.0})
+    assert await s.alerts.save(again) == 7.0
+    rows = {r.fingerprint: r for r in await s.alerts.load_all()}
+    assert rows["fp1"].extra == {"key_at": 7.0}
+
+
 async def test_alert_shift_moments_moves_the_kept_first_firing(store: Store) -> None:
     """A single node's clock re-anchored onto a stepped system clock moves its alerts' times;
     `save` alone would keep the outage's first firing where it was."""

@@ -13,8 +13,9 @@ from dutyd.storage.records import NewLogEntry, StoredAlert
 from dutyd.storage.repositories import AlertRepository
 from dutyd.storage.rows import alert_row
 
-# The same outage (the stored row and the saved alert both firing): its start and first firing
-# time stay as first recorded, whoever writes later.
+# The same outage (the stored row and the saved alert both firing): its start, first firing
+# time and page key (`key_at` in `extra`, which a clock step leaves where `fired_at` moved from)
+# stay as first recorded, whoever writes later. The key is copied as JSON, not through a float.
 _UPSERT = (
     "INSERT INTO alerts (fingerprint, rule, labels, severity, state, active_since, fired_at, "
     "resolved_at, value, summary, extra) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) "
@@ -25,7 +26,10 @@ _UPSERT = (
     "fired_at=CASE WHEN alerts.state='firing' AND excluded.state='firing' "
     "AND alerts.fired_at IS NOT NULL THEN alerts.fired_at ELSE excluded.fired_at END, "
     "resolved_at=excluded.resolved_at, value=excluded.value, summary=excluded.summary, "
-    "extra=excluded.extra RETURNING fired_at"
+    "extra=CASE WHEN alerts.state='firing' AND excluded.state='firing' "
+    "AND alerts.fired_at IS NOT NULL THEN jsonb_set(excluded.extra::jsonb, '{key_at}', "
+    "COALESCE(alerts.extra::jsonb->'key_at', 'null'::jsonb))::text ELSE excluded.extra END "
+    "RETURNING fired_at"
 )
 
 

@@ -18,6 +18,7 @@ second or so, for `storage.retry_for`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -253,12 +254,24 @@ class PostgresDatabase:
                 conn = await pool.acquire()
                 return await work(conn)
         except BaseException as exc:
-            if conn is not None and (
+            if conn is None:
+                raise
+            closed = _closed(conn)
+            if (
                 isinstance(exc, (*CONNECTION_LOST, asyncio.CancelledError))
-                or conn.is_closed()
+                or closed
                 or conn.is_in_transaction()
             ):
-                conn.terminate()
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            if closed and not isinstance(exc, (*CONNECTION_LOST, asyncio.CancelledError)):
+                # The connection went away under the work, which then failed on it otherwise
+                # (a transaction's rollback on the closed connection raises InterfaceError):
+                # a lost connection, tried again and, past `retry_for`, a storage fault, like
+                # any other. Raised as the work's error, it was neither: a caller that waits
+                # for the database (the journal) took it for a refused write.
+                cause = exc.__context__ if isinstance(exc.__context__, CONNECTION_LOST) else exc
+                raise ConnectionResetError(f"connection lost: {self._message(cause)}") from exc
             raise
         finally:
             if conn is not None:
@@ -291,6 +304,15 @@ class PostgresDatabase:
                 await asyncio.wait_for(pool.close(), timeout=5)
             except (TimeoutError, *CONNECTION_LOST):
                 pool.terminate()
+
+
+def _closed(conn: asyncpg.Connection) -> bool:
+    """Whether the connection is closed. asyncpg detaches a pool's connection as it closes, and
+    the detached one answers every call with InterfaceError: closed."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
 
 
 def deleted(status: str) -> int:

@@ -12,8 +12,9 @@ from dutyd.storage.rows import alert_row
 from dutyd.storage.sqlite.database import SqliteDatabase, check_fence, transaction
 from dutyd.storage.sqlite.log import insert_entries, keyed_row
 
-# The same outage (the stored row and the saved alert both firing): its start and first firing
-# time stay as first recorded, whoever writes later.
+# The same outage (the stored row and the saved alert both firing): its start, first firing
+# time and page key (`key_at` in `extra`) stay as first recorded, whoever writes later. `->`
+# gives the key's JSON text as stored (json_extract would round it through a REAL).
 _UPSERT = (
     "INSERT INTO alerts (fingerprint, rule, labels, severity, state, active_since, fired_at, "
     "resolved_at, value, summary, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
@@ -24,7 +25,9 @@ _UPSERT = (
     "fired_at=CASE WHEN alerts.state='firing' AND excluded.state='firing' "
     "AND alerts.fired_at IS NOT NULL THEN alerts.fired_at ELSE excluded.fired_at END, "
     "resolved_at=excluded.resolved_at, value=excluded.value, summary=excluded.summary, "
-    "extra=excluded.extra"
+    "extra=CASE WHEN alerts.state='firing' AND excluded.state='firing' "
+    "AND alerts.fired_at IS NOT NULL THEN json_set(excluded.extra, '$.key_at', "
+    "json(COALESCE(alerts.extra -> '$.key_at', 'null'))) ELSE excluded.extra END"
 )
 
 
