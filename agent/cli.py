@@ -16,6 +16,7 @@ from dutyd.core.errors import ConfigError, StartupError
 from dutyd.web.config import DEFAULT_PORT
 
 EXIT_CONFIG = 2
+EXIT_FAULT = 1  # a loop of the daemon ended by a fault: restart it (systemd on-failure)
 # What `dutyd --version` names beside dutyd: the libraries a bug report needs the versions of.
 MAIN_LIBRARIES = (
     "pysnmp",
@@ -98,10 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     gc_policy.configure_for_daemon()
     fdlimit.raise_open_file_limit()
     try:
-        asyncio.run(Daemon(settings, path).run())
+        daemon = Daemon(settings, path)
+        asyncio.run(daemon.run())
     except StartupError as exc:
         print(f"dutyd: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if daemon.fault is not None:
+        print(f"dutyd: stopped by a fault of its own: {daemon.fault}", file=sys.stderr)
+        return EXIT_FAULT
     return 0
 
 

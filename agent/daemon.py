@@ -36,6 +36,7 @@ from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.loglimit import LogLimiter
 from dutyd.core.records import AlertEvent, Sample
+from dutyd.core.tasks import LoopWatch
 from dutyd.duty import rulestate
 from dutyd.duty.availability import AvailabilityRecorder
 from dutyd.duty.clockwatch import ClockWatch
@@ -132,6 +133,10 @@ class Daemon:
         )
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings
+        # The daemon's loops and the notification service's: one that ends other than by a
+        # stop stops the daemon with a failure status (`fault`), see `core.tasks`.
+        self.loops = LoopWatch(on_end=self._loop_ended)
+        self.fault: str | None = None
         self.notify = NotifyService(
             s.oncall,
             s.escalation,
@@ -140,6 +145,7 @@ class Daemon:
             self.metrics,
             clock=clock,
             generator_url=s.notify.ack_base_url or f"http://{s.http.listen}:{s.http.port}",
+            loops=self.loops,
         )
         self.journal.listeners.append(self.notify)
         self._storage_changed = asyncio.Event()
@@ -310,10 +316,10 @@ class Daemon:
         # In a cluster the escalation is taken up at takeover (`ha`), not here.
         firing = None if self.ha.enabled else self.operations.list_alerts(["firing"])
         await self.notify.start(firing, moved=moved)
-        self._tasks.append(asyncio.create_task(self.journal.run(), name="alert-events"))
-        self._tasks.append(asyncio.create_task(self._tick_loop(), name="rule-tick"))
-        self._tasks.append(asyncio.create_task(self._watch_storage(), name="storage-watch"))
-        self._tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
+        self._tasks.append(self.loops.start(self.journal.run(), "alert-events"))
+        self._tasks.append(self.loops.start(self._tick_loop(), "rule-tick"))
+        self._tasks.append(self.loops.start(self._watch_storage(), "storage-watch"))
+        self._tasks.append(self.loops.start(self.retention.run(), "retention"))
         if not self.storage.health.durable:
             self.metrics.storage_durable.set(0)
             self.notify.storage_fault(False, self.storage.health.problem() or "")
@@ -421,6 +427,15 @@ class Daemon:
             systemd.ready()  # applied or rejected, dutyd runs on (a rejected file is logged)
 
     def request_stop(self) -> None:
+        self._stopping.set()
+
+    def _loop_ended(self, name: str, why: str) -> None:
+        """A loop ended by a fault (logged with its traceback by `LoopWatch`): dutyd stops
+        cleanly and exits with a failure status, so its supervisor starts it again (systemd's
+        `Restart=on-failure`) and, in a cluster, the standby takes over at once (the lease is
+        released). Running on without the loop would look healthy and do less."""
+        if self.fault is None:
+            self.fault = f"{name}: {why}"
         self._stopping.set()
 
     async def reload(self) -> bool:
@@ -554,6 +569,8 @@ class Daemon:
             self.metrics.targets.labels(kind).set(counts.get(kind, 0))
 
     def _readiness(self) -> tuple[bool, str]:
+        if self.fault is not None:
+            return False, f"stopping: a loop of dutyd ended ({self.fault})"
         if not self._ready:
             return False, "starting or stopping"
         problem = self.storage.health.problem()

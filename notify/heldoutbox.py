@@ -11,7 +11,8 @@ then the drops, then the messages still to send as they are now.
 
 A cluster node holds no message to send (it sends nothing it could not write: its claim and
 fence are in the store), so `hold_reschedules` is False there; its refused deliveries and
-drops are remembered as a single node's are.
+drops are remembered as a single node's are, until another node took the lease: its outbox
+is the record then, and the write-back refused by the fence forgets them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable
 
-from dutyd.storage import NewLogEntry, OutboxMessage, OutboxRepository, StorageUnavailable
+from dutyd.storage import (
+    FencedOut,
+    NewLogEntry,
+    OutboxMessage,
+    OutboxRepository,
+    StorageUnavailable,
+)
 
 log = logging.getLogger("dutyd.notify")
 
@@ -118,12 +125,26 @@ class HeldOutbox:
         """The disk takes writes again: record what happened meanwhile (deliveries with their
         duty-log entries, drops, then the rows still to send, as they are now; those being
         `sending` are written by their delivery)."""
-        for mid, (at, pages, entry) in list(self.done.items()):
-            await self.outbox.mark_delivered(mid, at, pages, entry, self._epoch())
-            del self.done[mid]
-        for mid in list(self.dropped):
-            await self.outbox.drop(mid, self._epoch())
-            self.dropped.discard(mid)
+        try:
+            for mid, (at, pages, entry) in list(self.done.items()):
+                await self.outbox.mark_delivered(mid, at, pages, entry, self._epoch())
+                del self.done[mid]
+            for mid in list(self.dropped):
+                await self.outbox.drop(mid, self._epoch())
+                self.dropped.discard(mid)
+        except FencedOut:
+            # A cluster node that lost the lease while these waited: the outbox is the new
+            # active's record now (it sends such a message again, under the same id: the
+            # receiver's dedup window). Kept, they would be refused at every round and keep
+            # this node's queue from being read again.
+            log.warning(
+                "deliveries and drops made before another node took over are not recorded "
+                "here: the new active node sends those messages again under the same ids",
+                extra={"fields": {"deliveries": len(self.done), "drops": len(self.dropped)}},
+            )
+            self.done.clear()
+            self.dropped.clear()
+            raise
         idle = [r for r in self.rows.values() if r.id not in sending]
         if not idle:
             return

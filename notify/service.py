@@ -40,6 +40,7 @@ from typing import Any
 
 from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import AlertChange, AlertEvent, AlertState, labels_of
+from dutyd.core.tasks import LoopWatch
 from dutyd.exporters.instrumentation import Instrumentation
 from dutyd.notify.acklink import (
     ACKABLE,
@@ -82,6 +83,18 @@ STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
 CLAIM_MARGIN = 10.0
 
 
+@dataclasses.dataclass
+class _DeliverLoop:
+    """What the delivery loop carries from one round to the next."""
+
+    # Due rows read ahead: a delivery that ends starts the next without a query (in a burst,
+    # two queries per message were most of the loop's work).
+    ready: collections.deque[OutboxMessage] = dataclasses.field(default_factory=collections.deque)
+    timeout: float = 1.0
+    pruned: float = 0.0
+    stats_at: float = 0.0
+
+
 class NotifyService:
     """Escalates alert events into pages and delivers them through the outbox (see above)."""
 
@@ -96,6 +109,7 @@ class NotifyService:
         generator_url: str = "",
         sender: Callable[[], tuple[str, int] | None] | None = None,
         escalating: Callable[[], bool] = lambda: True,
+        loops: LoopWatch | None = None,
     ) -> None:
         self.sender = sender  # None: the outbox is this node's alone, no claims
         # The epoch escalation's duty-log entries carry (a pair: the lease's; None alone and
@@ -127,6 +141,9 @@ class NotifyService:
         self._wake = asyncio.Event()
         self._escalate = asyncio.Event()
         self._inflight: set[str] = set()
+        # The delivery and escalation loops: one that ends other than by `stop` is said
+        # (and, in the daemon, stops it with a failure status), never a silent end.
+        self.loops = loops or LoopWatch()
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         # The cancellers of the open group windows' timers.
@@ -162,10 +179,10 @@ class NotifyService:
             # claims, and is fenced; rows are sent by whichever node is active, on its clock.)
             await move_back(self.outbox, -moved, self.clock.time())
         self._tasks = [
-            asyncio.create_task(self._deliver_loop(), name="notify-deliver"),
-            asyncio.create_task(self._escalation_loop(), name="notify-escalate"),
+            self.loops.start(self._deliver_loop(), "notify-deliver"),
+            self.loops.start(self._escalation_loop(), "notify-escalate"),
+            self.loops.start(self._refresh_loop(), "notify-am"),
         ]
-        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="notify-am"))
         depth = (await self.outbox.stats(self.clock.time())).depth
         if depth:
             log.info("outbox has undelivered notifications", extra={"fields": {"count": depth}})
@@ -640,54 +657,66 @@ class NotifyService:
     # -- delivery -------------------------------------------------------------------------------
 
     async def _deliver_loop(self) -> None:
-        pruned = stats_at = 0.0
-        # Due rows read ahead: a delivery that ends starts the next without a query (in a
-        # burst, two queries per message were most of the loop's work).
-        ready: collections.deque[OutboxMessage] = collections.deque()
-        timeout = 1.0
+        loop = _DeliverLoop()
         while True:
             self._wake.clear()
-            if self.moves:
-                # (While the store refuses it, its rows are read on their old clock below.)
-                with contextlib.suppress(StorageUnavailable):
-                    await self.moves.write()
-            now = self.clock.time()
-            if now - pruned > 3600:  # forget delivered ids older than the dedup horizon
-                pruned = now
-                with contextlib.suppress(StorageUnavailable):
-                    await self.outbox.forget_sent(now - SENT_RETENTION)
-            if self.held and self.storage.health.writable:
-                with contextlib.suppress(StorageUnavailable):
-                    await self.held.write_back(self._inflight)
-            free = MAX_IN_FLIGHT - len(self._inflight)
-            if self.sender is not None and self.sender() is None:
-                free = 0  # a standby: the active node sends
-            if free > 0 and not ready:
-                # A message waiting for an earlier one about the same alert to the same
-                # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
-                # waiting (only rows queued later wait, for earlier ones). Rows whose state
-                # is in memory (a write the disk refused) are not read from the store.
-                busy = self._inflight | self.order.waiting | self.held.ids()
-                with contextlib.suppress(StorageUnavailable):
-                    unmoved = self.moves.unwritten()
-                    ready.extend(await self.outbox.due(now - unmoved, READ_AHEAD, busy))
-                ready.extend(self.held.due(now, self._inflight | self.order.waiting))
-            while free > 0 and ready:
-                row = ready.popleft()
-                self._inflight.add(row.id)
-                self._spawn(self._deliver(row))
-                free -= 1
-            if not ready or now - stats_at >= STATS_EVERY:
-                stats_at = now
-                try:
-                    timeout = await self._check_queue(now)
-                except StorageUnavailable:
-                    timeout = 1.0
+            try:
+                await self._deliver_round(loop)
+            except Exception:
+                # Never a silent end: a loop that died would leave an active node sending
+                # nothing while it looks healthy. Said, and tried again within a second.
+                log.exception("the notification delivery loop failed; going on")
+                loop.ready.clear()
+                loop.timeout = 1.0
             # Rows read ahead wait for a free slot: a delivery that ends wakes the loop.
-            wait = 1.0 if ready else timeout
+            wait = 1.0 if loop.ready else loop.timeout
             with contextlib.suppress(TimeoutError):  # a timeout: see _escalation_loop
                 async with self.clock.timeout(wait):
                     await self._wake.wait()
+
+    async def _deliver_round(self, loop: _DeliverLoop) -> None:
+        """Write what waits to be written, start the deliveries due, read the queue's stats."""
+        if self.moves:
+            # (While the store refuses it, its rows are read on their old clock below.)
+            with contextlib.suppress(StorageUnavailable):
+                await self.moves.write()
+        now = self.clock.time()
+        if now - loop.pruned > 3600:  # forget delivered ids older than the dedup horizon
+            loop.pruned = now
+            with contextlib.suppress(StorageUnavailable):
+                await self.outbox.forget_sent(now - SENT_RETENTION)
+        if self.held and self.storage.health.writable:
+            try:
+                await self.held.write_back(self._inflight)
+            except StorageUnavailable:
+                pass
+            except FencedOut as exc:
+                self.epochs.refused(self.epochs.last, exc)
+        free = MAX_IN_FLIGHT - len(self._inflight)
+        if self.sender is not None and self.sender() is None:
+            free = 0  # a standby: the active node sends
+        ready = loop.ready
+        if free > 0 and not ready:
+            # A message waiting for an earlier one about the same alert to the same
+            # person is not attempted (`DeliveryOrder`); read ahead rows cannot start
+            # waiting (only rows queued later wait, for earlier ones). Rows whose state
+            # is in memory (a write the disk refused) are not read from the store.
+            busy = self._inflight | self.order.waiting | self.held.ids()
+            with contextlib.suppress(StorageUnavailable):
+                unmoved = self.moves.unwritten()
+                ready.extend(await self.outbox.due(now - unmoved, READ_AHEAD, busy))
+            ready.extend(self.held.due(now, self._inflight | self.order.waiting))
+        while free > 0 and ready:
+            row = ready.popleft()
+            self._inflight.add(row.id)
+            self._spawn(self._deliver(row))
+            free -= 1
+        if not ready or now - loop.stats_at >= STATS_EVERY:
+            loop.stats_at = now
+            try:
+                loop.timeout = await self._check_queue(now)
+            except StorageUnavailable:
+                loop.timeout = 1.0
 
     async def _check_queue(self, now: float) -> float:
         """Outbox metrics and the order's check; how long the loop may sleep."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -370,3 +372,40 @@ async def test_stop_ends_the_loops_even_when_woken_as_it_cancels(tmp_path: Path)
         assert loops and all(t.cancelled() for t in loops)
     finally:
         await storage.close()
+
+
+async def test_the_delivery_loop_outlives_an_unexpected_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round of the delivery loop that fails unexpectedly (here the queue's read, made to
+    fail twice) is said and the loop goes on: the page still arrives. Before, the loop's task
+    ended with the error and nothing was sent again, silently (the stop's gather swallowed
+    it): seen after a fenced write-back in a database-outage failover run."""
+    receiver = Receiver()
+    await receiver.start()
+    service, storage, _ = await make_service(
+        tmp_path / "d.db", *configs({"hook": receiver.url()}, ["hook"], group_wait=0)
+    )
+    due = service.outbox.due
+    failures = 2
+
+    async def failing_due(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures > 0:
+            failures -= 1
+            raise RuntimeError("injected: the queue's read failed")
+        return await due(*args, **kwargs)
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="dutyd.notify"):
+            service.outbox.due = failing_due  # type: ignore[method-assign]
+            await service(firing(1))
+            await receiver.wait_for(1, 10)
+        assert failures == 0
+        failed = [r for r in caplog.records if "delivery loop failed" in r.getMessage()]
+        assert len(failed) == 2 and failed[0].exc_info is not None
+        assert not any(t.done() for t in service._tasks)
+    finally:
+        await service.stop()
+        await storage.close()
+        await receiver.stop()

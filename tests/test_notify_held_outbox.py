@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from dutyd.notify.heldoutbox import HeldOutbox
-from dutyd.storage import NewLogEntry, OutboxMessage, StorageUnavailable, open_storage
+from dutyd.storage import (
+    FencedOut,
+    NewLogEntry,
+    OutboxMessage,
+    StorageUnavailable,
+    open_storage,
+)
 from tests.test_storage_faults import fill, small_disk
 
 
@@ -83,3 +89,35 @@ async def test_a_cluster_node_holds_no_reschedule(tmp_path: Path) -> None:
             await held.reschedule(row)  # refused too, and not raised
             assert not held
             assert held.due(math.inf, busy=()) == []
+
+
+async def test_a_cluster_nodes_held_delivery_is_forgotten_once_another_node_took_over(
+    tmp_path: Path,
+) -> None:
+    """Delivered under epoch 1 while the disk refused the record; by the time it takes writes
+    again another node holds the lease (epoch 2). The write-back is refused by the fence and
+    the held record forgotten (the new active sends the message again under the same id);
+    before, it was refused at every round, and the refusal ended the delivery loop."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        async with open_storage(disk / "d.db") as store:
+            lease = await store.cluster.acquire_lease("notifier", "a", 30.0)
+            row = message("m", 1.0)
+            await store.outbox.enqueue([row])
+            held = HeldOutbox(store.outbox, lambda: lease.epoch, hold_reschedules=False)
+            filler = await asyncio.to_thread(fill, disk)
+            entry = NewLogEntry(5.0, "notify.sent", "dutyd", "m", {})
+            await held.delivered(row, 5.0, ["page-m"], entry)
+            assert held.done.keys() == {"m"}
+            filler.unlink()
+            assert await store.probe()
+            await store.cluster.release_lease("notifier", "a")
+            taken = await store.cluster.acquire_lease("notifier", "b", 30.0)
+            assert taken.epoch > lease.epoch
+            with pytest.raises(FencedOut):
+                await held.write_back(sending=())
+            assert not held  # forgotten: refused again at every round, it kept the loop busy
+            await held.write_back(sending=())  # nothing left to write, nothing refused
+            due = [r.id for r in await store.outbox.due(math.inf, 10)]
+            sent = await store.outbox.sent_among(["m", "page-m"])
+    assert due == ["m"]  # the new active's to send
+    assert sent == set()
