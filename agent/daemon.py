@@ -116,7 +116,13 @@ class Daemon:
         # `depends_on: auto`: parents learned from the switches' LLDP neighbours.
         self.topology = LearnedTopology(settings.targets)
         self.storage: Storage = open_configured(settings.storage)
-        self.ha = HighAvailability(lambda: self.settings, self.storage, self.metrics, clock)
+        # The daemon's loops and its layers': one that ends other than by a stop stops the
+        # daemon with a failure status (`fault`), see `core.tasks`.
+        self.loops = LoopWatch(on_end=self._loop_ended)
+        self.fault: str | None = None
+        self.ha = HighAvailability(
+            lambda: self.settings, self.storage, self.metrics, clock, loops=self.loops
+        )
         self.http = HttpServer(
             self.registry,
             self._readiness,
@@ -133,10 +139,6 @@ class Daemon:
         )
         self.operations = DutyOperations(lambda: self.engine, self.storage, self.journal, clock)
         s = settings
-        # The daemon's loops and the notification service's: one that ends other than by a
-        # stop stops the daemon with a failure status (`fault`), see `core.tasks`.
-        self.loops = LoopWatch(on_end=self._loop_ended)
-        self.fault: str | None = None
         self.notify = NotifyService(
             s.oncall,
             s.escalation,

@@ -35,6 +35,7 @@ from dutyd.cluster.looplag import LoopLag
 from dutyd.core.clock import Clock
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.records import AlertEvent, Labels
+from dutyd.core.tasks import LoopWatch
 from dutyd.duty import rulestate
 from dutyd.duty.journal import AlertJournal
 from dutyd.duty.operations import DutyOperations
@@ -60,8 +61,10 @@ class HighAvailability:
         storage: Storage,
         metrics: Instrumentation,
         clock: Clock,
+        loops: LoopWatch | None = None,
     ) -> None:
         self.settings = settings
+        self.loops = loops or LoopWatch()
         self.storage = storage
         self.metrics = metrics
         self.clock = clock
@@ -74,6 +77,7 @@ class HighAvailability:
             on_active=self._on_active,
             on_standby=self._on_standby,
             on_shards=self._on_shards,
+            loops=self.loops,
         )
         self.enabled = isinstance(self.node, ClusterNode)
         self.lag = LoopLag(cfg.deadman.stall_after, on_stall=lambda lag: metrics.loop_stalls.inc())
@@ -219,7 +223,7 @@ class HighAvailability:
         if self.peers is not None:
             self.peers.start()
         if self.node.sharded:
-            self._tasks.append(asyncio.create_task(self._share_targets(), name="target-status"))
+            self._tasks.append(self.loops.start(self._share_targets(), "target-status"))
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -13,6 +13,7 @@ from typing import Any
 
 from dutyd.cluster.config import ClusterConfig
 from dutyd.cluster.shards import assign
+from dutyd.core.tasks import LoopWatch
 from dutyd.storage import ClusterRepository, LeaseState, Member
 
 log = logging.getLogger("dutyd.cluster")
@@ -88,6 +89,7 @@ class ClusterNode(Node):
         on_standby: Hook = _nothing,
         on_shards: Hook = _nothing,
         monotonic: Callable[[], float] = time.monotonic,
+        loops: LoopWatch | None = None,
     ) -> None:
         self.config = config
         self.name = config.node
@@ -95,6 +97,8 @@ class ClusterNode(Node):
         self.targets = targets  # target name -> pinned shard
         self.on_active, self.on_standby, self.on_shards = on_active, on_standby, on_shards
         self.monotonic = monotonic
+        # Its rounds' loop: one that ends by a fault would leave this node a silent standby.
+        self.loops = loops or LoopWatch()
         self.started = time.time()
         self.lease: LeaseState | None = None
         self.members: list[Member] = []
@@ -188,7 +192,7 @@ class ClusterNode(Node):
                 await self._heartbeat()
                 await self._read_members()
                 self.lease = await self.repo.lease(NOTIFIER)
-        self._task = asyncio.create_task(self._run(), name="cluster")
+        self._task = self.loops.start(self._run(), "cluster")
 
     async def stop(self) -> None:
         if self._task is not None:
