@@ -13,6 +13,10 @@ came back, the node that took over fired it again and paged it under a second id
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import asyncpg
 import pytest
 
@@ -47,14 +51,24 @@ class EndsItsOwnSession:
             return int(await c.fetchval("SELECT pg_backend_pid()"))
 
 
-async def test_a_session_ended_mid_transaction_is_tried_again_on_a_new_connection(
-    postgres: PostgresServer,
-) -> None:
-    url = postgres.create_database("lost_mid_transaction")
-    store = open_storage(url, password=PASSWORD, pool_size=1, retry_for=10)
+@contextlib.asynccontextmanager
+async def opened(postgres: PostgresServer, name: str, retry_for: float) -> AsyncIterator[Any]:
+    """A store of one connection on a database of its own."""
+    store = open_storage(
+        postgres.create_database(name), password=PASSWORD, pool_size=1, retry_for=retry_for
+    )
     assert isinstance(store, PostgresStorage)
     await store.open()
     try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_session_ended_mid_transaction_is_tried_again_on_a_new_connection(
+    postgres: PostgresServer,
+) -> None:
+    async with opened(postgres, "lost_mid_transaction", retry_for=10) as store:
         work = EndsItsOwnSession(times=1)
         pid = await store._db.run(work)
         assert work.tries == 2
@@ -63,8 +77,6 @@ async def test_a_session_ended_mid_transaction_is_tried_again_on_a_new_connectio
         entry = NewLogEntry(2.0, "alert.firing", "dutyd", "web1", {})
         assert await store.alerts.record("web1", _alert("web1"), entry, epoch=1) == 2.0
         kinds = [e.kind for e in await store.log.read(limit=None)]
-    finally:
-        await store.close()
     assert kinds == ["landed", "alert.firing"], kinds
     assert store.health.writable
 
@@ -72,11 +84,7 @@ async def test_a_session_ended_mid_transaction_is_tried_again_on_a_new_connectio
 async def test_a_session_ended_on_every_try_is_a_storage_fault(postgres: PostgresServer) -> None:
     """Past `retry_for`: DatabaseUnavailable (what callers wait on, the store's health told),
     not an asyncpg error the caller does not know."""
-    url = postgres.create_database("lost_every_try")
-    store = open_storage(url, password=PASSWORD, pool_size=1, retry_for=0.5)
-    assert isinstance(store, PostgresStorage)
-    await store.open()
-    try:
+    async with opened(postgres, "lost_every_try", retry_for=0.5) as store:
         work = EndsItsOwnSession(times=100)
         with pytest.raises(DatabaseUnavailable) as caught:
             await store._db.run(work)
@@ -89,6 +97,4 @@ async def test_a_session_ended_on_every_try_is_a_storage_fault(postgres: Postgre
         landed = await store._db.run(
             lambda c: c.fetchval("SELECT count(*) FROM duty_log WHERE kind='landed'")
         )
-    finally:
-        await store.close()
     assert landed == 0  # every try's transaction ended with its session
