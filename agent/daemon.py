@@ -35,11 +35,12 @@ from dutyd.core.errors import ConfigError, StartupError
 from dutyd.core.fdlimit import open_file_limit
 from dutyd.core.latest import LatestSamples, TargetStatus
 from dutyd.core.loglimit import LogLimiter
-from dutyd.core.records import AlertEvent, Sample
+from dutyd.core.records import AlertEvent, Sample, labels_of
 from dutyd.core.tasks import LoopWatch
 from dutyd.duty import rulestate
 from dutyd.duty.availability import AvailabilityRecorder
 from dutyd.duty.clockwatch import ClockWatch
+from dutyd.duty.doorshare import DoorShare
 from dutyd.duty.drill import Drills
 from dutyd.duty.entries import EntryRegister
 from dutyd.duty.equipment import EquipmentRegister
@@ -181,6 +182,12 @@ class Daemon:
             self.operations,
             self.storage,
             clock,
+            # In a cluster the doors' changes are shared through the duty log.
+            doors=DoorShare(
+                self.storage.log,
+                settings.cluster.node if self.ha.enabled else "",
+                lambda target: self.ha.records(labels_of({"target": target})),
+            ),
         )
         # Register lines are written by the active node, fenced by its epoch like its alerts.
         self.availability = AvailabilityRecorder(self.storage, self.ha.fence)

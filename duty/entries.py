@@ -30,6 +30,7 @@ from dutyd.core.clock import SYSTEM_CLOCK, Clock
 from dutyd.core.records import Sample
 from dutyd.core.tasks import cancel_and_wait
 from dutyd.duty.config import RoomConfig
+from dutyd.duty.doorshare import DoorChange, DoorShare, door_entry
 from dutyd.duty.operations import DutyOperations
 from dutyd.notify.oncall import Rota
 from dutyd.storage import NewRoomEntry, RoomEntry, Storage
@@ -79,7 +80,10 @@ class EntryRegister:
         operations: DutyOperations,
         storage: Storage,
         clock: Clock = SYSTEM_CLOCK,
+        doors: DoorShare | None = None,
     ) -> None:
+        """`doors`: in a cluster, the door changes this node writes for the others and reads
+        from them (`duty.doorshare`); None alone."""
         # Callables: a reload changes the rooms, the people and the rota.
         self._rooms = rooms
         self._people = people
@@ -91,6 +95,7 @@ class EntryRegister:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._shift: int | None = None
+        self._doors = doors or DoorShare(storage.log, "", lambda target: True)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -102,6 +107,8 @@ class EntryRegister:
             self._room(name)
         for name in list(self.state):
             self._publish(name)
+        for change in await self._doors.others():  # a door another node saw open
+            self._apply_remote(change)
         if self._task is None:
             self._task = asyncio.create_task(self._watch_handovers(), name="handover-watch")
 
@@ -222,7 +229,12 @@ class EntryRegister:
             rooms = rooms if rooms is not None else self._configured()
             room = s.label("room")
             if room in rooms and s.label("kind") != "register":
-                self._door(room, s.value >= 0.5)
+                is_open = s.value >= 0.5
+                first = self._room(room).door_open is None
+                # A door first heard of as shut (every start) is no news to the others.
+                if self._door(room, is_open) and not (first and not is_open):
+                    change = DoorChange(room, is_open, self._clock.time(), webhook=False)
+                    self._doors.seen_on_target(change, s.label("target"))
 
     async def door_event(self, room: str, is_open: bool, source: str) -> None:
         """The door reported by a room's webhook: fed to the rules as `room_door_open` (its
@@ -233,15 +245,35 @@ class EntryRegister:
             [Sample.of(DOOR_OPEN, 1.0 if is_open else 0.0, now, room_labels(room))]
         )
         if changed:
-            kind = "door.open" if is_open else "door.shut"
-            await self._storage.log.append(now, kind, source, f"room:{room}", {"room": room})
+            change = DoorChange(room, is_open, now, webhook=True)
+            await self._storage.log.append_entry(door_entry(change, source, self._doors.node))
 
-    def _door(self, room: str, is_open: bool) -> bool:
+    def _apply_remote(self, change: DoorChange) -> None:
+        """A door change another node of the cluster saw (`duty.doorshare`). One that came by
+        webhook feeds `room_door_open` to the rules too, as `door_event` does (a polled
+        contact's own sample is the polling node's: fed here too, its held-open alert would
+        page twice)."""
+        if change.room not in self._configured():
+            return
+        self._door(change.room, change.is_open, change.at)
+        if change.webhook:
+            self._operations.ingest_samples(
+                [
+                    Sample.of(
+                        DOOR_OPEN,
+                        1.0 if change.is_open else 0.0,
+                        self._clock.time(),
+                        room_labels(change.room),
+                    )
+                ]
+            )
+
+    def _door(self, room: str, is_open: bool, at: float | None = None) -> bool:
         state = self._room(room)
         if state.door_open is is_open:
             return False
         state.door_open = is_open
-        state.door_since = self._clock.time()
+        state.door_since = self._clock.time() if at is None else at
         self._publish(room)
         return True
 
@@ -252,6 +284,7 @@ class EntryRegister:
         while True:
             try:
                 self.check_handover(self._clock.time())
+                await self._doors.flush()
                 if self._clock.monotonic() - synced >= SYNC_EVERY:
                     synced = self._clock.monotonic()
                     await self.sync()
@@ -260,7 +293,10 @@ class EntryRegister:
             await self._clock.sleep(HANDOVER_CHECK)
 
     async def sync(self) -> None:
-        """Who is in, as the store says (another node of a cluster may have written)."""
+        """Who is in, as the store says (another node of a cluster may have written), and the
+        doors the other nodes saw change."""
+        for change in await self._doors.others():
+            self._apply_remote(change)
         async with self._lock:
             lines = await self._storage.room_entries.inside()
             now: dict[str, dict[str, RoomEntry]] = {}

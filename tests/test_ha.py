@@ -689,3 +689,73 @@ def test_readyz_api_and_status_page_say_which_node_is_active(tmp_path, site) -> 
             page.screenshot(path=str(OUTPUT / "status-page-cluster.png"), full_page=True)
         finally:
             browser.close()
+
+
+DOOR_TOKEN = "room-b-door-webhook-token-0123"
+DOOR_RULE = "room_door_open_unregistered"  # the duty pack's
+
+
+def post_door(daemon: DaemonProcess, room: str, is_open: bool) -> None:
+    req = urllib.request.Request(
+        f"{daemon.url}/api/v1/doors/{room}",
+        data=json.dumps({"open": is_open}).encode(),
+        headers={"Content-Type": "application/json", "X-Dutyd-Token": DOOR_TOKEN},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+
+
+def test_a_door_webhook_posted_to_the_standby_pages_from_the_active_node(
+    tmp_path, site, pg
+) -> None:
+    """A room's access-control system posts to the node its URL names, here the standby. The
+    standby records nothing of its own, so before, the active node never knew the door was
+    open and nobody was paged. Now the standby writes the change to the duty log and the
+    active node reads it at its register's sync (every 10 s): it pages once, and resolves when
+    the door is shut again (also posted to the standby). The duty log has each change once."""
+    receiver: Receiver = site["receiver"]
+    nodes: list[DaemonProcess] = site["nodes"]
+
+    def config(name: str) -> dict[str, Any]:
+        c = node_config(name, site["url"], receiver, targets(site["port"].port, ["svc-d"]))
+        c["rules"]["packs"] = ["duty"]
+        c["rooms"] = [{"name": "room-b", "door": {"kind": "webhook", "token": DOOR_TOKEN}}]
+        return c
+
+    a = start_node(tmp_path, "a", config("a"))
+    nodes.append(a)
+    wait(lambda: active(a), 30, "node a active", a)
+    b = start_node(tmp_path, "b", config("b"))
+    nodes.append(b)
+    wait(lambda: "standby" in b.get("/readyz")[1], 30, "node b standby", b)
+    posted = time.monotonic()
+    post_door(b, "room-b", True)
+
+    def door_pages() -> list[str]:
+        texts = [json.dumps(p, ensure_ascii=False) for p in receiver.pages]
+        return [t for t in texts if "room-b" in t]
+
+    wait(lambda: bool(door_pages()), 10 + SCHEDULING_SLACK + 5, "the door's page", a, b)
+    took = time.monotonic() - posted
+    assert took <= 10 + SCHEDULING_SLACK, f"paged {took:.1f}s after the webhook"
+    assert "room-b is open" in door_pages()[0]
+
+    def door_alert_on_a() -> str:
+        (alert,) = [x for x in get_json(a, "/api/v1/alerts")["alerts"] if x["rule"] == DOOR_RULE]
+        return str(alert["state"])
+
+    assert door_alert_on_a() == "firing"
+    rooms = {r["room"]: r for r in get_json(a, "/api/v1/rooms")["rooms"]}
+    assert rooms["room-b"]["door_open"] is True
+    post_door(b, "room-b", False)
+    wait(lambda: door_alert_on_a() == "resolved", 10 + SCHEDULING_SLACK + 5, "resolved", a, b)
+    time.sleep(2)  # a page sent twice would have arrived
+    firing = [t for t in door_pages() if "resolved" not in t.lower()]
+    assert len(firing) == 1, door_pages()
+    opened = query(pg, site["db"], "SELECT data FROM duty_log WHERE kind LIKE 'door.%' ORDER BY id")
+    assert [json.loads(r[0]) for r in opened] == [
+        {"room": "room-b", "node": "b", "via": "webhook"},
+        {"room": "room-b", "node": "b", "via": "webhook"},
+    ]
+    assert len(duty_log_kinds(pg, site["db"], "alert.firing", rule=DOOR_RULE)) == 1
