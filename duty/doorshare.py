@@ -87,11 +87,14 @@ class DoorShare:
         rooms: set[str] = set()
         for e in fresh:  # newest first
             node, room = e.data.get("node"), e.data.get("room")
-            if not node or node == self.node or not isinstance(room, str):
+            if not isinstance(room, str):
                 continue
-            if first and room in rooms:
+            if first:
+                if room in rooms:
+                    continue  # an older change of a room whose newest is taken (or is ours)
+                rooms.add(room)
+            if not node or node == self.node:
                 continue
-            rooms.add(room)
             webhook = e.data.get("via") == "webhook"
             changes.append(DoorChange(room, e.kind == "door.open", e.timestamp, webhook))
         return changes[::-1]
