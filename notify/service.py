@@ -635,7 +635,12 @@ class NotifyService:
     async def _refresh_loop(self) -> None:
         while True:
             await self.clock.sleep(AM_REFRESH)
-            await self.forwarding.refresh(self.channels, self.clock.time())
+            try:
+                await self.forwarding.refresh(self.channels, self.clock.time())
+            except Exception:
+                # A refresh is repeated at the next turn; a fault in one is no reason to stop
+                # dutyd (its pages go through the outbox, not this loop).
+                log.exception("refreshing the alerts at the Alertmanager forwarders failed")
 
     # -- escalation clock -----------------------------------------------------------------------
 
