@@ -35,9 +35,9 @@ SHARED_UNITS = {
 # Files of a minute or more (`--durations`), handed out first so that none of them starts last
 # and keeps one worker busy alone at the end; the rest follow in collection order.
 LONGEST_FIRST = [
+    "tests/test_ha_failover.py",  # ~8 min: five runs of each of five failover cases
     "tests/test_chaos_fleet.py",
     "tests/test_ha.py",
-    "tests/test_ha_failover.py",
     "tests/test_traps_daemon.py",
     "tests/test_storage_faults.py",
     "tests/test_shards_groups.py",
