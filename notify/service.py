@@ -81,6 +81,8 @@ STATS_EVERY = 0.5  # seconds: outbox depth and age while a backlog drains
 # A claim lasts the send timeout plus this: long enough that a live sender always finishes
 # under its claim, short enough that a dead sender's messages are taken over soon.
 CLAIM_MARGIN = 10.0
+# Delivery rounds failing in a row (about a second apart) that end the delivery loop.
+DELIVERY_ROUNDS_FAILING = 30
 
 
 @dataclasses.dataclass
@@ -93,6 +95,7 @@ class _DeliverLoop:
     timeout: float = 1.0
     pruned: float = 0.0
     stats_at: float = 0.0
+    failed: int = 0  # rounds failed in a row
 
 
 class NotifyService:
@@ -667,9 +670,15 @@ class NotifyService:
             self._wake.clear()
             try:
                 await self._deliver_round(loop)
+                loop.failed = 0
             except Exception:
                 # Never a silent end: a loop that died would leave an active node sending
-                # nothing while it looks healthy. Said, and tried again within a second.
+                # nothing while it looks healthy. Said, and tried again within a second; a
+                # round that keeps failing ends the loop, a fault of dutyd's own
+                # (`core.tasks.LoopWatch`: the daemon stops, and its supervisor restarts it).
+                loop.failed += 1
+                if loop.failed >= DELIVERY_ROUNDS_FAILING:
+                    raise
                 log.exception("the notification delivery loop failed; going on")
                 loop.ready.clear()
                 loop.timeout = 1.0

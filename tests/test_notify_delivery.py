@@ -21,7 +21,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from dutyd.core.records import AlertEvent, AlertState, labels_of
+from dutyd.core.tasks import LoopWatch
 from dutyd.exporters.instrumentation import Instrumentation
+from dutyd.notify import service as service_module
 from dutyd.notify.config import EscalationConfig, NotifyConfig, OncallConfig
 from dutyd.notify.service import NotifyService
 from dutyd.storage.sqlite import SqliteStorage
@@ -409,3 +411,37 @@ async def test_the_delivery_loop_outlives_an_unexpected_error(
         await service.stop()
         await storage.close()
         await receiver.stop()
+
+
+async def test_a_delivery_round_that_keeps_failing_ends_the_loop_as_a_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failing round after round (here 3 in a row), the loop ends: its `LoopWatch` is told
+    (the daemon stops with a failure status and its supervisor restarts it), rather than
+    logging once a second for ever on a node that sends nothing."""
+    monkeypatch.setattr(service_module, "DELIVERY_ROUNDS_FAILING", 3)
+    told: list[tuple[str, str]] = []
+    storage = SqliteStorage(tmp_path / "d.db")
+    await storage.open()
+    service = NotifyService(
+        *configs({"hook": "json://127.0.0.1:9/hook"}, ["hook"]),
+        storage,
+        Instrumentation(CollectorRegistry()),
+        loops=LoopWatch(on_end=lambda name, why: told.append((name, why))),
+    )
+
+    async def failing_due(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected: the queue's read failed")
+
+    await service.start()
+    try:
+        service.outbox.due = failing_due  # type: ignore[method-assign]
+        for _ in range(100):
+            if told:
+                break
+            await asyncio.sleep(0.1)
+        assert told == [("notify-deliver", "RuntimeError: injected: the queue's read failed")]
+        assert service.loops.problem() is not None
+    finally:
+        await service.stop()
+        await storage.close()
