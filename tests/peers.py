@@ -6,6 +6,7 @@ PID. Nothing here mocks a protocol.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
@@ -19,13 +20,36 @@ from pathlib import Path
 
 import pytest
 
+# The ports handed out lately by this process: not handed out again while a peer may still be
+# about to bind one.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=512)
+
+
+def _worker_slot() -> tuple[int, int]:
+    """(this pytest-xdist worker's index, the number of workers); (0, 1) without xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return index, max(1, count)
+
 
 def free_port(kind: str = "tcp") -> int:
-    """A port the OS says is free on 127.0.0.1 now (tcp or udp)."""
+    """A port the OS says is free on 127.0.0.1 now (tcp or udp), for a peer to bind.
+
+    The port is released before the peer binds it. With several pytest-xdist workers each takes
+    only ports of its own class (port // 2 % workers == its index: Linux hands bind() ports of
+    one parity), so a port one worker picked and released cannot be picked by another before
+    its peer binds it (seen once: a daemon's HTTP port taken by another worker's sshd)."""
     sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, sock_type) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    index, count = _worker_slot()
+    for _ in range(10_000):  # the OS's picks are spread: about `count` tries
+        with socket.socket(socket.AF_INET, sock_type) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port // 2 % count == index and port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
+    raise RuntimeError(f"no free {kind} port for worker {index} of {count}")
 
 
 def require_binary(path_or_name: str) -> str:
