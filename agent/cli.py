@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"dutyd: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if daemon.fault is not None:
-        print(f"dutyd: stopped by a fault of its own: {daemon.fault}", file=sys.stderr)
+        print(f"dutyd: stopped, {daemon.fault}", file=sys.stderr)
         return EXIT_FAULT
     return 0
 

@@ -119,8 +119,7 @@ class Daemon:
         self.storage: Storage = open_configured(settings.storage)
         # The daemon's loops and its layers': one that ends other than by a stop stops the
         # daemon with a failure status (`fault`), see `core.tasks`.
-        self.loops = LoopWatch(on_end=self._loop_ended)
-        self.fault: str | None = None
+        self.loops = LoopWatch(on_end=lambda name, why: self._loop_ended())
         self.ha = HighAvailability(
             lambda: self.settings, self.storage, self.metrics, clock, loops=self.loops
         )
@@ -438,13 +437,16 @@ class Daemon:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    def _loop_ended(self, name: str, why: str) -> None:
+    @property
+    def fault(self) -> str | None:
+        """The loops that ended by a fault (None: none did), see `_loop_ended`."""
+        return self.loops.problem()
+
+    def _loop_ended(self) -> None:
         """A loop ended by a fault (logged with its traceback by `LoopWatch`): dutyd stops
         cleanly and exits with a failure status, so its supervisor starts it again (systemd's
         `Restart=on-failure`) and, in a cluster, the standby takes over at once (the lease is
         released). Running on without the loop would look healthy and do less."""
-        if self.fault is None:
-            self.fault = f"{name}: {why}"
         self._stopping.set()
 
     async def reload(self) -> bool:
@@ -579,7 +581,7 @@ class Daemon:
 
     def _readiness(self) -> tuple[bool, str]:
         if self.fault is not None:
-            return False, f"stopping: a loop of dutyd ended ({self.fault})"
+            return False, f"stopping: {self.fault}"
         if not self._ready:
             return False, "starting or stopping"
         problem = self.storage.health.problem()

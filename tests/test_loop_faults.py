@@ -64,7 +64,9 @@ async def test_a_daemon_whose_rule_tick_fails_says_so_and_stops_with_a_fault(
                 if daemon.fault is not None:
                     break
                 await asyncio.sleep(0.1)
-        assert daemon.fault == "rule-tick: RuntimeError: injected: a rule evaluation bug"
+        assert daemon.fault == (
+            "a loop of dutyd ended: rule-tick (RuntimeError: injected: a rule evaluation bug)"
+        )
         assert daemon._stopping.is_set()  # `run` stops it, and the CLI exits 1
         async with run.http.get(run.base + "/readyz") as r:
             status, text = r.status, await r.text()
@@ -92,7 +94,7 @@ def test_dutyd_run_exits_1_after_a_fault_of_its_own(
     monkeypatch.setattr(cli.gc_policy, "configure_for_daemon", lambda: None)
     assert cli.main(["run", "-c", str(path)]) == cli.EXIT_FAULT == 1
     err = capsys.readouterr().err
-    assert "dutyd: stopped by a fault of its own: rule-tick: RuntimeError: injected" in err
+    assert "dutyd: stopped, a loop of dutyd ended: rule-tick (RuntimeError: injected" in err
     db = sqlite3.connect(tmp_path / "dutyd.db")
     kinds = [k for (k,) in db.execute("SELECT kind FROM duty_log ORDER BY id")]
     db.close()
