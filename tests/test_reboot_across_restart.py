@@ -17,6 +17,7 @@ from dutyd.core.clock import SYSTEM_CLOCK, Clock, SystemClock
 from dutyd.core.records import Sample
 from dutyd.duty.reboots import RebootMemory
 from dutyd.storage.sqlite import SqliteStorage
+from tests.ssh_fixtures import simulated_target
 from tests.test_notify_delivery import Receiver
 
 
@@ -24,17 +25,7 @@ def config(tmp: Path, server: SimulatedLinux, receiver: Receiver) -> dict[str, A
     key, known = server.write_files(tmp)
     return {
         "targets": [
-            {
-                "name": "db1",
-                "kind": "ssh",
-                "address": "127.0.0.1",
-                "port": server.port,
-                "username": server.username,
-                "client_keys": [str(key)],
-                "known_hosts": str(known),
-                "interval": "1s",
-                "timeout": "5s",
-            }
+            simulated_target(server, key, known, tmp / "trusted", interval="1s", timeout="5s")
         ],
         "rules": {"packs": ["duty"]},
         "oncall": {"people": [{"name": "Li Na", "language": "en", "contacts": ["phone"]}]},
